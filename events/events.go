@@ -1,0 +1,216 @@
+// Package events is stkgate's wire contract: the subjects, the STK stream and
+// its consumers, the CloudEvents envelope, the typed payloads and the status
+// table. Every service encodes and decodes events through this package only.
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Event types. A subject is the type followed by the tracking id
+// (stk.completed.<id>), so the type is the subject's first two tokens.
+const (
+	TypeRequested  = "stk.requested"
+	TypeDispatched = "stk.dispatched"
+	TypeCompleted  = "stk.completed"
+)
+
+// SpecVersion is the CloudEvents version of every envelope.
+const SpecVersion = "1.0"
+
+// Sources of stk.completed: who decided the final outcome.
+const (
+	SourceCallback   = "callback"
+	SourceDispatcher = "dispatcher"
+	SourceQuery      = "query"
+)
+
+// TransactionDateLayout is how a Daraja TransactionDate (East Africa Time) is
+// written in events and records: meta.transaction_date.
+const TransactionDateLayout = "2006-01-02 15:04:05"
+
+// ErrMalformed marks an event that cannot be decoded: a consumer terminates it
+// rather than retrying.
+var ErrMalformed = errors.New("malformed event")
+
+// Payment is what a client asked for. Every event carries it whole, so any one
+// of them is enough to build the read model's row and a downstream service
+// needs no second lookup.
+type Payment struct {
+	TrackingID  string    `json:"tracking_id"`
+	Client      string    `json:"client"`
+	Phone       string    `json:"phone"`
+	Amount      int64     `json:"amount"`
+	Reference   string    `json:"reference"`
+	Tag         string    `json:"tag,omitempty"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// Requested is published by the api when a client's request was accepted.
+type Requested struct {
+	Payment
+}
+
+// Dispatched is published by the dispatcher when Daraja accepted the push.
+type Dispatched struct {
+	Payment
+	MerchantRequestID   string `json:"merchant_request_id"`
+	CheckoutRequestID   string `json:"checkout_request_id"`
+	ResponseDescription string `json:"response_description,omitempty"`
+	CustomerMessage     string `json:"customer_message,omitempty"`
+}
+
+// Completed is the final outcome of a payment, whoever learnt it.
+type Completed struct {
+	Payment
+	// ResultCode is Daraja's ResultCode as a string ("0", "1032"), or its
+	// errorCode ("400.002.02") when it refused the push.
+	ResultCode string `json:"result_code"`
+	ResultDesc string `json:"result_desc"`
+	// Receipt is the M-Pesa receipt number; only on success.
+	Receipt string `json:"receipt,omitempty"`
+	// TransactionDate is Daraja's TransactionDate in TransactionDateLayout,
+	// East Africa Time; only on success.
+	TransactionDate   string    `json:"transaction_date,omitempty"`
+	Source            string    `json:"source"`
+	MerchantRequestID string    `json:"merchant_request_id,omitempty"`
+	CheckoutRequestID string    `json:"checkout_request_id,omitempty"`
+	CompletedAt       time.Time `json:"completed_at"`
+}
+
+// Event is one of Requested, Dispatched or Completed.
+type Event interface {
+	Type() string
+	// Base returns the payment the event is about.
+	Base() Payment
+}
+
+// Type implements Event.
+func (Requested) Type() string { return TypeRequested }
+
+// Type implements Event.
+func (Dispatched) Type() string { return TypeDispatched }
+
+// Type implements Event.
+func (Completed) Type() string { return TypeCompleted }
+
+// Base implements Event.
+func (p Payment) Base() Payment { return p }
+
+// Subject is the subject an event of type typ for trackingID is published on.
+func Subject(typ, trackingID string) string { return typ + "." + trackingID }
+
+// MsgID is the Nats-Msg-Id of an event, <tracking_id>:<event>, so that a
+// retried publish is dropped by JetStream's duplicate window. It is also the
+// envelope's CloudEvents id.
+func MsgID(typ, trackingID string) string {
+	return trackingID + ":" + strings.TrimPrefix(typ, "stk.")
+}
+
+// TrackingIDOf returns the last token of a subject: the tracking id.
+func TrackingIDOf(subject string) string {
+	return subject[strings.LastIndexByte(subject, '.')+1:]
+}
+
+// Envelope is a CloudEvents 1.0 event in structured JSON mode.
+type Envelope struct {
+	SpecVersion     string          `json:"specversion"`
+	ID              string          `json:"id"`
+	Source          string          `json:"source"`
+	Type            string          `json:"type"`
+	Subject         string          `json:"subject"`
+	Time            time.Time       `json:"time"`
+	DataContentType string          `json:"datacontenttype"`
+	Data            json.RawMessage `json:"data"`
+}
+
+// Encode wraps ev in an envelope from source at time now and returns the
+// subject to publish on, its Nats-Msg-Id and the body.
+func Encode(source string, ev Event, now time.Time) (subject, msgID string, body []byte, err error) {
+	id := ev.Base().TrackingID
+	if id == "" {
+		return "", "", nil, fmt.Errorf("encode %s: empty tracking id", ev.Type())
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return "", "", nil, fmt.Errorf("encode %s: %w", ev.Type(), err)
+	}
+	env := Envelope{
+		SpecVersion:     SpecVersion,
+		ID:              MsgID(ev.Type(), id),
+		Source:          source,
+		Type:            ev.Type(),
+		Subject:         id,
+		Time:            now.UTC(),
+		DataContentType: "application/json",
+		Data:            data,
+	}
+	body, err = json.Marshal(env)
+	if err != nil {
+		return "", "", nil, fmt.Errorf("encode %s: %w", ev.Type(), err)
+	}
+	return Subject(ev.Type(), id), env.ID, body, nil
+}
+
+// Decode parses an envelope and its typed payload. Every error wraps
+// ErrMalformed: no retry can make such a message decodable.
+func Decode(body []byte) (Envelope, Event, error) {
+	var env Envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return env, nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+	}
+	if env.SpecVersion != SpecVersion {
+		return env, nil, fmt.Errorf("%w: specversion %q", ErrMalformed, env.SpecVersion)
+	}
+	var ev Event
+	switch env.Type {
+	case TypeRequested:
+		var r Requested
+		if err := decodeData(env.Data, &r); err != nil {
+			return env, nil, err
+		}
+		ev = r
+	case TypeDispatched:
+		var d Dispatched
+		if err := decodeData(env.Data, &d); err != nil {
+			return env, nil, err
+		}
+		ev = d
+	case TypeCompleted:
+		var c Completed
+		if err := decodeData(env.Data, &c); err != nil {
+			return env, nil, err
+		}
+		ev = c
+	default:
+		return env, nil, fmt.Errorf("%w: unknown type %q", ErrMalformed, env.Type)
+	}
+	p := ev.Base()
+	if p.TrackingID == "" || p.TrackingID != env.Subject {
+		return env, nil, fmt.Errorf("%w: data tracking_id %q does not match subject %q", ErrMalformed, p.TrackingID, env.Subject)
+	}
+	return env, ev, nil
+}
+
+func decodeData(data json.RawMessage, v any) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return fmt.Errorf("%w: no data", ErrMalformed)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: data: %v", ErrMalformed, err)
+	}
+	return nil
+}
+
+// MaskPhone hides the middle of a phone number for logs: 2547****5678.
+func MaskPhone(phone string) string {
+	if len(phone) < 8 {
+		return strings.Repeat("*", len(phone))
+	}
+	return phone[:4] + strings.Repeat("*", len(phone)-8) + phone[len(phone)-4:]
+}

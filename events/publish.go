@@ -1,0 +1,38 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Publisher publishes events to the STK stream and waits for JetStream's ack,
+// so a nil error means the event is durable.
+type Publisher struct {
+	JS     jetstream.JetStream
+	Source string           // CloudEvents source, e.g. "stkgate/api"
+	Now    func() time.Time // nil means time.Now
+}
+
+// Publish stores ev in the stream. A publish JetStream reports as a duplicate
+// (the same event published before, within DuplicateWindow) is a success: the
+// event is stored once.
+func (p *Publisher) Publish(ctx context.Context, ev Event) (*jetstream.PubAck, error) {
+	now := time.Now
+	if p.Now != nil {
+		now = p.Now
+	}
+	subject, msgID, body, err := Encode(p.Source, ev, now())
+	if err != nil {
+		return nil, err
+	}
+	ack, err := p.JS.Publish(ctx, subject, body,
+		jetstream.WithMsgID(msgID),
+		jetstream.WithExpectStream(StreamName))
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return ack, nil
+}

@@ -1,0 +1,89 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The stream every event lives in.
+const (
+	StreamName = "STK"
+	SubjectAll = "stk.>"
+)
+
+// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id: a publish
+// retried within it is dropped, so an event is stored once per tracking id.
+// It outlasts every retry loop of the services and a prompt's lifetime.
+const DuplicateWindow = time.Hour
+
+// StreamConfig is the STK stream: every event, file storage, replicas from
+// configuration (1 in dev, 3 in a cluster).
+func StreamConfig(replicas int) jetstream.StreamConfig {
+	if replicas < 1 {
+		replicas = 1
+	}
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "stkgate: every STK push event",
+		Subjects:    []string{SubjectAll},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Duplicates:  DuplicateWindow,
+		MaxAge:      90 * 24 * time.Hour,
+		Discard:     jetstream.DiscardOld,
+		AllowDirect: true,
+	}
+}
+
+// EnsureStream creates the STK stream or brings it up to date. Every service
+// calls it at start-up, so none depends on another having started first.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+	s, err := js.CreateOrUpdateStream(ctx, StreamConfig(replicas))
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
+	}
+	return s, nil
+}
+
+// Durable consumer names.
+const (
+	ConsumerProjector  = "projector"
+	ConsumerDispatcher = "dispatcher"
+)
+
+// ProjectorConsumer reads every event into the Postgres read model. It acks
+// after commit; a failed batch is redelivered with backoff.
+func ProjectorConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerProjector,
+		Description:   "writes every STK event into the Postgres read model",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		FilterSubject: SubjectAll,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    20,
+		BackOff:       []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute},
+		MaxAckPending: 4096,
+	}
+}
+
+// DispatcherConsumer hands each stk.requested to the dispatcher. Its handler
+// calls InProgress while it waits on Daraja, so the ack wait bounds only a
+// dispatcher that stopped answering.
+func DispatcherConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerDispatcher,
+		Description:   "sends an STK push to Daraja for each stk.requested",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		FilterSubject: Subject(TypeRequested, "*"),
+		AckWait:       30 * time.Second,
+		MaxDeliver:    10,
+		BackOff:       []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute},
+		MaxAckPending: 1024,
+	}
+}
