@@ -166,7 +166,7 @@ func TestDecodeRejects(t *testing.T) {
 
 func TestTrackingIDOf(t *testing.T) {
 	for subject, want := range map[string]string{
-		"stk.completed.abc": "abc",
+		"stk.completed.abc":                   "abc",
 		"stk.requested." + payment.TrackingID: payment.TrackingID,
 		"plain":                               "plain",
 	} {
