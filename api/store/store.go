@@ -1,0 +1,225 @@
+// Package store is stkgate's Postgres read model: the stk_pushes table, its
+// embedded migrations, the projector's idempotent writes (Apply) and the
+// api's reads (Get).
+//
+// Only the projector writes the table, and only from events; a row can be
+// rebuilt at any time by replaying the STK stream into an empty database.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the "postgres" driver
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/stkgate/stkgate/events"
+)
+
+// ErrNotFound is returned by Get for an unknown tracking id, and for one
+// that belongs to another client: a client cannot learn that it exists.
+var ErrNotFound = errors.New("record not found")
+
+// Pool limits of Open. The projector holds one connection per batch and the
+// api one per request; more connections than this only queue in Postgres.
+const (
+	maxOpenConns    = 16
+	maxIdleConns    = 8
+	connMaxIdleTime = 5 * time.Minute
+	connMaxLifetime = 30 * time.Minute
+	openPingTimeout = 10 * time.Second
+)
+
+// Open connects to the Postgres at url (postgres://… or key=value form) with
+// the lib/pq driver and checks it answers. It does not migrate.
+func Open(ctx context.Context, url string) (*sqlx.DB, error) {
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		// lib/pq's parse errors do not echo the URL, so no password leaks.
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	db.SetMaxOpenConns(maxOpenConns)
+	db.SetMaxIdleConns(maxIdleConns)
+	db.SetConnMaxIdleTime(connMaxIdleTime)
+	db.SetConnMaxLifetime(connMaxLifetime)
+
+	ctx, cancel := context.WithTimeout(ctx, openPingTimeout)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return db, nil
+}
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// migrationLockID is the advisory lock Migrate holds, distinct from goose's
+// default so that another goose user of the same database does not wait on
+// stkgate's migrations or the other way round.
+const migrationLockID int64 = 0x73746b6761746500 // "stkgate\x00"
+
+// migrationTable records which migrations have run.
+const migrationTable = "stkgate_schema_migrations"
+
+// Migrate brings the schema up to date. Every service that uses the database
+// calls it at start-up; a Postgres session lock makes concurrent starters
+// wait for one another instead of racing.
+func Migrate(ctx context.Context, db *sql.DB) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	// Poll for the lock every second for up to five minutes: a slow
+	// migration on another instance is the only reason to wait that long.
+	locker, err := lock.NewPostgresSessionLocker(
+		lock.WithLockID(migrationLockID),
+		lock.WithLockTimeout(1, 300),
+		lock.WithUnlockTimeout(1, 60),
+	)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
+		goose.WithSessionLocker(locker),
+		goose.WithTableName(migrationTable),
+		goose.WithDisableGlobalRegistry(true),
+	)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// Record is one payment as a client sees it when polling.
+type Record struct {
+	ID                  int64
+	TrackingID          string
+	Client              string
+	PhoneNumber         string // 254XXXXXXXXX
+	Amount              int64
+	Reference           string
+	Tag                 string // "" when none
+	Status              int    // events.StatusPending or events.StatusFinal
+	StatusLabel         string // events.Outcome(ResponseCode)
+	ResponseCode        string // "" while pending
+	ResponseDescription string
+	TransactionCode     string // M-Pesa receipt, on success
+	MerchantRequestID   string
+	CheckoutRequestID   string
+	TransactionDate     string // events.TransactionDateLayout, East Africa Time; "" when none
+	Stage               int    // StageRequested, StageDispatched or StageCompleted
+	Source              string // who decided the outcome; "" while pending
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+}
+
+// Stages of a record, in the state order the projector enforces: an event of
+// a lower stage never changes what a higher one wrote.
+const (
+	StageRequested  = 0
+	StageDispatched = 1
+	StageCompleted  = 2
+)
+
+// row is a stk_pushes row as lib/pq scans it.
+type row struct {
+	ID                  int64          `db:"id"`
+	TrackingID          string         `db:"tracking_id"`
+	Client              string         `db:"client"`
+	PhoneNumber         string         `db:"phone_number"`
+	Amount              int64          `db:"amount"`
+	Reference           string         `db:"reference"`
+	Tag                 sql.NullString `db:"tag"`
+	Status              int            `db:"status"`
+	ResponseCode        sql.NullString `db:"response_code"`
+	ResponseDescription sql.NullString `db:"response_description"`
+	TransactionCode     sql.NullString `db:"transaction_code"`
+	MerchantRequestID   sql.NullString `db:"merchant_request_id"`
+	CheckoutRequestID   sql.NullString `db:"checkout_request_id"`
+	TransactionDate     sql.NullString `db:"transaction_date"`
+	Stage               int            `db:"stage"`
+	Source              sql.NullString `db:"source"`
+	CreatedAt           time.Time      `db:"created_at"`
+	UpdatedAt           time.Time      `db:"updated_at"`
+}
+
+const selectColumns = `id, tracking_id, client, phone_number, amount, reference, tag,
+	status, response_code, response_description, transaction_code,
+	merchant_request_id, checkout_request_id, transaction_date, stage, source,
+	created_at, updated_at`
+
+func (r row) record() Record {
+	// The label is derived on read, not stored, so the one status table in
+	// events is the only place it is decided.
+	_, label := events.Outcome(r.ResponseCode.String)
+	return Record{
+		ID:                  r.ID,
+		TrackingID:          r.TrackingID,
+		Client:              r.Client,
+		PhoneNumber:         r.PhoneNumber,
+		Amount:              r.Amount,
+		Reference:           r.Reference,
+		Tag:                 r.Tag.String,
+		Status:              r.Status,
+		StatusLabel:         label,
+		ResponseCode:        r.ResponseCode.String,
+		ResponseDescription: r.ResponseDescription.String,
+		TransactionCode:     r.TransactionCode.String,
+		MerchantRequestID:   r.MerchantRequestID.String,
+		CheckoutRequestID:   r.CheckoutRequestID.String,
+		TransactionDate:     r.TransactionDate.String,
+		Stage:               r.Stage,
+		Source:              r.Source.String,
+		CreatedAt:           r.CreatedAt.UTC(),
+		UpdatedAt:           r.UpdatedAt.UTC(),
+	}
+}
+
+// Store reads and writes the read model.
+type Store struct {
+	db *sqlx.DB
+}
+
+// New returns a Store over db, which must be migrated (see Migrate).
+func New(db *sqlx.DB) *Store { return &Store{db: db} }
+
+// Ping checks that the database answers, for readiness probes.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	return nil
+}
+
+// Get returns client's record of trackingID. An unknown id, a malformed one
+// and another client's id are all ErrNotFound.
+func (s *Store) Get(ctx context.Context, client, trackingID string) (Record, error) {
+	id, err := uuid.Parse(trackingID)
+	if err != nil || client == "" {
+		return Record{}, ErrNotFound
+	}
+	var r row
+	err = s.db.GetContext(ctx, &r,
+		`SELECT `+selectColumns+` FROM stk_pushes WHERE tracking_id = $1 AND client = $2`,
+		id.String(), client)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("get record %s: %w", id, err)
+	}
+	return r.record(), nil
+}
