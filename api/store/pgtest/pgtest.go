@@ -1,0 +1,279 @@
+// Package pgtest gives each test a fresh, migrated Postgres database of its
+// own, dropped when the test ends, the way httptest gives it a server.
+//
+// It finds Postgres in this order: DATABASE_URL (a database on a server
+// where that role may create databases); else the local
+// postgres://postgres@127.0.0.1:5432/test if it answers; else a throwaway
+// server it starts once per test binary with pgserver. A package whose tests
+// may start that server should stop it at the end with
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+//
+// (without it the server dies with the test binary and its files stay in
+// the temp directory).
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/api/store/pgserver"
+)
+
+// LocalURL is the Postgres tried when DATABASE_URL is not set.
+const LocalURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// DBPrefix starts the name of every database pgtest creates.
+const DBPrefix = "stkgate_t_"
+
+// staleAfter is the age past which a test database left behind by a killed
+// test binary is dropped when the next binary starts. No test runs that long.
+const staleAfter = time.Hour
+
+const opTimeout = 30 * time.Second
+
+var (
+	setupOnce sync.Once
+	setupErr  error
+	adminURL  string  // maintenance database: where CREATE DATABASE runs
+	admin     *sql.DB // connection pool to adminURL
+	server    *pgserver.Server
+	serverDir string
+)
+
+// New returns a connection pool to a fresh, migrated database for t, closed
+// and dropped in t.Cleanup.
+func New(t testing.TB) *sqlx.DB {
+	t.Helper()
+	db, _ := newDB(t)
+	return db
+}
+
+// NewURL is New for code under test that connects by itself: it returns the
+// URL of a fresh, migrated database for t, dropped in t.Cleanup (open
+// connections to it are cut off then).
+func NewURL(t testing.TB) string {
+	t.Helper()
+	db, u := newDB(t)
+	_ = db.Close()
+	return u
+}
+
+func newDB(t testing.TB) (*sqlx.DB, string) {
+	t.Helper()
+	u := create(t)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	db, err := store.Open(ctx, u)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	// Registered after the drop, so it runs before it.
+	t.Cleanup(func() { _ = db.Close() })
+	if err := store.Migrate(ctx, db.DB); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return db, u
+}
+
+// Main runs the tests of a package and then stops the Postgres server
+// pgtest started, if it started one. Call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if err := shutdown(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func shutdown() error {
+	var errs []error
+	if admin != nil {
+		errs = append(errs, admin.Close())
+	}
+	if server != nil {
+		errs = append(errs, server.Stop())
+		errs = append(errs, os.RemoveAll(serverDir))
+	}
+	return errors.Join(errs...)
+}
+
+// create makes an empty database for t and returns its URL.
+func create(t testing.TB) string {
+	t.Helper()
+	setupOnce.Do(func() { setupErr = setup() })
+	if setupErr != nil {
+		t.Fatalf("pgtest: %v", setupErr)
+	}
+	name := newName(time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	// template0: nobody is ever connected to it, whereas CREATE DATABASE
+	// from template1 fails while another session uses template1.
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name)+" TEMPLATE template0"); err != nil {
+		t.Fatalf("pgtest: create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		if err := drop(ctx, name); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	u, err := databaseURL(adminURL, name)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return u
+}
+
+func drop(ctx context.Context, name string) error {
+	if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pq.QuoteIdentifier(name)+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %s: %w", name, err)
+	}
+	return nil
+}
+
+// newName is a database name that carries its creation time, so that a
+// later run can tell a leftover from a database a running test uses.
+func newName(now time.Time) string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return DBPrefix + strconv.FormatInt(now.Unix(), 10) + "_" + hex.EncodeToString(b[:])
+}
+
+var nameRE = regexp.MustCompile(`^` + DBPrefix + `(\d+)_[0-9a-f]+$`)
+
+// dropStale drops the test databases of test binaries that were killed
+// before their cleanup ran.
+func dropStale(ctx context.Context, now time.Time) error {
+	rows, err := admin.QueryContext(ctx, "SELECT datname FROM pg_database WHERE datname LIKE $1", DBPrefix+"%")
+	if err != nil {
+		return fmt.Errorf("list test databases: %w", err)
+	}
+	var stale []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return fmt.Errorf("list test databases: %w", err)
+		}
+		m := nameRE.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		sec, err := strconv.ParseInt(m[1], 10, 64)
+		if err == nil && now.Sub(time.Unix(sec, 0)) > staleAfter {
+			stale = append(stale, name)
+		}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return fmt.Errorf("list test databases: %w", err)
+	}
+	for _, name := range stale {
+		if err := drop(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setup finds or starts a Postgres and opens the maintenance pool.
+func setup() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	switch {
+	case os.Getenv("DATABASE_URL") != "":
+		adminURL = os.Getenv("DATABASE_URL")
+		db, err := ping(ctx, adminURL)
+		if err != nil {
+			return fmt.Errorf("DATABASE_URL: %w", err)
+		}
+		admin = db
+	default:
+		if db, err := ping(ctx, LocalURL); err == nil {
+			adminURL, admin = LocalURL, db
+			break
+		}
+		s, dir, db, err := startServer(ctx)
+		if err != nil {
+			return err
+		}
+		server, serverDir, adminURL, admin = s, dir, s.URL("postgres"), db
+	}
+	// Many tests run in parallel, each creating and dropping a database.
+	admin.SetMaxOpenConns(4)
+	return dropStale(ctx, time.Now())
+}
+
+func ping(ctx context.Context, u string) (*sql.DB, error) {
+	db, err := sql.Open("postgres", u)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// startServer starts a throwaway server in a new temp directory and
+// connects to its maintenance database.
+func startServer(ctx context.Context) (*pgserver.Server, string, *sql.DB, error) {
+	dir, err := os.MkdirTemp("", "stkgate-pgtest-")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	s, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, NoSync: true})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, "", nil, fmt.Errorf("no DATABASE_URL, nothing on %s, and starting Postgres failed: %w", LocalURL, err)
+	}
+	db, err := ping(ctx, s.URL("postgres"))
+	if err != nil {
+		_ = s.Stop()
+		_ = os.RemoveAll(dir)
+		return nil, "", nil, err
+	}
+	return s, dir, db, nil
+}
+
+// databaseURL is base pointing at database name instead: a URL with its
+// path replaced, or a key=value string with dbname set.
+func databaseURL(base, name string) (string, error) {
+	if strings.Contains(base, "://") {
+		u, err := url.Parse(base)
+		if err != nil {
+			return "", errors.New("unparsable database URL") // the URL may hold a password
+		}
+		u.Path = "/" + name
+		u.RawPath = ""
+		return u.String(), nil
+	}
+	// lib/pq takes the last of repeated keys.
+	return base + " dbname=" + name, nil
+}
