@@ -1,0 +1,110 @@
+package callback
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Config is what the service needs to run.
+type Config struct {
+	// Addr is where Safaricom's callbacks arrive (CALLBACK_ADDR).
+	Addr string
+	// NATSURL is the NATS server list, comma-separated (NATS_URL).
+	NATSURL string
+	// StreamReplicas of the STK stream (NATS_STREAM_REPLICAS).
+	StreamReplicas int
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultAddr           = ":8081"
+	DefaultStreamReplicas = 1
+)
+
+// ConfigFromEnv reads the configuration; it refuses a missing or malformed
+// setting and names it.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	cfg := Config{Addr: DefaultAddr, StreamReplicas: DefaultStreamReplicas}
+	if v := strings.TrimSpace(getenv("CALLBACK_ADDR")); v != "" {
+		cfg.Addr = v
+	}
+	cfg.NATSURL = strings.TrimSpace(getenv("NATS_URL"))
+	if v := strings.TrimSpace(getenv("NATS_STREAM_REPLICAS")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return Config{}, fmt.Errorf("NATS_STREAM_REPLICAS: %q is not a number", v)
+		}
+		cfg.StreamReplicas = n
+	}
+	if err := cfg.validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func (c Config) validate() error {
+	// An empty host means every interface.
+	_, port, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return fmt.Errorf("CALLBACK_ADDR: %q is not host:port", c.Addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("CALLBACK_ADDR: %q has no valid port", c.Addr)
+	}
+	if c.NATSURL == "" {
+		return errors.New("NATS_URL: required")
+	}
+	for _, s := range strings.Split(c.NATSURL, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("NATS_URL: %q is not a URL list such as nats://host:4222", redactURLs(c.NATSURL))
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("NATS_URL: scheme %q is not nats, tls, ws or wss", u.Scheme)
+		}
+	}
+	// JetStream allows 1 to 5 replicas.
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		return fmt.Errorf("NATS_STREAM_REPLICAS: %d is not between 1 and 5", c.StreamReplicas)
+	}
+	return nil
+}
+
+// LogValue shows the configuration with the credentials a NATS URL may
+// carry (user:password@ or token@) hidden.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("addr", c.Addr),
+		slog.String("nats_url", redactURLs(c.NATSURL)),
+		slog.Int("stream_replicas", c.StreamReplicas),
+	)
+}
+
+// redactURLs hides the user information of every URL in a comma-separated
+// list; a part that does not parse is hidden whole, since it may be a secret.
+func redactURLs(list string) string {
+	if list == "" {
+		return ""
+	}
+	parts := strings.Split(list, ",")
+	for i, s := range parts {
+		u, err := url.Parse(strings.TrimSpace(s))
+		switch {
+		case err != nil:
+			parts[i] = "REDACTED"
+		case u.User != nil:
+			u.User = url.User("REDACTED")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}

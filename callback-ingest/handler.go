@@ -1,0 +1,379 @@
+package callback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/events"
+)
+
+// RoutePrefix is the path of the CallBackURL without the tracking id: the
+// dispatcher gives Daraja CALLBACK_BASE_URL + RoutePrefix + <tracking_id>.
+const RoutePrefix = "/hooks/stk-push/"
+
+// MaxBodyBytes bounds a callback body; a real one is under 1 KiB.
+const MaxBodyBytes = 64 << 10
+
+// EventSource is the CloudEvents source of the events this service publishes.
+const EventSource = "stkgate/callback-ingest"
+
+// DefaultTimeout bounds the NATS work of one callback.
+const DefaultTimeout = 5 * time.Second
+
+// Options are what NewHandler needs.
+type Options struct {
+	JS jetstream.JetStream
+	// Stream is the STK stream, as events.EnsureStream returned it.
+	Stream jetstream.Stream
+	// Conn is the connection JS uses; /readyz reports its state.
+	Conn *nats.Conn
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock of CompletedAt and of the envelope; nil means time.Now.
+	Now func() time.Time
+	// Timeout bounds the NATS work of one callback; 0 means DefaultTimeout.
+	Timeout time.Duration
+}
+
+// Answer is the JSON body of every answer to a callback. Daraja expects
+// {"ResultCode": 0, "ResultDesc": "Accepted"}.
+type Answer struct {
+	ResultCode int    `json:"ResultCode"`
+	ResultDesc string `json:"ResultDesc"`
+}
+
+var (
+	accepted    = Answer{0, "Accepted"}
+	unknownID   = Answer{1, "Rejected: unknown tracking id"}
+	tooLarge    = Answer{1, "Rejected: body too large"}
+	otherPush   = Answer{1, "Rejected: CheckoutRequestID does not match the push"}
+	unavailable = Answer{1, "Unavailable: try again later"}
+	internal    = Answer{1, "Internal error"}
+)
+
+func rejected(reason string) Answer { return Answer{1, "Rejected: " + reason} }
+
+// errNotFound: no event on the subject.
+var errNotFound = errors.New("no such event")
+
+// NewHandler returns the service's HTTP handler: the callback route
+// (RoutePrefix + ":tracking_id", any method), /healthz and /readyz.
+func NewHandler(o Options) (http.Handler, error) {
+	if o.JS == nil || o.Stream == nil || o.Conn == nil {
+		return nil, errors.New("callback: NewHandler needs JS, Stream and Conn")
+	}
+	h := &handler{
+		stream:  o.Stream,
+		conn:    o.Conn,
+		log:     o.Logger,
+		now:     o.Now,
+		timeout: o.Timeout,
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.timeout <= 0 {
+		h.timeout = DefaultTimeout
+	}
+	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
+
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			h.log.Error("panic in handler", "path", c.Request().URL.Path, "err", err, "stack", string(stack))
+			return err
+		},
+	}))
+	e.Any(RoutePrefix+":tracking_id", h.callback)
+	e.Any(RoutePrefix, h.callback) // an empty id gets the callback's own 404
+	e.GET("/healthz", h.healthz)
+	e.GET("/readyz", h.readyz)
+	return e, nil
+}
+
+type handler struct {
+	stream  jetstream.Stream
+	conn    *nats.Conn
+	pub     *events.Publisher
+	log     *slog.Logger
+	now     func() time.Time
+	timeout time.Duration
+}
+
+func (h *handler) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz says whether a callback could be taken now: without NATS it could
+// only be answered 503.
+func (h *handler) readyz(c echo.Context) error {
+	if !h.conn.IsConnected() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{
+			"status": "not ready",
+			"reason": "nats " + h.conn.Status().String(),
+		})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (h *handler) callback(c echo.Context) error {
+	raw := c.Param("tracking_id")
+	id, ok := canonicalUUID(raw)
+	if !ok {
+		h.log.Warn("callback for a malformed tracking id", "tracking_id", truncate(raw, 64))
+		return c.JSON(http.StatusNotFound, unknownID)
+	}
+	log := h.log.With("tracking_id", id)
+
+	body, err := readBody(c.Response(), c.Request())
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			log.Warn("callback rejected: body too large", "limit", MaxBodyBytes)
+			return c.JSON(http.StatusRequestEntityTooLarge, tooLarge)
+		}
+		log.Warn("callback rejected: body unreadable", "err", err)
+		return c.JSON(http.StatusBadRequest, rejected("body unreadable"))
+	}
+	cb, err := ParseCallback(body)
+	if err != nil {
+		reason := "malformed"
+		var inv *InvalidError
+		if errors.As(err, &inv) {
+			reason = inv.Reason
+		}
+		log.Warn("callback rejected", "reason", reason, "bytes", len(body))
+		return c.JSON(http.StatusBadRequest, rejected(reason))
+	}
+	log = log.With(
+		"checkout_request_id", cb.CheckoutRequestID,
+		"merchant_request_id", cb.MerchantRequestID,
+		"result_code", cb.ResultCode,
+	)
+
+	// The publish must finish even if Daraja hangs up: once JetStream may
+	// have it, the outcome of the request is decided.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), h.timeout)
+	defer cancel()
+	status, answer := h.complete(ctx, log, id, cb)
+	return c.JSON(status, answer)
+}
+
+// complete checks the callback against what the stream knows of the payment
+// and publishes its stk.completed.
+func (h *handler) complete(ctx context.Context, log *slog.Logger, id string, cb Callback) (int, Answer) {
+	req, err := lastEvent[events.Requested](ctx, h.stream, events.TypeRequested, id)
+	switch {
+	case errors.Is(err, errNotFound):
+		// Issue 3 keeps such callbacks on a subject of their own; until then
+		// this log line is all that is left of it.
+		log.Warn("callback for an unknown tracking id", outcomeAttrs(cb)...)
+		return http.StatusNotFound, unknownID
+	case errors.Is(err, events.ErrMalformed):
+		log.Error("stored stk.requested is unreadable", "err", err)
+		return http.StatusInternalServerError, internal
+	case err != nil:
+		log.Error("look up stk.requested", "err", err)
+		return http.StatusServiceUnavailable, unavailable
+	}
+
+	disp, err := lastEvent[events.Dispatched](ctx, h.stream, events.TypeDispatched, id)
+	switch {
+	case errors.Is(err, errNotFound):
+		// The dispatcher publishes stk.dispatched right after Daraja's
+		// answer, so it is normally there; without it there is nothing to
+		// check the CheckoutRequestID against.
+		log.Info("callback before stk.dispatched")
+	case errors.Is(err, events.ErrMalformed):
+		log.Error("stored stk.dispatched is unreadable", "err", err)
+		return http.StatusInternalServerError, internal
+	case err != nil:
+		log.Error("look up stk.dispatched", "err", err)
+		return http.StatusServiceUnavailable, unavailable
+	case disp.CheckoutRequestID != cb.CheckoutRequestID:
+		log.Warn("callback for another push",
+			"dispatched_checkout_request_id", disp.CheckoutRequestID)
+		return http.StatusBadRequest, otherPush
+	case disp.MerchantRequestID != cb.MerchantRequestID:
+		log.Warn("callback's MerchantRequestID differs from the push's",
+			"dispatched_merchant_request_id", disp.MerchantRequestID)
+	}
+
+	// A payment has one final outcome. Checking before publishing also
+	// covers a callback repeated after JetStream's duplicate window.
+	done, err := h.alreadyCompleted(ctx, log, id, cb)
+	if err != nil {
+		return http.StatusServiceUnavailable, unavailable
+	}
+	if done {
+		return http.StatusOK, accepted
+	}
+
+	h.crossCheck(log, req.Payment, cb)
+	ev := events.Completed{
+		Payment:           req.Payment,
+		ResultCode:        cb.ResultCode,
+		ResultDesc:        cb.ResultDesc,
+		Source:            events.SourceCallback,
+		MerchantRequestID: cb.MerchantRequestID,
+		CheckoutRequestID: cb.CheckoutRequestID,
+		CompletedAt:       h.now().UTC(),
+	}
+	if cb.Success() {
+		ev.Receipt = cb.Receipt
+		ev.TransactionDate = cb.TransactionDate
+	}
+	ack, err := h.pub.Publish(ctx, ev)
+	if err != nil {
+		log.Error("publish stk.completed", "err", err)
+		return http.StatusServiceUnavailable, unavailable
+	}
+	if ack.Duplicate {
+		// Another copy of this callback (or another source) won the race
+		// inside the duplicate window.
+		if _, err := h.alreadyCompleted(ctx, log, id, cb); err != nil {
+			log.Warn("publish was a duplicate; the stored outcome could not be read", "err", err)
+		}
+		return http.StatusOK, accepted
+	}
+	_, label := events.Outcome(cb.ResultCode)
+	log.Info("callback accepted", "status_label", label, "receipt", ev.Receipt, "seq", ack.Sequence)
+	return http.StatusOK, accepted
+}
+
+// alreadyCompleted reports whether the payment has its stk.completed, and
+// logs how it compares with this callback.
+func (h *handler) alreadyCompleted(ctx context.Context, log *slog.Logger, id string, cb Callback) (bool, error) {
+	prev, err := lastEvent[events.Completed](ctx, h.stream, events.TypeCompleted, id)
+	switch {
+	case errors.Is(err, errNotFound):
+		return false, nil
+	case errors.Is(err, events.ErrMalformed):
+		// The stream has a final outcome even if this copy cannot read it;
+		// a second one would only add to the confusion.
+		log.Error("stored stk.completed is unreadable; callback not published",
+			append(outcomeAttrs(cb), "err", err)...)
+		return true, nil
+	case err != nil:
+		log.Error("look up stk.completed", "err", err)
+		return false, err
+	}
+	if prev.ResultCode == cb.ResultCode && prev.Receipt == receiptOf(cb) {
+		log.Info("repeated callback: the outcome is already stored", "stored_source", prev.Source)
+		return true, nil
+	}
+	// Money may be at stake (a success after a stored failure, or the
+	// reverse): this line is what an operator reconciles from.
+	log.Error("callback conflicts with the stored outcome; callback not published",
+		append([]any{
+			"stored_source", prev.Source,
+			"stored_result_code", prev.ResultCode,
+			"stored_receipt", prev.Receipt,
+		}, outcomeAttrs(cb)...)...)
+	return true, nil
+}
+
+// outcomeAttrs is what an operator needs to reconcile a callback that was not
+// published (the result code is already on the logger).
+func outcomeAttrs(cb Callback) []any {
+	return []any{
+		"receipt", receiptOf(cb),
+		"result_desc", cb.ResultDesc,
+		"transaction_date", cb.TransactionDate,
+		"amount", cb.Amount,
+		"phone", events.MaskPhone(cb.Phone),
+	}
+}
+
+// receiptOf is the receipt an stk.completed carries: only a success has one.
+func receiptOf(cb Callback) string {
+	if cb.Success() {
+		return cb.Receipt
+	}
+	return ""
+}
+
+// crossCheck logs where the callback disagrees with the request. Issue 4
+// confirms such callbacks through an STK query; until then the request's
+// amount and phone are the ones published.
+func (h *handler) crossCheck(log *slog.Logger, p events.Payment, cb Callback) {
+	if cb.Amount != 0 && cb.Amount != p.Amount {
+		log.Warn("callback amount differs from the request",
+			"requested_amount", p.Amount, "callback_amount", cb.Amount)
+	}
+	if cb.Phone != "" && isDigits(cb.Phone) && cb.Phone != p.Phone {
+		log.Warn("callback phone differs from the request",
+			"requested_phone", events.MaskPhone(p.Phone), "callback_phone", events.MaskPhone(cb.Phone))
+	}
+	if cb.Success() && cb.Amount == 0 {
+		log.Warn("successful callback without an amount")
+	}
+}
+
+// lastEvent returns the newest event of type typ for id. A stored event of
+// the wrong type or for another payment is events.ErrMalformed.
+func lastEvent[E events.Event](ctx context.Context, s jetstream.Stream, typ, id string) (E, error) {
+	var zero E
+	subject := events.Subject(typ, id)
+	msg, err := s.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return zero, errNotFound
+	}
+	if err != nil {
+		return zero, fmt.Errorf("get %s: %w", subject, err)
+	}
+	env, ev, err := events.Decode(msg.Data)
+	if err != nil {
+		return zero, fmt.Errorf("decode %s: %w", subject, err)
+	}
+	e, ok := ev.(E)
+	if !ok || env.Subject != id {
+		return zero, fmt.Errorf("%w: %s holds %s for %q", events.ErrMalformed, subject, env.Type, env.Subject)
+	}
+	return e, nil
+}
+
+// readBody reads at most MaxBodyBytes; more is an *http.MaxBytesError.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > MaxBodyBytes {
+		return nil, &http.MaxBytesError{Limit: MaxBodyBytes}
+	}
+	return io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+}
+
+// canonicalUUID accepts a tracking id in the 8-4-4-4-12 form, in either
+// case, and returns it as the api wrote it (lowercase). Nothing else may
+// reach a subject: "." or "*" would address other payments.
+func canonicalUUID(s string) (string, bool) {
+	if len(s) != 36 {
+		return "", false
+	}
+	u, err := uuid.Parse(s)
+	if err != nil {
+		return "", false
+	}
+	return u.String(), true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

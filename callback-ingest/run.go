@@ -1,0 +1,144 @@
+package callback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stkgate/stkgate/events"
+)
+
+// HTTP server timeouts. A callback is a small body sent at once; slow
+// clients only hold connections.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	writeTimeout      = 15 * time.Second
+	idleTimeout       = 60 * time.Second
+	// shutdownTimeout lets in-flight callbacks finish their publish.
+	shutdownTimeout = 20 * time.Second
+)
+
+// Run connects to NATS, makes sure the STK stream exists, and serves
+// callbacks on cfg.Addr until ctx is cancelled; then it stops accepting,
+// lets the callbacks in flight finish and returns nil.
+//
+// A zero Addr or StreamReplicas takes its default, so that the dev stack can
+// compose Run with a Config literal.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.StreamReplicas == 0 {
+		cfg.StreamReplicas = DefaultStreamReplicas
+	}
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("callback-ingest config: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("stkgate-callback-ingest"),
+		// A NATS that is down at start-up or later is waited for: the
+		// service answers 503 (and /readyz says so) meanwhile.
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "server", c.ConnectedUrlRedacted())
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("connect nats: %w", err)
+	}
+	// Every publish has waited for its ack by the time this runs, and there
+	// are no subscriptions to drain.
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	stream, err := ensureStream(ctx, log, js, cfg.StreamReplicas)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+
+	handler, err := NewHandler(Options{JS: js, Stream: stream, Conn: nc, Logger: log})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Addr:              cfg.Addr,
+		Handler:           handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	log.Info("callback-ingest listening", "addr", ln.Addr().String())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	log.Info("callback-ingest stopped")
+	return nil
+}
+
+// ensureStream creates or updates the STK stream, retrying while NATS is
+// unreachable, until ctx is done. JetStream refusing the stream (too many
+// replicas for the cluster, say) is final: no wait mends configuration.
+func ensureStream(ctx context.Context, log *slog.Logger, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+	b := backoff.NewExponentialBackOff()
+	b.MaxInterval = 10 * time.Second
+	b.MaxElapsedTime = 0
+	return backoff.RetryNotifyWithData(func() (jetstream.Stream, error) {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		s, err := events.EnsureStream(actx, js, replicas)
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) {
+			return nil, backoff.Permanent(err)
+		}
+		return s, err
+	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		log.Warn("STK stream not ready; retrying", "err", err, "in", wait)
+	})
+}

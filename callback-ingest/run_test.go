@@ -1,0 +1,177 @@
+package callback
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+
+	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/natstest"
+)
+
+func TestConfigFromEnv(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    Config
+		wantErr string
+	}{
+		{"defaults", map[string]string{"NATS_URL": "nats://127.0.0.1:14222"},
+			Config{Addr: ":8081", NATSURL: "nats://127.0.0.1:14222", StreamReplicas: 1}, ""},
+		{"all set", map[string]string{"CALLBACK_ADDR": "127.0.0.1:9000", "NATS_URL": "nats://a:1, tls://b:2", "NATS_STREAM_REPLICAS": "3"},
+			Config{Addr: "127.0.0.1:9000", NATSURL: "nats://a:1, tls://b:2", StreamReplicas: 3}, ""},
+		{"no NATS_URL", map[string]string{}, Config{}, "NATS_URL: required"},
+		{"NATS_URL without scheme", map[string]string{"NATS_URL": "localhost:14222"}, Config{}, "NATS_URL"},
+		{"NATS_URL http", map[string]string{"NATS_URL": "http://x:1"}, Config{}, "NATS_URL: scheme"},
+		{"NATS_URL one bad part", map[string]string{"NATS_URL": "nats://a:1,"}, Config{}, "NATS_URL"},
+		{"CALLBACK_ADDR without port", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_ADDR": "8081"}, Config{}, "CALLBACK_ADDR"},
+		{"CALLBACK_ADDR bad port", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_ADDR": ":99999"}, Config{}, "CALLBACK_ADDR"},
+		{"replicas not a number", map[string]string{"NATS_URL": "nats://a:1", "NATS_STREAM_REPLICAS": "three"}, Config{}, "NATS_STREAM_REPLICAS"},
+		{"replicas 0", map[string]string{"NATS_URL": "nats://a:1", "NATS_STREAM_REPLICAS": "0"}, Config{}, "NATS_STREAM_REPLICAS"},
+		{"replicas 6", map[string]string{"NATS_URL": "nats://a:1", "NATS_STREAM_REPLICAS": "6"}, Config{}, "NATS_STREAM_REPLICAS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ConfigFromEnv(func(k string) string { return tt.env[k] })
+			if tt.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want one starting %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b *slog.Logger) bool { return a == b })); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestConfigLogValueHidesCredentials(t *testing.T) {
+	cfg := Config{Addr: ":8081", NATSURL: "nats://user:s3cret@a:1,nats://t0ken@b:2,nats://c:3", StreamReplicas: 1}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", cfg)
+	out := buf.String()
+	if strings.Contains(out, "s3cret") || strings.Contains(out, "t0ken") || strings.Contains(out, "user") {
+		t.Errorf("credentials logged: %s", out)
+	}
+	want := "config.nats_url=nats://REDACTED@a:1,nats://REDACTED@b:2,nats://c:3"
+	if !strings.Contains(out, want) {
+		t.Errorf("log %s lacks %s", out, want)
+	}
+	// A malformed URL may be a secret pasted in the wrong place.
+	if _, err := ConfigFromEnv(func(k string) string {
+		return map[string]string{"NATS_URL": "nats://u:s3cret@:bad:port"}[k]
+	}); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error %v shows the secret or is missing", err)
+	}
+}
+
+// TestRun runs the service as main does, takes a callback, and stops on
+// cancel.
+func TestRun(t *testing.T) {
+	ns := natstest.Start(t)
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Addr: addr, NATSURL: ns.URL, StreamReplicas: 1, Logger: slog.New(slog.DiscardHandler)})
+	}()
+
+	base := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := http.Get(base + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	id := uuid.NewString()
+	p := events.Publisher{JS: ns.JS, Source: "stkgate/api"}
+	if _, err := p.Publish(ctx, events.Requested{Payment: payment(id)}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.Post(base+RoutePrefix+id, "application/json;charset=UTF-8", bytes.NewReader(readFixture(t, "cancelled")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(b) != bodyAccepted {
+		t.Errorf("answer %d %s", res.StatusCode, b)
+	}
+	if _, err := ns.Stream.GetLastMsgForSubject(ctx, events.Subject(events.TypeCompleted, id)); err != nil {
+		t.Errorf("no stk.completed: %v", err)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Error("still serving after Run returned")
+	}
+}
+
+// TestRunRefuses: configuration JetStream will not accept is an error, not
+// an endless wait.
+func TestRunRefuses(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	if err := Run(ctx, Config{Logger: log}); err == nil || !strings.Contains(err.Error(), "NATS_URL") {
+		t.Errorf("Run without NATS_URL: %v", err)
+	}
+	// A single server cannot hold three replicas.
+	err := Run(ctx, Config{Addr: freeAddr(t), NATSURL: ns.URL, StreamReplicas: 3, Logger: log})
+	if err == nil || ctx.Err() != nil {
+		t.Errorf("Run with 3 replicas on one server: %v (ctx %v)", err, ctx.Err())
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	err = Run(ctx, Config{Addr: taken.Addr().String(), NATSURL: ns.URL, StreamReplicas: 1, Logger: log})
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Errorf("Run on a taken address: %v", err)
+	}
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
