@@ -214,3 +214,13 @@ func MaskPhone(phone string) string {
 	}
 	return phone[:4] + strings.Repeat("*", len(phone)-8) + phone[len(phone)-4:]
 }
+
+// CallbackPath is where callback-ingest takes Safaricom's callbacks; the
+// tracking id follows it, so a callback names the payment it is for.
+const CallbackPath = "/hooks/stk-push/"
+
+// CallbackURL is the CallBackURL given to Daraja for a payment: base is the
+// public URL of callback-ingest (CALLBACK_BASE_URL).
+func CallbackURL(base, trackingID string) string {
+	return strings.TrimRight(base, "/") + CallbackPath + trackingID
+}
