@@ -1,0 +1,600 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/google/uuid"
+
+	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/api/store/pgtest"
+	"github.com/stkgate/stkgate/events"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+var seed = flag.Uint64("seed", 0, "seed of the shuffled-sequence test (0: random)")
+
+var requestedAt = time.Date(2024, 3, 21, 11, 30, 1, 123456789, time.UTC)
+
+func payment(id string) events.Payment {
+	return events.Payment{
+		TrackingID:  id,
+		Client:      "acme",
+		Phone:       "254712345678",
+		Amount:      1500,
+		Reference:   "INV-2024-001",
+		Tag:         "loan-repayment",
+		RequestedAt: requestedAt,
+	}
+}
+
+// The events of one payment, as the services publish them.
+type story struct {
+	id         string
+	requested  events.Requested
+	dispatched events.Dispatched
+	success    events.Completed // a callback: paid
+	cancelled  events.Completed // a callback: the customer cancelled
+	refused    events.Completed // the dispatcher: Daraja refused the push, no ids
+}
+
+func newStory() story {
+	id := uuid.NewString()
+	p := payment(id)
+	// Daraja's ids are unique per push, so derive them from the tracking id.
+	merchant, checkout := "29115-"+id[:8], "ws_CO_"+id[:8]
+	return story{
+		id:        id,
+		requested: events.Requested{Payment: p},
+		dispatched: events.Dispatched{Payment: p, MerchantRequestID: merchant, CheckoutRequestID: checkout,
+			ResponseDescription: "Success. Request accepted for processing", CustomerMessage: "Success. Request accepted for processing"},
+		success: events.Completed{Payment: p, ResultCode: "0", ResultDesc: "The service request is processed successfully.",
+			Receipt: "NLJ7RT61SV", TransactionDate: "2024-03-21 14:30:55", Source: events.SourceCallback,
+			MerchantRequestID: merchant, CheckoutRequestID: checkout, CompletedAt: requestedAt.Add(54 * time.Second)},
+		cancelled: events.Completed{Payment: p, ResultCode: "1032", ResultDesc: "Request cancelled by user",
+			Source: events.SourceCallback, MerchantRequestID: merchant, CheckoutRequestID: checkout,
+			CompletedAt: requestedAt.Add(20 * time.Second)},
+		refused: events.Completed{Payment: p, ResultCode: "400.002.02", ResultDesc: "Bad Request - Invalid PhoneNumber",
+			Source: events.SourceDispatcher, CompletedAt: requestedAt.Add(time.Second)},
+	}
+}
+
+// successOfRetry is a success whose Daraja ids differ from the dispatched
+// one's, as after a push retried when its first answer was lost.
+func (s story) successOfRetry() events.Completed {
+	c := s.success
+	c.MerchantRequestID += "-retry"
+	c.CheckoutRequestID += "-retry"
+	return c
+}
+
+func (s story) base() store.Record {
+	return store.Record{
+		TrackingID:  s.id,
+		Client:      "acme",
+		PhoneNumber: "254712345678",
+		Amount:      1500,
+		Reference:   "INV-2024-001",
+		Tag:         "loan-repayment",
+		Status:      events.StatusPending,
+		StatusLabel: events.LabelPending,
+		Stage:       store.StageRequested,
+		CreatedAt:   requestedAt.Truncate(time.Microsecond),
+	}
+}
+
+func (s story) wantRequested() store.Record { return s.base() }
+
+func (s story) wantDispatched() store.Record {
+	r := s.base()
+	r.Stage = store.StageDispatched
+	r.MerchantRequestID = s.dispatched.MerchantRequestID
+	r.CheckoutRequestID = s.dispatched.CheckoutRequestID
+	return r
+}
+
+func (s story) wantCompleted(c events.Completed, ids bool) store.Record {
+	r := s.base()
+	r.Stage = store.StageCompleted
+	r.Status, r.StatusLabel = events.Outcome(c.ResultCode)
+	r.ResponseCode = c.ResultCode
+	r.ResponseDescription = c.ResultDesc
+	r.TransactionCode = c.Receipt
+	r.TransactionDate = c.TransactionDate
+	r.Source = c.Source
+	if ids {
+		r.MerchantRequestID = s.dispatched.MerchantRequestID
+		r.CheckoutRequestID = s.dispatched.CheckoutRequestID
+	}
+	return r
+}
+
+type fixture struct {
+	t  testing.TB
+	db *store.Store
+}
+
+func newFixture(t testing.TB) *fixture {
+	return &fixture{t: t, db: store.New(pgtest.New(t))}
+}
+
+func (f *fixture) apply(evs ...events.Event) {
+	f.t.Helper()
+	if err := f.db.Apply(context.Background(), evs); err != nil {
+		f.t.Fatalf("Apply: %v", err)
+	}
+}
+
+func (f *fixture) get(id string) store.Record {
+	f.t.Helper()
+	r, err := f.db.Get(context.Background(), "acme", id)
+	if err != nil {
+		f.t.Fatalf("Get(%s): %v", id, err)
+	}
+	return r
+}
+
+var ignoreVolatile = cmpopts.IgnoreFields(store.Record{}, "ID", "UpdatedAt")
+
+// check compares the row with want, apart from its id and updated_at.
+func (f *fixture) check(step string, want store.Record) store.Record {
+	f.t.Helper()
+	got := f.get(want.TrackingID)
+	if diff := cmp.Diff(want, got, ignoreVolatile); diff != "" {
+		f.t.Fatalf("%s: record (-want +got):\n%s", step, diff)
+	}
+	if got.ID == 0 || got.UpdatedAt.IsZero() {
+		f.t.Fatalf("%s: id %d, updated_at %v not set", step, got.ID, got.UpdatedAt)
+	}
+	return got
+}
+
+// unchanged applies evs and checks that the row did not change at all,
+// updated_at included.
+func (f *fixture) unchanged(step string, before store.Record, evs ...events.Event) {
+	f.t.Helper()
+	f.apply(evs...)
+	after := f.get(before.TrackingID)
+	if diff := cmp.Diff(before, after); diff != "" {
+		f.t.Fatalf("%s changed the row (-before +after):\n%s", step, diff)
+	}
+}
+
+func TestApplyInOrder(t *testing.T) {
+	f := newFixture(t)
+	s := newStory()
+
+	f.apply(s.requested)
+	r0 := f.check("requested", s.wantRequested())
+
+	f.apply(s.dispatched)
+	r1 := f.check("dispatched", s.wantDispatched())
+	if r1.ID != r0.ID {
+		t.Errorf("id changed from %d to %d", r0.ID, r1.ID)
+	}
+	if !r1.UpdatedAt.After(r0.UpdatedAt) {
+		t.Errorf("updated_at %v not after %v", r1.UpdatedAt, r0.UpdatedAt)
+	}
+
+	f.apply(s.success)
+	r2 := f.check("completed", s.wantCompleted(s.success, true))
+	if !r2.UpdatedAt.After(r1.UpdatedAt) {
+		t.Errorf("updated_at %v not after %v", r2.UpdatedAt, r1.UpdatedAt)
+	}
+	if r2.Status != 1 || r2.StatusLabel != "Success" || r2.ResponseCode != "0" || r2.TransactionCode != "NLJ7RT61SV" {
+		t.Errorf("final record: %+v", r2)
+	}
+}
+
+func TestApplyDuplicates(t *testing.T) {
+	f := newFixture(t)
+	s := newStory()
+
+	f.apply(s.requested, s.requested)
+	r := f.check("requested twice in a batch", s.wantRequested())
+	f.unchanged("requested again", r, s.requested)
+
+	f.apply(s.dispatched)
+	r = f.check("dispatched", s.wantDispatched())
+	f.unchanged("dispatched again", r, s.dispatched)
+	f.unchanged("dispatched twice in a batch", r, s.dispatched, s.dispatched)
+
+	f.apply(s.success, s.success)
+	r = f.check("completed twice in a batch", s.wantCompleted(s.success, true))
+	f.unchanged("completed again", r, s.success)
+}
+
+func TestApplyRedelivery(t *testing.T) {
+	f := newFixture(t)
+	s := newStory()
+	f.apply(s.requested, s.dispatched, s.success)
+	r := f.check("all three in one batch", s.wantCompleted(s.success, true))
+
+	// A projector that committed and died before acking gets every event
+	// again, alone or in batches of any shape.
+	f.unchanged("requested redelivered", r, s.requested)
+	f.unchanged("dispatched redelivered", r, s.dispatched)
+	f.unchanged("completed redelivered", r, s.success)
+	f.unchanged("the whole batch redelivered", r, s.requested, s.dispatched, s.success)
+	f.unchanged("the batch redelivered backwards", r, s.success, s.dispatched, s.requested)
+}
+
+func TestApplyCompletedBeforeRequested(t *testing.T) {
+	f := newFixture(t)
+	s := newStory()
+
+	f.apply(s.success)
+	r := f.check("completed first", s.wantCompleted(s.success, true))
+	f.unchanged("late requested", r, s.requested)
+	f.unchanged("late dispatched", r, s.dispatched)
+}
+
+func TestApplyRefusedThenDispatched(t *testing.T) {
+	f := newFixture(t)
+	s := newStory()
+
+	// The dispatcher's completion has no Daraja ids. A dispatched that
+	// arrives later cannot reopen the payment, but its ids fill the gap.
+	f.apply(s.refused)
+	r := f.check("refused", s.wantCompleted(s.refused, false))
+	if r.Status != 1 || r.StatusLabel != "Failed" {
+		t.Fatalf("refused: status %d %q, want 1 Failed", r.Status, r.StatusLabel)
+	}
+	f.apply(s.dispatched)
+	r = f.check("dispatched after refused", s.wantCompleted(s.refused, true))
+	f.unchanged("requested after both", r, s.requested)
+}
+
+func TestApplyDispatchedAfterCompleted(t *testing.T) {
+	f := newFixture(t)
+	s := newStory()
+	f.apply(s.requested)
+	f.apply(s.cancelled)
+	r := f.check("cancelled", s.wantCompleted(s.cancelled, true))
+	f.unchanged("late dispatched", r, s.dispatched)
+}
+
+func TestApplyFirstCompletionStands(t *testing.T) {
+	t.Run("separate batches", func(t *testing.T) {
+		f := newFixture(t)
+		s := newStory()
+		f.apply(s.requested, s.dispatched)
+		f.apply(s.success)
+		r := f.check("success", s.wantCompleted(s.success, true))
+		f.unchanged("a second, different completion", r, s.cancelled)
+		f.unchanged("a third, from the dispatcher", r, s.refused)
+	})
+	t.Run("one batch", func(t *testing.T) {
+		f := newFixture(t)
+		s := newStory()
+		// In one batch, the completion that came first wins, wherever the
+		// other events are.
+		f.apply(s.cancelled, s.dispatched, s.success, s.requested)
+		f.check("cancelled first", s.wantCompleted(s.cancelled, true))
+	})
+	t.Run("a refusal without ids", func(t *testing.T) {
+		f := newFixture(t)
+		s := newStory()
+		f.apply(s.refused)
+		r := f.check("refused", s.wantCompleted(s.refused, false))
+		// Not even the ids of a losing completion are taken.
+		f.unchanged("a later success", r, s.success)
+	})
+}
+
+func TestApplyDecidingCompletionsIDsWin(t *testing.T) {
+	for _, order := range []string{"dispatched first", "completed first"} {
+		t.Run(order, func(t *testing.T) {
+			f := newFixture(t)
+			s := newStory()
+			c := s.successOfRetry()
+			if order == "dispatched first" {
+				f.apply(s.dispatched)
+				f.apply(c)
+			} else {
+				f.apply(c)
+				f.apply(s.dispatched)
+			}
+			want := s.wantCompleted(c, false)
+			want.MerchantRequestID, want.CheckoutRequestID = c.MerchantRequestID, c.CheckoutRequestID
+			f.check(order, want)
+		})
+	}
+}
+
+func TestApplyFillsMissingPaymentFields(t *testing.T) {
+	f := newFixture(t)
+	s := newStory()
+	// A completion from a producer that knew only the tracking id.
+	bare := s.success
+	bare.Payment = events.Payment{TrackingID: s.id}
+	f.apply(bare)
+	if _, err := f.db.Get(context.Background(), "acme", s.id); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get before the client is known: %v, want ErrNotFound", err)
+	}
+	f.apply(s.requested)
+	want := s.wantCompleted(s.success, true)
+	got := f.get(s.id)
+	// created_at is when the projector first saw the payment: the bare
+	// event had no requested_at. Everything else comes from requested.
+	if time.Since(got.CreatedAt) > time.Minute {
+		t.Errorf("created_at %v, want about now", got.CreatedAt)
+	}
+	want.CreatedAt = got.CreatedAt
+	if diff := cmp.Diff(want, got, ignoreVolatile); diff != "" {
+		t.Fatalf("record (-want +got):\n%s", diff)
+	}
+	f.unchanged("requested again", got, s.requested)
+}
+
+func TestApplyInvalid(t *testing.T) {
+	s := newStory()
+	noCode := s.success
+	noCode.ResultCode = ""
+	badID := s.requested
+	badID.TrackingID = "not-a-uuid"
+	nul := s.requested
+	nul.Reference = "INV\x00"
+	for _, tc := range []struct {
+		name string
+		ev   events.Event
+	}{
+		{"tracking id no uuid", badID},
+		{"completion without result code", noCode},
+		{"NUL byte", nul},
+		{"nil event", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			other := newStory()
+			err := f.db.Apply(context.Background(), []events.Event{other.requested, tc.ev})
+			if !errors.Is(err, store.ErrInvalidEvent) || !store.IsPermanent(err) {
+				t.Fatalf("Apply = %v, want ErrInvalidEvent", err)
+			}
+			// One transaction: the valid event of the batch was not applied.
+			if _, err := f.db.Get(context.Background(), "acme", other.id); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("the batch's valid event was applied: Get = %v", err)
+			}
+		})
+	}
+}
+
+func TestApplyConflict(t *testing.T) {
+	f := newFixture(t)
+	a, b := newStory(), newStory()
+	f.apply(a.dispatched)
+	r := f.check("a dispatched", a.wantDispatched())
+
+	// b claims a's CheckoutRequestID.
+	stolen := b.success
+	stolen.CheckoutRequestID = a.dispatched.CheckoutRequestID
+	err := f.db.Apply(context.Background(), []events.Event{b.requested, stolen})
+	if !errors.Is(err, store.ErrConflict) || !store.IsPermanent(err) {
+		t.Fatalf("Apply = %v, want ErrConflict", err)
+	}
+	if _, err := f.db.Get(context.Background(), "acme", b.id); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("b written despite the failed batch: %v", err)
+	}
+	f.unchanged("nothing", r)
+}
+
+func TestApplyEmpty(t *testing.T) {
+	f := newFixture(t)
+	f.apply()
+	if err := f.db.Apply(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestApplyManyPaymentsInOneBatch(t *testing.T) {
+	f := newFixture(t)
+	var stories []story
+	var evs []events.Event
+	for i := 0; i < 50; i++ {
+		s := newStory()
+		stories = append(stories, s)
+		switch i % 3 {
+		case 0:
+			evs = append(evs, s.requested)
+		case 1:
+			evs = append(evs, s.dispatched, s.requested)
+		case 2:
+			evs = append(evs, s.success, s.requested, s.dispatched, s.success)
+		}
+	}
+	f.apply(evs...)
+	for i, s := range stories {
+		want := []store.Record{s.wantRequested(), s.wantDispatched(), s.wantCompleted(s.success, true)}[i%3]
+		f.check(fmt.Sprintf("payment %d", i), want)
+	}
+}
+
+// TestApplyConverges applies the events of many payments, each in a
+// shuffled order, with repeats, cut into batches of random sizes, and
+// checks every row ends as the state order says: the same row whatever the
+// order, and the outcome of the first completion delivered.
+func TestApplyConverges(t *testing.T) {
+	sd := *seed
+	if sd == 0 {
+		sd = rand.Uint64()
+	}
+	t.Logf("seed %d (rerun with -seed=%d)", sd, sd)
+	rng := rand.New(rand.NewPCG(sd, sd>>1))
+	f := newFixture(t)
+
+	const payments = 300
+	type trial struct {
+		s    story
+		want store.Record
+	}
+	var trials []trial
+	var stream []events.Event
+	for i := 0; i < payments; i++ {
+		s := newStory()
+		var evs []events.Event
+		var completions []events.Completed
+		switch i % 5 {
+		case 0: // the usual story
+			evs = []events.Event{s.requested, s.dispatched, s.success}
+		case 1: // cancelled, and a second completion from a query that lost
+			evs = []events.Event{s.requested, s.dispatched, s.cancelled, s.success}
+		case 2: // refused by Daraja: never dispatched
+			evs = []events.Event{s.requested, s.refused}
+		case 3: // still pending
+			evs = []events.Event{s.requested, s.dispatched}
+		case 4: // the completion names other Daraja ids than the dispatched
+			s.success = s.successOfRetry()
+			evs = []events.Event{s.requested, s.dispatched, s.success}
+		}
+		// Redeliveries.
+		for n := rng.IntN(4); n > 0; n-- {
+			evs = append(evs, evs[rng.IntN(len(evs))])
+		}
+		rng.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
+		for _, ev := range evs {
+			if c, ok := ev.(events.Completed); ok {
+				completions = append(completions, c)
+			}
+		}
+		var want store.Record
+		switch {
+		case len(completions) > 0 && i%5 == 4:
+			want = s.wantCompleted(completions[0], false)
+			want.MerchantRequestID, want.CheckoutRequestID = s.success.MerchantRequestID, s.success.CheckoutRequestID
+		case len(completions) > 0:
+			// Only the refusal has no ids, and it is never dispatched.
+			want = s.wantCompleted(completions[0], completions[0].CheckoutRequestID != "")
+		default:
+			want = s.wantDispatched()
+		}
+		trials = append(trials, trial{s, want})
+		stream = append(stream, evs...)
+	}
+	// Interleave payments as the stream would, keeping each one's order.
+	stream = interleave(rng, stream)
+
+	for len(stream) > 0 {
+		n := min(1+rng.IntN(64), len(stream))
+		f.apply(stream[:n]...)
+		stream = stream[n:]
+	}
+	for i, tr := range trials {
+		f.check(fmt.Sprintf("payment %d", i), tr.want)
+	}
+}
+
+// interleave merges the per-payment sequences (stored back to back in
+// stream) into one, picking the next payment at random, so that each
+// payment's own order is kept.
+func interleave(rng *rand.Rand, stream []events.Event) []events.Event {
+	queues := map[string][]events.Event{}
+	var ids []string
+	for _, ev := range stream {
+		id := ev.Base().TrackingID
+		if _, ok := queues[id]; !ok {
+			ids = append(ids, id)
+		}
+		queues[id] = append(queues[id], ev)
+	}
+	out := make([]events.Event, 0, len(stream))
+	for len(ids) > 0 {
+		i := rng.IntN(len(ids))
+		q := queues[ids[i]]
+		out = append(out, q[0])
+		if len(q) == 1 {
+			ids = append(ids[:i], ids[i+1:]...)
+		} else {
+			queues[ids[i]] = q[1:]
+		}
+	}
+	return out
+}
+
+// Two projectors share the durable consumer, so two transactions may write
+// the same rows at once, in any order. Rows are locked in one order, so
+// neither deadlocks, and both orders end in the same rows.
+func TestApplyConcurrent(t *testing.T) {
+	f := newFixture(t)
+	var stories []story
+	var forward []events.Event
+	for i := 0; i < 100; i++ {
+		s := newStory()
+		stories = append(stories, s)
+		forward = append(forward, s.requested, s.dispatched, s.success)
+	}
+	backward := make([]events.Event, len(forward))
+	for i, ev := range forward {
+		backward[len(forward)-1-i] = ev
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for w := 0; w < 4; w++ {
+		evs := forward
+		if w%2 == 1 {
+			evs = backward
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5; i++ {
+				if err := f.db.Apply(context.Background(), evs); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent Apply: %v", err)
+	}
+	for i, s := range stories {
+		f.check(fmt.Sprintf("payment %d", i), s.wantCompleted(s.success, true))
+	}
+}
+
+func TestGet(t *testing.T) {
+	f := newFixture(t)
+	s := newStory()
+	f.apply(s.requested)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, client, id string
+		err              error
+	}{
+		{"own record", "acme", s.id, nil},
+		{"upper case id", "acme", strings.ToUpper(s.id), nil},
+		{"another client's record", "globex", s.id, store.ErrNotFound},
+		{"no client", "", s.id, store.ErrNotFound},
+		{"unknown id", "acme", uuid.NewString(), store.ErrNotFound},
+		{"malformed id", "acme", "123; DROP TABLE stk_pushes", store.ErrNotFound},
+		{"empty id", "acme", "", store.ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := f.db.Get(ctx, tc.client, tc.id)
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("Get = %v, want %v", err, tc.err)
+			}
+			if err == nil && r.TrackingID != s.id {
+				t.Fatalf("Get returned %s, want %s", r.TrackingID, s.id)
+			}
+		})
+	}
+}
+
+func TestPing(t *testing.T) {
+	f := newFixture(t)
+	if err := f.db.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
