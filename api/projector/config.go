@@ -1,0 +1,195 @@
+package projector
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of the settings that have one.
+const (
+	DefaultBatchSize        = 256
+	DefaultStreamReplicas   = 1
+	DefaultRetryMaxInterval = 10 * time.Second
+	DefaultStartTimeout     = 2 * time.Minute
+	DefaultApplyTimeout     = 15 * time.Second
+	DefaultDrainTimeout     = 10 * time.Second
+)
+
+// MaxBatchSize bounds BatchSize: the projector keeps up to two batches
+// unacknowledged, and the consumer's MaxAckPending is 4096.
+const MaxBatchSize = 2048
+
+// Config is everything the projector needs. ConfigFromEnv fills it from the
+// environment; tests and the dev stack may build it directly.
+type Config struct {
+	// NATSURL is the NATS server, or a comma-separated list of servers.
+	NATSURL string
+	// DatabaseURL is the Postgres holding the read model.
+	DatabaseURL string
+	// StreamReplicas of the STK stream, created at start-up if missing.
+	StreamReplicas int
+	// BatchSize is the most events applied in one transaction (default 256).
+	BatchSize int
+	// Logger receives the projector's logs; nil means slog.Default().
+	Logger *slog.Logger
+
+	// The settings below are not read from the environment; zero means the
+	// default. Tests shorten them.
+
+	// RetryMaxInterval caps the wait between two attempts at a batch the
+	// database did not take (default 10s; it must stay under the consumer's
+	// AckWait, as the batch is held by InProgress between attempts).
+	RetryMaxInterval time.Duration
+	// StartTimeout bounds the start-up (database, migrations, stream and
+	// consumer), retried until then (default 2m).
+	StartTimeout time.Duration
+	// ApplyTimeout bounds one transaction (default 15s).
+	ApplyTimeout time.Duration
+	// DrainTimeout bounds how long, after ctx is cancelled, the events
+	// already received are still applied (default 10s).
+	DrainTimeout time.Duration
+}
+
+// ConfigFromEnv reads NATS_URL and DATABASE_URL (both required),
+// NATS_STREAM_REPLICAS (default 1) and PROJECTOR_BATCH (default 256). It
+// names the setting that is missing or malformed.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := Config{
+		NATSURL:     strings.TrimSpace(getenv("NATS_URL")),
+		DatabaseURL: strings.TrimSpace(getenv("DATABASE_URL")),
+	}
+	var errs []error
+	if c.NATSURL == "" {
+		errs = append(errs, errors.New("NATS_URL is required"))
+	}
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("DATABASE_URL is required"))
+	}
+	var err error
+	if c.StreamReplicas, err = intSetting(getenv, "NATS_STREAM_REPLICAS", DefaultStreamReplicas, 1, 5); err != nil {
+		errs = append(errs, err)
+	}
+	if c.BatchSize, err = intSetting(getenv, "PROJECTOR_BATCH", DefaultBatchSize, 1, MaxBatchSize); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("projector configuration: %w", err)
+	}
+	return c, nil
+}
+
+func intSetting(getenv func(string) string, key string, def, lo, hi int) (int, error) {
+	v := strings.TrimSpace(getenv(key))
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%s: %q is not a whole number from %d to %d", key, v, lo, hi)
+	}
+	return n, nil
+}
+
+// withDefaults fills in the zero settings and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	if c.NATSURL == "" {
+		return c, errors.New("projector: NATSURL is required")
+	}
+	if c.DatabaseURL == "" {
+		return c, errors.New("projector: DatabaseURL is required")
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.BatchSize < 0 || c.BatchSize > MaxBatchSize {
+		return c, fmt.Errorf("projector: BatchSize %d not in 1..%d", c.BatchSize, MaxBatchSize)
+	}
+	if c.StreamReplicas == 0 {
+		c.StreamReplicas = DefaultStreamReplicas
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.RetryMaxInterval <= 0 {
+		c.RetryMaxInterval = DefaultRetryMaxInterval
+	}
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.ApplyTimeout <= 0 {
+		c.ApplyTimeout = DefaultApplyTimeout
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	return c, nil
+}
+
+// LogValue shows the configuration with the passwords in its URLs masked.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("nats_url", redactNATS(c.NATSURL)),
+		slog.String("database_url", RedactDatabaseURL(c.DatabaseURL)),
+		slog.Int("stream_replicas", c.StreamReplicas),
+		slog.Int("batch_size", c.BatchSize),
+	)
+}
+
+const mask = "xxxxx"
+
+// RedactDatabaseURL masks the password of a Postgres URL
+// (postgres://user:pw@host/db?password=pw) or key=value string
+// (host=h password=pw), so that it can be logged.
+func RedactDatabaseURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	if !strings.Contains(s, "://") {
+		return kvPassword.ReplaceAllString(s, "${1}"+mask)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", mask)
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
+
+// kvPassword is a password setting in a key=value connection string: a
+// quoted value (with \' and \\ escapes) or a bare word.
+var kvPassword = regexp.MustCompile(`(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*)`)
+
+// redactNATS masks the credentials of each server in a NATS URL list.
+func redactNATS(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "@") {
+			parts[i] = p
+			continue
+		}
+		u, err := url.Parse(p)
+		if err != nil {
+			parts[i] = "(unparsable URL)"
+			continue
+		}
+		if u.User != nil {
+			if _, hasPw := u.User.Password(); hasPw {
+				u.User = url.UserPassword(u.User.Username(), mask)
+			} else {
+				u.User = url.User(mask) // a bare token
+			}
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
+}

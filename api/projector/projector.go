@@ -1,0 +1,399 @@
+// Package projector writes every STK event into the Postgres read model.
+//
+// It reads the STK stream through the durable "projector" consumer, applies
+// events in batches of up to Config.BatchSize in one transaction each
+// (store.Apply, idempotent and state-ordered), and acks them after commit.
+// Running several projectors on the same consumer is safe.
+//
+// Failure handling, with money at stake:
+//   - a message that is not an event is terminated and logged;
+//   - an event the database can never take (store.IsPermanent) is found by
+//     applying its batch one event at a time, then terminated and logged,
+//     so it cannot hold up the others;
+//   - any other failure (database down, deadlock, timeout) is retried with
+//     backoff while the batch is kept with InProgress: an outage never uses
+//     up the consumer's MaxDeliver and never skips an event.
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/events"
+)
+
+// linger is how long a batch waits for more events after its first one: a
+// little latency bought for fewer transactions under load.
+const linger = 5 * time.Millisecond
+
+// Run projects events until ctx is cancelled; then it applies and acks the
+// events it already holds (for up to DrainTimeout) and returns nil. It
+// returns an error if it cannot start within StartTimeout.
+func Run(ctx context.Context, cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger
+
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("stkgate-projector"),
+		nats.Timeout(5*time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "server", c.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "error", err) }),
+	)
+	if err != nil {
+		return fmt.Errorf("connect NATS: %w", err)
+	}
+	defer func() {
+		// Acks are sent asynchronously; make sure they leave before closing.
+		if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			log.Warn("flush acks at exit", "error", err)
+		}
+		nc.Close()
+	}()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+
+	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+	db, err := retryStart(startCtx, log, "open database", func(ctx context.Context) (*sqlx.DB, error) {
+		return store.Open(ctx, cfg.DatabaseURL)
+	})
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	defer db.Close()
+	if _, err := retryStart(startCtx, log, "migrate database", func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, store.Migrate(ctx, db.DB)
+	}); err != nil {
+		return startErr(ctx, err)
+	}
+	p := &projector{
+		cfg:   cfg,
+		log:   log,
+		js:    js,
+		store: store.New(db),
+	}
+	if err := p.ensureConsumer(startCtx); err != nil {
+		return startErr(ctx, err)
+	}
+	cancel()
+	log.Info("projector started", "batch_size", cfg.BatchSize)
+	p.loop(ctx)
+	log.Info("projector stopped")
+	return nil
+}
+
+// startErr is nil when start-up was cut short by ctx: stopping before
+// having started is a clean stop.
+func startErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// retryStart retries a start-up step with backoff until it succeeds or ctx
+// ends: the database or NATS may come up after us. Its error is the step's
+// last one.
+func retryStart[T any](ctx context.Context, log *slog.Logger, what string, f func(context.Context) (T, error)) (T, error) {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(200*time.Millisecond),
+		backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	)
+	for {
+		v, err := f(ctx)
+		if err == nil {
+			return v, nil
+		}
+		if ctx.Err() != nil {
+			return v, fmt.Errorf("%s: %w", what, err)
+		}
+		wait := b.NextBackOff()
+		log.Warn(what+" failed; retrying", "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return v, fmt.Errorf("%s: %w", what, err)
+		case <-time.After(wait):
+		}
+	}
+}
+
+type projector struct {
+	cfg   Config
+	log   *slog.Logger
+	js    jetstream.JetStream
+	store *store.Store
+	cons  jetstream.Consumer
+}
+
+func (p *projector) ensureConsumer(ctx context.Context) error {
+	if _, err := retryStart(ctx, p.log, "ensure stream", func(ctx context.Context) (jetstream.Stream, error) {
+		return events.EnsureStream(ctx, p.js, p.cfg.StreamReplicas)
+	}); err != nil {
+		return err
+	}
+	cons, err := retryStart(ctx, p.log, "create consumer", func(ctx context.Context) (jetstream.Consumer, error) {
+		return p.js.CreateOrUpdateConsumer(ctx, events.StreamName, events.ProjectorConsumer())
+	})
+	if err != nil {
+		return err
+	}
+	p.cons = cons
+	return nil
+}
+
+// loop consumes until ctx is cancelled, starting over when the message
+// iterator breaks (the consumer was deleted, say).
+func (p *projector) loop(ctx context.Context) {
+	for {
+		err := p.consume(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		p.log.Error("consuming stopped; starting over", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		rctx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout)
+		err = p.ensureConsumer(rctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			p.log.Error("recreate consumer", "error", err)
+		}
+	}
+}
+
+// consume reads batches from one message iterator. On ctx cancel it drains
+// what the iterator already holds and returns nil.
+func (p *projector) consume(ctx context.Context) error {
+	// Two batches in flight: the next one arrives while this one commits.
+	it, err := p.cons.Messages(jetstream.PullMaxMessages(2 * p.cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("messages: %w", err)
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				p.drain(ctx, it)
+				return nil
+			}
+			return fmt.Errorf("next message: %w", err)
+		}
+		msgs := []jetstream.Msg{msg}
+		deadline := time.Now().Add(linger)
+		for len(msgs) < p.cfg.BatchSize {
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				break
+			}
+			m, err := it.Next(jetstream.NextMaxWait(wait))
+			if err != nil {
+				break // a timeout; anything worse shows at the next Next
+			}
+			msgs = append(msgs, m)
+		}
+		p.handle(ctx, msgs)
+	}
+}
+
+// drain applies the messages the iterator already received, so that they
+// need not wait out the AckWait to be redelivered.
+func (p *projector) drain(ctx context.Context, it jetstream.MessagesContext) {
+	it.Drain()
+	deadline := time.Now().Add(p.cfg.DrainTimeout)
+	var msgs []jetstream.Msg
+	for {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			break
+		}
+		m, err := it.Next(jetstream.NextMaxWait(wait))
+		if err != nil {
+			break // ErrMsgIteratorClosed: the buffer is empty
+		}
+		msgs = append(msgs, m)
+		if len(msgs) == p.cfg.BatchSize {
+			p.handle(ctx, msgs)
+			msgs = nil
+		}
+	}
+	if len(msgs) > 0 {
+		p.handle(ctx, msgs)
+	}
+}
+
+// item is a message and the event it carries.
+type item struct {
+	msg jetstream.Msg
+	ev  events.Event
+}
+
+func (it item) trackingID() string { return it.ev.Base().TrackingID }
+
+// handle applies one batch and settles every message in it: acked after
+// commit, terminated if it can never be applied, or (only when ctx is
+// cancelled during a database outage) nak'ed for another projector.
+func (p *projector) handle(ctx context.Context, msgs []jetstream.Msg) {
+	items := make([]item, 0, len(msgs))
+	for _, m := range msgs {
+		ev, err := decode(m)
+		if err != nil {
+			p.terminate(m, events.TrackingIDOf(m.Subject()), "malformed", err)
+			continue
+		}
+		items = append(items, item{m, ev})
+	}
+	if len(items) == 0 {
+		return
+	}
+
+	err := p.apply(ctx, items)
+	switch {
+	case err == nil:
+		p.ackAll(items)
+		return
+	case !store.IsPermanent(err):
+		p.nakAll(items, err)
+		return
+	}
+
+	// Some event of the batch can never be applied. Apply them one by one,
+	// so that it alone is terminated.
+	p.log.Warn("batch has an event that cannot be applied; applying one by one", "events", len(items), "error", err)
+	for i, it := range items {
+		err := p.apply(ctx, items[i:i+1])
+		switch {
+		case err == nil:
+			p.ackAll(items[i : i+1])
+		case store.IsPermanent(err):
+			p.terminate(it.msg, it.trackingID(), "rejected by the read model", err)
+		default:
+			p.nakAll(items[i:], err)
+			return
+		}
+	}
+}
+
+// decode reads a message's event and checks it was published where its
+// kind and tracking id say it should be.
+func decode(m jetstream.Msg) (events.Event, error) {
+	_, ev, err := events.Decode(m.Data())
+	if err != nil {
+		return nil, err
+	}
+	if want := events.Subject(ev.Type(), ev.Base().TrackingID); m.Subject() != want {
+		return nil, fmt.Errorf("%w: a %s on subject %s, want %s", events.ErrMalformed, ev.Type(), m.Subject(), want)
+	}
+	return ev, nil
+}
+
+// apply writes items in one transaction, retrying whatever is not
+// permanent until it succeeds or ctx is cancelled. Between attempts the
+// messages are kept with InProgress, so JetStream neither redelivers them
+// nor counts deliveries towards MaxDeliver.
+func (p *projector) apply(ctx context.Context, items []item) error {
+	evs := make([]events.Event, len(items))
+	for i, it := range items {
+		evs[i] = it.ev
+	}
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(200*time.Millisecond),
+		backoff.WithMaxInterval(p.cfg.RetryMaxInterval),
+		backoff.WithMaxElapsedTime(0),
+	)
+	for attempt := 1; ; attempt++ {
+		// A transaction under way is finished even when ctx is cancelled:
+		// cancelling it would only throw the work away.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ApplyTimeout)
+		err := p.store.Apply(actx, evs)
+		cancel()
+		if err == nil || store.IsPermanent(err) {
+			if err == nil && attempt > 1 {
+				p.log.Info("database took the batch after retries", "events", len(items), "attempts", attempt)
+			}
+			return err
+		}
+		wait := b.NextBackOff()
+		p.log.Error("apply failed; retrying", "events", len(items), "attempt", attempt, "retry_in", wait, "error", err)
+		p.inProgress(items)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		p.inProgress(items)
+	}
+}
+
+func (p *projector) ackAll(items []item) {
+	for _, it := range items {
+		if err := it.msg.Ack(); err != nil {
+			// The event stays unacked and comes back after the AckWait;
+			// applying it again changes nothing.
+			p.log.Warn("ack failed", "tracking_id", it.trackingID(), "type", it.ev.Type(), "error", err)
+			continue
+		}
+		p.log.Debug("event applied", "tracking_id", it.trackingID(), "type", it.ev.Type())
+	}
+}
+
+func (p *projector) nakAll(items []item, cause error) {
+	p.log.Warn("stopping with events not applied; handing them back", "events", len(items), "error", cause)
+	for _, it := range items {
+		if err := it.msg.Nak(); err != nil {
+			p.log.Warn("nak failed", "tracking_id", it.trackingID(), "error", err)
+		}
+	}
+}
+
+func (p *projector) inProgress(items []item) {
+	for _, it := range items {
+		if err := it.msg.InProgress(); err != nil {
+			p.log.Warn("in-progress failed", "tracking_id", it.trackingID(), "error", err)
+		}
+	}
+}
+
+// terminate tells JetStream never to deliver m again. That loses the event
+// for the read model, so it is logged as an error with what is needed to
+// find it in the stream.
+func (p *projector) terminate(m jetstream.Msg, trackingID, why string, cause error) {
+	attrs := []any{"tracking_id", trackingID, "subject", m.Subject(), "error", cause}
+	if md, err := m.Metadata(); err == nil {
+		attrs = append(attrs, "stream_seq", md.Sequence.Stream)
+	}
+	p.log.Error("event terminated: "+why, attrs...)
+	reason := why + ": " + cause.Error()
+	if len(reason) > 200 {
+		reason = reason[:200]
+	}
+	if err := m.TermWithReason(reason); err != nil {
+		p.log.Warn("term failed", "tracking_id", trackingID, "error", err)
+	}
+}
