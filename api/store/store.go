@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	neturl "net/url"
 	"time"
 
 	"github.com/google/uuid"
@@ -43,8 +44,7 @@ const (
 func Open(ctx context.Context, url string) (*sqlx.DB, error) {
 	db, err := sqlx.Open("postgres", url)
 	if err != nil {
-		// lib/pq's parse errors do not echo the URL, so no password leaks.
-		return nil, fmt.Errorf("open database: %w", err)
+		return nil, fmt.Errorf("open database: %w", hideURL(err))
 	}
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxIdleConns)
@@ -55,9 +55,18 @@ func Open(ctx context.Context, url string) (*sqlx.DB, error) {
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("open database: %w", err)
+		return nil, fmt.Errorf("open database: %w", hideURL(err))
 	}
 	return db, nil
+}
+
+// hideURL drops the URL from a URL parse error: it may hold a password.
+func hideURL(err error) error {
+	var uerr *neturl.Error
+	if errors.As(err, &uerr) {
+		return fmt.Errorf("malformed database URL: %w", uerr.Err)
+	}
+	return err
 }
 
 //go:embed migrations/*.sql
