@@ -2,6 +2,20 @@ module github.com/stkgate/stkgate/dispatcher
 
 go 1.26.8
 
-require github.com/stkgate/stkgate/events v0.0.0-00010101000000-000000000000
+require (
+	github.com/cenkalti/backoff/v4 v4.3.0
+	github.com/google/go-cmp v0.7.0
+	github.com/google/uuid v1.6.0
+	github.com/nats-io/nats.go v1.55.0
+	github.com/stkgate/stkgate/events v0.0.0-00010101000000-000000000000
+)
+
+require (
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
 
 replace github.com/stkgate/stkgate/events => ../events

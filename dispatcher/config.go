@@ -1,0 +1,317 @@
+package dispatcher
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stkgate/stkgate/dispatcher/daraja"
+)
+
+// Defaults of the settings that have one.
+const (
+	DefaultDarajaBaseURL   = "https://sandbox.safaricom.co.ke"
+	DefaultShortCode       = "174379"
+	DefaultTransactionType = TransactionPayBill
+	DefaultConcurrency     = 16
+	DefaultRetryMaxElapsed = 2 * time.Minute
+	DefaultLockedWait      = daraja.RetryAfterLocked
+	DefaultRetryInitial    = time.Second
+	DefaultPushTimeout     = 30 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultProgressEvery   = 10 * time.Second
+
+	// SandboxPassKey is the passkey Safaricom publishes for the sandbox
+	// shortcode 174379; it is no secret.
+	SandboxPassKey = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+)
+
+// Daraja's two transaction types: paybill, or till (buy goods, where PartyB
+// is the till number).
+const (
+	TransactionPayBill  = "CustomerPayBillOnline"
+	TransactionBuyGoods = "CustomerBuyGoodsOnline"
+)
+
+// maxConcurrency is the dispatcher consumer's MaxAckPending: more workers
+// than that would never all get a message.
+const maxConcurrency = 1024
+
+// Config is everything the dispatcher needs. ConfigFromEnv fills it from the
+// environment; tests and the dev stack build it directly.
+type Config struct {
+	// NATSURL is the NATS server or a comma-separated list of servers.
+	NATSURL string
+	// StreamReplicas of the STK stream created at start-up.
+	StreamReplicas int
+	// Daraja configures the client; its secrets never reach a log line.
+	Daraja daraja.Config
+	// CallbackBaseURL is where Safaricom reaches callback-ingest; each push
+	// names events.CallbackURL(CallbackBaseURL, trackingID).
+	CallbackBaseURL string
+	// Concurrency bounds the pushes in flight (DISPATCH_CONCURRENCY).
+	Concurrency int
+	// RetryMaxElapsed bounds how long a push that cannot have reached the
+	// customer is retried before the payment is completed as failed: no retry
+	// starts later than this after the first attempt.
+	RetryMaxElapsed time.Duration
+
+	// The settings below are not read from the environment; zero means the
+	// default. Tests shorten them.
+
+	// RetryInitialInterval is the first backoff interval (default 1s).
+	RetryInitialInterval time.Duration
+	// LockedWait is the wait after "Unable to lock subscriber": the customer
+	// has a prompt open, which lives about a minute (default 1m, the client's
+	// daraja.RetryAfterLocked). A longer Retry-After from Daraja wins.
+	LockedWait time.Duration
+	// PushTimeout bounds one push attempt, token included (default 30s).
+	PushTimeout time.Duration
+	// ShutdownTimeout bounds how long in-flight pushes and their publishes
+	// may finish after ctx is cancelled (default 30s).
+	ShutdownTimeout time.Duration
+	// ProgressInterval is how often a message being worked on is reported in
+	// progress to JetStream, well inside the consumer's AckWait (default 10s).
+	ProgressInterval time.Duration
+
+	// Logger receives every log line; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// ConfigFromEnv reads the configuration through getenv (os.Getenv in main).
+// A missing required setting or a malformed one is an error naming the
+// variable; every problem is reported at once.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+	}
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+
+	cfg := Config{
+		NATSURL:         get("NATS_URL", ""),
+		StreamReplicas:  1,
+		Concurrency:     DefaultConcurrency,
+		RetryMaxElapsed: DefaultRetryMaxElapsed,
+	}
+	if cfg.NATSURL == "" {
+		bad("NATS_URL", "required")
+	} else if err := checkNATSURL(cfg.NATSURL); err != nil {
+		bad("NATS_URL", "%v", err)
+	}
+	if v := get("NATS_STREAM_REPLICAS", ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 5 {
+			bad("NATS_STREAM_REPLICAS", "want a whole number from 1 to 5, got %q", v)
+		}
+		cfg.StreamReplicas = n
+	}
+
+	base, err := parseHTTPURL(get("DARAJA_BASE_URL", DefaultDarajaBaseURL))
+	if err != nil {
+		bad("DARAJA_BASE_URL", "%v", err)
+	}
+	cfg.Daraja.BaseURL = strings.TrimRight(base, "/")
+
+	cfg.Daraja.ConsumerKey = get("DARAJA_CONSUMER_KEY", "")
+	if cfg.Daraja.ConsumerKey == "" {
+		bad("DARAJA_CONSUMER_KEY", "required")
+	}
+	cfg.Daraja.ConsumerSecret = get("DARAJA_CONSUMER_SECRET", "")
+	if cfg.Daraja.ConsumerSecret == "" {
+		bad("DARAJA_CONSUMER_SECRET", "required")
+	}
+
+	cfg.Daraja.ShortCode = get("DARAJA_SHORTCODE", DefaultShortCode)
+	if !digits(cfg.Daraja.ShortCode, 5, 7) {
+		// Not echoed: a wrong value may be a secret pasted in the wrong place.
+		bad("DARAJA_SHORTCODE", "want 5 to 7 digits")
+	}
+	cfg.Daraja.PassKey = get("DARAJA_PASSKEY", SandboxPassKey)
+	if strings.ContainsAny(cfg.Daraja.PassKey, " \t\r\n") {
+		bad("DARAJA_PASSKEY", "contains white space")
+	}
+
+	cfg.Daraja.TransactionType = get("DARAJA_TRANSACTION_TYPE", DefaultTransactionType)
+	switch cfg.Daraja.TransactionType {
+	case TransactionPayBill, TransactionBuyGoods:
+	default:
+		bad("DARAJA_TRANSACTION_TYPE", "want %s or %s, got %q", TransactionPayBill, TransactionBuyGoods, cfg.Daraja.TransactionType)
+	}
+	cfg.Daraja.PartyB = get("DARAJA_PARTY_B", cfg.Daraja.ShortCode)
+	if !digits(cfg.Daraja.PartyB, 5, 10) {
+		bad("DARAJA_PARTY_B", "want 5 to 10 digits (the shortcode or till number)")
+	}
+
+	cfg.CallbackBaseURL = get("CALLBACK_BASE_URL", "")
+	if cfg.CallbackBaseURL == "" {
+		bad("CALLBACK_BASE_URL", "required: the public URL where Safaricom reaches callback-ingest")
+	} else if u, err := parseCallbackBase(cfg.CallbackBaseURL); err != nil {
+		bad("CALLBACK_BASE_URL", "%v", err)
+	} else {
+		cfg.CallbackBaseURL = u
+	}
+
+	if v := get("DISPATCH_CONCURRENCY", ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxConcurrency {
+			bad("DISPATCH_CONCURRENCY", "want a whole number from 1 to %d, got %q", maxConcurrency, v)
+		}
+		cfg.Concurrency = n
+	}
+	if v := get("DISPATCH_RETRY_MAX", ""); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			bad("DISPATCH_RETRY_MAX", "want a positive duration such as 2m, got %q", v)
+		}
+		cfg.RetryMaxElapsed = d
+	}
+
+	if len(errs) > 0 {
+		return Config{}, fmt.Errorf("dispatcher config: %w", errors.Join(errs...))
+	}
+	return cfg, nil
+}
+
+// LogValue shows the configuration without its secrets: the consumer key and
+// secret, the passkey and any password in a URL.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("nats_url", redactURLs(c.NATSURL)),
+		slog.Int("stream_replicas", c.StreamReplicas),
+		slog.String("daraja_base_url", redactURLs(c.Daraja.BaseURL)),
+		slog.String("daraja_consumer_key", redacted(c.Daraja.ConsumerKey)),
+		slog.String("daraja_consumer_secret", redacted(c.Daraja.ConsumerSecret)),
+		slog.String("daraja_shortcode", c.Daraja.ShortCode),
+		slog.String("daraja_passkey", redacted(c.Daraja.PassKey)),
+		slog.String("daraja_transaction_type", c.Daraja.TransactionType),
+		slog.String("daraja_party_b", c.Daraja.PartyB),
+		slog.String("callback_base_url", redactURLs(c.CallbackBaseURL)),
+		slog.Int("concurrency", c.Concurrency),
+		slog.Duration("retry_max_elapsed", c.RetryMaxElapsed),
+	)
+}
+
+// withDefaults fills the zero settings that have a default.
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.StreamReplicas < 1 {
+		c.StreamReplicas = 1
+	}
+	if c.Concurrency < 1 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Concurrency > maxConcurrency {
+		c.Concurrency = maxConcurrency
+	}
+	if c.RetryMaxElapsed <= 0 {
+		c.RetryMaxElapsed = DefaultRetryMaxElapsed
+	}
+	if c.RetryInitialInterval <= 0 {
+		c.RetryInitialInterval = DefaultRetryInitial
+	}
+	if c.LockedWait <= 0 {
+		c.LockedWait = DefaultLockedWait
+	}
+	if c.PushTimeout <= 0 {
+		c.PushTimeout = DefaultPushTimeout
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.ProgressInterval <= 0 {
+		c.ProgressInterval = DefaultProgressEvery
+	}
+	return c
+}
+
+func redacted(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// redactURLs hides the credentials (user and password, or token) of each URL
+// in a comma-separated list.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "[unparsable]"
+			continue
+		}
+		if u.User != nil {
+			u.User = url.User("REDACTED")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func checkNATSURL(list string) error {
+	for _, p := range strings.Split(list, ",") {
+		p = strings.TrimSpace(p)
+		u, err := url.Parse(p)
+		if err != nil || u.Host == "" {
+			// Not echoed: a malformed URL may hide a password.
+			return errors.New("want nats://host:port (comma-separated for several)")
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("scheme %q: want nats, tls, ws or wss", u.Scheme)
+		}
+	}
+	return nil
+}
+
+func parseHTTPURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", errors.New("want an absolute http(s) URL")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", errors.New("want a URL without query or fragment")
+	}
+	return s, nil
+}
+
+// parseCallbackBase checks the callback base and lowercases its host:
+// Daraja has refused CallBackURLs with an uppercase host, and a host name is
+// case-insensitive anyway.
+func parseCallbackBase(s string) (string, error) {
+	if _, err := parseHTTPURL(s); err != nil {
+		return "", err
+	}
+	u, _ := url.Parse(s)
+	if u.User != nil {
+		return "", errors.New("must not carry credentials: Daraja sends none")
+	}
+	u.Host = strings.ToLower(u.Host)
+	return u.String(), nil
+}
+
+func digits(s string, minLen, maxLen int) bool {
+	if len(s) < minLen || len(s) > maxLen {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}

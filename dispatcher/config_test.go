@@ -1,0 +1,195 @@
+package dispatcher
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/stkgate/stkgate/dispatcher/daraja"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// minimalEnv is the least a production dispatcher needs.
+func minimalEnv() map[string]string {
+	return map[string]string{
+		"NATS_URL":               "nats://127.0.0.1:14222",
+		"DARAJA_CONSUMER_KEY":    "ck-123",
+		"DARAJA_CONSUMER_SECRET": "cs-456",
+		"CALLBACK_BASE_URL":      "https://pay.example.com",
+	}
+}
+
+func TestConfigFromEnvDefaults(t *testing.T) {
+	got, err := ConfigFromEnv(env(minimalEnv()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		NATSURL:        "nats://127.0.0.1:14222",
+		StreamReplicas: 1,
+		Daraja: daraja.Config{
+			BaseURL:         "https://sandbox.safaricom.co.ke",
+			ConsumerKey:     "ck-123",
+			ConsumerSecret:  "cs-456",
+			ShortCode:       "174379",
+			PassKey:         SandboxPassKey,
+			TransactionType: "CustomerPayBillOnline",
+			PartyB:          "174379",
+		},
+		CallbackBaseURL: "https://pay.example.com",
+		Concurrency:     16,
+		RetryMaxElapsed: 2 * time.Minute,
+	}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(daraja.Config{})); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+}
+
+func TestConfigFromEnvEverySetting(t *testing.T) {
+	e := map[string]string{
+		"NATS_URL":                "nats://n1:4222, nats://n2:4222",
+		"NATS_STREAM_REPLICAS":    "3",
+		"DARAJA_BASE_URL":         "https://api.safaricom.co.ke/",
+		"DARAJA_CONSUMER_KEY":     "ck",
+		"DARAJA_CONSUMER_SECRET":  "cs",
+		"DARAJA_SHORTCODE":        "600999",
+		"DARAJA_PASSKEY":          "pk",
+		"DARAJA_TRANSACTION_TYPE": "CustomerBuyGoodsOnline",
+		"DARAJA_PARTY_B":          "5123456",
+		"CALLBACK_BASE_URL":       "https://Pay.Example.COM/stkgate/",
+		"DISPATCH_CONCURRENCY":    "64",
+		"DISPATCH_RETRY_MAX":      "90s",
+	}
+	got, err := ConfigFromEnv(env(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		NATSURL:        "nats://n1:4222, nats://n2:4222",
+		StreamReplicas: 3,
+		Daraja: daraja.Config{
+			BaseURL:         "https://api.safaricom.co.ke",
+			ConsumerKey:     "ck",
+			ConsumerSecret:  "cs",
+			ShortCode:       "600999",
+			PassKey:         "pk",
+			TransactionType: "CustomerBuyGoodsOnline",
+			PartyB:          "5123456",
+		},
+		// Daraja has refused an uppercase host.
+		CallbackBaseURL: "https://pay.example.com/stkgate/",
+		Concurrency:     64,
+		RetryMaxElapsed: 90 * time.Second,
+	}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(daraja.Config{})); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+}
+
+func TestConfigFromEnvRefuses(t *testing.T) {
+	tests := []struct {
+		name  string
+		set   map[string]string
+		unset []string
+		want  []string // variables the error must name
+	}{
+		{name: "nothing set", unset: []string{"NATS_URL", "DARAJA_CONSUMER_KEY", "DARAJA_CONSUMER_SECRET", "CALLBACK_BASE_URL"},
+			want: []string{"NATS_URL: required", "DARAJA_CONSUMER_KEY: required", "DARAJA_CONSUMER_SECRET: required", "CALLBACK_BASE_URL: required"}},
+		{name: "no consumer key", unset: []string{"DARAJA_CONSUMER_KEY"}, want: []string{"DARAJA_CONSUMER_KEY"}},
+		{name: "blank consumer secret", set: map[string]string{"DARAJA_CONSUMER_SECRET": "  "}, want: []string{"DARAJA_CONSUMER_SECRET"}},
+		{name: "no callback base", unset: []string{"CALLBACK_BASE_URL"}, want: []string{"CALLBACK_BASE_URL"}},
+		{name: "relative callback base", set: map[string]string{"CALLBACK_BASE_URL": "/hooks"}, want: []string{"CALLBACK_BASE_URL"}},
+		{name: "callback base not http", set: map[string]string{"CALLBACK_BASE_URL": "ftp://pay.example.com"}, want: []string{"CALLBACK_BASE_URL"}},
+		{name: "callback base with query", set: map[string]string{"CALLBACK_BASE_URL": "https://pay.example.com/?a=b"}, want: []string{"CALLBACK_BASE_URL"}},
+		{name: "callback base with credentials", set: map[string]string{"CALLBACK_BASE_URL": "https://u:p@pay.example.com"}, want: []string{"CALLBACK_BASE_URL"}},
+		{name: "nats url without scheme", set: map[string]string{"NATS_URL": "localhost:4222"}, want: []string{"NATS_URL"}},
+		{name: "nats url empty part", set: map[string]string{"NATS_URL": "nats://a:1,"}, want: []string{"NATS_URL"}},
+		{name: "nats url http", set: map[string]string{"NATS_URL": "http://localhost:4222"}, want: []string{"NATS_URL"}},
+		{name: "replicas zero", set: map[string]string{"NATS_STREAM_REPLICAS": "0"}, want: []string{"NATS_STREAM_REPLICAS"}},
+		{name: "replicas six", set: map[string]string{"NATS_STREAM_REPLICAS": "6"}, want: []string{"NATS_STREAM_REPLICAS"}},
+		{name: "replicas word", set: map[string]string{"NATS_STREAM_REPLICAS": "three"}, want: []string{"NATS_STREAM_REPLICAS"}},
+		{name: "daraja base not a url", set: map[string]string{"DARAJA_BASE_URL": "sandbox.safaricom.co.ke"}, want: []string{"DARAJA_BASE_URL"}},
+		{name: "shortcode letters", set: map[string]string{"DARAJA_SHORTCODE": "17437a"}, want: []string{"DARAJA_SHORTCODE"}},
+		{name: "shortcode too short", set: map[string]string{"DARAJA_SHORTCODE": "1743"}, want: []string{"DARAJA_SHORTCODE"}},
+		{name: "shortcode too long", set: map[string]string{"DARAJA_SHORTCODE": "17437900"}, want: []string{"DARAJA_SHORTCODE"}},
+		{name: "passkey with space", set: map[string]string{"DARAJA_PASSKEY": "abc def"}, want: []string{"DARAJA_PASSKEY"}},
+		{name: "transaction type alias", set: map[string]string{"DARAJA_TRANSACTION_TYPE": "paybill"}, want: []string{"DARAJA_TRANSACTION_TYPE"}},
+		{name: "party b letters", set: map[string]string{"DARAJA_PARTY_B": "till-1"}, want: []string{"DARAJA_PARTY_B"}},
+		{name: "concurrency zero", set: map[string]string{"DISPATCH_CONCURRENCY": "0"}, want: []string{"DISPATCH_CONCURRENCY"}},
+		{name: "concurrency too high", set: map[string]string{"DISPATCH_CONCURRENCY": "5000"}, want: []string{"DISPATCH_CONCURRENCY"}},
+		{name: "concurrency word", set: map[string]string{"DISPATCH_CONCURRENCY": "many"}, want: []string{"DISPATCH_CONCURRENCY"}},
+		{name: "retry max without unit", set: map[string]string{"DISPATCH_RETRY_MAX": "120"}, want: []string{"DISPATCH_RETRY_MAX"}},
+		{name: "retry max negative", set: map[string]string{"DISPATCH_RETRY_MAX": "-1m"}, want: []string{"DISPATCH_RETRY_MAX"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := minimalEnv()
+			for _, k := range tc.unset {
+				delete(e, k)
+			}
+			for k, v := range tc.set {
+				e[k] = v
+			}
+			_, err := ConfigFromEnv(env(e))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigErrorDoesNotEchoSecrets(t *testing.T) {
+	for name, value := range map[string]string{
+		"DARAJA_SHORTCODE":  "s3cr3t-passkey-pasted-here",
+		"NATS_URL":          "nats://u:s3cr3t@:bad:port",
+		"DARAJA_BASE_URL":   "https://u:s3cr3t@host:bad:port",
+		"CALLBACK_BASE_URL": "https://u:s3cr3t@pay.example.com",
+	} {
+		e := minimalEnv()
+		e[name] = value
+		_, err := ConfigFromEnv(env(e))
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Fatalf("%s=%q: error %v does not name it", name, value, err)
+		}
+		if strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("%s: error echoes a secret: %v", name, err)
+		}
+	}
+}
+
+func TestConfigLogValueMasksSecrets(t *testing.T) {
+	e := minimalEnv()
+	e["NATS_URL"] = "nats://natsuser:natspass@n1:4222,nats://s3cr3ttoken@n2:4222"
+	e["DARAJA_PASSKEY"] = "passkey-789"
+	cfg, err := ConfigFromEnv(env(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting", "config", cfg)
+	out := buf.String()
+	for _, secret := range []string{"ck-123", "cs-456", "passkey-789", "natsuser", "natspass", "s3cr3ttoken"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log line contains secret %q: %s", secret, out)
+		}
+	}
+	for _, shown := range []string{`"daraja_shortcode":"174379"`, `"callback_base_url":"https://pay.example.com"`, `"concurrency":16`, "n1:4222"} {
+		if !strings.Contains(out, shown) {
+			t.Errorf("log line lacks %s: %s", shown, out)
+		}
+	}
+}
+
