@@ -203,7 +203,9 @@ func defaultHTTPClient() *http.Client {
 	t.TLSHandshakeTimeout = 10 * time.Second
 	t.ResponseHeaderTimeout = DefaultTimeout
 	t.MaxIdleConnsPerHost = 64
-	t.IdleConnTimeout = 90 * time.Second
+	// Well under the keep-alive of common gateways: a push written on a
+	// connection the server is closing can only be reported as ambiguous.
+	t.IdleConnTimeout = 30 * time.Second
 	return &http.Client{
 		Transport: t,
 		// A redirected POST would turn into a GET elsewhere: a redirect is
