@@ -316,7 +316,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, rec *Push, answer 
 		select {
 		case <-r.Context().Done():
 		case <-s.stop:
+			reset(w) // returning would answer 200
 		case <-timer.C:
+			reset(w)
 		}
 	case FailResetAfterRead, FailResetAfterAccept:
 		s.log.Info("push connection reset without an answer", "failure", rec.Failure.String())

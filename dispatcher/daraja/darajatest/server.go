@@ -214,6 +214,9 @@ func (s *Server) Close() error {
 		s.mu.Unlock()
 		s.closeErr = s.srv.Close()
 		s.wg.Wait()
+		if s.opts.CallbackClient == nil {
+			s.hc.CloseIdleConnections()
+		}
 	})
 	return s.closeErr
 }
