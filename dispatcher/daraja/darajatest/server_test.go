@@ -351,12 +351,16 @@ func TestPushAcceptsDarajaVariants(t *testing.T) {
 	s := start(t, darajatest.Options{CallbackDelay: time.Hour})
 	tok := token(t, s)
 	tests := map[string]func(map[string]any){
-		"as documented":         func(map[string]any) {},
-		"numbers for numbers":   func(b map[string]any) { b["BusinessShortCode"], b["PartyA"], b["PartyB"], b["PhoneNumber"] = 174379, 254712000001, 174379, 254712000001 },
-		"amount as a string":    func(b map[string]any) { b["Amount"] = "10" },
-		"no description":        func(b map[string]any) { delete(b, "TransactionDesc") },
-		"charset content type":  func(b map[string]any) {},
-		"limits":                func(b map[string]any) { b["Amount"], b["AccountReference"], b["TransactionDesc"] = 250000, "ABCDEFGHIJKL", "Thirteen char" },
+		"as documented": func(map[string]any) {},
+		"numbers for numbers": func(b map[string]any) {
+			b["BusinessShortCode"], b["PartyA"], b["PartyB"], b["PhoneNumber"] = 174379, 254712000001, 174379, 254712000001
+		},
+		"amount as a string":   func(b map[string]any) { b["Amount"] = "10" },
+		"no description":       func(b map[string]any) { delete(b, "TransactionDesc") },
+		"charset content type": func(b map[string]any) {},
+		"limits": func(b map[string]any) {
+			b["Amount"], b["AccountReference"], b["TransactionDesc"] = 250000, "ABCDEFGHIJKL", "Thirteen char"
+		},
 		"buy goods till":        func(b map[string]any) { b["TransactionType"], b["PartyB"] = "CustomerBuyGoodsOnline", "5432101" },
 		"airtel-range 2541 num": func(b map[string]any) { b["PhoneNumber"], b["PartyA"] = "254112345678", "254112345678" },
 	}
