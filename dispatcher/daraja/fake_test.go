@@ -190,6 +190,9 @@ func TestAgainstFakeExpiredToken(t *testing.T) {
 	for _, p := range env.fake.Pushes() {
 		if p.ErrorCode == "404.001.03" {
 			refused++
+			if p.Body.PhoneNumber != "254712000002" || p.Accepted {
+				t.Errorf("push refused for its token recorded as %+v", p)
+			}
 		}
 	}
 	if refused != 1 || len(env.fake.AcceptedPushes()) != 2 {

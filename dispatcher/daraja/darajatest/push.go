@@ -70,6 +70,24 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 			"phone", events.MaskPhone(rec.Body.PhoneNumber), "failure", rec.Failure.String())
 	}
 
+	// Parsed first so that every push is recorded with its fields, even
+	// one refused for its token.
+	fields, isObject := parseObject(raw)
+	if isObject {
+		rec.Body = PushBody{
+			BusinessShortCode: fields.text("BusinessShortCode"),
+			Password:          fields.text("Password"),
+			Timestamp:         fields.text("Timestamp"),
+			TransactionType:   fields.text("TransactionType"),
+			Amount:            fields.text("Amount"),
+			PartyA:            fields.text("PartyA"),
+			PartyB:            fields.text("PartyB"),
+			PhoneNumber:       fields.text("PhoneNumber"),
+			CallBackURL:       fields.text("CallBackURL"),
+			AccountReference:  fields.text("AccountReference"),
+			TransactionDesc:   fields.text("TransactionDesc"),
+		}
+	}
 	if !s.authorized(w, r) {
 		rec.HTTPStatus, rec.ErrorCode = http.StatusNotFound, daraja.CodeInvalidToken
 		return
@@ -79,27 +97,9 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusBadRequest, badRequest("BusinessShortCode"))
 		return
 	}
-	if readErr != nil {
-		answer(http.StatusBadRequest, badRequest("Request"))
-		return
-	}
-	fields, ok := parseObject(raw)
-	if !ok {
+	if readErr != nil || !isObject {
 		answer(http.StatusBadRequest, badRequest("JSON"))
 		return
-	}
-	rec.Body = PushBody{
-		BusinessShortCode: fields.text("BusinessShortCode"),
-		Password:          fields.text("Password"),
-		Timestamp:         fields.text("Timestamp"),
-		TransactionType:   fields.text("TransactionType"),
-		Amount:            fields.text("Amount"),
-		PartyA:            fields.text("PartyA"),
-		PartyB:            fields.text("PartyB"),
-		PhoneNumber:       fields.text("PhoneNumber"),
-		CallBackURL:       fields.text("CallBackURL"),
-		AccountReference:  fields.text("AccountReference"),
-		TransactionDesc:   fields.text("TransactionDesc"),
 	}
 	phone := rec.Body.PhoneNumber
 
