@@ -1,0 +1,458 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits of a push request.
+const (
+	MinAmount       = 1
+	MaxAmount       = 250000 // Daraja's per-transaction cap, in whole KES
+	MaxReferenceLen = 12     // Daraja's AccountReference limit, in characters
+	MaxTagLen       = 255
+	MaxBodyBytes    = 64 << 10
+)
+
+// Request is a validated push request.
+type Request struct {
+	Phone     string // 254XXXXXXXXX
+	Amount    int64  // whole KES, MinAmount..MaxAmount
+	Reference string // 1..MaxReferenceLen characters, no control characters
+	Tag       string // "" when none
+}
+
+// RequestError is a request the api refuses before anything happens: Status
+// is 400 (not a JSON object or form), 413 (too large) or 422 (invalid
+// fields, listed in Fields).
+type RequestError struct {
+	Status  int
+	Message string
+	Fields  FieldErrors
+}
+
+func (e *RequestError) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Message) }
+
+func badRequest(format string, args ...any) *RequestError {
+	return &RequestError{Status: http.StatusBadRequest, Message: fmt.Sprintf(format, args...)}
+}
+
+// errTooLarge is the answer to a body over MaxBodyBytes.
+var errTooLarge = &RequestError{
+	Status:  http.StatusRequestEntityTooLarge,
+	Message: "The request body must not be larger than 64 KiB.",
+}
+
+// FieldError is the messages of one invalid field.
+type FieldError struct {
+	Field    string
+	Messages []string
+}
+
+// FieldErrors are the invalid fields of a request in the order of the
+// request's fields (phone, amount, reference, tag). It marshals as a JSON
+// object in that order, as Laravel answered.
+type FieldErrors []FieldError
+
+// MarshalJSON writes {"field": ["message", …], …} in field order.
+func (fe FieldErrors) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, f := range fe {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, err := json.Marshal(f.Field)
+		if err != nil {
+			return nil, err
+		}
+		v, err := json.Marshal(f.Messages)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// The fields of a request, in the order their errors are reported.
+var fieldNames = [...]string{"phone", "amount", "reference", "tag"}
+
+// kind is the JSON type of a field's value; form values are all strings.
+type kind int
+
+const (
+	kindMissing kind = iota
+	kindNull
+	kindString
+	kindNumber
+	kindBool
+	kindOther // object or array
+)
+
+// value is one field as the client sent it.
+type value struct {
+	kind kind
+	// text is the string's content, or a number's literal.
+	text string
+	// badUTF8 marks a string that was not valid UTF-8.
+	badUTF8 bool
+}
+
+// DecodeRequest parses and validates a push request body. contentType is
+// the request's Content-Type: a form (application/x-www-form-urlencoded or
+// multipart/form-data) is read as a form, anything else as JSON. A body
+// sent as a form that is plainly JSON (its first character is '{') is read
+// as JSON, since that is what the client meant (curl -d without -H does it).
+// Every error is a *RequestError.
+func DecodeRequest(contentType string, body []byte) (Request, error) {
+	var (
+		fields map[string]value
+		err    error
+	)
+	mt, params, _ := mime.ParseMediaType(contentType)
+	switch {
+	case mt == "application/x-www-form-urlencoded" && !looksLikeJSON(body):
+		fields, err = decodeForm(body)
+	case mt == "multipart/form-data":
+		fields, err = decodeMultipart(body, params["boundary"])
+	default:
+		fields, err = decodeJSON(body)
+	}
+	if err != nil {
+		return Request{}, err
+	}
+	return validate(fields)
+}
+
+func looksLikeJSON(body []byte) bool {
+	b := bytes.TrimLeft(body, " \t\r\n")
+	return len(b) > 0 && b[0] == '{'
+}
+
+// decodeJSON reads a JSON object's known fields. A field given twice is
+// refused: which amount the client meant would be a guess. Unknown fields
+// are ignored; an empty body is an empty object, so that it gets the
+// "required" messages.
+func decodeJSON(body []byte) (map[string]value, error) {
+	fields := map[string]value{}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return fields, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, notJSON(err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, badRequest("The request body must be a JSON object.")
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, notJSON(err)
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, notJSON(nil)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, notJSON(err)
+		}
+		if !known(key) {
+			continue
+		}
+		if _, dup := fields[key]; dup {
+			return nil, badRequest("The request body has the %s field more than once.", key)
+		}
+		v, err := jsonValue(raw)
+		if err != nil {
+			return nil, notJSON(err)
+		}
+		fields[key] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, notJSON(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, badRequest("The request body must be a single JSON object.")
+	}
+	return fields, nil
+}
+
+// notJSON is the answer to a body that does not parse. The parser's own
+// words (an offset, a character) help a client find its mistake and say
+// nothing about the server.
+func notJSON(err error) *RequestError {
+	var syn *json.SyntaxError
+	switch {
+	case errors.As(err, &syn):
+		return badRequest("The request body is not valid JSON: %s.", syn.Error())
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return badRequest("The request body is not valid JSON: unexpected end of input.")
+	default:
+		return badRequest("The request body is not valid JSON.")
+	}
+}
+
+func known(key string) bool {
+	for _, f := range fieldNames {
+		if key == f {
+			return true
+		}
+	}
+	return false
+}
+
+func jsonValue(raw json.RawMessage) (value, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return value{}, io.ErrUnexpectedEOF
+	}
+	switch c := raw[0]; {
+	case c == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return value{}, err
+		}
+		// encoding/json turns invalid UTF-8 into U+FFFD silently; a
+		// reference shown to a customer should be what the client meant.
+		return value{kind: kindString, text: s, badUTF8: !utf8.Valid(raw)}, nil
+	case c == 'n':
+		return value{kind: kindNull}, nil
+	case c == 't' || c == 'f':
+		return value{kind: kindBool, text: string(raw)}, nil
+	case c == '-' || (c >= '0' && c <= '9'):
+		return value{kind: kindNumber, text: string(raw)}, nil
+	default:
+		return value{kind: kindOther}, nil
+	}
+}
+
+func decodeForm(body []byte) (map[string]value, error) {
+	q, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, badRequest("The request body is not a valid form.")
+	}
+	return formFields(q)
+}
+
+func formFields(q url.Values) (map[string]value, error) {
+	fields := map[string]value{}
+	for _, f := range fieldNames {
+		vs, ok := q[f]
+		if !ok {
+			continue
+		}
+		if len(vs) > 1 {
+			return nil, badRequest("The request body has the %s field more than once.", f)
+		}
+		fields[f] = value{kind: kindString, text: vs[0], badUTF8: !utf8.ValidString(vs[0])}
+	}
+	return fields, nil
+}
+
+// decodeMultipart reads the text parts of a multipart/form-data body; file
+// parts are ignored. The body is already bounded by MaxBodyBytes.
+func decodeMultipart(body []byte, boundary string) (map[string]value, error) {
+	if boundary == "" {
+		return nil, badRequest("The request body is not a valid form: no multipart boundary.")
+	}
+	r := multipart.NewReader(bytes.NewReader(body), boundary)
+	q := url.Values{}
+	for {
+		p, err := r.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, badRequest("The request body is not a valid form.")
+		}
+		name := p.FormName()
+		if name == "" || p.FileName() != "" || !known(name) {
+			continue
+		}
+		b, err := io.ReadAll(p)
+		if err != nil {
+			return nil, badRequest("The request body is not a valid form.")
+		}
+		q.Add(name, string(b))
+	}
+	return formFields(q)
+}
+
+// Messages, as Laravel's validator wrote them for the seed's clients.
+func msgRequired(f string) string { return "The " + f + " field is required." }
+func msgString(f string) string   { return "The " + f + " field must be a string." }
+func msgUTF8(f string) string     { return "The " + f + " field must be valid UTF-8 text." }
+func msgControl(f string) string  { return "The " + f + " field must not contain control characters." }
+func msgMaxChars(f string, n int) string {
+	return fmt.Sprintf("The %s field must not be greater than %d characters.", f, n)
+}
+
+const (
+	msgPhoneInvalid = "The phone field must be a valid Kenyan mobile number."
+	msgAmountInt    = "The amount field must be an integer."
+)
+
+var (
+	msgAmountMin = fmt.Sprintf("The amount field must be at least %d.", MinAmount)
+	msgAmountMax = fmt.Sprintf("The amount field must not be greater than %d.", MaxAmount)
+)
+
+// validate checks every field and reports each invalid one with its first
+// failing rule (the later rules of a field mean nothing once one failed).
+func validate(fields map[string]value) (Request, error) {
+	var (
+		req  Request
+		errs FieldErrors
+	)
+	fail := func(field, msg string) { errs = append(errs, FieldError{Field: field, Messages: []string{msg}}) }
+
+	if p, msg := validatePhone(fields["phone"]); msg != "" {
+		fail("phone", msg)
+	} else {
+		req.Phone = p
+	}
+	if a, msg := validateAmount(fields["amount"]); msg != "" {
+		fail("amount", msg)
+	} else {
+		req.Amount = a
+	}
+	if r, msg := validateText("reference", fields["reference"], true, MaxReferenceLen); msg != "" {
+		fail("reference", msg)
+	} else {
+		req.Reference = r
+	}
+	if t, msg := validateText("tag", fields["tag"], false, MaxTagLen); msg != "" {
+		fail("tag", msg)
+	} else {
+		req.Tag = t
+	}
+	if len(errs) > 0 {
+		return Request{}, &RequestError{
+			Status:  http.StatusUnprocessableEntity,
+			Message: errs[0].Messages[0],
+			Fields:  errs,
+		}
+	}
+	return req, nil
+}
+
+func validatePhone(v value) (string, string) {
+	switch v.kind {
+	case kindMissing, kindNull:
+		return "", msgRequired("phone")
+	case kindString:
+		if strings.TrimSpace(v.text) == "" {
+			return "", msgRequired("phone")
+		}
+	case kindNumber:
+		// 254712345678 sent as a number is still unmistakably a phone, but
+		// -712345678 or 7.1e8 is not.
+		if strings.TrimLeft(v.text, "0123456789") != "" {
+			return "", msgPhoneInvalid
+		}
+	default:
+		return "", msgString("phone")
+	}
+	p, ok := NormalizePhone(v.text)
+	if !ok {
+		return "", msgPhoneInvalid
+	}
+	return p, ""
+}
+
+// validateAmount takes a JSON integer or a string of digits, as Laravel's
+// integer rule did. Fractions and exponents are refused even when their
+// value is whole (1.0, 1e3): an amount of money is written exactly.
+func validateAmount(v value) (int64, string) {
+	text := v.text
+	switch v.kind {
+	case kindMissing, kindNull:
+		return 0, msgRequired("amount")
+	case kindString:
+		text = strings.TrimSpace(text)
+		if text == "" {
+			return 0, msgRequired("amount")
+		}
+	case kindNumber:
+	default:
+		return 0, msgAmountInt
+	}
+	digits, neg := strings.CutPrefix(text, "-")
+	if digits == "" || strings.TrimLeft(digits, "0123456789") != "" {
+		return 0, msgAmountInt
+	}
+	// A leading zero is no integer literal in JSON, nor in PHP's filter.
+	if len(digits) > 1 && digits[0] == '0' {
+		return 0, msgAmountInt
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil { // only overflow is left: a whole number, and a huge one
+		if neg {
+			return 0, msgAmountMin
+		}
+		return 0, msgAmountMax
+	}
+	if neg {
+		n = -n
+	}
+	switch {
+	case n < MinAmount:
+		return 0, msgAmountMin
+	case n > MaxAmount:
+		return 0, msgAmountMax
+	}
+	return n, ""
+}
+
+// validateText checks reference and tag: surrounding white space is
+// trimmed (Laravel's TrimStrings did it), an empty value is a missing one,
+// and the length is counted in characters, not bytes.
+func validateText(field string, v value, required bool, maxLen int) (string, string) {
+	switch v.kind {
+	case kindMissing, kindNull:
+		if required {
+			return "", msgRequired(field)
+		}
+		return "", ""
+	case kindString:
+	default:
+		return "", msgString(field)
+	}
+	if v.badUTF8 {
+		return "", msgUTF8(field)
+	}
+	s := strings.TrimSpace(v.text)
+	if s == "" {
+		if required {
+			return "", msgRequired(field)
+		}
+		return "", ""
+	}
+	// Control characters (NUL above all, which Postgres cannot store) have
+	// no place in a reference shown on a phone or in a tag.
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return "", msgControl(field)
+	}
+	if utf8.RuneCountInString(s) > maxLen {
+		return "", msgMaxChars(field, maxLen)
+	}
+	return s, ""
+}

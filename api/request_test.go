@@ -1,0 +1,401 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const (
+	ctJSON = "application/json"
+	ctForm = "application/x-www-form-urlencoded"
+)
+
+func TestDecodeRequestValid(t *testing.T) {
+	tests := []struct {
+		name, ctype, body string
+		want              Request
+	}{
+		{"json", ctJSON, `{"phone":"0712345678","amount":1500,"reference":"INV-2024-001","tag":"loan-repayment"}`,
+			Request{Phone: "254712345678", Amount: 1500, Reference: "INV-2024-001", Tag: "loan-repayment"}},
+		{"json with charset", "application/json; charset=utf-8", `{"phone":"0712345678","amount":1,"reference":"R"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
+		{"no content type is JSON", "", `{"phone":"0712345678","amount":1,"reference":"R"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
+		{"text/plain is JSON", "text/plain", `{"phone":"0712345678","amount":1,"reference":"R"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
+		{"amount as a string of digits", ctJSON, `{"phone":"0712345678","amount":"1500","reference":"R"}`,
+			Request{Phone: "254712345678", Amount: 1500, Reference: "R"}},
+		{"amount string with spaces", ctJSON, `{"phone":"0712345678","amount":" 250000 ","reference":"R"}`,
+			Request{Phone: "254712345678", Amount: 250000, Reference: "R"}},
+		{"amount bounds low", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
+		{"amount bounds high", ctJSON, `{"phone":"0712345678","amount":250000,"reference":"R"}`,
+			Request{Phone: "254712345678", Amount: 250000, Reference: "R"}},
+		{"phone as a JSON number", ctJSON, `{"phone":254712345678,"amount":1,"reference":"R"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
+		{"every phone format", ctJSON, `{"phone":"+254 112-345-678","amount":1,"reference":"R"}`,
+			Request{Phone: "254112345678", Amount: 1, Reference: "R"}},
+		{"reference of 12 characters, not bytes", ctJSON, `{"phone":"0712345678","amount":1,"reference":"ÄÖÜäöüßéèêëï"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "ÄÖÜäöüßéèêëï"}},
+		{"reference and tag trimmed", ctJSON, `{"phone":"0712345678","amount":1,"reference":"  INV-1 \t","tag":"  x  "}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "INV-1", Tag: "x"}},
+		{"tag null", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","tag":null}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
+		{"tag empty", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","tag":"   "}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
+		{"tag of 255 characters", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","tag":"` + strings.Repeat("é", 255) + `"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "R", Tag: strings.Repeat("é", 255)}},
+		{"unknown fields ignored", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","callback_url":"http://x","Phone":"nope","extra":{"a":[1,2]}}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
+		{"unknown field repeated", ctJSON, `{"x":1,"x":2,"phone":"0712345678","amount":1,"reference":"R"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
+		{"white space around", ctJSON, "\n\t {\"phone\":\"0712345678\",\"amount\":1,\"reference\":\"R\"} \n",
+			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
+		{"form", ctForm, "phone=%2B254+712-345-604&amount=250&reference=FORM-1",
+			Request{Phone: "254712345604", Amount: 250, Reference: "FORM-1"}},
+		{"form with tag", ctForm + "; charset=UTF-8", "phone=0712345678&amount=1500&reference=INV&tag=loan%20repayment",
+			Request{Phone: "254712345678", Amount: 1500, Reference: "INV", Tag: "loan repayment"}},
+		{"form with empty tag", ctForm, "phone=0712345678&amount=1500&reference=INV&tag=",
+			Request{Phone: "254712345678", Amount: 1500, Reference: "INV"}},
+		{"JSON sent as a form", ctForm, `{"phone":"0712345678","amount":10,"reference":"R"}`,
+			Request{Phone: "254712345678", Amount: 10, Reference: "R"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DecodeRequest(tc.ctype, []byte(tc.body))
+			if err != nil {
+				t.Fatalf("error %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("request (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDecodeRequestMultipart(t *testing.T) {
+	var b bytes.Buffer
+	w := multipart.NewWriter(&b)
+	for k, v := range map[string]string{"phone": "0712345678", "amount": "99", "reference": "MP-1"} {
+		if err := w.WriteField(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fw, err := w.CreateFormFile("tag", "tag.txt") // a file is not a field
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.Write([]byte("ignored"))
+	w.Close()
+	got, err := DecodeRequest(w.FormDataContentType(), b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Request{Phone: "254712345678", Amount: 99, Reference: "MP-1"}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if _, err := DecodeRequest("multipart/form-data", b.Bytes()); status(err) != http.StatusBadRequest {
+		t.Errorf("multipart without boundary: %v, want 400", err)
+	}
+}
+
+func status(err error) int {
+	var re *RequestError
+	if errors.As(err, &re) {
+		return re.Status
+	}
+	return 0
+}
+
+// valid fields, to which each case adds one bad field.
+func body(fields map[string]string) string {
+	base := map[string]string{"phone": `"0712345678"`, "amount": `1500`, "reference": `"INV-1"`}
+	for k, v := range fields {
+		if v == "" {
+			delete(base, k)
+		} else {
+			base[k] = v
+		}
+	}
+	var parts []string
+	for _, k := range []string{"phone", "amount", "reference", "tag"} {
+		if v, ok := base[k]; ok {
+			parts = append(parts, `"`+k+`":`+v)
+		}
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+func TestDecodeRequestInvalid(t *testing.T) {
+	const (
+		phoneRequired = "The phone field is required."
+		phoneInvalid  = "The phone field must be a valid Kenyan mobile number."
+		phoneString   = "The phone field must be a string."
+		amtRequired   = "The amount field is required."
+		amtInt        = "The amount field must be an integer."
+		amtMin        = "The amount field must be at least 1."
+		amtMax        = "The amount field must not be greater than 250000."
+		refRequired   = "The reference field is required."
+		refString     = "The reference field must be a string."
+		refMax        = "The reference field must not be greater than 12 characters."
+		refControl    = "The reference field must not contain control characters."
+		refUTF8       = "The reference field must be valid UTF-8 text."
+		tagString     = "The tag field must be a string."
+		tagMax        = "The tag field must not be greater than 255 characters."
+		tagControl    = "The tag field must not contain control characters."
+		tagUTF8       = "The tag field must be valid UTF-8 text."
+	)
+	type c struct {
+		name   string
+		fields map[string]string // "" removes a field
+		field  string
+		msg    string
+	}
+	tests := []c{
+		{"phone missing", map[string]string{"phone": ""}, "phone", phoneRequired},
+		{"phone null", map[string]string{"phone": "null"}, "phone", phoneRequired},
+		{"phone empty", map[string]string{"phone": `""`}, "phone", phoneRequired},
+		{"phone blank", map[string]string{"phone": `"   "`}, "phone", phoneRequired},
+		{"phone 08", map[string]string{"phone": `"0812345678"`}, "phone", phoneInvalid},
+		{"phone short", map[string]string{"phone": `"071234567"`}, "phone", phoneInvalid},
+		{"phone letters", map[string]string{"phone": `"07123456ab"`}, "phone", phoneInvalid},
+		{"phone Tanzania", map[string]string{"phone": `"+255712345678"`}, "phone", phoneInvalid},
+		{"phone negative number", map[string]string{"phone": `-712345678`}, "phone", phoneInvalid},
+		{"phone float", map[string]string{"phone": `7.12345678e8`}, "phone", phoneInvalid},
+		{"phone bool", map[string]string{"phone": `true`}, "phone", phoneString},
+		{"phone array", map[string]string{"phone": `["0712345678"]`}, "phone", phoneString},
+		{"phone object", map[string]string{"phone": `{"n":"0712345678"}`}, "phone", phoneString},
+
+		{"amount missing", map[string]string{"amount": ""}, "amount", amtRequired},
+		{"amount null", map[string]string{"amount": "null"}, "amount", amtRequired},
+		{"amount empty string", map[string]string{"amount": `""`}, "amount", amtRequired},
+		{"amount fraction", map[string]string{"amount": `1.5`}, "amount", amtInt},
+		{"amount whole fraction", map[string]string{"amount": `100.0`}, "amount", amtInt},
+		{"amount exponent", map[string]string{"amount": `1e3`}, "amount", amtInt},
+		{"amount exponent upper", map[string]string{"amount": `1E3`}, "amount", amtInt},
+		{"amount string fraction", map[string]string{"amount": `"1.5"`}, "amount", amtInt},
+		{"amount string letters", map[string]string{"amount": `"abc"`}, "amount", amtInt},
+		{"amount string plus", map[string]string{"amount": `"+5"`}, "amount", amtInt},
+		{"amount string leading zero", map[string]string{"amount": `"0100"`}, "amount", amtInt},
+		{"amount string hex", map[string]string{"amount": `"0x10"`}, "amount", amtInt},
+		{"amount string inner space", map[string]string{"amount": `"1 500"`}, "amount", amtInt},
+		{"amount string comma", map[string]string{"amount": `"1,500"`}, "amount", amtInt},
+		{"amount string minus only", map[string]string{"amount": `"-"`}, "amount", amtInt},
+		{"amount true", map[string]string{"amount": `true`}, "amount", amtInt},
+		{"amount false", map[string]string{"amount": `false`}, "amount", amtInt},
+		{"amount array", map[string]string{"amount": `[1500]`}, "amount", amtInt},
+		{"amount object", map[string]string{"amount": `{}`}, "amount", amtInt},
+		{"amount zero", map[string]string{"amount": `0`}, "amount", amtMin},
+		{"amount minus zero", map[string]string{"amount": `-0`}, "amount", amtMin},
+		{"amount negative", map[string]string{"amount": `-5`}, "amount", amtMin},
+		{"amount string zero", map[string]string{"amount": `"0"`}, "amount", amtMin},
+		{"amount string negative", map[string]string{"amount": `"-5"`}, "amount", amtMin},
+		{"amount over cap", map[string]string{"amount": `250001`}, "amount", amtMax},
+		{"amount string over cap", map[string]string{"amount": `"250001"`}, "amount", amtMax},
+		{"amount huge", map[string]string{"amount": `99999999999999999999999999`}, "amount", amtMax},
+		{"amount int64 overflow by one", map[string]string{"amount": `9223372036854775808`}, "amount", amtMax},
+		{"amount huge negative", map[string]string{"amount": `-99999999999999999999999999`}, "amount", amtMin},
+		{"amount huge string", map[string]string{"amount": `"99999999999999999999999999"`}, "amount", amtMax},
+
+		{"reference missing", map[string]string{"reference": ""}, "reference", refRequired},
+		{"reference null", map[string]string{"reference": "null"}, "reference", refRequired},
+		{"reference empty", map[string]string{"reference": `""`}, "reference", refRequired},
+		{"reference blank", map[string]string{"reference": `"  \t "`}, "reference", refRequired},
+		{"reference 13 characters", map[string]string{"reference": `"THIRTEEN-CHAR"`}, "reference", refMax},
+		{"reference 13 runes", map[string]string{"reference": `"ÄÖÜäöüßéèêëïô"`}, "reference", refMax},
+		{"reference number", map[string]string{"reference": `12345`}, "reference", refString},
+		{"reference bool", map[string]string{"reference": `false`}, "reference", refString},
+		{"reference array", map[string]string{"reference": `["a"]`}, "reference", refString},
+		{"reference NUL", map[string]string{"reference": `"INV\u0000"`}, "reference", refControl},
+		{"reference newline", map[string]string{"reference": `"IN\nV"`}, "reference", refControl},
+		{"reference DEL", map[string]string{"reference": "\"IN\x7fV\""}, "reference", refControl},
+		{"reference C1 control", map[string]string{"reference": `"IN\u0085V"`}, "reference", refControl},
+		{"reference bad UTF-8", map[string]string{"reference": "\"IN\xffV\""}, "reference", refUTF8},
+
+		{"tag number", map[string]string{"tag": `5`}, "tag", tagString},
+		{"tag object", map[string]string{"tag": `{}`}, "tag", tagString},
+		{"tag 256 characters", map[string]string{"tag": `"` + strings.Repeat("é", 256) + `"`}, "tag", tagMax},
+		{"tag NUL", map[string]string{"tag": `"a\u0000b"`}, "tag", tagControl},
+		{"tag bad UTF-8", map[string]string{"tag": "\"a\xc3b\""}, "tag", tagUTF8},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := body(tc.fields)
+			_, err := DecodeRequest(ctJSON, []byte(b))
+			var re *RequestError
+			if !errors.As(err, &re) {
+				t.Fatalf("DecodeRequest(%s) error = %v, want a RequestError", b, err)
+			}
+			want := &RequestError{
+				Status:  http.StatusUnprocessableEntity,
+				Message: tc.msg,
+				Fields:  FieldErrors{{Field: tc.field, Messages: []string{tc.msg}}},
+			}
+			if diff := cmp.Diff(want, re); diff != "" {
+				t.Errorf("DecodeRequest(%s) (-want +got):\n%s", b, diff)
+			}
+		})
+	}
+}
+
+func TestDecodeRequestFieldOrder(t *testing.T) {
+	// Every field wrong: the first error is phone's, and the errors object
+	// lists the fields in the request's order.
+	_, err := DecodeRequest(ctJSON, []byte(`{"tag":1,"reference":"","amount":1.5,"phone":"x"}`))
+	var re *RequestError
+	if !errors.As(err, &re) {
+		t.Fatalf("error = %v", err)
+	}
+	if re.Message != "The phone field must be a valid Kenyan mobile number." {
+		t.Errorf("message = %q", re.Message)
+	}
+	b, err := json.Marshal(failure{Message: re.Message, Errors: re.Fields})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"success":false,"message":"The phone field must be a valid Kenyan mobile number.","errors":{` +
+		`"phone":["The phone field must be a valid Kenyan mobile number."],` +
+		`"amount":["The amount field must be an integer."],` +
+		`"reference":["The reference field is required."],` +
+		`"tag":["The tag field must be a string."]}}`
+	if string(b) != want {
+		t.Errorf("body\n got %s\nwant %s", b, want)
+	}
+
+	// Empty bodies and objects are every required field missing.
+	for _, in := range []string{``, `  `, `{}`} {
+		_, err := DecodeRequest(ctJSON, []byte(in))
+		if !errors.As(err, &re) || re.Status != 422 || re.Message != "The phone field is required." ||
+			len(re.Fields) != 3 || re.Fields[1].Field != "amount" || re.Fields[2].Field != "reference" {
+			t.Errorf("DecodeRequest(%q) = %+v", in, err)
+		}
+	}
+}
+
+func TestDecodeRequestForm(t *testing.T) {
+	tests := []struct {
+		body, field, msg string
+	}{
+		{"amount=1&reference=R", "phone", "The phone field is required."},
+		{"phone=&amount=1&reference=R", "phone", "The phone field is required."},
+		{"phone=0812345678&amount=1&reference=R", "phone", "The phone field must be a valid Kenyan mobile number."},
+		{"phone=0712345678&amount=1.5&reference=R", "amount", "The amount field must be an integer."},
+		{"phone=0712345678&amount=abc&reference=R", "amount", "The amount field must be an integer."},
+		{"phone=0712345678&amount=0&reference=R", "amount", "The amount field must be at least 1."},
+		{"phone=0712345678&amount=-3&reference=R", "amount", "The amount field must be at least 1."},
+		{"phone=0712345678&amount=&reference=R", "amount", "The amount field is required."},
+		{"phone=0712345678&amount=1", "reference", "The reference field is required."},
+		{"phone=0712345678&amount=1&reference=THIRTEEN-CHAR", "reference", "The reference field must not be greater than 12 characters."},
+		{"phone=0712345678&amount=1&reference=A%00B", "reference", "The reference field must not contain control characters."},
+		{"phone=0712345678&amount=1&reference=A%FFB", "reference", "The reference field must be valid UTF-8 text."},
+		{"phone=0712345678&amount=1&reference=R&tag=" + strings.Repeat("x", 256), "tag", "The tag field must not be greater than 255 characters."},
+		{"phone[]=0712345678&amount=1&reference=R", "phone", "The phone field is required."},
+	}
+	for _, tc := range tests {
+		_, err := DecodeRequest(ctForm, []byte(tc.body))
+		var re *RequestError
+		if !errors.As(err, &re) || re.Status != 422 || re.Message != tc.msg || re.Fields[0].Field != tc.field {
+			t.Errorf("DecodeRequest(form %q) = %v; want 422 %s: %q", tc.body, err, tc.field, tc.msg)
+		}
+	}
+}
+
+func TestDecodeRequestMalformed(t *testing.T) {
+	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
+	tests := []struct {
+		name, ctype, body, msg string
+	}{
+		{"truncated", ctJSON, `{"phone":`, "The request body is not valid JSON: unexpected end of input."},
+		{"garbage", ctJSON, `phone=0712345678`, "The request body is not valid JSON: invalid character 'p' looking for beginning of value."},
+		{"trailing comma", ctJSON, `{"phone":"0712345678",}`, "The request body is not valid JSON: invalid character '}' looking for beginning of object key string."},
+		{"array", ctJSON, `[{"phone":"0712345678"}]`, "The request body must be a JSON object."},
+		{"string", ctJSON, `"hello"`, "The request body must be a JSON object."},
+		{"null", ctJSON, `null`, "The request body must be a JSON object."},
+		{"number", ctJSON, `42`, "The request body must be a JSON object."},
+		{"two objects", ctJSON, `{} {}`, "The request body must be a single JSON object."},
+		{"trailing garbage", ctJSON, `{"phone":"0712345678"}x`, "The request body must be a single JSON object."},
+		{"duplicate amount", ctJSON, `{"phone":"0712345678","amount":1,"amount":250000,"reference":"R"}`, "The request body has the amount field more than once."},
+		{"duplicate phone", ctJSON, `{"phone":"0712345678","phone":"0112345678","amount":1,"reference":"R"}`, "The request body has the phone field more than once."},
+		{"deeply nested", ctJSON, `{"extra":` + deep + `,"phone":"0712345678","amount":1,"reference":"R"}`, "The request body is not valid JSON: invalid character '[' exceeded max depth."},
+		{"deeply nested amount", ctJSON, `{"amount":` + deep + `}`, "The request body is not valid JSON: invalid character '[' exceeded max depth."},
+		{"bad escape", ctJSON, `{"reference":"\x"}`, "The request body is not valid JSON: invalid character 'x' in string escape code."},
+		{"form duplicate", ctForm, "phone=0712345678&amount=1&amount=2&reference=R", "The request body has the amount field more than once."},
+		{"form bad escape", ctForm, "phone=%zz&amount=1&reference=R", "The request body is not a valid form."},
+		{"form semicolon", ctForm, "phone=0712345678;amount=1", "The request body is not a valid form."},
+		{"form JSON-looking but broken", ctForm, `{"phone":`, "The request body is not valid JSON: unexpected end of input."},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := DecodeRequest(tc.ctype, []byte(tc.body))
+			var re *RequestError
+			if !errors.As(err, &re) {
+				t.Fatalf("error = %v, want a RequestError", err)
+			}
+			if re.Status != http.StatusBadRequest || re.Message != tc.msg || re.Fields != nil {
+				t.Errorf("got %d %q %v; want 400 %q", re.Status, re.Message, re.Fields, tc.msg)
+			}
+		})
+	}
+}
+
+func FuzzDecodeRequest(f *testing.F) {
+	seeds := []struct{ ctype, body string }{
+		{ctJSON, `{"phone":"0712345678","amount":1500,"reference":"INV-2024-001","tag":"loan-repayment"}`},
+		{ctJSON, `{"phone":"+254 112-345-678","amount":"250000","reference":"ÄÖÜ"}`},
+		{ctJSON, `{"phone":254712345678,"amount":1e3,"reference":"R","tag":null}`},
+		{ctJSON, `{"amount":1,"amount":2}`},
+		{ctJSON, `[[[[[[[[[[]]]]]]]]]]`},
+		{ctJSON, `{"phone":"0712345678","amount":-99999999999999999999,"reference":"\u0000"}`},
+		{ctJSON, ``},
+		{ctForm, "phone=%2B254+712-345-604&amount=250&reference=FORM-1"},
+		{ctForm, "phone=%zz"},
+		{ctForm, `{"phone":"0712345678"}`},
+		{"multipart/form-data; boundary=X", "--X\r\nContent-Disposition: form-data; name=\"phone\"\r\n\r\n0712345678\r\n--X--\r\n"},
+		{"text/plain", "\xff\xfe"},
+	}
+	for _, s := range seeds {
+		f.Add(s.ctype, []byte(s.body))
+	}
+	f.Fuzz(func(t *testing.T, ctype string, body []byte) {
+		req, err := DecodeRequest(ctype, body)
+		if err != nil {
+			var re *RequestError
+			if !errors.As(err, &re) {
+				t.Fatalf("error %v (%T) is not a RequestError", err, err)
+			}
+			if re.Status != 400 && re.Status != 422 {
+				t.Fatalf("status %d, want 400 or 422", re.Status)
+			}
+			if re.Message == "" || (re.Status == 422) != (len(re.Fields) > 0) {
+				t.Fatalf("error %+v: message and fields do not agree with the status", re)
+			}
+			if _, err := json.Marshal(failure{Message: re.Message, Errors: re.Fields}); err != nil {
+				t.Fatalf("error body does not marshal: %v", err)
+			}
+			return
+		}
+		if p, ok := NormalizePhone(req.Phone); !ok || p != req.Phone {
+			t.Fatalf("phone %q not normal", req.Phone)
+		}
+		if req.Amount < MinAmount || req.Amount > MaxAmount {
+			t.Fatalf("amount %d out of range", req.Amount)
+		}
+		for _, s := range []struct {
+			v        string
+			min, max int
+		}{{req.Reference, 1, MaxReferenceLen}, {req.Tag, 0, MaxTagLen}} {
+			n := utf8.RuneCountInString(s.v)
+			if n < s.min || n > s.max || !utf8.ValidString(s.v) || strings.ContainsRune(s.v, 0) || strings.TrimSpace(s.v) != s.v {
+				t.Fatalf("text %q breaks its rules", s.v)
+			}
+		}
+	})
+}
