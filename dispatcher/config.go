@@ -21,7 +21,6 @@ const (
 	DefaultRetryMaxElapsed = 2 * time.Minute
 	DefaultLockedWait      = daraja.RetryAfterLocked
 	DefaultRetryInitial    = time.Second
-	DefaultPushTimeout     = 30 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultProgressEvery   = 10 * time.Second
 
@@ -48,7 +47,8 @@ type Config struct {
 	NATSURL string
 	// StreamReplicas of the STK stream created at start-up.
 	StreamReplicas int
-	// Daraja configures the client; its secrets never reach a log line.
+	// Daraja configures the client; its secrets never reach a log line. Its
+	// Timeout bounds each round trip of a push (default daraja.DefaultTimeout).
 	Daraja daraja.Config
 	// CallbackBaseURL is where Safaricom reaches callback-ingest; each push
 	// names events.CallbackURL(CallbackBaseURL, trackingID).
@@ -69,8 +69,6 @@ type Config struct {
 	// has a prompt open, which lives about a minute (default 1m, the client's
 	// daraja.RetryAfterLocked). A longer Retry-After from Daraja wins.
 	LockedWait time.Duration
-	// PushTimeout bounds one push attempt, token included (default 30s).
-	PushTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight pushes and their publishes
 	// may finish after ctx is cancelled (default 30s).
 	ShutdownTimeout time.Duration
@@ -223,9 +221,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LockedWait <= 0 {
 		c.LockedWait = DefaultLockedWait
-	}
-	if c.PushTimeout <= 0 {
-		c.PushTimeout = DefaultPushTimeout
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout

@@ -192,4 +192,3 @@ func TestConfigLogValueMasksSecrets(t *testing.T) {
 		}
 	}
 }
-

@@ -68,7 +68,9 @@ func Run(ctx context.Context, cfg Config) error {
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats disconnected", "error", err)
+			if err != nil { // nil: closed by us
+				log.Warn("nats disconnected", "error", err)
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", "url", redactURLs(c.ConnectedUrl()))
@@ -89,19 +91,20 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("dispatcher: jetstream: %w", err)
 	}
 
-	cons, err := setUp(ctx, log, js, cfg.StreamReplicas)
+	stream, cons, err := setUp(ctx, log, js, cfg.StreamReplicas)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	log.Info("dispatcher started", "concurrency", cfg.Concurrency)
+	log.Info("dispatcher started", "consumer", events.ConsumerDispatcher, "concurrency", cfg.Concurrency)
 
 	d := &dispatcher{
 		cfg:    cfg,
 		log:    log,
 		client: client,
+		stream: stream,
 		pub:    &events.Publisher{JS: js, Source: Source},
 	}
 	d.consume(ctx, cons)
@@ -111,31 +114,35 @@ func Run(ctx context.Context, cfg Config) error {
 
 // setUp creates the stream and the consumer, retrying while NATS is not
 // reachable yet so the services can start in any order.
-func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, replicas int) (jetstream.Consumer, error) {
+func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, replicas int) (jetstream.Stream, jetstream.Consumer, error) {
 	wait := time.Second
 	for {
-		cons, err := func() (jetstream.Consumer, error) {
+		stream, cons, err := func() (jetstream.Stream, jetstream.Consumer, error) {
 			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			if _, err := events.EnsureStream(ctx, js, replicas); err != nil {
-				return nil, err
+			stream, err := events.EnsureStream(ctx, js, replicas)
+			if err != nil {
+				return nil, nil, err
 			}
 			cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, events.DispatcherConsumer())
 			if err != nil {
-				return nil, fmt.Errorf("create consumer %s: %w", events.ConsumerDispatcher, err)
+				return nil, nil, fmt.Errorf("create consumer %s: %w", events.ConsumerDispatcher, err)
 			}
-			return cons, nil
+			return stream, cons, nil
 		}()
 		if err == nil {
-			return cons, nil
+			return stream, cons, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
 		}
 		if !retryableSetUp(err) {
-			return nil, fmt.Errorf("dispatcher: %w", err)
+			return nil, nil, fmt.Errorf("dispatcher: %w", err)
 		}
-		log.Warn("jetstream not ready, retrying", "error", err, "retry_in", wait)
+		log.Warn("jetstream not ready, retrying", "error", err, "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 30*time.Second)
@@ -180,6 +187,7 @@ type dispatcher struct {
 	cfg    Config
 	log    *slog.Logger
 	client *daraja.Client
+	stream jetstream.Stream
 	pub    *events.Publisher
 }
 
@@ -239,7 +247,7 @@ func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
 	select {
 	case <-done:
 	case <-time.After(d.cfg.ShutdownTimeout):
-		d.log.Warn("pushes still in flight at shutdown timeout; cancelling them", "timeout", d.cfg.ShutdownTimeout)
+		d.log.Warn("pushes still in flight at shutdown timeout; cancelling them", "timeout", d.cfg.ShutdownTimeout.String())
 		cancelWork()
 		<-done
 	}
@@ -293,16 +301,38 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 	}
 	log = log.With("phone", events.MaskPhone(req.Phone), "amount", req.Amount)
 
-	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
-		// The dispatcher does not yet record a push before sending it, so it
-		// cannot tell whether an earlier delivery reached Daraja. A redelivery
-		// follows a crash, a lost ack or a shutdown mid-retry.
-		log.Warn("request redelivered: an earlier delivery may already have prompted the customer",
-			"delivered", meta.NumDelivered)
+	if stop.Err() != nil {
+		// Fetched as the dispatcher stopped: hand it back untouched.
+		if err := msg.Nak(); err != nil {
+			log.Warn("nak on stop", "error", err)
+		}
+		return
 	}
 
 	keep := keepInProgress(msg, d.cfg.ProgressInterval)
 	defer keep()
+
+	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
+		// The dispatcher does not yet record a push before sending it, so it
+		// cannot tell whether an earlier delivery reached Daraja; it can only
+		// see whether an earlier delivery recorded an outcome (and lost its
+		// ack). A redelivery follows a crash, a lost ack or a stop mid-retry.
+		log.Warn("request redelivered: an earlier delivery may already have prompted the customer",
+			"delivered", meta.NumDelivered)
+		decided, err := d.decided(work, id)
+		if err != nil {
+			log.Error("cannot tell whether the request was already dispatched; retrying later", "error", err)
+			if err := msg.NakWithDelay(recheckDelay); err != nil {
+				log.Warn("nak", "error", err)
+			}
+			return
+		}
+		if decided != "" {
+			log.Info("request already dispatched by an earlier delivery: not pushing again", "event", decided)
+			d.ack(work, log, msg)
+			return
+		}
+	}
 
 	out := d.push(stop, work, log, msg, req)
 	switch out.kind {
@@ -402,9 +432,8 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 	op := func() error {
 		_ = msg.InProgress() // best effort: the ticker reports progress too
 		out.attempts++
-		ctx, cancel := context.WithTimeout(work, d.cfg.PushTimeout)
-		resp, err := d.client.Push(ctx, pr)
-		cancel()
+		// The client bounds each round trip (daraja.Config.Timeout).
+		resp, err := d.client.Push(work, pr)
 		if err == nil {
 			out.resp = resp
 			return nil
@@ -428,7 +457,7 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 	}}
 	b.floor = func() time.Duration { return d.minWait(last) }
 	notify := func(err error, wait time.Duration) {
-		log.Warn("push failed, retrying", "attempt", out.attempts, "retry_in", wait.Round(time.Millisecond), "error", err)
+		log.Warn("push failed, retrying", "attempt", out.attempts, "retry_in", wait.Round(time.Millisecond).String(), "error", err)
 	}
 	err := backoff.RetryNotify(op, backoff.WithContext(b, stop), notify)
 	out.err = last
@@ -501,6 +530,29 @@ func (d *dispatcher) minWait(err error) time.Duration {
 	return d.cfg.LockedWait
 }
 
+// recheckDelay is how long a redelivered request waits when the stream
+// could not be asked whether it was already dispatched.
+const recheckDelay = 5 * time.Second
+
+// decided returns the type of an event that shows an earlier delivery of the
+// payment's request already got Daraja's answer (stk.dispatched or
+// stk.completed), or "" when there is none.
+func (d *dispatcher) decided(work context.Context, trackingID string) (string, error) {
+	for _, typ := range []string{events.TypeDispatched, events.TypeCompleted} {
+		ctx, cancel := context.WithTimeout(work, 5*time.Second)
+		_, err := d.stream.GetLastMsgForSubject(ctx, events.Subject(typ, trackingID))
+		cancel()
+		switch {
+		case err == nil:
+			return typ, nil
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		default:
+			return "", fmt.Errorf("look up %s: %w", events.Subject(typ, trackingID), err)
+		}
+	}
+	return "", nil
+}
+
 // refusalOf is the result code and description stk.completed carries for a
 // push error.
 func refusalOf(err error) (code, desc string) {
@@ -554,7 +606,7 @@ func (d *dispatcher) publish(work context.Context, log *slog.Logger, msg jetstre
 		return err
 	}
 	notify := func(err error, wait time.Duration) {
-		log.Error("publish failed, retrying", "event", ev.Type(), "retry_in", wait.Round(time.Millisecond), "error", err)
+		log.Error("publish failed, retrying", "event", ev.Type(), "retry_in", wait.Round(time.Millisecond).String(), "error", err)
 	}
 	if err := backoff.RetryNotify(op, backoff.WithContext(eb, work), notify); err != nil {
 		return fmt.Errorf("publish %s: %w", ev.Type(), err)
