@@ -61,12 +61,19 @@ func stall(release <-chan struct{}) http.HandlerFunc {
 	}
 }
 
+// noSuchHost fails a dial as the resolver does for an unknown name.
+func noSuchHost(_ context.Context, network, addr string) (net.Conn, error) {
+	host, _, _ := net.SplitHostPort(addr)
+	return nil, &net.OpError{Op: "dial", Net: network, Err: &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}}
+}
+
 func TestTransportErrors(t *testing.T) {
 	release := make(chan struct{})
 	tests := []struct {
 		name    string
 		base    func(t *testing.T) string
 		timeout time.Duration
+		client  *http.Client
 		kind    daraja.Kind
 		code    string
 		sent    bool
@@ -77,9 +84,12 @@ func TestTransportErrors(t *testing.T) {
 			kind: daraja.KindTransient, code: daraja.CodeUnreachable,
 		},
 		{
-			name: "dns failure",
-			base: func(t *testing.T) string { return "http://stkgate-test.invalid" },
-			kind: daraja.KindTransient, code: daraja.CodeUnreachable,
+			// The resolver's answer is played by the dialer: the machine's
+			// DNS server may be slow or absent, and the test must not wait on it.
+			name:   "dns failure",
+			base:   func(t *testing.T) string { return "http://stkgate-test.invalid" },
+			client: &http.Client{Transport: &http.Transport{DialContext: noSuchHost}},
+			kind:   daraja.KindTransient, code: daraja.CodeUnreachable,
 		},
 		{
 			name: "tls handshake refused",
@@ -116,6 +126,9 @@ func TestTransportErrors(t *testing.T) {
 			cfg := testConfig(tt.base(t))
 			if tt.timeout != 0 {
 				cfg.Timeout = tt.timeout
+			}
+			if tt.client != nil {
+				cfg.HTTPClient = tt.client
 			}
 			c := newClient(t, cfg)
 			// Where nothing answers at all, the OAuth call fails first and
