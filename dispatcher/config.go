@@ -175,7 +175,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 
 	if len(errs) > 0 {
-		return Config{}, fmt.Errorf("dispatcher config: %w", errors.Join(errs...))
+		return Config{}, errors.Join(errs...)
 	}
 	return cfg, nil
 }

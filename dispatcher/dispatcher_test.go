@@ -264,7 +264,7 @@ func (h *harness) checkLogs() {
 		"dispatcher started": true, "dispatcher stopped": true,
 		"jetstream not ready, retrying": true, "fetch from jetstream failed, retrying": true,
 		"pushes still in flight at shutdown timeout; cancelling them": true,
-		"nats disconnected": true, "nats reconnected": true,
+		"nats disconnected": true, "nats reconnected": true, "nats connected": true, "nats unreachable, retrying": true,
 	}
 	for _, line := range strings.Split(strings.TrimSpace(raw), "\n") {
 		if line == "" {

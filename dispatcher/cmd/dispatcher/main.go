@@ -26,7 +26,7 @@ func main() {
 
 	cfg, err := dispatcher.ConfigFromEnv(os.Getenv)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+		fmt.Fprintf(os.Stderr, "dispatcher: configuration:\n%v\n", err)
 		os.Exit(2)
 	}
 	cfg.Logger = log
