@@ -1,0 +1,296 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/stkgate/stkgate/api/projector"
+)
+
+// DispatchMode says when POST /api/stk-push answers.
+type DispatchMode string
+
+// Dispatch modes.
+const (
+	// ModeAsync answers 202 as soon as the request is durable in JetStream.
+	ModeAsync DispatchMode = "async"
+	// ModeSync waits until Daraja has answered the push (or SyncTimeout
+	// passed) and answers with the record.
+	ModeSync DispatchMode = "sync"
+)
+
+// Defaults of the settings that have one.
+const (
+	DefaultAddr           = ":8080"
+	DefaultStreamReplicas = 1
+	DefaultDispatchMode   = ModeAsync
+	DefaultSyncTimeout    = 30 * time.Second
+	DefaultStartTimeout   = 2 * time.Minute
+	// MaxSyncTimeout bounds SYNC_TIMEOUT: Daraja answers a push in seconds,
+	// and the HTTP write timeout grows with it.
+	MaxSyncTimeout = 5 * time.Minute
+)
+
+// ClientToken is one API client and a token it authenticates with. A client
+// may have several tokens (to rotate them); a token belongs to one client.
+type ClientToken struct {
+	Client string
+	Token  string
+}
+
+// Config is everything the api needs. ConfigFromEnv fills it from the
+// environment; the dev stack and tests may build it directly, and a zero
+// Addr, StreamReplicas, DispatchMode, SyncTimeout or StartTimeout takes its
+// default.
+type Config struct {
+	// Addr is where the API listens (API_ADDR).
+	Addr string
+	// Tokens are the clients and their tokens (API_TOKENS, name:token,…).
+	Tokens []ClientToken
+	// DatabaseURL is the Postgres holding the read model (DATABASE_URL).
+	DatabaseURL string
+	// NATSURL is the NATS server, or a comma-separated list (NATS_URL).
+	NATSURL string
+	// StreamReplicas of the STK stream, created at start-up if missing
+	// (NATS_STREAM_REPLICAS).
+	StreamReplicas int
+	// DispatchMode is async or sync (DISPATCH_MODE).
+	DispatchMode DispatchMode
+	// SyncTimeout is how long sync mode waits for Daraja's answer before
+	// answering as async does (SYNC_TIMEOUT).
+	SyncTimeout time.Duration
+	// StartTimeout bounds start-up (database, migrations, stream), retried
+	// until then. Not read from the environment.
+	StartTimeout time.Duration
+	// Logger receives the api's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// ConfigFromEnv reads API_ADDR (default :8080), API_TOKENS, DATABASE_URL and
+// NATS_URL (required), NATS_STREAM_REPLICAS (1), DISPATCH_MODE (async) and
+// SYNC_TIMEOUT (30s). It names every setting that is missing or malformed,
+// and never repeats a token in its errors.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := Config{
+		Addr:         DefaultAddr,
+		DatabaseURL:  strings.TrimSpace(getenv("DATABASE_URL")),
+		NATSURL:      strings.TrimSpace(getenv("NATS_URL")),
+		DispatchMode: DefaultDispatchMode,
+		SyncTimeout:  DefaultSyncTimeout,
+	}
+	var errs []error
+	if v := strings.TrimSpace(getenv("API_ADDR")); v != "" {
+		c.Addr = v
+	}
+	tokens, err := ParseTokens(getenv("API_TOKENS"))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Tokens = tokens
+	c.StreamReplicas = DefaultStreamReplicas
+	if v := strings.TrimSpace(getenv("NATS_STREAM_REPLICAS")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("NATS_STREAM_REPLICAS: %q is not a whole number from 1 to 5", v))
+		} else {
+			c.StreamReplicas = n
+		}
+	}
+	if v := strings.TrimSpace(getenv("DISPATCH_MODE")); v != "" {
+		c.DispatchMode = DispatchMode(strings.ToLower(v))
+	}
+	if v := strings.TrimSpace(getenv("SYNC_TIMEOUT")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("SYNC_TIMEOUT: %q is not a duration such as 30s", v))
+		} else {
+			c.SyncTimeout = d
+		}
+	}
+	errs = append(errs, c.check()...)
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("api configuration: %w", err)
+	}
+	return c, nil
+}
+
+// check reports every invalid setting but the tokens (ParseTokens and
+// withDefaults check those), named by its environment variable.
+func (c Config) check() []error {
+	var errs []error
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("API_ADDR: %q is not host:port", c.Addr))
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		errs = append(errs, fmt.Errorf("API_ADDR: %q has no valid port", c.Addr))
+	}
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("DATABASE_URL: required"))
+	}
+	if c.NATSURL == "" {
+		errs = append(errs, errors.New("NATS_URL: required"))
+	} else if err := checkNATSURL(c.NATSURL); err != nil {
+		errs = append(errs, err)
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		errs = append(errs, fmt.Errorf("NATS_STREAM_REPLICAS: %d is not from 1 to 5", c.StreamReplicas))
+	}
+	if c.DispatchMode != ModeAsync && c.DispatchMode != ModeSync {
+		errs = append(errs, fmt.Errorf("DISPATCH_MODE: %q is neither async nor sync", c.DispatchMode))
+	}
+	if c.SyncTimeout <= 0 || c.SyncTimeout > MaxSyncTimeout {
+		errs = append(errs, fmt.Errorf("SYNC_TIMEOUT: %s is not above 0 and at most %s", c.SyncTimeout, MaxSyncTimeout))
+	}
+	return errs
+}
+
+// withDefaults fills in the zero settings and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.StreamReplicas == 0 {
+		c.StreamReplicas = DefaultStreamReplicas
+	}
+	if c.DispatchMode == "" {
+		c.DispatchMode = DefaultDispatchMode
+	}
+	if c.SyncTimeout == 0 {
+		c.SyncTimeout = DefaultSyncTimeout
+	}
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	errs := c.check()
+	if len(c.Tokens) == 0 {
+		errs = append(errs, errors.New("API_TOKENS: required (name:token,name:token)"))
+	} else if err := checkTokens(c.Tokens); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("api configuration: %w", err)
+	}
+	return c, nil
+}
+
+// clientName is what a client may be called: it is stored with every record
+// and appears in events and logs.
+var clientName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ParseTokens reads API_TOKENS: name:token pairs separated by commas, white
+// space around them ignored. A name may appear with several tokens (to
+// rotate them); a token may not be given to two clients. Errors name the
+// entry by position, never by its token.
+func ParseTokens(s string) ([]ClientToken, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("API_TOKENS: required (name:token,name:token)")
+	}
+	var out []ClientToken
+	for i, entry := range strings.Split(s, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue // a trailing comma, say
+		}
+		name, token, ok := strings.Cut(entry, ":")
+		name, token = strings.TrimSpace(name), strings.TrimSpace(token)
+		if !ok || name == "" || token == "" {
+			return nil, fmt.Errorf("API_TOKENS: entry %d is not name:token", i+1)
+		}
+		out = append(out, ClientToken{Client: name, Token: token})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("API_TOKENS: required (name:token,name:token)")
+	}
+	if err := checkTokens(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func checkTokens(tokens []ClientToken) error {
+	owner := make(map[string]string, len(tokens))
+	for i, t := range tokens {
+		if !clientName.MatchString(t.Client) {
+			return fmt.Errorf("API_TOKENS: entry %d: client name %q is not 1 to 64 letters, digits, '.', '_' or '-'", i+1, t.Client)
+		}
+		// A header value cannot carry these, so such a token could never match.
+		if t.Token == "" || strings.ContainsFunc(t.Token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+			return fmt.Errorf("API_TOKENS: entry %d (client %s): the token is empty or has white space", i+1, t.Client)
+		}
+		if other, dup := owner[t.Token]; dup {
+			return fmt.Errorf("API_TOKENS: entry %d (client %s): the same token is given to %s", i+1, t.Client, other)
+		}
+		owner[t.Token] = t.Client
+	}
+	return nil
+}
+
+func checkNATSURL(list string) error {
+	for _, s := range strings.Split(list, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("NATS_URL: %q is not a URL list such as nats://host:4222", redactNATS(list))
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("NATS_URL: scheme %q is not nats, tls, ws or wss", u.Scheme)
+		}
+	}
+	return nil
+}
+
+// LogValue shows the configuration without secrets: the client names but
+// not their tokens, and the URLs with their passwords masked.
+func (c Config) LogValue() slog.Value {
+	var names []string
+	for _, t := range c.Tokens {
+		names = append(names, t.Client)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	return slog.GroupValue(
+		slog.String("addr", c.Addr),
+		slog.String("clients", strings.Join(names, ",")),
+		slog.Int("tokens", len(c.Tokens)),
+		slog.String("database_url", projector.RedactDatabaseURL(c.DatabaseURL)),
+		slog.String("nats_url", redactNATS(c.NATSURL)),
+		slog.Int("stream_replicas", c.StreamReplicas),
+		slog.String("dispatch_mode", string(c.DispatchMode)),
+		slog.Duration("sync_timeout", c.SyncTimeout),
+	)
+}
+
+// redactNATS hides the credentials (user:password@ or token@) of every URL
+// in a comma-separated list; a part that does not parse is hidden whole.
+func redactNATS(list string) string {
+	if list == "" {
+		return ""
+	}
+	parts := strings.Split(list, ",")
+	for i, s := range parts {
+		s = strings.TrimSpace(s)
+		u, err := url.Parse(s)
+		switch {
+		case err != nil:
+			parts[i] = "REDACTED"
+		case u.User != nil:
+			u.User = url.User("REDACTED")
+			parts[i] = u.String()
+		default:
+			parts[i] = s
+		}
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,201 @@
+package api
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func baseEnv() map[string]string {
+	return map[string]string{
+		"API_TOKENS":   "acme:acme-secret-token-1,globex:globex-secret-token-2",
+		"DATABASE_URL": "postgres://stk:pg-password@db:5432/stkgate?sslmode=disable",
+		"NATS_URL":     "nats://nats:4222",
+	}
+}
+
+func TestConfigFromEnvDefaults(t *testing.T) {
+	got, err := ConfigFromEnv(env(baseEnv()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Addr: ":8080",
+		Tokens: []ClientToken{
+			{Client: "acme", Token: "acme-secret-token-1"},
+			{Client: "globex", Token: "globex-secret-token-2"},
+		},
+		DatabaseURL:    "postgres://stk:pg-password@db:5432/stkgate?sslmode=disable",
+		NATSURL:        "nats://nats:4222",
+		StreamReplicas: 1,
+		DispatchMode:   ModeAsync,
+		SyncTimeout:    30 * time.Second,
+	}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+}
+
+func TestConfigFromEnvSettings(t *testing.T) {
+	e := baseEnv()
+	e["API_ADDR"] = "127.0.0.1:9000"
+	e["API_TOKENS"] = " dev : dev-token , ops:ops:token:with:colons,dev:rotated-token, "
+	e["NATS_URL"] = "nats://a:4222, nats://b:4222"
+	e["NATS_STREAM_REPLICAS"] = "3"
+	e["DISPATCH_MODE"] = "SYNC"
+	e["SYNC_TIMEOUT"] = "2500ms"
+	got, err := ConfigFromEnv(env(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Addr: "127.0.0.1:9000",
+		Tokens: []ClientToken{
+			{Client: "dev", Token: "dev-token"},
+			{Client: "ops", Token: "ops:token:with:colons"},
+			{Client: "dev", Token: "rotated-token"},
+		},
+		DatabaseURL:    e["DATABASE_URL"],
+		NATSURL:        "nats://a:4222, nats://b:4222",
+		StreamReplicas: 3,
+		DispatchMode:   ModeSync,
+		SyncTimeout:    2500 * time.Millisecond,
+	}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+}
+
+func TestConfigFromEnvErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		set  map[string]string
+		want []string // each must appear in the error
+	}{
+		{"tokens missing", map[string]string{"API_TOKENS": ""}, []string{"API_TOKENS: required"}},
+		{"tokens only commas", map[string]string{"API_TOKENS": " , ,"}, []string{"API_TOKENS: required"}},
+		{"token without name", map[string]string{"API_TOKENS": "acme:t1,:t2"}, []string{"API_TOKENS: entry 2 is not name:token"}},
+		{"name without token", map[string]string{"API_TOKENS": "acme:"}, []string{"API_TOKENS: entry 1 is not name:token"}},
+		{"no colon", map[string]string{"API_TOKENS": "acme-secret"}, []string{"API_TOKENS: entry 1 is not name:token"}},
+		{"bad client name", map[string]string{"API_TOKENS": "ac me:t1"}, []string{`client name "ac me"`}},
+		{"token with space", map[string]string{"API_TOKENS": "acme:sec ret"}, []string{"API_TOKENS: entry 1 (client acme): the token is empty or has white space"}},
+		{"shared token", map[string]string{"API_TOKENS": "acme:same-token,globex:same-token"}, []string{"API_TOKENS: entry 2 (client globex): the same token is given to acme"}},
+		{"database missing", map[string]string{"DATABASE_URL": ""}, []string{"DATABASE_URL: required"}},
+		{"nats missing", map[string]string{"NATS_URL": " "}, []string{"NATS_URL: required"}},
+		{"nats not a URL", map[string]string{"NATS_URL": "localhost"}, []string{"NATS_URL:"}},
+		{"nats scheme", map[string]string{"NATS_URL": "http://nats:4222"}, []string{`NATS_URL: scheme "http"`}},
+		{"replicas not a number", map[string]string{"NATS_STREAM_REPLICAS": "three"}, []string{"NATS_STREAM_REPLICAS"}},
+		{"replicas too many", map[string]string{"NATS_STREAM_REPLICAS": "7"}, []string{"NATS_STREAM_REPLICAS: 7"}},
+		{"replicas zero", map[string]string{"NATS_STREAM_REPLICAS": "0"}, []string{"NATS_STREAM_REPLICAS: 0"}},
+		{"mode", map[string]string{"DISPATCH_MODE": "eventually"}, []string{`DISPATCH_MODE: "eventually"`}},
+		{"sync timeout not a duration", map[string]string{"SYNC_TIMEOUT": "30"}, []string{`SYNC_TIMEOUT: "30"`}},
+		{"sync timeout zero", map[string]string{"SYNC_TIMEOUT": "0s"}, []string{"SYNC_TIMEOUT: 0s"}},
+		{"sync timeout negative", map[string]string{"SYNC_TIMEOUT": "-1s"}, []string{"SYNC_TIMEOUT: -1s"}},
+		{"sync timeout too long", map[string]string{"SYNC_TIMEOUT": "1h"}, []string{"SYNC_TIMEOUT: 1h0m0s"}},
+		{"addr", map[string]string{"API_ADDR": "8080"}, []string{`API_ADDR: "8080"`}},
+		{"addr port", map[string]string{"API_ADDR": ":http-alt"}, []string{`API_ADDR: ":http-alt" has no valid port`}},
+		{"everything at once", map[string]string{"API_TOKENS": "", "DATABASE_URL": "", "NATS_URL": ""},
+			[]string{"API_TOKENS: required", "DATABASE_URL: required", "NATS_URL: required"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := baseEnv()
+			for k, v := range tc.set {
+				e[k] = v
+			}
+			_, err := ConfigFromEnv(env(e))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			// Errors may be logged: no token may appear in them.
+			for _, secret := range []string{"acme-secret-token-1", "globex-secret-token-2", "same-token", "sec ret", "t1", "t2", "pg-password"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q reveals %q", err, secret)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigLogValueHidesSecrets(t *testing.T) {
+	e := baseEnv()
+	e["NATS_URL"] = "nats://user:nats-password@nats:4222,nats://nats-token@other:4222"
+	cfg, err := ConfigFromEnv(env(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting", "config", cfg)
+	out := buf.String()
+	for _, secret := range []string{"acme-secret-token-1", "globex-secret-token-2", "pg-password", "nats-password", "nats-token"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log reveals %q: %s", secret, out)
+		}
+	}
+	for _, shown := range []string{`"clients":"acme,globex"`, `"tokens":2`, `"dispatch_mode":"async"`, `nats:4222`, `db:5432`} {
+		if !strings.Contains(out, shown) {
+			t.Errorf("log lacks %s: %s", shown, out)
+		}
+	}
+}
+
+func TestConfigWithDefaults(t *testing.T) {
+	c, err := Config{
+		Tokens:      []ClientToken{{Client: "dev", Token: "dev-token"}},
+		DatabaseURL: "postgres://x",
+		NATSURL:     "nats://127.0.0.1:4222",
+	}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != DefaultAddr || c.StreamReplicas != 1 || c.DispatchMode != ModeAsync ||
+		c.SyncTimeout != DefaultSyncTimeout || c.StartTimeout != DefaultStartTimeout || c.Logger == nil {
+		t.Errorf("defaults not filled in: %+v", c)
+	}
+	if _, err := (Config{DatabaseURL: "postgres://x", NATSURL: "nats://h:1"}).withDefaults(); err == nil ||
+		!strings.Contains(err.Error(), "API_TOKENS") {
+		t.Errorf("no tokens: err = %v", err)
+	}
+	if _, err := (Config{
+		Tokens:      []ClientToken{{Client: "a", Token: "x"}, {Client: "b", Token: "x"}},
+		DatabaseURL: "postgres://x", NATSURL: "nats://h:1",
+	}).withDefaults(); err == nil {
+		t.Error("shared token accepted")
+	}
+}
+
+func TestTokenSet(t *testing.T) {
+	ts := newTokenSet([]ClientToken{
+		{Client: "acme", Token: "acme-token"},
+		{Client: "globex", Token: "globex-token"},
+		{Client: "acme", Token: "acme-rotated"},
+	})
+	for token, want := range map[string]string{
+		"acme-token":     "acme",
+		"globex-token":   "globex",
+		"acme-rotated":   "acme",
+		"":               "",
+		"acme":           "",
+		"acme-token ":    "",
+		"ACME-TOKEN":     "",
+		"acme-token\x00": "",
+	} {
+		if got := ts.client(token); got != want {
+			t.Errorf("client(%q) = %q, want %q", token, got, want)
+		}
+	}
+}

@@ -1,0 +1,14 @@
+// Package api is stkgate's HTTP API (echo v4), the publish side and the
+// poll side of an STK push:
+//
+//   - POST /api/stk-push validates a client's request, publishes
+//     stk.requested and answers once JetStream has acked it (202), or, in
+//     sync mode, once Daraja has answered the push (200 with the record);
+//   - GET /api/stk-push/:tracking_id answers from the Postgres read model
+//     (package store), which the projector keeps;
+//   - GET /healthz and /readyz are for the orchestrator.
+//
+// Every /api request carries X-API-Token; the client it belongs to scopes
+// what the request may see. Run composes the whole service; NewHandler is
+// the handler alone, for tests and embedding.
+package api

@@ -1,0 +1,464 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/events"
+)
+
+// EventSource is the CloudEvents source of the events the api publishes.
+const EventSource = "stkgate/api"
+
+// Routes.
+const (
+	PushPath   = "/api/stk-push"
+	RecordPath = PushPath + "/" // + tracking id
+)
+
+// DefaultPublishTimeout bounds the wait for JetStream's ack of a request.
+const DefaultPublishTimeout = 5 * time.Second
+
+// RetryAfterSeconds is the Retry-After of a 503.
+const RetryAfterSeconds = 5
+
+// Messages of the answers clients branch on.
+const (
+	MsgAccepted        = "STK push request accepted for processing."
+	MsgUnauthenticated = "Unauthenticated."
+	MsgNotFound        = "Record not found."
+	MsgUnavailable     = "The request could not be accepted right now; nothing was sent. Please retry."
+	MsgReadUnavailable = "The record cannot be read right now. Please retry."
+	MsgInternal        = "Internal server error."
+)
+
+// readTimeout bounds a read of the record and a readiness ping.
+const readTimeout = 5 * time.Second
+
+// Options are what NewHandler needs.
+type Options struct {
+	// Conn is the NATS connection JS uses: /readyz reports its state and
+	// sync mode subscribes through it. Required.
+	Conn *nats.Conn
+	// JS publishes stk.requested. Required.
+	JS jetstream.JetStream
+	// Store reads the records. Required.
+	Store *store.Store
+	// Tokens are the clients and their tokens. Required.
+	Tokens []ClientToken
+	// DispatchMode; "" means async.
+	DispatchMode DispatchMode
+	// SyncTimeout is how long sync mode waits; 0 means DefaultSyncTimeout.
+	SyncTimeout time.Duration
+	// PublishTimeout bounds the publish of a request; 0 means
+	// DefaultPublishTimeout.
+	PublishTimeout time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock of RequestedAt and the envelopes; nil means time.Now.
+	Now func() time.Time
+}
+
+// Handler is the api's HTTP handler: /api/stk-push, /healthz and /readyz.
+type Handler struct {
+	e              *echo.Echo
+	conn           *nats.Conn
+	pub            *events.Publisher
+	store          *store.Store
+	tokens         *tokenSet
+	mode           DispatchMode
+	syncTimeout    time.Duration
+	publishTimeout time.Duration
+	log            *slog.Logger
+	now            func() time.Time
+	// stopped ends every sync wait: they answer 202 at once.
+	stopped     context.Context
+	stopWaiting context.CancelFunc
+}
+
+// NewHandler builds the handler.
+func NewHandler(o Options) (*Handler, error) {
+	if o.Conn == nil || o.JS == nil || o.Store == nil {
+		return nil, errors.New("api: NewHandler needs Conn, JS and Store")
+	}
+	if len(o.Tokens) == 0 {
+		return nil, errors.New("api: NewHandler needs Tokens")
+	}
+	if err := checkTokens(o.Tokens); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	h := &Handler{
+		conn:           o.Conn,
+		store:          o.Store,
+		tokens:         newTokenSet(o.Tokens),
+		mode:           o.DispatchMode,
+		syncTimeout:    o.SyncTimeout,
+		publishTimeout: o.PublishTimeout,
+		log:            o.Logger,
+		now:            o.Now,
+	}
+	switch h.mode {
+	case "":
+		h.mode = ModeAsync
+	case ModeAsync, ModeSync:
+	default:
+		return nil, fmt.Errorf("api: dispatch mode %q is neither async nor sync", h.mode)
+	}
+	if h.syncTimeout <= 0 {
+		h.syncTimeout = DefaultSyncTimeout
+	}
+	if h.publishTimeout <= 0 {
+		h.publishTimeout = DefaultPublishTimeout
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
+	h.stopped, h.stopWaiting = context.WithCancel(context.Background())
+
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = h.handleError
+	e.Use(h.logRequests)
+	e.GET("/healthz", h.healthz)
+	e.GET("/readyz", h.readyz)
+	// Authentication per route rather than on an /api group: a group's
+	// middleware needs a catch-all route, which would turn every 405 into
+	// a 404.
+	e.POST(PushPath, h.create, h.authenticate)
+	e.GET(RecordPath+":tracking_id", h.get, h.authenticate)
+	h.e = e
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.e.ServeHTTP(w, r) }
+
+// StopWaiting ends the sync waits in flight and those to come: they answer
+// 202 at once, as past SYNC_TIMEOUT. Run calls it when shutting down, so
+// that draining does not wait on Daraja.
+func (h *Handler) StopWaiting() { h.stopWaiting() }
+
+// Keys of the values the middleware and handlers share on echo.Context.
+const (
+	ctxClient     = "stkgate.client"
+	ctxTrackingID = "stkgate.tracking_id"
+)
+
+func clientOf(c echo.Context) string {
+	s, _ := c.Get(ctxClient).(string)
+	return s
+}
+
+func trackingIDOf(c echo.Context) string {
+	s, _ := c.Get(ctxTrackingID).(string)
+	return s
+}
+
+// Errors the handlers return; handleError turns them into answers.
+var (
+	errUnauthenticated = errors.New("unauthenticated")
+	errNotFound        = errors.New("not found")
+)
+
+// unavailableError is a dependency that failed (JetStream, Postgres): 503
+// with Retry-After, the cause logged, not shown.
+type unavailableError struct {
+	message string
+	cause   error
+}
+
+func (e *unavailableError) Error() string { return e.cause.Error() }
+func (e *unavailableError) Unwrap() error { return e.cause }
+
+// failure is the body of every error answer.
+type failure struct {
+	Success bool        `json:"success"`
+	Message string      `json:"message"`
+	Errors  FieldErrors `json:"errors,omitempty"`
+}
+
+// handleError is the one place where errors become HTTP answers. Only
+// messages meant for clients leave; causes are logged.
+func (h *Handler) handleError(err error, c echo.Context) {
+	status, body := http.StatusInternalServerError, failure{Message: MsgInternal}
+	var (
+		reqErr   *RequestError
+		unavail  *unavailableError
+		echoErr  *echo.HTTPError
+		logLevel = slog.LevelError
+	)
+	switch {
+	case errors.Is(err, errUnauthenticated):
+		status, body.Message = http.StatusUnauthorized, MsgUnauthenticated
+	case errors.Is(err, errNotFound):
+		status, body.Message = http.StatusNotFound, MsgNotFound
+	case errors.As(err, &reqErr):
+		status, body.Message, body.Errors = reqErr.Status, reqErr.Message, reqErr.Fields
+	case errors.As(err, &unavail):
+		status, body.Message = http.StatusServiceUnavailable, unavail.message
+		c.Response().Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+		logLevel = slog.LevelWarn
+	case errors.As(err, &echoErr) && echoErr.Code < 500:
+		status = echoErr.Code
+		switch status {
+		case http.StatusNotFound:
+			body.Message = "Not found."
+		case http.StatusMethodNotAllowed:
+			body.Message = "Method not allowed."
+		default:
+			body.Message = http.StatusText(status) + "."
+		}
+	}
+	if status >= 500 {
+		h.log.Log(c.Request().Context(), logLevel, "request failed",
+			"tracking_id", trackingIDOf(c), "client", clientOf(c),
+			"method", c.Request().Method, "path", shortPath(c), "status", status, "error", err)
+	}
+	if c.Response().Committed {
+		return
+	}
+	if err := c.JSON(status, body); err != nil {
+		h.log.Debug("write error answer", "error", err)
+	}
+}
+
+// logRequests logs every request once it is answered (never its token or
+// body), answers the errors of the handlers, and turns a panic into a 500.
+func (h *Handler) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		start := time.Now()
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				err = fmt.Errorf("panic: %v", p)
+				h.log.Error("panic in handler", "tracking_id", trackingIDOf(c), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			}
+			if err != nil {
+				c.Error(err)
+				err = nil
+			}
+			status := c.Response().Status
+			level := slog.LevelInfo
+			if status >= 500 {
+				level = slog.LevelWarn
+			}
+			attrs := []slog.Attr{
+				slog.String("method", c.Request().Method),
+				slog.String("path", shortPath(c)),
+				slog.Int("status", status),
+				slog.Duration("duration", time.Since(start)),
+				slog.Int64("bytes", c.Response().Size),
+				slog.String("remote", c.Request().RemoteAddr),
+			}
+			if cl := clientOf(c); cl != "" {
+				attrs = append(attrs, slog.String("client", cl))
+			}
+			if id := trackingIDOf(c); id != "" {
+				attrs = append(attrs, slog.String("tracking_id", id))
+			}
+			h.log.LogAttrs(c.Request().Context(), level, "request", attrs...)
+		}()
+		return next(c)
+	}
+}
+
+// shortPath is the request's path, cut short: it is the client's text.
+func shortPath(c echo.Context) string {
+	p := c.Request().URL.Path
+	if len(p) > 200 {
+		p = p[:200] + "…"
+	}
+	return p
+}
+
+// authenticate lets through a request whose X-API-Token belongs to a
+// client, and records which client: it scopes everything after.
+func (h *Handler) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		client := h.tokens.client(c.Request().Header.Get(TokenHeader))
+		if client == "" {
+			return errUnauthenticated
+		}
+		c.Set(ctxClient, client)
+		return next(c)
+	}
+}
+
+func (h *Handler) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz says whether requests can be served now: a push needs NATS, a
+// poll needs Postgres.
+func (h *Handler) readyz(c echo.Context) error {
+	natsState, pgState := "ok", "ok"
+	if !h.conn.IsConnected() {
+		natsState = h.conn.Status().String()
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
+	defer cancel()
+	if err := h.store.Ping(ctx); err != nil {
+		pgState = "unreachable"
+		h.log.Warn("readiness: Postgres does not answer", "error", err)
+	}
+	body := map[string]string{"status": "ready", "nats": natsState, "postgres": pgState}
+	if natsState != "ok" || pgState != "ok" {
+		body["status"] = "not ready"
+		return c.JSON(http.StatusServiceUnavailable, body)
+	}
+	return c.JSON(http.StatusOK, body)
+}
+
+// readBody reads at most MaxBodyBytes of the request body.
+func readBody(c echo.Context) ([]byte, error) {
+	r := c.Request()
+	if r.ContentLength > MaxBodyBytes {
+		return nil, errTooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, errTooLarge
+		}
+		return nil, badRequest("The request body could not be read.")
+	}
+	return body, nil
+}
+
+type acceptedBody struct {
+	Success    bool   `json:"success"`
+	TrackingID string `json:"tracking_id"`
+	Message    string `json:"message"`
+}
+
+type recordBody struct {
+	Success bool       `json:"success"`
+	Data    RecordView `json:"data"`
+}
+
+// create is POST /api/stk-push: validate, publish stk.requested and wait
+// for JetStream's ack, then answer 202 (or, in sync mode, the record once
+// Daraja answered).
+func (h *Handler) create(c echo.Context) error {
+	start := time.Now()
+	client := clientOf(c)
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	req, err := DecodeRequest(c.Request().Header.Get(echo.HeaderContentType), body)
+	if err != nil {
+		return err
+	}
+	uid, err := uuid.NewV7()
+	if err != nil {
+		return fmt.Errorf("new tracking id: %w", err)
+	}
+	id := uid.String()
+	c.Set(ctxTrackingID, id)
+	log := h.log.With("tracking_id", id, "client", client)
+
+	// In sync mode, listen before publishing, so that no answer can come
+	// before the subscription.
+	var wait *syncWait
+	if h.mode == ModeSync {
+		wait, err = h.listen(id)
+		if err != nil {
+			// The publish below fails too if NATS is gone; if not, the
+			// client gets the async answer and polls.
+			log.Warn("sync mode: cannot subscribe; answering as async", "error", err)
+		} else {
+			defer wait.close()
+		}
+	}
+
+	ev := events.Requested{Payment: events.Payment{
+		TrackingID:  id,
+		Client:      client,
+		Phone:       req.Phone,
+		Amount:      req.Amount,
+		Reference:   req.Reference,
+		Tag:         req.Tag,
+		RequestedAt: h.now().UTC(),
+	}}
+	// A client that hangs up does not stop the publish: once JetStream may
+	// have the request, whether it is stored must be decided, not dropped.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), h.publishTimeout)
+	ack, err := h.publish(pctx, ev)
+	cancel()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			// The request may have reached JetStream with its ack lost;
+			// the Nats-Msg-Id keeps it from being stored twice, but it may
+			// be stored once although the client was told 503.
+			log.Error("publish stk.requested timed out; it may still have been stored",
+				"phone", events.MaskPhone(req.Phone), "amount", req.Amount, "error", err)
+		}
+		return &unavailableError{message: MsgUnavailable, cause: fmt.Errorf("publish stk.requested: %w", err)}
+	}
+	log.Info("stk push accepted", "phone", events.MaskPhone(req.Phone), "amount", req.Amount,
+		"reference_len", len(req.Reference), "stream_seq", ack.Sequence, "mode", string(h.mode))
+
+	if wait != nil {
+		rec, ok := h.await(c.Request().Context(), wait, client, id, start.Add(h.syncTimeout))
+		if ok {
+			return c.JSON(http.StatusOK, recordBody{Success: true, Data: ViewOf(rec)})
+		}
+	}
+	c.Response().Header().Set(echo.HeaderLocation, RecordPath+id)
+	return c.JSON(http.StatusAccepted, acceptedBody{Success: true, TrackingID: id, Message: MsgAccepted})
+}
+
+// publish publishes ev and waits for its ack. An attempt that times out is
+// repeated with the same Nats-Msg-Id while ctx allows: if the first one was
+// stored after all, JetStream acks the second as a duplicate, and the client
+// is told the truth, 202, instead of a 503 that would make it pay twice.
+func (h *Handler) publish(ctx context.Context, ev events.Event) (*jetstream.PubAck, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, h.publishTimeout/2)
+		ack, err := h.pub.Publish(actx, ev)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return ack, err
+		}
+	}
+}
+
+// get is GET /api/stk-push/:tracking_id: the client's own record.
+func (h *Handler) get(c echo.Context) error {
+	id := c.Param("tracking_id")
+	if _, err := uuid.Parse(id); err == nil {
+		c.Set(ctxTrackingID, id)
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
+	defer cancel()
+	rec, err := h.store.Get(ctx, clientOf(c), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errNotFound
+	case err != nil:
+		return &unavailableError{message: MsgReadUnavailable, cause: err}
+	}
+	return c.JSON(http.StatusOK, recordBody{Success: true, Data: ViewOf(rec)})
+}

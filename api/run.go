@@ -1,0 +1,194 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/events"
+)
+
+// HTTP server timeouts. A request is a small body sent at once; only sync
+// mode holds a response open, for up to SyncTimeout.
+const (
+	readHeaderTimeout = 5 * time.Second
+	serverReadTimeout = 15 * time.Second
+	idleTimeout       = 60 * time.Second
+	// writeSlack is what WriteTimeout allows past SyncTimeout: the publish
+	// (DefaultPublishTimeout) and the write itself.
+	writeSlack = DefaultPublishTimeout + 10*time.Second
+	// shutdownTimeout lets in-flight requests finish their publish.
+	shutdownTimeout = DefaultPublishTimeout + 10*time.Second
+)
+
+// Run connects to NATS and Postgres, migrates the read model (so that the
+// api does not depend on the projector having started), makes sure the STK
+// stream exists, and serves the HTTP API on cfg.Addr until ctx is cancelled;
+// then it stops accepting, lets the requests in flight finish (sync waits
+// answer 202 at once) and returns nil. Start-up is retried with backoff for
+// up to cfg.StartTimeout, as Postgres or NATS may come up after the api.
+func Run(ctx context.Context, cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger
+
+	nc, err := connectNATS(cfg.NATSURL, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close() // every publish waited for its ack; nothing is left to send
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+
+	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+	db, err := retryStart(startCtx, log, "open database", func(ctx context.Context) (*sqlx.DB, error) {
+		db, err := store.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, err
+		}
+		if err := store.Migrate(ctx, db.DB); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		return db, nil
+	})
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	defer db.Close()
+	if _, err := retryStart(startCtx, log, "ensure stream", func(ctx context.Context) (jetstream.Stream, error) {
+		s, err := events.EnsureStream(ctx, js, cfg.StreamReplicas)
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) {
+			// JetStream refused the configuration: no wait mends that.
+			return nil, backoff.Permanent(err)
+		}
+		return s, err
+	}); err != nil {
+		return startErr(ctx, err)
+	}
+	cancel()
+
+	h, err := NewHandler(Options{
+		Conn:         nc,
+		JS:           js,
+		Store:        store.New(db),
+		Tokens:       cfg.Tokens,
+		DispatchMode: cfg.DispatchMode,
+		SyncTimeout:  cfg.SyncTimeout,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Addr:              cfg.Addr,
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       serverReadTimeout,
+		WriteTimeout:      cfg.SyncTimeout + writeSlack,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	srv.RegisterOnShutdown(h.StopWaiting)
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	log.Info("api listening", "addr", ln.Addr().String(), "dispatch_mode", string(cfg.DispatchMode))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	log.Info("api stopped")
+	return nil
+}
+
+// connectNATS connects for publishing. A NATS that is down is waited for
+// (RetryOnFailedConnect, endless reconnects), but nothing is buffered while
+// disconnected: a publish then fails at once and the client gets its 503,
+// instead of the request being sent later, after the client was told it
+// was not accepted.
+func connectNATS(url string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name("stkgate-api"),
+		nats.Timeout(5*time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "server", c.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "error", err) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect NATS: %w", err)
+	}
+	return nc, nil
+}
+
+// startErr is nil when start-up was cut short by ctx: stopping before
+// having started is a clean stop.
+func startErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// retryStart retries a start-up step with backoff until it succeeds, fails
+// permanently (backoff.Permanent) or ctx ends; its error is the step's last.
+func retryStart[T any](ctx context.Context, log *slog.Logger, what string, f func(context.Context) (T, error)) (T, error) {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(200*time.Millisecond),
+		backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	)
+	v, err := backoff.RetryNotifyWithData(func() (T, error) {
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return f(actx)
+	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		log.Warn(what+" failed; retrying", "error", err, "retry_in", wait)
+	})
+	if err != nil {
+		return v, fmt.Errorf("%s: %w", what, err)
+	}
+	return v, nil
+}
