@@ -91,3 +91,25 @@ func TestEnsureStreamIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+func TestEnsureStreamUpdatesADifferentStream(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx := context.Background()
+	old := events.StreamConfig(1)
+	old.MaxAge = time.Hour
+	old.Duplicates = time.Minute
+	if _, err := ns.JS.UpdateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	s, err := events.EnsureStream(ctx, ns.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := events.StreamConfig(1); info.Config.MaxAge != want.MaxAge || info.Config.Duplicates != want.Duplicates {
+		t.Errorf("stream not brought up to date: %+v", info.Config)
+	}
+}

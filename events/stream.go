@@ -2,7 +2,9 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,12 +43,46 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 
 // EnsureStream creates the STK stream or brings it up to date. Every service
 // calls it at start-up, so none depends on another having started first.
+//
+// A stream whose configuration already matches is left alone: an update is
+// not free (it raises an advisory), and nats-server v2.15 races when a stream
+// update meets a consumer being created by another service starting at the
+// same moment.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, StreamConfig(replicas))
+	want := StreamConfig(replicas)
+	s, err := js.Stream(ctx, StreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Another service created it first, with other settings.
+			s, err = js.Stream(ctx, StreamName)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
 	}
+	if streamMatches(s.CachedInfo().Config, want) {
+		return s, nil
+	}
+	s, err = js.UpdateStream(ctx, want)
+	if err != nil {
+		return nil, fmt.Errorf("update stream %s: %w", StreamName, err)
+	}
 	return s, nil
+}
+
+// streamMatches compares the settings StreamConfig makes; the server fills in
+// the rest.
+func streamMatches(got, want jetstream.StreamConfig) bool {
+	return slices.Equal(got.Subjects, want.Subjects) &&
+		got.Description == want.Description &&
+		got.Retention == want.Retention &&
+		got.Storage == want.Storage &&
+		got.Replicas == want.Replicas &&
+		got.Duplicates == want.Duplicates &&
+		got.MaxAge == want.MaxAge &&
+		got.Discard == want.Discard &&
+		got.AllowDirect == want.AllowDirect
 }
 
 // Durable consumer names.
