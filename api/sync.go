@@ -102,8 +102,11 @@ func (h *Handler) pollUntil(ctx context.Context, client, id string, stage int) (
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			h.log.Info("sync mode: Daraja answered but the read model did not show it in time; answering as async",
-				"tracking_id", id, "last_error", lastErr)
+			attrs := []any{"tracking_id", id}
+			if lastErr != nil {
+				attrs = append(attrs, "last_error", lastErr)
+			}
+			h.log.Info("sync mode: Daraja answered but the read model did not show it in time; answering as async", attrs...)
 			return store.Record{}, false
 		case <-t.C:
 		}
