@@ -2,6 +2,49 @@ module github.com/stkgate/stkgate/deploy
 
 go 1.26.8
 
-require github.com/stkgate/stkgate/events v0.0.0-00010101000000-000000000000
+require (
+	github.com/lib/pq v1.12.3
+	github.com/stkgate/stkgate/api v0.0.0-00010101000000-000000000000
+	github.com/stkgate/stkgate/callback-ingest v0.0.0-00010101000000-000000000000
+	github.com/stkgate/stkgate/dispatcher v0.0.0-00010101000000-000000000000
+	github.com/stkgate/stkgate/events v0.0.0-00010101000000-000000000000
+	golang.org/x/sync v0.25.0
+)
+
+require (
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/jmoiron/sqlx v1.4.0 // indirect
+	github.com/klauspost/compress v1.20.4 // indirect
+	github.com/labstack/echo/v4 v4.16.0 // indirect
+	github.com/labstack/gommon v0.5.0 // indirect
+	github.com/mattn/go-colorable v0.1.15 // indirect
+	github.com/mattn/go-isatty v0.0.24 // indirect
+	github.com/mfridman/interpolate v0.0.2 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nats.go v1.55.0 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/pressly/goose/v3 v3.30.0 // indirect
+	github.com/sethvargo/go-retry v0.5.0 // indirect
+	github.com/valyala/bytebufferpool v1.0.0 // indirect
+	github.com/valyala/fasttemplate v1.2.2 // indirect
+	go.uber.org/multierr v1.11.0 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/net v0.62.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.44.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
 
 replace github.com/stkgate/stkgate/events => ../events
+
+replace github.com/stkgate/stkgate/api => ../api
+
+replace github.com/stkgate/stkgate/dispatcher => ../dispatcher
+
+replace github.com/stkgate/stkgate/callback-ingest => ../callback-ingest

@@ -1,0 +1,303 @@
+// Package devstack runs the whole of stkgate in one process: an embedded
+// JetStream server, a Postgres (the one in DATABASE_URL, else a local one,
+// else one it starts), the Daraja simulator, and the api, projector,
+// dispatcher and callback-ingest services, each through its own Run.
+//
+// Every setting of DESIGN.md can be given in the environment and overrides
+// the dev default, so the same command runs against a real Postgres, NATS or
+// Daraja.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stkgate/stkgate/api"
+	"github.com/stkgate/stkgate/api/projector"
+	"github.com/stkgate/stkgate/api/store/pgserver"
+	callback "github.com/stkgate/stkgate/callback-ingest"
+	"github.com/stkgate/stkgate/dispatcher"
+	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events/natsserver"
+)
+
+// Dev defaults. The ports avoid a system NATS (4222) and Postgres (5432).
+const (
+	DefaultToken      = "dev-token"
+	DefaultNATSPort   = 14222
+	DefaultPGPort     = 15432
+	DefaultSimDelay   = 3 * time.Second
+	localPostgresAddr = "127.0.0.1:5432"
+)
+
+// Options of the dev stack itself (not of the services).
+type Options struct {
+	// Getenv reads the environment; nil means os.Getenv.
+	Getenv func(string) string
+	// DataDir holds the embedded servers' files (DEV_DATA_DIR, default ./.data).
+	DataDir string
+	// Out receives the start-up banner; nil means os.Stdout.
+	Out    io.Writer
+	Logger *slog.Logger
+	// Ready, if set, is called with the effective environment once the API
+	// answers its readiness check.
+	Ready func(env map[string]string)
+}
+
+// Run starts everything and blocks until ctx is cancelled or a part fails.
+func Run(ctx context.Context, o Options) error {
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	out := o.Out
+	if out == nil {
+		out = os.Stdout
+	}
+	dataDir := o.DataDir
+	if dataDir == "" {
+		dataDir = getenv("DEV_DATA_DIR")
+	}
+	if dataDir == "" {
+		dataDir = ".data"
+	}
+
+	// env holds the dev defaults; the real environment overrides each one.
+	env := map[string]string{
+		"API_ADDR":      ":8080",
+		"CALLBACK_ADDR": ":8081",
+		"API_TOKENS":    "dev:" + DefaultToken,
+	}
+	lookup := func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return env[k]
+	}
+
+	var stops []func()
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}()
+
+	if lookup("NATS_URL") == "" {
+		port, err := intSetting(getenv, "DEV_NATS_PORT", DefaultNATSPort)
+		if err != nil {
+			return err
+		}
+		ns, err := natsserver.Start(natsserver.Options{Port: port, StoreDir: filepath.Join(dataDir, "nats")})
+		if err != nil {
+			return fmt.Errorf("embedded NATS on port %d: %w", port, err)
+		}
+		stops = append(stops, func() { ns.Shutdown(); ns.WaitForShutdown() })
+		env["NATS_URL"] = ns.ClientURL()
+		log.Info("embedded JetStream started", "url", ns.ClientURL(), "store", filepath.Join(dataDir, "nats"))
+	}
+
+	if lookup("DATABASE_URL") == "" {
+		url, stop, err := devDatabase(ctx, getenv, dataDir, log)
+		if err != nil {
+			return err
+		}
+		if stop != nil {
+			stops = append(stops, stop)
+		}
+		env["DATABASE_URL"] = url
+	}
+
+	if lookup("DARAJA_BASE_URL") == "" {
+		delay := DefaultSimDelay
+		if v := getenv("DARAJA_SIM_DELAY"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return fmt.Errorf("DARAJA_SIM_DELAY: %q is not a duration like 3s", v)
+			}
+			delay = d
+		}
+		simDelay := delay
+		if simDelay == 0 {
+			simDelay = -1 // the simulator reads zero as its default and a negative delay as "at once"
+		}
+		sim, err := darajatest.NewServer(darajatest.Options{CallbackDelay: simDelay, Logger: log.With("component", "daraja-sim")})
+		if err != nil {
+			return fmt.Errorf("daraja simulator: %w", err)
+		}
+		stops = append(stops, func() { _ = sim.Close() })
+		env["DARAJA_BASE_URL"] = sim.URL()
+		env["DARAJA_CONSUMER_KEY"] = darajatest.DefaultConsumerKey
+		env["DARAJA_CONSUMER_SECRET"] = darajatest.DefaultConsumerSecret
+		log.Info("Daraja simulator started", "url", sim.URL(), "callback_delay", delay)
+	}
+
+	if lookup("CALLBACK_BASE_URL") == "" {
+		env["CALLBACK_BASE_URL"] = "http://" + loopback(lookup("CALLBACK_ADDR"))
+	}
+
+	apiCfg, err := api.ConfigFromEnv(lookup)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	projCfg, err := projector.ConfigFromEnv(lookup)
+	if err != nil {
+		return fmt.Errorf("projector: %w", err)
+	}
+	dispCfg, err := dispatcher.ConfigFromEnv(lookup)
+	if err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	cbCfg, err := callback.ConfigFromEnv(lookup)
+	if err != nil {
+		return fmt.Errorf("callback-ingest: %w", err)
+	}
+	apiCfg.Logger = log.With("service", "api")
+	projCfg.Logger = log.With("service", "projector")
+	dispCfg.Logger = log.With("service", "dispatcher")
+	cbCfg.Logger = log.With("service", "callback-ingest")
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return named("api", api.Run(gctx, apiCfg)) })
+	g.Go(func() error { return named("projector", projector.Run(gctx, projCfg)) })
+	g.Go(func() error { return named("dispatcher", dispatcher.Run(gctx, dispCfg)) })
+	g.Go(func() error { return named("callback-ingest", callback.Run(gctx, cbCfg)) })
+
+	effective := map[string]string{}
+	for _, k := range []string{"API_ADDR", "CALLBACK_ADDR", "API_TOKENS", "NATS_URL", "DATABASE_URL", "DARAJA_BASE_URL", "CALLBACK_BASE_URL"} {
+		effective[k] = lookup(k)
+	}
+	g.Go(func() error {
+		// The banner promises a working curl line: print it once the API
+		// answers, not merely once it was started.
+		if !waitReady(gctx, "http://"+loopback(effective["API_ADDR"])+"/readyz") {
+			return nil
+		}
+		printBanner(out, effective, getenv("DARAJA_BASE_URL") == "")
+		if o.Ready != nil {
+			o.Ready(effective)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// waitReady polls url until it answers 200 or ctx ends.
+func waitReady(ctx context.Context, url string) bool {
+	client := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if resp, err := client.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
+func named(service string, err error) error {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", service, err)
+	}
+	return nil
+}
+
+// devDatabase finds a Postgres for the dev stack: the local one on 5432 if it
+// answers (in a database of its own, stkgate), else one started from the
+// machine's Postgres binaries with its data under dataDir.
+func devDatabase(ctx context.Context, getenv func(string) string, dataDir string, log *slog.Logger) (url string, stop func(), err error) {
+	if url, err := localDatabase(ctx, "stkgate"); err == nil {
+		log.Info("using the local Postgres", "addr", localPostgresAddr, "database", "stkgate")
+		return url, nil, nil
+	} else {
+		log.Info("no usable local Postgres; starting an embedded one", "reason", err)
+	}
+	port, err := intSetting(getenv, "DEV_PG_PORT", DefaultPGPort)
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := filepath.Abs(filepath.Join(dataDir, "postgres"))
+	if err != nil {
+		return "", nil, err
+	}
+	srv, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, Port: port})
+	if err != nil {
+		return "", nil, fmt.Errorf("embedded Postgres: %w (set DATABASE_URL to use another)", err)
+	}
+	log.Info("embedded Postgres started", "port", port, "data", dir)
+	return srv.URL("postgres"), func() { _ = srv.Stop() }, nil
+}
+
+func intSetting(getenv func(string) string, key string, def int) (int, error) {
+	v := getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 65535 {
+		return 0, fmt.Errorf("%s: %q is not a port number", key, v)
+	}
+	return n, nil
+}
+
+// loopback turns a listen address (":8081", "0.0.0.0:8081") into one a local
+// client can dial.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func printBanner(w io.Writer, env map[string]string, simulated bool) {
+	base := "http://" + loopback(env["API_ADDR"])
+	token := DefaultToken
+	if env["API_TOKENS"] != "dev:"+DefaultToken {
+		token = "<one of API_TOKENS>"
+	}
+	fmt.Fprintf(w, `
+stkgate is running
+  API          %s   (X-API-Token: %s)
+  callbacks    %s/hooks/stk-push/<tracking_id>
+  NATS         %s
+`, base, token, env["CALLBACK_BASE_URL"], env["NATS_URL"])
+	if simulated {
+		fmt.Fprintf(w, "  Daraja       simulator at %s (phone ending 1032 cancels, 0001 insufficient, 1037 times out, 1019 expires, 2001 wrong PIN; others succeed)\n", env["DARAJA_BASE_URL"])
+	} else {
+		fmt.Fprintf(w, "  Daraja       %s\n", env["DARAJA_BASE_URL"])
+	}
+	fmt.Fprintf(w, `
+Try it:
+  curl -s -X POST %[1]s/api/stk-push -H 'X-API-Token: %[2]s' \
+    -H 'Content-Type: application/json' \
+    -d '{"phone":"0712345678","amount":1500,"reference":"INV-2024-001","tag":"loan-repayment"}'
+  curl -s %[1]s/api/stk-push/<tracking_id> -H 'X-API-Token: %[2]s'
+
+Ctrl-C stops it.
+`, base, token)
+}

@@ -1,0 +1,457 @@
+package devstack_test
+
+// End-to-end tests: the whole system composed by devstack.Run, as `make run`
+// composes it, against a real Postgres, a real (embedded) JetStream server and
+// the fake Daraja, exercised only through HTTP as a client would.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stkgate/stkgate/api/store/pgtest"
+	"github.com/stkgate/stkgate/deploy/devstack"
+	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/natstest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const (
+	acmeToken   = "acme-e2e-token-0001"
+	globexToken = "globex-e2e-token-0002"
+)
+
+type stack struct {
+	api  string // http://127.0.0.1:port
+	cb   string // callback-ingest's base URL
+	fake *darajatest.Server
+	nats *natstest.Server
+}
+
+// startStack runs the whole system with env over the test defaults and waits
+// until both HTTP services are ready.
+func startStack(t *testing.T, extra map[string]string) *stack {
+	t.Helper()
+	ns := natstest.Start(t)
+	dbURL := pgtest.NewURL(t)
+	fake, err := darajatest.NewServer(darajatest.Options{CallbackDelay: 300 * time.Millisecond, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fake.Close() })
+
+	apiAddr, cbAddr := freeAddr(t), freeAddr(t)
+	env := map[string]string{
+		"API_ADDR":               apiAddr,
+		"CALLBACK_ADDR":          cbAddr,
+		"API_TOKENS":             "acme:" + acmeToken + ",globex:" + globexToken,
+		"NATS_URL":               ns.URL,
+		"DATABASE_URL":           dbURL,
+		"DARAJA_BASE_URL":        fake.URL(),
+		"DARAJA_CONSUMER_KEY":    darajatest.DefaultConsumerKey,
+		"DARAJA_CONSUMER_SECRET": darajatest.DefaultConsumerSecret,
+		"CALLBACK_BASE_URL":      "http://" + cbAddr,
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- devstack.Run(ctx, devstack.Options{
+			Getenv:  func(k string) string { return env[k] },
+			DataDir: t.TempDir(),
+			Out:     io.Discard,
+			Logger:  testLogger(),
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("devstack.Run: %v", err)
+			}
+		case <-time.After(45 * time.Second):
+			t.Error("devstack.Run did not return 45s after cancel")
+		}
+	})
+
+	s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, u := range []string{s.api + "/readyz", s.cb + "/readyz"} {
+		for {
+			resp, err := http.Get(u)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("devstack.Run returned before %s was ready: %v", u, err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not ready after 60s (last error %v)", u, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return s
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("STKGATE_TEST_LOGS") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (s *stack) do(t *testing.T, method, path, token, contentType string, body []byte) response {
+	t.Helper()
+	req, err := http.NewRequest(method, s.api+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("X-API-Token", token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	if err := json.Unmarshal(raw, &r.body); err != nil {
+		t.Fatalf("%s %s: %d answer is not a JSON object: %q", method, path, resp.StatusCode, raw)
+	}
+	return r
+}
+
+func (s *stack) push(t *testing.T, token, phone string, amount int, reference string) response {
+	t.Helper()
+	body := fmt.Sprintf(`{"phone":%q,"amount":%d,"reference":%q,"tag":"e2e"}`, phone, amount, reference)
+	return s.do(t, http.MethodPost, "/api/stk-push", token, "application/json", []byte(body))
+}
+
+// accept posts a push and returns its tracking id, failing unless it got 202.
+func (s *stack) accept(t *testing.T, phone string) string {
+	t.Helper()
+	r := s.push(t, acmeToken, phone, 1500, "INV-E2E-1")
+	if r.status != http.StatusAccepted || r.body["success"] != true {
+		t.Fatalf("POST = %d %s, want 202", r.status, r.raw)
+	}
+	id, _ := r.body["tracking_id"].(string)
+	if want := "/api/stk-push/" + id; r.header.Get("Location") != want {
+		t.Errorf("Location = %q, want %q", r.header.Get("Location"), want)
+	}
+	return id
+}
+
+func (s *stack) record(t *testing.T, token, id string) response {
+	t.Helper()
+	return s.do(t, http.MethodGet, "/api/stk-push/"+id, token, "", nil)
+}
+
+// waitFinal polls as a client does, until status is 1.
+func (s *stack) waitFinal(t *testing.T, id string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := s.record(t, acmeToken, id)
+		if r.status == http.StatusOK {
+			data := r.body["data"].(map[string]any)
+			if data["status"] == float64(1) {
+				return data
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not final after 30s: %d %s", id, r.status, r.raw)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *stack) callbackURL(id string) string { return events.CallbackURL(s.cb, id) }
+
+// completedEvent reads the stk.completed a downstream service would get.
+func (s *stack) completedEvent(t *testing.T, id string) events.Completed {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	msg, err := s.nats.Stream.GetLastMsgForSubject(ctx, events.Subject(events.TypeCompleted, id))
+	if err != nil {
+		t.Fatalf("stk.completed for %s: %v", id, err)
+	}
+	_, ev, err := events.Decode(msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev.(events.Completed)
+}
+
+var (
+	receiptRE = regexp.MustCompile(`^[A-Z0-9]{10}$`)
+	dateRE    = regexp.MustCompile(`^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$`)
+)
+
+// TestOutcomes drives each row of the status table through the whole system:
+// the simulator chooses the outcome by the phone's last four digits.
+func TestOutcomes(t *testing.T) {
+	s := startStack(t, nil)
+	tests := []struct {
+		phone, code, label string
+	}{
+		{"0712340000", "0", "Success"},
+		{"0712341032", "1032", "Cancelled by User"},
+		{"0712340001", "1", "Insufficient Balance"},
+		{"0712341037", "1037", "Timed Out"},
+		{"0712341019", "1019", "Transaction Expired"},
+		{"0712342001", "2001", "Failed"},
+	}
+	ids := make([]string, len(tests))
+	for i, tc := range tests {
+		ids[i] = s.accept(t, tc.phone)
+		// A record is visible at once, pending, before any outcome.
+		if r := s.record(t, acmeToken, ids[i]); r.status == http.StatusOK {
+			if data := r.body["data"].(map[string]any); data["status"] == float64(1) {
+				t.Errorf("%s final right after the request: %v", tc.phone, data)
+			}
+		}
+	}
+	for i, tc := range tests {
+		t.Run(tc.label, func(t *testing.T) {
+			id := ids[i]
+			data := s.waitFinal(t, id)
+			if data["status_label"] != tc.label || data["response_code"] != tc.code {
+				t.Errorf("label, code = %v, %v; want %q, %q", data["status_label"], data["response_code"], tc.label, tc.code)
+			}
+			if data["phone_number"] != "254"+tc.phone[1:] || data["amount"] != "1500" || data["reference"] != "INV-E2E-1" || data["tag"] != "e2e" {
+				t.Errorf("request fields = %v", data)
+			}
+			if id, ok := data["id"].(float64); !ok || id < 1 {
+				t.Errorf("id = %v", data["id"])
+			}
+			if s, _ := data["checkout_request_id"].(string); !strings.HasPrefix(s, "ws_CO_") {
+				t.Errorf("checkout_request_id = %v", data["checkout_request_id"])
+			}
+			meta, _ := data["meta"].(map[string]any)
+			if tc.code == "0" {
+				if r, _ := data["transaction_code"].(string); !receiptRE.MatchString(r) {
+					t.Errorf("transaction_code = %v", data["transaction_code"])
+				}
+				if d, _ := meta["transaction_date"].(string); !dateRE.MatchString(d) {
+					t.Errorf("meta.transaction_date = %v", meta["transaction_date"])
+				}
+			} else if data["transaction_code"] != nil {
+				t.Errorf("transaction_code = %v on a failure", data["transaction_code"])
+			}
+
+			ev := s.completedEvent(t, id)
+			if ev.Source != events.SourceCallback || ev.ResultCode != tc.code || ev.Client != "acme" || ev.Phone != "254"+tc.phone[1:] || ev.Amount != 1500 {
+				t.Errorf("stk.completed = %+v", ev)
+			}
+			if n := len(s.fake.AcceptedPushes(darajatest.WithCallbackURL(s.callbackURL(id)))); n != 1 {
+				t.Errorf("Daraja prompted the customer %d times, want 1", n)
+			}
+		})
+	}
+}
+
+func TestRefusedPushIsFailed(t *testing.T) {
+	s := startStack(t, nil)
+	s.fake.Script("254712345601", darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailInvalidPhone}})
+	id := s.accept(t, "0712345601")
+	data := s.waitFinal(t, id)
+	if data["status_label"] != "Failed" || data["response_code"] != "400.002.02" || data["response_description"] != "Bad Request - Invalid PhoneNumber" {
+		t.Errorf("record = %v", data)
+	}
+	if ev := s.completedEvent(t, id); ev.Source != events.SourceDispatcher || ev.ResultCode != "400.002.02" {
+		t.Errorf("stk.completed = %+v", ev)
+	}
+	var calls int
+	for _, p := range s.fake.Pushes() {
+		if p.Body.CallBackURL == s.callbackURL(id) {
+			calls++
+		}
+	}
+	if calls != 1 {
+		t.Errorf("a refused push was sent %d times, want once: a refusal is final", calls)
+	}
+}
+
+func TestTransientErrorsThenOneAcceptedPush(t *testing.T) {
+	s := startStack(t, nil)
+	s.fake.Script("254712345602", darajatest.Script{FailFirst: []darajatest.Failure{
+		darajatest.FailSpikeArrest, darajatest.FailServiceUnavailable,
+	}})
+	id := s.accept(t, "0712345602")
+	data := s.waitFinal(t, id)
+	if data["status_label"] != "Success" {
+		t.Errorf("record = %v", data)
+	}
+	var calls, accepted int
+	for _, p := range s.fake.Pushes() {
+		if p.Body.CallBackURL == s.callbackURL(id) {
+			calls++
+			if p.Accepted {
+				accepted++
+			}
+		}
+	}
+	if calls != 3 || accepted != 1 {
+		t.Errorf("pushes = %d (accepted %d), want 3 calls and exactly 1 accepted", calls, accepted)
+	}
+}
+
+func TestHTTPErrors(t *testing.T) {
+	s := startStack(t, nil)
+	id := s.accept(t, "0712345603")
+
+	tests := []struct {
+		name   string
+		method string
+		path   string
+		token  string
+		ctype  string
+		body   []byte
+		status int
+		msg    string
+	}{
+		{"no token", "POST", "/api/stk-push", "", "application/json", []byte(`{}`), 401, "Unauthenticated."},
+		{"unknown token", "GET", "/api/stk-push/" + id, "nope", "", nil, 401, "Unauthenticated."},
+		{"other client's id", "GET", "/api/stk-push/" + id, globexToken, "", nil, 404, "Record not found."},
+		{"unknown id", "GET", "/api/stk-push/0193a8c2-0000-7000-8000-000000000000", acmeToken, "", nil, 404, "Record not found."},
+		{"malformed id", "GET", "/api/stk-push/not-a-uuid", acmeToken, "", nil, 404, "Record not found."},
+		{"invalid phone", "POST", "/api/stk-push", acmeToken, "application/json", []byte(`{"phone":"0812345678","amount":10,"reference":"R"}`), 422, ""},
+		{"fractional amount", "POST", "/api/stk-push", acmeToken, "application/json", []byte(`{"phone":"0712345678","amount":1.5,"reference":"R"}`), 422, ""},
+		{"long reference", "POST", "/api/stk-push", acmeToken, "application/json", []byte(`{"phone":"0712345678","amount":10,"reference":"THIRTEEN-CHAR"}`), 422, ""},
+		{"not json", "POST", "/api/stk-push", acmeToken, "application/json", []byte(`{"phone":`), 400, ""},
+		{"too large", "POST", "/api/stk-push", acmeToken, "application/json", bytes.Repeat([]byte(" "), 65<<10), 413, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.do(t, tc.method, tc.path, tc.token, tc.ctype, tc.body)
+			if r.status != tc.status || r.body["success"] != false {
+				t.Fatalf("= %d %s, want %d", r.status, r.raw, tc.status)
+			}
+			if tc.msg != "" && r.body["message"] != tc.msg {
+				t.Errorf("message = %v, want %q", r.body["message"], tc.msg)
+			}
+			if tc.status == 422 {
+				if errs, ok := r.body["errors"].(map[string]any); !ok || len(errs) == 0 {
+					t.Errorf("422 without per-field errors: %s", r.raw)
+				}
+			}
+		})
+	}
+	// The refused requests published nothing: the one accepted push is all
+	// the dispatcher ever sent.
+	s.waitFinal(t, id)
+	if n := len(s.fake.Pushes()); n != 1 {
+		t.Errorf("Daraja got %d pushes, want 1", n)
+	}
+	// The owner still reads it.
+	if r := s.record(t, acmeToken, id); r.status != 200 {
+		t.Errorf("owner GET = %d", r.status)
+	}
+}
+
+func TestFormEncodedRequest(t *testing.T) {
+	s := startStack(t, nil)
+	r := s.do(t, http.MethodPost, "/api/stk-push", acmeToken, "application/x-www-form-urlencoded",
+		[]byte("phone=%2B254+712-345-604&amount=250&reference=FORM-1"))
+	if r.status != http.StatusAccepted {
+		t.Fatalf("= %d %s", r.status, r.raw)
+	}
+	data := s.waitFinal(t, r.body["tracking_id"].(string))
+	if data["phone_number"] != "254712345604" || data["amount"] != "250" || data["tag"] != nil {
+		t.Errorf("record = %v", data)
+	}
+}
+
+func TestSyncMode(t *testing.T) {
+	s := startStack(t, map[string]string{"DISPATCH_MODE": "sync", "SYNC_TIMEOUT": "2s"})
+
+	t.Run("answered once Daraja accepted", func(t *testing.T) {
+		r := s.push(t, acmeToken, "0712345605", 100, "SYNC-1")
+		if r.status != http.StatusOK || r.body["success"] != true {
+			t.Fatalf("= %d %s, want 200", r.status, r.raw)
+		}
+		data := r.body["data"].(map[string]any)
+		if id, ok := data["id"].(float64); !ok || id < 1 {
+			t.Errorf("id = %v", data["id"])
+		}
+		if c, _ := data["checkout_request_id"].(string); !strings.HasPrefix(c, "ws_CO_") {
+			t.Errorf("checkout_request_id = %v: sync mode answered before Daraja did", data["checkout_request_id"])
+		}
+		if final := s.waitFinal(t, data["tracking_id"].(string)); final["status_label"] != "Success" {
+			t.Errorf("final = %v", final)
+		}
+	})
+
+	t.Run("refusal answered with the outcome", func(t *testing.T) {
+		s.fake.Script("254712345606", darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailInvalidPhone}})
+		r := s.push(t, acmeToken, "0712345606", 100, "SYNC-2")
+		if r.status != http.StatusOK {
+			t.Fatalf("= %d %s, want 200", r.status, r.raw)
+		}
+		if data := r.body["data"].(map[string]any); data["status_label"] != "Failed" || data["response_code"] != "400.002.02" {
+			t.Errorf("data = %v", data)
+		}
+	})
+
+	t.Run("past SYNC_TIMEOUT answers as async", func(t *testing.T) {
+		// Daraja stays busy past the 2s timeout; the push still goes out later.
+		busy := make([]darajatest.Failure, 4)
+		for i := range busy {
+			busy[i] = darajatest.FailServiceUnavailable
+		}
+		s.fake.Script("254712345607", darajatest.Script{FailFirst: busy})
+		r := s.push(t, acmeToken, "0712345607", 100, "SYNC-3")
+		if r.status != http.StatusAccepted || r.header.Get("Location") == "" {
+			t.Fatalf("= %d %s, want 202 with Location", r.status, r.raw)
+		}
+		if final := s.waitFinal(t, r.body["tracking_id"].(string)); final["status_label"] != "Success" {
+			t.Errorf("final = %v", final)
+		}
+	})
+}
