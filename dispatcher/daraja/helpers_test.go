@@ -52,16 +52,6 @@ func replyJSON(status int, body []byte) http.HandlerFunc {
 	return reply(status, "application/json", body)
 }
 
-// sequence answers the i-th call with the i-th handler, and later calls with
-// the last one.
-func sequence(hs ...http.HandlerFunc) http.HandlerFunc {
-	var n atomic.Int64
-	return func(w http.ResponseWriter, r *http.Request) {
-		i := int(n.Add(1) - 1)
-		hs[min(i, len(hs)-1)](w, r)
-	}
-}
-
 // request is one request a stub received.
 type request struct {
 	Method, Path string

@@ -295,8 +295,6 @@ type envelope struct {
 	ErrorMessage string `json:"errorMessage"`
 }
 
-func (e envelope) badRequest() bool { return e.ErrorCode == daraja.CodeBadRequest }
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
