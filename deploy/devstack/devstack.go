@@ -34,12 +34,16 @@ import (
 
 // Dev defaults. The ports avoid a system NATS (4222) and Postgres (5432).
 const (
-	DefaultToken      = "dev-token"
-	DefaultNATSPort   = 14222
-	DefaultPGPort     = 15432
-	DefaultSimDelay   = 3 * time.Second
-	localPostgresAddr = "127.0.0.1:5432"
+	DefaultToken    = "dev-token"
+	DefaultNATSPort = 14222
+	DefaultPGPort   = 15432
+	DefaultSimDelay = 3 * time.Second
 )
+
+// localPostgresAddr is where the dev stack looks for a running Postgres
+// before it starts its own; a variable so that a test can point it at
+// nothing.
+var localPostgresAddr = "127.0.0.1:5432"
 
 // Options of the dev stack itself (not of the services).
 type Options struct {
