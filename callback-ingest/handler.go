@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -57,7 +58,6 @@ var (
 	accepted    = Answer{0, "Accepted"}
 	unknownID   = Answer{1, "Rejected: unknown tracking id"}
 	tooLarge    = Answer{1, "Rejected: body too large"}
-	otherPush   = Answer{1, "Rejected: CheckoutRequestID does not match the push"}
 	unavailable = Answer{1, "Unavailable: try again later"}
 	internal    = Answer{1, "Internal error"}
 )
@@ -74,6 +74,7 @@ func NewHandler(o Options) (http.Handler, error) {
 		return nil, errors.New("callback: NewHandler needs JS, Stream and Conn")
 	}
 	h := &handler{
+		js:      o.JS,
 		stream:  o.Stream,
 		conn:    o.Conn,
 		log:     o.Logger,
@@ -100,14 +101,18 @@ func NewHandler(o Options) (http.Handler, error) {
 			return err
 		},
 	}))
+	// Every request under the callback path is kept, whatever its path:
+	// a misconfigured CallBackURL is still a callback worth having.
 	e.Any(RoutePrefix+":tracking_id", h.callback)
-	e.Any(RoutePrefix, h.callback) // an empty id gets the callback's own 404
+	e.Any(RoutePrefix+"*", h.callback)
+	e.Any(strings.TrimSuffix(RoutePrefix, "/"), h.callback)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
 	return e, nil
 }
 
 type handler struct {
+	js      jetstream.JetStream
 	stream  jetstream.Stream
 	conn    *nats.Conn
 	pub     *events.Publisher
@@ -133,15 +138,21 @@ func (h *handler) readyz(c echo.Context) error {
 }
 
 func (h *handler) callback(c echo.Context) error {
+	r := c.Request()
 	raw := c.Param("tracking_id")
-	id, ok := canonicalUUID(raw)
-	if !ok {
-		h.log.Warn("callback for a malformed tracking id", "tracking_id", truncate(raw, 64))
-		return c.JSON(http.StatusNotFound, unknownID)
+	if raw == "" {
+		// The bare path, or a path the tracking id route does not match.
+		raw = strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(RoutePrefix, "/")), "/")
 	}
-	log := h.log.With("tracking_id", id)
+	id, idOK := canonicalUUID(raw)
+	logID := id
+	if !idOK {
+		logID = truncate(raw, 64)
+	}
+	in := h.received(r, id)
+	log := h.log.With("tracking_id", logID, "callback_id", in.id)
 
-	body, err := readBody(c.Response(), c.Request())
+	body, err := readBody(c.Response(), r)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -151,12 +162,26 @@ func (h *handler) callback(c echo.Context) error {
 		log.Warn("callback rejected: body unreadable", "err", err)
 		return c.JSON(http.StatusBadRequest, rejected("body unreadable"))
 	}
+	in.body = body
+
+	if !idOK {
+		if !h.keep(r, log, in, events.UnmatchedBadPath, "") {
+			return c.JSON(http.StatusServiceUnavailable, unavailable)
+		}
+		log.Warn("callback for a malformed tracking id", "bytes", len(body))
+		return c.JSON(http.StatusNotFound, unknownID)
+	}
+
 	cb, err := ParseCallback(body)
 	if err != nil {
 		reason := "malformed"
 		var inv *InvalidError
 		if errors.As(err, &inv) {
 			reason = inv.Reason
+		}
+		in.detail = reason
+		if !h.keep(r, log, in, events.UnmatchedUnparseable, "") {
+			return c.JSON(http.StatusServiceUnavailable, unavailable)
 		}
 		log.Warn("callback rejected", "reason", reason, "bytes", len(body))
 		return c.JSON(http.StatusBadRequest, rejected(reason))
@@ -167,30 +192,67 @@ func (h *handler) callback(c echo.Context) error {
 		"result_code", cb.ResultCode,
 	)
 
-	// The publish must finish even if Daraja hangs up: once JetStream may
-	// have it, the outcome of the request is decided.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), h.timeout)
+	// Reading what the stream knows of the payment changes nothing; it only
+	// decides where the callback is kept. Nothing is published, and nothing
+	// answered but 503, before the raw copy is stored.
+	ctx, cancel := h.opContext(r)
+	m := h.match(ctx, log, id, cb)
+	cancel()
+	if !h.keep(r, log, in, m.keepAs, m.note) {
+		return c.JSON(http.StatusServiceUnavailable, unavailable)
+	}
+	if !m.publish {
+		return c.JSON(m.status, m.answer)
+	}
+	ctx, cancel = h.opContext(r)
 	defer cancel()
-	status, answer := h.complete(ctx, log, id, cb)
+	status, answer := h.complete(ctx, log, m.req, cb)
 	return c.JSON(status, answer)
 }
 
-// complete checks the callback against what the stream knows of the payment
-// and publishes its stk.completed.
-func (h *handler) complete(ctx context.Context, log *slog.Logger, id string, cb Callback) (int, Answer) {
+// opContext bounds one step of NATS work. The step finishes even if the
+// caller hangs up: once JetStream may have stored something, the answer
+// must reflect it in the logs at least.
+func (h *handler) opContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(r.Context()), h.timeout)
+}
+
+// matched is what the stream says of a parsed callback: where to keep it,
+// and either the answer or that its stk.completed is to be published.
+type matched struct {
+	// keepAs is an events.Unmatched* reason, or "" for a callback of a
+	// known payment (kept on stkcb.received.<id>).
+	keepAs string
+	// note goes into the kept copy's reason header of a matched callback
+	// ("repeated").
+	note    string
+	publish bool
+	req     events.Requested
+	status  int
+	answer  Answer
+}
+
+// match checks the callback against what the stream knows of the payment.
+//
+// A callback that is kept but not applied (unknown tracking id, another
+// push, a conflicting outcome) is answered 200: Safaricom never retries, the
+// copy is what an operator works from, and the same answer for known and
+// unknown tracking ids tells a prober nothing.
+func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Callback) matched {
+	unverified := func(status int, answer Answer) matched {
+		return matched{keepAs: events.UnmatchedUnverified, status: status, answer: answer}
+	}
 	req, err := lastEvent[events.Requested](ctx, h.stream, events.TypeRequested, id)
 	switch {
 	case errors.Is(err, errNotFound):
-		// Issue 3 keeps such callbacks on a subject of their own; until then
-		// this log line is all that is left of it.
 		log.Warn("callback for an unknown tracking id", outcomeAttrs(cb)...)
-		return http.StatusNotFound, unknownID
+		return matched{keepAs: events.UnmatchedUnknownID, status: http.StatusOK, answer: accepted}
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.requested is unreadable", "err", err)
-		return http.StatusInternalServerError, internal
+		return unverified(http.StatusInternalServerError, internal)
 	case err != nil:
 		log.Error("look up stk.requested", "err", err)
-		return http.StatusServiceUnavailable, unavailable
+		return unverified(http.StatusServiceUnavailable, unavailable)
 	}
 
 	disp, err := lastEvent[events.Dispatched](ctx, h.stream, events.TypeDispatched, id)
@@ -202,14 +264,14 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, id string, cb 
 		log.Info("callback before stk.dispatched")
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.dispatched is unreadable", "err", err)
-		return http.StatusInternalServerError, internal
+		return unverified(http.StatusInternalServerError, internal)
 	case err != nil:
 		log.Error("look up stk.dispatched", "err", err)
-		return http.StatusServiceUnavailable, unavailable
+		return unverified(http.StatusServiceUnavailable, unavailable)
 	case disp.CheckoutRequestID != cb.CheckoutRequestID:
 		log.Warn("callback for another push",
-			"dispatched_checkout_request_id", disp.CheckoutRequestID)
-		return http.StatusBadRequest, otherPush
+			append([]any{"dispatched_checkout_request_id", disp.CheckoutRequestID}, outcomeAttrs(cb)...)...)
+		return matched{keepAs: events.UnmatchedOtherPush, status: http.StatusOK, answer: accepted}
 	case disp.MerchantRequestID != cb.MerchantRequestID:
 		log.Warn("callback's MerchantRequestID differs from the push's",
 			"dispatched_merchant_request_id", disp.MerchantRequestID)
@@ -217,14 +279,25 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, id string, cb 
 
 	// A payment has one final outcome. Checking before publishing also
 	// covers a callback repeated after JetStream's duplicate window.
-	done, err := h.alreadyCompleted(ctx, log, id, cb)
-	if err != nil {
-		return http.StatusServiceUnavailable, unavailable
+	switch st, err := h.completedState(ctx, log, id, cb); {
+	case err != nil:
+		return unverified(http.StatusServiceUnavailable, unavailable)
+	case st == stateRepeated:
+		return matched{note: reasonRepeated, status: http.StatusOK, answer: accepted}
+	case st == stateConflict:
+		return matched{keepAs: events.UnmatchedConflict, status: http.StatusOK, answer: accepted}
+	case st == stateUnreadable:
+		return unverified(http.StatusOK, accepted)
 	}
-	if done {
-		return http.StatusOK, accepted
-	}
+	return matched{publish: true, req: req}
+}
 
+// reasonRepeated marks the kept copy of a callback whose outcome the
+// payment already has.
+const reasonRepeated = "repeated"
+
+// complete publishes the stk.completed of a matched callback.
+func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Requested, cb Callback) (int, Answer) {
 	h.crossCheck(log, req.Payment, cb)
 	ev := events.Completed{
 		Payment:           req.Payment,
@@ -247,7 +320,7 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, id string, cb 
 	if ack.Duplicate {
 		// Another copy of this callback (or another source) won the race
 		// inside the duplicate window.
-		if _, err := h.alreadyCompleted(ctx, log, id, cb); err != nil {
+		if _, err := h.completedState(ctx, log, req.TrackingID, cb); err != nil {
 			log.Warn("publish was a duplicate; the stored outcome could not be read", "err", err)
 		}
 		return http.StatusOK, accepted
@@ -257,36 +330,46 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, id string, cb 
 	return http.StatusOK, accepted
 }
 
-// alreadyCompleted reports whether the payment has its stk.completed, and
-// logs how it compares with this callback.
-func (h *handler) alreadyCompleted(ctx context.Context, log *slog.Logger, id string, cb Callback) (bool, error) {
+// completedState is whether the payment already has its stk.completed, and
+// how it compares with this callback, which it logs.
+type completedState int
+
+const (
+	stateNone       completedState = iota // no outcome yet
+	stateRepeated                         // the same outcome is stored
+	stateConflict                         // another outcome is stored
+	stateUnreadable                       // an outcome is stored that cannot be read
+)
+
+func (h *handler) completedState(ctx context.Context, log *slog.Logger, id string, cb Callback) (completedState, error) {
 	prev, err := lastEvent[events.Completed](ctx, h.stream, events.TypeCompleted, id)
 	switch {
 	case errors.Is(err, errNotFound):
-		return false, nil
+		return stateNone, nil
 	case errors.Is(err, events.ErrMalformed):
 		// The stream has a final outcome even if this copy cannot read it;
 		// a second one would only add to the confusion.
 		log.Error("stored stk.completed is unreadable; callback not published",
 			append(outcomeAttrs(cb), "err", err)...)
-		return true, nil
+		return stateUnreadable, nil
 	case err != nil:
 		log.Error("look up stk.completed", "err", err)
-		return false, err
+		return stateNone, err
 	}
 	if prev.ResultCode == cb.ResultCode && prev.Receipt == receiptOf(cb) {
 		log.Info("repeated callback: the outcome is already stored", "stored_source", prev.Source)
-		return true, nil
+		return stateRepeated, nil
 	}
 	// Money may be at stake (a success after a stored failure, or the
-	// reverse): this line is what an operator reconciles from.
+	// reverse): this line, and the kept copy, are what an operator
+	// reconciles from.
 	log.Error("callback conflicts with the stored outcome; callback not published",
 		append([]any{
 			"stored_source", prev.Source,
 			"stored_result_code", prev.ResultCode,
 			"stored_receipt", prev.Receipt,
 		}, outcomeAttrs(cb)...)...)
-	return true, nil
+	return stateConflict, nil
 }
 
 // outcomeAttrs is what an operator needs to reconcile a callback that was not

@@ -29,7 +29,6 @@ const (
 	bodyAccepted    = `{"ResultCode":0,"ResultDesc":"Accepted"}` + "\n"
 	bodyUnknownID   = `{"ResultCode":1,"ResultDesc":"Rejected: unknown tracking id"}` + "\n"
 	bodyTooLarge    = `{"ResultCode":1,"ResultDesc":"Rejected: body too large"}` + "\n"
-	bodyOtherPush   = `{"ResultCode":1,"ResultDesc":"Rejected: CheckoutRequestID does not match the push"}` + "\n"
 	bodyUnavailable = `{"ResultCode":1,"ResultDesc":"Unavailable: try again later"}` + "\n"
 	bodyInternal    = `{"ResultCode":1,"ResultDesc":"Internal error"}` + "\n"
 )
@@ -52,6 +51,9 @@ type testEnv struct {
 func newEnv(t *testing.T, timeout time.Duration) *testEnv {
 	t.Helper()
 	ns := natstest.Start(t)
+	if _, err := events.EnsureCallbackStream(context.Background(), ns.JS, 1); err != nil {
+		t.Fatal(err)
+	}
 	logs := &lockedBuffer{}
 	h, err := NewHandler(Options{
 		JS:      ns.JS,
@@ -281,8 +283,8 @@ func TestCallbackFixtures(t *testing.T) {
 	}
 }
 
-// TestCallbackRefused: what is not taken gets its exact answer and publishes
-// nothing.
+// TestCallbackRefused: what is not applied gets its exact answer and
+// publishes nothing (TestCallbackKept checks that each is kept).
 func TestCallbackRefused(t *testing.T) {
 	e := newEnv(t, 0)
 	known := uuid.NewString()
@@ -304,8 +306,9 @@ func TestCallbackRefused(t *testing.T) {
 		wantBody string
 		wantLog  string
 	}{
-		{"unknown tracking id", uuid.NewString(), success, 404, bodyUnknownID, `"msg":"callback for an unknown tracking id"`},
-		{"unknown tracking id logs the masked phone", uuid.NewString(), success, 404, bodyUnknownID, `"phone":"2547****5678"`},
+		// Kept for inspection, so taken: the same answer as for a known id.
+		{"unknown tracking id", uuid.NewString(), success, 200, bodyAccepted, `"msg":"callback for an unknown tracking id"`},
+		{"unknown tracking id logs the masked phone", uuid.NewString(), success, 200, bodyAccepted, `"phone":"2547****5678"`},
 		{"not a UUID", "not-a-uuid", success, 404, bodyUnknownID, `"tracking_id":"not-a-uuid"`},
 		{"UUID without dashes", strings.ReplaceAll(known, "-", ""), success, 404, bodyUnknownID, `"msg":"callback for a malformed tracking id"`},
 		{"UUID in braces", "%7B" + known + "%7D", success, 404, bodyUnknownID, `"msg":"callback for a malformed tracking id"`},
@@ -319,7 +322,7 @@ func TestCallbackRefused(t *testing.T) {
 			`{"ResultCode":1,"ResultDesc":"Rejected: amount not whole"}` + "\n", `"reason":"amount not whole"`},
 		{"no CheckoutRequestID", known, `{"Body":{"stkCallback":{"ResultCode":1032}}}`, 400,
 			`{"ResultCode":1,"ResultDesc":"Rejected: missing CheckoutRequestID"}` + "\n", `"reason":"missing CheckoutRequestID"`},
-		{"callback for another push", otherPushID, success, 400, bodyOtherPush, `"dispatched_checkout_request_id":"ws_CO_ANOTHER_PUSH"`},
+		{"callback for another push", otherPushID, success, 200, bodyAccepted, `"dispatched_checkout_request_id":"ws_CO_ANOTHER_PUSH"`},
 		{"unreadable stored request", brokenID, success, 500, bodyInternal, `"msg":"stored stk.requested is unreadable"`},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,13 @@
 // sends to the CallBackURL) and turns each into an stk.completed event. It
 // holds the parser of the callback body, the HTTP handler and the service's
 // Run.
+//
+// Safaricom sends a callback once and never again, so every callback is kept
+// raw in the STK_CALLBACKS stream before anything else is done with it: on
+// stkcb.received.<tracking_id> when it names a payment stkgate knows, on
+// stkcb.unmatched.<reason> otherwise (see events.Unmatched*). Only once that
+// copy is stored is its stk.completed published; if it cannot be stored the
+// answer is 503 and nothing is published.
 package callback
 
 import (

@@ -22,15 +22,17 @@ import (
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second
-	writeTimeout      = 15 * time.Second
-	idleTimeout       = 60 * time.Second
+	// writeTimeout outlasts a callback's three NATS steps (look up, keep,
+	// publish), each bounded by DefaultTimeout.
+	writeTimeout = 25 * time.Second
+	idleTimeout  = 60 * time.Second
 	// shutdownTimeout lets in-flight callbacks finish their publish.
-	shutdownTimeout = 20 * time.Second
+	shutdownTimeout = 25 * time.Second
 )
 
-// Run connects to NATS, makes sure the STK stream exists, and serves
-// callbacks on cfg.Addr until ctx is cancelled; then it stops accepting,
-// lets the callbacks in flight finish and returns nil.
+// Run connects to NATS, makes sure the STK and STK_CALLBACKS streams exist,
+// and serves callbacks on cfg.Addr until ctx is cancelled; then it stops
+// accepting, lets the callbacks in flight finish and returns nil.
 //
 // A zero Addr or StreamReplicas takes its default, so that the dev stack can
 // compose Run with a Config literal.
@@ -122,7 +124,8 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// ensureStream creates or updates the STK stream, retrying while NATS is
+// ensureStream creates or updates the STK and STK_CALLBACKS streams, and
+// returns STK, retrying while NATS is
 // unreachable, until ctx is done. JetStream refusing the stream (too many
 // replicas for the cluster, say) is final: no wait mends configuration.
 func ensureStream(ctx context.Context, log *slog.Logger, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
@@ -133,12 +136,15 @@ func ensureStream(ctx context.Context, log *slog.Logger, js jetstream.JetStream,
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		s, err := events.EnsureStream(actx, js, replicas)
+		if err == nil {
+			_, err = events.EnsureCallbackStream(actx, js, replicas)
+		}
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) {
 			return nil, backoff.Permanent(err)
 		}
 		return s, err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
-		log.Warn("STK stream not ready; retrying", "err", err, "in", wait)
+		log.Warn("streams not ready; retrying", "err", err, "in", wait)
 	})
 }

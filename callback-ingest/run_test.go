@@ -123,6 +123,14 @@ func TestRun(t *testing.T) {
 	if _, err := ns.Stream.GetLastMsgForSubject(ctx, events.Subject(events.TypeCompleted, id)); err != nil {
 		t.Errorf("no stk.completed: %v", err)
 	}
+	// Run made STK_CALLBACKS, and the callback is kept there.
+	cbs, err := ns.JS.Stream(ctx, events.CallbackStreamName)
+	if err != nil {
+		t.Fatalf("STK_CALLBACKS: %v", err)
+	}
+	if _, err := cbs.GetLastMsgForSubject(ctx, events.CallbackSubjectReceived(id)); err != nil {
+		t.Errorf("callback not kept: %v", err)
+	}
 
 	cancel()
 	select {

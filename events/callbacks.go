@@ -1,0 +1,89 @@
+package events
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The stream where callback-ingest keeps every callback it receives, raw,
+// before it does anything else with it: Safaricom never sends a callback
+// twice, so this copy is the only one there will ever be. Its subjects are
+// outside stk.>, whose every message the projector decodes as an event.
+const (
+	CallbackStreamName = "STK_CALLBACKS"
+	CallbackSubjectAll = "stkcb.>"
+)
+
+// CallbackSubjectReceived is where a callback for a known payment is kept:
+// stkcb.received.<tracking_id>.
+func CallbackSubjectReceived(trackingID string) string { return "stkcb.received." + trackingID }
+
+// CallbackSubjectUnmatched is where a callback that cannot be (or was not)
+// applied to a payment is kept, for inspection: stkcb.unmatched.<reason>.
+func CallbackSubjectUnmatched(reason string) string { return "stkcb.unmatched." + reason }
+
+// Why a callback was kept as unmatched: the last token of its subject, and
+// its CallbackHeaderReason.
+const (
+	// UnmatchedBadPath: the URL names no tracking id (the bare callback
+	// path, a malformed id, extra path segments).
+	UnmatchedBadPath = "bad_path"
+	// UnmatchedUnparseable: the body is not a callback stkgate can read.
+	UnmatchedUnparseable = "unparseable"
+	// UnmatchedUnknownID: no stk.requested for the tracking id.
+	UnmatchedUnknownID = "unknown_id"
+	// UnmatchedOtherPush: the CheckoutRequestID is not the one Daraja gave
+	// for the payment's push.
+	UnmatchedOtherPush = "other_push"
+	// UnmatchedConflict: the payment already has another final outcome.
+	UnmatchedConflict = "conflict"
+	// UnmatchedUnverified: what the stream knows of the payment could not
+	// be read (NATS trouble, an unreadable stored event), so the callback
+	// was kept but not applied.
+	UnmatchedUnverified = "unverified"
+)
+
+// Headers of a kept callback; the body is the callback's, byte for byte.
+const (
+	CallbackHeaderID           = "Stkgate-Callback-Id" // unique per delivery; also in callback-ingest's logs
+	CallbackHeaderReceivedAt   = "Stkgate-Received-At" // RFC 3339, UTC, nanoseconds
+	CallbackHeaderRemoteAddr   = "Stkgate-Remote-Addr" // the TCP peer
+	CallbackHeaderForwardedFor = "Stkgate-Forwarded-For"
+	CallbackHeaderMethod       = "Stkgate-Method"
+	CallbackHeaderPath         = "Stkgate-Path" // the request URI as received
+	CallbackHeaderContentType  = "Stkgate-Content-Type"
+	CallbackHeaderShortcode    = "Stkgate-Business-Shortcode" // Daraja's BusinessShortCode header
+	CallbackHeaderTrackingID   = "Stkgate-Tracking-Id"        // when the path names a well-formed one
+	CallbackHeaderReason       = "Stkgate-Reason"             // an Unmatched* reason, or "repeated"
+	CallbackHeaderDetail       = "Stkgate-Detail"             // e.g. why the body is unparseable
+)
+
+// CallbackRetention is how long a kept callback stays: long enough to settle
+// any dispute about a payment.
+const CallbackRetention = 90 * 24 * time.Hour
+
+// CallbackStreamConfig is the STK_CALLBACKS stream. Every delivery is worth
+// keeping, a repeated one included, so its duplicate window only absorbs a
+// retried publish of the same delivery.
+func CallbackStreamConfig(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        CallbackStreamName,
+		Description: "stkgate: every STK callback as received, raw",
+		Subjects:    []string{CallbackSubjectAll},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    atLeastOne(replicas),
+		Duplicates:  2 * time.Minute,
+		MaxAge:      CallbackRetention,
+		Discard:     jetstream.DiscardOld,
+		AllowDirect: true,
+	}
+}
+
+// EnsureCallbackStream creates the STK_CALLBACKS stream or brings it up to
+// date, leaving a matching one alone (see EnsureStream).
+func EnsureCallbackStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+	return ensureStreamConfig(ctx, js, CallbackStreamConfig(replicas))
+}
