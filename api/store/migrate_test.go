@@ -21,7 +21,7 @@ func TestMigrateConcurrent(t *testing.T) {
 	}
 	defer db.Close()
 	// pgtest migrated it; start from nothing.
-	db.MustExec("DROP TABLE stk_pushes, stkgate_schema_migrations")
+	db.MustExec("DROP TABLE stk_pushes, idempotency_keys, stkgate_schema_migrations")
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -49,8 +49,8 @@ func TestMigrateConcurrent(t *testing.T) {
 	if err := db.Get(&applied, "SELECT count(*) FROM stkgate_schema_migrations WHERE version_id > 0"); err != nil {
 		t.Fatal(err)
 	}
-	if applied != 1 {
-		t.Errorf("%d migrations recorded, want 1", applied)
+	if applied != 2 {
+		t.Errorf("%d migrations recorded, want 2", applied)
 	}
 	if err := store.New(db).Ping(ctx); err != nil {
 		t.Fatal(err)
