@@ -49,8 +49,8 @@ type ClientToken struct {
 
 // Config is everything the api needs. ConfigFromEnv fills it from the
 // environment; the dev stack and tests may build it directly, and a zero
-// Addr, StreamReplicas, DispatchMode, SyncTimeout or StartTimeout takes its
-// default.
+// Addr, StreamReplicas, DispatchMode, SyncTimeout, IdempotencyTTL or
+// StartTimeout takes its default.
 type Config struct {
 	// Addr is where the API listens (API_ADDR).
 	Addr string
@@ -68,6 +68,9 @@ type Config struct {
 	// SyncTimeout is how long sync mode waits for Daraja's answer before
 	// answering as async does (SYNC_TIMEOUT).
 	SyncTimeout time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key of POST /api/stk-push
+	// is kept from its first use (IDEMPOTENCY_TTL).
+	IdempotencyTTL time.Duration
 	// StartTimeout bounds start-up (database, migrations, stream), retried
 	// until then. Not read from the environment.
 	StartTimeout time.Duration
@@ -76,8 +79,8 @@ type Config struct {
 }
 
 // ConfigFromEnv reads API_ADDR (default :8080), API_TOKENS, DATABASE_URL and
-// NATS_URL (required), NATS_STREAM_REPLICAS (1), DISPATCH_MODE (async) and
-// SYNC_TIMEOUT (30s). It names every setting that is missing or malformed,
+// NATS_URL (required), NATS_STREAM_REPLICAS (1), DISPATCH_MODE (async),
+// SYNC_TIMEOUT (30s) and IDEMPOTENCY_TTL (24h). It names every setting that is missing or malformed,
 // and never repeats a token in its errors.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c := Config{
@@ -86,6 +89,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		NATSURL:      strings.TrimSpace(getenv("NATS_URL")),
 		DispatchMode: DefaultDispatchMode,
 		SyncTimeout:  DefaultSyncTimeout,
+
+		IdempotencyTTL: DefaultIdempotencyTTL,
 	}
 	var errs []error
 	if v := strings.TrimSpace(getenv("API_ADDR")); v != "" {
@@ -114,6 +119,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("SYNC_TIMEOUT: %q is not a duration such as 30s", v))
 		} else {
 			c.SyncTimeout = d
+		}
+	}
+	if v := strings.TrimSpace(getenv("IDEMPOTENCY_TTL")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("IDEMPOTENCY_TTL: %q is not a duration such as 24h", v))
+		} else {
+			c.IdempotencyTTL = d
 		}
 	}
 	errs = append(errs, c.check()...)
@@ -149,6 +162,9 @@ func (c Config) check() []error {
 	if c.SyncTimeout <= 0 || c.SyncTimeout > MaxSyncTimeout {
 		errs = append(errs, fmt.Errorf("SYNC_TIMEOUT: %s is not above 0 and at most %s", c.SyncTimeout, MaxSyncTimeout))
 	}
+	if c.IdempotencyTTL < MinIdempotencyTTL || c.IdempotencyTTL > MaxIdempotencyTTL {
+		errs = append(errs, fmt.Errorf("IDEMPOTENCY_TTL: %s is not from %s to %s", c.IdempotencyTTL, MinIdempotencyTTL, MaxIdempotencyTTL))
+	}
 	return errs
 }
 
@@ -165,6 +181,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SyncTimeout == 0 {
 		c.SyncTimeout = DefaultSyncTimeout
+	}
+	if c.IdempotencyTTL == 0 {
+		c.IdempotencyTTL = DefaultIdempotencyTTL
 	}
 	if c.StartTimeout <= 0 {
 		c.StartTimeout = DefaultStartTimeout
@@ -269,6 +288,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.String("dispatch_mode", string(c.DispatchMode)),
 		slog.Duration("sync_timeout", c.SyncTimeout),
+		slog.Duration("idempotency_ttl", c.IdempotencyTTL),
 	)
 }
 

@@ -39,6 +39,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 		StreamReplicas: 1,
 		DispatchMode:   ModeAsync,
 		SyncTimeout:    30 * time.Second,
+		IdempotencyTTL: 24 * time.Hour,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -53,6 +54,7 @@ func TestConfigFromEnvSettings(t *testing.T) {
 	e["NATS_STREAM_REPLICAS"] = "3"
 	e["DISPATCH_MODE"] = "SYNC"
 	e["SYNC_TIMEOUT"] = "2500ms"
+	e["IDEMPOTENCY_TTL"] = "48h"
 	got, err := ConfigFromEnv(env(e))
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +71,7 @@ func TestConfigFromEnvSettings(t *testing.T) {
 		StreamReplicas: 3,
 		DispatchMode:   ModeSync,
 		SyncTimeout:    2500 * time.Millisecond,
+		IdempotencyTTL: 48 * time.Hour,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -101,6 +104,9 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		{"sync timeout zero", map[string]string{"SYNC_TIMEOUT": "0s"}, []string{"SYNC_TIMEOUT: 0s"}},
 		{"sync timeout negative", map[string]string{"SYNC_TIMEOUT": "-1s"}, []string{"SYNC_TIMEOUT: -1s"}},
 		{"sync timeout too long", map[string]string{"SYNC_TIMEOUT": "1h"}, []string{"SYNC_TIMEOUT: 1h0m0s"}},
+		{"idempotency TTL not a duration", map[string]string{"IDEMPOTENCY_TTL": "1d"}, []string{`IDEMPOTENCY_TTL: "1d"`}},
+		{"idempotency TTL too short", map[string]string{"IDEMPOTENCY_TTL": "30s"}, []string{"IDEMPOTENCY_TTL: 30s is not from 1m0s"}},
+		{"idempotency TTL too long", map[string]string{"IDEMPOTENCY_TTL": "1000h"}, []string{"IDEMPOTENCY_TTL: 1000h0m0s"}},
 		{"addr", map[string]string{"API_ADDR": "8080"}, []string{`API_ADDR: "8080"`}},
 		{"addr port", map[string]string{"API_ADDR": ":http-alt"}, []string{`API_ADDR: ":http-alt" has no valid port`}},
 		{"everything at once", map[string]string{"API_TOKENS": "", "DATABASE_URL": "", "NATS_URL": ""},

@@ -4,8 +4,12 @@
 //   - POST /api/stk-push validates a client's request, publishes
 //     stk.requested and answers once JetStream has acked it (202), or, in
 //     sync mode, once Daraja has answered the push (200 with the record);
+//     an optional Idempotency-Key, claimed in Postgres before the publish,
+//     makes a retried request answer with the first one's tracking id
+//     instead of prompting the customer again;
 //   - GET /api/stk-push/:tracking_id answers from the Postgres read model
-//     (package store), which the projector keeps;
+//     (package store), which the projector keeps, and from the STK stream
+//     for a request accepted but not projected yet;
 //   - GET /healthz and /readyz are for the orchestrator.
 //
 // Every /api request carries X-API-Token; the client it belongs to scopes

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -70,12 +70,19 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock of RequestedAt and the envelopes; nil means time.Now.
 	Now func() time.Time
+	// IdempotencyTTL is how long an Idempotency-Key is kept from its first
+	// use; 0 means DefaultIdempotencyTTL.
+	IdempotencyTTL time.Duration
+	// IdempotencyLease is how long a claimed key keeps other requests with
+	// it out before one may take it over; 0 means DefaultIdempotencyLease.
+	IdempotencyLease time.Duration
 }
 
 // Handler is the api's HTTP handler: /api/stk-push, /healthz and /readyz.
 type Handler struct {
 	e              *echo.Echo
 	conn           *nats.Conn
+	js             jetstream.JetStream
 	pub            *events.Publisher
 	store          *store.Store
 	tokens         *tokenSet
@@ -84,6 +91,11 @@ type Handler struct {
 	publishTimeout time.Duration
 	log            *slog.Logger
 	now            func() time.Time
+	idemTTL        time.Duration
+	idemLease      time.Duration
+	// streamHandle is the STK stream, looked up on first use.
+	streamMu     sync.Mutex
+	streamHandle jetstream.Stream
 	// stopped ends every sync wait: they answer 202 at once.
 	stopped     context.Context
 	stopWaiting context.CancelFunc
@@ -102,6 +114,7 @@ func NewHandler(o Options) (*Handler, error) {
 	}
 	h := &Handler{
 		conn:           o.Conn,
+		js:             o.JS,
 		store:          o.Store,
 		tokens:         newTokenSet(o.Tokens),
 		mode:           o.DispatchMode,
@@ -109,6 +122,8 @@ func NewHandler(o Options) (*Handler, error) {
 		publishTimeout: o.PublishTimeout,
 		log:            o.Logger,
 		now:            o.Now,
+		idemTTL:        o.IdempotencyTTL,
+		idemLease:      o.IdempotencyLease,
 	}
 	switch h.mode {
 	case "":
@@ -128,6 +143,12 @@ func NewHandler(o Options) (*Handler, error) {
 	}
 	if h.now == nil {
 		h.now = time.Now
+	}
+	if h.idemTTL <= 0 {
+		h.idemTTL = DefaultIdempotencyTTL
+	}
+	if h.idemLease <= 0 {
+		h.idemLease = DefaultIdempotencyLease
 	}
 	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
 	h.stopped, h.stopWaiting = context.WithCancel(context.Background())
@@ -210,11 +231,14 @@ func (h *Handler) handleError(err error, c echo.Context) {
 		status, body.Message = http.StatusUnauthorized, MsgUnauthenticated
 	case errors.Is(err, errNotFound):
 		status, body.Message = http.StatusNotFound, MsgNotFound
+	case errors.Is(err, errKeyBusy):
+		status, body.Message = http.StatusConflict, MsgKeyBusy
+		retryAfter(c.Response().Header(), busyRetryAfterSeconds)
 	case errors.As(err, &reqErr):
 		status, body.Message, body.Errors = reqErr.Status, reqErr.Message, reqErr.Fields
 	case errors.As(err, &unavail):
 		status, body.Message = http.StatusServiceUnavailable, unavail.message
-		c.Response().Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+		retryAfter(c.Response().Header(), RetryAfterSeconds)
 		logLevel = slog.LevelWarn
 	case errors.As(err, &echoErr) && echoErr.Code < 500:
 		status = echoErr.Code
@@ -359,10 +383,16 @@ type recordBody struct {
 
 // create is POST /api/stk-push: validate, publish stk.requested and wait
 // for JetStream's ack, then answer 202 (or, in sync mode, the record once
-// Daraja answered).
+// Daraja answered). With an Idempotency-Key, the key is claimed first and a
+// request that repeats an accepted one is answered from it (see
+// idempotency.go).
 func (h *Handler) create(c echo.Context) error {
 	start := time.Now()
 	client := clientOf(c)
+	key, err := idempotencyKeyOf(c.Request().Header)
+	if err != nil {
+		return err
+	}
 	body, err := readBody(c)
 	if err != nil {
 		return err
@@ -376,12 +406,92 @@ func (h *Handler) create(c echo.Context) error {
 		return fmt.Errorf("new tracking id: %w", err)
 	}
 	id := uid.String()
-	c.Set(ctxTrackingID, id)
+	if key == "" {
+		c.Set(ctxTrackingID, id)
+		return h.accept(c, client, id, req, start, nil)
+	}
+
+	id, held, takenOver, err := h.claimKey(c.Request().Context(), client, key, req, id)
+	if id != "" {
+		c.Set(ctxTrackingID, id)
+	}
+	if err != nil {
+		return err
+	}
+	if held == nil {
+		return h.replay(c, client, id)
+	}
+	if takenOver {
+		// The api that held the key died or did not learn whether its
+		// publish was stored. Beyond JetStream's duplicate window a second
+		// publish would be stored again, so look first.
+		stored, err := h.requestedStored(c.Request().Context(), id)
+		if err != nil {
+			h.settleKey(c, client, id, held, err)
+			return &unavailableError{message: MsgUnconfirmed, cause: err}
+		}
+		h.log.Info("idempotency key taken over", "tracking_id", id, "client", client, "already_stored", stored)
+		if stored {
+			h.settleKey(c, client, id, held, nil)
+			return h.replay(c, client, id)
+		}
+	}
+	return h.accept(c, client, id, req, start, held)
+}
+
+// requestedStored reports whether stk.requested of id is in the stream.
+func (h *Handler) requestedStored(ctx context.Context, id string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
+	defer cancel()
+	s, err := h.stkStream(ctx)
+	if err != nil {
+		return false, err
+	}
+	_, err = s.GetLastMsgForSubject(ctx, events.Subject(events.TypeRequested, id))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("look up stk.requested: %w", err)
+}
+
+// replay answers a request whose Idempotency-Key stands for an accepted
+// request: 202 with its tracking id, or in sync mode its record as 200 once
+// Daraja has answered it (as the first request would have been answered),
+// without waiting again.
+func (h *Handler) replay(c echo.Context, client, id string) error {
+	c.Response().Header().Set(ReplayedHeader, "true")
+	if h.mode == ModeSync {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
+		defer cancel()
+		rec, err := h.currentRecord(ctx, client, id)
+		switch {
+		case err == nil && rec.Stage >= store.StageDispatched:
+			return c.JSON(http.StatusOK, recordBody{Success: true, Data: ViewOf(rec)})
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			h.log.Warn("sync mode: cannot read the record of a replayed request; answering as async",
+				"tracking_id", id, "error", err)
+		}
+	}
+	h.log.Info("stk push replayed for its idempotency key", "tracking_id", id, "client", client)
+	c.Response().Header().Set(echo.HeaderLocation, RecordPath+id)
+	return c.JSON(http.StatusAccepted, acceptedBody{Success: true, TrackingID: id, Message: MsgAccepted})
+}
+
+// accept publishes stk.requested of id and answers. held is the request's
+// idempotency key claim, nil without a key: it is completed, released or
+// left for a retry according to the publish's outcome.
+func (h *Handler) accept(c echo.Context, client, id string, req Request, start time.Time, held *heldKey) error {
 	log := h.log.With("tracking_id", id, "client", client)
 
 	// In sync mode, listen before publishing, so that no answer can come
 	// before the subscription.
-	var wait *syncWait
+	var (
+		wait *syncWait
+		err  error
+	)
 	if h.mode == ModeSync {
 		wait, err = h.listen(id)
 		if err != nil {
@@ -407,18 +517,28 @@ func (h *Handler) create(c echo.Context) error {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), h.publishTimeout)
 	ack, err := h.publish(pctx, ev)
 	cancel()
+	if held != nil {
+		h.settleKey(c, client, id, held, err)
+	}
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		msg := MsgUnavailable
+		if !publishNotStored(err) {
 			// The request may have reached JetStream with its ack lost;
 			// the Nats-Msg-Id keeps it from being stored twice, but it may
-			// be stored once although the client was told 503.
-			log.Error("publish stk.requested timed out; it may still have been stored",
-				"phone", events.MaskPhone(req.Phone), "amount", req.Amount, "error", err)
+			// be stored once although the client is told 503. With an
+			// Idempotency-Key the claim keeps the tracking id, and a retry
+			// publishes the same one again.
+			log.Error("publish stk.requested has an unknown outcome; it may still have been stored",
+				"phone", events.MaskPhone(req.Phone), "amount", req.Amount, "idempotency_key", held != nil, "error", err)
+			if held != nil {
+				msg = MsgUnconfirmed
+			}
 		}
-		return &unavailableError{message: MsgUnavailable, cause: fmt.Errorf("publish stk.requested: %w", err)}
+		return &unavailableError{message: msg, cause: fmt.Errorf("publish stk.requested: %w", err)}
 	}
 	log.Info("stk push accepted", "phone", events.MaskPhone(req.Phone), "amount", req.Amount,
-		"reference_len", len(req.Reference), "stream_seq", ack.Sequence, "mode", string(h.mode))
+		"reference_len", len(req.Reference), "stream_seq", ack.Sequence, "duplicate", ack.Duplicate,
+		"mode", string(h.mode), "idempotency_key", held != nil)
 
 	if wait != nil {
 		rec, ok := h.await(c.Request().Context(), wait, client, id, start.Add(h.syncTimeout))
@@ -445,7 +565,8 @@ func (h *Handler) publish(ctx context.Context, ev events.Event) (*jetstream.PubA
 	}
 }
 
-// get is GET /api/stk-push/:tracking_id: the client's own record.
+// get is GET /api/stk-push/:tracking_id: the client's own record, from the
+// read model or, while it is not projected yet, from the stream.
 func (h *Handler) get(c echo.Context) error {
 	id := c.Param("tracking_id")
 	if _, err := uuid.Parse(id); err == nil {
@@ -453,12 +574,12 @@ func (h *Handler) get(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
 	defer cancel()
-	rec, err := h.store.Get(ctx, clientOf(c), id)
+	rec, err := h.currentRecord(ctx, clientOf(c), id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return errNotFound
 	case err != nil:
-		return &unavailableError{message: MsgReadUnavailable, cause: err}
+		return err
 	}
 	return c.JSON(http.StatusOK, recordBody{Success: true, Data: ViewOf(rec)})
 }

@@ -93,6 +93,8 @@ func Run(ctx context.Context, cfg Config) error {
 		DispatchMode: cfg.DispatchMode,
 		SyncTimeout:  cfg.SyncTimeout,
 		Logger:       log,
+
+		IdempotencyTTL: cfg.IdempotencyTTL,
 	})
 	if err != nil {
 		return err
@@ -118,6 +120,10 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve: %w", err)
 		}
+		return nil
+	})
+	g.Go(func() error {
+		purgeKeys(gctx, h.store, log)
 		return nil
 	})
 	g.Go(func() error {
@@ -191,4 +197,45 @@ func retryStart[T any](ctx context.Context, log *slog.Logger, what string, f fun
 		return v, fmt.Errorf("%s: %w", what, err)
 	}
 	return v, nil
+}
+
+// How expired idempotency keys are purged: every instance does it, which is
+// harmless (SKIP LOCKED), in batches so that no statement holds locks long.
+const (
+	purgeInterval = 10 * time.Minute
+	purgeBatch    = 1000
+)
+
+// purgeKeys deletes expired idempotency keys now and every purgeInterval
+// until ctx ends. Expired keys are also ignored and replaced on use, so a
+// purge that fails costs only disk space.
+func purgeKeys(ctx context.Context, s *store.Store, log *slog.Logger) {
+	t := time.NewTicker(purgeInterval)
+	defer t.Stop()
+	for {
+		var total int64
+		for ctx.Err() == nil {
+			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			n, err := s.PurgeExpiredKeys(actx, purgeBatch)
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Warn("purge expired idempotency keys", "error", err)
+				}
+				break
+			}
+			total += n
+			if n < purgeBatch {
+				break
+			}
+		}
+		if total > 0 {
+			log.Info("expired idempotency keys purged", "count", total)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

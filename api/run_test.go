@@ -137,9 +137,11 @@ func TestRun(t *testing.T) {
 	}
 
 	// The read model is the one Run migrated; until the projector writes
-	// the row, the id is unknown.
-	if resp, body := call(t, http.MethodGet, base+RecordPath+id, acmeToken, ""); resp.StatusCode != http.StatusNotFound {
+	// the row, the record is answered from the stream, without an id.
+	if resp, body := call(t, http.MethodGet, base+RecordPath+id, acmeToken, ""); resp.StatusCode != http.StatusOK {
 		t.Errorf("GET before projection = %d %v", resp.StatusCode, body)
+	} else if data, _ := body["data"].(map[string]any); data["id"] != float64(0) || data["status_label"] != "Pending" {
+		t.Errorf("GET before projection = %v", body)
 	}
 	db, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
