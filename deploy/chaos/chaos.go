@@ -1,0 +1,652 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "github.com/lib/pq" // the "postgres" driver
+
+	"github.com/stkgate/stkgate/api/store/pgserver"
+	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events"
+)
+
+// Options of a run.
+type Options struct {
+	Root        string        // the repository (holds go.work)
+	N           int           // requests to post
+	Clients     int           // concurrent clients
+	Rate        float64       // requests per second, all clients together
+	Kills       int           // kill -9s of each killed process
+	PGStop      time.Duration // how long Postgres is stopped (once); 0: never
+	Down        time.Duration // longest time a killed process stays down
+	Settle      time.Duration // deadline for quiescence after the load
+	Seed        uint64
+	SimDelay    time.Duration     // the fake's callback delay
+	Replays     int               // delivered callbacks sent again to test idempotency
+	ExtraEnv    map[string]string // passed to every service, over the defaults
+	Out         io.Writer         // progress and the report
+	KeepWorkDir bool
+}
+
+// killed are the processes the chaos loop kills, in a fixed order so that
+// a seed reproduces a run.
+var killed = []string{"api", "dispatcher", "callback-ingest", "projector", "nats-server"}
+
+// answer is what one POST got.
+type answer struct {
+	phone      string
+	status     int    // 0: no HTTP answer
+	trackingID string // of a 2xx
+	err        string
+	getStatus  int // status of the GET right after a 2xx; 0: none
+}
+
+// Run does one run and reports its figures. The error is for a run that
+// could not be carried out; a run that found losses returns a Report whose
+// Failures are not empty.
+func Run(ctx context.Context, o Options) (rep *Report, err error) {
+	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(o.Out, "chaos: "+format+"\n", args...)
+	}
+	logf("seed %d, %d requests, %d clients at %.0f/s, %d kills of each of %s, Postgres stopped %s once",
+		o.Seed, o.N, o.Clients, o.Rate, o.Kills, strings.Join(killed, ", "), o.PGStop)
+
+	// Postgres runs as user postgres when we are root: the directory must
+	// be one it can enter, which t.TempDir is not.
+	work, err := os.MkdirTemp("", "stkgate-chaos-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(work, 0o755); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if o.KeepWorkDir || err != nil || (rep != nil && len(rep.Failures) > 0) {
+			logf("logs and data kept in %s", work)
+			return
+		}
+		_ = os.RemoveAll(work)
+	}()
+	logs := filepath.Join(work, "logs")
+	bin := filepath.Join(work, "bin")
+	for _, d := range []string{logs, bin} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := build(ctx, o.Root, bin, logf); err != nil {
+		return nil, err
+	}
+
+	// Postgres.
+	pgDir := filepath.Join(work, "pg")
+	if err := os.MkdirAll(pgDir, 0o755); err != nil {
+		return nil, err
+	}
+	pgLog, err := os.Create(filepath.Join(logs, "postgres.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer pgLog.Close()
+	pgOpts := pgserver.Options{DataDir: filepath.Join(pgDir, "data"), NoSync: true,
+		Logf: func(f string, a ...any) { fmt.Fprintf(pgLog, f+"\n", a...) }}
+	pg, err := pgserver.Start(ctx, pgOpts)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	var pgMu sync.Mutex
+	defer func() {
+		pgMu.Lock()
+		_ = pg.Stop()
+		pgMu.Unlock()
+	}()
+	pgOpts.Port = pg.Port()
+	dbURL := pg.URL("postgres")
+
+	// Ports, fixed for the run so that restarts come back where clients
+	// and Daraja look for them.
+	var natsPort, apiPort, cbPort int
+	for _, p := range []*int{&natsPort, &apiPort, &cbPort} {
+		if *p, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+	apiURL := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	cbBase := fmt.Sprintf("http://127.0.0.1:%d", cbPort)
+
+	openLog := func(name string) (*lockedWriter, error) {
+		f, err := os.Create(filepath.Join(logs, name+".log"))
+		if err != nil {
+			return nil, err
+		}
+		return &lockedWriter{f: f}, nil
+	}
+
+	// The fake Daraja: never killed, it is the outside world.
+	simLog, err := openLog("daraja-sim")
+	if err != nil {
+		return nil, err
+	}
+	defer simLog.f.Close()
+	simURL, controlURL, stopSim, err := startSim(ctx, filepath.Join(bin, "daraja-sim"), o.SimDelay, simLog)
+	if err != nil {
+		return nil, err
+	}
+	defer stopSim()
+
+	const token = "chaos-token"
+	env := map[string]string{
+		"PATH":                   os.Getenv("PATH"),
+		"HOME":                   os.Getenv("HOME"),
+		"LOG_FORMAT":             "json",
+		"API_ADDR":               fmt.Sprintf("127.0.0.1:%d", apiPort),
+		"API_TOKENS":             "chaos:" + token,
+		"CALLBACK_ADDR":          fmt.Sprintf("127.0.0.1:%d", cbPort),
+		"CALLBACK_BASE_URL":      cbBase,
+		"DATABASE_URL":           dbURL,
+		"NATS_URL":               natsURL,
+		"NATS_STREAM_REPLICAS":   "1",
+		"DARAJA_BASE_URL":        simURL,
+		"DARAJA_CONSUMER_KEY":    darajatest.DefaultConsumerKey,
+		"DARAJA_CONSUMER_SECRET": darajatest.DefaultConsumerSecret,
+		"DISPATCH_RETRY_MAX":     "30s",
+		"RECONCILE_AFTER":        "5s",
+	}
+	for k, v := range o.ExtraEnv {
+		env[k] = v
+	}
+	var envList []string
+	for k, v := range env {
+		envList = append(envList, k+"="+v)
+	}
+	sort.Strings(envList)
+
+	procs := map[string]*proc{}
+	add := func(name string, args []string, ready func(context.Context) error) error {
+		w, err := openLog(name)
+		if err != nil {
+			return err
+		}
+		procs[name] = &proc{name: name, path: filepath.Join(bin, name), args: args, env: envList, log: w, ready: ready}
+		return nil
+	}
+	if err := add("nats-server", []string{"-js", "-a", "127.0.0.1", "-p", fmt.Sprint(natsPort),
+		"-sd", filepath.Join(work, "nats"), "-n", "chaos"}, tcpReady(fmt.Sprintf("127.0.0.1:%d", natsPort))); err != nil {
+		return nil, err
+	}
+	if err := add("api", nil, httpReady(apiURL+"/readyz")); err != nil {
+		return nil, err
+	}
+	if err := add("projector", nil, nil); err != nil {
+		return nil, err
+	}
+	if err := add("dispatcher", nil, nil); err != nil {
+		return nil, err
+	}
+	if err := add("callback-ingest", nil, httpReady(cbBase+"/readyz")); err != nil {
+		return nil, err
+	}
+	order := []string{"nats-server", "projector", "api", "dispatcher", "callback-ingest"}
+	defer func() {
+		for i := len(order) - 1; i >= 0; i-- {
+			procs[order[i]].stop(10 * time.Second)
+			procs[order[i]].log.(*lockedWriter).f.Close()
+		}
+	}()
+	for _, name := range order {
+		p := procs[name]
+		if err := p.start(); err != nil {
+			return nil, err
+		}
+		if err := p.waitReady(ctx); err != nil {
+			return nil, fmt.Errorf("first start: %w (see %s)", err, filepath.Join(logs, name+".log"))
+		}
+	}
+	logf("stack up: api %s, callbacks %s, nats %s, daraja-sim %s, logs in %s", apiURL, cbBase, natsURL, simURL, logs)
+
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+
+	// The chaos plan: every kill and the Postgres stop, shuffled, at
+	// random moments of the load's expected length (an event whose moment
+	// has passed while the one before it ran comes at once).
+	var plan []string
+	for range o.Kills {
+		plan = append(plan, killed...)
+	}
+	if o.PGStop > 0 {
+		plan = append(plan, "postgres")
+	}
+	rng.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
+	loadLen := time.Duration(float64(o.N) / o.Rate * float64(time.Second))
+	at := make([]time.Duration, len(plan))
+	downs := make([]time.Duration, len(plan))
+	for i := range plan {
+		at[i] = loadLen/20 + time.Duration(rng.Int64N(int64(loadLen*17/20)+1))
+		downs[i] = time.Duration(rng.Int64N(int64(o.Down) + 1))
+	}
+	sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
+
+	start := time.Now()
+	loadDone := make(chan struct{})
+	var answers []answer
+	go func() {
+		defer close(loadDone)
+		answers = load(ctx, o, apiURL, token)
+	}()
+
+	var pgStops int
+	var chaosErrs []string
+	for i, what := range plan {
+		sleep(ctx, time.Until(start.Add(at[i])))
+		if ctx.Err() != nil {
+			break
+		}
+		at := time.Since(start).Round(time.Millisecond)
+		if what == "postgres" {
+			logf("%s: stopping Postgres for %s", at, o.PGStop)
+			pgMu.Lock()
+			err := pg.Stop()
+			if err == nil {
+				sleep(ctx, o.PGStop)
+				pg, err = pgserver.Start(ctx, pgOpts)
+			}
+			pgMu.Unlock()
+			if err != nil {
+				return nil, fmt.Errorf("postgres stop/start: %w", err)
+			}
+			pgStops++
+			continue
+		}
+		logf("%s: kill -9 %s, down %s", at, what, downs[i].Round(time.Millisecond))
+		if err := procs[what].kill9(ctx, downs[i]); err != nil {
+			chaosErrs = append(chaosErrs, err.Error())
+			logf("%s did not come back: %v", what, err)
+		}
+	}
+	<-loadDone
+	loadTook := time.Since(start)
+	logf("load and chaos done in %s", loadTook.Round(time.Millisecond))
+
+	accepted := map[string]answer{}
+	for _, a := range answers {
+		if a.trackingID != "" {
+			accepted[a.trackingID] = a
+		}
+	}
+
+	// Quiescence: every accepted id final, or the deadline.
+	deadline := time.Now().Add(o.Settle)
+	var rows map[string]row
+	for {
+		rows, err = readRows(ctx, db)
+		if err == nil {
+			n := 0
+			for id := range accepted {
+				if r, ok := rows[id]; ok && r.status == 1 {
+					n++
+				}
+			}
+			if n == len(accepted) {
+				break
+			}
+			if time.Now().After(deadline) {
+				logf("settle deadline: %d of %d accepted are final", n, len(accepted))
+				break
+			}
+		} else if time.Now().After(deadline) {
+			return nil, fmt.Errorf("read Postgres: %w", err)
+		}
+		sleep(ctx, time.Second)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	settleTook := time.Since(start) - loadTook
+	// Give a late (double) push or callback a moment to show itself.
+	sleep(ctx, o.SimDelay+2*time.Second)
+
+	rec, err := recordings(ctx, controlURL)
+	if err != nil {
+		return nil, err
+	}
+	if rows, err = readRows(ctx, db); err != nil {
+		return nil, err
+	}
+	replayed, changed, err := replayCallbacks(ctx, db, rec, rows, o.Replays, rng)
+	if err != nil {
+		return nil, err
+	}
+
+	rep = analyse(o, answers, rows, rec)
+	rep.Seed = o.Seed
+	rep.LoadTook, rep.SettleTook = loadTook, settleTook
+	rep.Replayed, rep.ReplayChanged = replayed, changed
+	rep.PGStops = pgStops
+	rep.ChaosErrors = chaosErrs
+	for _, name := range killed {
+		p := procs[name]
+		p.mu.Lock()
+		rep.Procs = append(rep.Procs, procFigures{Name: name, Kills: p.kills, Survived: p.survived, SelfExits: p.selfExits, Running: p.done != nil})
+		p.mu.Unlock()
+		rep.Procs[len(rep.Procs)-1].Running = p.running()
+	}
+	rep.judge()
+	return rep, nil
+}
+
+// build compiles every service, the fake and nats-server into bin. The
+// nats-server is built from within the events module so that its pinned
+// version is the one used.
+func build(ctx context.Context, root, bin string, logf func(string, ...any)) error {
+	targets := []struct{ dir, pkg, out string }{
+		{"api", "./cmd/api", "api"},
+		{"api", "./cmd/projector", "projector"},
+		{"dispatcher", "./cmd/dispatcher", "dispatcher"},
+		{"callback-ingest", "./cmd/callback-ingest", "callback-ingest"},
+		{"deploy", "./cmd/daraja-sim", "daraja-sim"},
+		{"events", "github.com/nats-io/nats-server/v2", "nats-server"},
+	}
+	t0 := time.Now()
+	for _, t := range targets {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		cmd := exec.CommandContext(cctx, "go", "build", "-o", filepath.Join(bin, t.out), t.pkg)
+		cmd.Dir = filepath.Join(root, t.dir)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("go build %s in %s: %w\n%s", t.pkg, t.dir, err, out)
+		}
+	}
+	logf("built %d binaries in %s", len(targets), time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// startSim starts the fake Daraja and reads its address line.
+func startSim(ctx context.Context, path string, delay time.Duration, log io.Writer) (url, control string, stop func(), err error) {
+	cmd := exec.Command(path, "-callback-delay", delay.String())
+	cmd.Env = []string{"LOG_FORMAT=json"}
+	cmd.Stderr = log
+	cmd.SysProcAttr = sysProcAttr()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", "", nil, fmt.Errorf("daraja-sim: %w", err)
+	}
+	stop = func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	line := make(chan string, 1)
+	go func() {
+		b := make([]byte, 512)
+		n, _ := stdout.Read(b)
+		line <- string(b[:n])
+		_, _ = io.Copy(log, stdout)
+	}()
+	select {
+	case l := <-line:
+		for _, f := range strings.Fields(l) {
+			if v, ok := strings.CutPrefix(f, "url="); ok {
+				url = v
+			}
+			if v, ok := strings.CutPrefix(f, "control="); ok {
+				control = v
+			}
+		}
+		if url == "" || control == "" {
+			stop()
+			return "", "", nil, fmt.Errorf("daraja-sim said %q", l)
+		}
+		return url, control, stop, nil
+	case <-time.After(30 * time.Second):
+		stop()
+		return "", "", nil, errors.New("daraja-sim did not start in 30s")
+	case <-ctx.Done():
+		stop()
+		return "", "", nil, ctx.Err()
+	}
+}
+
+// phoneFor gives request i a phone of its own. One in ten ends in a suffix
+// that makes the fake choose a failure outcome; the others pay.
+func phoneFor(i int) string {
+	suffixes := []string{"1032", "0001", "1037", "1019", "2001"}
+	last := fmt.Sprintf("%04d", 5000+i%1000)
+	if i%10 == 9 {
+		last = suffixes[(i/10)%len(suffixes)]
+	}
+	return fmt.Sprintf("2547%04d%s", i%10000, last)
+}
+
+// load posts o.N requests at o.Rate from o.Clients clients, each once: a
+// retry without an idempotency key would be a second payment, which is
+// not what this run measures. After each 2xx it GETs the id once.
+func load(ctx context.Context, o Options, apiURL, token string) []answer {
+	answers := make([]answer, o.N)
+	client := &http.Client{Timeout: 10 * time.Second}
+	tick := time.NewTicker(time.Duration(float64(time.Second) / o.Rate))
+	defer tick.Stop()
+	var next atomic.Int64
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range o.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				answers[i] = post(ctx, client, apiURL, token, i)
+			}
+		}()
+	}
+	for ctx.Err() == nil {
+		i := int(next.Add(1) - 1)
+		if i >= o.N {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+		select {
+		case work <- i:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	return answers
+}
+
+func post(ctx context.Context, client *http.Client, apiURL, token string, i int) answer {
+	a := answer{phone: phoneFor(i)}
+	body, _ := json.Marshal(map[string]any{
+		"phone": a.phone, "amount": 1 + i%500, "reference": fmt.Sprintf("CH%d", i), "tag": "chaos",
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, apiURL+"/api/stk-push", bytes.NewReader(body))
+	if err != nil {
+		a.err = err.Error()
+		return a
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-API-Token", token)
+	resp, err := client.Do(req)
+	if err != nil {
+		a.err = err.Error()
+		return a
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	a.status = resp.StatusCode
+	if resp.StatusCode/100 != 2 {
+		return a
+	}
+	var ok struct {
+		TrackingID string `json:"tracking_id"`
+		Data       struct {
+			TrackingID string `json:"tracking_id"`
+		} `json:"data"`
+	}
+	_ = json.Unmarshal(b, &ok)
+	a.trackingID = ok.TrackingID
+	if a.trackingID == "" {
+		a.trackingID = ok.Data.TrackingID
+	}
+	if a.trackingID == "" {
+		a.err = "2xx without a tracking id: " + string(b)
+		return a
+	}
+	greq, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/api/stk-push/"+a.trackingID, nil)
+	if err == nil {
+		greq.Header.Set("X-API-Token", token)
+		if gresp, err := client.Do(greq); err == nil {
+			_, _ = io.Copy(io.Discard, gresp.Body)
+			gresp.Body.Close()
+			a.getStatus = gresp.StatusCode
+		}
+	}
+	return a
+}
+
+// row is a record of the read model.
+type row struct {
+	status       int
+	responseCode string
+	source       string
+	receipt      string
+	updatedAt    time.Time
+}
+
+func readRows(ctx context.Context, db *sql.DB) (map[string]row, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rs, err := db.QueryContext(ctx, `SELECT tracking_id::text, status, coalesce(response_code, ''),
+		coalesce(source, ''), coalesce(transaction_code, ''), updated_at FROM stk_pushes`)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	out := map[string]row{}
+	for rs.Next() {
+		var id string
+		var r row
+		if err := rs.Scan(&id, &r.status, &r.responseCode, &r.source, &r.receipt, &r.updatedAt); err != nil {
+			return nil, err
+		}
+		out[id] = r
+	}
+	return out, rs.Err()
+}
+
+// simRecordings is the body of daraja-sim's GET /recordings.
+type simRecordings struct {
+	Pushes    []darajatest.Push             `json:"pushes"`
+	Queries   []darajatest.Query            `json:"queries"`
+	Callbacks []darajatest.CallbackDelivery `json:"callbacks"`
+}
+
+func recordings(ctx context.Context, controlURL string) (simRecordings, error) {
+	var rec simRecordings
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, controlURL+"/recordings", nil)
+	if err != nil {
+		return rec, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return rec, fmt.Errorf("daraja-sim recordings: %w", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&rec); err != nil {
+		return rec, fmt.Errorf("daraja-sim recordings: %w", err)
+	}
+	return rec, nil
+}
+
+// trackingIDOf is the tracking id a CallBackURL names.
+func trackingIDOf(callbackURL string) string {
+	i := strings.LastIndex(callbackURL, events.CallbackPath)
+	if i < 0 {
+		return ""
+	}
+	return callbackURL[i+len(events.CallbackPath):]
+}
+
+// replayCallbacks sends up to n delivered callbacks again, as a Daraja
+// that repeats itself would, and counts the records that changed.
+func replayCallbacks(ctx context.Context, db *sql.DB, rec simRecordings, rows map[string]row, n int, rng *rand.Rand) (replayed, changed int, err error) {
+	var delivered []darajatest.CallbackDelivery
+	for _, c := range rec.Callbacks {
+		if c.StatusCode == http.StatusOK {
+			delivered = append(delivered, c)
+		}
+	}
+	rng.Shuffle(len(delivered), func(i, j int) { delivered[i], delivered[j] = delivered[j], delivered[i] })
+	if len(delivered) > n {
+		delivered = delivered[:n]
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, c := range delivered {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(c.Body))
+		if err != nil {
+			return replayed, 0, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return replayed, 0, fmt.Errorf("replay callback: %w", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		replayed++
+	}
+	if replayed == 0 {
+		return 0, 0, nil
+	}
+	// The projector applies what callback-ingest published within moments;
+	// a change, if any, shows by then.
+	sleep(ctx, 3*time.Second)
+	after, err := readRows(ctx, db)
+	if err != nil {
+		return replayed, 0, err
+	}
+	for _, c := range delivered {
+		id := trackingIDOf(c.URL)
+		if before, ok := rows[id]; ok && before != after[id] {
+			changed++
+		}
+	}
+	return replayed, changed, nil
+}

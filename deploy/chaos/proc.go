@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// proc is one supervised child process: started again after a kill -9 by
+// the chaos loop, and after an exit of its own (as an orchestrator would),
+// at most maxSelfRestarts times.
+type proc struct {
+	name string
+	path string
+	args []string
+	env  []string
+	log  io.Writer
+	// ready reports whether a fresh instance serves; nil means "still
+	// running after stableFor".
+	ready func(ctx context.Context) error
+
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	done      chan struct{} // closed when cmd has exited
+	killing   bool          // the chaos loop is killing and restarting it
+	stopped   bool          // the run is over: no more restarts
+	kills     int
+	survived  int // kills after which a new instance came back ready
+	selfExits int // exits nobody asked for
+	startErrs int
+}
+
+const (
+	maxSelfRestarts = 30
+	selfRestartWait = time.Second
+	stableFor       = 2 * time.Second
+	readyTimeout    = 45 * time.Second
+)
+
+func (p *proc) start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.startLocked()
+}
+
+func (p *proc) startLocked() error {
+	cmd := exec.Command(p.path, p.args...)
+	cmd.Env = p.env
+	cmd.Stdout = p.log
+	cmd.Stderr = p.log
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		p.startErrs++
+		return fmt.Errorf("start %s: %w", p.name, err)
+	}
+	fmt.Fprintf(p.log, "=== chaos: started %s pid %d at %s\n", p.name, cmd.Process.Pid, time.Now().UTC().Format(time.RFC3339Nano))
+	done := make(chan struct{})
+	p.cmd, p.done = cmd, done
+	go p.watch(cmd, done)
+	return nil
+}
+
+// watch waits for cmd to exit and restarts it when nobody asked for the
+// exit.
+func (p *proc) watch(cmd *exec.Cmd, done chan struct{}) {
+	err := cmd.Wait()
+	close(done)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.killing || p.stopped || p.cmd != cmd {
+		return
+	}
+	p.selfExits++
+	fmt.Fprintf(p.log, "=== chaos: %s exited by itself (%v); restarting in %s\n", p.name, err, selfRestartWait)
+	if p.selfExits > maxSelfRestarts {
+		fmt.Fprintf(p.log, "=== chaos: %s exited %d times; giving up on it\n", p.name, p.selfExits)
+		return
+	}
+	go func() {
+		time.Sleep(selfRestartWait)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.stopped || p.killing || p.cmd != cmd {
+			return
+		}
+		_ = p.startLocked()
+	}()
+}
+
+// kill9 sends SIGKILL, waits for the exit, stays down for down, starts a
+// new instance and waits (bounded) until it is ready.
+func (p *proc) kill9(ctx context.Context, down time.Duration) error {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return errors.New("stopped")
+	}
+	p.killing = true
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.killing = false
+		p.mu.Unlock()
+	}()
+
+	if cmd != nil {
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("%s did not die after SIGKILL", p.name)
+		}
+	}
+	p.mu.Lock()
+	p.kills++
+	p.mu.Unlock()
+	fmt.Fprintf(p.log, "=== chaos: kill -9 %s at %s; down for %s\n", p.name, time.Now().UTC().Format(time.RFC3339Nano), down)
+	sleep(ctx, down)
+	if err := p.start(); err != nil {
+		return err
+	}
+	if err := p.waitReady(ctx); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.survived++
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *proc) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	if p.ready == nil {
+		p.mu.Lock()
+		done := p.done
+		p.mu.Unlock()
+		select {
+		case <-done:
+			return fmt.Errorf("%s exited within %s of its start", p.name, stableFor)
+		case <-time.After(stableFor):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	var last error
+	for {
+		if last = p.ready(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after %s: %w", p.name, readyTimeout, last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// stop ends the process for good: SIGTERM, then SIGKILL after grace.
+func (p *proc) stop(grace time.Duration) {
+	p.mu.Lock()
+	p.stopped = true
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+	}
+}
+
+// running says whether the current instance has not exited.
+func (p *proc) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func httpReady(url string) func(context.Context) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s answered %d", url, resp.StatusCode)
+		}
+		return nil
+	}
+}
+
+func tcpReady(addr string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		d := net.Dialer{Timeout: 2 * time.Second}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+}
+
+// freePort asks the kernel for a free loopback port. Another process may
+// take it before the child binds it; the run then fails at start-up, loudly.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// lockedWriter serialises writes of several restarts into one log file.
+type lockedWriter struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.f.Write(b)
+}

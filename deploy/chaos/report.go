@@ -1,0 +1,213 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Report holds a run's figures. Failures lists every broken guarantee;
+// a run passed when it is empty.
+type Report struct {
+	Seed                 uint64
+	Requests             int
+	Accepted             int            // 2xx with a tracking id
+	Refused503           int            // 503: the api said it could not make the request durable
+	OtherStatus          map[int]int    // other HTTP answers, by status
+	NoAnswer             int            // transport errors and timeouts: outcome unknown to the client
+	Final                int            // accepted and status 1 in Postgres
+	Lost                 int            // accepted and not final after the settle deadline
+	LostIDs              []string       // the first few
+	NotFoundAfterAccept  int            // GET right after a 2xx answered 404
+	Pushes               int            // push requests the fake received
+	AcceptedPushes       int            // pushes Daraja accepted (prompts shown)
+	DoublePushes         int            // tracking ids with more than one accepted push
+	DoublePushIDs        []string       // the first few, with counts
+	Pushed503            int            // requests answered 503 whose phone was prompted
+	PushedUnaccounted    int            // accepted pushes for no request of this run
+	CallbacksSent        int            // callbacks the fake tried to deliver
+	CallbacksDelivered   int            // of those, answered 200
+	CallbacksUnreflected int            // delivered (200) but the record's response_code differs
+	UnreflectedIDs       []string       // the first few
+	OutcomeMismatches    int            // final record whose code differs from its single accepted push's outcome
+	Queries              int            // STK queries the fake answered
+	FinalBySource        map[string]int // who decided the outcome of the accepted requests
+	Replayed             int            // delivered callbacks sent again
+	ReplayChanged        int            // records a repeated callback changed
+	PGStops              int
+	Procs                []procFigures
+	ChaosErrors          []string
+	LoadTook, SettleTook time.Duration
+	Failures             []string
+}
+
+type procFigures struct {
+	Name      string
+	Kills     int
+	Survived  int
+	SelfExits int
+	Running   bool
+}
+
+func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings) *Report {
+	r := &Report{Requests: len(answers), OtherStatus: map[int]int{}, FinalBySource: map[string]int{}}
+
+	refusedPhones := map[string]bool{}
+	knownPhones := map[string]bool{}
+	for _, a := range answers {
+		knownPhones[a.phone] = true
+		switch {
+		case a.trackingID != "":
+			r.Accepted++
+			if a.getStatus == http.StatusNotFound {
+				r.NotFoundAfterAccept++
+			}
+			row, ok := rows[a.trackingID]
+			if ok && row.status == 1 {
+				r.Final++
+				r.FinalBySource[row.source]++
+			} else {
+				r.Lost++
+				if len(r.LostIDs) < 10 {
+					state := "no record"
+					if ok {
+						state = "pending"
+					}
+					r.LostIDs = append(r.LostIDs, a.trackingID+" ("+state+")")
+				}
+			}
+		case a.status == http.StatusServiceUnavailable:
+			r.Refused503++
+			refusedPhones[a.phone] = true
+		case a.status != 0:
+			r.OtherStatus[a.status]++
+		default:
+			r.NoAnswer++
+		}
+	}
+
+	byID := map[string][]string{} // tracking id → result codes of its accepted pushes
+	r.Pushes = len(rec.Pushes)
+	for _, p := range rec.Pushes {
+		if !p.Accepted {
+			continue
+		}
+		r.AcceptedPushes++
+		if refusedPhones[p.Body.PhoneNumber] {
+			r.Pushed503++
+		}
+		if !knownPhones[p.Body.PhoneNumber] {
+			r.PushedUnaccounted++
+		}
+		id := trackingIDOf(p.Body.CallBackURL)
+		byID[id] = append(byID[id], p.ResultCode)
+	}
+	var doubles []string
+	for id, codes := range byID {
+		if len(codes) > 1 {
+			r.DoublePushes++
+			doubles = append(doubles, fmt.Sprintf("%s (%d pushes)", id, len(codes)))
+		}
+	}
+	sort.Strings(doubles)
+	if len(doubles) > 10 {
+		doubles = doubles[:10]
+	}
+	r.DoublePushIDs = doubles
+
+	r.CallbacksSent = len(rec.Callbacks)
+	for _, c := range rec.Callbacks {
+		if c.StatusCode != http.StatusOK {
+			continue
+		}
+		r.CallbacksDelivered++
+		id := trackingIDOf(c.URL)
+		if row, ok := rows[id]; !ok || row.status != 1 || row.responseCode != c.ResultCode {
+			r.CallbacksUnreflected++
+			if len(r.UnreflectedIDs) < 10 {
+				got := "no record"
+				if ok {
+					got = fmt.Sprintf("status %d code %q", row.status, row.responseCode)
+				}
+				r.UnreflectedIDs = append(r.UnreflectedIDs, fmt.Sprintf("%s: callback %q, record %s", id, c.ResultCode, got))
+			}
+		}
+	}
+	for id, codes := range byID {
+		if row, ok := rows[id]; ok && row.status == 1 && len(codes) == 1 && row.responseCode != codes[0] {
+			r.OutcomeMismatches++
+		}
+	}
+	r.Queries = len(rec.Queries)
+	return r
+}
+
+// judge lists the broken guarantees of issue 3.
+func (r *Report) judge() {
+	fail := func(format string, args ...any) { r.Failures = append(r.Failures, fmt.Sprintf(format, args...)) }
+	if r.Lost > 0 {
+		fail("%d accepted requests never reached a final state (lost): %s", r.Lost, strings.Join(r.LostIDs, ", "))
+	}
+	if r.DoublePushes > 0 {
+		fail("%d tracking ids were pushed more than once: %s", r.DoublePushes, strings.Join(r.DoublePushIDs, ", "))
+	}
+	if r.Pushed503 > 0 {
+		fail("%d requests answered 503 were pushed anyway", r.Pushed503)
+	}
+	if r.CallbacksUnreflected > 0 {
+		fail("%d callbacks answered 200 are not reflected in their record: %s", r.CallbacksUnreflected, strings.Join(r.UnreflectedIDs, "; "))
+	}
+	if r.ReplayChanged > 0 {
+		fail("%d records changed when a delivered callback was sent again", r.ReplayChanged)
+	}
+	if r.Accepted == 0 {
+		fail("no request was accepted: the run measured nothing")
+	}
+	for _, p := range r.Procs {
+		if p.Survived < p.Kills || !p.Running {
+			fail("%s survived %d of %d kills (running at the end: %v)", p.Name, p.Survived, p.Kills, p.Running)
+		}
+	}
+	for _, e := range r.ChaosErrors {
+		fail("chaos: %s", e)
+	}
+}
+
+// Print writes the figures.
+func (r *Report) Print(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	p("=== stkgate chaos run, seed %d", r.Seed)
+	p("requests posted             %d (load %s, settle %s)", r.Requests, r.LoadTook.Round(time.Second), r.SettleTook.Round(time.Second))
+	p("  accepted (2xx)            %d", r.Accepted)
+	p("  503                       %d", r.Refused503)
+	p("  no answer (conn error)    %d", r.NoAnswer)
+	if len(r.OtherStatus) > 0 {
+		p("  other statuses            %v", r.OtherStatus)
+	}
+	p("final (status 1)            %d   by source %v", r.Final, r.FinalBySource)
+	p("LOST (accepted, not final)  %d", r.Lost)
+	p("404 right after 2xx         %d", r.NotFoundAfterAccept)
+	p("pushes received / accepted  %d / %d", r.Pushes, r.AcceptedPushes)
+	p("DOUBLE PUSHES (ids)         %d", r.DoublePushes)
+	p("pushes for 503'd requests   %d", r.Pushed503)
+	p("callbacks sent / 200        %d / %d", r.CallbacksSent, r.CallbacksDelivered)
+	p("  200 but not reflected     %d", r.CallbacksUnreflected)
+	p("  replayed / changed record %d / %d", r.Replayed, r.ReplayChanged)
+	p("outcome != pushed outcome   %d", r.OutcomeMismatches)
+	p("STK queries                 %d", r.Queries)
+	p("Postgres stops              %d", r.PGStops)
+	for _, f := range r.Procs {
+		p("kills survived %-16s %d/%d (exits of its own: %d)", f.Name, f.Survived, f.Kills, f.SelfExits)
+	}
+	if len(r.Failures) == 0 {
+		p("RESULT: PASS")
+		return
+	}
+	p("RESULT: FAIL")
+	for _, f := range r.Failures {
+		p("  - %s", f)
+	}
+}
