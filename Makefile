@@ -12,7 +12,7 @@ FUZZTIME  ?= 30s
 CMDS := api/cmd/api api/cmd/projector dispatcher/cmd/dispatcher \
         callback-ingest/cmd/callback-ingest deploy/cmd/stkgate-dev
 
-.PHONY: all run test test-short build lint vet fmt bench fuzz clean tidy
+.PHONY: all run test test-short build lint vet fmt bench fuzz clean tidy chaos
 
 all: lint test build
 
@@ -26,6 +26,11 @@ test:
 	  echo "== $$m"; \
 	  (cd $$m && $(GO) test -race -count=1 -timeout 8m ./...) || exit 1; \
 	done
+
+## chaos: the fault test of issue 3 (real binaries, kill -9s, Postgres stopped); CHAOS_FLAGS adds flags, e.g. -seed 42
+CHAOS_N ?= 2000
+chaos:
+	cd deploy && $(GO) run ./chaos -n $(CHAOS_N) $(CHAOS_FLAGS)
 
 ## build: one binary per service into bin/
 build:
