@@ -3,6 +3,7 @@ module github.com/stkgate/stkgate/deploy
 go 1.26.8
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/lib/pq v1.12.3
 	github.com/stkgate/stkgate/api v0.0.0-00010101000000-000000000000
 	github.com/stkgate/stkgate/callback-ingest v0.0.0-00010101000000-000000000000

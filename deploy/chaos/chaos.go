@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -138,7 +139,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		if err != nil {
 			return nil, err
 		}
-		return &lockedWriter{f: f}, nil
+		return &lockedWriter{w: f}, nil
 	}
 
 	// The fake Daraja: never killed, it is the outside world.
@@ -146,7 +147,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer simLog.f.Close()
+	defer simLog.Close()
 	simURL, controlURL, stopSim, err := startSim(ctx, filepath.Join(bin, "daraja-sim"), o.SimDelay, simLog)
 	if err != nil {
 		return nil, err
@@ -209,7 +210,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	defer func() {
 		for i := len(order) - 1; i >= 0; i-- {
 			procs[order[i]].stop(10 * time.Second)
-			procs[order[i]].log.(*lockedWriter).f.Close()
+			_ = procs[order[i]].log.(*lockedWriter).Close()
 		}
 	}()
 	for _, name := range order {
@@ -360,7 +361,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 // build compiles every service, the fake and nats-server into bin. The
 // nats-server is built from within the events module so that its pinned
 // version is the one used.
-func build(ctx context.Context, root, bin string, logf func(string, ...any)) error {
+// Naming outputs builds only those.
+func build(ctx context.Context, root, bin string, logf func(string, ...any), only ...string) error {
 	targets := []struct{ dir, pkg, out string }{
 		{"api", "./cmd/api", "api"},
 		{"api", "./cmd/projector", "projector"},
@@ -370,7 +372,12 @@ func build(ctx context.Context, root, bin string, logf func(string, ...any)) err
 		{"events", "github.com/nats-io/nats-server/v2", "nats-server"},
 	}
 	t0 := time.Now()
+	built := 0
 	for _, t := range targets {
+		if len(only) > 0 && !slices.Contains(only, t.out) {
+			continue
+		}
+		built++
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		cmd := exec.CommandContext(cctx, "go", "build", "-o", filepath.Join(bin, t.out), t.pkg)
 		cmd.Dir = filepath.Join(root, t.dir)
@@ -380,7 +387,7 @@ func build(ctx context.Context, root, bin string, logf func(string, ...any)) err
 			return fmt.Errorf("go build %s in %s: %w\n%s", t.pkg, t.dir, err, out)
 		}
 	}
-	logf("built %d binaries in %s", len(targets), time.Since(t0).Round(time.Millisecond))
+	logf("built %d binaries in %s", built, time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 

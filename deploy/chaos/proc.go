@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -249,14 +248,21 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// lockedWriter serialises writes of several restarts into one log file.
+// lockedWriter serialises writes of several restarts into one log.
 type lockedWriter struct {
 	mu sync.Mutex
-	f  *os.File
+	w  io.Writer
 }
 
 func (w *lockedWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.f.Write(b)
+	return w.w.Write(b)
+}
+
+func (w *lockedWriter) Close() error {
+	if c, ok := w.w.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
 }

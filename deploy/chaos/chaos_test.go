@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/stkgate/stkgate/dispatcher/daraja"
+	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events"
+)
+
+// TestChaosSmall is the small version of make chaos: 150 requests, one
+// kill -9 of every service and of nats-server, Postgres stopped once, and
+// the same guarantees asserted as the full run.
+//
+// It is gated behind STKGATE_CHAOS=1 because the system on main does not
+// hold the guarantees yet (issue 3): with no reconciler wired into the
+// dispatcher, a push whose callback arrives while callback-ingest is down
+// is never finished, so accepted requests are lost (a run with seed 1 lost
+// 10 of 115). Enable it by default, in make test, once a run passes:
+// the gate is the only thing to remove; the assertions are not to be
+// weakened.
+func TestChaosSmall(t *testing.T) {
+	if os.Getenv("STKGATE_CHAOS") != "1" {
+		t.Skip("set STKGATE_CHAOS=1: the guarantees of issue 3 do not hold on main yet (see the comment)")
+	}
+	if testing.Short() {
+		t.Skip("starts the whole system as processes")
+	}
+	root, err := findRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	o := Options{
+		Root: root, N: 150, Clients: 6, Rate: 10, Kills: 1,
+		PGStop: 2 * time.Second, Down: time.Second, Settle: 45 * time.Second,
+		Seed: uint64(time.Now().UnixNano()), SimDelay: 500 * time.Millisecond, Replays: 20,
+		ExtraEnv: map[string]string{}, Out: &out,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, o)
+	if err != nil {
+		t.Fatalf("run (seed %d): %v\n%s", o.Seed, err, out.String())
+	}
+	rep.Print(&out)
+	t.Log("\n" + out.String())
+	for _, f := range rep.Failures {
+		t.Errorf("seed %d: %s", o.Seed, f)
+	}
+}
+
+const id1, id2, id3 = "00000000-0000-7000-8000-000000000001", "00000000-0000-7000-8000-000000000002", "00000000-0000-7000-8000-000000000003"
+
+func push(phone, id, code string, accepted bool) darajatest.Push {
+	return darajatest.Push{Accepted: accepted, ResultCode: code,
+		Body: darajatest.PushBody{PhoneNumber: phone, CallBackURL: events.CallbackURL("http://127.0.0.1:1", id)}}
+}
+
+func delivered(id, code string, status int) darajatest.CallbackDelivery {
+	return darajatest.CallbackDelivery{URL: events.CallbackURL("http://127.0.0.1:1", id), ResultCode: code, StatusCode: status}
+}
+
+// TestAnalyse pins what the checker counts, so that a PASS means what it
+// says: every failure kind is detected, and a clean run has none.
+func TestAnalyse(t *testing.T) {
+	a1 := answer{phone: "254700000001", status: 202, trackingID: id1}
+	a2 := answer{phone: "254700000002", status: 202, trackingID: id2}
+	refused := answer{phone: "254700000003", status: 503}
+	unknown := answer{phone: "254700000004", err: "connection reset"}
+	final := func(code, source string) row { return row{status: 1, responseCode: code, source: source} }
+
+	tests := []struct {
+		name    string
+		answers []answer
+		rows    map[string]row
+		rec     simRecordings
+		want    map[string]int
+		fails   []string // substrings, one per failure, in order
+	}{{
+		name:    "clean",
+		answers: []answer{a1, a2, refused, unknown},
+		rows:    map[string]row{id1: final("0", "callback"), id2: final("1032", "query")},
+		rec: simRecordings{
+			Pushes:    []darajatest.Push{push(a1.phone, id1, "0", true), push(a2.phone, id2, "1032", true), push(unknown.phone, id3, "0", true)},
+			Callbacks: []darajatest.CallbackDelivery{delivered(id1, "0", 200), delivered(id2, "1032", 0)},
+		},
+		want: map[string]int{"accepted": 2, "final": 2, "503": 1, "noanswer": 1, "accepted pushes": 3, "delivered": 1},
+	}, {
+		name:    "lost, double push, 503 pushed, callback not reflected",
+		answers: []answer{a1, a2, refused},
+		rows:    map[string]row{id1: final("1", "callback"), id2: {status: 0}},
+		rec: simRecordings{
+			Pushes: []darajatest.Push{
+				push(a1.phone, id1, "0", true), push(a1.phone, id1, "1", true),
+				push(refused.phone, id3, "0", true),
+				push(a2.phone, id2, "0", false), // refused by Daraja: not a prompt
+			},
+			Callbacks: []darajatest.CallbackDelivery{delivered(id1, "0", 200)},
+		},
+		want:  map[string]int{"accepted": 2, "final": 1, "lost": 1, "503": 1, "accepted pushes": 3, "doubles": 1, "pushed503": 1, "delivered": 1, "unreflected": 1},
+		fails: []string{"1 accepted requests never reached", "1 tracking ids were pushed more than once", "1 requests answered 503 were pushed", "1 callbacks answered 200 are not reflected"},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := analyse(Options{}, tt.answers, tt.rows, tt.rec)
+			r.judge()
+			got := map[string]int{"accepted": r.Accepted, "final": r.Final, "lost": r.Lost, "503": r.Refused503,
+				"noanswer": r.NoAnswer, "accepted pushes": r.AcceptedPushes, "doubles": r.DoublePushes,
+				"pushed503": r.Pushed503, "delivered": r.CallbacksDelivered, "unreflected": r.CallbacksUnreflected}
+			for k, v := range got {
+				if v == 0 && tt.want[k] == 0 {
+					delete(got, k)
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("figures (-want +got):\n%s", diff)
+			}
+			if len(r.Failures) != len(tt.fails) {
+				t.Fatalf("failures = %q, want %d", r.Failures, len(tt.fails))
+			}
+			for i, f := range tt.fails {
+				if !strings.Contains(r.Failures[i], f) {
+					t.Errorf("failure %d = %q, want it to say %q", i, r.Failures[i], f)
+				}
+			}
+		})
+	}
+}
+
+func TestJudgeProcesses(t *testing.T) {
+	r := &Report{Accepted: 1, Procs: []procFigures{
+		{Name: "api", Kills: 2, Survived: 2, Running: true},
+		{Name: "dispatcher", Kills: 2, Survived: 1, Running: true},
+		{Name: "projector", Kills: 1, Survived: 1, Running: false},
+	}}
+	r.judge()
+	want := []string{
+		"dispatcher survived 1 of 2 kills (running at the end: true)",
+		"projector survived 1 of 1 kills (running at the end: false)",
+	}
+	if diff := cmp.Diff(want, r.Failures); diff != "" {
+		t.Errorf("failures (-want +got):\n%s", diff)
+	}
+}
+
+// TestPhones: every request has a phone of its own (so that a push can be
+// traced to its request even without a tracking id), valid for Daraja,
+// and one in ten chooses a failure outcome.
+func TestPhones(t *testing.T) {
+	seen := map[string]bool{}
+	failing := 0
+	for i := range 2000 {
+		p := phoneFor(i)
+		if len(p) != 12 || !strings.HasPrefix(p, "2547") {
+			t.Fatalf("phoneFor(%d) = %q", i, p)
+		}
+		if seen[p] {
+			t.Fatalf("phoneFor(%d) = %q again", i, p)
+		}
+		seen[p] = true
+		if code, _ := darajatest.OutcomeFor(p); code != "0" {
+			failing++
+		}
+	}
+	if failing != 200 {
+		t.Errorf("%d of 2000 phones choose a failure, want 200", failing)
+	}
+}
+
+func TestTrackingIDOf(t *testing.T) {
+	for in, want := range map[string]string{
+		events.CallbackURL("http://127.0.0.1:9/base/", id1): id1,
+		"http://127.0.0.1:9/elsewhere":                      "",
+	} {
+		if got := trackingIDOf(in); got != want {
+			t.Errorf("trackingIDOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-n", "10", "-seed", "7", "-root", "/r", "-env", "A=b=c", "-env", "RECONCILE_AFTER=1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.N != 10 || o.Seed != 7 || o.Root != "/r" {
+		t.Errorf("got N %d seed %d root %q", o.N, o.Seed, o.Root)
+	}
+	if diff := cmp.Diff(map[string]string{"A": "b=c", "RECONCILE_AFTER": "1s"}, o.ExtraEnv); diff != "" {
+		t.Errorf("env (-want +got):\n%s", diff)
+	}
+	for _, bad := range [][]string{{"-n", "0"}, {"-env", "novalue"}, {"-rate", "-1"}} {
+		if _, err := parseFlags(append(bad, "-root", "/r")); err == nil {
+			t.Errorf("parseFlags(%q) accepted", bad)
+		}
+	}
+}
+
+// TestDarajaSim runs the daraja-sim command as a process and checks that
+// its recordings say what the fake was sent and what its callbacks got.
+func TestDarajaSim(t *testing.T) {
+	root, err := findRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "daraja-sim")
+	if err := build(context.Background(), root, filepath.Dir(bin), func(string, ...any) {}, "daraja-sim"); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	hook := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.URL.Path
+	})}
+	ln := listen(t)
+	go func() { _ = hook.Serve(ln) }()
+	defer hook.Close()
+
+	var log bytes.Buffer
+	url, control, stop, err := startSim(context.Background(), bin, 0, &lockedWriter{w: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	sendPush(t, url, events.CallbackURL("http://"+ln.Addr().String(), id1))
+	select {
+	case p := <-got:
+		if p != events.CallbackPath+id1 {
+			t.Errorf("callback to %q", p)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no callback")
+	}
+	var rec simRecordings
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if rec, err = recordings(context.Background(), control); err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.Callbacks) == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(rec.Pushes) != 1 || !rec.Pushes[0].Accepted || trackingIDOf(rec.Pushes[0].Body.CallBackURL) != id1 {
+		t.Errorf("pushes = %+v", rec.Pushes)
+	}
+	if len(rec.Callbacks) != 1 || rec.Callbacks[0].StatusCode != http.StatusOK || rec.Callbacks[0].ResultCode != "0" {
+		t.Errorf("callbacks = %+v", rec.Callbacks)
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// sendPush sends one push through the real Daraja client, as the
+// dispatcher would.
+func sendPush(t *testing.T, baseURL, callbackURL string) {
+	t.Helper()
+	c, err := daraja.New(daraja.Config{BaseURL: baseURL, ConsumerKey: darajatest.DefaultConsumerKey,
+		ConsumerSecret: darajatest.DefaultConsumerSecret, ShortCode: darajatest.DefaultShortCode, PassKey: darajatest.DefaultPassKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Push(ctx, daraja.PushRequest{Phone: "254708375000", Amount: 10, AccountReference: "SIM1", CallbackURL: callbackURL}); err != nil {
+		t.Fatal(err)
+	}
+}
