@@ -150,6 +150,11 @@ func NewHandler(o Options) (*Handler, error) {
 	if h.idemLease <= 0 {
 		h.idemLease = DefaultIdempotencyLease
 	}
+	if h.idemLease <= h.publishTimeout {
+		// A lease that ends while its holder still publishes would let a
+		// retry publish alongside it and answer before it is settled.
+		return nil, fmt.Errorf("api: IdempotencyLease %s must be longer than PublishTimeout %s", h.idemLease, h.publishTimeout)
+	}
 	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
 	h.stopped, h.stopWaiting = context.WithCancel(context.Background())
 

@@ -797,6 +797,10 @@ func TestNewHandlerRefusesIncompleteOptions(t *testing.T) {
 		"no tokens":    func(o *Options) { o.Tokens = nil },
 		"shared token": func(o *Options) { o.Tokens = []ClientToken{{"a", "t"}, {"b", "t"}} },
 		"bad mode":     func(o *Options) { o.DispatchMode = "later" },
+		"lease shorter than a publish": func(o *Options) {
+			o.IdempotencyLease = time.Second
+			o.PublishTimeout = 2 * time.Second
+		},
 	} {
 		o := good
 		tweak(&o)

@@ -136,7 +136,9 @@ func publishNotStored(err error) bool {
 // stands for, the claim when this request must publish (nil when the key's
 // request was accepted before: a replay), or the error to answer with.
 func (h *Handler) claimKey(ctx context.Context, client, key string, req Request, newID string) (string, *heldKey, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	// A client that hangs up mid-claim must not leave the claim's outcome
+	// undecided: it would block the key for a lease.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
 	defer cancel()
 	claim, err := h.store.ClaimKey(ctx, store.ClaimArgs{
 		Client: client, Key: key, RequestHash: requestHash(req), TrackingID: newID,

@@ -286,3 +286,35 @@ func TestRunStartFailures(t *testing.T) {
 		}
 	})
 }
+
+func TestPurgeKeys(t *testing.T) {
+	db := pgtest.New(t)
+	// More than a batch of expired keys, and some that must stay.
+	db.MustExec(`INSERT INTO idempotency_keys (client, key, request_hash, tracking_id, state, holder,
+			lease_until, created_at, updated_at, expires_at)
+		SELECT 'acme', 'k' || i, 'h', gen_random_uuid(), 'done', gen_random_uuid(),
+			now(), now(), now(), now() + CASE WHEN i <= 2500 THEN interval '-1 second' ELSE interval '1 hour' END
+		FROM generate_series(1, 2510) AS i`)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		purgeKeys(ctx, store.New(db), slog.New(slog.DiscardHandler))
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	var left int
+	for time.Now().Before(deadline) {
+		if err := db.Get(&left, `SELECT count(*) FROM idempotency_keys`); err != nil {
+			t.Fatal(err)
+		}
+		if left == 10 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if left != 10 {
+		t.Errorf("%d keys left, want the 10 unexpired", left)
+	}
+}
