@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/stkgate/stkgate/dispatcher/daraja"
+	"github.com/stkgate/stkgate/events"
 )
 
 // Defaults of the settings that have one.
@@ -23,6 +26,8 @@ const (
 	DefaultRetryInitial    = time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultProgressEvery   = 10 * time.Second
+	DefaultPhoneWait       = 3 * time.Second
+	DefaultRecheckDelay    = 5 * time.Second
 
 	// SandboxPassKey is the passkey Safaricom publishes for the sandbox
 	// shortcode 174379; it is no secret.
@@ -36,8 +41,9 @@ const (
 	TransactionBuyGoods = "CustomerBuyGoodsOnline"
 )
 
-// maxConcurrency is the dispatcher consumer's MaxAckPending: more workers
-// than that would never all get a message.
+// maxConcurrency bounds the workers: more than the dispatcher consumer's
+// MaxAckPending would never all get a message, and most of it is kept for
+// requests waiting for their phone.
 const maxConcurrency = 1024
 
 // Config is everything the dispatcher needs. ConfigFromEnv fills it from the
@@ -76,8 +82,25 @@ type Config struct {
 	// progress to JetStream, well inside the consumer's AckWait (default 10s).
 	ProgressInterval time.Duration
 
+	// PhoneLockTTL is how long a phone stays locked after the last push to
+	// it when no stk.completed releases it (default events.PromptLifetime).
+	// It is the STK_PHONES bucket's TTL, set when the bucket is created.
+	PhoneLockTTL time.Duration
+	// RecheckDelay is how long a request waits in JetStream before it is
+	// looked at again when its attempt record or phone lock could not be
+	// read or written, or another instance is on it (default 5s).
+	RecheckDelay time.Duration
+	// PhoneWait is how long a request for a busy phone waits in JetStream
+	// before it looks at the phone again (default 3s).
+	PhoneWait time.Duration
+
 	// Logger receives every log line; nil means slog.Default().
 	Logger *slog.Logger
+
+	// tuneConsumer lets tests shorten the request consumer's AckWait.
+	tuneConsumer func(*jetstream.ConsumerConfig)
+	// maxDeliver is the request consumer's MaxDeliver, read at start-up.
+	maxDeliver int
 }
 
 // ConfigFromEnv reads the configuration through getenv (os.Getenv in main).
@@ -227,6 +250,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = DefaultProgressEvery
+	}
+	if c.PhoneLockTTL <= 0 {
+		c.PhoneLockTTL = events.PromptLifetime
+	}
+	if c.RecheckDelay <= 0 {
+		c.RecheckDelay = DefaultRecheckDelay
+	}
+	if c.PhoneWait <= 0 {
+		c.PhoneWait = DefaultPhoneWait
 	}
 	return c
 }

@@ -48,7 +48,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 		Concurrency:     16,
 		RetryMaxElapsed: 2 * time.Minute,
 	}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(daraja.Config{})); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(daraja.Config{}, Config{})); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
 }
@@ -89,7 +89,7 @@ func TestConfigFromEnvEverySetting(t *testing.T) {
 		Concurrency:     64,
 		RetryMaxElapsed: 90 * time.Second,
 	}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(daraja.Config{})); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(daraja.Config{}, Config{})); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"strings"
 	"sync"
@@ -40,6 +41,11 @@ const (
 	CodeHTTPPrefix  = "http."
 	CodeUnreachable = daraja.CodeUnreachable
 )
+
+// CodePhoneBusy is the result code of a payment given up because another
+// payment's prompts kept its phone busy for as long as JetStream would
+// redeliver the request (events.DispatcherQueueMaxDeliver waits).
+const CodePhoneBusy = "stkgate.phone_busy"
 
 // fetchWait bounds one pull request, so a stop is noticed promptly and a
 // message never waits in a client buffer for a free worker.
@@ -106,7 +112,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("dispatcher: jetstream: %w", err)
 	}
 
-	stream, cons, err := setUp(ctx, log, js, cfg.StreamReplicas)
+	res, err := setUp(ctx, log, js, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -114,50 +120,80 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log.Info("dispatcher started", "consumer", events.ConsumerDispatcher, "concurrency", cfg.Concurrency)
+	cfg.maxDeliver = res.requests.CachedInfo().Config.MaxDeliver
+	if cfg.maxDeliver <= 0 {
+		cfg.maxDeliver = math.MaxInt
+	}
 
 	d := &dispatcher{
-		cfg:    cfg,
-		log:    log,
-		client: client,
-		stream: stream,
-		pub:    &events.Publisher{JS: js, Source: Source},
+		cfg:      cfg,
+		log:      log,
+		client:   client,
+		stream:   res.stream,
+		pub:      &events.Publisher{JS: js, Source: Source},
+		attempts: attempts{kv: res.attempts},
+		phones:   phones{kv: res.phones},
 	}
-	d.consume(ctx, cons)
+	released, err := d.releasePhones(ctx, res.release)
+	if err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	d.consume(ctx, res.requests)
+	// Drain lets the releases in hand finish before the connection closes.
+	released.Drain()
+	<-released.Closed()
 	log.Info("dispatcher stopped")
 	return nil
 }
 
-// setUp creates the stream and the consumer, retrying while NATS is not
-// reachable yet so the services can start in any order.
-func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, replicas int) (jetstream.Stream, jetstream.Consumer, error) {
+type setUpResult struct {
+	stream            jetstream.Stream
+	requests, release jetstream.Consumer
+	attempts, phones  jetstream.KeyValue
+}
+
+// setUp creates the stream, the buckets and the consumers, retrying while
+// NATS is not reachable yet so the services can start in any order.
+func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cfg Config) (setUpResult, error) {
 	wait := time.Second
 	for {
-		stream, cons, err := func() (jetstream.Stream, jetstream.Consumer, error) {
+		res, err := func() (res setUpResult, err error) {
 			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			stream, err := events.EnsureStream(ctx, js, replicas)
-			if err != nil {
-				return nil, nil, err
+			if res.stream, err = events.EnsureStream(ctx, js, cfg.StreamReplicas); err != nil {
+				return res, err
 			}
-			cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, events.DispatcherConsumer())
-			if err != nil {
-				return nil, nil, fmt.Errorf("create consumer %s: %w", events.ConsumerDispatcher, err)
+			if res.attempts, err = ensureBucket(ctx, js, events.AttemptsConfig(cfg.StreamReplicas)); err != nil {
+				return res, err
 			}
-			return stream, cons, nil
+			if res.phones, err = ensureBucket(ctx, js, events.PhonesConfig(cfg.StreamReplicas, cfg.PhoneLockTTL)); err != nil {
+				return res, err
+			}
+			cc := events.DispatcherQueueConsumer()
+			if cfg.tuneConsumer != nil {
+				cfg.tuneConsumer(&cc)
+			}
+			if res.requests, err = js.CreateOrUpdateConsumer(ctx, events.StreamName, cc); err != nil {
+				return res, fmt.Errorf("create consumer %s: %w", events.ConsumerDispatcher, err)
+			}
+			if res.release, err = js.CreateOrUpdateConsumer(ctx, events.StreamName, events.PhoneReleaseConsumer()); err != nil {
+				return res, fmt.Errorf("create consumer %s: %w", events.ConsumerPhoneRelease, err)
+			}
+			return res, nil
 		}()
 		if err == nil {
-			return stream, cons, nil
+			return res, nil
 		}
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return res, ctx.Err()
 		}
 		if !retryableSetUp(err) {
-			return nil, nil, fmt.Errorf("dispatcher: %w", err)
+			return res, fmt.Errorf("dispatcher: %w", err)
 		}
 		log.Warn("jetstream not ready, retrying", "error", err, "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
-			return nil, nil, ctx.Err()
+			return res, ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 30*time.Second)
@@ -199,11 +235,53 @@ func hostOf(raw string) string {
 }
 
 type dispatcher struct {
-	cfg    Config
-	log    *slog.Logger
-	client *daraja.Client
-	stream jetstream.Stream
-	pub    *events.Publisher
+	cfg      Config
+	log      *slog.Logger
+	client   *daraja.Client
+	stream   jetstream.Stream
+	pub      *events.Publisher
+	attempts attempts
+	phones   phones
+}
+
+// releasePhones consumes stk.completed and releases the phone lock the
+// completed payment still holds, so the next payment for that phone may be
+// pushed at once rather than after the lock's TTL.
+func (d *dispatcher) releasePhones(ctx context.Context, cons jetstream.Consumer) (jetstream.ConsumeContext, error) {
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		id := events.TrackingIDOf(msg.Subject())
+		log := d.log.With("tracking_id", id)
+		_, ev, err := events.Decode(msg.Data())
+		if err != nil {
+			// The projector reports malformed events; no lock names them.
+			log.Debug("phone release: undecodable stk.completed skipped", "error", err)
+			_ = msg.Term()
+			return
+		}
+		c, ok := ev.(events.Completed)
+		if !ok {
+			_ = msg.Term()
+			return
+		}
+		released, err := d.phones.releaseHeldBy(context.WithoutCancel(ctx), c.Phone, id)
+		if err != nil {
+			log.Warn("phone lock not released on completion; retrying", "error", err)
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		if released {
+			log.Info("payment completed: phone released for the next payment", "phone", events.MaskPhone(c.Phone))
+		}
+		if err := msg.Ack(); err != nil {
+			log.Debug("ack of stk.completed for phone release", "error", err)
+		}
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		d.log.Warn("phone release consumer", "error", err)
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", events.ConsumerPhoneRelease, err)
+	}
+	return cc, nil
 }
 
 // consume pulls messages only for free workers: a message fetched ahead of a
@@ -289,7 +367,12 @@ func (d *dispatcher) fetch(ctx context.Context, cons jetstream.Consumer, n int, 
 
 // handle dispatches one stk.requested. stop ends on shutdown: no new attempt
 // starts after it. work ends only after the shutdown timeout: an attempt in
-// flight and the publishing of an outcome get that long to finish.
+// flight and the recording of an outcome get that long to finish.
+//
+// The attempt record (STK_ATTEMPTS) is read first and written before every
+// push, so that whatever delivery of the request comes next, and whichever
+// dispatcher instance gets it, knows whether a push may already have
+// reached the customer.
 func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 	id := events.TrackingIDOf(msg.Subject())
 	log := d.log.With("tracking_id", id)
@@ -327,31 +410,85 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 	keep := keepInProgress(msg, d.cfg.ProgressInterval)
 	defer keep()
 
-	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
-		// The dispatcher does not yet record a push before sending it, so it
-		// cannot tell whether an earlier delivery reached Daraja; it can only
-		// see whether an earlier delivery recorded an outcome (and lost its
-		// ack). A redelivery follows a crash, a lost ack or a stop mid-retry.
-		log.Warn("request redelivered: an earlier delivery may already have prompted the customer",
-			"delivered", meta.NumDelivered)
-		decided, err := d.decided(work, id)
-		if err != nil {
-			log.Error("cannot tell whether the request was already dispatched; retrying later", "error", err)
-			if err := msg.NakWithDelay(recheckDelay); err != nil {
-				log.Warn("nak", "error", err)
-			}
+	delivered := uint64(1)
+	if meta, err := msg.Metadata(); err == nil {
+		delivered = meta.NumDelivered
+	}
+
+	rec, rev, err := d.attempts.get(work, id)
+	if err != nil {
+		log.Error("cannot read the attempt record: not pushing; retrying later", "error", err)
+		d.nakDelay(log, msg, d.cfg.RecheckDelay)
+		return
+	}
+	switch rec.State {
+	case "", events.AttemptNotSent:
+		// Nothing can have reached the customer: push (again).
+		if rev != 0 {
+			log.Info("request redelivered after attempts that did not reach Daraja: pushing again",
+				"delivered", delivered, "calls", rec.Calls)
+		}
+	case events.AttemptAccepted, events.AttemptRefused, events.AttemptGaveUp:
+		log.Info("request redelivered after its outcome was recorded: not pushing again; making sure its event is stored",
+			"state", rec.State, "delivered", delivered)
+		if err := d.restore(work, log, msg, req, rec); err != nil {
+			log.Error("event of a recorded outcome not stored; leaving the request for redelivery", "error", err, "state", rec.State)
+			d.nakDelay(log, msg, d.cfg.RecheckDelay)
 			return
 		}
-		if decided != "" {
-			log.Info("request already dispatched by an earlier delivery: not pushing again", "event", decided)
+		d.ack(work, log, msg)
+		return
+	default:
+		// sending, ambiguous (or a state this version does not know): a
+		// push may have prompted the customer; another could charge them
+		// twice. The callback or the reconciler settles it.
+		log.Warn("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it",
+			"state", rec.State, "calls", rec.Calls, "delivered", delivered)
+		d.ack(work, log, msg)
+		return
+	}
+
+	lockRev, holder, err := d.phones.take(work, req.Phone, id)
+	if err != nil {
+		log.Error("cannot take the phone's lock: not pushing; retrying later", "error", err)
+		d.nakDelay(log, msg, d.cfg.RecheckDelay)
+		return
+	}
+	if holder != "" {
+		if delivered >= uint64(d.cfg.maxDeliver) {
+			// The last delivery JetStream will make: finish the payment
+			// rather than let it run out unanswered.
+			log.Warn("phone busy for too long: giving up", "holder_tracking_id", holder, "delivered", delivered)
+			rec.TrackingID = id
+			rec.State = events.AttemptGaveUp
+			rec.ErrorCode = CodePhoneBusy
+			rec.ErrorMessage = "another payment's prompt kept the phone busy"
+			rec.UpdatedAt = time.Now().UTC()
+			if _, err := d.attempts.put(work, rec, rev); err != nil {
+				log.Error("cannot record giving up; retrying later", "error", err)
+				d.nakDelay(log, msg, d.cfg.RecheckDelay)
+				return
+			}
+			if err := d.publish(work, log, msg, completedOf(req, rec)); err != nil {
+				log.Error("OUTCOME NOT RECORDED: stk.completed could not be published; leaving the request for redelivery", "error", err)
+				return
+			}
 			d.ack(work, log, msg)
 			return
 		}
+		// Another payment's prompt may be open on this phone: wait in
+		// JetStream (durably) and look again later.
+		log.Debug("phone busy with another payment's prompt: waiting", "holder_tracking_id", holder, "delivered", delivered)
+		d.nakDelay(log, msg, d.cfg.PhoneWait)
+		return
 	}
 
-	out := d.push(stop, work, log, msg, req)
+	out := d.push(stop, work, log, msg, req, &rec, rev, lockRev)
 	switch out.kind {
 	case outcomeAccepted:
+		log = log.With("merchant_request_id", rec.MerchantRequestID, "checkout_request_id", rec.CheckoutRequestID)
+		log.Info("push accepted", "attempts", out.attempts, "calls", rec.Calls)
+		// The lock stays until stk.completed (releasePhones) or its TTL.
 		ev := events.Dispatched{
 			Payment:             req.Payment,
 			MerchantRequestID:   out.resp.MerchantRequestID,
@@ -359,55 +496,114 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			ResponseDescription: out.resp.ResponseDescription,
 			CustomerMessage:     out.resp.CustomerMessage,
 		}
-		log = log.With("merchant_request_id", ev.MerchantRequestID, "checkout_request_id", ev.CheckoutRequestID)
-		log.Info("push accepted", "attempts", out.attempts)
 		if err := d.publish(work, log, msg, ev); err != nil {
-			// The customer has been prompted: pushing again could charge them
-			// twice, so the request is terminated rather than redelivered, and
-			// the callback (whose URL names the tracking id) completes it.
-			log.Error("PUSH ACCEPTED BUT stk.dispatched NOT RECORDED: terminating the request so it is not pushed again; the callback completes the payment, or reconcile by checkout_request_id",
+			// The record says accepted, so a redelivery publishes the event
+			// from it and never pushes again.
+			log.Error("push accepted but stk.dispatched not yet stored; leaving the request for redelivery, which stores it from the attempt record",
 				"error", err)
-			d.term(log, msg, "push accepted, dispatched event not recorded")
+			d.nakDelay(log, msg, d.cfg.RecheckDelay)
 			return
 		}
 		d.ack(work, log, msg)
 
 	case outcomeRefused, outcomeGaveUp:
-		ev := events.Completed{
-			Payment:     req.Payment,
-			ResultCode:  out.code,
-			ResultDesc:  out.desc,
-			Source:      events.SourceDispatcher,
-			CompletedAt: time.Now().UTC(),
-		}
 		if out.kind == outcomeRefused {
-			log.Warn("push refused by Daraja", "result_code", ev.ResultCode, "result_desc", ev.ResultDesc, "attempts", out.attempts)
+			log.Warn("push refused by Daraja", "result_code", rec.ErrorCode, "result_desc", rec.ErrorMessage, "attempts", out.attempts)
 		} else {
-			log.Warn("push retries given up", "result_code", ev.ResultCode, "result_desc", ev.ResultDesc, "attempts", out.attempts)
+			log.Warn("push retries given up", "result_code", rec.ErrorCode, "result_desc", rec.ErrorMessage, "attempts", out.attempts)
 		}
-		if err := d.publish(work, log, msg, ev); err != nil {
-			// No push reached the customer, so a redelivery is safe: leave
-			// the request un-acked for JetStream to redeliver.
-			log.Error("OUTCOME NOT RECORDED: stk.completed could not be published; leaving the request un-acked for redelivery",
-				"error", err, "result_code", ev.ResultCode)
+		// No prompt is open on the phone: the next payment may go.
+		if err := d.phones.release(work, req.Phone, out.lockRev); err != nil {
+			log.Warn("phone lock not released; it expires by itself", "error", err)
+		}
+		if err := d.publish(work, log, msg, completedOf(req, rec)); err != nil {
+			log.Error("OUTCOME NOT RECORDED: stk.completed could not be published; leaving the request for redelivery, which stores it from the attempt record",
+				"error", err, "result_code", rec.ErrorCode)
+			d.nakDelay(log, msg, d.cfg.RecheckDelay)
 			return
 		}
 		d.ack(work, log, msg)
 
 	case outcomeAmbiguous:
 		// Daraja may have prompted the customer: another push could charge
-		// them twice. The callback or a later STK query decides the outcome.
+		// them twice. The callback or the reconciler decides the outcome;
+		// the phone stays locked until then or until the prompt expired.
 		log.Warn("push outcome unknown: it may have reached the customer; not retrying, waiting for the callback",
 			"error", out.err, "attempts", out.attempts)
 		d.ack(work, log, msg)
+
+	case outcomeHeld:
+		// No push was sent in this round: the record could not be written
+		// (NATS away, another instance on it) or the phone's lock was lost.
+		log.Warn("push not sent: cannot record the attempt or keep the phone's lock; retrying later",
+			"error", out.err, "attempts", out.attempts)
+		if !errors.Is(out.err, errConflict) {
+			// Nobody else is on it; let the next payment for the phone go.
+			_ = d.phones.release(work, req.Phone, out.lockRev)
+		}
+		d.nakDelay(log, msg, d.cfg.RecheckDelay)
 
 	case outcomeStopped:
 		// Stopped between attempts, none of which can have reached the
 		// customer: hand the request back for another dispatcher at once.
 		log.Info("stopping: request handed back before its next attempt", "attempts", out.attempts, "last_error", out.err)
+		if err := d.phones.release(work, req.Phone, out.lockRev); err != nil {
+			log.Warn("phone lock not released; it expires by itself", "error", err)
+		}
 		if err := msg.Nak(); err != nil {
 			log.Warn("nak on stop", "error", err)
 		}
+	}
+}
+
+// completedOf is the stk.completed of a refused or given-up push, built
+// from its record only, so that a redelivery publishes the same event.
+func completedOf(req events.Requested, rec events.Attempt) events.Completed {
+	desc := rec.ErrorMessage
+	if rec.State == events.AttemptGaveUp && rec.ErrorCode != CodePhoneBusy {
+		desc = fmt.Sprintf("Gave up after %d attempts: %s", rec.Calls, rec.ErrorMessage)
+	}
+	return events.Completed{
+		Payment:     req.Payment,
+		ResultCode:  rec.ErrorCode,
+		ResultDesc:  desc,
+		Source:      events.SourceDispatcher,
+		CompletedAt: rec.UpdatedAt,
+	}
+}
+
+// restore makes sure the event of an outcome recorded by an earlier
+// delivery is in the stream: that delivery may have stopped between
+// recording and publishing. The event is rebuilt from the record, with the
+// same Nats-Msg-Id, and published only if the stream lacks it (the
+// duplicate window alone would not cover a late redelivery).
+func (d *dispatcher) restore(work context.Context, log *slog.Logger, msg jetstream.Msg, req events.Requested, rec events.Attempt) error {
+	var ev events.Event = completedOf(req, rec)
+	if rec.State == events.AttemptAccepted {
+		ev = events.Dispatched{
+			Payment:           req.Payment,
+			MerchantRequestID: rec.MerchantRequestID,
+			CheckoutRequestID: rec.CheckoutRequestID,
+		}
+	}
+	subject := events.Subject(ev.Type(), req.TrackingID)
+	ctx, cancel := context.WithTimeout(work, kvTimeout)
+	_, err := d.stream.GetLastMsgForSubject(ctx, subject)
+	cancel()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		log.Warn("recorded outcome missing from the stream: publishing it from the attempt record", "event", ev.Type())
+		return d.publish(work, log, msg, ev)
+	default:
+		return fmt.Errorf("look up %s: %w", subject, err)
+	}
+}
+
+func (d *dispatcher) nakDelay(log *slog.Logger, msg jetstream.Msg, delay time.Duration) {
+	if err := msg.NakWithDelay(delay); err != nil {
+		log.Warn("nak", "error", err)
 	}
 }
 
@@ -419,20 +615,29 @@ const (
 	outcomeGaveUp
 	outcomeAmbiguous
 	outcomeStopped
+	outcomeHeld
 )
 
 type outcome struct {
 	kind     outcomeKind
 	resp     daraja.PushResponse
-	code     string // result code of stk.completed
-	desc     string // result description of stk.completed
-	err      error  // the last push error
+	err      error // the last push error, or why no push was sent
 	attempts int
+	lockRev  uint64 // the phone lock's last revision
 }
 
+// errHeld marks a round in which no push was sent because the attempt
+// could not be recorded first or the phone lock was lost.
+type errHeld struct{ err error }
+
+func (e errHeld) Error() string { return e.err.Error() }
+func (e errHeld) Unwrap() error { return e.err }
+
 // push sends the push, retrying with backoff only the answers that mean the
-// push cannot have reached the customer.
-func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jetstream.Msg, req events.Requested) outcome {
+// push cannot have reached the customer. Before each call it renews the
+// phone lock and records the attempt as sending; after each answer it
+// records what came of it in *rec (revision rev).
+func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jetstream.Msg, req events.Requested, rec *events.Attempt, rev, lockRev uint64) outcome {
 	pr := daraja.PushRequest{
 		Phone:            req.Phone,
 		Amount:           req.Amount,
@@ -440,12 +645,58 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 		TransactionDesc:  TransactionDesc,
 		CallbackURL:      events.CallbackURL(d.cfg.CallbackBaseURL, req.TrackingID),
 	}
-	var (
-		out  outcome
-		last error
-	)
+	rec.TrackingID = req.TrackingID
+	out := outcome{lockRev: lockRev}
+	var last error
+	// record writes the outcome of a call. Once a push is sent its outcome
+	// must be recorded, so the write is retried until work ends.
+	record := func(state string) {
+		rec.State = state
+		rec.UpdatedAt = time.Now().UTC()
+		eb := backoff.NewExponentialBackOff()
+		eb.InitialInterval = 200 * time.Millisecond
+		eb.MaxInterval = 5 * time.Second
+		eb.MaxElapsedTime = 0
+		err := backoff.RetryNotify(func() error {
+			_ = msg.InProgress()
+			r, err := d.attempts.put(work, *rec, rev)
+			if errors.Is(err, errConflict) {
+				return backoff.Permanent(err)
+			}
+			if err == nil {
+				rev = r
+			}
+			return err
+		}, backoff.WithContext(eb, work), func(err error, wait time.Duration) {
+			log.Error("attempt record not written, retrying", "state", state, "retry_in", wait.Round(time.Millisecond).String(), "error", err)
+		})
+		if err != nil {
+			// The record still says sending: no delivery will push again,
+			// and the callback or the reconciler settles the payment.
+			log.Error("attempt record not written: it stays 'sending'", "state", state, "error", err)
+		}
+	}
 	op := func() error {
 		_ = msg.InProgress() // best effort: the ticker reports progress too
+		// The lock lives a prompt's lifetime from this push on.
+		r, err := d.phones.refresh(work, req.Phone, req.TrackingID, out.lockRev)
+		if err != nil {
+			return backoff.Permanent(errHeld{err})
+		}
+		out.lockRev = r
+		now := time.Now().UTC()
+		rec.State = events.AttemptSending
+		rec.Calls++
+		if rec.FirstSentAt.IsZero() {
+			rec.FirstSentAt = now
+		}
+		rec.UpdatedAt = now
+		r, err = d.attempts.put(work, *rec, rev)
+		if err != nil {
+			rec.Calls--
+			return backoff.Permanent(errHeld{err})
+		}
+		rev = r
 		out.attempts++
 		// The client bounds each round trip (daraja.Config.Timeout).
 		resp, err := d.client.Push(work, pr)
@@ -456,17 +707,24 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 		last = err
 		switch kindOf(err) {
 		case daraja.KindTransient, daraja.KindLocked:
+			rec.ErrorCode, rec.ErrorMessage = refusalOf(err)
+			record(events.AttemptNotSent)
 			return err
 		default:
 			return backoff.Permanent(err)
 		}
+	}
+	// A request handed back between attempts continues its retry budget.
+	budget := d.cfg.RetryMaxElapsed
+	if !rec.FirstSentAt.IsZero() {
+		budget = max(budget-time.Since(rec.FirstSentAt), time.Nanosecond)
 	}
 	b := &floorBackOff{eb: &backoff.ExponentialBackOff{
 		InitialInterval:     d.cfg.RetryInitialInterval,
 		RandomizationFactor: 0.5,
 		Multiplier:          2,
 		MaxInterval:         30 * time.Second,
-		MaxElapsedTime:      d.cfg.RetryMaxElapsed,
+		MaxElapsedTime:      budget,
 		Stop:                backoff.Stop,
 		Clock:               backoff.SystemClock,
 	}}
@@ -475,9 +733,19 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 		log.Warn("push failed, retrying", "attempt", out.attempts, "retry_in", wait.Round(time.Millisecond).String(), "error", err)
 	}
 	err := backoff.RetryNotify(op, backoff.WithContext(b, stop), notify)
+	var held errHeld
+	if errors.As(err, &held) {
+		out.kind = outcomeHeld
+		out.err = held.err
+		return out
+	}
 	out.err = last
 	if err == nil {
 		out.kind = outcomeAccepted
+		rec.MerchantRequestID = out.resp.MerchantRequestID
+		rec.CheckoutRequestID = out.resp.CheckoutRequestID
+		rec.ErrorCode, rec.ErrorMessage = "", ""
+		record(events.AttemptAccepted)
 		return out
 	}
 
@@ -486,9 +754,11 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 	switch kindOf(last) {
 	case daraja.KindRefused:
 		out.kind = outcomeRefused
-		out.code, out.desc = refusalOf(last)
+		rec.ErrorCode, rec.ErrorMessage = refusalOf(last)
+		record(events.AttemptRefused)
 	case daraja.KindTransient, daraja.KindLocked:
 		if stop.Err() != nil || work.Err() != nil {
+			// The record says not_sent: the next delivery pushes again.
 			out.kind = outcomeStopped
 			return out
 		}
@@ -501,12 +771,14 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 				code = fmt.Sprintf("%s%d", CodeHTTPPrefix, de.HTTPStatus)
 			}
 		}
-		out.code = code
-		out.desc = fmt.Sprintf("Gave up after %d attempts: %s", out.attempts, msgText)
+		rec.ErrorCode, rec.ErrorMessage = code, msgText
+		record(events.AttemptGaveUp)
 	default:
 		// KindAmbiguous, and any kind this code does not know: the safe
 		// reading is that the customer may have been prompted.
 		out.kind = outcomeAmbiguous
+		rec.ErrorCode, rec.ErrorMessage = refusalOf(last)
+		record(events.AttemptAmbiguous)
 	}
 	return out
 }
@@ -543,29 +815,6 @@ func (d *dispatcher) minWait(err error) time.Duration {
 		return max(de.RetryAfter, d.cfg.LockedWait)
 	}
 	return d.cfg.LockedWait
-}
-
-// recheckDelay is how long a redelivered request waits when the stream
-// could not be asked whether it was already dispatched.
-const recheckDelay = 5 * time.Second
-
-// decided returns the type of an event that shows an earlier delivery of the
-// payment's request already got Daraja's answer (stk.dispatched or
-// stk.completed), or "" when there is none.
-func (d *dispatcher) decided(work context.Context, trackingID string) (string, error) {
-	for _, typ := range []string{events.TypeDispatched, events.TypeCompleted} {
-		ctx, cancel := context.WithTimeout(work, 5*time.Second)
-		_, err := d.stream.GetLastMsgForSubject(ctx, events.Subject(typ, trackingID))
-		cancel()
-		switch {
-		case err == nil:
-			return typ, nil
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-		default:
-			return "", fmt.Errorf("look up %s: %w", events.Subject(typ, trackingID), err)
-		}
-	}
-	return "", nil
 }
 
 // refusalOf is the result code and description stk.completed carries for a

@@ -1,0 +1,429 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/dispatcher/daraja"
+	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events"
+)
+
+// bucket opens (creating if need be) a bucket the dispatcher uses.
+func (h *harness) bucket(cfg jetstream.KeyValueConfig) jetstream.KeyValue {
+	h.t.Helper()
+	kv, err := ensureBucket(context.Background(), h.ns.JS, cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return kv
+}
+
+// putRecord writes an attempt record as an earlier dispatcher would have.
+func (h *harness) putRecord(a events.Attempt) {
+	h.t.Helper()
+	body, err := json.Marshal(a)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.bucket(events.AttemptsConfig(1)).Put(context.Background(), a.TrackingID, body); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// record reads back the attempt record of a payment.
+func (h *harness) record(trackingID string) events.Attempt {
+	h.t.Helper()
+	e, err := h.bucket(events.AttemptsConfig(1)).Get(context.Background(), trackingID)
+	if err != nil {
+		h.t.Fatalf("attempt record of %s: %v", trackingID, err)
+	}
+	var a events.Attempt
+	if err := json.Unmarshal(e.Value(), &a); err != nil {
+		h.t.Fatal(err)
+	}
+	return a
+}
+
+// accepted are the pushes the fake accepted for a payment.
+func (h *harness) accepted(trackingID string) []darajatest.Push {
+	return h.fake.AcceptedPushes(darajatest.WithCallbackURL(events.CallbackURL(callbackBase, trackingID)))
+}
+
+// complete publishes stk.completed for p, as callback-ingest does when the
+// callback comes.
+func (h *harness) complete(p events.Payment) {
+	h.t.Helper()
+	pub := events.Publisher{JS: h.ns.JS, Source: "stkgate/callback-ingest"}
+	c := events.Completed{Payment: p, ResultCode: "0", ResultDesc: "The service request is processed successfully.",
+		Source: events.SourceCallback, CompletedAt: time.Now().UTC()}
+	if _, err := pub.Publish(context.Background(), c); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func TestRedeliveryAfterPushOfUnknownFateIsNotPushed(t *testing.T) {
+	for _, state := range []string{events.AttemptSending, events.AttemptAmbiguous} {
+		t.Run(state, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, nil)
+			p := newPayment()
+			// The crashed dispatcher recorded the attempt, pushed, and died
+			// before recording the answer and acking.
+			sent := time.Now().UTC()
+			h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: state, Calls: 1, FirstSentAt: sent, UpdatedAt: sent})
+			client, err := daraja.New(h.cfg.Daraja)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := client.Push(context.Background(), daraja.PushRequest{
+				Phone: p.Phone, Amount: p.Amount, AccountReference: p.Reference, TransactionDesc: TransactionDesc,
+				CallbackURL: events.CallbackURL(callbackBase, p.TrackingID),
+			}); err != nil {
+				t.Fatal(err)
+			}
+			h.request(p)
+			h.start()
+			h.waitSettled()
+			h.stop()
+
+			if n := len(h.accepted(p.TrackingID)); n != 1 {
+				t.Errorf("fake accepted %d pushes, want exactly the crashed dispatcher's one", n)
+			}
+			if n := len(h.fakePushes(p.Phone)); n != 1 {
+				t.Errorf("fake saw %d pushes, want 1", n)
+			}
+			if got := h.stored(p.TrackingID); len(got) != 1 {
+				t.Errorf("events of %d types stored, want only the request: the callback or reconciler decides", len(got))
+			}
+			if n := len(h.logLines("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it")); n != 1 {
+				t.Errorf("%d warnings about the push of unknown fate, want 1", n)
+			}
+			if rec := h.record(p.TrackingID); rec.State != state || rec.Calls != 1 {
+				t.Errorf("record %+v changed, want %s after 1 call", rec, state)
+			}
+		})
+	}
+}
+
+func TestNotSentRecordIsPushedAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	p := newPayment()
+	first := time.Now().UTC()
+	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1,
+		ErrorCode: daraja.CodeSpikeArrest, ErrorMessage: "Spike Arrest Violation", FirstSentAt: first, UpdatedAt: first})
+	h.request(p)
+	h.start()
+	h.waitSettled()
+	h.stop()
+
+	acc := h.accepted(p.TrackingID)
+	if len(acc) != 1 {
+		t.Fatalf("fake accepted %d pushes, want 1", len(acc))
+	}
+	rec := h.record(p.TrackingID)
+	want := events.Attempt{TrackingID: p.TrackingID, State: events.AttemptAccepted, Calls: 2,
+		MerchantRequestID: acc[0].MerchantRequestID, CheckoutRequestID: acc[0].CheckoutRequestID,
+		FirstSentAt: first, UpdatedAt: rec.UpdatedAt}
+	if diff := cmp.Diff(want, rec); diff != "" {
+		t.Errorf("record (-want +got):\n%s", diff)
+	}
+	if n := len(h.stored(p.TrackingID)[events.TypeDispatched]); n != 1 {
+		t.Errorf("%d stk.dispatched, want 1", n)
+	}
+}
+
+func TestRecordedOutcomeIsStoredOnceAndNotPushed(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	for _, tc := range []struct {
+		name string
+		rec  events.Attempt
+		want events.Event
+	}{
+		{
+			name: "accepted",
+			rec:  events.Attempt{State: events.AttemptAccepted, Calls: 1, MerchantRequestID: "m-1", CheckoutRequestID: "ws_CO_1"},
+			want: events.Dispatched{MerchantRequestID: "m-1", CheckoutRequestID: "ws_CO_1"},
+		},
+		{
+			name: "refused",
+			rec:  events.Attempt{State: events.AttemptRefused, Calls: 1, ErrorCode: "400.002.02", ErrorMessage: "Bad Request - Invalid PhoneNumber"},
+			want: events.Completed{ResultCode: "400.002.02", ResultDesc: "Bad Request - Invalid PhoneNumber", Source: events.SourceDispatcher, CompletedAt: now},
+		},
+		{
+			name: "gave_up",
+			rec:  events.Attempt{State: events.AttemptGaveUp, Calls: 3, ErrorCode: "500.003.02", ErrorMessage: "Spike Arrest Violation"},
+			want: events.Completed{ResultCode: "500.003.02", ResultDesc: "Gave up after 3 attempts: Spike Arrest Violation", Source: events.SourceDispatcher, CompletedAt: now},
+		},
+	} {
+		for _, inStream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/event_stored_before=%v", tc.name, inStream), func(t *testing.T) {
+				t.Parallel()
+				h := newHarness(t, nil)
+				p := newPayment()
+				rec := tc.rec
+				rec.TrackingID, rec.FirstSentAt, rec.UpdatedAt = p.TrackingID, now, now
+				h.putRecord(rec)
+				var want events.Event
+				switch w := tc.want.(type) {
+				case events.Dispatched:
+					w.Payment = p
+					want = w
+				case events.Completed:
+					w.Payment = p
+					want = w
+				}
+				h.request(p)
+				if inStream {
+					// The earlier delivery stored the event and lost its ack.
+					if _, err := (&events.Publisher{JS: h.ns.JS, Source: Source}).Publish(context.Background(), want); err != nil {
+						t.Fatal(err)
+					}
+				}
+				h.start()
+				h.waitSettled()
+				h.stop()
+
+				if n := len(h.fake.Pushes()); n != 0 {
+					t.Errorf("%d pushes, want none: the outcome was recorded", n)
+				}
+				got := h.stored(p.TrackingID)[want.Type()]
+				if len(got) != 1 {
+					t.Fatalf("%d %s stored, want 1", len(got), want.Type())
+				}
+				if diff := cmp.Diff(want, got[0]); diff != "" {
+					t.Errorf("%s (-want +got):\n%s", want.Type(), diff)
+				}
+				restored := len(h.logLines("recorded outcome missing from the stream: publishing it from the attempt record"))
+				if wantN := map[bool]int{false: 1, true: 0}[inStream]; restored != wantN {
+					t.Errorf("%d restores logged, want %d", restored, wantN)
+				}
+			})
+		}
+	}
+}
+
+func TestAcceptedPushNotStoredIsStoredOnRedelivery(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.ShutdownTimeout = 500 * time.Millisecond })
+	h.start()
+	h.waitConsumer()
+	h.narrowStream()
+	p := newPayment()
+	h.request(p)
+	waitFor(t, "a publish retry", func() bool { return len(h.logLines("publish failed, retrying")) >= 1 })
+	h.stop() // gives up publishing after the shutdown timeout
+	if n := len(h.logLines("push accepted but stk.dispatched not yet stored; leaving the request for redelivery, which stores it from the attempt record")); n != 1 {
+		t.Errorf("%d errors about the unstored event, want 1", n)
+	}
+	if rec := h.record(p.TrackingID); rec.State != events.AttemptAccepted {
+		t.Fatalf("record %+v, want accepted", rec)
+	}
+
+	h.restoreStream()
+	h.start()
+	h.waitSettled()
+	h.stop()
+	acc := h.accepted(p.TrackingID)
+	if len(acc) != 1 || len(h.fakePushes(p.Phone)) != 1 {
+		t.Fatalf("%d pushes (%d accepted), want 1", len(h.fakePushes(p.Phone)), len(acc))
+	}
+	got := h.stored(p.TrackingID)[events.TypeDispatched]
+	if len(got) != 1 {
+		t.Fatalf("%d stk.dispatched, want 1", len(got))
+	}
+	if d := got[0].(events.Dispatched); d.CheckoutRequestID != acc[0].CheckoutRequestID || d.MerchantRequestID != acc[0].MerchantRequestID {
+		t.Errorf("stored ids %q/%q, fake accepted %q/%q", d.MerchantRequestID, d.CheckoutRequestID, acc[0].MerchantRequestID, acc[0].CheckoutRequestID)
+	}
+}
+
+// Two dispatchers share the consumer, whose ack wait is shorter than a
+// push: JetStream redelivers requests to the other instance while the
+// first is still pushing them.
+func TestTwoInstancesPushOncePerRequest(t *testing.T) {
+	t.Parallel()
+	short := func(c *Config) {
+		c.ProgressInterval = time.Hour // no progress reports but the push's own
+		c.tuneConsumer = func(cc *jetstream.ConsumerConfig) {
+			cc.AckWait = 200 * time.Millisecond
+			cc.BackOff = nil
+		}
+	}
+	h := newHarness(t, short)
+	h.proxy.setDelay(400 * time.Millisecond) // each push outlasts the ack wait
+
+	h2 := *h
+	h2.done = nil
+	const n = 30
+	var pays []events.Payment
+	for range n {
+		p := newPayment()
+		pays = append(pays, p)
+		h.request(p)
+	}
+	h.start()
+	h2.start()
+	for _, p := range pays {
+		waitFor(t, "every request dispatched", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	}
+	h.waitSettled()
+	h2.stop()
+	h.stop()
+
+	for _, p := range pays {
+		if got := len(h.accepted(p.TrackingID)); got != 1 {
+			t.Errorf("%s: %d accepted pushes, want 1", p.TrackingID, got)
+		}
+		if got := len(h.fakePushes(p.Phone)); got != 1 {
+			t.Errorf("%s: %d pushes, want 1", p.TrackingID, got)
+		}
+		if got := len(h.stored(p.TrackingID)[events.TypeDispatched]); got != 1 {
+			t.Errorf("%s: %d stk.dispatched, want 1", p.TrackingID, got)
+		}
+		if rec := h.record(p.TrackingID); rec.State != events.AttemptAccepted || rec.Calls != 1 {
+			t.Errorf("%s: record %+v, want accepted after 1 call", p.TrackingID, rec)
+		}
+	}
+	info, err := h.consumerInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumRedelivered == 0 && len(h.logLines("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it")) == 0 {
+		t.Error("no request was redelivered during its push: the test did not exercise the record")
+	}
+}
+
+func TestOnePromptPerPhone(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	a, b, c := newPayment(), newPayment(), newPayment()
+	b.Phone = a.Phone
+	h.request(a)
+	h.request(b)
+	h.start()
+	var first, second events.Payment
+	waitFor(t, "a first push to the phone", func() bool { return len(h.fakePushes(a.Phone)) > 0 })
+	if h.fakePushes(a.Phone)[0].Body.CallBackURL == events.CallbackURL(callbackBase, a.TrackingID) {
+		first, second = a, b
+	} else {
+		first, second = b, a
+	}
+	// A payment for another phone is not held up by the busy one.
+	h.request(c)
+	waitFor(t, "the other phone's push", func() bool { return len(h.accepted(c.TrackingID)) == 1 })
+	waitFor(t, "the second request to wait for the phone", func() bool {
+		info, err := h.consumerInfo(context.Background())
+		return err == nil && info.NumRedelivered > 0
+	})
+	time.Sleep(10 * h.cfg.PhoneWait)
+	if n := len(h.fakePushes(a.Phone)); n != 1 {
+		t.Fatalf("%d pushes to the busy phone before its prompt was final, want 1", n)
+	}
+
+	// The customer answers; callback-ingest records the outcome.
+	h.fake.Flush()
+	h.complete(first)
+	waitFor(t, "the second push after the first completed", func() bool { return len(h.accepted(second.TrackingID)) == 1 })
+	h.waitSettled()
+	h.stop()
+
+	for _, p := range h.fakePushes(a.Phone) {
+		if !p.Accepted {
+			t.Errorf("push to the phone answered %s %q: the phone was not free", p.ErrorCode, p.ErrorMessage)
+		}
+	}
+	if n := len(h.fakePushes(a.Phone)); n != 2 {
+		t.Errorf("%d pushes to the phone, want 2", n)
+	}
+	if n := len(h.logLines("payment completed: phone released for the next payment")); n != 1 {
+		t.Errorf("%d releases logged, want 1", n)
+	}
+}
+
+func TestPhoneLockExpiresWithoutCompletion(t *testing.T) {
+	t.Parallel()
+	const ttl = time.Second
+	h := newHarness(t, func(c *Config) { c.PhoneLockTTL = ttl })
+	a, b := newPayment(), newPayment()
+	b.Phone = a.Phone
+	h.request(a)
+	h.request(b)
+	h.start()
+	waitFor(t, "a first push to the phone", func() bool { return len(h.fakePushes(a.Phone)) == 1 })
+	h.fake.Flush() // the prompt ends, but no stk.completed ever comes
+	waitFor(t, "the second push after the lock expired", func() bool { return len(h.fakePushes(a.Phone)) == 2 })
+	h.waitSettled()
+	h.stop()
+
+	pushes := h.fakePushes(a.Phone)
+	for _, p := range pushes {
+		if !p.Accepted {
+			t.Errorf("push answered %s %q, want accepted", p.ErrorCode, p.ErrorMessage)
+		}
+	}
+	// The lock was written just before the first push and lives ttl.
+	if gap := pushes[1].At.Sub(pushes[0].At); gap < ttl-200*time.Millisecond {
+		t.Errorf("second push %v after the first, want no sooner than the lock's TTL %v", gap, ttl)
+	}
+	for _, p := range []events.Payment{a, b} {
+		if n := len(h.stored(p.TrackingID)[events.TypeDispatched]); n != 1 {
+			t.Errorf("%d stk.dispatched, want 1", n)
+		}
+	}
+}
+
+func TestRefusedPushReleasesPhoneAtOnce(t *testing.T) {
+	t.Parallel()
+	// A long TTL: only the release can free the phone within the test.
+	h := newHarness(t, func(c *Config) { c.PhoneLockTTL = time.Hour })
+	a, b := newPayment(), newPayment()
+	b.Phone = a.Phone
+	h.fake.Script(a.Phone, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailInvalidPhone}})
+	h.request(a)
+	h.request(b)
+	h.start()
+	waitFor(t, "a push after the refusal", func() bool { return len(h.fake.AcceptedPushes(darajatest.WithPhone(a.Phone))) == 1 })
+	h.waitSettled()
+	h.stop()
+	if n := len(h.fakePushes(a.Phone)); n != 2 {
+		t.Errorf("%d pushes, want 2 (one refused, one accepted)", n)
+	}
+}
+
+func TestPhoneBusyAtLastDeliveryGivesUp(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) {
+		c.PhoneLockTTL = time.Hour
+		c.tuneConsumer = func(cc *jetstream.ConsumerConfig) { cc.MaxDeliver = 3; cc.BackOff = nil }
+	})
+	a, b := newPayment(), newPayment()
+	b.Phone = a.Phone
+	h.request(a)
+	h.start()
+	waitFor(t, "the first push", func() bool { return len(h.accepted(a.TrackingID)) == 1 })
+	h.request(b)
+	h.waitSettled()
+	h.stop()
+
+	got := h.stored(b.TrackingID)[events.TypeCompleted]
+	if len(got) != 1 {
+		t.Fatalf("%d stk.completed for the waiting request, want 1", len(got))
+	}
+	c := got[0].(events.Completed)
+	if c.ResultCode != CodePhoneBusy || c.Source != events.SourceDispatcher {
+		t.Errorf("completed %s from %s, want %s from the dispatcher", c.ResultCode, c.Source, CodePhoneBusy)
+	}
+	if rec := h.record(b.TrackingID); rec.State != events.AttemptGaveUp || rec.Calls != 0 {
+		t.Errorf("record %+v, want gave_up without a call", rec)
+	}
+	if n := len(h.fakePushes(a.Phone)); n != 1 {
+		t.Errorf("%d pushes to the phone, want 1", n)
+	}
+}
