@@ -497,3 +497,46 @@ func TestIdempotencySyncMode(t *testing.T) {
 		}
 	})
 }
+
+const pinnedHash = "32b0492cafecd60c8f74b5e7ff91fce51b09942630e3d64207fdb2b891fa19f4"
+
+// The hash is stored with every key: a change to its encoding would turn
+// the retries of requests made before a deploy into 422s. Pin it.
+func TestRequestHashIsStable(t *testing.T) {
+	r := Request{Phone: "254712345678", Amount: 1500, Reference: "INV-2024-001", Tag: "loan-repayment"}
+	got := requestHash(r)
+	if len(got) != 64 {
+		t.Fatalf("hash %q", got)
+	}
+	if got != pinnedHash {
+		t.Errorf("requestHash = %s, want %s: the encoding changed (bump its version prefix on purpose, never by accident)", got, pinnedHash)
+	}
+	for _, other := range []Request{
+		{Phone: "254712345679", Amount: 1500, Reference: "INV-2024-001", Tag: "loan-repayment"},
+		{Phone: "254712345678", Amount: 15000, Reference: "INV-2024-001", Tag: "loan-repayment"},
+		{Phone: "254712345678", Amount: 1500, Reference: "INV-2024-00", Tag: "1loan-repayment"},
+		{Phone: "254712345678", Amount: 1500, Reference: "INV-2024-001"},
+	} {
+		if requestHash(other) == got {
+			t.Errorf("%+v hashes like %+v", other, r)
+		}
+	}
+}
+
+func FuzzIdempotencyKey(f *testing.F) {
+	for _, s := range []string{"", "k", "order-42", strings.Repeat("x", 255), strings.Repeat("x", 256), "clé", "a\tb", "a\x00b", " ", "~\x7f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h := http.Header{}
+		h[IdempotencyHeader] = []string{s}
+		k, err := idempotencyKeyOf(h)
+		valid := len(s) >= 1 && len(s) <= MaxIdempotencyKeyLen && !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e })
+		if valid != (err == nil) {
+			t.Fatalf("%q: valid %v, error %v", s, valid, err)
+		}
+		if err == nil && k != s {
+			t.Fatalf("%q: key %q", s, k)
+		}
+	})
+}
