@@ -13,6 +13,10 @@
 //   - any other failure (database down, deadlock, timeout) is retried with
 //     backoff while the batch is kept with InProgress: an outage never uses
 //     up the consumer's MaxDeliver and never skips an event.
+//
+// A terminated event, or one that used up MaxDeliver on any STK consumer, is
+// copied to STK_DLQ by the dead-letter watcher Run starts beside the
+// projector.
 package projector
 
 import (
@@ -29,6 +33,7 @@ import (
 
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/deadletter"
 )
 
 // linger is how long a batch waits for more events after its first one: a
@@ -38,7 +43,12 @@ const linger = 5 * time.Millisecond
 // Run projects events until ctx is cancelled; then it applies and acks the
 // events it already holds (for up to DrainTimeout) and returns nil. It
 // returns an error if it cannot start within StartTimeout.
-func Run(ctx context.Context, cfg Config) error {
+//
+// It also runs the dead-letter watcher (events/deadletter), which copies
+// every STK message a consumer gave up on into STK_DLQ. It shares the
+// projector's connection and stops with it; an error of the watcher (a
+// stream JetStream refuses) stops the projector too.
+func Run(ctx context.Context, cfg Config) (runErr error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return err
@@ -73,6 +83,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+
+	// Several projectors may run: the watcher's consumer is durable, so
+	// they share the work.
+	ctx, stopWatcher := context.WithCancelCause(ctx)
+	watcherDone := make(chan error, 1)
+	go func() {
+		err := deadletter.Run(ctx, deadletter.Config{JS: js, Replicas: cfg.StreamReplicas, Logger: log})
+		if err != nil {
+			stopWatcher(err)
+		}
+		watcherDone <- err
+	}()
+	defer func() {
+		stopWatcher(nil)
+		if err := <-watcherDone; err != nil && runErr == nil {
+			runErr = fmt.Errorf("dead-letter watcher: %w", err)
+		}
+	}()
 
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
@@ -151,6 +179,13 @@ type projector struct {
 func (p *projector) ensureConsumer(ctx context.Context) error {
 	if _, err := retryStart(ctx, p.log, "ensure stream", func(ctx context.Context) (jetstream.Stream, error) {
 		return events.EnsureStream(ctx, p.js, p.cfg.StreamReplicas)
+	}); err != nil {
+		return err
+	}
+	// Before the consumer: an advisory raised while nothing stores them is
+	// lost, and the dead-letter watcher starting beside us may be slower.
+	if _, err := retryStart(ctx, p.log, "ensure advisory stream", func(ctx context.Context) (jetstream.Stream, error) {
+		return events.EnsureAdvisoryStream(ctx, p.js, p.cfg.StreamReplicas)
 	}); err != nil {
 		return err
 	}
