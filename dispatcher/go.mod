@@ -8,6 +8,7 @@ require (
 	github.com/google/uuid v1.6.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/stkgate/stkgate/events v0.0.0-00010101000000-000000000000
+	golang.org/x/sync v0.19.0
 )
 
 require (

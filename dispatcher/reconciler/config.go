@@ -1,0 +1,195 @@
+package reconciler
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/stkgate/stkgate/dispatcher"
+	"github.com/stkgate/stkgate/dispatcher/daraja"
+	"github.com/stkgate/stkgate/events"
+)
+
+// Defaults of the settings that have one.
+const (
+	DefaultReconcileAfter   = 60 * time.Second
+	DefaultUnknownDeadline  = 10 * time.Minute
+	DefaultRequestDeadline  = 15 * time.Minute
+	DefaultQueryInterval    = 5 * time.Second
+	DefaultQueryMaxInterval = 60 * time.Second
+	DefaultConcurrency      = 8
+	DefaultProgressEvery    = 10 * time.Second
+	DefaultShutdownTimeout  = 30 * time.Second
+)
+
+// Config is everything the reconciler needs. ConfigFromEnv fills it from the
+// environment; tests and the dev stack build it directly.
+type Config struct {
+	// NATSURL is the NATS server or a comma-separated list of servers.
+	NATSURL string
+	// StreamReplicas of the STK stream (and of the attempts bucket, should
+	// the reconciler be the first to need it).
+	StreamReplicas int
+	// Daraja configures the client used for STK queries; the same
+	// credentials as the dispatcher's.
+	Daraja daraja.Config
+	// ReconcileAfter is how long after a push is sent its callback is waited
+	// for before Daraja is queried (RECONCILE_AFTER, default 60s).
+	ReconcileAfter time.Duration
+	// UnknownDeadline is how long after a push Daraja may still answer "The
+	// transaction does not Exist" before that answer is taken as final and
+	// the payment fails (RECONCILE_UNKNOWN_DEADLINE, default 10m).
+	UnknownDeadline time.Duration
+	// RequestDeadline is how long a request may go without a
+	// CheckoutRequestID before it is finished as Failed, counted from the
+	// request or from the last change of its attempt record, whichever is
+	// later (RECONCILE_REQUEST_DEADLINE, default 15m). It must exceed the
+	// dispatcher's retry budget plus events.PromptLifetime.
+	RequestDeadline time.Duration
+
+	// The settings below are not read from the environment; zero means the
+	// default. Tests shorten them.
+
+	// PromptLifetime is how long a push whose answer was lost is waited on
+	// for its callback (default events.PromptLifetime).
+	PromptLifetime time.Duration
+	// QueryInterval is the first wait before asking Daraja again about a
+	// transaction it says is still being processed (default 5s); each later
+	// wait doubles, up to QueryMaxInterval (default 60s).
+	QueryInterval    time.Duration
+	QueryMaxInterval time.Duration
+	// Concurrency is how many messages each consumer handles at once
+	// (default 8).
+	Concurrency int
+	// ProgressInterval is how often a message being worked on is reported
+	// in progress, well inside the consumers' AckWait (default 10s).
+	ProgressInterval time.Duration
+	// ShutdownTimeout bounds how long the messages in hand may finish after
+	// ctx is cancelled (default 30s).
+	ShutdownTimeout time.Duration
+
+	// Logger receives every log line; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// placeholderCallbackBase stands in for CALLBACK_BASE_URL when
+// ConfigFromEnv borrows the dispatcher's parsing: the reconciler sends no
+// push, so it has no use for it and must not require it.
+const placeholderCallbackBase = "https://reconciler.invalid"
+
+// ConfigFromEnv reads the configuration through getenv (os.Getenv in main).
+// NATS_URL, NATS_STREAM_REPLICAS and the DARAJA_* variables are read as the
+// dispatcher reads them (by its own ConfigFromEnv, so the two never
+// disagree); the reconciler's own are RECONCILE_AFTER,
+// RECONCILE_UNKNOWN_DEADLINE and RECONCILE_REQUEST_DEADLINE. A missing or
+// malformed setting is an error naming the variable; every problem is
+// reported at once.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	var errs []error
+	d, err := dispatcher.ConfigFromEnv(func(name string) string {
+		v := getenv(name)
+		if name == "CALLBACK_BASE_URL" && strings.TrimSpace(v) == "" {
+			return placeholderCallbackBase
+		}
+		return v
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	cfg := Config{
+		NATSURL:         d.NATSURL,
+		StreamReplicas:  d.StreamReplicas,
+		Daraja:          d.Daraja,
+		ReconcileAfter:  DefaultReconcileAfter,
+		UnknownDeadline: DefaultUnknownDeadline,
+		RequestDeadline: DefaultRequestDeadline,
+	}
+	duration := func(name string, dst *time.Duration) {
+		v := strings.TrimSpace(getenv(name))
+		if v == "" {
+			return
+		}
+		t, err := time.ParseDuration(v)
+		if err != nil || t <= 0 {
+			errs = append(errs, fmt.Errorf("%s: want a positive duration such as 90s or 10m, got %q", name, v))
+			return
+		}
+		*dst = t
+	}
+	duration("RECONCILE_AFTER", &cfg.ReconcileAfter)
+	duration("RECONCILE_UNKNOWN_DEADLINE", &cfg.UnknownDeadline)
+	duration("RECONCILE_REQUEST_DEADLINE", &cfg.RequestDeadline)
+	if err == nil {
+		// Earlier, and a request still being retried by the dispatcher (or
+		// whose ambiguous push may still be answered) would be failed
+		// while its push could still reach the customer.
+		if least := d.RetryMaxElapsed + events.PromptLifetime; cfg.RequestDeadline <= least {
+			errs = append(errs, fmt.Errorf("RECONCILE_REQUEST_DEADLINE: %s must exceed DISPATCH_RETRY_MAX plus the prompt's lifetime (%s)",
+				cfg.RequestDeadline, least))
+		}
+	}
+	if cfg.UnknownDeadline < cfg.ReconcileAfter {
+		errs = append(errs, fmt.Errorf("RECONCILE_UNKNOWN_DEADLINE: %s must not be shorter than RECONCILE_AFTER (%s)",
+			cfg.UnknownDeadline, cfg.ReconcileAfter))
+	}
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return cfg, nil
+}
+
+// LogValue shows the configuration without its secrets.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("nats_url", redactURLs(c.NATSURL)),
+		slog.Int("stream_replicas", c.StreamReplicas),
+		slog.Any("daraja", c.Daraja),
+		slog.Duration("reconcile_after", c.ReconcileAfter),
+		slog.Duration("unknown_deadline", c.UnknownDeadline),
+		slog.Duration("request_deadline", c.RequestDeadline),
+	)
+}
+
+// check refuses a configuration Run cannot work with.
+func (c Config) check() error {
+	switch {
+	case c.NATSURL == "":
+		return errors.New("NATSURL is required")
+	case c.RequestDeadline <= c.PromptLifetime:
+		return fmt.Errorf("RequestDeadline (%s) must exceed the prompt's lifetime (%s)", c.RequestDeadline, c.PromptLifetime)
+	case c.UnknownDeadline < c.ReconcileAfter:
+		return fmt.Errorf("UnknownDeadline (%s) must not be shorter than ReconcileAfter (%s)", c.UnknownDeadline, c.ReconcileAfter)
+	case c.QueryMaxInterval < c.QueryInterval:
+		return fmt.Errorf("QueryMaxInterval (%s) must not be shorter than QueryInterval (%s)", c.QueryMaxInterval, c.QueryInterval)
+	}
+	return nil
+}
+
+// withDefaults fills the zero settings that have a default.
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.StreamReplicas < 1 {
+		c.StreamReplicas = 1
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ReconcileAfter, DefaultReconcileAfter)
+	def(&c.UnknownDeadline, DefaultUnknownDeadline)
+	def(&c.RequestDeadline, DefaultRequestDeadline)
+	def(&c.PromptLifetime, events.PromptLifetime)
+	def(&c.QueryInterval, DefaultQueryInterval)
+	def(&c.QueryMaxInterval, DefaultQueryMaxInterval)
+	def(&c.ProgressInterval, DefaultProgressEvery)
+	def(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.Concurrency < 1 {
+		c.Concurrency = DefaultConcurrency
+	}
+	return c
+}

@@ -1,0 +1,138 @@
+package reconciler
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/stkgate/stkgate/dispatcher/daraja"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func base() map[string]string {
+	return map[string]string{
+		"NATS_URL":               "nats://user:pw@127.0.0.1:14222",
+		"DARAJA_CONSUMER_KEY":    "key-123",
+		"DARAJA_CONSUMER_SECRET": "secret-456",
+		"DARAJA_PASSKEY":         "passkey-789",
+	}
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		set     map[string]string
+		want    func(*Config)
+		wantErr []string // substrings, each naming a variable
+	}{
+		{name: "defaults", want: func(c *Config) {}},
+		{
+			name: "own settings",
+			set: map[string]string{"RECONCILE_AFTER": "90s", "RECONCILE_UNKNOWN_DEADLINE": "20m",
+				"RECONCILE_REQUEST_DEADLINE": "1h", "NATS_STREAM_REPLICAS": "3", "CALLBACK_BASE_URL": "https://cb.example.com"},
+			want: func(c *Config) {
+				c.ReconcileAfter, c.UnknownDeadline, c.RequestDeadline, c.StreamReplicas = 90*time.Second, 20*time.Minute, time.Hour, 3
+			},
+		},
+		{name: "malformed durations", set: map[string]string{"RECONCILE_AFTER": "soon", "RECONCILE_UNKNOWN_DEADLINE": "-1m", "RECONCILE_REQUEST_DEADLINE": "0"},
+			wantErr: []string{"RECONCILE_AFTER", "RECONCILE_UNKNOWN_DEADLINE", "RECONCILE_REQUEST_DEADLINE"}},
+		{name: "request deadline within the dispatcher's retries and a prompt", set: map[string]string{"RECONCILE_REQUEST_DEADLINE": "5m"},
+			wantErr: []string{"RECONCILE_REQUEST_DEADLINE: 5m0s must exceed DISPATCH_RETRY_MAX"}},
+		{name: "request deadline against a longer retry budget", set: map[string]string{"DISPATCH_RETRY_MAX": "20m"},
+			wantErr: []string{"RECONCILE_REQUEST_DEADLINE"}},
+		{name: "unknown deadline shorter than reconcile after", set: map[string]string{"RECONCILE_AFTER": "5m", "RECONCILE_UNKNOWN_DEADLINE": "1m"},
+			wantErr: []string{"RECONCILE_UNKNOWN_DEADLINE"}},
+		{name: "dispatcher settings are checked as the dispatcher checks them", set: map[string]string{"NATS_URL": "", "DARAJA_CONSUMER_SECRET": "", "DARAJA_SHORTCODE": "12"},
+			wantErr: []string{"NATS_URL", "DARAJA_CONSUMER_SECRET", "DARAJA_SHORTCODE"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := base()
+			for k, v := range tc.set {
+				m[k] = v
+			}
+			got, err := ConfigFromEnv(env(m))
+			if tc.wantErr != nil {
+				if err == nil {
+					t.Fatalf("no error, want one naming %v", tc.wantErr)
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not name %s", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := Config{
+				NATSURL:         "nats://user:pw@127.0.0.1:14222",
+				StreamReplicas:  1,
+				ReconcileAfter:  DefaultReconcileAfter,
+				UnknownDeadline: DefaultUnknownDeadline,
+				RequestDeadline: DefaultRequestDeadline,
+			}
+			want.Daraja = got.Daraja // the dispatcher's parsing, tested there
+			tc.want(&want)
+			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
+				t.Errorf("config (-want +got):\n%s", diff)
+			}
+			if got.Daraja.ConsumerKey != "key-123" || got.Daraja.PassKey != "passkey-789" || got.Daraja.ShortCode != "174379" {
+				t.Errorf("daraja settings %+v not read", got.Daraja.LogValue())
+			}
+		})
+	}
+}
+
+func TestConfigLogValueHidesSecrets(t *testing.T) {
+	t.Parallel()
+	cfg, err := ConfigFromEnv(env(base()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("config", "config", cfg)
+	for _, secret := range []string{"secret-456", "passkey-789", "key-123", "pw@"} {
+		if strings.Contains(b.String(), secret) {
+			t.Errorf("log line %s shows %q", b.String(), secret)
+		}
+	}
+	if !strings.Contains(b.String(), `"reconcile_after":60000000000`) {
+		t.Errorf("log line %s lacks the settings", b.String())
+	}
+}
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	good := fastConfig("nats://127.0.0.1:1", daraja.Config{BaseURL: "http://127.0.0.1:1", ConsumerKey: "k",
+		ConsumerSecret: "s", ShortCode: "174379", PassKey: "p"}, &logBuffer{})
+	for _, tc := range []struct {
+		name string
+		tune func(*Config)
+	}{
+		{"no NATS", func(c *Config) { c.NATSURL = "" }},
+		{"request deadline within a prompt", func(c *Config) { c.RequestDeadline = c.PromptLifetime }},
+		{"unknown deadline before reconcile after", func(c *Config) { c.UnknownDeadline = c.ReconcileAfter / 2 }},
+		{"bad daraja", func(c *Config) { c.Daraja.ShortCode = "x" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good
+			tc.tune(&cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := Run(ctx, cfg); err == nil {
+				t.Error("Run started")
+			}
+		})
+	}
+}

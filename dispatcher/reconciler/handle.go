@@ -1,0 +1,445 @@
+package reconciler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/dispatcher/daraja"
+	"github.com/stkgate/stkgate/events"
+)
+
+// retryDelay is the wait after a failure of NATS itself (a lookup or a
+// publish): short, since nothing is wrong with the payment.
+const retryDelay = 2 * time.Second
+
+// handleDispatched follows one stk.dispatched: done once stk.completed is in
+// the stream; otherwise, ReconcileAfter after the push, Daraja is queried.
+func (r *reconciler) handleDispatched(work context.Context, log *slog.Logger, msg jetstream.Msg) {
+	env, ev, err := events.Decode(msg.Data())
+	if err != nil {
+		term(log, msg, err.Error())
+		return
+	}
+	d, ok := ev.(events.Dispatched)
+	if !ok || d.TrackingID != events.TrackingIDOf(msg.Subject()) {
+		term(log, msg, fmt.Sprintf("%s event on subject %s", ev.Type(), msg.Subject()))
+		return
+	}
+	log = log.With("checkout_request_id", d.CheckoutRequestID)
+	if done, err := r.completed(work, d.TrackingID); err != nil {
+		log.Warn("cannot tell whether the payment is complete; checking later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	} else if done {
+		ack(work, log, msg)
+		return
+	}
+	p := push{
+		payment:    d.Payment,
+		merchantID: d.MerchantRequestID,
+		checkoutID: d.CheckoutRequestID,
+		sentAt:     storedAt(msg, env.Time),
+	}
+	// The prompt has lived since the push left, a little before Daraja's
+	// answer was recorded.
+	if a, _, found, err := r.attempt(work, d.TrackingID); err == nil && found && !a.FirstSentAt.IsZero() && a.FirstSentAt.Before(p.sentAt) {
+		p.sentAt = a.FirstSentAt
+	}
+	if p.checkoutID == "" {
+		// Nothing to query: it can only be waited on, as a push whose
+		// answer was lost.
+		log.Error("stk.dispatched without a CheckoutRequestID: waiting for the callback until the prompt's lifetime has passed")
+		r.noAnswer(work, log, msg, d.Payment, p.sentAt)
+		return
+	}
+	r.reconcilePush(work, log, msg, p)
+}
+
+// handleRequested follows one stk.requested: done once stk.completed or
+// stk.dispatched is in the stream (a dispatched push is handleDispatched's);
+// otherwise the dispatcher's attempt record says what to wait for.
+func (r *reconciler) handleRequested(work context.Context, log *slog.Logger, msg jetstream.Msg) {
+	env, ev, err := events.Decode(msg.Data())
+	if err != nil {
+		term(log, msg, err.Error())
+		return
+	}
+	req, ok := ev.(events.Requested)
+	if !ok || req.TrackingID != events.TrackingIDOf(msg.Subject()) {
+		term(log, msg, fmt.Sprintf("%s event on subject %s", ev.Type(), msg.Subject()))
+		return
+	}
+	id := req.TrackingID
+	for _, typ := range []string{events.TypeCompleted, events.TypeDispatched} {
+		found, err := r.exists(work, events.Subject(typ, id))
+		if err != nil {
+			log.Warn("cannot tell whether the payment is dispatched; checking later", "error", err)
+			later(log, msg, retryDelay)
+			return
+		}
+		if found {
+			ack(work, log, msg)
+			return
+		}
+	}
+	a, rev, found, err := r.attempt(work, id)
+	if err != nil {
+		log.Warn("cannot read the attempt record; checking later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	}
+	requestedAt := storedAt(msg, env.Time)
+	now := r.clock()
+	if !found {
+		r.notDispatched(work, log, msg, req.Payment, nil, 0, requestedAt, now)
+		return
+	}
+	log = log.With("attempt_state", a.State)
+	switch {
+	case a.CheckoutRequestID != "":
+		// Daraja accepted the push but stk.dispatched is not (yet) in the
+		// stream: the dispatcher stopped in between, or could not publish.
+		// The push is reconciled from the record.
+		sentAt := a.FirstSentAt
+		if sentAt.IsZero() {
+			sentAt = a.UpdatedAt
+		}
+		r.reconcilePush(work, log.With("checkout_request_id", a.CheckoutRequestID), msg, push{
+			payment: req.Payment, merchantID: a.MerchantRequestID, checkoutID: a.CheckoutRequestID, sentAt: sentAt,
+		})
+	case a.State == events.AttemptSending, a.State == events.AttemptAmbiguous:
+		// The last push may have prompted the customer, and only its
+		// callback can tell. It may have left as late as the record's last
+		// change, so the prompt's lifetime counts from then.
+		r.noAnswer(work, log, msg, req.Payment, latest(a.FirstSentAt, a.UpdatedAt))
+	case a.State == events.AttemptRefused, a.State == events.AttemptGaveUp:
+		r.recordedOutcome(work, log, msg, req.Payment, a, now)
+	default:
+		// not_sent, or a state this code does not know: no push can be
+		// waiting for an answer. The deadline counts from the record's
+		// last change, so a request the dispatcher is still working on
+		// (retrying, or holding in a phone's queue and touching its
+		// record) is not failed.
+		r.notDispatched(work, log, msg, req.Payment, &a, rev, latest(requestedAt, a.UpdatedAt), now)
+	}
+}
+
+// push is what the reconciler knows of a push Daraja accepted.
+type push struct {
+	payment    events.Payment
+	merchantID string
+	checkoutID string
+	sentAt     time.Time
+}
+
+// reconcilePush asks Daraja's STK query about a push, once ReconcileAfter
+// has passed since it was sent, and publishes a final answer.
+func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg jetstream.Msg, p push) {
+	age := r.clock().Sub(p.sentAt)
+	if age < r.cfg.ReconcileAfter {
+		later(log, msg, r.cfg.ReconcileAfter-age)
+		return
+	}
+	_ = msg.InProgress()
+	// The client bounds the round trip (daraja.Config.Timeout).
+	res, err := r.client.Query(work, p.checkoutID)
+	switch {
+	case err == nil:
+		ev := events.Completed{
+			Payment:           p.payment,
+			ResultCode:        res.ResultCode,
+			ResultDesc:        res.ResultDesc,
+			Source:            events.SourceQuery,
+			MerchantRequestID: firstNonEmpty(p.merchantID, res.MerchantRequestID),
+			CheckoutRequestID: p.checkoutID,
+			CompletedAt:       r.clock().UTC(),
+		}
+		// A success learnt this way has no receipt or transaction date:
+		// the query does not return them, only the lost callback did.
+		log.Info("no callback: outcome learnt from Daraja's STK query", "result_code", ev.ResultCode,
+			"result_desc", ev.ResultDesc, "since_push", age.Round(time.Second).String())
+		r.finish(work, log, msg, ev)
+	case errors.Is(err, daraja.ErrStillProcessing):
+		delay := r.backoff(msg)
+		log.Info("Daraja says the transaction is still being processed; asking again later", "retry_in", delay.String(),
+			"since_push", age.Round(time.Second).String())
+		if age > r.cfg.UnknownDeadline {
+			// A prompt lives about a minute and a half: a transaction still
+			// open this long is Daraja's anomaly, worth a look.
+			log.Warn("transaction still being processed long after its prompt expired", "since_push", age.Round(time.Second).String())
+		}
+		later(log, msg, delay)
+	case errors.Is(err, daraja.ErrUnknownTransaction):
+		if age >= r.cfg.UnknownDeadline {
+			desc := fmt.Sprintf("Daraja's STK query still answered %q for CheckoutRequestID %s %s after the push",
+				"The transaction does not Exist", p.checkoutID, age.Round(time.Second))
+			log.Warn("Daraja does not know the transaction: finishing it as failed", "result_code", CodeUnknownTransaction)
+			r.finish(work, log, msg, events.Completed{
+				Payment:           p.payment,
+				ResultCode:        CodeUnknownTransaction,
+				ResultDesc:        desc,
+				Source:            events.SourceQuery,
+				MerchantRequestID: p.merchantID,
+				CheckoutRequestID: p.checkoutID,
+				CompletedAt:       r.clock().UTC(),
+			})
+			return
+		}
+		delay := min(r.backoff(msg), r.cfg.UnknownDeadline-age)
+		log.Info("Daraja does not know the transaction yet; asking again later", "retry_in", delay.String())
+		later(log, msg, delay)
+	default:
+		delay := r.backoff(msg)
+		var de *daraja.Error
+		if errors.As(err, &de) && de.RetryAfter > delay {
+			delay = de.RetryAfter
+		}
+		if daraja.KindOf(err) == daraja.KindRefused {
+			// Not this payment's fault (credentials, a malformed id…):
+			// finishing it would guess at money; keep asking and shout.
+			log.Error("Daraja refused the STK query; asking again later", "error", err, "retry_in", delay.String())
+		} else {
+			log.Warn("STK query failed; asking again later", "error", err, "retry_in", delay.String())
+		}
+		later(log, msg, delay)
+	}
+}
+
+// noAnswer finishes as Failed a push whose answer was lost, once the
+// prompt's lifetime since sentAt has passed without a callback.
+func (r *reconciler) noAnswer(work context.Context, log *slog.Logger, msg jetstream.Msg, p events.Payment, sentAt time.Time) {
+	deadline := sentAt.Add(r.cfg.PromptLifetime)
+	now := r.clock()
+	if now.Before(deadline) {
+		later(log, msg, min(deadline.Sub(now), r.cfg.ReconcileAfter))
+		return
+	}
+	log.Warn("push answer lost and no callback within the prompt's lifetime: finishing it as failed", "result_code", CodeNoAnswer)
+	r.finish(work, log, msg, events.Completed{
+		Payment:    p,
+		ResultCode: CodeNoAnswer,
+		ResultDesc: fmt.Sprintf("The push may have reached the customer but Daraja's answer was lost and no callback came within the prompt's lifetime (%s)",
+			r.cfg.PromptLifetime),
+		Source:      events.SourceDispatcher,
+		CompletedAt: now.UTC(),
+	})
+}
+
+// notDispatched finishes as Failed a request with no push in flight once
+// RequestDeadline has passed since since. Before publishing it marks the
+// attempt record given up, with a compare-and-set on its revision, so that a
+// dispatcher reading the record before a push sees the request is finished,
+// and so that a dispatcher that moved meanwhile wins: the request is then
+// looked at again.
+func (r *reconciler) notDispatched(work context.Context, log *slog.Logger, msg jetstream.Msg, p events.Payment, a *events.Attempt, rev uint64, since, now time.Time) {
+	deadline := since.Add(r.cfg.RequestDeadline)
+	if now.Before(deadline) {
+		later(log, msg, min(deadline.Sub(now), r.cfg.ReconcileAfter))
+		return
+	}
+	// A request waiting in its phone's queue (another payment's prompt is
+	// open on the phone, or was until moments ago) is waiting legitimately:
+	// the dispatcher pushes it when the phone is free, or gives it up itself.
+	if busy, err := r.phoneBusy(work, p.Phone, now); err != nil {
+		log.Warn("cannot read the phone's lock; checking later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	} else if busy {
+		log.Info("past its deadline but waiting for its phone: checking later")
+		later(log, msg, r.cfg.ReconcileAfter)
+		return
+	}
+	desc := fmt.Sprintf("No CheckoutRequestID after %s: Daraja accepted no push for this request", r.cfg.RequestDeadline)
+	rec := events.Attempt{TrackingID: p.TrackingID}
+	if a != nil {
+		rec = *a
+		if a.ErrorMessage != "" {
+			desc += " (last error: " + a.ErrorMessage + ")"
+		}
+	}
+	rec.State = events.AttemptGaveUp
+	rec.ErrorCode, rec.ErrorMessage = CodeNotDispatched, desc
+	rec.UpdatedAt = now.UTC()
+	body, err := json.Marshal(rec)
+	if err != nil {
+		log.Error("encode attempt record", "error", err)
+		later(log, msg, retryDelay)
+		return
+	}
+	ctx, cancel := context.WithTimeout(work, lookupTimeout)
+	if a == nil {
+		_, err = r.kv.Create(ctx, p.TrackingID, body)
+	} else {
+		_, err = r.kv.Update(ctx, p.TrackingID, body, rev)
+	}
+	cancel()
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		log.Info("the dispatcher changed the attempt record meanwhile: looking again")
+		later(log, msg, 0)
+		return
+	case err != nil:
+		log.Warn("cannot mark the attempt given up; trying later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	}
+	log.Warn("no CheckoutRequestID by the request's deadline: finishing it as failed", "result_code", CodeNotDispatched)
+	r.finish(work, log, msg, events.Completed{
+		Payment:     p,
+		ResultCode:  CodeNotDispatched,
+		ResultDesc:  desc,
+		Source:      events.SourceDispatcher,
+		CompletedAt: now.UTC(),
+	})
+}
+
+// recordedOutcome publishes the outcome a refused or given-up attempt
+// records, should the dispatcher (or the reconciler itself) have recorded it
+// without publishing it: ReconcileAfter after the record's last change.
+func (r *reconciler) recordedOutcome(work context.Context, log *slog.Logger, msg jetstream.Msg, p events.Payment, a events.Attempt, now time.Time) {
+	due := a.UpdatedAt.Add(r.cfg.ReconcileAfter)
+	if now.Before(due) {
+		later(log, msg, due.Sub(now))
+		return
+	}
+	code, desc := a.ErrorCode, a.ErrorMessage
+	if status, label := events.Outcome(code); status != events.StatusFinal || label != events.LabelFailed {
+		// An error code that is empty or reads as another outcome must not
+		// turn a push that never went out into "Success".
+		code = daraja.CodeUnreachable
+	}
+	if desc == "" {
+		desc = "The dispatcher gave up the push"
+		if a.State == events.AttemptRefused {
+			desc = "Daraja refused the push"
+		}
+	}
+	log.Warn("attempt finished without stk.completed: publishing its recorded outcome", "result_code", code)
+	r.finish(work, log, msg, events.Completed{
+		Payment:           p,
+		ResultCode:        code,
+		ResultDesc:        desc,
+		Source:            events.SourceDispatcher,
+		MerchantRequestID: a.MerchantRequestID,
+		CompletedAt:       now.UTC(),
+	})
+}
+
+// finish publishes ev and acks msg, or naks it to try again.
+func (r *reconciler) finish(work context.Context, log *slog.Logger, msg jetstream.Msg, ev events.Completed) {
+	dup, err := r.publish(work, ev)
+	if err != nil {
+		log.Error("OUTCOME NOT RECORDED: stk.completed could not be published; trying again", "error", err,
+			"result_code", ev.ResultCode)
+		later(log, msg, retryDelay)
+		return
+	}
+	if dup {
+		log.Info("an outcome was already recorded: the first one stands", "result_code", ev.ResultCode)
+	} else {
+		_, label := events.Outcome(ev.ResultCode)
+		log.Info("payment completed", "source", ev.Source, "result_code", ev.ResultCode, "status_label", label)
+	}
+	ack(work, log, msg)
+}
+
+// phoneBusy reports whether phone's lock (the dispatcher's per-phone queue)
+// is held, or was released less than ReconcileAfter ago: the next request
+// for the phone may not have been taken yet.
+func (r *reconciler) phoneBusy(ctx context.Context, phone string, now time.Time) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	kv, err := r.phoneLocks(ctx)
+	if err != nil || kv == nil {
+		return false, err
+	}
+	entries, err := kv.History(ctx, phone)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	case err != nil:
+		// Not quoted: the key is a phone number.
+		return false, errors.New("read phone lock history: " + err.Error())
+	case len(entries) == 0:
+		return false, nil
+	}
+	last := entries[len(entries)-1]
+	if last.Operation() == jetstream.KeyValuePut {
+		return true, nil
+	}
+	return now.Sub(last.Created()) < r.cfg.ReconcileAfter, nil
+}
+
+// phoneLocks opens the dispatcher's phone-lock bucket; nil when no
+// dispatcher has created it (no phone can be locked then). It is not
+// created here: its TTL is the dispatcher's setting.
+func (r *reconciler) phoneLocks(ctx context.Context) (jetstream.KeyValue, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.phones != nil {
+		return r.phones, nil
+	}
+	kv, err := r.js.KeyValue(ctx, events.PhonesBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("phone-lock bucket %s: %w", events.PhonesBucket, err)
+	}
+	r.phones = kv
+	return kv, nil
+}
+
+// attempt reads the dispatcher's record of the payment's push.
+func (r *reconciler) attempt(ctx context.Context, id string) (a events.Attempt, rev uint64, found bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	e, err := r.kv.Get(ctx, id)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return a, 0, false, nil
+	case err != nil:
+		return a, 0, false, fmt.Errorf("read attempt %s: %w", id, err)
+	}
+	if err := json.Unmarshal(e.Value(), &a); err != nil {
+		return a, 0, false, fmt.Errorf("decode attempt %s: %w", id, err)
+	}
+	return a, e.Revision(), true, nil
+}
+
+// backoff is the wait before asking Daraja again: QueryInterval doubling
+// with each delivery, up to QueryMaxInterval, with some jitter so that the
+// instances' queries spread out.
+func (r *reconciler) backoff(msg jetstream.Msg) time.Duration {
+	n := min(numDelivered(msg), 20)
+	d := r.cfg.QueryInterval
+	for i := uint64(1); i < n && d < r.cfg.QueryMaxInterval; i++ {
+		d *= 2
+	}
+	d = min(d, r.cfg.QueryMaxInterval)
+	jitter := time.Duration(rand.Int64N(int64(d)/5 + 1))
+	return d - d/10 + jitter
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

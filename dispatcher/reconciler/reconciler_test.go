@@ -1,0 +1,513 @@
+package reconciler
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/stkgate/stkgate/dispatcher/daraja"
+	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events"
+)
+
+const wait = 15 * time.Second
+
+// A push whose callback never comes is completed from the STK query, with
+// the fake's outcome, source "query" and no receipt (the query has none).
+func TestLostCallbackCompletedByQuery(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start()
+	for _, tc := range []struct{ code, desc string }{
+		{"0", "The service request is processed successfully."},
+		{"1032", "Request cancelled by user"},
+		{"1037", "DS timeout user cannot be reached"},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			p, resp := h.dispatch(darajatest.Script{ResultCode: tc.code, NoCallback: true})
+			got, _ := h.completion(p.TrackingID, wait)
+			want := events.Completed{
+				Payment:           p,
+				ResultCode:        tc.code,
+				ResultDesc:        tc.desc,
+				Source:            events.SourceQuery,
+				MerchantRequestID: resp.MerchantRequestID,
+				CheckoutRequestID: resp.CheckoutRequestID,
+			}
+			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(events.Completed{}, "CompletedAt"), cmpopts.EquateApproxTime(0)); diff != "" {
+				t.Errorf("stk.completed (-want +got):\n%s", diff)
+			}
+			if got.Receipt != "" || got.TransactionDate != "" {
+				t.Errorf("receipt %q, transaction date %q: the query returns neither", got.Receipt, got.TransactionDate)
+			}
+			a, _ := h.getAttempt(p.TrackingID)
+			if got.CompletedAt.Sub(a.FirstSentAt) < h.cfg.ReconcileAfter {
+				t.Errorf("completed %s after the push, before RECONCILE_AFTER", got.CompletedAt.Sub(a.FirstSentAt))
+			}
+			if n := len(h.queriesFor(resp.CheckoutRequestID)); n != 1 {
+				t.Errorf("%d queries, want 1: the outcome was final at the first", n)
+			}
+			if n := h.completions(p.TrackingID); n != 1 {
+				t.Errorf("%d stk.completed, want 1", n)
+			}
+		})
+	}
+	h.settled(wait)
+}
+
+// While the customer has not answered, Daraja answers 500 "being processed"
+// and 200 ResultCode 4999 (the fake alternates them); the reconciler asks
+// again until the outcome is final.
+func TestStillProcessingAskedAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start()
+	p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true, CallbackDelay: 1500 * time.Millisecond})
+	got, _ := h.completion(p.TrackingID, wait)
+	if got.ResultCode != "1032" || got.Source != events.SourceQuery {
+		t.Errorf("completed %s from %s, want 1032 from query", got.ResultCode, got.Source)
+	}
+	var saw500, saw4999 bool
+	qs := h.queriesFor(resp.CheckoutRequestID)
+	for _, q := range qs[:len(qs)-1] {
+		switch {
+		case q.HTTPStatus == http.StatusInternalServerError && strings.Contains(q.ErrorMessage, "being processed"):
+			saw500 = true
+		case q.HTTPStatus == http.StatusOK && q.ResultCode == "4999":
+			saw4999 = true
+		default:
+			t.Errorf("unexpected answer before the final one: %+v", q)
+		}
+	}
+	if last := qs[len(qs)-1]; last.ResultCode != "1032" {
+		t.Errorf("last query answered %+v, want ResultCode 1032", last)
+	}
+	if !saw500 || !saw4999 {
+		t.Errorf("queries %+v: want both still-processing forms before the final answer", qs)
+	}
+	h.settled(wait)
+}
+
+// Each STK query answer shape in the fixtures, replayed by a server that
+// speaks only Daraja's wire format.
+func TestQueryFixtureShapes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		answers []string // fixture names, in order; the last one repeats
+	}{
+		{"final", []string{"query-final"}},
+		{"4999 then final", []string{"query-processing-4999", "query-processing-4999", "query-final"}},
+		{"being processed then final", []string{"query-processing-500", "query-final"}},
+		{"both then final", []string{"query-processing-500", "query-processing-4999", "query-processing-500", "query-final"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			replay := newReplay(t, tc.answers)
+			h := newHarness(t, func(c *Config) { c.Daraja.BaseURL = replay.URL })
+			h.start()
+			p := h.newPayment()
+			const checkoutID = "ws_CO_1007202409152617172396192" // the fixtures'
+			h.publish(events.Requested{Payment: p})
+			h.publish(events.Dispatched{Payment: p, MerchantRequestID: "2654-4b64-97ff-b827b542881d3130", CheckoutRequestID: checkoutID})
+			got, _ := h.completion(p.TrackingID, wait)
+			want := events.Completed{
+				Payment:           p,
+				ResultCode:        "1032",
+				ResultDesc:        "Request cancelled by user",
+				Source:            events.SourceQuery,
+				MerchantRequestID: "2654-4b64-97ff-b827b542881d3130",
+				CheckoutRequestID: checkoutID,
+			}
+			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(events.Completed{}, "CompletedAt"), cmpopts.EquateApproxTime(0)); diff != "" {
+				t.Errorf("stk.completed (-want +got):\n%s", diff)
+			}
+			if n := replay.count(); n != len(tc.answers) {
+				t.Errorf("%d queries, want %d", n, len(tc.answers))
+			}
+			h.settled(wait)
+		})
+	}
+}
+
+// replay answers Daraja's OAuth and, in turn, the given query fixtures with
+// the HTTP status DARAJA.md gives each.
+type replay struct {
+	*httptest.Server
+	mu      sync.Mutex
+	answers []string
+	n       int
+}
+
+func newReplay(t *testing.T, answers []string) *replay {
+	t.Helper()
+	fixture := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("testdata", "fixtures", name+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	rp := &replay{answers: answers}
+	oauth := fixture("oauth-ok")
+	rp.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case daraja.PathOAuth:
+			_, _ = w.Write(oauth)
+		case daraja.PathQuery:
+			rp.mu.Lock()
+			name := rp.answers[min(rp.n, len(rp.answers)-1)]
+			rp.n++
+			rp.mu.Unlock()
+			if name == "query-processing-500" {
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+			_, _ = w.Write(fixture(name))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(rp.Close)
+	return rp
+}
+
+func (rp *replay) count() int {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.n
+}
+
+// "The transaction does not Exist" is asked again until UnknownDeadline
+// after the push, then the payment fails with stkgate.unknown_transaction.
+func TestUnknownTransactionFailsAfterDeadline(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start()
+	p := h.newPayment()
+	const checkoutID = "ws_CO_0000000000000000000000"
+	h.publish(events.Requested{Payment: p})
+	h.publish(events.Dispatched{Payment: p, MerchantRequestID: "m-1", CheckoutRequestID: checkoutID})
+	pushed := h.storedAt(events.TypeDispatched, p.TrackingID)
+
+	got, stored := h.completion(p.TrackingID, wait)
+	if got.ResultCode != CodeUnknownTransaction || got.Source != events.SourceQuery || got.CheckoutRequestID != checkoutID {
+		t.Errorf("completed %+v, want %s from query for %s", got, CodeUnknownTransaction, checkoutID)
+	}
+	if _, label := events.Outcome(got.ResultCode); label != events.LabelFailed {
+		t.Errorf("%s reads as %q, want Failed", got.ResultCode, label)
+	}
+	if !strings.Contains(got.ResultDesc, "does not Exist") {
+		t.Errorf("description %q does not say why", got.ResultDesc)
+	}
+	if stored.Sub(pushed) < h.cfg.UnknownDeadline {
+		t.Errorf("failed %s after the push, before the deadline %s", stored.Sub(pushed), h.cfg.UnknownDeadline)
+	}
+	qs := h.queriesFor(checkoutID)
+	if len(qs) < 2 {
+		t.Errorf("%d queries, want several before giving up", len(qs))
+	}
+	for _, q := range qs {
+		if q.ErrorMessage != "The transaction does not Exist" || q.At.Before(pushed.Add(h.cfg.ReconcileAfter)) {
+			t.Errorf("query %+v: want does-not-exist answers, none before RECONCILE_AFTER", q)
+		}
+	}
+	h.settled(wait)
+}
+
+// A callback before RECONCILE_AFTER settles the payment: no query at all,
+// no second completion.
+func TestCallbackBeforeReconcileAfterNoQuery(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.ReconcileAfter = 700 * time.Millisecond })
+	h.start()
+	p, _ := h.dispatch(darajatest.Script{ResultCode: "0"})
+	got, _ := h.completion(p.TrackingID, wait)
+	if got.Source != events.SourceCallback {
+		t.Fatalf("completed from %s, want callback", got.Source)
+	}
+	// Past RECONCILE_AFTER, the reconciler's timers have fired and been
+	// acked.
+	time.Sleep(h.cfg.ReconcileAfter)
+	h.settled(wait)
+	if qs := h.fake.Queries(); len(qs) != 0 {
+		t.Errorf("queries %+v, want none", qs)
+	}
+	if n := h.completions(p.TrackingID); n != 1 {
+		t.Errorf("%d stk.completed, want 1", n)
+	}
+}
+
+// A request with no attempt record (never taken by a dispatcher) fails
+// after RequestDeadline, and its record is marked given up so that a late
+// dispatcher does not push it.
+func TestRequestWithoutAttemptFailsAfterDeadline(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start()
+	p := h.newPayment()
+	h.publish(events.Requested{Payment: p})
+	requested := h.storedAt(events.TypeRequested, p.TrackingID)
+
+	got, stored := h.completion(p.TrackingID, wait)
+	if got.ResultCode != CodeNotDispatched || !strings.Contains(got.ResultDesc, "No CheckoutRequestID after") {
+		t.Errorf("completed %s %q, want %s with a clear description", got.ResultCode, got.ResultDesc, CodeNotDispatched)
+	}
+	if stored.Sub(requested) < h.cfg.RequestDeadline {
+		t.Errorf("failed %s after the request, before the deadline %s", stored.Sub(requested), h.cfg.RequestDeadline)
+	}
+	a, ok := h.getAttempt(p.TrackingID)
+	if !ok || a.State != events.AttemptGaveUp || a.ErrorCode != CodeNotDispatched {
+		t.Errorf("attempt record %+v (found %v), want given up with %s", a, ok, CodeNotDispatched)
+	}
+	if len(h.fake.Pushes()) != 0 || len(h.fake.Queries()) != 0 {
+		t.Error("the reconciler called Daraja")
+	}
+	h.settled(wait)
+}
+
+// A request still being retried by the dispatcher (its record changed
+// recently) is not failed while it keeps changing.
+func TestRequestDeadlineCountsFromLastChange(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start()
+	p := h.newPayment()
+	h.publish(events.Requested{Payment: p})
+	// The dispatcher keeps retrying pushes that cannot have reached Daraja
+	// for longer than the deadline.
+	stop := time.Now().Add(2 * h.cfg.RequestDeadline)
+	var lastChange time.Time
+	for time.Now().Before(stop) {
+		lastChange = time.Now().UTC()
+		h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 3,
+			ErrorCode: "500.003.02", ErrorMessage: "Spike Arrest Violation", UpdatedAt: lastChange})
+		if n := h.completions(p.TrackingID); n != 0 {
+			t.Fatal("failed while the dispatcher was still working on it")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	got, stored := h.completion(p.TrackingID, wait)
+	if got.ResultCode != CodeNotDispatched || !strings.Contains(got.ResultDesc, "Spike Arrest Violation") {
+		t.Errorf("completed %s %q, want %s naming the last error", got.ResultCode, got.ResultDesc, CodeNotDispatched)
+	}
+	if stored.Sub(lastChange) < h.cfg.RequestDeadline {
+		t.Errorf("failed %s after the last change, want at least %s", stored.Sub(lastChange), h.cfg.RequestDeadline)
+	}
+	h.settled(wait)
+}
+
+// A request waiting for its phone (another payment holds the phone's lock)
+// is not failed while it waits.
+func TestRequestWaitingForPhoneNotFailed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	phones, err := h.ns.JS.CreateKeyValue(ctx, events.PhonesConfig(1, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	p := h.newPayment()
+	if _, err := phones.Create(ctx, p.Phone, []byte("another-payment")); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(events.Requested{Payment: p})
+	time.Sleep(2 * h.cfg.RequestDeadline)
+	if n := h.completions(p.TrackingID); n != 0 {
+		t.Fatal("failed while waiting for its phone")
+	}
+	released := time.Now()
+	if err := phones.Delete(ctx, p.Phone); err != nil {
+		t.Fatal(err)
+	}
+	got, stored := h.completion(p.TrackingID, wait)
+	if got.ResultCode != CodeNotDispatched {
+		t.Errorf("completed %s, want %s", got.ResultCode, CodeNotDispatched)
+	}
+	if stored.Sub(released) < h.cfg.ReconcileAfter {
+		t.Errorf("failed %s after the phone was released: the dispatcher had no time to take it", stored.Sub(released))
+	}
+	h.settled(wait)
+}
+
+// An ambiguous push (its answer lost, no CheckoutRequestID) fails after the
+// prompt's lifetime unless its callback came.
+func TestAmbiguousAttempt(t *testing.T) {
+	t.Parallel()
+	for _, state := range []string{events.AttemptAmbiguous, events.AttemptSending} {
+		t.Run(state+" no callback", func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.start()
+			p := h.newPayment()
+			h.publish(events.Requested{Payment: p})
+			sent := time.Now().UTC()
+			h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: state, Calls: 1, ErrorCode: daraja.CodeTimeout,
+				FirstSentAt: sent, UpdatedAt: sent})
+			got, stored := h.completion(p.TrackingID, wait)
+			if got.ResultCode != CodeNoAnswer || !strings.Contains(got.ResultDesc, "Daraja's answer was lost and no callback came") {
+				t.Errorf("completed %s %q, want %s with a clear description", got.ResultCode, got.ResultDesc, CodeNoAnswer)
+			}
+			if stored.Sub(sent) < h.cfg.PromptLifetime {
+				t.Errorf("failed %s after the push, within the prompt's lifetime %s", stored.Sub(sent), h.cfg.PromptLifetime)
+			}
+			if _, label := events.Outcome(got.ResultCode); label != events.LabelFailed {
+				t.Errorf("reads as %q, want Failed", label)
+			}
+			h.settled(wait)
+		})
+	}
+	t.Run("callback came", func(t *testing.T) {
+		h := newHarness(t, nil)
+		h.start()
+		p := h.newPayment()
+		h.publish(events.Requested{Payment: p})
+		sent := time.Now().UTC()
+		h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptAmbiguous, Calls: 1,
+			ErrorCode: daraja.CodeConnectionLost, FirstSentAt: sent, UpdatedAt: sent})
+		time.Sleep(h.cfg.PromptLifetime / 2)
+		cb := events.Completed{Payment: p, ResultCode: "0", ResultDesc: "The service request is processed successfully.",
+			Receipt: "RBC12ABC34", Source: events.SourceCallback, CheckoutRequestID: "ws_CO_1", CompletedAt: time.Now().UTC()}
+		h.publish(cb)
+		time.Sleep(h.cfg.PromptLifetime)
+		h.settled(wait)
+		got, _ := h.completion(p.TrackingID, wait)
+		if got.Source != events.SourceCallback || got.Receipt != "RBC12ABC34" {
+			t.Errorf("completed %+v, want the callback's", got)
+		}
+		if n := h.completions(p.TrackingID); n != 1 {
+			t.Errorf("%d stk.completed, want 1", n)
+		}
+	})
+}
+
+// Daraja accepted the push but stk.dispatched is not in the stream (the
+// dispatcher stopped in between): the attempt record's CheckoutRequestID is
+// reconciled.
+func TestAcceptedAttemptWithoutDispatched(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start()
+	p := h.newPayment()
+	h.fake.Script(p.Phone, darajatest.Script{ResultCode: "1", NoCallback: true})
+	h.publish(events.Requested{Payment: p})
+	sent := time.Now().UTC()
+	resp, err := h.client.Push(context.Background(), daraja.PushRequest{Phone: p.Phone, Amount: p.Amount,
+		AccountReference: p.Reference, CallbackURL: events.CallbackURL(h.callback.URL, p.TrackingID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptAccepted, Calls: 1,
+		MerchantRequestID: resp.MerchantRequestID, CheckoutRequestID: resp.CheckoutRequestID, FirstSentAt: sent, UpdatedAt: sent})
+	got, _ := h.completion(p.TrackingID, wait)
+	if got.ResultCode != "1" || got.Source != events.SourceQuery || got.CheckoutRequestID != resp.CheckoutRequestID {
+		t.Errorf("completed %+v, want 1 from query for %s", got, resp.CheckoutRequestID)
+	}
+	h.settled(wait)
+}
+
+// A refused or given-up attempt whose stk.completed was never published
+// gets it from the record.
+func TestRecordedOutcomePublished(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start()
+	for _, tc := range []struct {
+		state, code, msg, wantCode string
+	}{
+		{events.AttemptRefused, "400.002.02", "Bad Request - Invalid PhoneNumber", "400.002.02"},
+		{events.AttemptGaveUp, "", "", daraja.CodeUnreachable},
+		{events.AttemptGaveUp, "0", "not a code", daraja.CodeUnreachable},
+	} {
+		p := h.newPayment()
+		h.publish(events.Requested{Payment: p})
+		h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: tc.state, Calls: 1, ErrorCode: tc.code,
+			ErrorMessage: tc.msg, UpdatedAt: time.Now().UTC()})
+		got, _ := h.completion(p.TrackingID, wait)
+		if got.ResultCode != tc.wantCode || got.Source != events.SourceDispatcher || got.ResultDesc == "" {
+			t.Errorf("%s %q: completed %s %q from %s, want %s from dispatcher", tc.state, tc.code, got.ResultCode, got.ResultDesc, got.Source, tc.wantCode)
+		}
+		if _, label := events.Outcome(got.ResultCode); label != events.LabelFailed {
+			t.Errorf("%s reads as %q, want Failed", got.ResultCode, label)
+		}
+	}
+	h.settled(wait)
+}
+
+// Timers live in JetStream: a reconciler stopped while it waits and a new
+// one started still completes the payment.
+func TestRestartMidWait(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.ReconcileAfter = time.Second })
+	first := h.start()
+	p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true})
+	time.Sleep(300 * time.Millisecond) // the first instance has taken it and is waiting
+	h.stop(first)
+	if n := len(h.fake.Queries()); n != 0 {
+		t.Fatalf("%d queries before RECONCILE_AFTER", n)
+	}
+	h.start()
+	got, _ := h.completion(p.TrackingID, wait)
+	if got.ResultCode != "1032" || got.Source != events.SourceQuery || got.CheckoutRequestID != resp.CheckoutRequestID {
+		t.Errorf("completed %+v, want 1032 from query", got)
+	}
+	h.settled(wait)
+}
+
+// Two instances share the work: each payment is queried once and completed
+// once.
+func TestTwoInstancesOneCompletionEach(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start()
+	h.start()
+	type sent struct {
+		p    events.Payment
+		resp daraja.PushResponse
+	}
+	var all []sent
+	for range 12 {
+		p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true})
+		all = append(all, sent{p, resp})
+	}
+	for _, s := range all {
+		got, _ := h.completion(s.p.TrackingID, wait)
+		if got.Source != events.SourceQuery || got.ResultCode != "1032" {
+			t.Errorf("%s: completed %s from %s", s.p.TrackingID, got.ResultCode, got.Source)
+		}
+	}
+	h.settled(wait)
+	for _, s := range all {
+		if n := h.completions(s.p.TrackingID); n != 1 {
+			t.Errorf("%s: %d stk.completed, want 1", s.p.TrackingID, n)
+		}
+		if n := len(h.queriesFor(s.resp.CheckoutRequestID)); n != 1 {
+			t.Errorf("%s: %d queries, want 1 (the outcome was final at the first)", s.p.TrackingID, n)
+		}
+	}
+	if n := strings.Count(h.logs.String(), `"msg":"payment completed"`); n != len(all) {
+		t.Errorf("%d completions published, want %d", n, len(all))
+	}
+}
+
+// An event that cannot be decoded is terminated, not retried forever.
+func TestMalformedEventTerminated(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start()
+	if _, err := h.ns.JS.Publish(context.Background(), events.Subject(events.TypeDispatched, "not-json"), []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	h.settled(wait)
+	if !strings.Contains(h.logs.String(), "terminating malformed event") {
+		t.Error("no log line about the malformed event")
+	}
+}
