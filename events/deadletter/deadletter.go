@@ -40,6 +40,19 @@ var deadLetters = expvar.NewInt("stkgate_dead_letters")
 // Count is how many dead letters this process has stored since it started.
 func Count() int64 { return deadLetters.Value() }
 
+// Stored is how many dead letters STK_DLQ holds: the total of every
+// watcher, for a readiness page or an alert.
+func Stored(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	s, err := js.Stream(ctx, events.DeadLetterStreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("dead letters: %w", err)
+	}
+	return s.CachedInfo().State.Msgs, nil
+}
+
 // Defaults.
 const (
 	// DefaultRetryMaxDelay caps the wait before an advisory whose dead

@@ -250,6 +250,9 @@ func TestMaxDeliveries(t *testing.T) {
 	if n := Count() - before; n != 1 {
 		t.Errorf("counted %d, want 1", n)
 	}
+	if n, err := Stored(context.Background(), e.ns.JS); err != nil || n != 1 {
+		t.Errorf("Stored = %d, %v; want 1", n, err)
+	}
 	logs := e.logs.String()
 	for _, s := range []string{`"level":"ERROR"`, `"msg":"message dead-lettered: a consumer gave up on it"`,
 		`"tracking_id":"` + bad + `"`, `"consumer":"poison-test"`, `"reason":"max_deliveries"`} {
@@ -403,6 +406,13 @@ func TestDeadLetterStreamGone(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), `"msg":"dead letter not stored; retrying"`) {
 		t.Errorf("the failed attempt was not logged:\n%s", e.logs.String())
+	}
+}
+
+func TestStoredWithoutStream(t *testing.T) {
+	ns := natstest.Start(t)
+	if n, err := Stored(context.Background(), ns.JS); err != nil || n != 0 {
+		t.Errorf("Stored = %d, %v; want 0", n, err)
 	}
 }
 
