@@ -43,7 +43,7 @@ func TestChaosSmall(t *testing.T) {
 	var out bytes.Buffer
 	o := Options{
 		Root: root, N: 150, Clients: 6, Rate: 10, Kills: 1,
-		PGStop: 2 * time.Second, Down: time.Second, Settle: 45 * time.Second,
+		PGStop: 2 * time.Second, Down: time.Second, Settle: 60 * time.Second,
 		Seed: uint64(time.Now().UnixNano()), SimDelay: 500 * time.Millisecond, Replays: 20,
 		ExtraEnv: map[string]string{}, Out: &out,
 	}

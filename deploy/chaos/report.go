@@ -21,6 +21,7 @@ type Report struct {
 	Final                int            // accepted and status 1 in Postgres
 	Lost                 int            // accepted and not final after the settle deadline
 	LostIDs              []string       // the first few
+	LostByCause          map[string]int // what the fake and Postgres say of each lost request
 	NotFoundAfterAccept  int            // GET right after a 2xx answered 404
 	Pushes               int            // push requests the fake received
 	AcceptedPushes       int            // pushes Daraja accepted (prompts shown)
@@ -53,7 +54,20 @@ type procFigures struct {
 }
 
 func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings) *Report {
-	r := &Report{Requests: len(answers), OtherStatus: map[int]int{}, FinalBySource: map[string]int{}}
+	r := &Report{Requests: len(answers), OtherStatus: map[int]int{}, FinalBySource: map[string]int{}, LostByCause: map[string]int{}}
+	pushedIDs := map[string]bool{}
+	for _, p := range rec.Pushes {
+		if p.Accepted {
+			pushedIDs[trackingIDOf(p.Body.CallBackURL)] = true
+		}
+	}
+	callbackOf := map[string]int{} // tracking id → best status its callbacks got (200 wins)
+	for _, c := range rec.Callbacks {
+		id := trackingIDOf(c.URL)
+		if st, ok := callbackOf[id]; !ok || st != http.StatusOK {
+			callbackOf[id] = c.StatusCode
+		}
+	}
 
 	refusedPhones := map[string]bool{}
 	knownPhones := map[string]bool{}
@@ -71,12 +85,24 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 				r.FinalBySource[row.source]++
 			} else {
 				r.Lost++
-				if len(r.LostIDs) < 10 {
-					state := "no record"
-					if ok {
-						state = "pending"
+				state := "no record in Postgres"
+				if ok {
+					state = "pending in Postgres"
+				}
+				cause := state + ", never pushed"
+				if pushedIDs[a.trackingID] {
+					switch st, sent := callbackOf[a.trackingID]; {
+					case !sent:
+						cause = state + ", pushed, no callback sent yet"
+					case st == http.StatusOK:
+						cause = state + ", pushed, callback answered 200"
+					default:
+						cause = state + fmt.Sprintf(", pushed, callback not delivered (status %d)", st)
 					}
-					r.LostIDs = append(r.LostIDs, a.trackingID+" ("+state+")")
+				}
+				r.LostByCause[cause]++
+				if len(r.LostIDs) < 10 {
+					r.LostIDs = append(r.LostIDs, a.trackingID+" ("+cause+")")
 				}
 			}
 		case a.status == http.StatusServiceUnavailable:
@@ -189,6 +215,14 @@ func (r *Report) Print(w io.Writer) {
 	}
 	p("final (status 1)            %d   by source %v", r.Final, r.FinalBySource)
 	p("LOST (accepted, not final)  %d", r.Lost)
+	causes := make([]string, 0, len(r.LostByCause))
+	for c := range r.LostByCause {
+		causes = append(causes, c)
+	}
+	sort.Strings(causes)
+	for _, c := range causes {
+		p("  %5d  %s", r.LostByCause[c], c)
+	}
 	p("404 right after 2xx         %d", r.NotFoundAfterAccept)
 	p("pushes received / accepted  %d / %d", r.Pushes, r.AcceptedPushes)
 	p("DOUBLE PUSHES (ids)         %d", r.DoublePushes)
