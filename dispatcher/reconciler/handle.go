@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
 )
@@ -315,11 +316,15 @@ func (r *reconciler) recordedOutcome(work context.Context, log *slog.Logger, msg
 		// turn a push that never went out into "Success".
 		code = daraja.CodeUnreachable
 	}
-	if desc == "" {
+	switch {
+	case desc == "" && a.State == events.AttemptRefused:
+		desc = "Daraja refused the push"
+	case desc == "":
 		desc = "The dispatcher gave up the push"
-		if a.State == events.AttemptRefused {
-			desc = "Daraja refused the push"
-		}
+	case a.State == events.AttemptGaveUp && a.ErrorCode != dispatcher.CodePhoneBusy && a.ErrorCode != CodeNotDispatched:
+		// Worded as the dispatcher words it when it publishes the same
+		// outcome from the record, so either event reads the same.
+		desc = fmt.Sprintf("Gave up after %d attempts: %s", a.Calls, desc)
 	}
 	log.Warn("attempt finished without stk.completed: publishing its recorded outcome", "result_code", code)
 	r.finish(work, log, msg, events.Completed{
@@ -328,7 +333,8 @@ func (r *reconciler) recordedOutcome(work context.Context, log *slog.Logger, msg
 		ResultDesc:        desc,
 		Source:            events.SourceDispatcher,
 		MerchantRequestID: a.MerchantRequestID,
-		CompletedAt:       now.UTC(),
+		// The record's time, as the dispatcher's own event from the record.
+		CompletedAt: a.UpdatedAt,
 	})
 }
 

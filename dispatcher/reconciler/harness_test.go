@@ -54,7 +54,7 @@ type harness struct {
 
 type run struct {
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run has returned
 }
 
 // fastConfig shortens every wait so a test takes a second or two.
@@ -130,8 +130,13 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 func (h *harness) start() *run {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &run{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- Run(ctx, h.cfg) }()
+	r := &run{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		if err := Run(ctx, h.cfg); err != nil {
+			h.t.Errorf("Run returned %v, want nil", err)
+		}
+	}()
 	h.mu.Lock()
 	h.runs = append(h.runs, r)
 	h.mu.Unlock()
@@ -143,11 +148,7 @@ func (h *harness) stop(r *run) {
 	h.t.Helper()
 	r.cancel()
 	select {
-	case err, ok := <-r.done:
-		if ok && err != nil {
-			h.t.Errorf("Run returned %v, want nil", err)
-		}
-		close(r.done)
+	case <-r.done:
 	case <-time.After(h.cfg.ShutdownTimeout + 10*time.Second):
 		h.t.Fatal("Run did not return after cancel")
 	}
@@ -159,12 +160,7 @@ func (h *harness) stopAll() {
 	h.runs = nil
 	h.mu.Unlock()
 	for _, r := range runs {
-		select {
-		case <-r.done:
-			// Already stopped (and closed) by stop.
-		default:
-			h.stop(r)
-		}
+		h.stop(r)
 	}
 }
 
@@ -346,7 +342,7 @@ func (h *harness) settled(within time.Duration) {
 	h.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		idle := true
+		idle, late := true, time.Now().After(deadline)
 		for _, name := range []string{events.ConsumerReconcilerDispatched, events.ConsumerReconcilerRequested} {
 			c, err := h.ns.JS.Consumer(context.Background(), events.StreamName, name)
 			if errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -362,12 +358,15 @@ func (h *harness) settled(within time.Duration) {
 			}
 			if info.NumPending != 0 || info.NumAckPending != 0 {
 				idle = false
+				if late {
+					h.t.Logf("consumer %s: pending %d, ack pending %d, redelivered %d", name, info.NumPending, info.NumAckPending, info.NumRedelivered)
+				}
 			}
 		}
 		if idle {
 			return
 		}
-		if time.Now().After(deadline) {
+		if late {
 			h.t.Fatalf("reconciler consumers still have work after %s", within)
 		}
 		time.Sleep(20 * time.Millisecond)

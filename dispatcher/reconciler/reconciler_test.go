@@ -33,7 +33,7 @@ func TestLostCallbackCompletedByQuery(t *testing.T) {
 		{"1037", "DS timeout user cannot be reached"},
 	} {
 		t.Run(tc.code, func(t *testing.T) {
-			p, resp := h.dispatch(darajatest.Script{ResultCode: tc.code, NoCallback: true})
+			p, resp := h.dispatch(darajatest.Script{ResultCode: tc.code, NoCallback: true, CallbackDelay: -1})
 			got, _ := h.completion(p.TrackingID, wait)
 			want := events.Completed{
 				Payment:           p,
@@ -227,7 +227,8 @@ func TestUnknownTransactionFailsAfterDeadline(t *testing.T) {
 // no second completion.
 func TestCallbackBeforeReconcileAfterNoQuery(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.ReconcileAfter = 700 * time.Millisecond })
+	// Long enough for the callback to come first even on a loaded machine.
+	h := newHarness(t, func(c *Config) { c.ReconcileAfter, c.UnknownDeadline = 2*time.Second, 2*time.Second })
 	h.start()
 	p, _ := h.dispatch(darajatest.Script{ResultCode: "0"})
 	got, _ := h.completion(p.TrackingID, wait)
@@ -397,7 +398,7 @@ func TestAcceptedAttemptWithoutDispatched(t *testing.T) {
 	h := newHarness(t, nil)
 	h.start()
 	p := h.newPayment()
-	h.fake.Script(p.Phone, darajatest.Script{ResultCode: "1", NoCallback: true})
+	h.fake.Script(p.Phone, darajatest.Script{ResultCode: "1", NoCallback: true, CallbackDelay: -1})
 	h.publish(events.Requested{Payment: p})
 	sent := time.Now().UTC()
 	resp, err := h.client.Push(context.Background(), daraja.PushRequest{Phone: p.Phone, Amount: p.Amount,
@@ -421,19 +422,24 @@ func TestRecordedOutcomePublished(t *testing.T) {
 	h := newHarness(t, nil)
 	h.start()
 	for _, tc := range []struct {
-		state, code, msg, wantCode string
+		state, code, msg, wantCode, wantDesc string
 	}{
-		{events.AttemptRefused, "400.002.02", "Bad Request - Invalid PhoneNumber", "400.002.02"},
-		{events.AttemptGaveUp, "", "", daraja.CodeUnreachable},
-		{events.AttemptGaveUp, "0", "not a code", daraja.CodeUnreachable},
+		{events.AttemptRefused, "400.002.02", "Bad Request - Invalid PhoneNumber", "400.002.02", "Bad Request - Invalid PhoneNumber"},
+		{events.AttemptGaveUp, "500.003.02", "Spike Arrest Violation", "500.003.02", "Gave up after 3 attempts: Spike Arrest Violation"},
+		{events.AttemptGaveUp, "", "", daraja.CodeUnreachable, "The dispatcher gave up the push"},
+		{events.AttemptGaveUp, "0", "not a code", daraja.CodeUnreachable, "Gave up after 3 attempts: not a code"},
 	} {
 		p := h.newPayment()
 		h.publish(events.Requested{Payment: p})
-		h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: tc.state, Calls: 1, ErrorCode: tc.code,
-			ErrorMessage: tc.msg, UpdatedAt: time.Now().UTC()})
+		updated := time.Now().UTC()
+		h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: tc.state, Calls: 3, ErrorCode: tc.code,
+			ErrorMessage: tc.msg, UpdatedAt: updated})
 		got, _ := h.completion(p.TrackingID, wait)
-		if got.ResultCode != tc.wantCode || got.Source != events.SourceDispatcher || got.ResultDesc == "" {
-			t.Errorf("%s %q: completed %s %q from %s, want %s from dispatcher", tc.state, tc.code, got.ResultCode, got.ResultDesc, got.Source, tc.wantCode)
+		if got.ResultCode != tc.wantCode || got.Source != events.SourceDispatcher || got.ResultDesc != tc.wantDesc {
+			t.Errorf("%s %q: completed %s %q from %s, want %s %q from dispatcher", tc.state, tc.code, got.ResultCode, got.ResultDesc, got.Source, tc.wantCode, tc.wantDesc)
+		}
+		if !got.CompletedAt.Equal(updated) {
+			t.Errorf("completed at %s, want the record's time %s", got.CompletedAt, updated)
 		}
 		if _, label := events.Outcome(got.ResultCode); label != events.LabelFailed {
 			t.Errorf("%s reads as %q, want Failed", got.ResultCode, label)
@@ -446,9 +452,9 @@ func TestRecordedOutcomePublished(t *testing.T) {
 // one started still completes the payment.
 func TestRestartMidWait(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.ReconcileAfter = time.Second })
+	h := newHarness(t, func(c *Config) { c.ReconcileAfter, c.UnknownDeadline = time.Second, 2*time.Second })
 	first := h.start()
-	p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true})
+	p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true, CallbackDelay: -1})
 	time.Sleep(300 * time.Millisecond) // the first instance has taken it and is waiting
 	h.stop(first)
 	if n := len(h.fake.Queries()); n != 0 {
@@ -475,7 +481,7 @@ func TestTwoInstancesOneCompletionEach(t *testing.T) {
 	}
 	var all []sent
 	for range 12 {
-		p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true})
+		p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true, CallbackDelay: -1})
 		all = append(all, sent{p, resp})
 	}
 	for _, s := range all {
