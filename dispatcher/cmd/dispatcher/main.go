@@ -1,5 +1,7 @@
-// Command dispatcher sends an STK push to Daraja for each stk.requested event.
-// It is configured from the environment; see dispatcher.ConfigFromEnv.
+// Command dispatcher sends an STK push to Daraja for each stk.requested event,
+// and runs the reconciler, which brings every accepted payment to a final
+// state. It is configured from the environment; see dispatcher.ConfigFromEnv
+// and reconciler.ConfigFromEnv.
 package main
 
 import (
@@ -10,7 +12,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/stkgate/stkgate/dispatcher"
+	"github.com/stkgate/stkgate/dispatcher/reconciler"
 )
 
 func main() {
@@ -29,10 +34,21 @@ func main() {
 		fmt.Fprintf(os.Stderr, "dispatcher: configuration:\n%v\n", err)
 		os.Exit(2)
 	}
+	rcfg, err := reconciler.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "reconciler: configuration:\n%v\n", err)
+		os.Exit(2)
+	}
 	cfg.Logger = log
-	log.Info("starting", "config", cfg)
+	rcfg.Logger = log.With("component", "reconciler")
+	log.Info("starting", "config", cfg, "reconciler", rcfg)
 
-	if err := dispatcher.Run(ctx, cfg); err != nil {
+	// Either failing to start stops the other: a dispatcher without its
+	// reconciler could leave payments unfinished.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return dispatcher.Run(gctx, cfg) })
+	g.Go(func() error { return reconciler.Run(gctx, rcfg) })
+	if err := g.Wait(); err != nil {
 		log.Error("dispatcher failed", "error", err)
 		os.Exit(1)
 	}
