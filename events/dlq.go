@@ -77,9 +77,14 @@ const (
 const DeadLetterUnknownTrackingID = "unknown"
 
 const (
-	deadLetterDuplicateWindow   = 24 * time.Hour
 	deadLetterAdvisoryRetention = 30 * 24 * time.Hour
-	deadLetterRetention         = 365 * 24 * time.Hour
+	// deadLetterDuplicateWindow covers an advisory's whole life in
+	// STK_ADVISORIES: however late it is handled again (a watcher that
+	// lost its consumer starts from the first one kept), its dead letter,
+	// first stored after the advisory was, is still remembered. Dead
+	// letters are rare, so the ids remembered cost nothing.
+	deadLetterDuplicateWindow = deadLetterAdvisoryRetention
+	deadLetterRetention       = 365 * 24 * time.Hour
 )
 
 // AdvisoryStreamConfig is STK_ADVISORIES: the advisories the dead-letter
@@ -101,7 +106,7 @@ func AdvisoryStreamConfig(replicas int) jetstream.StreamConfig {
 
 // DeadLetterStreamConfig is STK_DLQ. A dead letter is an event some service
 // could not process, so a payment that may need an operator: it is kept a
-// year, and its duplicate window covers any redelivery of the advisory.
+// year, and its duplicate window covers any handling of the advisory again.
 func DeadLetterStreamConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        DeadLetterStreamName,

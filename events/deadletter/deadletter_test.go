@@ -317,6 +317,13 @@ func TestRestart(t *testing.T) {
 			goneSeq = seq
 		}
 	}
+	// Terms are not answered: wait until the server has them all, or it
+	// reports the deletion of a message still pending as a termination of
+	// its own (one more advisory, for the same dead letter).
+	e.eventually("the terms are taken", func() bool {
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumAckPending == 0 && info.AckFloor.Stream == goneSeq
+	})
 	if err := e.ns.Stream.DeleteMsg(context.Background(), goneSeq); err != nil {
 		t.Fatal(err)
 	}
