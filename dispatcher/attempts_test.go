@@ -427,3 +427,60 @@ func TestPhoneBusyAtLastDeliveryGivesUp(t *testing.T) {
 		t.Errorf("%d pushes to the phone, want 1", n)
 	}
 }
+
+func TestRequestsForAPhoneArePushedInOrder(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	pays := []events.Payment{newPayment(), newPayment(), newPayment(), newPayment()}
+	for i := range pays {
+		pays[i].Phone = pays[0].Phone
+	}
+	h.request(pays[0])
+	h.start()
+	waitFor(t, "the first push", func() bool { return len(h.accepted(pays[0].TrackingID)) == 1 })
+	for _, p := range pays[1:] {
+		h.request(p)
+	}
+	// All three wait on the phone's list before the first completes.
+	waitFor(t, "the others to queue", func() bool {
+		q, _, err := phones{kv: h.bucket(events.PhonesConfig(1, 0))}.queue(context.Background(), pays[0].Phone)
+		return err == nil && len(q) == 3
+	})
+	for i, p := range pays[:len(pays)-1] {
+		h.fake.Flush()
+		h.complete(p)
+		next := pays[i+1]
+		waitFor(t, "the next push", func() bool { return len(h.fakePushes(p.Phone)) == i+2 })
+		if got := h.fakePushes(p.Phone)[i+1].Body.CallBackURL; got != events.CallbackURL(callbackBase, next.TrackingID) {
+			t.Errorf("push %d went to %s, want the request made %d-th (%s)", i+2, got, i+2, next.TrackingID)
+		}
+	}
+	h.waitSettled()
+	h.stop()
+	for _, p := range h.fakePushes(pays[0].Phone) {
+		if !p.Accepted {
+			t.Errorf("push answered %s %q, want accepted", p.ErrorCode, p.ErrorMessage)
+		}
+	}
+}
+
+func TestGoneWaiterStopsHoldingUpThePhone(t *testing.T) {
+	t.Parallel()
+	const stale = 500 * time.Millisecond
+	h := newHarness(t, func(c *Config) { c.queueStale = stale })
+	p := newPayment()
+	// A request that came earlier waited for the phone, then was settled
+	// elsewhere (or its dispatcher died) without leaving the list.
+	ph := phones{kv: h.bucket(events.PhonesConfig(1, 0))}
+	if err := ph.join(context.Background(), p.Phone, waiter{ID: "gone", Seq: 0, Seen: time.Now().UTC()}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	h.request(p)
+	h.start()
+	waitFor(t, "the push once the gone waiter is stale", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	h.waitSettled()
+	h.stop()
+	if q, _, err := ph.queue(context.Background(), p.Phone); err != nil || len(q) != 0 {
+		t.Errorf("waiting list after the push: %+v, %v; want empty", q, err)
+	}
+}

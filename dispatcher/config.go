@@ -101,6 +101,10 @@ type Config struct {
 	tuneConsumer func(*jetstream.ConsumerConfig)
 	// maxDeliver is the request consumer's MaxDeliver, read at start-up.
 	maxDeliver int
+	// queueStale is how long a request on a phone's waiting list may go
+	// without looking at the phone before the requests after it stop
+	// waiting for it (default: derived from PhoneWait and the AckWait).
+	queueStale time.Duration
 }
 
 // ConfigFromEnv reads the configuration through getenv (os.Getenv in main).

@@ -121,6 +121,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("dispatcher started", "consumer", events.ConsumerDispatcher, "concurrency", cfg.Concurrency)
 	cfg.maxDeliver = res.requests.CachedInfo().Config.MaxDeliver
+	if cfg.queueStale <= 0 {
+		// Several missed looks, and a redelivery after a crash (AckWait).
+		cfg.queueStale = max(10*cfg.PhoneWait, res.requests.CachedInfo().Config.AckWait+cfg.PhoneWait)
+	}
 	if cfg.maxDeliver <= 0 {
 		cfg.maxDeliver = math.MaxInt
 	}
@@ -410,9 +414,9 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 	keep := keepInProgress(msg, d.cfg.ProgressInterval)
 	defer keep()
 
-	delivered := uint64(1)
+	delivered, seq := uint64(1), uint64(0)
 	if meta, err := msg.Metadata(); err == nil {
-		delivered = meta.NumDelivered
+		delivered, seq = meta.NumDelivered, meta.Sequence.Stream
 	}
 
 	rec, rev, err := d.attempts.get(work, id)
@@ -448,7 +452,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		return
 	}
 
-	lockRev, holder, err := d.phones.take(work, req.Phone, id)
+	lockRev, holder, err := d.phones.acquire(work, req.Phone, id, seq, time.Now().UTC(), d.cfg.queueStale)
 	if err != nil {
 		log.Error("cannot take the phone's lock: not pushing; retrying later", "error", err)
 		d.nakDelay(log, msg, d.cfg.RecheckDelay)
@@ -459,6 +463,9 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			// The last delivery JetStream will make: finish the payment
 			// rather than let it run out unanswered.
 			log.Warn("phone busy for too long: giving up", "holder_tracking_id", holder, "delivered", delivered)
+			if err := d.phones.leave(work, req.Phone, id, time.Now().UTC(), d.cfg.queueStale); err != nil {
+				log.Warn("not taken off the phone's waiting list; the entry goes stale", "error", err)
+			}
 			rec.TrackingID = id
 			rec.State = events.AttemptGaveUp
 			rec.ErrorCode = CodePhoneBusy
@@ -476,9 +483,10 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			d.ack(work, log, msg)
 			return
 		}
-		// Another payment's prompt may be open on this phone: wait in
-		// JetStream (durably) and look again later.
-		log.Debug("phone busy with another payment's prompt: waiting", "holder_tracking_id", holder, "delivered", delivered)
+		// Another payment's prompt may be open on this phone, or an
+		// earlier request waits for it: wait in JetStream (durably), on the
+		// phone's waiting list, and look again later.
+		log.Debug("phone busy with another payment's prompt: waiting", "before_tracking_id", holder, "delivered", delivered)
 		d.nakDelay(log, msg, d.cfg.PhoneWait)
 		return
 	}

@@ -1,10 +1,12 @@
 package dispatcher
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -91,33 +93,137 @@ func (s attempts) put(ctx context.Context, a events.Attempt, rev uint64) (uint64
 // may be open on it. Errors never quote a key: it is a phone number.
 type phones struct{ kv jetstream.KeyValue }
 
-// take takes phone's lock for trackingID, or finds it already held by
-// trackingID (an earlier delivery took it). It returns the lock's revision,
-// or the tracking id holding it when that is another payment.
-func (p phones) take(ctx context.Context, phone, trackingID string) (rev uint64, holder string, err error) {
+// queueSuffix names, after the phone, the key of the phone's waiting list.
+const queueSuffix = ".queue"
+
+// waiter is a request waiting for a phone. Seq is the stream sequence of its
+// stk.requested: the order in which clients' requests were accepted.
+type waiter struct {
+	ID   string    `json:"tracking_id"`
+	Seq  uint64    `json:"seq"`
+	Seen time.Time `json:"seen"`
+}
+
+// acquire takes phone's lock for trackingID when it is free and no live
+// request that came earlier (lower seq) waits for it, or finds the lock
+// already held by trackingID (an earlier delivery took it). Otherwise it
+// puts trackingID on the phone's waiting list (or refreshes its entry) and
+// returns the tracking id holding the lock, or the earlier waiter's. A
+// waiter not seen for stale has gone (its request was settled elsewhere, or
+// no dispatcher is running) and no longer holds up the others.
+func (p phones) acquire(ctx context.Context, phone, trackingID string, seq uint64, now time.Time, stale time.Duration) (rev uint64, before string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	for range 3 {
-		rev, err := p.kv.Create(ctx, phone, []byte(trackingID))
-		if err == nil {
-			return rev, "", nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return 0, "", fmt.Errorf("take phone lock: %w", err)
-		}
+	for range 5 {
 		e, err := p.kv.Get(ctx, phone)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // released or expired meanwhile
-		}
-		if err != nil {
+		switch {
+		case err == nil:
+			if h := string(e.Value()); h != trackingID {
+				return 0, h, p.join(ctx, phone, waiter{trackingID, seq, now}, stale)
+			}
+			return e.Revision(), "", nil
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
 			return 0, "", fmt.Errorf("read phone lock: %w", err)
 		}
-		if h := string(e.Value()); h != trackingID {
-			return 0, h, nil
+		q, _, err := p.queue(ctx, phone)
+		if err != nil {
+			return 0, "", err
 		}
-		return e.Revision(), "", nil
+		for _, w := range q {
+			if w.ID != trackingID && w.Seq < seq && now.Sub(w.Seen) < stale {
+				return 0, w.ID, p.join(ctx, phone, waiter{trackingID, seq, now}, stale)
+			}
+		}
+		rev, err := p.kv.Create(ctx, phone, []byte(trackingID))
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			continue // taken meanwhile: look again
+		}
+		if err != nil {
+			return 0, "", fmt.Errorf("take phone lock: %w", err)
+		}
+		// An error is harmless: the entry goes stale, and a holder never
+		// looks at the list.
+		_ = p.leave(ctx, phone, trackingID, now, stale)
+		return rev, "", nil
 	}
 	return 0, "", fmt.Errorf("take phone lock: %w", errConflict)
+}
+
+// queue reads phone's waiting list and its revision (0: none).
+func (p phones) queue(ctx context.Context, phone string) ([]waiter, uint64, error) {
+	e, err := p.kv.Get(ctx, phone+queueSuffix)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read phone queue: %w", err)
+	}
+	var q []waiter
+	if err := json.Unmarshal(e.Value(), &q); err != nil {
+		// Rewritten from scratch by the next waiter.
+		return nil, e.Revision(), nil
+	}
+	return q, e.Revision(), nil
+}
+
+// update applies change to phone's waiting list, retrying when another
+// dispatcher changed it meanwhile.
+func (p phones) update(ctx context.Context, phone string, change func([]waiter) []waiter) error {
+	for range 10 {
+		was, rev, err := p.queue(ctx, phone)
+		if err != nil {
+			return err
+		}
+		q := change(slices.Clone(was))
+		if rev != 0 && slices.Equal(was, q) {
+			return nil
+		}
+		body, err := json.Marshal(q)
+		if err != nil {
+			return fmt.Errorf("encode phone queue: %w", err)
+		}
+		switch {
+		case len(q) == 0 && rev == 0:
+			return nil
+		case len(q) == 0:
+			err = p.kv.Delete(ctx, phone+queueSuffix, jetstream.LastRevision(rev))
+		case rev == 0:
+			_, err = p.kv.Create(ctx, phone+queueSuffix, body)
+		default:
+			_, err = p.kv.Update(ctx, phone+queueSuffix, body, rev)
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("write phone queue: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("write phone queue: %w", errConflict)
+}
+
+// join puts w on phone's waiting list, or refreshes its entry, and drops
+// the entries gone stale.
+func (p phones) join(ctx context.Context, phone string, w waiter, stale time.Duration) error {
+	return p.update(ctx, phone, func(q []waiter) []waiter {
+		out := []waiter{w}
+		for _, o := range q {
+			if o.ID != w.ID && w.Seen.Sub(o.Seen) < stale {
+				out = append(out, o)
+			}
+		}
+		slices.SortFunc(out, func(a, b waiter) int { return cmp.Compare(a.Seq, b.Seq) })
+		return out
+	})
+}
+
+// leave takes trackingID off phone's waiting list, with the entries gone
+// stale.
+func (p phones) leave(ctx context.Context, phone, trackingID string, now time.Time, stale time.Duration) error {
+	return p.update(ctx, phone, func(q []waiter) []waiter {
+		return slices.DeleteFunc(q, func(w waiter) bool { return w.ID == trackingID || now.Sub(w.Seen) >= stale })
+	})
 }
 
 // refresh rewrites the lock held at rev, so that it lives a prompt's
