@@ -11,6 +11,11 @@
 // advisory twice stores one dead letter. Each dead letter is counted
 // (Count, and the expvar "stkgate_dead_letters") and logged at error.
 //
+// JetStream also reports a message deleted from STK (by MaxAge, or by hand)
+// while a consumer still held it unacknowledged as terminated, with reason
+// "Unacknowledged message was deleted": that too becomes a dead letter, an
+// empty one saying the original is missing.
+//
 // JetStream already moves on past such a message, so a poison message never
 // blocks the others; the watcher only makes sure it is not forgotten.
 // Several watchers may run at once: they share the durable consumer.
