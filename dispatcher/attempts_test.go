@@ -484,3 +484,27 @@ func TestGoneWaiterStopsHoldingUpThePhone(t *testing.T) {
 		t.Errorf("waiting list after the push: %+v, %v; want empty", q, err)
 	}
 }
+
+// A dispatcher of the previous version created the consumer with a BackOff
+// and MaxDeliver 10; starting this one brings it up to date, or waits for a
+// phone would stretch to the BackOff's intervals and run out of deliveries.
+func TestConsumerOfPreviousVersionIsUpdated(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	if _, err := h.ns.JS.CreateOrUpdateConsumer(ctx, events.StreamName, events.DispatcherConsumer()); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	waitFor(t, "the dispatcher to start", func() bool { return len(h.logLines("dispatcher started")) == 1 })
+	h.stop()
+	info, err := h.consumerInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := events.DispatcherQueueConsumer()
+	if info.Config.MaxDeliver != want.MaxDeliver || len(info.Config.BackOff) != 0 || info.Config.MaxAckPending != want.MaxAckPending {
+		t.Errorf("consumer MaxDeliver %d, BackOff %v, MaxAckPending %d; want %d, none, %d",
+			info.Config.MaxDeliver, info.Config.BackOff, info.Config.MaxAckPending, want.MaxDeliver, want.MaxAckPending)
+	}
+}
