@@ -159,7 +159,13 @@ func (h *handler) callback(c echo.Context) error {
 			log.Warn("callback rejected: body too large", "limit", MaxBodyBytes)
 			return c.JSON(http.StatusRequestEntityTooLarge, tooLarge)
 		}
-		log.Warn("callback rejected: body unreadable", "err", err)
+		// The sender hung up or stalled: what did arrive is still all
+		// there will ever be of this callback.
+		in.body, in.detail = body, "body unreadable"
+		if !h.keep(r, log, in, events.UnmatchedUnparseable, "") {
+			return c.JSON(http.StatusServiceUnavailable, unavailable)
+		}
+		log.Warn("callback rejected: body unreadable", "err", err, "bytes", len(body))
 		return c.JSON(http.StatusBadRequest, rejected("body unreadable"))
 	}
 	in.body = body
@@ -193,8 +199,8 @@ func (h *handler) callback(c echo.Context) error {
 	)
 
 	// Reading what the stream knows of the payment changes nothing; it only
-	// decides where the callback is kept. Nothing is published, and nothing
-	// answered but 503, before the raw copy is stored.
+	// decides where the callback is kept. Nothing is published or answered
+	// before the raw copy is stored (or could not be: then 503).
 	ctx, cancel := h.opContext(r)
 	m := h.match(ctx, log, id, cb)
 	cancel()
@@ -432,7 +438,8 @@ func lastEvent[E events.Event](ctx context.Context, s jetstream.Stream, typ, id 
 	return e, nil
 }
 
-// readBody reads at most MaxBodyBytes; more is an *http.MaxBytesError.
+// readBody reads at most MaxBodyBytes; more is an *http.MaxBytesError. On
+// another error it returns what it read.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > MaxBodyBytes {
 		return nil, &http.MaxBytesError{Limit: MaxBodyBytes}

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -327,5 +330,41 @@ func TestHeaderValue(t *testing.T) {
 		if got := headerValue(tt.in, tt.limit); got != tt.want {
 			t.Errorf("headerValue(%q, %d) = %q, want %q", tt.in, tt.limit, got, tt.want)
 		}
+	}
+}
+
+// TestCallbackKeptTruncated: a sender that hangs up mid-body leaves what it
+// sent, and that is kept.
+func TestCallbackKeptTruncated(t *testing.T) {
+	e := newEnv(t, 0)
+	id := uuid.NewString()
+	e.request(payment(id))
+	before := e.lastKept()
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const part = `{"Body":{"stkCallback":{"MerchantRequestID":"29115`
+	fmt.Fprintf(conn, "POST %s%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n%s", RoutePrefix, id, part)
+	conn.(*net.TCPConn).CloseWrite()
+	_, _ = io.ReadAll(conn) // the answer, if the server still sends one
+	conn.Close()
+
+	var got []keptMsg
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got) == 0 && time.Now().Before(deadline) {
+		got, _, _ = e.keptSince(before)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(got) != 1 {
+		t.Fatalf("kept %d copies, want 1", len(got))
+	}
+	if got[0].Subject != "stkcb.unmatched.unparseable" || got[0].Body != part ||
+		got[0].Headers[events.CallbackHeaderDetail] != "body unreadable" || got[0].Headers[events.CallbackHeaderTrackingID] != id {
+		t.Errorf("kept %+v", got[0])
+	}
+	if n, _ := e.completed(id); n != 0 {
+		t.Errorf("%d stk.completed, want none", n)
 	}
 }
