@@ -1,5 +1,6 @@
-// Command callback-ingest receives Safaricom's STK push callbacks and
-// publishes each outcome as an stk.completed event.
+// Command callback-ingest receives Safaricom's STK push callbacks, keeps
+// each one raw in the STK_CALLBACKS stream, and publishes each outcome as an
+// stk.completed event.
 package main
 
 import (
