@@ -40,6 +40,8 @@ type Options struct {
 	Seed        uint64
 	SimDelay    time.Duration     // the fake's callback delay
 	Replays     int               // delivered callbacks sent again to test idempotency
+	Faults      string            // Daraja faults scripted: "full", "quick" (none that waits out a prompt's lifetime) or "none"
+	Latency     time.Duration     // longest hold of a push's answer after Daraja processed it
 	ExtraEnv    map[string]string // passed to every service, over the defaults
 	Out         io.Writer         // progress and the report
 	KeepWorkDir bool
@@ -107,7 +109,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		return nil, err
 	}
 	defer pgLog.Close()
-	pgOpts := pgserver.Options{DataDir: filepath.Join(pgDir, "data"), NoSync: true,
+	pgOpts := pgserver.Options{DataDir: filepath.Join(pgDir, "data"),
 		Logf: func(f string, a ...any) { fmt.Fprintf(pgLog, f+"\n", a...) }}
 	pg, err := pgserver.Start(ctx, pgOpts)
 	if err != nil {
@@ -148,11 +150,20 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		return nil, err
 	}
 	defer simLog.Close()
-	simURL, controlURL, stopSim, err := startSim(ctx, filepath.Join(bin, "daraja-sim"), o.SimDelay, simLog)
+	simURL, controlURL, stopSim, err := startSim(ctx, filepath.Join(bin, "daraja-sim"), o.SimDelay, simLog, "-answer-latency", o.Latency.String())
 	if err != nil {
 		return nil, err
 	}
 	defer stopSim()
+	scripts := faultScripts(o.N, o.Faults)
+	if err := postScripts(ctx, controlURL, scripts); err != nil {
+		return nil, err
+	}
+	kinds := map[string]int{}
+	for _, sc := range scripts {
+		kinds[sc.kind()]++
+	}
+	logf("Daraja faults scripted (%s): %v; push answers held up to %s", o.Faults, kinds, o.Latency)
 
 	const token = "chaos-token"
 	env := map[string]string{
@@ -398,8 +409,8 @@ func build(ctx context.Context, root, bin string, logf func(string, ...any), onl
 }
 
 // startSim starts the fake Daraja and reads its address line.
-func startSim(ctx context.Context, path string, delay time.Duration, log io.Writer) (url, control string, stop func(), err error) {
-	cmd := exec.Command(path, "-callback-delay", delay.String())
+func startSim(ctx context.Context, path string, delay time.Duration, log io.Writer, args ...string) (url, control string, stop func(), err error) {
+	cmd := exec.Command(path, append([]string{"-callback-delay", delay.String()}, args...)...)
 	cmd.Env = []string{"LOG_FORMAT=json"}
 	cmd.Stderr = log
 	cmd.SysProcAttr = sysProcAttr()
@@ -662,4 +673,90 @@ func replayCallbacks(ctx context.Context, db *sql.DB, rec simRecordings, rows ma
 		}
 	}
 	return replayed, changed, nil
+}
+
+// script is daraja-sim's ScriptRequest.
+type script struct {
+	Phone      string   `json:"phone"`
+	FailFirst  []string `json:"fail_first,omitempty"`
+	NoCallback bool     `json:"no_callback,omitempty"`
+}
+
+func (s script) kind() string {
+	if s.NoCallback {
+		return "no-callback"
+	}
+	return strings.Join(s.FailFirst, "+")
+}
+
+// faultScripts makes some phones' first pushes fail, in the ways the
+// dispatcher must retry (nothing reached the customer) and in the ways it
+// must not (the push may have prompted the customer), and loses some
+// callbacks. "quick" leaves out the faults whose resolution waits out a
+// prompt's lifetime (an ambiguous push whose callback a kill could lose).
+func faultScripts(n int, mode string) []script {
+	if mode == "none" {
+		return nil
+	}
+	var out []script
+	for i := range n {
+		var sc script
+		switch i % 40 {
+		case 1, 21:
+			sc.FailFirst = []string{"service-unavailable"}
+		case 3:
+			sc.FailFirst = []string{"too-many-requests", "spike-arrest"}
+		case 23:
+			sc.FailFirst = []string{"quota"}
+		case 5, 25:
+			sc.FailFirst = []string{"locked"}
+		case 7, 27:
+			sc.NoCallback = true
+		}
+		if mode == "full" {
+			switch i % 40 {
+			case 11:
+				sc.FailFirst = []string{"reset-after-accept"}
+			case 13, 33:
+				sc.FailFirst = []string{"internal-after-accept"}
+			case 15:
+				sc.FailFirst = []string{"timeout-after-accept"}
+			case 17:
+				sc.FailFirst = []string{"reset-after-read"}
+			case 31:
+				sc.FailFirst = []string{"internal-500.003.1001"}
+			}
+		}
+		if sc.FailFirst != nil || sc.NoCallback {
+			sc.Phone = phoneFor(i)
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+func postScripts(ctx context.Context, controlURL string, scripts []script) error {
+	if len(scripts) == 0 {
+		return nil
+	}
+	body, err := json.Marshal(scripts)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, controlURL+"/scripts", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("daraja-sim scripts: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("daraja-sim scripts: %s: %s", resp.Status, b)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -45,6 +46,7 @@ func TestChaosSmall(t *testing.T) {
 		Root: root, N: 150, Clients: 6, Rate: 10, Kills: 1,
 		PGStop: 2 * time.Second, Down: time.Second, Settle: 60 * time.Second,
 		Seed: uint64(time.Now().UnixNano()), SimDelay: 500 * time.Millisecond, Replays: 20,
+		Faults: "quick", Latency: 300 * time.Millisecond,
 		ExtraEnv: map[string]string{}, Out: &out,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -227,12 +229,26 @@ func TestDarajaSim(t *testing.T) {
 	defer hook.Close()
 
 	var log bytes.Buffer
-	url, control, stop, err := startSim(context.Background(), bin, 0, &lockedWriter{w: &log})
+	url, control, stop, err := startSim(context.Background(), bin, 0, &lockedWriter{w: &log}, "-answer-latency", "50ms")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
-	sendPush(t, url, events.CallbackURL("http://"+ln.Addr().String(), id1))
+	// Through the latency proxy: a push refused once for spike arrest is
+	// retryable; a reset after Daraja processed the push reaches the client
+	// as a reset (ambiguous), not as an answer of the proxy's own.
+	if err := postScripts(context.Background(), control, []script{
+		{Phone: "254708375000", FailFirst: []string{"spike-arrest"}},
+		{Phone: "254708375001", FailFirst: []string{"reset-after-accept"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendPush(url, "254708375000", events.CallbackURL("http://"+ln.Addr().String(), id1)); daraja.KindOf(err) != daraja.KindTransient {
+		t.Fatalf("scripted spike arrest: %v (%v), want a transient error", err, daraja.KindOf(err))
+	}
+	if err := sendPush(url, "254708375000", events.CallbackURL("http://"+ln.Addr().String(), id1)); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case p := <-got:
 		if p != events.CallbackPath+id1 {
@@ -241,22 +257,42 @@ func TestDarajaSim(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no callback")
 	}
+	if err := sendPush(url, "254708375001", events.CallbackURL("http://"+ln.Addr().String(), id2)); err == nil || daraja.KindOf(err) != daraja.KindAmbiguous {
+		t.Fatalf("scripted reset after accept: %v (%v), want an ambiguous error", err, daraja.KindOf(err))
+	}
+	select {
+	case p := <-got:
+		if p != events.CallbackPath+id2 {
+			t.Errorf("callback to %q", p)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no callback of the push whose answer was reset")
+	}
 	var rec simRecordings
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if rec, err = recordings(context.Background(), control); err != nil {
 			t.Fatal(err)
 		}
-		if len(rec.Callbacks) == 1 || time.Now().After(deadline) {
+		if len(rec.Callbacks) == 2 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if len(rec.Pushes) != 1 || !rec.Pushes[0].Accepted || trackingIDOf(rec.Pushes[0].Body.CallBackURL) != id1 {
-		t.Errorf("pushes = %+v", rec.Pushes)
+	var pushes []string
+	for _, p := range rec.Pushes {
+		pushes = append(pushes, fmt.Sprintf("%s %v %s", p.Body.PhoneNumber, p.Accepted, trackingIDOf(p.Body.CallBackURL)))
 	}
-	if len(rec.Callbacks) != 1 || rec.Callbacks[0].StatusCode != http.StatusOK || rec.Callbacks[0].ResultCode != "0" {
-		t.Errorf("callbacks = %+v", rec.Callbacks)
+	want := []string{"254708375000 false " + id1, "254708375000 true " + id1, "254708375001 true " + id2}
+	if diff := cmp.Diff(want, pushes); diff != "" {
+		t.Errorf("pushes (-want +got):\n%s", diff)
+	}
+	var callbacks []string
+	for _, c := range rec.Callbacks {
+		callbacks = append(callbacks, fmt.Sprintf("%s %d %s", trackingIDOf(c.URL), c.StatusCode, c.ResultCode))
+	}
+	if diff := cmp.Diff([]string{id1 + " 200 0", id2 + " 200 0"}, callbacks); diff != "" {
+		t.Errorf("callbacks (-want +got):\n%s", diff)
 	}
 }
 
@@ -271,16 +307,41 @@ func listen(t *testing.T) net.Listener {
 
 // sendPush sends one push through the real Daraja client, as the
 // dispatcher would.
-func sendPush(t *testing.T, baseURL, callbackURL string) {
-	t.Helper()
+func sendPush(baseURL, phone, callbackURL string) error {
 	c, err := daraja.New(daraja.Config{BaseURL: baseURL, ConsumerKey: darajatest.DefaultConsumerKey,
 		ConsumerSecret: darajatest.DefaultConsumerSecret, ShortCode: darajatest.DefaultShortCode, PassKey: darajatest.DefaultPassKey})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := c.Push(ctx, daraja.PushRequest{Phone: "254708375000", Amount: 10, AccountReference: "SIM1", CallbackURL: callbackURL}); err != nil {
-		t.Fatal(err)
+	_, err = c.Push(ctx, daraja.PushRequest{Phone: phone, Amount: 10, AccountReference: "SIM1", CallbackURL: callbackURL})
+	return err
+}
+
+// TestFaultScripts: "quick" scripts only faults that resolve without waiting
+// out a prompt's lifetime, "full" adds the ambiguous ones, and every
+// scripted phone is one of the run's.
+func TestFaultScripts(t *testing.T) {
+	kinds := func(mode string) map[string]int {
+		out := map[string]int{}
+		for _, sc := range faultScripts(400, mode) {
+			out[sc.kind()]++
+		}
+		return out
+	}
+	quick := map[string]int{"service-unavailable": 20, "too-many-requests+spike-arrest": 10, "quota": 10, "locked": 20, "no-callback": 20}
+	if diff := cmp.Diff(quick, kinds("quick")); diff != "" {
+		t.Errorf("quick (-want +got):\n%s", diff)
+	}
+	full := map[string]int{"reset-after-accept": 10, "internal-after-accept": 20, "timeout-after-accept": 10, "reset-after-read": 10, "internal-500.003.1001": 10}
+	for k, v := range quick {
+		full[k] = v
+	}
+	if diff := cmp.Diff(full, kinds("full")); diff != "" {
+		t.Errorf("full (-want +got):\n%s", diff)
+	}
+	if got := faultScripts(400, "none"); got != nil {
+		t.Errorf("none scripted %d", len(got))
 	}
 }

@@ -69,6 +69,8 @@ func parseFlags(args []string) (Options, error) {
 	fs.DurationVar(&o.Settle, "settle", 6*time.Minute, "deadline for every accepted request to be final after the load")
 	fs.DurationVar(&o.SimDelay, "sim-delay", time.Second, "the Daraja fake's callback delay")
 	fs.IntVar(&o.Replays, "replays", 50, "delivered callbacks sent a second time")
+	fs.StringVar(&o.Faults, "faults", "full", "Daraja faults to script: full, quick (none that waits out a prompt's lifetime) or none")
+	fs.DurationVar(&o.Latency, "answer-latency", time.Second, "longest hold of a push's answer after Daraja processed it")
 	seed := fs.Uint64("seed", 0, "random seed (0: from the clock); printed so a run can be repeated")
 	root := fs.String("root", "", "the repository root (default: the directory holding go.work above the current one)")
 	fs.BoolVar(&o.KeepWorkDir, "keep", false, "keep the work directory (logs, data) after a passing run")
@@ -76,7 +78,10 @@ func parseFlags(args []string) (Options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if o.N < 1 || o.Clients < 1 || o.Rate <= 0 || o.Kills < 0 || o.Settle <= 0 || o.SimDelay < 0 {
+	if o.Faults != "full" && o.Faults != "quick" && o.Faults != "none" {
+		return o, fmt.Errorf("-faults: want full, quick or none, got %q", o.Faults)
+	}
+	if o.N < 1 || o.Latency < 0 || o.Clients < 1 || o.Rate <= 0 || o.Kills < 0 || o.Settle <= 0 || o.SimDelay < 0 {
 		return o, errors.New("-n, -clients, -rate and -settle must be positive; -kills and -sim-delay not negative")
 	}
 	o.Seed = *seed
