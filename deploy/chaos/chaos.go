@@ -51,10 +51,13 @@ type Options struct {
 // a seed reproduces a run.
 var killed = []string{"api", "dispatcher", "callback-ingest", "projector", "nats-server"}
 
-// answer is what one POST got.
+// answer is what one request got: the last answer of its attempts.
 type answer struct {
 	phone      string
+	keyed      bool // sent with an Idempotency-Key, retried
+	attempts   int
 	status     int    // 0: no HTTP answer
+	message    string // of a non-2xx JSON answer
 	trackingID string // of a 2xx
 	err        string
 	getStatus  int // status of the GET right after a 2xx; 0: none
@@ -474,9 +477,8 @@ func phoneFor(i int) string {
 	return fmt.Sprintf("2547%04d%s", i%10000, last)
 }
 
-// load posts o.N requests at o.Rate from o.Clients clients, each once: a
-// retry without an idempotency key would be a second payment, which is
-// not what this run measures. After each 2xx it GETs the id once.
+// load posts o.N requests at o.Rate from o.Clients clients (see keyed for
+// retries). After each 2xx it GETs the id once.
 func load(ctx context.Context, o Options, apiURL, token string) []answer {
 	answers := make([]answer, o.N)
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -490,7 +492,7 @@ func load(ctx context.Context, o Options, apiURL, token string) []answer {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				answers[i] = post(ctx, client, apiURL, token, i)
+				answers[i] = post(ctx, client, apiURL, token, i, o.Seed)
 			}
 		}()
 	}
@@ -513,42 +515,29 @@ func load(ctx context.Context, o Options, apiURL, token string) []answer {
 	return answers
 }
 
-func post(ctx context.Context, client *http.Client, apiURL, token string, i int) answer {
-	a := answer{phone: phoneFor(i)}
+// keyed says whether request i carries an Idempotency-Key; those are
+// retried as a careful client would (no answer, 503, 409, 5xx), up to
+// maxAttempts times. The others are sent once: a retry without a key is a
+// second payment by contract, which is not what this run measures.
+func keyed(i int) bool { return i%2 == 0 }
+
+const maxAttempts = 5
+
+func post(ctx context.Context, client *http.Client, apiURL, token string, i int, seed uint64) answer {
+	a := answer{phone: phoneFor(i), keyed: keyed(i)}
 	body, _ := json.Marshal(map[string]any{
 		"phone": a.phone, "amount": 1 + i%500, "reference": fmt.Sprintf("CH%d", i), "tag": "chaos",
 	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, apiURL+"/api/stk-push", bytes.NewReader(body))
-	if err != nil {
-		a.err = err.Error()
-		return a
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-API-Token", token)
-	resp, err := client.Do(req)
-	if err != nil {
-		a.err = err.Error()
-		return a
-	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	resp.Body.Close()
-	a.status = resp.StatusCode
-	if resp.StatusCode/100 != 2 {
-		return a
-	}
-	var ok struct {
-		TrackingID string `json:"tracking_id"`
-		Data       struct {
-			TrackingID string `json:"tracking_id"`
-		} `json:"data"`
-	}
-	_ = json.Unmarshal(b, &ok)
-	a.trackingID = ok.TrackingID
-	if a.trackingID == "" {
-		a.trackingID = ok.Data.TrackingID
+	for attempt := 1; ; attempt++ {
+		a.attempts = attempt
+		try(ctx, client, apiURL, token, body, &a, seed, i)
+		retry := a.status == 0 || a.status == http.StatusServiceUnavailable || a.status == http.StatusConflict || a.status >= 500
+		if !a.keyed || !retry || attempt >= maxAttempts || ctx.Err() != nil {
+			break
+		}
+		sleep(ctx, time.Duration(attempt)*300*time.Millisecond)
 	}
 	if a.trackingID == "" {
-		a.err = "2xx without a tracking id: " + string(b)
 		return a
 	}
 	greq, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/api/stk-push/"+a.trackingID, nil)
@@ -561,6 +550,48 @@ func post(ctx context.Context, client *http.Client, apiURL, token string, i int)
 		}
 	}
 	return a
+}
+
+// try sends one attempt and records its answer in a.
+func try(ctx context.Context, client *http.Client, apiURL, token string, body []byte, a *answer, seed uint64, i int) {
+	a.status, a.err, a.message, a.trackingID = 0, "", "", ""
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, apiURL+"/api/stk-push", bytes.NewReader(body))
+	if err != nil {
+		a.err = err.Error()
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-API-Token", token)
+	if a.keyed {
+		req.Header.Set("Idempotency-Key", fmt.Sprintf("chaos-%d-%d", seed, i))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		a.err = err.Error()
+		return
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	a.status = resp.StatusCode
+	var ok struct {
+		Message    string `json:"message"`
+		TrackingID string `json:"tracking_id"`
+		Data       struct {
+			TrackingID string `json:"tracking_id"`
+		} `json:"data"`
+	}
+	_ = json.Unmarshal(b, &ok)
+	a.message = ok.Message
+	if resp.StatusCode/100 != 2 {
+		return
+	}
+	a.trackingID = ok.TrackingID
+	if a.trackingID == "" {
+		a.trackingID = ok.Data.TrackingID
+	}
+	if a.trackingID == "" {
+		a.err = "2xx without a tracking id: " + string(b)
+	}
 }
 
 // row is a record of the read model.

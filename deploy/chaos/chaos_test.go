@@ -110,8 +110,25 @@ func TestAnalyse(t *testing.T) {
 			},
 			Callbacks: []darajatest.CallbackDelivery{delivered(id1, "0", 200)},
 		},
-		want:  map[string]int{"accepted": 2, "final": 1, "lost": 1, "503": 1, "accepted pushes": 3, "doubles": 1, "pushed503": 1, "delivered": 1, "unreflected": 1},
-		fails: []string{"1 accepted requests never reached", "1 tracking ids were pushed more than once", "1 requests answered 503 were pushed", "1 callbacks answered 200 are not reflected"},
+		want:  map[string]int{"accepted": 2, "final": 1, "lost": 1, "503": 1, "accepted pushes": 3, "doubles": 1, "pushed503": 1, "delivered": 1, "unreflected": 1, "phones twice": 1},
+		fails: []string{"1 accepted requests never reached", "1 tracking ids were pushed more than once", "1 requests prompted their phone more than once", "1 requests answered 503 were pushed", "1 callbacks answered 200 are not reflected"},
+	}, {
+		// A keyed request retried after a lost answer must keep its
+		// tracking id: a second id prompting the same phone is a second
+		// payment. A 503 "not confirmed" may have been sent: counted, not
+		// a failure.
+		name: "keyed retry made a second payment; unconfirmed 503 pushed",
+		answers: []answer{
+			{phone: "254700000001", keyed: true, attempts: 2, status: 202, trackingID: id1},
+			{phone: "254700000002", keyed: true, attempts: 3, status: 503, message: msgUnconfirmed},
+		},
+		rows: map[string]row{id1: final("0", "callback"), id2: final("0", "callback"), id3: final("0", "callback")},
+		rec: simRecordings{Pushes: []darajatest.Push{
+			push("254700000001", id2, "0", true), push("254700000001", id1, "0", true),
+			push("254700000002", id3, "0", true),
+		}},
+		want:  map[string]int{"accepted": 1, "final": 1, "accepted pushes": 3, "keyed": 2, "retried": 2, "retried accepted": 1, "unconfirmed": 1, "pushed unconfirmed": 1, "phones twice": 1},
+		fails: []string{"1 requests prompted their phone more than once"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,7 +136,9 @@ func TestAnalyse(t *testing.T) {
 			r.judge()
 			got := map[string]int{"accepted": r.Accepted, "final": r.Final, "lost": r.Lost, "503": r.Refused503,
 				"noanswer": r.NoAnswer, "accepted pushes": r.AcceptedPushes, "doubles": r.DoublePushes,
-				"pushed503": r.Pushed503, "delivered": r.CallbacksDelivered, "unreflected": r.CallbacksUnreflected}
+				"pushed503": r.Pushed503, "delivered": r.CallbacksDelivered, "unreflected": r.CallbacksUnreflected,
+				"keyed": r.Keyed, "retried": r.KeyedRetried, "retried accepted": r.KeyedRetriedAccepted,
+				"unconfirmed": r.Unconfirmed503, "pushed unconfirmed": r.PushedUnconfirmed, "phones twice": r.PhonesPromptedTwice}
 			for k, v := range got {
 				if v == 0 && tt.want[k] == 0 {
 					delete(got, k)

@@ -16,6 +16,12 @@ type Report struct {
 	Requests             int
 	Accepted             int            // 2xx with a tracking id
 	Refused503           int            // 503: the api said it could not make the request durable
+	Unconfirmed503       int            // 503 "could not be confirmed": a keyed request whose publish had an unknown outcome
+	PushedUnconfirmed    int            // of those, prompted anyway
+	Keyed                int            // requests sent with an Idempotency-Key
+	KeyedRetried         int            // of those, sent more than once
+	KeyedRetriedAccepted int            // of those, accepted in the end
+	PhonesPromptedTwice  int            // requests (each has its phone) with more than one accepted push
 	OtherStatus          map[int]int    // other HTTP answers, by status
 	NoAnswer             int            // transport errors and timeouts: outcome unknown to the client
 	Final                int            // accepted and status 1 in Postgres
@@ -45,6 +51,10 @@ type Report struct {
 	Failures             []string
 }
 
+// msgUnconfirmed is api.MsgUnconfirmed: a 503 that cannot say nothing was
+// sent (copied, as the chaos runner talks to the api only over HTTP).
+const msgUnconfirmed = "The request could not be confirmed right now. Retry with the same Idempotency-Key: it will not be sent twice."
+
 type procFigures struct {
 	Name      string
 	Kills     int
@@ -70,9 +80,19 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 	}
 
 	refusedPhones := map[string]bool{}
+	unconfirmedPhones := map[string]bool{}
 	knownPhones := map[string]bool{}
 	for _, a := range answers {
 		knownPhones[a.phone] = true
+		if a.keyed {
+			r.Keyed++
+			if a.attempts > 1 {
+				r.KeyedRetried++
+				if a.trackingID != "" {
+					r.KeyedRetriedAccepted++
+				}
+			}
+		}
 		switch {
 		case a.trackingID != "":
 			r.Accepted++
@@ -105,6 +125,9 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 					r.LostIDs = append(r.LostIDs, a.trackingID+" ("+cause+")")
 				}
 			}
+		case a.status == http.StatusServiceUnavailable && a.message == msgUnconfirmed:
+			r.Unconfirmed503++
+			unconfirmedPhones[a.phone] = true
 		case a.status == http.StatusServiceUnavailable:
 			r.Refused503++
 			refusedPhones[a.phone] = true
@@ -116,12 +139,19 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 	}
 
 	byID := map[string][]string{} // tracking id → result codes of its accepted pushes
+	byPhone := map[string]int{}
 	r.Pushes = len(rec.Pushes)
 	for _, p := range rec.Pushes {
 		if !p.Accepted {
 			continue
 		}
 		r.AcceptedPushes++
+		if byPhone[p.Body.PhoneNumber]++; byPhone[p.Body.PhoneNumber] == 2 {
+			r.PhonesPromptedTwice++
+		}
+		if unconfirmedPhones[p.Body.PhoneNumber] {
+			r.PushedUnconfirmed++
+		}
 		if refusedPhones[p.Body.PhoneNumber] {
 			r.Pushed503++
 		}
@@ -180,6 +210,9 @@ func (r *Report) judge() {
 	if r.DoublePushes > 0 {
 		fail("%d tracking ids were pushed more than once: %s", r.DoublePushes, strings.Join(r.DoublePushIDs, ", "))
 	}
+	if r.PhonesPromptedTwice > 0 {
+		fail("%d requests prompted their phone more than once (a keyed retry must not make a second payment)", r.PhonesPromptedTwice)
+	}
 	if r.Pushed503 > 0 {
 		fail("%d requests answered 503 were pushed anyway", r.Pushed503)
 	}
@@ -209,6 +242,8 @@ func (r *Report) Print(w io.Writer) {
 	p("requests posted             %d (load %s, settle %s)", r.Requests, r.LoadTook.Round(time.Second), r.SettleTook.Round(time.Second))
 	p("  accepted (2xx)            %d", r.Accepted)
 	p("  503                       %d", r.Refused503)
+	p("  503 'not confirmed'       %d (keyed; may have been sent: %d were pushed)", r.Unconfirmed503, r.PushedUnconfirmed)
+	p("  with Idempotency-Key      %d (retried %d, of which accepted in the end %d)", r.Keyed, r.KeyedRetried, r.KeyedRetriedAccepted)
 	p("  no answer (conn error)    %d", r.NoAnswer)
 	if len(r.OtherStatus) > 0 {
 		p("  other statuses            %v", r.OtherStatus)
@@ -226,6 +261,7 @@ func (r *Report) Print(w io.Writer) {
 	p("404 right after 2xx         %d", r.NotFoundAfterAccept)
 	p("pushes received / accepted  %d / %d", r.Pushes, r.AcceptedPushes)
 	p("DOUBLE PUSHES (ids)         %d", r.DoublePushes)
+	p("requests prompted twice     %d", r.PhonesPromptedTwice)
 	p("pushes for 503'd requests   %d", r.Pushed503)
 	p("callbacks sent / 200        %d / %d", r.CallbacksSent, r.CallbacksDelivered)
 	p("  200 but not reflected     %d", r.CallbacksUnreflected)
