@@ -48,6 +48,11 @@ type Config struct {
 	// later (RECONCILE_REQUEST_DEADLINE, default 15m). It must exceed the
 	// dispatcher's retry budget plus events.PromptLifetime.
 	RequestDeadline time.Duration
+	// ReceiptWait is how long after the push a success learnt from the STK
+	// query waits for the callback, which alone carries the receipt and the
+	// transaction date (RECONCILE_RECEIPT_WAIT, default events.PromptLifetime;
+	// "0" publishes at once). Zero means the default; negative, no wait.
+	ReceiptWait time.Duration
 
 	// The settings below are not read from the environment; zero means the
 	// default. Tests shorten them.
@@ -105,6 +110,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		ReconcileAfter:  DefaultReconcileAfter,
 		UnknownDeadline: DefaultUnknownDeadline,
 		RequestDeadline: DefaultRequestDeadline,
+		ReceiptWait:     events.PromptLifetime,
 	}
 	duration := func(name string, dst *time.Duration) {
 		v := strings.TrimSpace(getenv(name))
@@ -121,6 +127,17 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	duration("RECONCILE_AFTER", &cfg.ReconcileAfter)
 	duration("RECONCILE_UNKNOWN_DEADLINE", &cfg.UnknownDeadline)
 	duration("RECONCILE_REQUEST_DEADLINE", &cfg.RequestDeadline)
+	if v := strings.TrimSpace(getenv("RECONCILE_RECEIPT_WAIT")); v != "" {
+		t, err := time.ParseDuration(v)
+		switch {
+		case err != nil || t < 0:
+			errs = append(errs, fmt.Errorf("RECONCILE_RECEIPT_WAIT: want a duration such as 3m, or 0 for none, got %q", v))
+		case t == 0:
+			cfg.ReceiptWait = -1
+		default:
+			cfg.ReceiptWait = t
+		}
+	}
 	if err == nil {
 		// Earlier, and a request still being retried by the dispatcher (or
 		// whose ambiguous push may still be answered) would be failed
@@ -149,6 +166,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("reconcile_after", c.ReconcileAfter),
 		slog.Duration("unknown_deadline", c.UnknownDeadline),
 		slog.Duration("request_deadline", c.RequestDeadline),
+		slog.Duration("receipt_wait", max(c.ReceiptWait, 0)),
 	)
 }
 
@@ -184,6 +202,9 @@ func (c Config) withDefaults() Config {
 	def(&c.UnknownDeadline, DefaultUnknownDeadline)
 	def(&c.RequestDeadline, DefaultRequestDeadline)
 	def(&c.PromptLifetime, events.PromptLifetime)
+	if c.ReceiptWait == 0 {
+		c.ReceiptWait = events.PromptLifetime
+	}
 	def(&c.QueryInterval, DefaultQueryInterval)
 	def(&c.QueryMaxInterval, DefaultQueryMaxInterval)
 	def(&c.ProgressInterval, DefaultProgressEvery)

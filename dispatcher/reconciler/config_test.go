@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
+	"github.com/stkgate/stkgate/events"
 )
 
 func env(m map[string]string) func(string) string {
@@ -44,6 +45,9 @@ func TestConfigFromEnv(t *testing.T) {
 				c.ReconcileAfter, c.UnknownDeadline, c.RequestDeadline, c.StreamReplicas = 90*time.Second, 20*time.Minute, time.Hour, 3
 			},
 		},
+		{name: "no receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "0"}, want: func(c *Config) { c.ReceiptWait = -1 }},
+		{name: "receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "2m"}, want: func(c *Config) { c.ReceiptWait = 2 * time.Minute }},
+		{name: "malformed receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "-1s"}, wantErr: []string{"RECONCILE_RECEIPT_WAIT"}},
 		{name: "malformed durations", set: map[string]string{"RECONCILE_AFTER": "soon", "RECONCILE_UNKNOWN_DEADLINE": "-1m", "RECONCILE_REQUEST_DEADLINE": "0"},
 			wantErr: []string{"RECONCILE_AFTER", "RECONCILE_UNKNOWN_DEADLINE", "RECONCILE_REQUEST_DEADLINE"}},
 		{name: "request deadline within the dispatcher's retries and a prompt", set: map[string]string{"RECONCILE_REQUEST_DEADLINE": "5m"},
@@ -81,6 +85,7 @@ func TestConfigFromEnv(t *testing.T) {
 				ReconcileAfter:  DefaultReconcileAfter,
 				UnknownDeadline: DefaultUnknownDeadline,
 				RequestDeadline: DefaultRequestDeadline,
+				ReceiptWait:     events.PromptLifetime,
 			}
 			want.Daraja = got.Daraja // the dispatcher's parsing, tested there
 			tc.want(&want)

@@ -152,6 +152,14 @@ func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg j
 	// The client bounds the round trip (daraja.Config.Timeout).
 	res, err := r.client.Query(work, p.checkoutID)
 	switch {
+	case err == nil && res.ResultCode == "0" && age < r.cfg.ReceiptWait:
+		// Paid, but the query has no receipt: the callback, which has it,
+		// may still come (callbacks come up to about two minutes after the
+		// push). Published first, this answer would make the callback a
+		// duplicate, and the receipt would never reach the record.
+		hold := r.cfg.ReceiptWait - age
+		log.Info("Daraja's query says paid; waiting for the callback, which carries the receipt", "retry_in", hold.String())
+		later(log, msg, hold)
 	case err == nil:
 		ev := events.Completed{
 			Payment:           p.payment,

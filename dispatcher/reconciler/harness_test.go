@@ -67,6 +67,7 @@ func fastConfig(url string, d daraja.Config, logs *logBuffer) Config {
 		UnknownDeadline:  1500 * time.Millisecond,
 		RequestDeadline:  1500 * time.Millisecond,
 		PromptLifetime:   time.Second,
+		ReceiptWait:      time.Second,
 		QueryInterval:    50 * time.Millisecond,
 		QueryMaxInterval: 200 * time.Millisecond,
 		Concurrency:      4,

@@ -53,8 +53,17 @@ func TestLostCallbackCompletedByQuery(t *testing.T) {
 			if got.CompletedAt.Sub(a.FirstSentAt) < h.cfg.ReconcileAfter {
 				t.Errorf("completed %s after the push, before RECONCILE_AFTER", got.CompletedAt.Sub(a.FirstSentAt))
 			}
-			if n := len(h.queriesFor(resp.CheckoutRequestID)); n != 1 {
-				t.Errorf("%d queries, want 1: the outcome was final at the first", n)
+			// A success is held until the prompt's lifetime has passed, for
+			// the callback and its receipt, then asked again.
+			wantQueries, since := 1, h.cfg.ReconcileAfter
+			if tc.code == "0" {
+				wantQueries, since = 2, h.cfg.ReceiptWait
+			}
+			if n := len(h.queriesFor(resp.CheckoutRequestID)); n != wantQueries {
+				t.Errorf("%d queries, want %d", n, wantQueries)
+			}
+			if got.CompletedAt.Sub(a.FirstSentAt) < since {
+				t.Errorf("completed %s after the push, want at least %s", got.CompletedAt.Sub(a.FirstSentAt), since)
 			}
 			if n := h.completions(p.TrackingID); n != 1 {
 				t.Errorf("%d stk.completed, want 1", n)
@@ -62,6 +71,41 @@ func TestLostCallbackCompletedByQuery(t *testing.T) {
 		})
 	}
 	h.settled(wait)
+}
+
+// A query that finds the payment paid waits for the callback, which
+// carries the receipt, until the prompt's lifetime has passed: a late
+// callback is not turned into a duplicate.
+func TestQuerySuccessWaitsForLateCallback(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.ReceiptWait = 3 * time.Second })
+	h.start()
+	p, resp := h.dispatch(darajatest.Script{ResultCode: "0", NoCallback: true, CallbackDelay: -1})
+	a, _ := h.getAttempt(p.TrackingID)
+	// The reconciler has asked and learnt the payment is paid.
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := h.fake.WaitFor(ctx, func() bool { return len(h.queriesFor(resp.CheckoutRequestID)) > 0 }); err != nil {
+		t.Fatal(err)
+	}
+	if q := h.queriesFor(resp.CheckoutRequestID)[0]; q.ResultCode != "0" {
+		t.Fatalf("first query answered %+v, want ResultCode 0", q)
+	}
+	if d := time.Since(a.FirstSentAt); d >= h.cfg.ReceiptWait {
+		t.Fatalf("the first query came %s after the push, past ReceiptWait: the test cannot place the callback", d)
+	}
+	h.publish(events.Completed{Payment: p, ResultCode: "0", ResultDesc: "The service request is processed successfully.",
+		Receipt: "RBC12ABC34", TransactionDate: "2026-11-26 22:30:55", Source: events.SourceCallback,
+		MerchantRequestID: resp.MerchantRequestID, CheckoutRequestID: resp.CheckoutRequestID, CompletedAt: time.Now().UTC()})
+	time.Sleep(h.cfg.ReceiptWait)
+	h.settled(wait)
+	got, _ := h.completion(p.TrackingID, wait)
+	if got.Source != events.SourceCallback || got.Receipt != "RBC12ABC34" {
+		t.Errorf("completed %+v, want the callback's, with its receipt", got)
+	}
+	if strings.Contains(h.logs.String(), `"msg":"payment completed"`) {
+		t.Error("the reconciler published an outcome")
+	}
 }
 
 // While the customer has not answered, Daraja answers 500 "being processed"
