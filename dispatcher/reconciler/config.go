@@ -53,13 +53,16 @@ type Config struct {
 	// transaction date (RECONCILE_RECEIPT_WAIT, default events.PromptLifetime;
 	// "0" publishes at once). Zero means the default; negative, no wait.
 	ReceiptWait time.Duration
+	// PromptLifetime is how long a push whose answer was lost is waited on
+	// for its callback before it fails (RECONCILE_PROMPT_LIFETIME, default
+	// events.PromptLifetime). Shorter only against a simulator whose
+	// callbacks are known to come sooner: a real callback arriving after it
+	// would find the payment already failed.
+	PromptLifetime time.Duration
 
 	// The settings below are not read from the environment; zero means the
 	// default. Tests shorten them.
 
-	// PromptLifetime is how long a push whose answer was lost is waited on
-	// for its callback (default events.PromptLifetime).
-	PromptLifetime time.Duration
 	// QueryInterval is the first wait before asking Daraja again about a
 	// transaction it says is still being processed (default 5s); each later
 	// wait doubles, up to QueryMaxInterval (default 60s).
@@ -111,6 +114,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		UnknownDeadline: DefaultUnknownDeadline,
 		RequestDeadline: DefaultRequestDeadline,
 		ReceiptWait:     events.PromptLifetime,
+		PromptLifetime:  events.PromptLifetime,
 	}
 	duration := func(name string, dst *time.Duration) {
 		v := strings.TrimSpace(getenv(name))
@@ -127,6 +131,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	duration("RECONCILE_AFTER", &cfg.ReconcileAfter)
 	duration("RECONCILE_UNKNOWN_DEADLINE", &cfg.UnknownDeadline)
 	duration("RECONCILE_REQUEST_DEADLINE", &cfg.RequestDeadline)
+	duration("RECONCILE_PROMPT_LIFETIME", &cfg.PromptLifetime)
 	if v := strings.TrimSpace(getenv("RECONCILE_RECEIPT_WAIT")); v != "" {
 		t, err := time.ParseDuration(v)
 		switch {
@@ -142,7 +147,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		// Earlier, and a request still being retried by the dispatcher (or
 		// whose ambiguous push may still be answered) would be failed
 		// while its push could still reach the customer.
-		if least := d.RetryMaxElapsed + events.PromptLifetime; cfg.RequestDeadline <= least {
+		if least := d.RetryMaxElapsed + cfg.PromptLifetime; cfg.RequestDeadline <= least {
 			errs = append(errs, fmt.Errorf("RECONCILE_REQUEST_DEADLINE: %s must exceed DISPATCH_RETRY_MAX plus the prompt's lifetime (%s)",
 				cfg.RequestDeadline, least))
 		}
@@ -167,6 +172,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("unknown_deadline", c.UnknownDeadline),
 		slog.Duration("request_deadline", c.RequestDeadline),
 		slog.Duration("receipt_wait", max(c.ReceiptWait, 0)),
+		slog.Duration("prompt_lifetime", c.PromptLifetime),
 	)
 }
 

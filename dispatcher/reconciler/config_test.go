@@ -48,8 +48,13 @@ func TestConfigFromEnv(t *testing.T) {
 		{name: "no receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "0"}, want: func(c *Config) { c.ReceiptWait = -1 }},
 		{name: "receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "2m"}, want: func(c *Config) { c.ReceiptWait = 2 * time.Minute }},
 		{name: "malformed receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "-1s"}, wantErr: []string{"RECONCILE_RECEIPT_WAIT"}},
-		{name: "malformed durations", set: map[string]string{"RECONCILE_AFTER": "soon", "RECONCILE_UNKNOWN_DEADLINE": "-1m", "RECONCILE_REQUEST_DEADLINE": "0"},
-			wantErr: []string{"RECONCILE_AFTER", "RECONCILE_UNKNOWN_DEADLINE", "RECONCILE_REQUEST_DEADLINE"}},
+		{name: "prompt lifetime for a simulator", set: map[string]string{"RECONCILE_PROMPT_LIFETIME": "10s", "DISPATCH_RETRY_MAX": "30s",
+			"RECONCILE_REQUEST_DEADLINE": "41s"}, want: func(c *Config) { c.PromptLifetime, c.RequestDeadline = 10*time.Second, 41*time.Second }},
+		{name: "request deadline against a shorter prompt lifetime", set: map[string]string{"RECONCILE_PROMPT_LIFETIME": "10s", "DISPATCH_RETRY_MAX": "30s",
+			"RECONCILE_REQUEST_DEADLINE": "40s"}, wantErr: []string{"RECONCILE_REQUEST_DEADLINE: 40s must exceed"}},
+		{name: "malformed durations", set: map[string]string{"RECONCILE_AFTER": "soon", "RECONCILE_UNKNOWN_DEADLINE": "-1m", "RECONCILE_REQUEST_DEADLINE": "0",
+			"RECONCILE_PROMPT_LIFETIME": "3"},
+			wantErr: []string{"RECONCILE_AFTER", "RECONCILE_UNKNOWN_DEADLINE", "RECONCILE_REQUEST_DEADLINE", "RECONCILE_PROMPT_LIFETIME"}},
 		{name: "request deadline within the dispatcher's retries and a prompt", set: map[string]string{"RECONCILE_REQUEST_DEADLINE": "5m"},
 			wantErr: []string{"RECONCILE_REQUEST_DEADLINE: 5m0s must exceed DISPATCH_RETRY_MAX"}},
 		{name: "request deadline against a longer retry budget", set: map[string]string{"DISPATCH_RETRY_MAX": "20m"},
@@ -86,6 +91,7 @@ func TestConfigFromEnv(t *testing.T) {
 				UnknownDeadline: DefaultUnknownDeadline,
 				RequestDeadline: DefaultRequestDeadline,
 				ReceiptWait:     events.PromptLifetime,
+				PromptLifetime:  events.PromptLifetime,
 			}
 			want.Daraja = got.Daraja // the dispatcher's parsing, tested there
 			tc.want(&want)

@@ -125,6 +125,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
+	if cfg.PromptLifetime < events.PromptLifetime {
+		log.Warn("prompt lifetime shorter than a real prompt's: a late callback from Daraja would find its payment failed; for simulators only",
+			"prompt_lifetime", cfg.PromptLifetime.String(), "real", events.PromptLifetime.String())
+	}
 	log.Info("reconciler started", "reconcile_after", cfg.ReconcileAfter.String(),
 		"unknown_deadline", cfg.UnknownDeadline.String(), "request_deadline", cfg.RequestDeadline.String())
 
