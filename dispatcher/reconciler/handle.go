@@ -115,20 +115,20 @@ func (r *reconciler) handleRequested(work context.Context, log *slog.Logger, msg
 		r.reconcilePush(work, log.With("checkout_request_id", a.CheckoutRequestID), msg, push{
 			payment: req.Payment, merchantID: a.MerchantRequestID, checkoutID: a.CheckoutRequestID, sentAt: sentAt,
 		})
-	case a.State == events.AttemptSending, a.State == events.AttemptAmbiguous:
-		// The last push may have prompted the customer, and only its
-		// callback can tell. It may have left as late as the record's last
-		// change, so the prompt's lifetime counts from then.
-		r.noAnswer(work, log, msg, req.Payment, latest(a.FirstSentAt, a.UpdatedAt))
 	case a.State == events.AttemptRefused, a.State == events.AttemptGaveUp:
 		r.recordedOutcome(work, log, msg, req.Payment, a, now)
-	default:
-		// not_sent, or a state this code does not know: no push can be
-		// waiting for an answer. The deadline counts from the record's
-		// last change, so a request the dispatcher is still working on
-		// (retrying, or holding in a phone's queue and touching its
-		// record) is not failed.
+	case a.State == events.AttemptNotSent:
+		// No push can be waiting for an answer. The deadline counts from
+		// the record's last change, so a request the dispatcher is still
+		// retrying is not failed.
 		r.notDispatched(work, log, msg, req.Payment, &a, rev, latest(requestedAt, a.UpdatedAt), now)
+	default:
+		// sending or ambiguous (or a state this code does not know, which
+		// the dispatcher too reads as "may have prompted"): the last push
+		// may have reached the customer, and only its callback can tell.
+		// It may have left as late as the record's last change, so the
+		// prompt's lifetime counts from then.
+		r.noAnswer(work, log, msg, req.Payment, latest(a.FirstSentAt, a.UpdatedAt))
 	}
 }
 
