@@ -91,8 +91,9 @@ const placeholderCallbackBase = "https://reconciler.invalid"
 // NATS_URL, NATS_STREAM_REPLICAS and the DARAJA_* variables are read as the
 // dispatcher reads them (by its own ConfigFromEnv, so the two never
 // disagree); the reconciler's own are RECONCILE_AFTER,
-// RECONCILE_UNKNOWN_DEADLINE and RECONCILE_REQUEST_DEADLINE. A missing or
-// malformed setting is an error naming the variable; every problem is
+// RECONCILE_UNKNOWN_DEADLINE, RECONCILE_REQUEST_DEADLINE,
+// RECONCILE_RECEIPT_WAIT and RECONCILE_PROMPT_LIFETIME (for simulators
+// only). A missing or malformed setting is an error naming the variable; every problem is
 // reported at once.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	var errs []error
