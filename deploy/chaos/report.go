@@ -40,6 +40,7 @@ type Report struct {
 	CallbacksUnreflected int            // delivered (200) but the record's response_code differs
 	UnreflectedIDs       []string       // the first few
 	OutcomeMismatches    int            // final record whose code differs from its single accepted push's outcome
+	MismatchIDs          []string       // the first few
 	Queries              int            // STK queries the fake answered
 	FinalBySource        map[string]int // who decided the outcome of the accepted requests
 	Replayed             int            // delivered callbacks sent again
@@ -195,6 +196,9 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 	for id, codes := range byID {
 		if row, ok := rows[id]; ok && row.status == 1 && len(codes) == 1 && row.responseCode != codes[0] {
 			r.OutcomeMismatches++
+			if len(r.MismatchIDs) < 10 {
+				r.MismatchIDs = append(r.MismatchIDs, fmt.Sprintf("%s: Daraja's outcome %q, record %q from %s", id, codes[0], row.responseCode, row.source))
+			}
 		}
 	}
 	r.Queries = len(rec.Queries)
@@ -267,6 +271,9 @@ func (r *Report) Print(w io.Writer) {
 	p("  200 but not reflected     %d", r.CallbacksUnreflected)
 	p("  replayed / changed record %d / %d", r.Replayed, r.ReplayChanged)
 	p("outcome != pushed outcome   %d", r.OutcomeMismatches)
+	for _, m := range r.MismatchIDs {
+		p("  %s", m)
+	}
 	p("STK queries                 %d", r.Queries)
 	p("Postgres stops              %d", r.PGStops)
 	for _, f := range r.Procs {
