@@ -184,13 +184,14 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		"DARAJA_CONSUMER_KEY":    darajatest.DefaultConsumerKey,
 		"DARAJA_CONSUMER_SECRET": darajatest.DefaultConsumerSecret,
 		// Short reconciler timers so that a run settles in minutes. The
-		// request deadline must exceed DISPATCH_RETRY_MAX plus the prompt's
-		// lifetime (events.PromptLifetime, 3m, not configurable): an
-		// ambiguous push is waited on that long before it is failed.
-		"DISPATCH_RETRY_MAX":         "30s",
+		// retry budget leaves room for Daraja's one-minute waits (quota,
+		// "Unable to lock subscriber"); the request deadline must exceed
+		// it plus the prompt's lifetime (3m by default): an ambiguous push
+		// is waited on that long before it is failed.
+		"DISPATCH_RETRY_MAX":         "90s",
 		"RECONCILE_AFTER":            "5s",
 		"RECONCILE_UNKNOWN_DEADLINE": "2m",
-		"RECONCILE_REQUEST_DEADLINE": "4m",
+		"RECONCILE_REQUEST_DEADLINE": "5m",
 	}
 	for k, v := range o.ExtraEnv {
 		env[k] = v
