@@ -146,7 +146,8 @@ func TestAnalyse(t *testing.T) {
 				"noanswer": r.NoAnswer, "accepted pushes": r.AcceptedPushes, "doubles": r.DoublePushes,
 				"pushed503": r.Pushed503, "delivered": r.CallbacksDelivered, "unreflected": r.CallbacksUnreflected,
 				"keyed": r.Keyed, "retried": r.KeyedRetried, "retried accepted": r.KeyedRetriedAccepted,
-				"unconfirmed": r.Unconfirmed503, "pushed unconfirmed": r.PushedUnconfirmed, "phones twice": r.PhonesPromptedTwice}
+				"unconfirmed": r.Unconfirmed503, "pushed unconfirmed": r.PushedUnconfirmed, "phones twice": r.PhonesPromptedTwice,
+				"never prompted": r.FinalNeverPrompted}
 			for k, v := range got {
 				if v == 0 && tt.want[k] == 0 {
 					delete(got, k)

@@ -29,6 +29,7 @@ type Report struct {
 	LostIDs              []string       // the first few
 	LostByCause          map[string]int // what the fake and Postgres say of each lost request
 	NotFoundAfterAccept  int            // GET right after a 2xx answered 404
+	FinalNeverPrompted   int            // accepted and final without any push Daraja accepted (failed before a prompt)
 	Pushes               int            // push requests the fake received
 	AcceptedPushes       int            // pushes Daraja accepted (prompts shown)
 	DoublePushes         int            // tracking ids with more than one accepted push
@@ -104,6 +105,9 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 			if ok && row.status == 1 {
 				r.Final++
 				r.FinalBySource[row.source]++
+				if !pushedIDs[a.trackingID] {
+					r.FinalNeverPrompted++
+				}
 			} else {
 				r.Lost++
 				state := "no record in Postgres"
@@ -253,6 +257,7 @@ func (r *Report) Print(w io.Writer) {
 		p("  other statuses            %v", r.OtherStatus)
 	}
 	p("final (status 1)            %d   by source %v", r.Final, r.FinalBySource)
+	p("  of which never prompted   %d (refused, given up, or failed at a deadline)", r.FinalNeverPrompted)
 	p("LOST (accepted, not final)  %d", r.Lost)
 	causes := make([]string, 0, len(r.LostByCause))
 	for c := range r.LostByCause {
