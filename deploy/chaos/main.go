@@ -66,7 +66,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.Kills, "kills", 4, "kill -9s of each of api, dispatcher, callback-ingest, projector, nats-server")
 	fs.DurationVar(&o.PGStop, "pg-stop", 4*time.Second, "how long Postgres is stopped, once (0: never)")
 	fs.DurationVar(&o.Down, "down", 2*time.Second, "longest time a killed process stays down")
-	fs.DurationVar(&o.Settle, "settle", 7*time.Minute, "deadline for every accepted request to be final after the load")
+	fs.DurationVar(&o.Settle, "settle", 12*time.Minute, "deadline for every accepted request to be final after the load")
 	fs.DurationVar(&o.SimDelay, "sim-delay", time.Second, "the Daraja fake's callback delay")
 	fs.IntVar(&o.Replays, "replays", 50, "delivered callbacks sent a second time")
 	fs.StringVar(&o.Faults, "faults", "full", "Daraja faults to script: full, quick (none that waits out a prompt's lifetime) or none")
