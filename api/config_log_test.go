@@ -1,0 +1,29 @@
+package api
+
+import (
+	"testing"
+
+	"github.com/stkgate/stkgate/events/logtest"
+)
+
+// TestConfigLogged: the configuration logged at start shows every setting
+// but the tokens, and no password of a URL, whatever the handler.
+func TestConfigLogged(t *testing.T) {
+	e := baseEnv()
+	e["API_TOKENS"] = "acme:acme-tok-3f9a1c,globex:globex-tok-77b2e0"
+	e["DATABASE_URL"] = "postgres://stk:pg-pw-5c1d@db:5432/stkgate?sslmode=require"
+	e["NATS_URL"] = "nats://natsuser:nats-pw-9e4f@nats:4222,nats://nats-tok-2a6b@other:4222,tls://n3:4222"
+	cfg, err := ConfigFromEnv(env(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logtest.CheckConfig(t, cfg, logtest.Options{
+		Secrets: []string{"Tokens[].Token"},
+		NotLogged: []string{
+			"StartTimeout: not read from the environment",
+			"Logger: not a setting",
+		},
+		Leaks: []string{"acme-tok-3f9a1c", "globex-tok-77b2e0", "pg-pw-5c1d", "nats-pw-9e4f", "nats-tok-2a6b"},
+		Shows: []string{"acme,globex", "db:5432/stkgate", "nats:4222", "other:4222", "tls://n3:4222"},
+	})
+}
