@@ -13,7 +13,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/stkgate/stkgate/api/projector"
+	"github.com/stkgate/stkgate/events/redact"
 )
 
 // DispatchMode says when POST /api/stk-push answers.
@@ -259,7 +259,7 @@ func checkNATSURL(list string) error {
 	for _, s := range strings.Split(list, ",") {
 		u, err := url.Parse(strings.TrimSpace(s))
 		if err != nil || u.Host == "" {
-			return fmt.Errorf("NATS_URL: %q is not a URL list such as nats://host:4222", redactNATS(list))
+			return fmt.Errorf("NATS_URL: %q is not a URL list such as nats://host:4222", redact.URLs(list))
 		}
 		switch u.Scheme {
 		case "nats", "tls", "ws", "wss":
@@ -283,34 +283,11 @@ func (c Config) LogValue() slog.Value {
 		slog.String("addr", c.Addr),
 		slog.String("clients", strings.Join(names, ",")),
 		slog.Int("tokens", len(c.Tokens)),
-		slog.String("database_url", projector.RedactDatabaseURL(c.DatabaseURL)),
-		slog.String("nats_url", redactNATS(c.NATSURL)),
+		slog.String("database_url", redact.URLs(c.DatabaseURL)),
+		slog.String("nats_url", redact.URLs(c.NATSURL)),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.String("dispatch_mode", string(c.DispatchMode)),
 		slog.Duration("sync_timeout", c.SyncTimeout),
 		slog.Duration("idempotency_ttl", c.IdempotencyTTL),
 	)
-}
-
-// redactNATS hides the credentials (user:password@ or token@) of every URL
-// in a comma-separated list; a part that does not parse is hidden whole.
-func redactNATS(list string) string {
-	if list == "" {
-		return ""
-	}
-	parts := strings.Split(list, ",")
-	for i, s := range parts {
-		s = strings.TrimSpace(s)
-		u, err := url.Parse(s)
-		switch {
-		case err != nil:
-			parts[i] = "REDACTED"
-		case u.User != nil:
-			u.User = url.User("REDACTED")
-			parts[i] = u.String()
-		default:
-			parts[i] = s
-		}
-	}
-	return strings.Join(parts, ",")
 }

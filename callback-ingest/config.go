@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/stkgate/stkgate/events/redact"
 )
 
 // Config is what the service needs to run.
@@ -64,7 +66,7 @@ func (c Config) validate() error {
 	for _, s := range strings.Split(c.NATSURL, ",") {
 		u, err := url.Parse(strings.TrimSpace(s))
 		if err != nil || u.Host == "" {
-			return fmt.Errorf("NATS_URL: %q is not a URL list such as nats://host:4222", redactURLs(c.NATSURL))
+			return fmt.Errorf("NATS_URL: %q is not a URL list such as nats://host:4222", redact.URLs(c.NATSURL))
 		}
 		switch u.Scheme {
 		case "nats", "tls", "ws", "wss":
@@ -84,27 +86,7 @@ func (c Config) validate() error {
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("addr", c.Addr),
-		slog.String("nats_url", redactURLs(c.NATSURL)),
+		slog.String("nats_url", redact.URLs(c.NATSURL)),
 		slog.Int("stream_replicas", c.StreamReplicas),
 	)
-}
-
-// redactURLs hides the user information of every URL in a comma-separated
-// list; a part that does not parse is hidden whole, since it may be a secret.
-func redactURLs(list string) string {
-	if list == "" {
-		return ""
-	}
-	parts := strings.Split(list, ",")
-	for i, s := range parts {
-		u, err := url.Parse(strings.TrimSpace(s))
-		switch {
-		case err != nil:
-			parts[i] = "REDACTED"
-		case u.User != nil:
-			u.User = url.User("REDACTED")
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
 }

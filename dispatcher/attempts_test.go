@@ -53,7 +53,7 @@ func (h *harness) record(trackingID string) events.Attempt {
 
 // accepted are the pushes the fake accepted for a payment.
 func (h *harness) accepted(trackingID string) []darajatest.Push {
-	return h.fake.AcceptedPushes(darajatest.WithCallbackURL(events.CallbackURL(callbackBase, trackingID)))
+	return h.fake.AcceptedPushes(darajatest.WithCallbackURL(callbackURL(trackingID)))
 }
 
 // complete publishes stk.completed for p, as callback-ingest does when the
@@ -84,7 +84,7 @@ func TestRedeliveryAfterPushOfUnknownFateIsNotPushed(t *testing.T) {
 			}
 			if _, err := client.Push(context.Background(), daraja.PushRequest{
 				Phone: p.Phone, Amount: p.Amount, AccountReference: p.Reference, TransactionDesc: TransactionDesc,
-				CallbackURL: events.CallbackURL(callbackBase, p.TrackingID),
+				CallbackURL: callbackURL(p.TrackingID),
 			}); err != nil {
 				t.Fatal(err)
 			}
@@ -310,7 +310,7 @@ func TestOnePromptPerPhone(t *testing.T) {
 	h.start()
 	var first, second events.Payment
 	waitFor(t, "a first push to the phone", func() bool { return len(h.fakePushes(a.Phone)) > 0 })
-	if h.fakePushes(a.Phone)[0].Body.CallBackURL == events.CallbackURL(callbackBase, a.TrackingID) {
+	if h.fakePushes(a.Phone)[0].Body.CallBackURL == callbackURL(a.TrackingID) {
 		first, second = a, b
 	} else {
 		first, second = b, a
@@ -451,7 +451,7 @@ func TestRequestsForAPhoneArePushedInOrder(t *testing.T) {
 		h.complete(p)
 		next := pays[i+1]
 		waitFor(t, "the next push", func() bool { return len(h.fakePushes(p.Phone)) == i+2 })
-		if got := h.fakePushes(p.Phone)[i+1].Body.CallBackURL; got != events.CallbackURL(callbackBase, next.TrackingID) {
+		if got := h.fakePushes(p.Phone)[i+1].Body.CallBackURL; got != callbackURL(next.TrackingID) {
 			t.Errorf("push %d went to %s, want the request made %d-th (%s)", i+2, got, i+2, next.TrackingID)
 		}
 	}
@@ -492,7 +492,11 @@ func TestConsumerOfPreviousVersionIsUpdated(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
 	ctx := context.Background()
-	if _, err := h.ns.JS.CreateOrUpdateConsumer(ctx, events.StreamName, events.DispatcherConsumer()); err != nil {
+	old := events.DispatcherConsumer()
+	old.MaxDeliver = 10
+	old.MaxAckPending = 1024
+	old.BackOff = []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute}
+	if _, err := h.ns.JS.CreateOrUpdateConsumer(ctx, events.StreamName, old); err != nil {
 		t.Fatal(err)
 	}
 	h.start()
@@ -502,7 +506,7 @@ func TestConsumerOfPreviousVersionIsUpdated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := events.DispatcherQueueConsumer()
+	want := events.DispatcherConsumer()
 	if info.Config.MaxDeliver != want.MaxDeliver || len(info.Config.BackOff) != 0 || info.Config.MaxAckPending != want.MaxAckPending {
 		t.Errorf("consumer MaxDeliver %d, BackOff %v, MaxAckPending %d; want %d, none, %d",
 			info.Config.MaxDeliver, info.Config.BackOff, info.Config.MaxAckPending, want.MaxDeliver, want.MaxAckPending)

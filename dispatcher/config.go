@@ -13,6 +13,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/redact"
 )
 
 // Defaults of the settings that have one.
@@ -211,16 +212,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 // secret, the passkey and any password in a URL.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("nats_url", redactURLs(c.NATSURL)),
+		slog.String("nats_url", redact.URLs(c.NATSURL)),
 		slog.Int("stream_replicas", c.StreamReplicas),
-		slog.String("daraja_base_url", redactURLs(c.Daraja.BaseURL)),
-		slog.String("daraja_consumer_key", redacted(c.Daraja.ConsumerKey)),
-		slog.String("daraja_consumer_secret", redacted(c.Daraja.ConsumerSecret)),
+		slog.String("daraja_base_url", redact.URLs(c.Daraja.BaseURL)),
+		slog.String("daraja_consumer_key", redact.Secret(c.Daraja.ConsumerKey)),
+		slog.String("daraja_consumer_secret", redact.Secret(c.Daraja.ConsumerSecret)),
 		slog.String("daraja_shortcode", c.Daraja.ShortCode),
-		slog.String("daraja_passkey", redacted(c.Daraja.PassKey)),
+		slog.String("daraja_passkey", redact.Secret(c.Daraja.PassKey)),
 		slog.String("daraja_transaction_type", c.Daraja.TransactionType),
 		slog.String("daraja_party_b", c.Daraja.PartyB),
-		slog.String("callback_base_url", redactURLs(c.CallbackBaseURL)),
+		slog.String("callback_base_url", redact.URLs(c.CallbackBaseURL)),
 		slog.Int("concurrency", c.Concurrency),
 		slog.Duration("retry_max_elapsed", c.RetryMaxElapsed),
 	)
@@ -265,31 +266,6 @@ func (c Config) withDefaults() Config {
 		c.PhoneWait = DefaultPhoneWait
 	}
 	return c
-}
-
-func redacted(secret string) string {
-	if secret == "" {
-		return ""
-	}
-	return "[redacted]"
-}
-
-// redactURLs hides the credentials (user and password, or token) of each URL
-// in a comma-separated list.
-func redactURLs(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil {
-			parts[i] = "[unparsable]"
-			continue
-		}
-		if u.User != nil {
-			u.User = url.User("REDACTED")
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 func checkNATSURL(list string) error {

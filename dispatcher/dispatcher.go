@@ -24,6 +24,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/redact"
 )
 
 // Source is the CloudEvents source of every event the dispatcher publishes.
@@ -44,7 +45,7 @@ const (
 
 // CodePhoneBusy is the result code of a payment given up because another
 // payment's prompts kept its phone busy for as long as JetStream would
-// redeliver the request (events.DispatcherQueueMaxDeliver waits).
+// redeliver the request (events.DispatcherMaxDeliver waits).
 const CodePhoneBusy = "stkgate.phone_busy"
 
 // fetchWait bounds one pull request, so a stop is noticed promptly and a
@@ -63,6 +64,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := parseCallbackBase(cfg.CallbackBaseURL); err != nil {
 		return fmt.Errorf("dispatcher: CallbackBaseURL: %w", err)
 	}
+	if cfg.CallbackSecrets.Len() == 0 {
+		return errors.New("dispatcher: CallbackSecrets is required (CALLBACK_SECRET)")
+	}
 	warnCallbackBase(log, cfg)
 
 	client, err := daraja.New(cfg.Daraja)
@@ -78,7 +82,7 @@ func Run(ctx context.Context, cfg Config) error {
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ConnectHandler(func(c *nats.Conn) {
-			log.Info("nats connected", "url", redactURLs(c.ConnectedUrl()))
+			log.Info("nats connected", "url", c.ConnectedUrlRedacted())
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: closed by us
@@ -92,7 +96,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("nats reconnected", "url", redactURLs(c.ConnectedUrl()))
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
 		}),
 	)
 	if err != nil {
@@ -173,7 +177,12 @@ func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cfg Co
 			if res.phones, err = ensureBucket(ctx, js, events.PhonesConfig(cfg.StreamReplicas, cfg.PhoneLockTTL)); err != nil {
 				return res, err
 			}
-			cc := events.DispatcherQueueConsumer()
+			// Before the consumers: their MaxDeliver advisories are kept
+			// only once STK_ADVISORIES exists.
+			if _, err := events.EnsureAdvisoryStream(ctx, js, cfg.StreamReplicas); err != nil {
+				return res, err
+			}
+			cc := events.DispatcherConsumer()
 			if cfg.tuneConsumer != nil {
 				cfg.tuneConsumer(&cc)
 			}
@@ -223,10 +232,10 @@ func warnCallbackBase(log *slog.Logger, cfg Config) {
 		return
 	}
 	if u.Scheme != "https" && strings.HasSuffix(hostOf(cfg.Daraja.BaseURL), "safaricom.co.ke") {
-		log.Warn("CALLBACK_BASE_URL is not https: Safaricom expects an https callback URL", "callback_base_url", redactURLs(cfg.CallbackBaseURL))
+		log.Warn("CALLBACK_BASE_URL is not https: Safaricom expects an https callback URL", "callback_base_url", redact.URLs(cfg.CallbackBaseURL))
 	}
 	if strings.Contains(strings.ToLower(cfg.CallbackBaseURL), "mpesa") {
-		log.Warn("CALLBACK_BASE_URL contains \"mpesa\": Daraja is reported to refuse such callback URLs", "callback_base_url", redactURLs(cfg.CallbackBaseURL))
+		log.Warn("CALLBACK_BASE_URL contains \"mpesa\": Daraja is reported to refuse such callback URLs", "callback_base_url", redact.URLs(cfg.CallbackBaseURL))
 	}
 }
 
@@ -651,7 +660,7 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 		Amount:           req.Amount,
 		AccountReference: req.Reference,
 		TransactionDesc:  TransactionDesc,
-		CallbackURL:      events.CallbackURL(d.cfg.CallbackBaseURL, req.TrackingID),
+		CallbackURL:      events.CallbackURL(d.cfg.CallbackBaseURL, req.TrackingID, d.cfg.CallbackSecrets.Token(req.TrackingID)),
 	}
 	rec.TrackingID = req.TrackingID
 	out := outcome{lockRev: lockRev}

@@ -54,27 +54,3 @@ func PhoneReleaseConsumer() jetstream.ConsumerConfig {
 		MaxAckPending: 1024,
 	}
 }
-
-// DispatcherQueueMaxDeliver is the dispatcher consumer's MaxDeliver once
-// requests wait for their phone: each wait is a delivery (NakWithDelay), and
-// a phone may be busy for several prompts' lifetimes. The dispatcher finishes
-// a request that is still waiting at its last delivery as failed, so it
-// never runs out silently.
-const DispatcherQueueMaxDeliver = 1000
-
-// DispatcherQueueConsumer is DispatcherConsumer for a dispatcher that queues
-// requests per phone: deliveries spent waiting for a phone must not exhaust
-// MaxDeliver, and the waiting requests stay ack-pending, so MaxAckPending
-// must hold every waiting request plus those being pushed.
-//
-// It has no BackOff: nats-server times a NakWithDelay from the BackOff
-// interval of the delivery count (a wait of a few seconds would become 30 s,
-// then minutes), and the attempt record, not spacing, is what makes a
-// redelivery after a crash safe. A redelivery comes after AckWait.
-func DispatcherQueueConsumer() jetstream.ConsumerConfig {
-	c := DispatcherConsumer()
-	c.MaxDeliver = DispatcherQueueMaxDeliver
-	c.MaxAckPending = 10000
-	c.BackOff = nil
-	return c
-}

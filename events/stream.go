@@ -110,6 +110,17 @@ func ProjectorConsumer() jetstream.ConsumerConfig {
 // DispatcherConsumer hands each stk.requested to the dispatcher. Its handler
 // calls InProgress while it waits on Daraja, so the ack wait bounds only a
 // dispatcher that stopped answering.
+//
+// Requests wait for their phone (one open prompt per phone) by
+// NakWithDelay: every wait is a delivery, and a phone may be busy for
+// several prompts' lifetimes, so MaxDeliver is large
+// (DispatcherMaxDeliver), and the waiting requests stay ack-pending, so
+// MaxAckPending holds every waiting request plus those being pushed.
+//
+// It has no BackOff: nats-server times a NakWithDelay from the BackOff
+// interval of the delivery count (a wait of a few seconds would become 30 s,
+// then minutes), and the attempt record, not spacing, is what makes a
+// redelivery after a crash safe. A redelivery comes after AckWait.
 func DispatcherConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerDispatcher,
@@ -118,8 +129,12 @@ func DispatcherConsumer() jetstream.ConsumerConfig {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		FilterSubject: Subject(TypeRequested, "*"),
 		AckWait:       30 * time.Second,
-		MaxDeliver:    10,
-		BackOff:       []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute},
-		MaxAckPending: 1024,
+		MaxDeliver:    DispatcherMaxDeliver,
+		MaxAckPending: 10000,
 	}
 }
+
+// DispatcherMaxDeliver is the dispatcher consumer's MaxDeliver. The
+// dispatcher finishes a request still waiting for its phone at its last
+// delivery as failed, so it never runs out silently.
+const DispatcherMaxDeliver = 1000

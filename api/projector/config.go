@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stkgate/stkgate/events/redact"
 )
 
 // Defaults of the settings that have one.
@@ -134,62 +134,9 @@ func (c Config) withDefaults() (Config, error) {
 // LogValue shows the configuration with the passwords in its URLs masked.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("nats_url", redactNATS(c.NATSURL)),
-		slog.String("database_url", RedactDatabaseURL(c.DatabaseURL)),
+		slog.String("nats_url", redact.URLs(c.NATSURL)),
+		slog.String("database_url", redact.URLs(c.DatabaseURL)),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Int("batch_size", c.BatchSize),
 	)
-}
-
-const mask = "xxxxx"
-
-// RedactDatabaseURL masks the password of a Postgres URL
-// (postgres://user:pw@host/db?password=pw) or key=value string
-// (host=h password=pw), so that it can be logged.
-func RedactDatabaseURL(s string) string {
-	if s == "" {
-		return ""
-	}
-	if !strings.Contains(s, "://") {
-		return kvPassword.ReplaceAllString(s, "${1}"+mask)
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", mask)
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
-}
-
-// kvPassword is a password setting in a key=value connection string: a
-// quoted value (with \' and \\ escapes) or a bare word.
-var kvPassword = regexp.MustCompile(`(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*)`)
-
-// redactNATS masks the credentials of each server in a NATS URL list.
-func redactNATS(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if !strings.Contains(p, "@") {
-			parts[i] = p
-			continue
-		}
-		u, err := url.Parse(p)
-		if err != nil {
-			parts[i] = "(unparsable URL)"
-			continue
-		}
-		if u.User != nil {
-			if _, hasPw := u.User.Password(); hasPw {
-				u.User = url.UserPassword(u.User.Username(), mask)
-			} else {
-				u.User = url.User(mask) // a bare token
-			}
-		}
-		parts[i] = u.String()
-	}
-	return strings.Join(parts, ",")
 }

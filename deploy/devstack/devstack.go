@@ -1,7 +1,8 @@
 // Package devstack runs the whole of stkgate in one process: an embedded
 // JetStream server, a Postgres (the one in DATABASE_URL, else a local one,
 // else one it starts), the Daraja simulator, and the api, projector,
-// dispatcher and callback-ingest services, each through its own Run.
+// dispatcher (with its reconciler) and callback-ingest services, each through
+// its own Run.
 //
 // Every setting of DESIGN.md can be given in the environment and overrides
 // the dev default, so the same command runs against a real Postgres, NATS or
@@ -29,6 +30,7 @@ import (
 	callback "github.com/stkgate/stkgate/callback-ingest"
 	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/dispatcher/reconciler"
 	"github.com/stkgate/stkgate/events/natsserver"
 )
 
@@ -166,6 +168,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
+	recCfg, err := reconciler.ConfigFromEnv(lookup)
+	if err != nil {
+		return fmt.Errorf("reconciler: %w", err)
+	}
 	cbCfg, err := callback.ConfigFromEnv(lookup)
 	if err != nil {
 		return fmt.Errorf("callback-ingest: %w", err)
@@ -173,12 +179,14 @@ func Run(ctx context.Context, o Options) error {
 	apiCfg.Logger = log.With("service", "api")
 	projCfg.Logger = log.With("service", "projector")
 	dispCfg.Logger = log.With("service", "dispatcher")
+	recCfg.Logger = log.With("service", "dispatcher", "component", "reconciler")
 	cbCfg.Logger = log.With("service", "callback-ingest")
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return named("api", api.Run(gctx, apiCfg)) })
 	g.Go(func() error { return named("projector", projector.Run(gctx, projCfg)) })
 	g.Go(func() error { return named("dispatcher", dispatcher.Run(gctx, dispCfg)) })
+	g.Go(func() error { return named("reconciler", reconciler.Run(gctx, recCfg)) })
 	g.Go(func() error { return named("callback-ingest", callback.Run(gctx, cbCfg)) })
 
 	effective := map[string]string{}

@@ -469,3 +469,34 @@ func TestSyncMode(t *testing.T) {
 		}
 	})
 }
+
+// TestLostCallbackFinishedByQuery: the dev stack runs the reconciler, so a
+// push whose callback never comes is finished from Daraja's STK query.
+func TestLostCallbackFinishedByQuery(t *testing.T) {
+	s := startStack(t, map[string]string{
+		"RECONCILE_AFTER":        "1s",
+		"RECONCILE_RECEIPT_WAIT": "0",
+	})
+	tests := []struct {
+		phone, code, label string
+	}{
+		{"0712345611", "0", "Success"},
+		{"0712345612", "1032", "Cancelled by User"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.label, func(t *testing.T) {
+			s.fake.Script("254"+tc.phone[1:], darajatest.Script{ResultCode: tc.code, NoCallback: true, CallbackDelay: -1})
+			id := s.accept(t, tc.phone)
+			data := s.waitFinal(t, id)
+			if data["status_label"] != tc.label || data["response_code"] != tc.code {
+				t.Errorf("label, code = %v, %v; want %q, %q", data["status_label"], data["response_code"], tc.label, tc.code)
+			}
+			if ev := s.completedEvent(t, id); ev.Source != events.SourceQuery {
+				t.Errorf("stk.completed source = %q, want %q", ev.Source, events.SourceQuery)
+			}
+			if n := len(s.fake.AcceptedPushes(darajatest.WithCallbackURL(s.callbackURL(id)))); n != 1 {
+				t.Errorf("Daraja prompted the customer %d times, want 1", n)
+			}
+		})
+	}
+}

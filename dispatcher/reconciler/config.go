@@ -10,6 +10,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/redact"
 )
 
 // Defaults of the settings that have one.
@@ -166,7 +167,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 // LogValue shows the configuration without its secrets.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("nats_url", redactURLs(c.NATSURL)),
+		slog.String("nats_url", redact.URLs(c.NATSURL)),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Any("daraja", c.Daraja),
 		slog.Duration("reconcile_after", c.ReconcileAfter),

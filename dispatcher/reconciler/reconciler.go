@@ -22,8 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,7 +90,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("nats reconnected", "url", redactURLs(c.ConnectedUrl()))
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
 		}),
 	)
 	if err != nil {
@@ -186,6 +184,11 @@ func (r *reconciler) setUp(ctx context.Context, js jetstream.JetStream) (dispatc
 			}
 			kv, err := attemptsBucket(ctx, js, r.cfg.StreamReplicas)
 			if err != nil {
+				return err
+			}
+			// Before the consumers: their MaxDeliver advisories are kept
+			// only once STK_ADVISORIES exists.
+			if _, err := events.EnsureAdvisoryStream(ctx, js, r.cfg.StreamReplicas); err != nil {
 				return err
 			}
 			d, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, events.ReconcilerDispatchedConsumer())
@@ -403,21 +406,4 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
-}
-
-// redactURLs hides the credentials of each URL in a comma-separated list.
-func redactURLs(list string) string {
-	parts := strings.Split(list, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil {
-			parts[i] = "[unparsable]"
-			continue
-		}
-		if u.User != nil {
-			u.User = url.User("REDACTED")
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
 }

@@ -1,0 +1,44 @@
+package redact
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestURLs(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+		{"nats://user:s3cret@a:1,nats://t0ken@b:2, nats://c:3", "nats://REDACTED@a:1,nats://REDACTED@b:2, nats://c:3"},
+		{"postgres://stk:s3cret@db:5432/stkgate?sslmode=require", "postgres://REDACTED@db:5432/stkgate?sslmode=require"},
+		{"postgres://stk@db/stkgate", "postgres://REDACTED@db/stkgate"},
+		{"postgres://db/stkgate?user=stk&password=s3cret&sslmode=disable", "postgres://db/stkgate?user=stk&password=REDACTED&sslmode=disable"},
+		{"postgres://stk:s3cret@db:bad/", "postgres://REDACTED@db:bad/"},
+		{"postgres://stk:s3c@ret@h1:5432,h2:5432/db", "postgres://REDACTED@h1:5432,h2:5432/db"},
+		{"host=db user=stk password=s3cret dbname=stkgate", "host=db user=stk password=REDACTED dbname=stkgate"},
+		{"host=db password = 's3 cr\\'et' dbname=stkgate", "host=db password = REDACTED dbname=stkgate"},
+		{"host=db password='s3 cret", "host=db password=REDACTED"},
+		{"host=db password=p@ss,w0rd dbname=x", "host=db password=REDACTED dbname=x"},
+		// No scheme: url.Parse reads "user" as the scheme and finds no user.
+		{"user:s3cret@nats:4222", "REDACTED@nats:4222"},
+		{"nats://u:s3c,ret@h:4222", "nats://REDACTED@h:4222"},
+		{"nats://u:s3 cret@h:4222", "nats://REDACTED@h:4222"},
+		{"wss://h/?token=s3cret", "wss://h/?token=REDACTED"},
+	} {
+		got := URLs(tc.in)
+		if got != tc.want {
+			t.Errorf("URLs(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		for _, secret := range []string{"s3cret", "t0ken", "s3 cr", "ret@", "w0rd", "s3c"} {
+			if strings.Contains(tc.in, secret) && strings.Contains(got, secret) {
+				t.Errorf("URLs(%q) = %q shows %q", tc.in, got, secret)
+			}
+		}
+	}
+}
+
+func TestSecret(t *testing.T) {
+	if Secret("") != "" || Secret("x") != Mask {
+		t.Errorf("Secret: %q, %q", Secret(""), Secret("x"))
+	}
+}
