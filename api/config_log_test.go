@@ -1,6 +1,7 @@
 package api
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stkgate/stkgate/events/logtest"
@@ -21,9 +22,30 @@ func TestConfigLogged(t *testing.T) {
 		Secrets: []string{"Tokens[].Token"},
 		NotLogged: []string{
 			"StartTimeout: not read from the environment",
+			"ReadHeaderTimeout: not read from the environment",
+			"ReadTimeout: not read from the environment",
+			"IdleTimeout: not read from the environment",
 			"Logger: not a setting",
 		},
 		Leaks: []string{"acme-tok-3f9a1c", "globex-tok-77b2e0", "pg-pw-5c1d", "nats-pw-9e4f", "nats-tok-2a6b"},
 		Shows: []string{"acme,globex", "db:5432/stkgate", "nats:4222", "other:4222", "tls://n3:4222"},
+		Values: map[string]any{"RateLimit": 7.25},
 	})
+}
+
+// TestConfigErrorsHideURLCredentials: a NATS_URL refused as malformed is
+// named in the error with its credentials hidden, however it is malformed.
+func TestConfigErrorsHideURLCredentials(t *testing.T) {
+	for _, u := range []string{
+		"natsuser:nats-pw-9e4f@nats:4222", // no scheme: url.Parse finds no user
+		"nats://u:nats-pw-9e4f@nats:bad:port",
+		"http://u:nats-pw-9e4f@nats:4222",
+	} {
+		e := baseEnv()
+		e["NATS_URL"] = u
+		_, err := ConfigFromEnv(env(e))
+		if err == nil || !strings.Contains(err.Error(), "NATS_URL") || strings.Contains(err.Error(), "nats-pw-9e4f") {
+			t.Errorf("NATS_URL=%q: error %v, want one naming NATS_URL without its password", u, err)
+		}
+	}
 }

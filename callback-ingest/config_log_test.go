@@ -1,6 +1,7 @@
 package callback
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stkgate/stkgate/events/logtest"
@@ -22,4 +23,19 @@ func TestConfigLogged(t *testing.T) {
 		Leaks:     []string{"nats-pw-9e4f", "nats-tok-2a6b"},
 		Shows:     []string{"nats:4222", "other:4222"},
 	})
+}
+
+// TestConfigErrorsHideURLCredentials: a NATS_URL refused as malformed is
+// named in the error with its credentials hidden, however it is malformed.
+func TestConfigErrorsHideURLCredentials(t *testing.T) {
+	for _, u := range []string{
+		"natsuser:nats-pw-9e4f@nats:4222", // no scheme: url.Parse finds no user
+		"nats://u:nats-pw-9e4f@nats:bad:port",
+		"http://u:nats-pw-9e4f@nats:4222",
+	} {
+		_, err := ConfigFromEnv(func(k string) string { return map[string]string{"NATS_URL": u}[k] })
+		if err == nil || !strings.Contains(err.Error(), "NATS_URL") || strings.Contains(err.Error(), "nats-pw-9e4f") {
+			t.Errorf("NATS_URL=%q: error %v, want one naming NATS_URL without its password", u, err)
+		}
+	}
 }
