@@ -307,7 +307,7 @@ func TestCreateRefused(t *testing.T) {
 		{"duplicate key", newRequest(http.MethodPost, PushPath, acmeToken, ctJSON, `{"amount":1,"amount":2}`), 400,
 			map[string]any{"success": false, "message": "The request body has the amount field more than once."}},
 		{"deeply nested", newRequest(http.MethodPost, PushPath, acmeToken, ctJSON, `{"x":`+strings.Repeat("[", 30000)+`}`), 400,
-			map[string]any{"success": false, "message": "The request body is not valid JSON: invalid character '[' exceeded max depth."}},
+			map[string]any{"success": false, "message": "The request body must not nest objects or arrays more than 32 levels deep."}},
 		{"too large", newRequest(http.MethodPost, PushPath, acmeToken, ctJSON, big), 413,
 			map[string]any{"success": false, "message": "The request body must not be larger than 64 KiB."}},
 		{"too large, length unknown", func() *http.Request {

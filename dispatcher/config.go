@@ -29,6 +29,10 @@ const (
 	DefaultProgressEvery   = 10 * time.Second
 	DefaultPhoneWait       = 3 * time.Second
 	DefaultRecheckDelay    = 5 * time.Second
+	// DefaultDeferAbove: Daraja's waits longer than this ("Quota Violation",
+	// "Unable to lock subscriber": a minute) are spent in JetStream, so a
+	// few busy phones cannot hold every worker.
+	DefaultDeferAbove = 5 * time.Second
 
 	// SandboxPassKey is the passkey Safaricom publishes for the sandbox
 	// shortcode 174379; it is no secret.
@@ -102,6 +106,10 @@ type Config struct {
 	tuneConsumer func(*jetstream.ConsumerConfig)
 	// maxDeliver is the request consumer's MaxDeliver, read at start-up.
 	maxDeliver int
+	// deferAbove: a wait Daraja asks for that is longer than this is spent
+	// in JetStream (NakWithDelay) rather than in a worker (default
+	// DefaultDeferAbove; tests may raise it).
+	deferAbove time.Duration
 	// queueStale is how long a request on a phone's waiting list may go
 	// without looking at the phone before the requests after it stop
 	// waiting for it (default: derived from PhoneWait and the AckWait).
@@ -264,6 +272,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PhoneWait <= 0 {
 		c.PhoneWait = DefaultPhoneWait
+	}
+	if c.deferAbove <= 0 {
+		c.deferAbove = DefaultDeferAbove
 	}
 	return c
 }

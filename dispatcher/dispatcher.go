@@ -549,6 +549,15 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			"error", out.err, "attempts", out.attempts)
 		d.ack(work, log, msg)
 
+	case outcomeDeferred:
+		// Daraja asked for a long wait (quota, a locked subscriber): spent
+		// in JetStream, not in a worker, so the requests behind this one
+		// are pushed meanwhile. The record says not_sent and the phone's
+		// lock is kept, so the redelivery pushes again, in turn.
+		log.Info("Daraja asks to wait before the next push: waiting in JetStream, keeping the phone's lock",
+			"retry_in", out.wait.Round(time.Millisecond).String(), "attempts", out.attempts, "error", out.err)
+		d.nakDelay(log, msg, out.wait)
+
 	case outcomeHeld:
 		// No push was sent in this round: the record could not be written
 		// (NATS away, another instance on it) or the phone's lock was lost.
@@ -633,6 +642,7 @@ const (
 	outcomeAmbiguous
 	outcomeStopped
 	outcomeHeld
+	outcomeDeferred
 )
 
 type outcome struct {
@@ -640,7 +650,8 @@ type outcome struct {
 	resp     daraja.PushResponse
 	err      error // the last push error, or why no push was sent
 	attempts int
-	lockRev  uint64 // the phone lock's last revision
+	lockRev  uint64        // the phone lock's last revision
+	wait     time.Duration // outcomeDeferred: how long before the next push
 }
 
 // errHeld marks a round in which no push was sent because the attempt
@@ -746,6 +757,7 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 		Clock:               backoff.SystemClock,
 	}}
 	b.floor = func() time.Duration { return d.minWait(last) }
+	b.deferAbove = d.cfg.deferAbove
 	notify := func(err error, wait time.Duration) {
 		log.Warn("push failed, retrying", "attempt", out.attempts, "retry_in", wait.Round(time.Millisecond).String(), "error", err)
 	}
@@ -757,6 +769,11 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 		return out
 	}
 	out.err = last
+	if err != nil && b.deferred > 0 && stop.Err() == nil && work.Err() == nil {
+		out.kind = outcomeDeferred
+		out.wait = b.deferred
+		return out
+	}
 	if err == nil {
 		out.kind = outcomeAccepted
 		rec.MerchantRequestID = out.resp.MerchantRequestID
@@ -850,9 +867,13 @@ func refusalOf(err error) (code, desc string) {
 
 // floorBackOff is an exponential backoff whose next wait is raised to a
 // floor that depends on the last error, within the same elapsed-time budget.
+// A floor longer than deferAbove (Daraja's one-minute waits) stops the loop
+// with deferred set to the wait, which the caller spends in JetStream.
 type floorBackOff struct {
-	eb    *backoff.ExponentialBackOff
-	floor func() time.Duration
+	eb         *backoff.ExponentialBackOff
+	floor      func() time.Duration
+	deferAbove time.Duration
+	deferred   time.Duration
 }
 
 func (f *floorBackOff) NextBackOff() time.Duration {
@@ -860,11 +881,16 @@ func (f *floorBackOff) NextBackOff() time.Duration {
 	if next == backoff.Stop {
 		return backoff.Stop
 	}
-	if floor := f.floor(); next < floor {
+	floor := f.floor()
+	if next < floor {
 		if f.eb.MaxElapsedTime > 0 && f.eb.GetElapsedTime()+floor > f.eb.MaxElapsedTime {
 			return backoff.Stop
 		}
 		next = floor
+	}
+	if f.deferAbove > 0 && floor > f.deferAbove {
+		f.deferred = next
+		return backoff.Stop
 	}
 	return next
 }
