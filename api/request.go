@@ -14,6 +14,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/stkgate/stkgate/events/uniquekeys"
 )
 
 // Limits of a push request.
@@ -144,14 +146,39 @@ func looksLikeJSON(body []byte) bool {
 	return len(b) > 0 && b[0] == '{'
 }
 
-// decodeJSON reads a JSON object's known fields. A field given twice is
-// refused: which amount the client meant would be a guess. Unknown fields
-// are ignored; an empty body is an empty object, so that it gets the
+// MaxJSONDepth bounds how deeply a request body's objects and arrays may
+// nest. A push request is one flat object; the room above it is for
+// fields the api ignores.
+const MaxJSONDepth = 32
+
+// utf8BOM is the byte order mark some Windows clients put before JSON.
+var utf8BOM = []byte("\xef\xbb\xbf")
+
+// decodeJSON reads a JSON object's known fields. A key given twice,
+// anywhere in the body, is refused: which amount the client meant would be
+// a guess (encoding/json keeps the last, other parsers the first). Unknown
+// fields are ignored; an empty body is an empty object, so that it gets the
 // "required" messages.
 func decodeJSON(body []byte) (map[string]value, error) {
 	fields := map[string]value{}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return fields, nil
+	}
+	if bytes.HasPrefix(body, utf8BOM) {
+		return nil, badRequest("The request body must not start with a byte order mark.")
+	}
+	if err := uniquekeys.Check(body, MaxJSONDepth); err != nil {
+		var (
+			dup   *uniquekeys.DuplicateError
+			depth *uniquekeys.DepthError
+		)
+		switch {
+		case errors.As(err, &dup):
+			return nil, badRequest("The request body has the %s field more than once.", dup.Path)
+		case errors.As(err, &depth):
+			return nil, badRequest("The request body must not nest objects or arrays more than %d levels deep.", depth.Max)
+		}
+		return nil, notJSON(err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	tok, err := dec.Token()
@@ -176,9 +203,6 @@ func decodeJSON(body []byte) (map[string]value, error) {
 		}
 		if !known(key) {
 			continue
-		}
-		if _, dup := fields[key]; dup {
-			return nil, badRequest("The request body has the %s field more than once.", key)
 		}
 		v, err := jsonValue(raw)
 		if err != nil {
@@ -301,6 +325,9 @@ func msgRequired(f string) string { return "The " + f + " field is required." }
 func msgString(f string) string   { return "The " + f + " field must be a string." }
 func msgUTF8(f string) string     { return "The " + f + " field must be valid UTF-8 text." }
 func msgControl(f string) string  { return "The " + f + " field must not contain control characters." }
+func msgInvisible(f string) string {
+	return "The " + f + " field must not contain invisible formatting characters."
+}
 func msgMaxChars(f string, n int) string {
 	return fmt.Sprintf("The %s field must not be greater than %d characters.", f, n)
 }
@@ -336,6 +363,8 @@ func validate(fields map[string]value) (Request, error) {
 	}
 	if r, msg := validateText("reference", fields["reference"], true, MaxReferenceLen); msg != "" {
 		fail("reference", msg)
+	} else if strings.ContainsFunc(r, invisible) {
+		fail("reference", msgInvisible("reference"))
 	} else {
 		req.Reference = r
 	}
@@ -421,6 +450,13 @@ func validateAmount(v value) (int64, string) {
 	}
 	return n, ""
 }
+
+// invisible reports Unicode's format characters (category Cf): right-to-left
+// and other bidirectional marks and overrides, zero-width spaces and
+// joiners, the byte order mark. The reference is shown to the customer on
+// the prompt they approve; an override there can make "INV-4096" of
+// "INV-6904", and nothing invisible belongs in it.
+func invisible(r rune) bool { return unicode.Is(unicode.Cf, r) }
 
 // validateText checks reference and tag: surrounding white space is
 // trimmed (Laravel's TrimStrings did it), an empty value is a missing one,

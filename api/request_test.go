@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"mime"
 	"mime/multipart"
 	"net/http"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/stkgate/stkgate/events/uniquekeys"
 )
 
 const (
@@ -47,6 +51,18 @@ func TestDecodeRequestValid(t *testing.T) {
 			Request{Phone: "254712345678", Amount: 1, Reference: "ÄÖÜäöüßéèêëï"}},
 		{"reference and tag trimmed", ctJSON, `{"phone":"0712345678","amount":1,"reference":"  INV-1 \t","tag":"  x  "}`,
 			Request{Phone: "254712345678", Amount: 1, Reference: "INV-1", Tag: "x"}},
+		// What a reference may hold beyond ASCII: any visible character,
+		// counted as code points (a combining accent is one of its own).
+		{"reference emoji", ctJSON, `{"phone":"0712345678","amount":1,"reference":"PAY 💳🇰🇪"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "PAY 💳🇰🇪"}},
+		{"reference twelve emoji", ctJSON, `{"phone":"0712345678","amount":1,"reference":"` + strings.Repeat("😀", 12) + `"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: strings.Repeat("😀", 12)}},
+		{"reference combining accents", ctJSON, `{"phone":"0712345678","amount":1,"reference":"Cafe\u0301-12"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "Cafe\u0301-12"}},
+		{"reference Arabic letters", ctJSON, `{"phone":"0712345678","amount":1,"reference":"فاتورة ١٢"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "فاتورة ١٢"}},
+		{"reference CJK escaped", ctJSON, `{"phone":"0712345678","amount":1,"reference":"\u8acb\u6c42\u66f8"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "請求書"}},
 		{"tag null", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","tag":null}`,
 			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
 		{"tag empty", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","tag":"   "}`,
@@ -54,8 +70,6 @@ func TestDecodeRequestValid(t *testing.T) {
 		{"tag of 255 characters", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","tag":"` + strings.Repeat("é", 255) + `"}`,
 			Request{Phone: "254712345678", Amount: 1, Reference: "R", Tag: strings.Repeat("é", 255)}},
 		{"unknown fields ignored", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","callback_url":"http://x","Phone":"nope","extra":{"a":[1,2]}}`,
-			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
-		{"unknown field repeated", ctJSON, `{"x":1,"x":2,"phone":"0712345678","amount":1,"reference":"R"}`,
 			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
 		{"white space around", ctJSON, "\n\t {\"phone\":\"0712345678\",\"amount\":1,\"reference\":\"R\"} \n",
 			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
@@ -148,6 +162,7 @@ func TestDecodeRequestInvalid(t *testing.T) {
 		refMax        = "The reference field must not be greater than 12 characters."
 		refControl    = "The reference field must not contain control characters."
 		refUTF8       = "The reference field must be valid UTF-8 text."
+		refInvisible  = "The reference field must not contain invisible formatting characters."
 		tagString     = "The tag field must be a string."
 		tagMax        = "The tag field must not be greater than 255 characters."
 		tagControl    = "The tag field must not contain control characters."
@@ -201,6 +216,12 @@ func TestDecodeRequestInvalid(t *testing.T) {
 		{"amount over cap", map[string]string{"amount": `250001`}, "amount", amtMax},
 		{"amount string over cap", map[string]string{"amount": `"250001"`}, "amount", amtMax},
 		{"amount huge", map[string]string{"amount": `99999999999999999999999999`}, "amount", amtMax},
+		{"amount 1e400", map[string]string{"amount": `1e400`}, "amount", amtInt},
+		{"amount negative fraction", map[string]string{"amount": `-1.5`}, "amount", amtInt},
+		{"amount int64 max", map[string]string{"amount": `9223372036854775807`}, "amount", amtMax},
+		{"amount int64 min", map[string]string{"amount": `-9223372036854775808`}, "amount", amtMin},
+		{"amount string 1e400", map[string]string{"amount": `"1e400"`}, "amount", amtInt},
+		{"amount string NUL", map[string]string{"amount": `"15\u000000"`}, "amount", amtInt},
 		{"amount int64 overflow by one", map[string]string{"amount": `9223372036854775808`}, "amount", amtMax},
 		{"amount huge negative", map[string]string{"amount": `-99999999999999999999999999`}, "amount", amtMin},
 		{"amount huge string", map[string]string{"amount": `"99999999999999999999999999"`}, "amount", amtMax},
@@ -219,6 +240,14 @@ func TestDecodeRequestInvalid(t *testing.T) {
 		{"reference DEL", map[string]string{"reference": "\"IN\x7fV\""}, "reference", refControl},
 		{"reference C1 control", map[string]string{"reference": `"IN\u0085V"`}, "reference", refControl},
 		{"reference bad UTF-8", map[string]string{"reference": "\"IN\xffV\""}, "reference", refUTF8},
+		{"reference right-to-left mark", map[string]string{"reference": `"INV\u200f-1"`}, "reference", refInvisible},
+		{"reference right-to-left override", map[string]string{"reference": `"INV-\u202e6904"`}, "reference", refInvisible},
+		{"reference isolate", map[string]string{"reference": "\"INV-\u2067x\u2069\""}, "reference", refInvisible},
+		{"reference zero-width space", map[string]string{"reference": `"INV\u200b1"`}, "reference", refInvisible},
+		{"reference inner byte order mark", map[string]string{"reference": `"INV\ufeff1"`}, "reference", refInvisible},
+		{"reference 13 emoji", map[string]string{"reference": `"` + strings.Repeat("😀", 13) + `"`}, "reference", refMax},
+		{"reference 1 letter and 12 accents", map[string]string{"reference": `"e` + strings.Repeat("\u0301", 12) + `"`}, "reference", refMax},
+		{"reference escaped NUL", map[string]string{"reference": `"\u0000"`}, "reference", refControl},
 
 		{"tag number", map[string]string{"tag": `5`}, "tag", tagString},
 		{"tag object", map[string]string{"tag": `{}`}, "tag", tagString},
@@ -324,8 +353,21 @@ func TestDecodeRequestMalformed(t *testing.T) {
 		{"trailing garbage", ctJSON, `{"phone":"0712345678"}x`, "The request body must be a single JSON object."},
 		{"duplicate amount", ctJSON, `{"phone":"0712345678","amount":1,"amount":250000,"reference":"R"}`, "The request body has the amount field more than once."},
 		{"duplicate phone", ctJSON, `{"phone":"0712345678","phone":"0112345678","amount":1,"reference":"R"}`, "The request body has the phone field more than once."},
-		{"deeply nested", ctJSON, `{"extra":` + deep + `,"phone":"0712345678","amount":1,"reference":"R"}`, "The request body is not valid JSON: invalid character '[' exceeded max depth."},
-		{"deeply nested amount", ctJSON, `{"amount":` + deep + `}`, "The request body is not valid JSON: invalid character '[' exceeded max depth."},
+		// An unknown field repeated is refused too: a field unknown today
+		// may be read tomorrow, and a body with a key twice means different
+		// things to different parsers.
+		{"unknown field repeated", ctJSON, `{"x":1,"x":2,"phone":"0712345678","amount":1,"reference":"R"}`, "The request body has the x field more than once."},
+		{"duplicate nested", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","meta":{"a":[{"k":1,"k":2}]}}`, "The request body has the meta.a[0].k field more than once."},
+		{"duplicate by escape", ctJSON, `{"amount":1,"\u0061mount":2,"phone":"0712345678","reference":"R"}`, "The request body has the amount field more than once."},
+		{"duplicate odd key", ctJSON, `{"a b":1,"a b":2}`, `The request body has the ["a b"] field more than once.`},
+		{"duplicate in broken JSON", ctJSON, `{"amount":1,"amount":2,`, "The request body has the amount field more than once."},
+		{"deeply nested", ctJSON, `{"extra":` + deep + `,"phone":"0712345678","amount":1,"reference":"R"}`, "The request body must not nest objects or arrays more than 32 levels deep."},
+		{"deeply nested amount", ctJSON, `{"amount":` + deep + `}`, "The request body must not nest objects or arrays more than 32 levels deep."},
+		{"nested one level too deep", ctJSON, `{"x":` + strings.Repeat("[", MaxJSONDepth) + strings.Repeat("]", MaxJSONDepth) + `}`, "The request body must not nest objects or arrays more than 32 levels deep."},
+		{"byte order mark", ctJSON, "\xef\xbb\xbf" + `{"phone":"0712345678","amount":1,"reference":"R"}`, "The request body must not start with a byte order mark."},
+		{"unclosed", ctJSON, `{"phone":"0712345678"`, "The request body is not valid JSON: unexpected end of input."},
+		{"NUL outside a string", ctJSON, "{\"phone\":\"0712345678\"\x00}", "The request body is not valid JSON: invalid character '\\x00' after object key:value pair."},
+		{"single quotes", ctJSON, `{'phone':'0712345678'}`, "The request body is not valid JSON: invalid character '\\''."},
 		{"bad escape", ctJSON, `{"reference":"\x"}`, "The request body is not valid JSON: invalid character 'x' in string escape code."},
 		{"form duplicate", ctForm, "phone=0712345678&amount=1&amount=2&reference=R", "The request body has the amount field more than once."},
 		{"form bad escape", ctForm, "phone=%zz&amount=1&reference=R", "The request body is not a valid form."},
@@ -360,6 +402,10 @@ func FuzzDecodeRequest(f *testing.F) {
 		{ctForm, `{"phone":"0712345678"}`},
 		{"multipart/form-data; boundary=X", "--X\r\nContent-Disposition: form-data; name=\"phone\"\r\n\r\n0712345678\r\n--X--\r\n"},
 		{"text/plain", "\xff\xfe"},
+		{ctJSON, `{"phone":"0712345678","amount":1,"reference":"INV\u202e1"}`},
+		{ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","x":{"a":1,"a":2}}`},
+		{ctJSON, `{"phone":"0712345678","amount":9223372036854775808,"reference":"R"}`},
+		{ctJSON, "\xef\xbb\xbf{}"},
 	}
 	for _, s := range seeds {
 		f.Add(s.ctype, []byte(s.body))
@@ -393,9 +439,35 @@ func FuzzDecodeRequest(f *testing.F) {
 			min, max int
 		}{{req.Reference, 1, MaxReferenceLen}, {req.Tag, 0, MaxTagLen}} {
 			n := utf8.RuneCountInString(s.v)
-			if n < s.min || n > s.max || !utf8.ValidString(s.v) || strings.ContainsRune(s.v, 0) || strings.TrimSpace(s.v) != s.v {
+			if n < s.min || n > s.max || !utf8.ValidString(s.v) || strings.ContainsFunc(s.v, unicode.IsControl) || strings.TrimSpace(s.v) != s.v {
 				t.Fatalf("text %q breaks its rules", s.v)
 			}
+		}
+		if strings.ContainsFunc(req.Reference, invisible) {
+			t.Fatalf("reference %q has invisible characters", req.Reference)
+		}
+		// A JSON body that was taken has no key twice anywhere: which
+		// value counts would otherwise depend on the parser.
+		if mt, _, _ := mime.ParseMediaType(ctype); mt != "multipart/form-data" && (mt != ctForm || looksLikeJSON(body)) {
+			if err := uniquekeys.Check(body, MaxJSONDepth); err != nil {
+				t.Fatalf("accepted %q: %v", body, err)
+			}
+		}
+		// What was taken means one thing: written back as JSON, it reads
+		// the same, and so does reading the input again.
+		fields := map[string]any{"phone": req.Phone, "amount": req.Amount, "reference": req.Reference}
+		if req.Tag != "" {
+			fields["tag"] = req.Tag
+		}
+		b, err := json.Marshal(fields)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again, err := DecodeRequest(ctJSON, b); err != nil || again != req {
+			t.Fatalf("%s, written back from %+v, reads %+v, %v", b, req, again, err)
+		}
+		if again, err := DecodeRequest(ctype, body); err != nil || again != req {
+			t.Fatalf("read twice: %+v then %+v, %v", req, again, err)
 		}
 	})
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/uniquekeys"
 )
 
 // Callback is what Safaricom reported about one STK push. The metadata
@@ -66,6 +67,10 @@ const (
 	maxIDLen     = 128
 	maxPhoneLen  = 32
 	maxAmountLen = 12 // digits of whole KES: far above any M-Pesa limit, far below int64
+	// maxJSONDepth: a callback nests 5 deep (Body, stkCallback,
+	// CallbackMetadata, Item, an item); the rest is room for what Daraja
+	// may add.
+	maxJSONDepth = 32
 )
 
 // transactionDateWire is Daraja's TransactionDate: YYYYMMDDHHmmss.
@@ -79,7 +84,27 @@ var eat = time.FixedZone("EAT", 3*60*60)
 // to send (numbers as numbers or as strings, items in any order, a Balance
 // without Value, unknown fields) and refuses anything whose meaning is in
 // doubt, with an *InvalidError.
+//
+// A body with a key given twice anywhere ({"ResultCode":1032,"ResultCode":0})
+// is refused, not read as encoding/json would (the last one wins): a forged
+// or garbled callback must not get to choose its meaning.
 func ParseCallback(body []byte) (Callback, error) {
+	if err := uniquekeys.Check(body, maxJSONDepth); err != nil {
+		var (
+			dup   *uniquekeys.DuplicateError
+			depth *uniquekeys.DepthError
+		)
+		switch {
+		case errors.As(err, &dup) && dup.Plain:
+			return Callback{}, invalid("duplicate key %s", dup.Path)
+		case errors.As(err, &dup):
+			// Its path quotes the sender's keys, which may hold anything.
+			return Callback{}, invalid("duplicate key")
+		case errors.As(err, &depth):
+			return Callback{}, invalid("nested more than %d levels deep", depth.Max)
+		}
+		return Callback{}, invalid("not JSON")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var root any

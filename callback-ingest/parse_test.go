@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/uniquekeys"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -247,8 +248,23 @@ func TestParseMalformed(t *testing.T) {
 		{"array", `[` + stk(ids+`,"ResultCode":1`) + `]`, "not a JSON object"},
 		{"null", `null`, "not a JSON object"},
 		{"string", `"Body"`, "not a JSON object"},
-		{"deeply nested", deep, "not JSON"},
-		{"deeply nested items", deepArray, "not JSON"},
+		{"deeply nested", deep, "nested more than 32 levels deep"},
+		{"deeply nested items", deepArray, "nested more than 32 levels deep"},
+		{"10k deep", strings.Repeat("[", 10000) + strings.Repeat("]", 10000), "nested more than 32 levels deep"},
+		{"byte order mark", "\xef\xbb\xbf" + stk(ids+`,"ResultCode":1`), "not JSON"},
+		// A key twice, anywhere: encoding/json would keep the last, and a
+		// forged callback could hide a success behind a failure.
+		{"duplicate ResultCode", stk(ids + `,"ResultCode":1032,"ResultDesc":"x","ResultCode":0`), "duplicate key Body.stkCallback.ResultCode"},
+		{"duplicate ResultCode escaped", stk(ids + `,"ResultCode":1032,"\u0052esultCode":0`), "duplicate key Body.stkCallback.ResultCode"},
+		{"duplicate CheckoutRequestID", stk(ids + `,"CheckoutRequestID":"ws_CO_2","ResultCode":1`), "duplicate key Body.stkCallback.CheckoutRequestID"},
+		{"duplicate Body", `{"Body":{},"Body":` + stk(ids + `,"ResultCode":1`)[len(`{"Body":`):], "duplicate key Body"},
+		{"duplicate item Value", success(itemReceipt, `{"Name":"Amount","Value":1,"Value":1500}`),
+			"duplicate key Body.stkCallback.CallbackMetadata.Item[1].Value"},
+		{"duplicate item Name", success(itemReceipt, `{"Name":"Balance","Value":1,"Name":"Amount"}`),
+			"duplicate key Body.stkCallback.CallbackMetadata.Item[1].Name"},
+		{"duplicate unknown key", stk(ids + `,"ResultCode":1,"Extra":1,"Extra":2`), "duplicate key Body.stkCallback.Extra"},
+		{"duplicate key that is not a name", stk(ids + `,"ResultCode":1,"254712345678":1,"254712345678":2`), "duplicate key"},
+		{"duplicate after garbage", stk(ids+`,"ResultCode":1,"ResultCode":0`) + `x`, "duplicate key Body.stkCallback.ResultCode"},
 		{"no Body", `{"stkCallback":{}}`, "missing Body"},
 		{"Body null", `{"Body":null}`, "missing Body"},
 		{"Body lowercase only", `{"body":{"stkCallback":{` + ids + `,"ResultCode":1}}}`, "missing Body"},
@@ -349,6 +365,7 @@ func FuzzParseCallback(f *testing.F) {
 		stk(ids + `,"ResultCode":"0"`),
 		`{"Body":{"stkCallback":{"CheckoutRequestID":"\u0000"}}}`,
 		strings.Repeat("[", 64),
+		stk(ids + `,"ResultCode":1032,"ResultCode":0`),
 	} {
 		f.Add([]byte(s))
 	}
@@ -359,9 +376,19 @@ func FuzzParseCallback(f *testing.F) {
 			if !errors.As(err, &inv) || inv.Reason == "" {
 				t.Fatalf("error %v is not an *InvalidError with a reason", err)
 			}
+			// The reason goes into the answer, the logs and a NATS header:
+			// short and on one line.
+			if len(inv.Reason) > 200 || strings.ContainsFunc(inv.Reason, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				t.Fatalf("reason %q", inv.Reason)
+			}
 			return
 		}
 		checkInvariants(t, cb)
+		// What was taken has no key twice: its meaning is the same for
+		// every parser.
+		if err := uniquekeys.Check(body, maxJSONDepth); err != nil {
+			t.Fatalf("accepted %q: %v", body, err)
+		}
 		again, err := ParseCallback(render(t, cb))
 		if err != nil {
 			t.Fatalf("re-reading %+v: %v", cb, err)
