@@ -71,17 +71,35 @@ type Config struct {
 	// IdempotencyTTL is how long an Idempotency-Key of POST /api/stk-push
 	// is kept from its first use (IDEMPOTENCY_TTL).
 	IdempotencyTTL time.Duration
+	// RateLimit is each client's sustained requests per second on /api
+	// (API_RATE_LIMIT), with bursts of RateBurst (API_RATE_BURST); 0 means
+	// no limit. Per api instance.
+	RateLimit float64
+	RateBurst int
+	// PhoneMaxPrompts is how many requests a phone may receive per
+	// PhoneWindow, across every client and api instance (PHONE_MAX_PROMPTS,
+	// PHONE_WINDOW); 0 means no limit.
+	PhoneMaxPrompts int
+	PhoneWindow     time.Duration
 	// StartTimeout bounds start-up (database, migrations, stream), retried
 	// until then. Not read from the environment.
 	StartTimeout time.Duration
+	// ReadHeaderTimeout, ReadTimeout and IdleTimeout are the HTTP server's
+	// (zero: 5s, 15s, 60s); WriteTimeout follows from ReadTimeout and
+	// SyncTimeout. Not read from the environment; tests shorten them.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
 	// Logger receives the api's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
 
 // ConfigFromEnv reads API_ADDR (default :8080), API_TOKENS, DATABASE_URL and
 // NATS_URL (required), NATS_STREAM_REPLICAS (1), DISPATCH_MODE (async),
-// SYNC_TIMEOUT (30s) and IDEMPOTENCY_TTL (24h). It names every setting that is missing or malformed,
-// and never repeats a token in its errors.
+// SYNC_TIMEOUT (30s), IDEMPOTENCY_TTL (24h), API_RATE_LIMIT (20), API_RATE_BURST
+// (twice API_RATE_LIMIT), PHONE_MAX_PROMPTS (5) and PHONE_WINDOW (1h). It names
+// every setting that is missing or malformed, and never repeats a token in its
+// errors. A Config built directly has no limits unless it sets them.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c := Config{
 		Addr:         DefaultAddr,
@@ -91,6 +109,10 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		SyncTimeout:  DefaultSyncTimeout,
 
 		IdempotencyTTL: DefaultIdempotencyTTL,
+
+		RateLimit:       DefaultRateLimit,
+		PhoneMaxPrompts: DefaultPhoneMaxPrompts,
+		PhoneWindow:     DefaultPhoneWindow,
 	}
 	var errs []error
 	if v := strings.TrimSpace(getenv("API_ADDR")); v != "" {
@@ -129,6 +151,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			c.IdempotencyTTL = d
 		}
 	}
+	errs = append(errs, limitsFromEnv(getenv, &c)...)
 	errs = append(errs, c.check()...)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("api configuration: %w", err)
@@ -165,6 +188,7 @@ func (c Config) check() []error {
 	if c.IdempotencyTTL < MinIdempotencyTTL || c.IdempotencyTTL > MaxIdempotencyTTL {
 		errs = append(errs, fmt.Errorf("IDEMPOTENCY_TTL: %s is not from %s to %s", c.IdempotencyTTL, MinIdempotencyTTL, MaxIdempotencyTTL))
 	}
+	errs = append(errs, c.checkLimits()...)
 	return errs
 }
 
@@ -187,6 +211,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.StartTimeout <= 0 {
 		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.RateLimit > 0 && c.RateBurst == 0 {
+		c.RateBurst = defaultBurst(c.RateLimit)
+	}
+	if c.PhoneMaxPrompts > 0 && c.PhoneWindow == 0 {
+		c.PhoneWindow = DefaultPhoneWindow
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -289,5 +319,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("dispatch_mode", string(c.DispatchMode)),
 		slog.Duration("sync_timeout", c.SyncTimeout),
 		slog.Duration("idempotency_ttl", c.IdempotencyTTL),
+		slog.Float64("rate_limit", c.RateLimit),
+		slog.Int("rate_burst", c.RateBurst),
+		slog.Int("phone_max_prompts", c.PhoneMaxPrompts),
+		slog.Duration("phone_window", c.PhoneWindow),
 	)
 }

@@ -40,6 +40,8 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 		DispatchMode:   ModeAsync,
 		SyncTimeout:    30 * time.Second,
 		IdempotencyTTL: 24 * time.Hour,
+
+		RateLimit: 20, RateBurst: 40, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -72,6 +74,8 @@ func TestConfigFromEnvSettings(t *testing.T) {
 		DispatchMode:   ModeSync,
 		SyncTimeout:    2500 * time.Millisecond,
 		IdempotencyTTL: 48 * time.Hour,
+
+		RateLimit: 20, RateBurst: 40, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)

@@ -76,6 +76,14 @@ type Options struct {
 	// IdempotencyLease is how long a claimed key keeps other requests with
 	// it out before one may take it over; 0 means DefaultIdempotencyLease.
 	IdempotencyLease time.Duration
+	// RateLimit is each client's sustained requests per second on /api,
+	// with bursts of RateBurst; 0 means no limit.
+	RateLimit float64
+	RateBurst int
+	// PhoneMaxPrompts is how many requests a phone may receive per
+	// PhoneWindow, across every client and api instance; 0 means no limit.
+	PhoneMaxPrompts int
+	PhoneWindow     time.Duration
 }
 
 // Handler is the api's HTTP handler: /api/stk-push, /healthz and /readyz.
@@ -93,6 +101,10 @@ type Handler struct {
 	now            func() time.Time
 	idemTTL        time.Duration
 	idemLease      time.Duration
+	// clientLimits is nil without a rate limit.
+	clientLimits *clientLimits
+	phoneMax     int
+	phoneWindow  time.Duration
 	// streamHandle is the STK stream, looked up on first use.
 	streamMu     sync.Mutex
 	streamHandle jetstream.Stream
@@ -124,6 +136,15 @@ func NewHandler(o Options) (*Handler, error) {
 		now:            o.Now,
 		idemTTL:        o.IdempotencyTTL,
 		idemLease:      o.IdempotencyLease,
+		clientLimits:   newClientLimits(o.RateLimit, o.RateBurst),
+		phoneMax:       o.PhoneMaxPrompts,
+		phoneWindow:    o.PhoneWindow,
+	}
+	if o.RateLimit > 0 && o.RateBurst < 1 {
+		return nil, fmt.Errorf("api: RateBurst %d must be at least 1 with a RateLimit", o.RateBurst)
+	}
+	if h.phoneMax > 0 && h.phoneWindow <= 0 {
+		return nil, fmt.Errorf("api: PhoneWindow %s must be positive with PhoneMaxPrompts", h.phoneWindow)
 	}
 	switch h.mode {
 	case "":
@@ -168,8 +189,8 @@ func NewHandler(o Options) (*Handler, error) {
 	// Authentication per route rather than on an /api group: a group's
 	// middleware needs a catch-all route, which would turn every 405 into
 	// a 404.
-	e.POST(PushPath, h.create, h.authenticate)
-	e.GET(RecordPath+":tracking_id", h.get, h.authenticate)
+	e.POST(PushPath, h.create, h.authenticate, h.limitClient)
+	e.GET(RecordPath+":tracking_id", h.get, h.authenticate, h.limitClient)
 	h.e = e
 	return h, nil
 }
@@ -228,6 +249,7 @@ func (h *Handler) handleError(err error, c echo.Context) {
 	var (
 		reqErr   *RequestError
 		unavail  *unavailableError
+		limited  *limitedError
 		echoErr  *echo.HTTPError
 		logLevel = slog.LevelError
 	)
@@ -241,6 +263,9 @@ func (h *Handler) handleError(err error, c echo.Context) {
 		retryAfter(c.Response().Header(), busyRetryAfterSeconds)
 	case errors.As(err, &reqErr):
 		status, body.Message, body.Errors = reqErr.Status, reqErr.Message, reqErr.Fields
+	case errors.As(err, &limited):
+		status, body.Message = http.StatusTooManyRequests, limited.message
+		retryAfter(c.Response().Header(), limited.retryAfter)
 	case errors.As(err, &unavail):
 		status, body.Message = http.StatusServiceUnavailable, unavail.message
 		retryAfter(c.Response().Header(), RetryAfterSeconds)
@@ -508,6 +533,15 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 		}
 	}
 
+	// The phone's slot is reserved before the publish, so that no more
+	// than the limit can be published, and given back if nothing was.
+	if err := h.reservePrompt(c.Request().Context(), client, id, req.Phone); err != nil {
+		if held != nil {
+			h.settleKey(c, client, id, held, err)
+		}
+		return err
+	}
+
 	ev := events.Requested{Payment: events.Payment{
 		TrackingID:  id,
 		Client:      client,
@@ -524,6 +558,11 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 	cancel()
 	if held != nil {
 		h.settleKey(c, client, id, held, err)
+	}
+	if err != nil && publishNotStored(err) && (held == nil || !held.takenOver) {
+		// Nothing was published under this id, by this request or (for
+		// a key not taken over) any before it.
+		h.releasePrompt(c.Request().Context(), id)
 	}
 	if err != nil {
 		msg := MsgUnavailable

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,15 +20,19 @@ import (
 	"github.com/stkgate/stkgate/events"
 )
 
-// HTTP server timeouts. A request is a small body sent at once; only sync
-// mode holds a response open, for up to SyncTimeout.
+// HTTP server timeouts (the defaults of Config's). A request is a small
+// body sent at once; a client slower than that only holds a connection, and
+// is cut off. Only sync mode holds a response open, for up to SyncTimeout.
 const (
 	readHeaderTimeout = 5 * time.Second
 	serverReadTimeout = 15 * time.Second
 	idleTimeout       = 60 * time.Second
-	// writeSlack is what WriteTimeout allows past SyncTimeout: the publish
+	// writeSlack is what WriteTimeout allows past ReadTimeout (the body,
+	// read after the write deadline is set) and SyncTimeout (the wait,
+	// counted from before the body is read): the idempotency claim and the
+	// prompt reservation (readTimeout each), the publish
 	// (DefaultPublishTimeout) and the write itself.
-	writeSlack = DefaultPublishTimeout + 10*time.Second
+	writeSlack = 2*readTimeout + DefaultPublishTimeout + 5*time.Second
 	// shutdownTimeout lets in-flight requests finish their publish.
 	shutdownTimeout = DefaultPublishTimeout + 10*time.Second
 )
@@ -95,19 +100,16 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:       log,
 
 		IdempotencyTTL: cfg.IdempotencyTTL,
+
+		RateLimit:       cfg.RateLimit,
+		RateBurst:       cfg.RateBurst,
+		PhoneMaxPrompts: cfg.PhoneMaxPrompts,
+		PhoneWindow:     cfg.PhoneWindow,
 	})
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Addr:              cfg.Addr,
-		Handler:           h,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       serverReadTimeout,
-		WriteTimeout:      cfg.SyncTimeout + writeSlack,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newServer(cfg, h)
 	srv.RegisterOnShutdown(h.StopWaiting)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -123,9 +125,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	})
 	g.Go(func() error {
-		purgeKeys(gctx, h.store, log)
+		purge(gctx, log, "expired idempotency keys", h.store.PurgeExpiredKeys)
 		return nil
 	})
+	if cfg.PhoneMaxPrompts > 0 {
+		g.Go(func() error {
+			purge(gctx, log, "phone prompts older than PHONE_WINDOW", func(ctx context.Context, limit int) (int64, error) {
+				return h.store.PurgePrompts(ctx, cfg.PhoneWindow, limit)
+			})
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
@@ -199,28 +209,43 @@ func retryStart[T any](ctx context.Context, log *slog.Logger, what string, f fun
 	return v, nil
 }
 
-// How expired idempotency keys are purged: every instance does it, which is
-// harmless (SKIP LOCKED), in batches so that no statement holds locks long.
+// newServer is the HTTP server of cfg (withDefaults applied) serving h.
+func newServer(cfg Config, h http.Handler) *http.Server {
+	rt := cmp.Or(cfg.ReadTimeout, serverReadTimeout)
+	return &http.Server{
+		Addr:              cfg.Addr,
+		Handler:           h,
+		ReadHeaderTimeout: cmp.Or(cfg.ReadHeaderTimeout, readHeaderTimeout),
+		ReadTimeout:       rt,
+		WriteTimeout:      rt + cfg.SyncTimeout + writeSlack,
+		IdleTimeout:       cmp.Or(cfg.IdleTimeout, idleTimeout),
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+}
+
+// How expired idempotency keys and old phone prompts are purged: every
+// instance does it, which is harmless (SKIP LOCKED), in batches so that no
+// statement holds locks long.
 const (
 	purgeInterval = 10 * time.Minute
 	purgeBatch    = 1000
 )
 
-// purgeKeys deletes expired idempotency keys now and every purgeInterval
-// until ctx ends. Expired keys are also ignored and replaced on use, so a
-// purge that fails costs only disk space.
-func purgeKeys(ctx context.Context, s *store.Store, log *slog.Logger) {
+// purge deletes what (expired idempotency keys, old prompts) in batches
+// now and every purgeInterval until ctx ends. Both are also ignored on use
+// once out of date, so a purge that fails costs only disk space.
+func purge(ctx context.Context, log *slog.Logger, what string, batch func(context.Context, int) (int64, error)) {
 	t := time.NewTicker(purgeInterval)
 	defer t.Stop()
 	for {
 		var total int64
 		for ctx.Err() == nil {
 			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			n, err := s.PurgeExpiredKeys(actx, purgeBatch)
+			n, err := batch(actx, purgeBatch)
 			cancel()
 			if err != nil {
 				if ctx.Err() == nil {
-					log.Warn("purge expired idempotency keys", "error", err)
+					log.Warn("purge "+what, "error", err)
 				}
 				break
 			}
@@ -230,7 +255,7 @@ func purgeKeys(ctx context.Context, s *store.Store, log *slog.Logger) {
 			}
 		}
 		if total > 0 {
-			log.Info("expired idempotency keys purged", "count", total)
+			log.Info(what+" purged", "count", total)
 		}
 		select {
 		case <-ctx.Done():

@@ -299,7 +299,7 @@ func TestPurgeKeys(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		purgeKeys(ctx, store.New(db), slog.New(slog.DiscardHandler))
+		purge(ctx, slog.New(slog.DiscardHandler), "expired idempotency keys", store.New(db).PurgeExpiredKeys)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	var left int

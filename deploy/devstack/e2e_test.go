@@ -45,13 +45,55 @@ type stack struct {
 // until both HTTP services are ready.
 func startStack(t *testing.T, extra map[string]string) *stack {
 	t.Helper()
+	return startStackWith(t, extra, stackOptions{})
+}
+
+// stackOptions change what startStackWith builds; zero fields take the
+// defaults of startStack.
+type stackOptions struct {
+	// fake configures the fake Daraja (CallbackDelay default 300ms, Logger
+	// testLogger()); its credentials are given to the dispatcher.
+	fake darajatest.Options
+	// logger receives the services' logs (default testLogger()).
+	logger *slog.Logger
+	// darajaURL turns the fake's URL into DARAJA_BASE_URL (a proxy in
+	// front of it, say); nil uses the fake's URL.
+	darajaURL func(t *testing.T, fakeURL string) string
+	// dbURL turns the test database's URL into DATABASE_URL; nil uses it
+	// as it is.
+	dbURL func(string) string
+}
+
+func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stack {
+	t.Helper()
 	ns := natstest.Start(t)
 	dbURL := pgtest.NewURL(t)
-	fake, err := darajatest.NewServer(darajatest.Options{CallbackDelay: 300 * time.Millisecond, Logger: testLogger()})
+	if o.dbURL != nil {
+		dbURL = o.dbURL(dbURL)
+	}
+	fo := o.fake
+	if fo.CallbackDelay == 0 {
+		fo.CallbackDelay = 300 * time.Millisecond
+	}
+	if fo.Logger == nil {
+		fo.Logger = testLogger()
+	}
+	if fo.ConsumerKey == "" {
+		fo.ConsumerKey, fo.ConsumerSecret = darajatest.DefaultConsumerKey, darajatest.DefaultConsumerSecret
+	}
+	fake, err := darajatest.NewServer(fo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = fake.Close() })
+	darajaURL := fake.URL()
+	if o.darajaURL != nil {
+		darajaURL = o.darajaURL(t, darajaURL)
+	}
+	logger := o.logger
+	if logger == nil {
+		logger = testLogger()
+	}
 
 	apiAddr, cbAddr := freeAddr(t), freeAddr(t)
 	env := map[string]string{
@@ -60,10 +102,13 @@ func startStack(t *testing.T, extra map[string]string) *stack {
 		"API_TOKENS":             "acme:" + acmeToken + ",globex:" + globexToken,
 		"NATS_URL":               ns.URL,
 		"DATABASE_URL":           dbURL,
-		"DARAJA_BASE_URL":        fake.URL(),
-		"DARAJA_CONSUMER_KEY":    darajatest.DefaultConsumerKey,
-		"DARAJA_CONSUMER_SECRET": darajatest.DefaultConsumerSecret,
+		"DARAJA_BASE_URL":        darajaURL,
+		"DARAJA_CONSUMER_KEY":    fo.ConsumerKey,
+		"DARAJA_CONSUMER_SECRET": fo.ConsumerSecret,
 		"CALLBACK_BASE_URL":      "http://" + cbAddr,
+	}
+	if fo.PassKey != "" {
+		env["DARAJA_PASSKEY"] = fo.PassKey
 	}
 	for k, v := range extra {
 		env[k] = v
@@ -75,7 +120,7 @@ func startStack(t *testing.T, extra map[string]string) *stack {
 			Getenv:  func(k string) string { return env[k] },
 			DataDir: t.TempDir(),
 			Out:     io.Discard,
-			Logger:  testLogger(),
+			Logger:  logger,
 		})
 	}()
 	t.Cleanup(func() {
@@ -208,9 +253,15 @@ func (s *stack) record(t *testing.T, token, id string) response {
 // waitFinal polls as a client does, until status is 1.
 func (s *stack) waitFinal(t *testing.T, id string) map[string]any {
 	t.Helper()
+	return s.waitFinalAs(t, acmeToken, id)
+}
+
+// waitFinalAs is waitFinal for the client of token.
+func (s *stack) waitFinalAs(t *testing.T, token, id string) map[string]any {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		r := s.record(t, acmeToken, id)
+		r := s.record(t, token, id)
 		if r.status == http.StatusOK {
 			data := r.body["data"].(map[string]any)
 			if data["status"] == float64(1) {

@@ -1,0 +1,279 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
+
+	"github.com/stkgate/stkgate/events"
+)
+
+// Abuse limits: a token bucket per client on every /api request, and a
+// limit on the prompts a phone receives, shared by every client and every
+// api instance through Postgres.
+
+// Defaults of the limits (ConfigFromEnv).
+const (
+	DefaultRateLimit       = 20.0
+	DefaultRateBurst       = 40
+	DefaultPhoneMaxPrompts = 5
+	DefaultPhoneWindow     = time.Hour
+	// MinPhoneWindow and MaxPhoneWindow bound PHONE_WINDOW.
+	MinPhoneWindow = time.Minute
+	MaxPhoneWindow = 7 * 24 * time.Hour
+)
+
+// MsgRateLimited is the 429 of a client over its request rate.
+const MsgRateLimited = "Too many requests from this client. Retry after the time in the Retry-After header."
+
+// limitedError is a 429: a limit was reached. Nothing was sent.
+type limitedError struct {
+	message string
+	// retryAfter is the Retry-After, in whole seconds, at least 1.
+	retryAfter int
+}
+
+func (e *limitedError) Error() string { return e.message }
+
+// Is lets a refusal count as certainly not published (publishNotStored).
+func (e *limitedError) Is(target error) bool { return target == errNotSent }
+
+// errNotSent marks an error of a request that was refused before anything
+// was published.
+var errNotSent = errors.New("refused before publishing")
+
+// retrySeconds is d in whole seconds, rounded up, at least 1: a client that
+// waits that long finds the slot free.
+func retrySeconds(d time.Duration) int {
+	s := int(math.Ceil(d.Seconds()))
+	return max(s, 1)
+}
+
+// clientLimits holds a token bucket per client.
+//
+// Its memory is bounded: an entry is made only for an authenticated client
+// (so by a known token, never by an anonymous request), and an entry idle
+// long enough for its bucket to be full again is deleted, which loses
+// nothing, since a new bucket starts full. So it holds at most the clients
+// active within the last refill time (burst / rate) plus the sweep
+// interval.
+type clientLimits struct {
+	limit rate.Limit
+	burst int
+	// refill is how long an empty bucket takes to fill up again.
+	refill time.Duration
+
+	mu        sync.Mutex
+	buckets   map[string]*clientBucket
+	lastSweep time.Time
+}
+
+type clientBucket struct {
+	lim  *rate.Limiter
+	last time.Time
+}
+
+// sweepInterval is how often idle buckets are looked for.
+const sweepInterval = time.Minute
+
+// newClientLimits returns the limits, or nil (no limit) when perSecond is 0.
+func newClientLimits(perSecond float64, burst int) *clientLimits {
+	if perSecond <= 0 {
+		return nil
+	}
+	return &clientLimits{
+		limit:   rate.Limit(perSecond),
+		burst:   burst,
+		refill:  time.Duration(float64(burst) / perSecond * float64(time.Second)),
+		buckets: map[string]*clientBucket{},
+	}
+}
+
+// take takes a token of client's bucket at now; when there is none, it
+// takes nothing and says how long until there is one.
+func (l *clientLimits) take(client string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.lastSweep) >= sweepInterval {
+		l.lastSweep = now
+		for name, b := range l.buckets {
+			if now.Sub(b.last) > l.refill {
+				delete(l.buckets, name)
+			}
+		}
+	}
+	b := l.buckets[client]
+	if b == nil {
+		b = &clientBucket{lim: rate.NewLimiter(l.limit, l.burst)}
+		l.buckets[client] = b
+	}
+	b.last = now
+	r := b.lim.ReserveN(now, 1)
+	if !r.OK() {
+		return false, time.Second // burst 0: never happens with a checked Config
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// size is the number of buckets held (for tests).
+func (l *clientLimits) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
+}
+
+// limitClient refuses, with 429 and Retry-After, a request of a client over
+// its rate. It runs after authenticate: the client is known.
+func (h *Handler) limitClient(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if h.clientLimits == nil {
+			return next(c)
+		}
+		client := clientOf(c)
+		ok, wait := h.clientLimits.take(client, time.Now())
+		if !ok {
+			h.log.Warn("request refused: client over its rate limit", "client", client,
+				"rate_limit", float64(h.clientLimits.limit), "rate_burst", h.clientLimits.burst, "retry_after", wait.String())
+			return &limitedError{message: MsgRateLimited, retryAfter: retrySeconds(wait)}
+		}
+		return next(c)
+	}
+}
+
+// phoneLimitMessage is the 429 of a phone at its prompt limit.
+func phoneLimitMessage(maxPrompts int, window time.Duration, retryAfter int) string {
+	return fmt.Sprintf("This phone number has had %d payment requests in the last %s, the most allowed (at most %d per %s). Retry after %d seconds.",
+		maxPrompts, shortDuration(window), maxPrompts, shortDuration(window), retryAfter)
+}
+
+// shortDuration writes d without its zero parts: 1h, 1h30m, 90s as 1m30s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// reservePrompt reserves a prompt slot of phone for the request id, or
+// answers 429 when the phone had its PhoneMaxPrompts in the window.
+// Postgres not answering is a 503: the limit is not waived.
+func (h *Handler) reservePrompt(ctx context.Context, client, id, phone string) error {
+	if h.phoneMax <= 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
+	defer cancel()
+	slot, err := h.store.ReservePrompt(ctx, phone, id, h.phoneMax, h.phoneWindow)
+	if err != nil {
+		return &unavailableError{message: MsgUnavailable, cause: fmt.Errorf("%w: %w", errNotSent, err)}
+	}
+	if slot.Reserved {
+		return nil
+	}
+	secs := retrySeconds(slot.RetryAfter)
+	h.log.Warn("request refused: phone at its prompt limit", "tracking_id", id, "client", client,
+		"phone", events.MaskPhone(phone), "phone_max_prompts", h.phoneMax, "phone_window", h.phoneWindow.String(), "retry_after_s", secs)
+	return &limitedError{message: phoneLimitMessage(h.phoneMax, h.phoneWindow, secs), retryAfter: secs}
+}
+
+// releasePrompt gives back the slot of a request that was certainly not
+// published. A failure costs the phone one slot until the window passes.
+func (h *Handler) releasePrompt(ctx context.Context, id string) {
+	if h.phoneMax <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
+	defer cancel()
+	if err := h.store.ReleasePrompt(ctx, id); err != nil {
+		h.log.Warn("cannot release the prompt slot of a request not published", "tracking_id", id, "error", err)
+	}
+}
+
+// maxRateBurst and maxPhoneMaxPrompts bound API_RATE_BURST and
+// PHONE_MAX_PROMPTS: beyond them the limit is no limit.
+const (
+	maxRateBurst       = 100000
+	maxPhoneMaxPrompts = 1000
+)
+
+// defaultBurst is API_RATE_BURST's default: two seconds' worth of requests.
+func defaultBurst(perSecond float64) int {
+	return max(1, int(math.Ceil(2*perSecond)))
+}
+
+// limitsFromEnv reads API_RATE_LIMIT, API_RATE_BURST, PHONE_MAX_PROMPTS and
+// PHONE_WINDOW over c's defaults; check tells what is out of range.
+func limitsFromEnv(getenv func(string) string, c *Config) []error {
+	var errs []error
+	if v := strings.TrimSpace(getenv("API_RATE_LIMIT")); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			errs = append(errs, fmt.Errorf("API_RATE_LIMIT: %q is not a number of requests per second such as 20 (0: no limit)", v))
+		} else {
+			c.RateLimit = f
+		}
+	}
+	c.RateBurst = 0
+	if c.RateLimit > 0 {
+		c.RateBurst = defaultBurst(c.RateLimit)
+	}
+	if v := strings.TrimSpace(getenv("API_RATE_BURST")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("API_RATE_BURST: %q is not a whole number of requests such as 40", v))
+		} else if c.RateLimit > 0 {
+			c.RateBurst = n
+		}
+	}
+	if v := strings.TrimSpace(getenv("PHONE_MAX_PROMPTS")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("PHONE_MAX_PROMPTS: %q is not a whole number such as 5 (0: no limit)", v))
+		} else {
+			c.PhoneMaxPrompts = n
+		}
+	}
+	if v := strings.TrimSpace(getenv("PHONE_WINDOW")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("PHONE_WINDOW: %q is not a duration such as 1h", v))
+		} else {
+			c.PhoneWindow = d
+		}
+	}
+	return errs
+}
+
+// checkLimits reports the limits out of range, named by their variables.
+func (c Config) checkLimits() []error {
+	var errs []error
+	if c.RateLimit < 0 || math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) {
+		errs = append(errs, fmt.Errorf("API_RATE_LIMIT: %v is not 0 (no limit) or more", c.RateLimit))
+	}
+	if c.RateLimit > 0 && (c.RateBurst < 1 || c.RateBurst > maxRateBurst) {
+		errs = append(errs, fmt.Errorf("API_RATE_BURST: %d is not from 1 to %d", c.RateBurst, maxRateBurst))
+	}
+	if c.PhoneMaxPrompts < 0 || c.PhoneMaxPrompts > maxPhoneMaxPrompts {
+		errs = append(errs, fmt.Errorf("PHONE_MAX_PROMPTS: %d is not from 0 (no limit) to %d", c.PhoneMaxPrompts, maxPhoneMaxPrompts))
+	}
+	if c.PhoneMaxPrompts > 0 && (c.PhoneWindow < MinPhoneWindow || c.PhoneWindow > MaxPhoneWindow) {
+		errs = append(errs, fmt.Errorf("PHONE_WINDOW: %s is not from %s to %s", c.PhoneWindow, MinPhoneWindow, shortDuration(MaxPhoneWindow)))
+	}
+	return errs
+}
