@@ -254,9 +254,10 @@ func jsonValue(raw json.RawMessage) (value, error) {
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return value{}, err
 		}
-		// encoding/json turns invalid UTF-8 into U+FFFD silently; a
-		// reference shown to a customer should be what the client meant.
-		return value{kind: kindString, text: s, badUTF8: !utf8.Valid(raw)}, nil
+		// encoding/json turns invalid UTF-8 and lone surrogates ("\ud800")
+		// into U+FFFD silently; a reference shown to a customer should be
+		// what the client meant.
+		return value{kind: kindString, text: s, badUTF8: !utf8.Valid(raw) || replaced(raw, s)}, nil
 	case c == 'n':
 		return value{kind: kindNull}, nil
 	case c == 't' || c == 'f':
@@ -266,6 +267,17 @@ func jsonValue(raw json.RawMessage) (value, error) {
 	default:
 		return value{kind: kindOther}, nil
 	}
+}
+
+// replaced reports whether decoding the JSON string raw into s made up a
+// U+FFFD: s holds more of them than raw spelt out, literally or escaped.
+func replaced(raw json.RawMessage, s string) bool {
+	n := strings.Count(s, "\uFFFD")
+	if n == 0 {
+		return false
+	}
+	lower := bytes.ToLower(raw)
+	return n > bytes.Count(raw, []byte("\uFFFD"))+bytes.Count(lower, []byte(`\ufffd`))
 }
 
 func decodeForm(body []byte) (map[string]value, error) {

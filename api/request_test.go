@@ -63,6 +63,10 @@ func TestDecodeRequestValid(t *testing.T) {
 			Request{Phone: "254712345678", Amount: 1, Reference: "فاتورة ١٢"}},
 		{"reference CJK escaped", ctJSON, `{"phone":"0712345678","amount":1,"reference":"\u8acb\u6c42\u66f8"}`,
 			Request{Phone: "254712345678", Amount: 1, Reference: "請求書"}},
+		{"reference with a replacement character sent as such", ctJSON, `{"phone":"0712345678","amount":1,"reference":"A\ufffdB�"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "A\uFFFDB\uFFFD"}},
+		{"reference with an escaped surrogate pair", ctJSON, `{"phone":"0712345678","amount":1,"reference":"\ud83d\ude00"}`,
+			Request{Phone: "254712345678", Amount: 1, Reference: "😀"}},
 		{"tag null", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","tag":null}`,
 			Request{Phone: "254712345678", Amount: 1, Reference: "R"}},
 		{"tag empty", ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","tag":"   "}`,
@@ -247,6 +251,7 @@ func TestDecodeRequestInvalid(t *testing.T) {
 		{"reference inner byte order mark", map[string]string{"reference": `"INV\ufeff1"`}, "reference", refInvisible},
 		{"reference 13 emoji", map[string]string{"reference": `"` + strings.Repeat("😀", 13) + `"`}, "reference", refMax},
 		{"reference 1 letter and 12 accents", map[string]string{"reference": `"e` + strings.Repeat("\u0301", 12) + `"`}, "reference", refMax},
+		{"reference lone surrogate", map[string]string{"reference": `"INV\ud83d"`}, "reference", refUTF8},
 		{"reference escaped NUL", map[string]string{"reference": `"\u0000"`}, "reference", refControl},
 
 		{"tag number", map[string]string{"tag": `5`}, "tag", tagString},
