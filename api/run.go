@@ -158,25 +158,7 @@ func Run(ctx context.Context, cfg Config) error {
 // instead of the request being sent later, after the client was told it
 // was not accepted.
 func connectNATS(url string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
-		nats.Name("stkgate-api"),
-		nats.Timeout(5*time.Second),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "server", c.ConnectedUrlRedacted()) }),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "error", err) }),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("connect NATS: %w", err)
-	}
-	return nc, nil
+	return events.Connect(url, "stkgate-api", log, nats.ReconnectBufSize(-1))
 }
 
 // startErr is nil when start-up was cut short by ctx: stopping before

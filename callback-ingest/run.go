@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
@@ -51,25 +50,13 @@ func Run(ctx context.Context, cfg Config) error {
 		log = slog.Default()
 	}
 
-	nc, err := nats.Connect(cfg.NATSURL,
-		nats.Name("stkgate-callback-ingest"),
-		// A NATS that is down at start-up or later is waited for: the
-		// service answers 503 (and /readyz says so) meanwhile.
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats disconnected", "err", err)
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("nats reconnected", "server", c.ConnectedUrlRedacted())
-		}),
-	)
+	// A NATS that is down at start-up or later is waited for: the service
+	// answers 503 (and /readyz says so) meanwhile.
+	nc, err := events.Connect(cfg.NATSURL, "stkgate-callback-ingest", log)
 	if err != nil {
-		return fmt.Errorf("connect nats: %w", err)
+		return err
 	}
-	// Every publish has waited for its ack by the time this runs, and there
-	// are no subscriptions to drain.
-	defer nc.Close()
+	defer events.Close(nc, log)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)

@@ -14,12 +14,10 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
@@ -74,43 +72,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("dispatcher: daraja client: %w", err)
 	}
 
-	// A failed attempt is reported every 2 s while NATS is away; say so at
-	// most every 30 s.
-	var lastUnreachable atomic.Int64
-	nc, err := nats.Connect(cfg.NATSURL,
-		nats.Name("stkgate-dispatcher"),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.ConnectHandler(func(c *nats.Conn) {
-			log.Info("nats connected", "url", c.ConnectedUrlRedacted())
-		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil: closed by us
-				log.Warn("nats disconnected", "error", err)
-			}
-		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			now := time.Now().UnixNano()
-			if last := lastUnreachable.Load(); now-last >= int64(30*time.Second) && lastUnreachable.CompareAndSwap(last, now) {
-				log.Warn("nats unreachable, retrying", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
-		}),
-	)
+	nc, err := events.Connect(cfg.NATSURL, "stkgate-dispatcher", log)
 	if err != nil {
-		return fmt.Errorf("dispatcher: connect nats: %w", err)
+		return fmt.Errorf("dispatcher: %w", err)
 	}
-	defer func() {
-		// Flush so the last acks leave before the connection closes.
-		if nc.IsConnected() {
-			if err := nc.FlushTimeout(5 * time.Second); err != nil {
-				log.Warn("nats flush on stop", "error", err)
-			}
-		}
-		nc.Close()
-	}()
+	defer events.Close(nc, log)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("dispatcher: jetstream: %w", err)

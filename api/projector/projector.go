@@ -21,14 +21,12 @@ package projector
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jmoiron/sqlx"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/api/store"
@@ -55,30 +53,12 @@ func Run(ctx context.Context, cfg Config) (runErr error) {
 	}
 	log := cfg.Logger
 
-	nc, err := nats.Connect(cfg.NATSURL,
-		nats.Name("stkgate-projector"),
-		nats.Timeout(5*time.Second),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "server", c.ConnectedUrlRedacted()) }),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "error", err) }),
-	)
+	nc, err := events.Connect(cfg.NATSURL, "stkgate-projector", log)
 	if err != nil {
-		return fmt.Errorf("connect NATS: %w", err)
+		return err
 	}
-	defer func() {
-		// Acks are sent asynchronously; make sure they leave before closing.
-		if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			log.Warn("flush acks at exit", "error", err)
-		}
-		nc.Close()
-	}()
+	// Acks are sent asynchronously: Close flushes them first.
+	defer events.Close(nc, log)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)

@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -73,37 +72,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("reconciler: daraja client: %w", err)
 	}
 
-	var lastUnreachable atomic.Int64
-	nc, err := nats.Connect(cfg.NATSURL,
-		nats.Name("stkgate-reconciler"),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "error", err)
-			}
-		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			now := time.Now().UnixNano()
-			if last := lastUnreachable.Load(); now-last >= int64(30*time.Second) && lastUnreachable.CompareAndSwap(last, now) {
-				log.Warn("nats unreachable, retrying", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
-		}),
-	)
+	nc, err := events.Connect(cfg.NATSURL, "stkgate-reconciler", log)
 	if err != nil {
-		return fmt.Errorf("reconciler: connect nats: %w", err)
+		return fmt.Errorf("reconciler: %w", err)
 	}
-	defer func() {
-		if nc.IsConnected() {
-			if err := nc.FlushTimeout(5 * time.Second); err != nil {
-				log.Warn("nats flush on stop", "error", err)
-			}
-		}
-		nc.Close()
-	}()
+	defer events.Close(nc, log)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("reconciler: jetstream: %w", err)

@@ -1,0 +1,84 @@
+package events_test
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/natsserver"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A service started before its NATS waits for it, and says so, without the
+// URL's password.
+func TestConnectWaitsForAServerThatIsDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	url := "nats://user:hunter2-secret@127.0.0.1:" + strconv.Itoa(port)
+	nc, err := events.Connect(url, "stkgate-test", log)
+	if err != nil {
+		t.Fatalf("Connect to a server that is down: %v; want it to wait", err)
+	}
+	defer events.Close(nc, log)
+	if nc.IsConnected() {
+		t.Fatal("connected to nothing")
+	}
+
+	dir := t.TempDir()
+	s, err := natsserver.Start(natsserver.Options{Port: port, StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for !nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not connected 20s after the server started; logs:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := nc.Publish("x", nil); err != nil {
+		t.Fatal(err)
+	}
+	events.Close(nc, log)
+	if !nc.IsClosed() {
+		t.Error("Close left the connection open")
+	}
+	out := logs.String()
+	if !strings.Contains(out, "nats connected") {
+		t.Errorf("the connection was not logged:\n%s", out)
+	}
+	if strings.Contains(out, "hunter2-secret") {
+		t.Errorf("the URL's password was logged:\n%s", out)
+	}
+}
