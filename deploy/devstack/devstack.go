@@ -32,6 +32,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/dispatcher/reconciler"
 	"github.com/stkgate/stkgate/events/natsserver"
+	"github.com/stkgate/stkgate/events/redact"
 )
 
 // Dev defaults. The ports avoid a system NATS (4222) and Postgres (5432).
@@ -181,6 +182,13 @@ func Run(ctx context.Context, o Options) error {
 	dispCfg.Logger = log.With("service", "dispatcher")
 	recCfg.Logger = log.With("service", "dispatcher", "component", "reconciler")
 	cbCfg.Logger = log.With("service", "callback-ingest")
+	// Each service's configuration, as its own binary logs it at start:
+	// every setting, the secrets masked by its LogValue.
+	apiCfg.Logger.Info("starting", "config", apiCfg)
+	projCfg.Logger.Info("starting", "config", projCfg)
+	dispCfg.Logger.Info("starting", "config", dispCfg)
+	recCfg.Logger.Info("starting", "config", recCfg)
+	cbCfg.Logger.Info("starting", "config", cbCfg)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return named("api", api.Run(gctx, apiCfg)) })
@@ -297,11 +305,11 @@ stkgate is running
   API          %s   (X-API-Token: %s)
   callbacks    %s/hooks/stk-push/<tracking_id>
   NATS         %s
-`, base, token, env["CALLBACK_BASE_URL"], env["NATS_URL"])
+`, base, token, redact.URLs(env["CALLBACK_BASE_URL"]), redact.URLs(env["NATS_URL"]))
 	if simulated {
 		fmt.Fprintf(w, "  Daraja       simulator at %s (phone ending 1032 cancels, 0001 insufficient, 1037 times out, 1019 expires, 2001 wrong PIN; others succeed)\n", env["DARAJA_BASE_URL"])
 	} else {
-		fmt.Fprintf(w, "  Daraja       %s\n", env["DARAJA_BASE_URL"])
+		fmt.Fprintf(w, "  Daraja       %s\n", redact.URLs(env["DARAJA_BASE_URL"]))
 	}
 	fmt.Fprintf(w, `
 Try it:
