@@ -1,0 +1,181 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stkgate/stkgate/events/natstest"
+)
+
+// slowClient is one way a client can hold a connection: what it sends at
+// once, then what it trickles a byte at a time.
+type slowClient struct {
+	name    string
+	first   string
+	trickle string
+	// answered is how the server's answer starts before it hangs up.
+	answered string
+	// after is the timeout that should cut it off: it is not cut sooner.
+	after time.Duration
+}
+
+// TestSlowClientsCutOff: against the real server (Run), a client that sends
+// its headers or body slowly, or sits idle on a kept-alive connection, is
+// cut off after the configured timeout, long before it would be done.
+func TestSlowClientsCutOff(t *testing.T) {
+	ns := natstest.Start(t)
+	cfg := runConfig(t, ns)
+	cfg.ReadHeaderTimeout = 300 * time.Millisecond
+	cfg.ReadTimeout = 600 * time.Millisecond
+	cfg.IdleTimeout = 400 * time.Millisecond
+	base, _ := startRun(t, cfg)
+	addr := strings.TrimPrefix(base, "http://")
+
+	const cutOffWithin = 2 * time.Second // the timeouts above, and slack
+	body := validBody + strings.Repeat(" ", 200)
+	tests := []slowClient{
+		{name: "headers slowly",
+			first:    "POST " + PushPath + " HTTP/1.1\r\nHost: api\r\n",
+			trickle:  strings.Repeat("X-Slow: aaaaaaaaaa\r\n", 50),
+			answered: "HTTP/1.1 400 ", after: cfg.ReadHeaderTimeout},
+		{name: "body slowly",
+			first: fmt.Sprintf("POST %s HTTP/1.1\r\nHost: api\r\n%s: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+				PushPath, TokenHeader, acmeToken, len(body)),
+			trickle:  body,
+			answered: "HTTP/1.1 400 ", after: cfg.ReadTimeout},
+		{name: "idle after a request",
+			first:    "GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n",
+			answered: "HTTP/1.1 200 ", after: cfg.IdleTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, elapsed := slowRequest(t, addr, tc, 100*time.Millisecond, cutOffWithin+3*time.Second)
+			if elapsed > cutOffWithin {
+				t.Fatalf("the connection was held %s (over %s); answer %q", elapsed, cutOffWithin, got)
+			}
+			if elapsed < tc.after*9/10 {
+				t.Errorf("cut off after %s, before its timeout %s", elapsed, tc.after)
+			}
+			if !strings.HasPrefix(got, tc.answered) {
+				t.Errorf("answer %q, want %q…", got, tc.answered)
+			}
+		})
+	}
+}
+
+// slowRequest sends c.first, then c.trickle one byte per every, and reads
+// until the server closes the connection or giveUp passes. It returns what
+// the server sent and when it closed, or fails the test if it never did.
+func slowRequest(t *testing.T, addr string, c slowClient, every, giveUp time.Duration) (string, time.Duration) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := io.WriteString(conn, c.first); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for i := 0; i < len(c.trickle); i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+			if _, err := conn.Write([]byte{c.trickle[i]}); err != nil {
+				return // cut off
+			}
+		}
+	}()
+	if err := conn.SetReadDeadline(start.Add(giveUp)); err != nil {
+		t.Fatal(err)
+	}
+	var got strings.Builder
+	_, err = io.Copy(&got, bufio.NewReader(conn))
+	elapsed := time.Since(start)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the server still held the connection after %s; it sent %q", giveUp, got.String())
+	}
+	// EOF (nil from io.Copy) or a reset: either way the server hung up.
+	return got.String(), elapsed
+}
+
+// TestOversizedBodyRefused: through the real server, a body over
+// MaxBodyBytes is refused with 413, whether it announces its length or
+// streams without one, and without the server reading it all.
+func TestOversizedBodyRefused(t *testing.T) {
+	ns := natstest.Start(t)
+	base, _ := startRun(t, runConfig(t, ns))
+	for _, tc := range []struct {
+		name string
+		body io.Reader
+		size int64
+	}{
+		{"announced", strings.NewReader(strings.Repeat("a", MaxBodyBytes+1)), MaxBodyBytes + 1},
+		{"chunked, endless", endless{}, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPost, base+PushPath, tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = tc.size
+			req.Header.Set(TokenHeader, acmeToken)
+			req.Header.Set("Content-Type", ctJSON)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), `"success":false`) {
+				t.Errorf("answer %d %s", resp.StatusCode, b)
+			}
+		})
+	}
+}
+
+// endless is a body that never ends.
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = ' '
+	}
+	return len(p), nil
+}
+
+// TestWriteTimeoutOutlastsSyncWait: the write timeout leaves room for the
+// longest answer: a body read up to ReadTimeout, then the sync wait, the
+// idempotency claim, the phone slot and the publish.
+func TestWriteTimeoutOutlastsSyncWait(t *testing.T) {
+	for _, sync := range []time.Duration{time.Second, DefaultSyncTimeout, MaxSyncTimeout} {
+		cfg, err := Config{NATSURL: "nats://h:1", DatabaseURL: "postgres://x", SyncTimeout: sync}.withDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := newServer(cfg, http.NotFoundHandler())
+		need := srv.ReadTimeout + sync + 2*readTimeout + DefaultPublishTimeout
+		if srv.WriteTimeout <= need {
+			t.Errorf("SYNC_TIMEOUT %s: write timeout %s, want over %s", sync, srv.WriteTimeout, need)
+		}
+		if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.IdleTimeout <= 0 {
+			t.Errorf("a server timeout is unset: %+v", srv)
+		}
+	}
+}
