@@ -41,6 +41,10 @@ const (
 	MsgUnauthenticated = "Unauthenticated."
 	MsgNotFound        = "Record not found."
 	MsgUnavailable     = "The request could not be accepted right now; nothing was sent. Please retry."
+	// MsgUnknownOutcome is the 503 of a request without an Idempotency-Key
+	// whose publish had an unknown outcome (JetStream's ack lost): it may
+	// have been accepted, so the answer names its tracking id.
+	MsgUnknownOutcome  = "The request could not be confirmed right now: it may have been accepted under tracking_id. GET it before retrying (404: it was not accepted), or send an Idempotency-Key to retry safely."
 	MsgReadUnavailable = "The record cannot be read right now. Please retry."
 	MsgInternal        = "Internal server error."
 )
@@ -230,6 +234,8 @@ var (
 type unavailableError struct {
 	message string
 	cause   error
+	// trackingID is shown when the request may have been accepted.
+	trackingID string
 }
 
 func (e *unavailableError) Error() string { return e.cause.Error() }
@@ -240,6 +246,8 @@ type failure struct {
 	Success bool        `json:"success"`
 	Message string      `json:"message"`
 	Errors  FieldErrors `json:"errors,omitempty"`
+	// TrackingID: a 503 for a request that may have been accepted.
+	TrackingID string `json:"tracking_id,omitempty"`
 }
 
 // handleError is the one place where errors become HTTP answers. Only
@@ -267,7 +275,7 @@ func (h *Handler) handleError(err error, c echo.Context) {
 		status, body.Message = http.StatusTooManyRequests, limited.message
 		retryAfter(c.Response().Header(), limited.retryAfter)
 	case errors.As(err, &unavail):
-		status, body.Message = http.StatusServiceUnavailable, unavail.message
+		status, body.Message, body.TrackingID = http.StatusServiceUnavailable, unavail.message, unavail.trackingID
 		retryAfter(c.Response().Header(), RetryAfterSeconds)
 		logLevel = slog.LevelWarn
 	case errors.As(err, &echoErr) && echoErr.Code < 500:
@@ -565,7 +573,7 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 		h.releasePrompt(c.Request().Context(), id)
 	}
 	if err != nil {
-		msg := MsgUnavailable
+		msg, shownID := MsgUnavailable, ""
 		if !publishNotStored(err) {
 			// The request may have reached JetStream with its ack lost;
 			// the Nats-Msg-Id keeps it from being stored twice, but it may
@@ -574,11 +582,12 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 			// publishes the same one again.
 			log.Error("publish stk.requested has an unknown outcome; it may still have been stored",
 				"phone", events.MaskPhone(req.Phone), "amount", req.Amount, "idempotency_key", held != nil, "error", err)
+			msg, shownID = MsgUnknownOutcome, id
 			if held != nil {
-				msg = MsgUnconfirmed
+				msg, shownID = MsgUnconfirmed, ""
 			}
 		}
-		return &unavailableError{message: msg, cause: fmt.Errorf("publish stk.requested: %w", err)}
+		return &unavailableError{message: msg, cause: fmt.Errorf("publish stk.requested: %w", err), trackingID: shownID}
 	}
 	log.Info("stk push accepted", "phone", events.MaskPhone(req.Phone), "amount", req.Amount,
 		"reference_len", len(req.Reference), "stream_seq", ack.Sequence, "duplicate", ack.Duplicate,
