@@ -16,7 +16,7 @@ type Report struct {
 	Requests             int
 	Accepted             int            // 2xx with a tracking id
 	Refused503           int            // 503: the api said it could not make the request durable
-	Unconfirmed503       int            // 503 "could not be confirmed": a keyed request whose publish had an unknown outcome
+	Unconfirmed503       int            // 503 "could not be confirmed": a request whose publish had an unknown outcome
 	PushedUnconfirmed    int            // of those, prompted anyway
 	Keyed                int            // requests sent with an Idempotency-Key
 	KeyedRetried         int            // of those, sent more than once
@@ -53,9 +53,14 @@ type Report struct {
 	Failures             []string
 }
 
-// msgUnconfirmed is api.MsgUnconfirmed: a 503 that cannot say nothing was
-// sent (copied, as the chaos runner talks to the api only over HTTP).
-const msgUnconfirmed = "The request could not be confirmed right now. Retry with the same Idempotency-Key: it will not be sent twice."
+// msgUnconfirmed is api.MsgUnconfirmed and msgUnknownOutcome
+// api.MsgUnknownOutcome: 503s that cannot say nothing was sent, the first
+// for a keyed request, the second (with the tracking id) for one without a
+// key (copied, as the chaos runner talks to the api only over HTTP).
+const (
+	msgUnconfirmed    = "The request could not be confirmed right now. Retry with the same Idempotency-Key: it will not be sent twice."
+	msgUnknownOutcome = "The request could not be confirmed right now: it may have been accepted under tracking_id. GET it before retrying (404: it was not accepted), or send an Idempotency-Key to retry safely."
+)
 
 type procFigures struct {
 	Name      string
@@ -130,7 +135,7 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 					r.LostIDs = append(r.LostIDs, a.trackingID+" ("+cause+")")
 				}
 			}
-		case a.status == http.StatusServiceUnavailable && a.message == msgUnconfirmed:
+		case a.status == http.StatusServiceUnavailable && (a.message == msgUnconfirmed || a.message == msgUnknownOutcome):
 			r.Unconfirmed503++
 			unconfirmedPhones[a.phone] = true
 		case a.status == http.StatusServiceUnavailable:
@@ -250,7 +255,7 @@ func (r *Report) Print(w io.Writer) {
 	p("requests posted             %d (load %s, settle %s)", r.Requests, r.LoadTook.Round(time.Second), r.SettleTook.Round(time.Second))
 	p("  accepted (2xx)            %d", r.Accepted)
 	p("  503                       %d", r.Refused503)
-	p("  503 'not confirmed'       %d (keyed; may have been sent: %d were pushed)", r.Unconfirmed503, r.PushedUnconfirmed)
+	p("  503 'not confirmed'       %d (may have been sent: %d were pushed)", r.Unconfirmed503, r.PushedUnconfirmed)
 	p("  with Idempotency-Key      %d (retried %d, of which accepted in the end %d)", r.Keyed, r.KeyedRetried, r.KeyedRetriedAccepted)
 	p("  no answer (conn error)    %d", r.NoAnswer)
 	if len(r.OtherStatus) > 0 {
