@@ -213,6 +213,10 @@ func setScalar(f reflect.Value, path string) ([]string, bool) {
 		n := 4200 + uint64(len(path))
 		f.SetUint(n)
 		return []string{strconv.FormatUint(n, 10)}, true
+	case f.CanFloat():
+		x := 42.25 + float64(len(path))
+		f.SetFloat(x)
+		return []string{strconv.FormatFloat(x, 'g', -1, 64)}, true
 	case f.Kind() == reflect.Bool:
 		f.SetBool(!f.Bool())
 		return nil, true // shown if the line changes
