@@ -9,7 +9,7 @@ TOOLS     := $(CURDIR)/bin/tools
 STATICCHECK_VERSION := v0.8.2
 FUZZTIME  ?= 30s
 # Binaries `make build` produces: one per service, plus the dev stack.
-CMDS := api/cmd/api api/cmd/projector dispatcher/cmd/dispatcher \
+CMDS := api/cmd/api api/cmd/projector api/cmd/stkgate-admin dispatcher/cmd/dispatcher \
         callback-ingest/cmd/callback-ingest deploy/cmd/stkgate-dev
 
 .PHONY: all run test test-short build lint vet fmt bench fuzz clean tidy chaos

@@ -54,7 +54,9 @@ type ClientToken struct {
 type Config struct {
 	// Addr is where the API listens (API_ADDR).
 	Addr string
-	// Tokens are the clients and their tokens (API_TOKENS, name:token,…).
+	// Tokens are the development clients and their tokens (API_TOKENS,
+	// name:token,…); optional, as production clients are kept in the
+	// database (stkgate-admin).
 	Tokens []ClientToken
 	// DatabaseURL is the Postgres holding the read model (DATABASE_URL).
 	DatabaseURL string
@@ -94,8 +96,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// ConfigFromEnv reads API_ADDR (default :8080), API_TOKENS, DATABASE_URL and
-// NATS_URL (required), NATS_STREAM_REPLICAS (1), DISPATCH_MODE (async),
+// ConfigFromEnv reads API_ADDR (default :8080), API_TOKENS (optional),
+// DATABASE_URL and NATS_URL (required), NATS_STREAM_REPLICAS (1), DISPATCH_MODE (async),
 // SYNC_TIMEOUT (30s), IDEMPOTENCY_TTL (24h), API_RATE_LIMIT (20), API_RATE_BURST
 // (twice API_RATE_LIMIT), PHONE_MAX_PROMPTS (5) and PHONE_WINDOW (1h). It names
 // every setting that is missing or malformed, and never repeats a token in its
@@ -222,9 +224,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.Default()
 	}
 	errs := c.check()
-	if len(c.Tokens) == 0 {
-		errs = append(errs, errors.New("API_TOKENS: required (name:token,name:token)"))
-	} else if err := checkTokens(c.Tokens); err != nil {
+	if err := checkTokens(c.Tokens); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -238,12 +238,13 @@ func (c Config) withDefaults() (Config, error) {
 var clientName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // ParseTokens reads API_TOKENS: name:token pairs separated by commas, white
-// space around them ignored. A name may appear with several tokens (to
+// space around them ignored; empty, none. Entries that are all empty are
+// refused, as a sign of a mistake. A name may appear with several tokens (to
 // rotate them); a token may not be given to two clients. Errors name the
 // entry by position, never by its token.
 func ParseTokens(s string) ([]ClientToken, error) {
 	if strings.TrimSpace(s) == "" {
-		return nil, errors.New("API_TOKENS: required (name:token,name:token)")
+		return nil, nil
 	}
 	var out []ClientToken
 	for i, entry := range strings.Split(s, ",") {
@@ -259,7 +260,7 @@ func ParseTokens(s string) ([]ClientToken, error) {
 		out = append(out, ClientToken{Client: name, Token: token})
 	}
 	if len(out) == 0 {
-		return nil, errors.New("API_TOKENS: required (name:token,name:token)")
+		return nil, errors.New("API_TOKENS: no name:token entry (leave it empty for none)")
 	}
 	if err := checkTokens(out); err != nil {
 		return nil, err

@@ -61,8 +61,13 @@ type Options struct {
 	JS jetstream.JetStream
 	// Store reads the records. Required.
 	Store *store.Store
-	// Tokens are the clients and their tokens. Required.
+	// Tokens are the API_TOKENS clients and their tokens. The clients in
+	// the database (stkgate-admin) authenticate besides them.
 	Tokens []ClientToken
+	// TokenCacheTTL is how long the answer of a database token lookup,
+	// found or not, is reused; 0 means DefaultTokenCacheTTL, below 0 no
+	// cache.
+	TokenCacheTTL time.Duration
 	// DispatchMode; "" means async.
 	DispatchMode DispatchMode
 	// SyncTimeout is how long sync mode waits; 0 means DefaultSyncTimeout.
@@ -97,7 +102,7 @@ type Handler struct {
 	js             jetstream.JetStream
 	pub            *events.Publisher
 	store          *store.Store
-	tokens         *tokenSet
+	tokens         *authenticator
 	mode           DispatchMode
 	syncTimeout    time.Duration
 	publishTimeout time.Duration
@@ -122,9 +127,6 @@ func NewHandler(o Options) (*Handler, error) {
 	if o.Conn == nil || o.JS == nil || o.Store == nil {
 		return nil, errors.New("api: NewHandler needs Conn, JS and Store")
 	}
-	if len(o.Tokens) == 0 {
-		return nil, errors.New("api: NewHandler needs Tokens")
-	}
 	if err := checkTokens(o.Tokens); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
@@ -132,7 +134,6 @@ func NewHandler(o Options) (*Handler, error) {
 		conn:           o.Conn,
 		js:             o.JS,
 		store:          o.Store,
-		tokens:         newTokenSet(o.Tokens),
 		mode:           o.DispatchMode,
 		syncTimeout:    o.SyncTimeout,
 		publishTimeout: o.PublishTimeout,
@@ -168,6 +169,13 @@ func NewHandler(o Options) (*Handler, error) {
 	}
 	if h.now == nil {
 		h.now = time.Now
+	}
+	if o.TokenCacheTTL == 0 {
+		o.TokenCacheTTL = DefaultTokenCacheTTL
+	}
+	h.tokens = &authenticator{
+		env: newTokenSet(o.Tokens),
+		db:  newDBTokens(o.Store.LookupToken, o.Tokens, h.log, o.TokenCacheTTL),
 	}
 	if h.idemTTL <= 0 {
 		h.idemTTL = DefaultIdempotencyTTL
@@ -354,10 +362,14 @@ func shortPath(c echo.Context) string {
 }
 
 // authenticate lets through a request whose X-API-Token belongs to a
-// client, and records which client: it scopes everything after.
+// client (of API_TOKENS or of the database), and records which client: it
+// scopes everything after. A token the database could not check is a 503.
 func (h *Handler) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		client := h.tokens.client(c.Request().Header.Get(TokenHeader))
+		client, err := h.tokens.client(c.Request().Context(), c.Request().Header.Get(TokenHeader))
+		if err != nil {
+			return &unavailableError{message: MsgAuthUnavailable, cause: err}
+		}
 		if client == "" {
 			return errUnauthenticated
 		}

@@ -794,7 +794,6 @@ func TestNewHandlerRefusesIncompleteOptions(t *testing.T) {
 		"no conn":      func(o *Options) { o.Conn = nil },
 		"no js":        func(o *Options) { o.JS = nil },
 		"no store":     func(o *Options) { o.Store = nil },
-		"no tokens":    func(o *Options) { o.Tokens = nil },
 		"shared token": func(o *Options) { o.Tokens = []ClientToken{{"a", "t"}, {"b", "t"}} },
 		"bad mode":     func(o *Options) { o.DispatchMode = "later" },
 		"lease shorter than a publish": func(o *Options) {

@@ -77,6 +77,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return startErr(ctx, err)
 	}
 	defer db.Close()
+	if _, err := retryStart(startCtx, log, "check client names", func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, checkClientNames(ctx, store.New(db), cfg.Tokens)
+	}); err != nil {
+		return startErr(ctx, err)
+	}
+	if len(cfg.Tokens) == 0 {
+		log.Info("API_TOKENS is empty: only the clients in the database (stkgate-admin) can authenticate")
+	}
 	if _, err := retryStart(startCtx, log, "ensure stream", func(ctx context.Context) (jetstream.Stream, error) {
 		s, err := events.EnsureStream(ctx, js, cfg.StreamReplicas)
 		var apiErr *jetstream.APIError

@@ -230,7 +230,8 @@ func TestRunStartFailures(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	t.Run("invalid config", func(t *testing.T) {
-		err := Run(context.Background(), Config{NATSURL: ns.URL, DatabaseURL: "postgres://x", Logger: log})
+		err := Run(context.Background(), Config{NATSURL: ns.URL, DatabaseURL: "postgres://x", Logger: log,
+			Tokens: []ClientToken{{Client: "a", Token: "t"}, {Client: "b", Token: "t"}}})
 		if err == nil || !strings.Contains(err.Error(), "API_TOKENS") {
 			t.Errorf("Run = %v", err)
 		}

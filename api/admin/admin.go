@@ -1,0 +1,402 @@
+// Package admin is stkgate-admin: it manages the API clients kept in
+// Postgres and their tokens. A new token is written once, to stdout, and
+// never again: only its SHA-256 digest is stored.
+//
+// Data (a new token, a listing) goes to stdout, messages to stderr, so that
+//
+//	TOKEN=$(stkgate-admin client create shop)
+//
+// captures the token alone.
+package admin
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/stkgate/stkgate/api"
+	"github.com/stkgate/stkgate/api/store"
+)
+
+// Exit codes.
+const (
+	ExitOK    = 0 // done
+	ExitError = 1 // refused or failed: unknown client, name taken, database error
+	ExitUsage = 2 // the command line is wrong
+)
+
+// DefaultGrace is how long a rotated client's older tokens keep working.
+const DefaultGrace = 24 * time.Hour
+
+// maxGrace bounds -grace: a rotation is meant to end.
+const maxGrace = 90 * 24 * time.Hour
+
+// Usage is the help text.
+const Usage = `usage: stkgate-admin COMMAND
+
+Manages the API clients kept in the database (DATABASE_URL) and their
+tokens. A new token is printed once, to stdout; it cannot be shown again.
+
+  client create NAME            create a client; prints its first token
+  client list                   list the clients
+  client disable NAME           its tokens stop authenticating
+  client enable NAME            its tokens authenticate again
+  token rotate NAME [-grace D]  print a new token; the client's older tokens
+                                expire after the grace D (default 24h; 0: now)
+  token revoke NAME             revoke every token of the client, now
+  token revoke -id ID           revoke one token by its id (token list shows it)
+  token list NAME               list the client's tokens by id
+
+A change reaches running api instances within their token cache time (%s).
+Names are 1 to 64 letters, digits, '.', '_' or '-'. Exit status: 0 done,
+1 refused or failed, 2 usage error.
+`
+
+// Main is the command: it opens DATABASE_URL (from getenv), brings the
+// schema up to date and runs args (without the program name).
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if code, done := help(args, stdout, stderr); done {
+		return code
+	}
+	url := strings.TrimSpace(getenv("DATABASE_URL"))
+	if url == "" {
+		fmt.Fprintln(stderr, "stkgate-admin: DATABASE_URL: required (postgres://user:password@host:5432/db)")
+		return ExitUsage
+	}
+	db, err := store.Open(ctx, url)
+	if err != nil {
+		fmt.Fprintln(stderr, "stkgate-admin:", err)
+		return ExitError
+	}
+	defer db.Close()
+	if err := store.Migrate(ctx, db.DB); err != nil {
+		fmt.Fprintln(stderr, "stkgate-admin:", err)
+		return ExitError
+	}
+	return Run(ctx, args, stdout, stderr, db)
+}
+
+// help answers an empty command line and a request for help.
+func help(args []string, stdout, stderr io.Writer) (code int, done bool) {
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, Usage, api.DefaultTokenCacheTTL)
+		return ExitUsage, true
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprintf(stdout, Usage, api.DefaultTokenCacheTTL)
+		return ExitOK, true
+	}
+	return 0, false
+}
+
+// Run runs args (without the program name) against db, which must be
+// migrated.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer, db *sqlx.DB) int {
+	if code, done := help(args, stdout, stderr); done {
+		return code
+	}
+	c := &cmd{s: store.New(db), stdout: stdout, stderr: stderr}
+	var verb string
+	if len(args) > 1 {
+		verb = args[0] + " " + args[1]
+	}
+	var rest []string
+	if len(args) > 2 {
+		rest = args[2:]
+	}
+	var err error
+	switch verb {
+	case "client create":
+		err = c.createClient(ctx, rest)
+	case "client list":
+		err = c.listClients(ctx, rest)
+	case "client disable":
+		err = c.setDisabled(ctx, rest, true)
+	case "client enable":
+		err = c.setDisabled(ctx, rest, false)
+	case "token rotate":
+		err = c.rotate(ctx, rest)
+	case "token revoke":
+		err = c.revoke(ctx, rest)
+	case "token list":
+		err = c.listTokens(ctx, rest)
+	default:
+		err = usageErrorf("unknown command %q", strings.Join(args[:min(len(args), 2)], " "))
+	}
+	var uerr *usageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &uerr):
+		fmt.Fprintf(stderr, "stkgate-admin: %s\n\n", uerr.msg)
+		fmt.Fprintf(stderr, Usage, api.DefaultTokenCacheTTL)
+		return ExitUsage
+	}
+	fmt.Fprintln(stderr, "stkgate-admin:", err)
+	return ExitError
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, a ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, a...)}
+}
+
+type cmd struct {
+	s              *store.Store
+	stdout, stderr io.Writer
+}
+
+// positional parses fs's flags, which may come before or after the
+// positional arguments, and returns those.
+func positional(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, usageErrorf("%s: %v", fs.Name(), err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// parse is positional, checking that there are want arguments (names).
+func parse(fs *flag.FlagSet, args []string, want int, names string) ([]string, error) {
+	pos, err := positional(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != want {
+		if want == 0 {
+			return nil, usageErrorf("%s takes no arguments", fs.Name())
+		}
+		return nil, usageErrorf("%s takes %s", fs.Name(), names)
+	}
+	return pos, nil
+}
+
+// name parses the one argument NAME and checks it.
+func name(fs *flag.FlagSet, args []string) (string, error) {
+	pos, err := parse(fs, args, 1, "NAME")
+	if err != nil {
+		return "", err
+	}
+	if err := checkName(pos[0]); err != nil {
+		return "", err
+	}
+	return pos[0], nil
+}
+
+// checkName refuses what is not a client name, without repeating it: it
+// may be a token given by mistake.
+func checkName(n string) error {
+	if store.WellFormedToken(n) {
+		return usageErrorf("NAME is a token, not a client name (token revoke -id takes a token's id)")
+	}
+	if !api.ValidClientName(n) {
+		return usageErrorf("NAME is not a client name: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	}
+	return nil
+}
+
+// newToken makes a token; only its digest and id are stored.
+func newToken() (token string, digest store.TokenDigest, id string, err error) {
+	token, err = store.NewToken()
+	if err != nil {
+		return "", digest, "", err
+	}
+	return token, store.DigestOf(token), store.TokenID(token), nil
+}
+
+func (c *cmd) createClient(ctx context.Context, args []string) error {
+	n, err := name(flag.NewFlagSet("client create", flag.ContinueOnError), args)
+	if err != nil {
+		return err
+	}
+	token, digest, id, err := newToken()
+	if err != nil {
+		return err
+	}
+	err = c.s.CreateClient(ctx, n, digest, id)
+	if errors.Is(err, store.ErrClientExists) {
+		return fmt.Errorf("client %s already exists (token rotate %s gives it a new token)", n, n)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, token)
+	fmt.Fprintf(c.stderr, "client %s created with token %s…; keep the token now: it is not shown again\n", n, id)
+	return nil
+}
+
+func (c *cmd) listClients(ctx context.Context, args []string) error {
+	if _, err := parse(flag.NewFlagSet("client list", flag.ContinueOnError), args, 0, ""); err != nil {
+		return err
+	}
+	cs, err := c.s.Clients(ctx)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tSTATE\tACTIVE TOKENS\tCREATED")
+	for _, cl := range cs {
+		state := "enabled"
+		if !cl.DisabledAt.IsZero() {
+			state = "disabled since " + stamp(cl.DisabledAt)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", cl.Name, state, cl.ActiveTokens, stamp(cl.CreatedAt))
+	}
+	return w.Flush()
+}
+
+func (c *cmd) setDisabled(ctx context.Context, args []string, disabled bool) error {
+	verb := map[bool]string{true: "disable", false: "enable"}[disabled]
+	n, err := name(flag.NewFlagSet("client "+verb, flag.ContinueOnError), args)
+	if err != nil {
+		return err
+	}
+	changed, err := c.s.SetClientDisabled(ctx, n, disabled)
+	if err != nil {
+		return named(n, err)
+	}
+	switch {
+	case !changed:
+		fmt.Fprintf(c.stderr, "client %s was already %sd\n", n, verb)
+	case disabled:
+		fmt.Fprintf(c.stderr, "client %s disabled: its tokens stop authenticating within %s\n", n, api.DefaultTokenCacheTTL)
+	default:
+		fmt.Fprintf(c.stderr, "client %s enabled: its active tokens authenticate again within %s\n", n, api.DefaultTokenCacheTTL)
+	}
+	return nil
+}
+
+func (c *cmd) rotate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("token rotate", flag.ContinueOnError)
+	grace := fs.Duration("grace", DefaultGrace, "how long the older tokens keep working")
+	n, err := name(fs, args)
+	if err != nil {
+		return err
+	}
+	if *grace < 0 || *grace > maxGrace {
+		return usageErrorf("-grace %s is not from 0 to %s", *grace, maxGrace)
+	}
+	token, digest, id, err := newToken()
+	if err != nil {
+		return err
+	}
+	old, err := c.s.RotateToken(ctx, n, digest, id, *grace)
+	if err != nil {
+		return named(n, err)
+	}
+	fmt.Fprintln(c.stdout, token)
+	fmt.Fprintf(c.stderr, "client %s: new token %s…; keep it now: it is not shown again\n", n, id)
+	if old > 0 {
+		fmt.Fprintf(c.stderr, "%d older token(s) stop authenticating in %s\n", old, *grace)
+	}
+	return nil
+}
+
+func (c *cmd) revoke(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("token revoke", flag.ContinueOnError)
+	id := fs.String("id", "", "the id of the one token to revoke")
+	pos, err := positional(fs, args)
+	switch {
+	case err != nil:
+		return err
+	case *id != "" && len(pos) == 0:
+		return c.revokeOne(ctx, *id)
+	case *id != "" || len(pos) != 1:
+		return usageErrorf("token revoke takes NAME, or -id ID")
+	}
+	n := pos[0]
+	if err := checkName(n); err != nil {
+		return err
+	}
+	count, err := c.s.RevokeClientTokens(ctx, n)
+	if errors.Is(err, store.ErrClientNotFound) {
+		if strings.HasPrefix(n, store.TokenPrefix) {
+			return fmt.Errorf("no client %s (to revoke a token by its id: token revoke -id %s)", n, n)
+		}
+		return fmt.Errorf("no client %s", n)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stderr, "client %s: %d token(s) revoked; they stop authenticating within %s (token rotate %s makes a new one)\n",
+		n, count, api.DefaultTokenCacheTTL, n)
+	return nil
+}
+
+func (c *cmd) revokeOne(ctx context.Context, id string) error {
+	if !strings.HasPrefix(id, store.TokenPrefix) || len(id) < store.TokenIDLen {
+		return usageErrorf("-id is not a token id (%s and 8 more characters, as token list shows)", store.TokenPrefix)
+	}
+	// Given the whole token, take its id: that is what is kept in clear.
+	id = store.TokenID(id)
+	tok, err := c.s.RevokeToken(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrTokenNotFound):
+		return fmt.Errorf("no token %s", id)
+	case errors.Is(err, store.ErrTokenAmbiguous):
+		return fmt.Errorf("several tokens have the id %s; nothing revoked: revoke them by client name instead", id)
+	case err != nil:
+		return err
+	}
+	fmt.Fprintf(c.stderr, "token %s of client %s revoked; it stops authenticating within %s\n", id, tok.Client, api.DefaultTokenCacheTTL)
+	return nil
+}
+
+func (c *cmd) listTokens(ctx context.Context, args []string) error {
+	n, err := name(flag.NewFlagSet("token list", flag.ContinueOnError), args)
+	if err != nil {
+		return err
+	}
+	toks, err := c.s.Tokens(ctx, n)
+	if err != nil {
+		return named(n, err)
+	}
+	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tSTATE\tCREATED\tEXPIRES\tREVOKED")
+	for _, t := range toks {
+		state := "active"
+		switch {
+		case !t.RevokedAt.IsZero():
+			state = "revoked"
+		case !t.Active:
+			state = "expired"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", t.ID, state, stamp(t.CreatedAt), stamp(t.ExpiresAt), stamp(t.RevokedAt))
+	}
+	return w.Flush()
+}
+
+// named says "no client NAME" for ErrClientNotFound.
+func named(n string, err error) error {
+	if errors.Is(err, store.ErrClientNotFound) {
+		return fmt.Errorf("no client %s", n)
+	}
+	return err
+}
+
+// stamp is t in UTC to the second, "-" for none.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}

@@ -1,0 +1,21 @@
+// Command stkgate-admin manages the API clients kept in Postgres and their
+// tokens: create, list, disable and enable clients; rotate, revoke and list
+// tokens. It reads DATABASE_URL and brings the schema up to date first. Run
+// it without arguments for its usage; see package admin.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/stkgate/stkgate/api/admin"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := admin.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
