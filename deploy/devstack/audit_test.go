@@ -167,6 +167,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 		"transient":    {"254713575602", "Success"},
 		"merchant":     {"254713575603", "Failed"},
 		"credentials":  {"254713575605", "Failed"},
+		"held":         {"254713575606", ""},
 		"form":         {"254713575604", "Success"},
 	}
 	s.fake.Script(phones["refused"].intl, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailInvalidPhone}})
@@ -175,6 +176,9 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 	}})
 	s.fake.Script(phones["merchant"].intl, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailMerchantNotExist}})
 	s.fake.Script(phones["credentials"].intl, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailWrongCredentials}})
+	// Its callback is never sent: the audit sends one with the right token
+	// but another amount and phone, which is held for confirmation.
+	s.fake.Script(phones["held"].intl, darajatest.Script{NoCallback: true})
 	// Written as clients write them, and never accepted: these must not be
 	// echoed or logged either.
 	badPhones := []string{"0813579911", "+254 7135799 12", "07135799134"}
@@ -262,6 +266,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 	// Forged, replayed and malformed callbacks, to callback-ingest.
 	cbBodies := forgedCallbacks(t, s, ids["success"], "254713579914")
 	bodies = append(bodies, cbBodies...)
+	bodies = append(bodies, mismatchedCallback(t, s, ids["held"], "254713579915"))
 
 	// Every payment finishes; its record and events are audited too.
 	for _, name := range []string{"success", "cancelled", "insufficient", "refused", "transient", "merchant", "credentials", "form"} {
@@ -338,7 +343,8 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 
 	// Phones: masked in logs, never in an error body.
 	allPhones := []string{"0713579901", "0713579902", "0713579903", "0713579904", "0713579905", "0713579906", "0713579907",
-		"0713579908", "0713579909", "0713579910", "0713579911", "0713579912", "0713579913", "0813579911", "07135799134", "254713579914"}
+		"0713579908", "0713579909", "0713579910", "0713579911", "0713579912", "0713579913", "0813579911", "07135799134", "254713579914",
+		"254713579915"}
 	for _, p := range phones {
 		allPhones = append(allPhones, p.intl)
 	}
@@ -354,9 +360,10 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 			}
 		}
 	}
-	masked := events.MaskPhone(phones["success"].intl)
-	if !strings.Contains(serviceLogs, masked) {
-		t.Errorf("no log line names the phone masked as %s: the audit is not looking where phones are logged", masked)
+	for _, p := range []string{phones["success"].intl, "254713579915"} {
+		if masked := events.MaskPhone(p); !strings.Contains(serviceLogs, masked) {
+			t.Errorf("no log line names the phone masked as %s: the audit is not looking where phones are logged", masked)
+		}
 	}
 	if t.Failed() && testing.Verbose() {
 		t.Logf("service logs:\n%s", serviceLogs)
@@ -390,6 +397,38 @@ func callbackToken(callbackURL, id string) string {
 		return ""
 	}
 	return rest
+}
+
+// mismatchedCallback posts to the CallBackURL of id's push (its token
+// right) a success whose amount and phone are not the request's, and
+// returns the answer.
+func mismatchedCallback(t *testing.T, s *stack, id, phone string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var push darajatest.Push
+	for {
+		pushes := s.fake.AcceptedPushes(func(p darajatest.Push) bool { return strings.Contains(p.Body.CallBackURL, "/"+id) })
+		if len(pushes) > 0 {
+			push = pushes[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no accepted push for %s after 30s", id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	body := fmt.Sprintf(`{"Body":{"stkCallback":{"MerchantRequestID":%q,"CheckoutRequestID":%q,"ResultCode":0,"ResultDesc":"The service request is processed successfully.","CallbackMetadata":{"Item":[{"Name":"Amount","Value":1},{"Name":"MpesaReceiptNumber","Value":"MISMATCH01"},{"Name":"TransactionDate","Value":20261126230000},{"Name":"PhoneNumber","Value":%s}]}}}}`,
+		push.MerchantRequestID, push.CheckoutRequestID, phone)
+	resp, err := http.Post(push.Body.CallBackURL, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("mismatched callback = %d %s, want 200", resp.StatusCode, raw)
+	}
+	return fmt.Sprintf("callback POST (mismatched) → %d %s", resp.StatusCode, raw)
 }
 
 // forgedCallbacks posts what an attacker or a broken sender would to
