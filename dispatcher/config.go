@@ -39,6 +39,12 @@ const (
 	SandboxPassKey = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 )
 
+// DefaultDarajaMaxRPS bounds the calls to Daraja per second (DARAJA_MAX_RPS).
+const DefaultDarajaMaxRPS = 20.0
+
+// maxDarajaMaxRPS bounds DARAJA_MAX_RPS: beyond it the bound is none.
+const maxDarajaMaxRPS = 10000
+
 // Daraja's two transaction types: paybill, or till (buy goods, where PartyB
 // is the till number).
 const (
@@ -210,6 +216,15 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		cfg.RetryMaxElapsed = d
 	}
 
+	cfg.Daraja.MaxRPS = DefaultDarajaMaxRPS
+	if v := get("DARAJA_MAX_RPS", ""); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(f >= 0 && f <= maxDarajaMaxRPS) {
+			bad("DARAJA_MAX_RPS", "want calls per second from 0 (no bound) to %d, such as 20, got %q", maxDarajaMaxRPS, v)
+		}
+		cfg.Daraja.MaxRPS = f
+	}
+
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
@@ -229,6 +244,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("daraja_passkey", redact.Secret(c.Daraja.PassKey)),
 		slog.String("daraja_transaction_type", c.Daraja.TransactionType),
 		slog.String("daraja_party_b", c.Daraja.PartyB),
+		slog.Float64("daraja_max_rps", c.Daraja.MaxRPS),
 		slog.String("callback_base_url", redact.URLs(c.CallbackBaseURL)),
 		slog.Int("concurrency", c.Concurrency),
 		slog.Duration("retry_max_elapsed", c.RetryMaxElapsed),

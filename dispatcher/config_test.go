@@ -43,6 +43,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 			PassKey:         SandboxPassKey,
 			TransactionType: "CustomerPayBillOnline",
 			PartyB:          "174379",
+			MaxRPS:          20,
 		},
 		CallbackBaseURL: "https://pay.example.com",
 		Concurrency:     16,
@@ -64,6 +65,7 @@ func TestConfigFromEnvEverySetting(t *testing.T) {
 		"DARAJA_PASSKEY":          "pk",
 		"DARAJA_TRANSACTION_TYPE": "CustomerBuyGoodsOnline",
 		"DARAJA_PARTY_B":          "5123456",
+		"DARAJA_MAX_RPS":          "2.5",
 		"CALLBACK_BASE_URL":       "https://Pay.Example.COM/stkgate/",
 		"DISPATCH_CONCURRENCY":    "64",
 		"DISPATCH_RETRY_MAX":      "90s",
@@ -83,6 +85,7 @@ func TestConfigFromEnvEverySetting(t *testing.T) {
 			PassKey:         "pk",
 			TransactionType: "CustomerBuyGoodsOnline",
 			PartyB:          "5123456",
+			MaxRPS:          2.5,
 		},
 		// Daraja has refused an uppercase host.
 		CallbackBaseURL: "https://pay.example.com/stkgate/",
@@ -128,6 +131,9 @@ func TestConfigFromEnvRefuses(t *testing.T) {
 		{name: "concurrency word", set: map[string]string{"DISPATCH_CONCURRENCY": "many"}, want: []string{"DISPATCH_CONCURRENCY"}},
 		{name: "retry max without unit", set: map[string]string{"DISPATCH_RETRY_MAX": "120"}, want: []string{"DISPATCH_RETRY_MAX"}},
 		{name: "retry max negative", set: map[string]string{"DISPATCH_RETRY_MAX": "-1m"}, want: []string{"DISPATCH_RETRY_MAX"}},
+		{name: "max rps negative", set: map[string]string{"DARAJA_MAX_RPS": "-1"}, want: []string{"DARAJA_MAX_RPS: want calls per second from 0"}},
+		{name: "max rps word", set: map[string]string{"DARAJA_MAX_RPS": "fast"}, want: []string{"DARAJA_MAX_RPS"}},
+		{name: "max rps NaN", set: map[string]string{"DARAJA_MAX_RPS": "NaN"}, want: []string{"DARAJA_MAX_RPS"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

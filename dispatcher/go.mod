@@ -9,6 +9,7 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/stkgate/stkgate/events v0.0.0-00010101000000-000000000000
 	golang.org/x/sync v0.19.0
+	golang.org/x/time v0.16.0
 )
 
 require (
@@ -22,7 +23,6 @@ require (
 	github.com/nats-io/nuid v1.0.1 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
-	golang.org/x/time v0.16.0 // indirect
 )
 
 replace github.com/stkgate/stkgate/events => ../events

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -30,6 +31,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/time/rate"
 )
 
 // Daraja's hosts.
@@ -90,6 +93,13 @@ type Config struct {
 	Now func() time.Time
 	// Timeout bounds each round trip; zero means DefaultTimeout.
 	Timeout time.Duration
+	// MaxRPS bounds the calls to Daraja per second (pushes, queries and
+	// OAuth token fetches together), so that a burst does not trip
+	// Daraja's spike arrest; 0 means no bound. Every Client of this
+	// process for the same BaseURL and ConsumerKey (one Daraja app) shares
+	// one limiter: the dispatcher's and the reconciler's together stay
+	// under it.
+	MaxRPS float64
 }
 
 // LogValue shows the configuration with its secrets masked.
@@ -109,6 +119,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("transaction_type", c.TransactionType),
 		slog.String("party_b", c.PartyB),
 		slog.Duration("timeout", c.Timeout),
+		slog.Float64("max_rps", c.MaxRPS),
 	)
 }
 
@@ -121,6 +132,7 @@ type Client struct {
 	now     func() time.Time
 	timeout time.Duration
 	basic   string // the Authorization header of the OAuth call: secret
+	limit   *rate.Limiter // nil: no bound
 
 	mu       sync.Mutex
 	token    string    // secret
@@ -160,6 +172,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("daraja: PassKey must not contain white space")
 	case cfg.Timeout < 0:
 		return nil, errors.New("daraja: Timeout must not be negative")
+	case cfg.MaxRPS < 0 || math.IsNaN(cfg.MaxRPS) || math.IsInf(cfg.MaxRPS, 0):
+		return nil, errors.New("daraja: MaxRPS must be 0 (no bound) or more")
 	}
 	switch cfg.TransactionType {
 	case "":
@@ -194,7 +208,50 @@ func New(cfg Config) (*Client, error) {
 	if c.timeout == 0 {
 		c.timeout = DefaultTimeout
 	}
+	if cfg.MaxRPS > 0 {
+		c.limit = sharedLimiter(c.base, cfg.ConsumerKey, cfg.MaxRPS)
+	}
 	return c, nil
+}
+
+// limiters are the outbound limiters of this process, one per Daraja app.
+var limiters = struct {
+	mu sync.Mutex
+	m  map[[2]string]*rate.Limiter
+}{m: map[[2]string]*rate.Limiter{}}
+
+// sharedLimiter is the limiter of the app (base, consumerKey), made on
+// first use; of two rates asked for, the lower holds. Its burst is one:
+// Daraja's spike arrest counts in slices of a second, so calls are spaced
+// evenly rather than let through in bursts.
+func sharedLimiter(base, consumerKey string, perSecond float64) *rate.Limiter {
+	limiters.mu.Lock()
+	defer limiters.mu.Unlock()
+	k := [2]string{base, consumerKey}
+	l := limiters.m[k]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(perSecond), 1)
+		limiters.m[k] = l
+	} else if rate.Limit(perSecond) < l.Limit() {
+		l.SetLimit(rate.Limit(perSecond))
+	}
+	return l
+}
+
+// wait waits for a slot under MaxRPS, as long as ctx allows. Its error
+// means nothing was sent.
+func (c *Client) wait(ctx context.Context, op string) error {
+	if c.limit == nil {
+		return nil
+	}
+	if err := c.limit.Wait(ctx); err != nil {
+		e := transportError(ctx, op, err, false)
+		if e.Kind != KindCanceled {
+			e.Message = "not sent: no slot under the outbound rate limit (MaxRPS) in time"
+		}
+		return e
+	}
+	return nil
 }
 
 func defaultHTTPClient() *http.Client {
@@ -419,8 +476,11 @@ func (c *Client) call(ctx context.Context, op, path string, build func() ([]byte
 	}
 }
 
-// post sends one request and decodes its answer.
+// post sends one request, once MaxRPS allows, and decodes its answer.
 func (c *Client) post(parent context.Context, op, path, tok string, body []byte, decode decoder) error {
+	if err := c.wait(parent, op); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(parent, c.timeout)
 	defer cancel()
 	var sent atomic.Bool
@@ -522,8 +582,11 @@ func (c *Client) dropToken(tok string) {
 	c.mu.Unlock()
 }
 
-// oauth makes the OAuth call.
+// oauth makes the OAuth call, once MaxRPS allows.
 func (c *Client) oauth(parent context.Context) (string, time.Duration, error) {
+	if err := c.wait(parent, opOAuth); err != nil {
+		return "", 0, err
+	}
 	ctx, cancel := context.WithTimeout(parent, c.timeout)
 	defer cancel()
 	var sent atomic.Bool
