@@ -131,7 +131,7 @@ type Client struct {
 	hc      *http.Client
 	now     func() time.Time
 	timeout time.Duration
-	basic   string // the Authorization header of the OAuth call: secret
+	basic   string        // the Authorization header of the OAuth call: secret
 	limit   *rate.Limiter // nil: no bound
 
 	mu       sync.Mutex
