@@ -464,3 +464,37 @@ func TestAuthenticatorPrefersEnvTokens(t *testing.T) {
 		t.Errorf("%d database lookups, want 1 (env tokens are not looked up)", n)
 	}
 }
+
+// Production: no API_TOKENS, only the database's clients, through Run.
+func TestRunDatabaseClientsOnly(t *testing.T) {
+	ns := natstest.Start(t)
+	cfg := runConfig(t, ns)
+	cfg.Tokens = nil
+	logs := &syncBuffer{}
+	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	db, err := store.Open(context.Background(), cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	shop := dbClient(t, store.New(db), "shop")
+	base, stop := startRun(t, cfg)
+
+	resp, body := call(t, http.MethodPost, base+PushPath, shop, validBody)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST = %d %v", resp.StatusCode, body)
+	}
+	id := body["tracking_id"].(string)
+	if resp, body := call(t, http.MethodGet, base+RecordPath+id, shop, ""); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET own = %d %v", resp.StatusCode, body)
+	}
+	if resp, _ := call(t, http.MethodPost, base+PushPath, acmeToken, validBody); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a token of no client = %d", resp.StatusCode)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if !strings.Contains(logs.String(), "API_TOKENS is empty") || strings.Contains(logs.String(), shop) {
+		t.Errorf("start-up log:\n%s", logs.String())
+	}
+}
