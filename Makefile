@@ -8,6 +8,9 @@ BIN       := $(CURDIR)/bin
 TOOLS     := $(CURDIR)/bin/tools
 STATICCHECK_VERSION := v0.8.2
 FUZZTIME  ?= 30s
+# FUZZ_SHORT: how long `make test` runs each fuzz target after the unit
+# tests; empty or 0 skips them.
+FUZZ_SHORT ?= 3s
 # Binaries `make build` produces: one per service, plus the dev stack.
 CMDS := api/cmd/api api/cmd/projector api/cmd/stkgate-admin dispatcher/cmd/dispatcher \
         callback-ingest/cmd/callback-ingest deploy/cmd/stkgate-dev
@@ -20,12 +23,16 @@ all: lint test build
 run:
 	$(GO) run ./deploy/cmd/stkgate-dev
 
-## test: every module's tests, with the race detector, against real Postgres and JetStream
+## test: every module's tests, with the race detector, against real Postgres and JetStream; then every fuzz target for FUZZ_SHORT
 test:
 	@for m in $(MODULES); do \
 	  echo "== $$m"; \
 	  (cd $$m && $(GO) test -race -count=1 -timeout 8m ./...) || exit 1; \
 	done
+	@if [ -n "$(FUZZ_SHORT)" ] && [ "$(FUZZ_SHORT)" != 0 ]; then \
+	  echo "== fuzz targets, $(FUZZ_SHORT) each (FUZZ_SHORT=0 skips)"; \
+	  GO=$(GO) scripts/fuzz $(FUZZ_SHORT) $(MODULES); \
+	fi
 
 ## chaos: the fault test of issue 3 (real binaries, kill -9s, Postgres stopped); CHAOS_FLAGS adds flags, e.g. -seed 42
 CHAOS_N ?= 2000
@@ -61,12 +68,7 @@ bench:
 
 ## fuzz: every fuzz target for FUZZTIME each (default 30s)
 fuzz:
-	@for m in $(MODULES); do \
-	  (cd $$m && for pkg in $$($(GO) list ./...); do \
-	    for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	      echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
-	    done; done) || exit 1; \
-	done
+	@GO=$(GO) scripts/fuzz $(FUZZTIME) $(MODULES)
 
 tidy:
 	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done
