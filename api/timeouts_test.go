@@ -1,19 +1,16 @@
 package api
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/servertest"
 )
 
 // slowClient is one way a client can hold a connection: what it sends at
@@ -58,7 +55,7 @@ func TestSlowClientsCutOff(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, elapsed := slowRequest(t, addr, tc, 100*time.Millisecond, cutOffWithin+3*time.Second)
+			got, elapsed := servertest.SlowRequest(t, addr, tc.first, tc.trickle, 100*time.Millisecond, cutOffWithin+3*time.Second)
 			if elapsed > cutOffWithin {
 				t.Fatalf("the connection was held %s (over %s); answer %q", elapsed, cutOffWithin, got)
 			}
@@ -70,47 +67,6 @@ func TestSlowClientsCutOff(t *testing.T) {
 			}
 		})
 	}
-}
-
-// slowRequest sends c.first, then c.trickle one byte per every, and reads
-// until the server closes the connection or giveUp passes. It returns what
-// the server sent and when it closed, or fails the test if it never did.
-func slowRequest(t *testing.T, addr string, c slowClient, every, giveUp time.Duration) (string, time.Duration) {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	start := time.Now()
-	if _, err := io.WriteString(conn, c.first); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		for i := 0; i < len(c.trickle); i++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(every):
-			}
-			if _, err := conn.Write([]byte{c.trickle[i]}); err != nil {
-				return // cut off
-			}
-		}
-	}()
-	if err := conn.SetReadDeadline(start.Add(giveUp)); err != nil {
-		t.Fatal(err)
-	}
-	var got strings.Builder
-	_, err = io.Copy(&got, bufio.NewReader(conn))
-	elapsed := time.Since(start)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("the server still held the connection after %s; it sent %q", giveUp, got.String())
-	}
-	// EOF (nil from io.Copy) or a reset: either way the server hung up.
-	return got.String(), elapsed
 }
 
 // TestOversizedBodyRefused: through the real server, a body over
@@ -125,7 +81,7 @@ func TestOversizedBodyRefused(t *testing.T) {
 		size int64
 	}{
 		{"announced", strings.NewReader(strings.Repeat("a", MaxBodyBytes+1)), MaxBodyBytes + 1},
-		{"chunked, endless", endless{}, -1},
+		{"chunked, endless", servertest.Endless{}, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest(http.MethodPost, base+PushPath, tc.body)
@@ -148,16 +104,6 @@ func TestOversizedBodyRefused(t *testing.T) {
 			}
 		})
 	}
-}
-
-// endless is a body that never ends.
-type endless struct{}
-
-func (endless) Read(p []byte) (int, error) {
-	for i := range p {
-		p[i] = ' '
-	}
-	return len(p), nil
 }
 
 // TestWriteTimeoutOutlastsSyncWait: the write timeout leaves room for the

@@ -1,0 +1,66 @@
+// Package servertest plays the clients that abuse an HTTP server, for the
+// services' tests of their limits: one that sends its request a byte at a
+// time (slowloris), and a body that never ends.
+package servertest
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// SlowRequest dials addr, sends first at once, then trickle one byte every
+// interval, and reads until the server closes the connection. It returns
+// what the server sent and how long after the dial it hung up. It fails t
+// if the server still holds the connection after giveUp.
+func SlowRequest(t testing.TB, addr, first, trickle string, every, giveUp time.Duration) (string, time.Duration) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := io.WriteString(conn, first); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; i < len(trickle); i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(every):
+			}
+			if _, err := conn.Write([]byte{trickle[i]}); err != nil {
+				return // cut off
+			}
+		}
+	}()
+	if err := conn.SetReadDeadline(start.Add(giveUp)); err != nil {
+		t.Fatal(err)
+	}
+	var got strings.Builder
+	_, err = io.Copy(&got, bufio.NewReader(conn))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the server still held the connection after %s; it sent %q", giveUp, got.String())
+	}
+	// EOF (nil from io.Copy) or a reset: either way the server hung up.
+	return got.String(), time.Since(start)
+}
+
+// Endless is a request body that never ends: spaces, forever.
+type Endless struct{}
+
+func (Endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = ' '
+	}
+	return len(p), nil
+}
