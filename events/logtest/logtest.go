@@ -123,8 +123,15 @@ func CheckConfig(t testing.TB, cfg slog.LogValuer, o Options) {
 // and returns both lines.
 func Render(v slog.LogValuer) []string {
 	var text, js bytes.Buffer
-	slog.New(slog.NewTextHandler(&text, nil)).Info("starting", "config", v)
-	slog.New(slog.NewJSONHandler(&js, nil)).Info("starting", "config", v)
+	// Without the time, two renderings of one value are the same.
+	opts := &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) == 0 && a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}
+	slog.New(slog.NewTextHandler(&text, opts)).Info("starting", "config", v)
+	slog.New(slog.NewJSONHandler(&js, opts)).Info("starting", "config", v)
 	return []string{text.String(), js.String()}
 }
 
