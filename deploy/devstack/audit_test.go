@@ -348,9 +348,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 	for _, p := range phones {
 		allPhones = append(allPhones, p.intl)
 	}
-	for _, p := range badPhones {
-		allPhones = append(allPhones, p)
-	}
+	allPhones = append(allPhones, badPhones...)
 	for place, text := range map[string]string{"service logs": serviceLogs, "Daraja fake": fakeLogs.String(), "error bodies": strings.Join(bodies, "\n")} {
 		for _, p := range allPhones {
 			digits := regexp.MustCompile(`\D`).ReplaceAllString(p, "")
