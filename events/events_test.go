@@ -210,6 +210,18 @@ func FuzzDecode(f *testing.F) {
 		if ev.Type() != env.Type || ev.Base().TrackingID != env.Subject || env.Subject == "" {
 			t.Fatalf("accepted an inconsistent event: %+v %+v", env, ev)
 		}
+		// What was taken means one thing: encoded again, it reads the same.
+		_, _, again, err := Encode(env.Source, ev, env.Time)
+		if err != nil {
+			t.Fatalf("re-encoding %+v: %v", ev, err)
+		}
+		_, ev2, err := Decode(again)
+		if err != nil {
+			t.Fatalf("re-reading %s: %v", again, err)
+		}
+		if diff := cmp.Diff(ev, ev2); diff != "" {
+			t.Fatalf("re-reading changed the event (-first +again):\n%s", diff)
+		}
 	})
 }
 
