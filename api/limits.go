@@ -154,8 +154,8 @@ func (h *Handler) limitClient(next echo.HandlerFunc) echo.HandlerFunc {
 
 // phoneLimitMessage is the 429 of a phone at its prompt limit.
 func phoneLimitMessage(maxPrompts int, window time.Duration, retryAfter int) string {
-	return fmt.Sprintf("This phone number has had %d payment requests in the last %s, the most allowed (at most %d per %s). Retry after %d seconds.",
-		maxPrompts, shortDuration(window), maxPrompts, shortDuration(window), retryAfter)
+	return fmt.Sprintf("This phone number has reached its limit of %d payment requests per %s. Retry after %d seconds.",
+		maxPrompts, shortDuration(window), retryAfter)
 }
 
 // shortDuration writes d without its zero parts: 1h, 1h30m, 90s as 1m30s.

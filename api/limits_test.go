@@ -154,7 +154,7 @@ func TestPhoneLimit(t *testing.T) {
 		t.Fatalf("request %d for the phone: %d %s", limit+1, r.status, r.raw)
 	}
 	msg, _ := r.body["message"].(string)
-	if !strings.Contains(msg, "at most 3 per 1h") {
+	if !strings.Contains(msg, "limit of 3 payment requests per 1h") {
 		t.Errorf("message %q does not name the limit", msg)
 	}
 	ra, err := strconv.Atoi(r.header.Get("Retry-After"))
