@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/redact"
 )
 
@@ -20,6 +21,15 @@ type Config struct {
 	NATSURL string
 	// StreamReplicas of the STK stream (NATS_STREAM_REPLICAS).
 	StreamReplicas int
+	// Secrets verify the callback token of each CallBackURL
+	// (CALLBACK_SECRET, "new,old,…": any may have signed it). Required.
+	Secrets events.CallbackSecrets
+	// Sources is the optional source allowlist (CALLBACK_ALLOW_CIDRS,
+	// CALLBACK_TRUSTED_PROXIES).
+	Sources SourcePolicy
+	// Confirm says which success callbacks wait for Daraja's STK query
+	// (CALLBACK_CONFIRM: ConfirmMismatch, ConfirmAlways, ConfirmNever).
+	Confirm string
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -33,7 +43,7 @@ const (
 // ConfigFromEnv reads the configuration; it refuses a missing or malformed
 // setting and names it.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	cfg := Config{Addr: DefaultAddr, StreamReplicas: DefaultStreamReplicas}
+	cfg := Config{Addr: DefaultAddr, StreamReplicas: DefaultStreamReplicas, Confirm: ConfirmMismatch}
 	if v := strings.TrimSpace(getenv("CALLBACK_ADDR")); v != "" {
 		cfg.Addr = v
 	}
@@ -44,6 +54,20 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("NATS_STREAM_REPLICAS: %q is not a number", v)
 		}
 		cfg.StreamReplicas = n
+	}
+	s, err := events.ParseCallbackSecrets(getenv("CALLBACK_SECRET"))
+	if err != nil {
+		return Config{}, fmt.Errorf("CALLBACK_SECRET: %w", err)
+	}
+	cfg.Secrets = s
+	if cfg.Sources.Allow, err = ParsePrefixes(getenv("CALLBACK_ALLOW_CIDRS")); err != nil {
+		return Config{}, fmt.Errorf("CALLBACK_ALLOW_CIDRS: %w", err)
+	}
+	if cfg.Sources.TrustedProxies, err = ParsePrefixes(getenv("CALLBACK_TRUSTED_PROXIES")); err != nil {
+		return Config{}, fmt.Errorf("CALLBACK_TRUSTED_PROXIES: %w", err)
+	}
+	if v := strings.TrimSpace(getenv("CALLBACK_CONFIRM")); v != "" {
+		cfg.Confirm = strings.ToLower(v)
 	}
 	if err := cfg.validate(); err != nil {
 		return Config{}, err
@@ -78,6 +102,14 @@ func (c Config) validate() error {
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		return fmt.Errorf("NATS_STREAM_REPLICAS: %d is not between 1 and 5", c.StreamReplicas)
 	}
+	if c.Secrets.Len() == 0 {
+		return errors.New("CALLBACK_SECRET: required: at least one secret of 32 bytes or more")
+	}
+	switch c.Confirm {
+	case ConfirmMismatch, ConfirmAlways, ConfirmNever:
+	default:
+		return fmt.Errorf("CALLBACK_CONFIRM: %q is not mismatch, always or never", c.Confirm)
+	}
 	return nil
 }
 
@@ -88,5 +120,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("addr", c.Addr),
 		slog.String("nats_url", redact.URLs(c.NATSURL)),
 		slog.Int("stream_replicas", c.StreamReplicas),
+		slog.Any("callback_secret", c.Secrets),
+		slog.String("allow_cidrs", prefixesString(c.Sources.Allow)),
+		slog.String("trusted_proxies", prefixesString(c.Sources.TrustedProxies)),
+		slog.String("confirm", c.Confirm),
 	)
 }

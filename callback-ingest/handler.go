@@ -20,8 +20,9 @@ import (
 )
 
 // RoutePrefix is the path of the CallBackURL without the tracking id: the
-// dispatcher gives Daraja CALLBACK_BASE_URL + RoutePrefix + <tracking_id>.
-const RoutePrefix = "/hooks/stk-push/"
+// dispatcher gives Daraja CALLBACK_BASE_URL + RoutePrefix +
+// <tracking_id>/<token> (events.CallbackURL).
+const RoutePrefix = events.CallbackPath
 
 // MaxBodyBytes bounds a callback body; a real one is under 1 KiB.
 const MaxBodyBytes = 64 << 10
@@ -45,6 +46,13 @@ type Options struct {
 	Now func() time.Time
 	// Timeout bounds the NATS work of one callback; 0 means DefaultTimeout.
 	Timeout time.Duration
+	// Secrets verify the callback token; required.
+	Secrets events.CallbackSecrets
+	// Sources limits who may send callbacks; the zero value allows all.
+	Sources SourcePolicy
+	// Confirm is ConfirmMismatch (also when ""), ConfirmAlways or
+	// ConfirmNever.
+	Confirm string
 }
 
 // Answer is the JSON body of every answer to a callback. Daraja expects
@@ -60,6 +68,7 @@ var (
 	tooLarge    = Answer{1, "Rejected: body too large"}
 	unavailable = Answer{1, "Unavailable: try again later"}
 	internal    = Answer{1, "Internal error"}
+	forbidden   = Answer{1, "Rejected: source not allowed"}
 )
 
 func rejected(reason string) Answer { return Answer{1, "Rejected: " + reason} }
@@ -73,6 +82,9 @@ func NewHandler(o Options) (http.Handler, error) {
 	if o.JS == nil || o.Stream == nil || o.Conn == nil {
 		return nil, errors.New("callback: NewHandler needs JS, Stream and Conn")
 	}
+	if o.Secrets.Len() == 0 {
+		return nil, errors.New("callback: NewHandler needs Secrets (CALLBACK_SECRET)")
+	}
 	h := &handler{
 		js:      o.JS,
 		stream:  o.Stream,
@@ -80,6 +92,16 @@ func NewHandler(o Options) (http.Handler, error) {
 		log:     o.Logger,
 		now:     o.Now,
 		timeout: o.Timeout,
+		secrets: o.Secrets,
+		sources: o.Sources,
+		confirm: o.Confirm,
+	}
+	switch h.confirm {
+	case "":
+		h.confirm = ConfirmMismatch
+	case ConfirmMismatch, ConfirmAlways, ConfirmNever:
+	default:
+		return nil, fmt.Errorf("callback: Confirm %q is not mismatch, always or never", o.Confirm)
 	}
 	if h.log == nil {
 		h.log = slog.Default()
@@ -102,8 +124,8 @@ func NewHandler(o Options) (http.Handler, error) {
 		},
 	}))
 	// Every request under the callback path is kept, whatever its path:
-	// a misconfigured CallBackURL is still a callback worth having.
-	e.Any(RoutePrefix+":tracking_id", h.callback)
+	// a misconfigured CallBackURL is still a callback worth having. The
+	// path is read by events.ParseCallbackPath.
 	e.Any(RoutePrefix+"*", h.callback)
 	e.Any(strings.TrimSuffix(RoutePrefix, "/"), h.callback)
 	e.GET("/healthz", h.healthz)
@@ -119,6 +141,9 @@ type handler struct {
 	log     *slog.Logger
 	now     func() time.Time
 	timeout time.Duration
+	secrets events.CallbackSecrets
+	sources SourcePolicy
+	confirm string
 }
 
 func (h *handler) healthz(c echo.Context) error {
@@ -139,15 +164,15 @@ func (h *handler) readyz(c echo.Context) error {
 
 func (h *handler) callback(c echo.Context) error {
 	r := c.Request()
-	raw := c.Param("tracking_id")
-	if raw == "" {
-		// The bare path, or a path the tracking id route does not match.
-		raw = strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(RoutePrefix, "/")), "/")
-	}
+	raw, token, pathOK := events.ParseCallbackPath(r.URL.Path)
 	id, idOK := canonicalUUID(raw)
+	idOK = idOK && pathOK
 	logID := id
 	if !idOK {
-		logID = truncate(raw, 64)
+		// Only the first segment: what follows may be a token.
+		rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(RoutePrefix, "/")), "/")
+		first, _, _ := strings.Cut(rest, "/")
+		logID = truncate(first, 64)
 	}
 	in := h.received(r, id)
 	log := h.log.With("tracking_id", logID, "callback_id", in.id)
@@ -170,12 +195,42 @@ func (h *handler) callback(c echo.Context) error {
 	}
 	in.body = body
 
+	source, allowed := h.sources.Allowed(r)
+	if !allowed {
+		// Kept all the same: Safaricom never sends a callback twice, and a
+		// genuine one refused by an outdated allowlist is still money.
+		in.detail = "source " + source
+		if !h.keep(r, log, in, events.UnmatchedForbiddenSource, "") {
+			return c.JSON(http.StatusServiceUnavailable, unavailable)
+		}
+		log.Warn("callback refused: source not in CALLBACK_ALLOW_CIDRS", "source", source,
+			"remote_addr", r.RemoteAddr, "bytes", len(body))
+		return c.JSON(http.StatusForbidden, forbidden)
+	}
+
 	if !idOK {
 		if !h.keep(r, log, in, events.UnmatchedBadPath, "") {
 			return c.JSON(http.StatusServiceUnavailable, unavailable)
 		}
 		log.Warn("callback for a malformed tracking id", "bytes", len(body))
 		return c.JSON(http.StatusNotFound, unknownID)
+	}
+
+	// A callback without the tracking id's token changes nothing. It is
+	// answered as an applied one (Safaricom never retries, and a forger
+	// learns nothing), and kept for inspection.
+	if reason := h.tokenProblem(id, token); reason != "" {
+		if !h.keep(r, log, in, reason, "") {
+			return c.JSON(http.StatusServiceUnavailable, unavailable)
+		}
+		if reason == events.UnmatchedNoToken {
+			log.Warn("callback without a token, not applied: a push sent before CALLBACK_SECRET (the reconciler's STK query finishes it) or a forgery",
+				"source", source, "bytes", len(body))
+		} else {
+			log.Warn("callback with a wrong token, not applied: a forgery, or a CALLBACK_SECRET dropped while its pushes were in flight",
+				"source", source, "bytes", len(body))
+		}
+		return c.JSON(http.StatusOK, accepted)
 	}
 
 	cb, err := ParseCallback(body)
@@ -204,8 +259,18 @@ func (h *handler) callback(c echo.Context) error {
 	ctx, cancel := h.opContext(r)
 	m := h.match(ctx, log, id, cb)
 	cancel()
-	if !h.keep(r, log, in, m.keepAs, m.note) {
+	kept := false
+	if m.confirm != "" {
+		kept = h.keepOn(r, log, in, events.CallbackSubjectConfirm(id), m.confirm)
+	} else {
+		kept = h.keep(r, log, in, m.keepAs, m.note)
+	}
+	if !kept {
 		return c.JSON(http.StatusServiceUnavailable, unavailable)
+	}
+	if m.confirm != "" {
+		log.Info("success callback held for confirmation by Daraja's STK query: nothing published",
+			"confirm_reason", m.confirm)
 	}
 	if !m.publish {
 		return c.JSON(m.status, m.answer)
@@ -231,7 +296,10 @@ type matched struct {
 	keepAs string
 	// note goes into the kept copy's reason header of a matched callback
 	// ("repeated").
-	note    string
+	note string
+	// confirm is an events.Confirm* reason: the callback is kept on
+	// stkcb.confirm.<id> for the reconciler and nothing is published.
+	confirm string
 	publish bool
 	req     events.Requested
 	status  int
@@ -295,6 +363,9 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 	case st == stateUnreadable:
 		return unverified(http.StatusOK, accepted)
 	}
+	if reason := h.confirmation(log, req.Payment, cb); reason != "" {
+		return matched{confirm: reason, status: http.StatusOK, answer: accepted}
+	}
 	return matched{publish: true, req: req}
 }
 
@@ -304,7 +375,6 @@ const reasonRepeated = "repeated"
 
 // complete publishes the stk.completed of a matched callback.
 func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Requested, cb Callback) (int, Answer) {
-	h.crossCheck(log, req.Payment, cb)
 	ev := events.Completed{
 		Payment:           req.Payment,
 		ResultCode:        cb.ResultCode,
@@ -398,21 +468,16 @@ func receiptOf(cb Callback) string {
 	return ""
 }
 
-// crossCheck logs where the callback disagrees with the request. Issue 4
-// confirms such callbacks through an STK query; until then the request's
-// amount and phone are the ones published.
-func (h *handler) crossCheck(log *slog.Logger, p events.Payment, cb Callback) {
-	if cb.Amount != 0 && cb.Amount != p.Amount {
-		log.Warn("callback amount differs from the request",
-			"requested_amount", p.Amount, "callback_amount", cb.Amount)
+// tokenProblem is why the callback token does not admit a callback for id
+// (events.UnmatchedNoToken or UnmatchedBadToken), or "" when it does.
+func (h *handler) tokenProblem(id, token string) string {
+	switch {
+	case token == "":
+		return events.UnmatchedNoToken
+	case !h.secrets.Verify(id, token):
+		return events.UnmatchedBadToken
 	}
-	if cb.Phone != "" && isDigits(cb.Phone) && cb.Phone != p.Phone {
-		log.Warn("callback phone differs from the request",
-			"requested_phone", events.MaskPhone(p.Phone), "callback_phone", events.MaskPhone(cb.Phone))
-	}
-	if cb.Success() && cb.Amount == 0 {
-		log.Warn("successful callback without an amount")
-	}
+	return ""
 }
 
 // lastEvent returns the newest event of type typ for id. A stored event of

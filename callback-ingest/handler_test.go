@@ -48,21 +48,48 @@ type testEnv struct {
 	logs *lockedBuffer
 }
 
+// testSecret is the tests' CALLBACK_SECRET.
+const testSecret = "callback-ingest-test-secret-0123456789abcdef"
+
+var testSecrets = func() events.CallbackSecrets {
+	s, err := events.ParseCallbackSecrets(testSecret)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()
+
+// tokenPath is what follows RoutePrefix in the CallBackURL the dispatcher
+// gives for trackingID: "<id>/<token>" for a well-formed id (in any case),
+// the id as it is otherwise.
+func tokenPath(trackingID string) string {
+	if u, err := uuid.Parse(trackingID); err == nil && len(trackingID) == 36 {
+		return trackingID + "/" + testSecrets.Token(u.String())
+	}
+	return trackingID
+}
+
 func newEnv(t *testing.T, timeout time.Duration) *testEnv {
+	t.Helper()
+	return newEnvWith(t, Options{Timeout: timeout})
+}
+
+// newEnvWith serves a handler with o's Secrets (default testSecrets),
+// Sources, Confirm and Timeout.
+func newEnvWith(t *testing.T, o Options) *testEnv {
 	t.Helper()
 	ns := natstest.Start(t)
 	if _, err := events.EnsureCallbackStream(context.Background(), ns.JS, 1); err != nil {
 		t.Fatal(err)
 	}
 	logs := &lockedBuffer{}
-	h, err := NewHandler(Options{
-		JS:      ns.JS,
-		Stream:  ns.Stream,
-		Conn:    ns.Conn,
-		Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Now:     func() time.Time { return clock },
-		Timeout: timeout,
-	})
+	if o.Secrets.Len() == 0 {
+		o.Secrets = testSecrets
+	}
+	o.JS, o.Stream, o.Conn = ns.JS, ns.Stream, ns.Conn
+	o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	o.Now = func() time.Time { return clock }
+	h, err := NewHandler(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +162,7 @@ func (e *testEnv) dispatch(p events.Payment, merchantID, checkoutID string) {
 // post sends a callback the way Daraja does and returns the status and body.
 func (e *testEnv) post(method, trackingID string, body io.Reader) (int, string) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+RoutePrefix+trackingID, body)
+	req, err := http.NewRequest(method, e.srv.URL+RoutePrefix+tokenPath(trackingID), body)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -430,7 +457,7 @@ func TestCallbackRepeated(t *testing.T) {
 		answers := make(chan string, copies)
 		for range copies {
 			wg.Go(func() {
-				req, _ := http.NewRequest(http.MethodPost, e.srv.URL+RoutePrefix+id, bytes.NewReader(body))
+				req, _ := http.NewRequest(http.MethodPost, e.srv.URL+RoutePrefix+tokenPath(id), bytes.NewReader(body))
 				res, err := e.srv.Client().Do(req)
 				if err != nil {
 					answers <- err.Error()
@@ -494,41 +521,102 @@ func TestCallbackConflict(t *testing.T) {
 	}
 }
 
-// TestCallbackDisagreement: a callback whose amount or phone differs from the
-// request is published with the request's payment and logged at warn.
-func TestCallbackDisagreement(t *testing.T) {
-	e := newEnv(t, 0)
-	id := uuid.NewString()
-	p := payment(id)
-	p.Amount, p.Phone = 1000, "254700000001"
-	e.request(p)
-	// MerchantRequestID differs from the fixture's, CheckoutRequestID not.
-	e.dispatch(p, "another-merchant-id", "ws_CO_21032024143055123712345678")
-
-	status, body := e.post(http.MethodPost, id, bytes.NewReader(readFixture(t, "success")))
-	if status != 200 || body != bodyAccepted {
-		t.Fatalf("answer %d %s", status, body)
+// TestCallbackConfirmation: a success callback that disagrees with the
+// request (or, with CALLBACK_CONFIRM=always, any success) publishes nothing:
+// it is kept on stkcb.confirm.<id> for the reconciler to confirm through
+// Daraja's STK query. With CALLBACK_CONFIRM=never it counts as it stands,
+// with the request's payment, and the disagreement is logged.
+func TestCallbackConfirmation(t *testing.T) {
+	success := string(readFixture(t, "success")) // 1500 KES from 254712345678
+	cancelled := string(readFixture(t, "cancelled"))
+	noAmount := strings.Replace(success, `{"Name":"Amount","Value":1500.00},`, "", 1)
+	tests := []struct {
+		name    string
+		mode    string
+		amount  int64
+		phone   string
+		body    string
+		reason  string // the copy's reason on stkcb.confirm.<id>; "" when published
+		wantLog []string
+	}{
+		{"agreeing success", "", 1500, "254712345678", success, "", nil},
+		{"amount differs", "mismatch", 1000, "254712345678", success, events.ConfirmAmountMismatch,
+			[]string{`"msg":"callback amount differs from the request"`, `"requested_amount":1000`, `"callback_amount":1500`}},
+		{"phone differs", "", 1500, "254700000001", success, events.ConfirmPhoneMismatch,
+			[]string{`"msg":"callback phone differs from the request"`, `"requested_phone":"2547****0001"`, `"callback_phone":"2547****5678"`}},
+		{"success without amount", "mismatch", 1500, "254712345678", noAmount, events.ConfirmNoAmount,
+			[]string{`"msg":"successful callback without an amount"`}},
+		{"failure counts as it stands", "mismatch", 1000, "254700000001", cancelled, "", nil},
+		{"always: agreeing success", "always", 1500, "254712345678", success, events.ConfirmAlways, nil},
+		{"always: failure counts as it stands", "always", 1500, "254712345678", cancelled, "", nil},
+		{"never: amount differs", "never", 1000, "254712345678", success, "",
+			[]string{`"msg":"success callback disagrees with the request; CALLBACK_CONFIRM=never counts it as it stands"`,
+				`"confirm_reason":"confirm_amount_mismatch"`}},
 	}
-	_, msg := e.completed(id)
-	_, ev, err := events.Decode(msg.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(p, ev.Base()); diff != "" {
-		t.Errorf("published payment is not the request's (-want +got):\n%s", diff)
-	}
-	logs := e.logs.String()
-	for _, want := range []string{
-		`"msg":"callback amount differs from the request"`, `"requested_amount":1000`, `"callback_amount":1500`,
-		`"msg":"callback phone differs from the request"`, `"requested_phone":"2547****0001"`, `"callback_phone":"2547****5678"`,
-		`"msg":"callback's MerchantRequestID differs from the push's"`,
-	} {
-		if !strings.Contains(logs, want) {
-			t.Errorf("logs lack %s:\n%s", want, logs)
+	envs := map[string]*testEnv{}
+	for _, tt := range tests {
+		if envs[tt.mode] == nil {
+			envs[tt.mode] = newEnvWith(t, Options{Confirm: tt.mode})
 		}
 	}
-	if strings.Count(logs, `"level":"WARN"`) != 3 {
-		t.Errorf("want 3 warnings:\n%s", logs)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := envs[tt.mode]
+			id := uuid.NewString()
+			p := payment(id)
+			p.Amount, p.Phone = tt.amount, tt.phone
+			e.request(p)
+			cb, err := ParseCallback([]byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.dispatch(p, cb.MerchantRequestID, cb.CheckoutRequestID)
+			before, logsBefore := e.lastKept(), len(e.logs.String())
+
+			status, body := e.post(http.MethodPost, id, strings.NewReader(tt.body))
+			if status != 200 || body != bodyAccepted {
+				t.Fatalf("answer %d %s", status, body)
+			}
+			kept, _, _ := e.keptSince(before)
+			if len(kept) != 1 {
+				t.Fatalf("%d copies kept, want 1", len(kept))
+			}
+			n, msg := e.completed(id)
+			if tt.reason != "" {
+				if kept[0].Subject != events.CallbackSubjectConfirm(id) || kept[0].Headers[events.CallbackHeaderReason] != tt.reason {
+					t.Errorf("kept on %s (reason %q), want %s (reason %q)", kept[0].Subject,
+						kept[0].Headers[events.CallbackHeaderReason], events.CallbackSubjectConfirm(id), tt.reason)
+				}
+				if kept[0].Body != tt.body {
+					t.Error("the kept copy is not the callback as received")
+				}
+				// Neither its receipt nor its amount may become the outcome.
+				if n != 0 {
+					t.Fatalf("%d stk.completed published for a callback awaiting confirmation, want none", n)
+				}
+				tt.wantLog = append(tt.wantLog, `"msg":"success callback held for confirmation by Daraja's STK query: nothing published"`)
+			} else {
+				if kept[0].Subject != events.CallbackSubjectReceived(id) {
+					t.Errorf("kept on %s, want %s", kept[0].Subject, events.CallbackSubjectReceived(id))
+				}
+				if n != 1 {
+					t.Fatalf("%d stk.completed, want 1", n)
+				}
+				_, ev, err := events.Decode(msg.Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(p, ev.Base()); diff != "" {
+					t.Errorf("published payment is not the request's (-want +got):\n%s", diff)
+				}
+			}
+			logs := e.logs.String()[logsBefore:]
+			for _, want := range tt.wantLog {
+				if !strings.Contains(logs, want) {
+					t.Errorf("logs lack %s:\n%s", want, logs)
+				}
+			}
+		})
 	}
 }
 
@@ -686,22 +774,4 @@ func TestCallbackUnreadableStoredEvents(t *testing.T) {
 			}
 		}
 	})
-}
-
-// TestCallbackSuccessWithoutAmount: a success is taken on its receipt, and
-// the missing amount is worth a warning.
-func TestCallbackSuccessWithoutAmount(t *testing.T) {
-	e := newEnv(t, 0)
-	id := uuid.NewString()
-	e.request(payment(id))
-	body := strings.Replace(string(readFixture(t, "success")), `{"Name":"Amount","Value":1500.00},`, "", 1)
-	if status, got := e.post(http.MethodPost, id, strings.NewReader(body)); status != 200 || got != bodyAccepted {
-		t.Fatalf("answer %d %s", status, got)
-	}
-	if n, _ := e.completed(id); n != 1 {
-		t.Errorf("%d stk.completed, want 1", n)
-	}
-	if !strings.Contains(e.logs.String(), `"msg":"successful callback without an amount"`) {
-		t.Errorf("no warning:\n%s", e.logs.String())
-	}
 }

@@ -67,6 +67,12 @@ func (h *handler) keep(r *http.Request, log *slog.Logger, d *delivery, unmatched
 		subject = events.CallbackSubjectUnmatched(unmatched)
 		reason = unmatched
 	}
+	return h.keepOn(r, log, d, subject, reason)
+}
+
+// keepOn is keep on a given subject, with reason (if any) as the copy's
+// reason header.
+func (h *handler) keepOn(r *http.Request, log *slog.Logger, d *delivery, subject, reason string) bool {
 	msg := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: d.body}
 	for k, v := range d.headers {
 		msg.Header[k] = v

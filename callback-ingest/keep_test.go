@@ -123,24 +123,24 @@ func TestCallbackKept(t *testing.T) {
 		headers   map[string]string // besides path, method, content type, shortcode and received-at
 		completed int               // stk.completed for the path's id after the call
 	}{
-		{"matched", "POST", RoutePrefix + fresh, success, 200, bodyAccepted,
+		{"matched", "POST", RoutePrefix + tokenPath(fresh), success, 200, bodyAccepted,
 			"stkcb.received." + fresh, map[string]string{events.CallbackHeaderTrackingID: fresh}, 1},
-		{"repeated", "POST", RoutePrefix + repeated, success, 200, bodyAccepted,
+		{"repeated", "POST", RoutePrefix + tokenPath(repeated), success, 200, bodyAccepted,
 			"stkcb.received." + repeated, map[string]string{events.CallbackHeaderTrackingID: repeated, events.CallbackHeaderReason: "repeated"}, 1},
-		{"tracking id in capitals", "PUT", RoutePrefix + strings.ToUpper(upper), cancelled, 200, bodyAccepted,
+		{"tracking id in capitals", "PUT", RoutePrefix + tokenPath(strings.ToUpper(upper)), cancelled, 200, bodyAccepted,
 			"stkcb.received." + upper, map[string]string{events.CallbackHeaderTrackingID: upper}, 1},
-		{"conflict", "POST", RoutePrefix + conflict, success, 200, bodyAccepted,
+		{"conflict", "POST", RoutePrefix + tokenPath(conflict), success, 200, bodyAccepted,
 			"stkcb.unmatched.conflict", map[string]string{events.CallbackHeaderTrackingID: conflict, events.CallbackHeaderReason: "conflict"}, 1},
-		{"other push", "POST", RoutePrefix + otherPush, success, 200, bodyAccepted,
+		{"other push", "POST", RoutePrefix + tokenPath(otherPush), success, 200, bodyAccepted,
 			"stkcb.unmatched.other_push", map[string]string{events.CallbackHeaderTrackingID: otherPush, events.CallbackHeaderReason: "other_push"}, 0},
-		{"unknown id", "POST", RoutePrefix + unknown, success, 200, bodyAccepted,
+		{"unknown id", "POST", RoutePrefix + tokenPath(unknown), success, 200, bodyAccepted,
 			"stkcb.unmatched.unknown_id", map[string]string{events.CallbackHeaderTrackingID: unknown, events.CallbackHeaderReason: "unknown_id"}, 0},
-		{"unreadable stored request", "POST", RoutePrefix + broken, success, 500, bodyInternal,
+		{"unreadable stored request", "POST", RoutePrefix + tokenPath(broken), success, 500, bodyInternal,
 			"stkcb.unmatched.unverified", map[string]string{events.CallbackHeaderTrackingID: broken, events.CallbackHeaderReason: "unverified"}, 0},
-		{"unparseable", "POST", RoutePrefix + fresh, garbage, 400, `{"ResultCode":1,"ResultDesc":"Rejected: not JSON"}` + "\n",
+		{"unparseable", "POST", RoutePrefix + tokenPath(fresh), garbage, 400, `{"ResultCode":1,"ResultDesc":"Rejected: not JSON"}` + "\n",
 			"stkcb.unmatched.unparseable", map[string]string{events.CallbackHeaderTrackingID: fresh, events.CallbackHeaderReason: "unparseable",
 				events.CallbackHeaderDetail: "not JSON"}, 1},
-		{"empty body", "GET", RoutePrefix + unknown, "", 400, `{"ResultCode":1,"ResultDesc":"Rejected: not JSON"}` + "\n",
+		{"empty body", "GET", RoutePrefix + tokenPath(unknown), "", 400, `{"ResultCode":1,"ResultDesc":"Rejected: not JSON"}` + "\n",
 			"stkcb.unmatched.unparseable", map[string]string{events.CallbackHeaderTrackingID: unknown, events.CallbackHeaderReason: "unparseable",
 				events.CallbackHeaderDetail: "not JSON"}, 0},
 		{"bare path", "POST", strings.TrimSuffix(RoutePrefix, "/"), success, 404, bodyUnknownID,
@@ -149,7 +149,7 @@ func TestCallbackKept(t *testing.T) {
 			"stkcb.unmatched.bad_path", map[string]string{events.CallbackHeaderReason: "bad_path"}, 0},
 		{"not a UUID", "POST", RoutePrefix + "not-a-uuid?x=1", success, 404, bodyUnknownID,
 			"stkcb.unmatched.bad_path", map[string]string{events.CallbackHeaderReason: "bad_path"}, 0},
-		{"extra segment", "POST", RoutePrefix + unknown + "/again", garbage, 404, bodyUnknownID,
+		{"extra segment", "POST", RoutePrefix + tokenPath(unknown) + "/again", garbage, 404, bodyUnknownID,
 			"stkcb.unmatched.bad_path", map[string]string{events.CallbackHeaderReason: "bad_path"}, 0},
 		{"subject wildcard", "POST", RoutePrefix + "stk.%3E", success, 404, bodyUnknownID,
 			"stkcb.unmatched.bad_path", map[string]string{events.CallbackHeaderReason: "bad_path"}, 0},
@@ -346,7 +346,7 @@ func TestCallbackKeptTruncated(t *testing.T) {
 		t.Fatal(err)
 	}
 	const part = `{"Body":{"stkCallback":{"MerchantRequestID":"29115`
-	fmt.Fprintf(conn, "POST %s%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n%s", RoutePrefix, id, part)
+	fmt.Fprintf(conn, "POST %s%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n%s", RoutePrefix, tokenPath(id), part)
 	conn.(*net.TCPConn).CloseWrite()
 	_, _ = io.ReadAll(conn) // the answer, if the server still sends one
 	conn.Close()

@@ -42,6 +42,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.StreamReplicas == 0 {
 		cfg.StreamReplicas = DefaultStreamReplicas
 	}
+	if cfg.Confirm == "" {
+		cfg.Confirm = ConfirmMismatch
+	}
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("callback-ingest config: %w", err)
 	}
@@ -69,7 +72,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	handler, err := NewHandler(Options{JS: js, Stream: stream, Conn: nc, Logger: log})
+	handler, err := NewHandler(Options{JS: js, Stream: stream, Conn: nc, Logger: log,
+		Secrets: cfg.Secrets, Sources: cfg.Sources, Confirm: cfg.Confirm})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,16 @@ import (
 	"github.com/stkgate/stkgate/events/natstest"
 )
 
+const oldSecret = "callback-ingest-old-secret-0123456789abcdef"
+
+var rotatedSecrets = func() events.CallbackSecrets {
+	s, err := events.ParseCallbackSecrets(testSecret + "," + oldSecret)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()
+
 func TestConfigFromEnv(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -25,19 +36,32 @@ func TestConfigFromEnv(t *testing.T) {
 		want    Config
 		wantErr string
 	}{
-		{"defaults", map[string]string{"NATS_URL": "nats://127.0.0.1:14222"},
-			Config{Addr: ":8081", NATSURL: "nats://127.0.0.1:14222", StreamReplicas: 1}, ""},
-		{"all set", map[string]string{"CALLBACK_ADDR": "127.0.0.1:9000", "NATS_URL": "nats://a:1, tls://b:2", "NATS_STREAM_REPLICAS": "3"},
-			Config{Addr: "127.0.0.1:9000", NATSURL: "nats://a:1, tls://b:2", StreamReplicas: 3}, ""},
-		{"no NATS_URL", map[string]string{}, Config{}, "NATS_URL: required"},
-		{"NATS_URL without scheme", map[string]string{"NATS_URL": "localhost:14222"}, Config{}, "NATS_URL"},
-		{"NATS_URL http", map[string]string{"NATS_URL": "http://x:1"}, Config{}, "NATS_URL: scheme"},
-		{"NATS_URL one bad part", map[string]string{"NATS_URL": "nats://a:1,"}, Config{}, "NATS_URL"},
-		{"CALLBACK_ADDR without port", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_ADDR": "8081"}, Config{}, "CALLBACK_ADDR"},
-		{"CALLBACK_ADDR bad port", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_ADDR": ":99999"}, Config{}, "CALLBACK_ADDR"},
-		{"replicas not a number", map[string]string{"NATS_URL": "nats://a:1", "NATS_STREAM_REPLICAS": "three"}, Config{}, "NATS_STREAM_REPLICAS"},
-		{"replicas 0", map[string]string{"NATS_URL": "nats://a:1", "NATS_STREAM_REPLICAS": "0"}, Config{}, "NATS_STREAM_REPLICAS"},
-		{"replicas 6", map[string]string{"NATS_URL": "nats://a:1", "NATS_STREAM_REPLICAS": "6"}, Config{}, "NATS_STREAM_REPLICAS"},
+		{"defaults", map[string]string{"NATS_URL": "nats://127.0.0.1:14222", "CALLBACK_SECRET": testSecret},
+			Config{Addr: ":8081", NATSURL: "nats://127.0.0.1:14222", StreamReplicas: 1, Secrets: testSecrets, Confirm: "mismatch"}, ""},
+		{"all set", map[string]string{"CALLBACK_ADDR": "127.0.0.1:9000", "NATS_URL": "nats://a:1, tls://b:2", "NATS_STREAM_REPLICAS": "3",
+			"CALLBACK_SECRET": testSecret + ", " + oldSecret, "CALLBACK_ALLOW_CIDRS": "196.201.214.0/24, 196.201.213.7, 2001:db8::/32",
+			"CALLBACK_TRUSTED_PROXIES": "10.0.0.0/8", "CALLBACK_CONFIRM": "Always"},
+			Config{Addr: "127.0.0.1:9000", NATSURL: "nats://a:1, tls://b:2", StreamReplicas: 3, Secrets: rotatedSecrets, Confirm: "always",
+				Sources: SourcePolicy{
+					Allow:          []netip.Prefix{netip.MustParsePrefix("196.201.214.0/24"), netip.MustParsePrefix("196.201.213.7/32"), netip.MustParsePrefix("2001:db8::/32")},
+					TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+				}}, ""},
+		{"no CALLBACK_SECRET", map[string]string{"NATS_URL": "nats://a:1"}, Config{}, "CALLBACK_SECRET: required"},
+		{"short CALLBACK_SECRET", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": "short"}, Config{}, "CALLBACK_SECRET: secret 1"},
+		{"short old CALLBACK_SECRET", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret + ",short"}, Config{}, "CALLBACK_SECRET: secret 2"},
+		{"CALLBACK_ALLOW_CIDRS not a CIDR", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_ALLOW_CIDRS": "196.201.214/24"}, Config{}, "CALLBACK_ALLOW_CIDRS"},
+		{"CALLBACK_ALLOW_CIDRS host bits", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_ALLOW_CIDRS": "196.201.214.9/24"}, Config{}, "CALLBACK_ALLOW_CIDRS: \"196.201.214.9/24\" has host bits set; did you mean 196.201.214.0/24?"},
+		{"CALLBACK_TRUSTED_PROXIES not a CIDR", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_TRUSTED_PROXIES": "proxy.local"}, Config{}, "CALLBACK_TRUSTED_PROXIES"},
+		{"CALLBACK_CONFIRM unknown", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_CONFIRM": "sometimes"}, Config{}, "CALLBACK_CONFIRM"},
+		{"no NATS_URL", map[string]string{"CALLBACK_SECRET": testSecret}, Config{}, "NATS_URL: required"},
+		{"NATS_URL without scheme", map[string]string{"NATS_URL": "localhost:14222", "CALLBACK_SECRET": testSecret}, Config{}, "NATS_URL"},
+		{"NATS_URL http", map[string]string{"NATS_URL": "http://x:1", "CALLBACK_SECRET": testSecret}, Config{}, "NATS_URL: scheme"},
+		{"NATS_URL one bad part", map[string]string{"NATS_URL": "nats://a:1,", "CALLBACK_SECRET": testSecret}, Config{}, "NATS_URL"},
+		{"CALLBACK_ADDR without port", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_ADDR": "8081"}, Config{}, "CALLBACK_ADDR"},
+		{"CALLBACK_ADDR bad port", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_ADDR": ":99999"}, Config{}, "CALLBACK_ADDR"},
+		{"replicas not a number", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "NATS_STREAM_REPLICAS": "three"}, Config{}, "NATS_STREAM_REPLICAS"},
+		{"replicas 0", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "NATS_STREAM_REPLICAS": "0"}, Config{}, "NATS_STREAM_REPLICAS"},
+		{"replicas 6", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "NATS_STREAM_REPLICAS": "6"}, Config{}, "NATS_STREAM_REPLICAS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,7 +75,8 @@ func TestConfigFromEnv(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b *slog.Logger) bool { return a == b })); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b *slog.Logger) bool { return a == b }),
+				cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
@@ -87,7 +112,7 @@ func TestRun(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{Addr: addr, NATSURL: ns.URL, StreamReplicas: 1, Logger: slog.New(slog.DiscardHandler)})
+		done <- Run(ctx, Config{Addr: addr, NATSURL: ns.URL, StreamReplicas: 1, Secrets: testSecrets, Logger: slog.New(slog.DiscardHandler)})
 	}()
 
 	base := "http://" + addr
@@ -111,7 +136,7 @@ func TestRun(t *testing.T) {
 	if _, err := p.Publish(ctx, events.Requested{Payment: payment(id)}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := http.Post(base+RoutePrefix+id, "application/json;charset=UTF-8", bytes.NewReader(readFixture(t, "cancelled")))
+	res, err := http.Post(base+RoutePrefix+tokenPath(id), "application/json;charset=UTF-8", bytes.NewReader(readFixture(t, "cancelled")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +181,11 @@ func TestRunRefuses(t *testing.T) {
 	if err := Run(ctx, Config{Logger: log}); err == nil || !strings.Contains(err.Error(), "NATS_URL") {
 		t.Errorf("Run without NATS_URL: %v", err)
 	}
+	if err := Run(ctx, Config{NATSURL: ns.URL, Logger: log}); err == nil || !strings.Contains(err.Error(), "CALLBACK_SECRET") {
+		t.Errorf("Run without CALLBACK_SECRET: %v", err)
+	}
 	// A single server cannot hold three replicas.
-	err := Run(ctx, Config{Addr: freeAddr(t), NATSURL: ns.URL, StreamReplicas: 3, Logger: log})
+	err := Run(ctx, Config{Addr: freeAddr(t), NATSURL: ns.URL, StreamReplicas: 3, Secrets: testSecrets, Logger: log})
 	if err == nil || ctx.Err() != nil {
 		t.Errorf("Run with 3 replicas on one server: %v (ctx %v)", err, ctx.Err())
 	}
@@ -166,7 +194,7 @@ func TestRunRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	err = Run(ctx, Config{Addr: taken.Addr().String(), NATSURL: ns.URL, StreamReplicas: 1, Logger: log})
+	err = Run(ctx, Config{Addr: taken.Addr().String(), NATSURL: ns.URL, StreamReplicas: 1, Secrets: testSecrets, Logger: log})
 	if err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Errorf("Run on a taken address: %v", err)
 	}

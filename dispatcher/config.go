@@ -68,8 +68,11 @@ type Config struct {
 	// Timeout bounds each round trip of a push (default daraja.DefaultTimeout).
 	Daraja daraja.Config
 	// CallbackBaseURL is where Safaricom reaches callback-ingest; each push
-	// names events.CallbackURL(CallbackBaseURL, trackingID).
+	// names events.CallbackURL(CallbackBaseURL, trackingID, token).
 	CallbackBaseURL string
+	// CallbackSecrets sign the callback token of each push's CallBackURL
+	// (CALLBACK_SECRET, "new,old,…": the first signs). Required.
+	CallbackSecrets events.CallbackSecrets
 	// Concurrency bounds the pushes in flight (DISPATCH_CONCURRENCY).
 	Concurrency int
 	// RetryMaxElapsed bounds how long a push that cannot have reached the
@@ -201,6 +204,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		cfg.CallbackBaseURL = u
 	}
 
+	if s, err := events.ParseCallbackSecrets(getenv("CALLBACK_SECRET")); err != nil {
+		bad("CALLBACK_SECRET", "%v", err)
+	} else {
+		cfg.CallbackSecrets = s
+	}
+
 	if v := get("DISPATCH_CONCURRENCY", ""); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxConcurrency {
@@ -246,6 +255,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("daraja_party_b", c.Daraja.PartyB),
 		slog.Float64("daraja_max_rps", c.Daraja.MaxRPS),
 		slog.String("callback_base_url", redact.URLs(c.CallbackBaseURL)),
+		slog.Any("callback_secret", c.CallbackSecrets),
 		slog.Int("concurrency", c.Concurrency),
 		slog.Duration("retry_max_elapsed", c.RetryMaxElapsed),
 	)

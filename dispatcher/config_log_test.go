@@ -20,7 +20,8 @@ func TestConfigLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	logtest.CheckConfig(t, cfg, logtest.Options{
-		Secrets: []string{"Daraja.ConsumerKey", "Daraja.ConsumerSecret", "Daraja.PassKey"},
+		Secrets: []string{"Daraja.ConsumerKey", "Daraja.ConsumerSecret", "Daraja.PassKey", "CallbackSecrets"},
+		Values:  map[string]any{"CallbackSecrets": mustSecrets(t, "other-callback-secret-0123456789abcdef")},
 		NotLogged: []string{
 			"Daraja.HTTPClient: not a setting",
 			"Daraja.Now: not a setting",
@@ -34,7 +35,7 @@ func TestConfigLogged(t *testing.T) {
 			"PhoneWait: not read from the environment",
 			"Logger: not a setting",
 		},
-		Leaks: []string{"ck-61d0a7", "cs-0be3f2", "pk-8c2e95", "nats-pw-9e4f", "nats-tok-2a6b"},
+		Leaks: []string{"ck-61d0a7", "cs-0be3f2", "pk-8c2e95", "nats-pw-9e4f", "nats-tok-2a6b", testCallbackSecret},
 		Shows: []string{"nats:4222", "other:4222", "https://pay.example.com", "174379"},
 	})
 }

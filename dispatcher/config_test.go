@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
+	"github.com/stkgate/stkgate/events"
 )
 
 func env(m map[string]string) func(string) string {
@@ -24,7 +25,19 @@ func minimalEnv() map[string]string {
 		"DARAJA_CONSUMER_KEY":    "ck-123",
 		"DARAJA_CONSUMER_SECRET": "cs-456",
 		"CALLBACK_BASE_URL":      "https://pay.example.com",
+		"CALLBACK_SECRET":        testCallbackSecret,
 	}
+}
+
+const testCallbackSecret = "config-test-callback-secret-0123456789abcdef"
+
+func mustSecrets(t *testing.T, list string) events.CallbackSecrets {
+	t.Helper()
+	s, err := events.ParseCallbackSecrets(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func TestConfigFromEnvDefaults(t *testing.T) {
@@ -46,6 +59,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 			MaxRPS:          20,
 		},
 		CallbackBaseURL: "https://pay.example.com",
+		CallbackSecrets: mustSecrets(t, testCallbackSecret),
 		Concurrency:     16,
 		RetryMaxElapsed: 2 * time.Minute,
 	}
@@ -67,6 +81,7 @@ func TestConfigFromEnvEverySetting(t *testing.T) {
 		"DARAJA_PARTY_B":          "5123456",
 		"DARAJA_MAX_RPS":          "2.5",
 		"CALLBACK_BASE_URL":       "https://Pay.Example.COM/stkgate/",
+		"CALLBACK_SECRET":         testCallbackSecret + ",old-callback-secret-0123456789abcdefgh",
 		"DISPATCH_CONCURRENCY":    "64",
 		"DISPATCH_RETRY_MAX":      "90s",
 	}
@@ -89,6 +104,7 @@ func TestConfigFromEnvEverySetting(t *testing.T) {
 		},
 		// Daraja has refused an uppercase host.
 		CallbackBaseURL: "https://pay.example.com/stkgate/",
+		CallbackSecrets: mustSecrets(t, testCallbackSecret+",old-callback-secret-0123456789abcdefgh"),
 		Concurrency:     64,
 		RetryMaxElapsed: 90 * time.Second,
 	}
@@ -104,8 +120,10 @@ func TestConfigFromEnvRefuses(t *testing.T) {
 		unset []string
 		want  []string // variables the error must name
 	}{
-		{name: "nothing set", unset: []string{"NATS_URL", "DARAJA_CONSUMER_KEY", "DARAJA_CONSUMER_SECRET", "CALLBACK_BASE_URL"},
-			want: []string{"NATS_URL: required", "DARAJA_CONSUMER_KEY: required", "DARAJA_CONSUMER_SECRET: required", "CALLBACK_BASE_URL: required"}},
+		{name: "nothing set", unset: []string{"NATS_URL", "DARAJA_CONSUMER_KEY", "DARAJA_CONSUMER_SECRET", "CALLBACK_BASE_URL", "CALLBACK_SECRET"},
+			want: []string{"NATS_URL: required", "DARAJA_CONSUMER_KEY: required", "DARAJA_CONSUMER_SECRET: required", "CALLBACK_BASE_URL: required", "CALLBACK_SECRET: required"}},
+		{name: "short callback secret", set: map[string]string{"CALLBACK_SECRET": "too-short"}, want: []string{"CALLBACK_SECRET: secret 1 of the list is 9 bytes long"}},
+		{name: "short old callback secret", set: map[string]string{"CALLBACK_SECRET": testCallbackSecret + ",too-short"}, want: []string{"CALLBACK_SECRET: secret 2"}},
 		{name: "no consumer key", unset: []string{"DARAJA_CONSUMER_KEY"}, want: []string{"DARAJA_CONSUMER_KEY"}},
 		{name: "blank consumer secret", set: map[string]string{"DARAJA_CONSUMER_SECRET": "  "}, want: []string{"DARAJA_CONSUMER_SECRET"}},
 		{name: "no callback base", unset: []string{"CALLBACK_BASE_URL"}, want: []string{"CALLBACK_BASE_URL"}},

@@ -38,6 +38,7 @@ const (
 	consumerSecret = "dispatcher-test-secret-9f8e7d"
 	passKey        = "dispatcher-test-passkey-1a2b3c"
 	callbackBase   = "https://callbacks.example.test/stkgate/"
+	callbackSecret = "dispatcher-test-callback-secret-0123456789"
 )
 
 // harness runs the dispatcher against an embedded JetStream and the fake
@@ -82,6 +83,7 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 			PartyB:          darajatest.DefaultShortCode,
 		},
 		CallbackBaseURL:      callbackBase,
+		CallbackSecrets:      testSecrets,
 		Concurrency:          4,
 		RetryMaxElapsed:      5 * time.Second,
 		RetryInitialInterval: 20 * time.Millisecond,
@@ -464,8 +466,11 @@ func TestAcceptedPushIsDispatchedOnce(t *testing.T) {
 	if len(fp) != 1 {
 		t.Fatalf("fake Daraja saw %d pushes, want 1", len(fp))
 	}
-	if want := "https://callbacks.example.test/stkgate/hooks/stk-push/" + p.TrackingID; fp[0].Body.CallBackURL != want {
-		t.Errorf("CallBackURL = %q, want %q", fp[0].Body.CallBackURL, want)
+	// The token is the tracking id's under CALLBACK_SECRET, as a path
+	// segment: callback-ingest refuses to apply a callback without it.
+	prefix := "https://callbacks.example.test/stkgate/hooks/stk-push/" + p.TrackingID + "/"
+	if tok, ok := strings.CutPrefix(fp[0].Body.CallBackURL, prefix); !ok || !testSecrets.Verify(p.TrackingID, tok) {
+		t.Errorf("CallBackURL = %q, want %s<a token of the tracking id>", fp[0].Body.CallBackURL, prefix)
 	}
 	if !fp[0].Accepted || fp[0].CheckoutRequestID != d.CheckoutRequestID || fp[0].MerchantRequestID != d.MerchantRequestID {
 		t.Errorf("fake accepted %q/%q, dispatched says %q/%q",
@@ -478,7 +483,7 @@ func TestAcceptedPushIsDispatchedOnce(t *testing.T) {
 		PartyA:            p.Phone,
 		PartyB:            "174379",
 		PhoneNumber:       p.Phone,
-		CallBackURL:       events.CallbackURL(callbackBase, p.TrackingID),
+		CallBackURL:       callbackURL(p.TrackingID),
 		AccountReference:  p.Reference,
 		TransactionDesc:   TransactionDesc,
 	}
@@ -545,7 +550,7 @@ func TestSpikeArrestIsRetried(t *testing.T) {
 	if n := len(h.fakePushes(p.Phone)); n != 3 {
 		t.Errorf("%d push attempts, want 3 (two refused by spike arrest, one accepted)", n)
 	}
-	if n := len(h.fake.AcceptedPushes(darajatest.WithCallbackURLSuffix("/" + p.TrackingID))); n != 1 {
+	if n := len(h.fake.AcceptedPushes(darajatest.WithCallbackURL(callbackURL(p.TrackingID)))); n != 1 {
 		t.Errorf("fake accepted %d pushes, want 1", n)
 	}
 }
@@ -879,9 +884,27 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		t.Errorf("Run without CallbackBaseURL: %v", err)
 	}
 	err := Run(ctx, Config{NATSURL: "nats://127.0.0.1:1", CallbackBaseURL: callbackBase})
+	if err == nil || !strings.Contains(err.Error(), "CALLBACK_SECRET") {
+		t.Errorf("Run without CallbackSecrets: %v", err)
+	}
+	err = Run(ctx, Config{NATSURL: "nats://127.0.0.1:1", CallbackBaseURL: callbackBase, CallbackSecrets: testSecrets})
 	if err == nil || !strings.Contains(err.Error(), "daraja") {
 		t.Errorf("Run without Daraja credentials: %v", err)
 	}
+}
+
+// testSecrets sign the test pushes' callback tokens.
+var testSecrets = func() events.CallbackSecrets {
+	s, err := events.ParseCallbackSecrets(callbackSecret)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()
+
+// callbackURL is the CallBackURL the dispatcher gives Daraja for id.
+func callbackURL(id string) string {
+	return events.CallbackURL(callbackBase, id, testSecrets.Token(id))
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

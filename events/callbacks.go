@@ -43,6 +43,30 @@ const (
 	// be read (NATS trouble, an unreadable stored event), so the callback
 	// was kept but not applied.
 	UnmatchedUnverified = "unverified"
+	// UnmatchedNoToken: the URL names a tracking id but no callback token:
+	// a push sent before CALLBACK_SECRET, or a forgery.
+	UnmatchedNoToken = "no_token"
+	// UnmatchedBadToken: the callback token is not the tracking id's under
+	// any CALLBACK_SECRET: a forgery, or a secret dropped too early.
+	UnmatchedBadToken = "bad_token"
+	// UnmatchedForbiddenSource: the sender is outside CALLBACK_ALLOW_CIDRS.
+	UnmatchedForbiddenSource = "forbidden_source"
+)
+
+// CallbackSubjectConfirm is where callback-ingest keeps a success callback
+// that is not trusted as it stands (its amount or phone disagrees with the
+// request, or CALLBACK_CONFIRM=always): stkcb.confirm.<tracking_id>. It
+// publishes no stk.completed for it; the reconciler consumes these subjects
+// (ReconcilerConfirmConsumer) and publishes the outcome Daraja's STK query
+// gives, with source "query".
+func CallbackSubjectConfirm(trackingID string) string { return "stkcb.confirm." + trackingID }
+
+// Why a kept callback awaits confirmation: its CallbackHeaderReason.
+const (
+	ConfirmAmountMismatch = "confirm_amount_mismatch" // the amount differs from the request's
+	ConfirmPhoneMismatch  = "confirm_phone_mismatch"  // the phone differs from the request's
+	ConfirmNoAmount       = "confirm_no_amount"       // a success without an amount
+	ConfirmAlways         = "confirm_always"          // CALLBACK_CONFIRM=always
 )
 
 // Headers of a kept callback; the body is the callback's, byte for byte.

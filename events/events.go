@@ -216,11 +216,20 @@ func MaskPhone(phone string) string {
 }
 
 // CallbackPath is where callback-ingest takes Safaricom's callbacks; the
-// tracking id follows it, so a callback names the payment it is for.
+// tracking id and its callback token follow it (<id>/<token>), so a callback
+// names the payment it is for and proves it was sent to the URL stkgate gave.
 const CallbackPath = "/hooks/stk-push/"
 
 // CallbackURL is the CallBackURL given to Daraja for a payment: base is the
-// public URL of callback-ingest (CALLBACK_BASE_URL).
-func CallbackURL(base, trackingID string) string {
-	return strings.TrimRight(base, "/") + CallbackPath + trackingID
+// public URL of callback-ingest (CALLBACK_BASE_URL), token the payment's
+// CallbackSecrets.Token. The token is a path segment, not a query
+// parameter: Daraja's handling of a query string is not documented. An
+// empty token gives the URL of the pushes sent before callback tokens,
+// whose callbacks are kept but never applied.
+func CallbackURL(base, trackingID, token string) string {
+	u := strings.TrimRight(base, "/") + CallbackPath + trackingID
+	if token != "" {
+		u += "/" + token
+	}
+	return u
 }

@@ -227,8 +227,11 @@ func FuzzDecode(f *testing.F) {
 
 func TestCallbackURL(t *testing.T) {
 	for _, base := range []string{"https://cb.example.co.ke", "https://cb.example.co.ke/", "https://cb.example.co.ke//"} {
-		if got, want := CallbackURL(base, "abc"), "https://cb.example.co.ke/hooks/stk-push/abc"; got != want {
+		if got, want := CallbackURL(base, "abc", "tok"), "https://cb.example.co.ke/hooks/stk-push/abc/tok"; got != want {
 			t.Errorf("CallbackURL(%q) = %q, want %q", base, got, want)
+		}
+		if got, want := CallbackURL(base, "abc", ""), "https://cb.example.co.ke/hooks/stk-push/abc"; got != want {
+			t.Errorf("CallbackURL(%q) without a token = %q, want %q", base, got, want)
 		}
 	}
 }

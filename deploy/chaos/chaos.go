@@ -169,6 +169,10 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	logf("Daraja faults scripted (%s): %v; push answers held up to %s", o.Faults, kinds, o.Latency)
 
 	const token = "chaos-token"
+	cbSecret, err := events.GenerateCallbackSecret()
+	if err != nil {
+		return nil, err
+	}
 	env := map[string]string{
 		"PATH":                   os.Getenv("PATH"),
 		"HOME":                   os.Getenv("HOME"),
@@ -177,6 +181,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		"API_TOKENS":             "chaos:" + token,
 		"CALLBACK_ADDR":          fmt.Sprintf("127.0.0.1:%d", cbPort),
 		"CALLBACK_BASE_URL":      cbBase,
+		"CALLBACK_SECRET":        cbSecret,
 		"DATABASE_URL":           dbURL,
 		"NATS_URL":               natsURL,
 		"NATS_STREAM_REPLICAS":   "1",
@@ -655,13 +660,17 @@ func recordings(ctx context.Context, controlURL string) (simRecordings, error) {
 	return rec, nil
 }
 
-// trackingIDOf is the tracking id a CallBackURL names.
+// trackingIDOf is the tracking id a CallBackURL names (<id>/<token>).
 func trackingIDOf(callbackURL string) string {
 	i := strings.LastIndex(callbackURL, events.CallbackPath)
 	if i < 0 {
 		return ""
 	}
-	return callbackURL[i+len(events.CallbackPath):]
+	id, _, ok := events.ParseCallbackPath(callbackURL[i:])
+	if !ok {
+		return ""
+	}
+	return id
 }
 
 // replayCallbacks sends up to n delivered callbacks again, as a Daraja

@@ -74,11 +74,11 @@ const id1, id2, id3 = "00000000-0000-7000-8000-000000000001", "00000000-0000-700
 
 func push(phone, id, code string, accepted bool) darajatest.Push {
 	return darajatest.Push{Accepted: accepted, ResultCode: code,
-		Body: darajatest.PushBody{PhoneNumber: phone, CallBackURL: events.CallbackURL("http://127.0.0.1:1", id)}}
+		Body: darajatest.PushBody{PhoneNumber: phone, CallBackURL: events.CallbackURL("http://127.0.0.1:1", id, "tok")}}
 }
 
 func delivered(id, code string, status int) darajatest.CallbackDelivery {
-	return darajatest.CallbackDelivery{URL: events.CallbackURL("http://127.0.0.1:1", id), ResultCode: code, StatusCode: status}
+	return darajatest.CallbackDelivery{URL: events.CallbackURL("http://127.0.0.1:1", id, "tok"), ResultCode: code, StatusCode: status}
 }
 
 // TestAnalyse pins what the checker counts, so that a PASS means what it
@@ -210,8 +210,9 @@ func TestPhones(t *testing.T) {
 
 func TestTrackingIDOf(t *testing.T) {
 	for in, want := range map[string]string{
-		events.CallbackURL("http://127.0.0.1:9/base/", id1): id1,
-		"http://127.0.0.1:9/elsewhere":                      "",
+		events.CallbackURL("http://127.0.0.1:9/base/", id1, "tok"): id1,
+		events.CallbackURL("http://127.0.0.1:9/base/", id2, ""):    id2,
+		"http://127.0.0.1:9/elsewhere":                             "",
 	} {
 		if got := trackingIDOf(in); got != want {
 			t.Errorf("trackingIDOf(%q) = %q, want %q", in, got, want)
@@ -271,10 +272,10 @@ func TestDarajaSim(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := sendPush(url, "254708375000", events.CallbackURL("http://"+ln.Addr().String(), id1)); daraja.KindOf(err) != daraja.KindTransient {
+	if err := sendPush(url, "254708375000", events.CallbackURL("http://"+ln.Addr().String(), id1, "")); daraja.KindOf(err) != daraja.KindTransient {
 		t.Fatalf("scripted spike arrest: %v (%v), want a transient error", err, daraja.KindOf(err))
 	}
-	if err := sendPush(url, "254708375000", events.CallbackURL("http://"+ln.Addr().String(), id1)); err != nil {
+	if err := sendPush(url, "254708375000", events.CallbackURL("http://"+ln.Addr().String(), id1, "")); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -285,7 +286,7 @@ func TestDarajaSim(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no callback")
 	}
-	if err := sendPush(url, "254708375001", events.CallbackURL("http://"+ln.Addr().String(), id2)); err == nil || daraja.KindOf(err) != daraja.KindAmbiguous {
+	if err := sendPush(url, "254708375001", events.CallbackURL("http://"+ln.Addr().String(), id2, "")); err == nil || daraja.KindOf(err) != daraja.KindAmbiguous {
 		t.Fatalf("scripted reset after accept: %v (%v), want an ambiguous error", err, daraja.KindOf(err))
 	}
 	select {

@@ -14,12 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -31,6 +33,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/dispatcher/reconciler"
+	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/natsserver"
 	"github.com/stkgate/stkgate/events/redact"
 )
@@ -155,6 +158,13 @@ func Run(ctx context.Context, o Options) error {
 
 	if lookup("CALLBACK_BASE_URL") == "" {
 		env["CALLBACK_BASE_URL"] = "http://" + loopback(lookup("CALLBACK_ADDR"))
+	}
+	if lookup("CALLBACK_SECRET") == "" {
+		secret, err := devCallbackSecret(dataDir)
+		if err != nil {
+			return err
+		}
+		env["CALLBACK_SECRET"] = secret
 	}
 
 	apiCfg, err := api.ConfigFromEnv(lookup)
@@ -320,4 +330,35 @@ Try it:
 
 Ctrl-C stops it.
 `, base, token)
+}
+
+// callbackSecretFile holds the dev stack's CALLBACK_SECRET under the data
+// directory when the environment sets none.
+const callbackSecretFile = "callback-secret"
+
+// devCallbackSecret reads the dev stack's callback secret from the data
+// directory, or makes one and writes it there (mode 0600): a restart must
+// keep verifying the callbacks of pushes sent before it.
+func devCallbackSecret(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, callbackSecretFile)
+	if b, err := os.ReadFile(path); err == nil {
+		secret := strings.TrimSpace(string(b))
+		if _, err := events.ParseCallbackSecrets(secret); err != nil {
+			return "", fmt.Errorf("%s: %w (delete it to have a new one made)", path, err)
+		}
+		return secret, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read the dev callback secret: %w", err)
+	}
+	secret, err := events.GenerateCallbackSecret()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return "", fmt.Errorf("dev callback secret: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write the dev callback secret: %w", err)
+	}
+	return secret, nil
 }

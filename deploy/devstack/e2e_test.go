@@ -39,6 +39,8 @@ type stack struct {
 	cb   string // callback-ingest's base URL
 	fake *darajatest.Server
 	nats *natstest.Server
+	// secrets are the stack's CALLBACK_SECRET.
+	secrets events.CallbackSecrets
 }
 
 // startStack runs the whole system with env over the test defaults and waits
@@ -106,6 +108,7 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 		"DARAJA_CONSUMER_KEY":    fo.ConsumerKey,
 		"DARAJA_CONSUMER_SECRET": fo.ConsumerSecret,
 		"CALLBACK_BASE_URL":      "http://" + cbAddr,
+		"CALLBACK_SECRET":        e2eCallbackSecret,
 	}
 	if fo.PassKey != "" {
 		env["DARAJA_PASSKEY"] = fo.PassKey
@@ -135,7 +138,11 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 		}
 	})
 
-	s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns}
+	secrets, err := events.ParseCallbackSecrets(env["CALLBACK_SECRET"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns, secrets: secrets}
 	deadline := time.Now().Add(60 * time.Second)
 	for _, u := range []string{s.api + "/readyz", s.cb + "/readyz"} {
 		for {
@@ -275,7 +282,13 @@ func (s *stack) waitFinalAs(t *testing.T, token, id string) map[string]any {
 	}
 }
 
-func (s *stack) callbackURL(id string) string { return events.CallbackURL(s.cb, id) }
+// e2eCallbackSecret is the stack's CALLBACK_SECRET.
+const e2eCallbackSecret = "e2e-callback-secret-0123456789abcdefghij"
+
+// callbackURL is the CallBackURL the dispatcher gives Daraja for id.
+func (s *stack) callbackURL(id string) string {
+	return events.CallbackURL(s.cb, id, s.secrets.Token(id))
+}
 
 // completedEvent reads the stk.completed a downstream service would get.
 func (s *stack) completedEvent(t *testing.T, id string) events.Completed {

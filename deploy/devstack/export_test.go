@@ -7,3 +7,6 @@ func SetLocalPostgresAddr(addr string) (restore func()) {
 	localPostgresAddr = addr
 	return func() { localPostgresAddr = old }
 }
+
+// DevCallbackSecret is devCallbackSecret, for its test.
+var DevCallbackSecret = devCallbackSecret

@@ -88,6 +88,10 @@ type Config struct {
 // push, so it has no use for it and must not require it.
 const placeholderCallbackBase = "https://reconciler.invalid"
 
+// placeholderCallbackSecret stands in for CALLBACK_SECRET likewise: the
+// reconciler signs no CallBackURL.
+const placeholderCallbackSecret = "reconciler-signs-no-callback-url-placeholder"
+
 // ConfigFromEnv reads the configuration through getenv (os.Getenv in main).
 // NATS_URL, NATS_STREAM_REPLICAS and the DARAJA_* variables are read as the
 // dispatcher reads them (by its own ConfigFromEnv, so the two never
@@ -102,6 +106,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		v := getenv(name)
 		if name == "CALLBACK_BASE_URL" && strings.TrimSpace(v) == "" {
 			return placeholderCallbackBase
+		}
+		if name == "CALLBACK_SECRET" {
+			return placeholderCallbackSecret
 		}
 		return v
 	})

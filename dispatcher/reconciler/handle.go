@@ -138,13 +138,17 @@ type push struct {
 	merchantID string
 	checkoutID string
 	sentAt     time.Time
+	// confirming: a success callback awaits this query (handleConfirm), so
+	// the query is asked at once and its answer published without waiting
+	// for a receipt.
+	confirming bool
 }
 
 // reconcilePush asks Daraja's STK query about a push, once ReconcileAfter
 // has passed since it was sent, and publishes a final answer.
 func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg jetstream.Msg, p push) {
 	age := r.clock().Sub(p.sentAt)
-	if age < r.cfg.ReconcileAfter {
+	if age < r.cfg.ReconcileAfter && !p.confirming {
 		later(log, msg, r.cfg.ReconcileAfter-age)
 		return
 	}
@@ -152,7 +156,7 @@ func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg j
 	// The client bounds the round trip (daraja.Config.Timeout).
 	res, err := r.client.Query(work, p.checkoutID)
 	switch {
-	case err == nil && res.ResultCode == "0" && age < r.cfg.ReceiptWait:
+	case err == nil && res.ResultCode == "0" && age < r.cfg.ReceiptWait && !p.confirming:
 		// Paid, but the query has no receipt: the callback, which has it,
 		// may still come (callbacks come up to about two minutes after the
 		// push). Published first, this answer would make the callback a
@@ -171,8 +175,14 @@ func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg j
 			CompletedAt:       r.clock().UTC(),
 		}
 		// A success learnt this way has no receipt or transaction date:
-		// the query does not return them, only the lost callback did.
-		log.Info("no callback: outcome learnt from Daraja's STK query", "result_code", ev.ResultCode,
+		// the query does not return them, only the lost callback did. A
+		// callback awaiting confirmation gives none either: unconfirmed,
+		// its receipt is not recorded.
+		what := "no callback: outcome learnt from Daraja's STK query"
+		if p.confirming {
+			what = "callback confirmed through Daraja's STK query: Daraja's outcome is published, not the callback's"
+		}
+		log.Info(what, "result_code", ev.ResultCode,
 			"result_desc", ev.ResultDesc, "since_push", age.Round(time.Second).String())
 		r.finish(work, log, msg, ev)
 	case errors.Is(err, daraja.ErrStillProcessing):

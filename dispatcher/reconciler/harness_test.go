@@ -240,7 +240,7 @@ func (h *harness) dispatch(sc darajatest.Script) (events.Payment, daraja.PushRes
 		Phone:            p.Phone,
 		Amount:           p.Amount,
 		AccountReference: p.Reference,
-		CallbackURL:      events.CallbackURL(h.callback.URL, p.TrackingID),
+		CallbackURL:      events.CallbackURL(h.callback.URL, p.TrackingID, ""),
 	})
 	if err != nil {
 		h.t.Fatal(err)

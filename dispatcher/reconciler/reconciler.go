@@ -116,6 +116,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var g errgroup.Group
 	g.Go(func() error { r.consume(ctx, work, dispatched, r.handleDispatched); return nil })
 	g.Go(func() error { r.consume(ctx, work, requested, r.handleRequested); return nil })
+	g.Go(func() error { r.consume(ctx, work, r.confirmCons, r.handleConfirm); return nil })
 	_ = g.Wait()
 	log.Info("reconciler stopped")
 	return nil
@@ -129,7 +130,9 @@ type reconciler struct {
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
 	js     jetstream.JetStream
-	now    func() time.Time // nil: time.Now
+	// confirmCons hands over the callbacks awaiting confirmation.
+	confirmCons jetstream.Consumer
+	now         func() time.Time // nil: time.Now
 
 	mu     sync.Mutex
 	phones jetstream.KeyValue // opened on first use
@@ -172,7 +175,11 @@ func (r *reconciler) setUp(ctx context.Context, js jetstream.JetStream) (dispatc
 			if err != nil {
 				return fmt.Errorf("create consumer %s: %w", events.ConsumerReconcilerRequested, err)
 			}
-			r.stream, r.kv, dispatched, requested = stream, kv, d, q
+			c, err := r.confirmConsumer(ctx, js)
+			if err != nil {
+				return err
+			}
+			r.stream, r.kv, r.confirmCons, dispatched, requested = stream, kv, c, d, q
 			return nil
 		}()
 		if err == nil {

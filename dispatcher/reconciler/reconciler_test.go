@@ -448,7 +448,7 @@ func TestAcceptedAttemptWithoutDispatched(t *testing.T) {
 	h.publish(events.Requested{Payment: p})
 	sent := time.Now().UTC()
 	resp, err := h.client.Push(context.Background(), daraja.PushRequest{Phone: p.Phone, Amount: p.Amount,
-		AccountReference: p.Reference, CallbackURL: events.CallbackURL(h.callback.URL, p.TrackingID)})
+		AccountReference: p.Reference, CallbackURL: events.CallbackURL(h.callback.URL, p.TrackingID, "")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,123 @@
+package callback
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// SourcePolicy says who may send callbacks: a second line of defence behind
+// the callback token, since Safaricom publishes no official list of its
+// addresses.
+type SourcePolicy struct {
+	// Allow are the networks callbacks may come from
+	// (CALLBACK_ALLOW_CIDRS); empty allows every source.
+	Allow []netip.Prefix
+	// TrustedProxies are the networks of the proxies in front of the
+	// service (CALLBACK_TRUSTED_PROXIES): only a peer in them is believed
+	// about X-Forwarded-For.
+	TrustedProxies []netip.Prefix
+}
+
+// Source is the address a request is taken to come from: the TCP peer, or,
+// when the peer is a trusted proxy, the right-most address of
+// X-Forwarded-For that is not a trusted proxy (each proxy appends the
+// address it got the request from, so the addresses left of the first
+// untrusted one are whatever the client wrote). When every address is a
+// trusted proxy, the left-most one. ok is false when the address cannot be
+// read (a malformed X-Forwarded-For entry where the walk stops).
+func (p SourcePolicy) Source(r *http.Request) (addr netip.Addr, ok bool) {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	addr = peer.Addr().Unmap()
+	if !contains(p.TrustedProxies, addr) {
+		return addr, true
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		addr = a.Unmap()
+		if !contains(p.TrustedProxies, addr) {
+			return addr, true
+		}
+	}
+	return addr, true
+}
+
+// Allowed reports whether a request may be taken, and from where it is
+// taken to come (for the logs).
+func (p SourcePolicy) Allowed(r *http.Request) (source string, ok bool) {
+	addr, valid := p.Source(r)
+	switch {
+	case !valid:
+		source = "unreadable"
+	default:
+		source = addr.String()
+	}
+	if len(p.Allow) == 0 {
+		return source, true
+	}
+	return source, valid && contains(p.Allow, addr)
+}
+
+func contains(nets []netip.Prefix, a netip.Addr) bool {
+	for _, n := range nets {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// ParsePrefixes reads a comma-separated list of CIDRs (196.201.214.0/24,
+// 2001:db8::/32) or single addresses (taken as /32 or /128). Empty gives
+// nil. A prefix with host bits set is refused: it is usually a typo for
+// another network.
+func ParsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, part := range strings.Split(list, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if !strings.Contains(part, "/") {
+			a, err := netip.ParseAddr(part)
+			if err != nil {
+				return nil, fmt.Errorf("%q is neither a CIDR nor an address", part)
+			}
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR such as 196.201.214.0/24", part)
+		}
+		if p.Masked() != p {
+			return nil, fmt.Errorf("%q has host bits set; did you mean %s?", part, p.Masked())
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// prefixesString lists prefixes for the logged configuration.
+func prefixesString(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,115 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/events"
+)
+
+// confirmConsumer makes sure STK_CALLBACKS exists (callback-ingest may not
+// have started yet) and creates the consumer of the callbacks awaiting
+// confirmation.
+func (r *reconciler) confirmConsumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+	if _, err := events.EnsureCallbackStream(ctx, js, r.cfg.StreamReplicas); err != nil {
+		return nil, err
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, events.CallbackStreamName, events.ReconcilerConfirmConsumer())
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", events.ConsumerReconcilerConfirm, err)
+	}
+	return c, nil
+}
+
+// handleConfirm follows one success callback callback-ingest did not trust
+// as it stands (kept on stkcb.confirm.<id>: its amount or phone disagreed
+// with the request, or CALLBACK_CONFIRM=always). It asks Daraja's STK query
+// about the payment's push at once, not RECONCILE_AFTER after it, and
+// publishes Daraja's answer with source "query": success or not, nothing of
+// the callback (its receipt, its amount) becomes the recorded outcome. Done
+// once the payment has an stk.completed, from whichever source.
+func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg jetstream.Msg) {
+	id := events.TrackingIDOf(msg.Subject())
+	log = log.With("callback_id", msg.Headers().Get(events.CallbackHeaderID),
+		"confirm_reason", msg.Headers().Get(events.CallbackHeaderReason))
+	if done, err := r.completed(work, id); err != nil {
+		log.Warn("cannot tell whether the payment is complete; checking later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	} else if done {
+		log.Info("the payment already has its outcome: no confirmation needed")
+		ack(work, log, msg)
+		return
+	}
+	req, _, err := lastEvent[events.Requested](work, r.stream, events.TypeRequested, id)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		// callback-ingest holds a callback only for a payment it found.
+		log.Error("callback awaiting confirmation for a payment with no stk.requested: dropped")
+		ack(work, log, msg)
+		return
+	case err != nil:
+		log.Warn("cannot read stk.requested; checking later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	}
+	p := push{payment: req.Payment, confirming: true}
+	d, at, err := lastEvent[events.Dispatched](work, r.stream, events.TypeDispatched, id)
+	switch {
+	case err == nil:
+		p.merchantID, p.checkoutID, p.sentAt = d.MerchantRequestID, d.CheckoutRequestID, at
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		// The callback came before stk.dispatched: the attempt record
+		// may already hold Daraja's answer.
+		a, _, found, aerr := r.attempt(work, id)
+		if aerr != nil {
+			log.Warn("cannot read the attempt record; checking later", "error", aerr)
+			later(log, msg, retryDelay)
+			return
+		}
+		if !found || a.CheckoutRequestID == "" {
+			log.Info("no CheckoutRequestID to query yet; checking later")
+			later(log, msg, r.backoff(msg))
+			return
+		}
+		p.merchantID, p.checkoutID, p.sentAt = a.MerchantRequestID, a.CheckoutRequestID, latest(a.FirstSentAt, a.UpdatedAt)
+	default:
+		log.Warn("cannot read stk.dispatched; checking later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	}
+	if p.checkoutID == "" {
+		// Nothing to query: the dispatched handler waits for such a push.
+		log.Error("stk.dispatched without a CheckoutRequestID: the callback cannot be confirmed; left to the push's own reconciliation")
+		ack(work, log, msg)
+		return
+	}
+	r.reconcilePush(work, log.With("checkout_request_id", p.checkoutID), msg, p)
+}
+
+// lastEvent returns the newest event of type typ for id and when JetStream
+// stored it; jetstream.ErrMsgNotFound when there is none.
+func lastEvent[E events.Event](ctx context.Context, s jetstream.Stream, typ, id string) (E, time.Time, error) {
+	var zero E
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	subject := events.Subject(typ, id)
+	m, err := s.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		return zero, time.Time{}, err
+	}
+	env, ev, err := events.Decode(m.Data)
+	if err != nil {
+		return zero, time.Time{}, fmt.Errorf("decode %s: %w", subject, err)
+	}
+	e, ok := ev.(E)
+	if !ok || env.Subject != id {
+		return zero, time.Time{}, fmt.Errorf("%w: %s holds %s for %q", events.ErrMalformed, subject, env.Type, env.Subject)
+	}
+	return e, m.Time, nil
+}

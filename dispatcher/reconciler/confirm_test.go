@@ -1,0 +1,119 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events"
+)
+
+// holdForConfirmation plays callback-ingest keeping a success callback it
+// does not trust (the amount differs from the request's) on
+// stkcb.confirm.<id>, with its own receipt and amount.
+func (h *harness) holdForConfirmation(p events.Payment, checkoutID string) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := events.EnsureCallbackStream(ctx, h.ns.JS, 1); err != nil {
+		h.t.Fatal(err)
+	}
+	body := fmt.Sprintf(`{"Body":{"stkCallback":{"MerchantRequestID":"m","CheckoutRequestID":%q,"ResultCode":0,`+
+		`"ResultDesc":"The service request is processed successfully.","CallbackMetadata":{"Item":[`+
+		`{"Name":"Amount","Value":%d.00},{"Name":"MpesaReceiptNumber","Value":"FORGED0001"},`+
+		`{"Name":"TransactionDate","Value":20240321143055},{"Name":"PhoneNumber","Value":%s}]}}}}`,
+		checkoutID, p.Amount*100, p.Phone)
+	msg := &nats.Msg{Subject: events.CallbackSubjectConfirm(p.TrackingID), Header: nats.Header{}, Data: []byte(body)}
+	msg.Header.Set(events.CallbackHeaderReason, events.ConfirmAmountMismatch)
+	msg.Header.Set(events.CallbackHeaderID, "cb-"+p.TrackingID)
+	if _, err := h.ns.JS.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.CallbackStreamName)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestConfirmThroughQuery: a success callback held for confirmation is
+// settled by Daraja's STK query, asked at once rather than RECONCILE_AFTER
+// after the push, and Daraja's answer is what is recorded (source "query"),
+// whether it confirms the payment or says it failed; the callback's receipt
+// and amount never are. The confirmation waits in JetStream, so one held
+// while no reconciler runs is taken up when one starts.
+func TestConfirmThroughQuery(t *testing.T) {
+	tests := []struct {
+		name, queryCode string
+		whileStopped    bool
+	}{
+		{"query says paid", "0", false},
+		{"query says cancelled", "1032", false},
+		{"query says insufficient balance", "1", false},
+		{"held while no reconciler ran", "0", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// RECONCILE_AFTER far beyond the test: only the confirmation
+			// can have asked Daraja.
+			h := newHarness(t, func(c *Config) {
+				c.ReconcileAfter = time.Minute
+				c.UnknownDeadline = 2 * time.Minute
+				c.ReceiptWait = time.Minute
+			})
+			if !tt.whileStopped {
+				h.start()
+			}
+			p, resp := h.dispatch(darajatest.Script{ResultCode: tt.queryCode, NoCallback: true, CallbackDelay: -1})
+			h.holdForConfirmation(p, resp.CheckoutRequestID)
+			if tt.whileStopped {
+				time.Sleep(200 * time.Millisecond)
+				if n := h.completions(p.TrackingID); n != 0 {
+					t.Fatalf("%d stk.completed with no reconciler running", n)
+				}
+				h.start()
+			}
+			ev, _ := h.completion(p.TrackingID, 10*time.Second)
+			if ev.Source != events.SourceQuery || ev.ResultCode != tt.queryCode {
+				t.Errorf("recorded source %q, result %q; want query, %q", ev.Source, ev.ResultCode, tt.queryCode)
+			}
+			if ev.Receipt != "" || ev.TransactionDate != "" {
+				t.Errorf("the unconfirmed callback's receipt or date was recorded: %q %q", ev.Receipt, ev.TransactionDate)
+			}
+			if ev.Amount != p.Amount || ev.Phone != p.Phone || ev.CheckoutRequestID != resp.CheckoutRequestID {
+				t.Errorf("recorded %d from %s for %s; want the request's %d from %s for %s",
+					ev.Amount, ev.Phone, ev.CheckoutRequestID, p.Amount, p.Phone, resp.CheckoutRequestID)
+			}
+			if n := len(h.queriesFor(resp.CheckoutRequestID)); n < 1 {
+				t.Errorf("%d STK queries, want at least 1", n)
+			}
+			// The confirmation is done with (acked), not left pending.
+			waitConfirmAcked(t, h, 5*time.Second)
+			if n := h.completions(p.TrackingID); n != 1 {
+				t.Errorf("%d stk.completed, want 1", n)
+			}
+		})
+	}
+}
+
+func waitConfirmAcked(t *testing.T, h *harness, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		c, err := h.ns.JS.Consumer(context.Background(), events.CallbackStreamName, events.ConsumerReconcilerConfirm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Consumer >= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("confirmation consumer: pending %d, ack pending %d after %s", info.NumPending, info.NumAckPending, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
