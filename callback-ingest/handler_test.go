@@ -149,6 +149,14 @@ func (e *testEnv) request(p events.Payment) {
 	e.publish("stkgate/api", events.Requested{Payment: p})
 }
 
+// requestDispatched publishes stk.requested and the stk.dispatched of a push
+// whose callback is the success fixture.
+func (e *testEnv) requestDispatched(p events.Payment) {
+	e.t.Helper()
+	e.request(p)
+	e.dispatch(p, "6e86-45dd-91ac-fd5d4178ab523002867", successCheckoutID)
+}
+
 func (e *testEnv) dispatch(p events.Payment, merchantID, checkoutID string) {
 	e.t.Helper()
 	e.publish("stkgate/dispatcher", events.Dispatched{
@@ -247,7 +255,7 @@ func TestCallbackFixtures(t *testing.T) {
 		want       outcome
 	}{
 		{"success", "254712345678", 1500, true, outcome{"0", "The service request is processed successfully.", "SCL4XQ2B7K", "2024-03-21 14:30:55", "6e86-45dd-91ac-fd5d4178ab523002867", "ws_CO_21032024143055123712345678"}},
-		{"success-no-balance", "254708374149", 1, false, outcome{"0", "The service request is processed successfully.", "NLJ7RT61SV", "2019-12-19 10:21:15", "29115-34620561-1", "ws_CO_191220191020363925"}},
+		{"success-no-balance", "254708374149", 1, true, outcome{"0", "The service request is processed successfully.", "NLJ7RT61SV", "2019-12-19 10:21:15", "29115-34620561-1", "ws_CO_191220191020363925"}},
 		{"success-reordered", "254722000000", 10, true, outcome{"0", "The service request is processed successfully.", "TF5AB12CDE", "2025-06-05 09:15:30", "a1f0-4c2e-8d7b-3e9f0c1d2b4a5678901", "ws_CO_05062025091502871722000000"}},
 		{"cancelled", "254712345678", 1500, true, outcome{"1032", "Request cancelled by user", "", "", "f1e2-4a6b-9c8d-7e5f4a3b2c1d0987654", "ws_CO_21032024150102334712345678"}},
 		{"expired", "254712345678", 1500, false, outcome{"1019", "Transaction has expired", "", "", "d5e6-4f7a-9b8c-1d2e3f4a5b6c7d8e9f0", "ws_CO_21032024153344990712345678"}},
@@ -394,7 +402,7 @@ func TestCallbackBodyLimit(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id := uuid.NewString()
-			e.request(payment(id))
+			e.requestDispatched(payment(id))
 			status, body := e.post(http.MethodPost, id, tt.body)
 			if status != tt.status || body != tt.wantBody {
 				t.Errorf("answer %d %s, want %d %s", status, body, tt.status, tt.wantBody)
@@ -435,7 +443,7 @@ func TestCallbackRepeated(t *testing.T) {
 
 	t.Run("in sequence", func(t *testing.T) {
 		id := uuid.NewString()
-		e.request(payment(id))
+		e.requestDispatched(payment(id))
 		for i := range 2 {
 			if status, got := e.post(http.MethodPost, id, bytes.NewReader(body)); status != 200 || got != bodyAccepted {
 				t.Errorf("post %d: answer %d %s", i+1, status, got)
@@ -451,7 +459,7 @@ func TestCallbackRepeated(t *testing.T) {
 
 	t.Run("concurrently", func(t *testing.T) {
 		id := uuid.NewString()
-		e.request(payment(id))
+		e.requestDispatched(payment(id))
 		const copies = 8
 		var wg sync.WaitGroup
 		answers := make(chan string, copies)
@@ -538,20 +546,28 @@ func TestCallbackConfirmation(t *testing.T) {
 		body    string
 		reason  string // the copy's reason on stkcb.confirm.<id>; "" when published
 		wantLog []string
+		// undispatched: no stk.dispatched yet, so the CheckoutRequestID
+		// cannot be checked.
+		undispatched bool
 	}{
-		{"agreeing success", "", 1500, "254712345678", success, "", nil},
+		{"agreeing success", "", 1500, "254712345678", success, "", nil, false},
 		{"amount differs", "mismatch", 1000, "254712345678", success, events.ConfirmAmountMismatch,
-			[]string{`"msg":"callback amount differs from the request"`, `"requested_amount":1000`, `"callback_amount":1500`}},
+			[]string{`"msg":"callback amount differs from the request"`, `"requested_amount":1000`, `"callback_amount":1500`}, false},
 		{"phone differs", "", 1500, "254700000001", success, events.ConfirmPhoneMismatch,
-			[]string{`"msg":"callback phone differs from the request"`, `"requested_phone":"2547****0001"`, `"callback_phone":"2547****5678"`}},
+			[]string{`"msg":"callback phone differs from the request"`, `"requested_phone":"2547****0001"`, `"callback_phone":"2547****5678"`}, false},
 		{"success without amount", "mismatch", 1500, "254712345678", noAmount, events.ConfirmNoAmount,
-			[]string{`"msg":"successful callback without an amount"`}},
-		{"failure counts as it stands", "mismatch", 1000, "254700000001", cancelled, "", nil},
-		{"always: agreeing success", "always", 1500, "254712345678", success, events.ConfirmAlways, nil},
-		{"always: failure counts as it stands", "always", 1500, "254712345678", cancelled, "", nil},
+			[]string{`"msg":"successful callback without an amount"`}, false},
+		{"failure counts as it stands", "mismatch", 1000, "254700000001", cancelled, "", nil, false},
+		{"always: agreeing success", "always", 1500, "254712345678", success, events.ConfirmAlways, nil, false},
+		{"always: failure counts as it stands", "always", 1500, "254712345678", cancelled, "", nil, false},
 		{"never: amount differs", "never", 1000, "254712345678", success, "",
 			[]string{`"msg":"success callback disagrees with the request; CALLBACK_CONFIRM=never counts it as it stands"`,
-				`"confirm_reason":"confirm_amount_mismatch"`}},
+				`"confirm_reason":"confirm_amount_mismatch"`}, false},
+		{"success before stk.dispatched", "", 1500, "254712345678", success, events.ConfirmUncheckedPush,
+			[]string{`"msg":"callback before stk.dispatched"`}, true},
+		{"failure before stk.dispatched counts as it stands", "", 1500, "254712345678", cancelled, "", nil, true},
+		{"never: success before stk.dispatched", "never", 1500, "254712345678", success, "",
+			[]string{`"confirm_reason":"confirm_unchecked_push"`}, true},
 	}
 	envs := map[string]*testEnv{}
 	for _, tt := range tests {
@@ -570,7 +586,9 @@ func TestCallbackConfirmation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.dispatch(p, cb.MerchantRequestID, cb.CheckoutRequestID)
+			if !tt.undispatched {
+				e.dispatch(p, cb.MerchantRequestID, cb.CheckoutRequestID)
+			}
 			before, logsBefore := e.lastKept(), len(e.logs.String())
 
 			status, body := e.post(http.MethodPost, id, strings.NewReader(tt.body))
@@ -625,7 +643,7 @@ func TestCallbackConfirmation(t *testing.T) {
 func TestCallbackPublishRefused(t *testing.T) {
 	e := newEnv(t, 0)
 	id := uuid.NewString()
-	e.request(payment(id))
+	e.requestDispatched(payment(id))
 
 	ctx := context.Background()
 	full := events.StreamConfig(1)

@@ -239,7 +239,7 @@ func TestCallbackKeepFails(t *testing.T) {
 
 	t.Run("stream refuses", func(t *testing.T) {
 		id := uuid.NewString()
-		e.request(payment(id))
+		e.requestDispatched(payment(id))
 		full := events.CallbackStreamConfig(1)
 		full.MaxMsgs = 1
 		full.Discard = jetstream.DiscardNew
@@ -299,7 +299,7 @@ func TestCallbackKeepFails(t *testing.T) {
 func TestCallbackKeptBeforePublished(t *testing.T) {
 	e := newEnv(t, 0)
 	id := uuid.NewString()
-	e.request(payment(id))
+	e.requestDispatched(payment(id))
 	if status, _ := e.post(http.MethodPost, id, bytes.NewReader(readFixture(t, "success"))); status != 200 {
 		t.Fatalf("status %d", status)
 	}

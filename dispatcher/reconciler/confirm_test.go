@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
 )
@@ -36,6 +37,27 @@ func (h *harness) holdForConfirmation(p events.Payment, checkoutID string) {
 	}
 }
 
+// pushWithoutDispatched is dispatch stopped before stk.dispatched: the
+// attempt record holds Daraja's answer.
+func (h *harness) pushWithoutDispatched(sc darajatest.Script) (events.Payment, daraja.PushResponse) {
+	h.t.Helper()
+	p := h.newPayment()
+	h.fake.Script(p.Phone, sc)
+	h.publish(events.Requested{Payment: p})
+	sent := time.Now().UTC()
+	resp, err := h.client.Push(context.Background(), daraja.PushRequest{
+		Phone: p.Phone, Amount: p.Amount, AccountReference: p.Reference,
+		CallbackURL: events.CallbackURL(h.callback.URL, p.TrackingID, ""),
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptAccepted, Calls: 1,
+		MerchantRequestID: resp.MerchantRequestID, CheckoutRequestID: resp.CheckoutRequestID,
+		FirstSentAt: sent, UpdatedAt: time.Now().UTC()})
+	return p, resp
+}
+
 // TestConfirmThroughQuery: a success callback held for confirmation is
 // settled by Daraja's STK query, asked at once rather than RECONCILE_AFTER
 // after the push, and Daraja's answer is what is recorded (source "query"),
@@ -46,11 +68,15 @@ func TestConfirmThroughQuery(t *testing.T) {
 	tests := []struct {
 		name, queryCode string
 		whileStopped    bool
+		// undispatched: the callback came before stk.dispatched; the
+		// CheckoutRequestID is the attempt record's.
+		undispatched bool
 	}{
-		{"query says paid", "0", false},
-		{"query says cancelled", "1032", false},
-		{"query says insufficient balance", "1", false},
-		{"held while no reconciler ran", "0", true},
+		{"query says paid", "0", false, false},
+		{"query says cancelled", "1032", false, false},
+		{"query says insufficient balance", "1", false, false},
+		{"held while no reconciler ran", "0", true, false},
+		{"callback before stk.dispatched", "0", false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,7 +90,14 @@ func TestConfirmThroughQuery(t *testing.T) {
 			if !tt.whileStopped {
 				h.start()
 			}
-			p, resp := h.dispatch(darajatest.Script{ResultCode: tt.queryCode, NoCallback: true, CallbackDelay: -1})
+			sc := darajatest.Script{ResultCode: tt.queryCode, NoCallback: true, CallbackDelay: -1}
+			var p events.Payment
+			var resp daraja.PushResponse
+			if tt.undispatched {
+				p, resp = h.pushWithoutDispatched(sc)
+			} else {
+				p, resp = h.dispatch(sc)
+			}
 			h.holdForConfirmation(p, resp.CheckoutRequestID)
 			if tt.whileStopped {
 				time.Sleep(200 * time.Millisecond)
