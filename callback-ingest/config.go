@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/redact"
@@ -32,6 +33,12 @@ type Config struct {
 	Confirm string
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// ReadHeaderTimeout, ReadTimeout and IdleTimeout are the HTTP server's
+	// against slow clients (zero: 5s, 10s, 60s). Not read from the
+	// environment; tests shorten them.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
 }
 
 // Defaults.

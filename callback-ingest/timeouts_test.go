@@ -1,0 +1,127 @@
+package callback
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/servertest"
+)
+
+// startRun runs the service as main does, with cfg's timeouts, and returns
+// its address once /readyz answers 200.
+func startRun(t *testing.T, cfg Config) string {
+	t.Helper()
+	ns := natstest.Start(t)
+	cfg.Addr = freeAddr(t)
+	cfg.NATSURL = ns.URL
+	cfg.StreamReplicas = 1
+	cfg.Secrets = testSecrets
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := http.Get("http://" + cfg.Addr + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return cfg.Addr
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSlowClientsCutOff: against the real server, a client that sends its
+// headers or its callback slowly, or sits idle on a kept-alive connection,
+// is cut off at the configured timeout, long before it would be done.
+func TestSlowClientsCutOff(t *testing.T) {
+	cfg := Config{ReadHeaderTimeout: 300 * time.Millisecond, ReadTimeout: 600 * time.Millisecond, IdleTimeout: 400 * time.Millisecond}
+	addr := startRun(t, cfg)
+	path := RoutePrefix + tokenPath(uuid.NewString())
+	body := readFixture(t, "cancelled")
+
+	const cutOffWithin = 2 * time.Second // the timeouts above, and slack
+	tests := []struct {
+		name, first, trickle string
+		answered             string // how the answer starts before the server hangs up
+		after                time.Duration
+	}{
+		{"headers slowly", "POST " + path + " HTTP/1.1\r\nHost: cb\r\n",
+			strings.Repeat("X-Slow: aaaaaaaaaa\r\n", 50), "HTTP/1.1 400 ", cfg.ReadHeaderTimeout},
+		{"body slowly", fmt.Sprintf("POST %s HTTP/1.1\r\nHost: cb\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body)),
+			string(body), "HTTP/1.1 ", cfg.ReadTimeout},
+		{"idle after a request", "GET /healthz HTTP/1.1\r\nHost: cb\r\n\r\n", "", "HTTP/1.1 200 ", cfg.IdleTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, elapsed := servertest.SlowRequest(t, addr, tc.first, tc.trickle, 100*time.Millisecond, cutOffWithin+3*time.Second)
+			if elapsed > cutOffWithin {
+				t.Fatalf("the connection was held %s (over %s); answer %q", elapsed, cutOffWithin, got)
+			}
+			if elapsed < tc.after*9/10 {
+				t.Errorf("cut off after %s, before its timeout %s", elapsed, tc.after)
+			}
+			if !strings.HasPrefix(got, tc.answered) {
+				t.Errorf("answer %q, want %q…", got, tc.answered)
+			}
+		})
+	}
+}
+
+// TestOversizedBodyRefused: through the real server, a callback body over
+// MaxBodyBytes is a 413, whether it announces its length or streams without
+// end.
+func TestOversizedBodyRefused(t *testing.T) {
+	addr := startRun(t, Config{})
+	url := "http://" + addr + RoutePrefix + tokenPath(uuid.NewString())
+	for _, tc := range []struct {
+		name string
+		body io.Reader
+		size int64
+	}{
+		{"announced", strings.NewReader(strings.Repeat(" ", MaxBodyBytes+1)), MaxBodyBytes + 1},
+		{"chunked, endless", servertest.Endless{}, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = tc.size
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || string(b) != bodyTooLarge {
+				t.Errorf("answer %d %s", resp.StatusCode, b)
+			}
+		})
+	}
+}
