@@ -127,6 +127,58 @@ func TestCallbackHostileBodies(t *testing.T) {
 	}
 }
 
+// TestCallbackContentTypes: callback-ingest reads the body, whatever the
+// Content-Type says, as Daraja's JSON: a genuine callback counts under any
+// label, and a body that is not Daraja's JSON gets its 400 under any label.
+func TestCallbackContentTypes(t *testing.T) {
+	e := newEnv(t, 0)
+	success := string(readFixture(t, "success"))
+	tests := []struct {
+		name, ctype, body string
+		status            int
+		answer            string
+	}{
+		{"XML labelled XML", "application/xml", `<Body><stkCallback><ResultCode>0</ResultCode></stkCallback></Body>`, 400, "Rejected: not JSON"},
+		{"form labelled form", "application/x-www-form-urlencoded", "Body=stkCallback&ResultCode=0", 400, "Rejected: not JSON"},
+		{"binary", "application/octet-stream", "\x89PNG\r\n\x1a\n\x00", 400, "Rejected: not JSON"},
+		{"UTF-16", "application/json; charset=utf-16", "\xff\xfe{\x00}\x00", 400, "Rejected: not JSON"},
+		{"multipart", "multipart/form-data; boundary=X", "--X\r\nContent-Disposition: form-data; name=\"Body\"\r\n\r\n" + success + "\r\n--X--\r\n", 400, "Rejected: not JSON"},
+		{"garbage label", ";;=/x", success, 200, "Accepted"},
+		{"no label", "", success, 200, "Accepted"},
+		{"text/plain", "text/plain", success, 200, "Accepted"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := uuid.NewString()
+			e.request(payment(id))
+			e.dispatch(payment(id), "6e86-45dd-91ac-fd5d4178ab523002867", "ws_CO_21032024143055123712345678")
+			seq := e.lastKept()
+			req, err := http.NewRequest(http.MethodPost, e.srv.URL+RoutePrefix+tokenPath(id), strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.ctype != "" {
+				req.Header.Set("Content-Type", tt.ctype)
+			}
+			status, body := e.do(req)
+			var a Answer
+			if err := json.Unmarshal([]byte(body), &a); err != nil || status != tt.status || a.ResultDesc != tt.answer {
+				t.Errorf("answer %d %s, want %d %q", status, body, tt.status, tt.answer)
+			}
+			want := 0
+			if tt.status == http.StatusOK {
+				want = 1
+			}
+			if n, _ := e.completed(id); n != want {
+				t.Errorf("%d stk.completed, want %d", n, want)
+			}
+			if kept, _, _ := e.keptSince(seq); len(kept) != 1 || kept[0].Body != tt.body {
+				t.Errorf("kept %d copies (want 1, the body whole)", len(kept))
+			}
+		})
+	}
+}
+
 // TestCallbackUnicodeDescription: Daraja's ResultDesc is free text, kept
 // exactly as sent, whatever script or marks it holds.
 func TestCallbackUnicodeDescription(t *testing.T) {
