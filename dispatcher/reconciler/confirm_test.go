@@ -37,27 +37,6 @@ func (h *harness) holdForConfirmation(p events.Payment, checkoutID string) {
 	}
 }
 
-// pushWithoutDispatched is dispatch stopped before stk.dispatched: the
-// attempt record holds Daraja's answer.
-func (h *harness) pushWithoutDispatched(sc darajatest.Script) (events.Payment, daraja.PushResponse) {
-	h.t.Helper()
-	p := h.newPayment()
-	h.fake.Script(p.Phone, sc)
-	h.publish(events.Requested{Payment: p})
-	sent := time.Now().UTC()
-	resp, err := h.client.Push(context.Background(), daraja.PushRequest{
-		Phone: p.Phone, Amount: p.Amount, AccountReference: p.Reference,
-		CallbackURL: events.CallbackURL(h.callback.URL, p.TrackingID, ""),
-	})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptAccepted, Calls: 1,
-		MerchantRequestID: resp.MerchantRequestID, CheckoutRequestID: resp.CheckoutRequestID,
-		FirstSentAt: sent, UpdatedAt: time.Now().UTC()})
-	return p, resp
-}
-
 // TestConfirmThroughQuery: a success callback held for confirmation is
 // settled by Daraja's STK query, asked at once rather than RECONCILE_AFTER
 // after the push, and Daraja's answer is what is recorded (source "query"),

@@ -231,6 +231,17 @@ func (h *harness) getAttempt(id string) (events.Attempt, bool) {
 // stk.requested, the attempt record, the push to the fake, stk.dispatched.
 func (h *harness) dispatch(sc darajatest.Script) (events.Payment, daraja.PushResponse) {
 	h.t.Helper()
+	p, resp := h.pushWithoutDispatched(sc)
+	h.publish(events.Dispatched{Payment: p, MerchantRequestID: resp.MerchantRequestID, CheckoutRequestID: resp.CheckoutRequestID,
+		ResponseDescription: resp.ResponseDescription})
+	return p, resp
+}
+
+// pushWithoutDispatched is dispatch stopped before stk.dispatched (the
+// dispatcher stopped, or a callback came first): the attempt record holds
+// Daraja's answer.
+func (h *harness) pushWithoutDispatched(sc darajatest.Script) (events.Payment, daraja.PushResponse) {
+	h.t.Helper()
 	p := h.newPayment()
 	h.fake.Script(p.Phone, sc)
 	h.publish(events.Requested{Payment: p})
@@ -248,8 +259,6 @@ func (h *harness) dispatch(sc darajatest.Script) (events.Payment, daraja.PushRes
 	h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptAccepted, Calls: 1,
 		MerchantRequestID: resp.MerchantRequestID, CheckoutRequestID: resp.CheckoutRequestID,
 		FirstSentAt: sent, UpdatedAt: time.Now().UTC()})
-	h.publish(events.Dispatched{Payment: p, MerchantRequestID: resp.MerchantRequestID, CheckoutRequestID: resp.CheckoutRequestID,
-		ResponseDescription: resp.ResponseDescription})
 	return p, resp
 }
 
