@@ -313,7 +313,7 @@ func printBanner(w io.Writer, env map[string]string, simulated bool) {
 	fmt.Fprintf(w, `
 stkgate is running
   API          %s   (X-API-Token: %s)
-  callbacks    %s/hooks/stk-push/<tracking_id>
+  callbacks    %s/hooks/stk-push/<tracking_id>/<token>
   NATS         %s
 `, base, token, redact.URLs(env["CALLBACK_BASE_URL"]), redact.URLs(env["NATS_URL"]))
 	if simulated {
