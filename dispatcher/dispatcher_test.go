@@ -846,7 +846,11 @@ func TestStopCancelsPushAfterShutdownTimeout(t *testing.T) {
 func TestStopBetweenAttemptsHandsRequestBack(t *testing.T) {
 	t.Parallel()
 	// The wait stays in the worker (deferAbove), so the stop meets it there.
-	h := newHarness(t, func(c *Config) { c.LockedWait = time.Hour; c.RetryMaxElapsed = 2 * time.Hour; c.deferAbove = 3 * time.Hour })
+	h := newHarness(t, func(c *Config) {
+		c.LockedWait = time.Hour
+		c.RetryMaxElapsed = 2 * time.Hour
+		c.deferAbove = 3 * time.Hour
+	})
 	p := newPayment()
 	h.fake.Script(p.Phone, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailLocked}})
 	h.request(p)
