@@ -119,7 +119,7 @@ func NewHandler(o Options) (http.Handler, error) {
 	e.HidePort = true
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
-			h.log.Error("panic in handler", "path", c.Request().URL.Path, "err", err, "stack", string(stack))
+			h.log.Error("panic in handler", "tracking_id", pathForLog(c.Request().URL.Path), "err", err, "stack", string(stack))
 			return err
 		},
 	}))
@@ -169,10 +169,7 @@ func (h *handler) callback(c echo.Context) error {
 	idOK = idOK && pathOK
 	logID := id
 	if !idOK {
-		// Only the first segment: what follows may be a token.
-		rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(RoutePrefix, "/")), "/")
-		first, _, _ := strings.Cut(rest, "/")
-		logID = truncate(first, 64)
+		logID = pathForLog(r.URL.Path)
 	}
 	in := h.received(r, id)
 	log := h.log.With("tracking_id", logID, "callback_id", in.id)
@@ -526,6 +523,15 @@ func canonicalUUID(s string) (string, bool) {
 		return "", false
 	}
 	return u.String(), true
+}
+
+// pathForLog is what of a callback's path may be logged: the segment after
+// the callback prefix (the tracking id), never what follows it (the
+// callback token, which lets a callback for that payment through).
+func pathForLog(path string) string {
+	rest := strings.TrimPrefix(strings.TrimPrefix(path, strings.TrimSuffix(RoutePrefix, "/")), "/")
+	first, _, _ := strings.Cut(rest, "/")
+	return truncate(first, 64)
 }
 
 func truncate(s string, n int) string {
