@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stkgate/stkgate/api/admin"
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
@@ -143,6 +144,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 	})
 	var fakeLogs auditLog
 	rec := &darajaRecorder{derived: map[string]bool{}}
+	var dbURL string
 
 	s := startStackWith(t, map[string]string{
 		"API_TOKENS":      "acme:" + auditToken + ",globex:" + auditOtherToken,
@@ -156,8 +158,30 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 		},
 		logger:    logger,
 		darajaURL: rec.proxy,
-		dbURL:     withPassword(auditDBPassword),
+		dbURL: func(u string) string {
+			dbURL = withPassword(auditDBPassword)(u)
+			return dbURL
+		},
 	})
+	// A client of the database, as production has them: its tokens are
+	// made by stkgate-admin, whose output is audited too.
+	var adminOut auditLog
+	runAdmin := func(args ...string) string {
+		t.Helper()
+		var stdout bytes.Buffer
+		getenv := func(k string) string { return map[string]string{"DATABASE_URL": dbURL}[k] }
+		if code := admin.Main(context.Background(), args, getenv, &stdout, &adminOut); code != 0 {
+			t.Fatalf("stkgate-admin %v: exit %d: %s", args, code, adminOut.String())
+		}
+		return strings.TrimSpace(stdout.String())
+	}
+	shopToken := runAdmin("client", "create", "auditshop")
+	shopRotated := runAdmin("token", "rotate", "auditshop", "-grace", "0")
+	runAdmin("token", "list", "auditshop")
+	runAdmin("client", "list")
+	if shopToken == "" || shopRotated == "" || shopToken == shopRotated {
+		t.Fatalf("stkgate-admin printed tokens %q and %q", shopToken, shopRotated)
+	}
 
 	phones := map[string]auditPhone{
 		"success":      {"254713570000", "Success"},
@@ -168,6 +192,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 		"merchant":     {"254713575603", "Failed"},
 		"credentials":  {"254713575605", "Failed"},
 		"held":         {"254713575606", ""},
+		"shop":         {"254713575607", "Success"},
 		"form":         {"254713575604", "Success"},
 	}
 	s.fake.Script(phones["refused"].intl, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailInvalidPhone}})
@@ -223,10 +248,13 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 	ids := map[string]string{}
 	for name, p := range phones {
 		var r response
-		if name == "form" {
+		switch name {
+		case "shop":
+			r = do("POST", "/api/stk-push", shopRotated, "application/json", pushJSON("0"+p.subscriber(), 700, "AUDIT-S"))
+		case "form":
 			r = do("POST", "/api/stk-push", auditToken, "application/x-www-form-urlencoded",
 				"phone=%2B254+713-575-604&amount=250&reference=AUDIT-F")
-		} else {
+		default:
 			r = do("POST", "/api/stk-push", auditToken, "application/json", pushJSON("0"+p.subscriber(), 1500, "AUDIT-1"))
 		}
 		if r.status != http.StatusAccepted {
@@ -242,6 +270,9 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 	do("GET", "/api/stk-push/"+some, auditWrongToken, "", "")
 	do("GET", "/api/stk-push/"+some, "Bearer "+auditToken+"x", "", "")
 	do("GET", "/api/stk-push/"+some, auditOtherToken, "", "")
+	do("GET", "/api/stk-push/"+some, shopRotated, "", "")
+	do("GET", "/api/stk-push/"+ids["shop"], shopToken, "", "") // rotated out
+	do("POST", "/api/stk-push", shopToken[:len(shopToken)-1]+"x", "application/json", pushJSON("0713579916", 10, "R"))
 	do("GET", "/api/stk-push/0193a8c2-0000-7000-8000-000000000000", auditToken, "", "")
 	do("GET", "/api/stk-push/not-a-uuid", auditToken, "", "")
 	do("GET", "/api/nowhere", auditToken, "", "")
@@ -269,22 +300,29 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 	bodies = append(bodies, mismatchedCallback(t, s, ids["held"], "254713579915"))
 
 	// Every payment finishes; its record and events are audited too.
-	for _, name := range []string{"success", "cancelled", "insufficient", "refused", "transient", "merchant", "credentials", "form"} {
-		data := s.waitFinalAs(t, auditToken, ids[name])
+	for _, name := range []string{"success", "cancelled", "insufficient", "refused", "transient", "merchant", "credentials", "form", "shop"} {
+		token := auditToken
+		if name == "shop" {
+			token = shopRotated
+		}
+		data := s.waitFinalAs(t, token, ids[name])
 		if data["status_label"] != phones[name].label {
 			t.Errorf("%s: record %v, want %s", name, data, phones[name].label)
 		}
 	}
-	for _, id := range ids {
-		if id != "" {
+	for name, id := range ids {
+		if id != "" && name != "shop" {
 			do("GET", "/api/stk-push/"+id, auditToken, "", "")
 		}
 	}
+	do("GET", "/api/stk-push/"+ids["shop"], shopRotated, "", "")
+	runAdmin("client", "disable", "auditshop")
+	do("GET", "/api/stk-push/"+ids["shop"], shopRotated, "", "")
 	stored := streamContents(t, s)
 
 	// What must never appear, anywhere.
 	secrets := []string{auditToken, auditOtherToken, auditWrongToken, auditConsumerKey, auditConsumerSec, auditPassKey,
-		auditDBPassword, auditCallbackSec,
+		auditDBPassword, auditCallbackSec, shopToken, shopRotated, shopToken[:len(shopToken)-1] + "x",
 		base64.StdEncoding.EncodeToString([]byte(auditConsumerKey + ":" + auditConsumerSec)),
 		// The push password is base64(shortcode+passkey+timestamp): its
 		// start depends on the passkey alone.
@@ -325,6 +363,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 		"answers":         strings.Join(answers, "\n"),
 		"Daraja fake":     fakeLogs.String(),
 		"streams' events": strings.Join(stored, "\n"),
+		"stkgate-admin":   adminOut.String(),
 	}
 	for place, text := range where {
 		check := secrets
@@ -344,7 +383,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 	// Phones: masked in logs, never in an error body.
 	allPhones := []string{"0713579901", "0713579902", "0713579903", "0713579904", "0713579905", "0713579906", "0713579907",
 		"0713579908", "0713579909", "0713579910", "0713579911", "0713579912", "0713579913", "0813579911", "07135799134", "254713579914",
-		"254713579915"}
+		"254713579915", "0713579916"}
 	for _, p := range phones {
 		allPhones = append(allPhones, p.intl)
 	}
@@ -402,19 +441,7 @@ func callbackToken(callbackURL, id string) string {
 // returns the answer.
 func mismatchedCallback(t *testing.T, s *stack, id, phone string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var push darajatest.Push
-	for {
-		pushes := s.fake.AcceptedPushes(func(p darajatest.Push) bool { return strings.Contains(p.Body.CallBackURL, "/"+id) })
-		if len(pushes) > 0 {
-			push = pushes[0]
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no accepted push for %s after 30s", id)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	push := acceptedPush(t, s, id)
 	body := fmt.Sprintf(`{"Body":{"stkCallback":{"MerchantRequestID":%q,"CheckoutRequestID":%q,"ResultCode":0,"ResultDesc":"The service request is processed successfully.","CallbackMetadata":{"Item":[{"Name":"Amount","Value":1},{"Name":"MpesaReceiptNumber","Value":"MISMATCH01"},{"Name":"TransactionDate","Value":20261126230000},{"Name":"PhoneNumber","Value":%s}]}}}}`,
 		push.MerchantRequestID, push.CheckoutRequestID, phone)
 	resp, err := http.Post(push.Body.CallBackURL, "application/json", strings.NewReader(body))
@@ -429,28 +456,53 @@ func mismatchedCallback(t *testing.T, s *stack, id, phone string) string {
 	return fmt.Sprintf("callback POST (mismatched) → %d %s", resp.StatusCode, raw)
 }
 
+// acceptedPush waits for the push of id that Daraja accepted.
+func acceptedPush(t *testing.T, s *stack, id string) darajatest.Push {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pushes := s.fake.AcceptedPushes(func(p darajatest.Push) bool { return strings.Contains(p.Body.CallBackURL, "/"+id) })
+		if len(pushes) > 0 {
+			return pushes[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no accepted push for %s after 30s", id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // forgedCallbacks posts what an attacker or a broken sender would to
 // callback-ingest and returns the answers.
 func forgedCallbacks(t *testing.T, s *stack, id, phone string) []string {
 	t.Helper()
 	success := fmt.Sprintf(`{"Body":{"stkCallback":{"MerchantRequestID":"m-1","CheckoutRequestID":"ws_CO_forged","ResultCode":0,"ResultDesc":"The service request is processed successfully.","CallbackMetadata":{"Item":[{"Name":"Amount","Value":1500},{"Name":"MpesaReceiptNumber","Value":"FORGED0001"},{"Name":"TransactionDate","Value":20261126230000},{"Name":"PhoneNumber","Value":%s}]}}}}`, phone)
-	posts := []struct{ path, body string }{
-		{events.CallbackPath + id, success},                                 // no token
-		{events.CallbackPath + id + "/" + strings.Repeat("A", 43), success}, // a wrong token
-		{events.CallbackPath + "not-a-uuid", success},
-		{events.CallbackPath + id, `{"Body":`},
-		{events.CallbackPath + id, `{"Body":{"stkCallback":{"ResultCode":"x","PhoneNumber":` + phone + `}}}`},
-		{"/hooks/elsewhere", success},
+	// The genuine URL, its token right: what a sender with a broken
+	// client, or one who read the URL, would post.
+	genuine := acceptedPush(t, s, id).Body.CallBackURL
+	posts := []struct{ url, body string }{
+		{s.cb + events.CallbackPath + id, success},                                 // no token
+		{s.cb + events.CallbackPath + id + "/" + strings.Repeat("A", 43), success}, // a wrong token
+		{s.cb + events.CallbackPath + "not-a-uuid", success},
+		{s.cb + "/hooks/elsewhere", success},
+		{genuine, `{"Body":`},
+		{genuine, `{"Body":{"stkCallback":{"ResultCode":"x","PhoneNumber":` + phone + `}}}`},
+		{genuine, `{"Body":{"stkCallback":{"MerchantRequestID":"m","CheckoutRequestID":"ws_CO_other","ResultCode":0,"CallbackMetadata":{"Item":[{"Name":"PhoneNumber","Value":` + phone + `}]}}}}`},
+		{genuine, success}, // after the payment is final: a conflicting repeat
 	}
 	var out []string
 	for _, p := range posts {
-		resp, err := http.Post(s.cb+p.path, "application/json", strings.NewReader(p.body))
+		resp, err := http.Post(p.url, "application/json", strings.NewReader(p.body))
 		if err != nil {
-			t.Fatalf("POST %s: %v", p.path, err)
+			t.Fatalf("POST %s: %v", p.url, err)
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		out = append(out, fmt.Sprintf("callback POST %s → %d %s", p.path, resp.StatusCode, raw))
+		where := strings.TrimPrefix(p.url, s.cb)
+		if p.url == genuine {
+			where = "(the push's CallBackURL)" // the token is not the answer's
+		}
+		out = append(out, fmt.Sprintf("callback POST %s → %d %s", where, resp.StatusCode, raw))
 	}
 	return out
 }
