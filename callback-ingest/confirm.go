@@ -20,21 +20,16 @@ const (
 
 // confirmation says why a matched callback must be confirmed through
 // Daraja's STK query before it counts (an events.Confirm* reason), or ""
-// when it counts as it stands. pushKnown says whether the callback's
-// CheckoutRequestID could be checked against stk.dispatched: a success that
-// could not (the callback came first) is confirmed too. Such a callback is kept on
+// when it counts as it stands. Such a callback is kept on
 // stkcb.confirm.<id> and nothing of it is published: the reconciler asks
 // Daraja and publishes Daraja's answer, so neither the callback's receipt
 // nor its amount ever becomes the recorded outcome. A failure counts as it
 // stands: it pays nobody, and the payment's CheckoutRequestID and token
 // were checked.
-func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback, pushKnown bool) string {
+func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback) string {
 	reason := h.crossCheck(log, p, cb)
 	if !cb.Success() {
 		return ""
-	}
-	if reason == "" && !pushKnown {
-		reason = events.ConfirmUncheckedPush
 	}
 	switch h.confirm {
 	case ConfirmNever:

@@ -327,13 +327,14 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 	}
 
 	disp, err := lastEvent[events.Dispatched](ctx, h.stream, events.TypeDispatched, id)
-	pushKnown := err == nil
 	switch {
 	case errors.Is(err, errNotFound):
 		// The dispatcher publishes stk.dispatched right after Daraja's
 		// answer, so it is normally there; without it there is nothing to
-		// check the CheckoutRequestID against, and a success waits for
-		// Daraja's STK query (see confirmation).
+		// check the CheckoutRequestID against. It is not held for Daraja's
+		// STK query for that: when Daraja's answer to the push was lost
+		// there is no CheckoutRequestID to query, and this callback, its
+		// token checked, is the only word there will be of the payment.
 		log.Info("callback before stk.dispatched")
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.dispatched is unreadable", "err", err)
@@ -362,7 +363,7 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 	case st == stateUnreadable:
 		return unverified(http.StatusOK, accepted)
 	}
-	if reason := h.confirmation(log, req.Payment, cb, pushKnown); reason != "" {
+	if reason := h.confirmation(log, req.Payment, cb); reason != "" {
 		return matched{confirm: reason, status: http.StatusOK, answer: accepted}
 	}
 	return matched{publish: true, req: req}

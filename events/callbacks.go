@@ -66,7 +66,6 @@ const (
 	ConfirmAmountMismatch = "confirm_amount_mismatch" // the amount differs from the request's
 	ConfirmPhoneMismatch  = "confirm_phone_mismatch"  // the phone differs from the request's
 	ConfirmNoAmount       = "confirm_no_amount"       // a success without an amount
-	ConfirmUncheckedPush  = "confirm_unchecked_push"  // no stk.dispatched yet to check its CheckoutRequestID against
 	ConfirmAlways         = "confirm_always"          // CALLBACK_CONFIRM=always
 )
 

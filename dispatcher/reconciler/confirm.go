@@ -37,13 +37,22 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 	id := events.TrackingIDOf(msg.Subject())
 	log = log.With("callback_id", msg.Headers().Get(events.CallbackHeaderID),
 		"confirm_reason", msg.Headers().Get(events.CallbackHeaderReason))
-	if done, err := r.completed(work, id); err != nil {
+	switch c, _, err := lastEvent[events.Completed](work, r.stream, events.TypeCompleted, id); {
+	case err == nil && c.ResultCode != "0" && c.Source != events.SourceQuery:
+		// Daraja was never asked (a push whose answer was lost has no
+		// CheckoutRequestID to query): the callback said paid, the record
+		// says otherwise, and only an operator can tell.
+		log.Error("a success callback awaiting confirmation was never confirmed: the payment finished otherwise; its callback is kept on stkcb.confirm",
+			"result_code", c.ResultCode, "source", c.Source)
+		ack(work, log, msg)
+		return
+	case err == nil:
+		log.Info("the payment has its outcome: nothing left to confirm", "result_code", c.ResultCode, "source", c.Source)
+		ack(work, log, msg)
+		return
+	case !errors.Is(err, jetstream.ErrMsgNotFound):
 		log.Warn("cannot tell whether the payment is complete; checking later", "error", err)
 		later(log, msg, retryDelay)
-		return
-	} else if done {
-		log.Info("the payment already has its outcome: no confirmation needed")
-		ack(work, log, msg)
 		return
 	}
 	req, _, err := lastEvent[events.Requested](work, r.stream, events.TypeRequested, id)
@@ -73,6 +82,9 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 			return
 		}
 		if !found || a.CheckoutRequestID == "" {
+			// Not yet answered, or the answer was lost: then the
+			// payment fails after the prompt's lifetime (handleRequested)
+			// and the next look above reports it.
 			log.Info("no CheckoutRequestID to query yet; checking later")
 			later(log, msg, r.backoff(msg))
 			return

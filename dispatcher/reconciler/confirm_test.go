@@ -3,6 +3,7 @@ package reconciler
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,5 +128,27 @@ func waitConfirmAcked(t *testing.T, h *harness, within time.Duration) {
 			t.Fatalf("confirmation consumer: pending %d, ack pending %d after %s", info.NumPending, info.NumAckPending, within)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestConfirmWithoutCheckoutID: a doubtful success callback for a push whose
+// answer was lost (no CheckoutRequestID to query) cannot be confirmed: the
+// payment fails after the prompt's lifetime as any such push does, the
+// callback's claim is not recorded, and an error says so for an operator.
+func TestConfirmWithoutCheckoutID(t *testing.T) {
+	h := newHarness(t, nil)
+	h.start()
+	p := h.newPayment()
+	h.publish(events.Requested{Payment: p})
+	sent := time.Now().UTC()
+	h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptAmbiguous, Calls: 1, FirstSentAt: sent, UpdatedAt: sent})
+	h.holdForConfirmation(p, "ws_CO_UNKNOWN_TO_STKGATE")
+	ev, _ := h.completion(p.TrackingID, 10*time.Second)
+	if ev.ResultCode != CodeNoAnswer || ev.Receipt != "" {
+		t.Errorf("recorded %q (receipt %q), want %s without a receipt", ev.ResultCode, ev.Receipt, CodeNoAnswer)
+	}
+	waitConfirmAcked(t, h, 10*time.Second)
+	if !strings.Contains(h.logs.String(), `"msg":"a success callback awaiting confirmation was never confirmed`) {
+		t.Errorf("no error logged:\n%s", h.logs.String())
 	}
 }
