@@ -41,6 +41,7 @@ const (
 	auditPassKey     = "pk-AUDIT-5f0b8d2e6a4c9e1f3a7b5d0c8e2f4a6b"
 	auditDBPassword  = "pg-AUDIT-3c9f1e7a5b"
 	auditCallbackSec = "cbsec-AUDIT-0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c"
+	auditNATSPass    = "nats-AUDIT-pw-6d2a8f"
 )
 
 // auditLog is every line the system logged, as JSON.
@@ -158,6 +159,9 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 		},
 		logger:    logger,
 		darajaURL: rec.proxy,
+		// The test server has no users: it lets any in, and the services
+		// hold the password all the same.
+		natsURL: func(u string) string { return strings.Replace(u, "://", "://auditnats:"+auditNATSPass+"@", 1) },
 		dbURL: func(u string) string {
 			dbURL = withPassword(auditDBPassword)(u)
 			return dbURL
@@ -322,7 +326,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 
 	// What must never appear, anywhere.
 	secrets := []string{auditToken, auditOtherToken, auditWrongToken, auditConsumerKey, auditConsumerSec, auditPassKey,
-		auditDBPassword, auditCallbackSec, shopToken, shopRotated, shopToken[:len(shopToken)-1] + "x",
+		auditDBPassword, auditCallbackSec, auditNATSPass, shopToken, shopRotated, shopToken[:len(shopToken)-1] + "x",
 		base64.StdEncoding.EncodeToString([]byte(auditConsumerKey + ":" + auditConsumerSec)),
 		// The push password is base64(shortcode+passkey+timestamp): its
 		// start depends on the passkey alone.

@@ -64,6 +64,9 @@ type stackOptions struct {
 	// dbURL turns the test database's URL into DATABASE_URL; nil uses it
 	// as it is.
 	dbURL func(string) string
+	// natsURL turns the test NATS server's URL into NATS_URL; nil uses it
+	// as it is.
+	natsURL func(string) string
 }
 
 func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stack {
@@ -72,6 +75,10 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 	dbURL := pgtest.NewURL(t)
 	if o.dbURL != nil {
 		dbURL = o.dbURL(dbURL)
+	}
+	natsURL := ns.URL
+	if o.natsURL != nil {
+		natsURL = o.natsURL(natsURL)
 	}
 	fo := o.fake
 	if fo.CallbackDelay == 0 {
@@ -102,7 +109,7 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 		"API_ADDR":               apiAddr,
 		"CALLBACK_ADDR":          cbAddr,
 		"API_TOKENS":             "acme:" + acmeToken + ",globex:" + globexToken,
-		"NATS_URL":               ns.URL,
+		"NATS_URL":               natsURL,
 		"DATABASE_URL":           dbURL,
 		"DARAJA_BASE_URL":        darajaURL,
 		"DARAJA_CONSUMER_KEY":    fo.ConsumerKey,
