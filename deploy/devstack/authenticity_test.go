@@ -111,3 +111,18 @@ func TestWrongAmountCallbackConfirmedE2E(t *testing.T) {
 		})
 	}
 }
+
+// TestDevStackMakesCallbackSecret: with no CALLBACK_SECRET the dev stack
+// makes one and gives the same to the dispatcher and callback-ingest, so a
+// genuine callback is applied.
+func TestDevStackMakesCallbackSecret(t *testing.T) {
+	s := startStack(t, map[string]string{"CALLBACK_SECRET": ""})
+	id := s.accept(t, "0712345641")
+	data := s.waitFinal(t, id)
+	if data["status_label"] != "Success" {
+		t.Fatalf("record = %v, want Success", data)
+	}
+	if ev := s.completedEvent(t, id); ev.Source != events.SourceCallback || ev.Receipt == "" {
+		t.Errorf("stk.completed = %+v, want the callback's success with its receipt", ev)
+	}
+}
