@@ -88,6 +88,14 @@ const (
 // any dispute about a payment.
 const CallbackRetention = 90 * 24 * time.Hour
 
+// CallbackMaxPerSubject bounds the callbacks kept on one subject. The
+// webhook is public: a flood of forged or malformed callbacks, all on the
+// few stkcb.unmatched.<reason> subjects, must not fill the disk, nor push
+// out the genuine callbacks, each on its own stkcb.received.<id>. Past the
+// bound the oldest of that subject goes (at most 64 KiB each, so a reason
+// holds at most about 640 MiB).
+const CallbackMaxPerSubject = 10000
+
 // CallbackStreamConfig is the STK_CALLBACKS stream. Every delivery is worth
 // keeping, a repeated one included, so its duplicate window only absorbs a
 // retried publish of the same delivery.
@@ -103,6 +111,8 @@ func CallbackStreamConfig(replicas int) jetstream.StreamConfig {
 		MaxAge:      CallbackRetention,
 		Discard:     jetstream.DiscardOld,
 		AllowDirect: true,
+
+		MaxMsgsPerSubject: CallbackMaxPerSubject,
 	}
 }
 

@@ -92,3 +92,45 @@ func TestSideSubjects(t *testing.T) {
 		t.Errorf("advisory subjects (-want +got):\n%s", diff)
 	}
 }
+
+// STK_CALLBACKS bounds each subject (a flood of forged callbacks on one
+// unmatched subject must not fill the disk), also on a stream made before
+// the bound existed.
+func TestCallbackStreamBoundsEachSubject(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx := context.Background()
+	old := events.CallbackStreamConfig(1)
+	old.MaxMsgsPerSubject = 0
+	if _, err := ns.JS.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	s, err := events.EnsureCallbackStream(ctx, ns.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxMsgsPerSubject; got != events.CallbackMaxPerSubject {
+		t.Errorf("MaxMsgsPerSubject = %d, want %d", got, events.CallbackMaxPerSubject)
+	}
+	// The other streams have no such bound: the server's -1 for it matches
+	// their definitions' 0, so they are left alone, not updated.
+	if _, err := events.EnsureAdvisoryStream(ctx, ns.JS, 1); err != nil {
+		t.Fatal(err)
+	}
+	updates, err := ns.Conn.SubscribeSync("$JS.EVENT.ADVISORY.STREAM.UPDATED." + events.AdvisoryStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := events.EnsureAdvisoryStream(ctx, ns.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.CachedInfo().Config.MaxMsgsPerSubject; got > 0 {
+		t.Errorf("advisory stream MaxMsgsPerSubject = %d, want none", got)
+	}
+	if m, err := updates.NextMsg(300 * time.Millisecond); err == nil {
+		t.Errorf("a matching stream was updated: %s", m.Data)
+	}
+}

@@ -82,7 +82,16 @@ func streamMatches(got, want jetstream.StreamConfig) bool {
 		got.Duplicates == want.Duplicates &&
 		got.MaxAge == want.MaxAge &&
 		got.Discard == want.Discard &&
-		got.AllowDirect == want.AllowDirect
+		got.AllowDirect == want.AllowDirect &&
+		perSubjectLimit(got.MaxMsgsPerSubject) == perSubjectLimit(want.MaxMsgsPerSubject)
+}
+
+// perSubjectLimit reads 0, as sent, like the server's "no limit", -1.
+func perSubjectLimit(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // Durable consumer names.
