@@ -37,34 +37,41 @@ func URLs(s string) string {
 	if s == "" {
 		return ""
 	}
-	if !strings.Contains(s, "://") && kvPassword.MatchString(s) {
+	if kvStart.MatchString(s) {
+		// key=value: a value may hold an @ or "://" of its own.
 		return kvPassword.ReplaceAllString(s, "${1}"+Mask)
 	}
-	// Each URL's user information runs from its "://" (or the start) to
-	// the last @ before the next "://".
+	starts := urlStart.FindAllStringIndex(s, -1)
+	// Each URL's user information runs from its "://" (or the start of
+	// the text) to the last @ before the next URL of the list. A "://"
+	// counts as a URL's only at the start of the text or of a list item, so
+	// that one inside a password does not cut it short.
 	var b strings.Builder
-	rest := s
-	for rest != "" {
-		start := 0
-		if i := strings.Index(rest, "://"); i >= 0 {
-			start = i + len("://")
-		}
-		end := len(rest)
-		if i := strings.Index(rest[start:], "://"); i >= 0 {
-			end = start + i
-		}
-		b.WriteString(rest[:start])
-		seg := rest[start:end]
-		if at := strings.LastIndexByte(seg, '@'); at >= 0 {
-			seg = Mask + seg[at:]
-		}
-		b.WriteString(seg)
-		rest = rest[end:]
+	from := 0 // the start of the current user information
+	for _, m := range starts {
+		b.WriteString(maskUser(s[from:m[0]]))
+		b.WriteString(s[m[0]:m[1]])
+		from = m[1]
 	}
+	b.WriteString(maskUser(s[from:]))
 	return queryPassword.ReplaceAllString(b.String(), "${1}"+Mask)
 }
 
+// maskUser hides what comes before the last @ of a URL's remainder after
+// its scheme: the user information.
+func maskUser(rest string) string {
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		return Mask + rest[at:]
+	}
+	return rest
+}
+
 var (
+	// urlStart is the scheme of a URL at the start of the text or of an
+	// item of a comma-separated list.
+	urlStart = regexp.MustCompile(`(?:^|,)\s*[A-Za-z][A-Za-z0-9+.\-]*://`)
+	// kvStart is the start of a key=value connection string.
+	kvStart = regexp.MustCompile(`^\s*[A-Za-z_][A-Za-z0-9_]*\s*=`)
 	// kvPassword is a password setting in a key=value connection string: a
 	// quoted value (with \' and \\ escapes) or a bare word.
 	kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s']\S*)`)
