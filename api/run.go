@@ -209,9 +209,15 @@ func newServer(cfg Config, h http.Handler) *http.Server {
 		ReadTimeout:       rt,
 		WriteTimeout:      rt + cfg.SyncTimeout + writeSlack,
 		IdleTimeout:       cmp.Or(cfg.IdleTimeout, idleTimeout),
+		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 }
+
+// MaxHeaderBytes bounds a request's headers (Go's default is 1 MiB): a
+// client sends a token, a content type and an Idempotency-Key; more is
+// refused with 431 before any of it is looked at.
+const MaxHeaderBytes = 16 << 10
 
 // How expired idempotency keys and old phone prompts are purged: every
 // instance does it, which is harmless (SKIP LOCKED), in batches so that no

@@ -125,3 +125,31 @@ func TestWriteTimeoutOutlastsSyncWait(t *testing.T) {
 		}
 	}
 }
+
+// TestOversizedHeadersRefused: through the real server, headers over
+// MaxHeaderBytes are refused with 431, far below Go's 1 MiB default.
+func TestOversizedHeadersRefused(t *testing.T) {
+	ns := natstest.Start(t)
+	base, _ := startRun(t, runConfig(t, ns))
+	for _, tc := range []struct {
+		size int
+		want int
+	}{
+		{MaxHeaderBytes / 2, http.StatusUnauthorized}, // read, then refused as unauthenticated
+		{4 * MaxHeaderBytes, http.StatusRequestHeaderFieldsTooLarge},
+	} {
+		req, err := http.NewRequest(http.MethodGet, base+RecordPath+"x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Padding", strings.Repeat("a", tc.size))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("headers of %d bytes: %d, want %d", tc.size, resp.StatusCode, tc.want)
+		}
+	}
+}

@@ -27,6 +27,11 @@ const RoutePrefix = events.CallbackPath
 // MaxBodyBytes bounds a callback body; a real one is under 1 KiB.
 const MaxBodyBytes = 64 << 10
 
+// MaxHeaderBytes bounds a callback's headers (Go's default is 1 MiB):
+// Safaricom's are a few hundred bytes, and a proxy adds little; more is
+// refused with 431 before the handler runs, so nothing is kept of it.
+const MaxHeaderBytes = 16 << 10
+
 // EventSource is the CloudEvents source of the events this service publishes.
 const EventSource = "stkgate/callback-ingest"
 

@@ -85,6 +85,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ReadTimeout:       cmp.Or(cfg.ReadTimeout, readTimeout),
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       cmp.Or(cfg.IdleTimeout, idleTimeout),
+		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)

@@ -125,3 +125,30 @@ func TestOversizedBodyRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestOversizedHeadersRefused: through the real server, headers over
+// MaxHeaderBytes are refused with 431, far below Go's 1 MiB default.
+func TestOversizedHeadersRefused(t *testing.T) {
+	addr := startRun(t, Config{})
+	for _, tc := range []struct {
+		size int
+		want int
+	}{
+		{MaxHeaderBytes / 2, http.StatusOK},
+		{4 * MaxHeaderBytes, http.StatusRequestHeaderFieldsTooLarge},
+	} {
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Padding", strings.Repeat("a", tc.size))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("headers of %d bytes: %d, want %d", tc.size, resp.StatusCode, tc.want)
+		}
+	}
+}
