@@ -33,6 +33,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/time/rate"
+
+	"github.com/stkgate/stkgate/events/redact"
 )
 
 // Daraja's hosts.
@@ -104,18 +106,12 @@ type Config struct {
 
 // LogValue shows the configuration with its secrets masked.
 func (c Config) LogValue() slog.Value {
-	mask := func(s string) string {
-		if s == "" {
-			return ""
-		}
-		return "[redacted]"
-	}
 	return slog.GroupValue(
-		slog.String("base_url", c.BaseURL),
-		slog.String("consumer_key", mask(c.ConsumerKey)),
-		slog.String("consumer_secret", mask(c.ConsumerSecret)),
+		slog.String("base_url", redact.URLs(c.BaseURL)),
+		slog.String("consumer_key", redact.Secret(c.ConsumerKey)),
+		slog.String("consumer_secret", redact.Secret(c.ConsumerSecret)),
 		slog.String("shortcode", c.ShortCode),
-		slog.String("passkey", mask(c.PassKey)),
+		slog.String("passkey", redact.Secret(c.PassKey)),
 		slog.String("transaction_type", c.TransactionType),
 		slog.String("party_b", c.PartyB),
 		slog.Duration("timeout", c.Timeout),
