@@ -7,32 +7,19 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	callback "github.com/stkgate/stkgate/callback-ingest"
+	"github.com/stkgate/stkgate/events/service"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	var h slog.Handler = slog.NewJSONHandler(os.Stderr, nil)
-	if os.Getenv("LOG_FORMAT") == "text" {
-		h = slog.NewTextHandler(os.Stderr, nil)
-	}
-	log := slog.New(h).With("service", "callback-ingest")
-	slog.SetDefault(log)
-
-	cfg, err := callback.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		log.Error("configuration", "err", err)
-		os.Exit(2)
-	}
-	cfg.Logger = log
-	log.Info("starting", "config", cfg)
-	if err := callback.Run(ctx, cfg); err != nil {
-		log.Error("callback-ingest failed", "err", err)
-		os.Exit(1)
-	}
+	service.Main("callback-ingest", func(ctx context.Context, log *slog.Logger) error {
+		cfg, err := callback.ConfigFromEnv(os.Getenv)
+		if err != nil {
+			return service.ConfigError(err)
+		}
+		cfg.Logger = log
+		log.Info("starting", "config", cfg)
+		return callback.Run(ctx, cfg)
+	})
 }

@@ -1,0 +1,67 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestMainExitCodes(t *testing.T) {
+	tests := []struct {
+		name     string
+		err      error
+		code     int
+		stderr   string
+		notInLog string
+	}{
+		{"ran and stopped", nil, 0, `"msg":"running"`, ""},
+		{"bad configuration", ConfigError(errors.New("NATS_URL: required\nAPI_ADDR: \"x\" is not host:port")), ExitConfig,
+			"svc: configuration:\nNATS_URL: required\nAPI_ADDR: \"x\" is not host:port\n", ""},
+		{"failed", errors.New("listen: address in use"), ExitFailed, `"msg":"svc failed","service":"svc","error":"listen: address in use"`, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := mainWith("svc", func(string) string { return "" }, &stderr, func(ctx context.Context, log *slog.Logger) error {
+				if ctx.Err() != nil {
+					t.Error("context cancelled before any signal")
+				}
+				log.Info("running")
+				return tc.err
+			})
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d", code, tc.code)
+			}
+			if !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("stderr %q, want it to hold %q", stderr.String(), tc.stderr)
+			}
+		})
+	}
+}
+
+func TestNewLogger(t *testing.T) {
+	var b bytes.Buffer
+	NewLogger(&b, "", "api").Info("hello", "tracking_id", "t1")
+	var line map[string]any
+	if err := json.Unmarshal(b.Bytes(), &line); err != nil {
+		t.Fatalf("not JSON: %q", b.String())
+	}
+	if line["service"] != "api" || line["msg"] != "hello" || line["tracking_id"] != "t1" {
+		t.Errorf("line %v", line)
+	}
+	b.Reset()
+	NewLogger(&b, "text", "api").Info("hello")
+	if got := b.String(); !strings.Contains(got, "msg=hello service=api") {
+		t.Errorf("text line %q", got)
+	}
+}
+
+func TestConfigErrorOfNil(t *testing.T) {
+	if ConfigError(nil) != nil {
+		t.Error("ConfigError(nil) is not nil")
+	}
+}
