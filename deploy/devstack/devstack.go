@@ -92,6 +92,9 @@ func Run(ctx context.Context, o Options) error {
 		"API_ADDR":      ":8080",
 		"CALLBACK_ADDR": ":8081",
 		"API_TOKENS":    "dev:" + DefaultToken,
+		// Off in development, so the README's curl line can be tried
+		// again and again on one phone; set it to try the limit.
+		"PHONE_MAX_PROMPTS": "0",
 	}
 	lookup := func(k string) string {
 		if v := getenv(k); v != "" {

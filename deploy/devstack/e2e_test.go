@@ -574,3 +574,22 @@ func TestLostCallbackFinishedByQuery(t *testing.T) {
 		})
 	}
 }
+
+// TestDevStackLiftsPhoneLimit: the dev stack turns the per-phone limit off,
+// so the README's curl line can be tried more than PHONE_MAX_PROMPTS times;
+// PHONE_MAX_PROMPTS in the environment still sets it.
+func TestDevStackLiftsPhoneLimit(t *testing.T) {
+	s := startStack(t, nil)
+	for i := range 7 {
+		if r := s.push(t, acmeToken, "0712345699", 10, "DEV"); r.status != http.StatusAccepted {
+			t.Fatalf("request %d for one phone: %d %s", i+1, r.status, r.raw)
+		}
+	}
+	limited := startStack(t, map[string]string{"PHONE_MAX_PROMPTS": "1"})
+	if r := limited.push(t, acmeToken, "0712345698", 10, "DEV"); r.status != http.StatusAccepted {
+		t.Fatalf("first request: %d %s", r.status, r.raw)
+	}
+	if r := limited.push(t, acmeToken, "0712345698", 10, "DEV"); r.status != http.StatusTooManyRequests {
+		t.Errorf("second request with PHONE_MAX_PROMPTS=1: %d %s", r.status, r.raw)
+	}
+}
