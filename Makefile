@@ -27,7 +27,11 @@ run:
 test:
 	@for m in $(MODULES); do \
 	  echo "== $$m"; \
-	  (cd $$m && $(GO) test -race -count=1 -timeout 8m ./...) || exit 1; \
+	  # deploy's packages (the chaos test, the dev stack) start servers on \
+	  # ports found free, which another package could take meanwhile: \
+	  # one package at a time there. \
+	  p=""; [ $$m = deploy ] && p="-p 1"; \
+	  (cd $$m && $(GO) test -race -count=1 -timeout 8m $$p ./...) || exit 1; \
 	done
 	@if [ -n "$(FUZZ_SHORT)" ] && [ "$(FUZZ_SHORT)" != 0 ]; then \
 	  echo "== fuzz targets, $(FUZZ_SHORT) each (FUZZ_SHORT=0 skips)"; \

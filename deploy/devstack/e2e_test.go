@@ -104,25 +104,52 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 		logger = testLogger()
 	}
 
-	apiAddr, cbAddr := freeAddr(t), freeAddr(t)
-	env := map[string]string{
-		"API_ADDR":               apiAddr,
-		"CALLBACK_ADDR":          cbAddr,
-		"API_TOKENS":             "acme:" + acmeToken + ",globex:" + globexToken,
-		"NATS_URL":               natsURL,
-		"DATABASE_URL":           dbURL,
-		"DARAJA_BASE_URL":        darajaURL,
-		"DARAJA_CONSUMER_KEY":    fo.ConsumerKey,
-		"DARAJA_CONSUMER_SECRET": fo.ConsumerSecret,
-		"CALLBACK_BASE_URL":      "http://" + cbAddr,
-		"CALLBACK_SECRET":        e2eCallbackSecret,
+	// A port found free may be taken by another test process before the
+	// stack binds it: then the stack is started again on other ports.
+	for attempt := 1; ; attempt++ {
+		apiAddr, cbAddr := freeAddr(t), freeAddr(t)
+		env := map[string]string{
+			"API_ADDR":               apiAddr,
+			"CALLBACK_ADDR":          cbAddr,
+			"API_TOKENS":             "acme:" + acmeToken + ",globex:" + globexToken,
+			"NATS_URL":               natsURL,
+			"DATABASE_URL":           dbURL,
+			"DARAJA_BASE_URL":        darajaURL,
+			"DARAJA_CONSUMER_KEY":    fo.ConsumerKey,
+			"DARAJA_CONSUMER_SECRET": fo.ConsumerSecret,
+			"CALLBACK_BASE_URL":      "http://" + cbAddr,
+			"CALLBACK_SECRET":        e2eCallbackSecret,
+		}
+		if fo.PassKey != "" {
+			env["DARAJA_PASSKEY"] = fo.PassKey
+		}
+		for k, v := range extra {
+			env[k] = v
+		}
+		// An empty CALLBACK_SECRET leaves the dev stack to make its own.
+		var secrets events.CallbackSecrets
+		if env["CALLBACK_SECRET"] != "" {
+			if secrets, err = events.ParseCallbackSecrets(env["CALLBACK_SECRET"]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns, secrets: secrets}
+		err := runStack(t, env, logger, s)
+		if err == nil {
+			return s
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("starting again on other ports: %v", err)
 	}
-	if fo.PassKey != "" {
-		env["DARAJA_PASSKEY"] = fo.PassKey
-	}
-	for k, v := range extra {
-		env[k] = v
-	}
+}
+
+// runStack runs the dev stack with env until the test ends and waits until
+// both of s's HTTP services are ready. It is an error if the stack stops
+// before (and it is not running then).
+func runStack(t *testing.T, env map[string]string, logger *slog.Logger, s *stack) error {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -133,26 +160,6 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 			Logger:  logger,
 		})
 	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("devstack.Run: %v", err)
-			}
-		case <-time.After(45 * time.Second):
-			t.Error("devstack.Run did not return 45s after cancel")
-		}
-	})
-
-	// An empty CALLBACK_SECRET leaves the dev stack to make its own.
-	var secrets events.CallbackSecrets
-	if env["CALLBACK_SECRET"] != "" {
-		if secrets, err = events.ParseCallbackSecrets(env["CALLBACK_SECRET"]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns, secrets: secrets}
 	deadline := time.Now().Add(60 * time.Second)
 	for _, u := range []string{s.api + "/readyz", s.cb + "/readyz"} {
 		for {
@@ -165,16 +172,30 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 			}
 			select {
 			case err := <-done:
-				t.Fatalf("devstack.Run returned before %s was ready: %v", u, err)
+				cancel()
+				return fmt.Errorf("devstack.Run returned before %s was ready: %w", u, err)
 			default:
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s not ready after 60s (last error %v)", u, err)
+				cancel()
+				<-done
+				return fmt.Errorf("%s not ready after 60s (last error %v)", u, err)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	return s
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("devstack.Run: %v", err)
+			}
+		case <-time.After(45 * time.Second):
+			t.Error("devstack.Run did not return 45s after cancel")
+		}
+	})
+	return nil
 }
 
 func testLogger() *slog.Logger {
