@@ -19,6 +19,7 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/logtest"
 	"github.com/stkgate/stkgate/events/natstest"
 )
 
@@ -470,7 +471,7 @@ func TestRunDatabaseClientsOnly(t *testing.T) {
 	ns := natstest.Start(t)
 	cfg := runConfig(t, ns)
 	cfg.Tokens = nil
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	db, err := store.Open(context.Background(), cfg.DatabaseURL)
 	if err != nil {

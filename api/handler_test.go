@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +22,7 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/logtest"
 	"github.com/stkgate/stkgate/events/natstest"
 )
 
@@ -45,31 +45,14 @@ type testEnv struct {
 	store *store.Store
 	conn  *nats.Conn // the handler's own, connected as Run connects
 	h     *Handler
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *logtest.Buffer
 }
 
 func newTestEnv(t testing.TB, tweak func(*Options)) *testEnv {
 	t.Helper()
 	ns := natstest.Start(t)
 	db := pgtest.New(t)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	conn, err := connectNATS(ns.URL, log)
 	if err != nil {

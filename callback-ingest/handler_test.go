@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/logtest"
 	"github.com/stkgate/stkgate/events/natstest"
 )
 
@@ -45,7 +46,7 @@ type testEnv struct {
 	t    *testing.T
 	ns   *natstest.Server
 	srv  *httptest.Server
-	logs *lockedBuffer
+	logs *logtest.Buffer
 }
 
 // testSecret is the tests' CALLBACK_SECRET.
@@ -82,7 +83,7 @@ func newEnvWith(t *testing.T, o Options) *testEnv {
 	if _, err := events.EnsureCallbackStream(context.Background(), ns.JS, 1); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	if o.Secrets.Len() == 0 {
 		o.Secrets = testSecrets
 	}
@@ -734,24 +735,7 @@ func TestNewHandlerNeedsNATS(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log lines written from concurrent requests.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
+// logtest.Buffer collects log lines written from concurrent requests.
 // TestCallbackUnreadableStoredEvents: an event in the stream that does not
 // decode is our fault, and never a reason to publish a second outcome.
 func TestCallbackUnreadableStoredEvents(t *testing.T) {

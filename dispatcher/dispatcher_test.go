@@ -27,6 +27,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/logtest"
 	"github.com/stkgate/stkgate/events/natsserver"
 	"github.com/stkgate/stkgate/events/natstest"
 )
@@ -48,7 +49,7 @@ type harness struct {
 	ns    *natstest.Server
 	fake  *darajatest.Server
 	proxy *pushProxy
-	logs  *logBuffer
+	logs  *logtest.Buffer
 	cfg   Config
 
 	cancel context.CancelFunc
@@ -69,7 +70,7 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 	}
 	t.Cleanup(func() { _ = fake.Close() })
 	proxy := newPushProxy(t, fake.URL())
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	cfg := Config{
 		NATSURL:        ns.URL,
 		StreamReplicas: 1,
@@ -297,23 +298,6 @@ func (h *harness) logLines(msg string) []map[string]any {
 		}
 	}
 	return out
-}
-
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // pushProxy stands between the client and the fake Daraja. It records each

@@ -1,7 +1,6 @@
 package projector_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,37 +22,21 @@ import (
 	"github.com/stkgate/stkgate/api/store/pgserver"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/logtest"
 	"github.com/stkgate/stkgate/events/natstest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// syncBuffer collects the projector's logs for assertions and for the
+// logtest.Buffer collects the projector's logs for assertions and for the
 // failure output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type harness struct {
 	t     *testing.T
 	ns    *natstest.Server
 	dbURL string
 	store *store.Store
 	pub   *events.Publisher
-	logs  *syncBuffer
+	logs  *logtest.Buffer
 }
 
 func newHarness(t *testing.T) *harness {
@@ -78,7 +61,7 @@ func newHarnessWithDB(t *testing.T, dbURL string) *harness {
 		dbURL: dbURL,
 		store: store.New(db),
 		pub:   &events.Publisher{JS: ns.JS, Source: "stkgate/test"},
-		logs:  &syncBuffer{},
+		logs:  &logtest.Buffer{},
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -514,7 +497,7 @@ func TestRunStartup(t *testing.T) {
 	cfg := projector.Config{
 		NATSURL:     ns.URL,
 		DatabaseURL: "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=1",
-		Logger:      slog.New(slog.NewTextHandler(&syncBuffer{}, nil)),
+		Logger:      slog.New(slog.NewTextHandler(&logtest.Buffer{}, nil)),
 	}
 
 	t.Run("gives up after StartTimeout", func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/logtest"
 )
 
 func env(m map[string]string) func(string) string {
@@ -126,7 +127,7 @@ func TestConfigLogValueHidesSecrets(t *testing.T) {
 func TestRunRefusesBadConfig(t *testing.T) {
 	t.Parallel()
 	good := fastConfig("nats://127.0.0.1:1", daraja.Config{BaseURL: "http://127.0.0.1:1", ConsumerKey: "k",
-		ConsumerSecret: "s", ShortCode: "174379", PassKey: "p"}, &logBuffer{})
+		ConsumerSecret: "s", ShortCode: "174379", PassKey: "p"}, &logtest.Buffer{})
 	for _, tc := range []struct {
 		name string
 		tune func(*Config)

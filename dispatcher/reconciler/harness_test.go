@@ -1,7 +1,6 @@
 package reconciler
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/logtest"
 	"github.com/stkgate/stkgate/events/natstest"
 )
 
@@ -44,7 +44,7 @@ type harness struct {
 	kv       jetstream.KeyValue
 	pub      *events.Publisher
 	callback *httptest.Server
-	logs     *logBuffer
+	logs     *logtest.Buffer
 	cfg      Config
 
 	mu       sync.Mutex
@@ -58,7 +58,7 @@ type run struct {
 }
 
 // fastConfig shortens every wait so a test takes a second or two.
-func fastConfig(url string, d daraja.Config, logs *logBuffer) Config {
+func fastConfig(url string, d daraja.Config, logs *logtest.Buffer) Config {
 	return Config{
 		NATSURL:          url,
 		StreamReplicas:   1,
@@ -106,7 +106,7 @@ func newHarness(t *testing.T, tune func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	h := &harness{
 		t: t, ns: ns, fake: fake, client: client, kv: kv, logs: logs,
 		pub:      &events.Publisher{JS: ns.JS, Source: "stkgate/test"},
@@ -392,22 +392,4 @@ func (h *harness) queriesFor(checkoutID string) []darajatest.Query {
 		}
 	}
 	return out
-}
-
-// logBuffer collects log lines from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

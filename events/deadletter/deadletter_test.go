@@ -17,18 +17,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/logtest"
 	"github.com/stkgate/stkgate/events/natstest"
 )
 
 type env struct {
 	t    *testing.T
 	ns   *natstest.Server
-	logs *lockedBuffer
+	logs *logtest.Buffer
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return &env{t: t, ns: natstest.Start(t), logs: &lockedBuffer{}}
+	return &env{t: t, ns: natstest.Start(t), logs: &logtest.Buffer{}}
 }
 
 // start runs a watcher until the returned stop is called (or the test
@@ -521,20 +522,4 @@ func TestOneLine(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log lines written from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// logtest.Buffer collects log lines written from several goroutines.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events/logtest"
 )
 
 func start(t *testing.T, o darajatest.Options) *darajatest.Server {
@@ -779,7 +780,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	before := runtime.NumGoroutine()
 
 	rc := newReceiver(t, 200)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	s, err := darajatest.NewServer(darajatest.Options{CallbackDelay: time.Hour, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -845,23 +846,6 @@ func TestCloseStopsEverything(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestUnknownPath(t *testing.T) {
