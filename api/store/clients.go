@@ -234,6 +234,18 @@ func (s *Store) SetClientDisabled(ctx context.Context, name string, disabled boo
 	return state.Bool, nil
 }
 
+// lockClient is the id of the client name, locked until tx ends so that two
+// changes of one client's tokens take turns. ErrClientNotFound for an
+// unknown name.
+func lockClient(ctx context.Context, tx *sqlx.Tx, name string) (int64, error) {
+	var id int64
+	err := tx.GetContext(ctx, &id, `SELECT id FROM api_clients WHERE name = $1 FOR UPDATE`, name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, ErrClientNotFound
+	}
+	return id, err
+}
+
 // RotateToken gives the client name a new token, given by its digest and
 // id, and makes its other active tokens expire after grace (0: at once; a
 // token that already expires sooner keeps its expiry). It returns how many
@@ -244,12 +256,7 @@ func (s *Store) RotateToken(ctx context.Context, name string, digest TokenDigest
 	}
 	var n int64
 	err := s.inTx(ctx, "rotate token of "+name, func(tx *sqlx.Tx) error {
-		var id int64
-		// FOR UPDATE: two rotations of one client take turns.
-		err := tx.GetContext(ctx, &id, `SELECT id FROM api_clients WHERE name = $1 FOR UPDATE`, name)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrClientNotFound
-		}
+		id, err := lockClient(ctx, tx, name)
 		if err != nil {
 			return err
 		}
@@ -274,11 +281,7 @@ func (s *Store) RotateToken(ctx context.Context, name string, digest TokenDigest
 func (s *Store) RevokeClientTokens(ctx context.Context, name string) (int64, error) {
 	var n int64
 	err := s.inTx(ctx, "revoke tokens of "+name, func(tx *sqlx.Tx) error {
-		var id int64
-		err := tx.GetContext(ctx, &id, `SELECT id FROM api_clients WHERE name = $1 FOR UPDATE`, name)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrClientNotFound
-		}
+		id, err := lockClient(ctx, tx, name)
 		if err != nil {
 			return err
 		}
