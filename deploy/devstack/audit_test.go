@@ -28,6 +28,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/logtest"
 )
 
 // The audit's secrets. Each is distinctive, so that finding it anywhere is
@@ -43,24 +44,6 @@ const (
 	auditCallbackSec = "cbsec-AUDIT-0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c"
 	auditNATSPass    = "nats-AUDIT-pw-6d2a8f"
 )
-
-// auditLog is every line the system logged, as JSON.
-type auditLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *auditLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *auditLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 // darajaRecorder stands between the dispatcher and the fake Daraja and
 // keeps the access tokens the fake hands out and the Authorization headers
@@ -132,7 +115,7 @@ type auditPhone struct {
 func (p auditPhone) subscriber() string { return p.intl[3:] }
 
 func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
-	var logs auditLog
+	var logs logtest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// Anything logged around the stack's logger (slog.Default, the log
 	// package, http.Server's error log) is audited as well.
@@ -143,7 +126,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 		log.SetOutput(oldOut)
 		log.SetFlags(oldFlags)
 	})
-	var fakeLogs auditLog
+	var fakeLogs logtest.Buffer
 	rec := &darajaRecorder{derived: map[string]bool{}}
 	var dbURL string
 
@@ -169,7 +152,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 	})
 	// A client of the database, as production has them: its tokens are
 	// made by stkgate-admin, whose output is audited too.
-	var adminOut auditLog
+	var adminOut logtest.Buffer
 	runAdmin := func(args ...string) string {
 		t.Helper()
 		var stdout bytes.Buffer
