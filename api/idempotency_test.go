@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
@@ -382,16 +383,15 @@ func TestIdempotencyPublishRefused(t *testing.T) {
 	}
 }
 
-// An ack that never comes: the request may be stored, so the claim keeps
-// its tracking id and the retry publishes that same id again.
-func TestIdempotencyPublishOutcomeUnknown(t *testing.T) {
-	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 400 * time.Millisecond })
-	ctx := context.Background()
-	if err := e.ns.JS.DeleteStream(ctx, events.StreamName); err != nil {
+// loseAcks makes publishes of stk.requested look as if JetStream's ack was
+// lost: the stream is gone and something takes the message but never
+// answers. The subscription gets what was sent; make the stream again
+// with events.EnsureStream.
+func (e *testEnv) loseAcks(t *testing.T) *nats.Subscription {
+	t.Helper()
+	if err := e.ns.JS.DeleteStream(context.Background(), events.StreamName); err != nil {
 		t.Fatal(err)
 	}
-	// Something takes the message but never answers, as a JetStream whose
-	// ack is lost would look.
 	sink, err := e.ns.Conn.SubscribeSync(events.Subject(events.TypeRequested, "*"))
 	if err != nil {
 		t.Fatal(err)
@@ -399,6 +399,15 @@ func TestIdempotencyPublishOutcomeUnknown(t *testing.T) {
 	if err := e.ns.Conn.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	return sink
+}
+
+// An ack that never comes: the request may be stored, so the claim keeps
+// its tracking id and the retry publishes that same id again.
+func TestIdempotencyPublishOutcomeUnknown(t *testing.T) {
+	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 400 * time.Millisecond })
+	ctx := context.Background()
+	sink := e.loseAcks(t)
 	r := e.postKey(t, acmeToken, "k", validBody)
 	if r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnconfirmed {
 		t.Fatalf("status %d: %s", r.status, r.raw)

@@ -15,18 +15,7 @@ import (
 func TestCreateOutcomeUnknownNamesTheTrackingID(t *testing.T) {
 	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 400 * time.Millisecond })
 	ctx := context.Background()
-	if err := e.ns.JS.DeleteStream(ctx, events.StreamName); err != nil {
-		t.Fatal(err)
-	}
-	// Something takes the message but never answers, as a JetStream whose
-	// ack is lost would look.
-	sink, err := e.ns.Conn.SubscribeSync(events.Subject(events.TypeRequested, "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.ns.Conn.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	sink := e.loseAcks(t)
 	r := e.post(t, acmeToken, validBody)
 	if r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnknownOutcome {
 		t.Fatalf("status %d: %s", r.status, r.raw)
