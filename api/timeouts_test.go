@@ -13,18 +13,6 @@ import (
 	"github.com/stkgate/stkgate/events/servertest"
 )
 
-// slowClient is one way a client can hold a connection: what it sends at
-// once, then what it trickles a byte at a time.
-type slowClient struct {
-	name    string
-	first   string
-	trickle string
-	// answered is how the server's answer starts before it hangs up.
-	answered string
-	// after is the timeout that should cut it off: it is not cut sooner.
-	after time.Duration
-}
-
 // TestSlowClientsCutOff: against the real server (Run), a client that sends
 // its headers or body slowly, or sits idle on a kept-alive connection, is
 // cut off after the configured timeout, long before it would be done.
@@ -39,34 +27,21 @@ func TestSlowClientsCutOff(t *testing.T) {
 
 	const cutOffWithin = 2 * time.Second // the timeouts above, and slack
 	body := validBody + strings.Repeat(" ", 200)
-	tests := []slowClient{
-		{name: "headers slowly",
-			first:    "POST " + PushPath + " HTTP/1.1\r\nHost: api\r\n",
-			trickle:  strings.Repeat("X-Slow: aaaaaaaaaa\r\n", 50),
-			answered: "HTTP/1.1 400 ", after: cfg.ReadHeaderTimeout},
-		{name: "body slowly",
-			first: fmt.Sprintf("POST %s HTTP/1.1\r\nHost: api\r\n%s: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+	tests := []servertest.SlowClient{
+		{Name: "headers slowly",
+			First:    "POST " + PushPath + " HTTP/1.1\r\nHost: api\r\n",
+			Trickle:  strings.Repeat("X-Slow: aaaaaaaaaa\r\n", 50),
+			Answered: "HTTP/1.1 400 ", After: cfg.ReadHeaderTimeout},
+		{Name: "body slowly",
+			First: fmt.Sprintf("POST %s HTTP/1.1\r\nHost: api\r\n%s: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
 				PushPath, TokenHeader, acmeToken, len(body)),
-			trickle:  body,
-			answered: "HTTP/1.1 400 ", after: cfg.ReadTimeout},
-		{name: "idle after a request",
-			first:    "GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n",
-			answered: "HTTP/1.1 200 ", after: cfg.IdleTimeout},
+			Trickle:  body,
+			Answered: "HTTP/1.1 400 ", After: cfg.ReadTimeout},
+		{Name: "idle after a request",
+			First:    "GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n",
+			Answered: "HTTP/1.1 200 ", After: cfg.IdleTimeout},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, elapsed := servertest.SlowRequest(t, addr, tc.first, tc.trickle, 100*time.Millisecond, cutOffWithin+3*time.Second)
-			if elapsed > cutOffWithin {
-				t.Fatalf("the connection was held %s (over %s); answer %q", elapsed, cutOffWithin, got)
-			}
-			if elapsed < tc.after*9/10 {
-				t.Errorf("cut off after %s, before its timeout %s", elapsed, tc.after)
-			}
-			if !strings.HasPrefix(got, tc.answered) {
-				t.Errorf("answer %q, want %q…", got, tc.answered)
-			}
-		})
-	}
+	servertest.CheckCutOff(t, addr, tests, cutOffWithin)
 }
 
 // TestOversizedBodyRefused: through the real server, a body over

@@ -63,31 +63,14 @@ func TestSlowClientsCutOff(t *testing.T) {
 	body := readFixture(t, "cancelled")
 
 	const cutOffWithin = 2 * time.Second // the timeouts above, and slack
-	tests := []struct {
-		name, first, trickle string
-		answered             string // how the answer starts before the server hangs up
-		after                time.Duration
-	}{
-		{"headers slowly", "POST " + path + " HTTP/1.1\r\nHost: cb\r\n",
-			strings.Repeat("X-Slow: aaaaaaaaaa\r\n", 50), "HTTP/1.1 400 ", cfg.ReadHeaderTimeout},
-		{"body slowly", fmt.Sprintf("POST %s HTTP/1.1\r\nHost: cb\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body)),
-			string(body), "HTTP/1.1 ", cfg.ReadTimeout},
-		{"idle after a request", "GET /healthz HTTP/1.1\r\nHost: cb\r\n\r\n", "", "HTTP/1.1 200 ", cfg.IdleTimeout},
+	tests := []servertest.SlowClient{
+		{Name: "headers slowly", First: "POST " + path + " HTTP/1.1\r\nHost: cb\r\n",
+			Trickle: strings.Repeat("X-Slow: aaaaaaaaaa\r\n", 50), Answered: "HTTP/1.1 400 ", After: cfg.ReadHeaderTimeout},
+		{Name: "body slowly", First: fmt.Sprintf("POST %s HTTP/1.1\r\nHost: cb\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body)),
+			Trickle: string(body), Answered: "HTTP/1.1 ", After: cfg.ReadTimeout},
+		{Name: "idle after a request", First: "GET /healthz HTTP/1.1\r\nHost: cb\r\n\r\n", Answered: "HTTP/1.1 200 ", After: cfg.IdleTimeout},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, elapsed := servertest.SlowRequest(t, addr, tc.first, tc.trickle, 100*time.Millisecond, cutOffWithin+3*time.Second)
-			if elapsed > cutOffWithin {
-				t.Fatalf("the connection was held %s (over %s); answer %q", elapsed, cutOffWithin, got)
-			}
-			if elapsed < tc.after*9/10 {
-				t.Errorf("cut off after %s, before its timeout %s", elapsed, tc.after)
-			}
-			if !strings.HasPrefix(got, tc.answered) {
-				t.Errorf("answer %q, want %q…", got, tc.answered)
-			}
-		})
-	}
+	servertest.CheckCutOff(t, addr, tests, cutOffWithin)
 }
 
 // TestOversizedBodyRefused: through the real server, a callback body over

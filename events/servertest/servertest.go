@@ -64,3 +64,36 @@ func (Endless) Read(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// SlowClient is one way a client can hold a connection: what it sends at
+// once, then what it trickles a byte at a time.
+type SlowClient struct {
+	Name    string
+	First   string
+	Trickle string
+	// Answered is how the server's answer starts before it hangs up.
+	Answered string
+	// After is the timeout that should cut it off: it is not cut sooner.
+	After time.Duration
+}
+
+// CheckCutOff plays each client against the server at addr and fails t
+// unless the server hangs up on it after its timeout (After) and within
+// cutOffWithin, having answered as expected.
+func CheckCutOff(t *testing.T, addr string, clients []SlowClient, cutOffWithin time.Duration) {
+	t.Helper()
+	for _, c := range clients {
+		t.Run(c.Name, func(t *testing.T) {
+			got, elapsed := SlowRequest(t, addr, c.First, c.Trickle, 100*time.Millisecond, cutOffWithin+3*time.Second)
+			if elapsed > cutOffWithin {
+				t.Fatalf("the connection was held %s (over %s); answer %q", elapsed, cutOffWithin, got)
+			}
+			if elapsed < c.After*9/10 {
+				t.Errorf("cut off after %s, before its timeout %s", elapsed, c.After)
+			}
+			if !strings.HasPrefix(got, c.Answered) {
+				t.Errorf("answer %q, want %q…", got, c.Answered)
+			}
+		})
+	}
+}
