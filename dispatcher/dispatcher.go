@@ -380,7 +380,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 
 	if stop.Err() != nil {
 		// Fetched as the dispatcher stopped: hand it back untouched.
-		if err := msg.Nak(); err != nil {
+		if err := events.HandBack(msg); err != nil {
 			log.Warn("nak on stop", "error", err)
 		}
 		return
@@ -542,7 +542,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		if err := d.phones.release(work, req.Phone, out.lockRev); err != nil {
 			log.Warn("phone lock not released; it expires by itself", "error", err)
 		}
-		if err := msg.Nak(); err != nil {
+		if err := events.HandBack(msg); err != nil {
 			log.Warn("nak on stop", "error", err)
 		}
 	}

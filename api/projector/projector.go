@@ -381,7 +381,7 @@ func (p *projector) ackAll(items []item) {
 func (p *projector) nakAll(items []item, cause error) {
 	p.log.Warn("stopping with events not applied; handing them back", "events", len(items), "error", cause)
 	for _, it := range items {
-		if err := it.msg.Nak(); err != nil {
+		if err := events.HandBack(it.msg); err != nil {
 			p.log.Warn("nak failed", "tracking_id", it.trackingID(), "error", err)
 		}
 	}

@@ -254,9 +254,9 @@ func (r *reconciler) consume(stop, work context.Context, cons jetstream.Consumer
 				}
 				for msg := range batch.Messages() {
 					if stop.Err() != nil {
-						// Taken as the reconciler stopped: hand it back at
-						// once to another instance.
-						_ = msg.Nak()
+						// Taken as the reconciler stopped: hand it back to
+						// another instance.
+						_ = events.HandBack(msg)
 						continue
 					}
 					r.handle(work, msg, h)
