@@ -163,6 +163,10 @@ const HandBackDelay = time.Second
 // unsubscribed); the message is then lost until the AckWait. After a short
 // delay that pull request has lapsed — the server drops a pull request whose
 // inbox no one listens to — and the message goes to a live consumer.
+//
+// Only for a consumer without BackOff: with one, nats-server measures a
+// NakWithDelay against the BackOff interval of the delivery instead of the
+// AckWait (see DispatcherConsumer).
 func HandBack(msg jetstream.Msg) error {
 	return msg.NakWithDelay(HandBackDelay)
 }

@@ -380,8 +380,13 @@ func (p *projector) ackAll(items []item) {
 
 func (p *projector) nakAll(items []item, cause error) {
 	p.log.Warn("stopping with events not applied; handing them back", "events", len(items), "error", cause)
+	// A plain Nak, not events.HandBack: the consumer has a BackOff, against
+	// which nats-server would measure HandBack's delay. A message nak'd here
+	// before drain unsubscribes the iterator may come back to this
+	// projector's own buffer; drain reads it and hands it on again, after
+	// the unsubscribe.
 	for _, it := range items {
-		if err := events.HandBack(it.msg); err != nil {
+		if err := it.msg.Nak(); err != nil {
 			p.log.Warn("nak failed", "tracking_id", it.trackingID(), "error", err)
 		}
 	}
