@@ -1,5 +1,7 @@
 package events
 
+import "strings"
+
 // Status of a record: 0 while waiting, 1 once the outcome is final, whatever
 // it is, so a client that polls "until status is 1" always stops.
 const (
@@ -16,20 +18,45 @@ const (
 	LabelTimedOut     = "Timed Out"
 	LabelExpired      = "Transaction Expired"
 	LabelFailed       = "Failed"
+	// LabelUnknown: stkgate cannot know the outcome (CodeNoAnswer). The
+	// customer may have paid: a merchant must check the M-Pesa statement
+	// before asking again, or risk charging twice.
+	LabelUnknown = "Unknown"
+)
+
+// CodePrefix starts every result code stkgate decides itself, Daraja having
+// given none: "stkgate.no_answer", "stkgate.unreachable", … Each reads as
+// Failed, except CodeNoAnswer.
+const CodePrefix = "stkgate."
+
+// Result codes of outcomes stkgate decides itself that more than one
+// service writes or reads.
+const (
+	// CodeNoAnswer: the push may have reached the customer but Daraja's
+	// answer was lost (no CheckoutRequestID to query) and no callback came
+	// within the prompt's lifetime. The customer may have paid: Unknown,
+	// never Failed.
+	CodeNoAnswer = CodePrefix + "no_answer"
+	// CodeInvalidOutcome: a completion that could not be applied as it was
+	// published (no result code, say). It is applied as Failed with this
+	// code rather than left Pending for ever; the event itself stays in the
+	// stream for an operator.
+	CodeInvalidOutcome = CodePrefix + "invalid_outcome"
 )
 
 var labels = map[string]string{
-	"0":    LabelSuccess,
-	"1032": LabelCancelled,
-	"1":    LabelInsufficient,
-	"1037": LabelTimedOut,
-	"1019": LabelExpired,
+	"0":          LabelSuccess,
+	"1032":       LabelCancelled,
+	"1":          LabelInsufficient,
+	"1037":       LabelTimedOut,
+	"1019":       LabelExpired,
+	CodeNoAnswer: LabelUnknown,
 }
 
 // Outcome maps a response code to the record's status and label. The empty
 // code means no outcome yet (Pending); every other code is final, and one not
-// in the table (another ResultCode, or Daraja's errorCode for a refused push)
-// is Failed.
+// in the table (another ResultCode, Daraja's errorCode for a refused push, or
+// a stkgate.* code other than CodeNoAnswer) is Failed.
 func Outcome(responseCode string) (status int, label string) {
 	if responseCode == "" {
 		return StatusPending, LabelPending
@@ -38,4 +65,12 @@ func Outcome(responseCode string) (status int, label string) {
 		return StatusFinal, l
 	}
 	return StatusFinal, LabelFailed
+}
+
+// DecidedByStkgate reports whether a result code is one stkgate decided
+// itself (a deadline passed, an answer lost) rather than Daraja's word. Only
+// such an outcome can be followed by a late result (LateResult): Daraja's
+// own outcome is never second-guessed.
+func DecidedByStkgate(responseCode string) bool {
+	return strings.HasPrefix(responseCode, CodePrefix)
 }

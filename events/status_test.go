@@ -21,6 +21,10 @@ func TestOutcome(t *testing.T) {
 		{"400.002.02", StatusFinal, "Failed"},
 		{"500.001.1001", StatusFinal, "Failed"},
 		{"00", StatusFinal, "Failed"},
+		{"stkgate.no_answer", StatusFinal, "Unknown"},
+		{"stkgate.unreachable", StatusFinal, "Failed"},
+		{"stkgate.invalid_outcome", StatusFinal, "Failed"},
+		{"http.404", StatusFinal, "Failed"},
 	}
 	for _, tc := range tests {
 		status, label := Outcome(tc.code)
