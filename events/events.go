@@ -18,6 +18,11 @@ const (
 	TypeRequested  = "stk.requested"
 	TypeDispatched = "stk.dispatched"
 	TypeCompleted  = "stk.completed"
+	// TypeLateResult follows a stk.completed that stkgate decided itself
+	// (DecidedByStkgate: an Unknown outcome, a deadline passed) when
+	// Daraja's own word arrives after it. It never moves the final outcome;
+	// it is shown beside it (meta.late_result) and told to subscribers.
+	TypeLateResult = "stk.late_result"
 )
 
 // SpecVersion is the CloudEvents version of every envelope.
@@ -83,7 +88,28 @@ type Completed struct {
 	CompletedAt       time.Time `json:"completed_at"`
 }
 
-// Event is one of Requested, Dispatched or Completed.
+// LateResult is Daraja's outcome of a payment learnt after stkgate had
+// already finished it with an outcome of its own (FollowsCode, a
+// stkgate.* code such as CodeNoAnswer): a callback that came late, or was
+// kept while it could not be applied. The payment's final outcome stays
+// what it was; this is what Daraja says happened, for the merchant and for
+// an operator to reconcile (a paid "Unknown" has its receipt here).
+type LateResult struct {
+	Payment
+	// FollowsCode is the result code of the stk.completed it follows.
+	FollowsCode     string `json:"follows_result_code"`
+	ResultCode      string `json:"result_code"`
+	ResultDesc      string `json:"result_desc"`
+	Receipt         string `json:"receipt,omitempty"`
+	TransactionDate string `json:"transaction_date,omitempty"`
+	// Source is where it was learnt: SourceCallback.
+	Source            string    `json:"source"`
+	MerchantRequestID string    `json:"merchant_request_id,omitempty"`
+	CheckoutRequestID string    `json:"checkout_request_id,omitempty"`
+	LearntAt          time.Time `json:"learnt_at"`
+}
+
+// Event is one of Requested, Dispatched, Completed or LateResult.
 type Event interface {
 	Type() string
 	// Base returns the payment the event is about.
@@ -98,6 +124,9 @@ func (Dispatched) Type() string { return TypeDispatched }
 
 // Type implements Event.
 func (Completed) Type() string { return TypeCompleted }
+
+// Type implements Event.
+func (LateResult) Type() string { return TypeLateResult }
 
 // Base implements Event.
 func (p Payment) Base() Payment { return p }
@@ -187,6 +216,12 @@ func Decode(body []byte) (Envelope, Event, error) {
 			return env, nil, err
 		}
 		ev = c
+	case TypeLateResult:
+		var l LateResult
+		if err := decodeData(env.Data, &l); err != nil {
+			return env, nil, err
+		}
+		ev = l
 	default:
 		return env, nil, fmt.Errorf("%w: unknown type %q", ErrMalformed, env.Type)
 	}

@@ -61,6 +61,18 @@ var goldenEvents = []struct {
 		Source:      SourceDispatcher,
 		CompletedAt: time.Date(2024, 3, 21, 11, 30, 2, 0, time.UTC),
 	}},
+	{"late-result-callback-success", "stkgate/callback-ingest", LateResult{
+		Payment:           payment,
+		FollowsCode:       CodeNoAnswer,
+		ResultCode:        "0",
+		ResultDesc:        "The service request is processed successfully.",
+		Receipt:           "SCL4XQ2B7K",
+		TransactionDate:   "2024-03-21 14:30:55",
+		Source:            SourceCallback,
+		MerchantRequestID: "2654-4b64-97ff-b827b542881d3130",
+		CheckoutRequestID: "ws_CO_1007202409152617172396192",
+		LearntAt:          time.Date(2024, 3, 21, 11, 36, 12, 0, time.UTC),
+	}},
 }
 
 func TestEncodeGolden(t *testing.T) {
