@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,26 +45,77 @@ type Attempt struct {
 	// ErrorCode and ErrorMessage are of the last failed call.
 	ErrorCode    string `json:"error_code,omitempty"`
 	ErrorMessage string `json:"error_message,omitempty"`
-	// FirstSentAt is when a push request first left for Daraja: the
-	// customer's prompt, if any, lives from then on.
+	// FirstSentAt is when a push request first left for Daraja: the retry
+	// budget counts from then.
 	FirstSentAt time.Time `json:"first_sent_at,omitzero"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	// SentAt is when the latest push request left for Daraja: a prompt it
+	// opened lives from then on (a push deferred for a minute and accepted
+	// on its second call prompted the customer at SentAt, not FirstSentAt).
+	SentAt time.Time `json:"sent_at,omitzero"`
+	// Uncertain: an earlier call's answer said it was not processed, but
+	// nothing guarantees it (a 503 from the gateway). A later "Unable to
+	// lock subscriber" may then be this payment's own prompt, and the push
+	// must not be sent again.
+	Uncertain bool      `json:"uncertain,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// AttemptsConfig is the bucket's definition. Records outlive any redelivery
-// and any reconciliation; a week is plenty.
+// AttemptsConfig is the bucket's definition. A record lives as long as the
+// STK stream keeps the request (RequestRetention): a dispatcher consumer
+// recreated from the start of the stream redelivers every request it
+// holds, and each must find its record.
 func AttemptsConfig(replicas int) jetstream.KeyValueConfig {
-	if replicas < 1 {
-		replicas = 1
-	}
 	return jetstream.KeyValueConfig{
 		Bucket:      AttemptsBucket,
 		Description: "stkgate: the dispatcher's push attempts, by tracking id",
 		History:     1,
-		TTL:         7 * 24 * time.Hour,
+		TTL:         RequestRetention,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Replicas:    atLeastOne(replicas),
 	}
+}
+
+// The push log: one message per push request sent to Daraja, published
+// before the request leaves, on stkpush.<tracking_id>. It is the second,
+// independent record that a payment may have prompted its customer: should
+// STK_ATTEMPTS be lost or purged, a redelivered request still finds that a
+// push went out (and the reconciler that it may have prompted), and is never
+// pushed again.
+const (
+	PushLogStreamName = "STK_PUSHES"
+	PushLogSubjectAll = "stkpush.>"
+)
+
+// PushLogSubject is the subject of tracking id's pushes: stkpush.<id>.
+func PushLogSubject(trackingID string) string { return "stkpush." + trackingID }
+
+// PushLogMaxPerSubject bounds the pushes kept per payment; the newest stay,
+// and one is enough to know a push went out.
+const PushLogMaxPerSubject = 64
+
+// PushLogStreamConfig is the STK_PUSHES stream: each message is the attempt
+// record (Attempt, state sending) as it was when the push left. It keeps
+// them as long as the STK stream keeps requests.
+func PushLogStreamConfig(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              PushLogStreamName,
+		Description:       "stkgate: every STK push request sent to Daraja, by tracking id",
+		Subjects:          []string{PushLogSubjectAll},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          atLeastOne(replicas),
+		Duplicates:        2 * time.Minute,
+		MaxAge:            RequestRetention,
+		MaxMsgsPerSubject: PushLogMaxPerSubject,
+		Discard:           jetstream.DiscardOld,
+		AllowDirect:       true,
+	}
+}
+
+// EnsurePushLogStream creates the STK_PUSHES stream or brings it up to date,
+// leaving a matching one alone (see EnsureStream).
+func EnsurePushLogStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+	return ensureStreamConfig(ctx, js, PushLogStreamConfig(replicas))
 }
 
 // PromptLifetime is how long a customer has to answer an STK prompt, with a
