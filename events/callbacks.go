@@ -121,3 +121,30 @@ func CallbackStreamConfig(replicas int) jetstream.StreamConfig {
 func EnsureCallbackStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
 	return ensureStreamConfig(ctx, js, CallbackStreamConfig(replicas))
 }
+
+// ConsumerCallbackApply is callback-ingest's durable consumer of the
+// callbacks kept for a known payment.
+const ConsumerCallbackApply = "callback-apply"
+
+// CallbackApplyConsumer hands every callback kept on
+// stkcb.received.<tracking_id> to callback-ingest, which applies the ones
+// whose stk.completed is not in the STK stream: callback-ingest keeps a
+// callback before it publishes its outcome, and a crash, a failed publish
+// or a lookup that failed in between must not leave a kept callback
+// unapplied. Applying is safe to repeat: the completion's Nats-Msg-Id
+// dedupes it, and a payment with an outcome is left as it is.
+//
+// No BackOff and no MaxDeliver: the applier naks with delays of its own
+// and must never give a genuine callback up.
+func CallbackApplyConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerCallbackApply,
+		Description:   "applies every kept callback whose outcome is not yet in the STK stream",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		FilterSubject: CallbackSubjectReceived("*"),
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 1024,
+	}
+}

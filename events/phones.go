@@ -18,9 +18,6 @@ const PhonesBucket = "STK_PHONES"
 // push, so a lock whose release was lost lets go a prompt's lifetime after
 // the last push that could have opened one.
 func PhonesConfig(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
-	if replicas < 1 {
-		replicas = 1
-	}
 	if ttl <= 0 {
 		ttl = PromptLifetime
 	}
@@ -30,7 +27,7 @@ func PhonesConfig(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 		History:     1,
 		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Replicas:    atLeastOne(replicas),
 	}
 }
 
@@ -40,6 +37,10 @@ const ConsumerPhoneRelease = "dispatcher-phones"
 // PhoneReleaseConsumer hands every stk.completed to the dispatcher, which
 // releases the phone lock the completed payment still holds. It starts at
 // new events when first created: older completions hold no lock.
+//
+// No BackOff (nats-server would make its first interval the AckWait, see
+// ProjectorConsumer): the dispatcher naks a failed release with a delay of
+// its choosing (PhoneReleaseRetry).
 func PhoneReleaseConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerPhoneRelease,
@@ -50,7 +51,16 @@ func PhoneReleaseConsumer() jetstream.ConsumerConfig {
 		AckWait:       30 * time.Second,
 		// A release that keeps failing is not lost: the lock's TTL lets go.
 		MaxDeliver:    20,
-		BackOff:       []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second},
 		MaxAckPending: 1024,
 	}
+}
+
+// PhoneReleaseRetry is the wait before the delivery after a release that
+// failed n times (n >= 1): 1 s doubling to 30 s.
+func PhoneReleaseRetry(n uint64) time.Duration {
+	d := time.Second
+	for i := uint64(1); i < n && d < 30*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 30*time.Second)
 }

@@ -2,8 +2,6 @@ package events
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -16,6 +14,11 @@ const (
 	SubjectAll = "stk.>"
 )
 
+// RequestRetention is how long the STK stream keeps events, a request
+// among them; whatever must be known of a request while it may be delivered
+// again (its attempt record, its pushes) is kept as long.
+const RequestRetention = 90 * 24 * time.Hour
+
 // DuplicateWindow is how long JetStream remembers a Nats-Msg-Id: a publish
 // retried within it is dropped, so an event is stored once per tracking id.
 // It outlasts every retry loop of the services and a prompt's lifetime.
@@ -24,18 +27,15 @@ const DuplicateWindow = time.Hour
 // StreamConfig is the STK stream: every event, file storage, replicas from
 // configuration (1 in dev, 3 in a cluster).
 func StreamConfig(replicas int) jetstream.StreamConfig {
-	if replicas < 1 {
-		replicas = 1
-	}
 	return jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "stkgate: every STK push event",
 		Subjects:    []string{SubjectAll},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Replicas:    atLeastOne(replicas),
 		Duplicates:  DuplicateWindow,
-		MaxAge:      90 * 24 * time.Hour,
+		MaxAge:      RequestRetention,
 		Discard:     jetstream.DiscardOld,
 		AllowDirect: true,
 	}
@@ -49,26 +49,7 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 // update meets a consumer being created by another service starting at the
 // same moment.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
-	want := StreamConfig(replicas)
-	s, err := js.Stream(ctx, StreamName)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = js.CreateStream(ctx, want)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			// Another service created it first, with other settings.
-			s, err = js.Stream(ctx, StreamName)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
-	}
-	if streamMatches(s.CachedInfo().Config, want) {
-		return s, nil
-	}
-	s, err = js.UpdateStream(ctx, want)
-	if err != nil {
-		return nil, fmt.Errorf("update stream %s: %w", StreamName, err)
-	}
-	return s, nil
+	return ensureStreamConfig(ctx, js, StreamConfig(replicas))
 }
 
 // streamMatches compares the settings StreamConfig makes; the server fills in
@@ -101,7 +82,16 @@ const (
 )
 
 // ProjectorConsumer reads every event into the Postgres read model. It acks
-// after commit; a failed batch is redelivered with backoff.
+// after commit.
+//
+// It has no BackOff: nats-server replaces the AckWait by the first BackOff
+// interval (1 s had been asked for, so a batch slower than a second was
+// delivered again), and measures a NakWithDelay against the BackOff instead
+// of the delay asked for. The projector spaces its own retries (it holds a
+// batch with InProgress while the database is away), and MaxDeliver is
+// unlimited: no outage, however long, and no crash loop during one may
+// skip an event. An event that can never be applied is terminated by the
+// projector itself (and dead-lettered).
 func ProjectorConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerProjector,
@@ -110,8 +100,7 @@ func ProjectorConsumer() jetstream.ConsumerConfig {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		FilterSubject: SubjectAll,
 		AckWait:       30 * time.Second,
-		MaxDeliver:    20,
-		BackOff:       []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute},
+		MaxDeliver:    -1,
 		MaxAckPending: 4096,
 	}
 }
