@@ -6,6 +6,7 @@ package natstest
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -51,4 +52,45 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("natstest: %v", err)
 	}
 	return &Server{Server: s, URL: s.ClientURL(), Conn: nc, JS: js, Stream: stream}
+}
+
+// LaggingReplica adds to the STK stream a direct-get responder that is
+// always behind: a mirror answering direct gets (MirrorDirect) that copies
+// only stk.completed. JetStream spreads direct gets over a stream's own
+// replicas and such mirrors, as it spreads them over the three replicas of
+// a clustered stream, one of which may not have caught up yet; this one
+// never catches up, so about half the direct gets for anything but a
+// completion answer "not found" — what a lagging follower answers, without
+// a cluster and without timing it.
+func (s *Server) LaggingReplica(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := s.JS.CreateStream(ctx, jetstream.StreamConfig{
+		Name:         events.StreamName + "_LAGGING",
+		Storage:      jetstream.MemoryStorage,
+		Mirror:       &jetstream.StreamSource{Name: events.StreamName, FilterSubject: events.Subject(events.TypeCompleted, "*")},
+		MirrorDirect: true,
+	})
+	if err != nil {
+		t.Fatalf("natstest: lagging mirror: %v", err)
+	}
+	// A mirror answers direct gets once it has copied a message: give it
+	// one, a completion of a payment no test uses.
+	p := events.Payment{TrackingID: "00000000-0000-4000-8000-00000000dead", Client: "natstest", Phone: "254700000000", Amount: 1, Reference: "lagging"}
+	pub := &events.Publisher{JS: s.JS, Source: "natstest"}
+	if _, err := pub.Publish(ctx, events.Completed{Payment: p, ResultCode: "0", Source: events.SourceCallback}); err != nil {
+		t.Fatalf("natstest: lagging mirror: %v", err)
+	}
+	for {
+		m, err := s.JS.Stream(ctx, events.StreamName+"_LAGGING")
+		if err == nil && m.CachedInfo().State.Msgs > 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("natstest: the lagging mirror copied nothing: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
