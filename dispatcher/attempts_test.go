@@ -129,9 +129,12 @@ func TestNotSentRecordIsPushedAgain(t *testing.T) {
 		t.Fatalf("fake accepted %d pushes, want 1", len(acc))
 	}
 	rec := h.record(p.TrackingID)
+	if !rec.SentAt.After(first) {
+		t.Errorf("record's SentAt %v, want the second push's time, after the first's %v", rec.SentAt, first)
+	}
 	want := events.Attempt{TrackingID: p.TrackingID, State: events.AttemptAccepted, Calls: 2,
 		MerchantRequestID: acc[0].MerchantRequestID, CheckoutRequestID: acc[0].CheckoutRequestID,
-		FirstSentAt: first, UpdatedAt: rec.UpdatedAt}
+		FirstSentAt: first, SentAt: rec.SentAt, UpdatedAt: rec.UpdatedAt}
 	if diff := cmp.Diff(want, rec); diff != "" {
 		t.Errorf("record (-want +got):\n%s", diff)
 	}
@@ -465,23 +468,83 @@ func TestRequestsForAPhoneArePushedInOrder(t *testing.T) {
 }
 
 func TestGoneWaiterStopsHoldingUpThePhone(t *testing.T) {
-	t.Parallel()
-	const stale = 500 * time.Millisecond
-	h := newHarness(t, func(c *Config) { c.queueStale = stale })
-	p := newPayment()
-	// A request that came earlier waited for the phone, then was settled
-	// elsewhere (or its dispatcher died) without leaving the list.
-	ph := phones{kv: h.bucket(events.PhonesConfig(1, 0))}
-	if err := ph.join(context.Background(), p.Phone, waiter{ID: "gone", Seq: 0, Seen: time.Now().UTC()}, time.Hour); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		// completed: the earlier waiter's payment was finished elsewhere.
+		// Otherwise it left no trace and is passed over once unseen for
+		// queueGone.
+		completed bool
+	}{{"finished elsewhere", true}, {"unseen for too long", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, func(c *Config) {
+				c.queueStale = 200 * time.Millisecond
+				c.queueGone = time.Hour
+				if !tc.completed {
+					c.queueGone = time.Second
+				}
+			})
+			p, gone := newPayment(), newPayment()
+			gone.Phone = p.Phone
+			if tc.completed {
+				h.complete(gone)
+			}
+			// The earlier request waited for the phone, then was settled
+			// elsewhere, or its request cannot come back, without leaving
+			// the list.
+			ph := phones{kv: h.bucket(events.PhonesConfig(1, 0))}
+			if err := ph.join(context.Background(), p.Phone, waiter{ID: gone.TrackingID, Seq: 0, Seen: time.Now().UTC()}, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			h.request(p)
+			h.start()
+			waitFor(t, "the push once the gone waiter no longer holds the phone", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+			h.waitSettled()
+			h.stop()
+			if q, _, err := ph.queue(context.Background(), p.Phone); err != nil || len(q) != 0 {
+				t.Errorf("waiting list after the push: %+v, %v; want empty", q, err)
+			}
+		})
 	}
-	h.request(p)
-	h.start()
-	waitFor(t, "the push once the gone waiter is stale", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
-	h.waitSettled()
-	h.stop()
-	if q, _, err := ph.queue(context.Background(), p.Phone); err != nil || len(q) != 0 {
-		t.Errorf("waiting list after the push: %+v, %v; want empty", q, err)
+}
+
+// The waiting list stays first come, first served while the dispatchers
+// are busy: a waiter whose redelivery is late (every worker busy) is
+// unseen for longer than queueStale, but as long as its request still
+// waits, a later request does not overtake it.
+func TestLateWaiterKeepsItsPlace(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	ph := phones{kv: h.bucket(events.PhonesConfig(1, 0))}
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for _, tc := range []struct {
+		name     string
+		unseen   time.Duration
+		waiting  bool
+		overtake bool
+	}{
+		{"seen lately", time.Second, true, false},
+		{"late, still waiting", 10 * time.Minute, true, false},
+		{"late, moved on", 10 * time.Minute, false, true},
+		{"unseen for longer than gone", 3 * time.Hour, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			phone := newPayment().Phone
+			early, later := "early-"+phone, "later-"+phone
+			if err := ph.join(ctx, phone, waiter{ID: early, Seq: 1, Seen: now.Add(-tc.unseen)}, 24*time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			qt := queueTimes{stale: 30 * time.Second, gone: 2 * time.Hour,
+				waiting: func(_ context.Context, id string) bool { return id == early && tc.waiting }}
+			_, before, err := ph.acquire(ctx, phone, later, 2, now, qt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := before == ""; got != tc.overtake {
+				t.Errorf("the later request took the phone: %v (before it: %q), want %v", got, before, tc.overtake)
+			}
+		})
 	}
 }
 

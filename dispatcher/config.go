@@ -120,10 +120,22 @@ type Config struct {
 	// DefaultDeferAbove; tests may raise it).
 	deferAbove time.Duration
 	// queueStale is how long a request on a phone's waiting list may go
-	// without looking at the phone before the requests after it stop
-	// waiting for it (default: derived from PhoneWait and the AckWait).
+	// without looking at the phone before the requests after it ask whether
+	// it still waits (default: derived from PhoneWait and the AckWait).
 	queueStale time.Duration
+	// queueGone is how long it may go unseen before the requests after it
+	// pass it over whatever it says (default DefaultQueueGone).
+	queueGone time.Duration
+	// beforeSending, when set, is called before each push is recorded as
+	// sending: tests change the record there, as a racing reconciler would.
+	beforeSending func(trackingID string)
 }
+
+// DefaultQueueGone is how long a request on a phone's waiting list may go
+// unseen before the requests after it no longer wait for it: longer than a
+// request ever waits for its phone (DispatcherMaxDeliver looks, PhoneWait
+// apart, after which it is given up).
+const DefaultQueueGone = 2 * time.Hour
 
 // ConfigFromEnv reads the configuration through getenv (os.Getenv in main).
 // A missing required setting or a malformed one is an error naming the

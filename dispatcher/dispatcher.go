@@ -7,10 +7,12 @@ package dispatcher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -40,6 +42,14 @@ const (
 	CodeHTTPPrefix  = "http."
 	CodeUnreachable = daraja.CodeUnreachable
 )
+
+// CodeRecordLost is the error code of an attempt record written again from
+// the push log, its first one being lost: a push left, its outcome unknown.
+const CodeRecordLost = "stkgate.record_lost"
+
+// CodeRefused is the result code of a refusal that came with no code at all
+// (neither Daraja's nor an HTTP status): every outcome has a code.
+const CodeRefused = "stkgate.refused"
 
 // CodePhoneBusy is the result code of a payment given up because another
 // payment's prompts kept its phone busy for as long as JetStream would
@@ -98,30 +108,34 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.maxDeliver <= 0 {
 		cfg.maxDeliver = math.MaxInt
 	}
+	if cfg.queueGone <= 0 {
+		cfg.queueGone = max(DefaultQueueGone, 2*cfg.queueStale)
+	}
 
 	d := &dispatcher{
 		cfg:      cfg,
 		log:      log,
 		client:   client,
+		js:       js,
 		stream:   res.stream,
+		pushLog:  res.pushLog,
 		pub:      &events.Publisher{JS: js, Source: Source},
 		attempts: attempts{kv: res.attempts},
 		phones:   phones{kv: res.phones},
 	}
-	released, err := d.releasePhones(ctx, res.release)
-	if err != nil {
-		return fmt.Errorf("dispatcher: %w", err)
-	}
+	releaseDone := make(chan struct{})
+	go func() {
+		defer close(releaseDone)
+		d.releasePhones(ctx, res.release)
+	}()
 	d.consume(ctx, res.requests)
-	// Drain lets the releases in hand finish before the connection closes.
-	released.Drain()
-	<-released.Closed()
+	<-releaseDone
 	log.Info("dispatcher stopped")
 	return nil
 }
 
 type setUpResult struct {
-	stream            jetstream.Stream
+	stream, pushLog   jetstream.Stream
 	requests, release jetstream.Consumer
 	attempts, phones  jetstream.KeyValue
 }
@@ -137,7 +151,10 @@ func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cfg Co
 			if res.stream, err = events.EnsureStream(ctx, js, cfg.StreamReplicas); err != nil {
 				return res, err
 			}
-			if res.attempts, err = ensureBucket(ctx, js, events.AttemptsConfig(cfg.StreamReplicas)); err != nil {
+			if res.attempts, err = ensureAttempts(ctx, js, cfg.StreamReplicas); err != nil {
+				return res, err
+			}
+			if res.pushLog, err = events.EnsurePushLogStream(ctx, js, cfg.StreamReplicas); err != nil {
 				return res, err
 			}
 			if res.phones, err = ensureBucket(ctx, js, events.PhonesConfig(cfg.StreamReplicas, cfg.PhoneLockTTL)); err != nil {
@@ -148,12 +165,8 @@ func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cfg Co
 			if _, err := events.EnsureAdvisoryStream(ctx, js, cfg.StreamReplicas); err != nil {
 				return res, err
 			}
-			cc := events.DispatcherConsumer()
-			if cfg.tuneConsumer != nil {
-				cfg.tuneConsumer(&cc)
-			}
-			if res.requests, err = js.CreateOrUpdateConsumer(ctx, events.StreamName, cc); err != nil {
-				return res, fmt.Errorf("create consumer %s: %w", events.ConsumerDispatcher, err)
+			if res.requests, err = requestConsumer(ctx, js, cfg); err != nil {
+				return res, err
 			}
 			if res.release, err = js.CreateOrUpdateConsumer(ctx, events.StreamName, events.PhoneReleaseConsumer()); err != nil {
 				return res, fmt.Errorf("create consumer %s: %w", events.ConsumerPhoneRelease, err)
@@ -177,6 +190,20 @@ func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cfg Co
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
+}
+
+// requestConsumer creates (or brings up to date) the consumer of
+// stk.requested.
+func requestConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Consumer, error) {
+	cc := events.DispatcherConsumer()
+	if cfg.tuneConsumer != nil {
+		cfg.tuneConsumer(&cc)
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, cc)
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", events.ConsumerDispatcher, err)
+	}
+	return c, nil
 }
 
 // retryableSetUp tells an unreachable server (worth waiting for) from a
@@ -217,50 +244,122 @@ type dispatcher struct {
 	cfg      Config
 	log      *slog.Logger
 	client   *daraja.Client
-	stream   jetstream.Stream
+	js       jetstream.JetStream
+	stream   jetstream.Stream // STK
+	pushLog  jetstream.Stream // STK_PUSHES
 	pub      *events.Publisher
 	attempts attempts
 	phones   phones
 }
 
-// releasePhones consumes stk.completed and releases the phone lock the
-// completed payment still holds, so the next payment for that phone may be
-// pushed at once rather than after the lock's TTL.
-func (d *dispatcher) releasePhones(ctx context.Context, cons jetstream.Consumer) (jetstream.ConsumeContext, error) {
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		id := events.TrackingIDOf(msg.Subject())
-		log := d.log.With("tracking_id", id)
-		_, ev, err := events.Decode(msg.Data())
-		if err != nil {
-			// The projector reports malformed events; no lock names them.
-			log.Debug("phone release: undecodable stk.completed skipped", "error", err)
-			_ = msg.Term()
+// releasePhones consumes stk.completed until ctx ends and releases the
+// phone lock the completed payment still holds, so the next payment for that
+// phone may be pushed at once rather than after the lock's TTL. A consumer
+// deleted meanwhile is created again. On return the releases in hand have
+// finished.
+func (d *dispatcher) releasePhones(ctx context.Context, cons jetstream.Consumer) {
+	for {
+		gone := make(chan struct{})
+		var once sync.Once
+		cc, err := cons.Consume(func(msg jetstream.Msg) { d.releasePhone(ctx, msg) },
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				d.log.Warn("phone release consumer", "error", err)
+				if consumerGone(err) {
+					once.Do(func() { close(gone) })
+				}
+			}))
+		if err == nil {
+			select {
+			case <-ctx.Done():
+			case <-gone:
+			}
+			// Drain lets the releases in hand finish.
+			cc.Drain()
+			<-cc.Closed()
+		} else {
+			d.log.Warn("phone release consumer", "error", err)
+		}
+		if ctx.Err() != nil {
 			return
 		}
-		c, ok := ev.(events.Completed)
-		if !ok {
-			_ = msg.Term()
+		cons = d.recreate(ctx, events.ConsumerPhoneRelease, func(ctx context.Context) (jetstream.Consumer, error) {
+			return d.js.CreateOrUpdateConsumer(ctx, events.StreamName, events.PhoneReleaseConsumer())
+		})
+		if cons == nil {
 			return
 		}
-		released, err := d.phones.releaseHeldBy(context.WithoutCancel(ctx), c.Phone, id)
-		if err != nil {
-			log.Warn("phone lock not released on completion; retrying", "error", err)
-			_ = msg.NakWithDelay(time.Second)
-			return
-		}
-		if released {
-			log.Info("payment completed: phone released for the next payment", "phone", events.MaskPhone(c.Phone))
-		}
-		if err := msg.Ack(); err != nil {
-			log.Debug("ack of stk.completed for phone release", "error", err)
-		}
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		d.log.Warn("phone release consumer", "error", err)
-	}))
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", events.ConsumerPhoneRelease, err)
 	}
-	return cc, nil
+}
+
+func (d *dispatcher) releasePhone(ctx context.Context, msg jetstream.Msg) {
+	id := events.TrackingIDOf(msg.Subject())
+	log := d.log.With("tracking_id", id)
+	_, ev, err := events.Decode(msg.Data())
+	if err != nil {
+		// The projector reports malformed events; no lock names them.
+		log.Debug("phone release: undecodable stk.completed skipped", "error", err)
+		_ = msg.Term()
+		return
+	}
+	c, ok := ev.(events.Completed)
+	if !ok {
+		_ = msg.Term()
+		return
+	}
+	released, err := d.phones.releaseHeldBy(context.WithoutCancel(ctx), c.Phone, id)
+	if err != nil {
+		delay := events.PhoneReleaseRetry(numDelivered(msg))
+		log.Warn("phone lock not released on completion; retrying", "error", err, "retry_in", delay.String())
+		_ = msg.NakWithDelay(delay)
+		return
+	}
+	if released {
+		log.Info("payment completed: phone released for the next payment", "phone", events.MaskPhone(c.Phone))
+	}
+	if err := msg.Ack(); err != nil {
+		log.Debug("ack of stk.completed for phone release", "error", err)
+	}
+}
+
+func numDelivered(msg jetstream.Msg) uint64 {
+	if md, err := msg.Metadata(); err == nil {
+		return md.NumDelivered
+	}
+	return 1
+}
+
+// consumerGone reports whether err means the consumer no longer exists on
+// the server (deleted by an operator, or lost with its stream's state), so
+// that pulling from it again can only fail.
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
+}
+
+// recreate creates a deleted consumer again with create, retrying until it
+// succeeds or ctx ends (then nil). A recreated consumer of stk.requested
+// delivers every request the stream holds again: the attempt records, the
+// push log and the stream itself keep each from being pushed twice.
+func (d *dispatcher) recreate(ctx context.Context, name string, create func(context.Context) (jetstream.Consumer, error)) jetstream.Consumer {
+	wait := time.Second
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := create(cctx)
+		cancel()
+		if err == nil {
+			d.log.Warn("consumer was deleted: created again", "consumer", name)
+			return c
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		d.log.Warn("consumer deleted and not created again yet; retrying", "consumer", name, "error", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 // consume pulls messages only for free workers: a message fetched ahead of a
@@ -301,6 +400,14 @@ func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
 		})
 		for range n - got {
 			<-slots
+		}
+		if err != nil && ctx.Err() == nil && consumerGone(err) {
+			if cons = d.recreate(ctx, events.ConsumerDispatcher, func(ctx context.Context) (jetstream.Consumer, error) {
+				return requestConsumer(ctx, d.js, d.cfg)
+			}); cons == nil {
+				break
+			}
+			continue
 		}
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("fetch from jetstream failed, retrying", "error", err)
@@ -415,6 +522,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			d.nakDelay(log, msg, d.cfg.RecheckDelay)
 			return
 		}
+		d.leaveQueue(work, log, req.Phone, id)
 		d.ack(work, log, msg)
 		return
 	default:
@@ -423,11 +531,12 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		// twice. The callback or the reconciler settles it.
 		log.Warn("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it",
 			"state", rec.State, "calls", rec.Calls, "delivered", delivered)
+		d.leaveQueue(work, log, req.Phone, id)
 		d.ack(work, log, msg)
 		return
 	}
 
-	lockRev, holder, err := d.phones.acquire(work, req.Phone, id, seq, time.Now().UTC(), d.cfg.queueStale)
+	lockRev, holder, err := d.phones.acquire(work, req.Phone, id, seq, time.Now().UTC(), d.queueTimes())
 	if err != nil {
 		log.Error("cannot take the phone's lock: not pushing; retrying later", "error", err)
 		d.nakDelay(log, msg, d.cfg.RecheckDelay)
@@ -438,7 +547,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			// The last delivery JetStream will make: finish the payment
 			// rather than let it run out unanswered.
 			log.Warn("phone busy for too long: giving up", "holder_tracking_id", holder, "delivered", delivered)
-			if err := d.phones.leave(work, req.Phone, id, time.Now().UTC(), d.cfg.queueStale); err != nil {
+			if err := d.phones.leave(work, req.Phone, id, time.Now().UTC(), d.cfg.queueGone); err != nil {
 				log.Warn("not taken off the phone's waiting list; the entry goes stale", "error", err)
 			}
 			rec.TrackingID = id
@@ -463,6 +572,46 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		// phone's waiting list, and look again later.
 		log.Debug("phone busy with another payment's prompt: waiting", "before_tracking_id", holder, "delivered", delivered)
 		d.nakDelay(log, msg, d.cfg.PhoneWait)
+		return
+	}
+
+	// The phone is ours. Before the push: a request whose record is gone
+	// (STK_ATTEMPTS purged or lost, the consumer recreated) may have been
+	// pushed, or finished, long ago; a request whose earlier pushes did
+	// not reach Daraja may have been finished meanwhile.
+	switch found, err := d.evidence(work, id, rev == 0); {
+	case err != nil:
+		log.Error("cannot tell whether the payment was pushed or finished before: not pushing; retrying later", "error", err)
+		d.nakDelay(log, msg, d.cfg.RecheckDelay)
+		return
+	case found.completed:
+		log.Warn("request redelivered after its outcome was stored: not pushing", "attempt_state", rec.State, "delivered", delivered)
+		if err := d.phones.release(work, req.Phone, lockRev); err != nil {
+			log.Warn("phone lock not released; it expires by itself", "error", err)
+		}
+		d.ack(work, log, msg)
+		return
+	case found.dispatched:
+		// Daraja accepted a push for it: its prompt may be open, so the
+		// lock stays until the completion (or its TTL).
+		log.Warn("request redelivered without its attempt record, but Daraja accepted its push: not pushing again", "delivered", delivered)
+		d.ack(work, log, msg)
+		return
+	case found.pushed != nil:
+		// A push left and its record is gone: its fate is unknown. The
+		// record is written again as ambiguous, so the reconciler waits for
+		// its callback from the time it left; the lock stays.
+		a := *found.pushed
+		a.TrackingID, a.State, a.UpdatedAt = id, events.AttemptAmbiguous, time.Now().UTC()
+		a.ErrorCode, a.ErrorMessage = CodeRecordLost, "the attempt record was lost after a push was sent; its outcome is unknown"
+		if _, err := d.attempts.put(work, a, 0); err != nil {
+			log.Error("push log shows a push whose record is gone; record not written again, retrying later", "error", err)
+			d.nakDelay(log, msg, d.cfg.RecheckDelay)
+			return
+		}
+		log.Warn("request redelivered without its attempt record, but a push left for it: not pushing again; the callback or the reconciler settles it",
+			"calls", a.Calls, "sent_at", a.SentAt, "delivered", delivered)
+		d.ack(work, log, msg)
 		return
 	}
 
@@ -526,14 +675,23 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 
 	case outcomeHeld:
 		// No push was sent in this round: the record could not be written
-		// (NATS away, another instance on it) or the phone's lock was lost.
+		// (NATS away, another writer on it) or the phone's lock was lost.
 		log.Warn("push not sent: cannot record the attempt or keep the phone's lock; retrying later",
 			"error", out.err, "attempts", out.attempts)
-		if !errors.Is(out.err, errConflict) {
-			// Nobody else is on it; let the next payment for the phone go.
+		if d.letGoOfPhone(work, log, id, rec, out.err) {
 			_ = d.phones.release(work, req.Phone, out.lockRev)
 		}
 		d.nakDelay(log, msg, d.cfg.RecheckDelay)
+
+	case outcomeCompletedMeanwhile:
+		// An earlier call went through after all (a 503 after Daraja had
+		// processed it) and its outcome is in: nothing more to push, and no
+		// prompt of this payment is open any more.
+		log.Warn("payment completed while its push was being retried: not pushing again", "attempts", out.attempts, "last_error", out.err)
+		if err := d.phones.release(work, req.Phone, out.lockRev); err != nil {
+			log.Warn("phone lock not released; it expires by itself", "error", err)
+		}
+		d.ack(work, log, msg)
 
 	case outcomeStopped:
 		// Stopped between attempts, none of which can have reached the
@@ -546,6 +704,124 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			log.Warn("nak on stop", "error", err)
 		}
 	}
+}
+
+// found is what the STK stream and the push log hold of a payment.
+type found struct {
+	completed  bool            // stk.completed is stored
+	dispatched bool            // stk.dispatched is stored
+	pushed     *events.Attempt // the newest push logged, its record being gone
+}
+
+// evidence looks for what stops a push: the payment's stk.completed and,
+// when its attempt record is gone (recordGone), its stk.dispatched and the
+// pushes logged in STK_PUSHES. A replica's "not found" is confirmed by the
+// stream's leader (events.LastMsg): the answer decides whether a customer is
+// prompted.
+func (d *dispatcher) evidence(ctx context.Context, id string, recordGone bool) (found, error) {
+	var f found
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	has := func(s jetstream.Stream, subject string) (*jetstream.RawStreamMsg, error) {
+		m, err := events.LastMsg(ctx, d.js, s, subject)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return nil, nil
+		case err != nil:
+			return nil, fmt.Errorf("look up %s: %w", subject, err)
+		}
+		return m, nil
+	}
+	m, err := has(d.stream, events.Subject(events.TypeCompleted, id))
+	if err != nil || m != nil {
+		f.completed = m != nil
+		return f, err
+	}
+	if !recordGone {
+		return f, nil
+	}
+	if m, err = has(d.stream, events.Subject(events.TypeDispatched, id)); err != nil || m != nil {
+		f.dispatched = m != nil
+		return f, err
+	}
+	if m, err = has(d.pushLog, events.PushLogSubject(id)); err != nil || m == nil {
+		return f, err
+	}
+	var a events.Attempt
+	if err := json.Unmarshal(m.Data, &a); err != nil || a.TrackingID != id {
+		// Unreadable, it still says a push left.
+		a = events.Attempt{TrackingID: id, Calls: 1, SentAt: m.Time.UTC(), FirstSentAt: m.Time.UTC()}
+	}
+	f.pushed = &a
+	return f, nil
+}
+
+// logPush records in STK_PUSHES, before it leaves, that push number
+// a.Calls of the payment is being sent.
+func (d *dispatcher) logPush(ctx context.Context, a events.Attempt) error {
+	body, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encode push log entry: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	_, err = d.js.Publish(ctx, events.PushLogSubject(a.TrackingID), body,
+		jetstream.WithMsgID(fmt.Sprintf("%s:push:%d", a.TrackingID, a.Calls)),
+		jetstream.WithExpectStream(events.PushLogStreamName))
+	if err != nil {
+		return fmt.Errorf("log push: %w", err)
+	}
+	return nil
+}
+
+// queueTimes are the phone waiting list's rules: an earlier waiter unseen
+// for a while keeps its place as long as its request still waits.
+func (d *dispatcher) queueTimes() queueTimes {
+	return queueTimes{stale: d.cfg.queueStale, gone: d.cfg.queueGone, waiting: d.stillWaiting}
+}
+
+// stillWaiting reports whether the request of trackingID still waits for
+// its phone: nothing it pushed can have reached Daraja (no attempt record,
+// or one saying not_sent) and it has no outcome. When in doubt, it waits.
+func (d *dispatcher) stillWaiting(ctx context.Context, trackingID string) bool {
+	rec, _, err := d.attempts.get(ctx, trackingID)
+	if err != nil {
+		return true
+	}
+	if rec.State != "" && rec.State != events.AttemptNotSent {
+		return false
+	}
+	f, err := d.evidence(ctx, trackingID, false)
+	return err != nil || !f.completed
+}
+
+// leaveQueue takes a request that will not be pushed off its phone's
+// waiting list, so that the requests after it need not wait for it.
+func (d *dispatcher) leaveQueue(ctx context.Context, log *slog.Logger, phone, id string) {
+	if err := d.phones.leave(ctx, phone, id, time.Now().UTC(), d.cfg.queueGone); err != nil {
+		log.Warn("not taken off the phone's waiting list; the requests after it ask whether it still waits", "error", err)
+	}
+}
+
+// letGoOfPhone decides whether a round that sent nothing releases the
+// phone's lock. It does, unless a prompt of this payment may be open (an
+// earlier call was uncertain) or another writer of the attempt record is
+// pushing it now; if that writer finished the payment instead (the
+// reconciler gave it up), nobody will push and the lock is let go, so the
+// next payment for the phone need not wait for its TTL.
+func (d *dispatcher) letGoOfPhone(ctx context.Context, log *slog.Logger, id string, rec events.Attempt, why error) bool {
+	if rec.Uncertain {
+		return false
+	}
+	if !errors.Is(why, errConflict) {
+		return true
+	}
+	cur, _, err := d.attempts.get(ctx, id)
+	if err != nil {
+		log.Warn("attempt record changed by another writer and cannot be read again: keeping the phone's lock", "error", err)
+		return false
+	}
+	return cur.State == events.AttemptRefused || cur.State == events.AttemptGaveUp
 }
 
 // completedOf is the stk.completed of a refused or given-up push, built
@@ -609,6 +885,7 @@ const (
 	outcomeStopped
 	outcomeHeld
 	outcomeDeferred
+	outcomeCompletedMeanwhile
 )
 
 type outcome struct {
@@ -672,25 +949,54 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 	}
 	op := func() error {
 		_ = msg.InProgress() // best effort: the ticker reports progress too
+		if out.attempts > 0 {
+			// A retry: the last call's answer said it was not processed,
+			// but a 503 guarantees nothing, and a callback for it may have
+			// come meanwhile. (handle looked before the first call.)
+			f, err := d.evidence(work, req.TrackingID, false)
+			if err != nil {
+				return backoff.Permanent(errHeld{err})
+			}
+			if f.completed {
+				return backoff.Permanent(errCompletedMeanwhile)
+			}
+		}
 		// The lock lives a prompt's lifetime from this push on.
 		r, err := d.phones.refresh(work, req.Phone, req.TrackingID, out.lockRev)
 		if err != nil {
 			return backoff.Permanent(errHeld{err})
 		}
 		out.lockRev = r
+		was := *rec
 		now := time.Now().UTC()
 		rec.State = events.AttemptSending
 		rec.Calls++
 		if rec.FirstSentAt.IsZero() {
 			rec.FirstSentAt = now
 		}
-		rec.UpdatedAt = now
+		rec.SentAt, rec.UpdatedAt = now, now
+		if d.cfg.beforeSending != nil {
+			d.cfg.beforeSending(req.TrackingID)
+		}
 		r, err = d.attempts.put(work, *rec, rev)
 		if err != nil {
-			rec.Calls--
+			*rec = was
 			return backoff.Permanent(errHeld{err})
 		}
 		rev = r
+		// The second record of the push, apart from STK_ATTEMPTS: written
+		// before the push leaves, or the push does not leave.
+		if err := d.logPush(work, *rec); err != nil {
+			// Nothing was sent: the record says so again, or it stays
+			// 'sending' and no delivery pushes (the safe side).
+			was.State, was.UpdatedAt = events.AttemptNotSent, time.Now().UTC()
+			if r, perr := d.attempts.put(work, was, rev); perr == nil {
+				rev, *rec = r, was
+			} else {
+				log.Error("push log not written and the attempt record not put back: it stays 'sending', and the payment is not pushed again", "error", perr)
+			}
+			return backoff.Permanent(errHeld{err})
+		}
 		out.attempts++
 		// The client bounds each round trip (daraja.Config.Timeout).
 		resp, err := d.client.Push(work, pr)
@@ -700,8 +1006,19 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 		}
 		last = err
 		switch kindOf(err) {
-		case daraja.KindTransient, daraja.KindLocked:
-			rec.ErrorCode, rec.ErrorMessage = refusalOf(err)
+		case daraja.KindLocked:
+			if rec.Uncertain {
+				// An earlier call of this payment may have reached the
+				// customer after all: the phone's open prompt may be its
+				// own. Pushing again could charge twice.
+				return backoff.Permanent(errOwnPrompt{err})
+			}
+			rec.ErrorCode, rec.ErrorMessage = refusalOf(err, CodeRefused)
+			record(events.AttemptNotSent)
+			return err
+		case daraja.KindTransient:
+			rec.ErrorCode, rec.ErrorMessage = refusalOf(err, CodeRefused)
+			rec.Uncertain = rec.Uncertain || uncertain(err)
 			record(events.AttemptNotSent)
 			return err
 		default:
@@ -729,9 +1046,24 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 	}
 	err := backoff.RetryNotify(op, backoff.WithContext(b, stop), notify)
 	var held errHeld
-	if errors.As(err, &held) {
+	var own errOwnPrompt
+	switch {
+	case errors.As(err, &held):
 		out.kind = outcomeHeld
 		out.err = held.err
+		return out
+	case errors.Is(err, errCompletedMeanwhile):
+		out.kind = outcomeCompletedMeanwhile
+		out.err = last
+		rec.ErrorCode, rec.ErrorMessage = refusalOf(last, CodeRefused)
+		rec.ErrorMessage = "completed while the push was retried; last error: " + rec.ErrorMessage
+		record(events.AttemptAmbiguous)
+		return out
+	case errors.As(err, &own):
+		out.kind = outcomeAmbiguous
+		out.err = own.err
+		rec.ErrorCode, rec.ErrorMessage = refusalOf(own.err, CodeRefused)
+		record(events.AttemptAmbiguous)
 		return out
 	}
 	out.err = last
@@ -749,12 +1081,10 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 		return out
 	}
 
-	var de *daraja.Error
-	hasDE := errors.As(last, &de)
 	switch kindOf(last) {
 	case daraja.KindRefused:
 		out.kind = outcomeRefused
-		rec.ErrorCode, rec.ErrorMessage = refusalOf(last)
+		rec.ErrorCode, rec.ErrorMessage = refusalOf(last, CodeRefused)
 		record(events.AttemptRefused)
 	case daraja.KindTransient, daraja.KindLocked:
 		if stop.Err() != nil || work.Err() != nil {
@@ -762,22 +1092,23 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 			out.kind = outcomeStopped
 			return out
 		}
-		out.kind = outcomeGaveUp
-		code, msgText := refusalOf(last)
-		if code == "" {
-			// A gateway page instead of Daraja's envelope: only its status.
-			code = CodeUnreachable
-			if hasDE && de.HTTPStatus != 0 {
-				code = fmt.Sprintf("%s%d", CodeHTTPPrefix, de.HTTPStatus)
-			}
+		if rec.Uncertain {
+			// Given up, but an earlier call's 503 guaranteed nothing: the
+			// customer may have a prompt of this payment. Not a failure;
+			// its callback or the reconciler decides.
+			out.kind = outcomeAmbiguous
+			rec.ErrorCode, rec.ErrorMessage = refusalOf(last, CodeUnreachable)
+			record(events.AttemptAmbiguous)
+			break
 		}
-		rec.ErrorCode, rec.ErrorMessage = code, msgText
+		out.kind = outcomeGaveUp
+		rec.ErrorCode, rec.ErrorMessage = refusalOf(last, CodeUnreachable)
 		record(events.AttemptGaveUp)
 	default:
 		// KindAmbiguous, and any kind this code does not know: the safe
 		// reading is that the customer may have been prompted.
 		out.kind = outcomeAmbiguous
-		rec.ErrorCode, rec.ErrorMessage = refusalOf(last)
+		rec.ErrorCode, rec.ErrorMessage = refusalOf(last, CodeRefused)
 		record(events.AttemptAmbiguous)
 	}
 	return out
@@ -818,18 +1149,45 @@ func (d *dispatcher) minWait(err error) time.Duration {
 }
 
 // refusalOf is the result code and description stk.completed carries for a
-// push error.
-func refusalOf(err error) (code, desc string) {
+// push error. The code is never empty: Daraja's errorCode, else the HTTP
+// status of an answer without one (http.<status>), else fallback.
+func refusalOf(err error, fallback string) (code, desc string) {
 	var de *daraja.Error
-	if errors.As(err, &de) {
-		desc = de.Message
+	switch {
+	case errors.As(err, &de):
+		code, desc = de.Code, de.Message
+		if code == "" && de.HTTPStatus != 0 {
+			code = fmt.Sprintf("%s%d", CodeHTTPPrefix, de.HTTPStatus)
+		}
 		if desc == "" && de.HTTPStatus != 0 {
 			desc = fmt.Sprintf("HTTP %d", de.HTTPStatus)
 		}
-		return de.Code, desc
+	case err != nil:
+		desc = err.Error()
 	}
-	return "", err.Error()
+	if code == "" {
+		code = fallback
+	}
+	return code, desc
 }
+
+// uncertain reports whether a failed call's answer says it was not
+// processed without guaranteeing it: a 503 from the gateway (DARAJA.md).
+func uncertain(err error) bool {
+	var de *daraja.Error
+	return errors.As(err, &de) && de.HTTPStatus == http.StatusServiceUnavailable
+}
+
+// errCompletedMeanwhile: the payment's stk.completed was found before a
+// retry; the push is not sent again.
+var errCompletedMeanwhile = errors.New("completed while the push was retried")
+
+// errOwnPrompt: "Unable to lock subscriber" after an uncertain call of the
+// same payment: the open prompt may be its own.
+type errOwnPrompt struct{ err error }
+
+func (e errOwnPrompt) Error() string { return e.err.Error() }
+func (e errOwnPrompt) Unwrap() error { return e.err }
 
 // floorBackOff is an exponential backoff whose next wait is raised to a
 // floor that depends on the last error, within the same elapsed-time budget.

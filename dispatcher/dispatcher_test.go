@@ -269,7 +269,8 @@ func (h *harness) checkLogs() {
 		"jetstream not ready, retrying": true, "fetch from jetstream failed, retrying": true,
 		"pushes still in flight at shutdown timeout; cancelling them": true,
 		"nats disconnected": true, "nats reconnected": true, "nats connected": true, "nats unreachable, retrying": true,
-		"phone release consumer": true,
+		"phone release consumer":              true,
+		"consumer was deleted: created again": true, "consumer deleted and not created again yet; retrying": true,
 	}
 	for _, line := range strings.Split(strings.TrimSpace(raw), "\n") {
 		if line == "" {
@@ -313,6 +314,10 @@ type pushProxy struct {
 	maxInFlight int
 	gate        func(inFlight int) bool
 	delay       time.Duration // every push is held this long first
+	// hide503 pushes are passed on to the fake, which processes them, and
+	// then answered 503 with a gateway page: the gateway failed after
+	// Daraja had prompted the customer.
+	hide503 int
 }
 
 func newPushProxy(t *testing.T, target string) *pushProxy {
@@ -370,6 +375,19 @@ func newPushProxy(t *testing.T, target string) *pushProxy {
 			case <-time.After(5 * time.Millisecond):
 			}
 		}
+		p.mu.Lock()
+		hide := p.hide503 > 0
+		if hide {
+			p.hide503--
+		}
+		p.mu.Unlock()
+		if hide {
+			rp.ServeHTTP(httptest.NewRecorder(), r)
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "<html><body><h1>503 Service Unavailable</h1></body></html>")
+			return
+		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(func() {
@@ -380,6 +398,14 @@ func newPushProxy(t *testing.T, target string) *pushProxy {
 }
 
 func (p *pushProxy) URL() string { return p.srv.URL }
+
+// hideAnswers makes the next n pushes processed by the fake but answered
+// 503 by the proxy.
+func (p *pushProxy) hideAnswers(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hide503 = n
+}
 
 func (p *pushProxy) setGate(g func(inFlight int) bool) {
 	p.mu.Lock()

@@ -39,6 +39,28 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	return kv, nil
 }
 
+// ensureAttempts opens the attempts bucket (ensureBucket), and lengthens the
+// life of its records when an older version made them shorter than the
+// contract's (events.AttemptsConfig: as long as the stream keeps requests).
+// A record must outlive every redelivery of its request.
+func ensureAttempts(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	cfg := events.AttemptsConfig(replicas)
+	kv, err := ensureBucket(ctx, js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("key-value bucket %s: %w", cfg.Bucket, err)
+	}
+	if ttl := st.TTL(); ttl != 0 && ttl < cfg.TTL {
+		if kv, err = js.UpdateKeyValue(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("key-value bucket %s: keep records %s: %w", cfg.Bucket, cfg.TTL, err)
+		}
+	}
+	return kv, nil
+}
+
 // attempts is the STK_ATTEMPTS bucket: what the dispatcher is about to do
 // and what came of it, per tracking id, written before every push.
 type attempts struct{ kv jetstream.KeyValue }
@@ -104,14 +126,45 @@ type waiter struct {
 	Seen time.Time `json:"seen"`
 }
 
-// acquire takes phone's lock for trackingID when it is free and no live
-// request that came earlier (lower seq) waits for it, or finds the lock
+// queueTimes are how long a waiter on a phone's list may go unseen.
+type queueTimes struct {
+	// stale: an entry unseen this long is asked whether its request still
+	// waits (waiting); one that does keeps its place. A request's
+	// redelivery can be late for want of a free worker, not only because
+	// it is gone, and a later request must not overtake it then.
+	stale time.Duration
+	// gone: an entry unseen this long no longer holds the others up,
+	// whatever waiting says (its request cannot be delivered: a consumer
+	// deleted for good, say).
+	gone time.Duration
+	// waiting reports whether the request of tracking id still waits for
+	// the phone: it has no outcome and was never pushed. An error counts as
+	// waiting.
+	waiting func(ctx context.Context, trackingID string) bool
+}
+
+// holdsUp reports whether waiter w, ahead of us, still holds the phone for
+// itself.
+func (qt queueTimes) holdsUp(ctx context.Context, w waiter, now time.Time) bool {
+	unseen := now.Sub(w.Seen)
+	switch {
+	case unseen < qt.stale:
+		return true
+	case unseen >= qt.gone || qt.waiting == nil:
+		return false
+	}
+	return qt.waiting(ctx, w.ID)
+}
+
+// acquire takes phone's lock for trackingID when it is free and no request
+// that came earlier (lower seq) still waits for it, or finds the lock
 // already held by trackingID (an earlier delivery took it). Otherwise it
 // puts trackingID on the phone's waiting list (or refreshes its entry) and
-// returns the tracking id holding the lock, or the earlier waiter's. A
-// waiter not seen for stale has gone (its request was settled elsewhere, or
-// no dispatcher is running) and no longer holds up the others.
-func (p phones) acquire(ctx context.Context, phone, trackingID string, seq uint64, now time.Time, stale time.Duration) (rev uint64, before string, err error) {
+// returns the tracking id holding the lock, or the earlier waiter's. The
+// list stays first come, first served while the dispatchers are busy: an
+// earlier waiter keeps its place until its request has moved on (pushed,
+// or finished elsewhere), and only one unseen for qt.gone is passed over.
+func (p phones) acquire(ctx context.Context, phone, trackingID string, seq uint64, now time.Time, qt queueTimes) (rev uint64, before string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
 	for range 5 {
@@ -119,7 +172,7 @@ func (p phones) acquire(ctx context.Context, phone, trackingID string, seq uint6
 		switch {
 		case err == nil:
 			if h := string(e.Value()); h != trackingID {
-				return 0, h, p.join(ctx, phone, waiter{trackingID, seq, now}, stale)
+				return 0, h, p.join(ctx, phone, waiter{trackingID, seq, now}, qt.gone)
 			}
 			return e.Revision(), "", nil
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
@@ -129,10 +182,15 @@ func (p phones) acquire(ctx context.Context, phone, trackingID string, seq uint6
 		if err != nil {
 			return 0, "", err
 		}
+		var passed []string // earlier waiters that no longer wait
 		for _, w := range q {
-			if w.ID != trackingID && w.Seq < seq && now.Sub(w.Seen) < stale {
-				return 0, w.ID, p.join(ctx, phone, waiter{trackingID, seq, now}, stale)
+			if w.ID == trackingID || w.Seq >= seq {
+				continue
 			}
+			if qt.holdsUp(ctx, w, now) {
+				return 0, w.ID, p.join(ctx, phone, waiter{trackingID, seq, now}, qt.gone)
+			}
+			passed = append(passed, w.ID)
 		}
 		rev, err := p.kv.Create(ctx, phone, []byte(trackingID))
 		if errors.Is(err, jetstream.ErrKeyExists) {
@@ -143,7 +201,7 @@ func (p phones) acquire(ctx context.Context, phone, trackingID string, seq uint6
 		}
 		// An error is harmless: the entry goes stale, and a holder never
 		// looks at the list.
-		_ = p.leave(ctx, phone, trackingID, now, stale)
+		_ = p.leave(ctx, phone, trackingID, now, qt.gone, passed...)
 		return rev, "", nil
 	}
 	return 0, "", fmt.Errorf("take phone lock: %w", errConflict)
@@ -204,12 +262,12 @@ func (p phones) update(ctx context.Context, phone string, change func([]waiter) 
 }
 
 // join puts w on phone's waiting list, or refreshes its entry, and drops
-// the entries gone stale.
-func (p phones) join(ctx context.Context, phone string, w waiter, stale time.Duration) error {
+// the entries unseen for gone.
+func (p phones) join(ctx context.Context, phone string, w waiter, gone time.Duration) error {
 	return p.update(ctx, phone, func(q []waiter) []waiter {
 		out := []waiter{w}
 		for _, o := range q {
-			if o.ID != w.ID && w.Seen.Sub(o.Seen) < stale {
+			if o.ID != w.ID && w.Seen.Sub(o.Seen) < gone {
 				out = append(out, o)
 			}
 		}
@@ -218,11 +276,13 @@ func (p phones) join(ctx context.Context, phone string, w waiter, stale time.Dur
 	})
 }
 
-// leave takes trackingID off phone's waiting list, with the entries gone
-// stale.
-func (p phones) leave(ctx context.Context, phone, trackingID string, now time.Time, stale time.Duration) error {
+// leave takes trackingID off phone's waiting list, with the entries unseen
+// for gone and those of also (waiters found no longer waiting).
+func (p phones) leave(ctx context.Context, phone, trackingID string, now time.Time, gone time.Duration, also ...string) error {
 	return p.update(ctx, phone, func(q []waiter) []waiter {
-		return slices.DeleteFunc(q, func(w waiter) bool { return w.ID == trackingID || now.Sub(w.Seen) >= stale })
+		return slices.DeleteFunc(q, func(w waiter) bool {
+			return w.ID == trackingID || now.Sub(w.Seen) >= gone || slices.Contains(also, w.ID)
+		})
 	})
 }
 
