@@ -48,10 +48,13 @@ func (r *reconciler) handleDispatched(work context.Context, log *slog.Logger, ms
 		checkoutID: d.CheckoutRequestID,
 		sentAt:     storedAt(msg, env.Time),
 	}
-	// The prompt has lived since the push left, a little before Daraja's
-	// answer was recorded.
-	if a, _, found, err := r.attempt(work, d.TrackingID); err == nil && found && !a.FirstSentAt.IsZero() && a.FirstSentAt.Before(p.sentAt) {
-		p.sentAt = a.FirstSentAt
+	// The prompt has lived since the push Daraja accepted left, a little
+	// before Daraja's answer was recorded (not since the first call: a
+	// push deferred a minute prompted the customer at its later call).
+	if a, _, found, err := r.attempt(work, d.TrackingID); err == nil && found {
+		if at := promptSince(a); !at.IsZero() && at.Before(p.sentAt) {
+			p.sentAt = at
+		}
 	}
 	if p.checkoutID == "" {
 		// Nothing to query: it can only be waited on, as a push whose
@@ -99,6 +102,20 @@ func (r *reconciler) handleRequested(work context.Context, log *slog.Logger, msg
 	requestedAt := storedAt(msg, env.Time)
 	now := r.clock()
 	if !found {
+		// No record: never pushed — unless the record was lost (purged)
+		// after a push left, which the push log still shows.
+		pushed, err := r.loggedPush(work, id)
+		if err != nil {
+			log.Warn("cannot read the push log; checking later", "error", err)
+			later(log, msg, retryDelay)
+			return
+		}
+		if pushed != nil {
+			log.Warn("attempt record gone, but a push left for this request: waiting for its callback as for a push whose answer was lost",
+				"calls", pushed.Calls, "sent_at", promptSince(*pushed))
+			r.noAnswer(work, log, msg, req.Payment, promptSince(*pushed))
+			return
+		}
 		r.notDispatched(work, log, msg, req.Payment, nil, 0, requestedAt, now)
 		return
 	}
@@ -108,7 +125,7 @@ func (r *reconciler) handleRequested(work context.Context, log *slog.Logger, msg
 		// Daraja accepted the push but stk.dispatched is not (yet) in the
 		// stream: the dispatcher stopped in between, or could not publish.
 		// The push is reconciled from the record.
-		sentAt := a.FirstSentAt
+		sentAt := promptSince(a)
 		if sentAt.IsZero() {
 			sentAt = a.UpdatedAt
 		}
@@ -450,6 +467,40 @@ func (r *reconciler) backoff(msg jetstream.Msg) time.Duration {
 	d = min(d, r.cfg.QueryMaxInterval)
 	jitter := time.Duration(rand.Int64N(int64(d)/5 + 1))
 	return d - d/10 + jitter
+}
+
+// promptSince is when the latest push of an attempt left, from which a
+// prompt it opened lives (a record of an older version has only the first).
+func promptSince(a events.Attempt) time.Time {
+	if !a.SentAt.IsZero() {
+		return a.SentAt
+	}
+	return a.FirstSentAt
+}
+
+// loggedPush is the newest push of id in the dispatcher's push log
+// (STK_PUSHES), nil when none left or no dispatcher made the log yet. A
+// replica's "not found" is confirmed by the leader: it decides between
+// "never pushed" (Failed) and "may have prompted" (Unknown).
+func (r *reconciler) loggedPush(ctx context.Context, id string) (*events.Attempt, error) {
+	if r.pushLog == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	m, err := events.LastMsg(ctx, r.js, r.pushLog, events.PushLogSubject(id))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read push log of %s: %w", id, err)
+	}
+	var a events.Attempt
+	if err := json.Unmarshal(m.Data, &a); err != nil || a.TrackingID != id {
+		// Unreadable, it still says a push left, when it was stored.
+		a = events.Attempt{TrackingID: id, Calls: 1, FirstSentAt: m.Time.UTC(), SentAt: m.Time.UTC()}
+	}
+	return &a, nil
 }
 
 func latest(a, b time.Time) time.Time {

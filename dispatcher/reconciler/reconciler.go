@@ -37,15 +37,15 @@ import (
 const Source = "stkgate/reconciler"
 
 // Result codes of the outcomes the reconciler decides itself (Daraja gave
-// none). None is in the status table, so each reads as Failed.
+// none). Each reads as Failed, but CodeNoAnswer (Unknown).
 const (
 	// CodeUnknownTransaction: Daraja still answered "The transaction does
 	// not Exist" for the CheckoutRequestID UnknownDeadline after the push.
 	CodeUnknownTransaction = "stkgate.unknown_transaction"
 	// CodeNoAnswer: the push may have reached the customer but Daraja's
 	// answer was lost (no CheckoutRequestID to query) and no callback came
-	// within the prompt's lifetime.
-	CodeNoAnswer = "stkgate.no_answer"
+	// within the prompt's lifetime. It reads as Unknown, not Failed.
+	CodeNoAnswer = events.CodeNoAnswer
 	// CodeNotDispatched: no push was accepted by Daraja before the request's
 	// deadline (still queued, still retried, or never taken by a dispatcher).
 	CodeNotDispatched = "stkgate.not_dispatched"
@@ -128,8 +128,10 @@ type reconciler struct {
 	client *daraja.Client
 	pub    *events.Publisher
 	stream jetstream.Stream
-	kv     jetstream.KeyValue
-	js     jetstream.JetStream
+	// pushLog is the dispatcher's STK_PUSHES.
+	pushLog jetstream.Stream
+	kv      jetstream.KeyValue
+	js      jetstream.JetStream
 	// confirmCons hands over the callbacks awaiting confirmation.
 	confirmCons jetstream.Consumer
 	now         func() time.Time // nil: time.Now
@@ -162,6 +164,10 @@ func (r *reconciler) setUp(ctx context.Context, js jetstream.JetStream) (dispatc
 			if err != nil {
 				return err
 			}
+			pushLog, err := events.EnsurePushLogStream(ctx, js, r.cfg.StreamReplicas)
+			if err != nil {
+				return err
+			}
 			// Before the consumers: their MaxDeliver advisories are kept
 			// only once STK_ADVISORIES exists.
 			if _, err := events.EnsureAdvisoryStream(ctx, js, r.cfg.StreamReplicas); err != nil {
@@ -179,7 +185,7 @@ func (r *reconciler) setUp(ctx context.Context, js jetstream.JetStream) (dispatc
 			if err != nil {
 				return err
 			}
-			r.stream, r.kv, r.confirmCons, dispatched, requested = stream, kv, c, d, q
+			r.stream, r.pushLog, r.kv, r.confirmCons, dispatched, requested = stream, pushLog, kv, c, d, q
 			return nil
 		}()
 		if err == nil {

@@ -406,8 +406,8 @@ func TestAmbiguousAttempt(t *testing.T) {
 			if stored.Sub(sent) < h.cfg.PromptLifetime {
 				t.Errorf("failed %s after the push, within the prompt's lifetime %s", stored.Sub(sent), h.cfg.PromptLifetime)
 			}
-			if _, label := events.Outcome(got.ResultCode); label != events.LabelFailed {
-				t.Errorf("reads as %q, want Failed", label)
+			if _, label := events.Outcome(got.ResultCode); label != events.LabelUnknown {
+				t.Errorf("reads as %q, want Unknown: the customer may have paid", label)
 			}
 			h.settled(wait)
 		})
