@@ -118,7 +118,6 @@ func TestNoPushAgainWhenOnlyTheStreamIsLeft(t *testing.T) {
 	}
 }
 
-
 // A 503 from the gateway usually means Daraja did not process the push,
 // but nothing guarantees it. When it did, the customer has a prompt open:
 // the retry meets "Unable to lock subscriber" — the payment's own prompt —
