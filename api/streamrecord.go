@@ -97,6 +97,9 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 			h.log.Warn("event in the stream cannot be used", "tracking_id", id, "type", typ, "error", err)
 			return nil, time.Time{}, nil
 		}
+		// As the projector will write it: a completion without a result
+		// code is an invalid outcome, not nothing.
+		ev, _ = store.Normalize(ev)
 		return ev, m.Time.UTC(), nil
 	}
 	ev, at, err := later(events.TypeDispatched)
@@ -112,7 +115,7 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 	if err != nil {
 		return store.Record{}, err
 	}
-	if c, ok := ev.(events.Completed); ok && c.ResultCode != "" {
+	if c, ok := ev.(events.Completed); ok {
 		rec.Stage = store.StageCompleted
 		rec.Status, rec.StatusLabel = events.Outcome(c.ResultCode)
 		rec.ResponseCode = c.ResultCode

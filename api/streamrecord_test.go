@@ -201,3 +201,28 @@ func TestGetFromStreamNATSDown(t *testing.T) {
 		t.Errorf("GET of a projected id with NATS down = %d %s", r.status, r.raw)
 	}
 }
+
+// A completion without a result code is final in the stream's view too,
+// as the projector will write it: an invalid outcome, not Pending.
+func TestGetFromStreamCompletionWithoutCode(t *testing.T) {
+	e := newTestEnv(t, nil)
+	id := uuid.Must(uuid.NewV7()).String()
+	p := payment(id, "acme")
+	evs := []events.Event{events.Requested{Payment: p}, events.Completed{Payment: p, ResultDesc: "<html>403</html>",
+		Source: events.SourceDispatcher, CompletedAt: fixedNow}}
+	e.publishEvents(t, evs...)
+	r := e.get(t, acmeToken, id)
+	data, _ := r.body["data"].(map[string]any)
+	if r.status != http.StatusOK || data["status"] != float64(1) || data["response_code"] != events.CodeInvalidOutcome ||
+		data["status_label"] != events.LabelFailed {
+		t.Fatalf("GET = %d %s", r.status, r.raw)
+	}
+	proj := projectedView(t, e, id, evs...)
+	for _, m := range []map[string]any{data, proj} {
+		delete(m, "id")
+		delete(m, "updated_at")
+	}
+	if diff := cmp.Diff(proj, data); diff != "" {
+		t.Errorf("stream's record differs from the projected one (-projected +stream):\n%s", diff)
+	}
+}

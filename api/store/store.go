@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	neturl "net/url"
 	"time"
 
@@ -199,11 +200,22 @@ func (r row) record() Record {
 
 // Store reads and writes the read model.
 type Store struct {
-	db *sqlx.DB
+	db  *sqlx.DB
+	log *slog.Logger
 }
 
-// New returns a Store over db, which must be migrated (see Migrate).
-func New(db *sqlx.DB) *Store { return &Store{db: db} }
+// New returns a Store over db, which must be migrated (see Migrate). It
+// logs to slog's default logger; see WithLogger.
+func New(db *sqlx.DB) *Store { return &Store{db: db, log: slog.Default()} }
+
+// WithLogger sets where the Store logs (the completions Apply rewrote) and
+// returns s.
+func (s *Store) WithLogger(log *slog.Logger) *Store {
+	if log != nil {
+		s.log = log
+	}
+	return s
+}
 
 // Ping checks that the database answers, for readiness probes.
 func (s *Store) Ping(ctx context.Context) error {
