@@ -49,7 +49,9 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 	if err != nil {
 		return store.Record{}, err
 	}
-	msg, err := s.GetLastMsgForSubject(ctx, events.Subject(events.TypeRequested, id))
+	// A replica's "not found" is confirmed with the leader: a 404 for an
+	// id answered 202 a moment ago would tell the client it does not exist.
+	msg, err := events.LastMsg(ctx, h.js, s, events.Subject(events.TypeRequested, id))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return store.Record{}, store.ErrNotFound
 	}
@@ -83,7 +85,9 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 	}
 
 	// The first of each later event, as the projector applies the first
-	// outcome and ignores later ones.
+	// outcome and ignores later ones. A replica that lags may not have
+	// them yet: the record is then one step behind (Pending a moment
+	// longer), never wrong.
 	later := func(typ string) (events.Event, time.Time, error) {
 		m, err := s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(events.Subject(typ, id)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
