@@ -135,6 +135,19 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 		}
 		rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
 	}
+	// Only an outcome stkgate decided itself can be followed by Daraja's
+	// late word (events.DecidedByStkgate); the look-up is spared otherwise.
+	if !events.DecidedByStkgate(rec.ResponseCode) {
+		return rec, nil
+	}
+	ev, at, err = later(events.TypeLateResult)
+	if err != nil {
+		return store.Record{}, err
+	}
+	if l, ok := ev.(events.LateResult); ok {
+		rec.LateResult = store.LateResultOf(l)
+		rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
+	}
 	return rec, nil
 }
 

@@ -74,3 +74,34 @@ func TestRunAppliesEveryCompletion(t *testing.T) {
 		t.Errorf("the CheckoutRequestID's owner changed: %+v", r)
 	}
 }
+
+// stk.late_result is applied beside the outcome, never in its place, and
+// never terminated; one the projector meets before its payment's
+// completion is kept too.
+func TestRunAppliesLateResults(t *testing.T) {
+	h := newHarness(t)
+	h.run(h.config())
+	late := func(s story) events.LateResult {
+		return events.LateResult{Payment: s.requested.Payment, FollowsCode: events.CodeNoAnswer, ResultCode: "0",
+			ResultDesc: "ok", Receipt: "SCL4XQ2B7K", Source: events.SourceCallback}
+	}
+	inOrder, lateFirst := newStory(events.CodeNoAnswer), newStory(events.CodeNoAnswer)
+	inOrder.completed.MerchantRequestID, inOrder.completed.CheckoutRequestID = "", ""
+	lateFirst.completed.MerchantRequestID, lateFirst.completed.CheckoutRequestID = "", ""
+	h.publish(inOrder.requested, inOrder.completed, late(inOrder))
+	h.publish(late(lateFirst), lateFirst.requested, lateFirst.completed)
+
+	for _, s := range []story{inOrder, lateFirst} {
+		h.eventually("late result shown", func() (bool, string) {
+			r, err := h.store.Get(context.Background(), "acme", s.id)
+			ok := err == nil && r.Status == events.StatusFinal && r.StatusLabel == events.LabelUnknown &&
+				r.ResponseCode == events.CodeNoAnswer && r.TransactionCode == "" &&
+				r.LateResult != nil && r.LateResult.TransactionCode == "SCL4XQ2B7K" && r.LateResult.StatusLabel == events.LabelSuccess
+			return ok, fmt.Sprintf("%+v %v", r, err)
+		})
+	}
+	h.settled()
+	if logs := h.logs.String(); strings.Contains(logs, "event terminated") {
+		t.Errorf("terminated:\n%s", logs)
+	}
+}

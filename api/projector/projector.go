@@ -19,6 +19,9 @@
 //     event. A projector stopped during an outage hands its batch back
 //     (events.HandBack) to the next one.
 //
+// An stk.late_result is kept beside the outcome (the record's
+// late_result), never in its place.
+//
 // A terminated event, or one that used up MaxDeliver on any STK consumer, is
 // copied to STK_DLQ by the dead-letter watcher Run starts beside the
 // projector.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -110,16 +111,27 @@ func (s *Store) apply(ctx context.Context, evs []events.Event, resolve bool) ([]
 		}
 	}
 	rows := make([]input, 0, len(evs))
+	var lates lateResults
 	for i, ev := range evs {
 		r, err := toInput(ev)
 		if err != nil {
 			return nil, fmt.Errorf("apply event %d: %w", i, err)
+		}
+		if r.lateResult != "" {
+			lates.add(r.trackingID, r.lateResult)
+			// Its payment creates the row if need be, as a requested would.
+			r.lateResult = ""
 		}
 		rows = append(rows, r)
 	}
 	for _, round := range rounds(rows) {
 		if _, err := tx.ExecContext(ctx, upsert, round.args()...); err != nil {
 			return nil, fmt.Errorf("apply %d events: %w", len(evs), classify(err))
+		}
+	}
+	if len(lates.ids) > 0 {
+		if _, err := tx.ExecContext(ctx, setLateResult, lates.args()...); err != nil {
+			return nil, fmt.Errorf("apply %d events: late results: %w", len(evs), classify(err))
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -223,6 +235,7 @@ type input struct {
 	checkoutRequestID   string
 	transactionDate     string
 	source              string
+	lateResult          string // JSON of a LateResult; only from stk.late_result
 }
 
 // timestampLayout writes a time as Postgres reads it, cut to the
@@ -262,6 +275,14 @@ func toInput(ev events.Event) (input, error) {
 		in.completed(e)
 	case *events.Completed:
 		in.completed(*e)
+	case events.LateResult:
+		if err := in.late(e); err != nil {
+			return input{}, err
+		}
+	case *events.LateResult:
+		if err := in.late(*e); err != nil {
+			return input{}, err
+		}
 	default:
 		return input{}, fmt.Errorf("%w: unknown event type %T", ErrInvalidEvent, ev)
 	}
@@ -284,6 +305,53 @@ func (in *input) completed(c events.Completed) {
 	in.source = c.Source
 	in.merchantRequestID, in.checkoutRequestID = c.MerchantRequestID, c.CheckoutRequestID
 }
+
+// late makes in a late result: its payment at stage requested (it may come
+// before the payment's completion, or alone) and the result to keep.
+func (in *input) late(l events.LateResult) error {
+	in.stage = StageRequested
+	b, err := json.Marshal(LateResultOf(l))
+	if err != nil {
+		return fmt.Errorf("%w: late result of %s: %v", ErrInvalidEvent, in.trackingID, err)
+	}
+	in.lateResult = string(b)
+	return nil
+}
+
+// lateResults are the late results of a batch, the first one per tracking
+// id: the first applied stands, as for outcomes.
+type lateResults struct {
+	ids, results []string
+	seen         map[string]bool
+}
+
+func (l *lateResults) add(id, result string) {
+	if l.seen == nil {
+		l.seen = map[string]bool{}
+	}
+	if l.seen[id] {
+		return
+	}
+	l.seen[id] = true
+	l.ids = append(l.ids, id)
+	l.results = append(l.results, result)
+}
+
+func (l *lateResults) args() []any {
+	return []any{pq.Array(l.ids), pq.Array(l.results)}
+}
+
+// setLateResult keeps a late result on its row, which the upsert before it
+// made sure exists, unless the row has one already. It changes no outcome
+// field, whatever the row's stage: a late result applied before its
+// payment's completion (a redelivery, another projector) is kept, and the
+// completion, when it comes, decides the outcome as ever. Rows are locked
+// in tracking id order, as by the upsert.
+const setLateResult = `
+UPDATE stk_pushes AS t SET late_result = i.late_result::jsonb, updated_at = now()
+FROM (SELECT * FROM unnest($1::uuid[], $2::text[]) AS u(tracking_id, late_result) ORDER BY tracking_id) AS i
+WHERE t.tracking_id = i.tracking_id AND t.late_result IS NULL
+`
 
 // batch is a set of inputs with at most one per tracking id: one INSERT …
 // ON CONFLICT DO UPDATE can touch a row only once.

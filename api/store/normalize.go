@@ -38,8 +38,15 @@ func Normalize(ev events.Event) (events.Event, string) {
 		return normalizeCompleted(*e)
 	case events.LateResult:
 		e.Payment = cleanPayment(e.Payment)
+		sent := e.ResultCode
 		e.FollowsCode, e.ResultCode = cleanWord(e.FollowsCode), cleanWord(e.ResultCode)
 		e.ResultDesc = events.CleanText(e.ResultDesc, events.MaxTextRunes)
+		if e.ResultCode == "" || e.ResultCode != sent {
+			// Shown, not applied: no outcome depends on it, so it is kept
+			// as what it is, an unreadable result.
+			e.ResultDesc = events.CleanText(fmt.Sprintf("result code %s unreadable; it said %s", quoted(sent), quoted(e.ResultDesc)), events.MaxTextRunes)
+			e.ResultCode = events.CodeInvalidOutcome
+		}
 		e.Receipt, e.TransactionDate = cleanWord(e.Receipt), cleanWord(e.TransactionDate)
 		e.Source = cleanWord(e.Source)
 		e.MerchantRequestID, e.CheckoutRequestID = cleanWord(e.MerchantRequestID), cleanWord(e.CheckoutRequestID)
