@@ -51,8 +51,9 @@ type story struct {
 func newStory() story {
 	id := uuid.NewString()
 	p := payment(id)
-	// Daraja's ids are unique per push, so derive them from the tracking id.
-	merchant, checkout := "29115-"+id[:8], "ws_CO_"+id[:8]
+	// Daraja's ids are unique per push, so derive them from the whole tracking
+	// id (its first 8 characters collided in a long benchmark).
+	merchant, checkout := "29115-"+id, "ws_CO_"+id
 	return story{
 		id:        id,
 		requested: events.Requested{Payment: p},
