@@ -8,9 +8,10 @@
 // phone with an open prompt is locked until its outcome is final, as in
 // Daraja: another push to it is answered 500 500.001.1001 "Unable to lock
 // subscriber…", also when the first push's own answer was a failure
-// (FailServiceUnavailableAfterAccept and the other *AfterAccept). The outcome is chosen by the phone's last four digits (see
-// OutcomeFor) or scripted per phone (Server.Script), which can also make the
-// first pushes fail in each way Daraja and its gateway fail.
+// (FailServiceUnavailableAfterAccept and the other *AfterAccept). The
+// outcome is chosen by the phone's last four digits (see OutcomeFor) or
+// scripted per phone (Server.Script), which can also make the first pushes
+// fail in each way Daraja and its gateway fail.
 //
 // FailOAuth makes token requests fail in the ways the gateway in front of
 // Daraja fails.

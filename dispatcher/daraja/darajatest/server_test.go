@@ -3,6 +3,7 @@ package darajatest_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -79,20 +80,19 @@ func (rc *receiver) received() []received {
 // token gets an access token over HTTP.
 func token(t *testing.T, s *darajatest.Server) string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, s.URL()+daraja.PathOAuth+"?grant_type=client_credentials", nil)
-	req.SetBasicAuth(darajatest.DefaultConsumerKey, darajatest.DefaultConsumerSecret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	a := oauth(t, s)
+	tok, _ := a.Body["access_token"].(string)
+	if a.Status != 200 || tok == "" {
+		t.Fatalf("oauth: %d %s", a.Status, a.Raw)
 	}
-	defer resp.Body.Close()
-	var body struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 || body.AccessToken == "" {
-		t.Fatalf("oauth: %d %v %+v", resp.StatusCode, err, body)
-	}
-	return body.AccessToken
+	return tok
+}
+
+// oauth asks for a token with the default credentials.
+func oauth(t *testing.T, s *darajatest.Server) answer {
+	t.Helper()
+	auth := base64.StdEncoding.EncodeToString([]byte(darajatest.DefaultConsumerKey + ":" + darajatest.DefaultConsumerSecret))
+	return do(t, http.MethodGet, s.URL()+daraja.PathOAuth+"?grant_type=client_credentials", "Basic "+auth, "", nil)
 }
 
 // answer is an HTTP answer decoded generically (numbers as json.Number).
@@ -943,17 +943,6 @@ func TestLockAfterServiceUnavailable(t *testing.T) {
 
 func TestFailOAuth(t *testing.T) {
 	s := start(t, darajatest.Options{})
-	oauth := func() answer {
-		req, _ := http.NewRequest(http.MethodGet, s.URL()+daraja.PathOAuth+"?grant_type=client_credentials", nil)
-		req.SetBasicAuth(darajatest.DefaultConsumerKey, darajatest.DefaultConsumerSecret)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		return answer{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
-	}
 	for _, tc := range []struct {
 		kind        string
 		status      int
@@ -966,7 +955,7 @@ func TestFailOAuth(t *testing.T) {
 		before := s.TokenRequests()
 		s.FailOAuth(2, tc.kind)
 		for i := range 2 {
-			a := oauth()
+			a := oauth(t, s)
 			if a.Status != tc.status || !strings.HasPrefix(a.Header.Get("Content-Type"), tc.contentType) ||
 				(tc.contentType == "") != (len(a.Raw) == 0) {
 				t.Errorf("%s, request %d: %d %q %q", tc.kind, i+1, a.Status, a.Header.Get("Content-Type"), a.Raw)
