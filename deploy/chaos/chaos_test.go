@@ -499,3 +499,34 @@ func TestFailpointExitRestarts(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestExitAfterAKillIsRestarted: an instance started after a kill -9 that
+// exits at once (a failed start) is restarted as any exit of its own,
+// counted, and the kill is survived once an instance stays up.
+func TestExitAfterAKillIsRestarted(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	// The first instance runs; the second (the first after the kill)
+	// exits at once; the third runs.
+	marks := t.TempDir()
+	script := fmt.Sprintf(`n=$(ls %[1]s | wc -l); touch %[1]s/$n; if [ "$n" = 1 ]; then exit 1; fi; exec sleep 60`, marks)
+	var log bytes.Buffer
+	p := &proc{name: "flaky", path: sh, args: []string{"-c", script}, log: &lockedWriter{w: &log}}
+	if err := p.start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop(time.Second)
+	if err := p.waitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.kill9(context.Background(), 0, nil); err != nil {
+		t.Fatalf("kill9: %v\n%s", err, log.String())
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.kills != 1 || p.survived != 1 || p.selfExits != 1 {
+		t.Errorf("kills %d survived %d exits of its own %d, want 1 1 1\n%s", p.kills, p.survived, p.selfExits, log.String())
+	}
+}

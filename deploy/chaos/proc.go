@@ -112,7 +112,10 @@ func (p *proc) watch(cmd *exec.Cmd, done chan struct{}) {
 
 // kill9 sends SIGKILL, waits for the exit, stays down for down (calling
 // whileDown, if not nil, meanwhile), starts a new instance and waits
-// (bounded) until it is ready.
+// (bounded) until it is ready. An instance that exits while it is waited
+// for is restarted like any exit of its own (and counted as one), as an
+// orchestrator would: one failed start does not leave the service down
+// for the rest of the run.
 func (p *proc) kill9(ctx context.Context, down time.Duration, whileDown func()) error {
 	p.mu.Lock()
 	if p.stopped {
@@ -144,7 +147,11 @@ func (p *proc) kill9(ctx context.Context, down time.Duration, whileDown func()) 
 		whileDown()
 	}
 	sleep(ctx, down)
-	if err := p.start(); err != nil {
+	p.mu.Lock()
+	err := p.startLocked()
+	p.killing = false
+	p.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	if err := p.waitReady(ctx); err != nil {
@@ -160,16 +167,29 @@ func (p *proc) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	if p.ready == nil {
-		p.mu.Lock()
-		done := p.done
-		p.mu.Unlock()
-		select {
-		case <-done:
-			return fmt.Errorf("%s exited within %s of its start", p.name, stableFor)
-		case <-time.After(stableFor):
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
+		// Ready once an instance has run for stableFor; one that exits
+		// sooner is restarted by watch, and the new one is waited for.
+		var last error
+		for {
+			p.mu.Lock()
+			done := p.done
+			p.mu.Unlock()
+			select {
+			case <-done:
+				last = fmt.Errorf("%s exited within %s of its start", p.name, stableFor)
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("%w, and no instance ran that long within %s", last, readyTimeout)
+				case <-time.After(200 * time.Millisecond):
+				}
+			case <-time.After(stableFor):
+				return nil
+			case <-ctx.Done():
+				if last != nil {
+					return fmt.Errorf("%w, and no instance ran that long within %s", last, readyTimeout)
+				}
+				return ctx.Err()
+			}
 		}
 	}
 	var last error
