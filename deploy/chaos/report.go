@@ -37,6 +37,7 @@ type Report struct {
 	LostByCause          map[string]int // what the fake and Postgres say of each lost request
 	NotFoundAfterAccept  int            // GET right after a 2xx answered 404
 	FinalNeverPrompted   int            // accepted and final without any push Daraja accepted (failed before a prompt)
+	NeverPromptedByCode  map[string]int // of those, by response code
 	Pushes               int            // push requests the fake received
 	AcceptedPushes       int            // pushes Daraja accepted: prompts shown to a customer
 	DoublePushes         int            // tracking ids whose customer was prompted more than once
@@ -84,7 +85,8 @@ type procFigures struct {
 }
 
 func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings) *Report {
-	r := &Report{Requests: len(answers), OtherStatus: map[int]int{}, FinalBySource: map[string]int{}, LostByCause: map[string]int{}}
+	r := &Report{Requests: len(answers), OtherStatus: map[int]int{}, FinalBySource: map[string]int{}, LostByCause: map[string]int{},
+		NeverPromptedByCode: map[string]int{}}
 	pushedIDs := map[string]bool{} // tracking ids with a prompt
 	for _, p := range rec.Pushes {
 		if p.Accepted {
@@ -128,6 +130,7 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 				r.FinalBySource[row.source]++
 				if !pushedIDs[a.trackingID] {
 					r.FinalNeverPrompted++
+					r.NeverPromptedByCode[row.responseCode]++
 				}
 			} else {
 				r.Lost++
@@ -355,7 +358,7 @@ func (r *Report) Print(w io.Writer) {
 		p("  other statuses            %v", r.OtherStatus)
 	}
 	p("final (status 1)            %d   by source %v", r.Final, r.FinalBySource)
-	p("  of which never prompted   %d (refused, given up, or failed at a deadline)", r.FinalNeverPrompted)
+	p("  of which never prompted   %d (refused, given up, or failed at a deadline): %v", r.FinalNeverPrompted, r.NeverPromptedByCode)
 	p("LOST (accepted, not final)  %d", r.Lost)
 	causes := make([]string, 0, len(r.LostByCause))
 	for c := range r.LostByCause {
