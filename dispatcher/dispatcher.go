@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -35,14 +34,12 @@ const Source = "stkgate/dispatcher"
 // characters.
 const TransactionDesc = "Payment"
 
-// Result codes of stk.completed for a push given up after retries whose last
-// error carried no code: an answer from the gateway in front of Daraja with
-// only an HTTP status ("http.503"), or none at all. Otherwise the code is the
-// client's: Daraja's errorCode or one of the daraja.Code* constants.
-const (
-	CodeHTTPPrefix  = "http."
-	CodeUnreachable = daraja.CodeUnreachable
-)
+// CodeUnreachable is the result code of stk.completed for a push given up
+// after retries whose last error carried no code. The client's errors
+// always carry one (Daraja's errorCode, daraja.CodeHTTPPrefix + the status
+// of an answer without one, or a daraja.Code* constant), so this is a last
+// resort.
+const CodeUnreachable = daraja.CodeUnreachable
 
 // CodeRecordLost is the error code of an attempt record written again from
 // the push log, its first one being lost: a push left, its outcome unknown.
@@ -1169,14 +1166,15 @@ func (d *dispatcher) minWait(err error) time.Duration {
 
 // refusalOf is the result code and description stk.completed carries for a
 // push error. The code is never empty: Daraja's errorCode, else the HTTP
-// status of an answer without one (http.<status>), else fallback.
+// status of an answer without one (http.<status>), else fallback. The
+// description is cleaned for events and Postgres (events.CleanText).
 func refusalOf(err error, fallback string) (code, desc string) {
 	var de *daraja.Error
 	switch {
 	case errors.As(err, &de):
 		code, desc = de.Code, de.Message
 		if code == "" && de.HTTPStatus != 0 {
-			code = fmt.Sprintf("%s%d", CodeHTTPPrefix, de.HTTPStatus)
+			code = fmt.Sprintf("%s%d", daraja.CodeHTTPPrefix, de.HTTPStatus)
 		}
 		if desc == "" && de.HTTPStatus != 0 {
 			desc = fmt.Sprintf("HTTP %d", de.HTTPStatus)
@@ -1187,14 +1185,15 @@ func refusalOf(err error, fallback string) (code, desc string) {
 	if code == "" {
 		code = fallback
 	}
-	return code, desc
+	return code, events.CleanText(desc, events.MaxTextRunes)
 }
 
 // uncertain reports whether a failed call's answer says it was not
 // processed without guaranteeing it: a 503 from the gateway (DARAJA.md).
+// A push that failed getting its token is not uncertain: it was not sent.
 func uncertain(err error) bool {
 	var de *daraja.Error
-	return errors.As(err, &de) && de.HTTPStatus == http.StatusServiceUnavailable
+	return errors.As(err, &de) && de.Uncertain
 }
 
 // errCompletedMeanwhile: the payment's stk.completed was found before a

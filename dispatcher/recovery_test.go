@@ -153,6 +153,30 @@ func TestServiceUnavailableAfterProcessingPromptsOnce(t *testing.T) {
 	}
 }
 
+// A push that failed getting its token was never sent: the token
+// endpoint's 503 does not make a later "Unable to lock subscriber" the
+// payment's own prompt. The payment waits for the lock and is pushed.
+func TestTokenServiceUnavailableIsNotUncertain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) { c.RetryMaxElapsed = time.Minute })
+	p := newPayment()
+	h.fake.FailOAuth(1, darajatest.OAuthServiceUnavailable)
+	h.fake.Script(p.Phone, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailLocked}})
+	h.request(p)
+	h.start()
+	waitFor(t, "the push after the lock", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	h.waitSettled()
+	h.stop()
+
+	pushes := h.fakePushes(p.Phone)
+	if len(pushes) != 2 || pushes[0].Failure != darajatest.FailLocked || !pushes[1].Accepted {
+		t.Fatalf("pushes %+v: want one refused with the lock, then one accepted", pushes)
+	}
+	if rec := h.record(p.TrackingID); rec.State != events.AttemptAccepted || rec.Uncertain {
+		t.Errorf("record %+v, want accepted and not uncertain", rec)
+	}
+}
+
 // A 503 whose retry budget runs out is not a failure either: the push may
 // have prompted the customer.
 func TestServiceUnavailableThenGivingUpIsAmbiguous(t *testing.T) {

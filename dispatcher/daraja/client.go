@@ -8,7 +8,7 @@
 // its own, except once after Daraja refused its access token, which means
 // the push was not processed.
 //
-// The facts it is built on are in DARAJA.md (shared with the other modules).
+// How it reads each answer is in docs/DARAJA.md.
 package daraja
 
 import (
@@ -623,13 +623,14 @@ func (c *Client) oauth(parent context.Context) (string, time.Duration, error) {
 // tokenError is the error of a push or query that could not get a token:
 // the request itself was never sent, so it is at worst transient, unless
 // the credentials were refused (a configuration error) or the caller gave
-// up.
+// up. It carries the token answer's status and code (an empty OAuth 400 is
+// "http.400"), never its Uncertain: nothing was pushed.
 func tokenError(ctx context.Context, op string, err error) error {
 	e := &Error{Op: op, Kind: KindTransient, err: err}
 	var te *Error
 	if errors.As(err, &te) {
 		e.HTTPStatus, e.RequestID, e.Code, e.RetryAfter = te.HTTPStatus, te.RequestID, te.Code, te.RetryAfter
-		e.Message = "getting an access token: " + te.Message
+		e.Message = cleanText("getting an access token: " + te.Message)
 		if te.Kind == KindRefused {
 			e.Kind = KindRefused
 		}

@@ -273,8 +273,9 @@ type pushCase struct {
 	kind       daraja.Kind
 	status     int
 	code       string
-	requestID  string
-	message    string        // substring of Error.Message
+	requestID  string // "-": none kept
+	message    string // substring of Error.Message
+	uncertain  bool
 	retryAfter time.Duration // the least RetryAfter
 	apiCalls   int64         // pushes sent; 0 means 1
 }
@@ -295,7 +296,7 @@ func pushCases(t *testing.T) []pushCase {
 			status: 404, code: "404.001.03", apiCalls: 2},
 		{name: "invalid token 401.002.01 twice", answer: replyJSON(401, env("401.002.01", "Error Occurred - Invalid Access Token")),
 			kind: daraja.KindTransient, status: 401, code: "401.002.01", apiCalls: 2},
-		{name: "401 without body twice", answer: reply(401, "", nil), kind: daraja.KindTransient, status: 401, apiCalls: 2},
+		{name: "401 without body twice", answer: reply(401, "", nil), kind: daraja.KindTransient, status: 401, code: "http.401", apiCalls: 2},
 		{name: "merchant does not exist", answer: replyJSON(500, env("500.001.1001", "Merchant does not exist")),
 			kind: daraja.KindRefused, status: 500, code: "500.001.1001"},
 		{name: "wrong credentials", answer: replyJSON(500, env("500.001.1001", "Wrong credentials")),
@@ -312,20 +313,22 @@ func pushCases(t *testing.T) []pushCase {
 			kind: daraja.KindAmbiguous, status: 500, code: "500.003.1001"},
 		{name: "other bad request", answer: replyJSON(400, env("400.002.05", "Invalid Request Payload")),
 			kind: daraja.KindRefused, status: 400, code: "400.002.05"},
-		{name: "403 html", answer: reply(403, "text/html", html), kind: daraja.KindRefused, status: 403},
+		{name: "403 html", answer: reply(403, "text/html", html), kind: daraja.KindRefused, status: 403, code: "http.403"},
+		{name: "404 proxy html", answer: reply(404, "text/html", html), kind: daraja.KindRefused, status: 404, code: "http.404"},
 		{name: "redirect", answer: func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "https://elsewhere.example/", http.StatusMovedPermanently)
-		}, kind: daraja.KindRefused, status: 301},
-		{name: "503 html", answer: reply(503, "text/html", html), kind: daraja.KindTransient, status: 503, retryAfter: daraja.RetryAfterGateway},
-		{name: "503 envelope", answer: replyJSON(503, env("503.001.01", "Service Unavailable")), kind: daraja.KindTransient, status: 503, code: "503.001.01"},
+		}, kind: daraja.KindRefused, status: 301, code: "http.301"},
+		{name: "503 html", answer: reply(503, "text/html", html), kind: daraja.KindTransient, status: 503, code: "http.503", retryAfter: daraja.RetryAfterGateway, uncertain: true},
+		{name: "503 envelope", answer: replyJSON(503, env("503.001.01", "Service Unavailable")), kind: daraja.KindTransient, status: 503, code: "503.001.01", uncertain: true},
+		{name: "503 internal error envelope", answer: replyJSON(503, env("500.003.1001", "Internal Server Error")), kind: daraja.KindAmbiguous, status: 503, code: "500.003.1001"},
 		{name: "429 gateway fault", answer: replyJSON(429, []byte(`{"fault":{"faultstring":"Spike arrest violation","detail":{"errorcode":"policies.ratelimit.SpikeArrestViolation"}}}`)),
 			kind: daraja.KindTransient, status: 429, code: "policies.ratelimit.SpikeArrestViolation", retryAfter: daraja.RetryAfterGateway},
 		{name: "500 gateway spike fault", answer: replyJSON(500, []byte(`{"fault":{"faultstring":"Spike arrest violation","detail":{"errorcode":"policies.ratelimit.SpikeArrestViolation"}}}`)),
-			kind: daraja.KindTransient, status: 500},
-		{name: "408", answer: reply(408, "text/plain", []byte("timeout")), kind: daraja.KindTransient, status: 408},
-		{name: "500 html", answer: reply(500, "text/html", html), kind: daraja.KindAmbiguous, status: 500},
-		{name: "502 html", answer: reply(502, "text/html", html), kind: daraja.KindAmbiguous, status: 502},
-		{name: "504 empty", answer: reply(504, "", nil), kind: daraja.KindAmbiguous, status: 504},
+			kind: daraja.KindTransient, status: 500, code: "policies.ratelimit.SpikeArrestViolation"},
+		{name: "408", answer: reply(408, "text/plain", []byte("timeout")), kind: daraja.KindTransient, status: 408, code: "http.408"},
+		{name: "500 html", answer: reply(500, "text/html", html), kind: daraja.KindAmbiguous, status: 500, code: "http.500"},
+		{name: "502 html", answer: reply(502, "text/html", html), kind: daraja.KindAmbiguous, status: 502, code: "http.502"},
+		{name: "504 empty", answer: reply(504, "", nil), kind: daraja.KindAmbiguous, status: 504, code: "http.504"},
 		{name: "200 ResponseCode 1", answer: replyJSON(200, []byte(`{"MerchantRequestID":"m","CheckoutRequestID":"","ResponseCode":"1","ResponseDescription":"Rejected"}`)),
 			kind: daraja.KindRefused, status: 200, code: "1", message: "Rejected"},
 		{name: "200 html", answer: reply(200, "text/html", html), kind: daraja.KindAmbiguous, status: 200, code: daraja.CodeBadResponse},
@@ -334,6 +337,27 @@ func pushCases(t *testing.T) []pushCase {
 		{name: "200 with error envelope", answer: replyJSON(200, fixture(t, "push-invalid-phone.json")),
 			kind: daraja.KindRefused, status: 200, code: "400.002.02"},
 		{name: "200 empty", answer: reply(200, "application/json", nil), kind: daraja.KindAmbiguous, status: 200, code: daraja.CodeBadResponse},
+		{name: "NUL and escapes in errorMessage", answer: replyJSON(400, env("400.002.02", `Bad Request - Invalid PhoneNumber\u0000\u0001\r\n\u001b[0m`)),
+			kind: daraja.KindRefused, status: 400, code: "400.002.02", requestID: "req-1", message: "Bad Request - Invalid PhoneNumber"},
+		{name: "invalid UTF-8 in errorMessage", answer: replyJSON(400, []byte("{\"errorCode\":\"400.002.02\",\"errorMessage\":\"Invalid \xff\xfe field\"}")),
+			kind: daraja.KindRefused, status: 400, code: "400.002.02", message: "Invalid \ufffd\ufffd field"},
+		{name: "long errorMessage cut", answer: replyJSON(400, env("400.002.02", strings.Repeat("x", 5000))),
+			kind: daraja.KindRefused, status: 400, code: "400.002.02", message: strings.Repeat("x", 256)},
+		{name: "insane requestId dropped", answer: replyJSON(400, []byte(`{"requestId":"a\u0000b","errorCode":"400.002.02","errorMessage":"Bad Request - Invalid Amount"}`)),
+			kind: daraja.KindRefused, status: 400, code: "400.002.02", requestID: "-"},
+		{name: "errorCode 0 on a refusal", answer: replyJSON(400, env("0", "Bad Request")), kind: daraja.KindRefused, status: 400, code: "http.400"},
+		{name: "errorCode 0.0 on a 500", answer: replyJSON(500, []byte(`{"errorCode":0.0,"errorMessage":"odd"}`)), kind: daraja.KindAmbiguous, status: 500, code: "http.500"},
+		{name: "errorCode with a NUL", answer: replyJSON(400, env(`400\u0000.002`, "Bad")), kind: daraja.KindRefused, status: 400, code: "http.400"},
+		{name: "fault errorcode too long", answer: replyJSON(429, []byte(`{"fault":{"faultstring":"slow down","detail":{"errorcode":"`+strings.Repeat("p", 200)+`"}}}`)),
+			kind: daraja.KindTransient, status: 429, code: "http.429", message: "slow down"},
+		{name: "200 ResponseCode 00 without CheckoutRequestID", answer: replyJSON(200, []byte(`{"ResponseCode":"00","ResponseDescription":"ok"}`)),
+			kind: daraja.KindAmbiguous, status: 200, code: daraja.CodeBadResponse},
+		{name: "200 ResponseCode with a NUL", answer: replyJSON(200, []byte(`{"CheckoutRequestID":"ws_CO_1","ResponseCode":"0\u0000"}`)),
+			kind: daraja.KindAmbiguous, status: 200, code: daraja.CodeBadResponse},
+		{name: "200 accepted with an insane CheckoutRequestID", answer: replyJSON(200, []byte(`{"MerchantRequestID":"m","CheckoutRequestID":"ws_CO_\u00001","ResponseCode":"0"}`)),
+			kind: daraja.KindAmbiguous, status: 200, code: daraja.CodeBadResponse, message: "CheckoutRequestID"},
+		{name: "200 accepted with a too long CheckoutRequestID", answer: replyJSON(200, []byte(`{"CheckoutRequestID":"ws_CO_`+strings.Repeat("1", 200)+`","ResponseCode":"0"}`)),
+			kind: daraja.KindAmbiguous, status: 200, code: daraja.CodeBadResponse, message: "CheckoutRequestID"},
 	}
 }
 
@@ -353,12 +377,16 @@ func TestPushErrorClasses(t *testing.T) {
 			if e.HTTPStatus != tt.status {
 				t.Errorf("HTTPStatus %d, want %d", e.HTTPStatus, tt.status)
 			}
-			if tt.code != "" && e.Code != tt.code {
+			if e.Code != tt.code {
 				t.Errorf("Code %q, want %q", e.Code, tt.code)
 			}
-			if tt.requestID != "" && e.RequestID != tt.requestID {
-				t.Errorf("RequestID %q, want %q", e.RequestID, tt.requestID)
+			if want := strings.TrimPrefix(tt.requestID, "-"); tt.requestID != "" && e.RequestID != want {
+				t.Errorf("RequestID %q, want %q", e.RequestID, want)
 			}
+			if e.Uncertain != tt.uncertain {
+				t.Errorf("Uncertain %v, want %v", e.Uncertain, tt.uncertain)
+			}
+			checkTidy(t, e)
 			if !strings.Contains(e.Message, tt.message) {
 				t.Errorf("Message %q lacks %q", e.Message, tt.message)
 			}
@@ -399,6 +427,14 @@ func TestPushAccepted(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("PushResponse (-want +got):\n%s", diff)
+	}
+	// Ids are kept exactly, descriptions cleaned, a ResponseCode reading as
+	// zero is "0".
+	odd := `{"MerchantRequestID":" m-1 ~","CheckoutRequestID":"ws_CO_ 1","ResponseCode":"00","ResponseDescription":"Success\u0000","CustomerMessage":"\u001bSuccess"}`
+	got, err = newClient(t, testConfig(newStub(t, nil, replyJSON(http.StatusOK, []byte(odd))).URL)).Push(context.Background(), validPush())
+	want = daraja.PushResponse{MerchantRequestID: " m-1 ~", CheckoutRequestID: "ws_CO_ 1", ResponseCode: "0", ResponseDescription: "Success", CustomerMessage: "Success"}
+	if diff := cmp.Diff(want, got); diff != "" || err != nil {
+		t.Errorf("odd but sane answer, %v (-want +got):\n%s", err, diff)
 	}
 	// ResponseCode as a number is read too.
 	s2 := newStub(t, nil, replyJSON(http.StatusOK, []byte(`{"MerchantRequestID":"m","CheckoutRequestID":"ws_CO_1","ResponseCode":0}`)))
@@ -442,6 +478,10 @@ func TestQuery(t *testing.T) {
 		{name: "bad request", answer: replyJSON(400, fixture(t, "push-invalid-phone.json")), kind: daraja.KindRefused},
 		{name: "html 502", answer: reply(502, "text/html", []byte("<html>bad gateway</html>")), kind: daraja.KindAmbiguous},
 		{name: "no ResultCode", answer: replyJSON(200, []byte(`{"ResponseCode":"0"}`)), want: daraja.QueryResult{ResponseCode: "0"}, kind: daraja.KindAmbiguous},
+		{name: "NUL in the texts, insane MerchantRequestID", answer: replyJSON(200, []byte(`{"ResponseCode":"0","ResponseDescription":"ok\u0000","MerchantRequestID":"m\u0000","CheckoutRequestID":"ws_CO_1","ResultCode":"1032","ResultDesc":"Request\u0000 cancelled\u0007 by user"}`)),
+			want: daraja.QueryResult{ResponseCode: "0", ResponseDescription: "ok", CheckoutRequestID: "ws_CO_1", ResultCode: "1032", ResultDesc: "Request cancelled by user"}, ok: true},
+		{name: "ResultCode with a NUL", answer: replyJSON(200, []byte(`{"ResponseCode":"0","ResultCode":"0\u0000"}`)), want: daraja.QueryResult{ResponseCode: "0"}, kind: daraja.KindAmbiguous},
+		{name: "ResponseCode 00", answer: replyJSON(200, []byte(`{"ResponseCode":"00","ResultCode":"1"}`)), want: daraja.QueryResult{ResponseCode: "0", ResultCode: "1"}, ok: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -493,10 +533,14 @@ func TestOAuth(t *testing.T) {
 		{name: "no token", answer: replyJSON(200, []byte(`{"expires_in":"3599"}`)), kind: daraja.KindTransient, code: daraja.CodeBadResponse},
 		{name: "bad credentials", answer: replyJSON(400, []byte(`{"requestId":"r","errorCode":"400.008.01","errorMessage":"Invalid Authentication passed"}`)),
 			kind: daraja.KindRefused, code: "400.008.01"},
-		{name: "bad credentials html", answer: reply(400, "text/html", []byte("<html>Bad Request</html>")), kind: daraja.KindRefused},
-		{name: "401 html", answer: reply(401, "text/html", []byte("<html>Unauthorized</html>")), kind: daraja.KindRefused},
-		{name: "503", answer: reply(503, "text/html", []byte("<html>down</html>")), kind: daraja.KindTransient},
-		{name: "500", answer: reply(500, "text/html", []byte("<html>oops</html>")), kind: daraja.KindTransient},
+		{name: "bad credentials html", answer: reply(400, "text/html", []byte("<html>Bad Request</html>")), kind: daraja.KindRefused, code: "http.400"},
+		{name: "empty 400 (rotated secret)", answer: reply(400, "", nil), kind: daraja.KindRefused, code: "http.400"},
+		{name: "403 firewall html", answer: reply(403, "text/html", []byte("<html>Request Rejected</html>")), kind: daraja.KindRefused, code: "http.403"},
+		{name: "401 html", answer: reply(401, "text/html", []byte("<html>Unauthorized</html>")), kind: daraja.KindRefused, code: "http.401"},
+		{name: "503", answer: reply(503, "text/html", []byte("<html>down</html>")), kind: daraja.KindTransient, code: "http.503"},
+		{name: "500", answer: reply(500, "text/html", []byte("<html>oops</html>")), kind: daraja.KindTransient, code: "http.500"},
+		{name: "NUL in the envelope", answer: replyJSON(400, []byte(`{"requestId":"r\u0000","errorCode":"400.008.01","errorMessage":"Invalid\u0000 Authentication"}`)),
+			kind: daraja.KindRefused, code: "400.008.01"},
 		{name: "200 html", answer: reply(200, "text/html", []byte("<html>login</html>")), kind: daraja.KindTransient, code: daraja.CodeBadResponse},
 	}
 	for _, tt := range tests {
@@ -517,9 +561,13 @@ func TestOAuth(t *testing.T) {
 			if e.Kind != tt.kind {
 				t.Errorf("Kind %v, want %v: %v", e.Kind, tt.kind, err)
 			}
-			if tt.code != "" && e.Code != tt.code {
+			if e.Code != tt.code {
 				t.Errorf("Code %q, want %q", e.Code, tt.code)
 			}
+			if e.Uncertain {
+				t.Errorf("Uncertain on a push that was never sent: %v", err)
+			}
+			checkTidy(t, e)
 			if e.Op != "push" || !strings.Contains(e.Message, "access token") {
 				t.Errorf("error %v does not say it failed on the token", err)
 			}

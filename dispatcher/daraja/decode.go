@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stkgate/stkgate/events"
 )
 
 // The calls, as Error.Op names them; they read the same answer differently.
@@ -111,7 +113,9 @@ func decodeToken(status int, h http.Header, body []byte) (string, time.Duration,
 	return string(w.AccessToken), ttl, nil
 }
 
-// decodePush reads the answer to a push.
+// decodePush reads the answer to a push. The ids of an accepted push are
+// kept exactly; an acceptance whose CheckoutRequestID cannot be kept (not
+// a sane id) is ambiguous, as the customer has been prompted.
 func decodePush(status int, h http.Header, body []byte) (PushResponse, error) {
 	if e := answerError(opPush, status, h, body); e != nil {
 		return PushResponse{}, e
@@ -123,19 +127,26 @@ func decodePush(status int, h http.Header, body []byte) (PushResponse, error) {
 		return PushResponse{}, badResponse(opPush, status, KindAmbiguous, "unreadable answer to an accepted request")
 	}
 	resp := PushResponse{
-		MerchantRequestID:   string(w.MerchantRequestID),
+		MerchantRequestID:   keepID(string(w.MerchantRequestID)),
 		CheckoutRequestID:   string(w.CheckoutRequestID),
 		ResponseCode:        strings.TrimSpace(string(w.ResponseCode)),
-		ResponseDescription: string(w.ResponseDescription),
-		CustomerMessage:     string(w.CustomerMessage),
+		ResponseDescription: cleanText(string(w.ResponseDescription)),
+		CustomerMessage:     cleanText(string(w.CustomerMessage)),
+	}
+	if readsAsZero(resp.ResponseCode) {
+		resp.ResponseCode = "0"
 	}
 	switch {
-	case resp.ResponseCode == "":
+	case resp.ResponseCode == "" || !saneID(resp.ResponseCode):
+		resp.ResponseCode = ""
 		return resp, badResponse(opPush, status, KindAmbiguous, "no ResponseCode in the answer")
 	case resp.ResponseCode != "0":
-		return resp, &Error{Op: opPush, HTTPStatus: status, Code: resp.ResponseCode, Message: resp.ResponseDescription, Kind: KindRefused}
+		return resp, (&Error{Op: opPush, HTTPStatus: status, Code: resp.ResponseCode, Message: resp.ResponseDescription, Kind: KindRefused}).tidy()
 	case resp.CheckoutRequestID == "":
 		return resp, badResponse(opPush, status, KindAmbiguous, "accepted without a CheckoutRequestID")
+	case !saneID(resp.CheckoutRequestID):
+		resp.CheckoutRequestID = ""
+		return resp, badResponse(opPush, status, KindAmbiguous, "accepted with a CheckoutRequestID that is not a sane id")
 	}
 	return resp, nil
 }
@@ -151,32 +162,60 @@ func decodeQuery(status int, h http.Header, body []byte) (QueryResult, error) {
 	}
 	res := QueryResult{
 		ResponseCode:        strings.TrimSpace(string(w.ResponseCode)),
-		ResponseDescription: string(w.ResponseDescription),
-		MerchantRequestID:   string(w.MerchantRequestID),
-		CheckoutRequestID:   string(w.CheckoutRequestID),
+		ResponseDescription: cleanText(string(w.ResponseDescription)),
+		MerchantRequestID:   keepID(string(w.MerchantRequestID)),
+		CheckoutRequestID:   keepID(string(w.CheckoutRequestID)),
 		ResultCode:          strings.TrimSpace(string(w.ResultCode)),
-		ResultDesc:          string(w.ResultDesc),
+		ResultDesc:          cleanText(string(w.ResultDesc)),
+	}
+	if readsAsZero(res.ResponseCode) {
+		res.ResponseCode = "0"
 	}
 	switch {
+	case res.ResponseCode != "" && !saneID(res.ResponseCode):
+		res.ResponseCode = ""
+		return res, badResponse(opQuery, status, KindAmbiguous, "a ResponseCode that is not a sane code")
 	case res.ResponseCode != "" && res.ResponseCode != "0":
-		return res, &Error{Op: opQuery, HTTPStatus: status, Code: res.ResponseCode, Message: res.ResponseDescription, Kind: KindRefused}
+		return res, (&Error{Op: opQuery, HTTPStatus: status, Code: res.ResponseCode, Message: res.ResponseDescription, Kind: KindRefused}).tidy()
 	case res.ResultCode == "4999":
-		return res, &Error{Op: opQuery, HTTPStatus: status, Code: res.ResultCode, Message: res.ResultDesc,
-			Kind: KindTransient, err: ErrStillProcessing}
-	case res.ResultCode == "":
+		return res, (&Error{Op: opQuery, HTTPStatus: status, Code: res.ResultCode, Message: res.ResultDesc,
+			Kind: KindTransient, err: ErrStillProcessing}).tidy()
+	case res.ResultCode == "" || !saneID(res.ResultCode):
+		res.ResultCode = ""
 		return res, badResponse(opQuery, status, KindAmbiguous, "no ResultCode in the answer")
 	}
 	return res, nil
 }
 
+// keepID is an id from an answer if it is sane, else "".
+func keepID(s string) string {
+	if !saneID(s) {
+		return ""
+	}
+	return s
+}
+
+// cleanText cleans a description from an answer.
+func cleanText(s string) string { return events.CleanText(s, events.MaxTextRunes) }
+
 func badResponse(op string, status int, k Kind, msg string) *Error {
-	return &Error{Op: op, HTTPStatus: status, Code: CodeBadResponse, Message: msg, Kind: k}
+	return (&Error{Op: op, HTTPStatus: status, Code: CodeBadResponse, Message: msg, Kind: k}).tidy()
 }
 
 // answerError classifies an answer that is an error: any non-2xx status, or
 // a 2xx carrying an error envelope. It returns nil for a 2xx without one,
-// which the caller decodes.
+// which the caller decodes. The error is tidy: an answer without a code of
+// its own has the Code "http.<status>".
 func answerError(op string, status int, h http.Header, body []byte) *Error {
+	e := classifyAnswer(op, status, h, body)
+	if e == nil {
+		return nil
+	}
+	e.Uncertain = e.HTTPStatus == http.StatusServiceUnavailable && e.Kind == KindTransient
+	return e.tidy()
+}
+
+func classifyAnswer(op string, status int, h http.Header, body []byte) *Error {
 	var env envelope
 	isJSON := jsonObject(body, &env)
 	if isJSON && env.ErrorCode != "" {

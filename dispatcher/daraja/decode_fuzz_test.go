@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stkgate/stkgate/events"
 )
 
 // FuzzDecodeResponse feeds arbitrary answers to the three decoders: none may
@@ -35,6 +37,14 @@ func FuzzDecodeResponse(f *testing.F) {
 	f.Add(500, "Wed, 21 Oct 2015 07:28:00 GMT", []byte(`{"errorCode":500.0031001}`))
 	f.Add(200, "", []byte(`[]`))
 	f.Add(204, "", []byte(nil))
+	f.Add(404, "", []byte("<html><head><title>404 Not Found</title></head><body>nginx</body></html>"))
+	f.Add(403, "", []byte("<html><body>The requested URL was rejected.</body></html>"))
+	f.Add(400, "", []byte(nil))
+	f.Add(401, "", []byte(nil))
+	f.Add(400, "", []byte(`{"requestId":"r\u0000","errorCode":"400.002.02","errorMessage":"Bad Request - Invalid PhoneNumber\u0000\u001b"}`))
+	f.Add(400, "", []byte(`{"errorCode":"0","errorMessage":"looks like success"}`))
+	f.Add(200, "", []byte(`{"ResponseCode":"00","CheckoutRequestID":"ws_CO_\u00001","ResultCode":"0\u0000"}`))
+	f.Add(200, "", []byte("{\"ResponseCode\":\"1\",\"ResponseDescription\":\"\xff\xfe\"}"))
 
 	f.Fuzz(func(t *testing.T, status int, retryAfter string, body []byte) {
 		h := http.Header{}
@@ -60,6 +70,18 @@ func FuzzDecodeResponse(f *testing.F) {
 			if op == opOAuth && e.Kind == KindAmbiguous {
 				t.Fatalf("an OAuth answer read as ambiguous: %v", e)
 			}
+			if !saneID(e.Code) || readsAsZero(e.Code) {
+				t.Fatalf("%s: Code %q is empty, not sane or reads as success", op, e.Code)
+			}
+			if e.RequestID != "" && !saneID(e.RequestID) {
+				t.Fatalf("%s: RequestID %q", op, e.RequestID)
+			}
+			if e.Message != events.CleanText(e.Message, events.MaxTextRunes) {
+				t.Fatalf("%s: Message %q not clean", op, e.Message)
+			}
+			if e.Uncertain && (e.HTTPStatus != http.StatusServiceUnavailable || e.Kind != KindTransient) {
+				t.Fatalf("%s: Uncertain on %v", op, e)
+			}
 			_ = e.Error()
 		}
 
@@ -73,7 +95,10 @@ func FuzzDecodeResponse(f *testing.F) {
 		p, err := decodePush(status, h, body)
 		if err != nil {
 			check(opPush, err)
-		} else if p.ResponseCode != "0" || p.CheckoutRequestID == "" || !ok2xx {
+		} else if p.ResponseCode != "0" || !saneID(p.CheckoutRequestID) || !ok2xx ||
+			(p.MerchantRequestID != "" && !saneID(p.MerchantRequestID)) ||
+			p.ResponseDescription != events.CleanText(p.ResponseDescription, events.MaxTextRunes) ||
+			p.CustomerMessage != events.CleanText(p.CustomerMessage, events.MaxTextRunes) {
 			t.Fatalf("accepted push %+v from status %d", p, status)
 		}
 
@@ -83,7 +108,8 @@ func FuzzDecodeResponse(f *testing.F) {
 			if errors.Is(err, ErrStillProcessing) && errors.Is(err, ErrUnknownTransaction) {
 				t.Fatal("both still processing and unknown")
 			}
-		} else if q.ResultCode == "" || q.ResultCode == "4999" || !ok2xx || strings.TrimSpace(q.ResultCode) != q.ResultCode {
+		} else if !saneID(q.ResultCode) || q.ResultCode == "4999" || !ok2xx || strings.TrimSpace(q.ResultCode) != q.ResultCode ||
+			q.ResultDesc != events.CleanText(q.ResultDesc, events.MaxTextRunes) {
 			t.Fatalf("final query %+v from status %d", q, status)
 		}
 	})

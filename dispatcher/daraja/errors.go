@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stkgate/stkgate/events"
 )
 
 // Kind is what an error means for the push that failed: whether it may be
@@ -70,9 +73,13 @@ var (
 )
 
 // Synthetic codes that Error.Code carries when Daraja gave no errorCode of
-// its own. An answer from the gateway in front of Daraja without one (an HTML
-// page) has an empty Code and its HTTPStatus.
+// its own. An answer without one (an HTML or empty page of a proxy,
+// firewall or gateway in front of Daraja) has the Code CodeHTTPPrefix +
+// its status: "http.404". No synthetic code reads as Daraja's "0".
 const (
+	// CodeHTTPPrefix begins the Code of an answer that carried no code of
+	// its own (or one that cannot be kept: see Error.Code).
+	CodeHTTPPrefix = "http."
 	// CodeInvalidRequest: the client refused the request before sending it.
 	CodeInvalidRequest = "stkgate.invalid_request"
 	// CodeUnreachable: the request was not (fully) sent: connection refused,
@@ -113,11 +120,25 @@ const (
 // consumer secret, passkey, password or token.
 type Error struct {
 	HTTPStatus int    // 0 when no answer was received
-	RequestID  string // Daraja's requestId, when it sent one
-	Code       string // Daraja's errorCode (or ResponseCode), or a Code* constant above
-	Message    string // Daraja's errorMessage (or ResponseDescription), or the client's reason
+	RequestID  string // Daraja's requestId, when it sent one that is a sane id (see MaxIDLen)
+	// Code is never empty: Daraja's errorCode (or ResponseCode), else
+	// CodeHTTPPrefix + the status of an answer without one, else a Code*
+	// constant above. A code Daraja sent that is not a sane id, or that
+	// reads as zero (success), is replaced as if it had been absent, so an
+	// error never carries a success code.
+	Code string
+	// Message is Daraja's errorMessage (or ResponseDescription), or the
+	// client's reason, cleaned by events.CleanText: no NUL or other control
+	// character, valid UTF-8, at most events.MaxTextRunes runes.
+	Message    string
 	Kind       Kind
 	RetryAfter time.Duration // the least wait advised before a retry; 0 for none
+	// Uncertain is true when the answer said "not processed" without
+	// guaranteeing it: the gateway's 503 (Kind KindTransient). The push may
+	// have reached the customer all the same, so an "Unable to lock
+	// subscriber" after it may be this push's own prompt. It is false for
+	// a push that failed getting its token: that push was never sent.
+	Uncertain bool
 
 	// Op is the call that failed: "oauth", "push" or "query".
 	Op string
@@ -246,6 +267,53 @@ func transportError(parent context.Context, op string, err error, sent bool) *Er
 		e.Kind, e.Code = KindAmbiguous, CodeConnectionLost
 		e.Message = "connection lost after the request was sent"
 	}
+	return e
+}
+
+// MaxIDLen is the longest id (RequestID, MerchantRequestID,
+// CheckoutRequestID) or code the client keeps from an answer, in bytes.
+const MaxIDLen = 128
+
+// saneID reports whether s can be kept exactly as an id or code from an
+// answer: 1 to MaxIDLen bytes of printable ASCII (space included).
+func saneID(s string) bool {
+	if s == "" || len(s) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// readsAsZero reports whether code would read as success ("0", "00",
+// "0.0", …) to whoever compares numbers.
+func readsAsZero(code string) bool {
+	f, err := strconv.ParseFloat(strings.TrimSpace(code), 64)
+	return err == nil && f == 0
+}
+
+// tidy makes an error built from an answer safe to carry in events and
+// store: a non-empty Code that does not read as success, a clean Message
+// and a RequestID only when it is sane. It returns e.
+func (e *Error) tidy() *Error {
+	e.Code = strings.TrimSpace(e.Code)
+	if !saneID(e.Code) || readsAsZero(e.Code) {
+		e.Code = ""
+	}
+	if e.Code == "" {
+		if e.HTTPStatus != 0 {
+			e.Code = CodeHTTPPrefix + strconv.Itoa(e.HTTPStatus)
+		} else {
+			e.Code = CodeBadResponse
+		}
+	}
+	if !saneID(e.RequestID) {
+		e.RequestID = ""
+	}
+	e.Message = events.CleanText(e.Message, events.MaxTextRunes)
 	return e
 }
 

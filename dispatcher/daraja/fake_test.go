@@ -119,7 +119,13 @@ func TestAgainstFakeFailures(t *testing.T) {
 	}{
 		{"spike arrest", []darajatest.Failure{darajatest.FailSpikeArrest}, daraja.KindTransient, "500.003.02", 1, 0},
 		{"quota", []darajatest.Failure{darajatest.FailQuota}, daraja.KindTransient, "500.003.03", 1, 0},
-		{"503 page", []darajatest.Failure{darajatest.FailServiceUnavailable}, daraja.KindTransient, "", 1, 0},
+		{"503 page", []darajatest.Failure{darajatest.FailServiceUnavailable}, daraja.KindTransient, "http.503", 1, 0},
+		{"503 page after accepting", []darajatest.Failure{darajatest.FailServiceUnavailableAfterAccept}, daraja.KindTransient, "http.503", 1, 1},
+		{"proxy 404 page", []darajatest.Failure{darajatest.FailHTML404}, daraja.KindRefused, "http.404", 1, 0},
+		{"firewall 403 page", []darajatest.Failure{darajatest.FailHTML403}, daraja.KindRefused, "http.403", 1, 0},
+		{"401 without body once", []darajatest.Failure{darajatest.FailUnauthorizedEmpty}, -1, "", 2, 1},
+		{"401 without body twice", []darajatest.Failure{darajatest.FailUnauthorizedEmpty, darajatest.FailUnauthorizedEmpty}, daraja.KindTransient, "http.401", 2, 0},
+		{"NUL in errorMessage", []darajatest.Failure{darajatest.FailNULMessage}, daraja.KindRefused, "400.002.02", 1, 0},
 		{"429 fault", []darajatest.Failure{darajatest.FailTooManyRequests}, daraja.KindTransient, "policies.ratelimit.SpikeArrestViolation", 1, 0},
 		{"internal error", []darajatest.Failure{darajatest.FailInternal500_003_1001}, daraja.KindAmbiguous, "500.003.1001", 1, 0},
 		{"internal error after accepting", []darajatest.Failure{darajatest.FailInternalAfterAccept}, daraja.KindAmbiguous, "500.003.1001", 1, 1},
@@ -150,6 +156,10 @@ func TestAgainstFakeFailures(t *testing.T) {
 				if e.Kind != tt.kind || e.Code != tt.code {
 					t.Errorf("error %v: kind %v code %q, want %v %q", err, e.Kind, e.Code, tt.kind, tt.code)
 				}
+				if e.Uncertain != (e.HTTPStatus == 503) {
+					t.Errorf("error %v: Uncertain %v", err, e.Uncertain)
+				}
+				checkTidy(t, e)
 			}
 			// A held or reset request is recorded when its handler ends.
 			phonePushes := func() []darajatest.Push {
@@ -224,6 +234,38 @@ func TestAgainstFakeConfigurationErrors(t *testing.T) {
 			noSecrets(t, err.Error(), "wrong")
 			if n := len(env.fake.AcceptedPushes()); n != 0 {
 				t.Errorf("%d pushes accepted", n)
+			}
+		})
+	}
+}
+
+// TestAgainstFakeOAuthFaults: a push that cannot get its token carries the
+// token answer's status as its code, is never Uncertain, and sends nothing.
+func TestAgainstFakeOAuthFaults(t *testing.T) {
+	for i, tt := range []struct {
+		kind     string
+		wantKind daraja.Kind
+		code     string
+	}{
+		{darajatest.OAuthEmpty400, daraja.KindRefused, "http.400"},
+		{darajatest.OAuthHTML403, daraja.KindRefused, "http.403"},
+		{darajatest.OAuthServiceUnavailable, daraja.KindTransient, "http.503"},
+	} {
+		t.Run(tt.kind, func(t *testing.T) {
+			env := newFakeEnv(t, darajatest.Options{CallbackDelay: time.Hour}, nil)
+			env.fake.FailOAuth(1, tt.kind)
+			phone := "25479900010" + string(rune('0'+i))
+			_, err := env.client.Push(testCtx(t), env.push(phone, "oauth"))
+			e := asError(t, err)
+			if e.Kind != tt.wantKind || e.Code != tt.code || e.Uncertain || !strings.Contains(e.Message, "access token") {
+				t.Errorf("error %v: kind %v code %q uncertain %v, want %v %q", err, e.Kind, e.Code, e.Uncertain, tt.wantKind, tt.code)
+			}
+			checkTidy(t, e)
+			if n := len(env.fake.Pushes()); n != 0 || env.fake.TokenRequests() != 1 {
+				t.Errorf("%d pushes, %d token requests; want 0, 1", n, env.fake.TokenRequests())
+			}
+			if _, err := env.client.Push(testCtx(t), env.push(phone, "oauth")); err != nil {
+				t.Errorf("push once the token endpoint is back: %v", err)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
+	"github.com/stkgate/stkgate/events"
 )
 
 const (
@@ -175,5 +176,20 @@ func noSecrets(t testing.TB, s string, extra ...string) {
 		if sec != "" && strings.Contains(s, sec) {
 			t.Errorf("%q shows a secret", s)
 		}
+	}
+}
+
+// checkTidy: an error carries a code that never reads as success, text
+// that events.CleanText would leave as it is, and a sane RequestID.
+func checkTidy(t testing.TB, e *daraja.Error) {
+	t.Helper()
+	if e.Code == "" || strings.TrimLeft(e.Code, "0.") == "" {
+		t.Errorf("Code %q: empty or reads as success", e.Code)
+	}
+	if c := events.CleanText(e.Message, events.MaxTextRunes); c != e.Message {
+		t.Errorf("Message %q is not clean (%q)", e.Message, c)
+	}
+	if len(e.RequestID) > daraja.MaxIDLen || strings.ContainsFunc(e.RequestID, func(r rune) bool { return r < ' ' || r > '~' }) {
+		t.Errorf("RequestID %q is not a sane id", e.RequestID)
 	}
 }

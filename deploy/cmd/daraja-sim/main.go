@@ -13,6 +13,8 @@
 // taken by it. Both listen on loopback unless told otherwise. POST /scripts
 // on the control port scripts phones (see ScriptRequest): their first pushes
 // fail in the ways Daraja and its gateway fail, or their callbacks are lost.
+// POST /oauth-faults (see OAuthFaultRequest) makes the next token requests
+// fail, as after a rotated consumer secret or behind a firewall.
 //
 // -answer-latency (DARAJA_SIM_ANSWER_LATENCY) holds each push's answer for a
 // random time up to it after Daraja has processed the push, as the real
@@ -51,6 +53,12 @@ type ScriptRequest struct {
 	ResultCode string   `json:"result_code"` // "" means darajatest.OutcomeFor
 	FailFirst  []string `json:"fail_first"`  // darajatest.Failure names, e.g. "timeout-after-accept"
 	NoCallback bool     `json:"no_callback"` // the outcome is final but its callback is never sent
+}
+
+// OAuthFaultRequest is the body of POST /oauth-faults.
+type OAuthFaultRequest struct {
+	Count int    `json:"count"` // token requests to fail; 0 ends an earlier fault
+	Kind  string `json:"kind"`  // "empty-400", "html-403" or "service-unavailable"
 }
 
 // Recordings is the body of GET /recordings.
@@ -121,6 +129,29 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("control listen: %w", err)
 	}
+	srv := &http.Server{Handler: controlHandler(sim), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	fmt.Printf("daraja-sim ready url=%s control=http://%s\n", url, ln.Addr())
+	log.Info("started", "url", url, "control", "http://"+ln.Addr().String(), "callback_delay", delay, "answer_latency", latency)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("control server: %w", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return nil
+}
+
+// controlHandler serves the control port: GET /recordings, POST /scripts
+// and POST /oauth-faults.
+func controlHandler(sim *darajatest.Server) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /recordings", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -150,24 +181,20 @@ func run() error {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-
-	fmt.Printf("daraja-sim ready url=%s control=http://%s\n", url, ln.Addr())
-	log.Info("started", "url", url, "control", "http://"+ln.Addr().String(), "callback_delay", delay, "answer_latency", latency)
-
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("control server: %w", err)
+	mux.HandleFunc("POST /oauth-faults", func(w http.ResponseWriter, r *http.Request) {
+		var q OAuthFaultRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&q); err != nil {
+			http.Error(w, `want {"count":N,"kind":"empty-400"}: `+err.Error(), http.StatusBadRequest)
+			return
 		}
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	return nil
+		if err := darajatest.CheckOAuthFault(q.Kind); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		sim.FailOAuth(q.Count, q.Kind)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	return mux
 }
 
 // latencyProxy serves addr, forwarding to target and holding the answer of

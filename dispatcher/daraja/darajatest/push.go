@@ -298,11 +298,17 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, rec *Push, answer 
 		id := s.newCheckoutRequestIDLocked(time.Now())
 		s.mu.Unlock()
 		answer(http.StatusInternalServerError, lockedEnvelope(id))
-	case FailServiceUnavailable:
-		rec.HTTPStatus = http.StatusServiceUnavailable
-		w.Header().Set("Content-Type", "text/html")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte(serviceUnavailablePage))
+	case FailServiceUnavailable, FailServiceUnavailableAfterAccept:
+		rec.HTTPStatus = writeHTML(w, http.StatusServiceUnavailable, serviceUnavailablePage)
+	case FailHTML404:
+		rec.HTTPStatus = writeHTML(w, http.StatusNotFound, proxyNotFoundPage)
+	case FailHTML403:
+		rec.HTTPStatus = writeHTML(w, http.StatusForbidden, firewallPage)
+	case FailUnauthorizedEmpty:
+		rec.HTTPStatus = http.StatusUnauthorized
+		w.WriteHeader(http.StatusUnauthorized)
+	case FailNULMessage:
+		answer(http.StatusBadRequest, envelope{RequestID: newRequestID(), ErrorCode: daraja.CodeBadRequest, ErrorMessage: nulMessage})
 	case FailTooManyRequests:
 		rec.HTTPStatus = http.StatusTooManyRequests
 		w.Header().Set("Content-Type", "application/json")
@@ -339,6 +345,34 @@ func reset(w http.ResponseWriter) {
 	}
 	_ = conn.Close()
 }
+
+// writeHTML answers status with an HTML page, as the proxies and gateways
+// in front of Daraja do, and returns status.
+func writeHTML(w http.ResponseWriter, status int, page string) int {
+	w.Header().Set("Content-Type", "text/html")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(page))
+	return status
+}
+
+// nulMessage is FailNULMessage's errorMessage: Daraja's text with a NUL
+// byte and other control characters in it.
+const nulMessage = "Bad Request - Invalid PhoneNumber\x00\x01\r\n\x1b[0m"
+
+const proxyNotFoundPage = `<html>
+<head><title>404 Not Found</title></head>
+<body>
+<center><h1>404 Not Found</h1></center>
+<hr><center>nginx</center>
+</body>
+</html>
+`
+
+const firewallPage = `<!DOCTYPE html>
+<html><head><title>Request Rejected</title></head>
+<body>The requested URL was rejected. Please consult with your administrator.<br><br>
+Your support ID is: 1498126375638162817<br><br><a href='javascript:history.back();'>[Go Back]</a></body></html>
+`
 
 const serviceUnavailablePage = `<!DOCTYPE html>
 <html><head><title>503 Service Unavailable</title></head>

@@ -46,6 +46,22 @@ const (
 	// FailInternalAfterAccept: processes the push, then answers 500
 	// 500.003.1001.
 	FailInternalAfterAccept
+	// FailHTML404: 404 with the HTML page of a proxy in front of Daraja,
+	// no error envelope. Not processed.
+	FailHTML404
+	// FailHTML403: 403 with a web application firewall's HTML page. Not
+	// processed.
+	FailHTML403
+	// FailUnauthorizedEmpty: 401 with an empty body. Not processed.
+	FailUnauthorizedEmpty
+	// FailNULMessage: 400 400.002.02 whose errorMessage holds a NUL byte
+	// (and other control characters), as no database takes it. Not
+	// processed.
+	FailNULMessage
+	// FailServiceUnavailableAfterAccept: processes the push (the customer
+	// is prompted, the callback will come), then answers 503 with the
+	// gateway's HTML page, which usually means "not processed".
+	FailServiceUnavailableAfterAccept
 )
 
 var failureNames = map[Failure]string{
@@ -64,6 +80,12 @@ var failureNames = map[Failure]string{
 	FailTimeoutAfterAccept:   "timeout-after-accept",
 	FailResetAfterAccept:     "reset-after-accept",
 	FailInternalAfterAccept:  "internal-after-accept",
+
+	FailHTML404:                       "html-404",
+	FailHTML403:                       "html-403",
+	FailUnauthorizedEmpty:             "unauthorized-empty",
+	FailNULMessage:                    "nul-message",
+	FailServiceUnavailableAfterAccept: "service-unavailable-after-accept",
 }
 
 func (f Failure) String() string {
@@ -88,7 +110,8 @@ func ParseFailure(s string) (Failure, error) {
 
 // afterAccept reports whether the push is processed before the failure.
 func (f Failure) afterAccept() bool {
-	return f == FailTimeoutAfterAccept || f == FailResetAfterAccept || f == FailInternalAfterAccept
+	return f == FailTimeoutAfterAccept || f == FailResetAfterAccept || f == FailInternalAfterAccept ||
+		f == FailServiceUnavailableAfterAccept
 }
 
 // Script sets what happens to the pushes to one phone.

@@ -6,9 +6,14 @@
 // valid push with fresh ids, and after a delay POSTs the outcome to the
 // push's CallBackURL in Daraja's callback shape, once, without retry. A
 // phone with an open prompt is locked until its outcome is final, as in
-// Daraja. The outcome is chosen by the phone's last four digits (see
+// Daraja: another push to it is answered 500 500.001.1001 "Unable to lock
+// subscriber…", also when the first push's own answer was a failure
+// (FailServiceUnavailableAfterAccept and the other *AfterAccept). The outcome is chosen by the phone's last four digits (see
 // OutcomeFor) or scripted per phone (Server.Script), which can also make the
 // first pushes fail in each way Daraja and its gateway fail.
+//
+// FailOAuth makes token requests fail in the ways the gateway in front of
+// Daraja fails.
 //
 // Everything it receives and sends is recorded for assertions: Pushes,
 // AcceptedPushes, Queries, Callbacks; WaitCallbacks and Drain wait for
@@ -104,6 +109,9 @@ type Server struct {
 	queries    []Query
 	callbacks  []CallbackDelivery
 	seq        int64
+	oauthFault string // the kind FailOAuth set
+	oauthFails int    // token requests it still fails
+	tokenReqs  int
 	closeErr   error
 	closedOnce sync.Once
 }
@@ -246,7 +254,70 @@ func (s *Server) ExpireTokens() {
 	clear(s.tokens)
 }
 
+// The kinds of FailOAuth: how the token endpoint, or what stands in front
+// of it, fails.
+const (
+	// OAuthEmpty400: 400 with an empty body, as after the consumer secret
+	// was rotated.
+	OAuthEmpty400 = "empty-400"
+	// OAuthHTML403: 403 with a web application firewall's HTML page.
+	OAuthHTML403 = "html-403"
+	// OAuthServiceUnavailable: 503 with the gateway's HTML page.
+	OAuthServiceUnavailable = "service-unavailable"
+)
+
+// CheckOAuthFault reports whether kind is one of FailOAuth's kinds.
+func CheckOAuthFault(kind string) error {
+	switch kind {
+	case OAuthEmpty400, OAuthHTML403, OAuthServiceUnavailable:
+		return nil
+	}
+	return fmt.Errorf("darajatest: unknown OAuth fault %q (want %s, %s or %s)", kind, OAuthEmpty400, OAuthHTML403, OAuthServiceUnavailable)
+}
+
+// FailOAuth makes the next n token requests fail in the way kind names
+// (OAuthEmpty400, OAuthHTML403, OAuthServiceUnavailable), whatever their
+// credentials; it replaces an earlier FailOAuth, and n <= 0 ends it. It
+// panics on an unknown kind (see CheckOAuthFault).
+func (s *Server) FailOAuth(n int, kind string) {
+	if err := CheckOAuthFault(kind); err != nil {
+		panic(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.oauthFault, s.oauthFails = kind, max(n, 0)
+}
+
+// TokenRequests is how many requests the token endpoint has received,
+// failed ones included.
+func (s *Server) TokenRequests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokenReqs
+}
+
 func (s *Server) handleOAuth(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.tokenReqs++
+	fault := ""
+	if s.oauthFails > 0 {
+		s.oauthFails--
+		fault = s.oauthFault
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
+	switch fault {
+	case OAuthEmpty400:
+		w.WriteHeader(http.StatusBadRequest)
+	case OAuthHTML403:
+		writeHTML(w, http.StatusForbidden, firewallPage)
+	case OAuthServiceUnavailable:
+		writeHTML(w, http.StatusServiceUnavailable, serviceUnavailablePage)
+	}
+	if fault != "" {
+		s.log.Info("oauth failed as scripted", "fault", fault)
+		return
+	}
 	if r.URL.Query().Get("grant_type") != "client_credentials" {
 		writeJSON(w, http.StatusBadRequest, envelope{RequestID: newRequestID(), ErrorCode: "400.008.02", ErrorMessage: "Invalid grant type passed"})
 		return

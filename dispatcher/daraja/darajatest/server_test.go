@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -853,5 +854,130 @@ func TestUnknownPath(t *testing.T) {
 	a := do(t, http.MethodPost, s.URL()+"/mpesa/c2b/v1/registerurl", "", "application/json", []byte(`{}`))
 	if a.Status != 404 || a.Body["errorCode"] == nil {
 		t.Errorf("unknown path: %d %s", a.Status, a.Raw)
+	}
+}
+
+// TestNonDarajaFailures: the scripted answers that are not Daraja's usual
+// envelope, and a 503 after the push was processed.
+func TestNonDarajaFailures(t *testing.T) {
+	s := start(t, darajatest.Options{CallbackDelay: time.Hour})
+	rc := newReceiver(t, 200)
+	tok := token(t, s)
+	for _, tc := range []struct {
+		name        string
+		status      int
+		contentType string // "" for an empty body
+		accepted    bool
+	}{
+		{"html-404", 404, "text/html", false},
+		{"html-403", 403, "text/html", false},
+		{"unauthorized-empty", 401, "", false},
+		{"nul-message", 400, "application/json", false},
+		{"service-unavailable-after-accept", 503, "text/html", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := darajatest.ParseFailure(tc.name)
+			if err != nil || f.String() != tc.name {
+				t.Fatalf("ParseFailure(%q) = %v, %v", tc.name, f, err)
+			}
+			phone := "2547990001" + strconv.Itoa(10+int(f))
+			s.Script(phone, darajatest.Script{FailFirst: []darajatest.Failure{f}})
+			a := push(t, s, tok, pushBody(phone, rc.URL+"/"+tc.name))
+			if a.Status != tc.status || !strings.HasPrefix(a.Header.Get("Content-Type"), tc.contentType) ||
+				(tc.contentType == "") != (len(a.Raw) == 0) {
+				t.Errorf("answer %d %q %q, want %d %q", a.Status, a.Header.Get("Content-Type"), a.Raw, tc.status, tc.contentType)
+			}
+			if tc.contentType == "text/html" && !bytes.Contains(a.Raw, []byte("<html")) {
+				t.Errorf("not an HTML page: %q", a.Raw)
+			}
+			if f == darajatest.FailNULMessage {
+				msg, _ := a.Body["errorMessage"].(string)
+				if a.Body["errorCode"] != daraja.CodeBadRequest || !strings.Contains(msg, "\x00") {
+					t.Errorf("envelope %q: want 400.002.02 with a NUL in errorMessage", a.Raw)
+				}
+			}
+			if n := len(s.AcceptedPushes(darajatest.WithPhone(phone))); n != map[bool]int{false: 0, true: 1}[tc.accepted] {
+				t.Errorf("%d prompts, want accepted=%v", n, tc.accepted)
+			}
+			p := s.Pushes()[len(s.Pushes())-1]
+			if p.Failure != f || p.HTTPStatus != tc.status || p.Accepted != tc.accepted {
+				t.Errorf("recorded %v %d accepted=%v", p.Failure, p.HTTPStatus, p.Accepted)
+			}
+		})
+	}
+}
+
+// TestLockAfterServiceUnavailable: a 503 that hid a processed push leaves
+// the phone locked, as Daraja does; the callback of that prompt comes.
+func TestLockAfterServiceUnavailable(t *testing.T) {
+	s := start(t, darajatest.Options{CallbackDelay: time.Hour})
+	rc := newReceiver(t, 200)
+	tok := token(t, s)
+	const phone = "254712340503"
+	s.Script(phone, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailServiceUnavailableAfterAccept}})
+	if a := push(t, s, tok, pushBody(phone, rc.URL+"/first")); a.Status != 503 {
+		t.Fatalf("first push: %d %s", a.Status, a.Raw)
+	}
+	retry := push(t, s, tok, pushBody(phone, rc.URL+"/retry"))
+	if retry.Status != 500 || retry.Body["errorCode"] != daraja.CodeGeneric ||
+		retry.Body["errorMessage"] != "Unable to lock subscriber, a transaction is already in process for the current subscriber" {
+		t.Errorf("retry while the prompt is open: %d %s", retry.Status, retry.Raw)
+	}
+	s.Flush()
+	got, err := s.WaitCallbacks(ctx(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompts := s.AcceptedPushes(darajatest.WithPhone(phone))
+	if len(prompts) != 1 || got[0].CheckoutRequestID != prompts[0].CheckoutRequestID || got[0].ResultCode != "0" ||
+		!strings.HasSuffix(got[0].URL, "/first") {
+		t.Errorf("prompts %+v, callback %+v", prompts, got[0])
+	}
+	if err := s.Drain(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if a := push(t, s, tok, pushBody(phone, rc.URL+"/after")); a.Status != 200 {
+		t.Errorf("after the outcome: %d %s", a.Status, a.Raw)
+	}
+}
+
+func TestFailOAuth(t *testing.T) {
+	s := start(t, darajatest.Options{})
+	oauth := func() answer {
+		req, _ := http.NewRequest(http.MethodGet, s.URL()+daraja.PathOAuth+"?grant_type=client_credentials", nil)
+		req.SetBasicAuth(darajatest.DefaultConsumerKey, darajatest.DefaultConsumerSecret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return answer{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
+	}
+	for _, tc := range []struct {
+		kind        string
+		status      int
+		contentType string
+	}{
+		{darajatest.OAuthEmpty400, 400, ""},
+		{darajatest.OAuthHTML403, 403, "text/html"},
+		{darajatest.OAuthServiceUnavailable, 503, "text/html"},
+	} {
+		before := s.TokenRequests()
+		s.FailOAuth(2, tc.kind)
+		for i := range 2 {
+			a := oauth()
+			if a.Status != tc.status || !strings.HasPrefix(a.Header.Get("Content-Type"), tc.contentType) ||
+				(tc.contentType == "") != (len(a.Raw) == 0) {
+				t.Errorf("%s, request %d: %d %q %q", tc.kind, i+1, a.Status, a.Header.Get("Content-Type"), a.Raw)
+			}
+		}
+		token(t, s) // the third one succeeds
+		if n := s.TokenRequests() - before; n != 3 {
+			t.Errorf("%s: TokenRequests grew by %d, want 3", tc.kind, n)
+		}
+	}
+	if err := darajatest.CheckOAuthFault("nope"); err == nil {
+		t.Error("CheckOAuthFault accepted nope")
 	}
 }
