@@ -836,6 +836,16 @@ func faultScripts(n int, mode string) []script {
 			sc.FailFirst = []string{"locked"}
 		case 7, 27:
 			sc.NoCallback = true
+		case 2:
+			sc.FailFirst = []string{"html-404"}
+		case 4:
+			sc.FailFirst = []string{"html-403"}
+		case 6:
+			sc.FailFirst = []string{"unauthorized-empty"}
+		case 8:
+			sc.FailFirst = []string{"nul-message"}
+		case 10:
+			sc.FailFirst = []string{"service-unavailable-after-accept"}
 		}
 		if mode == "full" {
 			switch i % 40 {
@@ -849,6 +859,8 @@ func faultScripts(n int, mode string) []script {
 				sc.FailFirst = []string{"reset-after-read"}
 			case 31:
 				sc.FailFirst = []string{"internal-500.003.1001"}
+			case 30:
+				sc.FailFirst = []string{"service-unavailable-after-accept"}
 			}
 		}
 		if sc.FailFirst != nil || sc.NoCallback {

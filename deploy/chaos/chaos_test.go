@@ -48,7 +48,7 @@ func TestChaosSmall(t *testing.T) {
 		PGStop: 2 * time.Second, Down: time.Second, Settle: 90 * time.Second,
 		Seed: uint64(time.Now().UnixNano()), SimDelay: 500 * time.Millisecond, Replays: 20,
 		Faults: "quick", Latency: 300 * time.Millisecond,
-		Dispatchers: 2, ConsumerDeletes: 1, CallbackCrash: 0.03, OAuthFaults: 0,
+		Dispatchers: 2, ConsumerDeletes: 1, CallbackCrash: 0.03, OAuthFaults: 1,
 		// The reconciler's waits shortened so that the run settles within
 		// a minute: by default a success learnt by query waits for its
 		// receipt, and an ambiguous push for its callback, a prompt's
@@ -410,6 +410,20 @@ func TestDarajaSim(t *testing.T) {
 	if diff := cmp.Diff([]string{id1 + " 200 0", id2 + " 200 0"}, callbacks); diff != "" {
 		t.Errorf("callbacks (-want +got):\n%s", diff)
 	}
+
+	// OAuth faults: the next token request fails, the one after it works.
+	if err := postOAuthFaults(context.Background(), control, 1, "no-such-kind"); err == nil {
+		t.Error("an unknown OAuth fault was taken")
+	}
+	if err := postOAuthFaults(context.Background(), control, 1, oauthFaultKinds[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendPush(url, "254708375002", events.CallbackURL("http://"+ln.Addr().String(), id3, "")); err == nil {
+		t.Error("a push went through while the token request was scripted to fail")
+	}
+	if err := sendPush(url, "254708375002", events.CallbackURL("http://"+ln.Addr().String(), id3, "")); err != nil {
+		t.Errorf("the push after the OAuth fault: %v", err)
+	}
 }
 
 func listen(t *testing.T) net.Listener {
@@ -446,7 +460,8 @@ func TestFaultScripts(t *testing.T) {
 		}
 		return out
 	}
-	quick := map[string]int{"service-unavailable": 20, "too-many-requests+spike-arrest": 10, "quota": 10, "locked": 20, "no-callback": 20}
+	quick := map[string]int{"service-unavailable": 20, "too-many-requests+spike-arrest": 10, "quota": 10, "locked": 20, "no-callback": 20,
+		"html-404": 10, "html-403": 10, "unauthorized-empty": 10, "nul-message": 10, "service-unavailable-after-accept": 10}
 	if diff := cmp.Diff(quick, kinds("quick")); diff != "" {
 		t.Errorf("quick (-want +got):\n%s", diff)
 	}
@@ -454,6 +469,7 @@ func TestFaultScripts(t *testing.T) {
 	for k, v := range quick {
 		full[k] += v
 	}
+	full["service-unavailable-after-accept"] += 10
 	if diff := cmp.Diff(full, kinds("full")); diff != "" {
 		t.Errorf("full (-want +got):\n%s", diff)
 	}
