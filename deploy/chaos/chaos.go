@@ -813,9 +813,9 @@ func (s script) kind() string {
 // dispatcher must retry (nothing reached the customer) and in the ways it
 // must not (the push may have prompted the customer), answers some with
 // pages that are not Daraja's (a proxy's HTML 404 or 403, a 401 without a
-// body, an envelope whose text holds a NUL) or with a 503 after Daraja
-// processed the push (its retry then finds the subscriber locked), and
-// loses some callbacks. "quick" leaves out the faults whose resolution
+// body, an envelope whose text holds a NUL) or ("full" only) with a 503
+// after Daraja processed the push (its retry then finds the subscriber
+// locked), and loses some callbacks. "quick" leaves out the faults whose resolution
 // waits out a prompt's lifetime (an ambiguous push whose callback a kill
 // could lose). No shared phone (phoneFor) is scripted.
 func faultScripts(n int, mode string) []script {
@@ -844,8 +844,6 @@ func faultScripts(n int, mode string) []script {
 			sc.FailFirst = []string{"unauthorized-empty"}
 		case 8:
 			sc.FailFirst = []string{"nul-message"}
-		case 10:
-			sc.FailFirst = []string{"service-unavailable-after-accept"}
 		}
 		if mode == "full" {
 			switch i % 40 {
@@ -859,7 +857,9 @@ func faultScripts(n int, mode string) []script {
 				sc.FailFirst = []string{"reset-after-read"}
 			case 31:
 				sc.FailFirst = []string{"internal-500.003.1001"}
-			case 30:
+			case 10, 30:
+				// Ambiguous: the retry finds the subscriber locked while
+				// the prompt is open, and must then wait for its callback.
 				sc.FailFirst = []string{"service-unavailable-after-accept"}
 			}
 		}
