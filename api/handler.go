@@ -497,7 +497,9 @@ func (h *Handler) requestedStored(ctx context.Context, id string) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	_, err = s.GetLastMsgForSubject(ctx, events.Subject(events.TypeRequested, id))
+	// Confirmed with the leader: a lagging replica's "not found" would
+	// publish the request again beyond the duplicate window.
+	_, err = events.LastMsg(ctx, h.js, s, events.Subject(events.TypeRequested, id))
 	switch {
 	case err == nil:
 		return true, nil

@@ -477,7 +477,7 @@ func TestGetRecord(t *testing.T) {
 		"transaction_code":     "RBC12ABC34",
 		"merchant_request_id":  "29115-34620561-1",
 		"checkout_request_id":  "ws_CO_191220191020363925",
-		"meta":                 map[string]any{"transaction_date": "2024-03-21 14:30:55"},
+		"meta":                 map[string]any{"transaction_date": "2024-03-21 14:30:55", "late_result": nil},
 		"created_at":           "2024-03-21T11:30:01Z",
 		"updated_at":           timestamp(rec.UpdatedAt),
 	}
@@ -528,7 +528,7 @@ func TestGetPendingRecord(t *testing.T) {
 		}
 	}
 	if data["status"] != float64(0) || data["status_label"] != "Pending" ||
-		!cmp.Equal(data["meta"], map[string]any{"transaction_date": nil}) {
+		!cmp.Equal(data["meta"], map[string]any{"transaction_date": nil, "late_result": nil}) {
 		t.Errorf("data = %v", data)
 	}
 }

@@ -33,6 +33,40 @@ type MetaView struct {
 	// TransactionDate is Daraja's TransactionDate, East Africa Time,
 	// "YYYY-MM-DD HH:MM:SS".
 	TransactionDate *string `json:"transaction_date"`
+	// LateResult is Daraja's own outcome learnt after stkgate had finished
+	// the payment with a stkgate.* code (an Unknown paid after all, say);
+	// null when none came. It never changes the outcome above.
+	LateResult *LateResultView `json:"late_result"`
+}
+
+// LateResultView is meta.late_result.
+type LateResultView struct {
+	ResponseCode        string  `json:"response_code"`
+	ResponseDescription *string `json:"response_description"`
+	StatusLabel         string  `json:"status_label"`
+	TransactionCode     *string `json:"transaction_code"`
+	TransactionDate     *string `json:"transaction_date"`
+	MerchantRequestID   *string `json:"merchant_request_id"`
+	CheckoutRequestID   *string `json:"checkout_request_id"`
+	Source              *string `json:"source"`
+	LearntAt            string  `json:"learnt_at"`
+}
+
+func lateResultView(l *store.LateResult) *LateResultView {
+	if l == nil {
+		return nil
+	}
+	return &LateResultView{
+		ResponseCode:        l.ResponseCode,
+		ResponseDescription: nullable(l.ResponseDescription),
+		StatusLabel:         l.StatusLabel,
+		TransactionCode:     nullable(l.TransactionCode),
+		TransactionDate:     nullable(l.TransactionDate),
+		MerchantRequestID:   nullable(l.MerchantRequestID),
+		CheckoutRequestID:   nullable(l.CheckoutRequestID),
+		Source:              nullable(l.Source),
+		LearntAt:            timestamp(l.LearntAt),
+	}
 }
 
 // ViewOf is the client's view of r.
@@ -51,7 +85,7 @@ func ViewOf(r store.Record) RecordView {
 		TransactionCode:     nullable(r.TransactionCode),
 		MerchantRequestID:   nullable(r.MerchantRequestID),
 		CheckoutRequestID:   nullable(r.CheckoutRequestID),
-		Meta:                MetaView{TransactionDate: nullable(r.TransactionDate)},
+		Meta:                MetaView{TransactionDate: nullable(r.TransactionDate), LateResult: lateResultView(r.LateResult)},
 		CreatedAt:           timestamp(r.CreatedAt),
 		UpdatedAt:           timestamp(r.UpdatedAt),
 	}

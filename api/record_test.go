@@ -62,7 +62,28 @@ func TestRecordViewGolden(t *testing.T) {
 	success.Source = events.SourceCallback
 	success.UpdatedAt = time.Date(2024, 3, 21, 11, 30, 55, 999999000, time.UTC)
 
-	for name, rec := range map[string]store.Record{"record-pending.json": pending, "record-success.json": success} {
+	// A push whose answer was lost and whose callback came after stkgate
+	// had finished it as Unknown: paid after all, the outcome unchanged.
+	unknown := pending
+	unknown.Status, unknown.StatusLabel = events.Outcome(events.CodeNoAnswer)
+	unknown.ResponseCode = events.CodeNoAnswer
+	unknown.ResponseDescription = "No answer from Daraja to the push and no callback within the prompt's lifetime: the customer may have paid"
+	unknown.Stage = store.StageCompleted
+	unknown.Source = "reconciler"
+	unknown.LateResult = store.LateResultOf(events.LateResult{
+		FollowsCode: events.CodeNoAnswer, ResultCode: "0",
+		ResultDesc: "The service request is processed successfully.",
+		Receipt:    "SCL4XQ2B7K", TransactionDate: "2024-03-21 14:30:55", Source: events.SourceCallback,
+		MerchantRequestID: "2654-4b64-97ff-b827b542881d3130", CheckoutRequestID: "ws_CO_1007202409152617172396192",
+		LearntAt: time.Date(2024, 3, 21, 11, 36, 12, 0, time.UTC),
+	})
+	unknown.UpdatedAt = time.Date(2024, 3, 21, 11, 36, 12, 500000000, time.UTC)
+	if unknown.StatusLabel != events.LabelUnknown {
+		t.Fatalf("stkgate.no_answer reads %q", unknown.StatusLabel)
+	}
+
+	for name, rec := range map[string]store.Record{"record-pending.json": pending, "record-success.json": success,
+		"record-unknown-late-success.json": unknown} {
 		t.Run(name, func(t *testing.T) {
 			b, err := json.MarshalIndent(recordBody{Success: true, Data: ViewOf(rec)}, "", "  ")
 			if err != nil {

@@ -49,7 +49,9 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 	if err != nil {
 		return store.Record{}, err
 	}
-	msg, err := s.GetLastMsgForSubject(ctx, events.Subject(events.TypeRequested, id))
+	// A replica's "not found" is confirmed with the leader: a 404 for an
+	// id answered 202 a moment ago would tell the client it does not exist.
+	msg, err := events.LastMsg(ctx, h.js, s, events.Subject(events.TypeRequested, id))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return store.Record{}, store.ErrNotFound
 	}
@@ -83,7 +85,9 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 	}
 
 	// The first of each later event, as the projector applies the first
-	// outcome and ignores later ones.
+	// outcome and ignores later ones. A replica that lags may not have
+	// them yet: the record is then one step behind (Pending a moment
+	// longer), never wrong.
 	later := func(typ string) (events.Event, time.Time, error) {
 		m, err := s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(events.Subject(typ, id)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -97,6 +101,9 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 			h.log.Warn("event in the stream cannot be used", "tracking_id", id, "type", typ, "error", err)
 			return nil, time.Time{}, nil
 		}
+		// As the projector will write it: a completion without a result
+		// code is an invalid outcome, not nothing.
+		ev, _ = store.Normalize(ev)
 		return ev, m.Time.UTC(), nil
 	}
 	ev, at, err := later(events.TypeDispatched)
@@ -112,7 +119,7 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 	if err != nil {
 		return store.Record{}, err
 	}
-	if c, ok := ev.(events.Completed); ok && c.ResultCode != "" {
+	if c, ok := ev.(events.Completed); ok {
 		rec.Stage = store.StageCompleted
 		rec.Status, rec.StatusLabel = events.Outcome(c.ResultCode)
 		rec.ResponseCode = c.ResultCode
@@ -126,6 +133,19 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 		if c.CheckoutRequestID != "" {
 			rec.CheckoutRequestID = c.CheckoutRequestID
 		}
+		rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
+	}
+	// Only an outcome stkgate decided itself can be followed by Daraja's
+	// late word (events.DecidedByStkgate); the look-up is spared otherwise.
+	if !events.DecidedByStkgate(rec.ResponseCode) {
+		return rec, nil
+	}
+	ev, at, err = later(events.TypeLateResult)
+	if err != nil {
+		return store.Record{}, err
+	}
+	if l, ok := ev.(events.LateResult); ok {
+		rec.LateResult = store.LateResultOf(l)
 		rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
 	}
 	return rec, nil

@@ -129,7 +129,7 @@ func TestGetFromStream(t *testing.T) {
 				"transaction_code":     tc.receipt,
 				"merchant_request_id":  nil,
 				"checkout_request_id":  checkout,
-				"meta":                 map[string]any{"transaction_date": tc.txnDate},
+				"meta":                 map[string]any{"transaction_date": tc.txnDate, "late_result": nil},
 				"created_at":           "2024-03-21T11:30:01Z",
 				"updated_at":           data["updated_at"],
 			}
@@ -199,5 +199,80 @@ func TestGetFromStreamNATSDown(t *testing.T) {
 	}
 	if r := e.get(t, acmeToken, known); r.status != http.StatusOK {
 		t.Errorf("GET of a projected id with NATS down = %d %s", r.status, r.raw)
+	}
+}
+
+// A completion without a result code is final in the stream's view too,
+// as the projector will write it: an invalid outcome, not Pending.
+func TestGetFromStreamCompletionWithoutCode(t *testing.T) {
+	e := newTestEnv(t, nil)
+	id := uuid.Must(uuid.NewV7()).String()
+	p := payment(id, "acme")
+	evs := []events.Event{events.Requested{Payment: p}, events.Completed{Payment: p, ResultDesc: "<html>403</html>",
+		Source: events.SourceDispatcher, CompletedAt: fixedNow}}
+	e.publishEvents(t, evs...)
+	r := e.get(t, acmeToken, id)
+	data, _ := r.body["data"].(map[string]any)
+	if r.status != http.StatusOK || data["status"] != float64(1) || data["response_code"] != events.CodeInvalidOutcome ||
+		data["status_label"] != events.LabelFailed {
+		t.Fatalf("GET = %d %s", r.status, r.raw)
+	}
+	proj := projectedView(t, e, id, evs...)
+	for _, m := range []map[string]any{data, proj} {
+		delete(m, "id")
+		delete(m, "updated_at")
+	}
+	if diff := cmp.Diff(proj, data); diff != "" {
+		t.Errorf("stream's record differs from the projected one (-projected +stream):\n%s", diff)
+	}
+}
+
+// An Unknown payment (stkgate.no_answer) reads Unknown from the stream and
+// from the read model alike, and a late success shows in meta.late_result
+// without moving the outcome.
+func TestGetUnknownWithALateResult(t *testing.T) {
+	e := newTestEnv(t, nil)
+	id := uuid.Must(uuid.NewV7()).String()
+	p := payment(id, "acme")
+	unknown := events.Completed{Payment: p, ResultCode: events.CodeNoAnswer, ResultDesc: "no answer",
+		Source: "reconciler", CompletedAt: fixedNow}
+	late := events.LateResult{Payment: p, FollowsCode: events.CodeNoAnswer, ResultCode: "0",
+		ResultDesc: "The service request is processed successfully.", Receipt: "SCL4XQ2B7K",
+		TransactionDate: "2024-03-21 14:30:55", Source: events.SourceCallback,
+		CheckoutRequestID: "ws_CO_1", LearntAt: fixedNow.Add(time.Minute)}
+
+	e.publishEvents(t, events.Requested{Payment: p}, unknown)
+	r := e.get(t, acmeToken, id)
+	data, _ := r.body["data"].(map[string]any)
+	if r.status != http.StatusOK || data["status_label"] != events.LabelUnknown || data["status"] != float64(1) {
+		t.Fatalf("GET of an Unknown from the stream = %d %s", r.status, r.raw)
+	}
+	if meta := data["meta"].(map[string]any); meta["late_result"] != nil {
+		t.Fatalf("late_result before any: %v", meta["late_result"])
+	}
+
+	e.publishEvents(t, late)
+	r = e.get(t, acmeToken, id)
+	data, _ = r.body["data"].(map[string]any)
+	wantLate := map[string]any{
+		"response_code": "0", "response_description": "The service request is processed successfully.",
+		"status_label": "Success", "transaction_code": "SCL4XQ2B7K", "transaction_date": "2024-03-21 14:30:55",
+		"merchant_request_id": nil, "checkout_request_id": "ws_CO_1", "source": "callback",
+		"learnt_at": "2024-03-21T11:31:01Z",
+	}
+	if data["status_label"] != events.LabelUnknown || data["response_code"] != events.CodeNoAnswer || data["transaction_code"] != nil {
+		t.Fatalf("the late result moved the outcome: %s", r.raw)
+	}
+	if diff := cmp.Diff(wantLate, data["meta"].(map[string]any)["late_result"]); diff != "" {
+		t.Errorf("meta.late_result from the stream (-want +got):\n%s", diff)
+	}
+
+	proj := projectedView(t, e, id, events.Requested{Payment: p}, unknown, late)
+	for _, m := range []map[string]any{data, proj} {
+		delete(m, "id")
+		delete(m, "updated_at")
+	}
+	if diff := cmp.Diff(proj, data); diff != "" {
+		t.Errorf("stream's record differs from the projected one (-projected +stream):\n%s", diff)
 	}
 }

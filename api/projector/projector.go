@@ -10,9 +10,17 @@
 //   - an event the database can never take (store.IsPermanent) is found by
 //     applying its batch one event at a time, then terminated and logged,
 //     so it cannot hold up the others;
+//   - a completion is never among those: store.Apply applies one it cannot
+//     take as sent as an invalid outcome (Failed, events.CodeInvalidOutcome)
+//     and logs it, so no payment is left Pending by its completion;
 //   - any other failure (database down, deadlock, timeout) is retried with
 //     backoff while the batch is kept with InProgress: an outage never uses
-//     up the consumer's MaxDeliver and never skips an event.
+//     up the consumer's MaxDeliver (unlimited anyway) and never skips an
+//     event. A projector stopped during an outage hands its batch back
+//     (events.HandBack) to the next one.
+//
+// An stk.late_result is kept beside the outcome (the record's
+// late_result), never in its place.
 //
 // A terminated event, or one that used up MaxDeliver on any STK consumer, is
 // copied to STK_DLQ by the dead-letter watcher Run starts beside the
@@ -100,7 +108,7 @@ func Run(ctx context.Context, cfg Config) (runErr error) {
 		cfg:   cfg,
 		log:   log,
 		js:    js,
-		store: store.New(db),
+		store: store.New(db).WithLogger(log),
 	}
 	if err := p.ensureConsumer(startCtx); err != nil {
 		return startErr(ctx, err)
@@ -380,13 +388,13 @@ func (p *projector) ackAll(items []item) {
 
 func (p *projector) nakAll(items []item, cause error) {
 	p.log.Warn("stopping with events not applied; handing them back", "events", len(items), "error", cause)
-	// A plain Nak, not events.HandBack: the consumer has a BackOff, against
-	// which nats-server would measure HandBack's delay. A message nak'd here
-	// before drain unsubscribes the iterator may come back to this
-	// projector's own buffer; drain reads it and hands it on again, after
-	// the unsubscribe.
+	// events.HandBack, not a plain Nak: a plain Nak is delivered at once to
+	// the first pull request waiting, which at a stop is often this
+	// projector's own, and the message would then wait out the AckWait
+	// (30 s). The consumer has no BackOff (events.ProjectorConsumer), so
+	// HandBack's delay is the one nats-server applies.
 	for _, it := range items {
-		if err := it.msg.Nak(); err != nil {
+		if err := events.HandBack(it.msg); err != nil {
 			p.log.Warn("nak failed", "tracking_id", it.trackingID(), "error", err)
 		}
 	}

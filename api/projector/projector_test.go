@@ -411,10 +411,10 @@ func TestRunRejectedEventDoesNotBlockItsBatch(t *testing.T) {
 			odd := newStory("0").requested
 			odd.TrackingID = "not-a-uuid"
 			h.publish(odd)
-			// A completion claiming another payment's CheckoutRequestID.
+			// A dispatched claiming another payment's CheckoutRequestID.
 			thief := newStory("0")
-			thief.completed.CheckoutRequestID = stories[0].dispatched.CheckoutRequestID
-			h.publish(stories[0].dispatched, thief.completed)
+			thief.dispatched.CheckoutRequestID = stories[0].dispatched.CheckoutRequestID
+			h.publish(stories[0].dispatched, thief.dispatched)
 		}
 	}
 	// All published before the projector starts: they arrive in one batch.
@@ -438,9 +438,10 @@ func TestRunRejectedEventDoesNotBlockItsBatch(t *testing.T) {
 	}
 }
 
-// While the database is down the projector keeps its events and retries;
-// when it is back, nothing is lost and nothing was terminated.
-func TestRunDatabaseOutage(t *testing.T) {
+// privatePostgres starts a Postgres of the test's own, which it can stop
+// and start again (restart) on the same port and files.
+func privatePostgres(t *testing.T) (pg *pgserver.Server, restart func()) {
+	t.Helper()
 	parent, err := os.MkdirTemp("", "projector-test-")
 	if err != nil {
 		t.Fatal(err)
@@ -450,14 +451,26 @@ func TestRunDatabaseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(parent, "pg")
-	ctx := context.Background()
-	pg, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, NoSync: true})
+	pg, err = pgserver.Start(context.Background(), pgserver.Options{DataDir: dir, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pg.Stop() })
 	port := pg.Port()
+	return pg, func() {
+		t.Helper()
+		pg2, err := pgserver.Start(context.Background(), pgserver.Options{DataDir: dir, Port: port, NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pg2.Stop() })
+	}
+}
 
+// While the database is down the projector keeps its events and retries;
+// when it is back, nothing is lost and nothing was terminated.
+func TestRunDatabaseOutage(t *testing.T) {
+	pg, restart := privatePostgres(t)
 	h := newHarnessWithDB(t, pg.URL("postgres"))
 	h.run(h.config())
 	first := newStory("0")
@@ -473,11 +486,7 @@ func TestRunDatabaseOutage(t *testing.T) {
 		return strings.Contains(h.logs.String(), "apply failed; retrying"), "no retry logged"
 	})
 
-	pg2, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, Port: port, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pg2.Stop() })
+	restart()
 	h.converge(map[string]store.Record{
 		first.id:  first.want(store.StageCompleted),
 		second.id: second.want(store.StageCompleted),
@@ -488,6 +497,113 @@ func TestRunDatabaseOutage(t *testing.T) {
 	}
 	if info.NumRedelivered != 0 {
 		t.Errorf("%d redelivered: held events must not be redelivered during an outage", info.NumRedelivered)
+	}
+	h.noDeadLetters()
+}
+
+// A projector stopped while Postgres is down hands its events back
+// (events.HandBack), and the next projector applies them once Postgres is
+// back: within seconds, not after the AckWait (30 s, more than eventually
+// waits), and without a dead letter or a terminated event.
+func TestRunStoppedDuringOutageHandsBack(t *testing.T) {
+	pg, restart := privatePostgres(t)
+	h := newHarnessWithDB(t, pg.URL("postgres"))
+	stopFirst := h.run(h.config())
+	s := newStory("0")
+	h.publish(s.requested)
+	h.converge(map[string]store.Record{s.id: s.want(store.StageRequested)})
+
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(s.dispatched, s.completed)
+	h.eventually("projector notices the outage", func() (bool, string) {
+		return strings.Contains(h.logs.String(), "apply failed; retrying"), "no retry logged"
+	})
+	stopFirst()
+	if !strings.Contains(h.logs.String(), "handing them back") {
+		t.Fatalf("the stopping projector handed nothing back:\n%s", h.logs.String())
+	}
+	// The next projector starts while Postgres is still down, and waits.
+	h.run(h.config())
+	restart()
+	h.converge(map[string]store.Record{s.id: s.want(store.StageCompleted)})
+	h.settled()
+	if strings.Contains(h.logs.String(), "event terminated") {
+		t.Errorf("events terminated during an outage:\n%s", h.logs.String())
+	}
+	h.noDeadLetters()
+	c, err := h.ns.JS.Consumer(context.Background(), events.StreamName, events.ConsumerProjector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CachedInfo().Config.MaxDeliver; got != -1 {
+		t.Errorf("MaxDeliver %d: an outage could use it up", got)
+	}
+}
+
+// A batch slower than a second (the AckWait nats-server used while the
+// consumer had a BackOff) is not delivered again while it is applied.
+func TestRunSlowBatchIsNotRedelivered(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	db, err := store.Open(ctx, h.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE stk_pushes IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+
+	h.run(h.config())
+	s := newStory("0")
+	h.publish(s.requested, s.dispatched, s.completed)
+	h.eventually("the batch waits for the lock", func() (bool, string) {
+		var n int
+		err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO stk_pushes%'`)
+		return err == nil && n > 0, fmt.Sprint(n, err)
+	})
+	// Keep the batch waiting past one second: the slowness under test.
+	<-time.After(1500 * time.Millisecond)
+	c, err := h.ns.JS.Consumer(ctx, events.StreamName, events.ConsumerProjector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumRedelivered != 0 {
+		t.Errorf("%d redelivered while their batch was being applied", info.NumRedelivered)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	h.converge(map[string]store.Record{s.id: s.want(store.StageCompleted)})
+	if info := h.settled(); info.NumRedelivered != 0 {
+		t.Errorf("%d redelivered", info.NumRedelivered)
+	}
+}
+
+// noDeadLetters checks that STK_DLQ holds nothing.
+func (h *harness) noDeadLetters() {
+	h.t.Helper()
+	s, err := h.ns.JS.Stream(context.Background(), events.DeadLetterStreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 0 {
+		h.t.Errorf("%d dead letters", n)
 	}
 }
 

@@ -2,12 +2,14 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/stkgate/stkgate/events"
@@ -18,10 +20,11 @@ import (
 // worth retrying (the database was unreachable, a deadlock, a timeout).
 var (
 	// ErrInvalidEvent: the event cannot be a row (a tracking id that is no
-	// UUID, a completion without a result code, text Postgres refuses).
+	// UUID, an event of an unknown type).
 	ErrInvalidEvent = errors.New("invalid event")
-	// ErrConflict: the event names a CheckoutRequestID that already belongs
-	// to another payment.
+	// ErrConflict: a dispatched names a CheckoutRequestID that already
+	// belongs to another payment. (A completion that does is applied as an
+	// invalid outcome instead.)
 	ErrConflict = errors.New("event conflicts with another payment")
 )
 
@@ -48,35 +51,170 @@ const checkoutIndex = "stk_pushes_checkout_request_id_key"
 //     only fills in what the row still lacks (Daraja's ids, say);
 //   - updated_at moves only when the row really changed.
 //
+// Every event goes through Normalize first, and a completion that names a
+// CheckoutRequestID another payment already has is applied as an invalid
+// outcome without it: a completion is never refused, so no payment is left
+// Pending because its completion could not be written. Each such rewrite
+// is logged at error, with its tracking_id, once the transaction committed.
+//
 // An error wrapping ErrInvalidEvent or ErrConflict (see IsPermanent) means
-// some event of evs can never be applied; apply them one by one to find it.
+// some event of evs can never be applied (a tracking id that is no UUID, a
+// dispatched naming another payment's CheckoutRequestID); apply them one
+// by one to find it.
 func (s *Store) Apply(ctx context.Context, evs []events.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
+	norm := make([]events.Event, len(evs))
+	var rewrites []rewrite
+	for i, ev := range evs {
+		n, why := Normalize(ev)
+		if why != "" {
+			rewrites = append(rewrites, rewrite{n.Base().TrackingID, why})
+		}
+		norm[i] = n
+	}
+	more, err := s.apply(ctx, norm, false)
+	if errors.Is(err, ErrConflict) {
+		// Rare: look up who owns the batch's CheckoutRequestIDs and
+		// rewrite the completions that name another payment's.
+		more, err = s.apply(ctx, norm, true)
+	}
+	if err != nil {
+		return err
+	}
+	for _, r := range append(rewrites, more...) {
+		s.log.Error("completion applied as an invalid outcome", "tracking_id", r.trackingID,
+			"response_code", events.CodeInvalidOutcome, "reason", r.why)
+	}
+	return nil
+}
+
+// rewrite is a completion Apply could not write as it was sent.
+type rewrite struct {
+	trackingID, why string
+}
+
+// apply writes normalized events in one transaction; with resolve, it first
+// rewrites the completions whose CheckoutRequestID is another payment's
+// (resolveCheckouts) and returns them.
+func (s *Store) apply(ctx context.Context, evs []events.Event, resolve bool) ([]rewrite, error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("apply: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var rewrites []rewrite
+	if resolve {
+		if evs, rewrites, err = resolveCheckouts(ctx, tx, evs); err != nil {
+			return nil, err
+		}
+	}
 	rows := make([]input, 0, len(evs))
+	var lates lateResults
 	for i, ev := range evs {
 		r, err := toInput(ev)
 		if err != nil {
-			return fmt.Errorf("apply event %d: %w", i, err)
+			return nil, fmt.Errorf("apply event %d: %w", i, err)
+		}
+		if r.lateResult != "" {
+			lates.add(r.trackingID, r.lateResult)
+			// Its payment creates the row if need be, as a requested would.
+			r.lateResult = ""
 		}
 		rows = append(rows, r)
 	}
-
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("apply: begin: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
 	for _, round := range rounds(rows) {
 		if _, err := tx.ExecContext(ctx, upsert, round.args()...); err != nil {
-			return fmt.Errorf("apply %d events: %w", len(evs), classify(err))
+			return nil, fmt.Errorf("apply %d events: %w", len(evs), classify(err))
+		}
+	}
+	if len(lates.ids) > 0 {
+		if _, err := tx.ExecContext(ctx, setLateResult, lates.args()...); err != nil {
+			return nil, fmt.Errorf("apply %d events: late results: %w", len(evs), classify(err))
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("apply %d events: commit: %w", len(evs), classify(err))
+		return nil, fmt.Errorf("apply %d events: commit: %w", len(evs), classify(err))
 	}
-	return nil
+	return rewrites, nil
+}
+
+// resolveCheckouts returns evs with every completion that names a
+// CheckoutRequestID another payment holds (in the table, or by an earlier
+// event of evs; a dispatched claims before any completion) rewritten as an
+// invalid outcome without Daraja's ids. A dispatched that names another
+// payment's is ErrConflict: it is no outcome, and is terminated alone.
+func resolveCheckouts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]events.Event, []rewrite, error) {
+	var ids []string
+	for _, ev := range evs {
+		if co := checkoutOf(ev); co != "" {
+			ids = append(ids, co)
+		}
+	}
+	owners := make(map[string]string, len(ids))
+	var held []struct {
+		Checkout string `db:"checkout_request_id"`
+		Tracking string `db:"tracking_id"`
+	}
+	if err := tx.SelectContext(ctx, &held,
+		`SELECT checkout_request_id, tracking_id::text AS tracking_id FROM stk_pushes WHERE checkout_request_id = ANY($1)`,
+		pq.Array(ids)); err != nil {
+		return nil, nil, fmt.Errorf("apply: look up CheckoutRequestIDs: %w", err)
+	}
+	for _, h := range held {
+		owners[h.Checkout] = h.Tracking
+	}
+	// ownerOf claims co for id when nobody has it, and says who has it.
+	ownerOf := func(co, id string) string {
+		if o, ok := owners[co]; ok {
+			return o
+		}
+		owners[co] = id
+		return id
+	}
+	out := slices.Clone(evs)
+	for _, ev := range evs {
+		if d, ok := ev.(events.Dispatched); ok && d.CheckoutRequestID != "" {
+			if o := ownerOf(d.CheckoutRequestID, canonical(d.TrackingID)); o != canonical(d.TrackingID) {
+				return nil, nil, fmt.Errorf("%w: dispatched of %s names CheckoutRequestID %s of payment %s",
+					ErrConflict, d.TrackingID, d.CheckoutRequestID, o)
+			}
+		}
+	}
+	var rewrites []rewrite
+	for i, ev := range evs {
+		c, ok := ev.(events.Completed)
+		if !ok || c.CheckoutRequestID == "" {
+			continue
+		}
+		if o := ownerOf(c.CheckoutRequestID, canonical(c.TrackingID)); o != canonical(c.TrackingID) {
+			why := fmt.Sprintf("its CheckoutRequestID %s is payment %s's", c.CheckoutRequestID, o)
+			c = invalidOutcome(c, why)
+			c.MerchantRequestID, c.CheckoutRequestID = "", ""
+			out[i] = c
+			rewrites = append(rewrites, rewrite{c.TrackingID, why})
+		}
+	}
+	return out, rewrites, nil
+}
+
+func checkoutOf(ev events.Event) string {
+	switch e := ev.(type) {
+	case events.Dispatched:
+		return e.CheckoutRequestID
+	case events.Completed:
+		return e.CheckoutRequestID
+	}
+	return ""
+}
+
+// canonical is a tracking id as the table writes it.
+func canonical(id string) string {
+	if u, err := uuid.Parse(id); err == nil {
+		return u.String()
+	}
+	return id
 }
 
 // input is one event as a candidate row. Empty strings stand for NULL.
@@ -97,6 +235,7 @@ type input struct {
 	checkoutRequestID   string
 	transactionDate     string
 	source              string
+	lateResult          string // JSON of a LateResult; only from stk.late_result
 }
 
 // timestampLayout writes a time as Postgres reads it, cut to the
@@ -136,17 +275,21 @@ func toInput(ev events.Event) (input, error) {
 		in.completed(e)
 	case *events.Completed:
 		in.completed(*e)
+	case events.LateResult:
+		if err := in.late(e); err != nil {
+			return input{}, err
+		}
+	case *events.LateResult:
+		if err := in.late(*e); err != nil {
+			return input{}, err
+		}
 	default:
 		return input{}, fmt.Errorf("%w: unknown event type %T", ErrInvalidEvent, ev)
 	}
 	if in.stage == StageCompleted && in.responseCode == "" {
+		// Normalize gives every completion a code; only a caller that
+		// skipped it gets here.
 		return input{}, fmt.Errorf("%w: completion of %s without a result code", ErrInvalidEvent, in.trackingID)
-	}
-	for _, s := range []string{in.client, in.phone, in.reference, in.tag, in.responseCode, in.responseDescription,
-		in.transactionCode, in.merchantRequestID, in.checkoutRequestID, in.transactionDate, in.source} {
-		if strings.IndexByte(s, 0) >= 0 {
-			return input{}, fmt.Errorf("%w: %s of %s has a NUL byte", ErrInvalidEvent, ev.Type(), in.trackingID)
-		}
 	}
 	return in, nil
 }
@@ -162,6 +305,53 @@ func (in *input) completed(c events.Completed) {
 	in.source = c.Source
 	in.merchantRequestID, in.checkoutRequestID = c.MerchantRequestID, c.CheckoutRequestID
 }
+
+// late makes in a late result: its payment at stage requested (it may come
+// before the payment's completion, or alone) and the result to keep.
+func (in *input) late(l events.LateResult) error {
+	in.stage = StageRequested
+	b, err := json.Marshal(LateResultOf(l))
+	if err != nil {
+		return fmt.Errorf("%w: late result of %s: %v", ErrInvalidEvent, in.trackingID, err)
+	}
+	in.lateResult = string(b)
+	return nil
+}
+
+// lateResults are the late results of a batch, the first one per tracking
+// id: the first applied stands, as for outcomes.
+type lateResults struct {
+	ids, results []string
+	seen         map[string]bool
+}
+
+func (l *lateResults) add(id, result string) {
+	if l.seen == nil {
+		l.seen = map[string]bool{}
+	}
+	if l.seen[id] {
+		return
+	}
+	l.seen[id] = true
+	l.ids = append(l.ids, id)
+	l.results = append(l.results, result)
+}
+
+func (l *lateResults) args() []any {
+	return []any{pq.Array(l.ids), pq.Array(l.results)}
+}
+
+// setLateResult keeps a late result on its row, which the upsert before it
+// made sure exists, unless the row has one already. It changes no outcome
+// field, whatever the row's stage: a late result applied before its
+// payment's completion (a redelivery, another projector) is kept, and the
+// completion, when it comes, decides the outcome as ever. Rows are locked
+// in tracking id order, as by the upsert.
+const setLateResult = `
+UPDATE stk_pushes AS t SET late_result = i.late_result::jsonb, updated_at = now()
+FROM (SELECT * FROM unnest($1::uuid[], $2::text[]) AS u(tracking_id, late_result) ORDER BY tracking_id) AS i
+WHERE t.tracking_id = i.tracking_id AND t.late_result IS NULL
+`
 
 // batch is a set of inputs with at most one per tracking id: one INSERT …
 // ON CONFLICT DO UPDATE can touch a row only once.

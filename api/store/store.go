@@ -10,9 +10,11 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	neturl "net/url"
 	"time"
 
@@ -131,8 +133,44 @@ type Record struct {
 	TransactionDate     string // events.TransactionDateLayout, East Africa Time; "" when none
 	Stage               int    // StageRequested, StageDispatched or StageCompleted
 	Source              string // who decided the outcome; "" while pending
-	CreatedAt           time.Time
-	UpdatedAt           time.Time
+	// LateResult is Daraja's own outcome learnt after stkgate had
+	// finished the payment with a stkgate.* code (stk.late_result); nil
+	// when none came. It never changes the outcome above.
+	LateResult *LateResult
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// LateResult is an stk.late_result as the read model keeps it (the
+// late_result column, jsonb).
+type LateResult struct {
+	ResponseCode        string    `json:"response_code"`
+	ResponseDescription string    `json:"response_description,omitempty"`
+	StatusLabel         string    `json:"-"` // events.Outcome(ResponseCode), derived on read
+	TransactionCode     string    `json:"transaction_code,omitempty"`
+	TransactionDate     string    `json:"transaction_date,omitempty"`
+	MerchantRequestID   string    `json:"merchant_request_id,omitempty"`
+	CheckoutRequestID   string    `json:"checkout_request_id,omitempty"`
+	Source              string    `json:"source,omitempty"`
+	FollowsCode         string    `json:"follows_result_code,omitempty"`
+	LearntAt            time.Time `json:"learnt_at"`
+}
+
+// LateResultOf is l as a record shows it.
+func LateResultOf(l events.LateResult) *LateResult {
+	r := &LateResult{
+		ResponseCode:        l.ResultCode,
+		ResponseDescription: l.ResultDesc,
+		TransactionCode:     l.Receipt,
+		TransactionDate:     l.TransactionDate,
+		MerchantRequestID:   l.MerchantRequestID,
+		CheckoutRequestID:   l.CheckoutRequestID,
+		Source:              l.Source,
+		FollowsCode:         l.FollowsCode,
+		LearntAt:            l.LearntAt.UTC(),
+	}
+	_, r.StatusLabel = events.Outcome(r.ResponseCode)
+	return r
 }
 
 // Stages of a record, in the state order the projector enforces: an event of
@@ -161,6 +199,7 @@ type row struct {
 	TransactionDate     sql.NullString `db:"transaction_date"`
 	Stage               int            `db:"stage"`
 	Source              sql.NullString `db:"source"`
+	LateResult          sql.NullString `db:"late_result"`
 	CreatedAt           time.Time      `db:"created_at"`
 	UpdatedAt           time.Time      `db:"updated_at"`
 }
@@ -168,12 +207,20 @@ type row struct {
 const selectColumns = `id, tracking_id, client, phone_number, amount, reference, tag,
 	status, response_code, response_description, transaction_code,
 	merchant_request_id, checkout_request_id, transaction_date, stage, source,
-	created_at, updated_at`
+	late_result, created_at, updated_at`
 
-func (r row) record() Record {
+func (r row) record() (Record, error) {
 	// The label is derived on read, not stored, so the one status table in
 	// events is the only place it is decided.
 	_, label := events.Outcome(r.ResponseCode.String)
+	var late *LateResult
+	if r.LateResult.Valid {
+		late = new(LateResult)
+		if err := json.Unmarshal([]byte(r.LateResult.String), late); err != nil {
+			return Record{}, fmt.Errorf("record %s: late_result: %w", r.TrackingID, err)
+		}
+		_, late.StatusLabel = events.Outcome(late.ResponseCode)
+	}
 	return Record{
 		ID:                  r.ID,
 		TrackingID:          r.TrackingID,
@@ -192,18 +239,30 @@ func (r row) record() Record {
 		TransactionDate:     r.TransactionDate.String,
 		Stage:               r.Stage,
 		Source:              r.Source.String,
+		LateResult:          late,
 		CreatedAt:           r.CreatedAt.UTC(),
 		UpdatedAt:           r.UpdatedAt.UTC(),
-	}
+	}, nil
 }
 
 // Store reads and writes the read model.
 type Store struct {
-	db *sqlx.DB
+	db  *sqlx.DB
+	log *slog.Logger
 }
 
-// New returns a Store over db, which must be migrated (see Migrate).
-func New(db *sqlx.DB) *Store { return &Store{db: db} }
+// New returns a Store over db, which must be migrated (see Migrate). It
+// logs to slog's default logger; see WithLogger.
+func New(db *sqlx.DB) *Store { return &Store{db: db, log: slog.Default()} }
+
+// WithLogger sets where the Store logs (the completions Apply rewrote) and
+// returns s.
+func (s *Store) WithLogger(log *slog.Logger) *Store {
+	if log != nil {
+		s.log = log
+	}
+	return s
+}
 
 // Ping checks that the database answers, for readiness probes.
 func (s *Store) Ping(ctx context.Context) error {
@@ -230,5 +289,5 @@ func (s *Store) Get(ctx context.Context, client, trackingID string) (Record, err
 	if err != nil {
 		return Record{}, fmt.Errorf("get record %s: %w", id, err)
 	}
-	return r.record(), nil
+	return r.record()
 }

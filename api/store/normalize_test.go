@@ -1,0 +1,168 @@
+package store_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/events"
+)
+
+// Every shape of completion the services could publish ends the payment:
+// status 1 and a response code, never Pending, never an error that would
+// get the event terminated.
+func TestApplyNeverDropsACompletion(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		complete func(s story) events.Completed
+		code     string // the record's response_code; "" for the one sent
+		descHas  string
+	}{
+		{"empty result code", func(s story) events.Completed {
+			c := s.refused
+			c.ResultCode, c.ResultDesc = "", "Forbidden"
+			return c
+		}, events.CodeInvalidOutcome, "no result code"},
+		{"blank result code", func(s story) events.Completed {
+			c := s.refused
+			c.ResultCode = " \t"
+			return c
+		}, events.CodeInvalidOutcome, "no result code"},
+		{"NUL in the result code", func(s story) events.Completed {
+			c := s.success
+			c.ResultCode = "0\x00"
+			return c
+		}, events.CodeInvalidOutcome, "result code"},
+		{"NUL in the description", func(s story) events.Completed {
+			c := s.refused
+			c.ResultDesc = "Bad\x00 Request"
+			return c
+		}, "", "Bad Request"},
+		{"invalid UTF-8 in the description", func(s story) events.Completed {
+			c := s.refused
+			c.ResultDesc = "Bad \xff\xfe Request"
+			return c
+		}, "", "Bad \uFFFD"},
+		{"NUL in the receipt and Daraja's ids", func(s story) events.Completed {
+			c := s.success
+			c.Receipt = "NLJ7\x00RT61SV"
+			c.MerchantRequestID += "\x00"
+			c.CheckoutRequestID += "\x00"
+			return c
+		}, "", "processed successfully"},
+		{"NUL in the payment's reference", func(s story) events.Completed {
+			c := s.cancelled
+			c.Reference = "INV\x00-2024"
+			return c
+		}, "", "cancelled"},
+		{"invalid UTF-8 in the transaction date", func(s story) events.Completed {
+			c := s.success
+			c.TransactionDate = "2024-03-21 \xc3(14:30:55"
+			return c
+		}, "", "processed successfully"},
+		{"a description of a megabyte", func(s story) events.Completed {
+			c := s.refused
+			c.ResultDesc = strings.Repeat("é", 1<<20)
+			return c
+		}, "", "é"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			s := newStory()
+			c := tc.complete(s)
+			f.apply(s.requested, s.dispatched)
+			if err := f.db.Apply(context.Background(), []events.Event{c}); err != nil {
+				t.Fatalf("Apply = %v: the completion would be terminated and the payment left Pending", err)
+			}
+			r := f.get(s.id)
+			want := tc.code
+			if want == "" {
+				want = strings.TrimSpace(c.ResultCode)
+			}
+			if r.Status != events.StatusFinal || r.Stage != store.StageCompleted || r.ResponseCode != want {
+				t.Fatalf("record: status %d stage %d code %q, want 1, completed, %q", r.Status, r.Stage, r.ResponseCode, want)
+			}
+			if !strings.Contains(r.ResponseDescription, tc.descHas) {
+				t.Errorf("response_description %q lacks %q", r.ResponseDescription, tc.descHas)
+			}
+			if n := utf8.RuneCountInString(r.ResponseDescription); n > events.MaxTextRunes {
+				t.Errorf("response_description of %d runes", n)
+			}
+			if want == events.CodeInvalidOutcome && r.StatusLabel != events.LabelFailed {
+				t.Errorf("status_label %q, want %q", r.StatusLabel, events.LabelFailed)
+			}
+		})
+	}
+}
+
+// A completion naming another payment's CheckoutRequestID still finishes
+// its own payment, as an invalid outcome, and leaves the other alone.
+func TestApplyCompletionWithAnotherPaymentsCheckoutID(t *testing.T) {
+	for _, batched := range []bool{false, true} {
+		name := "separate batches"
+		if batched {
+			name = "one batch"
+		}
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			a, b := newStory(), newStory()
+			stolen := b.success
+			stolen.CheckoutRequestID = a.dispatched.CheckoutRequestID
+			if batched {
+				f.apply(a.dispatched, b.requested, stolen)
+			} else {
+				f.apply(a.dispatched)
+				f.apply(b.requested)
+				f.apply(stolen)
+			}
+			f.check("a", a.wantDispatched())
+			r := f.get(b.id)
+			if r.Status != events.StatusFinal || r.ResponseCode != events.CodeInvalidOutcome {
+				t.Fatalf("b: status %d code %q, want 1 %s", r.Status, r.ResponseCode, events.CodeInvalidOutcome)
+			}
+			if r.CheckoutRequestID != "" || r.TransactionCode != "" {
+				t.Errorf("b took checkout id %q, receipt %q", r.CheckoutRequestID, r.TransactionCode)
+			}
+			if !strings.Contains(r.ResponseDescription, a.dispatched.CheckoutRequestID) {
+				t.Errorf("description %q does not say which CheckoutRequestID", r.ResponseDescription)
+			}
+		})
+	}
+}
+
+func FuzzNormalize(f *testing.F) {
+	f.Add("0", "The service request is processed successfully.", "NLJ7RT61SV", "ws_CO_1", "INV-1", "2024-03-21 14:30:55")
+	f.Add("", "Forbidden", "", "", "INV\x00", "")
+	f.Add("0\x00", "Bad\xff", "R\x00", "ws\x00", "\xc3(", "\n")
+	f.Add(" 1032 ", strings.Repeat("x", 300), "", "", "", "")
+	f.Fuzz(func(t *testing.T, code, desc, receipt, checkout, ref, date string) {
+		p := events.Payment{TrackingID: "550e8400-e29b-41d4-a716-446655440000", Client: "acme", Phone: "254712345678", Amount: 1, Reference: ref}
+		c := events.Completed{Payment: p, ResultCode: code, ResultDesc: desc, Receipt: receipt,
+			TransactionDate: date, Source: events.SourceCallback, CheckoutRequestID: checkout}
+		ev, why := store.Normalize(c)
+		n, ok := ev.(events.Completed)
+		if !ok {
+			t.Fatalf("Normalize returned %T", ev)
+		}
+		if n.ResultCode == "" {
+			t.Fatalf("no result code after Normalize")
+		}
+		if (why != "") != (n.ResultCode == events.CodeInvalidOutcome && code != events.CodeInvalidOutcome) {
+			t.Errorf("why %q with result code %q (sent %q)", why, n.ResultCode, code)
+		}
+		for _, s := range []string{n.ResultCode, n.ResultDesc, n.Receipt, n.CheckoutRequestID, n.Reference, n.TransactionDate, n.Client, n.Phone} {
+			if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+				t.Fatalf("unclean text %q", s)
+			}
+		}
+		if utf8.RuneCountInString(n.ResultDesc) > events.MaxTextRunes {
+			t.Fatalf("description of %d runes", utf8.RuneCountInString(n.ResultDesc))
+		}
+		again, why2 := store.Normalize(n)
+		if again != ev || why2 != "" {
+			t.Fatalf("Normalize is not idempotent: %+v, %q", again, why2)
+		}
+	})
+}
