@@ -29,12 +29,12 @@ type Report struct {
 	NoAnswer             int            // transport errors and timeouts: outcome unknown to the client
 	Final                int            // accepted and status 1 in Postgres
 	Lost                 int            // accepted and not final after the settle deadline
+	LostIDs              []string       // the first few
+	LostByCause          map[string]int // what the fake and Postgres say of each lost request
 	NotFinal             int            // records in Postgres (accepted or not) not final at the end
 	NotFinalIDs          []string       // the first few
 	PaidNotRecorded      int            // paid at the fake, recorded other than Success or Unknown
 	PaidNotRecordedIDs   []string       // the first few
-	LostIDs              []string       // the first few
-	LostByCause          map[string]int // what the fake and Postgres say of each lost request
 	NotFoundAfterAccept  int            // GET right after a 2xx answered 404
 	FinalNeverPrompted   int            // accepted and final without any push Daraja accepted (failed before a prompt)
 	NeverPromptedByCode  map[string]int // of those, by response code
@@ -193,7 +193,7 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 	// A phone may be shared by several requests. The payments prompted on
 	// it that are not among its accepted tracking ids must each be one of
 	// its requests whose answer said nothing sure (no answer, a 503 "not
-	// confirmed", another status); one more is a request answered 503 that
+	// confirmed", a 409 or another 5xx); one more is a request answered 503 that
 	// was pushed anyway, or else a second payment made by a retry.
 	for phone, ids := range promptedOn {
 		u := phones[phone]
@@ -304,7 +304,7 @@ func firstFew(ids []string) []string {
 	return ids
 }
 
-// judge lists the broken guarantees of issue 3.
+// judge lists the broken guarantees (issues 3 and 8).
 func (r *Report) judge() {
 	fail := func(format string, args ...any) { r.Failures = append(r.Failures, fmt.Sprintf(format, args...)) }
 	if r.Lost > 0 {
