@@ -875,24 +875,31 @@ func postScripts(ctx context.Context, controlURL string, scripts []script) error
 	if len(scripts) == 0 {
 		return nil
 	}
-	body, err := json.Marshal(scripts)
+	return postControl(ctx, controlURL+"/scripts", scripts)
+}
+
+// postControl POSTs v as JSON to one of daraja-sim's control endpoints,
+// which answers 204.
+func postControl(ctx context.Context, url string, v any) error {
+	body, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, controlURL+"/scripts", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("daraja-sim scripts: %w", err)
+		return fmt.Errorf("daraja-sim %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("daraja-sim scripts: %s: %s", resp.Status, b)
+		return fmt.Errorf("daraja-sim %s: %s: %s", url, resp.Status, b)
 	}
 	return nil
 }
@@ -951,25 +958,5 @@ var oauthFaultKinds = []string{"empty-400", "html-403", "service-unavailable"}
 // postOAuthFaults makes the fake's next count token requests fail with
 // kind.
 func postOAuthFaults(ctx context.Context, controlURL string, count int, kind string) error {
-	body, err := json.Marshal(map[string]any{"count": count, "kind": kind})
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, controlURL+"/oauth-faults", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("daraja-sim oauth-faults: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("daraja-sim oauth-faults %s: %s: %s", kind, resp.Status, b)
-	}
-	return nil
+	return postControl(ctx, controlURL+"/oauth-faults", map[string]any{"count": count, "kind": kind})
 }
