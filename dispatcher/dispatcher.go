@@ -19,6 +19,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
@@ -398,7 +399,7 @@ func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
 		for range n - got {
 			<-slots
 		}
-		if err != nil && ctx.Err() == nil && consumerGone(err) {
+		if err != nil && ctx.Err() == nil && pullFoundNoConsumer(ctx, cons, err) {
 			if cons = d.recreate(ctx, events.ConsumerDispatcher, func(ctx context.Context) (jetstream.Consumer, error) {
 				return requestConsumer(ctx, d.js, d.cfg)
 			}); cons == nil {
@@ -430,6 +431,24 @@ func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
 }
 
 // fetch pulls up to n messages and hands each to start as it arrives.
+// pullFoundNoConsumer reports whether a failed pull means the consumer no
+// longer exists. A consumer deleted while no pull request of ours was
+// waiting sends no "deleted" notice: the next pull finds no responder,
+// which a server whose JetStream is not ready yet answers too, so the
+// consumer's info tells the two apart.
+func pullFoundNoConsumer(ctx context.Context, cons jetstream.Consumer, err error) bool {
+	if consumerGone(err) {
+		return true
+	}
+	if !errors.Is(err, nats.ErrNoResponders) {
+		return false
+	}
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = cons.Info(ictx)
+	return errors.Is(err, jetstream.ErrConsumerNotFound)
+}
+
 func (d *dispatcher) fetch(ctx context.Context, cons jetstream.Consumer, n int, start func(jetstream.Msg)) (int, error) {
 	fctx, cancel := context.WithTimeout(ctx, fetchWait)
 	defer cancel()

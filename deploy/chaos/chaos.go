@@ -21,29 +21,45 @@ import (
 	"time"
 
 	_ "github.com/lib/pq" // the "postgres" driver
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/api/store/pgserver"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/failpoint"
 )
 
 // Options of a run.
 type Options struct {
-	Root        string        // the repository (holds go.work)
-	N           int           // requests to post
-	Clients     int           // concurrent clients
-	Rate        float64       // requests per second, all clients together
-	Kills       int           // kill -9s of each killed process
-	PGStop      time.Duration // how long Postgres is stopped (once); 0: never
-	Down        time.Duration // longest time a killed process stays down
-	Settle      time.Duration // deadline for quiescence after the load
-	Seed        uint64
-	SimDelay    time.Duration     // the fake's callback delay
-	Replays     int               // delivered callbacks sent again to test idempotency
-	Faults      string            // Daraja faults scripted: "full", "quick" (none that waits out a prompt's lifetime) or "none"
-	Latency     time.Duration     // longest hold of a push's answer after Daraja processed it
-	ExtraEnv    map[string]string // passed to every service, over the defaults
-	Out         io.Writer         // progress and the report
+	Root     string        // the repository (holds go.work)
+	N        int           // requests to post
+	Clients  int           // concurrent clients
+	Rate     float64       // requests per second, all clients together
+	Kills    int           // kill -9s of each killed process
+	PGStop   time.Duration // how long Postgres is stopped (once); 0: never
+	Down     time.Duration // longest time a killed process stays down
+	Settle   time.Duration // deadline for quiescence after the load
+	Seed     uint64
+	SimDelay time.Duration     // the fake's callback delay
+	Replays  int               // delivered callbacks sent again to test idempotency
+	Faults   string            // Daraja faults scripted: "full", "quick" (none that waits out a prompt's lifetime) or "none"
+	Latency  time.Duration     // longest hold of a push's answer after Daraja processed it
+	ExtraEnv map[string]string // passed to every service, over the defaults
+	// Dispatchers is how many dispatcher instances run at once (each with
+	// its reconciler); the first is the one killed.
+	Dispatchers int
+	// ConsumerDeletes: times the dispatcher's consumer is deleted through
+	// the NATS API mid-run (the dispatcher creates it again).
+	ConsumerDeletes int
+	// CallbackCrash is the share of kept callbacks after which
+	// callback-ingest crashes (failpoint.CallbackAfterKeep); 0: never.
+	CallbackCrash float64
+	// OAuthFaults is how many token requests fail after each kill of the
+	// dispatcher (so that its next instance meets them), in turn empty-400,
+	// html-403 and service-unavailable; 0: none.
+	OAuthFaults int
+	Out         io.Writer // progress and the report
 	KeepWorkDir bool
 }
 
@@ -212,31 +228,44 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	sort.Strings(envList)
 
 	procs := map[string]*proc{}
-	add := func(name string, args []string, ready func(context.Context) error) error {
+	// add supervises name, an instance of binary.
+	add := func(name, binary string, args []string, ready func(context.Context) error, extraEnv ...string) error {
 		w, err := openLog(name)
 		if err != nil {
 			return err
 		}
-		procs[name] = &proc{name: name, path: filepath.Join(bin, name), args: args, env: envList, log: w, ready: ready}
+		procs[name] = &proc{name: name, path: filepath.Join(bin, binary), args: args,
+			env: append(slices.Clip(envList), extraEnv...), log: w, ready: ready}
 		return nil
 	}
-	if err := add("nats-server", []string{"-js", "-a", "127.0.0.1", "-p", fmt.Sprint(natsPort),
+	if err := add("nats-server", "nats-server", []string{"-js", "-a", "127.0.0.1", "-p", fmt.Sprint(natsPort),
 		"-sd", filepath.Join(work, "nats"), "-n", "chaos"}, tcpReady(fmt.Sprintf("127.0.0.1:%d", natsPort))); err != nil {
 		return nil, err
 	}
-	if err := add("api", nil, httpReady(apiURL+"/readyz")); err != nil {
+	if err := add("api", "api", nil, httpReady(apiURL+"/readyz")); err != nil {
 		return nil, err
 	}
-	if err := add("projector", nil, nil); err != nil {
+	if err := add("projector", "projector", nil, nil); err != nil {
 		return nil, err
 	}
-	if err := add("dispatcher", nil, nil); err != nil {
+	order := []string{"nats-server", "projector", "api"}
+	dispatchers := dispatcherNames(o.Dispatchers)
+	for _, name := range dispatchers {
+		if err := add(name, "dispatcher", nil, nil); err != nil {
+			return nil, err
+		}
+	}
+	order = append(order, dispatchers...)
+	// callback-ingest crashes on a share of the callbacks it has kept and
+	// not yet published (restarted at once, as an orchestrator would).
+	var crashEnv []string
+	if o.CallbackCrash > 0 {
+		crashEnv = append(crashEnv, fmt.Sprintf("%s=%s=%g", failpoint.Env, failpoint.CallbackAfterKeep, o.CallbackCrash))
+	}
+	if err := add("callback-ingest", "callback-ingest", nil, httpReady(cbBase+"/readyz"), crashEnv...); err != nil {
 		return nil, err
 	}
-	if err := add("callback-ingest", nil, httpReady(cbBase+"/readyz")); err != nil {
-		return nil, err
-	}
-	order := []string{"nats-server", "projector", "api", "dispatcher", "callback-ingest"}
+	order = append(order, "callback-ingest")
 	defer func() {
 		for i := len(order) - 1; i >= 0; i-- {
 			procs[order[i]].stop(10 * time.Second)
@@ -270,6 +299,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if o.PGStop > 0 {
 		plan = append(plan, "postgres")
 	}
+	for range o.ConsumerDeletes {
+		plan = append(plan, planDeleteConsumer)
+	}
 	rng.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
 	loadLen := time.Duration(float64(o.N) / o.Rate * float64(time.Second))
 	at := make([]time.Duration, len(plan))
@@ -288,7 +320,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		answers = load(ctx, o, apiURL, token)
 	}()
 
-	var pgStops int
+	var pgStops, consumerDeletes, dispatcherKills int
+	oauthFaults := map[string]int{}
 	var chaosErrs []string
 	for i, what := range plan {
 		sleep(ctx, time.Until(start.Add(at[i])))
@@ -311,8 +344,33 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			pgStops++
 			continue
 		}
+		if what == planDeleteConsumer {
+			logf("%s: deleting the consumer %q", at, events.ConsumerDispatcher)
+			if err := deleteConsumer(ctx, natsURL, events.StreamName, events.ConsumerDispatcher); err != nil {
+				chaosErrs = append(chaosErrs, err.Error())
+				logf("delete consumer: %v", err)
+				continue
+			}
+			consumerDeletes++
+			continue
+		}
+		// OAuth faults are scripted while the dispatcher is down: its next
+		// instance asks for a token first.
+		var whileDown func()
+		if what == "dispatcher" && o.OAuthFaults > 0 {
+			kind := oauthFaultKinds[dispatcherKills%len(oauthFaultKinds)]
+			dispatcherKills++
+			whileDown = func() {
+				if err := postOAuthFaults(ctx, controlURL, o.OAuthFaults, kind); err != nil {
+					chaosErrs = append(chaosErrs, err.Error())
+					logf("OAuth faults: %v", err)
+					return
+				}
+				oauthFaults[kind] += o.OAuthFaults
+			}
+		}
 		logf("%s: kill -9 %s, down %s", at, what, downs[i].Round(time.Millisecond))
-		if err := procs[what].kill9(ctx, downs[i]); err != nil {
+		if err := procs[what].kill9(ctx, downs[i], whileDown); err != nil {
 			chaosErrs = append(chaosErrs, err.Error())
 			logf("%s did not come back: %v", what, err)
 		}
@@ -328,7 +386,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		}
 	}
 
-	// Quiescence: every accepted id final, or the deadline.
+	// Quiescence: every accepted id final, and every record (also of a
+	// request whose answer was lost), or the deadline.
 	deadline := time.Now().Add(o.Settle)
 	var rows map[string]row
 	for {
@@ -340,11 +399,17 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 					n++
 				}
 			}
-			if n == len(accepted) {
+			open := 0
+			for _, r := range rows {
+				if r.status != 1 {
+					open++
+				}
+			}
+			if n == len(accepted) && open == 0 {
 				break
 			}
 			if time.Now().After(deadline) {
-				logf("settle deadline: %d of %d accepted are final", n, len(accepted))
+				logf("settle deadline: %d of %d accepted are final; %d records are not", n, len(accepted), open)
 				break
 			}
 		} else if time.Now().After(deadline) {
@@ -376,11 +441,14 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	rep.LoadTook, rep.SettleTook = loadTook, settleTook
 	rep.Replayed, rep.ReplayChanged = replayed, changed
 	rep.PGStops = pgStops
+	rep.ConsumerDeletes, rep.ConsumerDeletesAsked = consumerDeletes, o.ConsumerDeletes
+	rep.OAuthFaults = oauthFaults
 	rep.ChaosErrors = chaosErrs
-	for _, name := range killed {
+	for _, name := range append(slices.Clone(killed), dispatchers[1:]...) {
 		p := procs[name]
 		p.mu.Lock()
-		rep.Procs = append(rep.Procs, procFigures{Name: name, Kills: p.kills, Survived: p.survived, SelfExits: p.selfExits, Running: p.done != nil})
+		rep.Procs = append(rep.Procs, procFigures{Name: name, Kills: p.kills, Survived: p.survived,
+			SelfExits: p.selfExits, FailpointExits: p.failpointExits})
 		p.mu.Unlock()
 		rep.Procs[len(rep.Procs)-1].Running = p.running()
 	}
@@ -476,9 +544,16 @@ func startSim(ctx context.Context, path string, delay time.Duration, log io.Writ
 	}
 }
 
-// phoneFor gives request i a phone of its own. One in ten ends in a suffix
-// that makes the fake choose a failure outcome; the others pay.
+// phoneFor gives request i a phone of its own, except one in twenty
+// (i%20 == 18), which shares its phone with the two others of its sixty:
+// payments to one phone wait for each other, at the dispatcher and at
+// Daraja ("Unable to lock subscriber" while a prompt is open). One in ten
+// (none of the shared) ends in a suffix that makes the fake choose a
+// failure outcome; the others pay.
 func phoneFor(i int) string {
+	if i%20 == 18 {
+		return fmt.Sprintf("2547%04d7777", (i/60)%10000)
+	}
 	suffixes := []string{"1032", "0001", "1037", "1019", "2001"}
 	last := fmt.Sprintf("%04d", 5000+i%1000)
 	if i%10 == 9 {
@@ -736,9 +811,13 @@ func (s script) kind() string {
 
 // faultScripts makes some phones' first pushes fail, in the ways the
 // dispatcher must retry (nothing reached the customer) and in the ways it
-// must not (the push may have prompted the customer), and loses some
-// callbacks. "quick" leaves out the faults whose resolution waits out a
-// prompt's lifetime (an ambiguous push whose callback a kill could lose).
+// must not (the push may have prompted the customer), answers some with
+// pages that are not Daraja's (a proxy's HTML 404 or 403, a 401 without a
+// body, an envelope whose text holds a NUL) or ("full" only) with a 503
+// after Daraja processed the push (its retry then finds the subscriber
+// locked), and loses some callbacks. "quick" leaves out the faults whose resolution
+// waits out a prompt's lifetime (an ambiguous push whose callback a kill
+// could lose). No shared phone (phoneFor) is scripted.
 func faultScripts(n int, mode string) []script {
 	if mode == "none" {
 		return nil
@@ -757,6 +836,14 @@ func faultScripts(n int, mode string) []script {
 			sc.FailFirst = []string{"locked"}
 		case 7, 27:
 			sc.NoCallback = true
+		case 2:
+			sc.FailFirst = []string{"html-404"}
+		case 4:
+			sc.FailFirst = []string{"html-403"}
+		case 6:
+			sc.FailFirst = []string{"unauthorized-empty"}
+		case 8:
+			sc.FailFirst = []string{"nul-message"}
 		}
 		if mode == "full" {
 			switch i % 40 {
@@ -770,6 +857,10 @@ func faultScripts(n int, mode string) []script {
 				sc.FailFirst = []string{"reset-after-read"}
 			case 31:
 				sc.FailFirst = []string{"internal-500.003.1001"}
+			case 10, 30:
+				// Ambiguous: the retry finds the subscriber locked while
+				// the prompt is open, and must then wait for its callback.
+				sc.FailFirst = []string{"service-unavailable-after-accept"}
 			}
 		}
 		if sc.FailFirst != nil || sc.NoCallback {
@@ -784,24 +875,88 @@ func postScripts(ctx context.Context, controlURL string, scripts []script) error
 	if len(scripts) == 0 {
 		return nil
 	}
-	body, err := json.Marshal(scripts)
+	return postControl(ctx, controlURL+"/scripts", scripts)
+}
+
+// postControl POSTs v as JSON to one of daraja-sim's control endpoints,
+// which answers 204.
+func postControl(ctx context.Context, url string, v any) error {
+	body, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, controlURL+"/scripts", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("daraja-sim scripts: %w", err)
+		return fmt.Errorf("daraja-sim %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("daraja-sim scripts: %s: %s", resp.Status, b)
+		return fmt.Errorf("daraja-sim %s: %s: %s", url, resp.Status, b)
 	}
 	return nil
+}
+
+// dispatcherNames are the supervised names of n dispatcher instances: the
+// first, "dispatcher", is the one the chaos loop kills.
+func dispatcherNames(n int) []string {
+	names := []string{"dispatcher"}
+	for i := 2; i <= n; i++ {
+		names = append(names, fmt.Sprintf("dispatcher-%d", i))
+	}
+	return names
+}
+
+// planDeleteConsumer is the chaos plan's entry for deleting the
+// dispatcher's consumer.
+const planDeleteConsumer = "delete-consumer"
+
+// deleteConsumer deletes a durable consumer through the NATS API, as an
+// operator's mistake would, retrying while nats-server is down (a kill may
+// have just hit it) or the consumer is not there yet (a dispatcher
+// creates it again after an earlier delete), for up to 30 s.
+func deleteConsumer(ctx context.Context, natsURL, stream, consumer string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var last error
+	for ctx.Err() == nil {
+		if last = deleteConsumerOnce(ctx, natsURL, stream, consumer); last == nil {
+			return nil
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
+	return fmt.Errorf("delete consumer %s of %s: %w", consumer, stream, last)
+}
+
+func deleteConsumerOnce(ctx context.Context, natsURL, stream, consumer string) error {
+	nc, err := nats.Connect(natsURL, nats.Name("stkgate-chaos"), nats.Timeout(2*time.Second))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return js.DeleteConsumer(dctx, stream, consumer)
+}
+
+// oauthFaultKinds are the OAuth failures daraja-sim scripts (POST
+// /oauth-faults): a 400 without a body (as after the consumer secret was
+// rotated), a WAF's HTML 403, and the gateway's 503.
+var oauthFaultKinds = []string{"empty-400", "html-403", "service-unavailable"}
+
+// postOAuthFaults makes the fake's next count token requests fail with
+// kind.
+func postOAuthFaults(ctx context.Context, controlURL string, count int, kind string) error {
+	return postControl(ctx, controlURL+"/oauth-faults", map[string]any{"count": count, "kind": kind})
 }

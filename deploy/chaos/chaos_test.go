@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,13 +18,17 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/failpoint"
 )
 
 // TestChaosSmall is the small version of make chaos, in make test: 150
-// requests (half with an Idempotency-Key, retried), Daraja faults that
-// resolve without waiting out a real prompt's lifetime, one kill -9 of every
-// service and of nats-server, Postgres stopped once, and the same guarantees
-// asserted as the full run. It takes about a minute. STKGATE_CHAOS=0 skips
+// requests (half with an Idempotency-Key, retried; a few phones shared),
+// Daraja faults that resolve without waiting out a real prompt's lifetime
+// (among them pages that are not Daraja's, and a failed token request), one
+// kill -9 of every service and of nats-server, Postgres stopped once, two
+// dispatchers, the dispatcher's consumer deleted once, callback-ingest
+// crashing after keeping a few callbacks, and the same guarantees asserted
+// as the full run. It takes about a minute. STKGATE_CHAOS=0 skips
 // it (a machine without Postgres's binaries, say); nothing else does: a
 // failure here is a payment lost or prompted twice, never to be waved away.
 func TestChaosSmall(t *testing.T) {
@@ -43,6 +48,7 @@ func TestChaosSmall(t *testing.T) {
 		PGStop: 2 * time.Second, Down: time.Second, Settle: 90 * time.Second,
 		Seed: uint64(time.Now().UnixNano()), SimDelay: 500 * time.Millisecond, Replays: 20,
 		Faults: "quick", Latency: 300 * time.Millisecond,
+		Dispatchers: 2, ConsumerDeletes: 1, CallbackCrash: 0.03, OAuthFaults: 1,
 		// The reconciler's waits shortened so that the run settles within
 		// a minute: by default a success learnt by query waits for its
 		// receipt, and an ambiguous push for its callback, a prompt's
@@ -70,7 +76,15 @@ func TestChaosSmall(t *testing.T) {
 	}
 }
 
-const id1, id2, id3 = "00000000-0000-7000-8000-000000000001", "00000000-0000-7000-8000-000000000002", "00000000-0000-7000-8000-000000000003"
+const (
+	id1 = "00000000-0000-7000-8000-000000000001"
+	id2 = "00000000-0000-7000-8000-000000000002"
+	id3 = "00000000-0000-7000-8000-000000000003"
+	id4 = "00000000-0000-7000-8000-000000000004"
+)
+
+// shared is a phone several requests of a run use.
+const shared = "254700007777"
 
 func push(phone, id, code string, accepted bool) darajatest.Push {
 	return darajatest.Push{Accepted: accepted, ResultCode: code,
@@ -100,7 +114,7 @@ func TestAnalyse(t *testing.T) {
 	}{{
 		name:    "clean",
 		answers: []answer{a1, a2, refused, unknown},
-		rows:    map[string]row{id1: final("0", "callback"), id2: final("1032", "query")},
+		rows:    map[string]row{id1: final("0", "callback"), id2: final("1032", "query"), id3: final("0", "callback")},
 		rec: simRecordings{
 			Pushes:    []darajatest.Push{push(a1.phone, id1, "0", true), push(a2.phone, id2, "1032", true), push(unknown.phone, id3, "0", true)},
 			Callbacks: []darajatest.CallbackDelivery{delivered(id1, "0", 200), delivered(id2, "1032", 0)},
@@ -118,8 +132,8 @@ func TestAnalyse(t *testing.T) {
 			},
 			Callbacks: []darajatest.CallbackDelivery{delivered(id1, "0", 200)},
 		},
-		want:  map[string]int{"accepted": 2, "final": 1, "lost": 1, "503": 1, "accepted pushes": 3, "doubles": 1, "pushed503": 1, "delivered": 1, "unreflected": 1, "phones twice": 1},
-		fails: []string{"1 accepted requests never reached", "1 tracking ids were pushed more than once", "1 requests prompted their phone more than once", "1 requests answered 503 were pushed", "1 callbacks answered 200 are not reflected"},
+		want:  map[string]int{"accepted": 2, "final": 1, "lost": 1, "not final": 1, "503": 1, "accepted pushes": 3, "doubles": 1, "pushed503": 1, "delivered": 1, "unreflected": 1, "paid otherwise": 2},
+		fails: []string{"1 accepted requests never reached", "1 records were not final", "1 tracking ids prompted their customer more than once", "2 payments paid at the fake are recorded other than", "1 requests answered 503 were pushed", "1 callbacks answered 200 are not reflected"},
 	}, {
 		// A keyed request retried after a lost answer must keep its
 		// tracking id: a second id prompting the same phone is a second
@@ -136,7 +150,64 @@ func TestAnalyse(t *testing.T) {
 			push("254700000002", id3, "0", true),
 		}},
 		want:  map[string]int{"accepted": 1, "final": 1, "accepted pushes": 3, "keyed": 2, "retried": 2, "retried accepted": 1, "unconfirmed": 1, "pushed unconfirmed": 1, "phones twice": 1},
-		fails: []string{"1 requests prompted their phone more than once"},
+		fails: []string{"1 payments were prompted beyond the requests"},
+	}, {
+		// Daraja's gateway answered 503 after processing the push; the
+		// retry found the subscriber locked by that very prompt: one
+		// prompt, not two.
+		name:    "503 after accept, then locked: one prompt",
+		answers: []answer{a1},
+		rows:    map[string]row{id1: final("0", "callback")},
+		rec: simRecordings{Pushes: []darajatest.Push{
+			{Accepted: true, HTTPStatus: 503, ResultCode: "0", Body: push(a1.phone, id1, "", true).Body},
+			{Accepted: false, HTTPStatus: 500, ErrorCode: "500.001.1001", Body: push(a1.phone, id1, "", false).Body},
+		}},
+		want: map[string]int{"accepted": 1, "final": 1, "accepted pushes": 1},
+	}, {
+		name:    "503 after accept, then a second real prompt",
+		answers: []answer{a1},
+		rows:    map[string]row{id1: final("0", "callback")},
+		rec: simRecordings{Pushes: []darajatest.Push{
+			{Accepted: true, HTTPStatus: 503, ResultCode: "0", Body: push(a1.phone, id1, "", true).Body},
+			push(a1.phone, id1, "0", true),
+		}},
+		want:  map[string]int{"accepted": 1, "final": 1, "accepted pushes": 2, "doubles": 1},
+		fails: []string{"1 tracking ids prompted their customer more than once"},
+	}, {
+		// Three payments to one phone, each prompted once, are three
+		// payments, not a phone prompted three times; a fourth payment
+		// prompted on it is one no request made.
+		name: "shared phone",
+		answers: []answer{
+			{phone: shared, status: 202, trackingID: id1},
+			{phone: shared, status: 202, trackingID: id2},
+			{phone: shared, keyed: true, attempts: 2, status: 202, trackingID: id3},
+		},
+		rows: map[string]row{id1: final("0", "callback"), id2: final("0", "query"), id3: final("0", "callback"), id4: final("0", "callback")},
+		rec: simRecordings{Pushes: []darajatest.Push{
+			push(shared, id1, "0", true), push(shared, id2, "0", false), push(shared, id2, "0", true),
+			push(shared, id3, "0", true), push(shared, id4, "0", true),
+		}},
+		want:  map[string]int{"accepted": 3, "final": 3, "accepted pushes": 4, "keyed": 1, "retried": 1, "retried accepted": 1, "phones twice": 1},
+		fails: []string{"1 payments were prompted beyond the requests"},
+	}, {
+		// Every record must be final, also one whose request's answer was
+		// lost; and a payment the customer made must read Success, or
+		// Unknown where stkgate could not learn it, never Failed.
+		name:    "not final, and paid but recorded otherwise",
+		answers: []answer{a1, a2, unknown, {phone: shared, status: 202, trackingID: id4}},
+		rows: map[string]row{
+			id1: final("1032", "query"),                   // the customer paid: Cancelled is wrong
+			id2: final(events.CodeNoAnswer, "dispatcher"), // Unknown: allowed
+			id3: {status: 0, source: "api"},               // the lost answer's record, never finished
+			id4: final("stkgate.refused", "dispatcher"),   // refused, never prompted: not paid
+		},
+		rec: simRecordings{Pushes: []darajatest.Push{
+			push(a1.phone, id1, "0", true), push(a2.phone, id2, "0", true), push(unknown.phone, id3, "0", true),
+			push(shared, id4, "", false),
+		}},
+		want:  map[string]int{"accepted": 3, "final": 3, "noanswer": 1, "accepted pushes": 3, "not final": 1, "paid otherwise": 1, "never prompted": 1},
+		fails: []string{"1 records were not final at the end: " + id3, "1 payments paid at the fake are recorded other than Success or Unknown: " + id1 + ": recorded Cancelled by User"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,7 +218,7 @@ func TestAnalyse(t *testing.T) {
 				"pushed503": r.Pushed503, "delivered": r.CallbacksDelivered, "unreflected": r.CallbacksUnreflected,
 				"keyed": r.Keyed, "retried": r.KeyedRetried, "retried accepted": r.KeyedRetriedAccepted,
 				"unconfirmed": r.Unconfirmed503, "pushed unconfirmed": r.PushedUnconfirmed, "phones twice": r.PhonesPromptedTwice,
-				"never prompted": r.FinalNeverPrompted}
+				"never prompted": r.FinalNeverPrompted, "not final": r.NotFinal, "paid otherwise": r.PaidNotRecorded}
 			for k, v := range got {
 				if v == 0 && tt.want[k] == 0 {
 					delete(got, k)
@@ -185,26 +256,41 @@ func TestJudgeProcesses(t *testing.T) {
 }
 
 // TestPhones: every request has a phone of its own (so that a push can be
-// traced to its request even without a tracking id), valid for Daraja,
-// and one in ten chooses a failure outcome.
+// traced to its request even without a tracking id), except one in twenty,
+// which shares its phone with two others; every phone is valid for Daraja,
+// and one in ten chooses a failure outcome, no shared one.
 func TestPhones(t *testing.T) {
-	seen := map[string]bool{}
+	users := map[string][]int{}
 	failing := 0
 	for i := range 2000 {
 		p := phoneFor(i)
 		if len(p) != 12 || !strings.HasPrefix(p, "2547") {
 			t.Fatalf("phoneFor(%d) = %q", i, p)
 		}
-		if seen[p] {
-			t.Fatalf("phoneFor(%d) = %q again", i, p)
-		}
-		seen[p] = true
+		users[p] = append(users[p], i)
 		if code, _ := darajatest.OutcomeFor(p); code != "0" {
 			failing++
+			if i%20 == 18 {
+				t.Errorf("shared phoneFor(%d) = %q chooses failure %s", i, p, code)
+			}
 		}
 	}
 	if failing != 200 {
 		t.Errorf("%d of 2000 phones choose a failure, want 200", failing)
+	}
+	sharedBy := map[int]int{} // requests on a phone → phones
+	for p, is := range users {
+		sharedBy[len(is)]++
+		if len(is) > 1 {
+			for _, i := range is {
+				if i%20 != 18 {
+					t.Errorf("phone %q of request %d shared by %v", p, i, is)
+				}
+			}
+		}
+	}
+	if diff := cmp.Diff(map[int]int{1: 1901, 3: 33}, sharedBy); diff != "" {
+		t.Errorf("phones by number of requests (-want +got):\n%s", diff)
 	}
 }
 
@@ -221,17 +307,18 @@ func TestTrackingIDOf(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
-	o, err := parseFlags([]string{"-n", "10", "-seed", "7", "-root", "/r", "-env", "A=b=c", "-env", "RECONCILE_AFTER=1s"})
+	o, err := parseFlags([]string{"-n", "10", "-seed", "7", "-root", "/r", "-env", "A=b=c", "-env", "RECONCILE_AFTER=1s",
+		"-dispatchers", "3", "-consumer-deletes", "1", "-callback-crash", "0.5", "-oauth-faults", "0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.N != 10 || o.Seed != 7 || o.Root != "/r" {
-		t.Errorf("got N %d seed %d root %q", o.N, o.Seed, o.Root)
+	if o.N != 10 || o.Seed != 7 || o.Root != "/r" || o.Dispatchers != 3 || o.ConsumerDeletes != 1 || o.CallbackCrash != 0.5 || o.OAuthFaults != 0 {
+		t.Errorf("got %+v", o)
 	}
 	if diff := cmp.Diff(map[string]string{"A": "b=c", "RECONCILE_AFTER": "1s"}, o.ExtraEnv); diff != "" {
 		t.Errorf("env (-want +got):\n%s", diff)
 	}
-	for _, bad := range [][]string{{"-n", "0"}, {"-env", "novalue"}, {"-rate", "-1"}} {
+	for _, bad := range [][]string{{"-n", "0"}, {"-env", "novalue"}, {"-rate", "-1"}, {"-dispatchers", "0"}, {"-callback-crash", "1.5"}, {"-consumer-deletes", "-1"}} {
 		if _, err := parseFlags(append(bad, "-root", "/r")); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}
@@ -323,6 +410,20 @@ func TestDarajaSim(t *testing.T) {
 	if diff := cmp.Diff([]string{id1 + " 200 0", id2 + " 200 0"}, callbacks); diff != "" {
 		t.Errorf("callbacks (-want +got):\n%s", diff)
 	}
+
+	// OAuth faults: the next token request fails, the one after it works.
+	if err := postOAuthFaults(context.Background(), control, 1, "no-such-kind"); err == nil {
+		t.Error("an unknown OAuth fault was taken")
+	}
+	if err := postOAuthFaults(context.Background(), control, 1, oauthFaultKinds[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendPush(url, "254708375002", events.CallbackURL("http://"+ln.Addr().String(), id3, "")); err == nil {
+		t.Error("a push went through while the token request was scripted to fail")
+	}
+	if err := sendPush(url, "254708375002", events.CallbackURL("http://"+ln.Addr().String(), id3, "")); err != nil {
+		t.Errorf("the push after the OAuth fault: %v", err)
+	}
 }
 
 func listen(t *testing.T) net.Listener {
@@ -359,18 +460,89 @@ func TestFaultScripts(t *testing.T) {
 		}
 		return out
 	}
-	quick := map[string]int{"service-unavailable": 20, "too-many-requests+spike-arrest": 10, "quota": 10, "locked": 20, "no-callback": 20}
+	quick := map[string]int{"service-unavailable": 20, "too-many-requests+spike-arrest": 10, "quota": 10, "locked": 20, "no-callback": 20,
+		"html-404": 10, "html-403": 10, "unauthorized-empty": 10, "nul-message": 10}
 	if diff := cmp.Diff(quick, kinds("quick")); diff != "" {
 		t.Errorf("quick (-want +got):\n%s", diff)
 	}
 	full := map[string]int{"reset-after-accept": 10, "internal-after-accept": 20, "timeout-after-accept": 10, "reset-after-read": 10, "internal-500.003.1001": 10}
 	for k, v := range quick {
-		full[k] = v
+		full[k] += v
 	}
+	full["service-unavailable-after-accept"] = 20
 	if diff := cmp.Diff(full, kinds("full")); diff != "" {
 		t.Errorf("full (-want +got):\n%s", diff)
 	}
 	if got := faultScripts(400, "none"); got != nil {
 		t.Errorf("none scripted %d", len(got))
+	}
+	for _, sc := range faultScripts(400, "full") {
+		if strings.HasSuffix(sc.Phone, "7777") {
+			t.Errorf("shared phone %s scripted %s", sc.Phone, sc.kind())
+		}
+	}
+}
+
+// TestFailpointExitRestarts: a process that exits with failpoint.ExitCode
+// crashed where the run asked it to; it is restarted at once, every time,
+// and counted apart from exits of its own.
+func TestFailpointExitRestarts(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	var log bytes.Buffer
+	p := &proc{name: "crasher", path: sh, args: []string{"-c", fmt.Sprintf("exit %d", failpoint.ExitCode)},
+		log: &lockedWriter{w: &log}}
+	if err := p.start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop(time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p.mu.Lock()
+		crashes, self := p.failpointExits, p.selfExits
+		p.mu.Unlock()
+		if self != 0 {
+			t.Fatalf("%d exits counted as the process's own", self)
+		}
+		if crashes >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted after %d failpoint crashes in 20 s, want 3", crashes)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestExitAfterAKillIsRestarted: an instance started after a kill -9 that
+// exits at once (a failed start) is restarted as any exit of its own,
+// counted, and the kill is survived once an instance stays up.
+func TestExitAfterAKillIsRestarted(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	// The first instance runs; the second (the first after the kill)
+	// exits at once; the third runs.
+	marks := t.TempDir()
+	script := fmt.Sprintf(`n=$(ls %[1]s | wc -l); touch %[1]s/$n; if [ "$n" = 1 ]; then exit 1; fi; exec sleep 60`, marks)
+	var log bytes.Buffer
+	p := &proc{name: "flaky", path: sh, args: []string{"-c", script}, log: &lockedWriter{w: &log}}
+	if err := p.start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop(time.Second)
+	if err := p.waitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.kill9(context.Background(), 0, nil); err != nil {
+		t.Fatalf("kill9: %v\n%s", err, log.String())
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.kills != 1 || p.survived != 1 || p.selfExits != 1 {
+		t.Errorf("kills %d survived %d exits of its own %d, want 1 1 1\n%s", p.kills, p.survived, p.selfExits, log.String())
 	}
 }

@@ -3,11 +3,18 @@
 // fake and nats-server at the version events/go.mod pins), runs each as a
 // process of its own against a private Postgres, posts -n requests, and
 // meanwhile kill -9s and restarts every service and nats-server at random
-// points and stops Postgres once. After the load it waits for every
-// accepted request to be final, then checks the guarantees: no accepted
-// request lost, at most one accepted push per tracking id, no push for a
-// request answered 503, every delivered callback reflected and a repeated
-// one changing nothing. It prints the figures and exits 1 when a
+// points and stops Postgres once. Two dispatchers run at once; the
+// dispatcher's consumer is deleted through the NATS API mid-run;
+// callback-ingest crashes between keeping a callback and publishing it
+// (STKGATE_FAILPOINTS) and is restarted; the fake answers a share of
+// pushes with pages that are not Daraja's and 503s after processing, and
+// fails token requests after each dispatcher kill; some phones are shared
+// by several payments. After the load it waits for every record to be
+// final, then checks the guarantees: no accepted request lost, every
+// record final, at most one prompt per payment, every payment the
+// customer made recorded as Success or Unknown, no push for a request
+// answered 503, every delivered callback reflected and a repeated one
+// changing nothing. It prints the figures and exits 1 when a
 // guarantee broke (2 when the run itself could not be carried out).
 //
 //	go run ./chaos -n 2000            (from deploy/; make chaos)
@@ -24,6 +31,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/stkgate/stkgate/events/failpoint"
 )
 
 func main() {
@@ -69,6 +78,10 @@ func parseFlags(args []string) (Options, error) {
 	fs.DurationVar(&o.Settle, "settle", 12*time.Minute, "deadline for every accepted request to be final after the load")
 	fs.DurationVar(&o.SimDelay, "sim-delay", time.Second, "the Daraja fake's callback delay")
 	fs.IntVar(&o.Replays, "replays", 50, "delivered callbacks sent a second time")
+	fs.IntVar(&o.Dispatchers, "dispatchers", 2, "dispatcher instances running at once (the first is killed)")
+	fs.IntVar(&o.ConsumerDeletes, "consumer-deletes", 2, "times the dispatcher's consumer is deleted through the NATS API")
+	fs.Float64Var(&o.CallbackCrash, "callback-crash", 0.02, "share of kept callbacks after which callback-ingest crashes (failpoint "+failpoint.CallbackAfterKeep+")")
+	fs.IntVar(&o.OAuthFaults, "oauth-faults", 2, "token requests that fail after each kill of the dispatcher (empty 400, HTML 403, 503 in turn)")
 	fs.StringVar(&o.Faults, "faults", "full", "Daraja faults to script: full, quick (none that waits out a prompt's lifetime) or none")
 	fs.DurationVar(&o.Latency, "answer-latency", time.Second, "longest hold of a push's answer after Daraja processed it")
 	seed := fs.Uint64("seed", 0, "random seed (0: from the clock); printed so a run can be repeated")
@@ -83,6 +96,9 @@ func parseFlags(args []string) (Options, error) {
 	}
 	if o.N < 1 || o.Latency < 0 || o.Clients < 1 || o.Rate <= 0 || o.Kills < 0 || o.Settle <= 0 || o.SimDelay < 0 {
 		return o, errors.New("-n, -clients, -rate and -settle must be positive; -kills and -sim-delay not negative")
+	}
+	if o.Dispatchers < 1 || o.ConsumerDeletes < 0 || o.OAuthFaults < 0 || !(o.CallbackCrash >= 0 && o.CallbackCrash <= 1) {
+		return o, errors.New("-dispatchers must be positive, -consumer-deletes and -oauth-faults not negative, -callback-crash from 0 to 1")
 	}
 	o.Seed = *seed
 	if o.Seed == 0 {

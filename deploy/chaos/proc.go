@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/stkgate/stkgate/events/failpoint"
 )
 
 // proc is one supervised child process: started again after a kill -9 by
@@ -34,14 +36,21 @@ type proc struct {
 	kills     int
 	survived  int // kills after which a new instance came back ready
 	selfExits int // exits nobody asked for
-	startErrs int
+	// failpointExits: exits with failpoint.ExitCode, a crash the run asked
+	// for through STKGATE_FAILPOINTS; each is restarted at once, without
+	// counting towards maxSelfRestarts.
+	failpointExits int
+	startErrs      int
 }
 
 const (
 	maxSelfRestarts = 30
 	selfRestartWait = time.Second
-	stableFor       = 2 * time.Second
-	readyTimeout    = 45 * time.Second
+	// failpointRestartWait is the down time after a failpoint crash: an
+	// orchestrator's restart, short so that few callbacks are refused.
+	failpointRestartWait = 200 * time.Millisecond
+	stableFor            = 2 * time.Second
+	readyTimeout         = 45 * time.Second
 )
 
 func (p *proc) start() error {
@@ -77,14 +86,21 @@ func (p *proc) watch(cmd *exec.Cmd, done chan struct{}) {
 	if p.killing || p.stopped || p.cmd != cmd {
 		return
 	}
-	p.selfExits++
-	fmt.Fprintf(p.log, "=== chaos: %s exited by itself (%v); restarting in %s\n", p.name, err, selfRestartWait)
-	if p.selfExits > maxSelfRestarts {
-		fmt.Fprintf(p.log, "=== chaos: %s exited %d times; giving up on it\n", p.name, p.selfExits)
-		return
+	wait := selfRestartWait
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok && ee.ExitCode() == failpoint.ExitCode {
+		p.failpointExits++
+		wait = failpointRestartWait
+		fmt.Fprintf(p.log, "=== chaos: %s crashed at a failpoint; restarting in %s\n", p.name, wait)
+	} else {
+		p.selfExits++
+		fmt.Fprintf(p.log, "=== chaos: %s exited by itself (%v); restarting in %s\n", p.name, err, wait)
+		if p.selfExits > maxSelfRestarts {
+			fmt.Fprintf(p.log, "=== chaos: %s exited %d times; giving up on it\n", p.name, p.selfExits)
+			return
+		}
 	}
 	go func() {
-		time.Sleep(selfRestartWait)
+		time.Sleep(wait)
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.stopped || p.killing || p.cmd != cmd {
@@ -94,9 +110,13 @@ func (p *proc) watch(cmd *exec.Cmd, done chan struct{}) {
 	}()
 }
 
-// kill9 sends SIGKILL, waits for the exit, stays down for down, starts a
-// new instance and waits (bounded) until it is ready.
-func (p *proc) kill9(ctx context.Context, down time.Duration) error {
+// kill9 sends SIGKILL, waits for the exit, stays down for down (calling
+// whileDown, if not nil, meanwhile), starts a new instance and waits
+// (bounded) until it is ready. An instance that exits while it is waited
+// for is restarted like any exit of its own (and counted as one), as an
+// orchestrator would: one failed start does not leave the service down
+// for the rest of the run.
+func (p *proc) kill9(ctx context.Context, down time.Duration, whileDown func()) error {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
@@ -123,8 +143,15 @@ func (p *proc) kill9(ctx context.Context, down time.Duration) error {
 	p.kills++
 	p.mu.Unlock()
 	fmt.Fprintf(p.log, "=== chaos: kill -9 %s at %s; down for %s\n", p.name, time.Now().UTC().Format(time.RFC3339Nano), down)
+	if whileDown != nil {
+		whileDown()
+	}
 	sleep(ctx, down)
-	if err := p.start(); err != nil {
+	p.mu.Lock()
+	err := p.startLocked()
+	p.killing = false
+	p.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	if err := p.waitReady(ctx); err != nil {
@@ -140,16 +167,29 @@ func (p *proc) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	if p.ready == nil {
-		p.mu.Lock()
-		done := p.done
-		p.mu.Unlock()
-		select {
-		case <-done:
-			return fmt.Errorf("%s exited within %s of its start", p.name, stableFor)
-		case <-time.After(stableFor):
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
+		// Ready once an instance has run for stableFor; one that exits
+		// sooner is restarted by watch, and the new one is waited for.
+		var last error
+		for {
+			p.mu.Lock()
+			done := p.done
+			p.mu.Unlock()
+			select {
+			case <-done:
+				last = fmt.Errorf("%s exited within %s of its start", p.name, stableFor)
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("%w, and no instance ran that long within %s", last, readyTimeout)
+				case <-time.After(200 * time.Millisecond):
+				}
+			case <-time.After(stableFor):
+				return nil
+			case <-ctx.Done():
+				if last != nil {
+					return fmt.Errorf("%w, and no instance ran that long within %s", last, readyTimeout)
+				}
+				return ctx.Err()
+			}
 		}
 	}
 	var last error

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/stkgate/stkgate/events"
 )
 
 // Report holds a run's figures. Failures lists every broken guarantee;
@@ -21,18 +24,23 @@ type Report struct {
 	Keyed                int            // requests sent with an Idempotency-Key
 	KeyedRetried         int            // of those, sent more than once
 	KeyedRetriedAccepted int            // of those, accepted in the end
-	PhonesPromptedTwice  int            // requests (each has its phone) with more than one accepted push
+	PhonesPromptedTwice  int            // payments prompted beyond the requests that may have made them (a keyed retry's second payment)
 	OtherStatus          map[int]int    // other HTTP answers, by status
 	NoAnswer             int            // transport errors and timeouts: outcome unknown to the client
 	Final                int            // accepted and status 1 in Postgres
 	Lost                 int            // accepted and not final after the settle deadline
 	LostIDs              []string       // the first few
 	LostByCause          map[string]int // what the fake and Postgres say of each lost request
+	NotFinal             int            // records in Postgres (accepted or not) not final at the end
+	NotFinalIDs          []string       // the first few
+	PaidNotRecorded      int            // paid at the fake, recorded other than Success or Unknown
+	PaidNotRecordedIDs   []string       // the first few
 	NotFoundAfterAccept  int            // GET right after a 2xx answered 404
 	FinalNeverPrompted   int            // accepted and final without any push Daraja accepted (failed before a prompt)
+	NeverPromptedByCode  map[string]int // of those, by response code
 	Pushes               int            // push requests the fake received
-	AcceptedPushes       int            // pushes Daraja accepted (prompts shown)
-	DoublePushes         int            // tracking ids with more than one accepted push
+	AcceptedPushes       int            // pushes Daraja accepted: prompts shown to a customer
+	DoublePushes         int            // tracking ids whose customer was prompted more than once
 	DoublePushIDs        []string       // the first few, with counts
 	Pushed503            int            // requests answered 503 whose phone was prompted
 	PushedUnaccounted    int            // accepted pushes for no request of this run
@@ -47,6 +55,9 @@ type Report struct {
 	Replayed             int            // delivered callbacks sent again
 	ReplayChanged        int            // records a repeated callback changed
 	PGStops              int
+	ConsumerDeletes      int // the dispatcher's consumer deleted through the NATS API
+	ConsumerDeletesAsked int
+	OAuthFaults          map[string]int // OAuth failures scripted, by kind
 	Procs                []procFigures
 	ChaosErrors          []string
 	LoadTook, SettleTook time.Duration
@@ -67,12 +78,16 @@ type procFigures struct {
 	Kills     int
 	Survived  int
 	SelfExits int
-	Running   bool
+	// FailpointExits: exits at a failpoint (failpoint.ExitCode), each
+	// followed by a restart; not counted in SelfExits.
+	FailpointExits int
+	Running        bool
 }
 
 func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings) *Report {
-	r := &Report{Requests: len(answers), OtherStatus: map[int]int{}, FinalBySource: map[string]int{}, LostByCause: map[string]int{}}
-	pushedIDs := map[string]bool{}
+	r := &Report{Requests: len(answers), OtherStatus: map[int]int{}, FinalBySource: map[string]int{}, LostByCause: map[string]int{},
+		NeverPromptedByCode: map[string]int{}}
+	pushedIDs := map[string]bool{} // tracking ids with a prompt
 	for _, p := range rec.Pushes {
 		if p.Accepted {
 			pushedIDs[trackingIDOf(p.Body.CallBackURL)] = true
@@ -86,11 +101,13 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 		}
 	}
 
-	refusedPhones := map[string]bool{}
-	unconfirmedPhones := map[string]bool{}
-	knownPhones := map[string]bool{}
+	phones := map[string]*phoneUse{}
 	for _, a := range answers {
-		knownPhones[a.phone] = true
+		u := phones[a.phone]
+		if u == nil {
+			u = &phoneUse{accepted: map[string]bool{}}
+			phones[a.phone] = u
+		}
 		if a.keyed {
 			r.Keyed++
 			if a.attempts > 1 {
@@ -103,6 +120,7 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 		switch {
 		case a.trackingID != "":
 			r.Accepted++
+			u.accepted[a.trackingID] = true
 			if a.getStatus == http.StatusNotFound {
 				r.NotFoundAfterAccept++
 			}
@@ -112,6 +130,7 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 				r.FinalBySource[row.source]++
 				if !pushedIDs[a.trackingID] {
 					r.FinalNeverPrompted++
+					r.NeverPromptedByCode[row.responseCode]++
 				}
 			} else {
 				r.Lost++
@@ -137,45 +156,71 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 			}
 		case a.status == http.StatusServiceUnavailable && (a.message == msgUnconfirmed || a.message == msgUnknownOutcome):
 			r.Unconfirmed503++
-			unconfirmedPhones[a.phone] = true
+			u.unconfirmed++
+			u.mayHave++
 		case a.status == http.StatusServiceUnavailable:
 			r.Refused503++
-			refusedPhones[a.phone] = true
+			u.refused++
 		case a.status != 0:
 			r.OtherStatus[a.status]++
+			if a.status == http.StatusConflict || a.status >= 500 {
+				u.mayHave++ // a keyed request in progress, or a server's failure: not a refusal
+			}
 		default:
 			r.NoAnswer++
+			u.mayHave++
 		}
 	}
 
-	byID := map[string][]string{} // tracking id → result codes of its accepted pushes
-	byPhone := map[string]int{}
+	// Prompts: the pushes Daraja accepted, each of which showed the
+	// customer a prompt. A push refused ("Unable to lock subscriber", say)
+	// or never processed is not one, whatever came before it.
+	byID := map[string][]string{}             // tracking id → result codes of its prompts
+	promptedOn := map[string]map[string]int{} // phone → tracking id → prompts
 	r.Pushes = len(rec.Pushes)
 	for _, p := range rec.Pushes {
 		if !p.Accepted {
 			continue
 		}
 		r.AcceptedPushes++
-		if byPhone[p.Body.PhoneNumber]++; byPhone[p.Body.PhoneNumber] == 2 {
-			r.PhonesPromptedTwice++
-		}
-		if unconfirmedPhones[p.Body.PhoneNumber] {
-			r.PushedUnconfirmed++
-		}
-		if refusedPhones[p.Body.PhoneNumber] {
-			r.Pushed503++
-		}
-		if !knownPhones[p.Body.PhoneNumber] {
-			r.PushedUnaccounted++
-		}
 		id := trackingIDOf(p.Body.CallBackURL)
 		byID[id] = append(byID[id], p.ResultCode)
+		if promptedOn[p.Body.PhoneNumber] == nil {
+			promptedOn[p.Body.PhoneNumber] = map[string]int{}
+		}
+		promptedOn[p.Body.PhoneNumber][id]++
+	}
+	// A phone may be shared by several requests. The payments prompted on
+	// it that are not among its accepted tracking ids must each be one of
+	// its requests whose answer said nothing sure (no answer, a 503 "not
+	// confirmed", a 409 or another 5xx); one more is a request answered 503 that
+	// was pushed anyway, or else a second payment made by a retry.
+	for phone, ids := range promptedOn {
+		u := phones[phone]
+		if u == nil {
+			for _, n := range ids {
+				r.PushedUnaccounted += n
+			}
+			continue
+		}
+		unknown := 0
+		for id := range ids {
+			if !u.accepted[id] {
+				unknown++
+			}
+		}
+		r.PushedUnconfirmed += min(unknown, u.unconfirmed)
+		if excess := unknown - u.mayHave; excess > 0 {
+			refused := min(excess, u.refused)
+			r.Pushed503 += refused
+			r.PhonesPromptedTwice += excess - refused
+		}
 	}
 	var doubles []string
 	for id, codes := range byID {
 		if len(codes) > 1 {
 			r.DoublePushes++
-			doubles = append(doubles, fmt.Sprintf("%s (%d pushes)", id, len(codes)))
+			doubles = append(doubles, fmt.Sprintf("%s (%d prompts)", id, len(codes)))
 		}
 	}
 	sort.Strings(doubles)
@@ -183,6 +228,34 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 		doubles = doubles[:10]
 	}
 	r.DoublePushIDs = doubles
+
+	// Every record final, whether or not its client heard of it; and
+	// every payment the customer made recorded as Success, or as Unknown
+	// where stkgate could not learn the outcome.
+	var notFinal, paidOther []string
+	for id, row := range rows {
+		if row.status != events.StatusFinal {
+			notFinal = append(notFinal, fmt.Sprintf("%s (status %d, source %q)", id, row.status, row.source))
+		}
+	}
+	for id, codes := range byID {
+		if !slices.Contains(codes, "0") {
+			continue
+		}
+		row, ok := rows[id]
+		switch {
+		case !ok:
+			paidOther = append(paidOther, id+": no record")
+		case row.status != events.StatusFinal:
+			// counted as not final
+		default:
+			if _, label := events.Outcome(row.responseCode); label != events.LabelSuccess && label != events.LabelUnknown {
+				paidOther = append(paidOther, fmt.Sprintf("%s: recorded %s (%q from %s)", id, label, row.responseCode, row.source))
+			}
+		}
+	}
+	r.NotFinal, r.NotFinalIDs = len(notFinal), firstFew(notFinal)
+	r.PaidNotRecorded, r.PaidNotRecordedIDs = len(paidOther), firstFew(paidOther)
 
 	r.CallbacksSent = len(rec.Callbacks)
 	for _, c := range rec.Callbacks {
@@ -214,17 +287,40 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 	return r
 }
 
-// judge lists the broken guarantees of issue 3.
+// phoneUse is what the requests sent to one phone were answered.
+type phoneUse struct {
+	accepted    map[string]bool // their tracking ids
+	mayHave     int             // answers that do not say whether a payment was made (none, 503 "not confirmed", 409, 5xx)
+	unconfirmed int             // of those, 503 "not confirmed"
+	refused     int             // 503: nothing was made durable
+}
+
+// firstFew sorts ids and keeps the first ten, for a report line.
+func firstFew(ids []string) []string {
+	sort.Strings(ids)
+	if len(ids) > 10 {
+		ids = ids[:10]
+	}
+	return ids
+}
+
+// judge lists the broken guarantees (issues 3 and 8).
 func (r *Report) judge() {
 	fail := func(format string, args ...any) { r.Failures = append(r.Failures, fmt.Sprintf(format, args...)) }
 	if r.Lost > 0 {
 		fail("%d accepted requests never reached a final state (lost): %s", r.Lost, strings.Join(r.LostIDs, ", "))
 	}
+	if r.NotFinal > 0 {
+		fail("%d records were not final at the end: %s", r.NotFinal, strings.Join(r.NotFinalIDs, ", "))
+	}
 	if r.DoublePushes > 0 {
-		fail("%d tracking ids were pushed more than once: %s", r.DoublePushes, strings.Join(r.DoublePushIDs, ", "))
+		fail("%d tracking ids prompted their customer more than once: %s", r.DoublePushes, strings.Join(r.DoublePushIDs, ", "))
+	}
+	if r.PaidNotRecorded > 0 {
+		fail("%d payments paid at the fake are recorded other than Success or Unknown: %s", r.PaidNotRecorded, strings.Join(r.PaidNotRecordedIDs, "; "))
 	}
 	if r.PhonesPromptedTwice > 0 {
-		fail("%d requests prompted their phone more than once (a keyed retry must not make a second payment)", r.PhonesPromptedTwice)
+		fail("%d payments were prompted beyond the requests that could have made them (a keyed retry must not make a second payment)", r.PhonesPromptedTwice)
 	}
 	if r.Pushed503 > 0 {
 		fail("%d requests answered 503 were pushed anyway", r.Pushed503)
@@ -262,7 +358,7 @@ func (r *Report) Print(w io.Writer) {
 		p("  other statuses            %v", r.OtherStatus)
 	}
 	p("final (status 1)            %d   by source %v", r.Final, r.FinalBySource)
-	p("  of which never prompted   %d (refused, given up, or failed at a deadline)", r.FinalNeverPrompted)
+	p("  of which never prompted   %d (refused, given up, or failed at a deadline): %v", r.FinalNeverPrompted, r.NeverPromptedByCode)
 	p("LOST (accepted, not final)  %d", r.Lost)
 	causes := make([]string, 0, len(r.LostByCause))
 	for c := range r.LostByCause {
@@ -272,10 +368,18 @@ func (r *Report) Print(w io.Writer) {
 	for _, c := range causes {
 		p("  %5d  %s", r.LostByCause[c], c)
 	}
+	p("NOT FINAL at the end        %d (every record in Postgres)", r.NotFinal)
+	for _, id := range r.NotFinalIDs {
+		p("  %s", id)
+	}
+	p("PAID, RECORDED OTHERWISE    %d (paid at the fake, recorded other than Success or Unknown)", r.PaidNotRecorded)
+	for _, id := range r.PaidNotRecordedIDs {
+		p("  %s", id)
+	}
 	p("404 right after 2xx         %d", r.NotFoundAfterAccept)
-	p("pushes received / accepted  %d / %d", r.Pushes, r.AcceptedPushes)
-	p("DOUBLE PUSHES (ids)         %d", r.DoublePushes)
-	p("requests prompted twice     %d", r.PhonesPromptedTwice)
+	p("pushes received / prompts   %d / %d", r.Pushes, r.AcceptedPushes)
+	p("DOUBLE PUSHES (ids)         %d (payments whose customer was prompted more than once)", r.DoublePushes)
+	p("requests prompted twice     %d (payments prompted beyond their phone's requests)", r.PhonesPromptedTwice)
 	p("pushes for 503'd requests   %d", r.Pushed503)
 	p("callbacks sent / 200        %d / %d", r.CallbacksSent, r.CallbacksDelivered)
 	p("  200 but not reflected     %d", r.CallbacksUnreflected)
@@ -286,8 +390,14 @@ func (r *Report) Print(w io.Writer) {
 	}
 	p("STK queries                 %d", r.Queries)
 	p("Postgres stops              %d", r.PGStops)
+	p("dispatcher consumer deleted %d/%d", r.ConsumerDeletes, r.ConsumerDeletesAsked)
+	p("OAuth faults scripted       %v", r.OAuthFaults)
 	for _, f := range r.Procs {
-		p("kills survived %-16s %d/%d (exits of its own: %d)", f.Name, f.Survived, f.Kills, f.SelfExits)
+		line := fmt.Sprintf("kills survived %-16s %d/%d (exits of its own: %d)", f.Name, f.Survived, f.Kills, f.SelfExits)
+		if f.FailpointExits > 0 {
+			line += fmt.Sprintf("; crashed at a failpoint and restarted: %d", f.FailpointExits)
+		}
+		p("%s", line)
 	}
 	if len(r.Failures) == 0 {
 		p("RESULT: PASS")
