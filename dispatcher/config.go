@@ -24,11 +24,14 @@ const (
 	DefaultConcurrency     = 16
 	DefaultRetryMaxElapsed = 2 * time.Minute
 	DefaultLockedWait      = daraja.RetryAfterLocked
-	DefaultRetryInitial    = time.Second
-	DefaultShutdownTimeout = 30 * time.Second
-	DefaultProgressEvery   = 10 * time.Second
-	DefaultPhoneWait       = 3 * time.Second
-	DefaultRecheckDelay    = 5 * time.Second
+	// DefaultUncertainRetryWindow is well inside the shortest time a prompt
+	// stays open: the phone must show it and the customer answer it.
+	DefaultUncertainRetryWindow = 2 * time.Second
+	DefaultRetryInitial         = time.Second
+	DefaultShutdownTimeout      = 30 * time.Second
+	DefaultProgressEvery        = 10 * time.Second
+	DefaultPhoneWait            = 3 * time.Second
+	DefaultRecheckDelay         = 5 * time.Second
 	// DefaultDeferAbove: Daraja's waits longer than this ("Quota Violation",
 	// "Unable to lock subscriber": a minute) are spent in JetStream, so a
 	// few busy phones cannot hold every worker.
@@ -89,6 +92,13 @@ type Config struct {
 	// has a prompt open, which lives about a minute (default 1m, the client's
 	// daraja.RetryAfterLocked). A longer Retry-After from Daraja wins.
 	LockedWait time.Duration
+	// UncertainRetryWindow: after a push answered 503 (which may have been
+	// processed and prompted the customer), a push of the same payment is
+	// sent again only within this long of the 503'd push leaving, while a
+	// prompt it opened must still be open, so that Daraja answers "Unable
+	// to lock subscriber" rather than prompting twice; later, the payment
+	// waits for its callback instead (default 2s; docs/DARAJA.md).
+	UncertainRetryWindow time.Duration
 	// ShutdownTimeout bounds how long in-flight pushes and their publishes
 	// may finish after ctx is cancelled (default 30s).
 	ShutdownTimeout time.Duration
@@ -295,6 +305,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LockedWait <= 0 {
 		c.LockedWait = DefaultLockedWait
+	}
+	if c.UncertainRetryWindow <= 0 {
+		c.UncertainRetryWindow = DefaultUncertainRetryWindow
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout

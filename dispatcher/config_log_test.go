@@ -28,6 +28,7 @@ func TestConfigLogged(t *testing.T) {
 			"Daraja.Timeout: not read from the environment",
 			"RetryInitialInterval: not read from the environment",
 			"LockedWait: not read from the environment",
+			"UncertainRetryWindow: not read from the environment",
 			"ShutdownTimeout: not read from the environment",
 			"ProgressInterval: not read from the environment",
 			"PhoneLockTTL: not read from the environment",

@@ -570,10 +570,20 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			rec.State = events.AttemptGaveUp
 			rec.ErrorCode = CodePhoneBusy
 			rec.ErrorMessage = "another payment's prompt kept the phone busy"
+			if rec.Uncertain {
+				// An earlier push answered 503 may have prompted the
+				// customer: not a failure; the callback or the reconciler
+				// decides.
+				rec.State = events.AttemptAmbiguous
+			}
 			rec.UpdatedAt = time.Now().UTC()
 			if _, err := d.attempts.put(work, rec, rev); err != nil {
 				log.Error("cannot record giving up; retrying later", "error", err)
 				d.nakDelay(log, msg, d.cfg.RecheckDelay)
+				return
+			}
+			if rec.State == events.AttemptAmbiguous {
+				d.ack(work, log, msg)
 				return
 			}
 			if err := d.publish(work, log, msg, completedOf(req, rec)); err != nil {
@@ -695,7 +705,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		log.Warn("push not sent: cannot record the attempt or keep the phone's lock; retrying later",
 			"error", out.err, "attempts", out.attempts)
 		if d.letGoOfPhone(work, log, id, rec, out.err) {
-			_ = d.phones.release(work, req.Phone, out.lockRev)
+			d.releaseInTurn(work, log, req.Phone, id, seq, out.lockRev)
 		}
 		d.nakDelay(log, msg, d.cfg.RecheckDelay)
 
@@ -710,11 +720,14 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		d.ack(work, log, msg)
 
 	case outcomeStopped:
-		// Stopped between attempts, none of which can have reached the
-		// customer: hand the request back for another dispatcher at once.
+		// Stopped between attempts: hand the request back for another
+		// dispatcher at once. When an attempt was answered 503 it may
+		// have prompted the customer, so the phone stays locked (the next
+		// delivery decides, within UncertainRetryWindow or as ambiguous);
+		// otherwise none can have, and the phone goes to the next in turn.
 		log.Info("stopping: request handed back before its next attempt", "attempts", out.attempts, "last_error", out.err)
-		if err := d.phones.release(work, req.Phone, out.lockRev); err != nil {
-			log.Warn("phone lock not released; it expires by itself", "error", err)
+		if !rec.Uncertain {
+			d.releaseInTurn(work, log, req.Phone, id, seq, out.lockRev)
 		}
 		if err := events.HandBack(msg); err != nil {
 			log.Warn("nak on stop", "error", err)
@@ -840,6 +853,19 @@ func (d *dispatcher) letGoOfPhone(ctx context.Context, log *slog.Logger, id stri
 	return cur.State == events.AttemptRefused || cur.State == events.AttemptGaveUp
 }
 
+// releaseInTurn lets go of the phone's lock held at lockRev by a request
+// that sent nothing this round and will be delivered again: it first takes
+// its place on the phone's waiting list again, so that requests accepted
+// after it do not overtake it while it waits for its redelivery.
+func (d *dispatcher) releaseInTurn(ctx context.Context, log *slog.Logger, phone, id string, seq, lockRev uint64) {
+	if err := d.phones.join(ctx, phone, waiter{id, seq, time.Now().UTC()}, d.cfg.queueGone); err != nil {
+		log.Warn("could not keep the request's place on the phone's waiting list", "error", err)
+	}
+	if err := d.phones.release(ctx, phone, lockRev); err != nil {
+		log.Warn("phone lock not released; it expires by itself", "error", err)
+	}
+}
+
 // completedOf is the stk.completed of a refused or given-up push, built
 // from its record only, so that a redelivery publishes the same event.
 func completedOf(req events.Requested, rec events.Attempt) events.Completed {
@@ -872,7 +898,7 @@ func (d *dispatcher) restore(work context.Context, log *slog.Logger, msg jetstre
 	}
 	subject := events.Subject(ev.Type(), req.TrackingID)
 	ctx, cancel := context.WithTimeout(work, kvTimeout)
-	_, err := d.stream.GetLastMsgForSubject(ctx, subject)
+	_, err := events.LastMsg(ctx, d.js, d.stream, subject)
 	cancel()
 	switch {
 	case err == nil:
@@ -965,6 +991,12 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 	}
 	op := func() error {
 		_ = msg.InProgress() // best effort: the ticker reports progress too
+		if left, ok := d.uncertainLeft(*rec); ok && left <= 0 {
+			// An earlier push answered 503 may have opened a prompt that
+			// the customer could have answered by now, its callback lost:
+			// a push now could be a second prompt.
+			return backoff.Permanent(errUncertainTooLate)
+		}
 		if out.attempts > 0 {
 			// A retry: the last call's answer said it was not processed,
 			// but a 503 guarantees nothing, and a callback for it may have
@@ -1034,7 +1066,9 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 			return err
 		case daraja.KindTransient:
 			rec.ErrorCode, rec.ErrorMessage = refusalOf(err, CodeRefused)
-			rec.Uncertain = rec.Uncertain || uncertain(err)
+			if uncertain(err) && !rec.Uncertain {
+				rec.Uncertain, rec.UncertainAt = true, rec.SentAt
+			}
 			record(events.AttemptNotSent)
 			return err
 		default:
@@ -1056,6 +1090,7 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 		Clock:               backoff.SystemClock,
 	}}
 	b.floor = func() time.Duration { return d.minWait(last) }
+	b.window = func() (time.Duration, bool) { return d.uncertainLeft(*rec) }
 	b.deferAbove = d.cfg.deferAbove
 	notify := func(err error, wait time.Duration) {
 		log.Warn("push failed, retrying", "attempt", out.attempts, "retry_in", wait.Round(time.Millisecond).String(), "error", err)
@@ -1081,6 +1116,17 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 		rec.ErrorCode, rec.ErrorMessage = refusalOf(own.err, CodeRefused)
 		record(events.AttemptAmbiguous)
 		return out
+	case errors.Is(err, errUncertainTooLate):
+		// The record keeps the 503's code and text (this delivery's first
+		// look, or the last retry's answer).
+		log.Warn("push answered 503 earlier may have prompted the customer, and the window to retry it safely has passed: not pushing again; its callback or the reconciler decides")
+		out.kind = outcomeAmbiguous
+		out.err = last
+		if last != nil {
+			rec.ErrorCode, rec.ErrorMessage = refusalOf(last, CodeRefused)
+		}
+		record(events.AttemptAmbiguous)
+		return out
 	}
 	out.err = last
 	if err != nil && b.deferred > 0 && stop.Err() == nil && work.Err() == nil {
@@ -1099,8 +1145,15 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 
 	switch kindOf(last) {
 	case daraja.KindRefused:
-		out.kind = outcomeRefused
 		rec.ErrorCode, rec.ErrorMessage = refusalOf(last, CodeRefused)
+		if rec.Uncertain {
+			// This call was refused, but an earlier one answered 503 may
+			// have prompted the customer, who may yet pay: not a failure.
+			out.kind = outcomeAmbiguous
+			record(events.AttemptAmbiguous)
+			break
+		}
+		out.kind = outcomeRefused
 		record(events.AttemptRefused)
 	case daraja.KindTransient, daraja.KindLocked:
 		if stop.Err() != nil || work.Err() != nil {
@@ -1200,6 +1253,26 @@ func uncertain(err error) bool {
 // retry; the push is not sent again.
 var errCompletedMeanwhile = errors.New("completed while the push was retried")
 
+// uncertainLeft reports whether rec had a push answered 503, and how long
+// is left to push it again: a push within UncertainRetryWindow of the 503'd
+// one finds the prompt it may have opened still open (Daraja then answers
+// "Unable to lock subscriber"); a later one could find it answered and its
+// callback lost, and prompt the customer a second time. A record that does
+// not say when (written before UncertainAt existed) has no time left.
+func (d *dispatcher) uncertainLeft(rec events.Attempt) (time.Duration, bool) {
+	if !rec.Uncertain {
+		return 0, false
+	}
+	if rec.UncertainAt.IsZero() {
+		return 0, true
+	}
+	return d.cfg.UncertainRetryWindow - time.Since(rec.UncertainAt), true
+}
+
+// errUncertainTooLate: a push after a 503 could no longer leave within
+// UncertainRetryWindow.
+var errUncertainTooLate = errors.New("too late to push again safely after a 503")
+
 // errOwnPrompt: "Unable to lock subscriber" after an uncertain call of the
 // same payment: the open prompt may be its own.
 type errOwnPrompt struct{ err error }
@@ -1216,12 +1289,28 @@ type floorBackOff struct {
 	floor      func() time.Duration
 	deferAbove time.Duration
 	deferred   time.Duration
+	// window, when it reports true, is the time left to push at all (after
+	// a 503: dispatcher.uncertainLeft). The next wait then fits in it,
+	// whatever the floor, or the loop stops.
+	window func() (time.Duration, bool)
 }
+
+// minProbeWait is the shortest wait floorBackOff gives a push within its
+// window; with less time left, it stops.
+const minProbeWait = 50 * time.Millisecond
 
 func (f *floorBackOff) NextBackOff() time.Duration {
 	next := f.eb.NextBackOff()
 	if next == backoff.Stop {
 		return backoff.Stop
+	}
+	if f.window != nil {
+		if left, ok := f.window(); ok {
+			if left/2 < minProbeWait {
+				return backoff.Stop
+			}
+			return min(next, left/2)
+		}
 	}
 	floor := f.floor()
 	if next < floor {

@@ -177,25 +177,40 @@ func TestTokenServiceUnavailableIsNotUncertain(t *testing.T) {
 	}
 }
 
-// A 503 whose retry budget runs out is not a failure either: the push may
-// have prompted the customer.
+// A 503 whose retries run out is not a failure either: the push may have
+// prompted the customer. The gateway keeps answering 503 (an outage); the
+// retries stop when the window after the first 503 closes.
 func TestServiceUnavailableThenGivingUpIsAmbiguous(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.RetryMaxElapsed = time.Second }) // less than the 503's 5 s wait
+	const window = 500 * time.Millisecond
+	h := newHarness(t, func(c *Config) {
+		c.RetryMaxElapsed = time.Minute
+		c.UncertainRetryWindow = window
+	})
 	p := newPayment()
-	h.proxy.hideAnswers(1)
+	outage := make([]darajatest.Failure, 50)
+	for i := range outage {
+		outage[i] = darajatest.FailServiceUnavailable
+	}
+	h.fake.Script(p.Phone, darajatest.Script{FailFirst: outage})
 	h.request(p)
 	h.start()
 	h.waitSettled()
 	h.stop()
-	if n := len(h.fakePushes(p.Phone)); n != 1 {
-		t.Errorf("%d pushes, want 1", n)
+	pushes := h.fakePushes(p.Phone)
+	if len(pushes) < 2 {
+		t.Errorf("%d pushes, want the 503'd one and at least one retry within the window", len(pushes))
+	}
+	for _, push := range pushes[1:] {
+		if gap := push.At.Sub(pushes[0].At); gap >= window {
+			t.Errorf("a retry %v after the first 503'd push, want none after %v", gap, window)
+		}
 	}
 	if got := h.stored(p.TrackingID)[events.TypeCompleted]; len(got) != 0 {
 		t.Errorf("completed %+v, want none: the customer may have been prompted", got)
 	}
-	if rec := h.record(p.TrackingID); rec.State != events.AttemptAmbiguous {
-		t.Errorf("record %+v, want ambiguous", rec)
+	if rec := h.record(p.TrackingID); rec.State != events.AttemptAmbiguous || rec.ErrorCode != "http.503" {
+		t.Errorf("record %+v, want ambiguous with the 503's code", rec)
 	}
 }
 
@@ -203,7 +218,11 @@ func TestServiceUnavailableThenGivingUpIsAmbiguous(t *testing.T) {
 // retry: the retry finds the payment completed and sends nothing.
 func TestCompletedBeforeTheRetryIsNotPushedAgain(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.RetryMaxElapsed = time.Minute })
+	h := newHarness(t, func(c *Config) {
+		c.RetryMaxElapsed = time.Minute
+		c.RetryInitialInterval = 5 * time.Second // time for the callback
+		c.UncertainRetryWindow = time.Minute
+	})
 	p := newPayment()
 	h.proxy.hideAnswers(1)
 	h.request(p)

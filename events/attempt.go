@@ -56,8 +56,12 @@ type Attempt struct {
 	// nothing guarantees it (a 503 from the gateway). A later "Unable to
 	// lock subscriber" may then be this payment's own prompt, and the push
 	// must not be sent again.
-	Uncertain bool      `json:"uncertain,omitempty"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Uncertain bool `json:"uncertain,omitempty"`
+	// UncertainAt is when the first push answered that way left: a push
+	// after it is sent only while the prompt it may have opened must still
+	// be open (the dispatcher's UncertainRetryWindow).
+	UncertainAt time.Time `json:"uncertain_at,omitzero"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // AttemptsConfig is the bucket's definition. A record lives as long as the

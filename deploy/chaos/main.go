@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/events/failpoint"
 )
 
@@ -76,7 +77,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.DurationVar(&o.PGStop, "pg-stop", 4*time.Second, "how long Postgres is stopped, once (0: never)")
 	fs.DurationVar(&o.Down, "down", 2*time.Second, "longest time a killed process stays down")
 	fs.DurationVar(&o.Settle, "settle", 12*time.Minute, "deadline for every accepted request to be final after the load")
-	fs.DurationVar(&o.SimDelay, "sim-delay", time.Second, "the Daraja fake's callback delay")
+	fs.DurationVar(&o.SimDelay, "sim-delay", 3*time.Second, "the Daraja fake's callback delay: how long a prompt stays open; above the dispatcher's 2 s window to retry after a 503 (docs/DARAJA.md)")
 	fs.IntVar(&o.Replays, "replays", 50, "delivered callbacks sent a second time")
 	fs.IntVar(&o.Dispatchers, "dispatchers", 2, "dispatcher instances running at once (the first is killed)")
 	fs.IntVar(&o.ConsumerDeletes, "consumer-deletes", 2, "times the dispatcher's consumer is deleted through the NATS API")
@@ -99,6 +100,14 @@ func parseFlags(args []string) (Options, error) {
 	}
 	if o.Dispatchers < 1 || o.ConsumerDeletes < 0 || o.OAuthFaults < 0 || !(o.CallbackCrash >= 0 && o.CallbackCrash <= 1) {
 		return o, errors.New("-dispatchers must be positive, -consumer-deletes and -oauth-faults not negative, -callback-crash from 0 to 1")
+	}
+	if o.Faults == "full" && o.SimDelay <= dispatcher.DefaultUncertainRetryWindow {
+		// The 503s after processing are pushed again only within this
+		// window, while their prompt must still be open; a prompt answered
+		// sooner is outside what stkgate promises (docs/DARAJA.md), and a
+		// real customer's takes longer.
+		return o, fmt.Errorf("-sim-delay %s: with -faults full a prompt must stay open longer than the dispatcher's %s window to retry after a 503",
+			o.SimDelay, dispatcher.DefaultUncertainRetryWindow)
 	}
 	o.Seed = *seed
 	if o.Seed == 0 {

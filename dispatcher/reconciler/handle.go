@@ -134,6 +134,11 @@ func (r *reconciler) handleRequested(work context.Context, log *slog.Logger, msg
 		})
 	case a.State == events.AttemptRefused, a.State == events.AttemptGaveUp:
 		r.recordedOutcome(work, log, msg, req.Payment, a, now)
+	case a.State == events.AttemptNotSent && a.Uncertain:
+		// Not pushed again, but an earlier push answered 503 may have
+		// prompted the customer: only its callback can tell, as for a push
+		// whose answer was lost.
+		r.noAnswer(work, log, msg, req.Payment, latest(promptSince(a), a.UpdatedAt))
 	case a.State == events.AttemptNotSent:
 		// No push can be waiting for an answer. The deadline counts from
 		// the record's last change, so a request the dispatcher is still

@@ -1,0 +1,115 @@
+package dispatcher
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stkgate/stkgate/dispatcher/daraja"
+	"github.com/stkgate/stkgate/events"
+)
+
+// A push answered 503 after Daraja processed it opens a prompt the
+// dispatcher cannot see. Its retry is a probe: sent while that prompt must
+// still be open, Daraja answers "Unable to lock subscriber" and the payment
+// waits for its callback. A retry later than that could find the prompt
+// answered, its callback lost, and prompt the customer a second time. So a
+// push after a 503 leaves within UncertainRetryWindow of the 503'd push, or
+// not at all (docs/DARAJA.md: a prompt stays open for seconds at least).
+func TestServiceUnavailableIsRetriedOnlyWhileItsPromptMustBeOpen(t *testing.T) {
+	t.Parallel()
+	const window = 2 * time.Second
+	h := newHarness(t, func(c *Config) {
+		c.RetryMaxElapsed = time.Minute
+		c.RetryInitialInterval = 10 * time.Second // the probe must not wait for the backoff
+		c.UncertainRetryWindow = window
+	})
+	p := newPayment()
+	h.proxy.hideAnswers(1)
+	h.request(p)
+	h.start()
+	waitFor(t, "the probe", func() bool { return len(h.fakePushes(p.Phone)) == 2 })
+	h.waitSettled()
+	h.stop()
+
+	pushes := h.fakePushes(p.Phone)
+	if len(pushes) != 2 || !pushes[0].Accepted || pushes[1].Accepted || pushes[1].ErrorCode != daraja.CodeGeneric {
+		t.Fatalf("pushes %+v: want the processed one, then one refused with the subscriber lock", pushes)
+	}
+	if gap := pushes[1].At.Sub(pushes[0].At); gap >= window {
+		t.Errorf("the retry came %v after the 503'd push, want within %v", gap, window)
+	}
+	if rec := h.record(p.TrackingID); rec.State != events.AttemptAmbiguous || rec.UncertainAt.IsZero() {
+		t.Errorf("record %+v, want ambiguous, with the uncertain push's time", rec)
+	}
+}
+
+// The customer answered the prompt of a push whose answer was a 503, and
+// the callback was lost. A retry now would be accepted: a second prompt. When
+// the retry cannot leave within the window, the payment is not pushed again
+// but waits for its callback (and ends Unknown without one).
+func TestNoRetryAfterAServiceUnavailableOnceItsPromptMayBeAnswered(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) {
+		c.RetryMaxElapsed = time.Minute
+		c.UncertainRetryWindow = time.Nanosecond // no probe can leave in time
+	})
+	p := newPayment()
+	h.proxy.hideAnswers(1)
+	h.request(p)
+	h.start()
+	waitFor(t, "the processed push", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	h.fake.Flush() // the customer answers; the callback goes nowhere
+	h.waitSettled()
+	h.stop()
+
+	if n := len(h.fakePushes(p.Phone)); n != 1 {
+		t.Errorf("%d pushes, want 1: a retry would prompt the customer again", n)
+	}
+	if got := h.stored(p.TrackingID)[events.TypeCompleted]; len(got) != 0 {
+		t.Errorf("completed %+v, want none: the customer may have paid", got)
+	}
+	if rec := h.record(p.TrackingID); rec.State != events.AttemptAmbiguous {
+		t.Errorf("record %+v, want ambiguous", rec)
+	}
+}
+
+// A dispatcher that stopped after a 503 leaves the record not_sent and
+// uncertain. The delivery after it, past the window, does not push.
+func TestRedeliveryPastTheWindowOfAServiceUnavailableIsNotPushed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		at   time.Duration // UncertainAt before now; 0: a record written before UncertainAt existed
+	}{
+		{"a minute ago", time.Minute},
+		{"record without the time", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, nil)
+			p := newPayment()
+			sent := time.Now().UTC().Add(-time.Minute)
+			rec := events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1,
+				ErrorCode: "http.503", ErrorMessage: "Service Unavailable (not a Daraja answer)",
+				FirstSentAt: sent, SentAt: sent, Uncertain: true, UpdatedAt: sent}
+			if tc.at > 0 {
+				rec.UncertainAt = time.Now().UTC().Add(-tc.at)
+			}
+			h.putRecord(rec)
+			h.request(p)
+			h.start()
+			h.waitSettled()
+			h.stop()
+
+			if n := len(h.fakePushes(p.Phone)); n != 0 {
+				t.Errorf("%d pushes, want none", n)
+			}
+			if got := h.record(p.TrackingID); got.State != events.AttemptAmbiguous {
+				t.Errorf("record %+v, want ambiguous", got)
+			}
+			if got := h.stored(p.TrackingID)[events.TypeCompleted]; len(got) != 0 {
+				t.Errorf("completed %+v, want none", got)
+			}
+		})
+	}
+}
