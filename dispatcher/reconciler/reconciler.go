@@ -130,6 +130,8 @@ type reconciler struct {
 	stream jetstream.Stream
 	// pushLog is the dispatcher's STK_PUSHES.
 	pushLog jetstream.Stream
+	// callbacks is STK_CALLBACKS, callback-ingest's kept callbacks.
+	callbacks jetstream.Stream
 	kv      jetstream.KeyValue
 	js      jetstream.JetStream
 	// confirmCons hands over the callbacks awaiting confirmation.
@@ -181,11 +183,11 @@ func (r *reconciler) setUp(ctx context.Context, js jetstream.JetStream) (dispatc
 			if err != nil {
 				return fmt.Errorf("create consumer %s: %w", events.ConsumerReconcilerRequested, err)
 			}
-			c, err := r.confirmConsumer(ctx, js)
+			callbacks, c, err := r.confirmConsumer(ctx, js)
 			if err != nil {
 				return err
 			}
-			r.stream, r.pushLog, r.kv, r.confirmCons, dispatched, requested = stream, pushLog, kv, c, d, q
+			r.stream, r.pushLog, r.callbacks, r.kv, r.confirmCons, dispatched, requested = stream, pushLog, callbacks, kv, c, d, q
 			return nil
 		}()
 		if err == nil {
