@@ -132,8 +132,8 @@ type reconciler struct {
 	pushLog jetstream.Stream
 	// callbacks is STK_CALLBACKS, callback-ingest's kept callbacks.
 	callbacks jetstream.Stream
-	kv      jetstream.KeyValue
-	js      jetstream.JetStream
+	kv        jetstream.KeyValue
+	js        jetstream.JetStream
 	// confirmCons hands over the callbacks awaiting confirmation.
 	confirmCons jetstream.Consumer
 	now         func() time.Time // nil: time.Now
