@@ -5,9 +5,11 @@
 // stk.dispatched event and, when no stk.completed has come RECONCILE_AFTER
 // after the push, asks Daraja's STK query and publishes the outcome as
 // stk.completed with source "query". It follows every stk.requested event
-// too, and finishes as Failed a request that never got a CheckoutRequestID:
-// an ambiguous push (its answer lost) once the prompt's lifetime has passed
-// without a callback, and a request that was never pushed after its deadline.
+// too, and finishes a request that never got a CheckoutRequestID: an
+// ambiguous push (its answer lost) as Unknown once the prompt's lifetime has
+// passed without a callback applied (a callback kept but not applied yet is
+// waited for, up to the request deadline), and a request that was never
+// pushed as Failed after its deadline.
 //
 // Its timers are the redeliveries of two durable JetStream consumers (each
 // message is nak'ed with the delay to its next check), so a restart loses
