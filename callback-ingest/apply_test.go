@@ -436,3 +436,38 @@ func TestCrashBetweenKeepAndPublish(t *testing.T) {
 		t.Errorf("applied %+v", c)
 	}
 }
+
+// TestCompletionRacedByNoAnswer: the reconciler's stkgate.no_answer is
+// stored between matching (no outcome yet) and the callback's publish,
+// which JetStream then drops as a duplicate: the callback becomes the
+// payment's stk.late_result rather than vanish.
+func TestCompletionRacedByNoAnswer(t *testing.T) {
+	e := newEnv(t, 0)
+	id := uuid.NewString()
+	e.requestDispatched(payment(id))
+	h, err := newHandler(Options{JS: e.ns.JS, Stream: e.ns.Stream, Conn: e.ns.Conn, Secrets: testSecrets,
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := ParseCallback(readFixture(t, "success"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m := h.match(ctx, slog.New(slog.DiscardHandler), id, cb)
+	if !m.publish {
+		t.Fatalf("matched %+v, want publish", m)
+	}
+	e.publish("stkgate/reconciler", events.Completed{Payment: payment(id), ResultCode: events.CodeNoAnswer,
+		ResultDesc: "no answer", Source: events.SourceDispatcher, CompletedAt: clock})
+	if err := h.apply(ctx, slog.New(slog.DiscardHandler), m, cb); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.completedEvent(id); c.ResultCode != events.CodeNoAnswer {
+		t.Errorf("final outcome %+v", c)
+	}
+	if n := e.count(events.Subject(events.TypeLateResult, id)); n != 1 {
+		t.Errorf("%d stk.late_result, want 1", n)
+	}
+}

@@ -452,9 +452,15 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Req
 	}
 	if ack.Duplicate {
 		// Another copy of this callback (or another source) won the race
-		// inside the duplicate window.
-		if _, _, err := h.completedState(ctx, log, req.TrackingID, cb); err != nil {
+		// inside the duplicate window: the reconciler's no_answer, say,
+		// published after match looked. Then the callback is a late result.
+		st, prev, err := h.completedState(ctx, log, req.TrackingID, cb)
+		switch {
+		case err != nil:
 			log.Warn("publish was a duplicate; the stored outcome could not be read", "err", err)
+			return err
+		case st == stateLate:
+			return h.lateResult(ctx, log, prev, cb)
 		}
 		return nil
 	}
