@@ -8,7 +8,9 @@
 // stkcb.received.<tracking_id> when it names a payment stkgate knows, on
 // stkcb.unmatched.<reason> otherwise (see events.Unmatched*). Only once that
 // copy is stored is its stk.completed published; if it cannot be stored the
-// answer is 503 and nothing is published.
+// answer is 503 and nothing is published. A kept callback whose outcome did
+// not make it into the stream (the service died, a publish or a lookup
+// failed) is applied by the Applier.
 package callback
 
 import (
