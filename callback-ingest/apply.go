@@ -20,9 +20,22 @@ import (
 // published by both is stored once (its Nats-Msg-Id).
 const DefaultApplyAfter = 5 * time.Second
 
-// applyRetry is the wait before the applier tries a callback again after a
-// failure of NATS itself.
-const applyRetry = 2 * time.Second
+// The wait before the applier tries a callback again after a failure of
+// NATS itself: applyRetry, doubling with each delivery up to
+// applyRetryMax, so that a long outage is not a busy loop.
+const (
+	applyRetry    = 2 * time.Second
+	applyRetryMax = time.Minute
+)
+
+// retryDelay is the wait before delivery n+1 of a callback not applied.
+func retryDelay(n uint64) time.Duration {
+	d := applyRetry
+	for i := uint64(1); i < n && d < applyRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, applyRetryMax)
+}
 
 // Applier applies every callback kept on stkcb.received.<tracking_id>
 // whose outcome is not in the STK stream: one kept by a callback-ingest
@@ -88,6 +101,7 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		nak(log, msg, applyRetry)
 		return
 	}
+	retry := retryDelay(meta.NumDelivered)
 	if wait := a.after - time.Since(meta.Timestamp); wait > 0 {
 		nak(log, msg, wait)
 		return
@@ -113,14 +127,14 @@ func (a *Applier) handle(msg jetstream.Msg) {
 	cancel()
 	switch {
 	case m.retry:
-		nak(log, msg, applyRetry)
+		nak(log, msg, retry)
 		return
 	case m.confirm != "":
 		// Held for Daraja's STK query, as the handler would have held it
 		// had it matched it at once.
 		if err := a.keepForConfirmation(msg, meta.Sequence.Stream, id, m.confirm); err != nil {
 			log.Error("keep callback for confirmation", "err", err)
-			nak(log, msg, applyRetry)
+			nak(log, msg, retry)
 			return
 		}
 		log.Info("kept callback held for confirmation by Daraja's STK query", "confirm_reason", m.confirm)
@@ -129,7 +143,7 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		err := h.apply(ctx, log, m, cb)
 		cancel()
 		if err != nil {
-			nak(log, msg, applyRetry)
+			nak(log, msg, retry)
 			return
 		}
 		if m.publish {

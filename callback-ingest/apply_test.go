@@ -471,3 +471,11 @@ func TestCompletionRacedByNoAnswer(t *testing.T) {
 		t.Errorf("%d stk.late_result, want 1", n)
 	}
 }
+
+func TestApplierRetryDelay(t *testing.T) {
+	for n, want := range map[uint64]time.Duration{0: 2 * time.Second, 1: 2 * time.Second, 2: 4 * time.Second, 5: 32 * time.Second, 6: time.Minute, 1000: time.Minute} {
+		if got := retryDelay(n); got != want {
+			t.Errorf("retryDelay(%d) = %s, want %s", n, got, want)
+		}
+	}
+}
