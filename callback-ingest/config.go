@@ -1,6 +1,7 @@
 package callback
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,10 @@ type Config struct {
 	// Confirm says which success callbacks wait for Daraja's STK query
 	// (CALLBACK_CONFIRM: ConfirmMismatch, ConfirmAlways, ConfirmNever).
 	Confirm string
+	// ApplyAfter is the HTTP handler's head start over the applier
+	// (CALLBACK_APPLY_AFTER, default DefaultApplyAfter): how long after a
+	// callback was kept the applier looks at it.
+	ApplyAfter time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// ReadHeaderTimeout, ReadTimeout and IdleTimeout are the HTTP server's
@@ -50,7 +55,7 @@ const (
 // ConfigFromEnv reads the configuration; it refuses a missing or malformed
 // setting and names it.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	cfg := Config{Addr: DefaultAddr, StreamReplicas: DefaultStreamReplicas, Confirm: ConfirmMismatch}
+	cfg := Config{Addr: DefaultAddr, StreamReplicas: DefaultStreamReplicas, Confirm: ConfirmMismatch, ApplyAfter: DefaultApplyAfter}
 	if v := strings.TrimSpace(getenv("CALLBACK_ADDR")); v != "" {
 		cfg.Addr = v
 	}
@@ -75,6 +80,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if v := strings.TrimSpace(getenv("CALLBACK_CONFIRM")); v != "" {
 		cfg.Confirm = strings.ToLower(v)
+	}
+	if v := strings.TrimSpace(getenv("CALLBACK_APPLY_AFTER")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return Config{}, fmt.Errorf("CALLBACK_APPLY_AFTER: %q is not a positive duration such as 5s", v)
+		}
+		cfg.ApplyAfter = d
 	}
 	if err := cfg.validate(); err != nil {
 		return Config{}, err
@@ -131,5 +143,6 @@ func (c Config) LogValue() slog.Value {
 		slog.String("allow_cidrs", prefixesString(c.Sources.Allow)),
 		slog.String("trusted_proxies", prefixesString(c.Sources.TrustedProxies)),
 		slog.String("confirm", c.Confirm),
+		slog.String("apply_after", cmp.Or(c.ApplyAfter, DefaultApplyAfter).String()),
 	)
 }

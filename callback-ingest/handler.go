@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/failpoint"
 )
 
 // RoutePrefix is the path of the CallBackURL without the tracking id: the
@@ -84,6 +85,31 @@ var errNotFound = errors.New("no such event")
 // NewHandler returns the service's HTTP handler: the callback route
 // (RoutePrefix + ":tracking_id", any method), /healthz and /readyz.
 func NewHandler(o Options) (http.Handler, error) {
+	h, err := newHandler(o)
+	if err != nil {
+		return nil, err
+	}
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			h.log.Error("panic in handler", "tracking_id", pathForLog(c.Request().URL.Path), "err", err, "stack", string(stack))
+			return err
+		},
+	}))
+	// Every request under the callback path is kept, whatever its path:
+	// a misconfigured CallBackURL is still a callback worth having. The
+	// path is read by events.ParseCallbackPath.
+	e.Any(RoutePrefix+"*", h.callback)
+	e.Any(strings.TrimSuffix(RoutePrefix, "/"), h.callback)
+	e.GET("/healthz", h.healthz)
+	e.GET("/readyz", h.readyz)
+	return e, nil
+}
+
+// newHandler checks o and fills in its defaults.
+func newHandler(o Options) (*handler, error) {
 	if o.JS == nil || o.Stream == nil || o.Conn == nil {
 		return nil, errors.New("callback: NewHandler needs JS, Stream and Conn")
 	}
@@ -118,24 +144,7 @@ func NewHandler(o Options) (http.Handler, error) {
 		h.timeout = DefaultTimeout
 	}
 	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
-
-	e := echo.New()
-	e.HideBanner = true
-	e.HidePort = true
-	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
-		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
-			h.log.Error("panic in handler", "tracking_id", pathForLog(c.Request().URL.Path), "err", err, "stack", string(stack))
-			return err
-		},
-	}))
-	// Every request under the callback path is kept, whatever its path:
-	// a misconfigured CallBackURL is still a callback worth having. The
-	// path is read by events.ParseCallbackPath.
-	e.Any(RoutePrefix+"*", h.callback)
-	e.Any(strings.TrimSuffix(RoutePrefix, "/"), h.callback)
-	e.GET("/healthz", h.healthz)
-	e.GET("/readyz", h.readyz)
-	return e, nil
+	return h, nil
 }
 
 type handler struct {
@@ -274,13 +283,19 @@ func (h *handler) callback(c echo.Context) error {
 		log.Info("success callback held for confirmation by Daraja's STK query: nothing published",
 			"confirm_reason", m.confirm)
 	}
-	if !m.publish {
+	if !m.publish && m.late == nil {
 		return c.JSON(m.status, m.answer)
 	}
+	// Kept on stkcb.received.<id>: from here on a crash, a failed publish
+	// or a hang loses nothing, since the applier (Applier) applies every
+	// kept callback whose outcome is not in the stream.
+	failpoint.Crash(failpoint.CallbackAfterKeep)
 	ctx, cancel = h.opContext(r)
 	defer cancel()
-	status, answer := h.complete(ctx, log, m.req, cb)
-	return c.JSON(status, answer)
+	if err := h.apply(ctx, log, m, cb); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, unavailable)
+	}
+	return c.JSON(http.StatusOK, accepted)
 }
 
 // opContext bounds one step of NATS work. The step finishes even if the
@@ -291,47 +306,75 @@ func (h *handler) opContext(r *http.Request) (context.Context, context.CancelFun
 }
 
 // matched is what the stream says of a parsed callback: where to keep it,
-// and either the answer or that its stk.completed is to be published.
+// and either the answer or what is to be published (apply).
 type matched struct {
 	// keepAs is an events.Unmatched* reason, or "" for a callback of a
-	// known payment (kept on stkcb.received.<id>).
+	// known payment (kept on stkcb.received.<id>, where the applier finds
+	// it).
 	keepAs string
 	// note goes into the kept copy's reason header of a matched callback
-	// ("repeated").
+	// (reasonRepeated, reasonUnverified, reasonLate).
 	note string
 	// confirm is an events.Confirm* reason: the callback is kept on
 	// stkcb.confirm.<id> for the reconciler and nothing is published.
 	confirm string
+	// publish: the callback's stk.completed is to be published.
 	publish bool
-	req     events.Requested
-	status  int
-	answer  Answer
+	// late is the payment's stored outcome, one stkgate decided itself
+	// (events.DecidedByStkgate): the callback is published as
+	// stk.late_result, never as a second stk.completed.
+	late *events.Completed
+	// retry: what the stream knows of the payment could not be read now;
+	// the applier tries again.
+	retry  bool
+	req    events.Requested
+	status int
+	answer Answer
 }
 
+// Reasons of a callback kept on stkcb.received.<id> (its
+// CallbackHeaderReason); none for one applied at once.
+const (
+	// reasonRepeated: the payment already has the callback's outcome.
+	reasonRepeated = "repeated"
+	// reasonUnverified: a lookup failed; the applier applies it later.
+	reasonUnverified = "unverified"
+	// reasonLate: the payment was finished with an outcome stkgate decided
+	// itself; the callback is published as stk.late_result.
+	reasonLate = "late_result"
+)
+
 // match checks the callback against what the stream knows of the payment.
+// The HTTP handler and the applier both decide through it.
 //
 // A callback that is kept but not applied (unknown tracking id, another
 // push, a conflicting outcome) is answered 200: Safaricom never retries, the
 // copy is what an operator works from, and the same answer for known and
 // unknown tracking ids tells a prober nothing.
+//
+// A lookup that failed (NATS trouble) keeps the callback on
+// stkcb.received.<id>, where the applier tries again; only a stored event
+// that cannot be read, which no retry mends, keeps it as
+// events.UnmatchedUnverified.
 func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Callback) matched {
-	unverified := func(status int, answer Answer) matched {
+	unreadable := func(status int, answer Answer) matched {
 		return matched{keepAs: events.UnmatchedUnverified, status: status, answer: answer}
 	}
-	req, err := lastEvent[events.Requested](ctx, h.stream, events.TypeRequested, id)
+	retry := matched{note: reasonUnverified, retry: true, status: http.StatusServiceUnavailable, answer: unavailable}
+	req, err := lastEvent[events.Requested](ctx, h.js, h.stream, events.TypeRequested, id)
 	switch {
 	case errors.Is(err, errNotFound):
 		log.Warn("callback for an unknown tracking id", outcomeAttrs(cb)...)
 		return matched{keepAs: events.UnmatchedUnknownID, status: http.StatusOK, answer: accepted}
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.requested is unreadable", "err", err)
-		return unverified(http.StatusInternalServerError, internal)
+		return unreadable(http.StatusInternalServerError, internal)
 	case err != nil:
-		log.Error("look up stk.requested", "err", err)
-		return unverified(http.StatusServiceUnavailable, unavailable)
+		log.Error("look up stk.requested: the callback is kept for the applier", "err", err)
+		return retry
 	}
 
-	disp, err := lastEvent[events.Dispatched](ctx, h.stream, events.TypeDispatched, id)
+	disp, err := lastEvent[events.Dispatched](ctx, h.js, h.stream, events.TypeDispatched, id)
 	switch {
 	case errors.Is(err, errNotFound):
 		// The dispatcher publishes stk.dispatched right after Daraja's
@@ -343,10 +386,10 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		log.Info("callback before stk.dispatched")
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.dispatched is unreadable", "err", err)
-		return unverified(http.StatusInternalServerError, internal)
+		return unreadable(http.StatusInternalServerError, internal)
 	case err != nil:
-		log.Error("look up stk.dispatched", "err", err)
-		return unverified(http.StatusServiceUnavailable, unavailable)
+		log.Error("look up stk.dispatched: the callback is kept for the applier", "err", err)
+		return retry
 	case disp.CheckoutRequestID != cb.CheckoutRequestID:
 		log.Warn("callback for another push",
 			append([]any{"dispatched_checkout_request_id", disp.CheckoutRequestID}, outcomeAttrs(cb)...)...)
@@ -358,15 +401,17 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 
 	// A payment has one final outcome. Checking before publishing also
 	// covers a callback repeated after JetStream's duplicate window.
-	switch st, err := h.completedState(ctx, log, id, cb); {
+	switch st, prev, err := h.completedState(ctx, log, id, cb); {
 	case err != nil:
-		return unverified(http.StatusServiceUnavailable, unavailable)
+		return retry
 	case st == stateRepeated:
 		return matched{note: reasonRepeated, status: http.StatusOK, answer: accepted}
+	case st == stateLate:
+		return matched{note: reasonLate, late: &prev, req: req, status: http.StatusOK, answer: accepted}
 	case st == stateConflict:
 		return matched{keepAs: events.UnmatchedConflict, status: http.StatusOK, answer: accepted}
 	case st == stateUnreadable:
-		return unverified(http.StatusOK, accepted)
+		return unreadable(http.StatusOK, accepted)
 	}
 	if reason := h.confirmation(log, req.Payment, cb); reason != "" {
 		return matched{confirm: reason, status: http.StatusOK, answer: accepted}
@@ -374,12 +419,19 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 	return matched{publish: true, req: req}
 }
 
-// reasonRepeated marks the kept copy of a callback whose outcome the
-// payment already has.
-const reasonRepeated = "repeated"
+// apply publishes what m says of a kept callback: its stk.completed, or its
+// stk.late_result. An error means nothing may have been stored: the applier
+// tries again (the events' Nats-Msg-Id and match's look at the stored
+// outcome make a second try harmless).
+func (h *handler) apply(ctx context.Context, log *slog.Logger, m matched, cb Callback) error {
+	if m.late != nil {
+		return h.lateResult(ctx, log, *m.late, cb)
+	}
+	return h.complete(ctx, log, m.req, cb)
+}
 
 // complete publishes the stk.completed of a matched callback.
-func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Requested, cb Callback) (int, Answer) {
+func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Requested, cb Callback) error {
 	ev := events.Completed{
 		Payment:           req.Payment,
 		ResultCode:        cb.ResultCode,
@@ -396,19 +448,73 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Req
 	ack, err := h.pub.Publish(ctx, ev)
 	if err != nil {
 		log.Error("publish stk.completed", "err", err)
-		return http.StatusServiceUnavailable, unavailable
+		return err
 	}
 	if ack.Duplicate {
 		// Another copy of this callback (or another source) won the race
-		// inside the duplicate window.
-		if _, err := h.completedState(ctx, log, req.TrackingID, cb); err != nil {
+		// inside the duplicate window: the reconciler's no_answer, say,
+		// published after match looked. Then the callback is a late result.
+		st, prev, err := h.completedState(ctx, log, req.TrackingID, cb)
+		switch {
+		case err != nil:
 			log.Warn("publish was a duplicate; the stored outcome could not be read", "err", err)
+			return err
+		case st == stateLate:
+			return h.lateResult(ctx, log, prev, cb)
 		}
-		return http.StatusOK, accepted
+		return nil
 	}
 	_, label := events.Outcome(cb.ResultCode)
 	log.Info("callback accepted", "status_label", label, "receipt", ev.Receipt, "seq", ack.Sequence)
-	return http.StatusOK, accepted
+	return nil
+}
+
+// lateResult publishes a callback for a payment stkgate finished with an
+// outcome of its own (prev) as stk.late_result: Daraja's word, shown beside
+// the final outcome, which stays. Published once: a stored late result is
+// left as it is.
+func (h *handler) lateResult(ctx context.Context, log *slog.Logger, prev events.Completed, cb Callback) error {
+	stored, err := lastEvent[events.LateResult](ctx, h.js, h.stream, events.TypeLateResult, prev.TrackingID)
+	switch {
+	case err == nil && stored.ResultCode == cb.ResultCode && stored.Receipt == receiptOf(cb):
+		log.Info("repeated late callback: its late result is already stored")
+		return nil
+	case err == nil:
+		log.Error("a second late callback differs from the stored late result; not published",
+			append([]any{"stored_late_result_code", stored.ResultCode, "stored_late_receipt", stored.Receipt}, outcomeAttrs(cb)...)...)
+		return nil
+	case errors.Is(err, events.ErrMalformed):
+		log.Error("stored stk.late_result is unreadable; callback not published", append(outcomeAttrs(cb), "err", err)...)
+		return nil
+	case !errors.Is(err, errNotFound):
+		log.Error("look up stk.late_result", "err", err)
+		return err
+	}
+	ev := events.LateResult{
+		Payment:           prev.Payment,
+		FollowsCode:       prev.ResultCode,
+		ResultCode:        cb.ResultCode,
+		ResultDesc:        cb.ResultDesc,
+		Source:            events.SourceCallback,
+		MerchantRequestID: cb.MerchantRequestID,
+		CheckoutRequestID: cb.CheckoutRequestID,
+		LearntAt:          h.now().UTC(),
+	}
+	if cb.Success() {
+		ev.Receipt = cb.Receipt
+		ev.TransactionDate = cb.TransactionDate
+	}
+	ack, err := h.pub.Publish(ctx, ev)
+	if err != nil {
+		log.Error("publish stk.late_result", "err", err)
+		return err
+	}
+	_, label := events.Outcome(cb.ResultCode)
+	_, final := events.Outcome(prev.ResultCode)
+	log.Warn("late callback: published as stk.late_result; the payment's outcome stays",
+		append([]any{"final_result_code", prev.ResultCode, "final_status_label", final, "late_status_label", label,
+			"seq", ack.Sequence, "duplicate", ack.Duplicate}, outcomeAttrs(cb)...)...)
+	return nil
 }
 
 // completedState is whether the payment already has its stk.completed, and
@@ -418,28 +524,35 @@ type completedState int
 const (
 	stateNone       completedState = iota // no outcome yet
 	stateRepeated                         // the same outcome is stored
-	stateConflict                         // another outcome is stored
+	stateConflict                         // another outcome, Daraja's, is stored
+	stateLate                             // an outcome stkgate decided itself is stored
 	stateUnreadable                       // an outcome is stored that cannot be read
 )
 
-func (h *handler) completedState(ctx context.Context, log *slog.Logger, id string, cb Callback) (completedState, error) {
-	prev, err := lastEvent[events.Completed](ctx, h.stream, events.TypeCompleted, id)
+// completedState also returns the stored outcome, if any.
+func (h *handler) completedState(ctx context.Context, log *slog.Logger, id string, cb Callback) (completedState, events.Completed, error) {
+	prev, err := lastEvent[events.Completed](ctx, h.js, h.stream, events.TypeCompleted, id)
 	switch {
 	case errors.Is(err, errNotFound):
-		return stateNone, nil
+		return stateNone, prev, nil
 	case errors.Is(err, events.ErrMalformed):
 		// The stream has a final outcome even if this copy cannot read it;
 		// a second one would only add to the confusion.
 		log.Error("stored stk.completed is unreadable; callback not published",
 			append(outcomeAttrs(cb), "err", err)...)
-		return stateUnreadable, nil
+		return stateUnreadable, prev, nil
 	case err != nil:
 		log.Error("look up stk.completed", "err", err)
-		return stateNone, err
+		return stateNone, prev, err
 	}
 	if prev.ResultCode == cb.ResultCode && prev.Receipt == receiptOf(cb) {
 		log.Info("repeated callback: the outcome is already stored", "stored_source", prev.Source)
-		return stateRepeated, nil
+		return stateRepeated, prev, nil
+	}
+	if events.DecidedByStkgate(prev.ResultCode) {
+		// stkgate finished the payment without Daraja's word (no answer
+		// in time, a deadline): Daraja's word now is shown beside it.
+		return stateLate, prev, nil
 	}
 	// Money may be at stake (a success after a stored failure, or the
 	// reverse): this line, and the kept copy, are what an operator
@@ -450,7 +563,7 @@ func (h *handler) completedState(ctx context.Context, log *slog.Logger, id strin
 			"stored_result_code", prev.ResultCode,
 			"stored_receipt", prev.Receipt,
 		}, outcomeAttrs(cb)...)...)
-	return stateConflict, nil
+	return stateConflict, prev, nil
 }
 
 // outcomeAttrs is what an operator needs to reconcile a callback that was not
@@ -487,10 +600,14 @@ func (h *handler) tokenProblem(id, token string) string {
 
 // lastEvent returns the newest event of type typ for id. A stored event of
 // the wrong type or for another payment is events.ErrMalformed.
-func lastEvent[E events.Event](ctx context.Context, s jetstream.Stream, typ, id string) (E, error) {
+//
+// A replica's "not found" is confirmed by the stream's leader
+// (events.LastMsg): it would send a genuine callback to unknown_id, or
+// publish a second outcome.
+func lastEvent[E events.Event](ctx context.Context, js jetstream.JetStream, s jetstream.Stream, typ, id string) (E, error) {
 	var zero E
 	subject := events.Subject(typ, id)
-	msg, err := s.GetLastMsgForSubject(ctx, subject)
+	msg, err := events.LastMsg(ctx, js, s, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return zero, errNotFound
 	}

@@ -46,7 +46,7 @@ func TestCallbackHostileBodies(t *testing.T) {
 		{"byte order mark", "\xef\xbb\xbf" + success, "not JSON"},
 		{"NUL bytes", "\x00\x00\x00", "not JSON"},
 		{"NUL byte in a key", swap(`"Body"`, "\"Bo\x00dy\""), "not JSON"},
-		{"escaped NUL in ResultDesc", swap(desc, `"ResultDesc":"ok\u0000"`), "ResultDesc has a NUL character"},
+		{"stkgate's own ResultCode", swap(resultCode, `"ResultCode":"stkgate.no_answer"`), "ResultCode is one of stkgate's own"},
 		{"escaped NUL in CheckoutRequestID", swap(checkout, `"CheckoutRequestID":"ws_CO_1\u0000"`), "CheckoutRequestID has control characters"},
 		{"an array", `[` + success + `]`, "not a JSON object"},
 		{"form encoded", `Body=stkCallback&ResultCode=0`, "not JSON"},
@@ -205,5 +205,33 @@ func TestCallbackUnicodeDescription(t *testing.T) {
 	}
 	if got := ev.(events.Completed).ResultDesc; got != desc {
 		t.Errorf("ResultDesc %q, want %q", got, desc)
+	}
+}
+
+// TestCallbackControlCharacterInDescription: a success whose ResultDesc
+// holds a NUL (which Postgres cannot store) is applied with the NUL dropped,
+// not refused: the callback is the only word of the payment there will be.
+func TestCallbackControlCharacterInDescription(t *testing.T) {
+	e := newEnv(t, 0)
+	id := uuid.NewString()
+	e.requestDispatched(payment(id))
+	body := strings.Replace(string(readFixture(t, "success")),
+		`"ResultDesc":"The service request is processed successfully."`,
+		`"ResultDesc":"The service request\u0000 is processed\u0007 successfully."`, 1)
+	status, answer := e.post(http.MethodPost, id, strings.NewReader(body))
+	if status != http.StatusOK || answer != bodyAccepted {
+		t.Fatalf("answer %d %s", status, answer)
+	}
+	n, msg := e.completed(id)
+	if n != 1 {
+		t.Fatalf("%d stk.completed", n)
+	}
+	_, ev, err := events.Decode(msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ev.(events.Completed)
+	if c.ResultDesc != "The service request is processed successfully." || c.Receipt == "" {
+		t.Errorf("published %+v", c)
 	}
 }

@@ -8,7 +8,9 @@
 // stkcb.received.<tracking_id> when it names a payment stkgate knows, on
 // stkcb.unmatched.<reason> otherwise (see events.Unmatched*). Only once that
 // copy is stored is its stk.completed published; if it cannot be stored the
-// answer is 503 and nothing is published.
+// answer is 503 and nothing is published. A kept callback whose outcome did
+// not make it into the stream (the service died, a publish or a lookup
+// failed) is applied by the Applier.
 package callback
 
 import (
@@ -33,7 +35,9 @@ type Callback struct {
 	// ResultCode is Daraja's ResultCode as a string: "0", "1032", or a code
 	// Daraja sent as a string ("SFC_IC0003").
 	ResultCode string `json:"result_code"`
-	// ResultDesc is kept exactly as Daraja wrote it ("[STK_CB - ]SMSC ACK timeout.").
+	// ResultDesc is Daraja's text ("[STK_CB - ]SMSC ACK timeout.") cleaned
+	// by events.CleanText: a stray control character or invalid UTF-8 in it
+	// must not cost the callback, nor stall the projector.
 	ResultDesc string `json:"result_desc"`
 	// Amount in whole KES; 0 when the callback carries none.
 	Amount int64 `json:"amount,omitempty"`
@@ -42,7 +46,7 @@ type Callback struct {
 	// TransactionDate is in events.TransactionDateLayout, East Africa Time.
 	TransactionDate string `json:"transaction_date,omitempty"`
 	// Phone is the payer as Daraja wrote it: digits (254712345678) when it
-	// sent a number, else the string it sent.
+	// sent a number, else the string it sent, cleaned by events.CleanText.
 	Phone string `json:"phone,omitempty"`
 }
 
@@ -180,6 +184,8 @@ func identifier(stk map[string]any, key string, required bool) (string, error) {
 	case len(s) > maxIDLen:
 		return "", invalid("%s too long", key)
 	case !printable(s):
+		// Refused, not cleaned: an id is compared with Daraja's, and two
+		// ids must not become one. The callback is still kept raw.
 		return "", invalid("%s has control characters", key)
 	}
 	return s, nil
@@ -199,6 +205,12 @@ func resultCode(v any) (string, error) {
 		if t != "" && isLetter(t[0]) {
 			if len(t) > 32 || !isCode(t) {
 				return "", invalid("ResultCode malformed")
+			}
+			// stkgate.* codes are the outcomes stkgate decides itself
+			// (events.DecidedByStkgate): a callback claiming one could pass
+			// for stkgate's own word, or be taken for a late result.
+			if strings.HasPrefix(strings.ToLower(t), events.CodePrefix) {
+				return "", invalid("ResultCode is one of stkgate's own")
 			}
 			return t, nil
 		}
@@ -223,12 +235,10 @@ func description(v any) (string, error) {
 	if !ok {
 		return "", invalid("ResultDesc not a string")
 	}
-	// Postgres cannot store NUL in text or jsonb: an event carrying one
-	// would stall the projector.
-	if strings.IndexByte(s, 0) >= 0 {
-		return "", invalid("ResultDesc has a NUL character")
-	}
-	return s, nil
+	// Cleaned, not refused: Postgres cannot store NUL in text or jsonb (an
+	// event carrying one would stall the projector), but the callback is
+	// Safaricom's only word on the payment.
+	return events.CleanText(s, events.MaxTextRunes), nil
 }
 
 func readMetadata(v any, cb *Callback) error {
@@ -364,7 +374,11 @@ func phone(v any) (string, error) {
 		}
 		return s, nil
 	case string:
-		if t == "" || len(t) > maxPhoneLen || !printable(t) {
+		// A control character is dropped rather than refused: the phone
+		// only serves to cross-check, and one that no longer matches the
+		// request sends the callback to Daraja's STK query.
+		t = events.CleanText(t, 0)
+		if t == "" || len(t) > maxPhoneLen {
 			return "", invalid("PhoneNumber malformed")
 		}
 		return t, nil

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -214,8 +215,18 @@ func TestParseLenient(t *testing.T) {
 		{"no ResultDesc", stk(ids + `,"ResultCode":1`), Callback{MerchantRequestID: "m-1", CheckoutRequestID: "ws_CO_1", ResultCode: "1"}},
 		{"CallbackMetadata null", stk(ids + `,"ResultCode":1,"ResultDesc":"no","CallbackMetadata":null`), failed("1")},
 		{"CallbackMetadata without Item", stk(ids + `,"ResultCode":1,"ResultDesc":"no","CallbackMetadata":{}`), failed("1")},
-		{"ResultDesc kept as given", stk(ids + `,"ResultCode":1036,"ResultDesc":" [STK_CB - ]SMSC\tACK timeout. ü "`),
-			Callback{MerchantRequestID: "m-1", CheckoutRequestID: "ws_CO_1", ResultCode: "1036", ResultDesc: " [STK_CB - ]SMSC\tACK timeout. ü "}},
+		{"ResultDesc cleaned", stk(ids + `,"ResultCode":1036,"ResultDesc":" [STK_CB - ]SMSC\tACK timeout. ü "`),
+			Callback{MerchantRequestID: "m-1", CheckoutRequestID: "ws_CO_1", ResultCode: "1036", ResultDesc: "[STK_CB - ]SMSC ACK timeout. ü"}},
+		// A stray control character costs nothing but itself: the callback
+		// is the only word Safaricom sends.
+		{"ResultDesc with NUL", stk(ids + `,"ResultCode":1,"ResultDesc":"a\u0000b"`),
+			Callback{MerchantRequestID: "m-1", CheckoutRequestID: "ws_CO_1", ResultCode: "1", ResultDesc: "ab"}},
+		{"success with a control character in ResultDesc", strings.Replace(success(itemAmount, itemReceipt, itemDate, itemPhone),
+			`"ResultDesc":"ok"`, `"ResultDesc":"o\u0007k\u0000"`, 1), full},
+		{"ResultDesc too long", stk(ids + `,"ResultCode":1,"ResultDesc":"` + strings.Repeat("é", 300) + `"`),
+			Callback{MerchantRequestID: "m-1", CheckoutRequestID: "ws_CO_1", ResultCode: "1", ResultDesc: strings.Repeat("é", events.MaxTextRunes)}},
+		{"PhoneNumber with a control character", success(itemAmount, itemReceipt, itemDate, `{"Name":"PhoneNumber","Value":"2547\u00001"}`),
+			with(func(c *Callback) { c.Phone = "25471" })},
 		{"whitespace around", " \n" + stk(ids+`,"ResultCode":1,"ResultDesc":"no"`) + "\r\n", failed("1")},
 	}
 	for _, tt := range tests {
@@ -291,7 +302,9 @@ func TestParseMalformed(t *testing.T) {
 		{"ResultCode leading zero", stk(ids + `,"ResultCode":"00"`), "ResultCode not a whole number"},
 		{"ResultCode named with a space", stk(ids + `,"ResultCode":"SFC IC"`), "ResultCode malformed"},
 		{"ResultDesc a number", stk(ids + `,"ResultCode":1,"ResultDesc":1`), "ResultDesc not a string"},
-		{"ResultDesc with NUL", stk(ids + `,"ResultCode":1,"ResultDesc":"a\u0000b"`), "ResultDesc has a NUL character"},
+		{"ResultCode stkgate's own", stk(ids + `,"ResultCode":"stkgate.no_answer"`), "ResultCode is one of stkgate's own"},
+		{"ResultCode stkgate's own, upper case", stk(ids + `,"ResultCode":"STKGATE.refused"`), "ResultCode is one of stkgate's own"},
+		{"ResultCode stkgate's own prefix only", stk(ids + `,"ResultCode":"stkgate."`), "ResultCode is one of stkgate's own"},
 		{"CallbackMetadata an array", stk(ids + `,"ResultCode":0,"CallbackMetadata":[]`), "CallbackMetadata not an object"},
 		{"Item an object", stk(ids + `,"ResultCode":0,"CallbackMetadata":{"Item":{}}`), "CallbackMetadata.Item not an array"},
 		{"Item of strings", success(`"Amount"`), "CallbackMetadata.Item has a non-object"},
@@ -331,7 +344,7 @@ func TestParseMalformed(t *testing.T) {
 		{"PhoneNumber fraction", success(itemReceipt, `{"Name":"PhoneNumber","Value":254712345678.5}`), "PhoneNumber not a phone number"},
 		{"PhoneNumber huge", success(itemReceipt, `{"Name":"PhoneNumber","Value":2547123456789999999999}`), "PhoneNumber not a phone number"},
 		{"PhoneNumber negative", success(itemReceipt, `{"Name":"PhoneNumber","Value":-254712345678}`), "PhoneNumber not a phone number"},
-		{"PhoneNumber control characters", success(itemReceipt, `{"Name":"PhoneNumber","Value":"2547\u00001"}`), "PhoneNumber malformed"},
+		{"PhoneNumber only control characters", success(itemReceipt, `{"Name":"PhoneNumber","Value":"\u0000\u0001"}`), "PhoneNumber malformed"},
 		{"PhoneNumber empty", success(itemReceipt, `{"Name":"PhoneNumber","Value":""}`), "PhoneNumber malformed"},
 		{"PhoneNumber an array", success(itemReceipt, `{"Name":"PhoneNumber","Value":[254712345678]}`), "PhoneNumber not a number"},
 	}
@@ -366,6 +379,9 @@ func FuzzParseCallback(f *testing.F) {
 		`{"Body":{"stkCallback":{"CheckoutRequestID":"\u0000"}}}`,
 		strings.Repeat("[", 64),
 		stk(ids + `,"ResultCode":1032,"ResultCode":0`),
+		stk(ids + `,"ResultCode":1,"ResultDesc":"a\u0000b\u001f\n"`),
+		stk(ids + `,"ResultCode":"stkgate.no_answer"`),
+		stk(ids + `,"ResultCode":"Stkgate.x","ResultDesc":"\ud800"`),
 	} {
 		f.Add([]byte(s))
 	}
@@ -416,9 +432,15 @@ func checkInvariants(t *testing.T, cb Callback) {
 		}
 	}
 	for _, s := range []string{cb.MerchantRequestID, cb.CheckoutRequestID, cb.ResultCode, cb.ResultDesc, cb.Receipt, cb.Phone} {
-		if strings.IndexByte(s, 0) >= 0 {
-			t.Fatalf("NUL accepted: %+v", cb)
+		if strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) {
+			t.Fatalf("NUL or invalid UTF-8 accepted: %+v", cb)
 		}
+	}
+	if events.DecidedByStkgate(strings.ToLower(cb.ResultCode)) {
+		t.Fatalf("a callback claims stkgate's own code: %+v", cb)
+	}
+	if events.CleanText(cb.ResultDesc, events.MaxTextRunes) != cb.ResultDesc {
+		t.Fatalf("ResultDesc not clean: %q", cb.ResultDesc)
 	}
 }
 

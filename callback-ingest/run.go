@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/failpoint"
 )
 
 // HTTP server timeouts. A callback is a small body sent at once; slow
@@ -49,6 +50,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("callback-ingest config: %w", err)
 	}
+	if err := failpoint.Check(); err != nil {
+		return fmt.Errorf("callback-ingest: %w", err)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -73,8 +77,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	handler, err := NewHandler(Options{JS: js, Stream: stream, Conn: nc, Logger: log,
-		Secrets: cfg.Secrets, Sources: cfg.Sources, Confirm: cfg.Confirm})
+	opts := Options{JS: js, Stream: stream, Conn: nc, Logger: log,
+		Secrets: cfg.Secrets, Sources: cfg.Sources, Confirm: cfg.Confirm}
+	handler, err := NewHandler(opts)
+	if err != nil {
+		return err
+	}
+	applier, err := NewApplier(opts, cfg.ApplyAfter)
 	if err != nil {
 		return err
 	}
@@ -95,6 +104,7 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("callback-ingest listening", "addr", ln.Addr().String())
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return applier.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve: %w", err)

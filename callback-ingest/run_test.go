@@ -37,11 +37,12 @@ func TestConfigFromEnv(t *testing.T) {
 		wantErr string
 	}{
 		{"defaults", map[string]string{"NATS_URL": "nats://127.0.0.1:14222", "CALLBACK_SECRET": testSecret},
-			Config{Addr: ":8081", NATSURL: "nats://127.0.0.1:14222", StreamReplicas: 1, Secrets: testSecrets, Confirm: "mismatch"}, ""},
+			Config{Addr: ":8081", NATSURL: "nats://127.0.0.1:14222", StreamReplicas: 1, Secrets: testSecrets, Confirm: "mismatch", ApplyAfter: 5 * time.Second}, ""},
 		{"all set", map[string]string{"CALLBACK_ADDR": "127.0.0.1:9000", "NATS_URL": "nats://a:1, tls://b:2", "NATS_STREAM_REPLICAS": "3",
 			"CALLBACK_SECRET": testSecret + ", " + oldSecret, "CALLBACK_ALLOW_CIDRS": "196.201.214.0/24, 196.201.213.7, 2001:db8::/32",
-			"CALLBACK_TRUSTED_PROXIES": "10.0.0.0/8", "CALLBACK_CONFIRM": "Always"},
+			"CALLBACK_TRUSTED_PROXIES": "10.0.0.0/8", "CALLBACK_CONFIRM": "Always", "CALLBACK_APPLY_AFTER": "1500ms"},
 			Config{Addr: "127.0.0.1:9000", NATSURL: "nats://a:1, tls://b:2", StreamReplicas: 3, Secrets: rotatedSecrets, Confirm: "always",
+				ApplyAfter: 1500 * time.Millisecond,
 				Sources: SourcePolicy{
 					Allow:          []netip.Prefix{netip.MustParsePrefix("196.201.214.0/24"), netip.MustParsePrefix("196.201.213.7/32"), netip.MustParsePrefix("2001:db8::/32")},
 					TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
@@ -53,6 +54,8 @@ func TestConfigFromEnv(t *testing.T) {
 		{"CALLBACK_ALLOW_CIDRS host bits", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_ALLOW_CIDRS": "196.201.214.9/24"}, Config{}, "CALLBACK_ALLOW_CIDRS: \"196.201.214.9/24\" has host bits set; did you mean 196.201.214.0/24?"},
 		{"CALLBACK_TRUSTED_PROXIES not a CIDR", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_TRUSTED_PROXIES": "proxy.local"}, Config{}, "CALLBACK_TRUSTED_PROXIES"},
 		{"CALLBACK_CONFIRM unknown", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_CONFIRM": "sometimes"}, Config{}, "CALLBACK_CONFIRM"},
+		{"CALLBACK_APPLY_AFTER not a duration", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_APPLY_AFTER": "5"}, Config{}, "CALLBACK_APPLY_AFTER"},
+		{"CALLBACK_APPLY_AFTER negative", map[string]string{"NATS_URL": "nats://a:1", "CALLBACK_SECRET": testSecret, "CALLBACK_APPLY_AFTER": "-1s"}, Config{}, "CALLBACK_APPLY_AFTER"},
 		{"no NATS_URL", map[string]string{"CALLBACK_SECRET": testSecret}, Config{}, "NATS_URL: required"},
 		{"NATS_URL without scheme", map[string]string{"NATS_URL": "localhost:14222", "CALLBACK_SECRET": testSecret}, Config{}, "NATS_URL"},
 		{"NATS_URL http", map[string]string{"NATS_URL": "http://x:1", "CALLBACK_SECRET": testSecret}, Config{}, "NATS_URL: scheme"},

@@ -16,8 +16,10 @@ const (
 	CallbackSubjectAll = "stkcb.>"
 )
 
-// CallbackSubjectReceived is where a callback for a known payment is kept:
-// stkcb.received.<tracking_id>.
+// CallbackSubjectReceived is where a callback for a known payment (or one
+// whose payment could not be looked up yet) is kept:
+// stkcb.received.<tracking_id>. Every callback kept there is applied
+// (CallbackApplyConsumer).
 func CallbackSubjectReceived(trackingID string) string { return "stkcb.received." + trackingID }
 
 // CallbackSubjectUnmatched is where a callback that cannot be (or was not)
@@ -39,9 +41,12 @@ const (
 	UnmatchedOtherPush = "other_push"
 	// UnmatchedConflict: the payment already has another final outcome.
 	UnmatchedConflict = "conflict"
-	// UnmatchedUnverified: what the stream knows of the payment could not
-	// be read (NATS trouble, an unreadable stored event), so the callback
-	// was kept but not applied.
+	// UnmatchedUnverified: a stored event of the payment (its request,
+	// push or outcome) cannot be decoded, so the callback was kept but not
+	// applied: no retry mends it. A lookup that merely failed (NATS
+	// trouble) keeps the callback on stkcb.received.<id>, with the reason
+	// "unverified", where callback-ingest's applier (CallbackApplyConsumer)
+	// applies it once the stream can be read.
 	UnmatchedUnverified = "unverified"
 	// UnmatchedNoToken: the URL names a tracking id but no callback token:
 	// a push sent before CALLBACK_SECRET, or a forgery.

@@ -13,17 +13,18 @@ import (
 )
 
 // confirmConsumer makes sure STK_CALLBACKS exists (callback-ingest may not
-// have started yet) and creates the consumer of the callbacks awaiting
-// confirmation.
-func (r *reconciler) confirmConsumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
-	if _, err := events.EnsureCallbackStream(ctx, js, r.cfg.StreamReplicas); err != nil {
-		return nil, err
+// have started yet), returns it, and creates the consumer of the callbacks
+// awaiting confirmation.
+func (r *reconciler) confirmConsumer(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, jetstream.Consumer, error) {
+	s, err := events.EnsureCallbackStream(ctx, js, r.cfg.StreamReplicas)
+	if err != nil {
+		return nil, nil, err
 	}
 	c, err := js.CreateOrUpdateConsumer(ctx, events.CallbackStreamName, events.ReconcilerConfirmConsumer())
 	if err != nil {
-		return nil, fmt.Errorf("create consumer %s: %w", events.ConsumerReconcilerConfirm, err)
+		return nil, nil, fmt.Errorf("create consumer %s: %w", events.ConsumerReconcilerConfirm, err)
 	}
-	return c, nil
+	return s, c, nil
 }
 
 // handleConfirm follows one success callback callback-ingest did not trust

@@ -253,8 +253,17 @@ func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg j
 	}
 }
 
-// noAnswer finishes as Failed a push whose answer was lost, once the
-// prompt's lifetime since sentAt has passed without a callback.
+// noAnswer finishes as Unknown (CodeNoAnswer) a push whose answer was lost,
+// once the prompt's lifetime since sentAt has passed without a callback
+// applied.
+//
+// A callback kept for the payment (stkcb.received.<id>) but not applied yet
+// — callback-ingest died between keeping and publishing it, or could not
+// read the stream — is waited for: callback-ingest's applier publishes its
+// outcome shortly, and a paid payment must not read Unknown for want of a
+// few seconds. The wait is bounded by RequestDeadline after the callback was
+// kept; past it the payment is finished as Unknown all the same, and the
+// callback, applied later, follows as stk.late_result.
 func (r *reconciler) noAnswer(work context.Context, log *slog.Logger, msg jetstream.Msg, p events.Payment, sentAt time.Time) {
 	deadline := sentAt.Add(r.cfg.PromptLifetime)
 	now := r.clock()
@@ -262,7 +271,23 @@ func (r *reconciler) noAnswer(work context.Context, log *slog.Logger, msg jetstr
 		later(log, msg, min(deadline.Sub(now), r.cfg.ReconcileAfter))
 		return
 	}
-	log.Warn("push answer lost and no callback within the prompt's lifetime: finishing it as failed", "result_code", CodeNoAnswer)
+	keptAt, err := r.keptCallback(work, p.TrackingID)
+	if err != nil {
+		log.Warn("cannot tell whether a callback is kept for the payment; checking later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	}
+	if !keptAt.IsZero() {
+		if wait := keptAt.Add(r.cfg.RequestDeadline).Sub(now); wait > 0 {
+			log.Warn("a callback is kept for the payment but not applied yet: waiting for callback-ingest's applier",
+				"kept_at", keptAt, "wait_at_most", wait.Round(time.Millisecond).String())
+			later(log, msg, min(wait, r.cfg.ReconcileAfter))
+			return
+		}
+		log.Error("a callback kept for the payment was not applied within the request deadline: finishing it as Unknown; the callback follows as stk.late_result once applied",
+			"kept_at", keptAt, "request_deadline", r.cfg.RequestDeadline.String())
+	}
+	log.Warn("push answer lost and no callback within the prompt's lifetime: finishing it as Unknown", "result_code", CodeNoAnswer)
 	r.finish(work, log, msg, events.Completed{
 		Payment:    p,
 		ResultCode: CodeNoAnswer,
@@ -506,6 +531,26 @@ func (r *reconciler) loggedPush(ctx context.Context, id string) (*events.Attempt
 		a = events.Attempt{TrackingID: id, Calls: 1, FirstSentAt: m.Time.UTC(), SentAt: m.Time.UTC()}
 	}
 	return &a, nil
+}
+
+// keptCallback is when the newest callback kept for id on
+// stkcb.received.<id> was stored, zero when none is. Called only while the
+// payment has no stk.completed, so such a callback is one not applied yet.
+// A replica's "not found" is confirmed by the leader.
+func (r *reconciler) keptCallback(ctx context.Context, id string) (time.Time, error) {
+	if r.callbacks == nil {
+		return time.Time{}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	m, err := events.LastMsg(ctx, r.js, r.callbacks, events.CallbackSubjectReceived(id))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return time.Time{}, nil
+	case err != nil:
+		return time.Time{}, fmt.Errorf("read kept callbacks of %s: %w", id, err)
+	}
+	return m.Time, nil
 }
 
 func latest(a, b time.Time) time.Time {

@@ -325,6 +325,18 @@ func (h *harness) completion(id string, within time.Duration) (events.Completed,
 	}
 }
 
+// waitFor polls cond until it holds, for at most wait.
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // storedAt is when the event of type typ for id was stored.
 func (h *harness) storedAt(typ, id string) time.Time {
 	h.t.Helper()

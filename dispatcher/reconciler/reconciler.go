@@ -5,9 +5,11 @@
 // stk.dispatched event and, when no stk.completed has come RECONCILE_AFTER
 // after the push, asks Daraja's STK query and publishes the outcome as
 // stk.completed with source "query". It follows every stk.requested event
-// too, and finishes as Failed a request that never got a CheckoutRequestID:
-// an ambiguous push (its answer lost) once the prompt's lifetime has passed
-// without a callback, and a request that was never pushed after its deadline.
+// too, and finishes a request that never got a CheckoutRequestID: an
+// ambiguous push (its answer lost) as Unknown once the prompt's lifetime has
+// passed without a callback applied (a callback kept but not applied yet is
+// waited for, up to the request deadline), and a request that was never
+// pushed as Failed after its deadline.
 //
 // Its timers are the redeliveries of two durable JetStream consumers (each
 // message is nak'ed with the delay to its next check), so a restart loses
@@ -130,8 +132,10 @@ type reconciler struct {
 	stream jetstream.Stream
 	// pushLog is the dispatcher's STK_PUSHES.
 	pushLog jetstream.Stream
-	kv      jetstream.KeyValue
-	js      jetstream.JetStream
+	// callbacks is STK_CALLBACKS, callback-ingest's kept callbacks.
+	callbacks jetstream.Stream
+	kv        jetstream.KeyValue
+	js        jetstream.JetStream
 	// confirmCons hands over the callbacks awaiting confirmation.
 	confirmCons jetstream.Consumer
 	now         func() time.Time // nil: time.Now
@@ -181,11 +185,11 @@ func (r *reconciler) setUp(ctx context.Context, js jetstream.JetStream) (dispatc
 			if err != nil {
 				return fmt.Errorf("create consumer %s: %w", events.ConsumerReconcilerRequested, err)
 			}
-			c, err := r.confirmConsumer(ctx, js)
+			callbacks, c, err := r.confirmConsumer(ctx, js)
 			if err != nil {
 				return err
 			}
-			r.stream, r.pushLog, r.kv, r.confirmCons, dispatched, requested = stream, pushLog, kv, c, d, q
+			r.stream, r.pushLog, r.callbacks, r.kv, r.confirmCons, dispatched, requested = stream, pushLog, callbacks, kv, c, d, q
 			return nil
 		}()
 		if err == nil {

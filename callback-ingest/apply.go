@@ -1,0 +1,194 @@
+package callback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/events"
+)
+
+// DefaultApplyAfter is the head start of the HTTP handler over the applier:
+// the applier looks at a kept callback only this long after it was kept, by
+// when the handler has normally published its outcome (the applier then
+// finds it and does nothing). It is not needed for safety: an outcome
+// published by both is stored once (its Nats-Msg-Id).
+const DefaultApplyAfter = 5 * time.Second
+
+// The wait before the applier tries a callback again after a failure of
+// NATS itself: applyRetry, doubling with each delivery up to
+// applyRetryMax, so that a long outage is not a busy loop.
+const (
+	applyRetry    = 2 * time.Second
+	applyRetryMax = time.Minute
+)
+
+// retryDelay is the wait before delivery n+1 of a callback not applied.
+func retryDelay(n uint64) time.Duration {
+	d := applyRetry
+	for i := uint64(1); i < n && d < applyRetryMax; i++ {
+		d *= 2
+	}
+	return min(d, applyRetryMax)
+}
+
+// Applier applies every callback kept on stkcb.received.<tracking_id>
+// whose outcome is not in the STK stream: one kept by a callback-ingest
+// that died before publishing it, whose publish failed, or whose matching
+// could not read the stream (kept with the reason "unverified"). It runs
+// the handler's own matching and publishing (match, apply) over the kept
+// copy, through the durable consumer events.CallbackApplyConsumer, which
+// every callback-ingest instance shares. A callback it has applied, or
+// that needs nothing, is acked; one it could not apply now comes back
+// later, for ever (the consumer has no MaxDeliver).
+type Applier struct {
+	h     *handler
+	after time.Duration
+}
+
+// NewApplier returns the applier of the handler o describes (o as for
+// NewHandler). after is the handler's head start (0 means
+// DefaultApplyAfter).
+func NewApplier(o Options, after time.Duration) (*Applier, error) {
+	h, err := newHandler(o)
+	if err != nil {
+		return nil, err
+	}
+	if after <= 0 {
+		after = DefaultApplyAfter
+	}
+	return &Applier{h: h, after: after}, nil
+}
+
+// Run creates (or updates) the callback-apply consumer and applies kept
+// callbacks until ctx is cancelled; then it lets the callback in hand
+// finish and returns nil.
+func (a *Applier) Run(ctx context.Context) error {
+	cons, err := a.h.js.CreateOrUpdateConsumer(ctx, events.CallbackStreamName, events.CallbackApplyConsumer())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("consumer %s: %w", events.ConsumerCallbackApply, err)
+	}
+	cc, err := cons.Consume(a.handle)
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", events.ConsumerCallbackApply, err)
+	}
+	<-ctx.Done()
+	cc.Drain()
+	select {
+	case <-cc.Closed():
+	case <-time.After(shutdownTimeout):
+	}
+	return nil
+}
+
+// handle settles one kept callback.
+func (a *Applier) handle(msg jetstream.Msg) {
+	h := a.h
+	id := events.TrackingIDOf(msg.Subject())
+	log := h.log.With("tracking_id", id, "callback_id", msg.Headers().Get(events.CallbackHeaderID), "applier", true)
+
+	meta, err := msg.Metadata()
+	if err != nil {
+		log.Error("kept callback without metadata", "err", err)
+		nak(log, msg, applyRetry)
+		return
+	}
+	retry := retryDelay(meta.NumDelivered)
+	if wait := a.after - time.Since(meta.Timestamp); wait > 0 {
+		nak(log, msg, wait)
+		return
+	}
+	if _, ok := canonicalUUID(id); !ok {
+		log.Error("kept callback on a subject without a tracking id: left as it is", "subject", msg.Subject())
+		ackMsg(log, msg)
+		return
+	}
+	cb, err := ParseCallback(msg.Data())
+	if err != nil {
+		// Only a callback that parsed is kept on stkcb.received; a parser
+		// since made stricter is no reason to lose it, and no retry mends it.
+		log.Error("kept callback no longer parses: not applied", "err", err)
+		ackMsg(log, msg)
+		return
+	}
+	log = log.With("checkout_request_id", cb.CheckoutRequestID, "merchant_request_id", cb.MerchantRequestID,
+		"result_code", cb.ResultCode)
+
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	m := h.match(ctx, log, id, cb)
+	cancel()
+	switch {
+	case m.retry:
+		nak(log, msg, retry)
+		return
+	case m.confirm != "":
+		// Held for Daraja's STK query, as the handler would have held it
+		// had it matched it at once.
+		if err := a.keepForConfirmation(msg, meta.Sequence.Stream, id, m.confirm); err != nil {
+			log.Error("keep callback for confirmation", "err", err)
+			nak(log, msg, retry)
+			return
+		}
+		log.Info("kept callback held for confirmation by Daraja's STK query", "confirm_reason", m.confirm)
+	case m.publish || m.late != nil:
+		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+		err := h.apply(ctx, log, m, cb)
+		cancel()
+		if err != nil {
+			nak(log, msg, retry)
+			return
+		}
+		if m.publish {
+			log.Warn("kept callback applied by the applier: its outcome was not in the stream")
+		}
+	case m.keepAs != "":
+		// Another push, an unknown id, a conflict: the copy stays where it
+		// is for an operator; match logged why.
+		log.Warn("kept callback not applied", "reason", m.keepAs)
+	}
+	ackMsg(log, msg)
+}
+
+// keepForConfirmation copies a kept callback (at stream sequence seq) to
+// stkcb.confirm.<id>. Its Nats-Msg-Id is derived from seq, so a second try
+// within the duplicate window is stored once.
+func (a *Applier) keepForConfirmation(msg jetstream.Msg, seq uint64, id, reason string) error {
+	out := &nats.Msg{Subject: events.CallbackSubjectConfirm(id), Header: nats.Header{}, Data: msg.Data()}
+	for k, v := range msg.Headers() {
+		if k != events.CallbackHeaderReason && k != jetstream.MsgIDHeader {
+			out.Header[k] = v
+		}
+	}
+	out.Header.Set(events.CallbackHeaderReason, reason)
+	ctx, cancel := context.WithTimeout(context.Background(), a.h.timeout)
+	defer cancel()
+	_, err := a.h.js.PublishMsg(ctx, out,
+		jetstream.WithMsgID(fmt.Sprintf("callback-apply:%d:confirm", seq)),
+		jetstream.WithExpectStream(events.CallbackStreamName))
+	return err
+}
+
+func nak(log *slog.Logger, msg jetstream.Msg, delay time.Duration) {
+	if err := msg.NakWithDelay(max(delay, 10*time.Millisecond)); err != nil {
+		// Unacked, it comes back after AckWait anyway.
+		log.Warn("nak failed", "err", err)
+	}
+}
+
+// ackMsg waits for JetStream's confirmation; a lost ack only means one more
+// (harmless) look at the callback.
+func ackMsg(log *slog.Logger, msg jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
+	defer cancel()
+	if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		log.Warn("ack not confirmed: the callback will be looked at again", "err", err)
+	}
+}
