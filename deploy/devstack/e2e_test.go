@@ -549,11 +549,10 @@ func TestSyncMode(t *testing.T) {
 	})
 
 	t.Run("past SYNC_TIMEOUT answers as async", func(t *testing.T) {
-		// Daraja stays busy past the 2s timeout; the push still goes out later.
-		busy := make([]darajatest.Failure, 4)
-		for i := range busy {
-			busy[i] = darajatest.FailServiceUnavailable
-		}
+		// Daraja stays busy past the 2s timeout (two spike arrests, each
+		// waited out for at least 2 s); the push still goes out later. (Not
+		// 503s: after a 503 a push is retried only within 2 s.)
+		busy := []darajatest.Failure{darajatest.FailSpikeArrest, darajatest.FailSpikeArrest}
 		s.fake.Script("254712345607", darajatest.Script{FailFirst: busy})
 		r := s.push(t, acmeToken, "0712345607", 100, "SYNC-3")
 		if r.status != http.StatusAccepted || r.header.Get("Location") == "" {
