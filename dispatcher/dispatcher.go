@@ -1045,6 +1045,13 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 			}
 			return backoff.Permanent(errHeld{err})
 		}
+		if left, ok := d.uncertainLeft(*rec); ok && left <= 0 {
+			// Writing the records took the rest of the window (a slow
+			// JetStream, a pause): the check at the top no longer holds,
+			// and this is the last look before the push leaves.
+			*rec = was
+			return backoff.Permanent(errUncertainTooLate)
+		}
 		out.attempts++
 		// The client bounds each round trip (daraja.Config.Timeout).
 		resp, err := d.client.Push(work, pr)

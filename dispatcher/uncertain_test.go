@@ -211,3 +211,47 @@ func TestHeldRoundKeepsItsPlaceOnThePhone(t *testing.T) {
 		t.Errorf("the phone's first push went to the request accepted second (B); want A's")
 	}
 }
+
+// The check that a retry after a 503 is still within UncertainRetryWindow
+// must be the last thing before the push leaves. Here the retry starts in
+// time, but writing its records takes longer than the window (a slow
+// JetStream, a GC pause); meanwhile the customer answers the first prompt and
+// its callback is lost. A push now would be accepted: a second prompt.
+func TestRetryThatWouldLeaveAfterTheUncertainWindowIsNotSent(t *testing.T) {
+	t.Parallel()
+	const window = 300 * time.Millisecond
+	var h *harness
+	var calls sync.Map
+	p := newPayment()
+	h = newHarness(t, func(c *Config) {
+		c.RetryMaxElapsed = time.Minute
+		c.UncertainRetryWindow = window
+		c.beforeSending = func(id string) {
+			if id != p.TrackingID {
+				return
+			}
+			n, _ := calls.LoadOrStore(id, new(int))
+			*n.(*int)++
+			if *n.(*int) == 2 { // the retry: slow, and the customer pays meanwhile
+				h.fake.Flush()
+				time.Sleep(2 * window)
+			}
+		}
+	})
+	h.proxy.hideAnswers(1)
+	h.request(p)
+	h.start()
+	waitFor(t, "the processed push", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	h.waitSettled()
+	h.stop()
+
+	if n := len(h.accepted(p.TrackingID)); n != 1 {
+		t.Errorf("%d pushes accepted by Daraja for one tracking id, want 1 (a second prompt)", n)
+	}
+	if got := h.stored(p.TrackingID)[events.TypeCompleted]; len(got) != 0 {
+		t.Errorf("completed %+v, want none: the customer paid", got)
+	}
+	if rec := h.record(p.TrackingID); rec.State != events.AttemptAmbiguous {
+		t.Errorf("record %+v, want ambiguous", rec)
+	}
+}
