@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
@@ -161,13 +160,7 @@ func (a *Applier) handle(msg jetstream.Msg) {
 // stkcb.confirm.<id>. Its Nats-Msg-Id is derived from seq, so a second try
 // within the duplicate window is stored once.
 func (a *Applier) keepForConfirmation(msg jetstream.Msg, seq uint64, id, reason string) error {
-	out := &nats.Msg{Subject: events.CallbackSubjectConfirm(id), Header: nats.Header{}, Data: msg.Data()}
-	for k, v := range msg.Headers() {
-		if k != events.CallbackHeaderReason && k != jetstream.MsgIDHeader {
-			out.Header[k] = v
-		}
-	}
-	out.Header.Set(events.CallbackHeaderReason, reason)
+	out := events.KeepAgain(msg, events.CallbackSubjectConfirm(id), reason)
 	ctx, cancel := context.WithTimeout(context.Background(), a.h.timeout)
 	defer cancel()
 	_, err := a.h.js.PublishMsg(ctx, out,

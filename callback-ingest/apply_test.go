@@ -287,6 +287,42 @@ func TestApplierLateResultAfterCrash(t *testing.T) {
 	}
 }
 
+// TestApplierLateResultOfAnUnconfirmedCallback: a success callback that
+// would need confirming (its amount differs from the request's) for a push
+// whose answer was lost (no stk.dispatched: nothing to query) ends as the
+// reconciler hands it back once the payment is Unknown: kept on
+// stkcb.received.<id> as a late result. The applier publishes it as
+// stk.late_result with its receipt; the outcome stays.
+func TestApplierLateResultOfAnUnconfirmedCallback(t *testing.T) {
+	e := newEnv(t, 0)
+	id := uuid.NewString()
+	p := payment(id)
+	p.Amount = 1000 // the callback says 1500
+	e.request(p)
+	e.publish("stkgate/reconciler", events.Completed{Payment: p, ResultCode: events.CodeNoAnswer,
+		ResultDesc: "no answer", Source: events.SourceDispatcher, CompletedAt: clock})
+	e.keepRaw(id, events.CallbackReasonLate, readFixture(t, "success"))
+	e.startApplier()
+	waitFor(t, "stk.late_result", func() bool { return e.count(events.Subject(events.TypeLateResult, id)) == 1 })
+	msg, err := e.ns.Stream.GetLastMsgForSubject(context.Background(), events.Subject(events.TypeLateResult, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ev, err := events.Decode(msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := ev.(events.LateResult); l.ResultCode != "0" || l.Receipt != "SCL4XQ2B7K" || l.FollowsCode != events.CodeNoAnswer {
+		t.Errorf("stk.late_result %+v, want the callback's success after %s", l, events.CodeNoAnswer)
+	}
+	if c := e.completedEvent(id); c.ResultCode != events.CodeNoAnswer {
+		t.Errorf("the final outcome moved: %+v", c)
+	}
+	if n := e.count(events.CallbackSubjectConfirm(id)); n != 0 {
+		t.Errorf("%d copies held for confirmation again, want none", n)
+	}
+}
+
 // TestApplierRepeatedRuns: running the applier again over every kept
 // callback (its consumer deleted and made anew, as after an operator's
 // reset) publishes nothing more.

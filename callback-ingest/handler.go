@@ -341,7 +341,7 @@ const (
 	reasonUnverified = "unverified"
 	// reasonLate: the payment was finished with an outcome stkgate decided
 	// itself; the callback is published as stk.late_result.
-	reasonLate = "late_result"
+	reasonLate = events.CallbackReasonLate
 )
 
 // match checks the callback against what the stream knows of the payment.

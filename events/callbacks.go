@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -65,6 +66,13 @@ const (
 // (ReconcilerConfirmConsumer) and publishes the outcome Daraja's STK query
 // gives, with source "query".
 func CallbackSubjectConfirm(trackingID string) string { return "stkcb.confirm." + trackingID }
+
+// CallbackReasonLate is the CallbackHeaderReason of a callback kept on
+// stkcb.received.<id> for a payment stkgate finished with a code of its own
+// (DecidedByStkgate): callback-ingest's applier publishes it as
+// stk.late_result. The reconciler keeps there, with this reason, a callback
+// it held for confirmation and could not confirm before the payment ended so.
+const CallbackReasonLate = "late_result"
 
 // Why a kept callback awaits confirmation: its CallbackHeaderReason.
 const (
@@ -152,4 +160,18 @@ func CallbackApplyConsumer() jetstream.ConsumerConfig {
 		MaxDeliver:    -1,
 		MaxAckPending: 1024,
 	}
+}
+
+// KeepAgain is a kept callback (msg) to be kept on another subject with
+// another CallbackHeaderReason: its body and headers as they were, but for
+// the reason and the Nats-Msg-Id (the caller sets its own).
+func KeepAgain(msg jetstream.Msg, subject, reason string) *nats.Msg {
+	out := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: msg.Data()}
+	for k, v := range msg.Headers() {
+		if k != CallbackHeaderReason && k != jetstream.MsgIDHeader {
+			out.Header[k] = v
+		}
+	}
+	out.Header.Set(CallbackHeaderReason, reason)
+	return out
 }

@@ -39,10 +39,25 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 	log = log.With("callback_id", msg.Headers().Get(events.CallbackHeaderID),
 		"confirm_reason", msg.Headers().Get(events.CallbackHeaderReason))
 	switch c, _, err := lastEvent[events.Completed](work, r.stream, events.TypeCompleted, id); {
-	case err == nil && c.ResultCode != "0" && c.Source != events.SourceQuery:
+	case err == nil && events.DecidedByStkgate(c.ResultCode):
 		// Daraja was never asked (a push whose answer was lost has no
-		// CheckoutRequestID to query): the callback said paid, the record
-		// says otherwise, and only an operator can tell.
+		// CheckoutRequestID to query) and stkgate finished the payment
+		// itself, Unknown say. The callback is now a late result, as if
+		// it had come after that outcome: kept again on
+		// stkcb.received.<id>, callback-ingest's applier publishes it as
+		// stk.late_result, beside the outcome, which stays.
+		if err := r.keepAsLate(work, msg); err != nil {
+			log.Warn("cannot keep the unconfirmed callback as a late result; trying later", "error", err)
+			later(log, msg, retryDelay)
+			return
+		}
+		log.Warn("a success callback awaiting confirmation could not be confirmed before the payment ended with a code of stkgate's: handed to callback-ingest as a late result",
+			"result_code", c.ResultCode, "source", c.Source)
+		ack(work, log, msg)
+		return
+	case err == nil && c.ResultCode != "0" && c.Source != events.SourceQuery:
+		// Daraja's own outcome (a callback's) says otherwise: only an
+		// operator can tell.
 		log.Error("a success callback awaiting confirmation was never confirmed: the payment finished otherwise; its callback is kept on stkcb.confirm",
 			"result_code", c.ResultCode, "source", c.Source)
 		ack(work, log, msg)
@@ -103,6 +118,28 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 		return
 	}
 	r.reconcilePush(work, log.With("checkout_request_id", p.checkoutID), msg, p)
+}
+
+// keepAsLate copies a callback held for confirmation to
+// stkcb.received.<id> with the reason events.CallbackReasonLate, body and
+// headers as kept. Its Nats-Msg-Id is derived from the held copy's stream
+// sequence, so a second try within the duplicate window is stored once.
+func (r *reconciler) keepAsLate(work context.Context, msg jetstream.Msg) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return fmt.Errorf("metadata of the held callback: %w", err)
+	}
+	id := events.TrackingIDOf(msg.Subject())
+	out := events.KeepAgain(msg, events.CallbackSubjectReceived(id), events.CallbackReasonLate)
+	ctx, cancel := context.WithTimeout(work, lookupTimeout)
+	defer cancel()
+	_, err = r.js.PublishMsg(ctx, out,
+		jetstream.WithMsgID(fmt.Sprintf("reconciler-confirm:%d:late", meta.Sequence.Stream)),
+		jetstream.WithExpectStream(events.CallbackStreamName))
+	if err != nil {
+		return fmt.Errorf("keep on %s: %w", out.Subject, err)
+	}
+	return nil
 }
 
 // lastEvent returns the newest event of type typ for id and when JetStream

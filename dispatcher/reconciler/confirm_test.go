@@ -1,9 +1,9 @@
 package reconciler
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -133,8 +133,11 @@ func waitConfirmAcked(t *testing.T, h *harness, within time.Duration) {
 
 // TestConfirmWithoutCheckoutID: a doubtful success callback for a push whose
 // answer was lost (no CheckoutRequestID to query) cannot be confirmed: the
-// payment fails after the prompt's lifetime as any such push does, the
-// callback's claim is not recorded, and an error says so for an operator.
+// payment ends Unknown after the prompt's lifetime as any such push does, and
+// the callback's claim is not its outcome. The callback is not dropped
+// either: it is kept again on stkcb.received.<id> as a late result, byte for
+// byte, where callback-ingest's applier publishes it as stk.late_result (the
+// record's meta.late_result) as it does any callback after such an outcome.
 func TestConfirmWithoutCheckoutID(t *testing.T) {
 	h := newHarness(t, nil)
 	h.start()
@@ -148,7 +151,34 @@ func TestConfirmWithoutCheckoutID(t *testing.T) {
 		t.Errorf("recorded %q (receipt %q), want %s without a receipt", ev.ResultCode, ev.Receipt, CodeNoAnswer)
 	}
 	waitConfirmAcked(t, h, 10*time.Second)
-	if !strings.Contains(h.logs.String(), `"msg":"a success callback awaiting confirmation was never confirmed`) {
-		t.Errorf("no error logged:\n%s", h.logs.String())
+
+	ctx := context.Background()
+	s, err := h.ns.JS.Stream(ctx, events.CallbackStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := s.GetLastMsgForSubject(ctx, events.CallbackSubjectConfirm(p.TrackingID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := s.GetLastMsgForSubject(ctx, events.CallbackSubjectReceived(p.TrackingID))
+	if err != nil {
+		t.Fatalf("the callback was not kept as a late result: %v", err)
+	}
+	if !bytes.Equal(late.Data, held.Data) {
+		t.Errorf("kept body %q, want the held one %q", late.Data, held.Data)
+	}
+	if got := late.Header.Get(events.CallbackHeaderReason); got != events.CallbackReasonLate {
+		t.Errorf("reason %q, want %q", got, events.CallbackReasonLate)
+	}
+	if got := late.Header.Get(events.CallbackHeaderID); got != "cb-"+p.TrackingID {
+		t.Errorf("callback id %q, want the held callback's", got)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.CallbackSubjectReceived(p.TrackingID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects[events.CallbackSubjectReceived(p.TrackingID)]; n != 1 {
+		t.Errorf("kept %d times, want once", n)
 	}
 }
