@@ -1045,16 +1045,20 @@ func (d *dispatcher) push(stop, work context.Context, log *slog.Logger, msg jets
 			}
 			return backoff.Permanent(errHeld{err})
 		}
-		if left, ok := d.uncertainLeft(*rec); ok && left <= 0 {
-			// Writing the records took the rest of the window (a slow
-			// JetStream, a pause): the check at the top no longer holds,
-			// and this is the last look before the push leaves.
+		send := pr
+		if left, ok := d.uncertainLeft(*rec); ok {
+			// Writing the records, or waiting in the client (for a slot
+			// under MaxRPS, a token), may take the rest of the window: the
+			// check at the top holds only if the push leaves by then.
+			send.SendBy = time.Now().Add(left)
+		}
+		// The client bounds each round trip (daraja.Config.Timeout).
+		resp, err := d.client.Push(work, send)
+		if errors.Is(err, daraja.ErrSendByPassed) {
 			*rec = was
 			return backoff.Permanent(errUncertainTooLate)
 		}
 		out.attempts++
-		// The client bounds each round trip (daraja.Config.Timeout).
-		resp, err := d.client.Push(work, pr)
 		if err == nil {
 			out.resp = resp
 			return nil

@@ -255,3 +255,54 @@ func TestRetryThatWouldLeaveAfterTheUncertainWindowIsNotSent(t *testing.T) {
 		t.Errorf("record %+v, want ambiguous", rec)
 	}
 }
+
+// The retry after a 503 may wait inside the Daraja client too: for a slot
+// under DARAJA_MAX_RPS (shared with the reconciler's queries), for a token.
+// Here the retry's records are written in time, then it queues behind other
+// calls for longer than the window; meanwhile the customer answers the first
+// prompt, its callback lost. It must not leave.
+func TestRetryQueuedInTheClientPastTheUncertainWindowIsNotSent(t *testing.T) {
+	t.Parallel()
+	const window = time.Second
+	var h *harness
+	var calls sync.Map
+	var others *daraja.Client
+	p := newPayment()
+	h = newHarness(t, func(c *Config) {
+		c.RetryMaxElapsed = time.Minute
+		c.UncertainRetryWindow = window
+		c.Daraja.MaxRPS = 10
+		c.beforeSending = func(id string) {
+			if id != p.TrackingID {
+				return
+			}
+			n, _ := calls.LoadOrStore(id, new(int))
+			*n.(*int)++
+			if *n.(*int) == 2 { // the retry: the customer pays, 20 queries queue
+				h.fake.Flush()
+				// They reserve their slots before the push's records are
+				// written, so before the push asks for one.
+				for range 20 {
+					go others.Query(context.Background(), "ws_CO_none")
+				}
+			}
+		}
+	})
+	others, _ = daraja.New(h.cfg.Daraja) // shares the process's limiter
+	if _, err := others.Query(context.Background(), "ws_CO_none"); err == nil {
+		t.Fatal("query of an unknown CheckoutRequestID answered")
+	}
+	h.proxy.hideAnswers(1)
+	h.request(p)
+	h.start()
+	waitFor(t, "the processed push", func() bool { return len(h.accepted(p.TrackingID)) >= 1 })
+	h.waitSettled()
+	h.stop()
+
+	if n := len(h.accepted(p.TrackingID)); n != 1 {
+		t.Errorf("%d pushes accepted by Daraja for one tracking id, want 1 (a second prompt)", n)
+	}
+	if rec := h.record(p.TrackingID); rec.State != events.AttemptAmbiguous {
+		t.Errorf("record %+v, want ambiguous", rec)
+	}
+}

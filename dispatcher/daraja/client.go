@@ -274,6 +274,11 @@ type PushRequest struct {
 	AccountReference string // 1–12 characters, shown to the customer
 	TransactionDesc  string // optional; cut to 13 characters; default DefaultTransactionDesc
 	CallbackURL      string // absolute http(s) URL with a lowercase host
+	// SendBy, when set, is the latest the push may leave (wall clock): a
+	// push that waits past it (for a slot under MaxRPS, for a token, for a
+	// new token after a refused one, for its connection) is not sent, and
+	// Push returns an *Error matching ErrSendByPassed.
+	SendBy time.Time
 }
 
 // PushResponse is Daraja's acceptance of a push. The outcome comes later,
@@ -345,7 +350,7 @@ func (c *Client) Push(ctx context.Context, req PushRequest) (PushResponse, error
 		})
 	}
 	var resp PushResponse
-	err := c.call(ctx, opPush, PathPush, build, func(status int, h http.Header, body []byte) error {
+	err := c.call(ctx, opPush, PathPush, req.SendBy, build, func(status int, h http.Header, body []byte) error {
 		var err error
 		resp, err = decodePush(status, h, body)
 		return err
@@ -372,7 +377,7 @@ func (c *Client) Query(ctx context.Context, checkoutRequestID string) (QueryResu
 		})
 	}
 	var res QueryResult
-	err := c.call(ctx, opQuery, PathQuery, build, func(status int, h http.Header, body []byte) error {
+	err := c.call(ctx, opQuery, PathQuery, time.Time{}, build, func(status int, h http.Header, body []byte) error {
 		var err error
 		res, err = decodeQuery(status, h, body)
 		return err
@@ -451,18 +456,24 @@ type decoder func(status int, h http.Header, body []byte) error
 
 // call makes an authenticated POST. If Daraja refuses the access token, it
 // fetches a new one and sends the request once more: a refused token means
-// the request was not processed.
-func (c *Client) call(ctx context.Context, op, path string, build func() ([]byte, error), decode decoder) error {
+// the request was not processed. A request with a sendBy (zero: none) is
+// not sent after it (PushRequest.SendBy).
+func (c *Client) call(ctx context.Context, op, path string, sendBy time.Time, build func() ([]byte, error), decode decoder) error {
 	for attempt := 0; ; attempt++ {
-		tok, err := c.accessToken(ctx)
+		tctx, cancel := untilSendBy(ctx, sendBy)
+		tok, err := c.accessToken(tctx)
+		cancel()
 		if err != nil {
+			if tctx.Err() != nil && ctx.Err() == nil {
+				return sendByPassed(op)
+			}
 			return tokenError(ctx, op, err)
 		}
 		body, err := build()
 		if err != nil {
 			return &Error{Op: op, Kind: KindRefused, Code: CodeInvalidRequest, Message: "encoding the request", err: err}
 		}
-		err = c.post(ctx, op, path, tok, body, decode)
+		err = c.post(ctx, op, path, tok, body, sendBy, decode)
 		var e *Error
 		if attempt == 0 && errors.As(err, &e) && e.invalidToken {
 			c.dropToken(tok)
@@ -472,14 +483,48 @@ func (c *Client) call(ctx context.Context, op, path string, build func() ([]byte
 	}
 }
 
-// post sends one request, once MaxRPS allows, and decodes its answer.
-func (c *Client) post(parent context.Context, op, path, tok string, body []byte, decode decoder) error {
-	if err := c.wait(parent, op); err != nil {
+// untilSendBy is ctx bounded by sendBy, when there is one.
+func untilSendBy(ctx context.Context, sendBy time.Time) (context.Context, context.CancelFunc) {
+	if sendBy.IsZero() {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, sendBy)
+}
+
+// post sends one request, once MaxRPS allows, and decodes its answer. A
+// request with a sendBy is given up, unsent, when it could not be written
+// by then.
+func (c *Client) post(parent context.Context, op, path, tok string, body []byte, sendBy time.Time, decode decoder) error {
+	wctx, wcancel := untilSendBy(parent, sendBy)
+	err := c.wait(wctx, op)
+	wcancel()
+	if err != nil {
+		// The limiter fails at once when the slot would come after the
+		// deadline; sendBy's, unless the caller's own comes first.
+		if d, ok := parent.Deadline(); parent.Err() == nil && !sendBy.IsZero() && (!ok || sendBy.Before(d)) {
+			return sendByPassed(op)
+		}
 		return err
 	}
 	ctx, cancel := context.WithTimeout(parent, c.timeout)
 	defer cancel()
 	var sent atomic.Bool
+	if !sendBy.IsZero() {
+		if !time.Now().Before(sendBy) {
+			return sendByPassed(op)
+		}
+		// Not written by sendBy (a slow connection): given up. Written
+		// meanwhile, it runs its course.
+		var late context.CancelCauseFunc
+		ctx, late = context.WithCancelCause(ctx)
+		stop := time.AfterFunc(time.Until(sendBy), func() {
+			if !sent.Load() {
+				late(ErrSendByPassed)
+			}
+		})
+		defer stop.Stop()
+		defer late(nil)
+	}
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		WroteRequest: func(i httptrace.WroteRequestInfo) {
 			if i.Err == nil {
@@ -494,7 +539,11 @@ func (c *Client) post(parent context.Context, op, path, tok string, body []byte,
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Authorization", "Bearer "+tok)
-	return c.roundTrip(parent, op, req, &sent, decode)
+	err = c.roundTrip(parent, op, req, &sent, decode)
+	if err != nil && !sent.Load() && errors.Is(context.Cause(ctx), ErrSendByPassed) {
+		return sendByPassed(op)
+	}
+	return err
 }
 
 // roundTrip sends req and hands the answer to decode. sent is set by the

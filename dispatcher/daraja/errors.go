@@ -70,6 +70,9 @@ var (
 	// ErrUnknownTransaction: Daraja does not know the CheckoutRequestID
 	// (500.001.1001 "The transaction does not Exist").
 	ErrUnknownTransaction = errors.New("daraja: transaction does not exist")
+	// ErrSendByPassed: a push was not sent, because it could not leave by
+	// its PushRequest.SendBy.
+	ErrSendByPassed = errors.New("daraja: not sent by its send-by time")
 )
 
 // Synthetic codes that Error.Code carries when Daraja gave no errorCode of
@@ -93,6 +96,9 @@ const (
 	CodeCanceled = "stkgate.canceled"
 	// CodeBadResponse: an answer the client could not read as Daraja's.
 	CodeBadResponse = "stkgate.bad_response"
+	// CodeSendByPassed: the request was not sent, its send-by time having
+	// passed first (PushRequest.SendBy).
+	CodeSendByPassed = "stkgate.send_by_passed"
 )
 
 // Daraja's error codes the client tells apart.
@@ -246,6 +252,12 @@ func beforeSending(err error) bool {
 // transportError classifies a failed round trip. parent is the caller's
 // context (before the client added its own timeout); sent says whether the
 // request had been fully written.
+// sendByPassed is the error of a request not sent by its send-by time.
+func sendByPassed(op string) *Error {
+	return &Error{Op: op, Kind: KindTransient, Code: CodeSendByPassed,
+		Message: "not sent: its send-by time passed first", err: ErrSendByPassed}
+}
+
 func transportError(parent context.Context, op string, err error, sent bool) *Error {
 	e := &Error{Op: op, RequestSent: sent, err: err}
 	var netErr net.Error

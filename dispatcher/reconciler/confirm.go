@@ -39,10 +39,11 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 	log = log.With("callback_id", msg.Headers().Get(events.CallbackHeaderID),
 		"confirm_reason", msg.Headers().Get(events.CallbackHeaderReason))
 	switch c, _, err := lastEvent[events.Completed](work, r.stream, events.TypeCompleted, id); {
-	case err == nil && events.DecidedByStkgate(c.ResultCode):
+	case err == nil && events.DecidedByStkgate(c.ResultCode) && c.Source != events.SourceQuery:
 		// Daraja was never asked (a push whose answer was lost has no
 		// CheckoutRequestID to query) and stkgate finished the payment
-		// itself, Unknown say. The callback is now a late result, as if
+		// itself, Unknown say. (An outcome from the query, even one with
+		// a code of stkgate's, answered the callback: it is done with.) The callback is now a late result, as if
 		// it had come after that outcome: kept again on
 		// stkcb.received.<id>, callback-ingest's applier publishes it as
 		// stk.late_result, beside the outcome, which stays.

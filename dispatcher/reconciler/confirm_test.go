@@ -3,6 +3,7 @@ package reconciler
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -112,20 +113,25 @@ func TestConfirmThroughQuery(t *testing.T) {
 func waitConfirmAcked(t *testing.T, h *harness, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
+	state := "not made"
 	for {
 		c, err := h.ns.JS.Consumer(context.Background(), events.CallbackStreamName, events.ConsumerReconcilerConfirm)
-		if err != nil {
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound): // not made yet
+		case err != nil:
 			t.Fatal(err)
-		}
-		info, err := c.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Consumer >= 1 {
-			return
+		default:
+			info, err := c.Info(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Consumer >= 1 {
+				return
+			}
+			state = fmt.Sprintf("pending %d, ack pending %d", info.NumPending, info.NumAckPending)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("confirmation consumer: pending %d, ack pending %d after %s", info.NumPending, info.NumAckPending, within)
+			t.Fatalf("confirmation consumer: %s after %s", state, within)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -180,5 +186,27 @@ func TestConfirmWithoutCheckoutID(t *testing.T) {
 	}
 	if n := info.State.Subjects[events.CallbackSubjectReceived(p.TrackingID)]; n != 1 {
 		t.Errorf("kept %d times, want once", n)
+	}
+}
+
+// TestConfirmAnsweredByQueryIsNoLateResult: a held callback whose payment
+// Daraja's query has answered, even with a code of stkgate's (the query
+// said the transaction does not exist), was confirmed or refuted: it is not
+// handed back as a late result.
+func TestConfirmAnsweredByQueryIsNoLateResult(t *testing.T) {
+	h := newHarness(t, nil)
+	p := h.newPayment()
+	h.publish(events.Requested{Payment: p})
+	h.publish(events.Completed{Payment: p, ResultCode: CodeUnknownTransaction, ResultDesc: "The transaction does not exist",
+		Source: events.SourceQuery, CompletedAt: time.Now().UTC()})
+	h.holdForConfirmation(p, "ws_CO_UNKNOWN_TO_DARAJA")
+	h.start()
+	waitConfirmAcked(t, h, 10*time.Second)
+	s, err := h.ns.JS.Stream(context.Background(), events.CallbackStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.GetLastMsgForSubject(context.Background(), events.CallbackSubjectReceived(p.TrackingID)); err == nil {
+		t.Errorf("kept as a late result (%s), want left where it was", m.Header.Get(events.CallbackHeaderReason))
 	}
 }
