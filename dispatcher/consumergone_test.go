@@ -1,7 +1,15 @@
 package dispatcher
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/events"
 )
 
 // The consumer is deleted while no pull request of the dispatcher is
@@ -26,5 +34,44 @@ func TestConsumerDeletedBetweenPullsIsCreatedAgain(t *testing.T) {
 	h.stop()
 	if n := len(h.accepted(busy.TrackingID)); n != 1 {
 		t.Errorf("%d prompts of the request pushed during the deletion, want 1", n)
+	}
+}
+
+// failingUpdates is a JetStream whose server fails every create or update
+// of a consumer with an internal error, as nats-server did under make chaos
+// after the dispatcher consumer was deleted while another dispatcher created
+// it again ("open …/obs/dispatcher/meta.inf.tmp: no such file or
+// directory", until it restarted), while the consumer itself ran on.
+type failingUpdates struct{ jetstream.JetStream }
+
+func (failingUpdates) CreateOrUpdateConsumer(context.Context, string, jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	return nil, &jetstream.APIError{Code: 500, ErrorCode: 10012,
+		Description: "open /data/jetstream/$G/streams/STK/obs/dispatcher/meta.inf.tmp: no such file or directory"}
+}
+
+// A dispatcher (re)starting while the server cannot update its consumers
+// works with the consumers the server runs; with none running, it waits for
+// the server rather than exiting (make chaos saw it exit 34 times).
+func TestStartWhileTheServerCannotUpdateConsumers(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	log := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := setUp(ctx, log, failingUpdates{h.ns.JS}, h.cfg); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("no consumer running: setUp returned %v, want it to keep waiting until its context ends", err)
+	}
+	if _, err := setUp(context.Background(), log, h.ns.JS, h.cfg); err != nil {
+		t.Fatal(err)
+	}
+	res, err := setUp(context.Background(), log, failingUpdates{h.ns.JS}, h.cfg)
+	if err != nil {
+		t.Fatalf("consumers running: %v", err)
+	}
+	if got := res.requests.CachedInfo().Name; got != events.ConsumerDispatcher {
+		t.Errorf("requests from consumer %q, want %q", got, events.ConsumerDispatcher)
+	}
+	if got := res.release.CachedInfo().Name; got != events.ConsumerPhoneRelease {
+		t.Errorf("releases from consumer %q, want %q", got, events.ConsumerPhoneRelease)
 	}
 }

@@ -163,11 +163,11 @@ func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cfg Co
 			if _, err := events.EnsureAdvisoryStream(ctx, js, cfg.StreamReplicas); err != nil {
 				return res, err
 			}
-			if res.requests, err = requestConsumer(ctx, js, cfg); err != nil {
+			if res.requests, err = requestConsumer(ctx, log, js, cfg); err != nil {
 				return res, err
 			}
-			if res.release, err = js.CreateOrUpdateConsumer(ctx, events.StreamName, events.PhoneReleaseConsumer()); err != nil {
-				return res, fmt.Errorf("create consumer %s: %w", events.ConsumerPhoneRelease, err)
+			if res.release, err = ensureConsumer(ctx, log, js, events.PhoneReleaseConsumer()); err != nil {
+				return res, err
 			}
 			return res, nil
 		}()
@@ -192,16 +192,36 @@ func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cfg Co
 
 // requestConsumer creates (or brings up to date) the consumer of
 // stk.requested.
-func requestConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Consumer, error) {
+func requestConsumer(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cfg Config) (jetstream.Consumer, error) {
 	cc := events.DispatcherConsumer()
 	if cfg.tuneConsumer != nil {
 		cfg.tuneConsumer(&cc)
 	}
+	return ensureConsumer(ctx, log, js, cc)
+}
+
+// ensureConsumer creates the consumer cc of the STK stream or brings it up
+// to date. When the server fails to with an internal error, it takes the
+// consumer the server runs, as it is: nats-server has been seen (make chaos,
+// a consumer deleted while another dispatcher created it again) to fail
+// every update of a consumer ("…/meta.inf.tmp: no such file or directory")
+// until it restarted, while the consumer itself ran on.
+func ensureConsumer(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	c, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, cc)
-	if err != nil {
-		return nil, fmt.Errorf("create consumer %s: %w", events.ConsumerDispatcher, err)
+	if err == nil {
+		return c, nil
 	}
-	return c, nil
+	err = fmt.Errorf("create consumer %s: %w", cc.Durable, err)
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.Code < 500 {
+		return nil, err
+	}
+	running, lerr := js.Consumer(ctx, events.StreamName, cc.Durable)
+	if lerr != nil {
+		return nil, err
+	}
+	log.Error("the server cannot update the consumer: using it as it runs; restart nats-server if this lasts", "consumer", cc.Durable, "error", err)
+	return running, nil
 }
 
 // retryableSetUp tells an unreachable server (worth waiting for) from a
@@ -211,8 +231,10 @@ func retryableSetUp(err error) bool {
 	if errors.As(err, &apiErr) {
 		// JetStream answered; "not enabled" or "temporarily unavailable" may
 		// pass while a cluster forms, anything else will not.
+		// An internal error of the server's (500) is its own fault, not
+		// the configuration's.
 		return apiErr.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabled ||
-			apiErr.Code == 503
+			apiErr.Code >= 500
 	}
 	return true
 }
@@ -281,7 +303,7 @@ func (d *dispatcher) releasePhones(ctx context.Context, cons jetstream.Consumer)
 			return
 		}
 		cons = d.recreate(ctx, events.ConsumerPhoneRelease, func(ctx context.Context) (jetstream.Consumer, error) {
-			return d.js.CreateOrUpdateConsumer(ctx, events.StreamName, events.PhoneReleaseConsumer())
+			return ensureConsumer(ctx, d.log, d.js, events.PhoneReleaseConsumer())
 		})
 		if cons == nil {
 			return
@@ -401,7 +423,7 @@ func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
 		}
 		if err != nil && ctx.Err() == nil && pullFoundNoConsumer(ctx, cons, err) {
 			if cons = d.recreate(ctx, events.ConsumerDispatcher, func(ctx context.Context) (jetstream.Consumer, error) {
-				return requestConsumer(ctx, d.js, d.cfg)
+				return requestConsumer(ctx, d.log, d.js, d.cfg)
 			}); cons == nil {
 				break
 			}
