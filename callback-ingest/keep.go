@@ -3,6 +3,7 @@ package callback
 import (
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -26,6 +27,9 @@ type delivery struct {
 	headers    nats.Header
 	body       []byte
 	detail     string // why the body is unparseable
+	// cutFrom is the body's length as received when body is only its
+	// start (keepRefused); 0 when it is whole.
+	cutFrom int
 }
 
 // Bounds on the request values copied into headers: they come from anyone
@@ -83,6 +87,9 @@ func (h *handler) keepOn(r *http.Request, log *slog.Logger, d *delivery, subject
 	if v := headerValue(d.detail, maxOtherHeader); v != "" {
 		msg.Header.Set(events.CallbackHeaderDetail, v)
 	}
+	if d.cutFrom > 0 {
+		msg.Header.Set(events.CallbackHeaderTruncated, strconv.Itoa(d.cutFrom))
+	}
 	ctx, cancel := h.opContext(r)
 	defer cancel()
 	ack, err := h.js.PublishMsg(ctx, msg,
@@ -94,6 +101,32 @@ func (h *handler) keepOn(r *http.Request, log *slog.Logger, d *delivery, subject
 	}
 	log.Info("callback kept", "subject", subject, "reason", reason, "seq", ack.Sequence, "bytes", len(d.body))
 	return true
+}
+
+// keepRefused keeps a callback refused before its token was verified on
+// stkcb.unmatched.<reason> (an events.Unmatched* reason), its body cut to
+// RefusedBodyBytes, while its source is within its storage rate
+// (RefusedRate, RefusedBurst); past it the callback is not kept, which is
+// logged once per run. Like keep, it reports false only when a copy could
+// not be stored.
+func (h *handler) keepRefused(r *http.Request, log *slog.Logger, d *delivery, reason string) bool {
+	addr, ok := h.sources.Source(r)
+	if allowed, first := h.refused.take(sourceKey(addr, ok), h.now()); !allowed {
+		msg := "refused callback not kept: its source is over its storage rate"
+		if first {
+			log.Warn(msg+"; the next ones are logged at debug level until it slows down",
+				"source", sourceForLog(addr, ok), "reason", reason, "rate_per_second", RefusedRate, "burst", RefusedBurst)
+		} else {
+			log.Debug(msg, "source", sourceForLog(addr, ok), "reason", reason)
+		}
+		return true
+	}
+	cut := *d
+	if len(cut.body) > RefusedBodyBytes {
+		cut.cutFrom = len(cut.body)
+		cut.body = cut.body[:RefusedBodyBytes]
+	}
+	return h.keepOn(r, log, &cut, events.CallbackSubjectUnmatched(reason), reason)
 }
 
 // headerValue makes a request value safe for a NATS header: control
@@ -116,3 +149,16 @@ func headerValue(s string, limit int) string {
 	}
 	return s[:cut]
 }
+
+// A callback refused before its token was verified (no token, a wrong one,
+// no tracking id, a source outside CALLBACK_ALLOW_CIDRS, a body cut short)
+// could come from anyone: its copy is cut to RefusedBodyBytes (a genuine
+// callback is under 1 KiB, so it is kept whole), and each source (an IPv4
+// address, an IPv6 /64) has such copies stored at most RefusedRate a second
+// with bursts of RefusedBurst; past that they are answered as usual but not
+// kept.
+const (
+	RefusedBodyBytes = 2 << 10
+	RefusedRate      = 5
+	RefusedBurst     = 50
+)
