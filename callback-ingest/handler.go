@@ -219,39 +219,46 @@ func (h *handler) callback(c echo.Context) error {
 		// Kept all the same: Safaricom never sends a callback twice, and a
 		// genuine one refused by an outdated allowlist is still money.
 		in.detail = strings.TrimPrefix(in.detail+"; source "+source, "; ")
-		kept := false
+		stored, ok := true, false
 		if unauthentic == "" {
-			kept = h.keepOn(r, log, in, events.CallbackSubjectRefused(events.UnmatchedForbiddenSource, id), events.UnmatchedForbiddenSource)
+			ok = h.keepOn(r, log, in, events.CallbackSubjectRefused(events.UnmatchedForbiddenSource, id), events.UnmatchedForbiddenSource)
 		} else {
-			kept = h.keepRefused(r, log, in, events.UnmatchedForbiddenSource)
+			stored, ok = h.keepRefused(r, log, in, events.UnmatchedForbiddenSource)
 		}
-		if !kept {
+		if !ok {
 			return c.JSON(http.StatusServiceUnavailable, unavailable)
 		}
-		log.Warn("callback refused: source not in CALLBACK_ALLOW_CIDRS", "source", source,
-			"remote_addr", r.RemoteAddr, "bytes", len(body), "token_valid", unauthentic == "")
+		if stored {
+			log.Warn("callback refused: source not in CALLBACK_ALLOW_CIDRS", "source", source,
+				"remote_addr", r.RemoteAddr, "bytes", len(body), "token_valid", unauthentic == "")
+		}
 		return c.JSON(http.StatusForbidden, forbidden)
 	}
 
 	if readErr != nil {
-		kept := false
+		stored, ok := true, false
 		if unauthentic == "" {
-			kept = h.keep(r, log, in, events.UnmatchedUnparseable, "")
+			ok = h.keep(r, log, in, events.UnmatchedUnparseable, "")
 		} else {
-			kept = h.keepRefused(r, log, in, unauthentic)
+			stored, ok = h.keepRefused(r, log, in, unauthentic)
 		}
-		if !kept {
+		if !ok {
 			return c.JSON(http.StatusServiceUnavailable, unavailable)
 		}
-		log.Warn("callback rejected: body unreadable", "err", readErr, "bytes", len(body), "token_valid", unauthentic == "")
+		if stored {
+			log.Warn("callback rejected: body unreadable", "err", readErr, "bytes", len(body), "token_valid", unauthentic == "")
+		}
 		return c.JSON(http.StatusBadRequest, rejected("body unreadable"))
 	}
 
 	if !idOK {
-		if !h.keepRefused(r, log, in, events.UnmatchedBadPath) {
+		stored, ok := h.keepRefused(r, log, in, events.UnmatchedBadPath)
+		if !ok {
 			return c.JSON(http.StatusServiceUnavailable, unavailable)
 		}
-		log.Warn("callback for a malformed tracking id", "bytes", len(body))
+		if stored {
+			log.Warn("callback for a malformed tracking id", "bytes", len(body))
+		}
 		return c.JSON(http.StatusNotFound, unknownID)
 	}
 
@@ -259,13 +266,15 @@ func (h *handler) callback(c echo.Context) error {
 	// answered as an applied one (Safaricom never retries, and a forger
 	// learns nothing), and kept for inspection.
 	if reason := unauthentic; reason != "" {
-		if !h.keepRefused(r, log, in, reason) {
+		stored, ok := h.keepRefused(r, log, in, reason)
+		switch {
+		case !ok:
 			return c.JSON(http.StatusServiceUnavailable, unavailable)
-		}
-		if reason == events.UnmatchedNoToken {
+		case !stored:
+		case reason == events.UnmatchedNoToken:
 			log.Warn("callback without a token, not applied: a push sent before CALLBACK_SECRET (the reconciler's STK query finishes it) or a forgery",
 				"source", source, "bytes", len(body))
-		} else {
+		default:
 			log.Warn("callback with a wrong token, not applied: a forgery, or a CALLBACK_SECRET dropped while its pushes were in flight",
 				"source", source, "bytes", len(body))
 		}

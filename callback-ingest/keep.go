@@ -106,27 +106,30 @@ func (h *handler) keepOn(r *http.Request, log *slog.Logger, d *delivery, subject
 // keepRefused keeps a callback refused before its token was verified on
 // stkcb.unmatched.<reason> (an events.Unmatched* reason), its body cut to
 // RefusedBodyBytes, while its source is within its storage rate
-// (RefusedRate, RefusedBurst); past it the callback is not kept, which is
-// logged once per run. Like keep, it reports false only when a copy could
-// not be stored.
-func (h *handler) keepRefused(r *http.Request, log *slog.Logger, d *delivery, reason string) bool {
-	addr, ok := h.sources.Source(r)
-	if allowed, first := h.refused.take(sourceKey(addr, ok), h.now()); !allowed {
+// (RefusedRate, RefusedBurst). Past it the callback is held back: not kept,
+// logged once per run at warning level and otherwise at debug level, and
+// stored is false, so that the caller logs no warning of its own either (a
+// flood must not fill the logs instead). Like keep, ok is false only when a
+// copy could not be stored.
+func (h *handler) keepRefused(r *http.Request, log *slog.Logger, d *delivery, reason string) (stored, ok bool) {
+	addr, valid := h.sources.Source(r)
+	if allowed, first := h.refused.take(sourceKey(addr, valid), h.now()); !allowed {
 		msg := "refused callback not kept: its source is over its storage rate"
 		if first {
 			log.Warn(msg+"; the next ones are logged at debug level until it slows down",
-				"source", sourceForLog(addr, ok), "reason", reason, "rate_per_second", RefusedRate, "burst", RefusedBurst)
+				"source", sourceForLog(addr, valid), "reason", reason, "rate_per_second", RefusedRate, "burst", RefusedBurst)
 		} else {
-			log.Debug(msg, "source", sourceForLog(addr, ok), "reason", reason)
+			log.Debug(msg, "source", sourceForLog(addr, valid), "reason", reason)
 		}
-		return true
+		return false, true
 	}
 	cut := *d
 	if len(cut.body) > RefusedBodyBytes {
 		cut.cutFrom = len(cut.body)
 		cut.body = cut.body[:RefusedBodyBytes]
 	}
-	return h.keepOn(r, log, &cut, events.CallbackSubjectUnmatched(reason), reason)
+	ok = h.keepOn(r, log, &cut, events.CallbackSubjectUnmatched(reason), reason)
+	return ok, ok
 }
 
 // headerValue makes a request value safe for a NATS header: control

@@ -194,7 +194,8 @@ func TestRefusedCallbackKept(t *testing.T) {
 // TestRefusedRateLimitedPerSource: a source (an IPv4 address, an IPv6 /64)
 // has at most RefusedBurst unauthenticated callbacks kept at once (the
 // test's clock stands still, so nothing refills); the others are answered
-// as usual, not kept, and logged once. Other sources, and callbacks with
+// as usual, not kept, and logged once (not once each: the logs must not
+// fill up instead). Other sources, and callbacks with
 // their token right, are not held back.
 func TestRefusedRateLimitedPerSource(t *testing.T) {
 	e := newEnvWith(t, Options{Sources: SourcePolicy{Allow: prefixes("196.201.214.0/24, 2001:db8::/32")}})
@@ -212,7 +213,7 @@ func TestRefusedRateLimitedPerSource(t *testing.T) {
 	}{
 		{"a source's burst is kept", noToken, "196.201.214.1", RefusedBurst, 200, RefusedBurst},
 		{"past it, nothing", noToken, "196.201.214.1", 5, 200, 0},
-		{"nor from outside the allowlist", noToken, "196.201.214.1", 1, 200, 0},
+		{"nor with another reason", RoutePrefix + id + "/" + strings.Repeat("A", 43), "196.201.214.1", 1, 200, 0},
 		{"another address is kept", noToken, "196.201.214.2", 1, 200, 1},
 		{"an IPv6 /64's burst", noToken, "2001:db8::1", RefusedBurst, 200, RefusedBurst},
 		{"another address of the same /64: nothing", noToken, "2001:db8::2", 1, 200, 0},
@@ -233,8 +234,15 @@ func TestRefusedRateLimitedPerSource(t *testing.T) {
 			}
 		})
 	}
-	if n := strings.Count(e.logs.String(), "its source is over its storage rate; the next ones"); n != 2 {
-		t.Errorf("%d warnings of a source over its rate, want 2 (one per source):\n%s", n, e.logs.String())
+	logs := e.logs.String()
+	if n := strings.Count(logs, "its source is over its storage rate; the next ones"); n != 2 {
+		t.Errorf("%d warnings of a source over its rate, want 2 (one per source):\n%s", n, logs)
+	}
+	if n := strings.Count(logs, `"level":"WARN","msg":"callback without a token`); n != 2*RefusedBurst+2 {
+		t.Errorf("%d warnings of a callback without a token, want %d (one per copy kept)", n, 2*RefusedBurst+2)
+	}
+	if n := strings.Count(logs, `"level":"WARN","msg":"callback with a wrong token`); n != 0 {
+		t.Errorf("%d warnings of a callback with a wrong token, want none (none was kept)", n)
 	}
 }
 
