@@ -177,7 +177,8 @@ func TestCallbackReplayed(t *testing.T) {
 }
 
 // TestCallbackSourceRefused: a callback from outside CALLBACK_ALLOW_CIDRS is
-// answered 403, changes nothing and is kept with its source.
+// answered 403, changes nothing and is kept with its source; its token
+// being right, whole, on its own payment's subject.
 func TestCallbackSourceRefused(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -221,9 +222,10 @@ func TestCallbackSourceRefused(t *testing.T) {
 			if n != 0 {
 				t.Errorf("%d stk.completed, want none", n)
 			}
-			if len(kept) != 1 || kept[0].Subject != events.CallbackSubjectUnmatched(events.UnmatchedForbiddenSource) ||
+			subject := events.CallbackSubjectRefused(events.UnmatchedForbiddenSource, id)
+			if len(kept) != 1 || kept[0].Subject != subject ||
 				kept[0].Headers[events.CallbackHeaderDetail] != "source "+tt.source || kept[0].Body != success {
-				t.Errorf("kept %+v, want the callback on %s with its source", kept, events.CallbackSubjectUnmatched(events.UnmatchedForbiddenSource))
+				t.Errorf("kept %+v, want the callback on %s with its source", kept, subject)
 			}
 			if !strings.Contains(e.logs.String(), `"source":"`+tt.source+`"`) {
 				t.Errorf("the source is not logged:\n%s", e.logs.String())

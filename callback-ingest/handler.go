@@ -126,6 +126,7 @@ func newHandler(o Options) (*handler, error) {
 		secrets: o.Secrets,
 		sources: o.Sources,
 		confirm: o.Confirm,
+		refused: newSourceLimits(RefusedRate, RefusedBurst, maxRefusedSources),
 	}
 	switch h.confirm {
 	case "":
@@ -158,6 +159,9 @@ type handler struct {
 	secrets events.CallbackSecrets
 	sources SourcePolicy
 	confirm string
+	// refused limits the storage of callbacks refused before their token
+	// was verified, per source (keepRefused).
+	refused *sourceLimits
 }
 
 func (h *handler) healthz(c echo.Context) error {
@@ -188,56 +192,89 @@ func (h *handler) callback(c echo.Context) error {
 	in := h.received(r, id)
 	log := h.log.With("tracking_id", logID, "callback_id", in.id)
 
-	body, err := readBody(c.Response(), r)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			log.Warn("callback rejected: body too large", "limit", MaxBodyBytes)
-			return c.JSON(http.StatusRequestEntityTooLarge, tooLarge)
-		}
-		// The sender hung up or stalled: what did arrive is still all
-		// there will ever be of this callback.
-		in.body, in.detail = body, "body unreadable"
-		if !h.keep(r, log, in, events.UnmatchedUnparseable, "") {
-			return c.JSON(http.StatusServiceUnavailable, unavailable)
-		}
-		log.Warn("callback rejected: body unreadable", "err", err, "bytes", len(body))
-		return c.JSON(http.StatusBadRequest, rejected("body unreadable"))
+	body, readErr := readBody(c.Response(), r)
+	var tooBig *http.MaxBytesError
+	if errors.As(readErr, &tooBig) {
+		log.Warn("callback rejected: body too large", "limit", MaxBodyBytes)
+		return c.JSON(http.StatusRequestEntityTooLarge, tooLarge)
 	}
 	in.body = body
+	if readErr != nil {
+		// The sender hung up or stalled: what did arrive is still all
+		// there will ever be of this callback.
+		in.detail = "body unreadable"
+	}
+
+	// Whether the callback is the tracking id's decides where a refused
+	// one is kept: with its token right, whole, on a subject only that
+	// token reaches; without, cut and at a bounded rate per source, on a
+	// subject shared with every forgery (keepRefused).
+	unauthentic := events.UnmatchedBadPath
+	if idOK {
+		unauthentic = h.tokenProblem(id, token)
+	}
 
 	source, allowed := h.sources.Allowed(r)
 	if !allowed {
 		// Kept all the same: Safaricom never sends a callback twice, and a
 		// genuine one refused by an outdated allowlist is still money.
-		in.detail = "source " + source
-		if !h.keep(r, log, in, events.UnmatchedForbiddenSource, "") {
+		in.detail = strings.TrimPrefix(in.detail+"; source "+source, "; ")
+		stored, ok := true, false
+		if unauthentic == "" {
+			ok = h.keepOn(r, log, in, events.CallbackSubjectRefused(events.UnmatchedForbiddenSource, id), events.UnmatchedForbiddenSource)
+		} else {
+			stored, ok = h.keepRefused(r, log, in, events.UnmatchedForbiddenSource)
+		}
+		if !ok {
 			return c.JSON(http.StatusServiceUnavailable, unavailable)
 		}
-		log.Warn("callback refused: source not in CALLBACK_ALLOW_CIDRS", "source", source,
-			"remote_addr", r.RemoteAddr, "bytes", len(body))
+		if stored {
+			log.Warn("callback refused: source not in CALLBACK_ALLOW_CIDRS", "source", source,
+				"remote_addr", r.RemoteAddr, "bytes", len(body), "token_valid", unauthentic == "")
+		}
 		return c.JSON(http.StatusForbidden, forbidden)
 	}
 
-	if !idOK {
-		if !h.keep(r, log, in, events.UnmatchedBadPath, "") {
+	if readErr != nil {
+		stored, ok := true, false
+		if unauthentic == "" {
+			ok = h.keep(r, log, in, events.UnmatchedUnparseable, "")
+		} else {
+			stored, ok = h.keepRefused(r, log, in, unauthentic)
+		}
+		if !ok {
 			return c.JSON(http.StatusServiceUnavailable, unavailable)
 		}
-		log.Warn("callback for a malformed tracking id", "bytes", len(body))
+		if stored {
+			log.Warn("callback rejected: body unreadable", "err", readErr, "bytes", len(body), "token_valid", unauthentic == "")
+		}
+		return c.JSON(http.StatusBadRequest, rejected("body unreadable"))
+	}
+
+	if !idOK {
+		stored, ok := h.keepRefused(r, log, in, events.UnmatchedBadPath)
+		if !ok {
+			return c.JSON(http.StatusServiceUnavailable, unavailable)
+		}
+		if stored {
+			log.Warn("callback for a malformed tracking id", "bytes", len(body))
+		}
 		return c.JSON(http.StatusNotFound, unknownID)
 	}
 
 	// A callback without the tracking id's token changes nothing. It is
 	// answered as an applied one (Safaricom never retries, and a forger
 	// learns nothing), and kept for inspection.
-	if reason := h.tokenProblem(id, token); reason != "" {
-		if !h.keep(r, log, in, reason, "") {
+	if reason := unauthentic; reason != "" {
+		stored, ok := h.keepRefused(r, log, in, reason)
+		switch {
+		case !ok:
 			return c.JSON(http.StatusServiceUnavailable, unavailable)
-		}
-		if reason == events.UnmatchedNoToken {
+		case !stored:
+		case reason == events.UnmatchedNoToken:
 			log.Warn("callback without a token, not applied: a push sent before CALLBACK_SECRET (the reconciler's STK query finishes it) or a forgery",
 				"source", source, "bytes", len(body))
-		} else {
+		default:
 			log.Warn("callback with a wrong token, not applied: a forgery, or a CALLBACK_SECRET dropped while its pushes were in flight",
 				"source", source, "bytes", len(body))
 		}

@@ -47,6 +47,9 @@ type testEnv struct {
 	ns   *natstest.Server
 	srv  *httptest.Server
 	logs *logtest.Buffer
+	// handler is srv's handler, for a test that sends many requests, or
+	// from many addresses, without a network between.
+	handler http.Handler
 }
 
 // testSecret is the tests' CALLBACK_SECRET.
@@ -96,7 +99,7 @@ func newEnvWith(t *testing.T, o Options) *testEnv {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	e := &testEnv{t: t, ns: ns, srv: srv, logs: logs}
+	e := &testEnv{t: t, ns: ns, srv: srv, logs: logs, handler: h}
 	t.Cleanup(e.checkLogs)
 	return e
 }

@@ -3,6 +3,7 @@ package callback
 import (
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -26,6 +27,9 @@ type delivery struct {
 	headers    nats.Header
 	body       []byte
 	detail     string // why the body is unparseable
+	// cutFrom is the body's length as received when body is only its
+	// start (keepRefused); 0 when it is whole.
+	cutFrom int
 }
 
 // Bounds on the request values copied into headers: they come from anyone
@@ -83,6 +87,9 @@ func (h *handler) keepOn(r *http.Request, log *slog.Logger, d *delivery, subject
 	if v := headerValue(d.detail, maxOtherHeader); v != "" {
 		msg.Header.Set(events.CallbackHeaderDetail, v)
 	}
+	if d.cutFrom > 0 {
+		msg.Header.Set(events.CallbackHeaderTruncated, strconv.Itoa(d.cutFrom))
+	}
 	ctx, cancel := h.opContext(r)
 	defer cancel()
 	ack, err := h.js.PublishMsg(ctx, msg,
@@ -94,6 +101,35 @@ func (h *handler) keepOn(r *http.Request, log *slog.Logger, d *delivery, subject
 	}
 	log.Info("callback kept", "subject", subject, "reason", reason, "seq", ack.Sequence, "bytes", len(d.body))
 	return true
+}
+
+// keepRefused keeps a callback refused before its token was verified on
+// stkcb.unmatched.<reason> (an events.Unmatched* reason), its body cut to
+// RefusedBodyBytes, while its source is within its storage rate
+// (RefusedRate, RefusedBurst). Past it the callback is held back: not kept,
+// logged once per run at warning level and otherwise at debug level, and
+// stored is false, so that the caller logs no warning of its own either (a
+// flood must not fill the logs instead). Like keep, ok is false only when a
+// copy could not be stored.
+func (h *handler) keepRefused(r *http.Request, log *slog.Logger, d *delivery, reason string) (stored, ok bool) {
+	addr, valid := h.sources.Source(r)
+	if allowed, first := h.refused.take(sourceKey(addr, valid), h.now()); !allowed {
+		msg := "refused callback not kept: its source is over its storage rate"
+		if first {
+			log.Warn(msg+"; the next ones are logged at debug level until it slows down",
+				"source", sourceForLog(addr, valid), "reason", reason, "rate_per_second", RefusedRate, "burst", RefusedBurst)
+		} else {
+			log.Debug(msg, "source", sourceForLog(addr, valid), "reason", reason)
+		}
+		return false, true
+	}
+	cut := *d
+	if len(cut.body) > RefusedBodyBytes {
+		cut.cutFrom = len(cut.body)
+		cut.body = cut.body[:RefusedBodyBytes]
+	}
+	ok = h.keepOn(r, log, &cut, events.CallbackSubjectUnmatched(reason), reason)
+	return ok, ok
 }
 
 // headerValue makes a request value safe for a NATS header: control
@@ -116,3 +152,16 @@ func headerValue(s string, limit int) string {
 	}
 	return s[:cut]
 }
+
+// A callback refused before its token was verified (no token, a wrong one,
+// no tracking id, a source outside CALLBACK_ALLOW_CIDRS, a body cut short)
+// could come from anyone: its copy is cut to RefusedBodyBytes (a genuine
+// callback is under 1 KiB, so it is kept whole), and each source (an IPv4
+// address, an IPv6 /64) has such copies stored at most RefusedRate a second
+// with bursts of RefusedBurst; past that they are answered as usual but not
+// kept.
+const (
+	RefusedBodyBytes = 2 << 10
+	RefusedRate      = 5
+	RefusedBurst     = 50
+)

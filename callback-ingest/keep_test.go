@@ -64,13 +64,19 @@ func (e *testEnv) keptSince(seq uint64) ([]keptMsg, []*jetstream.RawStreamMsg, u
 
 func (e *testEnv) lastKept() uint64 {
 	e.t.Helper()
+	return e.callbackStream().CachedInfo().State.LastSeq
+}
+
+// callbackStream is STK_CALLBACKS, its CachedInfo as of now.
+func (e *testEnv) callbackStream() jetstream.Stream {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s, err := e.ns.JS.Stream(ctx, events.CallbackStreamName)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return s.CachedInfo().State.LastSeq
+	return s
 }
 
 // TestCallbackKept: every callback, whatever becomes of it, is kept exactly

@@ -57,16 +57,19 @@ func (p SourcePolicy) Source(r *http.Request) (addr netip.Addr, ok bool) {
 // taken to come (for the logs).
 func (p SourcePolicy) Allowed(r *http.Request) (source string, ok bool) {
 	addr, valid := p.Source(r)
-	switch {
-	case !valid:
-		source = "unreadable"
-	default:
-		source = addr.String()
-	}
+	source = sourceForLog(addr, valid)
 	if len(p.Allow) == 0 {
 		return source, true
 	}
 	return source, valid && contains(p.Allow, addr)
+}
+
+// sourceForLog is a source as Source gave it, for the logs.
+func sourceForLog(addr netip.Addr, ok bool) string {
+	if !ok {
+		return "unreadable"
+	}
+	return addr.String()
 }
 
 func contains(nets []netip.Prefix, a netip.Addr) bool {

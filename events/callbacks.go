@@ -27,6 +27,17 @@ func CallbackSubjectReceived(trackingID string) string { return "stkcb.received.
 // applied to a payment is kept, for inspection: stkcb.unmatched.<reason>.
 func CallbackSubjectUnmatched(reason string) string { return "stkcb.unmatched." + reason }
 
+// CallbackSubjectRefused is where a refused callback whose token is right
+// for its tracking id (say, UnmatchedForbiddenSource: a Safaricom address
+// missing from an outdated allowlist) is kept:
+// stkcb.unmatched.<reason>.<tracking_id>. Nobody without that payment's
+// token can store a message there, so no flood of forgeries can push it out
+// (CallbackMaxPerSubject); refused callbacks without a valid token share
+// stkcb.unmatched.<reason>.
+func CallbackSubjectRefused(reason, trackingID string) string {
+	return "stkcb.unmatched." + reason + "." + trackingID
+}
+
 // Why a callback was kept as unmatched: the last token of its subject, and
 // its CallbackHeaderReason.
 const (
@@ -82,7 +93,8 @@ const (
 	ConfirmAlways         = "confirm_always"          // CALLBACK_CONFIRM=always
 )
 
-// Headers of a kept callback; the body is the callback's, byte for byte.
+// Headers of a kept callback; the body is the callback's, byte for byte
+// (cut for a callback refused unauthenticated: CallbackHeaderTruncated).
 const (
 	CallbackHeaderID           = "Stkgate-Callback-Id" // unique per delivery; also in callback-ingest's logs
 	CallbackHeaderReceivedAt   = "Stkgate-Received-At" // RFC 3339, UTC, nanoseconds
@@ -95,6 +107,10 @@ const (
 	CallbackHeaderTrackingID   = "Stkgate-Tracking-Id"        // when the path names a well-formed one
 	CallbackHeaderReason       = "Stkgate-Reason"             // an Unmatched* reason, or "repeated"
 	CallbackHeaderDetail       = "Stkgate-Detail"             // e.g. why the body is unparseable
+	// CallbackHeaderTruncated is set on the copy of a callback refused
+	// before its token was verified, when its body was cut (to
+	// callback-ingest's RefusedBodyBytes): the body's length as received.
+	CallbackHeaderTruncated = "Stkgate-Truncated-From"
 )
 
 // CallbackRetention is how long a kept callback stays: long enough to settle
@@ -102,11 +118,13 @@ const (
 const CallbackRetention = 90 * 24 * time.Hour
 
 // CallbackMaxPerSubject bounds the callbacks kept on one subject. The
-// webhook is public: a flood of forged or malformed callbacks, all on the
-// few stkcb.unmatched.<reason> subjects, must not fill the disk, nor push
-// out the genuine callbacks, each on its own stkcb.received.<id>. Past the
-// bound the oldest of that subject goes (at most 64 KiB each, so a reason
-// holds at most about 640 MiB).
+// webhook is public: a flood of forged callbacks must not fill the disk,
+// nor push out the genuine ones. Past the bound the oldest of that subject
+// goes. Callbacks refused before their token is verified share the few
+// stkcb.unmatched.<reason> subjects they can reach, cut by callback-ingest
+// to a few KiB each (so some 60 MB a reason); a genuine callback, its token
+// right, is on a subject of its payment's own (stkcb.received.<id>,
+// CallbackSubjectRefused) or on one only a right token reaches.
 const CallbackMaxPerSubject = 10000
 
 // CallbackStreamConfig is the STK_CALLBACKS stream. Every delivery is worth

@@ -75,10 +75,11 @@ func TestEnsureSideStreams(t *testing.T) {
 
 func TestSideSubjects(t *testing.T) {
 	for got, want := range map[string]string{
-		events.CallbackSubjectReceived("abc"):                    "stkcb.received.abc",
-		events.CallbackSubjectUnmatched(events.UnmatchedBadPath): "stkcb.unmatched.bad_path",
-		events.DeadLetterSubject("projector", "abc"):             "stkdlq.projector.abc",
-		events.DeadLetterMsgID("dispatcher", 42):                 "dlq:dispatcher:42",
+		events.CallbackSubjectReceived("abc"):                                 "stkcb.received.abc",
+		events.CallbackSubjectUnmatched(events.UnmatchedBadPath):              "stkcb.unmatched.bad_path",
+		events.CallbackSubjectRefused(events.UnmatchedForbiddenSource, "abc"): "stkcb.unmatched.forbidden_source.abc",
+		events.DeadLetterSubject("projector", "abc"):                          "stkdlq.projector.abc",
+		events.DeadLetterMsgID("dispatcher", 42):                              "dlq:dispatcher:42",
 	} {
 		if got != want {
 			t.Errorf("%q, want %q", got, want)
