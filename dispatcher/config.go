@@ -40,8 +40,10 @@ const (
 	// few busy phones cannot hold every worker.
 	DefaultDeferAbove = 5 * time.Second
 	// DefaultClientWait is the shortest wait in JetStream of a request
-	// whose client is at its share of the workers.
-	DefaultClientWait = time.Second
+	// whose client is at its share of the workers. Short, so that a light
+	// client that reaches its share for a moment is not held back long; a
+	// flooding client's hand-backs are spread out anyway (shares).
+	DefaultClientWait = 250 * time.Millisecond
 
 	// SandboxPassKey is the passkey Safaricom publishes for the sandbox
 	// shortcode 174379; it is no secret.

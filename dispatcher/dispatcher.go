@@ -519,10 +519,13 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 	// Past half its deliveries a request goes whatever its client's share,
 	// so that waiting for it never costs a payment (the phone's waits need
 	// the other half).
-	done, wait := d.shares.take(req.Client, time.Now(), delivered >= uint64(d.cfg.maxDeliver/2))
+	done, wait, why := d.shares.take(ask{client: req.Client, phone: req.Phone, id: id, seq: seq}, time.Now(), delivered >= uint64(d.cfg.maxDeliver/2))
 	if done == nil {
-		log.Debug("client at its share of the workers: waiting for the other clients' requests", "client", req.Client,
-			"retry_in", wait.Round(time.Millisecond).String(), "delivered", delivered)
+		line := "client at its share of the workers: waiting for the other clients' requests"
+		if why == behindPhone {
+			line = "an earlier request for the phone waits for its client's share: waiting behind it"
+		}
+		log.Debug(line, "client", req.Client, "retry_in", wait.Round(time.Millisecond).String(), "delivered", delivered)
 		d.nakDelay(log, msg, wait)
 		return
 	}

@@ -28,6 +28,13 @@ import (
 // the budget's pace), not all at once, so that redeliveries never crowd out
 // the new requests behind them.
 //
+// A request handed back keeps its place on its phone (one prompt per phone,
+// first come, first served): until it comes back, a later request for the
+// same phone, of any client, is handed back to come after it. Otherwise a
+// later request could take the phone while the earlier one waits, since a
+// request handed back has not yet joined the phone's waiting list
+// (STK_PHONES).
+//
 // The counts are per dispatcher process.
 type shares struct {
 	workers int           // Concurrency
@@ -38,8 +45,33 @@ type shares struct {
 	mu       sync.Mutex
 	inFlight map[string]int       // clients with requests being worked on
 	next     map[string]time.Time // when a client's next hand-back is due
+	phones   map[string]heldBack  // by phone: its earliest request handed back
 	swept    time.Time
 }
+
+// ask is a request asking for a worker.
+type ask struct {
+	client, phone, id string
+	seq               uint64 // stream sequence: the order of acceptance
+}
+
+// heldBack is a request handed back for its client's share.
+type heldBack struct {
+	id  string
+	seq uint64
+	due time.Time
+}
+
+// heldBackGrace is how long after it was due a request handed back still
+// holds its phone: it may come back late for want of a free worker. One that
+// went to another dispatcher process holds it that long for nothing.
+const heldBackGrace = 30 * time.Second
+
+// Why take handed a request back.
+const (
+	atShare     = "share"
+	behindPhone = "phone"
+)
 
 func newShares(workers, most int, wait, spacing time.Duration) *shares {
 	return &shares{
@@ -49,27 +81,39 @@ func newShares(workers, most int, wait, spacing time.Duration) *shares {
 		spacing:  spacing,
 		inFlight: map[string]int{},
 		next:     map[string]time.Time{},
+		phones:   map[string]heldBack{},
 	}
 }
 
-// take counts a request of client in, if the client is below its share (or
-// force is set), and returns the function that counts it out. Otherwise
-// it returns nil and how long the request should wait in JetStream.
-func (s *shares) take(client string, now time.Time, force bool) (done func(), wait time.Duration) {
+// take counts request r in, if its client is below its share and no
+// earlier request for its phone is handed back (or force is set), and
+// returns the function that counts it out. Otherwise it returns nil, how
+// long r should wait in JetStream, and why (atShare or behindPhone).
+func (s *shares) take(r ask, now time.Time, force bool) (done func(), wait time.Duration, why string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n := s.inFlight[client]; force || n < s.shareLocked() {
-		s.inFlight[client] = n + 1
+	s.sweepLocked(now)
+	hb, held := s.phones[r.phone]
+	if held && !force && hb.id != r.id && hb.seq < r.seq && now.Before(hb.due.Add(heldBackGrace)) {
+		return nil, max(hb.due.Sub(now), 0) + s.spacing, behindPhone
+	}
+	if n := s.inFlight[r.client]; force || n < s.shareLocked() {
+		if held && hb.id == r.id {
+			delete(s.phones, r.phone)
+		}
+		s.inFlight[r.client] = n + 1
 		var once sync.Once
-		return func() { once.Do(func() { s.put(client) }) }, 0
+		return func() { once.Do(func() { s.put(r.client) }) }, 0, ""
 	}
 	due := now.Add(s.wait)
-	if next := s.next[client]; next.After(due) {
+	if next := s.next[r.client]; next.After(due) {
 		due = next
 	}
-	s.next[client] = due.Add(s.spacing)
-	s.sweepLocked(now)
-	return nil, due.Sub(now)
+	s.next[r.client] = due.Add(s.spacing)
+	if !held || hb.id == r.id || r.seq < hb.seq || !now.Before(hb.due.Add(heldBackGrace)) {
+		s.phones[r.phone] = heldBack{id: r.id, seq: r.seq, due: due}
+	}
+	return nil, due.Sub(now), atShare
 }
 
 // shareLocked is how many requests one client may have in flight now.
@@ -88,7 +132,8 @@ func (s *shares) put(client string) {
 }
 
 // sweepLocked forgets, once a minute, the clients whose hand-backs are all
-// due: their next one starts afresh.
+// due (their next one starts afresh) and the phones whose held-back
+// request is past its grace.
 func (s *shares) sweepLocked(now time.Time) {
 	if now.Sub(s.swept) < time.Minute {
 		return
@@ -97,6 +142,11 @@ func (s *shares) sweepLocked(now time.Time) {
 	for c, t := range s.next {
 		if t.Before(now) {
 			delete(s.next, c)
+		}
+	}
+	for p, hb := range s.phones {
+		if !now.Before(hb.due.Add(heldBackGrace)) {
+			delete(s.phones, p)
 		}
 	}
 }
