@@ -18,8 +18,8 @@ import (
 // at most ClientMaxInFlight, at least one: a client alone gets half of
 // them, and a newcomer always finds some free. The rate limiter hands
 // Daraja's slots out in the order they are asked for, so a request taken
-// waits for at most the pushes in flight (at most Concurrency) at Daraja's
-// pace.
+// waits for at most the calls in flight (at most Concurrency pushes and the
+// reconciler's queries) at Daraja's pace.
 //
 // The requests handed back stay pending in JetStream (they count against
 // the consumer's MaxAckPending), and nats-server redelivers a nak'ed message
