@@ -41,7 +41,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 		SyncTimeout:    30 * time.Second,
 		IdempotencyTTL: 24 * time.Hour,
 
-		RateLimit: 20, RateBurst: 40, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
+		RateLimit: 10, RateBurst: 20, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -75,7 +75,7 @@ func TestConfigFromEnvSettings(t *testing.T) {
 		SyncTimeout:    2500 * time.Millisecond,
 		IdempotencyTTL: 48 * time.Hour,
 
-		RateLimit: 20, RateBurst: 40, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
+		RateLimit: 10, RateBurst: 20, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)

@@ -20,10 +20,13 @@ import (
 // limit on the prompts a phone receives, shared by every client and every
 // api instance through Postgres.
 
-// Defaults of the limits (ConfigFromEnv).
+// Defaults of the limits (ConfigFromEnv). DefaultRateLimit is half the
+// dispatcher's default DARAJA_MAX_RPS (20): each payment may cost Daraja a
+// push and an STK query, so one client at its full rate cannot use up
+// Daraja's budget by itself.
 const (
-	DefaultRateLimit       = 20.0
-	DefaultRateBurst       = 40
+	DefaultRateLimit       = 10.0
+	DefaultRateBurst       = 20
 	DefaultPhoneMaxPrompts = 5
 	DefaultPhoneWindow     = time.Hour
 	// MinPhoneWindow and MaxPhoneWindow bound PHONE_WINDOW.
@@ -224,7 +227,7 @@ func limitsFromEnv(getenv func(string) string, c *Config) []error {
 	if v := strings.TrimSpace(getenv("API_RATE_LIMIT")); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			errs = append(errs, fmt.Errorf("API_RATE_LIMIT: %q is not a number of requests per second such as 20 (0: no limit)", v))
+			errs = append(errs, fmt.Errorf("API_RATE_LIMIT: %q is not a number of requests per second such as 10 (0: no limit)", v))
 		} else {
 			c.RateLimit = f
 		}
@@ -236,7 +239,7 @@ func limitsFromEnv(getenv func(string) string, c *Config) []error {
 	if v := strings.TrimSpace(getenv("API_RATE_BURST")); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("API_RATE_BURST: %q is not a whole number of requests such as 40", v))
+			errs = append(errs, fmt.Errorf("API_RATE_BURST: %q is not a whole number of requests such as 20", v))
 		} else if c.RateLimit > 0 {
 			c.RateBurst = n
 		}

@@ -21,12 +21,12 @@ func TestLimitsFromEnv(t *testing.T) {
 		want    [4]any // RateLimit, RateBurst, PhoneMaxPrompts, PhoneWindow
 		wantErr string
 	}{
-		{"defaults", nil, [4]any{20.0, 40, 5, time.Hour}, ""},
+		{"defaults", nil, [4]any{10.0, 20, 5, time.Hour}, ""},
 		{"all set", map[string]string{"API_RATE_LIMIT": "2.5", "API_RATE_BURST": "3", "PHONE_MAX_PROMPTS": "2", "PHONE_WINDOW": "30m"},
 			[4]any{2.5, 3, 2, 30 * time.Minute}, ""},
 		{"burst defaults to two seconds' worth", map[string]string{"API_RATE_LIMIT": "0.2"}, [4]any{0.2, 1, 5, time.Hour}, ""},
 		{"rate limit off", map[string]string{"API_RATE_LIMIT": "0", "API_RATE_BURST": "9"}, [4]any{0.0, 0, 5, time.Hour}, ""},
-		{"phone limit off", map[string]string{"PHONE_MAX_PROMPTS": "0", "PHONE_WINDOW": "1s"}, [4]any{20.0, 40, 0, time.Second}, ""},
+		{"phone limit off", map[string]string{"PHONE_MAX_PROMPTS": "0", "PHONE_WINDOW": "1s"}, [4]any{10.0, 20, 0, time.Second}, ""},
 		{"rate not a number", map[string]string{"API_RATE_LIMIT": "fast"}, [4]any{}, `API_RATE_LIMIT: "fast"`},
 		{"rate NaN", map[string]string{"API_RATE_LIMIT": "NaN"}, [4]any{}, `API_RATE_LIMIT: "NaN"`},
 		{"rate negative", map[string]string{"API_RATE_LIMIT": "-1"}, [4]any{}, "API_RATE_LIMIT: -1"},

@@ -21,7 +21,10 @@ const (
 	DefaultDarajaBaseURL   = "https://sandbox.safaricom.co.ke"
 	DefaultShortCode       = "174379"
 	DefaultTransactionType = TransactionPayBill
-	DefaultConcurrency     = 16
+	// DefaultConcurrency: a client alone may use half the workers
+	// (ClientMaxInFlight), and at API_RATE_LIMIT's default of 10 a second,
+	// with Daraja answering in about a second and a half, it needs 15.
+	DefaultConcurrency     = 32
 	DefaultRetryMaxElapsed = 2 * time.Minute
 	DefaultLockedWait      = daraja.RetryAfterLocked
 	// DefaultUncertainRetryWindow is well inside the shortest time a prompt
@@ -36,6 +39,11 @@ const (
 	// "Unable to lock subscriber": a minute) are spent in JetStream, so a
 	// few busy phones cannot hold every worker.
 	DefaultDeferAbove = 5 * time.Second
+	// DefaultClientWait is the shortest wait in JetStream of a request
+	// whose client is at its share of the workers. Short, so that a light
+	// client that reaches its share for a moment is not held back long; a
+	// flooding client's hand-backs are spread out anyway (shares).
+	DefaultClientWait = 250 * time.Millisecond
 
 	// SandboxPassKey is the passkey Safaricom publishes for the sandbox
 	// shortcode 174379; it is no secret.
@@ -78,6 +86,11 @@ type Config struct {
 	CallbackSecrets events.CallbackSecrets
 	// Concurrency bounds the pushes in flight (DISPATCH_CONCURRENCY).
 	Concurrency int
+	// ClientMaxInFlight bounds the requests of one client worked on at once
+	// (DISPATCH_CLIENT_MAX_IN_FLIGHT, default half of Concurrency). Its
+	// share is less while other clients have requests in flight: the
+	// workers divided by the clients at work plus one (see shares).
+	ClientMaxInFlight int
 	// RetryMaxElapsed bounds how long a push that cannot have reached the
 	// customer is retried before the payment is completed as failed: no retry
 	// starts later than this after the first attempt.
@@ -129,6 +142,9 @@ type Config struct {
 	// in JetStream (NakWithDelay) rather than in a worker (default
 	// DefaultDeferAbove; tests may raise it).
 	deferAbove time.Duration
+	// clientWait is the shortest wait in JetStream of a request whose
+	// client is at its share (default DefaultClientWait).
+	clientWait time.Duration
 	// queueStale is how long a request on a phone's waiting list may go
 	// without looking at the phone before the requests after it ask whether
 	// it still waits (default: derived from PhoneWait and the AckWait).
@@ -239,6 +255,15 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		cfg.Concurrency = n
 	}
+	if v := get("DISPATCH_CLIENT_MAX_IN_FLIGHT", ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxConcurrency {
+			bad("DISPATCH_CLIENT_MAX_IN_FLIGHT", "want a whole number from 1 to %d, got %q", maxConcurrency, v)
+		}
+		cfg.ClientMaxInFlight = n
+	} else {
+		cfg.ClientMaxInFlight = max(1, cfg.Concurrency/2)
+	}
 	if v := get("DISPATCH_RETRY_MAX", ""); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -279,6 +304,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("callback_base_url", redact.URLs(c.CallbackBaseURL)),
 		slog.Any("callback_secret", c.CallbackSecrets),
 		slog.Int("concurrency", c.Concurrency),
+		slog.Int("client_max_in_flight", c.ClientMaxInFlight),
 		slog.Duration("retry_max_elapsed", c.RetryMaxElapsed),
 	)
 }
@@ -296,6 +322,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Concurrency > maxConcurrency {
 		c.Concurrency = maxConcurrency
+	}
+	if c.ClientMaxInFlight < 1 {
+		c.ClientMaxInFlight = max(1, c.Concurrency/2)
+	}
+	if c.clientWait <= 0 {
+		c.clientWait = DefaultClientWait
 	}
 	if c.RetryMaxElapsed <= 0 {
 		c.RetryMaxElapsed = DefaultRetryMaxElapsed

@@ -58,10 +58,11 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 			PartyB:          "174379",
 			MaxRPS:          20,
 		},
-		CallbackBaseURL: "https://pay.example.com",
-		CallbackSecrets: mustSecrets(t, testCallbackSecret),
-		Concurrency:     16,
-		RetryMaxElapsed: 2 * time.Minute,
+		CallbackBaseURL:   "https://pay.example.com",
+		CallbackSecrets:   mustSecrets(t, testCallbackSecret),
+		Concurrency:       32,
+		ClientMaxInFlight: 16,
+		RetryMaxElapsed:   2 * time.Minute,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(daraja.Config{}, Config{})); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -70,20 +71,21 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 
 func TestConfigFromEnvEverySetting(t *testing.T) {
 	e := map[string]string{
-		"NATS_URL":                "nats://n1:4222, nats://n2:4222",
-		"NATS_STREAM_REPLICAS":    "3",
-		"DARAJA_BASE_URL":         "https://api.safaricom.co.ke/",
-		"DARAJA_CONSUMER_KEY":     "ck",
-		"DARAJA_CONSUMER_SECRET":  "cs",
-		"DARAJA_SHORTCODE":        "600999",
-		"DARAJA_PASSKEY":          "pk",
-		"DARAJA_TRANSACTION_TYPE": "CustomerBuyGoodsOnline",
-		"DARAJA_PARTY_B":          "5123456",
-		"DARAJA_MAX_RPS":          "2.5",
-		"CALLBACK_BASE_URL":       "https://Pay.Example.COM/stkgate/",
-		"CALLBACK_SECRET":         testCallbackSecret + ",old-callback-secret-0123456789abcdefgh",
-		"DISPATCH_CONCURRENCY":    "64",
-		"DISPATCH_RETRY_MAX":      "90s",
+		"NATS_URL":                      "nats://n1:4222, nats://n2:4222",
+		"NATS_STREAM_REPLICAS":          "3",
+		"DARAJA_BASE_URL":               "https://api.safaricom.co.ke/",
+		"DARAJA_CONSUMER_KEY":           "ck",
+		"DARAJA_CONSUMER_SECRET":        "cs",
+		"DARAJA_SHORTCODE":              "600999",
+		"DARAJA_PASSKEY":                "pk",
+		"DARAJA_TRANSACTION_TYPE":       "CustomerBuyGoodsOnline",
+		"DARAJA_PARTY_B":                "5123456",
+		"DARAJA_MAX_RPS":                "2.5",
+		"CALLBACK_BASE_URL":             "https://Pay.Example.COM/stkgate/",
+		"CALLBACK_SECRET":               testCallbackSecret + ",old-callback-secret-0123456789abcdefgh",
+		"DISPATCH_CONCURRENCY":          "64",
+		"DISPATCH_CLIENT_MAX_IN_FLIGHT": "20",
+		"DISPATCH_RETRY_MAX":            "90s",
 	}
 	got, err := ConfigFromEnv(env(e))
 	if err != nil {
@@ -103,10 +105,11 @@ func TestConfigFromEnvEverySetting(t *testing.T) {
 			MaxRPS:          2.5,
 		},
 		// Daraja has refused an uppercase host.
-		CallbackBaseURL: "https://pay.example.com/stkgate/",
-		CallbackSecrets: mustSecrets(t, testCallbackSecret+",old-callback-secret-0123456789abcdefgh"),
-		Concurrency:     64,
-		RetryMaxElapsed: 90 * time.Second,
+		CallbackBaseURL:   "https://pay.example.com/stkgate/",
+		CallbackSecrets:   mustSecrets(t, testCallbackSecret+",old-callback-secret-0123456789abcdefgh"),
+		Concurrency:       64,
+		ClientMaxInFlight: 20,
+		RetryMaxElapsed:   90 * time.Second,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(daraja.Config{}, Config{})); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -147,6 +150,9 @@ func TestConfigFromEnvRefuses(t *testing.T) {
 		{name: "concurrency zero", set: map[string]string{"DISPATCH_CONCURRENCY": "0"}, want: []string{"DISPATCH_CONCURRENCY"}},
 		{name: "concurrency too high", set: map[string]string{"DISPATCH_CONCURRENCY": "5000"}, want: []string{"DISPATCH_CONCURRENCY"}},
 		{name: "concurrency word", set: map[string]string{"DISPATCH_CONCURRENCY": "many"}, want: []string{"DISPATCH_CONCURRENCY"}},
+		{name: "client max zero", set: map[string]string{"DISPATCH_CLIENT_MAX_IN_FLIGHT": "0"}, want: []string{"DISPATCH_CLIENT_MAX_IN_FLIGHT"}},
+		{name: "client max too high", set: map[string]string{"DISPATCH_CLIENT_MAX_IN_FLIGHT": "5000"}, want: []string{"DISPATCH_CLIENT_MAX_IN_FLIGHT"}},
+		{name: "client max word", set: map[string]string{"DISPATCH_CLIENT_MAX_IN_FLIGHT": "half"}, want: []string{"DISPATCH_CLIENT_MAX_IN_FLIGHT"}},
 		{name: "retry max without unit", set: map[string]string{"DISPATCH_RETRY_MAX": "120"}, want: []string{"DISPATCH_RETRY_MAX"}},
 		{name: "retry max negative", set: map[string]string{"DISPATCH_RETRY_MAX": "-1m"}, want: []string{"DISPATCH_RETRY_MAX"}},
 		{name: "max rps negative", set: map[string]string{"DARAJA_MAX_RPS": "-1"}, want: []string{"DARAJA_MAX_RPS: want calls per second from 0"}},
@@ -210,7 +216,7 @@ func TestConfigLogValueMasksSecrets(t *testing.T) {
 			t.Errorf("log line contains secret %q: %s", secret, out)
 		}
 	}
-	for _, shown := range []string{`"daraja_shortcode":"174379"`, `"callback_base_url":"https://pay.example.com"`, `"concurrency":16`, "n1:4222"} {
+	for _, shown := range []string{`"daraja_shortcode":"174379"`, `"callback_base_url":"https://pay.example.com"`, `"concurrency":32`, `"client_max_in_flight":16`, "n1:4222"} {
 		if !strings.Contains(out, shown) {
 			t.Errorf("log line lacks %s: %s", shown, out)
 		}

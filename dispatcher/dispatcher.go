@@ -120,6 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		pub:      &events.Publisher{JS: js, Source: Source},
 		attempts: attempts{kv: res.attempts},
 		phones:   phones{kv: res.phones},
+		shares:   newShares(cfg.Concurrency, cfg.ClientMaxInFlight, cfg.clientWait, handBackSpacing(cfg.Daraja.MaxRPS)),
 	}
 	releaseDone := make(chan struct{})
 	go func() {
@@ -270,6 +271,7 @@ type dispatcher struct {
 	pub      *events.Publisher
 	attempts attempts
 	phones   phones
+	shares   *shares
 }
 
 // releasePhones consumes stk.completed until ctx ends and releases the
@@ -531,13 +533,28 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		return
 	}
 
-	keep := keepInProgress(msg, d.cfg.ProgressInterval)
-	defer keep()
-
 	delivered, seq := uint64(1), uint64(0)
 	if meta, err := msg.Metadata(); err == nil {
 		delivered, seq = meta.NumDelivered, meta.Sequence.Stream
 	}
+
+	// Past half its deliveries a request goes whatever its client's share,
+	// so that waiting for it never costs a payment (the phone's waits need
+	// the other half).
+	done, wait, why := d.shares.take(ask{client: req.Client, phone: req.Phone, id: id, seq: seq}, time.Now(), delivered >= uint64(d.cfg.maxDeliver/2))
+	if done == nil {
+		line := "client at its share of the workers: waiting for the other clients' requests"
+		if why == behindPhone {
+			line = "an earlier request for the phone waits for its client's share: waiting behind it"
+		}
+		log.Debug(line, "client", req.Client, "retry_in", wait.Round(time.Millisecond).String(), "delivered", delivered)
+		d.nakDelay(log, msg, wait)
+		return
+	}
+	defer done()
+
+	keep := keepInProgress(msg, d.cfg.ProgressInterval)
+	defer keep()
 
 	rec, rev, err := d.attempts.get(work, id)
 	if err != nil {

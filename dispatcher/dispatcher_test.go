@@ -142,7 +142,9 @@ var phoneSeq = struct {
 }{n: 100}
 
 // newPayment is a payment to a phone no other test uses: the fake locks a
-// phone while its prompt is open.
+// phone while its prompt is open. Each is of a client of its own, so that no
+// client's share of the workers holds it back (TestOneClientCannotStarveAnother
+// sets clients).
 func newPayment() events.Payment {
 	phoneSeq.Lock()
 	phoneSeq.n++
@@ -150,7 +152,7 @@ func newPayment() events.Payment {
 	phoneSeq.Unlock()
 	return events.Payment{
 		TrackingID:  uuid.NewString(),
-		Client:      "acme",
+		Client:      fmt.Sprintf("client-%04d", n),
 		Phone:       fmt.Sprintf("25470000%04d", n),
 		Amount:      1500,
 		Reference:   "INV-2024-001",

@@ -119,6 +119,9 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 			"DARAJA_CONSUMER_SECRET": fo.ConsumerSecret,
 			"CALLBACK_BASE_URL":      "http://" + cbAddr,
 			"CALLBACK_SECRET":        e2eCallbackSecret,
+			// The tests poll a record every 50 ms, twice the default
+			// API_RATE_LIMIT: a push after a wait must not meet a 429.
+			"API_RATE_LIMIT": "100",
 		}
 		if fo.PassKey != "" {
 			env["DARAJA_PASSKEY"] = fo.PassKey

@@ -1,0 +1,178 @@
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stkgate/stkgate/events"
+)
+
+// One client sending at many times Daraja's budget (DARAJA_MAX_RPS) for
+// the whole test does not hold back another client's occasional payments:
+// each of them is pushed within bound of being requested, far inside
+// RECONCILE_REQUEST_DEADLINE, so none can be failed as not_dispatched. The
+// figures (max and p99 of B's time to push) are logged.
+//
+// The "minutes at the full rate" is scaled down: a budget of 5
+// calls a second and a flood of 50 a second for 10 s leave a backlog of
+// about 450 of A's requests, which before the fix B's requests waited behind
+// (about 90 s for the last one).
+func TestOneClientCannotStarveAnother(t *testing.T) {
+	t.Parallel()
+	const (
+		budget   = 5.0 // DARAJA_MAX_RPS
+		floodRPS = 50  // client A: ten times the budget
+		load     = 10 * time.Second
+		bEvery   = 500 * time.Millisecond // client B
+		// bound is generous for a shared machine under -race: the design's
+		// is DISPATCH_CONCURRENCY pushes ahead of B at the budget's pace
+		// (8 / 5 s here) plus a fetch.
+		bound = 4 * time.Second
+	)
+	h := newHarness(t, func(c *Config) {
+		c.Concurrency = 8
+		c.Daraja.MaxRPS = budget
+	})
+	h.start()
+
+	ctx, cancel := context.WithTimeout(context.Background(), load)
+	defer cancel()
+	pub := events.Publisher{JS: h.ns.JS, Source: "stkgate/api"}
+	publish := func(p events.Payment) error {
+		pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := pub.Publish(pctx, events.Requested{Payment: p})
+		return err
+	}
+
+	var (
+		wg      sync.WaitGroup
+		floodMu sync.Mutex
+		floodN  int
+		flood   = map[string]bool{} // A's phones
+		floodEr error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second / floodRPS)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			p := newPayment()
+			p.Client = "flooder"
+			if err := publish(p); err != nil {
+				floodMu.Lock()
+				floodEr = err
+				floodMu.Unlock()
+				return
+			}
+			floodMu.Lock()
+			floodN++
+			flood[p.Phone] = true
+			floodMu.Unlock()
+		}
+	}()
+
+	type sent struct {
+		p  events.Payment
+		at time.Time
+	}
+	var bs []sent
+	tick := time.NewTicker(bEvery)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+			continue
+		case <-tick.C:
+		}
+		p := newPayment()
+		p.Client = "occasional"
+		at := time.Now()
+		if err := publish(p); err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, sent{p, at})
+	}
+	tick.Stop()
+	wg.Wait()
+	if floodEr != nil {
+		t.Fatalf("client A's requests: %v", floodEr)
+	}
+
+	// Wait for B's pushes, giving the last one its bound and more.
+	deadline := time.Now().Add(2 * bound)
+	pushedAt := func(p events.Payment) (time.Time, bool) {
+		got := h.fakePushes(p.Phone)
+		if len(got) == 0 {
+			return time.Time{}, false
+		}
+		return got[0].At, true
+	}
+	for time.Now().Before(deadline) {
+		all := true
+		for _, b := range bs {
+			if _, ok := pushedAt(b.p); !ok {
+				all = false
+				break
+			}
+		}
+		if all {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	var waits []time.Duration
+	for i, b := range bs {
+		at, ok := pushedAt(b.p)
+		if !ok {
+			t.Errorf("B's request %d (sent at +%v) not pushed %v after it: starved by A's backlog",
+				i, b.at.Sub(bs[0].at).Round(time.Millisecond), time.Since(b.at).Round(time.Millisecond))
+			continue
+		}
+		w := at.Sub(b.at)
+		waits = append(waits, w)
+		if w > bound {
+			t.Errorf("B's request %d pushed %v after it was requested, want within %v", i, w.Round(time.Millisecond), bound)
+		}
+	}
+	floodMu.Lock()
+	pushedA := 0
+	for _, p := range h.fake.Pushes() {
+		if flood[p.Body.PhoneNumber] {
+			pushedA++
+		}
+	}
+	t.Logf("client A: %d requests in %v (%d a second, budget %v), %d pushed; client B: %d requests, %d pushed",
+		floodN, load, floodRPS, budget, pushedA, len(bs), len(waits))
+	floodMu.Unlock()
+	if len(waits) > 0 {
+		slices.Sort(waits)
+		p99 := waits[int(math.Ceil(0.99*float64(len(waits))))-1]
+		t.Logf("B's time to push: max %v, p99 %v, median %v (bound %v)",
+			waits[len(waits)-1].Round(time.Millisecond), p99.Round(time.Millisecond),
+			waits[len(waits)/2].Round(time.Millisecond), bound)
+	}
+	if t.Failed() {
+		return
+	}
+	for _, b := range bs {
+		got := h.stored(b.p.TrackingID)
+		if n := len(got[events.TypeDispatched]); n != 1 {
+			t.Errorf("%s: %d stk.dispatched, want 1", b.p.TrackingID, n)
+		}
+		if n := len(got[events.TypeCompleted]); n != 0 {
+			t.Errorf("%s: %d stk.completed, want none: %s", b.p.TrackingID, n, fmt.Sprint(got[events.TypeCompleted]))
+		}
+	}
+}
