@@ -67,6 +67,17 @@ func (e *env) start() (stop func()) {
 	return stop
 }
 
+// counted checks that want dead letters were counted since Count was
+// before. A dead letter is stored (and seen in STK_DLQ) before it is
+// counted: the count is waited for.
+func (e *env) counted(before, want int64) {
+	e.t.Helper()
+	e.eventually(fmt.Sprintf("%d dead letters counted", want), func() bool { return Count()-before >= want })
+	if n := Count() - before; n != want {
+		e.t.Errorf("counted %d, want %d", n, want)
+	}
+}
+
 func (e *env) eventually(what string, cond func() bool) {
 	e.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -262,9 +273,7 @@ func TestMaxDeliveries(t *testing.T) {
 	if diff := cmp.Diff(want, view(got[0])); diff != "" {
 		t.Errorf("dead letter (-want +got):\n%s", diff)
 	}
-	if n := Count() - before; n != 1 {
-		t.Errorf("counted %d, want 1", n)
-	}
+	e.counted(before, 1)
 	if n, err := Stored(context.Background(), e.ns.JS); err != nil || n != 1 {
 		t.Errorf("Stored = %d, %v; want 1", n, err)
 	}
@@ -308,9 +317,7 @@ func TestTerminated(t *testing.T) {
 	if diff := cmp.Diff(want, view(got[0])); diff != "" {
 		t.Errorf("dead letter (-want +got):\n%s", diff)
 	}
-	if n := Count() - before; n != 1 {
-		t.Errorf("counted %d, want 1", n)
-	}
+	e.counted(before, 1)
 }
 
 // TestRestart: advisories raised while no watcher runs are stored and
@@ -363,9 +370,7 @@ func TestRestart(t *testing.T) {
 		gone.Headers[events.DeadLetterHeaderStreamSeq] != fmt.Sprint(goneSeq) || gone.Headers[events.DeadLetterHeaderReason] != "terminated" {
 		t.Errorf("dead letter of a message gone from STK: %+v", gone)
 	}
-	if n := Count() - before; n != 3 {
-		t.Errorf("counted %d, want 3", n)
-	}
+	e.counted(before, 3)
 	stop()
 
 	// Every advisory handled again: nothing new.
