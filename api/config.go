@@ -96,7 +96,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// ConfigFromEnv reads API_ADDR (default :8080), API_TOKENS (optional),
+// ConfigFromEnv reads API_ADDR (default :8080), API_TOKENS (optional; each
+// token at least MinTokenLen bytes),
 // DATABASE_URL and NATS_URL (required), NATS_STREAM_REPLICAS (1), DISPATCH_MODE (async),
 // SYNC_TIMEOUT (30s), IDEMPOTENCY_TTL (24h), API_RATE_LIMIT (10), API_RATE_BURST
 // (twice API_RATE_LIMIT), PHONE_MAX_PROMPTS (5) and PHONE_WINDOW (1h). It names
@@ -122,6 +123,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	tokens, err := ParseTokens(getenv("API_TOKENS"))
 	if err != nil {
+		errs = append(errs, err)
+	} else if err := CheckTokenLengths(tokens); err != nil {
 		errs = append(errs, err)
 	}
 	c.Tokens = tokens
@@ -266,6 +269,24 @@ func ParseTokens(s string) ([]ClientToken, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// MinTokenLen is the shortest API_TOKENS token taken outside the dev stack:
+// 32 bytes, as openssl rand -base64 32 gives 44.
+const MinTokenLen = 32
+
+// CheckTokenLengths refuses every token shorter than MinTokenLen, naming
+// the entry by position, never by its token. ConfigFromEnv applies it; the
+// dev stack, whose dev-token reaches only its simulator, does not.
+func CheckTokenLengths(tokens []ClientToken) error {
+	var errs []error
+	for i, t := range tokens {
+		if len(t.Token) < MinTokenLen {
+			errs = append(errs, fmt.Errorf("API_TOKENS: entry %d (client %s): the token is %d bytes long, not at least %d (openssl rand -base64 32 makes one)",
+				i+1, t.Client, len(t.Token), MinTokenLen))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func checkTokens(tokens []ClientToken) error {

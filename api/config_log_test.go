@@ -11,7 +11,7 @@ import (
 // but the tokens, and no password of a URL, whatever the handler.
 func TestConfigLogged(t *testing.T) {
 	e := baseEnv()
-	e["API_TOKENS"] = "acme:acme-tok-3f9a1c,globex:globex-tok-77b2e0"
+	e["API_TOKENS"] = "acme:acme-tok-3f9a1c-0123456789abcdef0123,globex:globex-tok-77b2e0-0123456789abcdef0123"
 	e["DATABASE_URL"] = "postgres://stk:pg-pw-5c1d@db:5432/stkgate?sslmode=require"
 	e["NATS_URL"] = "nats://natsuser:nats-pw-9e4f@nats:4222,nats://nats-tok-2a6b@other:4222,tls://n3:4222"
 	cfg, err := ConfigFromEnv(env(e))

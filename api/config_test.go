@@ -17,7 +17,7 @@ func env(m map[string]string) func(string) string {
 
 func baseEnv() map[string]string {
 	return map[string]string{
-		"API_TOKENS":   "acme:acme-secret-token-1,globex:globex-secret-token-2",
+		"API_TOKENS":   "acme:acme-secret-token-1-padded-to-32-bytes,globex:globex-secret-token-2-padded-to-32-bytes",
 		"DATABASE_URL": "postgres://stk:pg-password@db:5432/stkgate?sslmode=disable",
 		"NATS_URL":     "nats://nats:4222",
 	}
@@ -31,8 +31,8 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 	want := Config{
 		Addr: ":8080",
 		Tokens: []ClientToken{
-			{Client: "acme", Token: "acme-secret-token-1"},
-			{Client: "globex", Token: "globex-secret-token-2"},
+			{Client: "acme", Token: "acme-secret-token-1-padded-to-32-bytes"},
+			{Client: "globex", Token: "globex-secret-token-2-padded-to-32-bytes"},
 		},
 		DatabaseURL:    "postgres://stk:pg-password@db:5432/stkgate?sslmode=disable",
 		NATSURL:        "nats://nats:4222",
@@ -51,7 +51,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 func TestConfigFromEnvSettings(t *testing.T) {
 	e := baseEnv()
 	e["API_ADDR"] = "127.0.0.1:9000"
-	e["API_TOKENS"] = " dev : dev-token , ops:ops:token:with:colons,dev:rotated-token, "
+	e["API_TOKENS"] = " dev : dev-token-long-enough-for-production , ops:ops:token:with:colons:and:32-bytes,dev:rotated-token-long-enough-for-production, "
 	e["NATS_URL"] = "nats://a:4222, nats://b:4222"
 	e["NATS_STREAM_REPLICAS"] = "3"
 	e["DISPATCH_MODE"] = "SYNC"
@@ -64,9 +64,9 @@ func TestConfigFromEnvSettings(t *testing.T) {
 	want := Config{
 		Addr: "127.0.0.1:9000",
 		Tokens: []ClientToken{
-			{Client: "dev", Token: "dev-token"},
-			{Client: "ops", Token: "ops:token:with:colons"},
-			{Client: "dev", Token: "rotated-token"},
+			{Client: "dev", Token: "dev-token-long-enough-for-production"},
+			{Client: "ops", Token: "ops:token:with:colons:and:32-bytes"},
+			{Client: "dev", Token: "rotated-token-long-enough-for-production"},
 		},
 		DatabaseURL:    e["DATABASE_URL"],
 		NATSURL:        "nats://a:4222, nats://b:4222",
@@ -94,7 +94,12 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		{"no colon", map[string]string{"API_TOKENS": "acme-secret"}, []string{"API_TOKENS: entry 1 is not name:token"}},
 		{"bad client name", map[string]string{"API_TOKENS": "ac me:t1"}, []string{`client name "ac me"`}},
 		{"token with space", map[string]string{"API_TOKENS": "acme:sec ret"}, []string{"API_TOKENS: entry 1 (client acme): the token is empty or has white space"}},
-		{"shared token", map[string]string{"API_TOKENS": "acme:same-token,globex:same-token"}, []string{"API_TOKENS: entry 2 (client globex): the same token is given to acme"}},
+		{"short token", map[string]string{"API_TOKENS": "acme:0123456789abcdef0123456789abcde"},
+			[]string{"API_TOKENS: entry 1 (client acme): the token is 31 bytes long, not at least 32"}},
+		{"short second token", map[string]string{"API_TOKENS": "acme:acme-secret-token-1-padded-to-32-bytes,globex:t2"},
+			[]string{"API_TOKENS: entry 2 (client globex): the token is 2 bytes long"}},
+		{"dev-token", map[string]string{"API_TOKENS": "dev:dev-token"}, []string{"API_TOKENS: entry 1 (client dev): the token is 9 bytes long"}},
+		{"shared token", map[string]string{"API_TOKENS": "acme:same-token-0123456789abcdef0123456789,globex:same-token-0123456789abcdef0123456789"}, []string{"API_TOKENS: entry 2 (client globex): the same token is given to acme"}},
 		{"database missing", map[string]string{"DATABASE_URL": ""}, []string{"DATABASE_URL: required"}},
 		{"nats missing", map[string]string{"NATS_URL": " "}, []string{"NATS_URL: required"}},
 		{"nats not a URL", map[string]string{"NATS_URL": "localhost"}, []string{"NATS_URL:"}},
@@ -131,7 +136,7 @@ func TestConfigFromEnvErrors(t *testing.T) {
 				}
 			}
 			// Errors may be logged: no token may appear in them.
-			for _, secret := range []string{"acme-secret-token-1", "globex-secret-token-2", "same-token", "sec ret", "t1", "t2", "pg-password"} {
+			for _, secret := range []string{"acme-secret-token-1-padded-to-32-bytes", "globex-secret-token-2-padded-to-32-bytes", "same-token", "0123456789abcdef", "dev-token", "sec ret", "t1", "t2", "pg-password"} {
 				if strings.Contains(err.Error(), secret) {
 					t.Errorf("error %q reveals %q", err, secret)
 				}
@@ -150,7 +155,7 @@ func TestConfigLogValueHidesSecrets(t *testing.T) {
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting", "config", cfg)
 	out := buf.String()
-	for _, secret := range []string{"acme-secret-token-1", "globex-secret-token-2", "pg-password", "nats-password", "nats-token"} {
+	for _, secret := range []string{"acme-secret-token-1-padded-to-32-bytes", "globex-secret-token-2-padded-to-32-bytes", "pg-password", "nats-password", "nats-token"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("log reveals %q: %s", secret, out)
 		}

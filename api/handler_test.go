@@ -240,7 +240,7 @@ func TestCreateAccepted(t *testing.T) {
 	// The log line of the payment carries its tracking id, and the phone
 	// only masked.
 	logs := e.logs.String()
-	if !strings.Contains(logs, `"tracking_id":"`+id+`"`) || !strings.Contains(logs, "2547****5678") {
+	if !strings.Contains(logs, `"tracking_id":"`+id+`"`) || !strings.Contains(logs, `"phone":"*********678"`) {
 		t.Errorf("logs lack the tracking id or the masked phone:\n%s", logs)
 	}
 	if strings.Contains(logs, "254712345678") || strings.Contains(logs, "0712 345-678") {

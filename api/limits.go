@@ -37,6 +37,11 @@ const (
 // MsgRateLimited is the 429 of a client over its request rate.
 const MsgRateLimited = "Too many requests from this client. Retry after the time in the Retry-After header."
 
+// MsgPhoneLimited is the 429 of a phone at its prompt limit. It says
+// nothing of the requests that reached the limit (how many, when, from
+// which client): the limit is shared by every client.
+const MsgPhoneLimited = "This phone number cannot receive more payment requests for now. Retry after the time in the Retry-After header."
+
 // limitedError is a 429: a limit was reached. Nothing was sent.
 type limitedError struct {
 	message string
@@ -155,12 +160,6 @@ func (h *Handler) limitClient(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// phoneLimitMessage is the 429 of a phone at its prompt limit.
-func phoneLimitMessage(maxPrompts int, window time.Duration, retryAfter int) string {
-	return fmt.Sprintf("This phone number has reached its limit of %d payment requests per %s. Retry after %d seconds.",
-		maxPrompts, shortDuration(window), retryAfter)
-}
-
 // shortDuration writes d without its zero parts: 1h, 1h30m, 90s as 1m30s.
 func shortDuration(d time.Duration) string {
 	s := d.String()
@@ -189,10 +188,13 @@ func (h *Handler) reservePrompt(ctx context.Context, client, id, phone string) e
 	if slot.Reserved {
 		return nil
 	}
-	secs := retrySeconds(slot.RetryAfter)
+	// The client is told to wait the whole window, not until the oldest
+	// request leaves it: that would tell when another client prompted the
+	// phone. The log, for operators, has the real wait.
 	h.log.Warn("request refused: phone at its prompt limit", "tracking_id", id, "client", client,
-		"phone", events.MaskPhone(phone), "phone_max_prompts", h.phoneMax, "phone_window", h.phoneWindow.String(), "retry_after_s", secs)
-	return &limitedError{message: phoneLimitMessage(h.phoneMax, h.phoneWindow, secs), retryAfter: secs}
+		"phone", events.MaskPhone(phone), "phone_max_prompts", h.phoneMax, "phone_window", h.phoneWindow.String(),
+		"frees_in_s", retrySeconds(slot.RetryAfter))
+	return &limitedError{message: MsgPhoneLimited, retryAfter: retrySeconds(h.phoneWindow)}
 }
 
 // releasePrompt gives back the slot of a request that was certainly not

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -202,6 +203,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		bad("DARAJA_BASE_URL", "%v", err)
 	}
 	cfg.Daraja.BaseURL = strings.TrimRight(base, "/")
+	if err == nil && strings.HasPrefix(strings.ToLower(base), "http:") && !IsLoopbackURL(base) {
+		bad("DARAJA_BASE_URL", "must be https (http only on loopback, where a simulator runs)")
+	}
 
 	cfg.Daraja.ConsumerKey = get("DARAJA_CONSUMER_KEY", "")
 	if cfg.Daraja.ConsumerKey == "" {
@@ -220,6 +224,17 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	cfg.Daraja.PassKey = get("DARAJA_PASSKEY", SandboxPassKey)
 	if strings.ContainsAny(cfg.Daraja.PassKey, " \t\r\n") {
 		bad("DARAJA_PASSKEY", "contains white space")
+	}
+
+	if host := darajaHost(cfg.Daraja.BaseURL); host == ProductionHost {
+		// The defaults are the sandbox's: taken by production, they fail
+		// every push, or push for someone else's paybill.
+		if cfg.Daraja.ShortCode == DefaultShortCode {
+			bad("DARAJA_SHORTCODE", "%s is the sandbox's shortcode; %s is production: set your own", DefaultShortCode, host)
+		}
+		if cfg.Daraja.PassKey == SandboxPassKey {
+			bad("DARAJA_PASSKEY", "the sandbox's published passkey; %s is production: set your own", host)
+		}
 	}
 
 	cfg.Daraja.TransactionType = get("DARAJA_TRANSACTION_TYPE", DefaultTransactionType)
@@ -377,6 +392,31 @@ func checkNATSURL(list string) error {
 		}
 	}
 	return nil
+}
+
+// ProductionHost is Daraja's production host; the sandbox is
+// sandbox.safaricom.co.ke.
+const ProductionHost = "api.safaricom.co.ke"
+
+// darajaHost is the lowercased host name of base, "" if it has none.
+func darajaHost(base string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+}
+
+// IsLoopbackURL reports whether raw names a loopback host (localhost,
+// 127.0.0.0/8 or ::1): one only this machine can answer, such as a Daraja
+// simulator.
+func IsLoopbackURL(raw string) bool {
+	host := darajaHost(raw)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func parseHTTPURL(s string) (string, error) {

@@ -141,6 +141,15 @@ func TestConfigFromEnvRefuses(t *testing.T) {
 		{name: "replicas six", set: map[string]string{"NATS_STREAM_REPLICAS": "6"}, want: []string{"NATS_STREAM_REPLICAS"}},
 		{name: "replicas word", set: map[string]string{"NATS_STREAM_REPLICAS": "three"}, want: []string{"NATS_STREAM_REPLICAS"}},
 		{name: "daraja base not a url", set: map[string]string{"DARAJA_BASE_URL": "sandbox.safaricom.co.ke"}, want: []string{"DARAJA_BASE_URL"}},
+		{name: "daraja base http", set: map[string]string{"DARAJA_BASE_URL": "http://sandbox.safaricom.co.ke"}, want: []string{"DARAJA_BASE_URL: must be https"}},
+		{name: "daraja base http on a private address", set: map[string]string{"DARAJA_BASE_URL": "http://10.0.0.7:8080"}, want: []string{"DARAJA_BASE_URL: must be https"}},
+		{name: "daraja base http on a name ending in localhost", set: map[string]string{"DARAJA_BASE_URL": "http://localhost.example.com"}, want: []string{"DARAJA_BASE_URL: must be https"}},
+		{name: "production with the sandbox shortcode and passkey", set: map[string]string{"DARAJA_BASE_URL": "https://api.safaricom.co.ke"},
+			want: []string{"DARAJA_SHORTCODE: 174379 is the sandbox's shortcode", "DARAJA_PASSKEY: the sandbox's published passkey"}},
+		{name: "production with the sandbox shortcode", set: map[string]string{"DARAJA_BASE_URL": "https://API.Safaricom.co.ke:443/", "DARAJA_PASSKEY": "own-passkey", "DARAJA_SHORTCODE": "174379"},
+			want: []string{"DARAJA_SHORTCODE: 174379 is the sandbox's shortcode; api.safaricom.co.ke is production: set your own"}},
+		{name: "production with the sandbox passkey", set: map[string]string{"DARAJA_BASE_URL": "https://api.safaricom.co.ke", "DARAJA_SHORTCODE": "600999", "DARAJA_PASSKEY": SandboxPassKey},
+			want: []string{"DARAJA_PASSKEY: the sandbox's published passkey; api.safaricom.co.ke is production: set your own"}},
 		{name: "shortcode letters", set: map[string]string{"DARAJA_SHORTCODE": "17437a"}, want: []string{"DARAJA_SHORTCODE"}},
 		{name: "shortcode too short", set: map[string]string{"DARAJA_SHORTCODE": "1743"}, want: []string{"DARAJA_SHORTCODE"}},
 		{name: "shortcode too long", set: map[string]string{"DARAJA_SHORTCODE": "17437900"}, want: []string{"DARAJA_SHORTCODE"}},
@@ -178,6 +187,25 @@ func TestConfigFromEnvRefuses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// DARAJA_BASE_URL may be http only on loopback, where a simulator runs.
+func TestConfigDarajaBaseURLAccepted(t *testing.T) {
+	for _, base := range []string{
+		"https://sandbox.safaricom.co.ke",
+		"http://127.0.0.1:5555",
+		"http://127.9.8.7:5555",
+		"http://[::1]:5555/",
+		"http://localhost:5555",
+		"http://LOCALHOST",
+		"https://daraja-proxy.internal:8443",
+	} {
+		e := minimalEnv()
+		e["DARAJA_BASE_URL"] = base
+		if _, err := ConfigFromEnv(env(e)); err != nil {
+			t.Errorf("DARAJA_BASE_URL=%s: %v", base, err)
+		}
 	}
 }
 

@@ -242,12 +242,15 @@ func decodeData(data json.RawMessage, v any) error {
 	return nil
 }
 
-// MaskPhone hides the middle of a phone number for logs: 2547****5678.
+// MaskPhone hides all but the last 3 characters of a phone number for logs:
+// 254712345678 is *********678. Fewer than 3 digits left to guess would not
+// hide a number, so one shorter than 7 characters is hidden whole.
 func MaskPhone(phone string) string {
-	if len(phone) < 8 {
-		return strings.Repeat("*", len(phone))
+	r := []rune(phone)
+	if len(r) < 7 {
+		return strings.Repeat("*", len(r))
 	}
-	return phone[:4] + strings.Repeat("*", len(phone)-8) + phone[len(phone)-4:]
+	return strings.Repeat("*", len(r)-3) + string(r[len(r)-3:])
 }
 
 // CallbackPath is where callback-ingest takes Safaricom's callbacks; the

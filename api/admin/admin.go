@@ -52,6 +52,8 @@ tokens. A new token is printed once, to stdout; it cannot be shown again.
                                 expire after the grace D (default 24h; 0: now)
   token revoke NAME             revoke every token of the client, now
   token revoke -id ID           revoke one token by its id (token list shows it)
+  token revoke -stdin           revoke the one token read from stdin (a token
+                                on the command line stays in shell history)
   token list NAME               list the client's tokens by id
 
 A change reaches running api instances within their token cache time (%s).
@@ -60,8 +62,9 @@ Names are 1 to 64 letters, digits, '.', '_' or '-'. Exit status: 0 done,
 `
 
 // Main is the command: it opens DATABASE_URL (from getenv), brings the
-// schema up to date and runs args (without the program name).
-func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// schema up to date and runs args (without the program name). stdin may be
+// nil: nothing to read.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if code, done := help(args, stdout, stderr); done {
 		return code
 	}
@@ -80,7 +83,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		fmt.Fprintln(stderr, "stkgate-admin:", err)
 		return ExitError
 	}
-	return Run(ctx, args, stdout, stderr, db)
+	return Run(ctx, args, stdin, stdout, stderr, db)
 }
 
 // help answers an empty command line and a request for help.
@@ -98,12 +101,15 @@ func help(args []string, stdout, stderr io.Writer) (code int, done bool) {
 }
 
 // Run runs args (without the program name) against db, which must be
-// migrated.
-func Run(ctx context.Context, args []string, stdout, stderr io.Writer, db *sqlx.DB) int {
+// migrated. stdin may be nil: nothing to read.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, db *sqlx.DB) int {
 	if code, done := help(args, stdout, stderr); done {
 		return code
 	}
-	c := &cmd{s: store.New(db), stdout: stdout, stderr: stderr}
+	if stdin == nil {
+		stdin = strings.NewReader("")
+	}
+	c := &cmd{s: store.New(db), stdin: stdin, stdout: stdout, stderr: stderr}
 	var verb string
 	if len(args) > 1 {
 		verb = args[0] + " " + args[1]
@@ -154,6 +160,7 @@ func usageErrorf(format string, a ...any) error {
 
 type cmd struct {
 	s              *store.Store
+	stdin          io.Reader
 	stdout, stderr io.Writer
 }
 
@@ -206,7 +213,7 @@ func name(fs *flag.FlagSet, args []string) (string, error) {
 // may be a token given by mistake.
 func checkName(n string) error {
 	if store.WellFormedToken(n) {
-		return usageErrorf("NAME is a token, not a client name (token revoke -id takes a token's id)")
+		return usageErrorf("NAME is a token, not a client name (token revoke -id takes a token's id; token revoke -stdin reads a whole token)")
 	}
 	if !api.ValidClientName(n) {
 		return usageErrorf("NAME is not a client name: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
@@ -314,14 +321,21 @@ func (c *cmd) rotate(ctx context.Context, args []string) error {
 func (c *cmd) revoke(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("token revoke", flag.ContinueOnError)
 	id := fs.String("id", "", "the id of the one token to revoke")
+	fromStdin := fs.Bool("stdin", false, "read the one token to revoke from stdin")
 	pos, err := positional(fs, args)
 	switch {
 	case err != nil:
 		return err
-	case *id != "" && len(pos) == 0:
+	case *id != "" && !*fromStdin && len(pos) == 0:
 		return c.revokeOne(ctx, *id)
-	case *id != "" || len(pos) != 1:
-		return usageErrorf("token revoke takes NAME, or -id ID")
+	case *fromStdin && *id == "" && len(pos) == 0:
+		tok, err := c.readToken()
+		if err != nil {
+			return err
+		}
+		return c.revokeOne(ctx, store.TokenID(tok))
+	case *id != "" || *fromStdin || len(pos) != 1:
+		return usageErrorf("token revoke takes NAME, -id ID or -stdin")
 	}
 	n := pos[0]
 	if err := checkName(n); err != nil {
@@ -342,12 +356,31 @@ func (c *cmd) revoke(ctx context.Context, args []string) error {
 	return nil
 }
 
+// readToken reads one token from stdin (a line, white space around it
+// ignored), never repeating what it read in an error.
+func (c *cmd) readToken() (string, error) {
+	b, err := io.ReadAll(io.LimitReader(c.stdin, 1024))
+	if err != nil {
+		return "", fmt.Errorf("read the token from stdin: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if !store.WellFormedToken(tok) {
+		return "", usageErrorf("stdin holds no token (%s and %d more characters)", store.TokenPrefix, store.TokenLen-len(store.TokenPrefix))
+	}
+	return tok, nil
+}
+
+// revokeOne revokes the token whose id is id. A whole token is refused, and
+// not repeated: on the command line it is kept in the shell's history and
+// shown to every user of the host in the process list.
 func (c *cmd) revokeOne(ctx context.Context, id string) error {
-	if !strings.HasPrefix(id, store.TokenPrefix) || len(id) < store.TokenIDLen {
+	if len(id) > store.TokenIDLen && strings.HasPrefix(id, store.TokenPrefix) {
+		return usageErrorf("-id takes a token's id, not the token (%s and 8 more characters, as token list shows); "+
+			"to revoke by the whole token, give it on stdin: token revoke -stdin", store.TokenPrefix)
+	}
+	if !strings.HasPrefix(id, store.TokenPrefix) || len(id) != store.TokenIDLen {
 		return usageErrorf("-id is not a token id (%s and 8 more characters, as token list shows)", store.TokenPrefix)
 	}
-	// Given the whole token, take its id: that is what is kept in clear.
-	id = store.TokenID(id)
 	tok, err := c.s.RevokeToken(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrTokenNotFound):

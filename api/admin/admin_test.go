@@ -25,8 +25,14 @@ type result struct {
 
 func run(t *testing.T, db *sqlx.DB, args ...string) result {
 	t.Helper()
+	return runStdin(t, db, "", args...)
+}
+
+// runStdin runs args with stdin holding in.
+func runStdin(t *testing.T, db *sqlx.DB, in string, args ...string) result {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	code := admin.Run(context.Background(), args, &out, &errOut, db)
+	code := admin.Run(context.Background(), args, strings.NewReader(in), &out, &errOut, db)
 	return result{code, out.String(), errOut.String()}
 }
 
@@ -167,6 +173,15 @@ func TestTokenCommands(t *testing.T) {
 	if r := run(t, db, "token", "revoke", "-id", "stk_00000000"); r.code != admin.ExitError || !strings.Contains(r.stderr, "no token stk_00000000") {
 		t.Errorf("revoke unknown id: %+v", r)
 	}
+	// A whole token is read from stdin, never taken on the command line.
+	last := token(t, run(t, db, "token", "rotate", "mall"))
+	r = runStdin(t, db, last+"\n", "token", "revoke", "-stdin")
+	if r.code != admin.ExitOK || !strings.Contains(r.stderr, "token "+store.TokenID(last)+" of client mall revoked") || strings.Contains(r.stderr, last) {
+		t.Errorf("revoke -stdin: %+v", r)
+	}
+	if authenticates(t, db, last) != "" {
+		t.Error("revoke -stdin did not revoke the token")
+	}
 	if r := run(t, db, "token", "rotate", "nobody"); r.code != admin.ExitError || r.stdout != "" {
 		t.Errorf("rotate unknown client: %+v", r)
 	}
@@ -191,9 +206,13 @@ func TestUsage(t *testing.T) {
 		{"unknown flag", []string{"token", "rotate", "shop", "-force"}, admin.ExitUsage, "flag provided but not defined: -force"},
 		{"bad grace", []string{"token", "rotate", "shop", "-grace", "soon"}, admin.ExitUsage, "-grace"},
 		{"negative grace", []string{"token", "rotate", "shop", "-grace", "-1h"}, admin.ExitUsage, "-grace -1h0m0s is not from 0"},
-		{"revoke both", []string{"token", "revoke", "shop", "-id", "stk_00000000"}, admin.ExitUsage, "token revoke takes NAME, or -id ID"},
-		{"revoke neither", []string{"token", "revoke"}, admin.ExitUsage, "token revoke takes NAME, or -id ID"},
+		{"revoke both", []string{"token", "revoke", "shop", "-id", "stk_00000000"}, admin.ExitUsage, "token revoke takes NAME, -id ID or -stdin"},
+		{"revoke neither", []string{"token", "revoke"}, admin.ExitUsage, "token revoke takes NAME, -id ID or -stdin"},
+		{"revoke id and stdin", []string{"token", "revoke", "-stdin", "-id", "stk_00000000"}, admin.ExitUsage, "token revoke takes NAME, -id ID or -stdin"},
 		{"revoke bad id", []string{"token", "revoke", "-id", "abc"}, admin.ExitUsage, "-id is not a token id"},
+		{"revoke a whole token as the id", []string{"token", "revoke", "-id", tok}, admin.ExitUsage, "-id takes a token's id, not the token"},
+		{"revoke an id with more", []string{"token", "revoke", "-id", store.TokenID(tok) + "x"}, admin.ExitUsage, "-id takes a token's id, not the token"},
+		{"revoke stdin without a token", []string{"token", "revoke", "-stdin"}, admin.ExitUsage, "stdin holds no token"},
 		{"a token as a name", []string{"token", "revoke", tok}, admin.ExitUsage, "NAME is a token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,7 +237,7 @@ func TestUsage(t *testing.T) {
 // Main connects to DATABASE_URL and migrates before it runs the command.
 func TestMain_DatabaseURL(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := admin.Main(context.Background(), []string{"client", "list"}, func(string) string { return "" }, &out, &errOut)
+	code := admin.Main(context.Background(), []string{"client", "list"}, func(string) string { return "" }, nil, &out, &errOut)
 	if code != admin.ExitUsage || !strings.Contains(errOut.String(), "DATABASE_URL: required") {
 		t.Errorf("without DATABASE_URL: exit %d, %s", code, errOut.String())
 	}
@@ -239,7 +258,7 @@ func TestMain_DatabaseURL(t *testing.T) {
 	}
 	out.Reset()
 	errOut.Reset()
-	if code := admin.Main(context.Background(), []string{"client", "create", "shop"}, getenv, &out, &errOut); code != admin.ExitOK {
+	if code := admin.Main(context.Background(), []string{"client", "create", "shop"}, getenv, nil, &out, &errOut); code != admin.ExitOK {
 		t.Fatalf("create: exit %d, %s", code, errOut.String())
 	}
 	tok := strings.TrimSpace(out.String())
@@ -253,7 +272,7 @@ func TestMain_DatabaseURL(t *testing.T) {
 	bad := func(k string) string {
 		return "postgres://postgres:hunter2@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"
 	}
-	if code := admin.Main(ctx, []string{"client", "list"}, bad, &out, &errOut); code != admin.ExitError || strings.Contains(errOut.String(), "hunter2") {
+	if code := admin.Main(ctx, []string{"client", "list"}, bad, nil, &out, &errOut); code != admin.ExitError || strings.Contains(errOut.String(), "hunter2") {
 		t.Errorf("unreachable database: exit %d, %s", code, errOut.String())
 	}
 }

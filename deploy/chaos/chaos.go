@@ -184,7 +184,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 	logf("Daraja faults scripted (%s): %v; push answers held up to %s", o.Faults, kinds, o.Latency)
 
-	const token = "chaos-token"
+	const token = "chaos-token-long-enough-for-the-api-0001" // the api refuses tokens under 32 bytes
 	cbSecret, err := events.GenerateCallbackSecret()
 	if err != nil {
 		return nil, err

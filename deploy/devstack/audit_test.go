@@ -157,7 +157,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 		t.Helper()
 		var stdout bytes.Buffer
 		getenv := func(k string) string { return map[string]string{"DATABASE_URL": dbURL}[k] }
-		if code := admin.Main(context.Background(), args, getenv, &stdout, &adminOut); code != 0 {
+		if code := admin.Main(context.Background(), args, getenv, nil, &stdout, &adminOut); code != 0 {
 			t.Fatalf("stkgate-admin %v: exit %d: %s", args, code, adminOut.String())
 		}
 		return strings.TrimSpace(stdout.String())

@@ -88,19 +88,17 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	// env holds the dev defaults; the real environment overrides each one.
-	env := map[string]string{
-		"API_ADDR":      ":8080",
-		"CALLBACK_ADDR": ":8081",
-		"API_TOKENS":    "dev:" + DefaultToken,
-		// Off in development, so the README's curl line can be tried
-		// again and again on one phone; set it to try the limit.
-		"PHONE_MAX_PROMPTS": "0",
-	}
+	env := devDefaults()
 	lookup := func(k string) string {
 		if v := getenv(k); v != "" {
 			return v
 		}
 		return env[k]
+	}
+	// Before anything starts: the dev-token must not reach a real Daraja.
+	apiTokens, err := devTokens(lookup("API_TOKENS"), getenv("DARAJA_BASE_URL"))
+	if err != nil {
+		return err
 	}
 
 	var stops []func()
@@ -170,10 +168,18 @@ func Run(ctx context.Context, o Options) error {
 		env["CALLBACK_SECRET"] = secret
 	}
 
-	apiCfg, err := api.ConfigFromEnv(lookup)
+	// The api's own reading of API_TOKENS would refuse dev-token (short):
+	// devTokens read them instead.
+	apiCfg, err := api.ConfigFromEnv(func(k string) string {
+		if k == "API_TOKENS" {
+			return ""
+		}
+		return lookup(k)
+	})
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
+	apiCfg.Tokens = apiTokens
 	projCfg, err := projector.ConfigFromEnv(lookup)
 	if err != nil {
 		return fmt.Errorf("projector: %w", err)
@@ -227,6 +233,42 @@ func Run(ctx context.Context, o Options) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// devDefaults are the dev stack's settings where the environment sets none.
+// Its listeners are on loopback: a laptop on a shared network serves no one
+// else (API_ADDR=:8080 opens the api to the network on purpose).
+func devDefaults() map[string]string {
+	return map[string]string{
+		"API_ADDR":      "127.0.0.1:8080",
+		"CALLBACK_ADDR": "127.0.0.1:8081",
+		"API_TOKENS":    "dev:" + DefaultToken,
+		// Off in development, so the README's curl line can be tried
+		// again and again on one phone; set it to try the limit.
+		"PHONE_MAX_PROMPTS": "0",
+	}
+}
+
+// devTokens reads API_TOKENS. With darajaBase empty (the dev stack's own
+// simulator) or on loopback (a simulator there), any token goes, dev-token
+// among them; with any other Daraja, where a push prompts a real phone, the
+// tokens follow the api's rule outside the dev stack (api.MinTokenLen), and
+// the well-known dev-token is refused by name.
+func devTokens(list, darajaBase string) ([]api.ClientToken, error) {
+	tokens, err := api.ParseTokens(list)
+	if err != nil {
+		return nil, err
+	}
+	if darajaBase == "" || dispatcher.IsLoopbackURL(darajaBase) {
+		return tokens, nil
+	}
+	for _, t := range tokens {
+		if t.Token == DefaultToken {
+			return nil, fmt.Errorf("API_TOKENS: %s is refused when DARAJA_BASE_URL is not a simulator on loopback (it is %s): set API_TOKENS to name:token pairs of at least %d bytes each",
+				DefaultToken, redact.URLs(darajaBase), api.MinTokenLen)
+		}
+	}
+	return tokens, api.CheckTokenLengths(tokens)
 }
 
 // waitReady polls url until it answers 200 or ctx ends.
