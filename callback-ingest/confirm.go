@@ -10,7 +10,8 @@ import (
 // STK query before they count.
 const (
 	// ConfirmMismatch (the default): a success whose amount or phone
-	// disagrees with the request, or that carries no amount.
+	// disagrees with the request, or cannot be compared with it (no
+	// amount; no phone, or one that is not all digits).
 	ConfirmMismatch = "mismatch"
 	// ConfirmAlways: every success.
 	ConfirmAlways = "always"
@@ -47,9 +48,10 @@ func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback) 
 }
 
 // crossCheck logs where the callback disagrees with the request, and returns
-// the first disagreement as an events.Confirm* reason ("" for none). A phone
-// that is not all digits (Daraja has masked it at times) cannot be compared
-// and is not a disagreement.
+// the first disagreement as an events.Confirm* reason ("" for none). For a
+// success, what cannot be compared is no proof of agreement: a success
+// without an amount, or without a phone of digits (none at all, or one
+// Daraja masked), is sent to Daraja's STK query as a disagreeing one is.
 func (h *handler) crossCheck(log *slog.Logger, p events.Payment, cb Callback) string {
 	var reason string
 	if cb.Amount != 0 && cb.Amount != p.Amount {
@@ -57,17 +59,27 @@ func (h *handler) crossCheck(log *slog.Logger, p events.Payment, cb Callback) st
 			"requested_amount", p.Amount, "callback_amount", cb.Amount)
 		reason = events.ConfirmAmountMismatch
 	}
-	if cb.Phone != "" && isDigits(cb.Phone) && cb.Phone != p.Phone {
+	if isDigits(cb.Phone) && cb.Phone != p.Phone {
 		log.Warn("callback phone differs from the request",
 			"requested_phone", events.MaskPhone(p.Phone), "callback_phone", events.MaskPhone(cb.Phone))
 		if reason == "" {
 			reason = events.ConfirmPhoneMismatch
 		}
 	}
-	if cb.Success() && cb.Amount == 0 {
+	if !cb.Success() {
+		return reason
+	}
+	if cb.Amount == 0 {
 		log.Warn("successful callback without an amount")
 		if reason == "" {
 			reason = events.ConfirmNoAmount
+		}
+	}
+	if !isDigits(cb.Phone) {
+		log.Warn("success callback without a phone number that can be compared with the request's",
+			"callback_phone", events.MaskPhone(cb.Phone))
+		if reason == "" {
+			reason = events.ConfirmNoPhone
 		}
 	}
 	return reason
