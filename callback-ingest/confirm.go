@@ -2,6 +2,7 @@ package callback
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/stkgate/stkgate/events"
 )
@@ -24,13 +25,15 @@ const (
 // when it counts as it stands. Such a callback is kept on
 // stkcb.confirm.<id> and nothing of it is published: the reconciler asks
 // Daraja and publishes Daraja's answer, so neither the callback's receipt
-// nor its amount ever becomes the recorded outcome. A failure counts as it
-// stands: it pays nobody, and the payment's CheckoutRequestID and token
-// were checked.
-func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback) string {
+// nor its amount ever becomes the recorded outcome. A failure pays nobody,
+// and the payment's CheckoutRequestID and token were checked: it counts as
+// it stands unless it came implausibly fast (fastFailure).
+//
+// sincePush is how long after its push the callback came.
+func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback, sincePush time.Duration) string {
 	reason := h.crossCheck(log, p, cb)
 	if !cb.Success() {
-		return ""
+		return h.fastFailure(log, cb, sincePush)
 	}
 	switch h.confirm {
 	case ConfirmNever:
@@ -45,6 +48,43 @@ func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback) 
 		}
 	}
 	return reason
+}
+
+// DefaultFastFailure is CALLBACK_FAST_FAILURE's default. The prompt must
+// reach the phone, be read, and be cancelled or answered with a PIN: a
+// customer's answer within 2 s of Daraja accepting the push is not a
+// customer's. The dispatcher rests on the same bound (a prompt is not
+// answered within the dispatcher's UncertainRetryWindow, 2 s, of its push:
+// docs/DARAJA.md).
+const DefaultFastFailure = 2 * time.Second
+
+// immediateFailures are the failure ResultCodes Daraja gives without the
+// customer, so that they may come at once: 1037 "DS timeout user cannot be
+// reached" (the phone is off or out of coverage), 1036 "SMSC ACK timeout"
+// (the prompt could not be delivered), 1025 "An error occurred while
+// sending a push request", 1001 "Unable to lock subscriber" (another
+// prompt is open on the phone). Every other failure says the customer did
+// something (1032 cancelled, 2001 a wrong PIN, 1 a balance checked after
+// the PIN) or that the prompt's lifetime passed (1019): within
+// CALLBACK_FAST_FAILURE of the push, none can be true. A code this list
+// does not know is held too: holding costs one STK query, counting a false
+// failure may make a merchant charge the customer twice.
+var immediateFailures = map[string]bool{"1001": true, "1025": true, "1036": true, "1037": true}
+
+// fastFailure returns events.ConfirmFastFailure for a failure that came
+// sooner after its push than a customer can answer a prompt (h.fast, 0 for
+// never), unless Daraja gives it without the customer (immediateFailures).
+// Such a failure is Daraja's mistake or a forgery by someone who has the
+// CallBackURL: counted, it would finish the payment before the genuine
+// callback, perhaps a success, could. sincePush below zero (the clocks of
+// two hosts disagree) is fast.
+func (h *handler) fastFailure(log *slog.Logger, cb Callback, sincePush time.Duration) string {
+	if h.fast <= 0 || sincePush >= h.fast || immediateFailures[cb.ResultCode] {
+		return ""
+	}
+	log.Warn("failure callback came sooner after its push than a customer can answer a prompt: held for Daraja's STK query",
+		"confirm_reason", events.ConfirmFastFailure, "since_push", sincePush.String(), "fast_failure", h.fast.String())
+	return events.ConfirmFastFailure
 }
 
 // crossCheck logs where the callback disagrees with the request, and returns

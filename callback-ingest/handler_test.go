@@ -625,7 +625,7 @@ func TestCallbackConfirmation(t *testing.T) {
 				if n != 0 {
 					t.Fatalf("%d stk.completed published for a callback awaiting confirmation, want none", n)
 				}
-				tt.wantLog = append(tt.wantLog, `"msg":"success callback held for confirmation by Daraja's STK query: nothing published"`)
+				tt.wantLog = append(tt.wantLog, `"msg":"callback held for confirmation by Daraja's STK query: nothing published"`)
 			} else {
 				if kept[0].Subject != events.CallbackSubjectReceived(id) {
 					t.Errorf("kept on %s, want %s", kept[0].Subject, events.CallbackSubjectReceived(id))

@@ -119,6 +119,9 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 			"DARAJA_CONSUMER_SECRET": fo.ConsumerSecret,
 			"CALLBACK_BASE_URL":      "http://" + cbAddr,
 			"CALLBACK_SECRET":        e2eCallbackSecret,
+			// The fake answers in 300 ms, sooner than a customer could:
+			// its failures would all wait for Daraja's STK query.
+			"CALLBACK_FAST_FAILURE": "0",
 		}
 		if fo.PassKey != "" {
 			env["DARAJA_PASSKEY"] = fo.PassKey

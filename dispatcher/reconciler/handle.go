@@ -160,7 +160,7 @@ type push struct {
 	merchantID string
 	checkoutID string
 	sentAt     time.Time
-	// confirming: a success callback awaits this query (handleConfirm), so
+	// confirming: a held callback awaits this query (handleConfirm), so
 	// the query is asked at once and its answer published without waiting
 	// for a receipt.
 	confirming bool
