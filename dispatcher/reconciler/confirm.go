@@ -86,7 +86,7 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 		later(log, msg, retryDelay)
 		return
 	}
-	p := push{payment: req.Payment, confirming: true}
+	p := push{payment: req.Payment, confirming: true, heldFailure: reason == events.ConfirmFastFailure}
 	d, at, err := lastEvent[events.Dispatched](work, r.stream, events.TypeDispatched, id)
 	switch {
 	case err == nil:

@@ -81,10 +81,10 @@ func TestConfirmThroughQuery(t *testing.T) {
 		{"query says insufficient balance", "1", false, false, false},
 		{"held while no reconciler ran", "0", true, false, false},
 		{"callback before stk.dispatched", "0", false, true, false},
-		{"fast failure, query says paid", "0", false, false, true},
+		// A fast failure that Daraja says was paid: TestConfirmFastFailurePaid.
 		{"fast failure, query says cancelled", "1032", false, false, true},
 		{"fast failure, query says wrong PIN", "2001", false, false, true},
-		{"fast failure before stk.dispatched, query says paid", "0", false, true, true},
+		{"fast failure before stk.dispatched, query says cancelled", "1032", false, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,6 +260,55 @@ func TestConfirmAfterOutcome(t *testing.T) {
 			logged := strings.Contains(h.logs.String(), `"level":"ERROR"`)
 			if logged != tt.wantError {
 				t.Errorf("error logged %v, want %v:\n%s", logged, tt.wantError, h.logs.String())
+			}
+		})
+	}
+}
+
+// TestConfirmFastFailurePaid: a failure held for coming too soon, that
+// Daraja's STK query says was paid, is not finished at once as a Success
+// without a receipt: the genuine callback, which has the receipt, may still
+// come, as it would for a push without a callback (RECONCILE_RECEIPT_WAIT
+// after the push). When it comes, its outcome, receipt included, is the one
+// recorded; when it does not, the query's Success is, without a receipt.
+func TestConfirmFastFailurePaid(t *testing.T) {
+	tests := []struct {
+		name        string
+		receiptWait time.Duration
+		callback    bool // the genuine success callback comes after the query
+	}{
+		// The held failure is looked at again RECONCILE_RECEIPT_WAIT after
+		// the push, and finds the callback's outcome.
+		{"the genuine callback comes", 3 * time.Second, true},
+		{"no callback comes", 1500 * time.Millisecond, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) {
+				c.ReconcileAfter = time.Minute
+				c.UnknownDeadline = 2 * time.Minute
+				c.ReceiptWait = tt.receiptWait
+			})
+			h.start()
+			p, resp := h.dispatch(darajatest.Script{ResultCode: "0", NoCallback: true, CallbackDelay: -1})
+			h.holdFastFailure(p, resp.CheckoutRequestID)
+			h.waitFor("the STK query", func() bool { return len(h.queriesFor(resp.CheckoutRequestID)) > 0 })
+			want := events.Completed{Payment: p, ResultCode: "0", ResultDesc: "The service request is processed successfully.",
+				Source: events.SourceQuery, CheckoutRequestID: resp.CheckoutRequestID}
+			if tt.callback {
+				want.Receipt, want.TransactionDate, want.Source = "SCL4XQ2B7K", "2024-03-21 14:30:55", events.SourceCallback
+				h.publish(events.Completed{Payment: p, ResultCode: "0", ResultDesc: want.ResultDesc, Receipt: want.Receipt,
+					TransactionDate: want.TransactionDate, Source: events.SourceCallback,
+					MerchantRequestID: resp.MerchantRequestID, CheckoutRequestID: resp.CheckoutRequestID, CompletedAt: time.Now().UTC()})
+			}
+			waitConfirmAcked(t, h, 10*time.Second)
+			ev, _ := h.completion(p.TrackingID, time.Second)
+			if ev.ResultCode != want.ResultCode || ev.Source != want.Source || ev.Receipt != want.Receipt {
+				t.Errorf("recorded %q from %s with receipt %q; want %q from %s with receipt %q",
+					ev.ResultCode, ev.Source, ev.Receipt, want.ResultCode, want.Source, want.Receipt)
+			}
+			if n := h.completions(p.TrackingID); n != 1 {
+				t.Errorf("%d stk.completed, want 1", n)
 			}
 		})
 	}
