@@ -122,7 +122,7 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		"result_code", cb.ResultCode)
 
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
-	m := h.match(ctx, log, id, cb)
+	m := h.match(ctx, log, id, cb, receivedAt(msg, meta))
 	cancel()
 	switch {
 	case m.retry:
@@ -154,6 +154,15 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		log.Warn("kept callback not applied", "reason", m.keepAs)
 	}
 	ackMsg(log, msg)
+}
+
+// receivedAt is when a kept callback arrived: its Stkgate-Received-At, or,
+// when that is missing or unreadable, when JetStream stored it.
+func receivedAt(msg jetstream.Msg, meta *jetstream.MsgMetadata) time.Time {
+	if t, err := time.Parse(time.RFC3339Nano, msg.Headers().Get(events.CallbackHeaderReceivedAt)); err == nil {
+		return t
+	}
+	return meta.Timestamp
 }
 
 // keepForConfirmation copies a kept callback (at stream sequence seq) to

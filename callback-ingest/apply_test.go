@@ -491,7 +491,7 @@ func TestCompletionRacedByNoAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	m := h.match(ctx, slog.New(slog.DiscardHandler), id, cb)
+	m := h.match(ctx, slog.New(slog.DiscardHandler), id, cb, clock)
 	if !m.publish {
 		t.Fatalf("matched %+v, want publish", m)
 	}

@@ -32,6 +32,10 @@ type Config struct {
 	// Confirm says which success callbacks wait for Daraja's STK query
 	// (CALLBACK_CONFIRM: ConfirmMismatch, ConfirmAlways, ConfirmNever).
 	Confirm string
+	// FastFailure: a failure callback that comes within this time of its
+	// push is held for Daraja's STK query (CALLBACK_FAST_FAILURE, default
+	// DefaultFastFailure; 0 holds none).
+	FastFailure time.Duration
 	// ApplyAfter is the HTTP handler's head start over the applier
 	// (CALLBACK_APPLY_AFTER, default DefaultApplyAfter): how long after a
 	// callback was kept the applier looks at it.
@@ -52,10 +56,16 @@ const (
 	DefaultStreamReplicas = 1
 )
 
+// maxFastFailure bounds CALLBACK_FAST_FAILURE: a customer can answer a prompt
+// well within a minute, and a bound that long would send most genuine
+// failures to Daraja's STK query.
+const maxFastFailure = time.Minute
+
 // ConfigFromEnv reads the configuration; it refuses a missing or malformed
 // setting and names it.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	cfg := Config{Addr: DefaultAddr, StreamReplicas: DefaultStreamReplicas, Confirm: ConfirmMismatch, ApplyAfter: DefaultApplyAfter}
+	cfg := Config{Addr: DefaultAddr, StreamReplicas: DefaultStreamReplicas, Confirm: ConfirmMismatch, ApplyAfter: DefaultApplyAfter,
+		FastFailure: DefaultFastFailure}
 	if v := strings.TrimSpace(getenv("CALLBACK_ADDR")); v != "" {
 		cfg.Addr = v
 	}
@@ -87,6 +97,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("CALLBACK_APPLY_AFTER: %q is not a positive duration such as 5s", v)
 		}
 		cfg.ApplyAfter = d
+	}
+	if v := strings.TrimSpace(getenv("CALLBACK_FAST_FAILURE")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > maxFastFailure {
+			return Config{}, fmt.Errorf("CALLBACK_FAST_FAILURE: %q is not a duration from 0 (off) to %s, such as 2s", v, maxFastFailure)
+		}
+		cfg.FastFailure = d
 	}
 	if err := cfg.validate(); err != nil {
 		return Config{}, err
@@ -143,6 +160,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("allow_cidrs", prefixesString(c.Sources.Allow)),
 		slog.String("trusted_proxies", prefixesString(c.Sources.TrustedProxies)),
 		slog.String("confirm", c.Confirm),
+		slog.String("fast_failure", c.FastFailure.String()),
 		slog.String("apply_after", cmp.Or(c.ApplyAfter, DefaultApplyAfter).String()),
 	)
 }

@@ -2,6 +2,7 @@ package callback
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/stkgate/stkgate/events"
 )
@@ -10,7 +11,8 @@ import (
 // STK query before they count.
 const (
 	// ConfirmMismatch (the default): a success whose amount or phone
-	// disagrees with the request, or that carries no amount.
+	// disagrees with the request, or cannot be compared with it (no
+	// amount; no phone, or one that is not all digits).
 	ConfirmMismatch = "mismatch"
 	// ConfirmAlways: every success.
 	ConfirmAlways = "always"
@@ -23,13 +25,15 @@ const (
 // when it counts as it stands. Such a callback is kept on
 // stkcb.confirm.<id> and nothing of it is published: the reconciler asks
 // Daraja and publishes Daraja's answer, so neither the callback's receipt
-// nor its amount ever becomes the recorded outcome. A failure counts as it
-// stands: it pays nobody, and the payment's CheckoutRequestID and token
-// were checked.
-func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback) string {
+// nor its amount ever becomes the recorded outcome. A failure pays nobody,
+// and the payment's CheckoutRequestID and token were checked: it counts as
+// it stands unless it came implausibly fast (fastFailure).
+//
+// sincePush is how long after its push the callback came.
+func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback, sincePush time.Duration) string {
 	reason := h.crossCheck(log, p, cb)
 	if !cb.Success() {
-		return ""
+		return h.fastFailure(log, cb, sincePush)
 	}
 	switch h.confirm {
 	case ConfirmNever:
@@ -46,10 +50,48 @@ func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback) 
 	return reason
 }
 
+// DefaultFastFailure is CALLBACK_FAST_FAILURE's default. The prompt must
+// reach the phone, be read, and be cancelled or answered with a PIN: a
+// customer's answer within 2 s of Daraja accepting the push is not a
+// customer's. The dispatcher rests on the same bound (a prompt is not
+// answered within the dispatcher's UncertainRetryWindow, 2 s, of its push:
+// docs/DARAJA.md).
+const DefaultFastFailure = 2 * time.Second
+
+// immediateFailures are the failure ResultCodes Daraja gives without the
+// customer, so that they may come at once: 1037 "DS timeout user cannot be
+// reached" (the phone is off or out of coverage), 1036 "SMSC ACK timeout"
+// (the prompt could not be delivered), 1025 "An error occurred while
+// sending a push request", 1001 "Unable to lock subscriber" (another
+// prompt is open on the phone). Every other failure says the customer did
+// something (1032 cancelled, 2001 a wrong PIN, 1 a balance checked after
+// the PIN) or that the prompt's lifetime passed (1019): within
+// CALLBACK_FAST_FAILURE of the push, none can be true. A code this list
+// does not know is held too: holding costs one STK query, counting a false
+// failure may make a merchant charge the customer twice.
+var immediateFailures = map[string]bool{"1001": true, "1025": true, "1036": true, "1037": true}
+
+// fastFailure returns events.ConfirmFastFailure for a failure that came
+// sooner after its push than a customer can answer a prompt (h.fast, 0 for
+// never), unless Daraja gives it without the customer (immediateFailures).
+// Such a failure is Daraja's mistake or a forgery by someone who has the
+// CallBackURL: counted, it would finish the payment before the genuine
+// callback, perhaps a success, could. sincePush below zero (the clocks of
+// two hosts disagree) is fast.
+func (h *handler) fastFailure(log *slog.Logger, cb Callback, sincePush time.Duration) string {
+	if h.fast <= 0 || sincePush >= h.fast || immediateFailures[cb.ResultCode] {
+		return ""
+	}
+	log.Warn("failure callback came sooner after its push than a customer can answer a prompt: held for Daraja's STK query",
+		"confirm_reason", events.ConfirmFastFailure, "since_push", sincePush.String(), "fast_failure", h.fast.String())
+	return events.ConfirmFastFailure
+}
+
 // crossCheck logs where the callback disagrees with the request, and returns
-// the first disagreement as an events.Confirm* reason ("" for none). A phone
-// that is not all digits (Daraja has masked it at times) cannot be compared
-// and is not a disagreement.
+// the first disagreement as an events.Confirm* reason ("" for none). For a
+// success, what cannot be compared is no proof of agreement: a success
+// without an amount, or without a phone of digits (none at all, or one
+// Daraja masked), is sent to Daraja's STK query as a disagreeing one is.
 func (h *handler) crossCheck(log *slog.Logger, p events.Payment, cb Callback) string {
 	var reason string
 	if cb.Amount != 0 && cb.Amount != p.Amount {
@@ -57,17 +99,27 @@ func (h *handler) crossCheck(log *slog.Logger, p events.Payment, cb Callback) st
 			"requested_amount", p.Amount, "callback_amount", cb.Amount)
 		reason = events.ConfirmAmountMismatch
 	}
-	if cb.Phone != "" && isDigits(cb.Phone) && cb.Phone != p.Phone {
+	if isDigits(cb.Phone) && cb.Phone != p.Phone {
 		log.Warn("callback phone differs from the request",
 			"requested_phone", events.MaskPhone(p.Phone), "callback_phone", events.MaskPhone(cb.Phone))
 		if reason == "" {
 			reason = events.ConfirmPhoneMismatch
 		}
 	}
-	if cb.Success() && cb.Amount == 0 {
+	if !cb.Success() {
+		return reason
+	}
+	if cb.Amount == 0 {
 		log.Warn("successful callback without an amount")
 		if reason == "" {
 			reason = events.ConfirmNoAmount
+		}
+	}
+	if !isDigits(cb.Phone) {
+		log.Warn("success callback without a phone number that can be compared with the request's",
+			"callback_phone", events.MaskPhone(cb.Phone))
+		if reason == "" {
+			reason = events.ConfirmNoPhone
 		}
 	}
 	return reason

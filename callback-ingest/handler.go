@@ -59,6 +59,10 @@ type Options struct {
 	// Confirm is ConfirmMismatch (also when ""), ConfirmAlways or
 	// ConfirmNever.
 	Confirm string
+	// FastFailure: a failure callback that comes within this time of its
+	// push is held for Daraja's STK query (fastFailure); 0 holds none.
+	// Config's default is DefaultFastFailure.
+	FastFailure time.Duration
 }
 
 // Answer is the JSON body of every answer to a callback. Daraja expects
@@ -127,6 +131,7 @@ func newHandler(o Options) (*handler, error) {
 		sources: o.Sources,
 		confirm: o.Confirm,
 		refused: newSourceLimits(RefusedRate, RefusedBurst, maxRefusedSources),
+		fast:    max(o.FastFailure, 0),
 	}
 	switch h.confirm {
 	case "":
@@ -162,6 +167,7 @@ type handler struct {
 	// refused limits the storage of callbacks refused before their token
 	// was verified, per source (keepRefused).
 	refused *sourceLimits
+	fast    time.Duration
 }
 
 func (h *handler) healthz(c echo.Context) error {
@@ -305,7 +311,7 @@ func (h *handler) callback(c echo.Context) error {
 	// decides where the callback is kept. Nothing is published or answered
 	// before the raw copy is stored (or could not be: then 503).
 	ctx, cancel := h.opContext(r)
-	m := h.match(ctx, log, id, cb)
+	m := h.match(ctx, log, id, cb, in.at)
 	cancel()
 	kept := false
 	if m.confirm != "" {
@@ -317,7 +323,7 @@ func (h *handler) callback(c echo.Context) error {
 		return c.JSON(http.StatusServiceUnavailable, unavailable)
 	}
 	if m.confirm != "" {
-		log.Info("success callback held for confirmation by Daraja's STK query: nothing published",
+		log.Info("callback held for confirmation by Daraja's STK query: nothing published",
 			"confirm_reason", m.confirm)
 	}
 	if !m.publish && m.late == nil {
@@ -393,7 +399,11 @@ const (
 // stkcb.received.<id>, where the applier tries again; only a stored event
 // that cannot be read, which no retry mends, keeps it as
 // events.UnmatchedUnverified.
-func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Callback) matched {
+//
+// receivedAt is when the callback arrived (the applier passes the kept
+// copy's time, not its own): how soon after the push a failure came is
+// measured from it (confirmation).
+func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Callback, receivedAt time.Time) matched {
 	unreadable := func(status int, answer Answer) matched {
 		return matched{keepAs: events.UnmatchedUnverified, status: status, answer: answer}
 	}
@@ -411,7 +421,14 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		return retry
 	}
 
-	disp, err := lastEvent[events.Dispatched](ctx, h.js, h.stream, events.TypeDispatched, id)
+	// The push left before Daraja's answer, which stk.dispatched follows,
+	// and after the request: either is the latest it can have left, so a
+	// failure that is fast by it is surely fast.
+	pushAt := req.RequestedAt
+	disp, dispAt, err := lastEventAt[events.Dispatched](ctx, h.js, h.stream, events.TypeDispatched, id)
+	if err == nil {
+		pushAt = dispAt
+	}
 	switch {
 	case errors.Is(err, errNotFound):
 		// The dispatcher publishes stk.dispatched right after Daraja's
@@ -450,7 +467,7 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 	case st == stateUnreadable:
 		return unreadable(http.StatusOK, accepted)
 	}
-	if reason := h.confirmation(log, req.Payment, cb); reason != "" {
+	if reason := h.confirmation(log, req.Payment, cb, receivedAt.Sub(pushAt)); reason != "" {
 		return matched{confirm: reason, status: http.StatusOK, answer: accepted}
 	}
 	return matched{publish: true, req: req}
@@ -642,24 +659,31 @@ func (h *handler) tokenProblem(id, token string) string {
 // (events.LastMsg): it would send a genuine callback to unknown_id, or
 // publish a second outcome.
 func lastEvent[E events.Event](ctx context.Context, js jetstream.JetStream, s jetstream.Stream, typ, id string) (E, error) {
+	e, _, err := lastEventAt[E](ctx, js, s, typ, id)
+	return e, err
+}
+
+// lastEventAt is lastEvent with the event's envelope time: when its
+// publisher (another service, on its own clock) published it.
+func lastEventAt[E events.Event](ctx context.Context, js jetstream.JetStream, s jetstream.Stream, typ, id string) (E, time.Time, error) {
 	var zero E
 	subject := events.Subject(typ, id)
 	msg, err := events.LastMsg(ctx, js, s, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return zero, errNotFound
+		return zero, time.Time{}, errNotFound
 	}
 	if err != nil {
-		return zero, fmt.Errorf("get %s: %w", subject, err)
+		return zero, time.Time{}, fmt.Errorf("get %s: %w", subject, err)
 	}
 	env, ev, err := events.Decode(msg.Data)
 	if err != nil {
-		return zero, fmt.Errorf("decode %s: %w", subject, err)
+		return zero, time.Time{}, fmt.Errorf("decode %s: %w", subject, err)
 	}
 	e, ok := ev.(E)
 	if !ok || env.Subject != id {
-		return zero, fmt.Errorf("%w: %s holds %s for %q", events.ErrMalformed, subject, env.Type, env.Subject)
+		return zero, time.Time{}, fmt.Errorf("%w: %s holds %s for %q", events.ErrMalformed, subject, env.Type, env.Subject)
 	}
-	return e, nil
+	return e, env.Time, nil
 }
 
 // readBody reads at most MaxBodyBytes; more is an *http.MaxBytesError. On

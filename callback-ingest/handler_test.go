@@ -542,6 +542,11 @@ func TestCallbackConfirmation(t *testing.T) {
 	success := string(readFixture(t, "success")) // 1500 KES from 254712345678
 	cancelled := string(readFixture(t, "cancelled"))
 	noAmount := strings.Replace(success, `{"Name":"Amount","Value":1500.00},`, "", 1)
+	noPhone := strings.Replace(success, `,{"Name":"PhoneNumber","Value":254712345678}`, "", 1)
+	maskedPhone := strings.Replace(success, `254712345678}`, `"2547****5678"}`, 1)
+	if noAmount == success || noPhone == success || maskedPhone == success {
+		t.Fatal("the success fixture changed: a variant is the fixture itself")
+	}
 	tests := []struct {
 		name    string
 		mode    string
@@ -561,6 +566,12 @@ func TestCallbackConfirmation(t *testing.T) {
 			[]string{`"msg":"callback phone differs from the request"`, `"requested_phone":"*********001"`, `"callback_phone":"*********678"`}, false},
 		{"success without amount", "mismatch", 1500, "254712345678", noAmount, events.ConfirmNoAmount,
 			[]string{`"msg":"successful callback without an amount"`}, false},
+		// A phone that cannot be compared is no proof of agreement.
+		{"success without phone", "mismatch", 1500, "254712345678", noPhone, events.ConfirmNoPhone,
+			[]string{`"msg":"success callback without a phone number that can be compared with the request's"`}, false},
+		{"success with a masked phone", "", 1500, "254712345678", maskedPhone, events.ConfirmNoPhone, nil, false},
+		{"never: success without phone", "never", 1500, "254712345678", noPhone, "",
+			[]string{`"confirm_reason":"confirm_no_phone"`}, false},
 		{"failure counts as it stands", "mismatch", 1000, "254700000001", cancelled, "", nil, false},
 		{"always: agreeing success", "always", 1500, "254712345678", success, events.ConfirmAlways, nil, false},
 		{"always: failure counts as it stands", "always", 1500, "254712345678", cancelled, "", nil, false},
@@ -617,7 +628,7 @@ func TestCallbackConfirmation(t *testing.T) {
 				if n != 0 {
 					t.Fatalf("%d stk.completed published for a callback awaiting confirmation, want none", n)
 				}
-				tt.wantLog = append(tt.wantLog, `"msg":"success callback held for confirmation by Daraja's STK query: nothing published"`)
+				tt.wantLog = append(tt.wantLog, `"msg":"callback held for confirmation by Daraja's STK query: nothing published"`)
 			} else {
 				if kept[0].Subject != events.CallbackSubjectReceived(id) {
 					t.Errorf("kept on %s, want %s", kept[0].Subject, events.CallbackSubjectReceived(id))

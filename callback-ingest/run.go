@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	opts := Options{JS: js, Stream: stream, Conn: nc, Logger: log,
-		Secrets: cfg.Secrets, Sources: cfg.Sources, Confirm: cfg.Confirm}
+		Secrets: cfg.Secrets, Sources: cfg.Sources, Confirm: cfg.Confirm, FastFailure: cfg.FastFailure}
 	handler, err := NewHandler(opts)
 	if err != nil {
 		return err

@@ -90,7 +90,9 @@ const (
 	ConfirmAmountMismatch = "confirm_amount_mismatch" // the amount differs from the request's
 	ConfirmPhoneMismatch  = "confirm_phone_mismatch"  // the phone differs from the request's
 	ConfirmNoAmount       = "confirm_no_amount"       // a success without an amount
+	ConfirmNoPhone        = "confirm_no_phone"        // a success without a phone of digits to compare
 	ConfirmAlways         = "confirm_always"          // CALLBACK_CONFIRM=always
+	ConfirmFastFailure    = "confirm_fast_failure"    // a failure sooner after the push than a customer can answer
 )
 
 // Headers of a kept callback; the body is the callback's, byte for byte

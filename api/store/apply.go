@@ -23,10 +23,14 @@ var (
 	// UUID, an event of an unknown type).
 	ErrInvalidEvent = errors.New("invalid event")
 	// ErrConflict: a dispatched names a CheckoutRequestID that already
-	// belongs to another payment. (A completion that does is applied as an
-	// invalid outcome instead.)
+	// belongs to another payment. (A completion that does, or that names
+	// another payment's receipt, is applied as an invalid outcome instead.)
 	ErrConflict = errors.New("event conflicts with another payment")
 )
+
+// errReceiptTaken: a completion's receipt is another payment's (receiptIndex);
+// Apply rewrites that completion, so it is never returned as permanent.
+var errReceiptTaken = errors.New("its receipt is another payment's")
 
 // IsPermanent reports whether err from Apply means that the events can
 // never be applied, so retrying is pointless.
@@ -34,8 +38,12 @@ func IsPermanent(err error) bool {
 	return errors.Is(err, ErrInvalidEvent) || errors.Is(err, ErrConflict)
 }
 
-// checkoutIndex is the unique index on checkout_request_id (migration 1).
-const checkoutIndex = "stk_pushes_checkout_request_id_key"
+// checkoutIndex is the unique index on checkout_request_id (migration 1),
+// receiptIndex the one on upper(transaction_code) (migration 6).
+const (
+	checkoutIndex = "stk_pushes_checkout_request_id_key"
+	receiptIndex  = "stk_pushes_transaction_code_key"
+)
 
 // Apply writes evs into the read model in one transaction: all of them or,
 // on error, none.
@@ -54,8 +62,13 @@ const checkoutIndex = "stk_pushes_checkout_request_id_key"
 // Every event goes through Normalize first, and a completion that names a
 // CheckoutRequestID another payment already has is applied as an invalid
 // outcome without it: a completion is never refused, so no payment is left
-// Pending because its completion could not be written. Each such rewrite
-// is logged at error, with its tracking_id, once the transaction committed.
+// Pending because its completion could not be written. So is a completion
+// whose M-Pesa receipt another payment already has (compared without
+// regard to case): one receipt is one payment, and a second payment shown
+// as paid by it would count one payment twice. Its description says so,
+// with the receipt but not the other payment, which may be another
+// client's. Each such rewrite is logged at error, with its tracking_id (and
+// the other payment's), once the transaction committed.
 //
 // An error wrapping ErrInvalidEvent or ErrConflict (see IsPermanent) means
 // some event of evs can never be applied (a tracking id that is no UUID, a
@@ -70,29 +83,39 @@ func (s *Store) Apply(ctx context.Context, evs []events.Event) error {
 	for i, ev := range evs {
 		n, why := Normalize(ev)
 		if why != "" {
-			rewrites = append(rewrites, rewrite{n.Base().TrackingID, why})
+			rewrites = append(rewrites, rewrite{trackingID: n.Base().TrackingID, why: why})
 		}
 		norm[i] = n
 	}
 	more, err := s.apply(ctx, norm, false)
-	if errors.Is(err, ErrConflict) {
-		// Rare: look up who owns the batch's CheckoutRequestIDs and
-		// rewrite the completions that name another payment's.
+	// Rare: look up who owns the batch's CheckoutRequestIDs and receipts
+	// and rewrite the completions that name another payment's. A receipt
+	// another transaction claimed between the look-up and the write (a
+	// second projector) is looked up again.
+	for try := 0; errors.Is(err, ErrConflict) && (try == 0 || errors.Is(err, errReceiptTaken)) && try < 3; try++ {
 		more, err = s.apply(ctx, norm, true)
+	}
+	if errors.Is(err, errReceiptTaken) {
+		// Still racing: not permanent, the batch is worth a retry.
+		return fmt.Errorf("apply %d events: receipts claimed by concurrent writes: %v", len(evs), err)
 	}
 	if err != nil {
 		return err
 	}
 	for _, r := range append(rewrites, more...) {
-		s.log.Error("completion applied as an invalid outcome", "tracking_id", r.trackingID,
-			"response_code", events.CodeInvalidOutcome, "reason", r.why)
+		attrs := []any{"tracking_id", r.trackingID, "response_code", events.CodeInvalidOutcome, "reason", r.why}
+		if r.owner != "" {
+			attrs = append(attrs, "owner_tracking_id", r.owner)
+		}
+		s.log.Error("completion applied as an invalid outcome", attrs...)
 	}
 	return nil
 }
 
-// rewrite is a completion Apply could not write as it was sent.
+// rewrite is a completion Apply could not write as it was sent; owner is
+// the payment that holds what it named, if that is why.
 type rewrite struct {
-	trackingID, why string
+	trackingID, why, owner string
 }
 
 // apply writes normalized events in one transaction; with resolve, it first
@@ -109,6 +132,11 @@ func (s *Store) apply(ctx context.Context, evs []events.Event, resolve bool) ([]
 		if evs, rewrites, err = resolveCheckouts(ctx, tx, evs); err != nil {
 			return nil, err
 		}
+		var more []rewrite
+		if evs, more, err = resolveReceipts(ctx, tx, evs); err != nil {
+			return nil, err
+		}
+		rewrites = append(rewrites, more...)
 	}
 	rows := make([]input, 0, len(evs))
 	var lates lateResults
@@ -193,8 +221,58 @@ func resolveCheckouts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]e
 			c = invalidOutcome(c, why)
 			c.MerchantRequestID, c.CheckoutRequestID = "", ""
 			out[i] = c
-			rewrites = append(rewrites, rewrite{c.TrackingID, why})
+			rewrites = append(rewrites, rewrite{trackingID: c.TrackingID, why: why})
 		}
+	}
+	return out, rewrites, nil
+}
+
+// resolveReceipts returns evs with every completion whose receipt another
+// payment holds (in the table, or by an earlier completion of evs) rewritten
+// as an invalid outcome without it. Receipts are compared in upper case, as
+// receiptIndex compares them.
+func resolveReceipts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]events.Event, []rewrite, error) {
+	var keys []string
+	for _, ev := range evs {
+		if c, ok := ev.(events.Completed); ok && c.Receipt != "" {
+			keys = append(keys, strings.ToUpper(c.Receipt))
+		}
+	}
+	if len(keys) == 0 {
+		return evs, nil, nil
+	}
+	var held []struct {
+		Receipt  string `db:"receipt"`
+		Tracking string `db:"tracking_id"`
+	}
+	if err := tx.SelectContext(ctx, &held,
+		`SELECT upper(transaction_code) AS receipt, tracking_id::text AS tracking_id FROM stk_pushes
+		 WHERE upper(transaction_code) = ANY($1)`, pq.Array(keys)); err != nil {
+		return nil, nil, fmt.Errorf("apply: look up receipts: %w", err)
+	}
+	owners := make(map[string]string, len(keys))
+	for _, h := range held {
+		owners[h.Receipt] = h.Tracking
+	}
+	out := slices.Clone(evs)
+	var rewrites []rewrite
+	for i, ev := range evs {
+		c, ok := ev.(events.Completed)
+		if !ok || c.Receipt == "" {
+			continue
+		}
+		key, id := strings.ToUpper(c.Receipt), canonical(c.TrackingID)
+		o, claimed := owners[key]
+		if !claimed {
+			owners[key] = id
+			continue
+		}
+		if o == id {
+			continue
+		}
+		const why = "its receipt is already another payment's"
+		out[i] = invalidOutcome(c, why)
+		rewrites = append(rewrites, rewrite{trackingID: c.TrackingID, why: why, owner: o})
 	}
 	return out, rewrites, nil
 }
@@ -488,6 +566,8 @@ func classify(err error) error {
 	switch {
 	case pqErr.Code == "23505" && pqErr.Constraint == checkoutIndex:
 		return fmt.Errorf("%w: its CheckoutRequestID is another payment's: %w", ErrConflict, err)
+	case pqErr.Code == "23505" && pqErr.Constraint == receiptIndex:
+		return fmt.Errorf("%w: %w: %w", ErrConflict, errReceiptTaken, err)
 	case pqErr.Code.Class() == "22", pqErr.Code.Class() == "23":
 		// Data exceptions and constraint violations: the same values fail
 		// the same way every time.

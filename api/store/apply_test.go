@@ -54,13 +54,16 @@ func newStory() story {
 	// Daraja's ids are unique per push, so derive them from the whole tracking
 	// id (its first 8 characters collided in a long benchmark).
 	merchant, checkout := "29115-"+id, "ws_CO_"+id
+	// An M-Pesa receipt belongs to one payment (migration 6): ten capitals
+	// and digits, derived from the id too.
+	receipt := strings.ToUpper(strings.ReplaceAll(id, "-", ""))[:10]
 	return story{
 		id:        id,
 		requested: events.Requested{Payment: p},
 		dispatched: events.Dispatched{Payment: p, MerchantRequestID: merchant, CheckoutRequestID: checkout,
 			ResponseDescription: "Success. Request accepted for processing", CustomerMessage: "Success. Request accepted for processing"},
 		success: events.Completed{Payment: p, ResultCode: "0", ResultDesc: "The service request is processed successfully.",
-			Receipt: "NLJ7RT61SV", TransactionDate: "2024-03-21 14:30:55", Source: events.SourceCallback,
+			Receipt: receipt, TransactionDate: "2024-03-21 14:30:55", Source: events.SourceCallback,
 			MerchantRequestID: merchant, CheckoutRequestID: checkout, CompletedAt: requestedAt.Add(54 * time.Second)},
 		cancelled: events.Completed{Payment: p, ResultCode: "1032", ResultDesc: "Request cancelled by user",
 			Source: events.SourceCallback, MerchantRequestID: merchant, CheckoutRequestID: checkout,
@@ -192,7 +195,7 @@ func TestApplyInOrder(t *testing.T) {
 	if !r2.UpdatedAt.After(r1.UpdatedAt) {
 		t.Errorf("updated_at %v not after %v", r2.UpdatedAt, r1.UpdatedAt)
 	}
-	if r2.Status != 1 || r2.StatusLabel != "Success" || r2.ResponseCode != "0" || r2.TransactionCode != "NLJ7RT61SV" {
+	if r2.Status != 1 || r2.StatusLabel != "Success" || r2.ResponseCode != "0" || r2.TransactionCode != s.success.Receipt {
 		t.Errorf("final record: %+v", r2)
 	}
 }

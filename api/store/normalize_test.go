@@ -132,6 +132,90 @@ func TestApplyCompletionWithAnotherPaymentsCheckoutID(t *testing.T) {
 	}
 }
 
+// A completion whose M-Pesa receipt another payment already holds (in the
+// table, or by an earlier event of the batch; in any case) still finishes
+// its own payment, as an invalid outcome without the receipt; the batch is
+// applied and the other payment keeps its receipt. A payment's own receipt,
+// applied again, is no conflict.
+func TestApplyCompletionWithAnotherPaymentsReceipt(t *testing.T) {
+	tests := []struct {
+		name  string
+		batch bool
+		lower bool // the second receipt in lower case
+	}{
+		{"separate batches", false, false},
+		{"one batch", true, false},
+		{"separate batches, lower case", false, true},
+		{"one batch, lower case", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			a, b := newStory(), newStory()
+			copied := b.success
+			copied.Receipt = a.success.Receipt
+			if tt.lower {
+				copied.Receipt = strings.ToLower(copied.Receipt)
+			}
+			if tt.batch {
+				f.apply(a.requested, a.success, b.requested, copied, a.success)
+			} else {
+				f.apply(a.requested, a.success)
+				f.apply(b.requested)
+				f.apply(copied)
+				f.apply(a.success)
+			}
+			f.check("a", a.wantCompleted(a.success, true))
+			r := f.get(b.id)
+			if r.Status != events.StatusFinal || r.ResponseCode != events.CodeInvalidOutcome {
+				t.Fatalf("b: status %d code %q, want 1 %s", r.Status, r.ResponseCode, events.CodeInvalidOutcome)
+			}
+			if r.TransactionCode != "" || r.TransactionDate != "" {
+				t.Errorf("b took receipt %q, date %q", r.TransactionCode, r.TransactionDate)
+			}
+			if !strings.Contains(r.ResponseDescription, "receipt "+copied.Receipt) ||
+				!strings.Contains(r.ResponseDescription, "another payment") {
+				t.Errorf("description %q does not say the receipt is another payment's", r.ResponseDescription)
+			}
+			// b's client may not be a's: a's tracking id is for the logs.
+			if strings.Contains(r.ResponseDescription, a.id) {
+				t.Errorf("description %q names the other payment", r.ResponseDescription)
+			}
+		})
+	}
+}
+
+// Two projectors applying two payments with the same receipt at once: both
+// batches are applied (neither fails for good), and exactly one payment holds
+// the receipt.
+func TestApplyConcurrentSameReceipt(t *testing.T) {
+	f := newFixture(t)
+	for i := 0; i < 10; i++ {
+		a, b := newStory(), newStory()
+		copied := b.success
+		copied.Receipt = a.success.Receipt
+		f.apply(a.requested, b.requested)
+		errs := make(chan error, 2)
+		for _, c := range []events.Completed{a.success, copied} {
+			go func() { errs <- f.db.Apply(context.Background(), []events.Event{c}) }()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: Apply: %v", i, err)
+			}
+		}
+		ra, rb := f.get(a.id), f.get(b.id)
+		if (ra.TransactionCode == "") == (rb.TransactionCode == "") {
+			t.Fatalf("round %d: receipts %q and %q, want exactly one", i, ra.TransactionCode, rb.TransactionCode)
+		}
+		for _, r := range []store.Record{ra, rb} {
+			if r.TransactionCode == "" && r.ResponseCode != events.CodeInvalidOutcome {
+				t.Errorf("round %d: %s without the receipt has code %q, want %s", i, r.TrackingID, r.ResponseCode, events.CodeInvalidOutcome)
+			}
+		}
+	}
+}
+
 func FuzzNormalize(f *testing.F) {
 	f.Add("0", "The service request is processed successfully.", "NLJ7RT61SV", "ws_CO_1", "INV-1", "2024-03-21 14:30:55")
 	f.Add("", "Forbidden", "", "", "INV\x00", "")

@@ -122,6 +122,9 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 			// The tests poll a record every 50 ms, twice the default
 			// API_RATE_LIMIT: a push after a wait must not meet a 429.
 			"API_RATE_LIMIT": "100",
+			// The fake answers in 300 ms, sooner than a customer could:
+			// its failures would all wait for Daraja's STK query.
+			"CALLBACK_FAST_FAILURE": "0",
 		}
 		if fo.PassKey != "" {
 			env["DARAJA_PASSKEY"] = fo.PassKey

@@ -27,17 +27,20 @@ func (r *reconciler) confirmConsumer(ctx context.Context, js jetstream.JetStream
 	return s, c, nil
 }
 
-// handleConfirm follows one success callback callback-ingest did not trust
-// as it stands (kept on stkcb.confirm.<id>: its amount or phone disagreed
-// with the request, or CALLBACK_CONFIRM=always). It asks Daraja's STK query
-// about the payment's push at once, not RECONCILE_AFTER after it, and
-// publishes Daraja's answer with source "query": success or not, nothing of
-// the callback (its receipt, its amount) becomes the recorded outcome. Done
-// once the payment has an stk.completed, from whichever source.
+// handleConfirm follows one callback callback-ingest did not trust as it
+// stands (kept on stkcb.confirm.<id>): a success whose amount or phone
+// disagreed with the request or could not be compared with it, every
+// success under CALLBACK_CONFIRM=always, or a failure that came sooner after
+// its push than a customer can answer (events.ConfirmFastFailure). It asks
+// Daraja's STK query about the payment's push at once, not RECONCILE_AFTER
+// after it, and publishes Daraja's answer with source "query": success or
+// not, nothing of the callback (its receipt, its amount, its failure)
+// becomes the recorded outcome. Done once the payment has an stk.completed,
+// from whichever source.
 func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg jetstream.Msg) {
 	id := events.TrackingIDOf(msg.Subject())
-	log = log.With("callback_id", msg.Headers().Get(events.CallbackHeaderID),
-		"confirm_reason", msg.Headers().Get(events.CallbackHeaderReason))
+	reason := msg.Headers().Get(events.CallbackHeaderReason)
+	log = log.With("callback_id", msg.Headers().Get(events.CallbackHeaderID), "confirm_reason", reason)
 	switch c, _, err := lastEvent[events.Completed](work, r.stream, events.TypeCompleted, id); {
 	case err == nil && events.DecidedByStkgate(c.ResultCode) && c.Source != events.SourceQuery:
 		// Daraja was never asked (a push whose answer was lost has no
@@ -52,11 +55,11 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 			later(log, msg, retryDelay)
 			return
 		}
-		log.Warn("a success callback awaiting confirmation could not be confirmed before the payment ended with a code of stkgate's: handed to callback-ingest as a late result",
+		log.Warn("a callback awaiting confirmation could not be confirmed before the payment ended with a code of stkgate's: handed to callback-ingest as a late result",
 			"result_code", c.ResultCode, "source", c.Source)
 		ack(work, log, msg)
 		return
-	case err == nil && c.ResultCode != "0" && c.Source != events.SourceQuery:
+	case err == nil && c.ResultCode != "0" && c.Source != events.SourceQuery && reason != events.ConfirmFastFailure:
 		// Daraja's own outcome (a callback's) says otherwise: only an
 		// operator can tell.
 		log.Error("a success callback awaiting confirmation was never confirmed: the payment finished otherwise; its callback is kept on stkcb.confirm",
@@ -84,7 +87,7 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 		later(log, msg, retryDelay)
 		return
 	}
-	p := push{payment: req.Payment, confirming: true}
+	p := push{payment: req.Payment, confirming: true, heldFailure: reason == events.ConfirmFastFailure}
 	d, at, err := lastEvent[events.Dispatched](work, r.stream, events.TypeDispatched, id)
 	switch {
 	case err == nil:

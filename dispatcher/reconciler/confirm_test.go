@@ -3,8 +3,8 @@ package reconciler
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +21,19 @@ import (
 // stkcb.confirm.<id>, with its own receipt and amount.
 func (h *harness) holdForConfirmation(p events.Payment, checkoutID string) {
 	h.t.Helper()
+	h.hold(p, checkoutID, false)
+}
+
+// holdFastFailure plays callback-ingest keeping a failure callback (the
+// customer cancelled) that came too soon after its push on
+// stkcb.confirm.<id>.
+func (h *harness) holdFastFailure(p events.Payment, checkoutID string) {
+	h.t.Helper()
+	h.hold(p, checkoutID, true)
+}
+
+func (h *harness) hold(p events.Payment, checkoutID string, failure bool) {
+	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := events.EnsureCallbackStream(ctx, h.ns.JS, 1); err != nil {
@@ -31,15 +44,22 @@ func (h *harness) holdForConfirmation(p events.Payment, checkoutID string) {
 		`{"Name":"Amount","Value":%d.00},{"Name":"MpesaReceiptNumber","Value":"FORGED0001"},`+
 		`{"Name":"TransactionDate","Value":20240321143055},{"Name":"PhoneNumber","Value":%s}]}}}}`,
 		checkoutID, p.Amount*100, p.Phone)
+	reason := events.ConfirmAmountMismatch
+	if failure {
+		body = fmt.Sprintf(`{"Body":{"stkCallback":{"MerchantRequestID":"m","CheckoutRequestID":%q,"ResultCode":1032,`+
+			`"ResultDesc":"Request cancelled by user"}}}`, checkoutID)
+		reason = events.ConfirmFastFailure
+	}
 	msg := &nats.Msg{Subject: events.CallbackSubjectConfirm(p.TrackingID), Header: nats.Header{}, Data: []byte(body)}
-	msg.Header.Set(events.CallbackHeaderReason, events.ConfirmAmountMismatch)
+	msg.Header.Set(events.CallbackHeaderReason, reason)
 	msg.Header.Set(events.CallbackHeaderID, "cb-"+p.TrackingID)
 	if _, err := h.ns.JS.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.CallbackStreamName)); err != nil {
 		h.t.Fatal(err)
 	}
 }
 
-// TestConfirmThroughQuery: a success callback held for confirmation is
+// TestConfirmThroughQuery: a callback held for confirmation (a doubtful
+// success, or a failure that came too soon after its push) is
 // settled by Daraja's STK query, asked at once rather than RECONCILE_AFTER
 // after the push, and Daraja's answer is what is recorded (source "query"),
 // whether it confirms the payment or says it failed; the callback's receipt
@@ -52,12 +72,19 @@ func TestConfirmThroughQuery(t *testing.T) {
 		// undispatched: the callback came before stk.dispatched; the
 		// CheckoutRequestID is the attempt record's.
 		undispatched bool
+		// fastFailure: the held callback is a failure (1032) that came
+		// too soon; else a success whose amount differs.
+		fastFailure bool
 	}{
-		{"query says paid", "0", false, false},
-		{"query says cancelled", "1032", false, false},
-		{"query says insufficient balance", "1", false, false},
-		{"held while no reconciler ran", "0", true, false},
-		{"callback before stk.dispatched", "0", false, true},
+		{"query says paid", "0", false, false, false},
+		{"query says cancelled", "1032", false, false, false},
+		{"query says insufficient balance", "1", false, false, false},
+		{"held while no reconciler ran", "0", true, false, false},
+		{"callback before stk.dispatched", "0", false, true, false},
+		// A fast failure that Daraja says was paid: TestConfirmFastFailurePaid.
+		{"fast failure, query says cancelled", "1032", false, false, true},
+		{"fast failure, query says wrong PIN", "2001", false, false, true},
+		{"fast failure before stk.dispatched, query says cancelled", "1032", false, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,7 +106,7 @@ func TestConfirmThroughQuery(t *testing.T) {
 			} else {
 				p, resp = h.dispatch(sc)
 			}
-			h.holdForConfirmation(p, resp.CheckoutRequestID)
+			h.hold(p, resp.CheckoutRequestID, tt.fastFailure)
 			if tt.whileStopped {
 				time.Sleep(200 * time.Millisecond)
 				if n := h.completions(p.TrackingID); n != 0 {
@@ -113,25 +140,21 @@ func TestConfirmThroughQuery(t *testing.T) {
 func waitConfirmAcked(t *testing.T, h *harness, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	state := "not made"
 	for {
+		// The reconciler creates the consumer as it starts.
+		var info *jetstream.ConsumerInfo
 		c, err := h.ns.JS.Consumer(context.Background(), events.CallbackStreamName, events.ConsumerReconcilerConfirm)
-		switch {
-		case errors.Is(err, jetstream.ErrConsumerNotFound): // not made yet
-		case err != nil:
-			t.Fatal(err)
-		default:
-			info, err := c.Info(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Consumer >= 1 {
-				return
-			}
-			state = fmt.Sprintf("pending %d, ack pending %d", info.NumPending, info.NumAckPending)
+		if err == nil {
+			info, err = c.Info(context.Background())
+		}
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Consumer >= 1 {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("confirmation consumer: %s after %s", state, within)
+			if err != nil {
+				t.Fatalf("confirmation consumer after %s: %v", within, err)
+			}
+			t.Fatalf("confirmation consumer: pending %d, ack pending %d after %s", info.NumPending, info.NumAckPending, within)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -144,14 +167,28 @@ func waitConfirmAcked(t *testing.T, h *harness, within time.Duration) {
 // either: it is kept again on stkcb.received.<id> as a late result, byte for
 // byte, where callback-ingest's applier publishes it as stk.late_result (the
 // record's meta.late_result) as it does any callback after such an outcome.
+//
+// A failure held for coming too soon is handled alike: with nothing to
+// query, the payment stays open for a genuine callback, ends Unknown if none
+// comes, and the failure is shown as its late result.
 func TestConfirmWithoutCheckoutID(t *testing.T) {
+	for _, failure := range []bool{false, true} {
+		name := "doubtful success"
+		if failure {
+			name = "fast failure"
+		}
+		t.Run(name, func(t *testing.T) { testConfirmWithoutCheckoutID(t, failure) })
+	}
+}
+
+func testConfirmWithoutCheckoutID(t *testing.T, failure bool) {
 	h := newHarness(t, nil)
 	h.start()
 	p := h.newPayment()
 	h.publish(events.Requested{Payment: p})
 	sent := time.Now().UTC()
 	h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptAmbiguous, Calls: 1, FirstSentAt: sent, UpdatedAt: sent})
-	h.holdForConfirmation(p, "ws_CO_UNKNOWN_TO_STKGATE")
+	h.hold(p, "ws_CO_UNKNOWN_TO_STKGATE", failure)
 	ev, _ := h.completion(p.TrackingID, 10*time.Second)
 	if ev.ResultCode != CodeNoAnswer || ev.Receipt != "" {
 		t.Errorf("recorded %q (receipt %q), want %s without a receipt", ev.ResultCode, ev.Receipt, CodeNoAnswer)
@@ -208,5 +245,93 @@ func TestConfirmAnsweredByQueryIsNoLateResult(t *testing.T) {
 	}
 	if m, err := s.GetLastMsgForSubject(context.Background(), events.CallbackSubjectReceived(p.TrackingID)); err == nil {
 		t.Errorf("kept as a late result (%s), want left where it was", m.Header.Get(events.CallbackHeaderReason))
+	}
+}
+
+// TestConfirmAfterOutcome: a held callback whose payment already has
+// Daraja's outcome is done with, without a query. Only a held success
+// against a failure of Daraja's is an error an operator must see; a held
+// fast failure is settled by any outcome (a genuine callback, a query).
+func TestConfirmAfterOutcome(t *testing.T) {
+	tests := []struct {
+		name        string
+		fastFailure bool
+		stored      string // the stored stk.completed's result code, from a callback
+		wantError   bool
+	}{
+		{"doubtful success, payment failed", false, "1032", true},
+		{"doubtful success, payment paid", false, "0", false},
+		{"fast failure, payment failed", true, "1032", false},
+		{"fast failure, payment paid", true, "0", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			p, resp := h.dispatch(darajatest.Script{ResultCode: tt.stored, NoCallback: true, CallbackDelay: -1})
+			h.publish(events.Completed{Payment: p, ResultCode: tt.stored, ResultDesc: "as Daraja said", Source: events.SourceCallback,
+				CheckoutRequestID: resp.CheckoutRequestID, CompletedAt: time.Now().UTC()})
+			h.hold(p, resp.CheckoutRequestID, tt.fastFailure)
+			h.start()
+			waitConfirmAcked(t, h, 10*time.Second)
+			if n := len(h.queriesFor(resp.CheckoutRequestID)); n != 0 {
+				t.Errorf("%d STK queries, want none", n)
+			}
+			if n := h.completions(p.TrackingID); n != 1 {
+				t.Errorf("%d stk.completed, want 1", n)
+			}
+			logged := strings.Contains(h.logs.String(), `"level":"ERROR"`)
+			if logged != tt.wantError {
+				t.Errorf("error logged %v, want %v:\n%s", logged, tt.wantError, h.logs.String())
+			}
+		})
+	}
+}
+
+// TestConfirmFastFailurePaid: a failure held for coming too soon, that
+// Daraja's STK query says was paid, is not finished at once as a Success
+// without a receipt: the genuine callback, which has the receipt, may still
+// come, as it would for a push without a callback (RECONCILE_RECEIPT_WAIT
+// after the push). When it comes, its outcome, receipt included, is the one
+// recorded; when it does not, the query's Success is, without a receipt.
+func TestConfirmFastFailurePaid(t *testing.T) {
+	tests := []struct {
+		name        string
+		receiptWait time.Duration
+		callback    bool // the genuine success callback comes after the query
+	}{
+		// The held failure is looked at again RECONCILE_RECEIPT_WAIT after
+		// the push, and finds the callback's outcome.
+		{"the genuine callback comes", 3 * time.Second, true},
+		{"no callback comes", 1500 * time.Millisecond, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) {
+				c.ReconcileAfter = time.Minute
+				c.UnknownDeadline = 2 * time.Minute
+				c.ReceiptWait = tt.receiptWait
+			})
+			h.start()
+			p, resp := h.dispatch(darajatest.Script{ResultCode: "0", NoCallback: true, CallbackDelay: -1})
+			h.holdFastFailure(p, resp.CheckoutRequestID)
+			h.waitFor("the STK query", func() bool { return len(h.queriesFor(resp.CheckoutRequestID)) > 0 })
+			want := events.Completed{Payment: p, ResultCode: "0", ResultDesc: "The service request is processed successfully.",
+				Source: events.SourceQuery, CheckoutRequestID: resp.CheckoutRequestID}
+			if tt.callback {
+				want.Receipt, want.TransactionDate, want.Source = "SCL4XQ2B7K", "2024-03-21 14:30:55", events.SourceCallback
+				h.publish(events.Completed{Payment: p, ResultCode: "0", ResultDesc: want.ResultDesc, Receipt: want.Receipt,
+					TransactionDate: want.TransactionDate, Source: events.SourceCallback,
+					MerchantRequestID: resp.MerchantRequestID, CheckoutRequestID: resp.CheckoutRequestID, CompletedAt: time.Now().UTC()})
+			}
+			waitConfirmAcked(t, h, 10*time.Second)
+			ev, _ := h.completion(p.TrackingID, time.Second)
+			if ev.ResultCode != want.ResultCode || ev.Source != want.Source || ev.Receipt != want.Receipt {
+				t.Errorf("recorded %q from %s with receipt %q; want %q from %s with receipt %q",
+					ev.ResultCode, ev.Source, ev.Receipt, want.ResultCode, want.Source, want.Receipt)
+			}
+			if n := h.completions(p.TrackingID); n != 1 {
+				t.Errorf("%d stk.completed, want 1", n)
+			}
+		})
 	}
 }

@@ -160,10 +160,15 @@ type push struct {
 	merchantID string
 	checkoutID string
 	sentAt     time.Time
-	// confirming: a success callback awaits this query (handleConfirm), so
+	// confirming: a held callback awaits this query (handleConfirm), so
 	// the query is asked at once and its answer published without waiting
-	// for a receipt.
+	// for a receipt: the held success's receipt is not to be trusted.
 	confirming bool
+	// heldFailure: the held callback is a failure that came too soon
+	// (events.ConfirmFastFailure). If Daraja says paid, the genuine
+	// callback, receipt and all, may still come: it is waited for as for a
+	// push without a callback (ReceiptWait).
+	heldFailure bool
 }
 
 // reconcilePush asks Daraja's STK query about a push, once ReconcileAfter
@@ -178,7 +183,7 @@ func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg j
 	// The client bounds the round trip (daraja.Config.Timeout).
 	res, err := r.client.Query(work, p.checkoutID)
 	switch {
-	case err == nil && res.ResultCode == "0" && age < r.cfg.ReceiptWait && !p.confirming:
+	case err == nil && res.ResultCode == "0" && age < r.cfg.ReceiptWait && (!p.confirming || p.heldFailure):
 		// Paid, but the query has no receipt: the callback, which has it,
 		// may still come (callbacks come up to about two minutes after the
 		// push). Published first, this answer would make the callback a
