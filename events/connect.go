@@ -2,12 +2,13 @@ package events
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/stkgate/stkgate/events/redact"
 )
 
 // unreachableEvery bounds how often a NATS that stays away is reported: the
@@ -52,10 +53,22 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 	}
 	nc, err := nats.Connect(url, append(base, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect nats: %w", err)
+		// nats.go's errors may quote the URL, password and all (a URL it
+		// cannot parse): the message is redacted, the error kept for
+		// errors.Is.
+		return nil, redactedError{msg: "connect nats: " + redact.URLs(err.Error()), err: err}
 	}
 	return nc, nil
 }
+
+// redactedError is err with a message that shows no secret.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e redactedError) Error() string { return e.msg }
+func (e redactedError) Unwrap() error { return e.err }
 
 // Close flushes what nc still has to send (acks are sent asynchronously),
 // for at most five seconds, then closes it.

@@ -63,3 +63,20 @@ func TestConnectWaitsForAServerThatIsDown(t *testing.T) {
 		t.Errorf("the URL's password was logged:\n%s", out)
 	}
 }
+
+// A NATS_URL nats.go cannot parse comes back in its error whole, password
+// included; Connect's error, which a service logs as it exits, hides it.
+func TestConnectErrorHidesThePassword(t *testing.T) {
+	for _, url := range []string{
+		"nats://stk:pa%zzword-hunter2@nats:4222",
+		"nats://stk:hunter2@nats:4222,nats://stk:pa%zzword-hunter2@nats2:4222",
+	} {
+		_, err := events.Connect(url, "stkgate-test", slog.New(slog.DiscardHandler))
+		if err == nil {
+			t.Fatalf("Connect(%q) succeeded", url)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error shows the password: %v", err)
+		}
+	}
+}
