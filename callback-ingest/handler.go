@@ -130,7 +130,7 @@ func newHandler(o Options) (*handler, error) {
 		secrets: o.Secrets,
 		sources: o.Sources,
 		confirm: o.Confirm,
-		refused: newSourceLimits(RefusedRate, RefusedBurst, maxRefusedSources),
+		refused: newSourceLimits(RefusedRate, RefusedBurst, maxRefusedSources).withTotal(RefusedTotalRate, RefusedTotalBurst),
 		fast:    max(o.FastFailure, 0),
 	}
 	switch h.confirm {

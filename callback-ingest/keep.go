@@ -158,10 +158,13 @@ func headerValue(s string, limit int) string {
 // could come from anyone: its copy is cut to RefusedBodyBytes (a genuine
 // callback is under 1 KiB, so it is kept whole), and each source (an IPv4
 // address, an IPv6 /64) has such copies stored at most RefusedRate a second
-// with bursts of RefusedBurst; past that they are answered as usual but not
-// kept.
+// with bursts of RefusedBurst, and all sources together at most
+// RefusedTotalRate a second with bursts of RefusedTotalBurst; past that they
+// are answered as usual but not kept.
 const (
-	RefusedBodyBytes = 2 << 10
-	RefusedRate      = 5
-	RefusedBurst     = 50
+	RefusedBodyBytes  = 2 << 10
+	RefusedRate       = 5
+	RefusedBurst      = 50
+	RefusedTotalRate  = 50
+	RefusedTotalBurst = 1000
 )

@@ -32,6 +32,10 @@ type sourceLimits struct {
 	buckets   map[netip.Prefix]*sourceBucket
 	overflow  sourceBucket
 	lastSweep time.Time
+	// all bounds every source together (nil: no bound): a flood from more
+	// sources than max (an IPv6 /48 holds 65,536 /64s) fills the table
+	// with full buckets, and would otherwise be stored at max × burst.
+	all *rate.Limiter
 }
 
 type sourceBucket struct {
@@ -44,6 +48,13 @@ type sourceBucket struct {
 // sourceSweepInterval is how often, at most, a full table is searched for
 // idle buckets: a flood of new sources must not make every take a scan.
 const sourceSweepInterval = time.Second
+
+// withTotal bounds every source together at perSecond, with bursts of
+// burst.
+func (l *sourceLimits) withTotal(perSecond float64, burst int) *sourceLimits {
+	l.all = rate.NewLimiter(rate.Limit(perSecond), burst)
+	return l
+}
 
 func newSourceLimits(perSecond float64, burst, max int) *sourceLimits {
 	return &sourceLimits{
@@ -80,7 +91,7 @@ func (l *sourceLimits) take(source netip.Prefix, now time.Time) (ok, first bool)
 		}
 	}
 	b.last = now
-	if b.lim.AllowN(now, 1) {
+	if b.lim.AllowN(now, 1) && (l.all == nil || l.all.AllowN(now, 1)) {
 		b.limited = false
 		return true, false
 	}

@@ -246,6 +246,33 @@ func TestRefusedRateLimitedPerSource(t *testing.T) {
 	}
 }
 
+// TestRefusedStorageBoundedOverAllSources: a flood from more sources than
+// the table holds (every /64 of an IPv6 /48, a botnet) is stored at most at
+// the total rate, not at the table's size times a source's burst.
+func TestRefusedStorageBoundedOverAllSources(t *testing.T) {
+	l := newSourceLimits(RefusedRate, RefusedBurst, maxRefusedSources).withTotal(RefusedTotalRate, RefusedTotalBurst)
+	kept := 0
+	for i := range 20000 {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, byte(i >> 8), byte(i)})
+		if ok, _ := l.take(sourceKey(a, true), clock); ok {
+			kept++
+		}
+	}
+	if kept != RefusedTotalBurst {
+		t.Errorf("kept %d of 20,000 /64s' callbacks at one instant, want the total burst %d", kept, RefusedTotalBurst)
+	}
+	later := 0
+	for i := range 20000 {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, byte(i >> 8), byte(i)})
+		if ok, _ := l.take(sourceKey(a, true), clock.Add(time.Second)); ok {
+			later++
+		}
+	}
+	if later > RefusedTotalRate {
+		t.Errorf("kept %d a second later, want at most the total rate %d", later, RefusedTotalRate)
+	}
+}
+
 // TestSourceLimits: a bucket per source, refilled with time; at most max
 // buckets are held, idle ones given up for new sources, and the sources
 // past max share one.
