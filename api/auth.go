@@ -333,7 +333,7 @@ func (d *dbTokens) join(digest store.TokenDigest, tokenID string, known bool) *f
 }
 
 // leave is a request no longer waiting on f: the last one to leave a
-// lookup of a token not known valid stops it.
+// lookup of a token not known valid stops its wait for a slot.
 func (d *dbTokens) leave(digest store.TokenDigest, f *flight) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -354,6 +354,12 @@ func (d *dbTokens) fetch(ctx context.Context, pool *lookupPool, digest store.Tok
 	case <-ctx.Done():
 		return "", fmt.Errorf("look up token: waiting for a lookup slot: %w", ctx.Err())
 	}
+	// A lookup under way is let finish, its answer cached, even when no
+	// request waits for it any more: cancelling a query costs Postgres a
+	// connection of its own (lib/pq's cancel request), which a client
+	// hanging up must not be able to cause at will.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
+	defer cancel()
 	m, err := d.lookup(ctx, digest)
 	switch {
 	case errors.Is(err, store.ErrTokenNotFound):

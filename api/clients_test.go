@@ -556,16 +556,21 @@ func TestDBTokensSaturated(t *testing.T) {
 		d, l, _ := newTestDBTokens(t, ttl)
 		l.block = make(chan struct{})
 		defer close(l.block)
-		rctx, cancel := context.WithCancel(context.Background())
+		ctx := context.Background()
+		for range maxTokenLookups {
+			go func() { _, _ = d.client(ctx, mustToken(t)) }()
+		}
+		waitFor(t, "the lookups", func() bool { return l.active.Load() == maxTokenLookups })
+		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error)
 		go func() { _, err := d.client(rctx, mustToken(t)); done <- err }()
-		waitFor(t, "the lookup", func() bool { return l.active.Load() == 1 })
+		waitFor(t, "a wait for a slot", func() bool { return len(d.unknownPool.room) == maxTokenLookups+1 })
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Errorf("error %v, want context.Canceled", err)
 		}
-		// The lookup no one waits for any more is stopped too.
-		waitFor(t, "the lookup to stop", func() bool { return l.active.Load() == 0 })
+		// Its place is given back: no one waits for that lookup any more.
+		waitFor(t, "the place to be given back", func() bool { return len(d.unknownPool.room) == maxTokenLookups })
 	})
 }
 
