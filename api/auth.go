@@ -116,6 +116,9 @@ type authenticator struct {
 // looked up again, or an error when the database could not tell.
 // A token found valid recently is never held back by its source's failures.
 func (a *authenticator) client(ctx context.Context, token string, source netip.Addr) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("authenticate: %w", err) // its client is gone: no work for it
+	}
 	if c := a.env.client(token); c != "" {
 		return c, nil
 	}
