@@ -116,14 +116,14 @@ type authenticator struct {
 // looked up again, or an error when the database could not tell.
 // A token found valid recently is never held back by its source's failures.
 func (a *authenticator) client(ctx context.Context, token string, source netip.Addr) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("authenticate: %w", err) // its client is gone: no work for it
-	}
 	if c := a.env.client(token); c != "" {
 		return c, nil
 	}
 	if a.failures == nil || a.db.known(token) {
 		return a.db.client(ctx, token)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("authenticate: %w", err) // its client is gone: nothing to count
 	}
 	now := time.Now()
 	r, wait := a.failures.reserve(source, now)
@@ -247,9 +247,6 @@ func (d *dbTokens) client(ctx context.Context, token string) (string, error) {
 	if !store.WellFormedToken(token) {
 		return "", nil
 	}
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("look up token: %w", err) // its client is gone
-	}
 	digest := store.DigestOf(token)
 	now := d.now()
 
@@ -267,6 +264,17 @@ func (d *dbTokens) client(ctx context.Context, token string) (string, error) {
 			d.mu.Unlock()
 			return "", nil
 		}
+	}
+	// A request whose client is gone waits for nothing, unless its token
+	// was found valid: such a request goes on as if it had stayed (it may
+	// publish), as a request with an API_TOKENS token does.
+	var gone <-chan struct{}
+	if !known {
+		if err := ctx.Err(); err != nil {
+			d.mu.Unlock()
+			return "", fmt.Errorf("look up token: %w", err)
+		}
+		gone = ctx.Done()
 	}
 	f := d.join(digest, store.TokenID(token), known)
 	d.mu.Unlock()
@@ -293,7 +301,7 @@ func (d *dbTokens) client(ctx context.Context, token string) (string, error) {
 	case <-late:
 		d.leave(digest, f)
 		return cached, nil
-	case <-ctx.Done():
+	case <-gone:
 		d.leave(digest, f)
 		return "", fmt.Errorf("look up token: %w", ctx.Err())
 	}

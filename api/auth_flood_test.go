@@ -146,7 +146,7 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 		waves*perWave+attackers*perWait, addresses, waves*perWave, waves, answers)
 	t.Logf("real client: %d requests, p50 %s, p99 %s, max %s, %d failed",
 		len(latencies), latencies[len(latencies)/2], p99, latencies[len(latencies)-1], len(failures))
-	t.Logf("heap and stacks in use: %.1f MiB before the flood, %.1f MiB as its last wave is sent (with the goroutines of "+
+	t.Logf("live heap and stacks: %.1f MiB before the flood, %.1f MiB as its last wave is sent (with the goroutines of "+
 		"requests not started yet), %.1f MiB after it; goroutines %d, %d, %d; cached: %d tokens not found, %d addresses",
 		mib(memBefore), mib(memFlood), mib(memAfter), goroutinesBefore, goroutinesFlood, goroutinesAfter,
 		len(e.h.tokens.db.gone), e.h.tokens.failures.size())
@@ -167,12 +167,12 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }
 
-// memInUse is the heap and the stacks in use after a collection.
+// memInUse is the live heap and the stacks in use after a collection.
 func memInUse() uint64 {
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse
+	return m.HeapAlloc + m.StackInuse
 }
 
 // Failed authentications are limited per source address: past the burst, a
