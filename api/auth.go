@@ -7,12 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/stkgate/stkgate/api/store"
 )
@@ -57,76 +58,172 @@ func (ts *tokenSet) client(token string) string {
 }
 
 // MsgAuthUnavailable answers a token that could not be checked: the
-// database of clients did not answer.
+// database of clients did not answer, or too many lookups are in flight.
 const MsgAuthUnavailable = "The token cannot be checked right now. Please retry."
 
 // How database tokens are cached: a disable, rotation or revoke takes
-// effect on every api within DefaultTokenCacheTTL.
+// effect on every api within DefaultTokenCacheTTL, or, while the lookup
+// that would tell cannot be made in time (lookups saturated, the database
+// slow or down), within DefaultTokenCacheTTL + DefaultTokenStaleFor.
 const (
 	// DefaultTokenCacheTTL is how long a lookup's answer, found or not, is
-	// reused.
+	// reused as it is.
 	DefaultTokenCacheTTL = 5 * time.Second
+	// DefaultTokenStaleFor is how long past the ttl a token found valid
+	// is still let in while the lookup that checks it again cannot answer
+	// within staleWait: stale-while-revalidate, with a bounded age.
+	DefaultTokenStaleFor = 10 * time.Second
+	// staleWait is how long a request with a token past its ttl waits for
+	// the lookup checking it again before it is let in on the cached
+	// answer.
+	staleWait = 100 * time.Millisecond
+	// knownFor is how long a token found valid keeps its lookups apart
+	// from those of tokens never seen, once its answer is stale.
+	knownFor = time.Hour
 	// tokenCacheMax bounds each of the two caches (tokens found, tokens
 	// not found), so that a flood of made-up tokens cannot grow memory nor
 	// push the good tokens out.
 	tokenCacheMax = 10000
-	// maxTokenLookups bounds the database lookups in flight, so that a
-	// flood of made-up tokens takes at most these connections of the pool.
+	// maxTokenLookups bounds the database lookups of tokens not known to
+	// be valid in flight, so that a flood of made-up tokens takes at most
+	// these connections of the pool; maxTokenWaiting more may wait for
+	// one, and any more are refused at once (503).
 	maxTokenLookups = 4
+	maxTokenWaiting = 4
+	// maxKnownLookups are kept for the tokens found valid (their
+	// checks again), which a flood of made-up tokens cannot take;
+	// maxKnownWaiting more may wait for one.
+	maxKnownLookups = 2
+	maxKnownWaiting = 64
 )
 
+// errLookupsBusy is a token that would need a lookup while every lookup
+// slot and waiting place is taken: it is refused at once rather than
+// queued.
+var errLookupsBusy = errors.New("look up token: too many lookups in flight")
+
 // authenticator finds the client of a token: first among the API_TOKENS
-// ones, then among the database's.
+// ones, then among the database's. failures, when not nil, limits the
+// failed authentications per source address.
 type authenticator struct {
-	env *tokenSet
-	db  *dbTokens
+	env      *tokenSet
+	db       *dbTokens
+	failures *sourceLimits
 }
 
 // client returns the client of token, "" for a token that does not
-// authenticate, or an error when the database could not tell.
-func (a *authenticator) client(ctx context.Context, token string) (string, error) {
+// authenticate, a *limitedError when source failed too often to be
+// looked up again, or an error when the database could not tell.
+// A token found valid recently is never held back by its source's failures.
+func (a *authenticator) client(ctx context.Context, token string, source netip.Addr) (string, error) {
 	if c := a.env.client(token); c != "" {
 		return c, nil
 	}
-	return a.db.client(ctx, token)
+	if a.failures == nil || a.db.known(token) {
+		return a.db.client(ctx, token)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("authenticate: %w", err) // its client is gone: nothing to count
+	}
+	now := time.Now()
+	r, wait := a.failures.reserve(source, now)
+	if r == nil {
+		return "", &limitedError{message: MsgAuthFailuresLimited, retryAfter: retrySeconds(wait)}
+	}
+	c, err := a.db.client(ctx, token)
+	if c != "" || (err != nil && !errors.Is(err, errLookupsBusy)) {
+		// Authenticated, or the database failed: no fault of the source.
+		r.CancelAt(now)
+	}
+	return c, err
 }
 
 // dbTokens authenticates the tokens of the clients kept in the database
 // (stkgate-admin). Only well-formed tokens (store.WellFormedToken) are
 // looked up, by their SHA-256 digest; answers are cached for ttl, and
 // concurrent lookups of one token are made once.
+//
+// Lookups come in two kinds, each with its own slots: a token found valid
+// within knownFor is checked again in slots that no other token can take,
+// and is let in on its cached answer for staleFor past the ttl when that
+// check does not answer within staleWait; any other token waits for a slot
+// only while few others do, and for no longer than its request, and is
+// refused at once (503) beyond.
 type dbTokens struct {
 	lookup func(context.Context, store.TokenDigest) (store.TokenMatch, error)
 	// envClients are the API_TOKENS clients: a database client of the same
 	// name would share their records, so its tokens are refused.
-	envClients map[string]bool
-	log        *slog.Logger
-	ttl        time.Duration // <= 0: no cache
-	now        func() time.Time
-	slots      chan struct{}
-	group      singleflight.Group
+	envClients  map[string]bool
+	log         *slog.Logger
+	ttl         time.Duration // <= 0: no cache
+	staleFor    time.Duration
+	now         func() time.Time
+	unknownPool *lookupPool
+	knownPool   *lookupPool
 
-	mu    sync.Mutex
-	found map[store.TokenDigest]foundToken
-	gone  map[store.TokenDigest]time.Time // tokens not found, until when
+	mu      sync.Mutex
+	found   map[store.TokenDigest]foundToken
+	gone    map[store.TokenDigest]time.Time // tokens not found, until when
+	flights map[store.TokenDigest]*flight
 }
 
 type foundToken struct {
 	client string
-	until  time.Time
+	// fresh is when the answer stops being reused as it is, stale when it
+	// stops being reused at all (neither past the token's expiry), known
+	// when the token's lookups stop being kept apart.
+	fresh, stale, known time.Time
+}
+
+// lookupPool bounds the lookups of one kind: slots in flight, and room for
+// those and a few more waiting for a slot.
+type lookupPool struct {
+	slots chan struct{}
+	room  chan struct{}
+}
+
+func newLookupPool(slots, waiting int) *lookupPool {
+	return &lookupPool{slots: make(chan struct{}, slots), room: make(chan struct{}, slots+waiting)}
+}
+
+// enter takes a place in p without waiting, or reports there is none.
+func (p *lookupPool) enter() bool {
+	select {
+	case p.room <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *lookupPool) leave() { <-p.room }
+
+// flight is a lookup in progress, shared by the requests with its token.
+type flight struct {
+	done   chan struct{}
+	client string
+	err    error
+	// waiters are the requests waiting on it (under dbTokens.mu); cancel,
+	// nil for a token found valid (its answer refreshes the cache), stops
+	// it when the last one leaves.
+	waiters int
+	cancel  context.CancelFunc
 }
 
 func newDBTokens(lookup func(context.Context, store.TokenDigest) (store.TokenMatch, error),
-	env []ClientToken, log *slog.Logger, ttl time.Duration) *dbTokens {
+	env []ClientToken, log *slog.Logger, ttl, staleFor time.Duration) *dbTokens {
 	d := &dbTokens{
-		lookup:     lookup,
-		envClients: map[string]bool{},
-		log:        log,
-		ttl:        ttl,
-		now:        time.Now,
-		slots:      make(chan struct{}, maxTokenLookups),
-		found:      map[store.TokenDigest]foundToken{},
-		gone:       map[store.TokenDigest]time.Time{},
+		lookup:      lookup,
+		envClients:  map[string]bool{},
+		log:         log,
+		ttl:         ttl,
+		staleFor:    staleFor,
+		now:         time.Now,
+		unknownPool: newLookupPool(maxTokenLookups, maxTokenWaiting),
+		knownPool:   newLookupPool(maxKnownLookups, maxKnownWaiting),
+		found:       map[store.TokenDigest]foundToken{},
+		gone:        map[store.TokenDigest]time.Time{},
+		flights:     map[store.TokenDigest]*flight{},
 	}
 	for _, t := range env {
 		d.envClients[t.Client] = true
@@ -134,34 +231,146 @@ func newDBTokens(lookup func(context.Context, store.TokenDigest) (store.TokenMat
 	return d
 }
 
+// known reports whether token was found valid within knownFor.
+func (d *dbTokens) known(token string) bool {
+	if d.ttl <= 0 || !store.WellFormedToken(token) {
+		return false
+	}
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, ok := d.found[store.DigestOf(token)]
+	return ok && now.Before(f.known)
+}
+
 func (d *dbTokens) client(ctx context.Context, token string) (string, error) {
 	if !store.WellFormedToken(token) {
 		return "", nil
 	}
 	digest := store.DigestOf(token)
-	if c, ok := d.cached(digest); ok {
-		return c, nil
+	now := d.now()
+
+	d.mu.Lock()
+	var stale, known bool
+	var cached string
+	if d.ttl > 0 {
+		if f, ok := d.found[digest]; ok {
+			if now.Before(f.fresh) {
+				d.mu.Unlock()
+				return f.client, nil
+			}
+			stale, known, cached = now.Before(f.stale), now.Before(f.known), f.client
+		} else if until, ok := d.gone[digest]; ok && now.Before(until) {
+			d.mu.Unlock()
+			return "", nil
+		}
 	}
-	v, err, _ := d.group.Do(string(digest[:]), func() (any, error) {
-		// Not the first caller's context: the others wait on this lookup.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
-		defer cancel()
-		return d.fetch(ctx, digest, store.TokenID(token))
-	})
-	if err != nil {
-		return "", err
+	// A request whose client is gone waits for nothing, unless its token
+	// was found valid: such a request goes on as if it had stayed (it may
+	// publish), as a request with an API_TOKENS token does.
+	var gone <-chan struct{}
+	if !known {
+		if err := ctx.Err(); err != nil {
+			d.mu.Unlock()
+			return "", fmt.Errorf("look up token: %w", err)
+		}
+		gone = ctx.Done()
 	}
-	return v.(string), nil
+	f := d.join(digest, store.TokenID(token), known)
+	d.mu.Unlock()
+
+	if f == nil {
+		if stale {
+			return cached, nil
+		}
+		return "", errLookupsBusy
+	}
+	var late <-chan time.Time
+	if stale {
+		t := time.NewTimer(staleWait)
+		defer t.Stop()
+		late = t.C
+	}
+	select {
+	case <-f.done:
+		if f.err != nil && stale {
+			d.log.Warn("token let in on its cached answer: it cannot be checked again", "error", f.err)
+			return cached, nil
+		}
+		return f.client, f.err
+	case <-late:
+		d.leave(digest, f)
+		return cached, nil
+	case <-gone:
+		d.leave(digest, f)
+		return "", fmt.Errorf("look up token: %w", ctx.Err())
+	}
 }
 
-// fetch looks digest up and caches the answer.
-func (d *dbTokens) fetch(ctx context.Context, digest store.TokenDigest, tokenID string) (string, error) {
+// join returns the lookup of digest in flight, or starts one if its pool
+// has room; nil when it has none. Called with d.mu held.
+func (d *dbTokens) join(digest store.TokenDigest, tokenID string, known bool) *flight {
+	if f := d.flights[digest]; f != nil {
+		f.waiters++
+		return f
+	}
+	pool := d.unknownPool
+	if known {
+		pool = d.knownPool
+	}
+	if !pool.enter() {
+		return nil
+	}
+	// Not the first request's context: others may join it.
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	f := &flight{done: make(chan struct{}), waiters: 1}
+	if !known {
+		f.cancel = cancel
+	}
+	d.flights[digest] = f
+	go func() {
+		defer cancel()
+		defer pool.leave()
+		client, err := d.fetch(ctx, pool, digest, tokenID)
+		d.mu.Lock()
+		if d.flights[digest] == f {
+			delete(d.flights, digest)
+		}
+		d.mu.Unlock()
+		f.client, f.err = client, err
+		close(f.done)
+	}()
+	return f
+}
+
+// leave is a request no longer waiting on f: the last one to leave a
+// lookup of a token not known valid stops its wait for a slot.
+func (d *dbTokens) leave(digest store.TokenDigest, f *flight) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f.waiters--
+	if f.waiters == 0 && f.cancel != nil {
+		f.cancel()
+		if d.flights[digest] == f {
+			delete(d.flights, digest)
+		}
+	}
+}
+
+// fetch waits for a slot of pool, looks digest up and caches the answer.
+func (d *dbTokens) fetch(ctx context.Context, pool *lookupPool, digest store.TokenDigest, tokenID string) (string, error) {
 	select {
-	case d.slots <- struct{}{}:
-		defer func() { <-d.slots }()
+	case pool.slots <- struct{}{}:
+		defer func() { <-pool.slots }()
 	case <-ctx.Done():
 		return "", fmt.Errorf("look up token: waiting for a lookup slot: %w", ctx.Err())
 	}
+	// A lookup under way is let finish, its answer cached, even when no
+	// request waits for it any more: cancelling a query costs Postgres a
+	// connection of its own (lib/pq's cancel request), which a client
+	// hanging up must not be able to cause at will.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
+	defer cancel()
 	m, err := d.lookup(ctx, digest)
 	switch {
 	case errors.Is(err, store.ErrTokenNotFound):
@@ -185,23 +394,6 @@ func (d *dbTokens) fetch(ctx context.Context, digest store.TokenDigest, tokenID 
 	return m.Client, nil
 }
 
-// cached is the cached answer for digest, if there is one still fresh.
-func (d *dbTokens) cached(digest store.TokenDigest) (client string, ok bool) {
-	if d.ttl <= 0 {
-		return "", false
-	}
-	now := d.now()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if f, ok := d.found[digest]; ok && now.Before(f.until) {
-		return f.client, true
-	}
-	if until, ok := d.gone[digest]; ok && now.Before(until) {
-		return "", true
-	}
-	return "", false
-}
-
 // remember caches the answer for digest ("" for not found) for the ttl,
 // or until the token expires if that is sooner.
 func (d *dbTokens) remember(digest store.TokenDigest, client string, expiresIn time.Duration) {
@@ -209,29 +401,36 @@ func (d *dbTokens) remember(digest store.TokenDigest, client string, expiresIn t
 		return
 	}
 	now := d.now()
-	until := now.Add(d.ttl)
-	if expiresIn > 0 && expiresIn < d.ttl {
-		until = now.Add(expiresIn)
+	capped := func(t time.Time) time.Time {
+		if expiresIn > 0 && now.Add(expiresIn).Before(t) {
+			return now.Add(expiresIn)
+		}
+		return t
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if client == "" {
 		delete(d.found, digest)
-		makeRoom(d.gone, now, func(t time.Time) time.Time { return t })
-		d.gone[digest] = until
+		makeRoom(d.gone, tokenCacheMax, now, func(t time.Time) time.Time { return t })
+		d.gone[digest] = capped(now.Add(d.ttl))
 		return
 	}
 	delete(d.gone, digest)
-	makeRoom(d.found, now, func(f foundToken) time.Time { return f.until })
-	d.found[digest] = foundToken{client: client, until: until}
+	makeRoom(d.found, tokenCacheMax, now, func(f foundToken) time.Time { return f.known })
+	d.found[digest] = foundToken{
+		client: client,
+		fresh:  capped(now.Add(d.ttl)),
+		stale:  capped(now.Add(d.ttl + d.staleFor)),
+		known:  now.Add(knownFor),
+	}
 }
 
-// makeRoom makes room for one more entry in a full cache: it drops the
-// stale entries and, if that is not enough, a tenth of the rest (at random:
-// map order), so that a full cache is swept once per tokenCacheMax/10
+// makeRoom makes room for one more entry in a map holding up to size: it
+// drops the entries past until and, if that is not enough, a tenth of the
+// rest (at random: map order), so that a full map is swept once per size/10
 // additions rather than on each.
-func makeRoom[V any](m map[store.TokenDigest]V, now time.Time, until func(V) time.Time) {
-	if len(m) < tokenCacheMax {
+func makeRoom[K comparable, V any](m map[K]V, size int, now time.Time, until func(V) time.Time) {
+	if len(m) < size {
 		return
 	}
 	for k, v := range m {
@@ -240,11 +439,97 @@ func makeRoom[V any](m map[store.TokenDigest]V, now time.Time, until func(V) tim
 		}
 	}
 	for k := range m {
-		if len(m) < tokenCacheMax*9/10 {
+		if len(m) < size*9/10 {
 			break
 		}
 		delete(m, k)
 	}
+}
+
+// MsgAuthFailuresLimited is the 429 of a source address that failed to
+// authenticate too often.
+const MsgAuthFailuresLimited = "Too many failed authentications from this address. Retry after the time in the Retry-After header."
+
+// Defaults of the limit on failed authentications per source address
+// (ConfigFromEnv).
+const (
+	DefaultAuthFailLimit = 1.0
+	DefaultAuthFailBurst = 20
+	// maxSources bounds the addresses whose failures are counted.
+	maxSources = 10000
+)
+
+// sourceLimits is a token bucket of failed authentications per source
+// address (an IPv6 address counts by its /64, which one holder usually
+// has whole). Its memory is bounded: at most maxSources addresses, those
+// idle long enough for their bucket to be full again dropped first.
+type sourceLimits struct {
+	limit  rate.Limit
+	burst  int
+	refill time.Duration
+
+	mu      sync.Mutex
+	buckets map[netip.Addr]*sourceBucket
+}
+
+type sourceBucket struct {
+	lim  *rate.Limiter
+	last time.Time
+}
+
+// newSourceLimits returns the limits, or nil (no limit) when perSecond is 0.
+func newSourceLimits(perSecond float64, burst int) *sourceLimits {
+	if perSecond <= 0 {
+		return nil
+	}
+	return &sourceLimits{
+		limit:   rate.Limit(perSecond),
+		burst:   burst,
+		refill:  time.Duration(float64(burst) / perSecond * float64(time.Second)),
+		buckets: map[netip.Addr]*sourceBucket{},
+	}
+}
+
+// sourceKey is what source's failures are counted under.
+func sourceKey(source netip.Addr) netip.Addr {
+	source = source.Unmap()
+	if source.Is6() {
+		p, _ := source.Prefix(64)
+		return p.Addr()
+	}
+	return source
+}
+
+// reserve takes a failure from source's bucket at now, to be given back
+// (CancelAt) if the authentication does not fail; when there is none, it
+// takes nothing and says how long until there is one.
+func (l *sourceLimits) reserve(source netip.Addr, now time.Time) (*rate.Reservation, time.Duration) {
+	key := sourceKey(source)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil {
+		makeRoom(l.buckets, maxSources, now, func(b *sourceBucket) time.Time { return b.last.Add(l.refill) })
+		b = &sourceBucket{lim: rate.NewLimiter(l.limit, l.burst)}
+		l.buckets[key] = b
+	}
+	b.last = now
+	r := b.lim.ReserveN(now, 1)
+	if !r.OK() {
+		return nil, time.Second // burst 0: never happens with a checked Config
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return nil, d
+	}
+	return r, 0
+}
+
+// size is the number of addresses counted (for tests).
+func (l *sourceLimits) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
 }
 
 // checkClientNames refuses API_TOKENS clients that are also clients in the

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -269,7 +270,7 @@ type lookups struct {
 	peak    atomic.Int64
 }
 
-func (l *lookups) lookup(_ context.Context, d store.TokenDigest) (store.TokenMatch, error) {
+func (l *lookups) lookup(ctx context.Context, d store.TokenDigest) (store.TokenMatch, error) {
 	l.calls.Add(1)
 	n := l.active.Add(1)
 	defer l.active.Add(-1)
@@ -280,7 +281,11 @@ func (l *lookups) lookup(_ context.Context, d store.TokenDigest) (store.TokenMat
 		}
 	}
 	if l.block != nil {
-		<-l.block
+		select {
+		case <-l.block:
+		case <-ctx.Done():
+			return store.TokenMatch{}, ctx.Err()
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -308,7 +313,7 @@ func (l *lookups) set(tok, client string, expiresIn time.Duration) {
 func newTestDBTokens(t *testing.T, ttl time.Duration) (*dbTokens, *lookups, *time.Time) {
 	t.Helper()
 	l := &lookups{clients: map[store.TokenDigest]store.TokenMatch{}}
-	d := newDBTokens(l.lookup, testTokens, slog.New(slog.NewTextHandler(io.Discard, nil)), ttl)
+	d := newDBTokens(l.lookup, testTokens, slog.New(slog.NewTextHandler(io.Discard, nil)), ttl, DefaultTokenStaleFor)
 	now := time.Date(2024, 3, 21, 11, 30, 0, 0, time.UTC)
 	d.now = func() time.Time { return now }
 	return d, l, &now
@@ -432,30 +437,152 @@ func TestDBTokensCache(t *testing.T) {
 		}
 	})
 
-	t.Run("a flood waits for a few lookup slots", func(t *testing.T) {
+	t.Run("a flood waits for a few lookup slots, the rest are refused at once", func(t *testing.T) {
 		d, l, _ := newTestDBTokens(t, time.Second)
 		l.block = make(chan struct{})
 		same := mustToken(t)
 		var wg sync.WaitGroup
+		var busy atomic.Int64
 		for i := range 40 {
 			tok := same
 			if i%2 == 0 {
 				tok = mustToken(t)
 			}
 			wg.Add(1)
-			go func() { defer wg.Done(); _, _ = d.client(ctx, tok) }()
+			go func() {
+				defer wg.Done()
+				if _, err := d.client(ctx, tok); errors.Is(err, errLookupsBusy) {
+					busy.Add(1)
+				}
+			}()
 		}
-		time.Sleep(100 * time.Millisecond)
+		waitFor(t, "the refusals", func() bool { return busy.Load() >= 40-20-(maxTokenLookups+maxTokenWaiting) })
 		close(l.block)
 		wg.Wait()
 		if p := l.peak.Load(); p > maxTokenLookups {
 			t.Errorf("%d lookups at once, want at most %d", p, maxTokenLookups)
 		}
-		// 20 distinct tokens and one token asked 20 times at once.
-		if n := l.calls.Load(); n > 21+maxTokenLookups || n < 21 {
-			t.Errorf("%d lookups, want about 21", n)
+		// 20 distinct tokens and one token asked 20 times at once: one
+		// lookup each, as many as there are places.
+		if n := l.calls.Load(); n > maxTokenLookups+maxTokenWaiting {
+			t.Errorf("%d lookups, want at most %d", n, maxTokenLookups+maxTokenWaiting)
+		}
+		if n := busy.Load(); n < 40-20-(maxTokenLookups+maxTokenWaiting) || n > 40-(maxTokenLookups+maxTokenWaiting) {
+			t.Errorf("%d refused at once", n)
 		}
 	})
+}
+
+// Lookups saturated by tokens never seen: a token found valid is checked
+// again apart from them, and let in on its cached answer for a bounded time
+// when that check does not answer; a wait ends with its request.
+func TestDBTokensSaturated(t *testing.T) {
+	const ttl = 5 * time.Second
+	type step struct {
+		after time.Duration // since the token was found valid
+		want  string        // "" refused; "error" when it cannot be checked
+	}
+	tests := []struct {
+		name string
+		// db: "blocked" (lookups hang), "revoked" (answers not found),
+		// "down" (answers an error).
+		db    string
+		steps []step
+	}{
+		{"fresh: no lookup", "blocked", []step{{ttl - time.Millisecond, "shop"}}},
+		{"stale while the check hangs, up to ttl + stale", "blocked",
+			[]step{{ttl, "shop"}, {ttl + DefaultTokenStaleFor - time.Millisecond, "shop"},
+				{ttl + DefaultTokenStaleFor, "error"}}}, // once the check's own 5s are up
+		{"stale while the database is down, up to ttl + stale", "down",
+			[]step{{ttl, "shop"}, {ttl + DefaultTokenStaleFor - time.Millisecond, "shop"}, {ttl + DefaultTokenStaleFor, "error"}}},
+		{"revoked: refused at the ttl when the check answers", "revoked", []step{{ttl, ""}, {ttl + time.Second, ""}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			d, l, now := newTestDBTokens(t, ttl)
+			start := *now
+			tok := mustToken(t)
+			l.set(tok, "shop", 0)
+			if c, err := d.client(ctx, tok); c != "shop" || err != nil {
+				t.Fatalf("first lookup: %q %v", c, err)
+			}
+			// A flood of tokens never seen takes every slot and place.
+			l.block = make(chan struct{})
+			defer close(l.block)
+			flood, cancelFlood := context.WithCancel(ctx)
+			defer cancelFlood()
+			for range maxTokenLookups + maxTokenWaiting {
+				go func() { _, _ = d.client(flood, mustToken(t)) }()
+			}
+			waitFor(t, "the flood to take every lookup", func() bool {
+				return l.active.Load() == maxTokenLookups && len(d.unknownPool.room) == cap(d.unknownPool.room)
+			})
+			if _, err := d.client(ctx, mustToken(t)); !errors.Is(err, errLookupsBusy) {
+				t.Errorf("a new token during the flood: %v, want errLookupsBusy", err)
+			}
+			switch tc.db {
+			case "revoked":
+				d.lookup = func(ctx context.Context, dg store.TokenDigest) (store.TokenMatch, error) {
+					if dg == store.DigestOf(tok) {
+						return store.TokenMatch{}, store.ErrTokenNotFound
+					}
+					return l.lookup(ctx, dg)
+				}
+			case "down":
+				d.lookup = func(ctx context.Context, dg store.TokenDigest) (store.TokenMatch, error) {
+					return store.TokenMatch{}, errors.New("connection refused")
+				}
+			}
+			for _, s := range tc.steps {
+				*now = start.Add(s.after)
+				c, err := d.client(ctx, tok)
+				got := c
+				switch {
+				case errors.Is(err, errLookupsBusy):
+					got = "busy"
+				case err != nil:
+					got = "error"
+				}
+				if got != s.want {
+					t.Errorf("%s after it was found: %q (%v), want %q", s.after, got, err, s.want)
+				}
+			}
+		})
+	}
+
+	t.Run("a wait ends with its request", func(t *testing.T) {
+		d, l, _ := newTestDBTokens(t, ttl)
+		l.block = make(chan struct{})
+		defer close(l.block)
+		ctx := context.Background()
+		for range maxTokenLookups {
+			go func() { _, _ = d.client(ctx, mustToken(t)) }()
+		}
+		waitFor(t, "the lookups", func() bool { return l.active.Load() == maxTokenLookups })
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error)
+		go func() { _, err := d.client(rctx, mustToken(t)); done <- err }()
+		waitFor(t, "a wait for a slot", func() bool { return len(d.unknownPool.room) == maxTokenLookups+1 })
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("error %v, want context.Canceled", err)
+		}
+		// Its place is given back: no one waits for that lookup any more.
+		waitFor(t, "the place to be given back", func() bool { return len(d.unknownPool.room) == maxTokenLookups })
+	})
+}
+
+// waitFor polls cond until it holds, for at most 10 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func TestAuthenticatorPrefersEnvTokens(t *testing.T) {
@@ -464,7 +591,7 @@ func TestAuthenticatorPrefersEnvTokens(t *testing.T) {
 	tok := mustToken(t)
 	l.set(tok, "shop", 0)
 	for token, want := range map[string]string{acmeToken: "acme", globexToken: "globex", tok: "shop", "x": ""} {
-		if got, err := a.client(context.Background(), token); err != nil || got != want {
+		if got, err := a.client(context.Background(), token, netip.Addr{}); err != nil || got != want {
 			t.Errorf("client(%s) = %q %v, want %q", fmt.Sprintf("%.8s…", token), got, err, want)
 		}
 	}

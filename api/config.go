@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -83,6 +85,15 @@ type Config struct {
 	// PHONE_WINDOW); 0 means no limit.
 	PhoneMaxPrompts int
 	PhoneWindow     time.Duration
+	// AuthFailLimit is the failed authentications per second a source
+	// address may make (API_AUTH_FAIL_LIMIT), with bursts of AuthFailBurst
+	// (API_AUTH_FAIL_BURST); 0 means no limit. Per api instance.
+	AuthFailLimit float64
+	AuthFailBurst int
+	// TrustedProxies are the networks of the proxies in front of the api
+	// (API_TRUSTED_PROXIES): only from them is X-Forwarded-For believed
+	// about a request's source address. Empty: the TCP peer.
+	TrustedProxies []netip.Prefix
 	// StartTimeout bounds start-up (database, migrations, stream), retried
 	// until then. Not read from the environment.
 	StartTimeout time.Duration
@@ -100,7 +111,9 @@ type Config struct {
 // token at least MinTokenLen bytes),
 // DATABASE_URL and NATS_URL (required), NATS_STREAM_REPLICAS (1), DISPATCH_MODE (async),
 // SYNC_TIMEOUT (30s), IDEMPOTENCY_TTL (24h), API_RATE_LIMIT (10), API_RATE_BURST
-// (twice API_RATE_LIMIT), PHONE_MAX_PROMPTS (5) and PHONE_WINDOW (1h). It names
+// (twice API_RATE_LIMIT), PHONE_MAX_PROMPTS (5), PHONE_WINDOW (1h),
+// API_AUTH_FAIL_LIMIT (1), API_AUTH_FAIL_BURST (20) and API_TRUSTED_PROXIES
+// (none). It names
 // every setting that is missing or malformed, and never repeats a token in its
 // errors. A Config built directly has no limits unless it sets them.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
@@ -116,6 +129,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		RateLimit:       DefaultRateLimit,
 		PhoneMaxPrompts: DefaultPhoneMaxPrompts,
 		PhoneWindow:     DefaultPhoneWindow,
+
+		AuthFailLimit: DefaultAuthFailLimit,
+		AuthFailBurst: DefaultAuthFailBurst,
 	}
 	var errs []error
 	if v := strings.TrimSpace(getenv("API_ADDR")); v != "" {
@@ -157,6 +173,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	errs = append(errs, limitsFromEnv(getenv, &c)...)
+	errs = append(errs, authFromEnv(getenv, &c)...)
 	errs = append(errs, c.check()...)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("api configuration: %w", err)
@@ -194,7 +211,73 @@ func (c Config) check() []error {
 		errs = append(errs, fmt.Errorf("IDEMPOTENCY_TTL: %s is not from %s to %s", c.IdempotencyTTL, MinIdempotencyTTL, MaxIdempotencyTTL))
 	}
 	errs = append(errs, c.checkLimits()...)
+	if c.AuthFailLimit < 0 || math.IsNaN(c.AuthFailLimit) || math.IsInf(c.AuthFailLimit, 0) {
+		errs = append(errs, fmt.Errorf("API_AUTH_FAIL_LIMIT: %v is not 0 (no limit) or more", c.AuthFailLimit))
+	}
+	if c.AuthFailLimit > 0 && (c.AuthFailBurst < 1 || c.AuthFailBurst > maxRateBurst) {
+		errs = append(errs, fmt.Errorf("API_AUTH_FAIL_BURST: %d is not from 1 to %d", c.AuthFailBurst, maxRateBurst))
+	}
 	return errs
+}
+
+// authFromEnv reads API_AUTH_FAIL_LIMIT, API_AUTH_FAIL_BURST and
+// API_TRUSTED_PROXIES over c's defaults; check tells what is out of range.
+func authFromEnv(getenv func(string) string, c *Config) []error {
+	var errs []error
+	if v := strings.TrimSpace(getenv("API_AUTH_FAIL_LIMIT")); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			errs = append(errs, fmt.Errorf("API_AUTH_FAIL_LIMIT: %q is not a number of failures per second such as 1 (0: no limit)", v))
+		} else {
+			c.AuthFailLimit = f
+		}
+	}
+	if v := strings.TrimSpace(getenv("API_AUTH_FAIL_BURST")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("API_AUTH_FAIL_BURST: %q is not a whole number of failures such as 20", v))
+		} else {
+			c.AuthFailBurst = n
+		}
+	}
+	proxies, err := parsePrefixes(getenv("API_TRUSTED_PROXIES"))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("API_TRUSTED_PROXIES: %w", err))
+	}
+	c.TrustedProxies = proxies
+	return errs
+}
+
+// parsePrefixes reads a comma-separated list of CIDRs (10.0.0.0/8,
+// fd00::/8) or single addresses (taken as /32 or /128). Empty gives nil. A
+// prefix with host bits set is refused: it is usually a typo for another
+// network.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, part := range strings.Split(list, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if !strings.Contains(part, "/") {
+			a, err := netip.ParseAddr(part)
+			if err != nil {
+				return nil, fmt.Errorf("%q is neither a CIDR nor an address", part)
+			}
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", part)
+		}
+		if p.Masked() != p {
+			return nil, fmt.Errorf("%q has host bits set; did you mean %s?", part, p.Masked())
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // withDefaults fills in the zero settings and checks the rest.
@@ -222,6 +305,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.PhoneMaxPrompts > 0 && c.PhoneWindow == 0 {
 		c.PhoneWindow = DefaultPhoneWindow
+	}
+	if c.AuthFailLimit > 0 && c.AuthFailBurst == 0 {
+		c.AuthFailBurst = DefaultAuthFailBurst
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -345,5 +431,17 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("rate_burst", c.RateBurst),
 		slog.Int("phone_max_prompts", c.PhoneMaxPrompts),
 		slog.Duration("phone_window", c.PhoneWindow),
+		slog.Float64("auth_fail_limit", c.AuthFailLimit),
+		slog.Int("auth_fail_burst", c.AuthFailBurst),
+		slog.String("trusted_proxies", prefixesString(c.TrustedProxies)),
 	)
+}
+
+// prefixesString lists prefixes for the logged configuration.
+func prefixesString(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
 }

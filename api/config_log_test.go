@@ -1,6 +1,7 @@
 package api
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -29,7 +30,7 @@ func TestConfigLogged(t *testing.T) {
 		},
 		Leaks:  []string{"acme-tok-3f9a1c", "globex-tok-77b2e0", "pg-pw-5c1d", "nats-pw-9e4f", "nats-tok-2a6b"},
 		Shows:  []string{"acme,globex", "db:5432/stkgate", "nats:4222", "other:4222", "tls://n3:4222"},
-		Values: map[string]any{"RateLimit": 7.25},
+		Values: map[string]any{"RateLimit": 7.25, "TrustedProxies": []netip.Prefix{netip.MustParsePrefix("10.7.6.0/24")}},
 	})
 }
 

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 		IdempotencyTTL: 24 * time.Hour,
 
 		RateLimit: 10, RateBurst: 20, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
+		AuthFailLimit: 1, AuthFailBurst: 20,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -57,6 +59,9 @@ func TestConfigFromEnvSettings(t *testing.T) {
 	e["DISPATCH_MODE"] = "SYNC"
 	e["SYNC_TIMEOUT"] = "2500ms"
 	e["IDEMPOTENCY_TTL"] = "48h"
+	e["API_AUTH_FAIL_LIMIT"] = "0.5"
+	e["API_AUTH_FAIL_BURST"] = "5"
+	e["API_TRUSTED_PROXIES"] = " 10.1.0.0/16, 192.0.2.7 ,2001:db8::/32"
 	got, err := ConfigFromEnv(env(e))
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +81,10 @@ func TestConfigFromEnvSettings(t *testing.T) {
 		IdempotencyTTL: 48 * time.Hour,
 
 		RateLimit: 10, RateBurst: 20, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
+		AuthFailLimit: 0.5, AuthFailBurst: 5,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32")},
 	}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger"), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
 }
@@ -115,6 +122,12 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		{"idempotency TTL not a duration", map[string]string{"IDEMPOTENCY_TTL": "1d"}, []string{`IDEMPOTENCY_TTL: "1d"`}},
 		{"idempotency TTL too short", map[string]string{"IDEMPOTENCY_TTL": "30s"}, []string{"IDEMPOTENCY_TTL: 30s is not from 1m0s"}},
 		{"idempotency TTL too long", map[string]string{"IDEMPOTENCY_TTL": "1000h"}, []string{"IDEMPOTENCY_TTL: 1000h0m0s"}},
+		{"auth fail limit not a number", map[string]string{"API_AUTH_FAIL_LIMIT": "some"}, []string{`API_AUTH_FAIL_LIMIT: "some"`}},
+		{"auth fail limit negative", map[string]string{"API_AUTH_FAIL_LIMIT": "-1"}, []string{"API_AUTH_FAIL_LIMIT: -1"}},
+		{"auth fail burst zero", map[string]string{"API_AUTH_FAIL_BURST": "0"}, []string{"API_AUTH_FAIL_BURST: 0 is not from 1"}},
+		{"auth fail burst not a number", map[string]string{"API_AUTH_FAIL_BURST": "2.5"}, []string{`API_AUTH_FAIL_BURST: "2.5"`}},
+		{"trusted proxy not a CIDR", map[string]string{"API_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, []string{`API_TRUSTED_PROXIES: "proxy.local"`}},
+		{"trusted proxy host bits", map[string]string{"API_TRUSTED_PROXIES": "10.0.0.1/8"}, []string{"API_TRUSTED_PROXIES: \"10.0.0.1/8\" has host bits set; did you mean 10.0.0.0/8?"}},
 		{"addr", map[string]string{"API_ADDR": "8080"}, []string{`API_ADDR: "8080"`}},
 		{"addr port", map[string]string{"API_ADDR": ":http-alt"}, []string{`API_ADDR: ":http-alt" has no valid port`}},
 		{"everything at once", map[string]string{"API_TOKENS": ":", "DATABASE_URL": "", "NATS_URL": ""},

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -68,6 +70,18 @@ type Options struct {
 	// found or not, is reused; 0 means DefaultTokenCacheTTL, below 0 no
 	// cache.
 	TokenCacheTTL time.Duration
+	// TokenStaleFor is how long past TokenCacheTTL a token found valid
+	// is still let in while it cannot be checked again in time; 0 means
+	// DefaultTokenStaleFor, below 0 never.
+	TokenStaleFor time.Duration
+	// AuthFailLimit is the failed authentications per second a source
+	// address may make, with bursts of AuthFailBurst; 0 means no limit.
+	AuthFailLimit float64
+	AuthFailBurst int
+	// TrustedProxies are the networks of the proxies in front of the api:
+	// only from them is X-Forwarded-For believed about a request's source.
+	// Empty: the source is the TCP peer.
+	TrustedProxies []netip.Prefix
 	// DispatchMode; "" means async.
 	DispatchMode DispatchMode
 	// SyncTimeout is how long sync mode waits; 0 means DefaultSyncTimeout.
@@ -145,6 +159,9 @@ func NewHandler(o Options) (*Handler, error) {
 		phoneMax:       o.PhoneMaxPrompts,
 		phoneWindow:    o.PhoneWindow,
 	}
+	if o.AuthFailLimit > 0 && o.AuthFailBurst < 1 {
+		return nil, fmt.Errorf("api: AuthFailBurst %d must be at least 1 with an AuthFailLimit", o.AuthFailBurst)
+	}
 	if o.RateLimit > 0 && o.RateBurst < 1 {
 		return nil, fmt.Errorf("api: RateBurst %d must be at least 1 with a RateLimit", o.RateBurst)
 	}
@@ -173,9 +190,13 @@ func NewHandler(o Options) (*Handler, error) {
 	if o.TokenCacheTTL == 0 {
 		o.TokenCacheTTL = DefaultTokenCacheTTL
 	}
+	if o.TokenStaleFor == 0 {
+		o.TokenStaleFor = DefaultTokenStaleFor
+	}
 	h.tokens = &authenticator{
-		env: newTokenSet(o.Tokens),
-		db:  newDBTokens(o.Store.LookupToken, o.Tokens, h.log, o.TokenCacheTTL),
+		env:      newTokenSet(o.Tokens),
+		db:       newDBTokens(o.Store.LookupToken, o.Tokens, h.log, o.TokenCacheTTL, max(o.TokenStaleFor, 0)),
+		failures: newSourceLimits(o.AuthFailLimit, o.AuthFailBurst),
 	}
 	if h.idemTTL <= 0 {
 		h.idemTTL = DefaultIdempotencyTTL
@@ -195,6 +216,7 @@ func NewHandler(o Options) (*Handler, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = h.handleError
+	e.IPExtractor = ipExtractor(o.TrustedProxies)
 	e.Use(h.logRequests)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
@@ -361,12 +383,40 @@ func shortPath(c echo.Context) string {
 	return p
 }
 
+// ipExtractor finds a request's source address: the TCP peer, or, when the
+// peer is one of trusted, the right-most address of X-Forwarded-For that is
+// not (each proxy appends the address it got the request from; what is
+// left of it is whatever the client wrote). echo's default would believe
+// X-Forwarded-For from anyone, and its extractor trusts loopback, private
+// and link-local peers unless told not to.
+func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{
+			IP:   net.IP(p.Addr().AsSlice()),
+			Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+		}))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}
+
 // authenticate lets through a request whose X-API-Token belongs to a
 // client (of API_TOKENS or of the database), and records which client: it
-// scopes everything after. A token the database could not check is a 503.
+// scopes everything after. A token the database could not check is a 503;
+// a source address that failed too often is a 429.
 func (h *Handler) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		client, err := h.tokens.client(c.Request().Context(), c.Request().Header.Get(TokenHeader))
+		source, _ := netip.ParseAddr(c.RealIP()) // unreadable: the zero address, shared
+		client, err := h.tokens.client(c.Request().Context(), c.Request().Header.Get(TokenHeader), source)
+		var limited *limitedError
+		if errors.As(err, &limited) {
+			h.log.Warn("request refused: too many failed authentications from its address", "source", source.String(),
+				"retry_after_s", limited.retryAfter)
+			return err
+		}
 		if err != nil {
 			return &unavailableError{message: MsgAuthUnavailable, cause: err}
 		}

@@ -113,6 +113,10 @@ func Run(ctx context.Context, cfg Config) error {
 		RateBurst:       cfg.RateBurst,
 		PhoneMaxPrompts: cfg.PhoneMaxPrompts,
 		PhoneWindow:     cfg.PhoneWindow,
+
+		AuthFailLimit:  cfg.AuthFailLimit,
+		AuthFailBurst:  cfg.AuthFailBurst,
+		TrustedProxies: cfg.TrustedProxies,
 	})
 	if err != nil {
 		return err
