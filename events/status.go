@@ -26,7 +26,7 @@ const (
 
 // CodePrefix starts every result code stkgate decides itself, Daraja having
 // given none: "stkgate.no_answer", "stkgate.unreachable", … Each reads as
-// Failed, except CodeNoAnswer.
+// Failed, except CodeNoAnswer and CodeUnverifiedSuccess.
 const CodePrefix = "stkgate."
 
 // Result codes of outcomes stkgate decides itself that more than one
@@ -42,21 +42,29 @@ const (
 	// code rather than left Pending for ever; the event itself stays in the
 	// stream for an operator.
 	CodeInvalidOutcome = CodePrefix + "invalid_outcome"
+	// CodeUnverifiedSuccess: a success that could not be applied as it was
+	// published (its receipt another payment's, its CheckoutRequestID
+	// another push's, its result code unclean). One of two payments is
+	// wrong and stkgate cannot tell which: the customer may have paid, so
+	// Unknown, never Failed; its description says why.
+	CodeUnverifiedSuccess = CodePrefix + "unverified_success"
 )
 
 var labels = map[string]string{
-	"0":          LabelSuccess,
-	"1032":       LabelCancelled,
-	"1":          LabelInsufficient,
-	"1037":       LabelTimedOut,
-	"1019":       LabelExpired,
-	CodeNoAnswer: LabelUnknown,
+	"0":                   LabelSuccess,
+	"1032":                LabelCancelled,
+	"1":                   LabelInsufficient,
+	"1037":                LabelTimedOut,
+	"1019":                LabelExpired,
+	CodeNoAnswer:          LabelUnknown,
+	CodeUnverifiedSuccess: LabelUnknown,
 }
 
 // Outcome maps a response code to the record's status and label. The empty
 // code means no outcome yet (Pending); every other code is final, and one not
 // in the table (another ResultCode, Daraja's errorCode for a refused push, or
-// a stkgate.* code other than CodeNoAnswer) is Failed.
+// a stkgate.* code other than CodeNoAnswer and CodeUnverifiedSuccess) is
+// Failed.
 func Outcome(responseCode string) (status int, label string) {
 	if responseCode == "" {
 		return StatusPending, LabelPending

@@ -11,7 +11,8 @@
 //     applying its batch one event at a time, then terminated and logged,
 //     so it cannot hold up the others;
 //   - a completion is never among those: store.Apply applies one it cannot
-//     take as sent as an invalid outcome (Failed, events.CodeInvalidOutcome)
+//     take as sent as an invalid outcome (Failed, events.CodeInvalidOutcome;
+//     Unknown, events.CodeUnverifiedSuccess, when it said success)
 //     and logs it, so no payment is left Pending by its completion;
 //   - any other failure (database down, deadlock, timeout) is retried with
 //     backoff while the batch is kept with InProgress: an outage never uses

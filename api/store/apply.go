@@ -83,7 +83,7 @@ func (s *Store) Apply(ctx context.Context, evs []events.Event) error {
 	for i, ev := range evs {
 		n, why := Normalize(ev)
 		if why != "" {
-			rewrites = append(rewrites, rewrite{trackingID: n.Base().TrackingID, why: why})
+			rewrites = append(rewrites, rewrite{trackingID: n.Base().TrackingID, code: resultCode(n), why: why})
 		}
 		norm[i] = n
 	}
@@ -103,7 +103,7 @@ func (s *Store) Apply(ctx context.Context, evs []events.Event) error {
 		return err
 	}
 	for _, r := range append(rewrites, more...) {
-		attrs := []any{"tracking_id", r.trackingID, "response_code", events.CodeInvalidOutcome, "reason", r.why}
+		attrs := []any{"tracking_id", r.trackingID, "response_code", r.code, "reason", r.why}
 		if r.owner != "" {
 			attrs = append(attrs, "owner_tracking_id", r.owner)
 		}
@@ -115,7 +115,7 @@ func (s *Store) Apply(ctx context.Context, evs []events.Event) error {
 // rewrite is a completion Apply could not write as it was sent; owner is
 // the payment that holds what it named, if that is why.
 type rewrite struct {
-	trackingID, why, owner string
+	trackingID, code, why, owner string
 }
 
 // apply writes normalized events in one transaction; with resolve, it first
@@ -221,7 +221,7 @@ func resolveCheckouts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]e
 			c = invalidOutcome(c, why)
 			c.MerchantRequestID, c.CheckoutRequestID = "", ""
 			out[i] = c
-			rewrites = append(rewrites, rewrite{trackingID: c.TrackingID, why: why})
+			rewrites = append(rewrites, rewrite{trackingID: c.TrackingID, code: c.ResultCode, why: why})
 		}
 	}
 	return out, rewrites, nil
@@ -272,9 +272,17 @@ func resolveReceipts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]ev
 		}
 		const why = "its receipt is already another payment's"
 		out[i] = invalidOutcome(c, why)
-		rewrites = append(rewrites, rewrite{trackingID: c.TrackingID, why: why, owner: o})
+		rewrites = append(rewrites, rewrite{trackingID: c.TrackingID, code: resultCode(out[i]), why: why, owner: o})
 	}
 	return out, rewrites, nil
+}
+
+// resultCode is a completion's result code, "" for another event.
+func resultCode(ev events.Event) string {
+	if c, ok := ev.(events.Completed); ok {
+		return c.ResultCode
+	}
+	return ""
 }
 
 func checkoutOf(ev events.Event) string {

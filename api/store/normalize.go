@@ -13,7 +13,8 @@ import (
 // Every text field is cleaned with events.CleanText (Postgres refuses NUL
 // and invalid UTF-8), descriptions cut to events.MaxTextRunes. A completion
 // that cannot be applied as sent (no result code, a result code that is not
-// clean text) becomes a Failed one with events.CodeInvalidOutcome, its
+// clean text) becomes a Failed one with events.CodeInvalidOutcome (an
+// Unknown one, events.CodeUnverifiedSuccess, when it said success), its
 // description saying why and what it said: a payment is never left Pending
 // because its completion was unreadable. Normalize is idempotent; events
 // other than those of package events are returned as they are.
@@ -76,10 +77,18 @@ func normalizeCompleted(c events.Completed) (events.Completed, string) {
 }
 
 // invalidOutcome rewrites a completion that cannot be applied as sent into
-// a Failed one with events.CodeInvalidOutcome. What it said stays in the
-// description (and the event itself in the stream) for an operator; its
-// receipt and transaction date are not shown as if it had succeeded.
+// a Failed one with events.CodeInvalidOutcome, or, when it said success, an
+// Unknown one with events.CodeUnverifiedSuccess: the customer may have paid
+// (a genuine success whose receipt a forged one took first, say), and a
+// payment that may have been paid is never reported Failed. What it said
+// stays in the description (and the event itself in the stream) for an
+// operator; its receipt and transaction date are not shown as if it had
+// succeeded.
 func invalidOutcome(c events.Completed, why string) events.Completed {
+	code := events.CodeInvalidOutcome
+	if c.ResultCode == "0" {
+		code = events.CodeUnverifiedSuccess
+	}
 	said := []string{"result code " + quoted(c.ResultCode)}
 	if c.ResultDesc != "" {
 		said = append(said, quoted(c.ResultDesc))
@@ -89,7 +98,7 @@ func invalidOutcome(c events.Completed, why string) events.Completed {
 	}
 	c.ResultDesc = events.CleanText("stkgate could not apply this outcome as it was sent: "+why+
 		"; it said "+strings.Join(said, ", "), events.MaxTextRunes)
-	c.ResultCode = events.CodeInvalidOutcome
+	c.ResultCode = code
 	c.Receipt, c.TransactionDate = "", ""
 	return c
 }

@@ -34,7 +34,7 @@ func TestApplyNeverDropsACompletion(t *testing.T) {
 			c := s.success
 			c.ResultCode = "0\x00"
 			return c
-		}, events.CodeInvalidOutcome, "result code"},
+		}, events.CodeUnverifiedSuccess, "result code"},
 		{"NUL in the description", func(s story) events.Completed {
 			c := s.refused
 			c.ResultDesc = "Bad\x00 Request"
@@ -93,12 +93,16 @@ func TestApplyNeverDropsACompletion(t *testing.T) {
 			if want == events.CodeInvalidOutcome && r.StatusLabel != events.LabelFailed {
 				t.Errorf("status_label %q, want %q", r.StatusLabel, events.LabelFailed)
 			}
+			if want == events.CodeUnverifiedSuccess && r.StatusLabel != events.LabelUnknown {
+				t.Errorf("status_label %q, want %q: it said success", r.StatusLabel, events.LabelUnknown)
+			}
 		})
 	}
 }
 
 // A completion naming another payment's CheckoutRequestID still finishes
-// its own payment, as an invalid outcome, and leaves the other alone.
+// its own payment, as an invalid outcome (a success: Unknown, it may have
+// been paid), and leaves the other alone.
 func TestApplyCompletionWithAnotherPaymentsCheckoutID(t *testing.T) {
 	for _, batched := range []bool{false, true} {
 		name := "separate batches"
@@ -119,8 +123,8 @@ func TestApplyCompletionWithAnotherPaymentsCheckoutID(t *testing.T) {
 			}
 			f.check("a", a.wantDispatched())
 			r := f.get(b.id)
-			if r.Status != events.StatusFinal || r.ResponseCode != events.CodeInvalidOutcome {
-				t.Fatalf("b: status %d code %q, want 1 %s", r.Status, r.ResponseCode, events.CodeInvalidOutcome)
+			if r.Status != events.StatusFinal || r.ResponseCode != events.CodeUnverifiedSuccess || r.StatusLabel != events.LabelUnknown {
+				t.Fatalf("b: status %d code %q label %q, want 1 %s Unknown", r.Status, r.ResponseCode, r.StatusLabel, events.CodeUnverifiedSuccess)
 			}
 			if r.CheckoutRequestID != "" || r.TransactionCode != "" {
 				t.Errorf("b took checkout id %q, receipt %q", r.CheckoutRequestID, r.TransactionCode)
@@ -134,9 +138,10 @@ func TestApplyCompletionWithAnotherPaymentsCheckoutID(t *testing.T) {
 
 // A completion whose M-Pesa receipt another payment already holds (in the
 // table, or by an earlier event of the batch; in any case) still finishes
-// its own payment, as an invalid outcome without the receipt; the batch is
-// applied and the other payment keeps its receipt. A payment's own receipt,
-// applied again, is no conflict.
+// its own payment without the receipt, as Unknown (it said success, and the
+// genuine one of the two may be this one: a forged success may have taken
+// the receipt first); the batch is applied and the other payment keeps its
+// receipt. A payment's own receipt, applied again, is no conflict.
 func TestApplyCompletionWithAnotherPaymentsReceipt(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -167,8 +172,8 @@ func TestApplyCompletionWithAnotherPaymentsReceipt(t *testing.T) {
 			}
 			f.check("a", a.wantCompleted(a.success, true))
 			r := f.get(b.id)
-			if r.Status != events.StatusFinal || r.ResponseCode != events.CodeInvalidOutcome {
-				t.Fatalf("b: status %d code %q, want 1 %s", r.Status, r.ResponseCode, events.CodeInvalidOutcome)
+			if r.Status != events.StatusFinal || r.ResponseCode != events.CodeUnverifiedSuccess || r.StatusLabel != events.LabelUnknown {
+				t.Fatalf("b: status %d code %q label %q, want 1 %s Unknown", r.Status, r.ResponseCode, r.StatusLabel, events.CodeUnverifiedSuccess)
 			}
 			if r.TransactionCode != "" || r.TransactionDate != "" {
 				t.Errorf("b took receipt %q, date %q", r.TransactionCode, r.TransactionDate)
@@ -209,8 +214,8 @@ func TestApplyConcurrentSameReceipt(t *testing.T) {
 			t.Fatalf("round %d: receipts %q and %q, want exactly one", i, ra.TransactionCode, rb.TransactionCode)
 		}
 		for _, r := range []store.Record{ra, rb} {
-			if r.TransactionCode == "" && r.ResponseCode != events.CodeInvalidOutcome {
-				t.Errorf("round %d: %s without the receipt has code %q, want %s", i, r.TrackingID, r.ResponseCode, events.CodeInvalidOutcome)
+			if r.TransactionCode == "" && r.ResponseCode != events.CodeUnverifiedSuccess {
+				t.Errorf("round %d: %s without the receipt has code %q, want %s", i, r.TrackingID, r.ResponseCode, events.CodeUnverifiedSuccess)
 			}
 		}
 	}
@@ -233,7 +238,8 @@ func FuzzNormalize(f *testing.F) {
 		if n.ResultCode == "" {
 			t.Fatalf("no result code after Normalize")
 		}
-		if (why != "") != (n.ResultCode == events.CodeInvalidOutcome && code != events.CodeInvalidOutcome) {
+		rewritten := (n.ResultCode == events.CodeInvalidOutcome || n.ResultCode == events.CodeUnverifiedSuccess) && n.ResultCode != code
+		if (why != "") != rewritten {
 			t.Errorf("why %q with result code %q (sent %q)", why, n.ResultCode, code)
 		}
 		for _, s := range []string{n.ResultCode, n.ResultDesc, n.Receipt, n.CheckoutRequestID, n.Reference, n.TransactionDate, n.Client, n.Phone} {
