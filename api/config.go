@@ -83,6 +83,10 @@ type Config struct {
 	// PHONE_WINDOW); 0 means no limit.
 	PhoneMaxPrompts int
 	PhoneWindow     time.Duration
+	// ClientMaxQueued is how many requests a client may have accepted and
+	// not yet dispatched, across every api instance
+	// (API_CLIENT_MAX_QUEUED); 0 means no limit.
+	ClientMaxQueued int
 	// StartTimeout bounds start-up (database, migrations, stream), retried
 	// until then. Not read from the environment.
 	StartTimeout time.Duration
@@ -100,7 +104,8 @@ type Config struct {
 // token at least MinTokenLen bytes),
 // DATABASE_URL and NATS_URL (required), NATS_STREAM_REPLICAS (1), DISPATCH_MODE (async),
 // SYNC_TIMEOUT (30s), IDEMPOTENCY_TTL (24h), API_RATE_LIMIT (10), API_RATE_BURST
-// (twice API_RATE_LIMIT), PHONE_MAX_PROMPTS (5) and PHONE_WINDOW (1h). It names
+// (twice API_RATE_LIMIT), PHONE_MAX_PROMPTS (5), PHONE_WINDOW (1h) and
+// API_CLIENT_MAX_QUEUED (1000). It names
 // every setting that is missing or malformed, and never repeats a token in its
 // errors. A Config built directly has no limits unless it sets them.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
@@ -116,6 +121,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		RateLimit:       DefaultRateLimit,
 		PhoneMaxPrompts: DefaultPhoneMaxPrompts,
 		PhoneWindow:     DefaultPhoneWindow,
+		ClientMaxQueued: DefaultClientMaxQueued,
 	}
 	var errs []error
 	if v := strings.TrimSpace(getenv("API_ADDR")); v != "" {
@@ -345,5 +351,6 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("rate_burst", c.RateBurst),
 		slog.Int("phone_max_prompts", c.PhoneMaxPrompts),
 		slog.Duration("phone_window", c.PhoneWindow),
+		slog.Int("client_max_queued", c.ClientMaxQueued),
 	)
 }

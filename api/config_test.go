@@ -42,6 +42,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 		IdempotencyTTL: 24 * time.Hour,
 
 		RateLimit: 10, RateBurst: 20, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
+		ClientMaxQueued: 1000,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -76,6 +77,7 @@ func TestConfigFromEnvSettings(t *testing.T) {
 		IdempotencyTTL: 48 * time.Hour,
 
 		RateLimit: 10, RateBurst: 20, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
+		ClientMaxQueued: 1000,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -107,6 +109,9 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		{"replicas not a number", map[string]string{"NATS_STREAM_REPLICAS": "three"}, []string{"NATS_STREAM_REPLICAS"}},
 		{"replicas too many", map[string]string{"NATS_STREAM_REPLICAS": "7"}, []string{"NATS_STREAM_REPLICAS: 7"}},
 		{"replicas zero", map[string]string{"NATS_STREAM_REPLICAS": "0"}, []string{"NATS_STREAM_REPLICAS: 0"}},
+		{"max queued not a number", map[string]string{"API_CLIENT_MAX_QUEUED": "lots"}, []string{`API_CLIENT_MAX_QUEUED: "lots" is not a whole number`}},
+		{"max queued negative", map[string]string{"API_CLIENT_MAX_QUEUED": "-1"}, []string{"API_CLIENT_MAX_QUEUED: -1 is not from 0 (no limit) to 10000"}},
+		{"max queued beyond MaxAckPending", map[string]string{"API_CLIENT_MAX_QUEUED": "10001"}, []string{"API_CLIENT_MAX_QUEUED: 10001 is not from 0 (no limit) to 10000"}},
 		{"mode", map[string]string{"DISPATCH_MODE": "eventually"}, []string{`DISPATCH_MODE: "eventually"`}},
 		{"sync timeout not a duration", map[string]string{"SYNC_TIMEOUT": "30"}, []string{`SYNC_TIMEOUT: "30"`}},
 		{"sync timeout zero", map[string]string{"SYNC_TIMEOUT": "0s"}, []string{"SYNC_TIMEOUT: 0s"}},

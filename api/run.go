@@ -113,6 +113,7 @@ func Run(ctx context.Context, cfg Config) error {
 		RateBurst:       cfg.RateBurst,
 		PhoneMaxPrompts: cfg.PhoneMaxPrompts,
 		PhoneWindow:     cfg.PhoneWindow,
+		ClientMaxQueued: cfg.ClientMaxQueued,
 	})
 	if err != nil {
 		return err
