@@ -70,8 +70,8 @@ type queuedClient struct {
 	// stored is the client's queued rows in the read model at loaded.
 	stored int
 	loaded time.Time // zero: never read
-	// refreshing: a request is reading the count; others use the last.
-	refreshing bool
+	// refreshing: requests reading the count; others use the last.
+	refreshing int
 	// local are the requests accepted here and not seen in the read
 	// model, with when they were accepted.
 	local map[string]time.Time
@@ -97,7 +97,7 @@ func (l *queuedLimits) client(name string, now time.Time) *queuedClient {
 		l.lastSweep = now
 		for n, c := range l.clients {
 			c.mu.Lock()
-			idle := len(c.local) == 0 && c.publishing == 0 && !c.refreshing && now.Sub(c.last) > sweepInterval
+			idle := len(c.local) == 0 && c.publishing == 0 && c.refreshing == 0 && now.Sub(c.last) > sweepInterval
 			c.mu.Unlock()
 			if idle {
 				delete(l.clients, n)
@@ -122,7 +122,7 @@ func (l *queuedLimits) take(ctx context.Context, client string) (done func(id st
 	c := l.client(client, now)
 	c.mu.Lock()
 	c.last = now
-	if c.loaded.IsZero() || (now.Sub(c.loaded) >= l.refresh && !c.refreshing) {
+	if c.loaded.IsZero() || (now.Sub(c.loaded) >= l.refresh && c.refreshing == 0) {
 		if err := l.reload(ctx, c, now); err != nil {
 			c.mu.Unlock()
 			return nil, 0, false, err
@@ -158,13 +158,16 @@ func (l *queuedLimits) reload(ctx context.Context, c *queuedClient, now time.Tim
 		}
 		ids = append(ids, id)
 	}
-	c.refreshing = true
+	c.refreshing++
 	c.mu.Unlock()
 	q, err := l.count(ctx, c.name, ids)
 	c.mu.Lock()
-	c.refreshing = false
+	c.refreshing--
 	if err != nil {
 		return fmt.Errorf("%w: %w", errNotSent, err)
+	}
+	if now.Before(c.loaded) {
+		return nil // a later read finished first
 	}
 	c.stored = q.Count
 	for _, id := range q.Seen {

@@ -2,14 +2,17 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
 )
 
@@ -163,5 +166,76 @@ func TestClientQueuedCapNotPublished(t *testing.T) {
 	}
 	if r := e.post(t, globexToken, phoneBody("0712000901", "D")); r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnavailable {
 		t.Fatalf("database down: %d %s", r.status, r.raw)
+	}
+}
+
+// The count is read once per refresh, whatever the requests in between;
+// requests accepted here count until the read model has them; a read that
+// fails refuses nothing silently.
+func TestQueuedLimits(t *testing.T) {
+	var (
+		reads  int
+		stored []string // the read model: queued ids of the client
+		fail   error
+	)
+	count := func(_ context.Context, client string, ids []string) (store.Queued, error) {
+		reads++
+		if fail != nil {
+			return store.Queued{}, fail
+		}
+		q := store.Queued{Count: len(stored)}
+		for _, id := range ids {
+			if slices.Contains(stored, id) {
+				q.Seen = append(q.Seen, id)
+			}
+		}
+		return q, nil
+	}
+	ctx := context.Background()
+	take := func(l *queuedLimits, id string, stored bool) bool {
+		t.Helper()
+		done, _, ok, err := l.take(ctx, "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			done(id, stored)
+		}
+		return ok
+	}
+
+	l := newQueuedLimits(3, time.Hour, count)
+	for i, want := range []bool{true, true, true, true, false} {
+		// The second is certainly not stored: it takes no place.
+		if got := take(l, fmt.Sprint("id-", i), i != 1); got != want {
+			t.Fatalf("request %d: let through %v, want %v", i, got, want)
+		}
+	}
+	if reads != 1 {
+		t.Errorf("%d reads within one refresh, want 1", reads)
+	}
+
+	// Read at every request: the ids accepted here count once, in the
+	// read model or not.
+	l = newQueuedLimits(2, time.Nanosecond, count)
+	take(l, "a", true)
+	stored = []string{"a"}
+	if !take(l, "b", true) {
+		t.Fatal("a request projected is counted twice")
+	}
+	if take(l, "c", true) {
+		t.Fatal("a request not projected yet is not counted")
+	}
+	stored = nil // both dispatched
+	if !take(l, "d", true) {
+		t.Fatal("refused once the requests were dispatched")
+	}
+
+	fail = errors.New("connection refused")
+	if _, _, ok, err := l.take(ctx, "acme"); ok || !errors.Is(err, errNotSent) {
+		t.Fatalf("read failing: let through %v, error %v", ok, err)
+	}
+	if newQueuedLimits(0, 0, count) != nil {
+		t.Error("a cap of 0 limits")
 	}
 }
