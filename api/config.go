@@ -94,6 +94,10 @@ type Config struct {
 	// (API_TRUSTED_PROXIES): only from them is X-Forwarded-For believed
 	// about a request's source address. Empty: the TCP peer.
 	TrustedProxies []netip.Prefix
+	// ClientMaxQueued is how many requests a client may have accepted and
+	// not yet dispatched, across every api instance
+	// (API_CLIENT_MAX_QUEUED); 0 means no limit.
+	ClientMaxQueued int
 	// StartTimeout bounds start-up (database, migrations, stream), retried
 	// until then. Not read from the environment.
 	StartTimeout time.Duration
@@ -112,8 +116,8 @@ type Config struct {
 // DATABASE_URL and NATS_URL (required), NATS_STREAM_REPLICAS (1), DISPATCH_MODE (async),
 // SYNC_TIMEOUT (30s), IDEMPOTENCY_TTL (24h), API_RATE_LIMIT (10), API_RATE_BURST
 // (twice API_RATE_LIMIT), PHONE_MAX_PROMPTS (5), PHONE_WINDOW (1h),
-// API_AUTH_FAIL_LIMIT (1), API_AUTH_FAIL_BURST (20) and API_TRUSTED_PROXIES
-// (none). It names
+// API_AUTH_FAIL_LIMIT (1), API_AUTH_FAIL_BURST (20), API_TRUSTED_PROXIES
+// (none) and API_CLIENT_MAX_QUEUED (1000). It names
 // every setting that is missing or malformed, and never repeats a token in its
 // errors. A Config built directly has no limits unless it sets them.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
@@ -130,8 +134,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		PhoneMaxPrompts: DefaultPhoneMaxPrompts,
 		PhoneWindow:     DefaultPhoneWindow,
 
-		AuthFailLimit: DefaultAuthFailLimit,
-		AuthFailBurst: DefaultAuthFailBurst,
+		AuthFailLimit:   DefaultAuthFailLimit,
+		AuthFailBurst:   DefaultAuthFailBurst,
+		ClientMaxQueued: DefaultClientMaxQueued,
 	}
 	var errs []error
 	if v := strings.TrimSpace(getenv("API_ADDR")); v != "" {
@@ -434,6 +439,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Float64("auth_fail_limit", c.AuthFailLimit),
 		slog.Int("auth_fail_burst", c.AuthFailBurst),
 		slog.String("trusted_proxies", prefixesString(c.TrustedProxies)),
+		slog.Int("client_max_queued", c.ClientMaxQueued),
 	)
 }
 

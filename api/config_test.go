@@ -44,6 +44,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 
 		RateLimit: 10, RateBurst: 20, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
 		AuthFailLimit: 1, AuthFailBurst: 20,
+		ClientMaxQueued: 1000,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -82,7 +83,8 @@ func TestConfigFromEnvSettings(t *testing.T) {
 
 		RateLimit: 10, RateBurst: 20, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
 		AuthFailLimit: 0.5, AuthFailBurst: 5,
-		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32")},
+		TrustedProxies:  []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32")},
+		ClientMaxQueued: 1000,
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger"), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -114,6 +116,9 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		{"replicas not a number", map[string]string{"NATS_STREAM_REPLICAS": "three"}, []string{"NATS_STREAM_REPLICAS"}},
 		{"replicas too many", map[string]string{"NATS_STREAM_REPLICAS": "7"}, []string{"NATS_STREAM_REPLICAS: 7"}},
 		{"replicas zero", map[string]string{"NATS_STREAM_REPLICAS": "0"}, []string{"NATS_STREAM_REPLICAS: 0"}},
+		{"max queued not a number", map[string]string{"API_CLIENT_MAX_QUEUED": "lots"}, []string{`API_CLIENT_MAX_QUEUED: "lots" is not a whole number`}},
+		{"max queued negative", map[string]string{"API_CLIENT_MAX_QUEUED": "-1"}, []string{"API_CLIENT_MAX_QUEUED: -1 is not from 0 (no limit) to 10000"}},
+		{"max queued beyond MaxAckPending", map[string]string{"API_CLIENT_MAX_QUEUED": "10001"}, []string{"API_CLIENT_MAX_QUEUED: 10001 is not from 0 (no limit) to 10000"}},
 		{"mode", map[string]string{"DISPATCH_MODE": "eventually"}, []string{`DISPATCH_MODE: "eventually"`}},
 		{"sync timeout not a duration", map[string]string{"SYNC_TIMEOUT": "30"}, []string{`SYNC_TIMEOUT: "30"`}},
 		{"sync timeout zero", map[string]string{"SYNC_TIMEOUT": "0s"}, []string{"SYNC_TIMEOUT: 0s"}},

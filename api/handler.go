@@ -107,6 +107,12 @@ type Options struct {
 	// PhoneWindow, across every client and api instance; 0 means no limit.
 	PhoneMaxPrompts int
 	PhoneWindow     time.Duration
+	// ClientMaxQueued is how many requests a client may have accepted and
+	// not yet dispatched, across every api instance; 0 means no limit.
+	ClientMaxQueued int
+	// QueuedRefresh is how often a client's queued requests are counted
+	// in Postgres, at most; 0 means DefaultQueuedRefresh.
+	QueuedRefresh time.Duration
 }
 
 // Handler is the api's HTTP handler: /api/stk-push, /healthz and /readyz.
@@ -128,6 +134,8 @@ type Handler struct {
 	clientLimits *clientLimits
 	phoneMax     int
 	phoneWindow  time.Duration
+	// queued is nil without a cap on queued requests.
+	queued *queuedLimits
 	// streamHandle is the STK stream, looked up on first use.
 	streamMu     sync.Mutex
 	streamHandle jetstream.Stream
@@ -158,6 +166,7 @@ func NewHandler(o Options) (*Handler, error) {
 		clientLimits:   newClientLimits(o.RateLimit, o.RateBurst),
 		phoneMax:       o.PhoneMaxPrompts,
 		phoneWindow:    o.PhoneWindow,
+		queued:         newQueuedLimits(o.ClientMaxQueued, o.QueuedRefresh, o.Store.CountQueued),
 	}
 	if o.AuthFailLimit > 0 && o.AuthFailBurst < 1 {
 		return nil, fmt.Errorf("api: AuthFailBurst %d must be at least 1 with an AuthFailLimit", o.AuthFailBurst)
@@ -605,9 +614,16 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 		}
 	}
 
-	// The phone's slot is reserved before the publish, so that no more
-	// than the limit can be published, and given back if nothing was.
-	if err := h.reservePrompt(c.Request().Context(), client, id, req.Phone); err != nil {
+	// The client's place in its cap of queued requests and the phone's
+	// slot are taken before the publish, so that no more than the limits
+	// can be published, and given back if nothing was.
+	queued, err := h.takeQueued(c.Request().Context(), client, id)
+	if err == nil {
+		if err = h.reservePrompt(c.Request().Context(), client, id, req.Phone); err != nil {
+			queued(false)
+		}
+	}
+	if err != nil {
 		if held != nil {
 			h.settleKey(c, client, id, held, err)
 		}
@@ -628,6 +644,7 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), h.publishTimeout)
 	ack, err := h.publish(pctx, ev)
 	cancel()
+	queued(err == nil || !publishNotStored(err))
 	if held != nil {
 		h.settleKey(c, client, id, held, err)
 	}

@@ -792,8 +792,16 @@ func TestNewHandlerRefusesIncompleteOptions(t *testing.T) {
 	}
 }
 
+// BenchmarkCreate accepts requests without limits and with the cap of
+// queued requests (counted in Postgres every DefaultQueuedRefresh; the
+// cap itself out of reach).
 func BenchmarkCreate(b *testing.B) {
-	e := newTestEnv(b, func(o *Options) { o.Logger = slog.New(slog.DiscardHandler) })
+	b.Run("no cap", func(b *testing.B) { benchmarkCreate(b, 0) })
+	b.Run("queued cap", func(b *testing.B) { benchmarkCreate(b, 1<<30) })
+}
+
+func benchmarkCreate(b *testing.B, maxQueued int) {
+	e := newTestEnv(b, func(o *Options) { o.Logger, o.ClientMaxQueued = slog.New(slog.DiscardHandler), maxQueued })
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

@@ -217,13 +217,17 @@ const (
 	maxPhoneMaxPrompts = 1000
 )
 
+// maxClientMaxQueued bounds API_CLIENT_MAX_QUEUED: one client queued to
+// the dispatcher consumer's MaxAckPending holds up every other client.
+var maxClientMaxQueued = events.DispatcherConsumer().MaxAckPending
+
 // defaultBurst is API_RATE_BURST's default: two seconds' worth of requests.
 func defaultBurst(perSecond float64) int {
 	return max(1, int(math.Ceil(2*perSecond)))
 }
 
-// limitsFromEnv reads API_RATE_LIMIT, API_RATE_BURST, PHONE_MAX_PROMPTS and
-// PHONE_WINDOW over c's defaults; check tells what is out of range.
+// limitsFromEnv reads API_RATE_LIMIT, API_RATE_BURST, PHONE_MAX_PROMPTS,
+// PHONE_WINDOW and API_CLIENT_MAX_QUEUED over c's defaults; check tells what is out of range.
 func limitsFromEnv(getenv func(string) string, c *Config) []error {
 	var errs []error
 	if v := strings.TrimSpace(getenv("API_RATE_LIMIT")); v != "" {
@@ -254,6 +258,14 @@ func limitsFromEnv(getenv func(string) string, c *Config) []error {
 			c.PhoneMaxPrompts = n
 		}
 	}
+	if v := strings.TrimSpace(getenv("API_CLIENT_MAX_QUEUED")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("API_CLIENT_MAX_QUEUED: %q is not a whole number such as 1000 (0: no limit)", v))
+		} else {
+			c.ClientMaxQueued = n
+		}
+	}
 	if v := strings.TrimSpace(getenv("PHONE_WINDOW")); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -279,6 +291,10 @@ func (c Config) checkLimits() []error {
 	}
 	if c.PhoneMaxPrompts > 0 && (c.PhoneWindow < MinPhoneWindow || c.PhoneWindow > MaxPhoneWindow) {
 		errs = append(errs, fmt.Errorf("PHONE_WINDOW: %s is not from %s to %s", c.PhoneWindow, MinPhoneWindow, shortDuration(MaxPhoneWindow)))
+	}
+	if c.ClientMaxQueued < 0 || c.ClientMaxQueued > maxClientMaxQueued {
+		errs = append(errs, fmt.Errorf("API_CLIENT_MAX_QUEUED: %d is not from 0 (no limit) to %d (the dispatcher's MaxAckPending)",
+			c.ClientMaxQueued, maxClientMaxQueued))
 	}
 	return errs
 }

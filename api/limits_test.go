@@ -59,6 +59,29 @@ func TestLimitsFromEnv(t *testing.T) {
 	}
 }
 
+func TestClientMaxQueuedFromEnv(t *testing.T) {
+	// The default leaves the dispatcher's MaxAckPending room for nine
+	// clients at their caps and the overshoot (README: Abuse limits).
+	if m := events.DispatcherConsumer().MaxAckPending; 9*DefaultClientMaxQueued >= m || maxClientMaxQueued != m {
+		t.Errorf("API_CLIENT_MAX_QUEUED default %d, most %d: MaxAckPending %d does not hold nine clients at their caps",
+			DefaultClientMaxQueued, maxClientMaxQueued, m)
+	}
+	for _, tc := range []struct {
+		set  string
+		want int
+	}{{"", DefaultClientMaxQueued}, {"0", 0}, {" 40 ", 40}, {"10000", 10000}} {
+		e := baseEnv()
+		e["API_CLIENT_MAX_QUEUED"] = tc.set
+		c, err := ConfigFromEnv(env(e))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.set, err)
+		}
+		if c.ClientMaxQueued != tc.want {
+			t.Errorf("API_CLIENT_MAX_QUEUED=%q: %d, want %d", tc.set, c.ClientMaxQueued, tc.want)
+		}
+	}
+}
+
 func TestClientLimits(t *testing.T) {
 	l := newClientLimits(2, 3) // 2/s, bursts of 3: refilled in 1.5s
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

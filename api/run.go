@@ -114,9 +114,10 @@ func Run(ctx context.Context, cfg Config) error {
 		PhoneMaxPrompts: cfg.PhoneMaxPrompts,
 		PhoneWindow:     cfg.PhoneWindow,
 
-		AuthFailLimit:  cfg.AuthFailLimit,
-		AuthFailBurst:  cfg.AuthFailBurst,
-		TrustedProxies: cfg.TrustedProxies,
+		AuthFailLimit:   cfg.AuthFailLimit,
+		AuthFailBurst:   cfg.AuthFailBurst,
+		TrustedProxies:  cfg.TrustedProxies,
+		ClientMaxQueued: cfg.ClientMaxQueued,
 	})
 	if err != nil {
 		return err

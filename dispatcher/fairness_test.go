@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/stkgate/stkgate/events"
 )
 
@@ -22,8 +24,33 @@ import (
 // calls a second and a flood of 50 a second for 10 s leave a backlog of
 // about 450 of A's requests, which before the fix B's requests waited behind
 // (about 90 s for the last one).
+//
+// The shares hold only while the requests waiting fit the dispatcher
+// consumer's MaxAckPending: with it at 100, A's unbounded backlog fills it
+// and nats-server delivers none of B's (13 of 20 never pushed). The api caps
+// each client's requests queued for the dispatcher (API_CLIENT_MAX_QUEUED);
+// the second case is A held to 40 queued, as the api would hold it (a
+// request over it is refused, not published), with MaxAckPending 100 at
+// least two clients at their caps plus room.
 func TestOneClientCannotStarveAnother(t *testing.T) {
 	t.Parallel()
+	tests := []struct {
+		name          string
+		maxAckPending int // 0: the consumer's own (10000)
+		aMaxQueued    int // 0: A's backlog unbounded
+	}{
+		{"A's backlog unbounded", 0, 0},
+		{"A capped at 40 queued, MaxAckPending 100", 100, 40},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testStarvation(t, tc.maxAckPending, tc.aMaxQueued)
+		})
+	}
+}
+
+func testStarvation(t *testing.T, maxAckPending, aMaxQueued int) {
 	const (
 		budget   = 5.0 // DARAJA_MAX_RPS
 		floodRPS = 50  // client A: ten times the budget
@@ -37,6 +64,9 @@ func TestOneClientCannotStarveAnother(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
 		c.Concurrency = 8
 		c.Daraja.MaxRPS = budget
+		if maxAckPending > 0 {
+			c.tuneConsumer = func(cc *jetstream.ConsumerConfig) { cc.MaxAckPending = maxAckPending }
+		}
 	})
 	h.start()
 
@@ -56,7 +86,20 @@ func TestOneClientCannotStarveAnother(t *testing.T) {
 		floodN  int
 		flood   = map[string]bool{} // A's phones
 		floodEr error
+		refused int // A's requests over aMaxQueued: the api's 429
+		peak    int // the most of A's requests queued at once
 	)
+	// queuedA is how many of A's requests are published and not pushed,
+	// with floodMu held.
+	queuedA := func() int {
+		pushed := 0
+		for _, p := range h.fake.Pushes() {
+			if flood[p.Body.PhoneNumber] {
+				pushed++
+			}
+		}
+		return floodN - pushed
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -67,6 +110,18 @@ func TestOneClientCannotStarveAnother(t *testing.T) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
+			}
+			if aMaxQueued > 0 {
+				floodMu.Lock()
+				n := queuedA()
+				if n >= aMaxQueued {
+					refused++
+				}
+				peak = max(peak, n)
+				floodMu.Unlock()
+				if n >= aMaxQueued {
+					continue
+				}
 			}
 			p := newPayment()
 			p.Client = "flooder"
@@ -153,8 +208,8 @@ func TestOneClientCannotStarveAnother(t *testing.T) {
 			pushedA++
 		}
 	}
-	t.Logf("client A: %d requests in %v (%d a second, budget %v), %d pushed; client B: %d requests, %d pushed",
-		floodN, load, floodRPS, budget, pushedA, len(bs), len(waits))
+	t.Logf("client A: %d requests in %v (%d a second, budget %v), %d pushed, %d refused at its cap of %d queued (peak %d); MaxAckPending %d; client B: %d requests, %d pushed",
+		floodN, load, floodRPS, budget, pushedA, refused, aMaxQueued, peak, maxAckPending, len(bs), len(waits))
 	floodMu.Unlock()
 	if len(waits) > 0 {
 		slices.Sort(waits)

@@ -215,8 +215,11 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		"RECONCILE_REQUEST_DEADLINE": "5m",
 		// The load is one client sending at -rate (25/s by default) on
 		// purpose, over the api's per-client default of 20/s: not an abuse
-		// test. The phone and Daraja limits keep their defaults.
-		"API_RATE_LIMIT": "0",
+		// test; nor is its backlog while Daraja stalls (a minute at 25/s
+		// is over API_CLIENT_MAX_QUEUED's 1000). The phone and Daraja
+		// limits keep their defaults.
+		"API_RATE_LIMIT":        "0",
+		"API_CLIENT_MAX_QUEUED": "0",
 	}
 	for k, v := range o.ExtraEnv {
 		env[k] = v
