@@ -280,11 +280,18 @@ func TestRetryQueuedInTheClientPastTheUncertainWindowIsNotSent(t *testing.T) {
 			*n.(*int)++
 			if *n.(*int) == 2 { // the retry: the customer pays, 20 queries queue
 				h.fake.Flush()
-				// They reserve their slots before the push's records are
-				// written, so before the push asks for one.
+				// They take their places in the limiter's line before the
+				// push asks for one: all started, and two of them through.
+				var started sync.WaitGroup
 				for range 20 {
-					go others.Query(context.Background(), "ws_CO_none")
+					started.Add(1)
+					go func() {
+						started.Done()
+						others.Query(context.Background(), "ws_CO_none")
+					}()
 				}
+				started.Wait()
+				waitFor(t, "two of the queries through the limiter", func() bool { return len(h.fake.Queries()) >= 3 })
 			}
 		}
 	})
