@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/stkgate/stkgate/events/cidr"
 	"github.com/stkgate/stkgate/events/redact"
 )
 
@@ -245,44 +246,12 @@ func authFromEnv(getenv func(string) string, c *Config) []error {
 			c.AuthFailBurst = n
 		}
 	}
-	proxies, err := parsePrefixes(getenv("API_TRUSTED_PROXIES"))
+	proxies, err := cidr.Parse(getenv("API_TRUSTED_PROXIES"))
 	if err != nil {
 		errs = append(errs, fmt.Errorf("API_TRUSTED_PROXIES: %w", err))
 	}
 	c.TrustedProxies = proxies
 	return errs
-}
-
-// parsePrefixes reads a comma-separated list of CIDRs (10.0.0.0/8,
-// fd00::/8) or single addresses (taken as /32 or /128). Empty gives nil. A
-// prefix with host bits set is refused: it is usually a typo for another
-// network.
-func parsePrefixes(list string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, part := range strings.Split(list, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		if !strings.Contains(part, "/") {
-			a, err := netip.ParseAddr(part)
-			if err != nil {
-				return nil, fmt.Errorf("%q is neither a CIDR nor an address", part)
-			}
-			a = a.Unmap()
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-			continue
-		}
-		p, err := netip.ParsePrefix(part)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", part)
-		}
-		if p.Masked() != p {
-			return nil, fmt.Errorf("%q has host bits set; did you mean %s?", part, p.Masked())
-		}
-		out = append(out, p)
-	}
-	return out, nil
 }
 
 // withDefaults fills in the zero settings and checks the rest.
@@ -438,16 +407,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("phone_window", c.PhoneWindow),
 		slog.Float64("auth_fail_limit", c.AuthFailLimit),
 		slog.Int("auth_fail_burst", c.AuthFailBurst),
-		slog.String("trusted_proxies", prefixesString(c.TrustedProxies)),
+		slog.String("trusted_proxies", cidr.String(c.TrustedProxies)),
 		slog.Int("client_max_queued", c.ClientMaxQueued),
 	)
-}
-
-// prefixesString lists prefixes for the logged configuration.
-func prefixesString(ps []netip.Prefix) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ",")
 }

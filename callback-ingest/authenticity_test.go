@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/cidr"
 )
 
 const successCheckoutID = "ws_CO_21032024143055123712345678" // the success fixture's
@@ -235,7 +236,7 @@ func TestCallbackSourceRefused(t *testing.T) {
 }
 
 func prefixes(list string) []netip.Prefix {
-	p, err := ParsePrefixes(list)
+	p, err := cidr.Parse(list)
 	if err != nil {
 		panic(err)
 	}
@@ -309,15 +310,15 @@ func TestParsePrefixes(t *testing.T) {
 		{"example.com", "", "neither a CIDR nor an address"},
 	}
 	for _, tt := range tests {
-		got, err := ParsePrefixes(tt.list)
+		got, err := cidr.Parse(tt.list)
 		if tt.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
-				t.Errorf("ParsePrefixes(%q): err %v, want %q", tt.list, err, tt.err)
+				t.Errorf("cidr.Parse(%q): err %v, want %q", tt.list, err, tt.err)
 			}
 			continue
 		}
-		if err != nil || prefixesString(got) != tt.want {
-			t.Errorf("ParsePrefixes(%q) = %s, %v; want %s", tt.list, prefixesString(got), err, tt.want)
+		if err != nil || cidr.String(got) != tt.want {
+			t.Errorf("cidr.Parse(%q) = %s, %v; want %s", tt.list, cidr.String(got), err, tt.want)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/cidr"
 	"github.com/stkgate/stkgate/events/redact"
 )
 
@@ -82,10 +83,10 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("CALLBACK_SECRET: %w", err)
 	}
 	cfg.Secrets = s
-	if cfg.Sources.Allow, err = ParsePrefixes(getenv("CALLBACK_ALLOW_CIDRS")); err != nil {
+	if cfg.Sources.Allow, err = cidr.Parse(getenv("CALLBACK_ALLOW_CIDRS")); err != nil {
 		return Config{}, fmt.Errorf("CALLBACK_ALLOW_CIDRS: %w", err)
 	}
-	if cfg.Sources.TrustedProxies, err = ParsePrefixes(getenv("CALLBACK_TRUSTED_PROXIES")); err != nil {
+	if cfg.Sources.TrustedProxies, err = cidr.Parse(getenv("CALLBACK_TRUSTED_PROXIES")); err != nil {
 		return Config{}, fmt.Errorf("CALLBACK_TRUSTED_PROXIES: %w", err)
 	}
 	if v := strings.TrimSpace(getenv("CALLBACK_CONFIRM")); v != "" {
@@ -157,8 +158,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("nats_url", redact.URLs(c.NATSURL)),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Any("callback_secret", c.Secrets),
-		slog.String("allow_cidrs", prefixesString(c.Sources.Allow)),
-		slog.String("trusted_proxies", prefixesString(c.Sources.TrustedProxies)),
+		slog.String("allow_cidrs", cidr.String(c.Sources.Allow)),
+		slog.String("trusted_proxies", cidr.String(c.Sources.TrustedProxies)),
 		slog.String("confirm", c.Confirm),
 		slog.String("fast_failure", c.FastFailure.String()),
 		slog.String("apply_after", cmp.Or(c.ApplyAfter, DefaultApplyAfter).String()),
