@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 )
@@ -80,5 +81,82 @@ func TestOpenBadURL(t *testing.T) {
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("Open's error shows the password: %v", err)
 		}
+	}
+}
+
+// rewindTo makes a migrated database look like one at version v whose
+// later migrations never ran: their indexes dropped, their rows gone.
+func rewindTo(t *testing.T, db *sqlx.DB, v int, indexes ...string) {
+	t.Helper()
+	for _, ix := range indexes {
+		db.MustExec("DROP INDEX IF EXISTS " + ix)
+	}
+	db.MustExec("DELETE FROM stkgate_schema_migrations WHERE version_id > $1", v)
+}
+
+func insertPaid(t *testing.T, db *sqlx.DB, receipt string) {
+	t.Helper()
+	db.MustExec(`INSERT INTO stk_pushes (tracking_id, client, phone_number, amount, reference,
+		status, response_code, transaction_code, stage, created_at, updated_at)
+		VALUES (gen_random_uuid(), 'c', '254708374149', 10, 'r', 1, '0', $1, 2, now(), now())`, receipt)
+}
+
+func receiptIndexValid(t *testing.T, db *sqlx.DB) (exists, valid bool) {
+	t.Helper()
+	var v []bool
+	if err := db.Select(&v, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE c.relname = 'stk_pushes_transaction_code_key'`); err != nil {
+		t.Fatal(err)
+	}
+	return len(v) == 1, len(v) == 1 && v[0]
+}
+
+// Migration 6 makes receipts unique. A database that already holds one
+// receipt on two payments cannot take the index: the migration says which
+// receipt and where the operator's way out is written, and leaves nothing
+// half-built; once the operator has reconciled the payments, it runs.
+// A build cut off earlier (an invalid index left by CREATE INDEX
+// CONCURRENTLY) is rebuilt, not tripped over.
+func TestMigrateUniqueReceipts(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	rewindTo(t, db, 5, "stk_pushes_transaction_code_key", "stk_pushes_client_queued_idx")
+	insertPaid(t, db, "SJK4ABC123")
+	insertPaid(t, db, "sjk4abc123")
+
+	err := store.Migrate(ctx, db.DB)
+	if err == nil {
+		t.Fatal("Migrate succeeded over a receipt held by two payments")
+	}
+	for _, want := range []string{"SJK4ABC123", "docs/OPERATIONS.md"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Migrate's error %q does not name %q", err, want)
+		}
+	}
+	if exists, _ := receiptIndexValid(t, db); exists {
+		t.Error("a failed migration left the receipt index behind")
+	}
+
+	// An earlier concurrent build that failed left an invalid index.
+	if _, err := db.Exec(`CREATE UNIQUE INDEX CONCURRENTLY stk_pushes_transaction_code_key
+		ON stk_pushes (upper(transaction_code)) WHERE transaction_code IS NOT NULL`); err == nil {
+		t.Fatal("the index was built over a duplicate receipt")
+	}
+	if exists, valid := receiptIndexValid(t, db); !exists || valid {
+		t.Fatalf("set-up: want an invalid index, have exists=%v valid=%v", exists, valid)
+	}
+
+	db.MustExec("UPDATE stk_pushes SET transaction_code = NULL WHERE transaction_code = 'sjk4abc123'")
+	if err := store.Migrate(ctx, db.DB); err != nil {
+		t.Fatalf("Migrate after the duplicate was reconciled: %v", err)
+	}
+	if exists, valid := receiptIndexValid(t, db); !exists || !valid {
+		t.Errorf("receipt index exists=%v valid=%v, want a valid one", exists, valid)
+	}
+	insertPaid(t, db, "SJK4ABC124")
+	if _, err := db.Exec(`INSERT INTO stk_pushes (tracking_id, client, phone_number, amount, reference,
+		status, response_code, transaction_code, stage, created_at, updated_at)
+		VALUES (gen_random_uuid(), 'c', '254708374149', 10, 'r', 1, '0', 'sjk4abc124', 2, now(), now())`); err == nil {
+		t.Error("the index let a second payment take a receipt")
 	}
 }
