@@ -1,0 +1,30 @@
+// Package wait is how stkgate's tests wait: on a condition, polled, with a
+// deadline that only a fault reaches — never on a sleep that guesses how
+// long the machine needs.
+package wait
+
+import (
+	"testing"
+	"time"
+)
+
+// Timeout is how long For waits. It is long because only a fault should
+// reach it: a loaded CI machine (2 cores, the race detector) is slow, not
+// broken.
+const Timeout = 20 * time.Second
+
+// poll is how often For looks at the condition.
+const poll = 5 * time.Millisecond
+
+// For polls cond until it holds, and fails the test (naming what it waited
+// for) when it does not within Timeout.
+func For(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", Timeout, what)
+		}
+		time.Sleep(poll)
+	}
+}
