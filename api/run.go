@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // HTTP server timeouts (the defaults of Config's). A request is a small
@@ -62,7 +62,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
-	db, err := retryStart(startCtx, log, "open database", func(ctx context.Context) (*sqlx.DB, error) {
+	db, err := worker.RetryStart(startCtx, log, "open database", func(ctx context.Context) (*sqlx.DB, error) {
 		db, err := store.Open(ctx, cfg.DatabaseURL)
 		if err != nil {
 			return nil, err
@@ -77,7 +77,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return startErr(ctx, err)
 	}
 	defer db.Close()
-	if _, err := retryStart(startCtx, log, "check client names", func(ctx context.Context) (struct{}, error) {
+	if _, err := worker.RetryStart(startCtx, log, "check client names", func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, checkClientNames(ctx, store.New(db), cfg.Tokens)
 	}); err != nil {
 		return startErr(ctx, err)
@@ -85,14 +85,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(cfg.Tokens) == 0 {
 		log.Info("API_TOKENS is empty: only the clients in the database (stkgate-admin) can authenticate")
 	}
-	if _, err := retryStart(startCtx, log, "ensure stream", func(ctx context.Context) (jetstream.Stream, error) {
-		s, err := events.EnsureStream(ctx, js, cfg.StreamReplicas)
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) {
-			// JetStream refused the configuration: no wait mends that.
-			return nil, backoff.Permanent(err)
-		}
-		return s, err
+	// A configuration JetStream refuses ends start-up (worker.Refused).
+	if _, err := worker.RetryStart(startCtx, log, "ensure stream", func(ctx context.Context) (jetstream.Stream, error) {
+		return events.EnsureStream(ctx, js, cfg.StreamReplicas)
 	}); err != nil {
 		return startErr(ctx, err)
 	}
@@ -181,27 +176,6 @@ func startErr(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
-}
-
-// retryStart retries a start-up step with backoff until it succeeds, fails
-// permanently (backoff.Permanent) or ctx ends; its error is the step's last.
-func retryStart[T any](ctx context.Context, log *slog.Logger, what string, f func(context.Context) (T, error)) (T, error) {
-	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(200*time.Millisecond),
-		backoff.WithMaxInterval(5*time.Second),
-		backoff.WithMaxElapsedTime(0),
-	)
-	v, err := backoff.RetryNotifyWithData(func() (T, error) {
-		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		return f(actx)
-	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
-		log.Warn(what+" failed; retrying", "error", err, "retry_in", wait)
-	})
-	if err != nil {
-		return v, fmt.Errorf("%s: %w", what, err)
-	}
-	return v, nil
 }
 
 // newServer is the HTTP server of cfg (withDefaults applied) serving h.

@@ -41,6 +41,7 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/deadletter"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // linger is how long a batch waits for more events after its first one: a
@@ -93,14 +94,14 @@ func Run(ctx context.Context, cfg Config) (runErr error) {
 
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
-	db, err := retryStart(startCtx, log, "open database", func(ctx context.Context) (*sqlx.DB, error) {
+	db, err := worker.RetryStart(startCtx, log, "open database", func(ctx context.Context) (*sqlx.DB, error) {
 		return store.Open(ctx, cfg.DatabaseURL)
 	})
 	if err != nil {
 		return startErr(ctx, err)
 	}
 	defer db.Close()
-	if _, err := retryStart(startCtx, log, "migrate database", func(ctx context.Context) (struct{}, error) {
+	if _, err := worker.RetryStart(startCtx, log, "migrate database", func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, store.Migrate(ctx, db.DB)
 	}); err != nil {
 		return startErr(ctx, err)
@@ -130,33 +131,6 @@ func startErr(ctx context.Context, err error) error {
 	return err
 }
 
-// retryStart retries a start-up step with backoff until it succeeds or ctx
-// ends: the database or NATS may come up after us. Its error is the step's
-// last one.
-func retryStart[T any](ctx context.Context, log *slog.Logger, what string, f func(context.Context) (T, error)) (T, error) {
-	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(200*time.Millisecond),
-		backoff.WithMaxInterval(5*time.Second),
-		backoff.WithMaxElapsedTime(0),
-	)
-	for {
-		v, err := f(ctx)
-		if err == nil {
-			return v, nil
-		}
-		if ctx.Err() != nil {
-			return v, fmt.Errorf("%s: %w", what, err)
-		}
-		wait := b.NextBackOff()
-		log.Warn(what+" failed; retrying", "error", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return v, fmt.Errorf("%s: %w", what, err)
-		case <-time.After(wait):
-		}
-	}
-}
-
 type projector struct {
 	cfg   Config
 	log   *slog.Logger
@@ -166,19 +140,19 @@ type projector struct {
 }
 
 func (p *projector) ensureConsumer(ctx context.Context) error {
-	if _, err := retryStart(ctx, p.log, "ensure stream", func(ctx context.Context) (jetstream.Stream, error) {
+	if _, err := worker.RetryStart(ctx, p.log, "ensure stream", func(ctx context.Context) (jetstream.Stream, error) {
 		return events.EnsureStream(ctx, p.js, p.cfg.StreamReplicas)
 	}); err != nil {
 		return err
 	}
 	// Before the consumer: an advisory raised while nothing stores them is
 	// lost, and the dead-letter watcher starting beside us may be slower.
-	if _, err := retryStart(ctx, p.log, "ensure advisory stream", func(ctx context.Context) (jetstream.Stream, error) {
+	if _, err := worker.RetryStart(ctx, p.log, "ensure advisory stream", func(ctx context.Context) (jetstream.Stream, error) {
 		return events.EnsureAdvisoryStream(ctx, p.js, p.cfg.StreamReplicas)
 	}); err != nil {
 		return err
 	}
-	cons, err := retryStart(ctx, p.log, "create consumer", func(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := worker.RetryStart(ctx, p.log, "create consumer", func(ctx context.Context) (jetstream.Consumer, error) {
 		return p.js.CreateOrUpdateConsumer(ctx, events.StreamName, events.ProjectorConsumer())
 	})
 	if err != nil {
