@@ -2,8 +2,10 @@ package events_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,4 +111,175 @@ func TestSettle(t *testing.T) {
 		info, err := c.Info(ctx)
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
 	})
+}
+
+// poolStream is a stream KIT with a pull consumer "kit" on it.
+func poolStream(t *testing.T, ackWait time.Duration) (*natstest.Server, jetstream.Stream, jetstream.ConsumerConfig) {
+	t.Helper()
+	ns := natstest.Start(t)
+	s, err := ns.JS.CreateStream(context.Background(), jetstream.StreamConfig{Name: "KIT", Subjects: []string{"kit.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns, s, jetstream.ConsumerConfig{Durable: "kit", AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait}
+}
+
+func publishN(t *testing.T, js jetstream.JetStream, n int) {
+	t.Helper()
+	for i := range n {
+		if _, err := js.Publish(context.Background(), fmt.Sprintf("kit.%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The Pool takes no more messages than it has free handlers: the others
+// stay in the stream for other instances, their AckWait not running.
+func TestPoolPullsOnlyForFreeHandlers(t *testing.T) {
+	ns, s, cc := poolStream(t, time.Minute)
+	ctx := context.Background()
+	cons, err := s.CreateConsumer(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, ns.JS, 10)
+
+	stop, cancel := context.WithCancel(ctx)
+	release := make(chan struct{})
+	var started atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		worker.Pool{Name: "kit", Concurrency: 3, FetchWait: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}.
+			Run(stop, cons, func(_, work context.Context, msg jetstream.Msg) {
+				started.Add(1)
+				<-release
+				worker.Ack(work, slog.New(slog.DiscardHandler), msg, "")
+			})
+	}()
+	wait.For(t, "3 handlers busy", func() bool { return started.Load() == 3 })
+	// Several pulls' worth of time: none may take a fourth message.
+	for range 3 {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending != 3 || started.Load() != 3 {
+			t.Fatalf("%d messages taken, %d handlers started with 3 busy; want 3 and 3", info.NumAckPending, started.Load())
+		}
+		time.Sleep(250 * time.Millisecond) // longer than a pull: a pull for a busy pool would have come
+	}
+	close(release)
+	wait.For(t, "all 10 handled", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+	cancel()
+	<-done
+}
+
+// At a stop, a handler running gets its work context for ShutdownTimeout,
+// then it is cancelled and Run returns.
+func TestPoolShutdownTimeout(t *testing.T) {
+	ns, s, cc := poolStream(t, time.Minute)
+	ctx := context.Background()
+	cons, err := s.CreateConsumer(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, ns.JS, 1)
+	stop, cancel := context.WithCancel(ctx)
+	inHandler := make(chan struct{})
+	var sawStop, cancelledAfter atomic.Bool
+	done := make(chan struct{})
+	var stoppedAt time.Time
+	go func() {
+		defer close(done)
+		worker.Pool{Name: "kit", ShutdownTimeout: 300 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}.
+			Run(stop, cons, func(stop, work context.Context, msg jetstream.Msg) {
+				close(inHandler)
+				<-stop.Done()
+				sawStop.Store(true)
+				<-work.Done()
+				cancelledAfter.Store(time.Since(stoppedAt) >= 300*time.Millisecond)
+			})
+	}()
+	<-inHandler
+	stoppedAt = time.Now()
+	cancel()
+	<-done
+	if !sawStop.Load() || !cancelledAfter.Load() {
+		t.Errorf("handler saw stop %v, work cancelled after the shutdown timeout %v; want both", sawStop.Load(), cancelledAfter.Load())
+	}
+}
+
+// A message its handler holds longer than the AckWait is not delivered
+// again while the Pool reports it in progress.
+func TestPoolKeepsInProgress(t *testing.T) {
+	ns, s, cc := poolStream(t, 500*time.Millisecond)
+	ctx := context.Background()
+	cons, err := s.CreateConsumer(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, ns.JS, 1)
+	stop, cancel := context.WithCancel(ctx)
+	var deliveries atomic.Int32
+	handled := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		worker.Pool{Name: "kit", Concurrency: 2, FetchWait: 100 * time.Millisecond, ProgressEvery: 100 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}.
+			Run(stop, cons, func(_, work context.Context, msg jetstream.Msg) {
+				if deliveries.Add(1) > 1 {
+					return
+				}
+				time.Sleep(1500 * time.Millisecond) // three AckWaits of work
+				worker.Ack(work, slog.New(slog.DiscardHandler), msg, "")
+				close(handled)
+			})
+	}()
+	<-handled
+	cancel()
+	<-done
+	if n := deliveries.Load(); n != 1 {
+		t.Errorf("%d deliveries of a message held in progress; want 1", n)
+	}
+}
+
+// A consumer deleted under the Pool is created again (Recreate) and the
+// Pool goes on with it.
+func TestPoolRecreatesDeletedConsumer(t *testing.T) {
+	ns, s, cc := poolStream(t, time.Minute)
+	ctx := context.Background()
+	cons, err := s.CreateConsumer(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, cancel := context.WithCancel(ctx)
+	var handled, recreated atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		worker.Pool{Name: "kit", FetchWait: 100 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
+			Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
+				recreated.Add(1)
+				return s.CreateOrUpdateConsumer(ctx, cc)
+			}}.
+			Run(stop, cons, func(_, work context.Context, msg jetstream.Msg) {
+				handled.Add(1)
+				worker.Ack(work, slog.New(slog.DiscardHandler), msg, "")
+			})
+	}()
+	publishN(t, ns.JS, 1)
+	wait.For(t, "the first message handled", func() bool { return handled.Load() == 1 })
+	if err := s.DeleteConsumer(ctx, cc.Durable); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, "the consumer created again", func() bool { return recreated.Load() >= 1 })
+	publishN(t, ns.JS, 1) // kit.0 again: a new message
+	// The recreated consumer delivers the stream from its start: both.
+	wait.For(t, "messages handled through the new consumer", func() bool { return handled.Load() >= 3 })
+	cancel()
+	<-done
 }
