@@ -36,6 +36,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // deadLetters counts the dead letters this process stored (a repeat of one
@@ -97,87 +98,50 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.RetryMaxDelay = DefaultRetryMaxDelay
 	}
 	w := &watcher{cfg: cfg, log: cfg.Logger.With("component", "deadletter")}
-	for {
-		err := w.start(ctx)
-		if err == nil {
-			w.log.Info("dead-letter watcher started")
-			err = w.consume(ctx)
-		}
+	cons, err := worker.RetryStart(ctx, w.log, "start dead-letter watcher", w.start)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if permanent(err) {
-			return fmt.Errorf("deadletter: %w", err)
-		}
-		w.log.Warn("dead-letter watcher interrupted; starting over", "error", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(w.cfg.RetryMaxDelay / 10):
-		}
+		return fmt.Errorf("deadletter: %w", err)
 	}
-}
-
-// permanent: JetStream refused a definition (too many replicas for the
-// cluster, say). A missing stream or consumer (deleted under us) or a
-// JetStream briefly without a leader is waited out.
-func permanent(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) &&
-		apiErr.Code != 503 &&
-		!errors.Is(err, jetstream.ErrConsumerNotFound) &&
-		!errors.Is(err, jetstream.ErrStreamNotFound)
+	w.log.Info("dead-letter watcher started")
+	// One advisory at a time: they are rare.
+	worker.Pool{Name: events.ConsumerDeadLetter, Concurrency: 1, Log: w.log, Recreate: w.start}.
+		Run(ctx, cons, func(_, work context.Context, msg jetstream.Msg) { w.handle(work, msg) })
+	return nil
 }
 
 type watcher struct {
-	cfg  Config
-	log  *slog.Logger
-	stk  jetstream.Stream
-	cons jetstream.Consumer
+	cfg Config
+	log *slog.Logger
+	stk jetstream.Stream
 }
 
-// start makes sure the streams and the consumer exist.
-func (w *watcher) start(ctx context.Context) error {
+// start makes sure the streams and the consumer exist, and returns the
+// consumer. The Pool calls it again when the consumer is deleted, between
+// advisories: w.stk is never read meanwhile.
+func (w *watcher) start(ctx context.Context) (jetstream.Consumer, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	// The advisory stream first: advisories raised before it exists are
 	// lost.
 	if _, err := events.EnsureAdvisoryStream(ctx, w.cfg.JS, w.cfg.Replicas); err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := events.EnsureDeadLetterStream(ctx, w.cfg.JS, w.cfg.Replicas); err != nil {
-		return err
+		return nil, err
 	}
 	stk, err := events.EnsureStream(ctx, w.cfg.JS, w.cfg.Replicas)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cons, err := w.cfg.JS.CreateOrUpdateConsumer(ctx, events.AdvisoryStreamName, events.DeadLetterConsumer())
 	if err != nil {
-		return fmt.Errorf("consumer %s: %w", events.ConsumerDeadLetter, err)
+		return nil, fmt.Errorf("consumer %s: %w", events.ConsumerDeadLetter, err)
 	}
-	w.stk, w.cons = stk, cons
-	return nil
-}
-
-// consume handles advisories one at a time (they are rare) until ctx is
-// cancelled or the iterator breaks.
-func (w *watcher) consume(ctx context.Context) error {
-	it, err := w.cons.Messages(jetstream.PullMaxMessages(16))
-	if err != nil {
-		return fmt.Errorf("messages: %w", err)
-	}
-	defer it.Stop()
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("next advisory: %w", err)
-		}
-		w.handle(ctx, msg)
-	}
+	w.stk = stk
+	return cons, nil
 }
 
 // advisory is what both advisories carry (the terminated one adds Reason):

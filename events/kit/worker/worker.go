@@ -67,19 +67,35 @@ func RetryStart[T any](ctx context.Context, log *slog.Logger, what string, step 
 	}
 }
 
+// errCodeReplicasNotSupported is nats-server's JSStreamReplicasNotSupportedErr
+// (HTTP-like code 500): more than one replica asked of a server that is not
+// in a cluster.
+const errCodeReplicasNotSupported jetstream.ErrorCode = 10074
+
 // Refused reports whether err is JetStream's answer that no wait will mend:
 // the server understood the request and refused it (a configuration that
 // clashes with the stream's, a name not allowed). JetStream not enabled yet
 // (a cluster still forming) and the server's own failures (5xx: no leader
 // yet; nats-server has been seen to fail consumer updates with a 500 until
 // it restarted, while the consumer ran on) may pass, as may every error that
-// is not an answer (no connection, a timeout).
+// is not an answer (no connection, a timeout). So may a stream or consumer
+// not found: another service may be creating it, or a chaos test deleted it.
 func Refused(err error) bool {
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
 		return false
 	}
-	return apiErr.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled && apiErr.Code < 500
+	switch {
+	case apiErr.ErrorCode == errCodeReplicasNotSupported:
+		// A 500, yet the configuration's fault: no wait adds servers.
+		return true
+	case apiErr.Code >= 500,
+		apiErr.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabled,
+		errors.Is(err, jetstream.ErrStreamNotFound),
+		errors.Is(err, jetstream.ErrConsumerNotFound):
+		return false
+	}
+	return true
 }
 
 // EnsureBucket opens a key-value bucket, creating it as cfg says when it is

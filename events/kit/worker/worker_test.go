@@ -29,10 +29,13 @@ func TestRefused(t *testing.T) {
 		want bool
 	}{
 		{"configuration clash", refused, true},
+		{"replicas on a lone server", &jetstream.APIError{Code: 500, ErrorCode: 10074, Description: "replicas > 1 not supported in non-clustered mode"}, true},
 		{"wrapped clash", errors.Join(errors.New("ensure stream"), refused), true},
 		{"no leader yet", noLeader, false},
 		{"server's own failure", internal, false},
 		{"jetstream not enabled yet", notOnYet, false},
+		{"stream not there yet", jetstream.ErrStreamNotFound, false},
+		{"consumer deleted", jetstream.ErrConsumerNotFound, false},
 		{"no connection", errNoConn, false},
 		{"timeout", context.DeadlineExceeded, false},
 	}
