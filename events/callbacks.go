@@ -75,7 +75,9 @@ const (
 // request, or CALLBACK_CONFIRM=always): stkcb.confirm.<tracking_id>. It
 // publishes no stk.completed for it; the reconciler consumes these subjects
 // (ReconcilerConfirmConsumer) and publishes the outcome Daraja's STK query
-// gives, with source "query".
+// gives, with source "query". The reconciler also keeps there, on the
+// holder's subject, a copy of a success held because its receipt was taken
+// (ConfirmReceiptHolder): a question about the holder, not its callback.
 func CallbackSubjectConfirm(trackingID string) string { return "stkcb.confirm." + trackingID }
 
 // CallbackReasonLate is the CallbackHeaderReason of a callback kept on
