@@ -141,7 +141,7 @@ func (r *reconciler) flagHolder(work context.Context, log *slog.Logger, msg jets
 	}
 	out := events.KeepAgain(msg, events.CallbackSubjectRefused(events.UnmatchedReceiptDisputed, holder), events.UnmatchedReceiptDisputed)
 	out.Header.Set(events.CallbackHeaderReceiptHolder, holder)
-	out.Header.Set(events.CallbackHeaderQueryResult, headerText(answer))
+	out.Header.Set(events.CallbackHeaderQueryResult, events.CleanText(answer, events.MaxTextRunes))
 	ctx, cancel := context.WithTimeout(work, lookupTimeout)
 	_, err = r.js.PublishMsg(ctx, out,
 		jetstream.WithMsgID(fmt.Sprintf("reconciler-confirm:%d:disputed", meta.Sequence.Stream)),
@@ -155,21 +155,6 @@ func (r *reconciler) flagHolder(work context.Context, log *slog.Logger, msg jets
 	log.Error("RECEIPT DISPUTED: this payment is recorded as paid with a receipt another payment's callback named too, and Daraja's STK query does not confirm it was paid; its Success stands (outcomes are final): reconcile both from the M-Pesa statement",
 		"daraja_answer", answer, "kept_on", out.Subject)
 	ack(work, log, msg)
-}
-
-// headerText makes Daraja's words safe for a NATS header: no control
-// characters, at most 256 bytes.
-func headerText(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 256 {
-		s = strings.ToValidUTF8(s[:256], "")
-	}
-	return s
 }
 
 // canonicalID reports whether s is a tracking id as stkgate writes it.
