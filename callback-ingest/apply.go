@@ -131,7 +131,7 @@ func (a *Applier) handle(msg jetstream.Msg) {
 	case m.confirm != "":
 		// Held for Daraja's STK query, as the handler would have held it
 		// had it matched it at once.
-		if err := a.keepForConfirmation(msg, meta.Sequence.Stream, id, m.confirm); err != nil {
+		if err := a.keepForConfirmation(msg, meta.Sequence.Stream, id, m); err != nil {
 			log.Error("keep callback for confirmation", "err", err)
 			nak(log, msg, retry)
 			return
@@ -166,10 +166,12 @@ func receivedAt(msg jetstream.Msg, meta *jetstream.MsgMetadata) time.Time {
 }
 
 // keepForConfirmation copies a kept callback (at stream sequence seq) to
-// stkcb.confirm.<id>. Its Nats-Msg-Id is derived from seq, so a second try
-// within the duplicate window is stored once.
-func (a *Applier) keepForConfirmation(msg jetstream.Msg, seq uint64, id, reason string) error {
-	out := events.KeepAgain(msg, events.CallbackSubjectConfirm(id), reason)
+// stkcb.confirm.<id>, with m's reason (and receipt holder). Its Nats-Msg-Id
+// is derived from seq, so a second try within the duplicate window is
+// stored once.
+func (a *Applier) keepForConfirmation(msg jetstream.Msg, seq uint64, id string, m matched) error {
+	out := events.KeepAgain(msg, events.CallbackSubjectConfirm(id), m.confirm)
+	setReceiptHolder(out.Header, m)
 	ctx, cancel := context.WithTimeout(context.Background(), a.h.timeout)
 	defer cancel()
 	_, err := a.h.js.PublishMsg(ctx, out,

@@ -111,7 +111,7 @@ func TestCallbackSecretRotation(t *testing.T) {
 			id := uuid.NewString()
 			e.request(payment(id))
 			e.dispatch(payment(id), "6e86-45dd-91ac-fd5d4178ab523002867", successCheckoutID)
-			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+RoutePrefix+id+"/"+tc.signer.Token(id), strings.NewReader(string(success)))
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+RoutePrefix+id+"/"+tc.signer.Token(id), strings.NewReader(freshReceipt(string(success))))
 			if status, body := e.do(req); status != 200 || body != bodyAccepted {
 				t.Fatalf("answer %d %s", status, body)
 			}

@@ -33,7 +33,7 @@ const (
 func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback, sincePush time.Duration) string {
 	reason := h.crossCheck(log, p, cb)
 	if !cb.Success() {
-		return h.fastFailure(log, cb, sincePush)
+		return h.fastFailure(log, sincePush)
 	}
 	switch h.confirm {
 	case ConfirmNever:
@@ -58,28 +58,19 @@ func (h *handler) confirmation(log *slog.Logger, p events.Payment, cb Callback, 
 // docs/DARAJA.md).
 const DefaultFastFailure = 2 * time.Second
 
-// immediateFailures are the failure ResultCodes Daraja gives without the
-// customer, so that they may come at once: 1037 "DS timeout user cannot be
-// reached" (the phone is off or out of coverage), 1036 "SMSC ACK timeout"
-// (the prompt could not be delivered), 1025 "An error occurred while
-// sending a push request", 1001 "Unable to lock subscriber" (another
-// prompt is open on the phone). Every other failure says the customer did
-// something (1032 cancelled, 2001 a wrong PIN, 1 a balance checked after
-// the PIN) or that the prompt's lifetime passed (1019): within
-// CALLBACK_FAST_FAILURE of the push, none can be true. A code this list
-// does not know is held too: holding costs one STK query, counting a false
-// failure may make a merchant charge the customer twice.
-var immediateFailures = map[string]bool{"1001": true, "1025": true, "1036": true, "1037": true}
-
 // fastFailure returns events.ConfirmFastFailure for a failure that came
 // sooner after its push than a customer can answer a prompt (h.fast, 0 for
-// never), unless Daraja gives it without the customer (immediateFailures).
-// Such a failure is Daraja's mistake or a forgery by someone who has the
-// CallBackURL: counted, it would finish the payment before the genuine
-// callback, perhaps a success, could. sincePush below zero (the clocks of
-// two hosts disagree) is fast.
-func (h *handler) fastFailure(log *slog.Logger, cb Callback, sincePush time.Duration) string {
-	if h.fast <= 0 || sincePush >= h.fast || immediateFailures[cb.ResultCode] {
+// never). Such a failure is Daraja's mistake, one Daraja gives without the
+// customer (1037 "DS timeout user cannot be reached", 1036 "SMSC ACK
+// timeout", 1025, 1001), or a forgery by someone who has the CallBackURL:
+// counted, it would finish the payment before the genuine callback, perhaps
+// a success, could. No code is exempt, since a forger can send any code as
+// fast as Daraja: holding costs one STK query, which records Daraja's own
+// fast failure as Daraja answers it, while counting a forged failure records
+// a paying customer as Failed (and may make a merchant charge them twice).
+// sincePush below zero (the clocks of two hosts disagree) is fast.
+func (h *handler) fastFailure(log *slog.Logger, sincePush time.Duration) string {
+	if h.fast <= 0 || sincePush >= h.fast {
 		return ""
 	}
 	log.Warn("failure callback came sooner after its push than a customer can answer a prompt: held for Daraja's STK query",

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -63,6 +64,8 @@ type Options struct {
 	// push is held for Daraja's STK query (fastFailure); 0 holds none.
 	// Config's default is DefaultFastFailure.
 	FastFailure time.Duration
+	// Receipts is the events.ReceiptsBucket; nil opens it on first use.
+	Receipts jetstream.KeyValue
 }
 
 // Answer is the JSON body of every answer to a callback. Daraja expects
@@ -132,6 +135,8 @@ func newHandler(o Options) (*handler, error) {
 		confirm: o.Confirm,
 		refused: newSourceLimits(RefusedRate, RefusedBurst, maxRefusedSources).withTotal(RefusedTotalRate, RefusedTotalBurst),
 		fast:    max(o.FastFailure, 0),
+
+		receipts: o.Receipts,
 	}
 	switch h.confirm {
 	case "":
@@ -168,6 +173,10 @@ type handler struct {
 	// was verified, per source (keepRefused).
 	refused *sourceLimits
 	fast    time.Duration
+
+	mu sync.Mutex
+	// receipts claims each receipt for one payment (claimReceipt).
+	receipts jetstream.KeyValue
 }
 
 func (h *handler) healthz(c echo.Context) error {
@@ -315,6 +324,7 @@ func (h *handler) callback(c echo.Context) error {
 	cancel()
 	kept := false
 	if m.confirm != "" {
+		setReceiptHolder(in.headers, m)
 		kept = h.keepOn(r, log, in, events.CallbackSubjectConfirm(id), m.confirm)
 	} else {
 		kept = h.keep(r, log, in, m.keepAs, m.note)
@@ -361,6 +371,9 @@ type matched struct {
 	// confirm is an events.Confirm* reason: the callback is kept on
 	// stkcb.confirm.<id> for the reconciler and nothing is published.
 	confirm string
+	// holder is, for events.ConfirmReceiptTaken, the payment that claimed
+	// the callback's receipt (receipt, upper case) first.
+	holder, receipt string
 	// publish: the callback's stk.completed is to be published.
 	publish bool
 	// late is the payment's stored outcome, one stkgate decided itself
@@ -470,7 +483,35 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 	if reason := h.confirmation(log, req.Payment, cb, receivedAt.Sub(pushAt)); reason != "" {
 		return matched{confirm: reason, status: http.StatusOK, answer: accepted}
 	}
+	if !cb.Success() {
+		return matched{publish: true, req: req}
+	}
+	// A success about to count: its receipt must be no other payment's.
+	// Even CALLBACK_CONFIRM=never holds it then: counted, it would only be
+	// recorded as an invalid outcome (the api's unique index), while
+	// Daraja's query can tell whether this payment was paid.
+	holder, err := h.claimReceipt(ctx, id, cb.Receipt)
+	switch {
+	case err != nil:
+		log.Error("claim the receipt: the callback is kept for the applier", "err", err)
+		return retry
+	case holder != "":
+		log.Warn("success callback names a receipt another payment claimed first: held for Daraja's STK query",
+			"confirm_reason", events.ConfirmReceiptTaken, "receipt", cb.Receipt, "receipt_holder", holder)
+		return matched{confirm: events.ConfirmReceiptTaken, holder: holder, receipt: events.ReceiptKey(cb.Receipt),
+			status: http.StatusOK, answer: accepted}
+	}
 	return matched{publish: true, req: req}
+}
+
+// setReceiptHolder names, on the copy of a callback held because its
+// receipt was taken, the receipt and its holder, for the reconciler.
+func setReceiptHolder(h nats.Header, m matched) {
+	if m.holder == "" {
+		return
+	}
+	h.Set(events.CallbackHeaderReceipt, m.receipt)
+	h.Set(events.CallbackHeaderReceiptHolder, m.holder)
 }
 
 // apply publishes what m says of a kept callback: its stk.completed, or its

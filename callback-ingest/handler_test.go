@@ -387,7 +387,8 @@ func TestCallbackBodyLimit(t *testing.T) {
 	e := newEnv(t, 0)
 	fixture := readFixture(t, "success")
 	padded := func(n int) []byte {
-		return append(append([]byte{}, fixture...), bytes.Repeat([]byte(" "), n-len(fixture))...)
+		f := []byte(freshReceipt(string(fixture)))
+		return append(f, bytes.Repeat([]byte(" "), n-len(f))...)
 	}
 	// unsized hides the length, so the body arrives chunked.
 	unsized := func(b []byte) io.Reader { return io.MultiReader(bytes.NewReader(b)) }
@@ -443,9 +444,9 @@ func TestCallbackAnyMethodAndCase(t *testing.T) {
 // stored once, in sequence or all at once.
 func TestCallbackRepeated(t *testing.T) {
 	e := newEnv(t, 0)
-	body := readFixture(t, "success")
 
 	t.Run("in sequence", func(t *testing.T) {
+		body := []byte(freshReceipt(string(readFixture(t, "success"))))
 		id := uuid.NewString()
 		e.requestDispatched(payment(id))
 		for i := range 2 {
@@ -462,6 +463,7 @@ func TestCallbackRepeated(t *testing.T) {
 	})
 
 	t.Run("concurrently", func(t *testing.T) {
+		body := []byte(freshReceipt(string(readFixture(t, "success"))))
 		id := uuid.NewString()
 		e.requestDispatched(payment(id))
 		const copies = 8
@@ -594,6 +596,7 @@ func TestCallbackConfirmation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := envs[tt.mode]
+			tt.body = freshReceipt(tt.body)
 			id := uuid.NewString()
 			p := payment(id)
 			p.Amount, p.Phone = tt.amount, tt.phone

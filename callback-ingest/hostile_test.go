@@ -149,6 +149,7 @@ func TestCallbackContentTypes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			tt.body = freshReceipt(tt.body)
 			id := uuid.NewString()
 			e.request(payment(id))
 			e.dispatch(payment(id), "6e86-45dd-91ac-fd5d4178ab523002867", "ws_CO_21032024143055123712345678")

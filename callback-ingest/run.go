@@ -69,7 +69,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	stream, err := ensureStream(ctx, log, js, cfg.StreamReplicas)
+	stream, receipts, err := ensureStream(ctx, log, js, cfg.StreamReplicas)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -78,7 +78,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	opts := Options{JS: js, Stream: stream, Conn: nc, Logger: log,
-		Secrets: cfg.Secrets, Sources: cfg.Sources, Confirm: cfg.Confirm, FastFailure: cfg.FastFailure}
+		Secrets: cfg.Secrets, Sources: cfg.Sources, Confirm: cfg.Confirm, FastFailure: cfg.FastFailure,
+		Receipts: receipts}
 	handler, err := NewHandler(opts)
 	if err != nil {
 		return err
@@ -127,27 +128,38 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// ensureStream creates or updates the STK and STK_CALLBACKS streams, and
-// returns STK, retrying while NATS is
-// unreachable, until ctx is done. JetStream refusing the stream (too many
-// replicas for the cluster, say) is final: no wait mends configuration.
-func ensureStream(ctx context.Context, log *slog.Logger, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+// ensureStream creates or updates the STK and STK_CALLBACKS streams and the
+// receipts bucket (events.ReceiptsBucket), and returns STK and the bucket,
+// retrying while NATS is unreachable, until ctx is done. JetStream refusing
+// the stream (too many replicas for the cluster, say) is final: no wait
+// mends configuration.
+func ensureStream(ctx context.Context, log *slog.Logger, js jetstream.JetStream, replicas int) (jetstream.Stream, jetstream.KeyValue, error) {
+	type made struct {
+		stream   jetstream.Stream
+		receipts jetstream.KeyValue
+	}
 	b := backoff.NewExponentialBackOff()
 	b.MaxInterval = 10 * time.Second
 	b.MaxElapsedTime = 0
-	return backoff.RetryNotifyWithData(func() (jetstream.Stream, error) {
+	m, err := backoff.RetryNotifyWithData(func() (made, error) {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		s, err := events.EnsureStream(actx, js, replicas)
+		var m made
+		var err error
+		m.stream, err = events.EnsureStream(actx, js, replicas)
 		if err == nil {
 			_, err = events.EnsureCallbackStream(actx, js, replicas)
 		}
+		if err == nil {
+			m.receipts, err = events.EnsureReceipts(actx, js, replicas)
+		}
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) {
-			return nil, backoff.Permanent(err)
+			return made{}, backoff.Permanent(err)
 		}
-		return s, err
+		return m, err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
 		log.Warn("streams not ready; retrying", "err", err, "in", wait)
 	})
+	return m.stream, m.receipts, err
 }

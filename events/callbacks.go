@@ -75,7 +75,9 @@ const (
 // request, or CALLBACK_CONFIRM=always): stkcb.confirm.<tracking_id>. It
 // publishes no stk.completed for it; the reconciler consumes these subjects
 // (ReconcilerConfirmConsumer) and publishes the outcome Daraja's STK query
-// gives, with source "query".
+// gives, with source "query". The reconciler also keeps there, on the
+// holder's subject, a copy of a success held because its receipt was taken
+// (ConfirmReceiptHolder): a question about the holder, not its callback.
 func CallbackSubjectConfirm(trackingID string) string { return "stkcb.confirm." + trackingID }
 
 // CallbackReasonLate is the CallbackHeaderReason of a callback kept on
@@ -93,7 +95,27 @@ const (
 	ConfirmNoPhone        = "confirm_no_phone"        // a success without a phone of digits to compare
 	ConfirmAlways         = "confirm_always"          // CALLBACK_CONFIRM=always
 	ConfirmFastFailure    = "confirm_fast_failure"    // a failure sooner after the push than a customer can answer
+	// ConfirmReceiptTaken: a success whose receipt another payment's
+	// counted callback claimed first (ReceiptsBucket). The copy names the
+	// holder (CallbackHeaderReceiptHolder) and the receipt
+	// (CallbackHeaderReceipt).
+	ConfirmReceiptTaken = "confirm_receipt_taken"
+	// ConfirmReceiptHolder: not a callback of the payment on whose subject
+	// it is kept, but the copy of a ConfirmReceiptTaken one (its payment is
+	// CallbackHeaderReceiptClaimant), kept on the holder's
+	// stkcb.confirm.<holder> by the reconciler, which asks Daraja's STK
+	// query about the holder's push: the holder's recorded success may be
+	// the forgery.
+	ConfirmReceiptHolder = "confirm_receipt_holder"
 )
+
+// UnmatchedReceiptDisputed: a payment recorded as paid with a receipt that
+// another payment's callback named too, and for which Daraja's STK query
+// then did not confirm the payment. Outcomes are final, so the record still
+// shows Success: this copy (on stkcb.unmatched.receipt_disputed.<holder>,
+// CallbackSubjectRefused) and the reconciler's error line are the
+// operator's notice.
+const UnmatchedReceiptDisputed = "receipt_disputed"
 
 // Headers of a kept callback; the body is the callback's, byte for byte
 // (cut for a callback refused unauthenticated: CallbackHeaderTruncated).
@@ -113,6 +135,15 @@ const (
 	// before its token was verified, when its body was cut (to
 	// callback-ingest's RefusedBodyBytes): the body's length as received.
 	CallbackHeaderTruncated = "Stkgate-Truncated-From"
+	// On a ConfirmReceiptTaken or ConfirmReceiptHolder copy: the receipt
+	// (upper case), the payment that claimed it first, and the payment
+	// whose callback named it later.
+	CallbackHeaderReceipt         = "Stkgate-Receipt"
+	CallbackHeaderReceiptHolder   = "Stkgate-Receipt-Holder"
+	CallbackHeaderReceiptClaimant = "Stkgate-Receipt-Claimant"
+	// CallbackHeaderQueryResult is, on an UnmatchedReceiptDisputed copy,
+	// what Daraja's STK query answered about the holder's push.
+	CallbackHeaderQueryResult = "Stkgate-Query-Result"
 )
 
 // CallbackRetention is how long a kept callback stays: long enough to settle

@@ -36,11 +36,27 @@ func (r *reconciler) confirmConsumer(ctx context.Context, js jetstream.JetStream
 // after it, and publishes Daraja's answer with source "query": success or
 // not, nothing of the callback (its receipt, its amount, its failure)
 // becomes the recorded outcome. Done once the payment has an stk.completed,
-// from whichever source.
+// from whichever source. A success held because another payment claimed its
+// receipt first (events.ConfirmReceiptTaken) also has that holder
+// questioned; a copy kept for that (events.ConfirmReceiptHolder) is not this
+// payment's callback and goes to questionHolder (receipt.go).
 func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg jetstream.Msg) {
 	id := events.TrackingIDOf(msg.Subject())
 	reason := msg.Headers().Get(events.CallbackHeaderReason)
 	log = log.With("callback_id", msg.Headers().Get(events.CallbackHeaderID), "confirm_reason", reason)
+	switch reason {
+	case events.ConfirmReceiptHolder:
+		// Not this payment's callback: another's, naming the receipt
+		// this payment holds (receipt.go).
+		r.questionHolder(work, log, msg)
+		return
+	case events.ConfirmReceiptTaken:
+		if err := r.askAboutHolder(work, log, msg); err != nil {
+			log.Warn("cannot hand the receipt's holder to its own STK query; trying later", "error", err)
+			later(log, msg, retryDelay)
+			return
+		}
+	}
 	switch c, _, err := lastEvent[events.Completed](work, r.stream, events.TypeCompleted, id); {
 	case err == nil && events.DecidedByStkgate(c.ResultCode) && c.Source != events.SourceQuery:
 		// Daraja was never asked (a push whose answer was lost has no

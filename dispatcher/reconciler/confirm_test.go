@@ -85,6 +85,11 @@ func TestConfirmThroughQuery(t *testing.T) {
 		{"fast failure, query says cancelled", "1032", false, false, true},
 		{"fast failure, query says wrong PIN", "2001", false, false, true},
 		{"fast failure before stk.dispatched, query says cancelled", "1032", false, true, true},
+		// Daraja's own fast failures, held as any other (a forger can send
+		// their codes as fast): recorded as the query answers, at once.
+		{"fast failure, query says DS timeout", "1037", false, false, true},
+		{"fast failure, query says SMSC ACK timeout", "1036", false, false, true},
+		{"fast failure, query says subscriber locked", "1001", false, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
