@@ -131,8 +131,13 @@ func (a *authenticator) client(ctx context.Context, token string, source netip.A
 		return "", &limitedError{message: MsgAuthFailuresLimited, retryAfter: retrySeconds(wait)}
 	}
 	c, err := a.db.client(ctx, token)
-	if c != "" || (err != nil && !errors.Is(err, errLookupsBusy)) {
+	if c != "" || (err != nil && !errors.Is(err, errLookupsBusy) && ctx.Err() == nil) {
 		// Authenticated, or the database failed: no fault of the source.
+		// A client that hung up (or ran out of time) failed, though: its
+		// lookup may still be under way, and hanging up at once must not
+		// be a way to start lookups without limit. Nor is a token refused
+		// because lookups are saturated given back: the flood may be its
+		// source's own.
 		r.CancelAt(now)
 	}
 	return c, err

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -231,5 +232,33 @@ func TestAuthFailuresLimitedPerSource(t *testing.T) {
 		for i := range burst {
 			wantStatus(t, fmt.Sprintf("%s (%d)", tc.name, i+1), do(tc.remote, tc.xff, mustToken(t)), tc.want)
 		}
+	}
+}
+
+// A client that hangs up once the lookup of its unknown token has started
+// failed to authenticate: hanging up at once must not be a way past the
+// limit, which would keep the lookups of unknown tokens busy for free.
+func TestAuthFailuresCountHangUps(t *testing.T) {
+	const burst = 3
+	d, l, _ := newTestDBTokens(t, DefaultTokenCacheTTL)
+	l.block = make(chan struct{})
+	a := &authenticator{env: newTokenSet(testTokens), db: d, failures: newSourceLimits(0.001, burst)}
+	source := netip.MustParseAddr("192.0.2.1")
+	for i := range burst {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { _, err := a.client(ctx, mustToken(t), source); done <- err }()
+		waitFor(t, "the lookup to start", func() bool { return l.calls.Load() == int64(i+1) })
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("request %d hung up on: %v, want context.Canceled", i+1, err)
+		}
+		l.block <- struct{}{} // the lookup finishes: the token is not found
+		waitFor(t, "the lookup to end", func() bool { return l.active.Load() == 0 })
+	}
+	close(l.block)
+	var limited *limitedError
+	if _, err := a.client(context.Background(), mustToken(t), source); !errors.As(err, &limited) {
+		t.Errorf("after %d hang-ups: %v, want a *limitedError", burst, err)
 	}
 }
