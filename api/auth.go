@@ -67,7 +67,7 @@ const MsgAuthUnavailable = "The token cannot be checked right now. Please retry.
 // slow or down), within DefaultTokenCacheTTL + DefaultTokenStaleFor.
 const (
 	// DefaultTokenCacheTTL is how long a lookup's answer, found or not, is
-	// reused as it is.
+	// reused as it is, from when the lookup was asked for.
 	DefaultTokenCacheTTL = 5 * time.Second
 	// DefaultTokenStaleFor is how long past the ttl a token found valid
 	// is still let in while the lookup that checks it again cannot answer
@@ -281,7 +281,7 @@ func (d *dbTokens) client(ctx context.Context, token string) (string, error) {
 		}
 		gone = ctx.Done()
 	}
-	f := d.join(digest, store.TokenID(token), known)
+	f := d.join(digest, store.TokenID(token), known, now)
 	d.mu.Unlock()
 
 	if f == nil {
@@ -312,9 +312,9 @@ func (d *dbTokens) client(ctx context.Context, token string) (string, error) {
 	}
 }
 
-// join returns the lookup of digest in flight, or starts one if its pool
-// has room; nil when it has none. Called with d.mu held.
-func (d *dbTokens) join(digest store.TokenDigest, tokenID string, known bool) *flight {
+// join returns the lookup of digest in flight, or starts one, asked for
+// at now, if its pool has room; nil when it has none. Called with d.mu held.
+func (d *dbTokens) join(digest store.TokenDigest, tokenID string, known bool, now time.Time) *flight {
 	if f := d.flights[digest]; f != nil {
 		f.waiters++
 		return f
@@ -336,7 +336,7 @@ func (d *dbTokens) join(digest store.TokenDigest, tokenID string, known bool) *f
 	go func() {
 		defer cancel()
 		defer pool.leave()
-		client, err := d.fetch(ctx, pool, digest, tokenID)
+		client, err := d.fetch(ctx, pool, digest, tokenID, now)
 		d.mu.Lock()
 		if d.flights[digest] == f {
 			delete(d.flights, digest)
@@ -362,8 +362,9 @@ func (d *dbTokens) leave(digest store.TokenDigest, f *flight) {
 	}
 }
 
-// fetch waits for a slot of pool, looks digest up and caches the answer.
-func (d *dbTokens) fetch(ctx context.Context, pool *lookupPool, digest store.TokenDigest, tokenID string) (string, error) {
+// fetch waits for a slot of pool, looks digest up and caches the answer as
+// of asked, when the lookup was asked for.
+func (d *dbTokens) fetch(ctx context.Context, pool *lookupPool, digest store.TokenDigest, tokenID string, asked time.Time) (string, error) {
 	select {
 	case pool.slots <- struct{}{}:
 		defer func() { <-pool.slots }()
@@ -376,36 +377,40 @@ func (d *dbTokens) fetch(ctx context.Context, pool *lookupPool, digest store.Tok
 	// hanging up must not be able to cause at will.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
 	defer cancel()
+	// The answer tells how the token stood at some moment of the lookup,
+	// perhaps its very start: the cache's clocks start when it was asked
+	// for (a little earlier still, by any wait for a slot), or a slow
+	// lookup would stretch how long a revoke takes, and a token's expiry.
 	m, err := d.lookup(ctx, digest)
 	switch {
 	case errors.Is(err, store.ErrTokenNotFound):
-		d.remember(digest, "", 0)
+		d.remember(digest, "", 0, asked)
 		return "", nil
 	case err != nil:
 		return "", err
 	}
 	// The database found it by digest; compare again, in constant time.
 	if subtle.ConstantTimeCompare(m.Digest[:], digest[:]) != 1 {
-		d.remember(digest, "", 0)
+		d.remember(digest, "", 0, asked)
 		return "", nil
 	}
 	if d.envClients[m.Client] {
 		d.log.Error("token refused: its client is in the database and in API_TOKENS; rename one of them",
 			"client", m.Client, "token_id", tokenID)
-		d.remember(digest, "", 0)
+		d.remember(digest, "", 0, asked)
 		return "", nil
 	}
-	d.remember(digest, m.Client, m.ExpiresIn)
+	d.remember(digest, m.Client, m.ExpiresIn, asked)
 	return m.Client, nil
 }
 
-// remember caches the answer for digest ("" for not found) for the ttl,
-// or until the token expires if that is sooner.
-func (d *dbTokens) remember(digest store.TokenDigest, client string, expiresIn time.Duration) {
+// remember caches the answer for digest ("" for not found), given by a
+// lookup started at now, for the ttl, or until the token expires if that
+// is sooner.
+func (d *dbTokens) remember(digest store.TokenDigest, client string, expiresIn time.Duration, now time.Time) {
 	if d.ttl <= 0 {
 		return
 	}
-	now := d.now()
 	capped := func(t time.Time) time.Time {
 		if expiresIn > 0 && now.Add(expiresIn).Before(t) {
 			return now.Add(expiresIn)

@@ -573,6 +573,80 @@ func TestDBTokensSaturated(t *testing.T) {
 	})
 }
 
+// The cache's clocks start when the lookup starts, not when its answer
+// comes: the answer tells how the token stood at some moment between the
+// two, so a slow lookup must not stretch how long a revoke takes.
+func TestDBTokensCacheFromLookupStart(t *testing.T) {
+	const ttl, slow = 5 * time.Second, 3 * time.Second
+	type step struct {
+		after time.Duration // since the first lookup started
+		want  string        // "" refused; "error" when it cannot be checked
+	}
+	tests := []struct {
+		name  string
+		db    string // after the first lookup: "revoked" or "down"
+		steps []step
+	}{
+		{"revoked: refused at the ttl", "revoked", []step{{ttl - time.Millisecond, "shop"}, {ttl, ""}}},
+		{"database down: stale up to ttl + stale", "down",
+			[]step{{ttl + DefaultTokenStaleFor - time.Millisecond, "shop"}, {ttl + DefaultTokenStaleFor, "error"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			d, l, now := newTestDBTokens(t, ttl)
+			start := *now
+			tok := mustToken(t)
+			l.set(tok, "shop", 0)
+			d.lookup = func(ctx context.Context, dg store.TokenDigest) (store.TokenMatch, error) {
+				m, err := l.lookup(ctx, dg)
+				*now = now.Add(slow) // the answer comes late
+				return m, err
+			}
+			if c, err := d.client(ctx, tok); c != "shop" || err != nil {
+				t.Fatalf("first lookup: %q %v", c, err)
+			}
+			d.lookup = func(ctx context.Context, dg store.TokenDigest) (store.TokenMatch, error) {
+				if tc.db == "down" {
+					return store.TokenMatch{}, errors.New("connection refused")
+				}
+				return store.TokenMatch{}, store.ErrTokenNotFound
+			}
+			for _, s := range tc.steps {
+				*now = start.Add(s.after)
+				c, err := d.client(ctx, tok)
+				got := c
+				if err != nil {
+					got = "error"
+				}
+				if got != s.want {
+					t.Errorf("%s after the first lookup started: %q (%v), want %q", s.after, got, err, s.want)
+				}
+			}
+		})
+	}
+
+	t.Run("a token's expiry counts from the lookup's start too", func(t *testing.T) {
+		d, l, now := newTestDBTokens(t, ttl)
+		start := *now
+		tok := mustToken(t)
+		l.set(tok, "shop", 2*time.Second)
+		d.lookup = func(ctx context.Context, dg store.TokenDigest) (store.TokenMatch, error) {
+			m, err := l.lookup(ctx, dg)
+			*now = now.Add(time.Second)
+			return m, err
+		}
+		if c, err := d.client(context.Background(), tok); c != "shop" || err != nil {
+			t.Fatalf("first lookup: %q %v", c, err)
+		}
+		l.set(tok, "", 0) // expired
+		*now = start.Add(2 * time.Second)
+		if c, err := d.client(context.Background(), tok); c != "" || err != nil {
+			t.Errorf("past its expiry: %q %v, want refused", c, err)
+		}
+	})
+}
+
 // waitFor polls cond until it holds, for at most 10 s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
