@@ -647,6 +647,66 @@ func TestDBTokensCacheFromLookupStart(t *testing.T) {
 	})
 }
 
+// The tokens the database lists as authenticating are marked known, never
+// valid: each is still looked up before it is let in, and a listing does not
+// stretch a cached answer.
+func TestDBTokensLoadKnown(t *testing.T) {
+	ctx := context.Background()
+	list := func(toks ...string) func(context.Context, int) ([]store.TokenDigest, error) {
+		return func(context.Context, int) ([]store.TokenDigest, error) {
+			var out []store.TokenDigest
+			for _, tok := range toks {
+				out = append(out, store.DigestOf(tok))
+			}
+			return out, nil
+		}
+	}
+	t.Run("listed, then revoked: looked up and refused", func(t *testing.T) {
+		d, l, _ := newTestDBTokens(t, 5*time.Second)
+		tok := mustToken(t)
+		d.active = list(tok)
+		if err := d.loadKnown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !d.known(tok) {
+			t.Fatal("a listed token is not known")
+		}
+		if c, err := d.client(ctx, tok); c != "" || err != nil || l.calls.Load() != 1 {
+			t.Errorf("revoked since it was listed: %q %v after %d lookups, want refused after 1", c, err, l.calls.Load())
+		}
+		if d.known(tok) {
+			t.Error("still known once found revoked")
+		}
+	})
+	t.Run("a listing keeps a cached answer's clocks", func(t *testing.T) {
+		d, l, now := newTestDBTokens(t, 5*time.Second)
+		start := *now
+		tok := mustToken(t)
+		l.set(tok, "shop", 0)
+		if c, err := d.client(ctx, tok); c != "shop" || err != nil {
+			t.Fatalf("first lookup: %q %v", c, err)
+		}
+		l.set(tok, "", 0) // revoked
+		*now = start.Add(4 * time.Second)
+		d.active = list(tok) // listed just before the revoke
+		if err := d.loadKnown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		*now = start.Add(5 * time.Second)
+		if c, err := d.client(ctx, tok); c != "" || err != nil {
+			t.Errorf("at the ttl of its first answer: %q %v, want refused", c, err)
+		}
+	})
+	t.Run("no cache: nothing known", func(t *testing.T) {
+		d, _, _ := newTestDBTokens(t, -1)
+		tok := mustToken(t)
+		d.active = list(tok)
+		if err := d.loadKnown(ctx); err != nil || d.known(tok) {
+			t.Errorf("known %v, error %v; want not known", d.known(tok), err)
+		}
+	})
+}
+
 // waitFor polls cond until it holds, for at most 10 s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
