@@ -456,7 +456,17 @@ func TestDBTokensCache(t *testing.T) {
 				}
 			}()
 		}
-		waitFor(t, "the refusals", func() bool { return busy.Load() >= 40-20-(maxTokenLookups+maxTokenWaiting) })
+		// Every request refused or waiting on a lookup before any lookup
+		// answers: one coming later could take a place given back.
+		waitFor(t, "every request to be refused or waiting", func() bool {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			n := int(busy.Load())
+			for _, f := range d.flights {
+				n += f.waiters
+			}
+			return n == 40
+		})
 		close(l.block)
 		wg.Wait()
 		if p := l.peak.Load(); p > maxTokenLookups {
