@@ -67,7 +67,7 @@ const MsgAuthUnavailable = "The token cannot be checked right now. Please retry.
 // slow or down), within DefaultTokenCacheTTL + DefaultTokenStaleFor.
 const (
 	// DefaultTokenCacheTTL is how long a lookup's answer, found or not, is
-	// reused as it is.
+	// reused as it is, from when the lookup was asked for.
 	DefaultTokenCacheTTL = 5 * time.Second
 	// DefaultTokenStaleFor is how long past the ttl a token found valid
 	// is still let in while the lookup that checks it again cannot answer
@@ -90,6 +90,9 @@ const (
 	// one, and any more are refused at once (503).
 	maxTokenLookups = 4
 	maxTokenWaiting = 4
+	// knownReload is how often the tokens that authenticate are listed
+	// from the database and marked known (keepKnown).
+	knownReload = time.Minute
 	// maxKnownLookups are kept for the tokens found valid (their
 	// checks again), which a flood of made-up tokens cannot take;
 	// maxKnownWaiting more may wait for one.
@@ -114,7 +117,8 @@ type authenticator struct {
 // client returns the client of token, "" for a token that does not
 // authenticate, a *limitedError when source failed too often to be
 // looked up again, or an error when the database could not tell.
-// A token found valid recently is never held back by its source's failures.
+// A token known (found valid recently, or listed: loadKnown) is never held
+// back by its source's failures.
 func (a *authenticator) client(ctx context.Context, token string, source netip.Addr) (string, error) {
 	if c := a.env.client(token); c != "" {
 		return c, nil
@@ -131,8 +135,13 @@ func (a *authenticator) client(ctx context.Context, token string, source netip.A
 		return "", &limitedError{message: MsgAuthFailuresLimited, retryAfter: retrySeconds(wait)}
 	}
 	c, err := a.db.client(ctx, token)
-	if c != "" || (err != nil && !errors.Is(err, errLookupsBusy)) {
+	if c != "" || (err != nil && !errors.Is(err, errLookupsBusy) && ctx.Err() == nil) {
 		// Authenticated, or the database failed: no fault of the source.
+		// A client that hung up (or ran out of time) failed, though: its
+		// lookup may still be under way, and hanging up at once must not
+		// be a way to start lookups without limit. Nor is a token refused
+		// because lookups are saturated given back: the flood may be its
+		// source's own.
 		r.CancelAt(now)
 	}
 	return c, err
@@ -144,13 +153,17 @@ func (a *authenticator) client(ctx context.Context, token string, source netip.A
 // concurrent lookups of one token are made once.
 //
 // Lookups come in two kinds, each with its own slots: a token found valid
-// within knownFor is checked again in slots that no other token can take,
+// within knownFor (or listed as valid by the database: loadKnown) is
+// checked again in slots that no other token can take,
 // and is let in on its cached answer for staleFor past the ttl when that
 // check does not answer within staleWait; any other token waits for a slot
 // only while few others do, and for no longer than its request, and is
 // refused at once (503) beyond.
 type dbTokens struct {
 	lookup func(context.Context, store.TokenDigest) (store.TokenMatch, error)
+	// active lists the digests of up to n tokens that authenticate now
+	// (keepKnown); nil: none are loaded.
+	active func(ctx context.Context, n int) ([]store.TokenDigest, error)
 	// envClients are the API_TOKENS clients: a database client of the same
 	// name would share their records, so its tokens are refused.
 	envClients  map[string]bool
@@ -171,7 +184,8 @@ type foundToken struct {
 	client string
 	// fresh is when the answer stops being reused as it is, stale when it
 	// stops being reused at all (neither past the token's expiry), known
-	// when the token's lookups stop being kept apart.
+	// when the token's lookups stop being kept apart. A token only listed
+	// by loadKnown has no answer to reuse: no client, fresh and stale zero.
 	fresh, stale, known time.Time
 }
 
@@ -276,7 +290,7 @@ func (d *dbTokens) client(ctx context.Context, token string) (string, error) {
 		}
 		gone = ctx.Done()
 	}
-	f := d.join(digest, store.TokenID(token), known)
+	f := d.join(digest, store.TokenID(token), known, now)
 	d.mu.Unlock()
 
 	if f == nil {
@@ -307,9 +321,9 @@ func (d *dbTokens) client(ctx context.Context, token string) (string, error) {
 	}
 }
 
-// join returns the lookup of digest in flight, or starts one if its pool
-// has room; nil when it has none. Called with d.mu held.
-func (d *dbTokens) join(digest store.TokenDigest, tokenID string, known bool) *flight {
+// join returns the lookup of digest in flight, or starts one, asked for
+// at now, if its pool has room; nil when it has none. Called with d.mu held.
+func (d *dbTokens) join(digest store.TokenDigest, tokenID string, known bool, now time.Time) *flight {
 	if f := d.flights[digest]; f != nil {
 		f.waiters++
 		return f
@@ -331,7 +345,7 @@ func (d *dbTokens) join(digest store.TokenDigest, tokenID string, known bool) *f
 	go func() {
 		defer cancel()
 		defer pool.leave()
-		client, err := d.fetch(ctx, pool, digest, tokenID)
+		client, err := d.fetch(ctx, pool, digest, tokenID, now)
 		d.mu.Lock()
 		if d.flights[digest] == f {
 			delete(d.flights, digest)
@@ -357,8 +371,9 @@ func (d *dbTokens) leave(digest store.TokenDigest, f *flight) {
 	}
 }
 
-// fetch waits for a slot of pool, looks digest up and caches the answer.
-func (d *dbTokens) fetch(ctx context.Context, pool *lookupPool, digest store.TokenDigest, tokenID string) (string, error) {
+// fetch waits for a slot of pool, looks digest up and caches the answer as
+// of asked, when the lookup was asked for.
+func (d *dbTokens) fetch(ctx context.Context, pool *lookupPool, digest store.TokenDigest, tokenID string, asked time.Time) (string, error) {
 	select {
 	case pool.slots <- struct{}{}:
 		defer func() { <-pool.slots }()
@@ -371,36 +386,40 @@ func (d *dbTokens) fetch(ctx context.Context, pool *lookupPool, digest store.Tok
 	// hanging up must not be able to cause at will.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
 	defer cancel()
+	// The answer tells how the token stood at some moment of the lookup,
+	// perhaps its very start: the cache's clocks start when it was asked
+	// for (a little earlier still, by any wait for a slot), or a slow
+	// lookup would stretch how long a revoke takes, and a token's expiry.
 	m, err := d.lookup(ctx, digest)
 	switch {
 	case errors.Is(err, store.ErrTokenNotFound):
-		d.remember(digest, "", 0)
+		d.remember(digest, "", 0, asked)
 		return "", nil
 	case err != nil:
 		return "", err
 	}
 	// The database found it by digest; compare again, in constant time.
 	if subtle.ConstantTimeCompare(m.Digest[:], digest[:]) != 1 {
-		d.remember(digest, "", 0)
+		d.remember(digest, "", 0, asked)
 		return "", nil
 	}
 	if d.envClients[m.Client] {
 		d.log.Error("token refused: its client is in the database and in API_TOKENS; rename one of them",
 			"client", m.Client, "token_id", tokenID)
-		d.remember(digest, "", 0)
+		d.remember(digest, "", 0, asked)
 		return "", nil
 	}
-	d.remember(digest, m.Client, m.ExpiresIn)
+	d.remember(digest, m.Client, m.ExpiresIn, asked)
 	return m.Client, nil
 }
 
-// remember caches the answer for digest ("" for not found) for the ttl,
-// or until the token expires if that is sooner.
-func (d *dbTokens) remember(digest store.TokenDigest, client string, expiresIn time.Duration) {
+// remember caches the answer for digest ("" for not found), given by a
+// lookup started at now, for the ttl, or until the token expires if that
+// is sooner.
+func (d *dbTokens) remember(digest store.TokenDigest, client string, expiresIn time.Duration, now time.Time) {
 	if d.ttl <= 0 {
 		return
 	}
-	now := d.now()
 	capped := func(t time.Time) time.Time {
 		if expiresIn > 0 && now.Add(expiresIn).Before(t) {
 			return now.Add(expiresIn)
@@ -423,6 +442,67 @@ func (d *dbTokens) remember(digest store.TokenDigest, client string, expiresIn t
 		stale:  capped(now.Add(d.ttl + d.staleFor)),
 		known:  now.Add(knownFor),
 	}
+}
+
+// keepKnown marks the tokens that authenticate as known (loadKnown) now
+// and every knownReload until ctx ends. Run runs it.
+func (d *dbTokens) keepKnown(ctx context.Context) {
+	t := time.NewTicker(knownReload)
+	defer t.Stop()
+	for {
+		lctx, cancel := context.WithTimeout(ctx, readTimeout)
+		err := d.loadKnown(lctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("tokens that authenticate not loaded: a token never looked up is held back with its address's failures until the next load",
+				"error", err, "next_in", knownReload)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// loadKnown marks the tokens the database lists as authenticating now as
+// known for knownFor: their lookups are kept apart, and their source's
+// failed authentications never hold them back.
+//
+// A neighbour behind the same address (a NAT, an IPv6 /64) can always
+// drain that address's failures, and a token needing a lookup cannot be
+// told from junk before it: letting an address with none left look tokens
+// up anyway, in any bounded way, gives that bound to the neighbour too,
+// while an unbounded way would undo the limit a flood of junk tokens from
+// one address is held to. The database's list tells the valid tokens
+// apart without a lookup per request, so the limit on junk stays whole.
+// It marks a token known, never valid: a token listed is still looked up
+// (in the known slots) before it is let in, so a revoke since the list
+// was made takes effect as for any token found valid. Only a token
+// created since the last load is still held back with its address.
+func (d *dbTokens) loadKnown(ctx context.Context) error {
+	if d.ttl <= 0 || d.active == nil {
+		return nil // without a cache nothing is known: every token is looked up
+	}
+	asked := d.now()
+	digests, err := d.active(ctx, tokenCacheMax)
+	if err != nil {
+		return fmt.Errorf("load the tokens that authenticate: %w", err)
+	}
+	known := asked.Add(knownFor)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, digest := range digests {
+		f, ok := d.found[digest]
+		if !ok {
+			makeRoom(d.found, tokenCacheMax, asked, func(f foundToken) time.Time { return f.known })
+		}
+		if known.After(f.known) {
+			f.known = known
+		}
+		d.found[digest] = f
+	}
+	return nil
 }
 
 // makeRoom makes room for one more entry in a map holding up to size: it

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -209,7 +210,7 @@ func TestAuthFailuresLimitedPerSource(t *testing.T) {
 		{"then refused", "192.0.2.1:1001", "", "junk", http.StatusTooManyRequests},
 		{"a token found valid still works", "192.0.2.1:1002", "", shop, http.StatusNotFound},
 		{"an API_TOKENS token still works", "192.0.2.1:1003", "", acmeToken, http.StatusNotFound},
-		{"a valid token never seen needs a lookup: refused", "192.0.2.1:1004", "", newcomer, http.StatusTooManyRequests},
+		{"a valid token never seen (nor loaded) needs a lookup: refused", "192.0.2.1:1004", "", newcomer, http.StatusTooManyRequests},
 		{"X-Forwarded-For from an untrusted peer is ignored", "192.0.2.1:1005", "198.51.100.9", "junk", http.StatusTooManyRequests},
 		{"another address is not limited", "192.0.2.2:1000", "", "junk", http.StatusUnauthorized},
 		{"an IPv6 /64 counts as one address", "[2001:db8:1:2::1]:1000", "", "", http.StatusUnauthorized},
@@ -232,4 +233,65 @@ func TestAuthFailuresLimitedPerSource(t *testing.T) {
 			wantStatus(t, fmt.Sprintf("%s (%d)", tc.name, i+1), do(tc.remote, tc.xff, mustToken(t)), tc.want)
 		}
 	}
+}
+
+// A client that hangs up once the lookup of its unknown token has started
+// failed to authenticate: hanging up at once must not be a way past the
+// limit, which would keep the lookups of unknown tokens busy for free.
+func TestAuthFailuresCountHangUps(t *testing.T) {
+	const burst = 3
+	d, l, _ := newTestDBTokens(t, DefaultTokenCacheTTL)
+	l.block = make(chan struct{})
+	a := &authenticator{env: newTokenSet(testTokens), db: d, failures: newSourceLimits(0.001, burst)}
+	source := netip.MustParseAddr("192.0.2.1")
+	for i := range burst {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { _, err := a.client(ctx, mustToken(t), source); done <- err }()
+		waitFor(t, "the lookup to start", func() bool { return l.calls.Load() == int64(i+1) })
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("request %d hung up on: %v, want context.Canceled", i+1, err)
+		}
+		l.block <- struct{}{} // the lookup finishes: the token is not found
+		waitFor(t, "the lookup to end", func() bool { return l.active.Load() == 0 })
+	}
+	close(l.block)
+	var limited *limitedError
+	if _, err := a.client(context.Background(), mustToken(t), source); !errors.As(err, &limited) {
+		t.Errorf("after %d hang-ups: %v, want a *limitedError", burst, err)
+	}
+}
+
+// A neighbour behind the same address (a NAT, an IPv6 /64) that drained its
+// failed authentications does not lock out a valid database token that
+// needs a lookup (never seen by this api, as after a restart): the api
+// knows the tokens that authenticate from the list it loads at start-up
+// and every knownReload. A token created since the last load is still
+// held back with its address.
+func TestAuthFailuresSpareValidTokens(t *testing.T) {
+	const burst = 3
+	e := newTestEnv(t, func(o *Options) {
+		o.AuthFailLimit, o.AuthFailBurst = 0.001, burst // no refill during the test
+	})
+	shop := dbClient(t, e.store, "shop")
+	ctx, stop := context.WithCancel(context.Background())
+	loaded := make(chan struct{})
+	go func() { defer close(loaded); e.h.tokens.db.keepKnown(ctx) }()
+	t.Cleanup(func() { stop(); <-loaded })
+	waitFor(t, "the tokens to be loaded", func() bool { return e.h.tokens.db.known(shop) })
+	newcomer := dbClient(t, e.store, "newcomer")
+
+	do := func(token string) response {
+		t.Helper()
+		req := newRequest(http.MethodGet, RecordPath+uuid.NewString(), token, "", "")
+		req.RemoteAddr = "192.0.2.1:1000"
+		return e.do(t, req)
+	}
+	for i := range burst {
+		wantStatus(t, fmt.Sprintf("a neighbour's junk token (%d)", i+1), do(mustToken(t)), http.StatusUnauthorized)
+	}
+	wantStatus(t, "then its junk", do(mustToken(t)), http.StatusTooManyRequests)
+	wantStatus(t, "a valid token never looked up", do(shop), http.StatusNotFound)
+	wantStatus(t, "a valid token created since the last load", do(newcomer), http.StatusTooManyRequests)
 }

@@ -456,7 +456,17 @@ func TestDBTokensCache(t *testing.T) {
 				}
 			}()
 		}
-		waitFor(t, "the refusals", func() bool { return busy.Load() >= 40-20-(maxTokenLookups+maxTokenWaiting) })
+		// Every request refused or waiting on a lookup before any lookup
+		// answers: one coming later could take a place given back.
+		waitFor(t, "every request to be refused or waiting", func() bool {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			n := int(busy.Load())
+			for _, f := range d.flights {
+				n += f.waiters
+			}
+			return n == 40
+		})
 		close(l.block)
 		wg.Wait()
 		if p := l.peak.Load(); p > maxTokenLookups {
@@ -570,6 +580,140 @@ func TestDBTokensSaturated(t *testing.T) {
 		}
 		// Its place is given back: no one waits for that lookup any more.
 		waitFor(t, "the place to be given back", func() bool { return len(d.unknownPool.room) == maxTokenLookups })
+	})
+}
+
+// The cache's clocks start when the lookup starts, not when its answer
+// comes: the answer tells how the token stood at some moment between the
+// two, so a slow lookup must not stretch how long a revoke takes.
+func TestDBTokensCacheFromLookupStart(t *testing.T) {
+	const ttl, slow = 5 * time.Second, 3 * time.Second
+	type step struct {
+		after time.Duration // since the first lookup started
+		want  string        // "" refused; "error" when it cannot be checked
+	}
+	tests := []struct {
+		name  string
+		db    string // after the first lookup: "revoked" or "down"
+		steps []step
+	}{
+		{"revoked: refused at the ttl", "revoked", []step{{ttl - time.Millisecond, "shop"}, {ttl, ""}}},
+		{"database down: stale up to ttl + stale", "down",
+			[]step{{ttl + DefaultTokenStaleFor - time.Millisecond, "shop"}, {ttl + DefaultTokenStaleFor, "error"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			d, l, now := newTestDBTokens(t, ttl)
+			start := *now
+			tok := mustToken(t)
+			l.set(tok, "shop", 0)
+			d.lookup = func(ctx context.Context, dg store.TokenDigest) (store.TokenMatch, error) {
+				m, err := l.lookup(ctx, dg)
+				*now = now.Add(slow) // the answer comes late
+				return m, err
+			}
+			if c, err := d.client(ctx, tok); c != "shop" || err != nil {
+				t.Fatalf("first lookup: %q %v", c, err)
+			}
+			d.lookup = func(ctx context.Context, dg store.TokenDigest) (store.TokenMatch, error) {
+				if tc.db == "down" {
+					return store.TokenMatch{}, errors.New("connection refused")
+				}
+				return store.TokenMatch{}, store.ErrTokenNotFound
+			}
+			for _, s := range tc.steps {
+				*now = start.Add(s.after)
+				c, err := d.client(ctx, tok)
+				got := c
+				if err != nil {
+					got = "error"
+				}
+				if got != s.want {
+					t.Errorf("%s after the first lookup started: %q (%v), want %q", s.after, got, err, s.want)
+				}
+			}
+		})
+	}
+
+	t.Run("a token's expiry counts from the lookup's start too", func(t *testing.T) {
+		d, l, now := newTestDBTokens(t, ttl)
+		start := *now
+		tok := mustToken(t)
+		l.set(tok, "shop", 2*time.Second)
+		d.lookup = func(ctx context.Context, dg store.TokenDigest) (store.TokenMatch, error) {
+			m, err := l.lookup(ctx, dg)
+			*now = now.Add(time.Second)
+			return m, err
+		}
+		if c, err := d.client(context.Background(), tok); c != "shop" || err != nil {
+			t.Fatalf("first lookup: %q %v", c, err)
+		}
+		l.set(tok, "", 0) // expired
+		*now = start.Add(2 * time.Second)
+		if c, err := d.client(context.Background(), tok); c != "" || err != nil {
+			t.Errorf("past its expiry: %q %v, want refused", c, err)
+		}
+	})
+}
+
+// The tokens the database lists as authenticating are marked known, never
+// valid: each is still looked up before it is let in, and a listing does not
+// stretch a cached answer.
+func TestDBTokensLoadKnown(t *testing.T) {
+	ctx := context.Background()
+	list := func(toks ...string) func(context.Context, int) ([]store.TokenDigest, error) {
+		return func(context.Context, int) ([]store.TokenDigest, error) {
+			var out []store.TokenDigest
+			for _, tok := range toks {
+				out = append(out, store.DigestOf(tok))
+			}
+			return out, nil
+		}
+	}
+	t.Run("listed, then revoked: looked up and refused", func(t *testing.T) {
+		d, l, _ := newTestDBTokens(t, 5*time.Second)
+		tok := mustToken(t)
+		d.active = list(tok)
+		if err := d.loadKnown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !d.known(tok) {
+			t.Fatal("a listed token is not known")
+		}
+		if c, err := d.client(ctx, tok); c != "" || err != nil || l.calls.Load() != 1 {
+			t.Errorf("revoked since it was listed: %q %v after %d lookups, want refused after 1", c, err, l.calls.Load())
+		}
+		if d.known(tok) {
+			t.Error("still known once found revoked")
+		}
+	})
+	t.Run("a listing keeps a cached answer's clocks", func(t *testing.T) {
+		d, l, now := newTestDBTokens(t, 5*time.Second)
+		start := *now
+		tok := mustToken(t)
+		l.set(tok, "shop", 0)
+		if c, err := d.client(ctx, tok); c != "shop" || err != nil {
+			t.Fatalf("first lookup: %q %v", c, err)
+		}
+		l.set(tok, "", 0) // revoked
+		*now = start.Add(4 * time.Second)
+		d.active = list(tok) // listed just before the revoke
+		if err := d.loadKnown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		*now = start.Add(5 * time.Second)
+		if c, err := d.client(ctx, tok); c != "" || err != nil {
+			t.Errorf("at the ttl of its first answer: %q %v, want refused", c, err)
+		}
+	})
+	t.Run("no cache: nothing known", func(t *testing.T) {
+		d, _, _ := newTestDBTokens(t, -1)
+		tok := mustToken(t)
+		d.active = list(tok)
+		if err := d.loadKnown(ctx); err != nil || d.known(tok) {
+			t.Errorf("known %v, error %v; want not known", d.known(tok), err)
+		}
 	})
 }
 

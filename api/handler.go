@@ -207,6 +207,7 @@ func NewHandler(o Options) (*Handler, error) {
 		db:       newDBTokens(o.Store.LookupToken, o.Tokens, h.log, o.TokenCacheTTL, max(o.TokenStaleFor, 0)),
 		failures: newSourceLimits(o.AuthFailLimit, o.AuthFailBurst),
 	}
+	h.tokens.db.active = o.Store.ActiveTokenDigests // loaded by Run (keepKnown)
 	if h.idemTTL <= 0 {
 		h.idemTTL = DefaultIdempotencyTTL
 	}

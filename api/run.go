@@ -133,6 +133,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	})
 	g.Go(func() error {
+		h.tokens.db.keepKnown(gctx)
+		return nil
+	})
+	g.Go(func() error {
 		purge(gctx, log, "expired idempotency keys", h.store.PurgeExpiredKeys)
 		return nil
 	})

@@ -372,6 +372,27 @@ func (s *Store) LookupToken(ctx context.Context, d TokenDigest) (TokenMatch, err
 	return m, nil
 }
 
+// ActiveTokenDigests lists the digests of up to limit tokens that
+// authenticate now (those LookupToken finds), newest first.
+func (s *Store) ActiveTokenDigests(ctx context.Context, limit int) ([]TokenDigest, error) {
+	var rows [][]byte
+	err := s.db.SelectContext(ctx, &rows, `
+		SELECT t.digest
+		FROM api_tokens t JOIN api_clients c ON c.id = t.client_id
+		WHERE c.disabled_at IS NULL AND `+activeToken+`
+		ORDER BY t.created_at DESC, t.digest LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list active token digests: %w", err)
+	}
+	out := make([]TokenDigest, len(rows))
+	for i, r := range rows {
+		if copy(out[i][:], r) != len(out[i]) {
+			return nil, errors.New("list active token digests: a stored digest has the wrong length")
+		}
+	}
+	return out, nil
+}
+
 // inTx runs f in a transaction, committed if f returns nil; errors are
 // wrapped with what.
 func (s *Store) inTx(ctx context.Context, what string, f func(*sqlx.Tx) error) error {

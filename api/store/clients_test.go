@@ -234,3 +234,38 @@ func TestRevokeAmbiguousTokenID(t *testing.T) {
 		t.Errorf("an ambiguous revoke revoked something: %q", got)
 	}
 }
+
+// ActiveTokenDigests lists the tokens LookupToken finds, newest first.
+func TestActiveTokenDigests(t *testing.T) {
+	ctx := context.Background()
+	s := store.New(pgtest.New(t))
+	create := func(name string) store.TokenDigest {
+		t.Helper()
+		tok, d := newToken(t)
+		if err := s.CreateClient(ctx, name, d, store.TokenID(tok)); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	older := create("older")
+	create("disabled")
+	if _, err := s.SetClientDisabled(ctx, "disabled", true); err != nil {
+		t.Fatal(err)
+	}
+	create("revoked")
+	if _, err := s.RevokeClientTokens(ctx, "revoked"); err != nil {
+		t.Fatal(err)
+	}
+	newer := create("newer")
+
+	got, err := s.ActiveTokenDigests(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != newer || got[1] != older {
+		t.Errorf("active digests: %d of them, want newer's and older's", len(got))
+	}
+	if got, err := s.ActiveTokenDigests(ctx, 1); err != nil || len(got) != 1 || got[0] != newer {
+		t.Errorf("at most 1: %d digests, %v; want newer's", len(got), err)
+	}
+}
