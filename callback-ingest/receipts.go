@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // claimReceipt claims receipt for payment id in events.ReceiptsBucket, just
@@ -57,7 +58,7 @@ func (h *handler) receiptClaims(ctx context.Context) (jetstream.KeyValue, error)
 	if h.receipts != nil {
 		return h.receipts, nil
 	}
-	kv, err := events.EnsureReceipts(ctx, h.js, 1)
+	kv, err := worker.EnsureBucket(ctx, h.js, events.ReceiptsConfig(1))
 	if err != nil {
 		return nil, err
 	}

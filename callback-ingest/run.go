@@ -16,6 +16,7 @@ import (
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/failpoint"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // HTTP server timeouts. A callback is a small body sent at once; slow
@@ -151,7 +152,7 @@ func ensureStream(ctx context.Context, log *slog.Logger, js jetstream.JetStream,
 			_, err = events.EnsureCallbackStream(actx, js, replicas)
 		}
 		if err == nil {
-			m.receipts, err = events.EnsureReceipts(actx, js, replicas)
+			m.receipts, err = worker.EnsureBucket(actx, js, events.ReceiptsConfig(replicas))
 		}
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) {

@@ -13,12 +13,13 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // bucket opens (creating if need be) a bucket the dispatcher uses.
 func (h *harness) bucket(cfg jetstream.KeyValueConfig) jetstream.KeyValue {
 	h.t.Helper()
-	kv, err := ensureBucket(context.Background(), h.ns.JS, cfg)
+	kv, err := worker.EnsureBucket(context.Background(), h.ns.JS, cfg)
 	if err != nil {
 		h.t.Fatal(err)
 	}

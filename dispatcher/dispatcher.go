@@ -24,6 +24,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 	"github.com/stkgate/stkgate/events/redact"
 )
 
@@ -156,7 +157,7 @@ func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cfg Co
 			if res.pushLog, err = events.EnsurePushLogStream(ctx, js, cfg.StreamReplicas); err != nil {
 				return res, err
 			}
-			if res.phones, err = ensureBucket(ctx, js, events.PhonesConfig(cfg.StreamReplicas, cfg.PhoneLockTTL)); err != nil {
+			if res.phones, err = worker.EnsureBucket(ctx, js, events.PhonesConfig(cfg.StreamReplicas, cfg.PhoneLockTTL)); err != nil {
 				return res, err
 			}
 			// Before the consumers: their MaxDeliver advisories are kept

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // errConflict: the key changed since it was read; another dispatcher
@@ -21,31 +22,13 @@ var errConflict = errors.New("changed by another dispatcher")
 // kvTimeout bounds each key-value call.
 const kvTimeout = 5 * time.Second
 
-// ensureBucket opens a key-value bucket, creating it when missing. An
-// existing bucket is left as it is: updating its stream races with consumers
-// being created by services starting at the same moment (see
-// events.EnsureStream), and another service may have created it first.
-func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, cfg.Bucket)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("key-value bucket %s: %w", cfg.Bucket, err)
-	}
-	return kv, nil
-}
-
-// ensureAttempts opens the attempts bucket (ensureBucket), and lengthens the
+// ensureAttempts opens the attempts bucket (worker.EnsureBucket), and lengthens the
 // life of its records when an older version made them shorter than the
 // contract's (events.AttemptsConfig: as long as the stream keeps requests).
 // A record must outlive every redelivery of its request.
 func ensureAttempts(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	cfg := events.AttemptsConfig(replicas)
-	kv, err := ensureBucket(ctx, js, cfg)
+	kv, err := worker.EnsureBucket(ctx, js, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,6 @@
 package events
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,21 +33,3 @@ func ReceiptsConfig(replicas int) jetstream.KeyValueConfig {
 // unique index compares receipts. A receipt as callback-ingest parses it
 // (letters and digits) is a valid key.
 func ReceiptKey(receipt string) string { return strings.ToUpper(receipt) }
-
-// EnsureReceipts opens the receipts bucket, creating it when missing. An
-// existing bucket is left as it is (see EnsureStream: updating races with
-// services starting at the same moment).
-func EnsureReceipts(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	cfg := ReceiptsConfig(replicas)
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, cfg.Bucket)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("key-value bucket %s: %w", cfg.Bucket, err)
-	}
-	return kv, nil
-}

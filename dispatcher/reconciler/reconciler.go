@@ -33,6 +33,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // Source is the CloudEvents source of every event the reconciler publishes.
@@ -164,7 +165,7 @@ func (r *reconciler) setUp(ctx context.Context, js jetstream.JetStream) (dispatc
 			if err != nil {
 				return err
 			}
-			kv, err := attemptsBucket(ctx, js, r.cfg.StreamReplicas)
+			kv, err := worker.EnsureBucket(ctx, js, events.AttemptsConfig(r.cfg.StreamReplicas))
 			if err != nil {
 				return err
 			}
@@ -209,23 +210,6 @@ func (r *reconciler) setUp(ctx context.Context, js jetstream.JetStream) (dispatc
 		}
 		wait = min(2*wait, 10*time.Second)
 	}
-}
-
-// attemptsBucket opens the dispatcher's attempts bucket, creating it with
-// the contract's definition when the reconciler starts first. An existing
-// bucket is left as it is: it is the dispatcher's.
-func attemptsBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, events.AttemptsBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, events.AttemptsConfig(replicas))
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, events.AttemptsBucket)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("attempts bucket %s: %w", events.AttemptsBucket, err)
-	}
-	return kv, nil
 }
 
 // retryableSetUp reports whether a start-up failure may pass by itself (NATS
