@@ -14,6 +14,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // retryDelay is the wait after a failure of NATS itself (a lookup or a
@@ -494,7 +495,7 @@ func (r *reconciler) attempt(ctx context.Context, id string) (a events.Attempt, 
 // with each delivery, up to QueryMaxInterval, with some jitter so that the
 // instances' queries spread out.
 func (r *reconciler) backoff(msg jetstream.Msg) time.Duration {
-	n := min(numDelivered(msg), 20)
+	n := min(worker.Delivered(msg), 20)
 	d := r.cfg.QueryInterval
 	for i := uint64(1); i < n && d < r.cfg.QueryMaxInterval; i++ {
 		d *= 2

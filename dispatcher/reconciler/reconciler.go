@@ -27,7 +27,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
@@ -106,20 +105,28 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("reconciler started", "reconcile_after", cfg.ReconcileAfter.String(),
 		"unknown_deadline", cfg.UnknownDeadline.String(), "request_deadline", cfg.RequestDeadline.String())
 
-	// work outlives ctx by ShutdownTimeout, so that a message in hand is
-	// settled (acked, or nak'ed for later) rather than left to time out.
-	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	stopWork := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(cfg.ShutdownTimeout, cancelWork)
-		context.AfterFunc(work, func() { t.Stop() })
-	})
-	defer stopWork()
-
+	// Each pool gives the messages in hand up to ShutdownTimeout after ctx
+	// ends to be settled (acked, or nak'ed for later) rather than left to
+	// time out.
+	recreate := func(cc jetstream.ConsumerConfig) func(context.Context) (jetstream.Consumer, error) {
+		return func(ctx context.Context) (jetstream.Consumer, error) { return r.createConsumer(ctx, cc) }
+	}
 	var g errgroup.Group
-	g.Go(func() error { r.consume(ctx, work, dispatched, r.handleDispatched); return nil })
-	g.Go(func() error { r.consume(ctx, work, requested, r.handleRequested); return nil })
-	g.Go(func() error { r.consume(ctx, work, r.confirmCons, r.handleConfirm); return nil })
+	g.Go(func() error {
+		r.pool(ctx, dispatched, recreate(events.ReconcilerDispatchedConsumer()), r.handleDispatched)
+		return nil
+	})
+	g.Go(func() error {
+		r.pool(ctx, requested, recreate(events.ReconcilerRequestedConsumer()), r.handleRequested)
+		return nil
+	})
+	g.Go(func() error {
+		r.pool(ctx, r.confirmCons, func(ctx context.Context) (jetstream.Consumer, error) {
+			_, c, err := r.confirmConsumer(ctx, js)
+			return c, err
+		}, r.handleConfirm)
+		return nil
+	})
 	_ = g.Wait()
 	log.Info("reconciler stopped")
 	return nil
@@ -153,126 +160,76 @@ func (r *reconciler) clock() time.Time {
 }
 
 // setUp creates the stream, finds (or creates) the attempts bucket and
-// creates the two consumers, retrying while NATS is not reachable yet so the
-// services can start in any order.
+// creates the consumers, retrying while NATS is not reachable yet so the
+// services can start in any order (worker.RetryStart).
 func (r *reconciler) setUp(ctx context.Context, js jetstream.JetStream) (dispatched, requested jetstream.Consumer, err error) {
-	wait := time.Second
-	for {
-		err = func() error {
-			ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-			defer cancel()
-			stream, err := events.EnsureStream(ctx, js, r.cfg.StreamReplicas)
-			if err != nil {
-				return err
-			}
-			kv, err := worker.EnsureBucket(ctx, js, events.AttemptsConfig(r.cfg.StreamReplicas))
-			if err != nil {
-				return err
-			}
-			pushLog, err := events.EnsurePushLogStream(ctx, js, r.cfg.StreamReplicas)
-			if err != nil {
-				return err
-			}
-			// Before the consumers: their MaxDeliver advisories are kept
-			// only once STK_ADVISORIES exists.
-			if _, err := events.EnsureAdvisoryStream(ctx, js, r.cfg.StreamReplicas); err != nil {
-				return err
-			}
-			d, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, events.ReconcilerDispatchedConsumer())
-			if err != nil {
-				return fmt.Errorf("create consumer %s: %w", events.ConsumerReconcilerDispatched, err)
-			}
-			q, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, events.ReconcilerRequestedConsumer())
-			if err != nil {
-				return fmt.Errorf("create consumer %s: %w", events.ConsumerReconcilerRequested, err)
-			}
-			callbacks, c, err := r.confirmConsumer(ctx, js)
-			if err != nil {
-				return err
-			}
-			r.stream, r.pushLog, r.callbacks, r.kv, r.confirmCons, dispatched, requested = stream, pushLog, callbacks, kv, c, d, q
-			return nil
-		}()
-		if err == nil {
-			return dispatched, requested, nil
+	_, err = worker.RetryStart(ctx, r.log, "reconciler set-up", func(ctx context.Context) (struct{}, error) {
+		stream, err := events.EnsureStream(ctx, js, r.cfg.StreamReplicas)
+		if err != nil {
+			return struct{}{}, err
 		}
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+		kv, err := worker.EnsureBucket(ctx, js, events.AttemptsConfig(r.cfg.StreamReplicas))
+		if err != nil {
+			return struct{}{}, err
 		}
-		if !retryableSetUp(err) {
-			return nil, nil, fmt.Errorf("reconciler: %w", err)
+		pushLog, err := events.EnsurePushLogStream(ctx, js, r.cfg.StreamReplicas)
+		if err != nil {
+			return struct{}{}, err
 		}
-		r.log.Warn("jetstream not ready, retrying", "error", err, "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
-			return nil, nil, ctx.Err()
-		case <-time.After(wait):
+		// Before the consumers: their MaxDeliver advisories are kept
+		// only once STK_ADVISORIES exists.
+		if _, err := events.EnsureAdvisoryStream(ctx, js, r.cfg.StreamReplicas); err != nil {
+			return struct{}{}, err
 		}
-		wait = min(2*wait, 10*time.Second)
+		d, err := r.createConsumer(ctx, events.ReconcilerDispatchedConsumer())
+		if err != nil {
+			return struct{}{}, err
+		}
+		q, err := r.createConsumer(ctx, events.ReconcilerRequestedConsumer())
+		if err != nil {
+			return struct{}{}, err
+		}
+		callbacks, c, err := r.confirmConsumer(ctx, js)
+		if err != nil {
+			return struct{}{}, err
+		}
+		r.stream, r.pushLog, r.callbacks, r.kv, r.confirmCons, dispatched, requested = stream, pushLog, callbacks, kv, c, d, q
+		return struct{}{}, nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reconciler: %w", err)
 	}
+	return dispatched, requested, nil
 }
 
-// retryableSetUp reports whether a start-up failure may pass by itself (NATS
-// or JetStream not there yet) rather than being a configuration error.
-func retryableSetUp(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		// The server answered and refused: waiting will not help, except
-		// while JetStream is still starting or electing a leader.
-		return apiErr.Code == 503 || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+// createConsumer creates (or brings up to date) a consumer of the STK
+// stream.
+func (r *reconciler) createConsumer(ctx context.Context, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := r.js.CreateOrUpdateConsumer(ctx, events.StreamName, cc)
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", cc.Durable, err)
 	}
-	return true
+	return c, nil
 }
 
 // handler settles one message: ack, nak with a delay, or term.
 type handler func(work context.Context, log *slog.Logger, msg jetstream.Msg)
 
-// consume runs Concurrency workers that fetch one message at a time until
-// stop is cancelled.
-func (r *reconciler) consume(stop, work context.Context, cons jetstream.Consumer, h handler) {
-	name := cons.CachedInfo().Name
-	var wg sync.WaitGroup
-	for range r.cfg.Concurrency {
-		wg.Go(func() {
-			for stop.Err() == nil {
-				// The pull ends with stop, so no message is taken on after it.
-				fctx, cancel := context.WithTimeout(stop, fetchWait)
-				batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
-				if err != nil {
-					cancel()
-					if stop.Err() == nil {
-						r.log.Warn("fetch failed", "consumer", name, "error", err)
-						sleep(stop, time.Second)
-					}
-					continue
-				}
-				for msg := range batch.Messages() {
-					if stop.Err() != nil {
-						// Taken as the reconciler stopped: hand it back to
-						// another instance.
-						_ = events.HandBack(msg)
-						continue
-					}
-					r.handle(work, msg, h)
-				}
-				cancel()
-				if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) &&
-					!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && stop.Err() == nil {
-					r.log.Warn("fetch failed", "consumer", name, "error", err)
-					sleep(stop, time.Second)
-				}
-			}
-		})
-	}
-	wg.Wait()
-}
-
-func (r *reconciler) handle(work context.Context, msg jetstream.Msg, h handler) {
-	id := events.TrackingIDOf(msg.Subject())
-	log := r.log.With("tracking_id", id)
-	keep := keepInProgress(msg, r.cfg.ProgressInterval)
-	defer keep()
-	h(work, log, msg)
+// pool consumes cons with Concurrency handlers of h, each message's log
+// lines carrying its tracking id; a deleted consumer is created again with
+// recreate.
+func (r *reconciler) pool(stop context.Context, cons jetstream.Consumer, recreate func(context.Context) (jetstream.Consumer, error), h handler) {
+	worker.Pool{
+		Name:            cons.CachedInfo().Name,
+		Concurrency:     r.cfg.Concurrency,
+		FetchWait:       fetchWait,
+		ProgressEvery:   r.cfg.ProgressInterval,
+		ShutdownTimeout: r.cfg.ShutdownTimeout,
+		Recreate:        recreate,
+		Log:             r.log,
+	}.Run(stop, cons, func(_, work context.Context, msg jetstream.Msg) {
+		h(work, r.log.With("tracking_id", events.TrackingIDOf(msg.Subject())), msg)
+	})
 }
 
 // completed reports whether stk.completed for id is in the stream.
@@ -306,39 +263,17 @@ func (r *reconciler) publish(ctx context.Context, ev events.Completed) (duplicat
 	return ack.Duplicate, nil
 }
 
-// ack acknowledges and waits for JetStream's confirmation; a lost ack only
-// means one more (harmless) check later.
+// ack, later and term settle a message the reconciler's way (worker's
+// helpers): a lost ack means one more check; a nak is its timer; a term is
+// for an event no delivery can read.
 func ack(work context.Context, log *slog.Logger, msg jetstream.Msg) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(work), 5*time.Second)
-	defer cancel()
-	if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-		log.Warn("ack not confirmed: the payment will be checked again", "error", err)
-	}
+	worker.Ack(work, log, msg, "the payment will be checked again")
 }
 
-// later naks msg for redelivery after delay: the reconciler's timer.
-func later(log *slog.Logger, msg jetstream.Msg, delay time.Duration) {
-	delay = max(delay, 10*time.Millisecond)
-	if err := msg.NakWithDelay(delay); err != nil {
-		// Unacked, it comes back after AckWait anyway.
-		log.Warn("nak failed", "error", err)
-	}
-}
+func later(log *slog.Logger, msg jetstream.Msg, delay time.Duration) { worker.Nak(log, msg, delay) }
 
 func term(log *slog.Logger, msg jetstream.Msg, reason string) {
-	log.Error("terminating malformed event", "subject", msg.Subject(), "reason", reason)
-	if err := msg.TermWithReason("malformed: " + reason); err != nil {
-		log.Error("terminate failed", "error", err)
-	}
-}
-
-// numDelivered is how many times msg was delivered (1 on the first).
-func numDelivered(msg jetstream.Msg) uint64 {
-	meta, err := msg.Metadata()
-	if err != nil || meta.NumDelivered == 0 {
-		return 1
-	}
-	return meta.NumDelivered
+	worker.Term(log, msg, "malformed: "+reason)
 }
 
 // storedAt is when JetStream stored msg: the server's clock, the same for
@@ -349,35 +284,4 @@ func storedAt(msg jetstream.Msg, fallback time.Time) time.Time {
 		return fallback
 	}
 	return meta.Timestamp
-}
-
-// keepInProgress reports msg in progress every interval until the returned
-// function is called, so JetStream does not hand it to another instance
-// while this one is still on it.
-func keepInProgress(msg jetstream.Msg, every time.Duration) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
-		}
-	})
-	return func() {
-		close(done)
-		wg.Wait()
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }

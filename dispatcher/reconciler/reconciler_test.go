@@ -17,6 +17,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	testwait "github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 const wait = 15 * time.Second
@@ -559,7 +560,29 @@ func TestMalformedEventTerminated(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.settled(wait)
-	if !strings.Contains(h.logs.String(), "terminating malformed event") {
+	if logs := h.logs.String(); !strings.Contains(logs, `"msg":"message terminated"`) || !strings.Contains(logs, `"reason":"malformed: `) {
 		t.Error("no log line about the malformed event")
 	}
+}
+
+// A reconciler consumer deleted under a running reconciler (an operator's
+// mistake, a chaos test) is created again, and the payments it covers are
+// still reconciled.
+func TestConsumerDeletedIsCreatedAgain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.start()
+	ctx := context.Background()
+	testwait.For(t, "the reconciler's consumer", func() bool {
+		_, err := h.ns.JS.Consumer(ctx, events.StreamName, events.ConsumerReconcilerDispatched)
+		return err == nil
+	})
+	if err := h.ns.JS.DeleteConsumer(ctx, events.StreamName, events.ConsumerReconcilerDispatched); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true, CallbackDelay: -1})
+	if got, _ := h.completion(p.TrackingID, wait); got.ResultCode != "1032" || got.Source != events.SourceQuery {
+		t.Errorf("completed %+v, want Daraja's 1032 learnt by query", got)
+	}
+	h.settled(wait)
 }
