@@ -45,6 +45,14 @@ func New(getenv func(string) string) *Env {
 // nil if there is none.
 func (e *Env) Err() error { return errors.Join(e.errs...) }
 
+// Add records err, an error that names its variable itself (such as a
+// parser's of a list, naming an entry by position); nil adds nothing.
+func (e *Env) Add(err error) {
+	if err != nil {
+		e.errs = append(e.errs, err)
+	}
+}
+
 // Fail records an error of the setting name, for the checks a service
 // makes itself (a secret's length, one setting against another). The error
 // is printed after "name: "; it must not repeat a secret.
