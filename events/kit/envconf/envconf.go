@@ -342,3 +342,27 @@ func (e *Env) ListenAddr(name, def string) string {
 	}
 	return v
 }
+
+// HTTPURL is an absolute http or https URL with a host and without query
+// or fragment, such as a base URL that paths are added to. An empty def
+// makes it required (what says what it is for). The value is never
+// repeated in an error: it may carry credentials.
+func (e *Env) HTTPURL(name, def, what string) string {
+	v := e.Raw(name)
+	if v == "" {
+		if def == "" {
+			e.Failf(name, "required; it must be %s", what)
+		}
+		return def
+	}
+	u, err := url.Parse(v)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		e.Failf(name, "the value is not an absolute http(s) URL; it must be %s, such as https://host/path", what)
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		e.Failf(name, "the URL has a query or fragment; it must be %s, without either", what)
+	default:
+		return v
+	}
+	return def
+}

@@ -206,6 +206,30 @@ func TestListenAddr(t *testing.T) {
 	}, func(e *Env) any { return e.ListenAddr("X", ":8080") })
 }
 
+func TestHTTPURL(t *testing.T) {
+	check(t, []readCase{
+		{"unset, required", "<unset>", "", "X: required; it must be the base"},
+		{"https", "https://pay.example.com/stk/", "https://pay.example.com/stk/", ""},
+		{"http", "http://127.0.0.1:5555", "http://127.0.0.1:5555", ""},
+		{"relative", "/hooks", "", "X: the value is not an absolute http(s) URL; it must be the base"},
+		{"no scheme", "pay.example.com", "", "X: the value is not an absolute http(s) URL"},
+		{"ftp", "ftp://pay.example.com", "", "X: the value is not an absolute http(s) URL"},
+		{"query", "https://pay.example.com/?a=b", "", "X: the URL has a query or fragment"},
+		{"empty query", "https://pay.example.com/?", "", "X: the URL has a query or fragment"},
+		{"fragment", "https://pay.example.com/#a", "", "X: the URL has a query or fragment"},
+	}, func(e *Env) any { return e.HTTPURL("X", "", "the base") })
+	check(t, []readCase{
+		{"default", "<unset>", "https://sandbox", ""},
+	}, func(e *Env) any { return e.HTTPURL("X", "https://sandbox", "the base") })
+	for _, v := range []string{"https://u:s3cr3t@host:bad:port", "https://u:s3cr3t@host/?q", "s3cr3t"} {
+		e := New(getenv(v))
+		e.HTTPURL("X", "", "the base")
+		if err := e.Err(); err == nil || strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("X=%q: error %v", v, err)
+		}
+	}
+}
+
 func TestStringAndRequired(t *testing.T) {
 	check(t, []readCase{
 		{"unset", "<unset>", "def", ""},

@@ -4,6 +4,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -138,6 +139,32 @@ func FuzzListenAddr(f *testing.F) {
 		}
 		if _, _, serr := net.SplitHostPort(a); serr != nil {
 			t.Fatalf("X=%q: %q is not host:port", v, a)
+		}
+	})
+}
+
+// FuzzHTTPURL: a URL with a password around fuzzed parts; an error never
+// shows it, and an accepted URL is absolute http(s) without a query.
+func FuzzHTTPURL(f *testing.F) {
+	for _, s := range [][2]string{{"https", "host/path"}, {"http", "h:bad:port"}, {"ftp", "h"}, {"https", "h/?a=b"}, {"", ""}, {"https", "h#x"}} {
+		f.Add(s[0], s[1])
+	}
+	const password = "Pw0rdMark"
+	f.Fuzz(func(t *testing.T, scheme, rest string) {
+		if strings.Contains(scheme+rest, password) {
+			t.Skip()
+		}
+		v := scheme + "://user:" + password + "@" + rest
+		got, err := read(t, v, func(e *Env) string { return e.HTTPURL("X", "", "a base URL") })
+		if err != nil && strings.Contains(err.Error(), password) {
+			t.Fatalf("X=%q: error shows the password: %v", v, err)
+		}
+		if err != nil {
+			return
+		}
+		u, perr := url.Parse(got)
+		if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			t.Fatalf("X=%q: accepted %q", v, got)
 		}
 	})
 }
