@@ -86,22 +86,30 @@ func FuzzReplicas(f *testing.F) {
 	})
 }
 
+// readWithPassword reads X=scheme://user:password@rest with read and fails
+// when an error shows the password.
+func readWithPassword(t *testing.T, scheme, rest string, read1 func(*Env) string) (string, string, error) {
+	t.Helper()
+	const password = "Pw0rdMark"
+	if strings.Contains(scheme+rest, password) {
+		t.Skip()
+	}
+	v := scheme + "://user:" + password + "@" + rest
+	got, err := read(t, v, read1)
+	if err != nil && strings.Contains(err.Error(), password) {
+		t.Fatalf("X=%q: error shows the password: %v", v, err)
+	}
+	return v, got, err
+}
+
 // FuzzNATSURL puts a password in a URL around fuzzed parts: whatever they
 // make of it, an error never shows the password.
 func FuzzNATSURL(f *testing.F) {
 	for _, s := range [][2]string{{"nats", "a:4222"}, {"http", "a"}, {"", ""}, {"nats", ":bad:port"}, {"nats", "a:1,"}, {"wss", "%zz"}, {"tls", "a:1, b:2"}} {
 		f.Add(s[0], s[1])
 	}
-	const password = "Pw0rdMark"
 	f.Fuzz(func(t *testing.T, scheme, rest string) {
-		if strings.Contains(scheme+rest, password) {
-			t.Skip()
-		}
-		v := scheme + "://user:" + password + "@" + rest
-		got, err := read(t, v, func(e *Env) string { return e.NATSURL("X", "") })
-		if err != nil && strings.Contains(err.Error(), password) {
-			t.Fatalf("X=%q: error shows the password: %v", v, err)
-		}
+		v, got, err := readWithPassword(t, scheme, rest, func(e *Env) string { return e.NATSURL("X", "") })
 		if (err == nil) != (got != "") {
 			t.Fatalf("X=%q: %q, %v", v, got, err)
 		}
@@ -149,16 +157,8 @@ func FuzzHTTPURL(f *testing.F) {
 	for _, s := range [][2]string{{"https", "host/path"}, {"http", "h:bad:port"}, {"ftp", "h"}, {"https", "h/?a=b"}, {"", ""}, {"https", "h#x"}} {
 		f.Add(s[0], s[1])
 	}
-	const password = "Pw0rdMark"
 	f.Fuzz(func(t *testing.T, scheme, rest string) {
-		if strings.Contains(scheme+rest, password) {
-			t.Skip()
-		}
-		v := scheme + "://user:" + password + "@" + rest
-		got, err := read(t, v, func(e *Env) string { return e.HTTPURL("X", "", "a base URL") })
-		if err != nil && strings.Contains(err.Error(), password) {
-			t.Fatalf("X=%q: error shows the password: %v", v, err)
-		}
+		v, got, err := readWithPassword(t, scheme, rest, func(e *Env) string { return e.HTTPURL("X", "", "a base URL") })
 		if err != nil {
 			return
 		}
