@@ -7,7 +7,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"unicode"
 
 	"github.com/stkgate/stkgate/events/cidr"
+	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/redact"
 )
 
@@ -122,73 +122,35 @@ type Config struct {
 // every setting that is missing or malformed, and never repeats a token in its
 // errors. A Config built directly has no limits unless it sets them.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	e := envconf.New(getenv)
 	c := Config{
-		Addr:         DefaultAddr,
-		DatabaseURL:  strings.TrimSpace(getenv("DATABASE_URL")),
-		NATSURL:      strings.TrimSpace(getenv("NATS_URL")),
-		DispatchMode: DefaultDispatchMode,
-		SyncTimeout:  DefaultSyncTimeout,
-
-		IdempotencyTTL: DefaultIdempotencyTTL,
-
-		RateLimit:       DefaultRateLimit,
-		PhoneMaxPrompts: DefaultPhoneMaxPrompts,
-		PhoneWindow:     DefaultPhoneWindow,
-
-		AuthFailLimit:   DefaultAuthFailLimit,
-		AuthFailBurst:   DefaultAuthFailBurst,
-		ClientMaxQueued: DefaultClientMaxQueued,
+		Addr:           e.ListenAddr("API_ADDR", DefaultAddr),
+		DatabaseURL:    e.Required("DATABASE_URL", "a Postgres URL such as postgres://user@host:5432/stkgate"),
+		NATSURL:        e.NATSURL("NATS_URL", ""),
+		StreamReplicas: e.Replicas("NATS_STREAM_REPLICAS", DefaultStreamReplicas),
+		DispatchMode:   DispatchMode(e.OneOf("DISPATCH_MODE", string(DefaultDispatchMode), string(ModeAsync), string(ModeSync))),
+		SyncTimeout:    e.Duration("SYNC_TIMEOUT", DefaultSyncTimeout, time.Nanosecond, MaxSyncTimeout),
+		IdempotencyTTL: e.Duration("IDEMPOTENCY_TTL", DefaultIdempotencyTTL, MinIdempotencyTTL, MaxIdempotencyTTL),
 	}
-	var errs []error
-	if v := strings.TrimSpace(getenv("API_ADDR")); v != "" {
-		c.Addr = v
-	}
+	// ParseTokens names API_TOKENS itself, and an entry by its position,
+	// never by its token.
 	tokens, err := ParseTokens(getenv("API_TOKENS"))
-	if err != nil {
-		errs = append(errs, err)
-	} else if err := CheckTokenLengths(tokens); err != nil {
-		errs = append(errs, err)
+	if err == nil {
+		err = CheckTokenLengths(tokens)
 	}
+	e.Add(err)
 	c.Tokens = tokens
-	c.StreamReplicas = DefaultStreamReplicas
-	if v := strings.TrimSpace(getenv("NATS_STREAM_REPLICAS")); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("NATS_STREAM_REPLICAS: %q is not a whole number from 1 to 5", v))
-		} else {
-			c.StreamReplicas = n
-		}
-	}
-	if v := strings.TrimSpace(getenv("DISPATCH_MODE")); v != "" {
-		c.DispatchMode = DispatchMode(strings.ToLower(v))
-	}
-	if v := strings.TrimSpace(getenv("SYNC_TIMEOUT")); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("SYNC_TIMEOUT: %q is not a duration such as 30s", v))
-		} else {
-			c.SyncTimeout = d
-		}
-	}
-	if v := strings.TrimSpace(getenv("IDEMPOTENCY_TTL")); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("IDEMPOTENCY_TTL: %q is not a duration such as 24h", v))
-		} else {
-			c.IdempotencyTTL = d
-		}
-	}
-	errs = append(errs, limitsFromEnv(getenv, &c)...)
-	errs = append(errs, authFromEnv(getenv, &c)...)
-	errs = append(errs, c.check()...)
-	if err := errors.Join(errs...); err != nil {
+	limitsFromEnv(e, &c)
+	authFromEnv(e, &c)
+	if err := e.Err(); err != nil {
 		return Config{}, fmt.Errorf("api configuration: %w", err)
 	}
 	return c, nil
 }
 
-// check reports every invalid setting but the tokens (ParseTokens and
-// withDefaults check those), named by its environment variable.
+// check reports every invalid setting of a Config built directly (Run's
+// withDefaults) but the tokens (checkTokens), named by its environment
+// variable. ConfigFromEnv's reader holds the same bounds.
 func (c Config) check() []error {
 	var errs []error
 	if _, port, err := net.SplitHostPort(c.Addr); err != nil {
@@ -201,8 +163,8 @@ func (c Config) check() []error {
 	}
 	if c.NATSURL == "" {
 		errs = append(errs, errors.New("NATS_URL: required"))
-	} else if err := checkNATSURL(c.NATSURL); err != nil {
-		errs = append(errs, err)
+	} else if err := envconf.CheckNATSURL(c.NATSURL); err != nil {
+		errs = append(errs, fmt.Errorf("NATS_URL: %w", err))
 	}
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		errs = append(errs, fmt.Errorf("NATS_STREAM_REPLICAS: %d is not from 1 to 5", c.StreamReplicas))
@@ -227,31 +189,16 @@ func (c Config) check() []error {
 }
 
 // authFromEnv reads API_AUTH_FAIL_LIMIT, API_AUTH_FAIL_BURST and
-// API_TRUSTED_PROXIES over c's defaults; check tells what is out of range.
-func authFromEnv(getenv func(string) string, c *Config) []error {
-	var errs []error
-	if v := strings.TrimSpace(getenv("API_AUTH_FAIL_LIMIT")); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			errs = append(errs, fmt.Errorf("API_AUTH_FAIL_LIMIT: %q is not a number of failures per second such as 1 (0: no limit)", v))
-		} else {
-			c.AuthFailLimit = f
-		}
+// API_TRUSTED_PROXIES. The burst is bounded only while there is a limit: a
+// burst of 0 beside a limit of 0 is no mistake.
+func authFromEnv(e *envconf.Env, c *Config) {
+	c.AuthFailLimit = e.Float("API_AUTH_FAIL_LIMIT", DefaultAuthFailLimit, 0, math.Inf(1))
+	lo, hi := 1, maxRateBurst
+	if c.AuthFailLimit == 0 {
+		lo, hi = math.MinInt, math.MaxInt
 	}
-	if v := strings.TrimSpace(getenv("API_AUTH_FAIL_BURST")); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("API_AUTH_FAIL_BURST: %q is not a whole number of failures such as 20", v))
-		} else {
-			c.AuthFailBurst = n
-		}
-	}
-	proxies, err := cidr.Parse(getenv("API_TRUSTED_PROXIES"))
-	if err != nil {
-		errs = append(errs, fmt.Errorf("API_TRUSTED_PROXIES: %w", err))
-	}
-	c.TrustedProxies = proxies
-	return errs
+	c.AuthFailBurst = e.Int("API_AUTH_FAIL_BURST", DefaultAuthFailBurst, lo, hi)
+	c.TrustedProxies = e.CIDRs("API_TRUSTED_PROXIES", nil)
 }
 
 // withDefaults fills in the zero settings and checks the rest.
@@ -363,21 +310,6 @@ func checkTokens(tokens []ClientToken) error {
 			return fmt.Errorf("API_TOKENS: entry %d (client %s): the same token is given to %s", i+1, t.Client, other)
 		}
 		owner[t.Token] = t.Client
-	}
-	return nil
-}
-
-func checkNATSURL(list string) error {
-	for _, s := range strings.Split(list, ",") {
-		u, err := url.Parse(strings.TrimSpace(s))
-		if err != nil || u.Host == "" {
-			return fmt.Errorf("NATS_URL: %q is not a URL list such as nats://host:4222", redact.URLs(list))
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return fmt.Errorf("NATS_URL: scheme %q is not nats, tls, ws or wss", u.Scheme)
-		}
 	}
 	return nil
 }

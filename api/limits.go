@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/envconf"
 )
 
 // Abuse limits: a token bucket per client on every /api request, and a
@@ -160,18 +159,6 @@ func (h *Handler) limitClient(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// shortDuration writes d without its zero parts: 1h, 1h30m, 90s as 1m30s.
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
 // reservePrompt reserves a prompt slot of phone for the request id, or
 // answers 429 when the phone had its PhoneMaxPrompts in the window.
 // Postgres not answering is a 503: the limit is not waived.
@@ -227,54 +214,23 @@ func defaultBurst(perSecond float64) int {
 }
 
 // limitsFromEnv reads API_RATE_LIMIT, API_RATE_BURST, PHONE_MAX_PROMPTS,
-// PHONE_WINDOW and API_CLIENT_MAX_QUEUED over c's defaults; check tells what is out of range.
-func limitsFromEnv(getenv func(string) string, c *Config) []error {
-	var errs []error
-	if v := strings.TrimSpace(getenv("API_RATE_LIMIT")); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-			errs = append(errs, fmt.Errorf("API_RATE_LIMIT: %q is not a number of requests per second such as 10 (0: no limit)", v))
-		} else {
-			c.RateLimit = f
-		}
-	}
-	c.RateBurst = 0
+// PHONE_WINDOW and API_CLIENT_MAX_QUEUED. A burst or window is bounded only
+// while its limit is on; a burst given with the rate limit off is ignored.
+func limitsFromEnv(e *envconf.Env, c *Config) {
+	c.RateLimit = e.Float("API_RATE_LIMIT", DefaultRateLimit, 0, math.Inf(1))
 	if c.RateLimit > 0 {
-		c.RateBurst = defaultBurst(c.RateLimit)
+		c.RateBurst = e.Int("API_RATE_BURST", defaultBurst(c.RateLimit), 1, maxRateBurst)
+	} else {
+		e.Int("API_RATE_BURST", 0, math.MinInt, math.MaxInt) // still a whole number
+		c.RateBurst = 0
 	}
-	if v := strings.TrimSpace(getenv("API_RATE_BURST")); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("API_RATE_BURST: %q is not a whole number of requests such as 20", v))
-		} else if c.RateLimit > 0 {
-			c.RateBurst = n
-		}
+	c.PhoneMaxPrompts = e.Int("PHONE_MAX_PROMPTS", DefaultPhoneMaxPrompts, 0, maxPhoneMaxPrompts)
+	lo, hi := MinPhoneWindow, MaxPhoneWindow
+	if c.PhoneMaxPrompts == 0 {
+		lo, hi = envconf.MinDuration, envconf.MaxDuration
 	}
-	if v := strings.TrimSpace(getenv("PHONE_MAX_PROMPTS")); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("PHONE_MAX_PROMPTS: %q is not a whole number such as 5 (0: no limit)", v))
-		} else {
-			c.PhoneMaxPrompts = n
-		}
-	}
-	if v := strings.TrimSpace(getenv("API_CLIENT_MAX_QUEUED")); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("API_CLIENT_MAX_QUEUED: %q is not a whole number such as 1000 (0: no limit)", v))
-		} else {
-			c.ClientMaxQueued = n
-		}
-	}
-	if v := strings.TrimSpace(getenv("PHONE_WINDOW")); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("PHONE_WINDOW: %q is not a duration such as 1h", v))
-		} else {
-			c.PhoneWindow = d
-		}
-	}
-	return errs
+	c.PhoneWindow = e.Duration("PHONE_WINDOW", DefaultPhoneWindow, lo, hi)
+	c.ClientMaxQueued = e.Int("API_CLIENT_MAX_QUEUED", DefaultClientMaxQueued, 0, maxClientMaxQueued)
 }
 
 // checkLimits reports the limits out of range, named by their variables.
@@ -290,7 +246,7 @@ func (c Config) checkLimits() []error {
 		errs = append(errs, fmt.Errorf("PHONE_MAX_PROMPTS: %d is not from 0 (no limit) to %d", c.PhoneMaxPrompts, maxPhoneMaxPrompts))
 	}
 	if c.PhoneMaxPrompts > 0 && (c.PhoneWindow < MinPhoneWindow || c.PhoneWindow > MaxPhoneWindow) {
-		errs = append(errs, fmt.Errorf("PHONE_WINDOW: %s is not from %s to %s", c.PhoneWindow, MinPhoneWindow, shortDuration(MaxPhoneWindow)))
+		errs = append(errs, fmt.Errorf("PHONE_WINDOW: %s is not from %s to %s", c.PhoneWindow, MinPhoneWindow, envconf.Short(MaxPhoneWindow)))
 	}
 	if c.ClientMaxQueued < 0 || c.ClientMaxQueued > maxClientMaxQueued {
 		errs = append(errs, fmt.Errorf("API_CLIENT_MAX_QUEUED: %d is not from 0 (no limit) to %d (the dispatcher's MaxAckPending)",

@@ -28,12 +28,12 @@ func TestLimitsFromEnv(t *testing.T) {
 		{"phone limit off", map[string]string{"PHONE_MAX_PROMPTS": "0", "PHONE_WINDOW": "1s"}, [4]any{10.0, 20, 0, time.Second}, ""},
 		{"rate not a number", map[string]string{"API_RATE_LIMIT": "fast"}, [4]any{}, `API_RATE_LIMIT: "fast"`},
 		{"rate NaN", map[string]string{"API_RATE_LIMIT": "NaN"}, [4]any{}, `API_RATE_LIMIT: "NaN"`},
-		{"rate negative", map[string]string{"API_RATE_LIMIT": "-1"}, [4]any{}, "API_RATE_LIMIT: -1"},
-		{"burst zero", map[string]string{"API_RATE_BURST": "0"}, [4]any{}, "API_RATE_BURST: 0 is not from 1"},
+		{"rate negative", map[string]string{"API_RATE_LIMIT": "-1"}, [4]any{}, `API_RATE_LIMIT: "-1" is not in range; it must be a number of at least 0`},
+		{"burst zero", map[string]string{"API_RATE_BURST": "0"}, [4]any{}, `API_RATE_BURST: "0" is not in range; it must be a whole number from 1 to 100000`},
 		{"burst not a number", map[string]string{"API_RATE_BURST": "1.5"}, [4]any{}, `API_RATE_BURST: "1.5"`},
-		{"max prompts negative", map[string]string{"PHONE_MAX_PROMPTS": "-1"}, [4]any{}, "PHONE_MAX_PROMPTS: -1"},
+		{"max prompts negative", map[string]string{"PHONE_MAX_PROMPTS": "-1"}, [4]any{}, `PHONE_MAX_PROMPTS: "-1" is not in range; it must be a whole number from 0 to 1000`},
 		{"max prompts not a number", map[string]string{"PHONE_MAX_PROMPTS": "five"}, [4]any{}, `PHONE_MAX_PROMPTS: "five"`},
-		{"window too short", map[string]string{"PHONE_WINDOW": "30s"}, [4]any{}, "PHONE_WINDOW: 30s is not from 1m0s to 168h"},
+		{"window too short", map[string]string{"PHONE_WINDOW": "30s"}, [4]any{}, `PHONE_WINDOW: "30s" is not in range; it must be a duration from 1m to 168h`},
 		{"window not a duration", map[string]string{"PHONE_WINDOW": "1 hour"}, [4]any{}, `PHONE_WINDOW: "1 hour"`},
 	}
 	for _, tc := range tests {

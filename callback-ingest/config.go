@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/cidr"
+	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/redact"
 )
 
@@ -62,56 +61,31 @@ const (
 // failures to Daraja's STK query.
 const maxFastFailure = time.Minute
 
-// ConfigFromEnv reads the configuration; it refuses a missing or malformed
-// setting and names it.
+// ConfigFromEnv reads the configuration; it refuses every missing or
+// malformed setting and names each.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	cfg := Config{Addr: DefaultAddr, StreamReplicas: DefaultStreamReplicas, Confirm: ConfirmMismatch, ApplyAfter: DefaultApplyAfter,
-		FastFailure: DefaultFastFailure}
-	if v := strings.TrimSpace(getenv("CALLBACK_ADDR")); v != "" {
-		cfg.Addr = v
+	e := envconf.New(getenv)
+	cfg := Config{
+		Addr:           e.ListenAddr("CALLBACK_ADDR", DefaultAddr),
+		NATSURL:        e.NATSURL("NATS_URL", ""),
+		StreamReplicas: e.Replicas("NATS_STREAM_REPLICAS", DefaultStreamReplicas),
+		Secrets:        events.CallbackSecretsFromEnv(e),
+		Sources: SourcePolicy{
+			Allow:          e.CIDRs("CALLBACK_ALLOW_CIDRS", nil),
+			TrustedProxies: e.CIDRs("CALLBACK_TRUSTED_PROXIES", nil),
+		},
+		Confirm:     e.OneOf("CALLBACK_CONFIRM", ConfirmMismatch, ConfirmMismatch, ConfirmAlways, ConfirmNever),
+		ApplyAfter:  e.Duration("CALLBACK_APPLY_AFTER", DefaultApplyAfter, time.Nanosecond, envconf.MaxDuration),
+		FastFailure: e.Duration("CALLBACK_FAST_FAILURE", DefaultFastFailure, 0, maxFastFailure),
 	}
-	cfg.NATSURL = strings.TrimSpace(getenv("NATS_URL"))
-	if v := strings.TrimSpace(getenv("NATS_STREAM_REPLICAS")); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return Config{}, fmt.Errorf("NATS_STREAM_REPLICAS: %q is not a number", v)
-		}
-		cfg.StreamReplicas = n
-	}
-	s, err := events.ParseCallbackSecrets(getenv("CALLBACK_SECRET"))
-	if err != nil {
-		return Config{}, fmt.Errorf("CALLBACK_SECRET: %w", err)
-	}
-	cfg.Secrets = s
-	if cfg.Sources.Allow, err = cidr.Parse(getenv("CALLBACK_ALLOW_CIDRS")); err != nil {
-		return Config{}, fmt.Errorf("CALLBACK_ALLOW_CIDRS: %w", err)
-	}
-	if cfg.Sources.TrustedProxies, err = cidr.Parse(getenv("CALLBACK_TRUSTED_PROXIES")); err != nil {
-		return Config{}, fmt.Errorf("CALLBACK_TRUSTED_PROXIES: %w", err)
-	}
-	if v := strings.TrimSpace(getenv("CALLBACK_CONFIRM")); v != "" {
-		cfg.Confirm = strings.ToLower(v)
-	}
-	if v := strings.TrimSpace(getenv("CALLBACK_APPLY_AFTER")); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return Config{}, fmt.Errorf("CALLBACK_APPLY_AFTER: %q is not a positive duration such as 5s", v)
-		}
-		cfg.ApplyAfter = d
-	}
-	if v := strings.TrimSpace(getenv("CALLBACK_FAST_FAILURE")); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 || d > maxFastFailure {
-			return Config{}, fmt.Errorf("CALLBACK_FAST_FAILURE: %q is not a duration from 0 (off) to %s, such as 2s", v, maxFastFailure)
-		}
-		cfg.FastFailure = d
-	}
-	if err := cfg.validate(); err != nil {
+	if err := e.Err(); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
 }
 
+// validate checks a Config built directly (Run); ConfigFromEnv's reader
+// holds the same rules.
 func (c Config) validate() error {
 	// An empty host means every interface.
 	_, port, err := net.SplitHostPort(c.Addr)
@@ -124,19 +98,11 @@ func (c Config) validate() error {
 	if c.NATSURL == "" {
 		return errors.New("NATS_URL: required")
 	}
-	for _, s := range strings.Split(c.NATSURL, ",") {
-		u, err := url.Parse(strings.TrimSpace(s))
-		if err != nil || u.Host == "" {
-			return fmt.Errorf("NATS_URL: %q is not a URL list such as nats://host:4222", redact.URLs(c.NATSURL))
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return fmt.Errorf("NATS_URL: scheme %q is not nats, tls, ws or wss", u.Scheme)
-		}
+	if err := envconf.CheckNATSURL(c.NATSURL); err != nil {
+		return fmt.Errorf("NATS_URL: %w", err)
 	}
 	// JetStream allows 1 to 5 replicas.
-	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+	if c.StreamReplicas < 1 || c.StreamReplicas > envconf.MaxReplicas {
 		return fmt.Errorf("NATS_STREAM_REPLICAS: %d is not between 1 and 5", c.StreamReplicas)
 	}
 	if c.Secrets.Len() == 0 {

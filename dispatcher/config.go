@@ -1,12 +1,8 @@
 package dispatcher
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,13 +10,14 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/redact"
 )
 
 // Defaults of the settings that have one.
 const (
-	DefaultDarajaBaseURL   = "https://sandbox.safaricom.co.ke"
-	DefaultShortCode       = "174379"
+	DefaultDarajaBaseURL   = daraja.SandboxURL
+	DefaultShortCode       = daraja.SandboxShortCode
 	DefaultTransactionType = TransactionPayBill
 	// DefaultConcurrency: a client alone may use half the workers
 	// (ClientMaxInFlight), and at API_RATE_LIMIT's default of 10 a second,
@@ -48,20 +45,17 @@ const (
 
 	// SandboxPassKey is the passkey Safaricom publishes for the sandbox
 	// shortcode 174379; it is no secret.
-	SandboxPassKey = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+	SandboxPassKey = daraja.SandboxPassKey
 )
 
 // DefaultDarajaMaxRPS bounds the calls to Daraja per second (DARAJA_MAX_RPS).
-const DefaultDarajaMaxRPS = 20.0
-
-// maxDarajaMaxRPS bounds DARAJA_MAX_RPS: beyond it the bound is none.
-const maxDarajaMaxRPS = 10000
+const DefaultDarajaMaxRPS = daraja.DefaultMaxRPS
 
 // Daraja's two transaction types: paybill, or till (buy goods, where PartyB
 // is the till number).
 const (
-	TransactionPayBill  = "CustomerPayBillOnline"
-	TransactionBuyGoods = "CustomerBuyGoodsOnline"
+	TransactionPayBill  = daraja.TransactionPayBill
+	TransactionBuyGoods = daraja.TransactionBuyGoods
 )
 
 // maxConcurrency bounds the workers: more than the dispatcher consumer's
@@ -164,142 +158,67 @@ type Config struct {
 // apart, after which it is given up).
 const DefaultQueueGone = 2 * time.Hour
 
-// ConfigFromEnv reads the configuration through getenv (os.Getenv in main).
-// A missing required setting or a malformed one is an error naming the
-// variable; every problem is reported at once.
+// ConfigFromEnv reads the configuration through getenv (os.Getenv in main):
+// NATS_URL (required), NATS_STREAM_REPLICAS (1), the DARAJA_* settings
+// (daraja.ConfigFromEnv), CALLBACK_BASE_URL and CALLBACK_SECRET (required),
+// DISPATCH_CONCURRENCY (32), DISPATCH_CLIENT_MAX_IN_FLIGHT (half the
+// concurrency) and DISPATCH_RETRY_MAX (2m). A missing required setting or a
+// malformed one is an error naming the variable; every problem is reported
+// at once.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
-	}
-	get := func(name, def string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
-		}
-		return def
-	}
-
+	e := envconf.New(getenv)
 	cfg := Config{
-		NATSURL:         get("NATS_URL", ""),
-		StreamReplicas:  1,
-		Concurrency:     DefaultConcurrency,
-		RetryMaxElapsed: DefaultRetryMaxElapsed,
+		NATSURL:         e.NATSURL("NATS_URL", ""),
+		StreamReplicas:  e.Replicas("NATS_STREAM_REPLICAS", 1),
+		Daraja:          daraja.ConfigFromEnv(e),
+		CallbackBaseURL: callbackBaseFromEnv(e),
+		CallbackSecrets: events.CallbackSecretsFromEnv(e),
+		Concurrency:     e.Int("DISPATCH_CONCURRENCY", DefaultConcurrency, 1, maxConcurrency),
+		RetryMaxElapsed: RetryMaxFromEnv(e),
 	}
-	if cfg.NATSURL == "" {
-		bad("NATS_URL", "required")
-	} else if err := checkNATSURL(cfg.NATSURL); err != nil {
-		bad("NATS_URL", "%v", err)
-	}
-	if v := get("NATS_STREAM_REPLICAS", ""); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 5 {
-			bad("NATS_STREAM_REPLICAS", "want a whole number from 1 to 5, got %q", v)
-		}
-		cfg.StreamReplicas = n
-	}
-
-	base, err := parseHTTPURL(get("DARAJA_BASE_URL", DefaultDarajaBaseURL))
-	if err != nil {
-		bad("DARAJA_BASE_URL", "%v", err)
-	}
-	cfg.Daraja.BaseURL = strings.TrimRight(base, "/")
-	if err == nil && strings.HasPrefix(strings.ToLower(base), "http:") && !IsLoopbackURL(base) {
-		bad("DARAJA_BASE_URL", "must be https (http only on loopback, where a simulator runs)")
-	}
-
-	cfg.Daraja.ConsumerKey = get("DARAJA_CONSUMER_KEY", "")
-	if cfg.Daraja.ConsumerKey == "" {
-		bad("DARAJA_CONSUMER_KEY", "required")
-	}
-	cfg.Daraja.ConsumerSecret = get("DARAJA_CONSUMER_SECRET", "")
-	if cfg.Daraja.ConsumerSecret == "" {
-		bad("DARAJA_CONSUMER_SECRET", "required")
-	}
-
-	cfg.Daraja.ShortCode = get("DARAJA_SHORTCODE", DefaultShortCode)
-	if !digits(cfg.Daraja.ShortCode, 5, 7) {
-		// Not echoed: a wrong value may be a secret pasted in the wrong place.
-		bad("DARAJA_SHORTCODE", "want 5 to 7 digits")
-	}
-	cfg.Daraja.PassKey = get("DARAJA_PASSKEY", SandboxPassKey)
-	if strings.ContainsAny(cfg.Daraja.PassKey, " \t\r\n") {
-		bad("DARAJA_PASSKEY", "contains white space")
-	}
-
-	if host := darajaHost(cfg.Daraja.BaseURL); host == ProductionHost {
-		// The defaults are the sandbox's: taken by production, they fail
-		// every push, or push for someone else's paybill.
-		if cfg.Daraja.ShortCode == DefaultShortCode {
-			bad("DARAJA_SHORTCODE", "%s is the sandbox's shortcode; %s is production: set your own", DefaultShortCode, host)
-		}
-		if cfg.Daraja.PassKey == SandboxPassKey {
-			bad("DARAJA_PASSKEY", "the sandbox's published passkey; %s is production: set your own", host)
-		}
-	}
-
-	cfg.Daraja.TransactionType = get("DARAJA_TRANSACTION_TYPE", DefaultTransactionType)
-	switch cfg.Daraja.TransactionType {
-	case TransactionPayBill, TransactionBuyGoods:
-	default:
-		bad("DARAJA_TRANSACTION_TYPE", "want %s or %s, got %q", TransactionPayBill, TransactionBuyGoods, cfg.Daraja.TransactionType)
-	}
-	cfg.Daraja.PartyB = get("DARAJA_PARTY_B", cfg.Daraja.ShortCode)
-	if !digits(cfg.Daraja.PartyB, 5, 10) {
-		bad("DARAJA_PARTY_B", "want 5 to 10 digits (the shortcode or till number)")
-	}
-
-	cfg.CallbackBaseURL = get("CALLBACK_BASE_URL", "")
-	if cfg.CallbackBaseURL == "" {
-		bad("CALLBACK_BASE_URL", "required: the public URL where Safaricom reaches callback-ingest")
-	} else if u, err := parseCallbackBase(cfg.CallbackBaseURL); err != nil {
-		bad("CALLBACK_BASE_URL", "%v", err)
-	} else {
-		cfg.CallbackBaseURL = u
-	}
-
-	if s, err := events.ParseCallbackSecrets(getenv("CALLBACK_SECRET")); err != nil {
-		bad("CALLBACK_SECRET", "%v", err)
-	} else {
-		cfg.CallbackSecrets = s
-	}
-
-	if v := get("DISPATCH_CONCURRENCY", ""); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxConcurrency {
-			bad("DISPATCH_CONCURRENCY", "want a whole number from 1 to %d, got %q", maxConcurrency, v)
-		}
-		cfg.Concurrency = n
-	}
-	if v := get("DISPATCH_CLIENT_MAX_IN_FLIGHT", ""); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxConcurrency {
-			bad("DISPATCH_CLIENT_MAX_IN_FLIGHT", "want a whole number from 1 to %d, got %q", maxConcurrency, v)
-		}
-		cfg.ClientMaxInFlight = n
-	} else {
-		cfg.ClientMaxInFlight = max(1, cfg.Concurrency/2)
-	}
-	if v := get("DISPATCH_RETRY_MAX", ""); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			bad("DISPATCH_RETRY_MAX", "want a positive duration such as 2m, got %q", v)
-		}
-		cfg.RetryMaxElapsed = d
-	}
-
-	cfg.Daraja.MaxRPS = DefaultDarajaMaxRPS
-	if v := get("DARAJA_MAX_RPS", ""); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || !(f >= 0 && f <= maxDarajaMaxRPS) {
-			bad("DARAJA_MAX_RPS", "want calls per second from 0 (no bound) to %d, such as 20, got %q", maxDarajaMaxRPS, v)
-		}
-		cfg.Daraja.MaxRPS = f
-	}
-
-	if len(errs) > 0 {
-		return Config{}, errors.Join(errs...)
+	cfg.ClientMaxInFlight = e.Int("DISPATCH_CLIENT_MAX_IN_FLIGHT", defaultClientMaxInFlight(cfg.Concurrency), 1, maxConcurrency)
+	if err := e.Err(); err != nil {
+		return Config{}, err
 	}
 	return cfg, nil
+}
+
+// RetryMaxFromEnv reads DISPATCH_RETRY_MAX, the dispatcher's retry budget,
+// which the reconciler's RECONCILE_REQUEST_DEADLINE must exceed.
+func RetryMaxFromEnv(e *envconf.Env) time.Duration {
+	return e.Duration("DISPATCH_RETRY_MAX", DefaultRetryMaxElapsed, time.Nanosecond, envconf.MaxDuration)
+}
+
+// defaultClientMaxInFlight is a client's share of concurrency workers when
+// none is set: half.
+func defaultClientMaxInFlight(concurrency int) int {
+	return max(1, concurrency/2)
+}
+
+// checkCallbackBase checks a CallbackBaseURL built directly (Run) by
+// CALLBACK_BASE_URL's rules.
+func checkCallbackBase(base string) error {
+	e := envconf.New(func(string) string { return base })
+	callbackBaseFromEnv(e)
+	return e.Err()
+}
+
+// callbackBaseFromEnv reads CALLBACK_BASE_URL and lowercases its host:
+// Daraja has refused CallBackURLs with an uppercase host, and a host name
+// is case-insensitive anyway.
+func callbackBaseFromEnv(e *envconf.Env) string {
+	const what = "the public URL where Safaricom reaches callback-ingest"
+	base := e.HTTPURL("CALLBACK_BASE_URL", "", what)
+	u, err := url.Parse(base)
+	if err != nil || base == "" {
+		return base
+	}
+	if u.User != nil {
+		e.Failf("CALLBACK_BASE_URL", "the URL carries credentials; it must be %s, without credentials: Daraja sends none", what)
+		return ""
+	}
+	u.Host = strings.ToLower(u.Host)
+	return u.String()
 }
 
 // LogValue shows the configuration without its secrets: the consumer key and
@@ -339,7 +258,7 @@ func (c Config) withDefaults() Config {
 		c.Concurrency = maxConcurrency
 	}
 	if c.ClientMaxInFlight < 1 {
-		c.ClientMaxInFlight = max(1, c.Concurrency/2)
+		c.ClientMaxInFlight = defaultClientMaxInFlight(c.Concurrency)
 	}
 	if c.clientWait <= 0 {
 		c.clientWait = DefaultClientWait
@@ -377,82 +296,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-func checkNATSURL(list string) error {
-	for _, p := range strings.Split(list, ",") {
-		p = strings.TrimSpace(p)
-		u, err := url.Parse(p)
-		if err != nil || u.Host == "" {
-			// Not echoed: a malformed URL may hide a password.
-			return errors.New("want nats://host:port (comma-separated for several)")
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return fmt.Errorf("scheme %q: want nats, tls, ws or wss", u.Scheme)
-		}
-	}
-	return nil
-}
-
 // ProductionHost is Daraja's production host; the sandbox is
 // sandbox.safaricom.co.ke.
-const ProductionHost = "api.safaricom.co.ke"
+const ProductionHost = daraja.ProductionHost
 
-// darajaHost is the lowercased host name of base, "" if it has none.
-func darajaHost(base string) string {
-	u, err := url.Parse(base)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
-}
-
-// IsLoopbackURL reports whether raw names a loopback host (localhost,
-// 127.0.0.0/8 or ::1): one only this machine can answer, such as a Daraja
-// simulator.
-func IsLoopbackURL(raw string) bool {
-	host := darajaHost(raw)
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-func parseHTTPURL(s string) (string, error) {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", errors.New("want an absolute http(s) URL")
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return "", errors.New("want a URL without query or fragment")
-	}
-	return s, nil
-}
-
-// parseCallbackBase checks the callback base and lowercases its host:
-// Daraja has refused CallBackURLs with an uppercase host, and a host name is
-// case-insensitive anyway.
-func parseCallbackBase(s string) (string, error) {
-	if _, err := parseHTTPURL(s); err != nil {
-		return "", err
-	}
-	u, _ := url.Parse(s)
-	if u.User != nil {
-		return "", errors.New("must not carry credentials: Daraja sends none")
-	}
-	u.Host = strings.ToLower(u.Host)
-	return u.String(), nil
-}
-
-func digits(s string, minLen, maxLen int) bool {
-	if len(s) < minLen || len(s) > maxLen {
-		return false
-	}
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return true
-}
+// IsLoopbackURL reports whether raw names a loopback host (daraja.IsLoopbackURL).
+func IsLoopbackURL(raw string) bool { return daraja.IsLoopbackURL(raw) }

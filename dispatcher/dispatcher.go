@@ -68,7 +68,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.CallbackBaseURL == "" {
 		return errors.New("dispatcher: CallbackBaseURL is required")
 	}
-	if _, err := parseCallbackBase(cfg.CallbackBaseURL); err != nil {
+	if err := checkCallbackBase(cfg.CallbackBaseURL); err != nil {
 		return fmt.Errorf("dispatcher: CallbackBaseURL: %w", err)
 	}
 	if cfg.CallbackSecrets.Len() == 0 {

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/stkgate/stkgate/events/kit/envconf"
 )
 
 // MinCallbackSecretLen is the shortest CALLBACK_SECRET accepted, in bytes.
@@ -48,6 +50,16 @@ func ParseCallbackSecrets(list string) (CallbackSecrets, error) {
 		s.keys = append(s.keys, []byte(part))
 	}
 	return s, nil
+}
+
+// CallbackSecretsFromEnv reads CALLBACK_SECRET through e, for the
+// dispatcher, which signs with it, and callback-ingest, which verifies.
+func CallbackSecretsFromEnv(e *envconf.Env) CallbackSecrets {
+	s, err := ParseCallbackSecrets(e.Raw("CALLBACK_SECRET"))
+	if err != nil {
+		e.Fail("CALLBACK_SECRET", err)
+	}
+	return s
 }
 
 // GenerateCallbackSecret returns a fresh random secret (256 bits, base64url)

@@ -4,10 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/redact"
 )
 
@@ -58,48 +57,33 @@ type Config struct {
 
 // ConfigFromEnv reads NATS_URL and DATABASE_URL (both required),
 // NATS_STREAM_REPLICAS (default 1) and PROJECTOR_BATCH (default 256). It
-// names the setting that is missing or malformed.
+// names every setting that is missing or malformed.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	e := envconf.New(getenv)
 	c := Config{
-		NATSURL:     strings.TrimSpace(getenv("NATS_URL")),
-		DatabaseURL: strings.TrimSpace(getenv("DATABASE_URL")),
+		NATSURL:        e.NATSURL("NATS_URL", ""),
+		DatabaseURL:    e.Required("DATABASE_URL", DatabaseURLForm),
+		StreamReplicas: e.Replicas("NATS_STREAM_REPLICAS", DefaultStreamReplicas),
+		BatchSize:      e.Int("PROJECTOR_BATCH", DefaultBatchSize, 1, MaxBatchSize),
 	}
-	var errs []error
-	if c.NATSURL == "" {
-		errs = append(errs, errors.New("NATS_URL is required"))
-	}
-	if c.DatabaseURL == "" {
-		errs = append(errs, errors.New("DATABASE_URL is required"))
-	}
-	var err error
-	if c.StreamReplicas, err = intSetting(getenv, "NATS_STREAM_REPLICAS", DefaultStreamReplicas, 1, 5); err != nil {
-		errs = append(errs, err)
-	}
-	if c.BatchSize, err = intSetting(getenv, "PROJECTOR_BATCH", DefaultBatchSize, 1, MaxBatchSize); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := e.Err(); err != nil {
 		return Config{}, fmt.Errorf("projector configuration: %w", err)
 	}
 	return c, nil
 }
 
-func intSetting(getenv func(string) string, key string, def, lo, hi int) (int, error) {
-	v := strings.TrimSpace(getenv(key))
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		return 0, fmt.Errorf("%s: %q is not a whole number from %d to %d", key, v, lo, hi)
-	}
-	return n, nil
-}
+// DatabaseURLForm is what DATABASE_URL must be, for its error.
+const DatabaseURLForm = "a Postgres URL such as postgres://user@host:5432/stkgate"
 
-// withDefaults fills in the zero settings and checks the rest.
+// withDefaults fills in the zero settings of a Config built directly (the
+// tests rely on it; ConfigFromEnv sets every one it reads) and checks the
+// rest.
 func (c Config) withDefaults() (Config, error) {
 	if c.NATSURL == "" {
 		return c, errors.New("projector: NATSURL is required")
+	}
+	if err := envconf.CheckNATSURL(c.NATSURL); err != nil {
+		return c, fmt.Errorf("projector: NATSURL: %w", err)
 	}
 	if c.DatabaseURL == "" {
 		return c, errors.New("projector: DatabaseURL is required")

@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/redact"
 )
 
@@ -83,90 +83,46 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// placeholderCallbackBase stands in for CALLBACK_BASE_URL when
-// ConfigFromEnv borrows the dispatcher's parsing: the reconciler sends no
-// push, so it has no use for it and must not require it.
-const placeholderCallbackBase = "https://reconciler.invalid"
-
-// placeholderCallbackSecret stands in for CALLBACK_SECRET likewise: the
-// reconciler signs no CallBackURL.
-const placeholderCallbackSecret = "reconciler-signs-no-callback-url-placeholder"
-
 // ConfigFromEnv reads the configuration through getenv (os.Getenv in main).
-// NATS_URL, NATS_STREAM_REPLICAS and the DARAJA_* variables are read as the
-// dispatcher reads them (by its own ConfigFromEnv, so the two never
-// disagree); the reconciler's own are RECONCILE_AFTER,
-// RECONCILE_UNKNOWN_DEADLINE, RECONCILE_REQUEST_DEADLINE,
+// NATS_URL, NATS_STREAM_REPLICAS and the DARAJA_* variables are read by the
+// readers the dispatcher uses (daraja.ConfigFromEnv for Daraja's, so the
+// two never disagree), and DISPATCH_RETRY_MAX to check
+// RECONCILE_REQUEST_DEADLINE against; the reconciler's own are
+// RECONCILE_AFTER, RECONCILE_UNKNOWN_DEADLINE, RECONCILE_REQUEST_DEADLINE,
 // RECONCILE_RECEIPT_WAIT and RECONCILE_PROMPT_LIFETIME (for simulators
-// only). A missing or malformed setting is an error naming the variable; every problem is
-// reported at once.
+// only). A missing or malformed setting is an error naming the variable;
+// every problem is reported at once.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	var errs []error
-	d, err := dispatcher.ConfigFromEnv(func(name string) string {
-		v := getenv(name)
-		if name == "CALLBACK_BASE_URL" && strings.TrimSpace(v) == "" {
-			return placeholderCallbackBase
-		}
-		if name == "CALLBACK_SECRET" {
-			return placeholderCallbackSecret
-		}
-		return v
-	})
-	if err != nil {
-		errs = append(errs, err)
-	}
+	e := envconf.New(getenv)
+	const positive = time.Nanosecond
 	cfg := Config{
-		NATSURL:         d.NATSURL,
-		StreamReplicas:  d.StreamReplicas,
-		Daraja:          d.Daraja,
-		ReconcileAfter:  DefaultReconcileAfter,
-		UnknownDeadline: DefaultUnknownDeadline,
-		RequestDeadline: DefaultRequestDeadline,
-		ReceiptWait:     events.PromptLifetime,
-		PromptLifetime:  events.PromptLifetime,
+		NATSURL:         e.NATSURL("NATS_URL", ""),
+		StreamReplicas:  e.Replicas("NATS_STREAM_REPLICAS", 1),
+		Daraja:          daraja.ConfigFromEnv(e),
+		ReconcileAfter:  e.Duration("RECONCILE_AFTER", DefaultReconcileAfter, positive, envconf.MaxDuration),
+		UnknownDeadline: e.Duration("RECONCILE_UNKNOWN_DEADLINE", DefaultUnknownDeadline, positive, envconf.MaxDuration),
+		RequestDeadline: e.Duration("RECONCILE_REQUEST_DEADLINE", DefaultRequestDeadline, positive, envconf.MaxDuration),
+		PromptLifetime:  e.Duration("RECONCILE_PROMPT_LIFETIME", events.PromptLifetime, positive, envconf.MaxDuration),
+		// "0" publishes at once: the Config's "no wait" is negative.
+		ReceiptWait: e.Duration("RECONCILE_RECEIPT_WAIT", events.PromptLifetime, 0, envconf.MaxDuration),
 	}
-	duration := func(name string, dst *time.Duration) {
-		v := strings.TrimSpace(getenv(name))
-		if v == "" {
-			return
-		}
-		t, err := time.ParseDuration(v)
-		if err != nil || t <= 0 {
-			errs = append(errs, fmt.Errorf("%s: want a positive duration such as 90s or 10m, got %q", name, v))
-			return
-		}
-		*dst = t
+	if cfg.ReceiptWait == 0 {
+		cfg.ReceiptWait = -1
 	}
-	duration("RECONCILE_AFTER", &cfg.ReconcileAfter)
-	duration("RECONCILE_UNKNOWN_DEADLINE", &cfg.UnknownDeadline)
-	duration("RECONCILE_REQUEST_DEADLINE", &cfg.RequestDeadline)
-	duration("RECONCILE_PROMPT_LIFETIME", &cfg.PromptLifetime)
-	if v := strings.TrimSpace(getenv("RECONCILE_RECEIPT_WAIT")); v != "" {
-		t, err := time.ParseDuration(v)
-		switch {
-		case err != nil || t < 0:
-			errs = append(errs, fmt.Errorf("RECONCILE_RECEIPT_WAIT: want a duration such as 3m, or 0 for none, got %q", v))
-		case t == 0:
-			cfg.ReceiptWait = -1
-		default:
-			cfg.ReceiptWait = t
-		}
-	}
-	if err == nil {
-		// Earlier, and a request still being retried by the dispatcher (or
-		// whose ambiguous push may still be answered) would be failed
-		// while its push could still reach the customer.
-		if least := d.RetryMaxElapsed + cfg.PromptLifetime; cfg.RequestDeadline <= least {
-			errs = append(errs, fmt.Errorf("RECONCILE_REQUEST_DEADLINE: %s must exceed DISPATCH_RETRY_MAX plus the prompt's lifetime (%s)",
-				cfg.RequestDeadline, least))
-		}
+	retryMax := dispatcher.RetryMaxFromEnv(e)
+	// Earlier, and a request still being retried by the dispatcher (or
+	// whose ambiguous push may still be answered) would be failed while its
+	// push could still reach the customer.
+	if least := retryMax + cfg.PromptLifetime; cfg.RequestDeadline <= least {
+		e.Failf("RECONCILE_REQUEST_DEADLINE", "%s must exceed DISPATCH_RETRY_MAX plus the prompt's lifetime (%s)",
+			cfg.RequestDeadline, least)
 	}
 	if cfg.UnknownDeadline < cfg.ReconcileAfter {
-		errs = append(errs, fmt.Errorf("RECONCILE_UNKNOWN_DEADLINE: %s must not be shorter than RECONCILE_AFTER (%s)",
-			cfg.UnknownDeadline, cfg.ReconcileAfter))
+		e.Failf("RECONCILE_UNKNOWN_DEADLINE", "%s must not be shorter than RECONCILE_AFTER (%s)",
+			cfg.UnknownDeadline, cfg.ReconcileAfter)
 	}
-	if len(errs) > 0 {
-		return Config{}, errors.Join(errs...)
+	if err := e.Err(); err != nil {
+		return Config{}, err
 	}
 	return cfg, nil
 }

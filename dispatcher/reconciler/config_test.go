@@ -46,6 +46,9 @@ func TestConfigFromEnv(t *testing.T) {
 				c.ReconcileAfter, c.UnknownDeadline, c.RequestDeadline, c.StreamReplicas = 90*time.Second, 20*time.Minute, time.Hour, 3
 			},
 		},
+		// The reconciler signs no CallBackURL: the dispatcher's callback
+		// settings are not its business, bad or missing.
+		{name: "callback settings not read", set: map[string]string{"CALLBACK_BASE_URL": "/hooks", "CALLBACK_SECRET": "short"}, want: func(c *Config) {}},
 		{name: "no receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "0"}, want: func(c *Config) { c.ReceiptWait = -1 }},
 		{name: "receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "2m"}, want: func(c *Config) { c.ReceiptWait = 2 * time.Minute }},
 		{name: "malformed receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "-1s"}, wantErr: []string{"RECONCILE_RECEIPT_WAIT"}},
@@ -62,8 +65,10 @@ func TestConfigFromEnv(t *testing.T) {
 			wantErr: []string{"RECONCILE_REQUEST_DEADLINE"}},
 		{name: "unknown deadline shorter than reconcile after", set: map[string]string{"RECONCILE_AFTER": "5m", "RECONCILE_UNKNOWN_DEADLINE": "1m"},
 			wantErr: []string{"RECONCILE_UNKNOWN_DEADLINE"}},
-		{name: "dispatcher settings are checked as the dispatcher checks them", set: map[string]string{"NATS_URL": "", "DARAJA_CONSUMER_SECRET": "", "DARAJA_SHORTCODE": "12"},
-			wantErr: []string{"NATS_URL", "DARAJA_CONSUMER_SECRET", "DARAJA_SHORTCODE"}},
+		{name: "shared settings are checked as the dispatcher checks them", set: map[string]string{"NATS_URL": "", "DARAJA_CONSUMER_SECRET": "", "DARAJA_SHORTCODE": "12"},
+			wantErr: []string{"NATS_URL: required", "DARAJA_CONSUMER_SECRET: required", "DARAJA_SHORTCODE: the value is not 5 to 7 digits"}},
+		{name: "NATS_URL checked", set: map[string]string{"NATS_URL": "http://nats:4222"}, wantErr: []string{`NATS_URL: scheme "http" is not one a NATS client dials`}},
+		{name: "malformed DISPATCH_RETRY_MAX", set: map[string]string{"DISPATCH_RETRY_MAX": "120"}, wantErr: []string{`DISPATCH_RETRY_MAX: "120" is not a duration`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := base()
@@ -94,7 +99,7 @@ func TestConfigFromEnv(t *testing.T) {
 				ReceiptWait:     events.PromptLifetime,
 				PromptLifetime:  events.PromptLifetime,
 			}
-			want.Daraja = got.Daraja // the dispatcher's parsing, tested there
+			want.Daraja = got.Daraja // daraja.ConfigFromEnv, tested in the dispatcher
 			tc.want(&want)
 			if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 				t.Errorf("config (-want +got):\n%s", diff)
