@@ -2,14 +2,13 @@ package callback
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // DefaultApplyAfter is the head start of the HTTP handler over the applier:
@@ -64,27 +63,30 @@ func NewApplier(o Options, after time.Duration) (*Applier, error) {
 	return &Applier{h: h, after: after}, nil
 }
 
+// applyConcurrency is how many kept callbacks the applier handles at once.
+// Its work is the handler's (match, apply), which HTTP requests run
+// concurrently anyway.
+const applyConcurrency = 4
+
 // Run creates (or updates) the callback-apply consumer and applies kept
-// callbacks until ctx is cancelled; then it lets the callback in hand
-// finish and returns nil.
+// callbacks until ctx is cancelled; then it lets the callbacks in hand
+// finish (for up to shutdownTimeout) and returns nil.
 func (a *Applier) Run(ctx context.Context) error {
-	cons, err := a.h.js.CreateOrUpdateConsumer(ctx, events.CallbackStreamName, events.CallbackApplyConsumer())
+	create := func(ctx context.Context) (jetstream.Consumer, error) {
+		return a.h.js.CreateOrUpdateConsumer(ctx, events.CallbackStreamName, events.CallbackApplyConsumer())
+	}
+	cons, err := worker.RetryStart(ctx, a.h.log, "create consumer "+events.ConsumerCallbackApply, create)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("consumer %s: %w", events.ConsumerCallbackApply, err)
+		return err
 	}
-	cc, err := cons.Consume(a.handle)
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", events.ConsumerCallbackApply, err)
-	}
-	<-ctx.Done()
-	cc.Drain()
-	select {
-	case <-cc.Closed():
-	case <-time.After(shutdownTimeout):
-	}
+	// The pool's lines are about the consumer, no payment's: an empty
+	// tracking_id says so, as callback-ingest's every line carries one.
+	worker.Pool{Name: events.ConsumerCallbackApply, Concurrency: applyConcurrency, ShutdownTimeout: shutdownTimeout,
+		Recreate: create, Log: a.h.log.With("tracking_id", "")}.
+		Run(ctx, cons, func(_, _ context.Context, msg jetstream.Msg) { a.handle(msg) })
 	return nil
 }
 
@@ -96,26 +98,26 @@ func (a *Applier) handle(msg jetstream.Msg) {
 
 	meta, err := msg.Metadata()
 	if err != nil {
-		log.Error("kept callback without metadata", "err", err)
-		nak(log, msg, applyRetry)
+		log.Error("kept callback without metadata", "error", err)
+		worker.Nak(log, msg, applyRetry)
 		return
 	}
 	retry := retryDelay(meta.NumDelivered)
 	if wait := a.after - time.Since(meta.Timestamp); wait > 0 {
-		nak(log, msg, wait)
+		worker.Nak(log, msg, wait)
 		return
 	}
 	if _, ok := canonicalUUID(id); !ok {
 		log.Error("kept callback on a subject without a tracking id: left as it is", "subject", msg.Subject())
-		ackMsg(log, msg)
+		worker.Ack(context.Background(), log, msg, "the callback will be looked at again")
 		return
 	}
 	cb, err := ParseCallback(msg.Data())
 	if err != nil {
 		// Only a callback that parsed is kept on stkcb.received; a parser
 		// since made stricter is no reason to lose it, and no retry mends it.
-		log.Error("kept callback no longer parses: not applied", "err", err)
-		ackMsg(log, msg)
+		log.Error("kept callback no longer parses: not applied", "error", err)
+		worker.Ack(context.Background(), log, msg, "the callback will be looked at again")
 		return
 	}
 	log = log.With("checkout_request_id", cb.CheckoutRequestID, "merchant_request_id", cb.MerchantRequestID,
@@ -126,14 +128,14 @@ func (a *Applier) handle(msg jetstream.Msg) {
 	cancel()
 	switch {
 	case m.retry:
-		nak(log, msg, retry)
+		worker.Nak(log, msg, retry)
 		return
 	case m.confirm != "":
 		// Held for Daraja's STK query, as the handler would have held it
 		// had it matched it at once.
 		if err := a.keepForConfirmation(msg, meta.Sequence.Stream, id, m); err != nil {
-			log.Error("keep callback for confirmation", "err", err)
-			nak(log, msg, retry)
+			log.Error("keep callback for confirmation", "error", err)
+			worker.Nak(log, msg, retry)
 			return
 		}
 		log.Info("kept callback held for confirmation by Daraja's STK query", "confirm_reason", m.confirm)
@@ -142,7 +144,7 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		err := h.apply(ctx, log, m, cb)
 		cancel()
 		if err != nil {
-			nak(log, msg, retry)
+			worker.Nak(log, msg, retry)
 			return
 		}
 		if m.publish {
@@ -153,7 +155,7 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		// is for an operator; match logged why.
 		log.Warn("kept callback not applied", "reason", m.keepAs)
 	}
-	ackMsg(log, msg)
+	worker.Ack(context.Background(), log, msg, "the callback will be looked at again")
 }
 
 // receivedAt is when a kept callback arrived: its Stkgate-Received-At, or,
@@ -178,21 +180,4 @@ func (a *Applier) keepForConfirmation(msg jetstream.Msg, seq uint64, id string, 
 		jetstream.WithMsgID(fmt.Sprintf("callback-apply:%d:confirm", seq)),
 		jetstream.WithExpectStream(events.CallbackStreamName))
 	return err
-}
-
-func nak(log *slog.Logger, msg jetstream.Msg, delay time.Duration) {
-	if err := msg.NakWithDelay(max(delay, 10*time.Millisecond)); err != nil {
-		// Unacked, it comes back after AckWait anyway.
-		log.Warn("nak failed", "err", err)
-	}
-}
-
-// ackMsg waits for JetStream's confirmation; a lost ack only means one more
-// (harmless) look at the callback.
-func ackMsg(log *slog.Logger, msg jetstream.Msg) {
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
-	defer cancel()
-	if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-		log.Warn("ack not confirmed: the callback will be looked at again", "err", err)
-	}
 }

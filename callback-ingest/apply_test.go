@@ -515,3 +515,22 @@ func TestApplierRetryDelay(t *testing.T) {
 		}
 	}
 }
+
+// The callback-apply consumer deleted under a running applier is created
+// again: a callback kept afterwards is still applied.
+func TestApplierConsumerDeletedIsCreatedAgain(t *testing.T) {
+	e := newEnv(t, 0)
+	e.startApplier()
+	ctx := context.Background()
+	waitFor(t, "the applier's consumer", func() bool {
+		_, err := e.ns.JS.Consumer(ctx, events.CallbackStreamName, events.ConsumerCallbackApply)
+		return err == nil
+	})
+	if err := e.ns.JS.DeleteConsumer(ctx, events.CallbackStreamName, events.ConsumerCallbackApply); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	e.requestDispatched(payment(id))
+	e.keepRaw(id, "", readFixture(t, "success"))
+	waitFor(t, "stk.completed through the recreated consumer", func() bool { n, _ := e.completed(id); return n == 1 })
+}

@@ -101,7 +101,7 @@ func NewHandler(o Options) (http.Handler, error) {
 	e.HidePort = true
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
-			h.log.Error("panic in handler", "tracking_id", pathForLog(c.Request().URL.Path), "err", err, "stack", string(stack))
+			h.log.Error("panic in handler", "tracking_id", pathForLog(c.Request().URL.Path), "error", err, "stack", string(stack))
 			return err
 		},
 	}))
@@ -261,7 +261,7 @@ func (h *handler) callback(c echo.Context) error {
 			return c.JSON(http.StatusServiceUnavailable, unavailable)
 		}
 		if stored {
-			log.Warn("callback rejected: body unreadable", "err", readErr, "bytes", len(body), "token_valid", unauthentic == "")
+			log.Warn("callback rejected: body unreadable", "error", readErr, "bytes", len(body), "token_valid", unauthentic == "")
 		}
 		return c.JSON(http.StatusBadRequest, rejected("body unreadable"))
 	}
@@ -427,10 +427,10 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		log.Warn("callback for an unknown tracking id", outcomeAttrs(cb)...)
 		return matched{keepAs: events.UnmatchedUnknownID, status: http.StatusOK, answer: accepted}
 	case errors.Is(err, events.ErrMalformed):
-		log.Error("stored stk.requested is unreadable", "err", err)
+		log.Error("stored stk.requested is unreadable", "error", err)
 		return unreadable(http.StatusInternalServerError, internal)
 	case err != nil:
-		log.Error("look up stk.requested: the callback is kept for the applier", "err", err)
+		log.Error("look up stk.requested: the callback is kept for the applier", "error", err)
 		return retry
 	}
 
@@ -452,10 +452,10 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		// token checked, is the only word there will be of the payment.
 		log.Info("callback before stk.dispatched")
 	case errors.Is(err, events.ErrMalformed):
-		log.Error("stored stk.dispatched is unreadable", "err", err)
+		log.Error("stored stk.dispatched is unreadable", "error", err)
 		return unreadable(http.StatusInternalServerError, internal)
 	case err != nil:
-		log.Error("look up stk.dispatched: the callback is kept for the applier", "err", err)
+		log.Error("look up stk.dispatched: the callback is kept for the applier", "error", err)
 		return retry
 	case disp.CheckoutRequestID != cb.CheckoutRequestID:
 		log.Warn("callback for another push",
@@ -493,7 +493,7 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 	holder, err := h.claimReceipt(ctx, id, cb.Receipt)
 	switch {
 	case err != nil:
-		log.Error("claim the receipt: the callback is kept for the applier", "err", err)
+		log.Error("claim the receipt: the callback is kept for the applier", "error", err)
 		return retry
 	case holder != "":
 		log.Warn("success callback names a receipt another payment claimed first: held for Daraja's STK query",
@@ -542,7 +542,7 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Req
 	}
 	ack, err := h.pub.Publish(ctx, ev)
 	if err != nil {
-		log.Error("publish stk.completed", "err", err)
+		log.Error("publish stk.completed", "error", err)
 		return err
 	}
 	if ack.Duplicate {
@@ -552,7 +552,7 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Req
 		st, prev, err := h.completedState(ctx, log, req.TrackingID, cb)
 		switch {
 		case err != nil:
-			log.Warn("publish was a duplicate; the stored outcome could not be read", "err", err)
+			log.Warn("publish was a duplicate; the stored outcome could not be read", "error", err)
 			return err
 		case st == stateLate:
 			return h.lateResult(ctx, log, prev, cb)
@@ -579,10 +579,10 @@ func (h *handler) lateResult(ctx context.Context, log *slog.Logger, prev events.
 			append([]any{"stored_late_result_code", stored.ResultCode, "stored_late_receipt", stored.Receipt}, outcomeAttrs(cb)...)...)
 		return nil
 	case errors.Is(err, events.ErrMalformed):
-		log.Error("stored stk.late_result is unreadable; callback not published", append(outcomeAttrs(cb), "err", err)...)
+		log.Error("stored stk.late_result is unreadable; callback not published", append(outcomeAttrs(cb), "error", err)...)
 		return nil
 	case !errors.Is(err, errNotFound):
-		log.Error("look up stk.late_result", "err", err)
+		log.Error("look up stk.late_result", "error", err)
 		return err
 	}
 	ev := events.LateResult{
@@ -601,7 +601,7 @@ func (h *handler) lateResult(ctx context.Context, log *slog.Logger, prev events.
 	}
 	ack, err := h.pub.Publish(ctx, ev)
 	if err != nil {
-		log.Error("publish stk.late_result", "err", err)
+		log.Error("publish stk.late_result", "error", err)
 		return err
 	}
 	_, label := events.Outcome(cb.ResultCode)
@@ -634,10 +634,10 @@ func (h *handler) completedState(ctx context.Context, log *slog.Logger, id strin
 		// The stream has a final outcome even if this copy cannot read it;
 		// a second one would only add to the confusion.
 		log.Error("stored stk.completed is unreadable; callback not published",
-			append(outcomeAttrs(cb), "err", err)...)
+			append(outcomeAttrs(cb), "error", err)...)
 		return stateUnreadable, prev, nil
 	case err != nil:
-		log.Error("look up stk.completed", "err", err)
+		log.Error("look up stk.completed", "error", err)
 		return stateNone, prev, err
 	}
 	if prev.ResultCode == cb.ResultCode && prev.Receipt == receiptOf(cb) {

@@ -96,7 +96,7 @@ func (h *handler) keepOn(r *http.Request, log *slog.Logger, d *delivery, subject
 		jetstream.WithMsgID(d.id),
 		jetstream.WithExpectStream(events.CallbackStreamName))
 	if err != nil {
-		log.Error("keep callback: not stored, answering 503", "subject", subject, "bytes", len(d.body), "err", err)
+		log.Error("keep callback: not stored, answering 503", "subject", subject, "bytes", len(d.body), "error", err)
 		return false
 	}
 	log.Info("callback kept", "subject", subject, "reason", reason, "seq", ack.Sequence, "bytes", len(d.body))

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
@@ -131,36 +130,25 @@ func Run(ctx context.Context, cfg Config) error {
 
 // ensureStream creates or updates the STK and STK_CALLBACKS streams and the
 // receipts bucket (events.ReceiptsBucket), and returns STK and the bucket,
-// retrying while NATS is unreachable, until ctx is done. JetStream refusing
-// the stream (too many replicas for the cluster, say) is final: no wait
-// mends configuration.
+// retrying while NATS is unreachable, until ctx is done (worker.RetryStart:
+// JetStream refusing the stream, too many replicas for the cluster say, is
+// final).
 func ensureStream(ctx context.Context, log *slog.Logger, js jetstream.JetStream, replicas int) (jetstream.Stream, jetstream.KeyValue, error) {
 	type made struct {
 		stream   jetstream.Stream
 		receipts jetstream.KeyValue
 	}
-	b := backoff.NewExponentialBackOff()
-	b.MaxInterval = 10 * time.Second
-	b.MaxElapsedTime = 0
-	m, err := backoff.RetryNotifyWithData(func() (made, error) {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
+	m, err := worker.RetryStart(ctx, log, "ensure streams", func(ctx context.Context) (made, error) {
 		var m made
 		var err error
-		m.stream, err = events.EnsureStream(actx, js, replicas)
-		if err == nil {
-			_, err = events.EnsureCallbackStream(actx, js, replicas)
+		if m.stream, err = events.EnsureStream(ctx, js, replicas); err != nil {
+			return m, err
 		}
-		if err == nil {
-			m.receipts, err = worker.EnsureBucket(actx, js, events.ReceiptsConfig(replicas))
+		if _, err = events.EnsureCallbackStream(ctx, js, replicas); err != nil {
+			return m, err
 		}
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) {
-			return made{}, backoff.Permanent(err)
-		}
+		m.receipts, err = worker.EnsureBucket(ctx, js, events.ReceiptsConfig(replicas))
 		return m, err
-	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
-		log.Warn("streams not ready; retrying", "err", err, "in", wait)
 	})
 	return m.stream, m.receipts, err
 }
