@@ -99,8 +99,9 @@ type Config struct {
 	// not yet dispatched, across every api instance
 	// (API_CLIENT_MAX_QUEUED); 0 means no limit.
 	ClientMaxQueued int
-	// StartTimeout bounds start-up (database, migrations, stream), retried
-	// until then. Not read from the environment.
+	// StartTimeout bounds start-up (database, stream), retried until then;
+	// a migration under way runs to its end past it (store.Migrate). Not
+	// read from the environment.
 	StartTimeout time.Duration
 	// ReadHeaderTimeout, ReadTimeout and IdleTimeout are the HTTP server's
 	// (zero: 5s, 15s, 60s); WriteTimeout follows from ReadTimeout and

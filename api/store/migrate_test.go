@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/stkgate/stkgate/api/store"
@@ -158,5 +159,68 @@ func TestMigrateUniqueReceipts(t *testing.T) {
 		status, response_code, transaction_code, stage, created_at, updated_at)
 		VALUES (gen_random_uuid(), 'c', '254708374149', 10, 'r', 1, '0', 'sjk4abc124', 2, now(), now())`); err == nil {
 		t.Error("the index let a second payment take a receipt")
+	}
+}
+
+// A service migrates under its start-up deadline, and a CREATE INDEX
+// CONCURRENTLY waits for every open transaction on the table: cut off by
+// that deadline, each start would leave an invalid index and the next one
+// begin again, for ever. A migration runs to its end whatever the caller's
+// deadline; only a cancellation (the service stopping) cuts it off.
+func TestMigrateOutlivesTheStartDeadline(t *testing.T) {
+	db := pgtest.New(t)
+	rewindTo(t, db, 5, "stk_pushes_transaction_code_key", "stk_pushes_client_queued_idx")
+	// A writer's transaction open across the deadline.
+	tx, err := db.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	tx.MustExec(`INSERT INTO stk_pushes (tracking_id, client, phone_number, amount, reference, stage, created_at, updated_at)
+		VALUES (gen_random_uuid(), 'c', '254708374149', 10, 'r', 0, now(), now())`)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- store.Migrate(ctx, db.DB) }()
+	<-ctx.Done()
+	select {
+	case err := <-done:
+		t.Fatalf("Migrate returned at the deadline, before the open transaction ended: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if exists, valid := receiptIndexValid(t, db); !exists || !valid {
+		t.Errorf("receipt index exists=%v valid=%v, want a valid one", exists, valid)
+	}
+}
+
+// A service stopping (its context cancelled) cuts a waiting migration off.
+func TestMigrateStopsWhenCancelled(t *testing.T) {
+	db := pgtest.New(t)
+	rewindTo(t, db, 5, "stk_pushes_transaction_code_key", "stk_pushes_client_queued_idx")
+	tx, err := db.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	tx.MustExec(`INSERT INTO stk_pushes (tracking_id, client, phone_number, amount, reference, stage, created_at, updated_at)
+		VALUES (gen_random_uuid(), 'c', '254708374149', 10, 'r', 0, now(), now())`)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- store.Migrate(ctx, db.DB) }()
+	time.AfterFunc(300*time.Millisecond, cancel)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Migrate succeeded while a transaction it waits for was open")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Migrate went on after its context was cancelled")
 	}
 }

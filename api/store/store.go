@@ -85,7 +85,15 @@ const migrationTable = "stkgate_schema_migrations"
 // Migrate brings the schema up to date. Every service that uses the database
 // calls it at start-up; a Postgres session lock makes concurrent starters
 // wait for one another instead of racing.
+//
+// A migration runs to its end whatever ctx's deadline: an index built
+// CONCURRENTLY waits for every transaction open on its table, and cut off
+// by a start-up deadline it would leave an invalid index for the next start
+// to begin again, for ever. Only ctx's cancellation (the service stopping)
+// cuts a migration off.
 func Migrate(ctx context.Context, db *sql.DB) error {
+	ctx, stop := cancelOnly(ctx)
+	defer stop()
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -112,6 +120,21 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
+}
+
+// cancelOnly is ctx without its deadline: it ends when ctx is cancelled
+// (or stop is called), not when ctx times out.
+func cancelOnly(ctx context.Context) (_ context.Context, stop func()) {
+	out, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	unwatch := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			cancel()
+		}
+	})
+	return out, func() {
+		unwatch()
+		cancel()
+	}
 }
 
 // Record is one payment as a client sees it when polling.
