@@ -14,12 +14,10 @@ import (
 	"math"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
@@ -141,55 +139,39 @@ type setUpResult struct {
 }
 
 // setUp creates the stream, the buckets and the consumers, retrying while
-// NATS is not reachable yet so the services can start in any order.
+// NATS is not reachable yet so the services can start in any order
+// (worker.RetryStart).
 func setUp(ctx context.Context, log *slog.Logger, js jetstream.JetStream, cfg Config) (setUpResult, error) {
-	wait := time.Second
-	for {
-		res, err := func() (res setUpResult, err error) {
-			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			if res.stream, err = events.EnsureStream(ctx, js, cfg.StreamReplicas); err != nil {
-				return res, err
-			}
-			if res.attempts, err = ensureAttempts(ctx, js, cfg.StreamReplicas); err != nil {
-				return res, err
-			}
-			if res.pushLog, err = events.EnsurePushLogStream(ctx, js, cfg.StreamReplicas); err != nil {
-				return res, err
-			}
-			if res.phones, err = worker.EnsureBucket(ctx, js, events.PhonesConfig(cfg.StreamReplicas, cfg.PhoneLockTTL)); err != nil {
-				return res, err
-			}
-			// Before the consumers: their MaxDeliver advisories are kept
-			// only once STK_ADVISORIES exists.
-			if _, err := events.EnsureAdvisoryStream(ctx, js, cfg.StreamReplicas); err != nil {
-				return res, err
-			}
-			if res.requests, err = requestConsumer(ctx, log, js, cfg); err != nil {
-				return res, err
-			}
-			if res.release, err = ensureConsumer(ctx, log, js, events.PhoneReleaseConsumer()); err != nil {
-				return res, err
-			}
-			return res, nil
-		}()
-		if err == nil {
-			return res, nil
+	res, err := worker.RetryStart(ctx, log, "dispatcher set-up", func(ctx context.Context) (res setUpResult, err error) {
+		if res.stream, err = events.EnsureStream(ctx, js, cfg.StreamReplicas); err != nil {
+			return res, err
 		}
-		if ctx.Err() != nil {
-			return res, ctx.Err()
+		if res.attempts, err = ensureAttempts(ctx, js, cfg.StreamReplicas); err != nil {
+			return res, err
 		}
-		if !retryableSetUp(err) {
-			return res, fmt.Errorf("dispatcher: %w", err)
+		if res.pushLog, err = events.EnsurePushLogStream(ctx, js, cfg.StreamReplicas); err != nil {
+			return res, err
 		}
-		log.Warn("jetstream not ready, retrying", "error", err, "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-time.After(wait):
+		if res.phones, err = worker.EnsureBucket(ctx, js, events.PhonesConfig(cfg.StreamReplicas, cfg.PhoneLockTTL)); err != nil {
+			return res, err
 		}
-		wait = min(2*wait, 30*time.Second)
+		// Before the consumers: their MaxDeliver advisories are kept
+		// only once STK_ADVISORIES exists.
+		if _, err := events.EnsureAdvisoryStream(ctx, js, cfg.StreamReplicas); err != nil {
+			return res, err
+		}
+		if res.requests, err = requestConsumer(ctx, log, js, cfg); err != nil {
+			return res, err
+		}
+		if res.release, err = ensureConsumer(ctx, log, js, events.PhoneReleaseConsumer()); err != nil {
+			return res, err
+		}
+		return res, nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("dispatcher: %w", err)
 	}
+	return res, nil
 }
 
 // requestConsumer creates (or brings up to date) the consumer of
@@ -224,21 +206,6 @@ func ensureConsumer(ctx context.Context, log *slog.Logger, js jetstream.JetStrea
 	}
 	log.Error("the server cannot update the consumer: using it as it runs; restart nats-server if this lasts", "consumer", cc.Durable, "error", err)
 	return running, nil
-}
-
-// retryableSetUp tells an unreachable server (worth waiting for) from a
-// refusal (a configuration clash no wait will fix).
-func retryableSetUp(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		// JetStream answered; "not enabled" or "temporarily unavailable" may
-		// pass while a cluster forms, anything else will not.
-		// An internal error of the server's (500) is its own fault, not
-		// the configuration's.
-		return apiErr.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabled ||
-			apiErr.Code >= 500
-	}
-	return true
 }
 
 func warnCallbackBase(log *slog.Logger, cfg Config) {
@@ -281,38 +248,17 @@ type dispatcher struct {
 // deleted meanwhile is created again. On return the releases in hand have
 // finished.
 func (d *dispatcher) releasePhones(ctx context.Context, cons jetstream.Consumer) {
-	for {
-		gone := make(chan struct{})
-		var once sync.Once
-		cc, err := cons.Consume(func(msg jetstream.Msg) { d.releasePhone(ctx, msg) },
-			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				d.log.Warn("phone release consumer", "error", err)
-				if consumerGone(err) {
-					once.Do(func() { close(gone) })
-				}
-			}))
-		if err == nil {
-			select {
-			case <-ctx.Done():
-			case <-gone:
-			}
-			// Drain lets the releases in hand finish.
-			cc.Drain()
-			<-cc.Closed()
-		} else {
-			d.log.Warn("phone release consumer", "error", err)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		cons = d.recreate(ctx, events.ConsumerPhoneRelease, func(ctx context.Context) (jetstream.Consumer, error) {
+	worker.Pool{Name: events.ConsumerPhoneRelease, Concurrency: releaseConcurrency, ShutdownTimeout: d.cfg.ShutdownTimeout,
+		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return ensureConsumer(ctx, d.log, d.js, events.PhoneReleaseConsumer())
-		})
-		if cons == nil {
-			return
-		}
-	}
+		},
+		Log: d.log,
+	}.Run(ctx, cons, func(_, work context.Context, msg jetstream.Msg) { d.releasePhone(work, msg) })
 }
+
+// releaseConcurrency is how many completions the phone releaser handles at
+// once: each is one key-value update.
+const releaseConcurrency = 4
 
 func (d *dispatcher) releasePhone(ctx context.Context, msg jetstream.Msg) {
 	id := events.TrackingIDOf(msg.Subject())
@@ -331,7 +277,7 @@ func (d *dispatcher) releasePhone(ctx context.Context, msg jetstream.Msg) {
 	}
 	released, err := d.phones.releaseHeldBy(context.WithoutCancel(ctx), c.Phone, id)
 	if err != nil {
-		delay := events.PhoneReleaseRetry(numDelivered(msg))
+		delay := events.PhoneReleaseRetry(worker.Delivered(msg))
 		log.Warn("phone lock not released on completion; retrying", "error", err, "retry_in", delay.String())
 		_ = msg.NakWithDelay(delay)
 		return
@@ -344,152 +290,27 @@ func (d *dispatcher) releasePhone(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-func numDelivered(msg jetstream.Msg) uint64 {
-	if md, err := msg.Metadata(); err == nil {
-		return md.NumDelivered
-	}
-	return 1
-}
-
-// consumerGone reports whether err means the consumer no longer exists on
-// the server (deleted by an operator, or lost with its stream's state), so
-// that pulling from it again can only fail.
-func consumerGone(err error) bool {
-	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
-}
-
-// recreate creates a deleted consumer again with create, retrying until it
-// succeeds or ctx ends (then nil). A recreated consumer of stk.requested
-// delivers every request the stream holds again: the attempt records, the
-// push log and the stream itself keep each from being pushed twice.
-func (d *dispatcher) recreate(ctx context.Context, name string, create func(context.Context) (jetstream.Consumer, error)) jetstream.Consumer {
-	wait := time.Second
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		c, err := create(cctx)
-		cancel()
-		if err == nil {
-			d.log.Warn("consumer was deleted: created again", "consumer", name)
-			return c
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		d.log.Warn("consumer deleted and not created again yet; retrying", "consumer", name, "error", err, "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 30*time.Second)
-	}
-}
-
-// consume pulls messages only for free workers: a message fetched ahead of a
-// worker would age in a buffer past the AckWait, be redelivered while the
-// first copy still waits, and both copies would push the customer.
+// consume hands each stk.requested to handle, with Concurrency pushes at
+// once, until ctx ends; then it gives the pushes in flight and the
+// publishing of their outcome ShutdownTimeout to finish. worker.Pool pulls
+// messages only for free handlers: a message fetched ahead of a handler
+// would age in a buffer past the AckWait, be redelivered while the first
+// copy still waits, and both copies would push the customer. A deleted
+// consumer is created again: it delivers every request the stream holds
+// again, and the attempt records, the push log and the stream itself keep
+// each from being pushed twice.
 func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
-	// work outlives ctx so that pushes in flight and the publishing of their
-	// outcome can finish after a stop; it ends after ShutdownTimeout.
-	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-
-	slots := make(chan struct{}, d.cfg.Concurrency)
-	var wg sync.WaitGroup
-	for ctx.Err() == nil {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			continue
-		}
-		n := 1
-	reserve:
-		for n < d.cfg.Concurrency {
-			select {
-			case slots <- struct{}{}:
-				n++
-			default:
-				break reserve
-			}
-		}
-
-		got, err := d.fetch(ctx, cons, n, func(msg jetstream.Msg) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				d.handle(ctx, work, msg)
-			}()
-		})
-		for range n - got {
-			<-slots
-		}
-		if err != nil && ctx.Err() == nil && pullFoundNoConsumer(ctx, cons, err) {
-			if cons = d.recreate(ctx, events.ConsumerDispatcher, func(ctx context.Context) (jetstream.Consumer, error) {
-				return requestConsumer(ctx, d.log, d.js, d.cfg)
-			}); cons == nil {
-				break
-			}
-			continue
-		}
-		if err != nil && ctx.Err() == nil {
-			d.log.Warn("fetch from jetstream failed, retrying", "error", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
-	}
-
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(d.cfg.ShutdownTimeout):
-		d.log.Warn("pushes still in flight at shutdown timeout; cancelling them", "timeout", d.cfg.ShutdownTimeout.String())
-		cancelWork()
-		<-done
-	}
-}
-
-// fetch pulls up to n messages and hands each to start as it arrives.
-// pullFoundNoConsumer reports whether a failed pull means the consumer no
-// longer exists. A consumer deleted while no pull request of ours was
-// waiting sends no "deleted" notice: the next pull finds no responder,
-// which a server whose JetStream is not ready yet answers too, so the
-// consumer's info tells the two apart.
-func pullFoundNoConsumer(ctx context.Context, cons jetstream.Consumer, err error) bool {
-	if consumerGone(err) {
-		return true
-	}
-	if !errors.Is(err, nats.ErrNoResponders) {
-		return false
-	}
-	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, err = cons.Info(ictx)
-	return errors.Is(err, jetstream.ErrConsumerNotFound)
-}
-
-func (d *dispatcher) fetch(ctx context.Context, cons jetstream.Consumer, n int, start func(jetstream.Msg)) (int, error) {
-	fctx, cancel := context.WithTimeout(ctx, fetchWait)
-	defer cancel()
-	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
-	if err != nil {
-		return 0, err
-	}
-	got := 0
-	for msg := range batch.Messages() {
-		got++
-		start(msg)
-	}
-	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		return got, err
-	}
-	return got, nil
+	worker.Pool{
+		Name:            events.ConsumerDispatcher,
+		Concurrency:     d.cfg.Concurrency,
+		FetchWait:       fetchWait,
+		ProgressEvery:   d.cfg.ProgressInterval,
+		ShutdownTimeout: d.cfg.ShutdownTimeout,
+		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
+			return requestConsumer(ctx, d.log, d.js, d.cfg)
+		},
+		Log: d.log,
+	}.Run(ctx, cons, d.handle)
 }
 
 // handle dispatches one stk.requested. stop ends on shutdown: no new attempt
@@ -528,7 +349,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 
 	if stop.Err() != nil {
 		// Fetched as the dispatcher stopped: hand it back untouched.
-		if err := events.HandBack(msg); err != nil {
+		if err := worker.HandBack(msg); err != nil {
 			log.Warn("nak on stop", "error", err)
 		}
 		return
@@ -549,18 +370,15 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			line = "an earlier request for the phone waits for its client's share: waiting behind it"
 		}
 		log.Debug(line, "client", req.Client, "retry_in", wait.Round(time.Millisecond).String(), "delivered", delivered)
-		d.nakDelay(log, msg, wait)
+		worker.Nak(log, msg, wait)
 		return
 	}
 	defer done()
 
-	keep := keepInProgress(msg, d.cfg.ProgressInterval)
-	defer keep()
-
 	rec, rev, err := d.attempts.get(work, id)
 	if err != nil {
 		log.Error("cannot read the attempt record: not pushing; retrying later", "error", err)
-		d.nakDelay(log, msg, d.cfg.RecheckDelay)
+		worker.Nak(log, msg, d.cfg.RecheckDelay)
 		return
 	}
 	switch rec.State {
@@ -575,7 +393,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			"state", rec.State, "delivered", delivered)
 		if err := d.restore(work, log, msg, req, rec); err != nil {
 			log.Error("event of a recorded outcome not stored; leaving the request for redelivery", "error", err, "state", rec.State)
-			d.nakDelay(log, msg, d.cfg.RecheckDelay)
+			worker.Nak(log, msg, d.cfg.RecheckDelay)
 			return
 		}
 		d.leaveQueue(work, log, req.Phone, id)
@@ -595,7 +413,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 	lockRev, holder, err := d.phones.acquire(work, req.Phone, id, seq, time.Now().UTC(), d.queueTimes())
 	if err != nil {
 		log.Error("cannot take the phone's lock: not pushing; retrying later", "error", err)
-		d.nakDelay(log, msg, d.cfg.RecheckDelay)
+		worker.Nak(log, msg, d.cfg.RecheckDelay)
 		return
 	}
 	if holder != "" {
@@ -619,7 +437,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			rec.UpdatedAt = time.Now().UTC()
 			if _, err := d.attempts.put(work, rec, rev); err != nil {
 				log.Error("cannot record giving up; retrying later", "error", err)
-				d.nakDelay(log, msg, d.cfg.RecheckDelay)
+				worker.Nak(log, msg, d.cfg.RecheckDelay)
 				return
 			}
 			if rec.State == events.AttemptAmbiguous {
@@ -637,7 +455,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		// earlier request waits for it: wait in JetStream (durably), on the
 		// phone's waiting list, and look again later.
 		log.Debug("phone busy with another payment's prompt: waiting", "before_tracking_id", holder, "delivered", delivered)
-		d.nakDelay(log, msg, d.cfg.PhoneWait)
+		worker.Nak(log, msg, d.cfg.PhoneWait)
 		return
 	}
 
@@ -648,7 +466,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 	switch found, err := d.evidence(work, id, rev == 0); {
 	case err != nil:
 		log.Error("cannot tell whether the payment was pushed or finished before: not pushing; retrying later", "error", err)
-		d.nakDelay(log, msg, d.cfg.RecheckDelay)
+		worker.Nak(log, msg, d.cfg.RecheckDelay)
 		return
 	case found.completed:
 		log.Warn("request redelivered after its outcome was stored: not pushing", "attempt_state", rec.State, "delivered", delivered)
@@ -672,7 +490,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		a.ErrorCode, a.ErrorMessage = CodeRecordLost, "the attempt record was lost after a push was sent; its outcome is unknown"
 		if _, err := d.attempts.put(work, a, 0); err != nil {
 			log.Error("push log shows a push whose record is gone; record not written again, retrying later", "error", err)
-			d.nakDelay(log, msg, d.cfg.RecheckDelay)
+			worker.Nak(log, msg, d.cfg.RecheckDelay)
 			return
 		}
 		log.Warn("request redelivered without its attempt record, but a push left for it: not pushing again; the callback or the reconciler settles it",
@@ -699,7 +517,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 			// from it and never pushes again.
 			log.Error("push accepted but stk.dispatched not yet stored; leaving the request for redelivery, which stores it from the attempt record",
 				"error", err)
-			d.nakDelay(log, msg, d.cfg.RecheckDelay)
+			worker.Nak(log, msg, d.cfg.RecheckDelay)
 			return
 		}
 		d.ack(work, log, msg)
@@ -717,7 +535,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		if err := d.publish(work, log, msg, completedOf(req, rec)); err != nil {
 			log.Error("OUTCOME NOT RECORDED: stk.completed could not be published; leaving the request for redelivery, which stores it from the attempt record",
 				"error", err, "result_code", rec.ErrorCode)
-			d.nakDelay(log, msg, d.cfg.RecheckDelay)
+			worker.Nak(log, msg, d.cfg.RecheckDelay)
 			return
 		}
 		d.ack(work, log, msg)
@@ -737,7 +555,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		// lock is kept, so the redelivery pushes again, in turn.
 		log.Info("Daraja asks to wait before the next push: waiting in JetStream, keeping the phone's lock",
 			"retry_in", out.wait.Round(time.Millisecond).String(), "attempts", out.attempts, "error", out.err)
-		d.nakDelay(log, msg, out.wait)
+		worker.Nak(log, msg, out.wait)
 
 	case outcomeHeld:
 		// No push was sent in this round: the record could not be written
@@ -747,7 +565,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		if d.letGoOfPhone(work, log, id, rec, out.err) {
 			d.releaseInTurn(work, log, req.Phone, id, seq, out.lockRev)
 		}
-		d.nakDelay(log, msg, d.cfg.RecheckDelay)
+		worker.Nak(log, msg, d.cfg.RecheckDelay)
 
 	case outcomeCompletedMeanwhile:
 		// An earlier call went through after all (a 503 after Daraja had
@@ -769,7 +587,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 		if !rec.Uncertain {
 			d.releaseInTurn(work, log, req.Phone, id, seq, out.lockRev)
 		}
-		if err := events.HandBack(msg); err != nil {
+		if err := worker.HandBack(msg); err != nil {
 			log.Warn("nak on stop", "error", err)
 		}
 	}
@@ -948,12 +766,6 @@ func (d *dispatcher) restore(work context.Context, log *slog.Logger, msg jetstre
 		return d.publish(work, log, msg, ev)
 	default:
 		return fmt.Errorf("look up %s: %w", subject, err)
-	}
-}
-
-func (d *dispatcher) nakDelay(log *slog.Logger, msg jetstream.Msg, delay time.Duration) {
-	if err := msg.NakWithDelay(delay); err != nil {
-		log.Warn("nak", "error", err)
 	}
 }
 
@@ -1432,31 +1244,5 @@ func (d *dispatcher) terminate(log *slog.Logger, msg jetstream.Msg, reason strin
 func (d *dispatcher) term(log *slog.Logger, msg jetstream.Msg, reason string) {
 	if err := msg.TermWithReason(reason); err != nil {
 		log.Error("terminate failed", "error", err)
-	}
-}
-
-// keepInProgress reports msg in progress every interval until the returned
-// function is called, so JetStream does not redeliver a request whose push
-// is being retried or whose outcome is being published.
-func keepInProgress(msg jetstream.Msg, every time.Duration) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		wg.Wait()
 	}
 }

@@ -268,11 +268,12 @@ func (h *harness) checkLogs() {
 	}
 	serviceLines := map[string]bool{
 		"dispatcher started": true, "dispatcher stopped": true,
-		"jetstream not ready, retrying": true, "fetch from jetstream failed, retrying": true,
-		"pushes still in flight at shutdown timeout; cancelling them": true,
-		"nats disconnected": true, "nats reconnected": true, "nats connected": true, "nats unreachable, retrying": true,
-		"phone release consumer":              true,
-		"consumer was deleted: created again": true, "consumer deleted and not created again yet; retrying": true,
+		"dispatcher set-up failed; retrying": true,
+		"nats disconnected":                  true, "nats reconnected": true, "nats connected": true, "nats unreachable, retrying": true,
+		// worker.Pool's, about a consumer.
+		"fetch failed; retrying": true, "handlers still running at the shutdown timeout; cancelling their work": true,
+		"hand back on stop failed: the message comes back after its ack wait": true,
+		"consumer was deleted: created again":                                 true, "consumer deleted and not created again yet; retrying": true,
 	}
 	for _, line := range strings.Split(strings.TrimSpace(raw), "\n") {
 		if line == "" {
