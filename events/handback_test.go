@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 	"github.com/stkgate/stkgate/events/natstest"
 )
 
@@ -48,7 +49,7 @@ func TestHandBackSkipsAStoppingPull(t *testing.T) {
 	}
 
 	handed := time.Now()
-	if err := events.HandBack(msg); err != nil {
+	if err := worker.HandBack(msg); err != nil {
 		t.Fatal(err)
 	}
 	// The service stops: its fetch ends, a moment later, and its inbox goes.
@@ -61,7 +62,7 @@ func TestHandBackSkipsAStoppingPull(t *testing.T) {
 	if again.Subject() != "stk.requested.a" {
 		t.Fatalf("got %s", again.Subject())
 	}
-	if d := time.Since(handed); d < events.HandBackDelay {
+	if d := time.Since(handed); d < worker.HandBackDelay {
 		t.Errorf("delivered again after %s, before HandBackDelay", d)
 	}
 	md, err := again.Metadata()

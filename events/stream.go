@@ -136,26 +136,3 @@ func DispatcherConsumer() jetstream.ConsumerConfig {
 // dispatcher finishes a request still waiting for its phone at its last
 // delivery as failed, so it never runs out silently.
 const DispatcherMaxDeliver = 1000
-
-// HandBackDelay is how long a handed-back message waits before JetStream
-// delivers it again (see HandBack): longer than a stopping service takes to
-// end its fetch, far shorter than an AckWait.
-const HandBackDelay = time.Second
-
-// HandBack returns a message a stopping service took but will not handle, so
-// that another instance gets it within HandBackDelay instead of after the
-// AckWait.
-//
-// A plain Nak is not enough: nats-server delivers a nak'd message at once to
-// the first pull request still waiting, which at a stop is often the
-// stopping service's own (its fetch is ending, its inbox not yet
-// unsubscribed); the message is then lost until the AckWait. After a short
-// delay that pull request has lapsed — the server drops a pull request whose
-// inbox no one listens to — and the message goes to a live consumer.
-//
-// Only for a consumer without BackOff: with one, nats-server measures a
-// NakWithDelay against the BackOff interval of the delivery instead of the
-// AckWait (see DispatcherConsumer).
-func HandBack(msg jetstream.Msg) error {
-	return msg.NakWithDelay(HandBackDelay)
-}

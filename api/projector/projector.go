@@ -18,7 +18,7 @@
 //     backoff while the batch is kept with InProgress: an outage never uses
 //     up the consumer's MaxDeliver (unlimited anyway) and never skips an
 //     event. A projector stopped during an outage hands its batch back
-//     (events.HandBack) to the next one.
+//     (worker.HandBack) to the next one.
 //
 // An stk.late_result is kept beside the outcome (the record's
 // late_result), never in its place.
@@ -363,13 +363,13 @@ func (p *projector) ackAll(items []item) {
 
 func (p *projector) nakAll(items []item, cause error) {
 	p.log.Warn("stopping with events not applied; handing them back", "events", len(items), "error", cause)
-	// events.HandBack, not a plain Nak: a plain Nak is delivered at once to
+	// worker.HandBack, not a plain Nak: a plain Nak is delivered at once to
 	// the first pull request waiting, which at a stop is often this
 	// projector's own, and the message would then wait out the AckWait
 	// (30 s). The consumer has no BackOff (events.ProjectorConsumer), so
 	// HandBack's delay is the one nats-server applies.
 	for _, it := range items {
-		if err := events.HandBack(it.msg); err != nil {
+		if err := worker.HandBack(it.msg); err != nil {
 			p.log.Warn("nak failed", "tracking_id", it.trackingID(), "error", err)
 		}
 	}

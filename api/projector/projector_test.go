@@ -502,7 +502,7 @@ func TestRunDatabaseOutage(t *testing.T) {
 }
 
 // A projector stopped while Postgres is down hands its events back
-// (events.HandBack), and the next projector applies them once Postgres is
+// (worker.HandBack), and the next projector applies them once Postgres is
 // back: within seconds, not after the AckWait (30 s, more than eventually
 // waits), and without a dead letter or a terminated event.
 func TestRunStoppedDuringOutageHandsBack(t *testing.T) {
