@@ -24,15 +24,14 @@ run:
 	$(GO) run ./deploy/cmd/stkgate-dev
 
 ## test: every module's tests, with the race detector, against real Postgres and JetStream; then every fuzz target for FUZZ_SHORT
+# One go test over the modules but deploy, so that packages of different
+# modules build and run side by side; then deploy's, one package at a time:
+# they (the chaos test, the dev stack) start servers on ports found free,
+# which another package could take meanwhile.
+TEST_PKGS := $(foreach m,$(filter-out deploy,$(MODULES)),./$(m)/...)
 test:
-	@for m in $(MODULES); do \
-	  echo "== $$m"; \
-	  # deploy's packages (the chaos test, the dev stack) start servers on \
-	  # ports found free, which another package could take meanwhile: \
-	  # one package at a time there. \
-	  p=""; [ $$m = deploy ] && p="-p 1"; \
-	  (cd $$m && $(GO) test -race -count=1 -timeout 8m $$p ./...) || exit 1; \
-	done
+	$(GO) test -race -count=1 -timeout 8m $(TEST_PKGS)
+	cd deploy && $(GO) test -race -count=1 -timeout 8m -p 1 ./...
 	@if [ -n "$(FUZZ_SHORT)" ] && [ "$(FUZZ_SHORT)" != 0 ]; then \
 	  echo "== fuzz targets, $(FUZZ_SHORT) each (FUZZ_SHORT=0 skips)"; \
 	  GO=$(GO) scripts/fuzz $(FUZZ_SHORT) $(MODULES); \
