@@ -3,7 +3,6 @@ package api
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/worker"
+	"github.com/stkgate/stkgate/events/service"
 )
 
 // HTTP server timeouts (the defaults of Config's). A request is a small
@@ -126,12 +126,7 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("api listening", "addr", ln.Addr().String(), "dispatch_mode", string(cfg.DispatchMode))
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve: %w", err)
-		}
-		return nil
-	})
+	g.Go(func() error { return service.Serve(gctx, srv, ln, shutdownTimeout) })
 	g.Go(func() error {
 		h.tokens.db.keepKnown(gctx)
 		return nil
@@ -148,15 +143,6 @@ func Run(ctx context.Context, cfg Config) error {
 			return nil
 		})
 	}
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			return fmt.Errorf("shutdown: %w", err)
-		}
-		return nil
-	})
 	if err := g.Wait(); err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package callback
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/failpoint"
 	"github.com/stkgate/stkgate/events/kit/worker"
+	"github.com/stkgate/stkgate/events/service"
 )
 
 // HTTP server timeouts. A callback is a small body sent at once; slow
@@ -106,21 +106,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return applier.Run(gctx) })
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			return fmt.Errorf("shutdown: %w", err)
-		}
-		return nil
-	})
+	g.Go(func() error { return service.Serve(gctx, srv, ln, shutdownTimeout) })
 	if err := g.Wait(); err != nil {
 		return err
 	}
