@@ -181,8 +181,17 @@ func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg j
 		return
 	}
 	_ = msg.InProgress()
-	// The client bounds the round trip (daraja.Config.Timeout).
-	res, err := r.client.Query(work, p.checkoutID)
+	// An answer asked before the unknown deadline cannot say Daraja still
+	// did not know the push after it: past the deadline, only a later one
+	// is taken.
+	var notBefore time.Time
+	if age >= r.cfg.UnknownDeadline {
+		notBefore = p.sentAt.Add(r.cfg.UnknownDeadline)
+	}
+	// The client bounds the round trip (daraja.Config.Timeout). The answer
+	// may be one another asker got moments ago (queries.go).
+	ans := r.queries.ask(work, p.checkoutID, notBefore)
+	res, err := ans.res, ans.err
 	switch {
 	case err == nil && res.ResultCode == "0" && age < r.cfg.ReceiptWait && (!p.confirming || p.heldFailure):
 		// Paid, but the query has no receipt: the callback, which has it,
@@ -214,7 +223,7 @@ func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg j
 			"result_desc", ev.ResultDesc, "since_push", age.Round(time.Second).String())
 		r.finish(work, log, msg, ev)
 	case errors.Is(err, daraja.ErrStillProcessing):
-		delay := r.backoff(msg)
+		delay := r.retryIn(msg, ans)
 		log.Info("Daraja says the transaction is still being processed; asking again later", "retry_in", delay.String(),
 			"since_push", age.Round(time.Second).String())
 		if age > r.cfg.UnknownDeadline {
@@ -239,15 +248,11 @@ func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg j
 			})
 			return
 		}
-		delay := min(r.backoff(msg), r.cfg.UnknownDeadline-age)
+		delay := min(r.retryIn(msg, ans), r.cfg.UnknownDeadline-age)
 		log.Info("Daraja does not know the transaction yet; asking again later", "retry_in", delay.String())
 		later(log, msg, delay)
 	default:
-		delay := r.backoff(msg)
-		var de *daraja.Error
-		if errors.As(err, &de) && de.RetryAfter > delay {
-			delay = de.RetryAfter
-		}
+		delay := r.retryIn(msg, ans)
 		if daraja.KindOf(err) == daraja.KindRefused {
 			// Not this payment's fault (credentials, a malformed id…):
 			// finishing it would guess at money; keep asking and shout.
@@ -503,6 +508,18 @@ func (r *reconciler) backoff(msg jetstream.Msg) time.Duration {
 	d = min(d, r.cfg.QueryMaxInterval)
 	jitter := time.Duration(rand.Int64N(int64(d)/5 + 1))
 	return d - d/10 + jitter
+}
+
+// retryIn is the wait before asking Daraja again after ans: the backoff,
+// or longer when Daraja asked for it (Retry-After) or when ans is reused for
+// longer (any query before then would be given ans again).
+func (r *reconciler) retryIn(msg jetstream.Msg, ans answer) time.Duration {
+	delay := max(r.backoff(msg), ans.left(r.clock()))
+	var de *daraja.Error
+	if errors.As(ans.err, &de) {
+		delay = max(delay, de.RetryAfter)
+	}
+	return delay
 }
 
 // promptSince is when the latest push of an attempt left, from which a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
@@ -103,7 +104,8 @@ func (r *reconciler) questionHolder(work context.Context, log *slog.Logger, msg 
 	}
 	log = log.With("checkout_request_id", c.CheckoutRequestID)
 	_ = msg.InProgress()
-	res, err := r.client.Query(work, c.CheckoutRequestID)
+	ans := r.queries.ask(work, c.CheckoutRequestID, time.Time{})
+	res, err := ans.res, ans.err
 	switch {
 	case err == nil && res.ResultCode == "0":
 		log.Warn("Daraja's STK query confirms the receipt's holder was paid: its outcome stands; the other payment was settled by its own query")
@@ -115,11 +117,7 @@ func (r *reconciler) questionHolder(work context.Context, log *slog.Logger, msg 
 		// Daraja not knowing it says the CheckoutRequestID is not Daraja's.
 		r.flagHolder(work, log, msg, CodeUnknownTransaction+" The transaction does not Exist")
 	default:
-		delay := r.backoff(msg)
-		var de *daraja.Error
-		if errors.As(err, &de) && de.RetryAfter > delay {
-			delay = de.RetryAfter
-		}
+		delay := r.retryIn(msg, ans)
 		log.Warn("STK query about the receipt's holder failed; asking again later", "error", err, "retry_in", delay.String())
 		later(log, msg, delay)
 	}

@@ -85,12 +85,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	r := &reconciler{
-		cfg:    cfg,
-		log:    log,
-		client: client,
-		pub:    &events.Publisher{JS: js, Source: Source},
-		js:     js,
+		cfg: cfg,
+		log: log,
+		pub: &events.Publisher{JS: js, Source: Source},
+		js:  js,
 	}
+	r.queries = newQueries(client.Query, cfg.QueryInterval, cfg.QueryMaxInterval, r.clock)
 	dispatched, requested, err := r.setUp(ctx, js)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -133,11 +133,13 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 type reconciler struct {
-	cfg    Config
-	log    *slog.Logger
-	client *daraja.Client
-	pub    *events.Publisher
-	stream jetstream.Stream
+	cfg Config
+	log *slog.Logger
+	// queries asks Daraja's STK query, one answer per CheckoutRequestID
+	// shared by every asker (queries.go).
+	queries *queries
+	pub     *events.Publisher
+	stream  jetstream.Stream
 	// pushLog is the dispatcher's STK_PUSHES.
 	pushLog jetstream.Stream
 	// callbacks is STK_CALLBACKS, callback-ingest's kept callbacks.
