@@ -566,18 +566,23 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Req
 
 // lateResult publishes a callback for a payment stkgate finished with an
 // outcome of its own (prev) as stk.late_result: Daraja's word, shown beside
-// the final outcome, which stays. Published once: a stored late result is
-// left as it is.
+// the final outcome, which stays. A stored late result is left as it is,
+// but for a failure, which a success replaces (events.LateReplaces): a
+// failure anyone with the CallBackURL can send at once must not hide the
+// customer's payment.
 func (h *handler) lateResult(ctx context.Context, log *slog.Logger, prev events.Completed, cb Callback) error {
 	stored, err := lastEvent[events.LateResult](ctx, h.js, h.stream, events.TypeLateResult, prev.TrackingID)
 	switch {
 	case err == nil && stored.ResultCode == cb.ResultCode && stored.Receipt == receiptOf(cb):
 		log.Info("repeated late callback: its late result is already stored")
 		return nil
-	case err == nil:
-		log.Error("a second late callback differs from the stored late result; not published",
+	case err == nil && !events.LateReplaces(stored.ResultCode, cb.ResultCode):
+		log.Error("a second late callback differs from the stored late result, which stands; not published",
 			append([]any{"stored_late_result_code", stored.ResultCode, "stored_late_receipt", stored.Receipt}, outcomeAttrs(cb)...)...)
 		return nil
+	case err == nil:
+		log.Warn("a late success replaces the stored late failure", "stored_late_result_code", stored.ResultCode,
+			"stored_late_source", stored.Source)
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.late_result is unreadable; callback not published", append(outcomeAttrs(cb), "error", err)...)
 		return nil

@@ -141,6 +141,16 @@ func MsgID(typ, trackingID string) string {
 	return trackingID + ":" + strings.TrimPrefix(typ, "stk.")
 }
 
+// msgIDOf is MsgID, but for a late success: a late failure may be followed
+// by the success that replaces it (LateReplaces), which must not be dropped
+// as the failure's duplicate.
+func msgIDOf(ev Event, id string) string {
+	if l, ok := ev.(LateResult); ok && l.ResultCode == "0" {
+		return MsgID(ev.Type(), id) + ":success"
+	}
+	return MsgID(ev.Type(), id)
+}
+
 // TrackingIDOf returns the last token of a subject: the tracking id.
 func TrackingIDOf(subject string) string {
 	return subject[strings.LastIndexByte(subject, '.')+1:]
@@ -171,7 +181,7 @@ func Encode(source string, ev Event, now time.Time) (subject, msgID string, body
 	}
 	env := Envelope{
 		SpecVersion:     SpecVersion,
-		ID:              MsgID(ev.Type(), id),
+		ID:              msgIDOf(ev, id),
 		Source:          source,
 		Type:            ev.Type(),
 		Subject:         id,

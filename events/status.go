@@ -82,3 +82,11 @@ func Outcome(responseCode string) (status int, label string) {
 func DecidedByStkgate(responseCode string) bool {
 	return strings.HasPrefix(responseCode, CodePrefix)
 }
+
+// LateReplaces reports whether a late result with code next replaces the
+// stored one with code stored (LateResult): only a success replaces a
+// failure. A success pays someone and a failure nobody; anyone holding a
+// payment's CallBackURL can send a failure at once, and the first late
+// result standing would then hide the customer's payment. Nothing replaces
+// a success: another one is an operator's matter.
+func LateReplaces(stored, next string) bool { return stored != "0" && next == "0" }

@@ -146,9 +146,9 @@ func (s *Store) apply(ctx context.Context, evs []events.Event, resolve bool) ([]
 			return nil, fmt.Errorf("apply event %d: %w", i, err)
 		}
 		if r.lateResult != "" {
-			lates.add(r.trackingID, r.lateResult)
+			lates.add(r.trackingID, r.lateResult, r.lateSuccess)
 			// Its payment creates the row if need be, as a requested would.
-			r.lateResult = ""
+			r.lateResult, r.lateSuccess = "", false
 		}
 		rows = append(rows, r)
 	}
@@ -322,6 +322,7 @@ type input struct {
 	transactionDate     string
 	source              string
 	lateResult          string // JSON of a LateResult; only from stk.late_result
+	lateSuccess         bool   // lateResult is a success
 }
 
 // timestampLayout writes a time as Postgres reads it, cut to the
@@ -401,26 +402,33 @@ func (in *input) late(l events.LateResult) error {
 		return fmt.Errorf("%w: late result of %s: %v", ErrInvalidEvent, in.trackingID, err)
 	}
 	in.lateResult = string(b)
+	in.lateSuccess = l.ResultCode == "0"
 	return nil
 }
 
-// lateResults are the late results of a batch, the first one per tracking
-// id: the first applied stands, as for outcomes.
+// lateResults are the late results of a batch, one per tracking id: the
+// first one, unless a success follows a failure (events.LateReplaces), as
+// setLateResult decides between the batch and the row.
 type lateResults struct {
 	ids, results []string
-	seen         map[string]bool
+	successes    []bool
+	index        map[string]int
 }
 
-func (l *lateResults) add(id, result string) {
-	if l.seen == nil {
-		l.seen = map[string]bool{}
+func (l *lateResults) add(id, result string, success bool) {
+	if l.index == nil {
+		l.index = map[string]int{}
 	}
-	if l.seen[id] {
+	if i, ok := l.index[id]; ok {
+		if success && !l.successes[i] {
+			l.results[i], l.successes[i] = result, true
+		}
 		return
 	}
-	l.seen[id] = true
+	l.index[id] = len(l.ids)
 	l.ids = append(l.ids, id)
 	l.results = append(l.results, result)
+	l.successes = append(l.successes, success)
 }
 
 func (l *lateResults) args() []any {
@@ -428,7 +436,12 @@ func (l *lateResults) args() []any {
 }
 
 // setLateResult keeps a late result on its row, which the upsert before it
-// made sure exists, unless the row has one already. It changes no outcome
+// made sure exists, unless the row has one already, but for a late failure,
+// which a late success replaces: a success pays someone and a failure
+// nobody, and a failure anyone holding the CallBackURL can send first must
+// not hide the customer's payment (events.LateReplaces). Nothing replaces a
+// success, so applying late results again, in any order, changes nothing
+// more. It changes no outcome
 // field, whatever the row's stage: a late result applied before its
 // payment's completion (a redelivery, another projector) is kept, and the
 // completion, when it comes, decides the outcome as ever. Rows are locked
@@ -436,7 +449,9 @@ func (l *lateResults) args() []any {
 const setLateResult = `
 UPDATE stk_pushes AS t SET late_result = i.late_result::jsonb, updated_at = now()
 FROM (SELECT * FROM unnest($1::uuid[], $2::text[]) AS u(tracking_id, late_result) ORDER BY tracking_id) AS i
-WHERE t.tracking_id = i.tracking_id AND t.late_result IS NULL
+WHERE t.tracking_id = i.tracking_id
+  AND (t.late_result IS NULL
+       OR (t.late_result->>'response_code' IS DISTINCT FROM '0' AND i.late_result::jsonb->>'response_code' = '0'))
 `
 
 // batch is a set of inputs with at most one per tracking id: one INSERT …

@@ -108,3 +108,54 @@ func TestNormalizeLateResult(t *testing.T) {
 		t.Errorf("not idempotent: %+v", again)
 	}
 }
+
+// lateFailure is a late failure of the payment: the customer's cancel, or a
+// forgery by someone holding its CallBackURL.
+func (s story) lateFailure() events.LateResult {
+	l := s.late()
+	l.ResultCode, l.ResultDesc, l.Receipt, l.TransactionDate = "1032", "Request cancelled by user", "", ""
+	l.LearntAt = requestedAt.Add(5 * time.Minute)
+	return l
+}
+
+// A late success replaces a late failure (a success pays someone, a failure
+// nobody: a forged failure must not hide the customer's payment); nothing
+// replaces a late success, and applying either again changes nothing.
+func TestApplyLateSuccessReplacesLateFailure(t *testing.T) {
+	tests := []struct {
+		name    string
+		batches func(s story) [][]events.Event
+	}{
+		{"failure then success", func(s story) [][]events.Event {
+			return [][]events.Event{{s.requested, s.noAnswer()}, {s.lateFailure()}, {s.late()}}
+		}},
+		{"success then failure", func(s story) [][]events.Event {
+			return [][]events.Event{{s.requested, s.noAnswer()}, {s.late()}, {s.lateFailure()}}
+		}},
+		{"both in one batch, failure first", func(s story) [][]events.Event {
+			return [][]events.Event{{s.requested, s.noAnswer(), s.lateFailure(), s.late()}}
+		}},
+		{"both in one batch, success first", func(s story) [][]events.Event {
+			return [][]events.Event{{s.requested, s.noAnswer(), s.late(), s.lateFailure()}}
+		}},
+		{"failure, success, failure again", func(s story) [][]events.Event {
+			return [][]events.Event{{s.requested, s.noAnswer()}, {s.lateFailure()}, {s.late()}, {s.lateFailure()}}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			s := newStory()
+			for _, b := range tc.batches(s) {
+				f.apply(b...)
+			}
+			want := s.wantCompleted(s.noAnswer(), false)
+			want.LateResult = s.wantLate()
+			after := f.check("late success", want)
+
+			other := s.late()
+			other.Receipt = "SCL4XQ2B7Z"
+			f.unchanged("the late results again, and another success", after, s.lateFailure(), s.late(), other)
+		})
+	}
+}
