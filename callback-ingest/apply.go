@@ -150,6 +150,14 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		if m.publish {
 			log.Warn("kept callback applied by the applier: its outcome was not in the stream")
 		}
+	case m.keepOn != "":
+		// Kept for an operator on its own subject, as the handler would
+		// have kept it.
+		if err := a.keepAgain(msg, meta.Sequence.Stream, m.keepOn, m.keepAs, "unmatched", m); err != nil {
+			log.Error("keep callback for an operator", "subject", m.keepOn, "error", err)
+			worker.Nak(log, msg, retry)
+			return
+		}
 	case m.keepAs != "":
 		// Another push, an unknown id, a conflict: the copy stays where it
 		// is for an operator; match logged why.
@@ -168,16 +176,21 @@ func receivedAt(msg jetstream.Msg, meta *jetstream.MsgMetadata) time.Time {
 }
 
 // keepForConfirmation copies a kept callback (at stream sequence seq) to
-// stkcb.confirm.<id>, with m's reason (and receipt holder). Its Nats-Msg-Id
-// is derived from seq, so a second try within the duplicate window is
-// stored once.
+// stkcb.confirm.<id>, with m's reason (and receipt holder).
 func (a *Applier) keepForConfirmation(msg jetstream.Msg, seq uint64, id string, m matched) error {
-	out := events.KeepAgain(msg, events.CallbackSubjectConfirm(id), m.confirm)
+	return a.keepAgain(msg, seq, events.CallbackSubjectConfirm(id), m.confirm, "confirm", m)
+}
+
+// keepAgain copies a kept callback (at stream sequence seq) to subject with
+// reason (and m's receipt holder, if any). Its Nats-Msg-Id is derived from
+// seq and tag, so a second try within the duplicate window is stored once.
+func (a *Applier) keepAgain(msg jetstream.Msg, seq uint64, subject, reason, tag string, m matched) error {
+	out := events.KeepAgain(msg, subject, reason)
 	setReceiptHolder(out.Header, m)
 	ctx, cancel := context.WithTimeout(context.Background(), a.h.timeout)
 	defer cancel()
 	_, err := a.h.js.PublishMsg(ctx, out,
-		jetstream.WithMsgID(fmt.Sprintf("callback-apply:%d:confirm", seq)),
+		jetstream.WithMsgID(fmt.Sprintf("callback-apply:%d:%s", seq, tag)),
 		jetstream.WithExpectStream(events.CallbackStreamName))
 	return err
 }

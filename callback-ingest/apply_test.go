@@ -287,33 +287,34 @@ func TestApplierLateResultAfterCrash(t *testing.T) {
 	}
 }
 
-// TestApplierLateResultOfAnUnconfirmedCallback: a success callback that
+// TestApplierLateUnconfirmedSuccessKeptForOperator: a success callback that
 // would need confirming (its amount differs from the request's) for a push
 // whose answer was lost (no stk.dispatched: nothing to query) ends as the
 // reconciler hands it back once the payment is Unknown: kept on
-// stkcb.received.<id> as a late result. The applier publishes it as
-// stk.late_result with its receipt; the outcome stays.
-func TestApplierLateResultOfAnUnconfirmedCallback(t *testing.T) {
+// stkcb.received.<id> as a late result. The applier does not publish it
+// (a late Success would show the payment paid with the callback's receipt):
+// it copies it to stkcb.unmatched.late_unconfirmed.<id> for an operator;
+// the outcome stays, and it is not held for confirmation again.
+func TestApplierLateUnconfirmedSuccessKeptForOperator(t *testing.T) {
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	p := payment(id)
 	p.Amount = 1000 // the callback says 1500
 	e.request(p)
-	e.publish("stkgate/reconciler", events.Completed{Payment: p, ResultCode: events.CodeNoAnswer,
-		ResultDesc: "no answer", Source: events.SourceDispatcher, CompletedAt: clock})
+	e.noAnswer(p)
 	e.keepRaw(id, events.CallbackReasonLate, readFixture(t, "success"))
 	e.startApplier()
-	waitFor(t, "stk.late_result", func() bool { return e.count(events.Subject(events.TypeLateResult, id)) == 1 })
-	msg, err := e.ns.Stream.GetLastMsgForSubject(context.Background(), events.Subject(events.TypeLateResult, id))
+	e.waitApplied()
+	unmatched := events.CallbackSubjectRefused(events.UnmatchedLateUnconfirmed, id)
+	m, err := e.callbackStream().GetLastMsgForSubject(context.Background(), unmatched)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("not kept on %s: %v", unmatched, err)
 	}
-	_, ev, err := events.Decode(msg.Data)
-	if err != nil {
-		t.Fatal(err)
+	if got := m.Header.Get(events.CallbackHeaderReason); got != events.UnmatchedLateUnconfirmed {
+		t.Errorf("kept with reason %q", got)
 	}
-	if l := ev.(events.LateResult); l.ResultCode != "0" || l.Receipt != "SCL4XQ2B7K" || l.FollowsCode != events.CodeNoAnswer {
-		t.Errorf("stk.late_result %+v, want the callback's success after %s", l, events.CodeNoAnswer)
+	if lates := e.lateResults(id); len(lates) != 0 {
+		t.Errorf("published as a late result: %+v", lates)
 	}
 	if c := e.completedEvent(id); c.ResultCode != events.CodeNoAnswer {
 		t.Errorf("the final outcome moved: %+v", c)
@@ -333,8 +334,10 @@ func TestApplierRepeatedRuns(t *testing.T) {
 	e.requestDispatched(payment(late))
 	e.publish("stkgate/reconciler", events.Completed{Payment: payment(late), ResultCode: events.CodeNoAnswer,
 		ResultDesc: "no answer", Source: events.SourceDispatcher, CompletedAt: clock})
+	// A receipt is one payment's, the late one's too (freshReceipt).
+	bodies := map[string]string{applied: string(readFixture(t, "success")), late: freshReceipt(string(readFixture(t, "success")))}
 	for _, id := range []string{applied, late} {
-		if status, _ := e.post(http.MethodPost, id, bytes.NewReader(readFixture(t, "success"))); status != http.StatusOK {
+		if status, _ := e.post(http.MethodPost, id, strings.NewReader(bodies[id])); status != http.StatusOK {
 			t.Fatalf("answer %d", status)
 		}
 	}

@@ -323,10 +323,13 @@ func (h *handler) callback(c echo.Context) error {
 	m := h.match(ctx, log, id, cb, in.at)
 	cancel()
 	kept := false
-	if m.confirm != "" {
+	switch {
+	case m.confirm != "":
 		setReceiptHolder(in.headers, m)
 		kept = h.keepOn(r, log, in, events.CallbackSubjectConfirm(id), m.confirm)
-	} else {
+	case m.keepOn != "":
+		kept = h.keepOn(r, log, in, m.keepOn, m.keepAs)
+	default:
 		kept = h.keep(r, log, in, m.keepAs, m.note)
 	}
 	if !kept {
@@ -365,6 +368,11 @@ type matched struct {
 	// known payment (kept on stkcb.received.<id>, where the applier finds
 	// it).
 	keepAs string
+	// keepOn, when set, is the subject of a keepAs copy in place of the
+	// shared stkcb.unmatched.<reason>: events.CallbackSubjectRefused, for a
+	// callback whose token was right (no flood of forgeries for other
+	// payments can push it out).
+	keepOn string
 	// note goes into the kept copy's reason header of a matched callback
 	// (reasonRepeated, reasonUnverified, reasonLate).
 	note string
@@ -474,17 +482,28 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 	case st == stateRepeated:
 		return matched{note: reasonRepeated, status: http.StatusOK, answer: accepted}
 	case st == stateLate:
-		return matched{note: reasonLate, late: &prev, req: req, status: http.StatusOK, answer: accepted}
+		return h.matchLate(ctx, log, id, cb, req, prev, disp.CheckoutRequestID, receivedAt.Sub(pushAt))
 	case st == stateConflict:
 		return matched{keepAs: events.UnmatchedConflict, status: http.StatusOK, answer: accepted}
 	case st == stateUnreadable:
 		return unreadable(http.StatusOK, accepted)
 	}
-	if reason := h.confirmation(log, req.Payment, cb, receivedAt.Sub(pushAt)); reason != "" {
-		return matched{confirm: reason, status: http.StatusOK, answer: accepted}
+	if held, ok := h.checked(ctx, log, id, req.Payment, cb, receivedAt.Sub(pushAt)); !ok {
+		return held
+	}
+	return matched{publish: true, req: req}
+}
+
+// checked puts a callback about to count through the checks of its kind
+// (confirmation) and claims a success's receipt (claimReceipt). ok means
+// it counts as it stands; otherwise m says why not: held for Daraja's STK
+// query (m.confirm), or to be tried again (m.retry).
+func (h *handler) checked(ctx context.Context, log *slog.Logger, id string, p events.Payment, cb Callback, sincePush time.Duration) (m matched, ok bool) {
+	if reason := h.confirmation(log, p, cb, sincePush); reason != "" {
+		return matched{confirm: reason, status: http.StatusOK, answer: accepted}, false
 	}
 	if !cb.Success() {
-		return matched{publish: true, req: req}
+		return matched{}, true
 	}
 	// A success about to count: its receipt must be no other payment's.
 	// Even CALLBACK_CONFIRM=never holds it then: counted, it would only be
@@ -494,14 +513,53 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 	switch {
 	case err != nil:
 		log.Error("claim the receipt: the callback is kept for the applier", "error", err)
-		return retry
+		return matched{note: reasonUnverified, retry: true, status: http.StatusServiceUnavailable, answer: unavailable}, false
 	case holder != "":
 		log.Warn("success callback names a receipt another payment claimed first: held for Daraja's STK query",
 			"confirm_reason", events.ConfirmReceiptTaken, "receipt", cb.Receipt, "receipt_holder", holder)
 		return matched{confirm: events.ConfirmReceiptTaken, holder: holder, receipt: events.ReceiptKey(cb.Receipt),
-			status: http.StatusOK, answer: accepted}
+			status: http.StatusOK, answer: accepted}, false
 	}
-	return matched{publish: true, req: req}
+	return matched{}, true
+}
+
+// matchLate decides a callback for a payment stkgate finished itself
+// (prev, events.DecidedByStkgate): it is published as stk.late_result, and
+// a late Success there tells the merchant the payment was paid, with its
+// receipt. So a success goes through the checks of any success (checked):
+// one that fails them (its receipt another payment's, its amount or phone
+// not the request's) is held for Daraja's STK query when the push has a
+// CheckoutRequestID (checkoutID; the reconciler publishes Daraja's answer
+// as the late result), and, when the push's answer was lost and there is
+// nothing to query, kept for an operator on
+// stkcb.unmatched.late_unconfirmed.<id>: nothing of it is published, and
+// the payment stays Unknown. A failure pays nobody and is published as it
+// stands: a late success replaces it (lateResult), so a forged one hides
+// nothing.
+func (h *handler) matchLate(ctx context.Context, log *slog.Logger, id string, cb Callback, req events.Requested,
+	prev events.Completed, checkoutID string, sincePush time.Duration) matched {
+	late := matched{note: reasonLate, late: &prev, req: req, status: http.StatusOK, answer: accepted}
+	if !cb.Success() {
+		return late
+	}
+	m, ok := h.checked(ctx, log, id, req.Payment, cb, sincePush)
+	switch {
+	case ok:
+		return late
+	case m.retry || checkoutID != "":
+		return m
+	}
+	log.Error("LATE SUCCESS NOT CONFIRMED: a success callback for a payment stkgate finished itself fails the checks of any success, and its push has no CheckoutRequestID for Daraja's STK query: kept for an operator, nothing published; the payment stays "+label(prev.ResultCode),
+		append([]any{"confirm_reason", m.confirm, "receipt_holder", m.holder, "final_result_code", prev.ResultCode,
+			"requested_amount", req.Amount}, outcomeAttrs(cb)...)...)
+	return matched{keepAs: events.UnmatchedLateUnconfirmed, keepOn: events.CallbackSubjectRefused(events.UnmatchedLateUnconfirmed, id),
+		status: http.StatusOK, answer: accepted}
+}
+
+// label is the status label of a result code.
+func label(code string) string {
+	_, l := events.Outcome(code)
+	return l
 }
 
 // setReceiptHolder names, on the copy of a callback held because its

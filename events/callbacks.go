@@ -83,8 +83,9 @@ func CallbackSubjectConfirm(trackingID string) string { return "stkcb.confirm." 
 // CallbackReasonLate is the CallbackHeaderReason of a callback kept on
 // stkcb.received.<id> for a payment stkgate finished with a code of its own
 // (DecidedByStkgate): callback-ingest's applier publishes it as
-// stk.late_result. The reconciler keeps there, with this reason, a callback
-// it held for confirmation and could not confirm before the payment ended so.
+// stk.late_result once it passes the checks of any success. The reconciler
+// keeps there, with this reason, a callback held for confirmation whose
+// payment ended so while there was no CheckoutRequestID to query.
 const CallbackReasonLate = "late_result"
 
 // Why a kept callback awaits confirmation: its CallbackHeaderReason.
@@ -116,6 +117,16 @@ const (
 // CallbackSubjectRefused) and the reconciler's error line are the
 // operator's notice.
 const UnmatchedReceiptDisputed = "receipt_disputed"
+
+// UnmatchedLateUnconfirmed: a success for a payment stkgate had finished
+// itself (DecidedByStkgate) that failed the checks of any success (its
+// receipt another payment's, its amount or phone not the request's) and
+// that Daraja's STK query cannot confirm: the push's answer was lost, so
+// there is no CheckoutRequestID to ask about. Published, it would show the
+// payment paid with that receipt; it is kept instead on
+// stkcb.unmatched.late_unconfirmed.<tracking_id> (CallbackSubjectRefused)
+// for an operator, and the payment stays Unknown.
+const UnmatchedLateUnconfirmed = "late_unconfirmed"
 
 // Headers of a kept callback; the body is the callback's, byte for byte
 // (cut for a callback refused unauthenticated: CallbackHeaderTruncated).

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
 )
 
@@ -36,7 +37,8 @@ func (r *reconciler) confirmConsumer(ctx context.Context, js jetstream.JetStream
 // after it, and publishes Daraja's answer with source "query": success or
 // not, nothing of the callback (its receipt, its amount, its failure)
 // becomes the recorded outcome. Done once the payment has an stk.completed,
-// from whichever source. A success held because another payment claimed its
+// from whichever source, but one stkgate decided itself: then the answer is
+// the payment's late result (confirmLate). A success held because another payment claimed its
 // receipt first (events.ConfirmReceiptTaken) also has that holder
 // questioned; a copy kept for that (events.ConfirmReceiptHolder) is not this
 // payment's callback and goes to questionHolder (receipt.go).
@@ -59,21 +61,11 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 	}
 	switch c, _, err := lastEvent[events.Completed](work, r.stream, events.TypeCompleted, id); {
 	case err == nil && events.DecidedByStkgate(c.ResultCode) && c.Source != events.SourceQuery:
-		// Daraja was never asked (a push whose answer was lost has no
-		// CheckoutRequestID to query) and stkgate finished the payment
-		// itself, Unknown say. (An outcome from the query, even one with
-		// a code of stkgate's, answered the callback: it is done with.) The callback is now a late result, as if
-		// it had come after that outcome: kept again on
-		// stkcb.received.<id>, callback-ingest's applier publishes it as
-		// stk.late_result, beside the outcome, which stays.
-		if err := r.keepAsLate(work, msg); err != nil {
-			log.Warn("cannot keep the unconfirmed callback as a late result; trying later", "error", err)
-			later(log, msg, retryDelay)
-			return
-		}
-		log.Warn("a callback awaiting confirmation could not be confirmed before the payment ended with a code of stkgate's: handed to callback-ingest as a late result",
-			"result_code", c.ResultCode, "source", c.Source)
-		ack(work, log, msg)
+		// stkgate finished the payment itself, Unknown say, before Daraja
+		// was asked, or callback-ingest held a late callback. (An outcome
+		// from the query, even one with a code of stkgate's, answered the
+		// callback: it is done with.) The callback is a late result.
+		r.confirmLate(work, log, msg, c)
 		return
 	case err == nil && c.ResultCode != "0" && c.Source != events.SourceQuery && reason != events.ConfirmFastFailure:
 		// Daraja's own outcome (a callback's) says otherwise: only an
@@ -103,41 +95,155 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 		later(log, msg, retryDelay)
 		return
 	}
-	p := push{payment: req.Payment, confirming: true, heldFailure: reason == events.ConfirmFastFailure}
-	d, at, err := lastEvent[events.Dispatched](work, r.stream, events.TypeDispatched, id)
+	p, dispatched, err := r.heldPush(work, id)
 	switch {
-	case err == nil:
-		p.merchantID, p.checkoutID, p.sentAt = d.MerchantRequestID, d.CheckoutRequestID, at
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		// The callback came before stk.dispatched: the attempt record
-		// may already hold Daraja's answer.
-		a, _, found, aerr := r.attempt(work, id)
-		if aerr != nil {
-			log.Warn("cannot read the attempt record; checking later", "error", aerr)
-			later(log, msg, retryDelay)
-			return
-		}
-		if !found || a.CheckoutRequestID == "" {
-			// Not yet answered, or the answer was lost: then the
-			// payment fails after the prompt's lifetime (handleRequested)
-			// and the next look above reports it.
-			log.Info("no CheckoutRequestID to query yet; checking later")
-			later(log, msg, r.backoff(msg))
-			return
-		}
-		p.merchantID, p.checkoutID, p.sentAt = a.MerchantRequestID, a.CheckoutRequestID, latest(a.FirstSentAt, a.UpdatedAt)
-	default:
-		log.Warn("cannot read stk.dispatched; checking later", "error", err)
+	case err != nil:
+		log.Warn("cannot read the payment's push; checking later", "error", err)
 		later(log, msg, retryDelay)
 		return
-	}
-	if p.checkoutID == "" {
+	case p.checkoutID == "" && dispatched:
 		// Nothing to query: the dispatched handler waits for such a push.
 		log.Error("stk.dispatched without a CheckoutRequestID: the callback cannot be confirmed; left to the push's own reconciliation")
 		ack(work, log, msg)
 		return
+	case p.checkoutID == "":
+		// Not yet answered, or the answer was lost: then the payment
+		// fails after the prompt's lifetime (handleRequested) and the
+		// next look above reports it.
+		log.Info("no CheckoutRequestID to query yet; checking later")
+		later(log, msg, r.backoff(msg))
+		return
 	}
+	p.payment, p.confirming, p.heldFailure = req.Payment, true, reason == events.ConfirmFastFailure
 	r.reconcilePush(work, log.With("checkout_request_id", p.checkoutID), msg, p)
+}
+
+// heldPush is the push a held callback of id is confirmed by: the one
+// stk.dispatched names (dispatched), or, when the callback came before it,
+// the one the attempt record holds Daraja's answer to. An empty checkoutID
+// means there is nothing to query (yet).
+func (r *reconciler) heldPush(work context.Context, id string) (p push, dispatched bool, err error) {
+	d, at, err := lastEvent[events.Dispatched](work, r.stream, events.TypeDispatched, id)
+	switch {
+	case err == nil:
+		return push{payment: d.Payment, merchantID: d.MerchantRequestID, checkoutID: d.CheckoutRequestID, sentAt: at}, true, nil
+	case !errors.Is(err, jetstream.ErrMsgNotFound):
+		return push{}, false, fmt.Errorf("read stk.dispatched: %w", err)
+	}
+	a, _, found, err := r.attempt(work, id)
+	switch {
+	case err != nil:
+		return push{}, false, err
+	case !found:
+		return push{}, false, nil
+	}
+	return push{merchantID: a.MerchantRequestID, checkoutID: a.CheckoutRequestID, sentAt: latest(a.FirstSentAt, a.UpdatedAt)}, false, nil
+}
+
+// confirmLate settles a held callback of a payment stkgate finished itself
+// (final: events.DecidedByStkgate, not from the query). The outcome stays;
+// the callback is Daraja's late word, and a late Success tells the merchant
+// the payment was paid. So it is confirmed as a held callback of an open
+// payment is: Daraja's STK query about the push answers it, and the answer
+// is published as the payment's stk.late_result (source "query"), never
+// anything of the callback (its receipt, its amount). Without a
+// CheckoutRequestID to query (the push's answer was lost) the callback is
+// handed back to callback-ingest as a late result (keepAsLate), which
+// publishes a failure and keeps a success that fails its checks for an
+// operator (events.UnmatchedLateUnconfirmed).
+func (r *reconciler) confirmLate(work context.Context, log *slog.Logger, msg jetstream.Msg, final events.Completed) {
+	p, _, err := r.heldPush(work, final.TrackingID)
+	switch {
+	case err != nil:
+		log.Warn("cannot read the payment's push; checking later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	case p.checkoutID == "":
+		if err := r.keepAsLate(work, msg); err != nil {
+			log.Warn("cannot keep the unconfirmed callback as a late result; trying later", "error", err)
+			later(log, msg, retryDelay)
+			return
+		}
+		log.Warn("a held callback of a payment that ended with a code of stkgate's, without a CheckoutRequestID to query: handed to callback-ingest as a late result",
+			"result_code", final.ResultCode, "source", final.Source)
+		ack(work, log, msg)
+		return
+	}
+	log = log.With("checkout_request_id", p.checkoutID)
+	_ = msg.InProgress()
+	age := r.clock().Sub(p.sentAt)
+	ans := r.askPush(work, p, age)
+	res, err := ans.res, ans.err
+	switch {
+	case err == nil:
+		r.publishLate(work, log, msg, events.LateResult{
+			Payment:           final.Payment,
+			FollowsCode:       final.ResultCode,
+			ResultCode:        res.ResultCode,
+			ResultDesc:        res.ResultDesc,
+			Source:            events.SourceQuery,
+			MerchantRequestID: firstNonEmpty(p.merchantID, res.MerchantRequestID),
+			CheckoutRequestID: p.checkoutID,
+			LearntAt:          r.clock().UTC(),
+		})
+	case errors.Is(err, daraja.ErrUnknownTransaction) && age >= r.cfg.UnknownDeadline:
+		log.Error("Daraja's STK query does not know the push of a held late callback: no late result; the callback stays on stkcb.confirm for an operator",
+			"final_result_code", final.ResultCode)
+		ack(work, log, msg)
+	default:
+		delay := r.retryIn(msg, ans)
+		log.Warn("STK query about a held late callback got no final answer; asking again later", "error", err, "retry_in", delay.String())
+		later(log, msg, delay)
+	}
+}
+
+// askPush is Daraja's STK query answer about p, sent age ago. The client
+// bounds the round trip (daraja.Config.Timeout). The answer may be one
+// another asker got moments ago (queries.go); but an answer asked before the
+// unknown deadline cannot say Daraja still did not know the push after it:
+// past the deadline, only a later one is taken.
+func (r *reconciler) askPush(work context.Context, p push, age time.Duration) answer {
+	var notBefore time.Time
+	if age >= r.cfg.UnknownDeadline {
+		notBefore = p.sentAt.Add(r.cfg.UnknownDeadline)
+	}
+	return r.queries.ask(work, p.checkoutID, notBefore)
+}
+
+// publishLate publishes ev, Daraja's answer about a held late callback, as
+// the payment's stk.late_result, unless a stored one stands before it: any
+// but a failure that a success replaces (events.LateReplaces), as
+// callback-ingest decides for a late callback.
+func (r *reconciler) publishLate(work context.Context, log *slog.Logger, msg jetstream.Msg, ev events.LateResult) {
+	stored, _, err := lastEvent[events.LateResult](work, r.stream, events.TypeLateResult, ev.TrackingID)
+	switch {
+	case err == nil && (stored.ResultCode == ev.ResultCode || !events.LateReplaces(stored.ResultCode, ev.ResultCode)):
+		log.Info("the payment's stored late result stands: Daraja's answer about the held callback is not published",
+			"stored_late_result_code", stored.ResultCode, "stored_late_source", stored.Source, "result_code", ev.ResultCode)
+		ack(work, log, msg)
+		return
+	case errors.Is(err, events.ErrMalformed):
+		log.Error("stored stk.late_result is unreadable; Daraja's answer about the held callback is not published",
+			"error", err, "result_code", ev.ResultCode)
+		ack(work, log, msg)
+		return
+	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+		log.Warn("cannot read the stored late result; checking later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	}
+	ctx, cancel := context.WithTimeout(work, lookupTimeout)
+	defer cancel()
+	if _, err := r.pub.Publish(ctx, ev); err != nil {
+		log.Error("LATE RESULT NOT RECORDED: stk.late_result could not be published; trying again", "error", err,
+			"result_code", ev.ResultCode)
+		later(log, msg, retryDelay)
+		return
+	}
+	_, label := events.Outcome(ev.ResultCode)
+	log.Warn("held callback of a payment stkgate finished itself: Daraja's STK query answered it, published as stk.late_result; the outcome stays",
+		"final_result_code", ev.FollowsCode, "result_code", ev.ResultCode, "late_status_label", label)
+	ack(work, log, msg)
 }
 
 // keepAsLate copies a callback held for confirmation to

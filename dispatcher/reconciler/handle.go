@@ -181,16 +181,7 @@ func (r *reconciler) reconcilePush(work context.Context, log *slog.Logger, msg j
 		return
 	}
 	_ = msg.InProgress()
-	// An answer asked before the unknown deadline cannot say Daraja still
-	// did not know the push after it: past the deadline, only a later one
-	// is taken.
-	var notBefore time.Time
-	if age >= r.cfg.UnknownDeadline {
-		notBefore = p.sentAt.Add(r.cfg.UnknownDeadline)
-	}
-	// The client bounds the round trip (daraja.Config.Timeout). The answer
-	// may be one another asker got moments ago (queries.go).
-	ans := r.queries.ask(work, p.checkoutID, notBefore)
+	ans := r.askPush(work, p, age)
 	res, err := ans.res, ans.err
 	switch {
 	case err == nil && res.ResultCode == "0" && age < r.cfg.ReceiptWait && (!p.confirming || p.heldFailure):
