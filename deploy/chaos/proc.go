@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/events/failpoint"
+	"github.com/stkgate/stkgate/events/kit/ports"
 )
 
 // proc is one supervised child process: started again after a kill -9 by
@@ -268,16 +269,10 @@ func tcpReady(addr string) func(context.Context) error {
 	}
 }
 
-// freePort asks the kernel for a free loopback port. Another process may
-// take it before the child binds it; the run then fails at start-up, loudly.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort is a free loopback port below the kernel's ephemeral range
+// (ports.Free), which the run's processes keep across their restarts: no
+// test running beside the run can be given it while a process is down.
+func freePort() (int, error) { return ports.Free() }
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)

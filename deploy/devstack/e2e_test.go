@@ -24,6 +24,7 @@ import (
 	"github.com/stkgate/stkgate/deploy/devstack"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/ports"
 	"github.com/stkgate/stkgate/events/natstest"
 )
 
@@ -211,14 +212,15 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// freeAddr is a free loopback address below the kernel's ephemeral range
+// (ports.Free): tests running beside this one cannot be given it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 }
 
 func freePort(t *testing.T) int {

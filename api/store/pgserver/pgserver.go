@@ -27,6 +27,8 @@ import (
 	"time"
 
 	_ "github.com/lib/pq" // the "postgres" driver, for the readiness check
+
+	"github.com/stkgate/stkgate/events/kit/ports"
 )
 
 // Options of a server.
@@ -402,13 +404,15 @@ func childEnv() []string {
 	return append(env, "LANG=C")
 }
 
+// freePort is a port below the kernel's ephemeral range (ports.Free): a
+// server stopped and started again (the chaos test) gets its port back
+// even while tests beside it open ports of their own.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Free()
 	if err != nil {
-		return 0, fmt.Errorf("pgserver: find a free port: %w", err)
+		return 0, fmt.Errorf("pgserver: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return p, nil
 }
 
 // logTail passes the server's output, line by line, to logf and keeps the
