@@ -8,9 +8,10 @@ BIN       := $(CURDIR)/bin
 TOOLS     := $(CURDIR)/bin/tools
 STATICCHECK_VERSION := v0.8.2
 FUZZTIME  ?= 30s
-# FUZZ_SHORT: how long `make test` runs each fuzz target after the unit
-# tests; empty or 0 skips them.
-FUZZ_SHORT ?= 3s
+# FUZZ_SHORT: how long `make test` runs each fuzz target beside the unit
+# tests (which run every target's seeds); empty or 0 skips them. `make fuzz`
+# runs them for FUZZTIME.
+FUZZ_SHORT ?= 1s
 # Binaries `make build` produces: one per service, plus the dev stack.
 CMDS := api/cmd/api api/cmd/projector api/cmd/stkgate-admin dispatcher/cmd/dispatcher \
         callback-ingest/cmd/callback-ingest deploy/cmd/stkgate-dev
@@ -23,19 +24,9 @@ all: lint test build
 run:
 	$(GO) run ./deploy/cmd/stkgate-dev
 
-## test: every module's tests, with the race detector, against real Postgres and JetStream; then every fuzz target for FUZZ_SHORT
-# One go test over the modules but deploy, so that packages of different
-# modules build and run side by side; then deploy's, one package at a time:
-# they (the chaos test, the dev stack) start servers on ports found free,
-# which another package could take meanwhile.
-TEST_PKGS := $(foreach m,$(filter-out deploy,$(MODULES)),./$(m)/...)
+## test: every module's tests, with the race detector, against real Postgres and JetStream, and every fuzz target for FUZZ_SHORT, side by side (scripts/test)
 test:
-	$(GO) test -race -count=1 -timeout 8m $(TEST_PKGS)
-	cd deploy && $(GO) test -race -count=1 -timeout 8m -p 1 ./...
-	@if [ -n "$(FUZZ_SHORT)" ] && [ "$(FUZZ_SHORT)" != 0 ]; then \
-	  echo "== fuzz targets, $(FUZZ_SHORT) each (FUZZ_SHORT=0 skips)"; \
-	  GO=$(GO) scripts/fuzz $(FUZZ_SHORT) $(MODULES); \
-	fi
+	@GO=$(GO) FUZZ_SHORT=$(FUZZ_SHORT) scripts/test
 
 ## chaos: the fault test of issue 3 (real binaries, kill -9s, Postgres stopped); CHAOS_FLAGS adds flags, e.g. -seed 42
 CHAOS_N ?= 2000
