@@ -65,8 +65,16 @@ func (e *testEnv) waitApplied() {
 		if err != nil {
 			return false
 		}
+		// The last callback kept: the consumer's ack floor must have
+		// passed it (its counts alone can read settled before a just
+		// created consumer has counted what it must deliver).
+		last, err := e.callbackStream().GetLastMsgForSubject(ctx, events.CallbackSubjectReceived("*"))
+		if err != nil {
+			return false
+		}
 		info, err := c.Info(ctx)
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
+		return err == nil && info.AckFloor.Stream >= last.Sequence &&
+			info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
 	})
 }
 
