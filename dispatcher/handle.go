@@ -68,7 +68,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 	if !d.clearToPush(r, rec, rev, lockRev) {
 		return
 	}
-	out := d.push(r.stop, r.work, r.log, r.msg, r.req, &rec, rev, lockRev)
+	out := d.push(r, &rec, rev, lockRev)
 	d.afterPush(r, rec, out)
 }
 
