@@ -20,8 +20,8 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/logtest"
-	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
 
 // dbClient creates the database client name and returns its token.

@@ -14,9 +14,9 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/stkgate/stkgate/events/cidr"
+	"github.com/stkgate/stkgate/events/kit/cidr"
 	"github.com/stkgate/stkgate/events/kit/envconf"
-	"github.com/stkgate/stkgate/events/redact"
+	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
 // DispatchMode says when POST /api/stk-push answers.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stkgate/stkgate/events/logtest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
 )
 
 // TestConfigLogged: the configuration logged at start shows every setting

@@ -15,7 +15,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/stkgate/stkgate/events/uniquekeys"
+	"github.com/stkgate/stkgate/events/kit/uniquekeys"
 )
 
 // Limits of a push request.

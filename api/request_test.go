@@ -14,7 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/stkgate/stkgate/events/uniquekeys"
+	"github.com/stkgate/stkgate/events/kit/uniquekeys"
 )
 
 const (

@@ -16,8 +16,8 @@ import (
 
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/service"
 	"github.com/stkgate/stkgate/events/kit/worker"
-	"github.com/stkgate/stkgate/events/service"
 )
 
 // HTTP server timeouts (the defaults of Config's). A request is a small

@@ -17,7 +17,7 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
 
 func freeAddr(t *testing.T) string {

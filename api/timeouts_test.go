@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stkgate/stkgate/events/natstest"
-	"github.com/stkgate/stkgate/events/servertest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/servertest"
 )
 
 // TestSlowClientsCutOff: against the real server (Run), a client that sends

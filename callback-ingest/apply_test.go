@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/failpoint"
+	"github.com/stkgate/stkgate/events/kit/failpoint"
 )
 
 // testApplyAfter is the handler's head start in these tests.

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/cidr"
+	"github.com/stkgate/stkgate/events/kit/cidr"
 )
 
 const successCheckoutID = "ws_CO_21032024143055123712345678" // the success fixture's

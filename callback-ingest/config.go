@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/cidr"
+	"github.com/stkgate/stkgate/events/kit/cidr"
 	"github.com/stkgate/stkgate/events/kit/envconf"
-	"github.com/stkgate/stkgate/events/redact"
+	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
 // Config is what the service needs to run.

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/logtest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
 )
 
 // TestConfigLogged: the configuration logged at start shows every setting

@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/failpoint"
+	"github.com/stkgate/stkgate/events/kit/failpoint"
 )
 
 // RoutePrefix is the path of the CallBackURL without the tracking id: the

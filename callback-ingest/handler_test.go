@@ -21,8 +21,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/logtest"
-	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
 
 // The exact answers Daraja (or whatever sits in front of us) gets.

@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/uniquekeys"
+	"github.com/stkgate/stkgate/events/kit/uniquekeys"
 )
 
 // Callback is what Safaricom reported about one STK push. The metadata

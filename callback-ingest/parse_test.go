@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/uniquekeys"
+	"github.com/stkgate/stkgate/events/kit/uniquekeys"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")

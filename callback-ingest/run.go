@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/failpoint"
+	"github.com/stkgate/stkgate/events/kit/failpoint"
+	"github.com/stkgate/stkgate/events/kit/service"
 	"github.com/stkgate/stkgate/events/kit/worker"
-	"github.com/stkgate/stkgate/events/service"
 )
 
 // HTTP server timeouts. A callback is a small body sent at once; slow

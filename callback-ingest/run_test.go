@@ -16,7 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
 
 const oldSecret = "callback-ingest-old-secret-0123456789abcdef"

@@ -12,8 +12,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/stkgate/stkgate/events/natstest"
-	"github.com/stkgate/stkgate/events/servertest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/servertest"
 )
 
 // startRun runs the service as main does, with cfg's timeouts, and returns

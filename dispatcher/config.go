@@ -11,7 +11,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/envconf"
-	"github.com/stkgate/stkgate/events/redact"
+	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
 // Defaults of the settings that have one.

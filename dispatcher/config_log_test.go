@@ -3,7 +3,7 @@ package dispatcher
 import (
 	"testing"
 
-	"github.com/stkgate/stkgate/events/logtest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
 )
 
 // TestConfigLogged: the configuration logged at start shows every setting

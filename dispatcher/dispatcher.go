@@ -19,8 +19,8 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/redact"
 	"github.com/stkgate/stkgate/events/kit/worker"
-	"github.com/stkgate/stkgate/events/redact"
 )
 
 // Source is the CloudEvents source of every event the dispatcher publishes.

@@ -27,9 +27,9 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/logtest"
-	"github.com/stkgate/stkgate/events/natsserver"
-	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
+	"github.com/stkgate/stkgate/events/testkit/natsserver"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
 
 var showLogs = flag.Bool("logs", false, "print the dispatcher's logs of every test")

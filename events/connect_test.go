@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/logtest"
-	"github.com/stkgate/stkgate/events/natsserver"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
+	"github.com/stkgate/stkgate/events/testkit/natsserver"
 )
 
 // A service started before its NATS waits for it, and says so, without the

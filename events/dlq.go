@@ -11,7 +11,7 @@ import (
 // Poison messages. JetStream announces a message that used up a consumer's
 // MaxDeliver, or that a consumer terminated, with an advisory: a core NATS
 // message, lost if nobody listens at that moment. The STK_ADVISORIES stream
-// listens all the time, so the dead-letter watcher (events/deadletter) can
+// listens all the time, so the dead-letter watcher (api/deadletter) can
 // be down and still miss nothing; the watcher copies each such message into
 // STK_DLQ with why it died.
 const (

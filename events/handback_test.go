@@ -10,7 +10,7 @@ import (
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/worker"
-	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
 
 // A message handed back while the stopping service still has a pull request

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events/kit/worker"
-	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
 	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/events/kit/envconf"
-	"github.com/stkgate/stkgate/events/redact"
+	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
 // Defaults of the settings that have one.

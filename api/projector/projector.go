@@ -38,9 +38,9 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stkgate/stkgate/api/deadletter"
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/deadletter"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -52,7 +52,7 @@ const linger = 5 * time.Millisecond
 // events it already holds (for up to DrainTimeout) and returns nil. It
 // returns an error if it cannot start within StartTimeout.
 //
-// It also runs the dead-letter watcher (events/deadletter), which copies
+// It also runs the dead-letter watcher (api/deadletter), which copies
 // every STK message a consumer gave up on into STK_DLQ. It shares the
 // projector's connection and stops with it; an error of the watcher (a
 // stream JetStream refuses) stops the projector too.

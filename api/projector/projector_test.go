@@ -19,11 +19,11 @@ import (
 
 	"github.com/stkgate/stkgate/api/projector"
 	"github.com/stkgate/stkgate/api/store"
-	"github.com/stkgate/stkgate/api/store/pgserver"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/logtest"
-	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/pgserver"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

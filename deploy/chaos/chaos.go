@@ -17,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/stkgate/stkgate/api/store/pgserver"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/testkit/pgserver"
 )
 
 // Options of a run.

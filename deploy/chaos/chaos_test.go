@@ -18,7 +18,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/failpoint"
+	"github.com/stkgate/stkgate/events/kit/failpoint"
 )
 
 // TestChaosSmall is the small version of make chaos, in make test: 150

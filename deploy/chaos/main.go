@@ -33,7 +33,7 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/dispatcher"
-	"github.com/stkgate/stkgate/events/failpoint"
+	"github.com/stkgate/stkgate/events/kit/failpoint"
 )
 
 func main() {

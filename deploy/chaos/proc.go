@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/stkgate/stkgate/events/failpoint"
+	"github.com/stkgate/stkgate/events/kit/failpoint"
 	"github.com/stkgate/stkgate/events/kit/ports"
 )
 

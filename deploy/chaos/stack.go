@@ -16,10 +16,10 @@ import (
 
 	_ "github.com/lib/pq" // the "postgres" driver
 
-	"github.com/stkgate/stkgate/api/store/pgserver"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/failpoint"
+	"github.com/stkgate/stkgate/events/kit/failpoint"
+	"github.com/stkgate/stkgate/events/testkit/pgserver"
 )
 
 // setUp builds the binaries and starts Postgres, the fake Daraja, and every

@@ -28,7 +28,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/logtest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
 )
 
 // The audit's secrets. Each is distinctive, so that finding it anywhere is

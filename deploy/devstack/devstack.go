@@ -28,14 +28,14 @@ import (
 
 	"github.com/stkgate/stkgate/api"
 	"github.com/stkgate/stkgate/api/projector"
-	"github.com/stkgate/stkgate/api/store/pgserver"
 	callback "github.com/stkgate/stkgate/callback-ingest"
 	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/dispatcher/reconciler"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/natsserver"
-	"github.com/stkgate/stkgate/events/redact"
+	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/testkit/natsserver"
+	"github.com/stkgate/stkgate/events/testkit/pgserver"
 )
 
 // Dev defaults. The ports avoid a system NATS (4222) and Postgres (5432).

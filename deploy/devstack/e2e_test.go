@@ -25,7 +25,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/ports"
-	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

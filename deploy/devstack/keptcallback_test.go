@@ -19,7 +19,7 @@ import (
 	callback "github.com/stkgate/stkgate/callback-ingest"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/failpoint"
+	"github.com/stkgate/stkgate/events/kit/failpoint"
 )
 
 // The environment of TestCallbackHandlerProcess.

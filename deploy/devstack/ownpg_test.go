@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/deploy/devstack"
-	"github.com/stkgate/stkgate/events/natstest"
+	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
 
 // TestStartsItsOwnPostgres is `make run` on a machine with no Postgres

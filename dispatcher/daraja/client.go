@@ -34,7 +34,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/stkgate/stkgate/events/redact"
+	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
 // Daraja's hosts.

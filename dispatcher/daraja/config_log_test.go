@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
-	"github.com/stkgate/stkgate/events/logtest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
 )
 
 // TestConfigLogged: a logged client configuration shows every setting but

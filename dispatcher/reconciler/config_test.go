@@ -13,7 +13,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/logtest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
 )
 
 func env(m map[string]string) func(string) string {

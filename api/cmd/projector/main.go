@@ -9,7 +9,7 @@ import (
 	"os"
 
 	"github.com/stkgate/stkgate/api/projector"
-	"github.com/stkgate/stkgate/events/service"
+	"github.com/stkgate/stkgate/events/kit/service"
 )
 
 func main() {

@@ -33,7 +33,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/stkgate/stkgate/api/store"
-	"github.com/stkgate/stkgate/api/store/pgserver"
+	"github.com/stkgate/stkgate/events/testkit/pgserver"
 )
 
 // LocalURL is the Postgres tried when DATABASE_URL is not set.

@@ -9,7 +9,7 @@ import (
 	"os"
 
 	callback "github.com/stkgate/stkgate/callback-ingest"
-	"github.com/stkgate/stkgate/events/service"
+	"github.com/stkgate/stkgate/events/kit/service"
 )
 
 func main() {

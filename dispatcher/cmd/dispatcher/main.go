@@ -15,7 +15,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/dispatcher/reconciler"
-	"github.com/stkgate/stkgate/events/service"
+	"github.com/stkgate/stkgate/events/kit/service"
 )
 
 func main() {

@@ -22,7 +22,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
-	"github.com/stkgate/stkgate/events/logtest"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
 )
 
 func start(t *testing.T, o darajatest.Options) *darajatest.Server {

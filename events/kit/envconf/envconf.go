@@ -27,7 +27,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/stkgate/stkgate/events/cidr"
+	"github.com/stkgate/stkgate/events/kit/cidr"
 )
 
 // Env reads settings through getenv and collects their errors.

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/natsserver"
+	"github.com/stkgate/stkgate/events/testkit/natsserver"
 )
 
 // Server is a running embedded server with a connection and the STK stream.
