@@ -85,26 +85,18 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 	}
 
 	// The first of each later event, as the projector applies the first
-	// outcome and ignores later ones. A replica that lags may not have
-	// them yet: the record is then one step behind (Pending a moment
-	// longer), never wrong.
+	// outcome and ignores later ones (a late result is the exception:
+	// see below). A replica that lags may not have them yet: the record is
+	// then one step behind (Pending a moment longer), never wrong.
 	later := func(typ string) (events.Event, time.Time, error) {
-		m, err := s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(events.Subject(typ, id)))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil, time.Time{}, nil
-		}
-		if err != nil {
-			return nil, time.Time{}, fmt.Errorf("look up %s: %w", typ, err)
-		}
-		_, ev, err := events.Decode(m.Data)
-		if err != nil || ev.Base().Client != client {
-			h.log.Warn("event in the stream cannot be used", "tracking_id", id, "type", typ, "error", err)
-			return nil, time.Time{}, nil
-		}
-		// As the projector will write it: a completion without a result
-		// code is an invalid outcome, not nothing.
-		ev, _ = store.Normalize(ev)
-		return ev, m.Time.UTC(), nil
+		return h.streamEvent(client, id, typ, func(subject string) (*jetstream.RawStreamMsg, error) {
+			return s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
+		})
+	}
+	last := func(typ string) (events.Event, time.Time, error) {
+		return h.streamEvent(client, id, typ, func(subject string) (*jetstream.RawStreamMsg, error) {
+			return s.GetLastMsgForSubject(ctx, subject)
+		})
 	}
 	ev, at, err := later(events.TypeDispatched)
 	if err != nil {
@@ -140,7 +132,7 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 	if !events.DecidedByStkgate(rec.ResponseCode) {
 		return rec, nil
 	}
-	ev, at, err = later(events.TypeLateResult)
+	ev, at, err = lateResult(later, last)
 	if err != nil {
 		return store.Record{}, err
 	}
@@ -149,6 +141,47 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 		rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
 	}
 	return rec, nil
+}
+
+// streamEvent is the event of type typ of payment id that get finds, as
+// the projector will write it; nil when there is none, or it cannot be
+// used (undecodable, another client's: logged).
+func (h *Handler) streamEvent(client, id, typ string, get func(subject string) (*jetstream.RawStreamMsg, error)) (events.Event, time.Time, error) {
+	m, err := get(events.Subject(typ, id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, time.Time{}, nil
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("look up %s: %w", typ, err)
+	}
+	_, ev, err := events.Decode(m.Data)
+	if err != nil || ev.Base().Client != client {
+		h.log.Warn("event in the stream cannot be used", "tracking_id", id, "type", typ, "error", err)
+		return nil, time.Time{}, nil
+	}
+	// As the projector will write it: a completion without a result
+	// code is an invalid outcome, not nothing.
+	ev, _ = store.Normalize(ev)
+	return ev, m.Time.UTC(), nil
+}
+
+// lateResult is the late result the projector keeps (events.LateReplaces):
+// the first, unless a success came after a failure; then the last, which
+// is that success (a success is never replaced).
+func lateResult(first, last func(string) (events.Event, time.Time, error)) (events.Event, time.Time, error) {
+	ev, at, err := first(events.TypeLateResult)
+	l, ok := ev.(events.LateResult)
+	if err != nil || !ok || l.ResultCode == "0" {
+		return ev, at, err
+	}
+	lev, lat, err := last(events.TypeLateResult)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if ll, ok := lev.(events.LateResult); ok && events.LateReplaces(l.ResultCode, ll.ResultCode) {
+		return lev, lat, nil
+	}
+	return ev, at, nil
 }
 
 func laterOf(a, b time.Time) time.Time {

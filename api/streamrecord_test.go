@@ -276,3 +276,37 @@ func TestGetUnknownWithALateResult(t *testing.T) {
 		t.Errorf("stream's record differs from the projected one (-projected +stream):\n%s", diff)
 	}
 }
+
+// A late failure followed by a late success (a forger's fast 1032, then
+// the customer's payment): the stream shows the success, as the read
+// model does, never the failure that would hide the payment.
+func TestGetFromStreamLateSuccessOverFailure(t *testing.T) {
+	e := newTestEnv(t, nil)
+	id := uuid.Must(uuid.NewV7()).String()
+	p := payment(id, "acme")
+	unknown := events.Completed{Payment: p, ResultCode: events.CodeNoAnswer, ResultDesc: "no answer",
+		Source: "reconciler", CompletedAt: fixedNow}
+	failed := events.LateResult{Payment: p, FollowsCode: events.CodeNoAnswer, ResultCode: "1032",
+		ResultDesc: "Request cancelled by user", Source: events.SourceCallback,
+		CheckoutRequestID: "ws_CO_1", LearntAt: fixedNow.Add(time.Minute)}
+	paid := events.LateResult{Payment: p, FollowsCode: events.CodeNoAnswer, ResultCode: "0",
+		ResultDesc: "The service request is processed successfully.", Receipt: "SCL4XQ2B7K",
+		TransactionDate: "2024-03-21 14:30:55", Source: events.SourceCallback,
+		CheckoutRequestID: "ws_CO_1", LearntAt: fixedNow.Add(2 * time.Minute)}
+	e.publishEvents(t, events.Requested{Payment: p}, unknown, failed, paid)
+
+	r := e.get(t, acmeToken, id)
+	data, _ := r.body["data"].(map[string]any)
+	late, _ := data["meta"].(map[string]any)["late_result"].(map[string]any)
+	if late["response_code"] != "0" || late["transaction_code"] != "SCL4XQ2B7K" {
+		t.Errorf("meta.late_result from the stream = %v, want the late success", late)
+	}
+	proj := projectedView(t, e, id, events.Requested{Payment: p}, unknown, failed, paid)
+	for _, m := range []map[string]any{data, proj} {
+		delete(m, "id")
+		delete(m, "updated_at")
+	}
+	if diff := cmp.Diff(proj, data); diff != "" {
+		t.Errorf("stream's record differs from the projected one (-projected +stream):\n%s", diff)
+	}
+}
