@@ -61,7 +61,7 @@ func TestLimitsFromEnv(t *testing.T) {
 
 func TestClientMaxQueuedFromEnv(t *testing.T) {
 	// The default leaves the dispatcher's MaxAckPending room for nine
-	// clients at their caps and the overshoot (README: Abuse limits).
+	// clients at their caps and the overshoot (docs/OPERATIONS.md: Abuse limits).
 	if m := events.DispatcherConsumer().MaxAckPending; 9*DefaultClientMaxQueued >= m || maxClientMaxQueued != m {
 		t.Errorf("API_CLIENT_MAX_QUEUED default %d, most %d: MaxAckPending %d does not hold nine clients at their caps",
 			DefaultClientMaxQueued, maxClientMaxQueued, m)

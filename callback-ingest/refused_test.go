@@ -339,7 +339,7 @@ func TestSourceKey(t *testing.T) {
 
 // TestRefusedCopyBound: a forged callback with every request value that is
 // kept at its longest takes at most refusedCopyBound in the stream, the
-// figure the README's bound on a flood is made of.
+// figure SECURITY.md's bound on a flood is made of.
 func TestRefusedCopyBound(t *testing.T) {
 	e := newEnvWith(t, Options{Sources: SourcePolicy{TrustedProxies: prefixes("127.0.0.0/8")}})
 	long := strings.Repeat("x", 2*maxPathHeader)

@@ -9,7 +9,7 @@ import (
 
 // One client at the api's default rate cannot use up Daraja's default
 // budget by itself: each payment may cost a push and an STK query, both
-// under DARAJA_MAX_RPS (README: Fair share between clients).
+// under DARAJA_MAX_RPS (docs/OPERATIONS.md: Fair share between clients).
 func TestDefaultClientRateFitsDarajaBudget(t *testing.T) {
 	if perPayment := 2.0; perPayment*api.DefaultRateLimit > dispatcher.DefaultDarajaMaxRPS {
 		t.Errorf("API_RATE_LIMIT default %v: a client at it may need %v Daraja calls a second, over DARAJA_MAX_RPS's default %v",
