@@ -41,9 +41,10 @@ build:
 	  echo "build $$n"; (cd $$m && $(GO) build -trimpath -o $(BIN)/$$n ./cmd/$$n); \
 	done
 
-## lint: gofmt, go vet and staticcheck over every module, and one version of each dependency across them
+## lint: gofmt, go vet and staticcheck over every module, one version of each dependency across them, and every link of the docs resolving
 lint: vet $(TOOLS)/staticcheck
 	@scripts/depversions $(MODULES)
+	@scripts/checklinks
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do (cd $$m && $(TOOLS)/staticcheck ./...) || exit 1; done
 
