@@ -226,31 +226,28 @@ func (r *reconciler) askPush(work context.Context, p push, age time.Duration) an
 // publishLate publishes ev, Daraja's answer about a held late callback, as
 // the payment's stk.late_result, unless a stored one stands before it: any
 // but a failure that a success replaces (events.LateReplaces), as
-// callback-ingest decides for a late callback.
+// callback-ingest decides for a late callback, and in one step with the
+// read (events.PublishLate), so a late result callback-ingest stores
+// meanwhile is decided against, not overtaken.
 func (r *reconciler) publishLate(work context.Context, log *slog.Logger, msg jetstream.Msg, ev events.LateResult) {
-	stored, _, err := lastEvent[events.LateResult](work, r.stream, events.TypeLateResult, ev.TrackingID)
+	ctx, cancel := context.WithTimeout(work, lookupTimeout)
+	defer cancel()
+	res, err := r.pub.PublishLate(ctx, r.stream, ev)
 	switch {
-	case err == nil && (stored.ResultCode == ev.ResultCode || !events.LateReplaces(stored.ResultCode, ev.ResultCode)):
-		log.Info("the payment's stored late result stands: Daraja's answer about the held callback is not published",
-			"stored_late_result_code", stored.ResultCode, "stored_late_source", stored.Source, "result_code", ev.ResultCode)
-		ack(work, log, msg)
-		return
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.late_result is unreadable; Daraja's answer about the held callback is not published",
 			"error", err, "result_code", ev.ResultCode)
 		ack(work, log, msg)
 		return
-	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
-		log.Warn("cannot read the stored late result; checking later", "error", err)
-		later(log, msg, retryDelay)
-		return
-	}
-	ctx, cancel := context.WithTimeout(work, lookupTimeout)
-	defer cancel()
-	if _, err := r.pub.Publish(ctx, ev); err != nil {
+	case err != nil:
 		log.Error("LATE RESULT NOT RECORDED: stk.late_result could not be published; trying again", "error", err,
 			"result_code", ev.ResultCode)
 		later(log, msg, retryDelay)
+		return
+	case res.Ack == nil:
+		log.Info("the payment's stored late result stands: Daraja's answer about the held callback is not published",
+			"stored_late_result_code", res.Stored.ResultCode, "stored_late_source", res.Stored.Source, "result_code", ev.ResultCode)
+		ack(work, log, msg)
 		return
 	}
 	_, label := events.Outcome(ev.ResultCode)
