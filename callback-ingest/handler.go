@@ -627,27 +627,10 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Req
 // the final outcome, which stays. A stored late result is left as it is,
 // but for a failure, which a success replaces (events.LateReplaces): a
 // failure anyone with the CallBackURL can send at once must not hide the
-// customer's payment.
+// customer's payment. events.PublishLate decides against the stored one and
+// publishes in one step, so a late failure racing a late success is never
+// stored after it.
 func (h *handler) lateResult(ctx context.Context, log *slog.Logger, prev events.Completed, cb Callback) error {
-	stored, err := lastEvent[events.LateResult](ctx, h.js, h.stream, events.TypeLateResult, prev.TrackingID)
-	switch {
-	case err == nil && stored.ResultCode == cb.ResultCode && stored.Receipt == receiptOf(cb):
-		log.Info("repeated late callback: its late result is already stored")
-		return nil
-	case err == nil && !events.LateReplaces(stored.ResultCode, cb.ResultCode):
-		log.Error("a second late callback differs from the stored late result, which stands; not published",
-			append([]any{"stored_late_result_code", stored.ResultCode, "stored_late_receipt", stored.Receipt}, outcomeAttrs(cb)...)...)
-		return nil
-	case err == nil:
-		log.Warn("a late success replaces the stored late failure", "stored_late_result_code", stored.ResultCode,
-			"stored_late_source", stored.Source)
-	case errors.Is(err, events.ErrMalformed):
-		log.Error("stored stk.late_result is unreadable; callback not published", append(outcomeAttrs(cb), "error", err)...)
-		return nil
-	case !errors.Is(err, errNotFound):
-		log.Error("look up stk.late_result", "error", err)
-		return err
-	}
 	ev := events.LateResult{
 		Payment:           prev.Payment,
 		FollowsCode:       prev.ResultCode,
@@ -662,16 +645,31 @@ func (h *handler) lateResult(ctx context.Context, log *slog.Logger, prev events.
 		ev.Receipt = cb.Receipt
 		ev.TransactionDate = cb.TransactionDate
 	}
-	ack, err := h.pub.Publish(ctx, ev)
-	if err != nil {
+	res, err := h.pub.PublishLate(ctx, h.stream, ev)
+	stored := res.Stored
+	switch {
+	case errors.Is(err, events.ErrMalformed):
+		log.Error("stored stk.late_result is unreadable; callback not published", append(outcomeAttrs(cb), "error", err)...)
+		return nil
+	case err != nil:
 		log.Error("publish stk.late_result", "error", err)
 		return err
+	case res.Ack == nil && stored.ResultCode == cb.ResultCode && stored.Receipt == receiptOf(cb):
+		log.Info("repeated late callback: its late result is already stored")
+		return nil
+	case res.Ack == nil:
+		log.Error("a second late callback differs from the stored late result, which stands; not published",
+			append([]any{"stored_late_result_code", stored.ResultCode, "stored_late_receipt", stored.Receipt}, outcomeAttrs(cb)...)...)
+		return nil
+	case res.HadStored:
+		log.Warn("a late success replaces the stored late failure", "stored_late_result_code", stored.ResultCode,
+			"stored_late_source", stored.Source)
 	}
 	_, label := events.Outcome(cb.ResultCode)
 	_, final := events.Outcome(prev.ResultCode)
 	log.Warn("late callback: published as stk.late_result; the payment's outcome stays",
 		append([]any{"final_result_code", prev.ResultCode, "final_status_label", final, "late_status_label", label,
-			"seq", ack.Sequence, "duplicate", ack.Duplicate}, outcomeAttrs(cb)...)...)
+			"seq", res.Ack.Sequence, "duplicate", res.Ack.Duplicate}, outcomeAttrs(cb)...)...)
 	return nil
 }
 

@@ -18,8 +18,9 @@ type Publisher struct {
 
 // Publish stores ev in the stream. A publish JetStream reports as a duplicate
 // (the same event published before, within DuplicateWindow) is a success: the
-// event is stored once.
-func (p *Publisher) Publish(ctx context.Context, ev Event) (*jetstream.PubAck, error) {
+// event is stored once. opts are added to the publish's own (its
+// Nats-Msg-Id, the expected stream).
+func (p *Publisher) Publish(ctx context.Context, ev Event, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	now := time.Now
 	if p.Now != nil {
 		now = p.Now
@@ -28,9 +29,8 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) (*jetstream.PubAck, e
 	if err != nil {
 		return nil, err
 	}
-	ack, err := p.JS.Publish(ctx, subject, body,
-		jetstream.WithMsgID(msgID),
-		jetstream.WithExpectStream(StreamName))
+	opts = append([]jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName)}, opts...)
+	ack, err := p.JS.Publish(ctx, subject, body, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", subject, err)
 	}

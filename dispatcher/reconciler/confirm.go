@@ -37,8 +37,10 @@ func (r *reconciler) confirmConsumer(ctx context.Context, js jetstream.JetStream
 // after it, and publishes Daraja's answer with source "query": success or
 // not, nothing of the callback (its receipt, its amount, its failure)
 // becomes the recorded outcome. Done once the payment has an stk.completed,
-// from whichever source, but one stkgate decided itself: then the answer is
-// the payment's late result (confirmLate). A success held because another payment claimed its
+// from whichever source, but one stkgate decided itself that was not the
+// query's answer to this callback (from a source other than the query, or
+// stored before the callback was kept): then the answer is the payment's
+// late result (confirmLate). A success held because another payment claimed its
 // receipt first (events.ConfirmReceiptTaken) also has that holder
 // questioned; a copy kept for that (events.ConfirmReceiptHolder) is not this
 // payment's callback and goes to questionHolder (receipt.go).
@@ -59,12 +61,15 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 			return
 		}
 	}
-	switch c, _, err := lastEvent[events.Completed](work, r.stream, events.TypeCompleted, id); {
-	case err == nil && events.DecidedByStkgate(c.ResultCode) && c.Source != events.SourceQuery:
+	switch c, at, err := lastEvent[events.Completed](work, r.stream, events.TypeCompleted, id); {
+	case err == nil && events.DecidedByStkgate(c.ResultCode) && (c.Source != events.SourceQuery || keptAfter(msg, at)):
 		// stkgate finished the payment itself, Unknown say, before Daraja
-		// was asked, or callback-ingest held a late callback. (An outcome
-		// from the query, even one with a code of stkgate's, answered the
-		// callback: it is done with.) The callback is a late result.
+		// was asked, or callback-ingest held a late callback. An outcome
+		// from the query, even one with a code of stkgate's, answered a
+		// callback kept before it; but not one kept after it: that one
+		// (a success after stkgate.unknown_transaction, say) is Daraja's
+		// late word, and dropping it could hide a paid payment. The
+		// callback is a late result.
 		r.confirmLate(work, log, msg, c)
 		return
 	case err == nil && c.ResultCode != "0" && c.Source != events.SourceQuery && reason != events.ConfirmFastFailure:
@@ -118,6 +123,14 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 	r.reconcilePush(work, log.With("checkout_request_id", p.checkoutID), msg, p)
 }
 
+// keptAfter reports whether the held callback msg was stored after at, when
+// the payment's outcome was. Unknown metadata counts as after: the query
+// then answers the callback again, which at worst repeats a late result.
+func keptAfter(msg jetstream.Msg, at time.Time) bool {
+	meta, err := msg.Metadata()
+	return err != nil || !meta.Timestamp.Before(at)
+}
+
 // heldPush is the push a held callback of id is confirmed by: the one
 // stk.dispatched names (dispatched), or, when the callback came before it,
 // the one the attempt record holds Daraja's answer to. An empty checkoutID
@@ -141,7 +154,7 @@ func (r *reconciler) heldPush(work context.Context, id string) (p push, dispatch
 }
 
 // confirmLate settles a held callback of a payment stkgate finished itself
-// (final: events.DecidedByStkgate, not from the query). The outcome stays;
+// (final: events.DecidedByStkgate, not the query's answer to the callback). The outcome stays;
 // the callback is Daraja's late word, and a late Success tells the merchant
 // the payment was paid. So it is confirmed as a held callback of an open
 // payment is: Daraja's STK query about the push answers it, and the answer
@@ -213,31 +226,28 @@ func (r *reconciler) askPush(work context.Context, p push, age time.Duration) an
 // publishLate publishes ev, Daraja's answer about a held late callback, as
 // the payment's stk.late_result, unless a stored one stands before it: any
 // but a failure that a success replaces (events.LateReplaces), as
-// callback-ingest decides for a late callback.
+// callback-ingest decides for a late callback, and in one step with the
+// read (events.PublishLate), so a late result callback-ingest stores
+// meanwhile is decided against, not overtaken.
 func (r *reconciler) publishLate(work context.Context, log *slog.Logger, msg jetstream.Msg, ev events.LateResult) {
-	stored, _, err := lastEvent[events.LateResult](work, r.stream, events.TypeLateResult, ev.TrackingID)
+	ctx, cancel := context.WithTimeout(work, lookupTimeout)
+	defer cancel()
+	res, err := r.pub.PublishLate(ctx, r.stream, ev)
 	switch {
-	case err == nil && (stored.ResultCode == ev.ResultCode || !events.LateReplaces(stored.ResultCode, ev.ResultCode)):
-		log.Info("the payment's stored late result stands: Daraja's answer about the held callback is not published",
-			"stored_late_result_code", stored.ResultCode, "stored_late_source", stored.Source, "result_code", ev.ResultCode)
-		ack(work, log, msg)
-		return
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.late_result is unreadable; Daraja's answer about the held callback is not published",
 			"error", err, "result_code", ev.ResultCode)
 		ack(work, log, msg)
 		return
-	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
-		log.Warn("cannot read the stored late result; checking later", "error", err)
-		later(log, msg, retryDelay)
-		return
-	}
-	ctx, cancel := context.WithTimeout(work, lookupTimeout)
-	defer cancel()
-	if _, err := r.pub.Publish(ctx, ev); err != nil {
+	case err != nil:
 		log.Error("LATE RESULT NOT RECORDED: stk.late_result could not be published; trying again", "error", err,
 			"result_code", ev.ResultCode)
 		later(log, msg, retryDelay)
+		return
+	case res.Ack == nil:
+		log.Info("the payment's stored late result stands: Daraja's answer about the held callback is not published",
+			"stored_late_result_code", res.Stored.ResultCode, "stored_late_source", res.Stored.Source, "result_code", ev.ResultCode)
+		ack(work, log, msg)
 		return
 	}
 	_, label := events.Outcome(ev.ResultCode)

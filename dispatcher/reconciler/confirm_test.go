@@ -239,9 +239,10 @@ func TestConfirmAnsweredByQueryIsNoLateResult(t *testing.T) {
 	h := newHarness(t, nil)
 	p := h.newPayment()
 	h.publish(events.Requested{Payment: p})
+	// Kept before the query's outcome: the query answered it.
+	h.holdForConfirmation(p, "ws_CO_UNKNOWN_TO_DARAJA")
 	h.publish(events.Completed{Payment: p, ResultCode: CodeUnknownTransaction, ResultDesc: "The transaction does not exist",
 		Source: events.SourceQuery, CompletedAt: time.Now().UTC()})
-	h.holdForConfirmation(p, "ws_CO_UNKNOWN_TO_DARAJA")
 	h.start()
 	waitConfirmAcked(t, h, 10*time.Second)
 	s, err := h.ns.JS.Stream(context.Background(), events.CallbackStreamName)

@@ -91,3 +91,30 @@ func TestConfirmLateThroughQuery(t *testing.T) {
 		})
 	}
 }
+
+// TestConfirmLateAfterQueryDecidedOutcome: the STK query finished the payment
+// with a code of stkgate's (stkgate.unknown_transaction, source "query"), and
+// its callback came afterwards, a success callback-ingest did not trust: it
+// is held as a late result, and Daraja's STK query answers it as for any
+// other outcome stkgate decided. The outcome's source does not make the
+// callback answered: it was kept after the outcome.
+func TestConfirmLateAfterQueryDecidedOutcome(t *testing.T) {
+	h := newHarness(t, nil)
+	p, resp := h.dispatch(darajatest.Script{ResultCode: "0", NoCallback: true, CallbackDelay: -1})
+	h.publish(events.Completed{Payment: p, ResultCode: CodeUnknownTransaction, ResultDesc: "The transaction does not exist",
+		Source: events.SourceQuery, CheckoutRequestID: resp.CheckoutRequestID, CompletedAt: time.Now().UTC()})
+	h.holdForConfirmation(p, resp.CheckoutRequestID)
+	h.start()
+	waitConfirmAcked(t, h, 10*time.Second)
+
+	l, found := h.lateResult(p.TrackingID)
+	if !found || l.ResultCode != "0" || l.Source != events.SourceQuery || l.FollowsCode != CodeUnknownTransaction {
+		t.Fatalf("late result %+v (found %v), want 0 from the query after %s", l, found, CodeUnknownTransaction)
+	}
+	if l.Receipt == "FORGED0001" {
+		t.Errorf("the held callback's receipt was published")
+	}
+	if c, _ := h.completion(p.TrackingID, time.Second); c.ResultCode != CodeUnknownTransaction || h.completions(p.TrackingID) != 1 {
+		t.Errorf("the outcome moved: %+v", c)
+	}
+}
