@@ -187,6 +187,13 @@ func (p *projector) loop(ctx context.Context) {
 
 // consume reads batches from one message iterator. On ctx cancel it drains
 // what the iterator already holds and returns nil.
+//
+// The one consume loop that is not worker.Pool's, for a reason: the
+// projector writes a batch of events in one transaction, in stream order,
+// and wants the next batch buffered while one commits; the Pool hands
+// messages one by one to handlers running side by side. A buffer here
+// costs nothing a pull for free handlers saves: the projector's messages
+// are idempotent writes, and none waits on anything but Postgres.
 func (p *projector) consume(ctx context.Context) error {
 	// Two batches in flight: the next one arrives while this one commits.
 	it, err := p.cons.Messages(jetstream.PullMaxMessages(2 * p.cfg.BatchSize))
