@@ -50,6 +50,12 @@ type Options struct {
 	// dispatcher (so that its next instance meets them), in turn empty-400,
 	// html-403 and service-unavailable; 0: none.
 	OAuthFaults int
+	// Forgeries is how many forged failures are posted with a payment's
+	// valid CallBackURL within CALLBACK_FAST_FAILURE of its push; a quarter
+	// as many forged successes carry a receipt the fake paid another
+	// payment with, and up to as many late 1032s follow payments stkgate
+	// ended Unknown (forge.go); 0: none.
+	Forgeries   int
 	Out         io.Writer // progress and the report
 	KeepWorkDir bool
 }
@@ -77,11 +83,20 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	if err := r.setUp(ctx); err != nil {
 		return nil, err
 	}
+	stopForger := func() forgeryFigures { return forgeryFigures{} }
+	if o.Forgeries > 0 {
+		if stopForger, err = r.startForger(ctx); err != nil {
+			return nil, err
+		}
+	}
 	answers, err := r.loadAndInject(ctx)
 	if err != nil {
+		stopForger()
 		return nil, err
 	}
-	if err := r.settle(ctx, answers); err != nil {
+	err = r.settle(ctx, answers)
+	r.forgeries = stopForger()
+	if err != nil {
 		return nil, err
 	}
 	return r.report(ctx, answers)
@@ -101,6 +116,7 @@ type runner struct {
 	db     *sql.DB
 
 	natsURL, apiURL, cbBase string
+	cbSecret                string // CALLBACK_SECRET, to sign forgeries
 	simURL, controlURL      string
 	simLog                  *lockedWriter
 	stopSim                 func()
@@ -115,6 +131,7 @@ type runner struct {
 	consumerDeletes      int
 	dispatcherKills      int
 	oauthFaults          map[string]int
+	forgeries            forgeryFigures
 	chaosErrs            []string
 }
 
@@ -299,7 +316,12 @@ func (r *runner) report(ctx context.Context, answers []answer) (*Report, error) 
 		return nil, err
 	}
 
-	rep := analyse(r.o, answers, rows, rec)
+	disputed, err := disputedHolders(r.logs, r.dispatchers)
+	if err != nil {
+		return nil, err
+	}
+	rep := analyse(r.o, answers, rows, rec, disputed)
+	rep.Forgeries = r.forgeries
 	rep.Seed = r.o.Seed
 	rep.LoadTook, rep.SettleTook = r.loadTook, r.settleTook
 	rep.Replayed, rep.ReplayChanged = replayed, changed
@@ -325,6 +347,7 @@ type row struct {
 	responseCode string
 	source       string
 	receipt      string
+	lateCode     string // meta.late_result's response_code; "" for none
 	updatedAt    time.Time
 }
 
@@ -332,7 +355,8 @@ func readRows(ctx context.Context, db *sql.DB) (map[string]row, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	rs, err := db.QueryContext(ctx, `SELECT tracking_id::text, status, coalesce(response_code, ''),
-		coalesce(source, ''), coalesce(transaction_code, ''), updated_at FROM stk_pushes`)
+		coalesce(source, ''), coalesce(transaction_code, ''), coalesce(late_result->>'response_code', ''), updated_at
+		FROM stk_pushes`)
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +365,7 @@ func readRows(ctx context.Context, db *sql.DB) (map[string]row, error) {
 	for rs.Next() {
 		var id string
 		var r row
-		if err := rs.Scan(&id, &r.status, &r.responseCode, &r.source, &r.receipt, &r.updatedAt); err != nil {
+		if err := rs.Scan(&id, &r.status, &r.responseCode, &r.source, &r.receipt, &r.lateCode, &r.updatedAt); err != nil {
 			return nil, err
 		}
 		out[id] = r

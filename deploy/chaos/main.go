@@ -9,12 +9,13 @@
 // (STKGATE_FAILPOINTS) and is restarted; the fake answers a share of
 // pushes with pages that are not Daraja's and 503s after processing, and
 // fails token requests after each dispatcher kill; some phones are shared
-// by several payments. After the load it waits for every record to be
+// by several payments; callbacks are forged with valid tokens (fast
+// failures, another payment's receipt, late failures). After the load it waits for every record to be
 // final, then checks the guarantees: no accepted request lost, every
 // record final, at most one prompt per payment, every payment the
 // customer made recorded as Success or Unknown, no push for a request
 // answered 503, every delivered callback reflected and a repeated one
-// changing nothing. It prints the figures and exits 1 when a
+// changing nothing, no receipt left unflagged on a payment it did not pay. It prints the figures and exits 1 when a
 // guarantee broke (2 when the run itself could not be carried out).
 //
 //	go run ./chaos -n 2000            (from deploy/; make chaos)
@@ -83,6 +84,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.ConsumerDeletes, "consumer-deletes", 2, "times the dispatcher's consumer is deleted through the NATS API")
 	fs.Float64Var(&o.CallbackCrash, "callback-crash", 0.02, "share of kept callbacks after which callback-ingest crashes (failpoint "+failpoint.CallbackAfterKeep+")")
 	fs.IntVar(&o.OAuthFaults, "oauth-faults", 2, "token requests that fail after each kill of the dispatcher (empty 400, HTML 403, 503 in turn)")
+	fs.IntVar(&o.Forgeries, "forgeries", 40, "forged failures posted with a payment's valid CallBackURL within 2 s of its push; a quarter as many forged successes carrying another payment's receipt; late 1032s after payments ended Unknown (0: none)")
 	fs.StringVar(&o.Faults, "faults", "full", "Daraja faults to script: full, quick (none that waits out a prompt's lifetime) or none")
 	fs.DurationVar(&o.Latency, "answer-latency", time.Second, "longest hold of a push's answer after Daraja processed it")
 	seed := fs.Uint64("seed", 0, "random seed (0: from the clock); printed so a run can be repeated")
@@ -98,8 +100,8 @@ func parseFlags(args []string) (Options, error) {
 	if o.N < 1 || o.Latency < 0 || o.Clients < 1 || o.Rate <= 0 || o.Kills < 0 || o.Settle <= 0 || o.SimDelay < 0 {
 		return o, errors.New("-n, -clients, -rate and -settle must be positive; -kills and -sim-delay not negative")
 	}
-	if o.Dispatchers < 1 || o.ConsumerDeletes < 0 || o.OAuthFaults < 0 || !(o.CallbackCrash >= 0 && o.CallbackCrash <= 1) {
-		return o, errors.New("-dispatchers must be positive, -consumer-deletes and -oauth-faults not negative, -callback-crash from 0 to 1")
+	if o.Dispatchers < 1 || o.ConsumerDeletes < 0 || o.OAuthFaults < 0 || o.Forgeries < 0 || !(o.CallbackCrash >= 0 && o.CallbackCrash <= 1) {
+		return o, errors.New("-dispatchers must be positive, -consumer-deletes, -oauth-faults and -forgeries not negative, -callback-crash from 0 to 1")
 	}
 	if o.Faults == "full" && o.SimDelay <= dispatcher.DefaultUncertainRetryWindow {
 		// The 503s after processing are pushed again only within this

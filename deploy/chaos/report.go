@@ -51,17 +51,28 @@ type Report struct {
 	OutcomeMismatches    int            // final record whose code differs from its single accepted push's outcome
 	MismatchIDs          []string       // the first few
 	Queries              int            // STK queries the fake answered
-	FinalBySource        map[string]int // who decided the outcome of the accepted requests
-	Replayed             int            // delivered callbacks sent again
-	ReplayChanged        int            // records a repeated callback changed
-	PGStops              int
-	ConsumerDeletes      int // the dispatcher's consumer deleted through the NATS API
-	ConsumerDeletesAsked int
-	OAuthFaults          map[string]int // OAuth failures scripted, by kind
-	Procs                []procFigures
-	ChaosErrors          []string
-	LoadTook, SettleTook time.Duration
-	Failures             []string
+	Forgeries            forgeryFigures // forged callbacks sent (Options.Forgeries)
+	// Records whose receipt the fake paid another payment with (a forged
+	// success's, say), and of those the ones no reconciler flagged RECEIPT
+	// DISPUTED: a receipt must stay on the payment Daraja paid with it.
+	ReceiptElsewhere, ReceiptElsewhereUnflagged int
+	ReceiptElsewhereIDs                         []string // the first few unflagged
+	// Payments paid at the fake that stkgate ended Unknown and whose
+	// meta.late_result reads a failure; of those, the ones whose genuine
+	// callback was delivered (200), which a late success must replace.
+	PaidLateFailure, PaidLateFailureDelivered int
+	PaidLateFailureIDs                        []string       // the first few delivered
+	FinalBySource                             map[string]int // who decided the outcome of the accepted requests
+	Replayed                                  int            // delivered callbacks sent again
+	ReplayChanged                             int            // records a repeated callback changed
+	PGStops                                   int
+	ConsumerDeletes                           int // the dispatcher's consumer deleted through the NATS API
+	ConsumerDeletesAsked                      int
+	OAuthFaults                               map[string]int // OAuth failures scripted, by kind
+	Procs                                     []procFigures
+	ChaosErrors                               []string
+	LoadTook, SettleTook                      time.Duration
+	Failures                                  []string
 }
 
 // msgUnconfirmed is api.MsgUnconfirmed and msgUnknownOutcome
@@ -84,7 +95,10 @@ type procFigures struct {
 	Running        bool
 }
 
-func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings) *Report {
+// analyse computes a run's figures from the load's answers, the read model,
+// the fake's recordings, and the holders of receipts the reconcilers
+// flagged RECEIPT DISPUTED.
+func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings, disputed map[string]bool) *Report {
 	r := &Report{Requests: len(answers), OtherStatus: map[int]int{}, FinalBySource: map[string]int{}, LostByCause: map[string]int{},
 		NeverPromptedByCode: map[string]int{}}
 	pushedIDs := map[string]bool{} // tracking ids with a prompt
@@ -264,7 +278,7 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 		}
 		r.CallbacksDelivered++
 		id := trackingIDOf(c.URL)
-		if row, ok := rows[id]; !ok || row.status != 1 || row.responseCode != c.ResultCode {
+		if row, ok := rows[id]; !ok || !reflects(row, c.ResultCode) {
 			r.CallbacksUnreflected++
 			if len(r.UnreflectedIDs) < 10 {
 				got := "no record"
@@ -284,7 +298,60 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 		}
 	}
 	r.Queries = len(rec.Queries)
+	r.forgedOutcomes(rows, rec, byID, callbackOf, disputed)
 	return r
+}
+
+// forgedOutcomes counts what forged callbacks could leave behind: a
+// receipt on a payment other than the one the fake paid with it, unless a
+// reconciler flagged its holder RECEIPT DISPUTED; and a paid payment
+// ended Unknown whose late result reads a failure although Daraja's
+// success reached callback-ingest (a late success replaces a late
+// failure). One whose genuine callback never came keeps a forged late
+// failure by design (docs/SECURITY.md, "A forged late result"): counted,
+// not judged.
+func (r *Report) forgedOutcomes(rows map[string]row, rec simRecordings, byID map[string][]string, callbackOf map[string]int, disputed map[string]bool) {
+	paidWith := receiptsOf(rec, false)
+	var elsewhere, lateFailed []string
+	for id, row := range rows {
+		owner, ok := paidWith[strings.ToUpper(row.receipt)]
+		if row.receipt == "" || !ok || owner == id {
+			continue
+		}
+		r.ReceiptElsewhere++
+		if !disputed[id] {
+			elsewhere = append(elsewhere, fmt.Sprintf("%s holds %s, which Daraja paid %s with", id, row.receipt, owner))
+		}
+	}
+	for id, codes := range byID {
+		row, ok := rows[id]
+		if !ok || row.status != events.StatusFinal || row.lateCode == "" || !slices.Contains(codes, "0") {
+			continue
+		}
+		_, label := events.Outcome(row.responseCode)
+		_, late := events.Outcome(row.lateCode)
+		if label != events.LabelUnknown || late == events.LabelSuccess {
+			continue
+		}
+		r.PaidLateFailure++
+		if callbackOf[id] == http.StatusOK {
+			lateFailed = append(lateFailed, fmt.Sprintf("%s: %q, late result %q", id, row.responseCode, row.lateCode))
+		}
+	}
+	r.ReceiptElsewhereUnflagged, r.ReceiptElsewhereIDs = len(elsewhere), firstFew(elsewhere)
+	r.PaidLateFailureDelivered, r.PaidLateFailureIDs = len(lateFailed), firstFew(lateFailed)
+}
+
+// reflects says whether a final record shows a delivered callback's code:
+// as its outcome, or, when stkgate had ended the payment Unknown before
+// the callback counted (a fast failure held for a query it could not ask,
+// say), as its late result (meta.late_result).
+func reflects(row row, code string) bool {
+	if row.status != events.StatusFinal {
+		return false
+	}
+	_, label := events.Outcome(row.responseCode)
+	return row.responseCode == code || (label == events.LabelUnknown && row.lateCode == code)
 }
 
 // phoneUse is what the requests sent to one phone were answered.
@@ -304,7 +371,7 @@ func firstFew(ids []string) []string {
 	return ids
 }
 
-// judge lists the broken guarantees (issues 3 and 8).
+// judge lists the broken guarantees (issues 3, 8 and 9).
 func (r *Report) judge() {
 	fail := func(format string, args ...any) { r.Failures = append(r.Failures, fmt.Sprintf(format, args...)) }
 	if r.Lost > 0 {
@@ -330,6 +397,12 @@ func (r *Report) judge() {
 	}
 	if r.ReplayChanged > 0 {
 		fail("%d records changed when a delivered callback was sent again", r.ReplayChanged)
+	}
+	if r.ReceiptElsewhereUnflagged > 0 {
+		fail("%d records hold a receipt Daraja paid another payment with, unflagged (no RECEIPT DISPUTED): %s", r.ReceiptElsewhereUnflagged, strings.Join(r.ReceiptElsewhereIDs, "; "))
+	}
+	if r.PaidLateFailureDelivered > 0 {
+		fail("%d paid payments ended Unknown show a late failure although Daraja's success was delivered: %s", r.PaidLateFailureDelivered, strings.Join(r.PaidLateFailureIDs, "; "))
 	}
 	if r.Accepted == 0 {
 		fail("no request was accepted: the run measured nothing")
@@ -389,6 +462,17 @@ func (r *Report) Print(w io.Writer) {
 		p("  %s", m)
 	}
 	p("STK queries                 %d", r.Queries)
+	f := r.Forgeries
+	p("forged callbacks (200)      fast failures %d of %d, receipt thefts %d, late failures %d; not answered 200 %d",
+		f.FastFailures, f.Asked, f.ReceiptThefts, f.LateFailures, f.Undelivered)
+	p("  receipt on another payment %d (unflagged %d)", r.ReceiptElsewhere, r.ReceiptElsewhereUnflagged)
+	for _, id := range r.ReceiptElsewhereIDs {
+		p("    %s", id)
+	}
+	p("  paid Unknown, late failure %d (with Daraja's success delivered %d)", r.PaidLateFailure, r.PaidLateFailureDelivered)
+	for _, id := range r.PaidLateFailureIDs {
+		p("    %s", id)
+	}
 	p("Postgres stops              %d", r.PGStops)
 	p("dispatcher consumer deleted %d/%d", r.ConsumerDeletes, r.ConsumerDeletesAsked)
 	p("OAuth faults scripted       %v", r.OAuthFaults)

@@ -211,6 +211,7 @@ func (r *runner) env(apiPort, cbPort int) ([]string, error) {
 	for k, v := range r.o.ExtraEnv {
 		env[k] = v
 	}
+	r.cbSecret = env["CALLBACK_SECRET"] // forgeries sign with the one the services use
 	var list []string
 	for k, v := range env {
 		list = append(list, k+"="+v)

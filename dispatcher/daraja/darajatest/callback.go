@@ -95,38 +95,64 @@ func (s *Server) Flush() {
 
 // callbackJSON is the callback body for t's outcome.
 func (s *Server) callbackJSON(t *txn, now time.Time) ([]byte, error) {
+	return CallbackJSON(Callback{MerchantRequestID: t.merchantID, CheckoutRequestID: t.checkoutID,
+		ResultCode: t.resultCode, ResultDesc: t.resultDesc, Amount: t.amount, Receipt: newReceipt(),
+		Phone: t.phone, TransactionDate: now})
+}
+
+// Callback is what a callback of Daraja's says; CallbackJSON writes it in
+// Daraja's shape. A fault test uses it to send callbacks Daraja did not
+// (forgeries, with a payment's CallBackURL).
+type Callback struct {
+	MerchantRequestID string
+	CheckoutRequestID string
+	ResultCode        string // "0", "1032", or a code like SFC_IC0003
+	ResultDesc        string // "": the fake's wording of ResultCode
+	// Of a success (ResultCode "0") only: its CallbackMetadata.
+	Amount          int64
+	Receipt         string
+	Phone           string
+	TransactionDate time.Time
+}
+
+// CallbackJSON is c's body as Daraja sends it: its field order, a numeric
+// ResultCode where the code is digits, and the metadata of a success.
+func CallbackJSON(c Callback) ([]byte, error) {
 	var cb callbackBody
-	c := &cb.Body.StkCallback
-	c.MerchantRequestID, c.CheckoutRequestID, c.ResultDesc = t.merchantID, t.checkoutID, t.resultDesc
-	if digitsRE.MatchString(t.resultCode) {
-		c.ResultCode = json.RawMessage(strings.TrimLeft(t.resultCode, "0"))
-		if len(c.ResultCode) == 0 {
-			c.ResultCode = json.RawMessage("0")
+	b := &cb.Body.StkCallback
+	b.MerchantRequestID, b.CheckoutRequestID, b.ResultDesc = c.MerchantRequestID, c.CheckoutRequestID, c.ResultDesc
+	if b.ResultDesc == "" {
+		b.ResultDesc = resultDescs[c.ResultCode]
+	}
+	if digitsRE.MatchString(c.ResultCode) {
+		b.ResultCode = json.RawMessage(strings.TrimLeft(c.ResultCode, "0"))
+		if len(b.ResultCode) == 0 {
+			b.ResultCode = json.RawMessage("0")
 		}
 	} else {
-		q, err := json.Marshal(t.resultCode)
+		q, err := json.Marshal(c.ResultCode)
 		if err != nil {
 			return nil, err
 		}
-		c.ResultCode = q
+		b.ResultCode = q
 	}
-	if t.resultCode == "0" {
-		c.CallbackMetadata = &callbackMetadata{Item: []callbackItem{
+	if c.ResultCode == "0" {
+		b.CallbackMetadata = &callbackMetadata{Item: []callbackItem{
 			// Daraja writes the amount with decimals: 1500.00.
-			{Name: "Amount", Value: json.RawMessage(strconv.FormatInt(t.amount, 10) + ".00")},
-			{Name: "MpesaReceiptNumber", Value: mustJSON(newReceipt())},
+			{Name: "Amount", Value: json.RawMessage(strconv.FormatInt(c.Amount, 10) + ".00")},
+			{Name: "MpesaReceiptNumber", Value: mustJSON(c.Receipt)},
 			{Name: "Balance"},
-			{Name: "TransactionDate", Value: json.RawMessage(now.In(daraja.Nairobi()).Format(daraja.TimestampLayout))},
-			{Name: "PhoneNumber", Value: json.RawMessage(t.phone)},
+			{Name: "TransactionDate", Value: json.RawMessage(c.TransactionDate.In(daraja.Nairobi()).Format(daraja.TimestampLayout))},
+			{Name: "PhoneNumber", Value: json.RawMessage(c.Phone)},
 		}}
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(cb); err != nil {
 		return nil, err
 	}
-	return bytes.TrimRight(b.Bytes(), "\n"), nil
+	return bytes.TrimRight(out.Bytes(), "\n"), nil
 }
 
 func mustJSON(s string) json.RawMessage {
