@@ -140,19 +140,17 @@ func TestParseFixturesMeaning(t *testing.T) {
 	}
 }
 
-// stk wraps the inside of stkCallback in the envelope Daraja sends.
-func stk(inner string) string { return `{"Body":{"stkCallback":{` + inner + `}}}` }
-
-const ids = `"MerchantRequestID":"m-1","CheckoutRequestID":"ws_CO_1"`
-
-// success builds a success callback with the given metadata items.
-func success(items ...string) string {
-	return stk(ids + `,"ResultCode":0,"ResultDesc":"ok","CallbackMetadata":{"Item":[` + strings.Join(items, ",") + `]}`)
-}
+// The callback builders live in internal/fixture, which the fuzz targets
+// (callback-ingest/fuzz) share.
+var (
+	stk     = fixture.Stk
+	success = fixture.Success
+)
 
 const (
-	itemAmount  = `{"Name":"Amount","Value":1500.00}`
-	itemReceipt = `{"Name":"MpesaReceiptNumber","Value":"SCL4XQ2B7K"}`
+	ids         = fixture.IDs
+	itemAmount  = fixture.ItemAmount
+	itemReceipt = fixture.ItemReceipt
 	itemDate    = `{"Name":"TransactionDate","Value":20240321143055}`
 	itemPhone   = `{"Name":"PhoneNumber","Value":254712345678}`
 )

@@ -31,21 +31,6 @@ const (
 	transactionDateWire = "20060102150405"
 )
 
-// stk, ids, success and the items build callbacks as package callback's
-// tests do (parse_test.go).
-func stk(inner string) string { return `{"Body":{"stkCallback":{` + inner + `}}}` }
-
-const ids = `"MerchantRequestID":"m-1","CheckoutRequestID":"ws_CO_1"`
-
-func success(items ...string) string {
-	return stk(ids + `,"ResultCode":0,"ResultDesc":"ok","CallbackMetadata":{"Item":[` + strings.Join(items, ",") + `]}`)
-}
-
-const (
-	itemAmount  = `{"Name":"Amount","Value":1500.00}`
-	itemReceipt = `{"Name":"MpesaReceiptNumber","Value":"SCL4XQ2B7K"}`
-)
-
 // FuzzParseCallback: no input panics, and what is accepted means one thing:
 // written back in Daraja's shape, it reads the same.
 func FuzzParseCallback(f *testing.F) {
@@ -53,16 +38,16 @@ func FuzzParseCallback(f *testing.F) {
 		f.Add(body)
 	}
 	for _, s := range []string{
-		success(`{"Name":"Amount","Value":1.5}`, itemReceipt),
-		success(itemAmount, itemReceipt, `{"Name":"TransactionDate","Value":"20240230120000"}`),
-		stk(ids + `,"ResultCode":"SFC_IC0003","ResultDesc":"no"`),
-		stk(ids + `,"ResultCode":"0"`),
+		fixture.Success(`{"Name":"Amount","Value":1.5}`, fixture.ItemReceipt),
+		fixture.Success(fixture.ItemAmount, fixture.ItemReceipt, `{"Name":"TransactionDate","Value":"20240230120000"}`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":"SFC_IC0003","ResultDesc":"no"`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":"0"`),
 		`{"Body":{"stkCallback":{"CheckoutRequestID":"\u0000"}}}`,
 		strings.Repeat("[", 64),
-		stk(ids + `,"ResultCode":1032,"ResultCode":0`),
-		stk(ids + `,"ResultCode":1,"ResultDesc":"a\u0000b\u001f\n"`),
-		stk(ids + `,"ResultCode":"stkgate.no_answer"`),
-		stk(ids + `,"ResultCode":"Stkgate.x","ResultDesc":"\ud800"`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":1032,"ResultCode":0`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":1,"ResultDesc":"a\u0000b\u001f\n"`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":"stkgate.no_answer"`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":"Stkgate.x","ResultDesc":"\ud800"`),
 	} {
 		f.Add([]byte(s))
 	}
