@@ -14,20 +14,21 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stkgate/stkgate/api/idemkey"
 	"github.com/stkgate/stkgate/api/store"
 )
 
 // IdempotencyHeader is the optional header of POST /api/stk-push that makes
 // a retried request safe: the same key with the same request answers with
 // the first one's tracking id and sends nothing again.
-const IdempotencyHeader = "Idempotency-Key"
+const IdempotencyHeader = idemkey.Header
 
 // ReplayedHeader is set to "true" on an answer given from an earlier
 // request with the same Idempotency-Key.
 const ReplayedHeader = "Idempotent-Replayed"
 
 // MaxIdempotencyKeyLen is the longest Idempotency-Key, in characters.
-const MaxIdempotencyKeyLen = 255
+const MaxIdempotencyKeyLen = idemkey.MaxLen
 
 // Idempotency defaults.
 const (
@@ -64,22 +65,9 @@ var errKeyBusy = errors.New("idempotency key busy")
 // none, or a 400 when the header is there but not a valid key (empty, too
 // long, not printable ASCII, or given twice).
 func idempotencyKeyOf(h http.Header) (string, error) {
-	vals := h.Values(IdempotencyHeader)
-	switch len(vals) {
-	case 0:
-		return "", nil
-	case 1:
-	default:
+	k, ok := idemkey.Of(h)
+	if !ok {
 		return "", badRequest("%s", MsgKeyInvalid)
-	}
-	k := vals[0]
-	if len(k) < 1 || len(k) > MaxIdempotencyKeyLen {
-		return "", badRequest("%s", MsgKeyInvalid)
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < 0x20 || k[i] > 0x7e {
-			return "", badRequest("%s", MsgKeyInvalid)
-		}
 	}
 	return k, nil
 }

@@ -80,38 +80,3 @@ func TestNormalizePhone(t *testing.T) {
 		}
 	}
 }
-
-func FuzzNormalizePhone(f *testing.F) {
-	for _, s := range []string{
-		"0712345678", "0112345678", "712345678", "112345678", "254712345678", "+254112345678",
-		"+254 712-345-678", "0812345678", "", "+", "2540712345678", "０７１２３４５６７８", "07123456\u200b78",
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		got, ok := NormalizePhone(s)
-		if !ok {
-			if got != "" {
-				t.Fatalf("refused %q but returned %q", s, got)
-			}
-			return
-		}
-		if len(got) != 12 || !(strings.HasPrefix(got, "2547") || strings.HasPrefix(got, "2541")) ||
-			strings.Trim(got, "0123456789") != "" {
-			t.Fatalf("NormalizePhone(%q) = %q: not 2547/2541 and 12 digits", s, got)
-		}
-		// Normal form is a fixed point, and the subscriber digits survive.
-		if again, ok := NormalizePhone(got); !ok || again != got {
-			t.Fatalf("NormalizePhone(%q) = %q, %v; want it unchanged", got, again, ok)
-		}
-		digits := strings.Map(func(r rune) rune {
-			if r >= '0' && r <= '9' {
-				return r
-			}
-			return -1
-		}, s)
-		if !strings.HasSuffix(digits, got[3:]) {
-			t.Fatalf("NormalizePhone(%q) = %q: digits %q do not end in %q", s, got, digits, got[3:])
-		}
-	})
-}

@@ -4,17 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"mime"
 	"mime/multipart"
 	"net/http"
 	"strings"
 	"testing"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/stkgate/stkgate/events/kit/uniquekeys"
 )
 
 const (
@@ -391,88 +386,4 @@ func TestDecodeRequestMalformed(t *testing.T) {
 			}
 		})
 	}
-}
-
-func FuzzDecodeRequest(f *testing.F) {
-	seeds := []struct{ ctype, body string }{
-		{ctJSON, `{"phone":"0712345678","amount":1500,"reference":"INV-2024-001","tag":"loan-repayment"}`},
-		{ctJSON, `{"phone":"+254 112-345-678","amount":"250000","reference":"ÄÖÜ"}`},
-		{ctJSON, `{"phone":254712345678,"amount":1e3,"reference":"R","tag":null}`},
-		{ctJSON, `{"amount":1,"amount":2}`},
-		{ctJSON, `[[[[[[[[[[]]]]]]]]]]`},
-		{ctJSON, `{"phone":"0712345678","amount":-99999999999999999999,"reference":"\u0000"}`},
-		{ctJSON, ``},
-		{ctForm, "phone=%2B254+712-345-604&amount=250&reference=FORM-1"},
-		{ctForm, "phone=%zz"},
-		{ctForm, `{"phone":"0712345678"}`},
-		{"multipart/form-data; boundary=X", "--X\r\nContent-Disposition: form-data; name=\"phone\"\r\n\r\n0712345678\r\n--X--\r\n"},
-		{"text/plain", "\xff\xfe"},
-		{ctJSON, `{"phone":"0712345678","amount":1,"reference":"INV\u202e1"}`},
-		{ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","x":{"a":1,"a":2}}`},
-		{ctJSON, `{"phone":"0712345678","amount":9223372036854775808,"reference":"R"}`},
-		{ctJSON, "\xef\xbb\xbf{}"},
-	}
-	for _, s := range seeds {
-		f.Add(s.ctype, []byte(s.body))
-	}
-	f.Fuzz(func(t *testing.T, ctype string, body []byte) {
-		req, err := DecodeRequest(ctype, body)
-		if err != nil {
-			var re *RequestError
-			if !errors.As(err, &re) {
-				t.Fatalf("error %v (%T) is not a RequestError", err, err)
-			}
-			if re.Status != 400 && re.Status != 422 {
-				t.Fatalf("status %d, want 400 or 422", re.Status)
-			}
-			if re.Message == "" || (re.Status == 422) != (len(re.Fields) > 0) {
-				t.Fatalf("error %+v: message and fields do not agree with the status", re)
-			}
-			if _, err := json.Marshal(failure{Message: re.Message, Errors: re.Fields}); err != nil {
-				t.Fatalf("error body does not marshal: %v", err)
-			}
-			return
-		}
-		if p, ok := NormalizePhone(req.Phone); !ok || p != req.Phone {
-			t.Fatalf("phone %q not normal", req.Phone)
-		}
-		if req.Amount < MinAmount || req.Amount > MaxAmount {
-			t.Fatalf("amount %d out of range", req.Amount)
-		}
-		for _, s := range []struct {
-			v        string
-			min, max int
-		}{{req.Reference, 1, MaxReferenceLen}, {req.Tag, 0, MaxTagLen}} {
-			n := utf8.RuneCountInString(s.v)
-			if n < s.min || n > s.max || !utf8.ValidString(s.v) || strings.ContainsFunc(s.v, unicode.IsControl) || strings.TrimSpace(s.v) != s.v {
-				t.Fatalf("text %q breaks its rules", s.v)
-			}
-		}
-		if strings.ContainsFunc(req.Reference, invisible) {
-			t.Fatalf("reference %q has invisible characters", req.Reference)
-		}
-		// A JSON body that was taken has no key twice anywhere: which
-		// value counts would otherwise depend on the parser.
-		if mt, _, _ := mime.ParseMediaType(ctype); mt != "multipart/form-data" && (mt != ctForm || looksLikeJSON(body)) {
-			if err := uniquekeys.Check(body, MaxJSONDepth); err != nil {
-				t.Fatalf("accepted %q: %v", body, err)
-			}
-		}
-		// What was taken means one thing: written back as JSON, it reads
-		// the same, and so does reading the input again.
-		fields := map[string]any{"phone": req.Phone, "amount": req.Amount, "reference": req.Reference}
-		if req.Tag != "" {
-			fields["tag"] = req.Tag
-		}
-		b, err := json.Marshal(fields)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if again, err := DecodeRequest(ctJSON, b); err != nil || again != req {
-			t.Fatalf("%s, written back from %+v, reads %+v, %v", b, req, again, err)
-		}
-		if again, err := DecodeRequest(ctype, body); err != nil || again != req {
-			t.Fatalf("read twice: %+v then %+v, %v", req, again, err)
-		}
-	})
 }

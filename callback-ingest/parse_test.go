@@ -1,22 +1,18 @@
 package callback
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
-	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/stkgate/stkgate/callback-ingest/internal/fixture"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/kit/uniquekeys"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -24,19 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // fixtures returns the callbacks Daraja sends, by file name without .json.
 func fixtures(t testing.TB) map[string][]byte {
 	t.Helper()
-	paths, err := filepath.Glob(filepath.Join("testdata", "callbacks", "*.json"))
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no fixtures in testdata/callbacks: %v", err)
-	}
-	out := make(map[string][]byte, len(paths))
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[strings.TrimSuffix(filepath.Base(p), ".json")] = b
-	}
-	return out
+	return fixture.Callbacks(t, filepath.Join("testdata", "callbacks"))
 }
 
 // TestParseFixtures pins the reading of every fixture in a golden file.
@@ -156,19 +140,17 @@ func TestParseFixturesMeaning(t *testing.T) {
 	}
 }
 
-// stk wraps the inside of stkCallback in the envelope Daraja sends.
-func stk(inner string) string { return `{"Body":{"stkCallback":{` + inner + `}}}` }
-
-const ids = `"MerchantRequestID":"m-1","CheckoutRequestID":"ws_CO_1"`
-
-// success builds a success callback with the given metadata items.
-func success(items ...string) string {
-	return stk(ids + `,"ResultCode":0,"ResultDesc":"ok","CallbackMetadata":{"Item":[` + strings.Join(items, ",") + `]}`)
-}
+// The callback builders live in internal/fixture, which the fuzz targets
+// (callback-ingest/fuzz) share.
+var (
+	stk     = fixture.Stk
+	success = fixture.Success
+)
 
 const (
-	itemAmount  = `{"Name":"Amount","Value":1500.00}`
-	itemReceipt = `{"Name":"MpesaReceiptNumber","Value":"SCL4XQ2B7K"}`
+	ids         = fixture.IDs
+	itemAmount  = fixture.ItemAmount
+	itemReceipt = fixture.ItemReceipt
 	itemDate    = `{"Name":"TransactionDate","Value":20240321143055}`
 	itemPhone   = `{"Name":"PhoneNumber","Value":254712345678}`
 )
@@ -363,129 +345,4 @@ func TestParseMalformed(t *testing.T) {
 			}
 		})
 	}
-}
-
-// FuzzParseCallback: no input panics, and what is accepted means one thing:
-// written back in Daraja's shape, it reads the same.
-func FuzzParseCallback(f *testing.F) {
-	for _, body := range fixtures(f) {
-		f.Add(body)
-	}
-	for _, s := range []string{
-		success(`{"Name":"Amount","Value":1.5}`, itemReceipt),
-		success(itemAmount, itemReceipt, `{"Name":"TransactionDate","Value":"20240230120000"}`),
-		stk(ids + `,"ResultCode":"SFC_IC0003","ResultDesc":"no"`),
-		stk(ids + `,"ResultCode":"0"`),
-		`{"Body":{"stkCallback":{"CheckoutRequestID":"\u0000"}}}`,
-		strings.Repeat("[", 64),
-		stk(ids + `,"ResultCode":1032,"ResultCode":0`),
-		stk(ids + `,"ResultCode":1,"ResultDesc":"a\u0000b\u001f\n"`),
-		stk(ids + `,"ResultCode":"stkgate.no_answer"`),
-		stk(ids + `,"ResultCode":"Stkgate.x","ResultDesc":"\ud800"`),
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		cb, err := ParseCallback(body)
-		if err != nil {
-			var inv *InvalidError
-			if !errors.As(err, &inv) || inv.Reason == "" {
-				t.Fatalf("error %v is not an *InvalidError with a reason", err)
-			}
-			// The reason goes into the answer, the logs and a NATS header:
-			// short and on one line.
-			if len(inv.Reason) > 200 || strings.ContainsFunc(inv.Reason, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-				t.Fatalf("reason %q", inv.Reason)
-			}
-			return
-		}
-		checkInvariants(t, cb)
-		// What was taken has no key twice: its meaning is the same for
-		// every parser.
-		if err := uniquekeys.Check(body, maxJSONDepth); err != nil {
-			t.Fatalf("accepted %q: %v", body, err)
-		}
-		again, err := ParseCallback(render(t, cb))
-		if err != nil {
-			t.Fatalf("re-reading %+v: %v", cb, err)
-		}
-		if diff := cmp.Diff(cb, again); diff != "" {
-			t.Fatalf("re-reading changed the meaning (-first +again):\n%s", diff)
-		}
-	})
-}
-
-func checkInvariants(t *testing.T, cb Callback) {
-	t.Helper()
-	if cb.CheckoutRequestID == "" || cb.ResultCode == "" {
-		t.Fatalf("accepted without CheckoutRequestID or ResultCode: %+v", cb)
-	}
-	if cb.Success() && cb.Receipt == "" {
-		t.Fatalf("success without receipt: %+v", cb)
-	}
-	if cb.Amount < 0 {
-		t.Fatalf("negative amount: %+v", cb)
-	}
-	if cb.TransactionDate != "" {
-		if _, err := time.Parse(events.TransactionDateLayout, cb.TransactionDate); err != nil {
-			t.Fatalf("TransactionDate %q: %v", cb.TransactionDate, err)
-		}
-	}
-	for _, s := range []string{cb.MerchantRequestID, cb.CheckoutRequestID, cb.ResultCode, cb.ResultDesc, cb.Receipt, cb.Phone} {
-		if strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) {
-			t.Fatalf("NUL or invalid UTF-8 accepted: %+v", cb)
-		}
-	}
-	if events.DecidedByStkgate(strings.ToLower(cb.ResultCode)) {
-		t.Fatalf("a callback claims stkgate's own code: %+v", cb)
-	}
-	if events.CleanText(cb.ResultDesc, events.MaxTextRunes) != cb.ResultDesc {
-		t.Fatalf("ResultDesc not clean: %q", cb.ResultDesc)
-	}
-}
-
-// render writes cb back in Daraja's shape: numbers as numbers where Daraja
-// sends numbers.
-func render(t *testing.T, cb Callback) []byte {
-	t.Helper()
-	var items []map[string]any
-	if cb.Amount != 0 {
-		items = append(items, map[string]any{"Name": "Amount", "Value": cb.Amount})
-	}
-	if cb.Receipt != "" {
-		items = append(items, map[string]any{"Name": "MpesaReceiptNumber", "Value": cb.Receipt})
-	}
-	items = append(items, map[string]any{"Name": "Balance"})
-	if cb.TransactionDate != "" {
-		d, err := time.Parse(events.TransactionDateLayout, cb.TransactionDate)
-		if err != nil {
-			t.Fatal(err)
-		}
-		items = append(items, map[string]any{"Name": "TransactionDate", "Value": json.Number(d.Format(transactionDateWire))})
-	}
-	if cb.Phone != "" {
-		var v any = cb.Phone
-		if isDigits(cb.Phone) && cb.Phone[0] != '0' {
-			v = json.Number(cb.Phone)
-		}
-		items = append(items, map[string]any{"Name": "PhoneNumber", "Value": v})
-	}
-	var code any = cb.ResultCode
-	if _, err := strconv.ParseUint(cb.ResultCode, 10, 32); err == nil {
-		code = json.Number(cb.ResultCode)
-	}
-	stk := map[string]any{
-		"MerchantRequestID": cb.MerchantRequestID,
-		"CheckoutRequestID": cb.CheckoutRequestID,
-		"ResultCode":        code,
-		"ResultDesc":        cb.ResultDesc,
-		"CallbackMetadata":  map[string]any{"Item": items},
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(map[string]any{"Body": map[string]any{"stkCallback": stk}}); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }

@@ -2,7 +2,6 @@ package events
 
 import (
 	"testing"
-	"unicode/utf8"
 )
 
 func TestCleanText(t *testing.T) {
@@ -30,25 +29,4 @@ func TestCleanText(t *testing.T) {
 			}
 		})
 	}
-}
-
-func FuzzCleanText(f *testing.F) {
-	for _, s := range []string{"", "ok", "a\x00b", "\xff", "ñ\u0085\t"} {
-		f.Add(s, 4)
-	}
-	f.Fuzz(func(t *testing.T, s string, max int) {
-		got := CleanText(s, max)
-		if !utf8.ValidString(got) {
-			t.Fatalf("CleanText(%q) = %q: not valid UTF-8", s, got)
-		}
-		if !isClean(got) {
-			t.Fatalf("CleanText(%q) = %q keeps a control character", s, got)
-		}
-		if max > 0 && utf8.RuneCountInString(got) > max {
-			t.Fatalf("CleanText(%q, %d) = %q: longer than the limit", s, max, got)
-		}
-		if again := CleanText(got, max); again != got {
-			t.Fatalf("CleanText is not idempotent: %q then %q", got, again)
-		}
-	})
 }

@@ -23,7 +23,6 @@ package deadletter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"expvar"
 	"fmt"
@@ -35,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stkgate/stkgate/api/deadletter/advisory"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
@@ -144,58 +144,11 @@ func (w *watcher) start(ctx context.Context) (jetstream.Consumer, error) {
 	return cons, nil
 }
 
-// advisory is what both advisories carry (the terminated one adds Reason):
-// nats-server's JSConsumerDeliveryExceededAdvisory and
-// JSConsumerDeliveryTerminatedAdvisory.
-type advisory struct {
-	Type       string    `json:"type"`
-	ID         string    `json:"id"`
-	Time       time.Time `json:"timestamp"`
-	Stream     string    `json:"stream"`
-	Consumer   string    `json:"consumer"`
-	StreamSeq  uint64    `json:"stream_seq"`
-	Deliveries uint64    `json:"deliveries"`
-	Reason     string    `json:"reason,omitempty"`
-}
-
-// Advisory types, as nats-server writes them.
-const (
-	typeMaxDeliveries = "io.nats.jetstream.advisory.v1.max_deliver"
-	typeTerminated    = "io.nats.jetstream.advisory.v1.terminated"
-)
-
-// parseAdvisory reads an advisory and tells which kind it is by its subject
-// and type, which must agree.
-func parseAdvisory(subject string, body []byte) (advisory, string, error) {
-	var a advisory
-	if err := json.Unmarshal(body, &a); err != nil {
-		return a, "", fmt.Errorf("advisory not JSON: %w", err)
-	}
-	var kind string
-	switch {
-	case strings.HasPrefix(subject, events.AdvisoryMaxDeliveriesPrefix+".") && a.Type == typeMaxDeliveries:
-		kind = events.DeadLetterMaxDeliveries
-	case strings.HasPrefix(subject, events.AdvisoryTerminatedPrefix+".") && a.Type == typeTerminated:
-		kind = events.DeadLetterTerminated
-	default:
-		return a, "", fmt.Errorf("advisory of type %q on %s", a.Type, subject)
-	}
-	if a.Stream != events.StreamName || a.StreamSeq == 0 || !validToken(a.Consumer) {
-		return a, "", fmt.Errorf("advisory for stream %q, consumer %q, sequence %d", a.Stream, a.Consumer, a.StreamSeq)
-	}
-	return a, kind, nil
-}
-
-// validToken: a consumer name must make one subject token.
-func validToken(s string) bool {
-	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
-}
-
 // handle turns one advisory into a dead letter, and acks it once the dead
 // letter is stored; on failure it is tried again after a delay, while the
 // advisories behind it go on.
 func (w *watcher) handle(ctx context.Context, msg jetstream.Msg) {
-	a, kind, err := parseAdvisory(msg.Subject(), msg.Data())
+	a, kind, err := advisory.Parse(msg.Subject(), msg.Data())
 	if err != nil {
 		// Not from JetStream, or from a server that writes them otherwise:
 		// no retry will read it, and it is kept in STK_ADVISORIES.
@@ -225,7 +178,7 @@ func (w *watcher) handle(ctx context.Context, msg jetstream.Msg) {
 
 // stored counts and logs a dead letter JetStream took, and acks its
 // advisory.
-func (w *watcher) stored(log *slog.Logger, msg jetstream.Msg, dl *nats.Msg, a advisory, ack *jetstream.PubAck) {
+func (w *watcher) stored(log *slog.Logger, msg jetstream.Msg, dl *nats.Msg, a advisory.Advisory, ack *jetstream.PubAck) {
 	if ack.Duplicate {
 		log.Info("dead letter already stored")
 	} else {
@@ -247,7 +200,7 @@ func (w *watcher) stored(log *slog.Logger, msg jetstream.Msg, dl *nats.Msg, a ad
 // deadLetter builds the dead letter of the message an advisory is about.
 // A message no longer in STK (aged out, deleted) still gets one, empty,
 // saying so: the count and the record matter more than the body.
-func (w *watcher) deadLetter(ctx context.Context, a advisory, kind string) (*nats.Msg, string, error) {
+func (w *watcher) deadLetter(ctx context.Context, a advisory.Advisory, kind string) (*nats.Msg, string, error) {
 	gctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	orig, err := w.stk.GetMsg(gctx, a.StreamSeq)
@@ -295,7 +248,7 @@ func (w *watcher) deadLetter(ctx context.Context, a advisory, kind string) (*nat
 }
 
 // publish stores a dead letter, recreating STK_DLQ if it has gone.
-func (w *watcher) publish(ctx context.Context, dl *nats.Msg, a advisory) (*jetstream.PubAck, error) {
+func (w *watcher) publish(ctx context.Context, dl *nats.Msg, a advisory.Advisory) (*jetstream.PubAck, error) {
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	ack, err := w.cfg.JS.PublishMsg(pctx, dl,

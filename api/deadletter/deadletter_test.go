@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stkgate/stkgate/api/deadletter/advisory"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/testkit/logtest"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
@@ -478,24 +479,24 @@ func TestParseAdvisory(t *testing.T) {
 		name     string
 		subject  string
 		body     []byte
-		want     advisory
+		want     advisory.Advisory
 		wantKind string
 	}{
 		{"max deliveries", maxSubj, exceeded,
-			advisory{Type: server.JSConsumerDeliveryExceededAdvisoryType, ID: "a1", Time: at, Stream: "STK", Consumer: "projector", StreamSeq: 7, Deliveries: 20},
+			advisory.Advisory{Type: server.JSConsumerDeliveryExceededAdvisoryType, ID: "a1", Time: at, Stream: "STK", Consumer: "projector", StreamSeq: 7, Deliveries: 20},
 			"max_deliveries"},
 		{"terminated", termSubj, terminated,
-			advisory{Type: server.JSConsumerDeliveryTerminatedAdvisoryType, ID: "a2", Time: at, Stream: "STK", Consumer: "dispatcher", StreamSeq: 9, Deliveries: 1, Reason: "malformed"},
+			advisory.Advisory{Type: server.JSConsumerDeliveryTerminatedAdvisoryType, ID: "a2", Time: at, Stream: "STK", Consumer: "dispatcher", StreamSeq: 9, Deliveries: 1, Reason: "malformed"},
 			"terminated"},
-		{"type and subject disagree", termSubj, exceeded, advisory{}, ""},
-		{"not JSON", termSubj, []byte("{"), advisory{}, ""},
-		{"another stream", termSubj, bytes.Replace(terminated, []byte(`"STK"`), []byte(`"OTHER"`), 1), advisory{}, ""},
-		{"no sequence", termSubj, bytes.Replace(terminated, []byte(`"stream_seq":9`), []byte(`"stream_seq":0`), 1), advisory{}, ""},
-		{"consumer not a token", termSubj, bytes.Replace(terminated, []byte(`"dispatcher"`), []byte(`"a.b"`), 1), advisory{}, ""},
+		{"type and subject disagree", termSubj, exceeded, advisory.Advisory{}, ""},
+		{"not JSON", termSubj, []byte("{"), advisory.Advisory{}, ""},
+		{"another stream", termSubj, bytes.Replace(terminated, []byte(`"STK"`), []byte(`"OTHER"`), 1), advisory.Advisory{}, ""},
+		{"no sequence", termSubj, bytes.Replace(terminated, []byte(`"stream_seq":9`), []byte(`"stream_seq":0`), 1), advisory.Advisory{}, ""},
+		{"consumer not a token", termSubj, bytes.Replace(terminated, []byte(`"dispatcher"`), []byte(`"a.b"`), 1), advisory.Advisory{}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, kind, err := parseAdvisory(tt.subject, tt.body)
+			got, kind, err := advisory.Parse(tt.subject, tt.body)
 			if tt.wantKind == "" {
 				if err == nil {
 					t.Errorf("accepted: %+v", got)
@@ -513,23 +514,6 @@ func TestParseAdvisory(t *testing.T) {
 			}
 		})
 	}
-}
-
-// FuzzParseAdvisory: nothing panics, and what is accepted can name a dead
-// letter's subject.
-func FuzzParseAdvisory(f *testing.F) {
-	f.Add(events.AdvisoryTerminatedPrefix+".STK.c", []byte(`{"type":"io.nats.jetstream.advisory.v1.terminated","stream":"STK","consumer":"c","stream_seq":1,"reason":"x"}`))
-	f.Add(events.AdvisoryMaxDeliveriesPrefix+".STK.c", []byte(`{"type":"io.nats.jetstream.advisory.v1.max_deliver","stream":"STK","consumer":"c","stream_seq":2,"deliveries":3}`))
-	f.Add("x", []byte(`[]`))
-	f.Fuzz(func(t *testing.T, subject string, body []byte) {
-		a, kind, err := parseAdvisory(subject, body)
-		if err != nil {
-			return
-		}
-		if kind == "" || a.Stream != events.StreamName || a.StreamSeq == 0 || !validToken(a.Consumer) {
-			t.Errorf("accepted %+v as %q", a, kind)
-		}
-	})
 }
 
 func TestOneLine(t *testing.T) {
