@@ -152,6 +152,9 @@ func NewHandler(o Options) (*Handler, error) {
 	if err := checkTokens(o.Tokens); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
+	if err := checkOptionLimits(o); err != nil {
+		return nil, err
+	}
 	h := &Handler{
 		conn:           o.Conn,
 		js:             o.JS,
@@ -167,15 +170,6 @@ func NewHandler(o Options) (*Handler, error) {
 		phoneMax:       o.PhoneMaxPrompts,
 		phoneWindow:    o.PhoneWindow,
 		queued:         newQueuedLimits(o.ClientMaxQueued, o.QueuedRefresh, o.Store.CountQueued),
-	}
-	if o.AuthFailLimit > 0 && o.AuthFailBurst < 1 {
-		return nil, fmt.Errorf("api: AuthFailBurst %d must be at least 1 with an AuthFailLimit", o.AuthFailBurst)
-	}
-	if o.RateLimit > 0 && o.RateBurst < 1 {
-		return nil, fmt.Errorf("api: RateBurst %d must be at least 1 with a RateLimit", o.RateBurst)
-	}
-	if h.phoneMax > 0 && h.phoneWindow <= 0 {
-		return nil, fmt.Errorf("api: PhoneWindow %s must be positive with PhoneMaxPrompts", h.phoneWindow)
 	}
 	switch h.mode {
 	case "":
@@ -221,12 +215,32 @@ func NewHandler(o Options) (*Handler, error) {
 	}
 	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
 	h.stopped, h.stopWaiting = context.WithCancel(context.Background())
+	h.e = h.routes(o.TrustedProxies)
+	return h, nil
+}
 
+// checkOptionLimits checks the settings of o's rate and prompt limits.
+func checkOptionLimits(o Options) error {
+	if o.AuthFailLimit > 0 && o.AuthFailBurst < 1 {
+		return fmt.Errorf("api: AuthFailBurst %d must be at least 1 with an AuthFailLimit", o.AuthFailBurst)
+	}
+	if o.RateLimit > 0 && o.RateBurst < 1 {
+		return fmt.Errorf("api: RateBurst %d must be at least 1 with a RateLimit", o.RateBurst)
+	}
+	if o.PhoneMaxPrompts > 0 && o.PhoneWindow <= 0 {
+		return fmt.Errorf("api: PhoneWindow %s must be positive with PhoneMaxPrompts", o.PhoneWindow)
+	}
+	return nil
+}
+
+// routes is the handler's echo router; trusted are the proxies whose
+// forwarded address is believed (ipExtractor).
+func (h *Handler) routes(trusted []netip.Prefix) *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = h.handleError
-	e.IPExtractor = ipExtractor(o.TrustedProxies)
+	e.IPExtractor = ipExtractor(trusted)
 	e.Use(h.logRequests)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
@@ -235,8 +249,7 @@ func NewHandler(o Options) (*Handler, error) {
 	// a 404.
 	e.POST(PushPath, h.create, h.authenticate, h.limitClient)
 	e.GET(RecordPath+":tracking_id", h.get, h.authenticate, h.limitClient)
-	h.e = e
-	return h, nil
+	return e
 }
 
 // ServeHTTP implements http.Handler.
@@ -595,30 +608,56 @@ func (h *Handler) replay(c echo.Context, client, id string) error {
 // accept publishes stk.requested of id and answers. held is the request's
 // idempotency key claim, nil without a key: it is completed, released or
 // left for a retry according to the publish's outcome.
+//
+// Its steps: listenSync, takeLimits, publishRequested, then the answer
+// (answerAccepted).
 func (h *Handler) accept(c echo.Context, client, id string, req Request, start time.Time, held *heldKey) error {
 	log := h.log.With("tracking_id", id, "client", client)
 
+	wait := h.listenSync(log, id)
+	if wait != nil {
+		defer wait.close()
+	}
+	queued, err := h.takeLimits(c, client, id, req, held)
+	if err != nil {
+		return err
+	}
+	ack, err := h.publishRequested(c, log, client, id, req, held, queued)
+	if err != nil {
+		return err
+	}
+	log.Info("stk push accepted", "phone", events.MaskPhone(req.Phone), "amount", req.Amount,
+		"reference_len", len(req.Reference), "stream_seq", ack.Sequence, "duplicate", ack.Duplicate,
+		"mode", string(h.mode), "idempotency_key", held != nil)
+	return h.answerAccepted(c, wait, client, id, start)
+}
+
+// listenSync, in sync mode, subscribes to id's answers; nil in async mode
+// or when it cannot. The caller closes it.
+func (h *Handler) listenSync(log *slog.Logger, id string) *syncWait {
 	// In sync mode, listen before publishing, so that no answer can come
 	// before the subscription.
-	var (
-		wait *syncWait
-		err  error
-	)
-	if h.mode == ModeSync {
-		wait, err = h.listen(id)
-		if err != nil {
-			// The publish below fails too if NATS is gone; if not, the
-			// client gets the async answer and polls.
-			log.Warn("sync mode: cannot subscribe; answering as async", "error", err)
-		} else {
-			defer wait.close()
-		}
+	if h.mode != ModeSync {
+		return nil
 	}
+	wait, err := h.listen(id)
+	if err != nil {
+		// The publish below fails too if NATS is gone; if not, the
+		// client gets the async answer and polls.
+		log.Warn("sync mode: cannot subscribe; answering as async", "error", err)
+		return nil
+	}
+	return wait
+}
 
+// takeLimits takes the client's place in its cap of queued requests and the
+// phone's prompt slot; queued gives the first back (takeQueued). On an error
+// neither is held, and held's key is settled with it.
+func (h *Handler) takeLimits(c echo.Context, client, id string, req Request, held *heldKey) (queued func(bool), err error) {
 	// The client's place in its cap of queued requests and the phone's
 	// slot are taken before the publish, so that no more than the limits
 	// can be published, and given back if nothing was.
-	queued, err := h.takeQueued(c.Request().Context(), client, id)
+	queued, err = h.takeQueued(c.Request().Context(), client, id)
 	if err == nil {
 		if err = h.reservePrompt(c.Request().Context(), client, id, req.Phone); err != nil {
 			queued(false)
@@ -628,9 +667,15 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 		if held != nil {
 			h.settleKey(c, client, id, held, err)
 		}
-		return err
+		return nil, err
 	}
+	return queued, nil
+}
 
+// publishRequested publishes stk.requested of id, then settles what the
+// publish's outcome decides: the queued place, held's key, the phone's
+// slot. Its error is the client's answer (publishFailed).
+func (h *Handler) publishRequested(c echo.Context, log *slog.Logger, client, id string, req Request, held *heldKey, queued func(bool)) (*jetstream.PubAck, error) {
 	ev := events.Requested{Payment: events.Payment{
 		TrackingID:  id,
 		Client:      client,
@@ -655,26 +700,33 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 		h.releasePrompt(c.Request().Context(), id)
 	}
 	if err != nil {
-		msg, shownID := MsgUnavailable, ""
-		if !publishNotStored(err) {
-			// The request may have reached JetStream with its ack lost;
-			// the Nats-Msg-Id keeps it from being stored twice, but it may
-			// be stored once although the client is told 503. With an
-			// Idempotency-Key the claim keeps the tracking id, and a retry
-			// publishes the same one again.
-			log.Error("publish stk.requested has an unknown outcome; it may still have been stored",
-				"phone", events.MaskPhone(req.Phone), "amount", req.Amount, "idempotency_key", held != nil, "error", err)
-			msg, shownID = MsgUnknownOutcome, id
-			if held != nil {
-				msg, shownID = MsgUnconfirmed, ""
-			}
-		}
-		return &unavailableError{message: msg, cause: fmt.Errorf("publish stk.requested: %w", err), trackingID: shownID}
+		return nil, publishFailed(log, id, req, held, err)
 	}
-	log.Info("stk push accepted", "phone", events.MaskPhone(req.Phone), "amount", req.Amount,
-		"reference_len", len(req.Reference), "stream_seq", ack.Sequence, "duplicate", ack.Duplicate,
-		"mode", string(h.mode), "idempotency_key", held != nil)
+	return ack, nil
+}
 
+// publishFailed is the answer to a failed publish of stk.requested.
+func publishFailed(log *slog.Logger, id string, req Request, held *heldKey, err error) error {
+	msg, shownID := MsgUnavailable, ""
+	if !publishNotStored(err) {
+		// The request may have reached JetStream with its ack lost;
+		// the Nats-Msg-Id keeps it from being stored twice, but it may
+		// be stored once although the client is told 503. With an
+		// Idempotency-Key the claim keeps the tracking id, and a retry
+		// publishes the same one again.
+		log.Error("publish stk.requested has an unknown outcome; it may still have been stored",
+			"phone", events.MaskPhone(req.Phone), "amount", req.Amount, "idempotency_key", held != nil, "error", err)
+		msg, shownID = MsgUnknownOutcome, id
+		if held != nil {
+			msg, shownID = MsgUnconfirmed, ""
+		}
+	}
+	return &unavailableError{message: msg, cause: fmt.Errorf("publish stk.requested: %w", err), trackingID: shownID}
+}
+
+// answerAccepted answers an accepted request: in sync mode (wait) its
+// record once Daraja answered it in time, else 202.
+func (h *Handler) answerAccepted(c echo.Context, wait *syncWait, client, id string, start time.Time) error {
 	if wait != nil {
 		rec, ok := h.await(c.Request().Context(), wait, client, id, start.Add(h.syncTimeout))
 		if ok {

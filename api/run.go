@@ -60,6 +60,24 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 
+	db, err := startUp(ctx, cfg, js)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	defer db.Close()
+
+	h, err := NewHandler(handlerOptions(cfg, nc, js, db))
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, h)
+}
+
+// startUp opens and migrates the database, checks the client names and
+// makes sure the STK stream exists, each retried for up to
+// cfg.StartTimeout. On an error nothing is left open.
+func startUp(ctx context.Context, cfg Config, js jetstream.JetStream) (*sqlx.DB, error) {
+	log := cfg.Logger
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
 	db, err := worker.RetryStart(startCtx, log, "open database", func(ctx context.Context) (*sqlx.DB, error) {
@@ -74,13 +92,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return db, nil
 	})
 	if err != nil {
-		return startErr(ctx, err)
+		return nil, err
 	}
-	defer db.Close()
 	if _, err := worker.RetryStart(startCtx, log, "check client names", func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, checkClientNames(ctx, store.New(db), cfg.Tokens)
 	}); err != nil {
-		return startErr(ctx, err)
+		_ = db.Close()
+		return nil, err
 	}
 	if len(cfg.Tokens) == 0 {
 		log.Info("API_TOKENS is empty: only the clients in the database (stkgate-admin) can authenticate")
@@ -89,18 +107,22 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := worker.RetryStart(startCtx, log, "ensure stream", func(ctx context.Context) (jetstream.Stream, error) {
 		return events.EnsureStream(ctx, js, cfg.StreamReplicas)
 	}); err != nil {
-		return startErr(ctx, err)
+		_ = db.Close()
+		return nil, err
 	}
-	cancel()
+	return db, nil
+}
 
-	h, err := NewHandler(Options{
+// handlerOptions are the Options of NewHandler for cfg.
+func handlerOptions(cfg Config, nc *nats.Conn, js jetstream.JetStream, db *sqlx.DB) Options {
+	return Options{
 		Conn:         nc,
 		JS:           js,
 		Store:        store.New(db),
 		Tokens:       cfg.Tokens,
 		DispatchMode: cfg.DispatchMode,
 		SyncTimeout:  cfg.SyncTimeout,
-		Logger:       log,
+		Logger:       cfg.Logger,
 
 		IdempotencyTTL: cfg.IdempotencyTTL,
 
@@ -113,10 +135,13 @@ func Run(ctx context.Context, cfg Config) error {
 		AuthFailBurst:   cfg.AuthFailBurst,
 		TrustedProxies:  cfg.TrustedProxies,
 		ClientMaxQueued: cfg.ClientMaxQueued,
-	})
-	if err != nil {
-		return err
 	}
+}
+
+// serve serves h on cfg.Addr, with the handler's background work (token
+// refresh, purges), until ctx is cancelled.
+func serve(ctx context.Context, cfg Config, h *Handler) error {
+	log := cfg.Logger
 	srv := newServer(cfg, h)
 	srv.RegisterOnShutdown(h.StopWaiting)
 	ln, err := net.Listen("tcp", cfg.Addr)

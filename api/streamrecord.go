@@ -39,6 +39,9 @@ func (h *Handler) stkStream(ctx context.Context) (jetstream.Stream, error) {
 // first outcome. It is store.ErrNotFound when the stream has no
 // stk.requested of id, or it is another client's. The record has ID 0: the
 // read model's serial is not assigned yet.
+//
+// Its steps: requestedRecord, then setDispatched, setCompleted and the late
+// result of the later events.
 func (h *Handler) recordFromStream(ctx context.Context, client, id string) (store.Record, error) {
 	uid, err := uuid.Parse(id)
 	if err != nil || client == "" {
@@ -49,6 +52,59 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 	if err != nil {
 		return store.Record{}, err
 	}
+	rec, err := h.requestedRecord(ctx, s, client, id)
+	if err != nil {
+		return store.Record{}, err
+	}
+
+	// The first of each later event, as the projector applies the first
+	// outcome and ignores later ones (a late result is the exception:
+	// see below). A replica that lags may not have them yet: the record is
+	// then one step behind (Pending a moment longer), never wrong.
+	later := func(typ string) (events.Event, time.Time, error) {
+		return h.streamEvent(client, id, typ, func(subject string) (*jetstream.RawStreamMsg, error) {
+			return s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
+		})
+	}
+	last := func(typ string) (events.Event, time.Time, error) {
+		return h.streamEvent(client, id, typ, func(subject string) (*jetstream.RawStreamMsg, error) {
+			return s.GetLastMsgForSubject(ctx, subject)
+		})
+	}
+	ev, at, err := later(events.TypeDispatched)
+	if err != nil {
+		return store.Record{}, err
+	}
+	if d, ok := ev.(events.Dispatched); ok {
+		setDispatched(&rec, d, at)
+	}
+	ev, at, err = later(events.TypeCompleted)
+	if err != nil {
+		return store.Record{}, err
+	}
+	if c, ok := ev.(events.Completed); ok {
+		setCompleted(&rec, c, at)
+	}
+	// Only an outcome stkgate decided itself can be followed by Daraja's
+	// late word (events.DecidedByStkgate); the look-up is spared otherwise.
+	if !events.DecidedByStkgate(rec.ResponseCode) {
+		return rec, nil
+	}
+	ev, at, err = lateResult(later, last)
+	if err != nil {
+		return store.Record{}, err
+	}
+	if l, ok := ev.(events.LateResult); ok {
+		rec.LateResult = store.LateResultOf(l)
+		rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
+	}
+	return rec, nil
+}
+
+// requestedRecord is client's record of id as its stk.requested in s makes
+// it: Pending, at store.StageRequested. store.ErrNotFound as for
+// recordFromStream.
+func (h *Handler) requestedRecord(ctx context.Context, s jetstream.Stream, client, id string) (store.Record, error) {
 	// A replica's "not found" is confirmed with the leader: a 404 for an
 	// id answered 202 a moment ago would tell the client it does not exist.
 	msg, err := events.LastMsg(ctx, h.js, s, events.Subject(events.TypeRequested, id))
@@ -83,64 +139,32 @@ func (h *Handler) recordFromStream(ctx context.Context, client, id string) (stor
 	if p.RequestedAt.IsZero() {
 		rec.CreatedAt = msg.Time.UTC()
 	}
-
-	// The first of each later event, as the projector applies the first
-	// outcome and ignores later ones (a late result is the exception:
-	// see below). A replica that lags may not have them yet: the record is
-	// then one step behind (Pending a moment longer), never wrong.
-	later := func(typ string) (events.Event, time.Time, error) {
-		return h.streamEvent(client, id, typ, func(subject string) (*jetstream.RawStreamMsg, error) {
-			return s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
-		})
-	}
-	last := func(typ string) (events.Event, time.Time, error) {
-		return h.streamEvent(client, id, typ, func(subject string) (*jetstream.RawStreamMsg, error) {
-			return s.GetLastMsgForSubject(ctx, subject)
-		})
-	}
-	ev, at, err := later(events.TypeDispatched)
-	if err != nil {
-		return store.Record{}, err
-	}
-	if d, ok := ev.(events.Dispatched); ok {
-		rec.Stage = store.StageDispatched
-		rec.MerchantRequestID, rec.CheckoutRequestID = d.MerchantRequestID, d.CheckoutRequestID
-		rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
-	}
-	ev, at, err = later(events.TypeCompleted)
-	if err != nil {
-		return store.Record{}, err
-	}
-	if c, ok := ev.(events.Completed); ok {
-		rec.Stage = store.StageCompleted
-		rec.Status, rec.StatusLabel = events.Outcome(c.ResultCode)
-		rec.ResponseCode = c.ResultCode
-		rec.ResponseDescription = c.ResultDesc
-		rec.TransactionCode = c.Receipt
-		rec.TransactionDate = c.TransactionDate
-		rec.Source = c.Source
-		if c.MerchantRequestID != "" {
-			rec.MerchantRequestID = c.MerchantRequestID
-		}
-		if c.CheckoutRequestID != "" {
-			rec.CheckoutRequestID = c.CheckoutRequestID
-		}
-		rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
-	}
-	// Only an outcome stkgate decided itself can be followed by Daraja's
-	// late word (events.DecidedByStkgate); the look-up is spared otherwise.
-	if !events.DecidedByStkgate(rec.ResponseCode) {
-		return rec, nil
-	}
-	ev, at, err = lateResult(later, last)
-	if err != nil {
-		return store.Record{}, err
-	}
-	if l, ok := ev.(events.LateResult); ok {
-		rec.LateResult = store.LateResultOf(l)
-		rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
-	}
 	return rec, nil
+}
+
+// setDispatched applies the first stk.dispatched (stored at at) to rec.
+func setDispatched(rec *store.Record, d events.Dispatched, at time.Time) {
+	rec.Stage = store.StageDispatched
+	rec.MerchantRequestID, rec.CheckoutRequestID = d.MerchantRequestID, d.CheckoutRequestID
+	rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
+}
+
+// setCompleted applies the first stk.completed (stored at at) to rec.
+func setCompleted(rec *store.Record, c events.Completed, at time.Time) {
+	rec.Stage = store.StageCompleted
+	rec.Status, rec.StatusLabel = events.Outcome(c.ResultCode)
+	rec.ResponseCode = c.ResultCode
+	rec.ResponseDescription = c.ResultDesc
+	rec.TransactionCode = c.Receipt
+	rec.TransactionDate = c.TransactionDate
+	rec.Source = c.Source
+	if c.MerchantRequestID != "" {
+		rec.MerchantRequestID = c.MerchantRequestID
+	}
+	if c.CheckoutRequestID != "" {
+		rec.CheckoutRequestID = c.CheckoutRequestID
+	}
+	rec.UpdatedAt = laterOf(rec.UpdatedAt, at)
 }
 
 // streamEvent is the event of type typ of payment id that get finds, as

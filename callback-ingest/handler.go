@@ -195,7 +195,57 @@ func (h *handler) readyz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
 
+// callback takes one callback, in named steps: it reads it (arrive),
+// refuses what may not be applied (refuseSource, refuseUnreadable,
+// refuseBadPath, refuseUnauthentic, refuseMalformed), and keeps, matches and
+// applies the rest (keepAndApply). Every refused callback is kept before it
+// is answered.
 func (h *handler) callback(c echo.Context) error {
+	a, done, err := h.arrive(c)
+	if done {
+		return err
+	}
+	source, allowed := h.sources.Allowed(a.r)
+	switch {
+	case !allowed:
+		return h.refuseSource(c, a, source)
+	case a.readErr != nil:
+		return h.refuseUnreadable(c, a)
+	case !a.idOK:
+		return h.refuseBadPath(c, a)
+	case a.unauthentic != "":
+		return h.refuseUnauthentic(c, a, source)
+	}
+	cb, err := ParseCallback(a.in.body)
+	if err != nil {
+		return h.refuseMalformed(c, a, err)
+	}
+	log := a.log.With(
+		"checkout_request_id", cb.CheckoutRequestID,
+		"merchant_request_id", cb.MerchantRequestID,
+		"result_code", cb.ResultCode,
+	)
+	return h.keepAndApply(c, log, a, cb)
+}
+
+// arrival is what callback knows of a callback before deciding on it.
+type arrival struct {
+	r   *http.Request
+	log *slog.Logger
+	in  *delivery
+	// id is the canonical tracking id; idOK says the path was well formed.
+	id   string
+	idOK bool
+	// unauthentic is why the callback is not the tracking id's
+	// (tokenProblem, or events.UnmatchedBadPath), or "".
+	unauthentic string
+	// readErr: the body could not be read whole (not for being too large).
+	readErr error
+}
+
+// arrive parses the path and reads the body of a callback. done means it
+// was answered already (a body too large), with err c.JSON's.
+func (h *handler) arrive(c echo.Context) (a arrival, done bool, err error) {
 	r := c.Request()
 	raw, token, pathOK := events.ParseCallbackPath(r.URL.Path)
 	id, idOK := canonicalUUID(raw)
@@ -211,7 +261,7 @@ func (h *handler) callback(c echo.Context) error {
 	var tooBig *http.MaxBytesError
 	if errors.As(readErr, &tooBig) {
 		log.Warn("callback rejected: body too large", "limit", MaxBodyBytes)
-		return c.JSON(http.StatusRequestEntityTooLarge, tooLarge)
+		return a, true, c.JSON(http.StatusRequestEntityTooLarge, tooLarge)
 	}
 	in.body = body
 	if readErr != nil {
@@ -228,94 +278,104 @@ func (h *handler) callback(c echo.Context) error {
 	if idOK {
 		unauthentic = h.tokenProblem(id, token)
 	}
+	return arrival{r: r, log: log, in: in, id: id, idOK: idOK, unauthentic: unauthentic, readErr: readErr}, false, nil
+}
 
-	source, allowed := h.sources.Allowed(r)
-	if !allowed {
-		// Kept all the same: Safaricom never sends a callback twice, and a
-		// genuine one refused by an outdated allowlist is still money.
-		in.detail = strings.TrimPrefix(in.detail+"; source "+source, "; ")
-		stored, ok := true, false
-		if unauthentic == "" {
-			ok = h.keepOn(r, log, in, events.CallbackSubjectRefused(events.UnmatchedForbiddenSource, id), events.UnmatchedForbiddenSource)
-		} else {
-			stored, ok = h.keepRefused(r, log, in, events.UnmatchedForbiddenSource)
-		}
-		if !ok {
-			return c.JSON(http.StatusServiceUnavailable, unavailable)
-		}
-		if stored {
-			log.Warn("callback refused: source not in CALLBACK_ALLOW_CIDRS", "source", source,
-				"remote_addr", r.RemoteAddr, "bytes", len(body), "token_valid", unauthentic == "")
-		}
-		return c.JSON(http.StatusForbidden, forbidden)
+// refuseSource keeps and refuses a callback from a source the allowlist
+// does not name.
+func (h *handler) refuseSource(c echo.Context, a arrival, source string) error {
+	// Kept all the same: Safaricom never sends a callback twice, and a
+	// genuine one refused by an outdated allowlist is still money.
+	a.in.detail = strings.TrimPrefix(a.in.detail+"; source "+source, "; ")
+	stored, ok := true, false
+	if a.unauthentic == "" {
+		ok = h.keepOn(a.r, a.log, a.in, events.CallbackSubjectRefused(events.UnmatchedForbiddenSource, a.id), events.UnmatchedForbiddenSource)
+	} else {
+		stored, ok = h.keepRefused(a.r, a.log, a.in, events.UnmatchedForbiddenSource)
 	}
-
-	if readErr != nil {
-		stored, ok := true, false
-		if unauthentic == "" {
-			ok = h.keep(r, log, in, events.UnmatchedUnparseable, "")
-		} else {
-			stored, ok = h.keepRefused(r, log, in, unauthentic)
-		}
-		if !ok {
-			return c.JSON(http.StatusServiceUnavailable, unavailable)
-		}
-		if stored {
-			log.Warn("callback rejected: body unreadable", "error", readErr, "bytes", len(body), "token_valid", unauthentic == "")
-		}
-		return c.JSON(http.StatusBadRequest, rejected("body unreadable"))
+	if !ok {
+		return c.JSON(http.StatusServiceUnavailable, unavailable)
 	}
-
-	if !idOK {
-		stored, ok := h.keepRefused(r, log, in, events.UnmatchedBadPath)
-		if !ok {
-			return c.JSON(http.StatusServiceUnavailable, unavailable)
-		}
-		if stored {
-			log.Warn("callback for a malformed tracking id", "bytes", len(body))
-		}
-		return c.JSON(http.StatusNotFound, unknownID)
+	if stored {
+		a.log.Warn("callback refused: source not in CALLBACK_ALLOW_CIDRS", "source", source,
+			"remote_addr", a.r.RemoteAddr, "bytes", len(a.in.body), "token_valid", a.unauthentic == "")
 	}
+	return c.JSON(http.StatusForbidden, forbidden)
+}
 
-	// A callback without the tracking id's token changes nothing. It is
-	// answered as an applied one (Safaricom never retries, and a forger
-	// learns nothing), and kept for inspection.
-	if reason := unauthentic; reason != "" {
-		stored, ok := h.keepRefused(r, log, in, reason)
-		switch {
-		case !ok:
-			return c.JSON(http.StatusServiceUnavailable, unavailable)
-		case !stored:
-		case reason == events.UnmatchedNoToken:
-			log.Warn("callback without a token, not applied: a push sent before CALLBACK_SECRET (the reconciler's STK query finishes it) or a forgery",
-				"source", source, "bytes", len(body))
-		default:
-			log.Warn("callback with a wrong token, not applied: a forgery, or a CALLBACK_SECRET dropped while its pushes were in flight",
-				"source", source, "bytes", len(body))
-		}
-		return c.JSON(http.StatusOK, accepted)
+// refuseUnreadable keeps and refuses a callback whose body could not be
+// read whole.
+func (h *handler) refuseUnreadable(c echo.Context, a arrival) error {
+	stored, ok := true, false
+	if a.unauthentic == "" {
+		ok = h.keep(a.r, a.log, a.in, events.UnmatchedUnparseable, "")
+	} else {
+		stored, ok = h.keepRefused(a.r, a.log, a.in, a.unauthentic)
 	}
-
-	cb, err := ParseCallback(body)
-	if err != nil {
-		reason := "malformed"
-		var inv *InvalidError
-		if errors.As(err, &inv) {
-			reason = inv.Reason
-		}
-		in.detail = reason
-		if !h.keep(r, log, in, events.UnmatchedUnparseable, "") {
-			return c.JSON(http.StatusServiceUnavailable, unavailable)
-		}
-		log.Warn("callback rejected", "reason", reason, "bytes", len(body))
-		return c.JSON(http.StatusBadRequest, rejected(reason))
+	if !ok {
+		return c.JSON(http.StatusServiceUnavailable, unavailable)
 	}
-	log = log.With(
-		"checkout_request_id", cb.CheckoutRequestID,
-		"merchant_request_id", cb.MerchantRequestID,
-		"result_code", cb.ResultCode,
-	)
+	if stored {
+		a.log.Warn("callback rejected: body unreadable", "error", a.readErr, "bytes", len(a.in.body), "token_valid", a.unauthentic == "")
+	}
+	return c.JSON(http.StatusBadRequest, rejected("body unreadable"))
+}
 
+// refuseBadPath keeps and refuses a callback whose path names no tracking
+// id.
+func (h *handler) refuseBadPath(c echo.Context, a arrival) error {
+	stored, ok := h.keepRefused(a.r, a.log, a.in, events.UnmatchedBadPath)
+	if !ok {
+		return c.JSON(http.StatusServiceUnavailable, unavailable)
+	}
+	if stored {
+		a.log.Warn("callback for a malformed tracking id", "bytes", len(a.in.body))
+	}
+	return c.JSON(http.StatusNotFound, unknownID)
+}
+
+// refuseUnauthentic keeps a callback without the tracking id's token.
+//
+// A callback without the tracking id's token changes nothing. It is
+// answered as an applied one (Safaricom never retries, and a forger
+// learns nothing), and kept for inspection.
+func (h *handler) refuseUnauthentic(c echo.Context, a arrival, source string) error {
+	reason := a.unauthentic
+	stored, ok := h.keepRefused(a.r, a.log, a.in, reason)
+	switch {
+	case !ok:
+		return c.JSON(http.StatusServiceUnavailable, unavailable)
+	case !stored:
+	case reason == events.UnmatchedNoToken:
+		a.log.Warn("callback without a token, not applied: a push sent before CALLBACK_SECRET (the reconciler's STK query finishes it) or a forgery",
+			"source", source, "bytes", len(a.in.body))
+	default:
+		a.log.Warn("callback with a wrong token, not applied: a forgery, or a CALLBACK_SECRET dropped while its pushes were in flight",
+			"source", source, "bytes", len(a.in.body))
+	}
+	return c.JSON(http.StatusOK, accepted)
+}
+
+// refuseMalformed keeps and refuses an authentic callback that does not
+// parse (ParseCallback's err).
+func (h *handler) refuseMalformed(c echo.Context, a arrival, err error) error {
+	reason := "malformed"
+	var inv *InvalidError
+	if errors.As(err, &inv) {
+		reason = inv.Reason
+	}
+	a.in.detail = reason
+	if !h.keep(a.r, a.log, a.in, events.UnmatchedUnparseable, "") {
+		return c.JSON(http.StatusServiceUnavailable, unavailable)
+	}
+	a.log.Warn("callback rejected", "reason", reason, "bytes", len(a.in.body))
+	return c.JSON(http.StatusBadRequest, rejected(reason))
+}
+
+// keepAndApply matches an authentic, parsed callback against the stream,
+// keeps it where the match says, and then publishes what it says (apply).
+func (h *handler) keepAndApply(c echo.Context, log *slog.Logger, a arrival, cb Callback) error {
+	r, in, id := a.r, a.in, a.id
 	// Reading what the stream knows of the payment changes nothing; it only
 	// decides where the callback is kept. Nothing is published or answered
 	// before the raw copy is stored (or could not be: then 503).

@@ -66,7 +66,51 @@ type Options struct {
 }
 
 // Run starts everything and blocks until ctx is cancelled or a part fails.
+// Its steps: the embedded parts the environment does not name (startNATS,
+// startPostgres, startDaraja, setCallback), the services' configurations
+// (configs), then the services and the banner (runAll).
 func Run(ctx context.Context, o Options) error {
+	d, out := newDevSetup(o)
+	// Before anything starts: the dev-token must not reach a real Daraja.
+	apiTokens, err := devTokens(d.lookup("API_TOKENS"), d.getenv("DARAJA_BASE_URL"))
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+
+	if err := d.startNATS(); err != nil {
+		return err
+	}
+	if err := d.startPostgres(ctx); err != nil {
+		return err
+	}
+	if err := d.startDaraja(); err != nil {
+		return err
+	}
+	if err := d.setCallback(); err != nil {
+		return err
+	}
+	cfgs, err := d.configs(apiTokens)
+	if err != nil {
+		return err
+	}
+	return d.runAll(ctx, cfgs, out, o.Ready)
+}
+
+// devSetup is what Run builds the stack from.
+type devSetup struct {
+	getenv  func(string) string
+	log     *slog.Logger
+	dataDir string
+	// env holds the dev defaults; the real environment overrides each one
+	// (lookup).
+	env map[string]string
+	// stops stop the embedded parts, in the reverse order (stop).
+	stops []func()
+}
+
+// newDevSetup fills in o's defaults; out receives the banner.
+func newDevSetup(o Options) (d *devSetup, out io.Writer) {
 	getenv := o.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
@@ -75,7 +119,7 @@ func Run(ctx context.Context, o Options) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	out := o.Out
+	out = o.Out
 	if out == nil {
 		out = os.Stdout
 	}
@@ -86,116 +130,148 @@ func Run(ctx context.Context, o Options) error {
 	if dataDir == "" {
 		dataDir = ".data"
 	}
+	return &devSetup{getenv: getenv, log: log, dataDir: dataDir, env: devDefaults()}, out
+}
 
-	// env holds the dev defaults; the real environment overrides each one.
-	env := devDefaults()
-	lookup := func(k string) string {
-		if v := getenv(k); v != "" {
-			return v
-		}
-		return env[k]
+// lookup is the environment's k, or else the dev stack's.
+func (d *devSetup) lookup(k string) string {
+	if v := d.getenv(k); v != "" {
+		return v
 	}
-	// Before anything starts: the dev-token must not reach a real Daraja.
-	apiTokens, err := devTokens(lookup("API_TOKENS"), getenv("DARAJA_BASE_URL"))
+	return d.env[k]
+}
+
+// stop stops the embedded parts, the last started first.
+func (d *devSetup) stop() {
+	for i := len(d.stops) - 1; i >= 0; i-- {
+		d.stops[i]()
+	}
+}
+
+// startNATS starts an embedded JetStream unless NATS_URL names one.
+func (d *devSetup) startNATS() error {
+	if d.lookup("NATS_URL") != "" {
+		return nil
+	}
+	port, err := intSetting(d.getenv, "DEV_NATS_PORT", DefaultNATSPort)
 	if err != nil {
 		return err
 	}
+	ns, err := natsserver.Start(natsserver.Options{Port: port, StoreDir: filepath.Join(d.dataDir, "nats")})
+	if err != nil {
+		return fmt.Errorf("embedded NATS on port %d: %w", port, err)
+	}
+	d.stops = append(d.stops, func() { ns.Shutdown(); ns.WaitForShutdown() })
+	d.env["NATS_URL"] = ns.ClientURL()
+	d.log.Info("embedded JetStream started", "url", ns.ClientURL(), "store", filepath.Join(d.dataDir, "nats"))
+	return nil
+}
 
-	var stops []func()
-	defer func() {
-		for i := len(stops) - 1; i >= 0; i-- {
-			stops[i]()
+// startPostgres finds or starts a Postgres (devDatabase) unless
+// DATABASE_URL names one.
+func (d *devSetup) startPostgres(ctx context.Context) error {
+	if d.lookup("DATABASE_URL") != "" {
+		return nil
+	}
+	url, stop, err := devDatabase(ctx, d.getenv, d.dataDir, d.log)
+	if err != nil {
+		return err
+	}
+	if stop != nil {
+		d.stops = append(d.stops, stop)
+	}
+	d.env["DATABASE_URL"] = url
+	return nil
+}
+
+// startDaraja starts the Daraja simulator unless DARAJA_BASE_URL names a
+// Daraja.
+func (d *devSetup) startDaraja() error {
+	if d.lookup("DARAJA_BASE_URL") != "" {
+		return nil
+	}
+	delay := DefaultSimDelay
+	if v := d.getenv("DARAJA_SIM_DELAY"); v != "" {
+		dur, err := time.ParseDuration(v)
+		if err != nil || dur < 0 {
+			return fmt.Errorf("DARAJA_SIM_DELAY: %q is not a duration like 3s", v)
 		}
-	}()
+		delay = dur
+	}
+	simDelay := delay
+	if simDelay == 0 {
+		simDelay = -1 // the simulator reads zero as its default and a negative delay as "at once"
+	}
+	sim, err := darajatest.NewServer(darajatest.Options{CallbackDelay: simDelay, Logger: d.log.With("component", "daraja-sim")})
+	if err != nil {
+		return fmt.Errorf("daraja simulator: %w", err)
+	}
+	d.stops = append(d.stops, func() { _ = sim.Close() })
+	d.env["DARAJA_BASE_URL"] = sim.URL()
+	d.env["DARAJA_CONSUMER_KEY"] = darajatest.DefaultConsumerKey
+	d.env["DARAJA_CONSUMER_SECRET"] = darajatest.DefaultConsumerSecret
+	d.log.Info("Daraja simulator started", "url", sim.URL(), "callback_delay", delay)
+	return nil
+}
 
-	if lookup("NATS_URL") == "" {
-		port, err := intSetting(getenv, "DEV_NATS_PORT", DefaultNATSPort)
+// setCallback sets CALLBACK_BASE_URL and CALLBACK_SECRET where the
+// environment does not.
+func (d *devSetup) setCallback() error {
+	if d.lookup("CALLBACK_BASE_URL") == "" {
+		d.env["CALLBACK_BASE_URL"] = "http://" + loopback(d.lookup("CALLBACK_ADDR"))
+	}
+	if d.lookup("CALLBACK_SECRET") == "" {
+		secret, err := devCallbackSecret(d.dataDir)
 		if err != nil {
 			return err
 		}
-		ns, err := natsserver.Start(natsserver.Options{Port: port, StoreDir: filepath.Join(dataDir, "nats")})
-		if err != nil {
-			return fmt.Errorf("embedded NATS on port %d: %w", port, err)
-		}
-		stops = append(stops, func() { ns.Shutdown(); ns.WaitForShutdown() })
-		env["NATS_URL"] = ns.ClientURL()
-		log.Info("embedded JetStream started", "url", ns.ClientURL(), "store", filepath.Join(dataDir, "nats"))
+		d.env["CALLBACK_SECRET"] = secret
 	}
+	return nil
+}
 
-	if lookup("DATABASE_URL") == "" {
-		url, stop, err := devDatabase(ctx, getenv, dataDir, log)
-		if err != nil {
-			return err
-		}
-		if stop != nil {
-			stops = append(stops, stop)
-		}
-		env["DATABASE_URL"] = url
-	}
+// serviceConfigs are the configurations of the stack's services.
+type serviceConfigs struct {
+	api        api.Config
+	projector  projector.Config
+	dispatcher dispatcher.Config
+	reconciler reconciler.Config
+	callback   callback.Config
+}
 
-	if lookup("DARAJA_BASE_URL") == "" {
-		delay := DefaultSimDelay
-		if v := getenv("DARAJA_SIM_DELAY"); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				return fmt.Errorf("DARAJA_SIM_DELAY: %q is not a duration like 3s", v)
-			}
-			delay = d
-		}
-		simDelay := delay
-		if simDelay == 0 {
-			simDelay = -1 // the simulator reads zero as its default and a negative delay as "at once"
-		}
-		sim, err := darajatest.NewServer(darajatest.Options{CallbackDelay: simDelay, Logger: log.With("component", "daraja-sim")})
-		if err != nil {
-			return fmt.Errorf("daraja simulator: %w", err)
-		}
-		stops = append(stops, func() { _ = sim.Close() })
-		env["DARAJA_BASE_URL"] = sim.URL()
-		env["DARAJA_CONSUMER_KEY"] = darajatest.DefaultConsumerKey
-		env["DARAJA_CONSUMER_SECRET"] = darajatest.DefaultConsumerSecret
-		log.Info("Daraja simulator started", "url", sim.URL(), "callback_delay", delay)
-	}
-
-	if lookup("CALLBACK_BASE_URL") == "" {
-		env["CALLBACK_BASE_URL"] = "http://" + loopback(lookup("CALLBACK_ADDR"))
-	}
-	if lookup("CALLBACK_SECRET") == "" {
-		secret, err := devCallbackSecret(dataDir)
-		if err != nil {
-			return err
-		}
-		env["CALLBACK_SECRET"] = secret
-	}
-
+// configs reads each service's configuration from the environment and
+// logs it, as each binary does at start.
+func (d *devSetup) configs(apiTokens []api.ClientToken) (serviceConfigs, error) {
+	var c serviceConfigs
 	// The api's own reading of API_TOKENS would refuse dev-token (short):
 	// devTokens read them instead.
 	apiCfg, err := api.ConfigFromEnv(func(k string) string {
 		if k == "API_TOKENS" {
 			return ""
 		}
-		return lookup(k)
+		return d.lookup(k)
 	})
 	if err != nil {
-		return fmt.Errorf("api: %w", err)
+		return c, fmt.Errorf("api: %w", err)
 	}
 	apiCfg.Tokens = apiTokens
-	projCfg, err := projector.ConfigFromEnv(lookup)
+	projCfg, err := projector.ConfigFromEnv(d.lookup)
 	if err != nil {
-		return fmt.Errorf("projector: %w", err)
+		return c, fmt.Errorf("projector: %w", err)
 	}
-	dispCfg, err := dispatcher.ConfigFromEnv(lookup)
+	dispCfg, err := dispatcher.ConfigFromEnv(d.lookup)
 	if err != nil {
-		return fmt.Errorf("dispatcher: %w", err)
+		return c, fmt.Errorf("dispatcher: %w", err)
 	}
-	recCfg, err := reconciler.ConfigFromEnv(lookup)
+	recCfg, err := reconciler.ConfigFromEnv(d.lookup)
 	if err != nil {
-		return fmt.Errorf("reconciler: %w", err)
+		return c, fmt.Errorf("reconciler: %w", err)
 	}
-	cbCfg, err := callback.ConfigFromEnv(lookup)
+	cbCfg, err := callback.ConfigFromEnv(d.lookup)
 	if err != nil {
-		return fmt.Errorf("callback-ingest: %w", err)
+		return c, fmt.Errorf("callback-ingest: %w", err)
 	}
+	log := d.log
 	apiCfg.Logger = log.With("service", "api")
 	projCfg.Logger = log.With("service", "projector")
 	dispCfg.Logger = log.With("service", "dispatcher")
@@ -208,17 +284,22 @@ func Run(ctx context.Context, o Options) error {
 	dispCfg.Logger.Info("starting", "config", dispCfg)
 	recCfg.Logger.Info("starting", "config", recCfg)
 	cbCfg.Logger.Info("starting", "config", cbCfg)
+	return serviceConfigs{api: apiCfg, projector: projCfg, dispatcher: dispCfg, reconciler: recCfg, callback: cbCfg}, nil
+}
 
+// runAll runs the services until ctx is cancelled or one fails, and prints
+// the banner to out (and calls ready) once the api answers.
+func (d *devSetup) runAll(ctx context.Context, c serviceConfigs, out io.Writer, ready func(env map[string]string)) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return named("api", api.Run(gctx, apiCfg)) })
-	g.Go(func() error { return named("projector", projector.Run(gctx, projCfg)) })
-	g.Go(func() error { return named("dispatcher", dispatcher.Run(gctx, dispCfg)) })
-	g.Go(func() error { return named("reconciler", reconciler.Run(gctx, recCfg)) })
-	g.Go(func() error { return named("callback-ingest", callback.Run(gctx, cbCfg)) })
+	g.Go(func() error { return named("api", api.Run(gctx, c.api)) })
+	g.Go(func() error { return named("projector", projector.Run(gctx, c.projector)) })
+	g.Go(func() error { return named("dispatcher", dispatcher.Run(gctx, c.dispatcher)) })
+	g.Go(func() error { return named("reconciler", reconciler.Run(gctx, c.reconciler)) })
+	g.Go(func() error { return named("callback-ingest", callback.Run(gctx, c.callback)) })
 
 	effective := map[string]string{}
 	for _, k := range []string{"API_ADDR", "CALLBACK_ADDR", "API_TOKENS", "NATS_URL", "DATABASE_URL", "DARAJA_BASE_URL", "CALLBACK_BASE_URL"} {
-		effective[k] = lookup(k)
+		effective[k] = d.lookup(k)
 	}
 	g.Go(func() error {
 		// The banner promises a working curl line: print it once the API
@@ -226,9 +307,9 @@ func Run(ctx context.Context, o Options) error {
 		if !waitReady(gctx, "http://"+loopback(effective["API_ADDR"])+"/readyz") {
 			return nil
 		}
-		printBanner(out, effective, getenv("DARAJA_BASE_URL") == "")
-		if o.Ready != nil {
-			o.Ready(effective)
+		printBanner(out, effective, d.getenv("DARAJA_BASE_URL") == "")
+		if ready != nil {
+			ready(effective)
 		}
 		return nil
 	})

@@ -69,7 +69,8 @@ func (r *reconciler) handleDispatched(work context.Context, log *slog.Logger, ms
 
 // handleRequested follows one stk.requested: done once stk.completed or
 // stk.dispatched is in the stream (a dispatched push is handleDispatched's);
-// otherwise the dispatcher's attempt record says what to wait for.
+// otherwise the dispatcher's attempt record says what to wait for
+// (followRecord), or its absence does (followNoRecord).
 func (r *reconciler) handleRequested(work context.Context, log *slog.Logger, msg jetstream.Msg) {
 	env, ev, err := events.Decode(msg.Data())
 	if err != nil {
@@ -82,17 +83,8 @@ func (r *reconciler) handleRequested(work context.Context, log *slog.Logger, msg
 		return
 	}
 	id := req.TrackingID
-	for _, typ := range []string{events.TypeCompleted, events.TypeDispatched} {
-		found, err := r.exists(work, events.Subject(typ, id))
-		if err != nil {
-			log.Warn("cannot tell whether the payment is dispatched; checking later", "error", err)
-			later(log, msg, retryDelay)
-			return
-		}
-		if found {
-			ack(work, log, msg)
-			return
-		}
+	if r.settledElsewhere(work, log, msg, id) {
+		return
 	}
 	a, rev, found, err := r.attempt(work, id)
 	if err != nil {
@@ -103,24 +95,52 @@ func (r *reconciler) handleRequested(work context.Context, log *slog.Logger, msg
 	requestedAt := storedAt(msg, env.Time)
 	now := r.clock()
 	if !found {
-		// No record: never pushed — unless the record was lost (purged)
-		// after a push left, which the push log still shows.
-		pushed, err := r.loggedPush(work, id)
-		if err != nil {
-			log.Warn("cannot read the push log; checking later", "error", err)
-			later(log, msg, retryDelay)
-			return
-		}
-		if pushed != nil {
-			log.Warn("attempt record gone, but a push left for this request: waiting for its callback as for a push whose answer was lost",
-				"calls", pushed.Calls, "sent_at", promptSince(*pushed))
-			r.noAnswer(work, log, msg, req.Payment, promptSince(*pushed))
-			return
-		}
-		r.notDispatched(work, log, msg, req.Payment, nil, 0, requestedAt, now)
+		r.followNoRecord(work, log, msg, req, requestedAt, now)
 		return
 	}
-	log = log.With("attempt_state", a.State)
+	r.followRecord(work, log.With("attempt_state", a.State), msg, req, a, rev, requestedAt, now)
+}
+
+// settledElsewhere is whether msg is done with (acked, or left for later
+// when the stream cannot be read): its payment has stk.completed or
+// stk.dispatched, or whether it has cannot be told now.
+func (r *reconciler) settledElsewhere(work context.Context, log *slog.Logger, msg jetstream.Msg, id string) bool {
+	for _, typ := range []string{events.TypeCompleted, events.TypeDispatched} {
+		found, err := r.exists(work, events.Subject(typ, id))
+		if err != nil {
+			log.Warn("cannot tell whether the payment is dispatched; checking later", "error", err)
+			later(log, msg, retryDelay)
+			return true
+		}
+		if found {
+			ack(work, log, msg)
+			return true
+		}
+	}
+	return false
+}
+
+// followNoRecord follows a request without an attempt record.
+func (r *reconciler) followNoRecord(work context.Context, log *slog.Logger, msg jetstream.Msg, req events.Requested, requestedAt, now time.Time) {
+	// No record: never pushed — unless the record was lost (purged)
+	// after a push left, which the push log still shows.
+	pushed, err := r.loggedPush(work, req.TrackingID)
+	if err != nil {
+		log.Warn("cannot read the push log; checking later", "error", err)
+		later(log, msg, retryDelay)
+		return
+	}
+	if pushed != nil {
+		log.Warn("attempt record gone, but a push left for this request: waiting for its callback as for a push whose answer was lost",
+			"calls", pushed.Calls, "sent_at", promptSince(*pushed))
+		r.noAnswer(work, log, msg, req.Payment, promptSince(*pushed))
+		return
+	}
+	r.notDispatched(work, log, msg, req.Payment, nil, 0, requestedAt, now)
+}
+
+// followRecord follows a request by its attempt record a (revision rev).
+func (r *reconciler) followRecord(work context.Context, log *slog.Logger, msg jetstream.Msg, req events.Requested, a events.Attempt, rev uint64, requestedAt, now time.Time) {
 	switch {
 	case a.CheckoutRequestID != "":
 		// Daraja accepted the push but stk.dispatched is not (yet) in the

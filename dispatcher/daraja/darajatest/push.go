@@ -58,6 +58,9 @@ var (
 	phoneRE  = regexp.MustCompile(`^254[0-9]{9}$`)
 )
 
+// handlePush answers a push as Daraja would: it records it (pushBodyOf),
+// refuses what Daraja refuses, and opens a transaction for the rest
+// (startTxn), whose callback comes later.
 func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	raw, readErr := readBody(r)
 	rec := Push{At: time.Now(), ContentType: r.Header.Get("Content-Type"), Raw: raw}
@@ -74,19 +77,7 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	// one refused for its token.
 	fields, isObject := parseObject(raw)
 	if isObject {
-		rec.Body = PushBody{
-			BusinessShortCode: fields.text("BusinessShortCode"),
-			Password:          fields.text("Password"),
-			Timestamp:         fields.text("Timestamp"),
-			TransactionType:   fields.text("TransactionType"),
-			Amount:            fields.text("Amount"),
-			PartyA:            fields.text("PartyA"),
-			PartyB:            fields.text("PartyB"),
-			PhoneNumber:       fields.text("PhoneNumber"),
-			CallBackURL:       fields.text("CallBackURL"),
-			AccountReference:  fields.text("AccountReference"),
-			TransactionDesc:   fields.text("TransactionDesc"),
-		}
+		rec.Body = pushBodyOf(fields)
 	}
 	if !s.authorized(w, r) {
 		rec.HTTPStatus, rec.ErrorCode = http.StatusNotFound, daraja.CodeInvalidToken
@@ -117,28 +108,88 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 	}
 	amount, _ := strconv.ParseInt(rec.Body.Amount, 10, 64)
 
+	t, delay, ok := s.startTxn(rec.Body, amount, answer)
+	if !ok {
+		return
+	}
+	rec.Accepted = true
+	rec.MerchantRequestID, rec.CheckoutRequestID, rec.ResultCode = t.merchantID, t.checkoutID, t.resultCode
+	s.log.Info("push accepted", "checkout_request_id", t.checkoutID, "phone", events.MaskPhone(phone),
+		"amount", amount, "result_code", t.resultCode, "callback_in", delay, "no_callback", t.noCallback)
+
+	if rec.Failure != 0 {
+		s.fail(w, r, &rec, answer)
+		return
+	}
+	rec.HTTPStatus = http.StatusOK
+	writeJSON(w, http.StatusOK, acceptedAnswer{
+		MerchantRequestID:   t.merchantID,
+		CheckoutRequestID:   t.checkoutID,
+		ResponseCode:        "0",
+		ResponseDescription: "Success. Request accepted for processing",
+		CustomerMessage:     "Success. Request accepted for processing",
+	})
+}
+
+// pushBodyOf is the push body of a JSON object's fields.
+func pushBodyOf(fields object) PushBody {
+	return PushBody{
+		BusinessShortCode: fields.text("BusinessShortCode"),
+		Password:          fields.text("Password"),
+		Timestamp:         fields.text("Timestamp"),
+		TransactionType:   fields.text("TransactionType"),
+		Amount:            fields.text("Amount"),
+		PartyA:            fields.text("PartyA"),
+		PartyB:            fields.text("PartyB"),
+		PhoneNumber:       fields.text("PhoneNumber"),
+		CallBackURL:       fields.text("CallBackURL"),
+		AccountReference:  fields.text("AccountReference"),
+		TransactionDesc:   fields.text("TransactionDesc"),
+	}
+}
+
+// startTxn opens the transaction of an accepted push and schedules its
+// callback after delay. ok false means none was opened (the server is
+// closed, or the phone has a transaction open), and answer was given.
+func (s *Server) startTxn(body PushBody, amount int64, answer func(int, envelope)) (t *txn, delay time.Duration, ok bool) {
+	phone := body.PhoneNumber
 	now := time.Now()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		answer(http.StatusServiceUnavailable, envelope{RequestID: newRequestID(), ErrorCode: "503.001.01", ErrorMessage: "Service Unavailable"})
-		return
+		return nil, 0, false
 	}
 	if _, locked := s.open[phone]; locked {
 		id := s.newCheckoutRequestIDLocked(now)
 		s.mu.Unlock()
 		answer(http.StatusInternalServerError, lockedEnvelope(id))
-		return
+		return nil, 0, false
 	}
+	t, delay = s.newTxnLocked(body, amount, now)
+	s.txns[t.checkoutID] = t
+	s.open[phone] = t
+	s.pending++
+	s.wg.Add(1)
+	t.timer = time.AfterFunc(delay, func() { s.finish(t) })
+	s.mu.Unlock()
+	return t, delay, true
+}
+
+// newTxnLocked is the transaction of an accepted push, with its outcome
+// and callback delay: the phone's (OutcomeFor), unless a script for the
+// phone says otherwise. s.mu is held.
+func (s *Server) newTxnLocked(body PushBody, amount int64, now time.Time) (*txn, time.Duration) {
+	phone := body.PhoneNumber
 	t := &txn{
 		merchantID:  newMerchantRequestID(),
 		checkoutID:  s.newCheckoutRequestIDLocked(now),
 		phone:       phone,
-		callbackURL: rec.Body.CallBackURL,
+		callbackURL: body.CallBackURL,
 		amount:      amount,
 	}
 	t.resultCode, t.resultDesc = OutcomeFor(phone)
-	if rec.Body.TransactionType == daraja.TransactionPayBill && rec.Body.PartyB != s.opts.ShortCode {
+	if body.TransactionType == daraja.TransactionPayBill && body.PartyB != s.opts.ShortCode {
 		// Daraja accepts the push and the payment then fails.
 		t.resultCode, t.resultDesc = "2028", resultDescs["2028"]
 	}
@@ -161,30 +212,7 @@ func (s *Server) handlePush(w http.ResponseWriter, r *http.Request) {
 			delay = 0
 		}
 	}
-	s.txns[t.checkoutID] = t
-	s.open[phone] = t
-	s.pending++
-	s.wg.Add(1)
-	t.timer = time.AfterFunc(delay, func() { s.finish(t) })
-	s.mu.Unlock()
-
-	rec.Accepted = true
-	rec.MerchantRequestID, rec.CheckoutRequestID, rec.ResultCode = t.merchantID, t.checkoutID, t.resultCode
-	s.log.Info("push accepted", "checkout_request_id", t.checkoutID, "phone", events.MaskPhone(phone),
-		"amount", amount, "result_code", t.resultCode, "callback_in", delay, "no_callback", t.noCallback)
-
-	if rec.Failure != 0 {
-		s.fail(w, r, &rec, answer)
-		return
-	}
-	rec.HTTPStatus = http.StatusOK
-	writeJSON(w, http.StatusOK, acceptedAnswer{
-		MerchantRequestID:   t.merchantID,
-		CheckoutRequestID:   t.checkoutID,
-		ResponseCode:        "0",
-		ResponseDescription: "Success. Request accepted for processing",
-		CustomerMessage:     "Success. Request accepted for processing",
-	})
+	return t, delay
 }
 
 // acceptedAnswer is Daraja's answer to an accepted push, in its field order.
