@@ -99,62 +99,97 @@ type procFigures struct {
 // the fake's recordings, and the holders of receipts the reconcilers
 // flagged RECEIPT DISPUTED.
 func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings, disputed map[string]bool) *Report {
-	r := &Report{Requests: len(answers), OtherStatus: map[int]int{}, FinalBySource: map[string]int{}, LostByCause: map[string]int{},
-		NeverPromptedByCode: map[string]int{}}
-	pushedIDs := map[string]bool{} // tracking ids with a prompt
+	c := newAnalysis(answers, rows, rec)
+	c.countAnswers()
+	c.countPrompts()
+	c.countPromptsPerPhone()
+	c.countDoubles()
+	c.checkRecords()
+	c.checkCallbacks()
+	c.checkOutcomes()
+	c.r.Queries = len(rec.Queries)
+	c.r.forgedOutcomes(rows, rec, c.byID, c.callbackOf, disputed)
+	return c.r
+}
+
+// analysis is what analyse reads and what its steps share.
+type analysis struct {
+	r       *Report
+	answers []answer
+	rows    map[string]row
+	rec     simRecordings
+
+	pushedIDs  map[string]bool           // tracking ids with a prompt
+	callbackOf map[string]int            // tracking id → best status its callbacks got (200 wins)
+	phones     map[string]*phoneUse      // phone → what its requests got
+	byID       map[string][]string       // tracking id → result codes of its prompts
+	promptedOn map[string]map[string]int // phone → tracking id → prompts
+}
+
+func newAnalysis(answers []answer, rows map[string]row, rec simRecordings) *analysis {
+	c := &analysis{
+		r: &Report{Requests: len(answers), OtherStatus: map[int]int{}, FinalBySource: map[string]int{}, LostByCause: map[string]int{},
+			NeverPromptedByCode: map[string]int{}},
+		answers: answers, rows: rows, rec: rec,
+		pushedIDs: map[string]bool{}, callbackOf: map[string]int{}, phones: map[string]*phoneUse{},
+		byID: map[string][]string{}, promptedOn: map[string]map[string]int{},
+	}
 	for _, p := range rec.Pushes {
 		if p.Accepted {
-			pushedIDs[trackingIDOf(p.Body.CallBackURL)] = true
+			c.pushedIDs[trackingIDOf(p.Body.CallBackURL)] = true
 		}
 	}
-	callbackOf := map[string]int{} // tracking id → best status its callbacks got (200 wins)
-	for _, c := range rec.Callbacks {
-		id := trackingIDOf(c.URL)
-		if st, ok := callbackOf[id]; !ok || st != http.StatusOK {
-			callbackOf[id] = c.StatusCode
+	for _, cb := range rec.Callbacks {
+		id := trackingIDOf(cb.URL)
+		if st, ok := c.callbackOf[id]; !ok || st != http.StatusOK {
+			c.callbackOf[id] = cb.StatusCode
 		}
 	}
+	return c
+}
 
-	phones := map[string]*phoneUse{}
-	for _, a := range answers {
-		u := phones[a.phone]
+// countAnswers counts what each request got, and what each phone's
+// requests got.
+func (c *analysis) countAnswers() {
+	for _, a := range c.answers {
+		u := c.phones[a.phone]
 		if u == nil {
 			u = &phoneUse{accepted: map[string]bool{}}
-			phones[a.phone] = u
+			c.phones[a.phone] = u
 		}
 		if a.keyed {
-			r.Keyed++
+			c.r.Keyed++
 			if a.attempts > 1 {
-				r.KeyedRetried++
+				c.r.KeyedRetried++
 				if a.trackingID != "" {
-					r.KeyedRetriedAccepted++
+					c.r.KeyedRetriedAccepted++
 				}
 			}
 		}
 		switch {
 		case a.trackingID != "":
-			r.Accepted++
+			c.r.Accepted++
 			u.accepted[a.trackingID] = true
 			if a.getStatus == http.StatusNotFound {
-				r.NotFoundAfterAccept++
+				c.r.NotFoundAfterAccept++
 			}
-			row, ok := rows[a.trackingID]
+			row, ok := c.rows[a.trackingID]
 			if ok && row.status == 1 {
-				r.Final++
-				r.FinalBySource[row.source]++
-				if !pushedIDs[a.trackingID] {
-					r.FinalNeverPrompted++
-					r.NeverPromptedByCode[row.responseCode]++
+				c.r.Final++
+				c.r.FinalBySource[row.source]++
+				if !c.pushedIDs[a.trackingID] {
+					c.r.FinalNeverPrompted++
+					c.r.NeverPromptedByCode[row.responseCode]++
 				}
 			} else {
-				r.Lost++
+				c.r.Lost++
 				state := "no record in Postgres"
 				if ok {
 					state = "pending in Postgres"
 				}
 				cause := state + ", never pushed"
-				if pushedIDs[a.trackingID] {
-					switch st, sent := callbackOf[a.trackingID]; {
+				if c.pushedIDs[a.trackingID] {
+					switch st, sent := c.callbackOf[a.trackingID]; {
 					case !sent:
 						cause = state + ", pushed, no callback sent yet"
 					case st == http.StatusOK:
@@ -163,57 +198,66 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 						cause = state + fmt.Sprintf(", pushed, callback not delivered (status %d)", st)
 					}
 				}
-				r.LostByCause[cause]++
-				if len(r.LostIDs) < 10 {
-					r.LostIDs = append(r.LostIDs, a.trackingID+" ("+cause+")")
+				c.r.LostByCause[cause]++
+				if len(c.r.LostIDs) < 10 {
+					c.r.LostIDs = append(c.r.LostIDs, a.trackingID+" ("+cause+")")
 				}
 			}
 		case a.status == http.StatusServiceUnavailable && (a.message == msgUnconfirmed || a.message == msgUnknownOutcome):
-			r.Unconfirmed503++
+			c.r.Unconfirmed503++
 			u.unconfirmed++
 			u.mayHave++
 		case a.status == http.StatusServiceUnavailable:
-			r.Refused503++
+			c.r.Refused503++
 			u.refused++
 		case a.status != 0:
-			r.OtherStatus[a.status]++
+			c.r.OtherStatus[a.status]++
 			if a.status == http.StatusConflict || a.status >= 500 {
 				u.mayHave++ // a keyed request in progress, or a server's failure: not a refusal
 			}
 		default:
-			r.NoAnswer++
+			c.r.NoAnswer++
 			u.mayHave++
 		}
 	}
 
+}
+
+// countPrompts counts the prompts: the pushes Daraja accepted, each of which
+// showed the customer a prompt. A push refused ("Unable to lock
+// subscriber", say) or never processed is not one, whatever came before it.
+func (c *analysis) countPrompts() {
 	// Prompts: the pushes Daraja accepted, each of which showed the
 	// customer a prompt. A push refused ("Unable to lock subscriber", say)
 	// or never processed is not one, whatever came before it.
-	byID := map[string][]string{}             // tracking id → result codes of its prompts
-	promptedOn := map[string]map[string]int{} // phone → tracking id → prompts
-	r.Pushes = len(rec.Pushes)
-	for _, p := range rec.Pushes {
+	c.r.Pushes = len(c.rec.Pushes)
+	for _, p := range c.rec.Pushes {
 		if !p.Accepted {
 			continue
 		}
-		r.AcceptedPushes++
+		c.r.AcceptedPushes++
 		id := trackingIDOf(p.Body.CallBackURL)
-		byID[id] = append(byID[id], p.ResultCode)
-		if promptedOn[p.Body.PhoneNumber] == nil {
-			promptedOn[p.Body.PhoneNumber] = map[string]int{}
+		c.byID[id] = append(c.byID[id], p.ResultCode)
+		if c.promptedOn[p.Body.PhoneNumber] == nil {
+			c.promptedOn[p.Body.PhoneNumber] = map[string]int{}
 		}
-		promptedOn[p.Body.PhoneNumber][id]++
+		c.promptedOn[p.Body.PhoneNumber][id]++
 	}
+}
+
+// countPromptsPerPhone finds the payments prompted beyond their phone's
+// requests.
+func (c *analysis) countPromptsPerPhone() {
 	// A phone may be shared by several requests. The payments prompted on
 	// it that are not among its accepted tracking ids must each be one of
 	// its requests whose answer said nothing sure (no answer, a 503 "not
 	// confirmed", a 409 or another 5xx); one more is a request answered 503 that
 	// was pushed anyway, or else a second payment made by a retry.
-	for phone, ids := range promptedOn {
-		u := phones[phone]
+	for phone, ids := range c.promptedOn {
+		u := c.phones[phone]
 		if u == nil {
 			for _, n := range ids {
-				r.PushedUnaccounted += n
+				c.r.PushedUnaccounted += n
 			}
 			continue
 		}
@@ -223,17 +267,22 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 				unknown++
 			}
 		}
-		r.PushedUnconfirmed += min(unknown, u.unconfirmed)
+		c.r.PushedUnconfirmed += min(unknown, u.unconfirmed)
 		if excess := unknown - u.mayHave; excess > 0 {
 			refused := min(excess, u.refused)
-			r.Pushed503 += refused
-			r.PhonesPromptedTwice += excess - refused
+			c.r.Pushed503 += refused
+			c.r.PhonesPromptedTwice += excess - refused
 		}
 	}
+}
+
+// countDoubles counts the payments whose customer was prompted more than
+// once.
+func (c *analysis) countDoubles() {
 	var doubles []string
-	for id, codes := range byID {
+	for id, codes := range c.byID {
 		if len(codes) > 1 {
-			r.DoublePushes++
+			c.r.DoublePushes++
 			doubles = append(doubles, fmt.Sprintf("%s (%d prompts)", id, len(codes)))
 		}
 	}
@@ -241,22 +290,27 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 	if len(doubles) > 10 {
 		doubles = doubles[:10]
 	}
-	r.DoublePushIDs = doubles
+	c.r.DoublePushIDs = doubles
 
+}
+
+// checkRecords finds records not final, and payments the customer made
+// recorded as neither Success nor Unknown.
+func (c *analysis) checkRecords() {
 	// Every record final, whether or not its client heard of it; and
 	// every payment the customer made recorded as Success, or as Unknown
 	// where stkgate could not learn the outcome.
 	var notFinal, paidOther []string
-	for id, row := range rows {
+	for id, row := range c.rows {
 		if row.status != events.StatusFinal {
 			notFinal = append(notFinal, fmt.Sprintf("%s (status %d, source %q)", id, row.status, row.source))
 		}
 	}
-	for id, codes := range byID {
+	for id, codes := range c.byID {
 		if !slices.Contains(codes, "0") {
 			continue
 		}
-		row, ok := rows[id]
+		row, ok := c.rows[id]
 		switch {
 		case !ok:
 			paidOther = append(paidOther, id+": no record")
@@ -268,38 +322,45 @@ func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings
 			}
 		}
 	}
-	r.NotFinal, r.NotFinalIDs = len(notFinal), firstFew(notFinal)
-	r.PaidNotRecorded, r.PaidNotRecordedIDs = len(paidOther), firstFew(paidOther)
+	c.r.NotFinal, c.r.NotFinalIDs = len(notFinal), firstFew(notFinal)
+	c.r.PaidNotRecorded, c.r.PaidNotRecordedIDs = len(paidOther), firstFew(paidOther)
 
-	r.CallbacksSent = len(rec.Callbacks)
-	for _, c := range rec.Callbacks {
-		if c.StatusCode != http.StatusOK {
+}
+
+// checkCallbacks finds callbacks answered 200 whose record does not
+// reflect them.
+func (c *analysis) checkCallbacks() {
+	c.r.CallbacksSent = len(c.rec.Callbacks)
+	for _, cb := range c.rec.Callbacks {
+		if cb.StatusCode != http.StatusOK {
 			continue
 		}
-		r.CallbacksDelivered++
-		id := trackingIDOf(c.URL)
-		if row, ok := rows[id]; !ok || !reflects(row, c.ResultCode) {
-			r.CallbacksUnreflected++
-			if len(r.UnreflectedIDs) < 10 {
+		c.r.CallbacksDelivered++
+		id := trackingIDOf(cb.URL)
+		if row, ok := c.rows[id]; !ok || !reflects(row, cb.ResultCode) {
+			c.r.CallbacksUnreflected++
+			if len(c.r.UnreflectedIDs) < 10 {
 				got := "no record"
 				if ok {
 					got = fmt.Sprintf("status %d code %q", row.status, row.responseCode)
 				}
-				r.UnreflectedIDs = append(r.UnreflectedIDs, fmt.Sprintf("%s: callback %q, record %s", id, c.ResultCode, got))
+				c.r.UnreflectedIDs = append(c.r.UnreflectedIDs, fmt.Sprintf("%s: callback %q, record %s", id, cb.ResultCode, got))
 			}
 		}
 	}
-	for id, codes := range byID {
-		if row, ok := rows[id]; ok && row.status == 1 && len(codes) == 1 && row.responseCode != codes[0] {
-			r.OutcomeMismatches++
-			if len(r.MismatchIDs) < 10 {
-				r.MismatchIDs = append(r.MismatchIDs, fmt.Sprintf("%s: Daraja's outcome %q, record %q from %s", id, codes[0], row.responseCode, row.source))
+}
+
+// checkOutcomes counts final records whose code differs from their single
+// prompt's outcome.
+func (c *analysis) checkOutcomes() {
+	for id, codes := range c.byID {
+		if row, ok := c.rows[id]; ok && row.status == 1 && len(codes) == 1 && row.responseCode != codes[0] {
+			c.r.OutcomeMismatches++
+			if len(c.r.MismatchIDs) < 10 {
+				c.r.MismatchIDs = append(c.r.MismatchIDs, fmt.Sprintf("%s: Daraja's outcome %q, record %q from %s", id, codes[0], row.responseCode, row.source))
 			}
 		}
 	}
-	r.Queries = len(rec.Queries)
-	r.forgedOutcomes(rows, rec, byID, callbackOf, disputed)
-	return r
 }
 
 // forgedOutcomes counts what forged callbacks could leave behind: a
