@@ -25,6 +25,8 @@ import (
 // flood stops. The token cache's ttl is cut to 100ms so that the real
 // client's token needs checking again many times during the flood.
 func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
+	// Not parallel: its p99 bound is the real client's latency, which
+	// other tests sharing the cores would measure instead.
 	e := newTestEnv(t, func(o *Options) {
 		o.TokenCacheTTL = 100 * time.Millisecond
 		o.AuthFailLimit, o.AuthFailBurst = DefaultAuthFailLimit, DefaultAuthFailBurst
@@ -181,6 +183,7 @@ func memInUse() uint64 {
 // tokens found valid recently and API_TOKENS ones still work from there.
 // The source is the TCP peer unless the peer is a trusted proxy.
 func TestAuthFailuresLimitedPerSource(t *testing.T) {
+	t.Parallel()
 	const burst = 3
 	e := newTestEnv(t, func(o *Options) {
 		o.AuthFailLimit, o.AuthFailBurst = 0.001, burst // no refill during the test
@@ -239,6 +242,7 @@ func TestAuthFailuresLimitedPerSource(t *testing.T) {
 // failed to authenticate: hanging up at once must not be a way past the
 // limit, which would keep the lookups of unknown tokens busy for free.
 func TestAuthFailuresCountHangUps(t *testing.T) {
+	t.Parallel()
 	const burst = 3
 	d, l, _ := newTestDBTokens(t, DefaultTokenCacheTTL)
 	l.block = make(chan struct{})
@@ -270,6 +274,7 @@ func TestAuthFailuresCountHangUps(t *testing.T) {
 // and every knownReload. A token created since the last load is still
 // held back with its address.
 func TestAuthFailuresSpareValidTokens(t *testing.T) {
+	t.Parallel()
 	const burst = 3
 	e := newTestEnv(t, func(o *Options) {
 		o.AuthFailLimit, o.AuthFailBurst = 0.001, burst // no refill during the test

@@ -78,6 +78,7 @@ func wantStatus(t testing.TB, what string, r response, want int) {
 // API_TOKENS clients do: another client's id is a 404, an Idempotency-Key
 // is the client's own.
 func TestDBClientsAreSeparate(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, func(o *Options) { o.TokenCacheTTL = -1 })
 	shop, mall := dbClient(t, e.store, "shop"), dbClient(t, e.store, "mall")
 
@@ -127,6 +128,7 @@ func TestDBClientsAreSeparate(t *testing.T) {
 // A token that does not authenticate gets the answer an unknown token gets,
 // whatever the reason; rotated tokens both work during the grace.
 func TestDBClientTokens(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := newTestEnv(t, func(o *Options) { o.TokenCacheTTL = -1 })
 	ok := func(what, token string) {
@@ -196,6 +198,7 @@ func TestDBClientTokens(t *testing.T) {
 // A database client named as an API_TOKENS client would share its records:
 // its tokens are refused, and the operator told why.
 func TestDBClientNamedAsEnvClient(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, func(o *Options) { o.TokenCacheTTL = -1 })
 	tok := dbClient(t, e.store, "acme")
 	acmes := accepted(t, e.post(t, acmeToken, validBody))
@@ -213,6 +216,7 @@ func TestDBClientNamedAsEnvClient(t *testing.T) {
 // The api refuses to start when an API_TOKENS client is also in the
 // database.
 func TestRunRefusesClientNameClash(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	url := pgtest.NewURL(t)
 	db, err := store.Open(context.Background(), url)
@@ -238,6 +242,7 @@ func TestRunRefusesClientNameClash(t *testing.T) {
 // A database that does not answer: a database token is a 503 (the client
 // should retry, not think its token bad), an API_TOKENS one still works.
 func TestDBTokensDatabaseDown(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, func(o *Options) { o.TokenCacheTTL = -1 })
 	tok := dbClient(t, e.store, "shop")
 	e.db.Close()
@@ -251,6 +256,7 @@ func TestDBTokensDatabaseDown(t *testing.T) {
 }
 
 func TestConfigFromEnvWithoutTokens(t *testing.T) {
+	t.Parallel()
 	e := baseEnv()
 	delete(e, "API_TOKENS")
 	c, err := ConfigFromEnv(env(e))
@@ -331,6 +337,7 @@ func mustToken(t testing.TB) string {
 // The cache: how long a disable or revoke takes, and what reaches the
 // database.
 func TestDBTokensCache(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	client := func(d *dbTokens, tok string) string {
 		t.Helper()
@@ -487,6 +494,7 @@ func TestDBTokensCache(t *testing.T) {
 // again apart from them, and let in on its cached answer for a bounded time
 // when that check does not answer; a wait ends with its request.
 func TestDBTokensSaturated(t *testing.T) {
+	t.Parallel()
 	const ttl = 5 * time.Second
 	type step struct {
 		after time.Duration // since the token was found valid
@@ -587,6 +595,7 @@ func TestDBTokensSaturated(t *testing.T) {
 // comes: the answer tells how the token stood at some moment between the
 // two, so a slow lookup must not stretch how long a revoke takes.
 func TestDBTokensCacheFromLookupStart(t *testing.T) {
+	t.Parallel()
 	const ttl, slow = 5 * time.Second, 3 * time.Second
 	type step struct {
 		after time.Duration // since the first lookup started
@@ -661,6 +670,7 @@ func TestDBTokensCacheFromLookupStart(t *testing.T) {
 // valid: each is still looked up before it is let in, and a listing does not
 // stretch a cached answer.
 func TestDBTokensLoadKnown(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	list := func(toks ...string) func(context.Context, int) ([]store.TokenDigest, error) {
 		return func(context.Context, int) ([]store.TokenDigest, error) {
@@ -730,6 +740,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 }
 
 func TestAuthenticatorPrefersEnvTokens(t *testing.T) {
+	t.Parallel()
 	d, l, _ := newTestDBTokens(t, time.Second)
 	a := &authenticator{env: newTokenSet(testTokens), db: d}
 	tok := mustToken(t)
@@ -746,6 +757,7 @@ func TestAuthenticatorPrefersEnvTokens(t *testing.T) {
 
 // Production: no API_TOKENS, only the database's clients, through Run.
 func TestRunDatabaseClientsOnly(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	cfg := runConfig(t, ns)
 	cfg.Tokens = nil

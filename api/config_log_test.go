@@ -11,6 +11,7 @@ import (
 // TestConfigLogged: the configuration logged at start shows every setting
 // but the tokens, and no password of a URL, whatever the handler.
 func TestConfigLogged(t *testing.T) {
+	t.Parallel()
 	e := baseEnv()
 	e["API_TOKENS"] = "acme:acme-tok-3f9a1c-0123456789abcdef0123,globex:globex-tok-77b2e0-0123456789abcdef0123"
 	e["DATABASE_URL"] = "postgres://stk:pg-pw-5c1d@db:5432/stkgate?sslmode=require"
@@ -37,6 +38,7 @@ func TestConfigLogged(t *testing.T) {
 // TestConfigErrorsHideURLCredentials: a NATS_URL refused as malformed is
 // named in the error with its credentials hidden, however it is malformed.
 func TestConfigErrorsHideURLCredentials(t *testing.T) {
+	t.Parallel()
 	for _, u := range []string{
 		"natsuser:nats-pw-9e4f@nats:4222", // no scheme: url.Parse finds no user
 		"nats://u:nats-pw-9e4f@nats:bad:port",

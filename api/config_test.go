@@ -25,6 +25,7 @@ func baseEnv() map[string]string {
 }
 
 func TestConfigFromEnvDefaults(t *testing.T) {
+	t.Parallel()
 	got, err := ConfigFromEnv(env(baseEnv()))
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +53,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 }
 
 func TestConfigFromEnvSettings(t *testing.T) {
+	t.Parallel()
 	e := baseEnv()
 	e["API_ADDR"] = "127.0.0.1:9000"
 	e["API_TOKENS"] = " dev : dev-token-long-enough-for-production , ops:ops:token:with:colons:and:32-bytes,dev:rotated-token-long-enough-for-production, "
@@ -92,6 +94,7 @@ func TestConfigFromEnvSettings(t *testing.T) {
 }
 
 func TestConfigFromEnvErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		set  map[string]string
@@ -164,6 +167,7 @@ func TestConfigFromEnvErrors(t *testing.T) {
 }
 
 func TestConfigLogValueHidesSecrets(t *testing.T) {
+	t.Parallel()
 	e := baseEnv()
 	e["NATS_URL"] = "nats://user:nats-password@nats:4222,nats://nats-token@other:4222"
 	cfg, err := ConfigFromEnv(env(e))
@@ -186,6 +190,7 @@ func TestConfigLogValueHidesSecrets(t *testing.T) {
 }
 
 func TestConfigWithDefaults(t *testing.T) {
+	t.Parallel()
 	c, err := Config{
 		Tokens:      []ClientToken{{Client: "dev", Token: "dev-token"}},
 		DatabaseURL: "postgres://x",
@@ -211,6 +216,7 @@ func TestConfigWithDefaults(t *testing.T) {
 }
 
 func TestTokenSet(t *testing.T) {
+	t.Parallel()
 	ts := newTokenSet([]ClientToken{
 		{Client: "acme", Token: "acme-token"},
 		{Client: "globex", Token: "globex-token"},

@@ -156,6 +156,7 @@ func (e *testEnv) streamMsgs(t testing.TB) uint64 {
 }
 
 func TestAuthentication(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	want := map[string]any{"success": false, "message": "Unauthenticated."}
 	id := uuid.Must(uuid.NewV7()).String()
@@ -196,6 +197,7 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestCreateAccepted(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	r := e.post(t, acmeToken, validBody)
 	if r.status != http.StatusAccepted {
@@ -249,6 +251,7 @@ func TestCreateAccepted(t *testing.T) {
 }
 
 func TestCreateFormAndStringAmount(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	for _, tc := range []struct {
 		name, ctype, body string
@@ -275,6 +278,7 @@ func TestCreateFormAndStringAmount(t *testing.T) {
 }
 
 func TestCreateRefused(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	big := `{"phone":"0712345678","amount":1,"reference":"R","tag":"` + strings.Repeat("x", 64<<10) + `"}`
 	tests := []struct {
@@ -356,6 +360,7 @@ func TestCreateRefused(t *testing.T) {
 }
 
 func TestCreateUnavailable(t *testing.T) {
+	t.Parallel()
 	check := func(t *testing.T, r response) {
 		t.Helper()
 		if r.status != http.StatusServiceUnavailable {
@@ -411,6 +416,7 @@ func TestCreateUnavailable(t *testing.T) {
 }
 
 func TestCreateClientGoneStillPublishes(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, func(o *Options) { o.DispatchMode = ModeSync; o.SyncTimeout = time.Minute })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the client hung up before the handler even ran
@@ -442,6 +448,7 @@ func payment(id, client string) events.Payment {
 }
 
 func TestGetRecord(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	id := uuid.Must(uuid.NewV7()).String()
 	p := payment(id, "acme")
@@ -512,6 +519,7 @@ func TestGetRecord(t *testing.T) {
 }
 
 func TestGetPendingRecord(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	id := uuid.Must(uuid.NewV7()).String()
 	p := payment(id, "globex")
@@ -534,6 +542,7 @@ func TestGetPendingRecord(t *testing.T) {
 }
 
 func TestGetDatabaseDown(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	e.db.Close()
 	r := e.get(t, acmeToken, uuid.Must(uuid.NewV7()).String())
@@ -589,6 +598,7 @@ func fakeDispatcher(t *testing.T, e *testEnv, delay time.Duration, answer func(e
 }
 
 func TestSyncMode(t *testing.T) {
+	t.Parallel()
 	t.Run("dispatched", func(t *testing.T) {
 		e := newTestEnv(t, func(o *Options) { o.DispatchMode = ModeSync; o.SyncTimeout = 20 * time.Second })
 		fakeDispatcher(t, e, 300*time.Millisecond, func(p events.Payment) events.Event {
@@ -698,6 +708,7 @@ func jsonMap(t *testing.T, b []byte) map[string]any {
 }
 
 func TestProbes(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	r := e.do(t, newRequest(http.MethodGet, "/healthz", "", "", ""))
 	if r.status != http.StatusOK || r.body["status"] != "ok" {
@@ -731,6 +742,7 @@ func TestProbes(t *testing.T) {
 }
 
 func TestRoutingErrors(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	for _, tc := range []struct {
 		req    *http.Request
@@ -752,6 +764,7 @@ func TestRoutingErrors(t *testing.T) {
 }
 
 func TestInternalErrorsStayInternal(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	req := newRequest(http.MethodPost, PushPath, acmeToken, ctJSON, validBody)
 	rec := httptest.NewRecorder()
@@ -771,6 +784,7 @@ func TestInternalErrorsStayInternal(t *testing.T) {
 }
 
 func TestNewHandlerRefusesIncompleteOptions(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	good := Options{Conn: e.conn, JS: e.h.pub.JS, Store: e.store, Tokens: testTokens}
 	for name, tweak := range map[string]func(*Options){

@@ -12,6 +12,7 @@ import (
 // crash, and nothing is published. What the rules allow (unicode in a
 // reference) is taken as sent.
 func TestCreateHostileBodies(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	const (
 		phone = `"phone":"0712345678"`
@@ -125,6 +126,7 @@ func TestCreateHostileBodies(t *testing.T) {
 // TestCreateUnicodeReferences: what a reference may hold beyond ASCII is
 // taken and published exactly as sent (trimmed), counted in code points.
 func TestCreateUnicodeReferences(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	for _, ref := range []string{
 		"PAY 💳🇰🇪",                         // emoji, a flag of two code points

@@ -65,6 +65,7 @@ func accepted(t testing.TB, r response) string {
 }
 
 func TestIdempotentRepeat(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name          string
 		ctype1, body1 string
@@ -113,6 +114,7 @@ func TestIdempotentRepeat(t *testing.T) {
 }
 
 func TestIdempotencyKeyDifferentRequest(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	id := accepted(t, e.postKey(t, acmeToken, "k1", validBody))
 	want := map[string]any{
@@ -150,6 +152,7 @@ func TestIdempotencyKeyDifferentRequest(t *testing.T) {
 }
 
 func TestIdempotencyKeyInvalid(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	want := map[string]any{"success": false, "message": MsgKeyInvalid}
 	for name, set := range map[string]func(http.Header){
@@ -190,6 +193,7 @@ func TestIdempotencyKeyInvalid(t *testing.T) {
 }
 
 func TestIdempotencyConcurrent(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	const n = 20
 	type result struct {
@@ -252,6 +256,7 @@ func TestIdempotencyConcurrent(t *testing.T) {
 }
 
 func TestIdempotencyKeyPerClient(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	a := accepted(t, e.postKey(t, acmeToken, "shared", validBody))
 	g := accepted(t, e.postKey(t, globexToken, "shared", validBody))
@@ -271,6 +276,7 @@ func TestIdempotencyKeyPerClient(t *testing.T) {
 }
 
 func TestIdempotencyKeyExpired(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, func(o *Options) { o.IdempotencyTTL = time.Hour })
 	first := accepted(t, e.postKey(t, acmeToken, "k", validBody))
 	var ttl float64
@@ -314,6 +320,7 @@ func claimAsCrashedAPI(t *testing.T, e *testEnv, key string) string {
 }
 
 func TestIdempotencyPendingClaimTakenOver(t *testing.T) {
+	t.Parallel()
 	t.Run("crashed before publishing", func(t *testing.T) {
 		e := newTestEnv(t, nil)
 		id := claimAsCrashedAPI(t, e, "k")
@@ -360,6 +367,7 @@ func TestIdempotencyPendingClaimTakenOver(t *testing.T) {
 }
 
 func TestIdempotencyPublishRefused(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	ctx := context.Background()
 	if err := e.ns.JS.DeleteStream(ctx, events.StreamName); err != nil {
@@ -405,6 +413,7 @@ func (e *testEnv) loseAcks(t *testing.T) *nats.Subscription {
 // An ack that never comes: the request may be stored, so the claim keeps
 // its tracking id and the retry publishes that same id again.
 func TestIdempotencyPublishOutcomeUnknown(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 400 * time.Millisecond })
 	ctx := context.Background()
 	sink := e.loseAcks(t)
@@ -441,6 +450,7 @@ func TestIdempotencyPublishOutcomeUnknown(t *testing.T) {
 }
 
 func TestIdempotencyDatabaseDown(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	if err := e.db.Close(); err != nil {
 		t.Fatal(err)
@@ -457,6 +467,7 @@ func TestIdempotencyDatabaseDown(t *testing.T) {
 }
 
 func TestNoKeyLeavesNoClaim(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	a := accepted(t, e.post(t, acmeToken, validBody))
 	b := accepted(t, e.post(t, acmeToken, validBody))
@@ -473,6 +484,7 @@ func TestNoKeyLeavesNoClaim(t *testing.T) {
 }
 
 func TestIdempotencySyncMode(t *testing.T) {
+	t.Parallel()
 	t.Run("answered", func(t *testing.T) {
 		e := newTestEnv(t, func(o *Options) { o.DispatchMode = ModeSync; o.SyncTimeout = 20 * time.Second })
 		fakeDispatcher(t, e, 0, func(p events.Payment) events.Event {
@@ -512,6 +524,7 @@ const pinnedHash = "32b0492cafecd60c8f74b5e7ff91fce51b09942630e3d64207fdb2b891fa
 // The hash is stored with every key: a change to its encoding would turn
 // the retries of requests made before a deploy into 422s. Pin it.
 func TestRequestHashIsStable(t *testing.T) {
+	t.Parallel()
 	r := Request{Phone: "254712345678", Amount: 1500, Reference: "INV-2024-001", Tag: "loan-repayment"}
 	got := requestHash(r)
 	if len(got) != 64 {

@@ -13,6 +13,7 @@ import (
 // running here). Direct gets may be answered by a replica a moment behind
 // the leader; its "not found" must not become a 404 for an accepted id.
 func TestGetAfterAcceptedWithALaggingReplica(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	e.ns.LaggingReplica(t)
 	const n = 64
@@ -32,6 +33,7 @@ func TestGetAfterAcceptedWithALaggingReplica(t *testing.T) {
 // look-up that decides whether to publish again must not take a lagging
 // replica's "not found" for the truth.
 func TestIdempotencyTakeOverWithALaggingReplica(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	e.ns.LaggingReplica(t)
 	pub := &events.Publisher{JS: e.ns.JS, Source: EventSource}

@@ -14,6 +14,7 @@ import (
 )
 
 func TestLimitsFromEnv(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		set     map[string]string
@@ -60,6 +61,7 @@ func TestLimitsFromEnv(t *testing.T) {
 }
 
 func TestClientMaxQueuedFromEnv(t *testing.T) {
+	t.Parallel()
 	// The default leaves the dispatcher's MaxAckPending room for nine
 	// clients at their caps and the overshoot (docs/OPERATIONS.md: Abuse limits).
 	if m := events.DispatcherConsumer().MaxAckPending; 9*DefaultClientMaxQueued >= m || maxClientMaxQueued != m {
@@ -83,6 +85,7 @@ func TestClientMaxQueuedFromEnv(t *testing.T) {
 }
 
 func TestClientLimits(t *testing.T) {
+	t.Parallel()
 	l := newClientLimits(2, 3) // 2/s, bursts of 3: refilled in 1.5s
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 3 {
@@ -125,6 +128,7 @@ func phoneBody(phone, ref string) string {
 }
 
 func TestClientRateLimit(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, func(o *Options) { o.RateLimit, o.RateBurst = 0.01, 3 })
 	for i := range 3 {
 		if r := e.post(t, acmeToken, phoneBody("0712000100", fmt.Sprint("R", i))); r.status != http.StatusAccepted {
@@ -161,6 +165,7 @@ func TestClientRateLimit(t *testing.T) {
 }
 
 func TestPhoneLimit(t *testing.T) {
+	t.Parallel()
 	const limit = 3
 	e := newTestEnv(t, func(o *Options) { o.PhoneMaxPrompts, o.PhoneWindow = limit, time.Hour })
 	const flooded, other = "0712000200", "0712000201"
@@ -203,6 +208,7 @@ func TestPhoneLimit(t *testing.T) {
 // it: not how many, not when, not whose. Answers for phones filled by the
 // client itself, by others, long ago or just now, are the same.
 func TestPhoneLimitRevealsNoPrompts(t *testing.T) {
+	t.Parallel()
 	const limit = 2
 	e := newTestEnv(t, func(o *Options) { o.PhoneMaxPrompts, o.PhoneWindow = limit, time.Hour })
 	tests := []struct {
@@ -243,6 +249,7 @@ func TestPhoneLimitRevealsNoPrompts(t *testing.T) {
 // A replay of an Idempotency-Key is neither counted nor refused; a request
 // refused at the limit leaves its key free for a retry later.
 func TestPhoneLimitAndIdempotency(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, func(o *Options) { o.PhoneMaxPrompts, o.PhoneWindow = 2, time.Hour })
 	const phone = "0712000300"
 	first := accepted(t, e.postKey(t, acmeToken, "order-1", phoneBody(phone, "A")))
@@ -276,6 +283,7 @@ func TestPhoneLimitAndIdempotency(t *testing.T) {
 // A request that ends in 503 with nothing published gives its slot back;
 // one whose publish may have been stored keeps it.
 func TestPhoneLimitNotPublished(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, func(o *Options) { o.PhoneMaxPrompts, o.PhoneWindow = 1, time.Hour })
 	ctx := context.Background()
 	const phone = "0712000400"
@@ -304,6 +312,7 @@ func TestPhoneLimitNotPublished(t *testing.T) {
 // Requests for one phone at once, from several clients: exactly the limit
 // is accepted, the rest are 429.
 func TestPhoneLimitConcurrent(t *testing.T) {
+	t.Parallel()
 	const limit, requests = 4, 24
 	e := newTestEnv(t, func(o *Options) { o.PhoneMaxPrompts, o.PhoneWindow = limit, time.Hour })
 	var (

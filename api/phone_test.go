@@ -6,6 +6,7 @@ import (
 )
 
 func TestNormalizePhone(t *testing.T) {
+	t.Parallel()
 	valid := []struct{ in, want string }{
 		// Every listed format, Safaricom (7…) and the 01… range.
 		{"0712345678", "254712345678"},

@@ -52,6 +52,7 @@ func (e *testEnv) projectRequested(t testing.TB, ids ...string) []events.Payment
 // finished it is accepted again. The count holds whether the requests are
 // in the read model yet or not.
 func TestClientQueuedCap(t *testing.T) {
+	t.Parallel()
 	const limit = 3
 	e := queuedEnv(t, limit)
 
@@ -98,6 +99,7 @@ func TestClientQueuedCap(t *testing.T) {
 // The cap holds across api instances: another instance counts the
 // client's requests once the projector has written them.
 func TestClientQueuedCapAcrossInstances(t *testing.T) {
+	t.Parallel()
 	const limit = 2
 	e := queuedEnv(t, limit)
 	other, err := NewHandler(Options{
@@ -121,6 +123,7 @@ func TestClientQueuedCapAcrossInstances(t *testing.T) {
 
 // Requests at once from one client: exactly the cap is accepted.
 func TestClientQueuedCapConcurrent(t *testing.T) {
+	t.Parallel()
 	const limit, requests = 5, 20
 	e := queuedEnv(t, limit)
 	var (
@@ -148,6 +151,7 @@ func TestClientQueuedCapConcurrent(t *testing.T) {
 // A request refused or not published takes no place; Postgres down is a
 // 503, not a waiver.
 func TestClientQueuedCapNotPublished(t *testing.T) {
+	t.Parallel()
 	e := queuedEnv(t, 1)
 	ctx := context.Background()
 	if err := e.ns.JS.DeleteStream(ctx, events.StreamName); err != nil {
@@ -173,6 +177,7 @@ func TestClientQueuedCapNotPublished(t *testing.T) {
 // requests accepted here count until the read model has them; a read that
 // fails refuses nothing silently.
 func TestQueuedLimits(t *testing.T) {
+	t.Parallel()
 	var (
 		reads  int
 		stored []string // the read model: queued ids of the client

@@ -35,6 +35,7 @@ func golden(t *testing.T, name string, got []byte) {
 }
 
 func TestRecordViewGolden(t *testing.T) {
+	t.Parallel()
 	created := time.Date(2024, 3, 21, 14, 30, 1, 123456000, time.FixedZone("EAT", 3*3600))
 	pending := store.Record{
 		ID:          1,

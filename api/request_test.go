@@ -18,6 +18,7 @@ const (
 )
 
 func TestDecodeRequestValid(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, ctype, body string
 		want              Request
@@ -95,6 +96,7 @@ func TestDecodeRequestValid(t *testing.T) {
 }
 
 func TestDecodeRequestMultipart(t *testing.T) {
+	t.Parallel()
 	var b bytes.Buffer
 	w := multipart.NewWriter(&b)
 	for k, v := range map[string]string{"phone": "0712345678", "amount": "99", "reference": "MP-1"} {
@@ -148,6 +150,7 @@ func body(fields map[string]string) string {
 }
 
 func TestDecodeRequestInvalid(t *testing.T) {
+	t.Parallel()
 	const (
 		phoneRequired = "The phone field is required."
 		phoneInvalid  = "The phone field must be a valid Kenyan mobile number."
@@ -276,6 +279,7 @@ func TestDecodeRequestInvalid(t *testing.T) {
 }
 
 func TestDecodeRequestFieldOrder(t *testing.T) {
+	t.Parallel()
 	// Every field wrong: the first error is phone's, and the errors object
 	// lists the fields in the request's order.
 	_, err := DecodeRequest(ctJSON, []byte(`{"tag":1,"reference":"","amount":1.5,"phone":"x"}`))
@@ -310,6 +314,7 @@ func TestDecodeRequestFieldOrder(t *testing.T) {
 }
 
 func TestDecodeRequestForm(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		body, field, msg string
 	}{
@@ -338,6 +343,7 @@ func TestDecodeRequestForm(t *testing.T) {
 }
 
 func TestDecodeRequestMalformed(t *testing.T) {
+	t.Parallel()
 	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
 	tests := []struct {
 		name, ctype, body, msg string

@@ -108,6 +108,7 @@ func call(t *testing.T, method, url, token, body string) (*http.Response, map[st
 }
 
 func TestRun(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	ctx := context.Background()
 	// Run makes the stream if it is missing, as every service does.
@@ -167,6 +168,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestRunShutdownEndsSyncWaits(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	cfg := runConfig(t, ns)
 	cfg.DispatchMode, cfg.SyncTimeout = ModeSync, 4*time.Minute
@@ -226,6 +228,7 @@ func TestRunShutdownEndsSyncWaits(t *testing.T) {
 }
 
 func TestRunStartFailures(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -289,6 +292,7 @@ func TestRunStartFailures(t *testing.T) {
 }
 
 func TestPurgeKeys(t *testing.T) {
+	t.Parallel()
 	db := pgtest.New(t)
 	// More than a batch of expired keys, and some that must stay.
 	db.MustExec(`INSERT INTO idempotency_keys (client, key, request_hash, tracking_id, state, holder,

@@ -42,6 +42,7 @@ func projectedView(t *testing.T, e *testEnv, id string, evs ...events.Event) map
 }
 
 func TestGetFromStream(t *testing.T) {
+	t.Parallel()
 	dispatched := func(p events.Payment) events.Dispatched {
 		return events.Dispatched{Payment: p, MerchantRequestID: "29115-34620561-1", CheckoutRequestID: "ws_CO_" + p.TrackingID}
 	}
@@ -163,6 +164,7 @@ func TestGetFromStream(t *testing.T) {
 }
 
 func TestGetFromStreamNotFound(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	id := uuid.Must(uuid.NewV7()).String()
 	// Events of the id other than its request do not make it exist.
@@ -175,6 +177,7 @@ func TestGetFromStreamNotFound(t *testing.T) {
 }
 
 func TestGetFromStreamNATSDown(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	// A record in the read model is still served.
 	known := uuid.Must(uuid.NewV7()).String()
@@ -205,6 +208,7 @@ func TestGetFromStreamNATSDown(t *testing.T) {
 // A completion without a result code is final in the stream's view too,
 // as the projector will write it: an invalid outcome, not Pending.
 func TestGetFromStreamCompletionWithoutCode(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	id := uuid.Must(uuid.NewV7()).String()
 	p := payment(id, "acme")
@@ -231,6 +235,7 @@ func TestGetFromStreamCompletionWithoutCode(t *testing.T) {
 // from the read model alike, and a late success shows in meta.late_result
 // without moving the outcome.
 func TestGetUnknownWithALateResult(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	id := uuid.Must(uuid.NewV7()).String()
 	p := payment(id, "acme")
@@ -281,6 +286,7 @@ func TestGetUnknownWithALateResult(t *testing.T) {
 // the customer's payment): the stream shows the success, as the read
 // model does, never the failure that would hide the payment.
 func TestGetFromStreamLateSuccessOverFailure(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, nil)
 	id := uuid.Must(uuid.NewV7()).String()
 	p := payment(id, "acme")

@@ -17,6 +17,7 @@ import (
 // its headers or body slowly, or sits idle on a kept-alive connection, is
 // cut off after the configured timeout, long before it would be done.
 func TestSlowClientsCutOff(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	cfg := runConfig(t, ns)
 	cfg.ReadHeaderTimeout = 300 * time.Millisecond
@@ -48,6 +49,7 @@ func TestSlowClientsCutOff(t *testing.T) {
 // MaxBodyBytes is refused with 413, whether it announces its length or
 // streams without one, and without the server reading it all.
 func TestOversizedBodyRefused(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	base, _ := startRun(t, runConfig(t, ns))
 	for _, tc := range []struct {
@@ -85,6 +87,7 @@ func TestOversizedBodyRefused(t *testing.T) {
 // longest answer: a body read up to ReadTimeout, then the sync wait, the
 // idempotency claim, the phone slot and the publish.
 func TestWriteTimeoutOutlastsSyncWait(t *testing.T) {
+	t.Parallel()
 	for _, sync := range []time.Duration{time.Second, DefaultSyncTimeout, MaxSyncTimeout} {
 		cfg, err := Config{NATSURL: "nats://h:1", DatabaseURL: "postgres://x", SyncTimeout: sync}.withDefaults()
 		if err != nil {
@@ -104,6 +107,7 @@ func TestWriteTimeoutOutlastsSyncWait(t *testing.T) {
 // TestOversizedHeadersRefused: through the real server, headers over
 // MaxHeaderBytes are refused with 431, far below Go's 1 MiB default.
 func TestOversizedHeadersRefused(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	base, _ := startRun(t, runConfig(t, ns))
 	for _, tc := range []struct {

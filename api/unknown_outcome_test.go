@@ -13,6 +13,7 @@ import (
 // request may be stored, so the 503 must not say that nothing was sent; it
 // names the tracking id, and GET of that id tells the client the truth.
 func TestCreateOutcomeUnknownNamesTheTrackingID(t *testing.T) {
+	t.Parallel()
 	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 400 * time.Millisecond })
 	ctx := context.Background()
 	sink := e.loseAcks(t)

@@ -130,6 +130,7 @@ func (e *testEnv) count(subject string) int {
 // service died in between) is applied by the applier, once, with its
 // receipt.
 func TestApplierAppliesKeptCallback(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
@@ -153,6 +154,7 @@ func TestApplierAppliesKeptCallback(t *testing.T) {
 // not publish its outcome (the STK stream refused it); once the stream takes
 // messages again the applier publishes it.
 func TestApplierAfterPublishFailed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
@@ -181,6 +183,7 @@ func TestApplierAfterPublishFailed(t *testing.T) {
 // the stream is back the applier applies it. On main such a callback was
 // kept as stkcb.unmatched.unverified and never applied.
 func TestApplierAfterFailedLookup(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, time.Second)
 	id := uuid.NewString()
 	ctx := context.Background()
@@ -212,6 +215,7 @@ func TestApplierAfterFailedLookup(t *testing.T) {
 // repeat of the callback publish nothing more. A callback after Daraja's
 // own outcome changes nothing.
 func TestLateCallback(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
@@ -282,6 +286,7 @@ func TestLateCallback(t *testing.T) {
 // TestApplierLateResultAfterCrash: a late callback kept but whose
 // stk.late_result was never published is published by the applier.
 func TestApplierLateResultAfterCrash(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
@@ -304,6 +309,7 @@ func TestApplierLateResultAfterCrash(t *testing.T) {
 // it copies it to stkcb.unmatched.late_unconfirmed.<id> for an operator;
 // the outcome stays, and it is not held for confirmation again.
 func TestApplierLateUnconfirmedSuccessKeptForOperator(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	p := payment(id)
@@ -336,6 +342,7 @@ func TestApplierLateUnconfirmedSuccessKeptForOperator(t *testing.T) {
 // callback (its consumer deleted and made anew, as after an operator's
 // reset) publishes nothing more.
 func TestApplierRepeatedRuns(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	applied, late := uuid.NewString(), uuid.NewString()
 	e.requestDispatched(payment(applied))
@@ -396,6 +403,7 @@ const (
 // taken until the consumer's AckWait (30 s) has passed, longer than this
 // test should take; the applier of the next instance is the parent's.
 func TestCallbackIngestProcess(t *testing.T) {
+	t.Parallel()
 	if os.Getenv(childNATS) == "" {
 		t.Skip("only run as a child process")
 	}
@@ -424,6 +432,7 @@ func TestCallbackIngestProcess(t *testing.T) {
 // callback-after-keep, as `make chaos` uses it) loses nothing: the applier
 // of the next instance applies the kept callback, with its receipt.
 func TestCrashBetweenKeepAndPublish(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
@@ -489,6 +498,7 @@ func TestCrashBetweenKeepAndPublish(t *testing.T) {
 // which JetStream then drops as a duplicate: the callback becomes the
 // payment's stk.late_result rather than vanish.
 func TestCompletionRacedByNoAnswer(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
@@ -520,6 +530,7 @@ func TestCompletionRacedByNoAnswer(t *testing.T) {
 }
 
 func TestApplierRetryDelay(t *testing.T) {
+	t.Parallel()
 	for n, want := range map[uint64]time.Duration{0: 2 * time.Second, 1: 2 * time.Second, 2: 4 * time.Second, 5: 32 * time.Second, 6: time.Minute, 1000: time.Minute} {
 		if got := retryDelay(n); got != want {
 			t.Errorf("retryDelay(%d) = %s, want %s", n, got, want)
@@ -530,6 +541,7 @@ func TestApplierRetryDelay(t *testing.T) {
 // The callback-apply consumer deleted under a running applier is created
 // again: a callback kept afterwards is still applied.
 func TestApplierConsumerDeletedIsCreatedAgain(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	e.startApplier()
 	ctx := context.Background()

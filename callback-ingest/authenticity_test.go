@@ -19,6 +19,7 @@ const successCheckoutID = "ws_CO_21032024143055123712345678" // the success fixt
 // changes nothing, is answered like any kept callback, and is kept on an
 // unmatched subject saying why. The token never reaches a log line.
 func TestCallbackForged(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	victim, other := uuid.NewString(), uuid.NewString()
 	for _, id := range []string{victim, other} {
@@ -93,6 +94,7 @@ func TestCallbackForged(t *testing.T) {
 // callbacks of pushes signed with either secret are applied; a secret taken
 // off the list no longer verifies.
 func TestCallbackSecretRotation(t *testing.T) {
+	t.Parallel()
 	newSecret, err := events.ParseCallbackSecrets(testSecret)
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +141,7 @@ func TestCallbackSecretRotation(t *testing.T) {
 // changes nothing, and so does a genuine callback of one payment replayed to
 // another payment's genuine URL: the CheckoutRequestID is not that push's.
 func TestCallbackReplayed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	paid, victim := uuid.NewString(), uuid.NewString()
 	e.request(payment(paid))
@@ -181,6 +184,7 @@ func TestCallbackReplayed(t *testing.T) {
 // answered 403, changes nothing and is kept with its source; its token
 // being right, whole, on its own payment's subject.
 func TestCallbackSourceRefused(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		sources SourcePolicy
@@ -246,6 +250,7 @@ func prefixes(list string) []netip.Prefix {
 // TestSourcePolicy: which address a request is taken to come from, and
 // whether it is allowed, with and without trusted proxies.
 func TestSourcePolicy(t *testing.T) {
+	t.Parallel()
 	safaricom := prefixes("196.201.212.0/24,196.201.213.0/24,196.201.214.0/24")
 	proxies := prefixes("10.0.0.0/8, fd00::/8")
 	tests := []struct {
@@ -299,6 +304,7 @@ func TestSourcePolicy(t *testing.T) {
 }
 
 func TestParsePrefixes(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		list, want, err string
 	}{

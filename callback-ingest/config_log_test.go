@@ -12,6 +12,7 @@ import (
 // TestConfigLogged: the configuration logged at start shows every setting
 // but its secrets and the credentials of its URLs, whatever the handler.
 func TestConfigLogged(t *testing.T) {
+	t.Parallel()
 	cfg, err := ConfigFromEnv(func(k string) string {
 		return map[string]string{
 			"NATS_URL":             "nats://natsuser:nats-pw-9e4f@nats:4222,nats://nats-tok-2a6b@other:4222",
@@ -42,6 +43,7 @@ func TestConfigLogged(t *testing.T) {
 // TestConfigErrorsHideURLCredentials: a NATS_URL refused as malformed is
 // named in the error with its credentials hidden, however it is malformed.
 func TestConfigErrorsHideURLCredentials(t *testing.T) {
+	t.Parallel()
 	for _, u := range []string{
 		"natsuser:nats-pw-9e4f@nats:4222", // no scheme: url.Parse finds no user
 		"nats://u:nats-pw-9e4f@nats:bad:port",

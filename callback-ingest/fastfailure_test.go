@@ -35,6 +35,7 @@ func (e *testEnv) dispatchAt(p events.Payment, cb Callback, at time.Time) {
 // CallBackURL can send it as fast. A success is judged by its amount and
 // phone, not its speed.
 func TestCallbackFastFailure(t *testing.T) {
+	t.Parallel()
 	const fast = 2 * time.Second
 	tests := []struct {
 		name    string
@@ -126,6 +127,7 @@ func TestCallbackFastFailure(t *testing.T) {
 // from its own clock: a fast failure is held, not counted because the
 // applier came late.
 func TestApplierFastFailure(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, Options{FastFailure: 2 * time.Second})
 	body := readFixture(t, "cancelled")
 	cb, err := ParseCallback(body)

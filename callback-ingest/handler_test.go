@@ -246,6 +246,7 @@ func readFixture(t *testing.T, name string) []byte {
 // TestCallbackFixtures posts each fixture for a requested payment and reads
 // back the one stk.completed it must produce.
 func TestCallbackFixtures(t *testing.T) {
+	t.Parallel()
 	type outcome struct {
 		resultCode, resultDesc, receipt, transactionDate, merchantID, checkoutID string
 	}
@@ -325,6 +326,7 @@ func TestCallbackFixtures(t *testing.T) {
 // TestCallbackRefused: what is not applied gets its exact answer and
 // publishes nothing (TestCallbackKept checks that each is kept).
 func TestCallbackRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	known := uuid.NewString()
 	e.request(payment(known))
@@ -384,6 +386,7 @@ func TestCallbackRefused(t *testing.T) {
 // TestCallbackBodyLimit: 64 KiB is taken, one byte more is 413, whether the
 // length is announced or not.
 func TestCallbackBodyLimit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	fixture := readFixture(t, "success")
 	padded := func(n int) []byte {
@@ -426,6 +429,7 @@ func TestCallbackBodyLimit(t *testing.T) {
 // TestCallbackAnyMethodAndCase: Safaricom POSTs, but the route takes any
 // method, and a tracking id in capitals is the same payment.
 func TestCallbackAnyMethodAndCase(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	for _, method := range []string{http.MethodPut, http.MethodPatch} {
 		id := uuid.NewString()
@@ -443,6 +447,7 @@ func TestCallbackAnyMethodAndCase(t *testing.T) {
 // TestCallbackRepeated: a repeated callback is answered 200 each time and
 // stored once, in sequence or all at once.
 func TestCallbackRepeated(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 
 	t.Run("in sequence", func(t *testing.T) {
@@ -498,6 +503,7 @@ func TestCallbackRepeated(t *testing.T) {
 // TestCallbackConflict: once a payment has its outcome, a callback that says
 // otherwise is not published, but it is logged for reconciliation.
 func TestCallbackConflict(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	p := payment(id)
@@ -541,6 +547,7 @@ func TestCallbackConflict(t *testing.T) {
 // Daraja's STK query. With CALLBACK_CONFIRM=never it counts as it stands,
 // with the request's payment, and the disagreement is logged.
 func TestCallbackConfirmation(t *testing.T) {
+	t.Parallel()
 	success := string(readFixture(t, "success")) // 1500 KES from 254712345678
 	cancelled := string(readFixture(t, "cancelled"))
 	noAmount := strings.Replace(success, `{"Name":"Amount","Value":1500.00},`, "", 1)
@@ -660,6 +667,7 @@ func TestCallbackConfirmation(t *testing.T) {
 // TestCallbackPublishRefused: when JetStream does not store the event the
 // answer is 503, and the same callback is taken once it can be.
 func TestCallbackPublishRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
@@ -696,6 +704,7 @@ func TestCallbackPublishRefused(t *testing.T) {
 // TestCallbackStreamDeleted: a missing stream is an outage, not an unknown
 // payment.
 func TestCallbackStreamDeleted(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, time.Second)
 	id := uuid.NewString()
 	e.request(payment(id))
@@ -710,6 +719,7 @@ func TestCallbackStreamDeleted(t *testing.T) {
 // TestCallbackNATSDown: with the server gone the answer is 503 and /readyz
 // says not ready, while /healthz (the process) is fine.
 func TestCallbackNATSDown(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 500*time.Millisecond)
 	id := uuid.NewString()
 	e.request(payment(id))
@@ -735,6 +745,7 @@ func TestCallbackNATSDown(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	for path, want := range map[string]string{
 		"/healthz": `{"status":"ok"}` + "\n",
@@ -747,6 +758,7 @@ func TestHealth(t *testing.T) {
 }
 
 func TestNewHandlerNeedsNATS(t *testing.T) {
+	t.Parallel()
 	if _, err := NewHandler(Options{}); err == nil {
 		t.Error("NewHandler without JetStream: no error")
 	}
@@ -756,6 +768,7 @@ func TestNewHandlerNeedsNATS(t *testing.T) {
 // TestCallbackUnreadableStoredEvents: an event in the stream that does not
 // decode is our fault, and never a reason to publish a second outcome.
 func TestCallbackUnreadableStoredEvents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	garbage := func(typ, id string) {
 		t.Helper()

@@ -17,6 +17,7 @@ import (
 // ResultDesc names the problem, never a 500 or a crash, publishes nothing,
 // and is kept raw on stkcb.unmatched.unparseable with the same reason.
 func TestCallbackHostileBodies(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	success := strings.TrimSpace(string(readFixture(t, "success")))
 	// swap replaces old, which must be in the success fixture, by new.
@@ -131,6 +132,7 @@ func TestCallbackHostileBodies(t *testing.T) {
 // Content-Type says, as Daraja's JSON: a genuine callback counts under any
 // label, and a body that is not Daraja's JSON gets its 400 under any label.
 func TestCallbackContentTypes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	success := string(readFixture(t, "success"))
 	tests := []struct {
@@ -183,6 +185,7 @@ func TestCallbackContentTypes(t *testing.T) {
 // TestCallbackUnicodeDescription: Daraja's ResultDesc is free text, kept
 // exactly as sent, whatever script or marks it holds.
 func TestCallbackUnicodeDescription(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.request(payment(id))
@@ -213,6 +216,7 @@ func TestCallbackUnicodeDescription(t *testing.T) {
 // holds a NUL (which Postgres cannot store) is applied with the NUL dropped,
 // not refused: the callback is the only word of the payment there will be.
 func TestCallbackControlCharacterInDescription(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))

@@ -82,6 +82,7 @@ func (e *testEnv) callbackStream() jetstream.Stream {
 // TestCallbackKept: every callback, whatever becomes of it, is kept exactly
 // once, raw, on the subject that says what it was, with where it came from.
 func TestCallbackKept(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	success := string(readFixture(t, "success"))
 	cancelled := string(readFixture(t, "cancelled"))
@@ -224,6 +225,7 @@ func TestCallbackKept(t *testing.T) {
 // TestCallbackKeptTooLarge: a body over the limit is refused unread, and
 // nothing of it is kept.
 func TestCallbackKeptTooLarge(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.request(payment(id))
@@ -239,6 +241,7 @@ func TestCallbackKeptTooLarge(t *testing.T) {
 // TestCallbackKeepFails: when the raw copy cannot be stored the answer is
 // 503 and nothing is published; once it can, the callback is taken.
 func TestCallbackKeepFails(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, time.Second)
 	ctx := context.Background()
 	success := readFixture(t, "success")
@@ -303,6 +306,7 @@ func TestCallbackKeepFails(t *testing.T) {
 // TestCallbackKeptBeforePublished: the raw copy is stored before the
 // stk.completed it leads to.
 func TestCallbackKeptBeforePublished(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
@@ -321,6 +325,7 @@ func TestCallbackKeptBeforePublished(t *testing.T) {
 
 // TestHeaderValue: request values cannot break a NATS header.
 func TestHeaderValue(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in    string
 		limit int
@@ -342,6 +347,7 @@ func TestHeaderValue(t *testing.T) {
 // TestCallbackKeptTruncated: a sender that hangs up mid-body leaves what it
 // sent, and that is kept.
 func TestCallbackKeptTruncated(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	id := uuid.NewString()
 	e.request(payment(id))

@@ -52,6 +52,7 @@ func (e *testEnv) noAnswer(p events.Payment) {
 // nobody), and neither a failure after it nor the success again publishes
 // anything more.
 func TestLateSuccessReplacesLateFailure(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	x := uuid.NewString()
 	e.request(payment(x))
@@ -81,6 +82,7 @@ func TestLateSuccessReplacesLateFailure(t *testing.T) {
 // stkcb.unmatched.late_unconfirmed.<X> for an operator. A late success
 // that passes the checks claims its receipt.
 func TestLateSuccessIsChecked(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		dispatched bool

@@ -21,6 +21,7 @@ import (
 // and then publishing, without a check that nothing came between, stored
 // [success, failure] for a few payments in two hundred.)
 func TestLateFailureAndSuccessRacing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	h, err := newHandler(Options{JS: e.ns.JS, Stream: e.ns.Stream, Conn: e.ns.Conn, Secrets: testSecrets,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Now: func() time.Time { return clock }})

@@ -8,6 +8,7 @@ import (
 // TestPathForLog: what is logged of a callback's path is the tracking id,
 // never the callback token after it.
 func TestPathForLog(t *testing.T) {
+	t.Parallel()
 	const token = "tOkEn-5eCr3t-0123456789abcdefghijklmnopqrs"
 	for _, tc := range []struct{ path, want string }{
 		{RoutePrefix + "01a21a25-f56f-7758-a755-ea5e2f0d6fe9/" + token, "01a21a25-f56f-7758-a755-ea5e2f0d6fe9"},

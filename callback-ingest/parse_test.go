@@ -25,6 +25,7 @@ func fixtures(t testing.TB) map[string][]byte {
 
 // TestParseFixtures pins the reading of every fixture in a golden file.
 func TestParseFixtures(t *testing.T) {
+	t.Parallel()
 	for name, body := range fixtures(t) {
 		t.Run(name, func(t *testing.T) {
 			cb, err := ParseCallback(body)
@@ -56,6 +57,7 @@ func TestParseFixtures(t *testing.T) {
 // TestParseFixturesMeaning states what the golden files must say, so that
 // an -update cannot quietly bless a wrong reading.
 func TestParseFixturesMeaning(t *testing.T) {
+	t.Parallel()
 	want := map[string]Callback{
 		"success": {
 			MerchantRequestID: "6e86-45dd-91ac-fd5d4178ab523002867",
@@ -158,6 +160,7 @@ const (
 // TestParseLenient: what Daraja has been seen (or may be expected) to send
 // in other shapes still reads the same.
 func TestParseLenient(t *testing.T) {
+	t.Parallel()
 	full := Callback{
 		MerchantRequestID: "m-1", CheckoutRequestID: "ws_CO_1", ResultCode: "0", ResultDesc: "ok",
 		Amount: 1500, Receipt: "SCL4XQ2B7K", TransactionDate: "2024-03-21 14:30:55", Phone: "254712345678",
@@ -227,6 +230,7 @@ func TestParseLenient(t *testing.T) {
 // TestParseMalformed: every refusal names its reason, and the reason is what
 // the answer will say.
 func TestParseMalformed(t *testing.T) {
+	t.Parallel()
 	deep := strings.Repeat(`{"a":`, 20000) + "1" + strings.Repeat("}", 20000)
 	deepArray := stk(ids + `,"ResultCode":1,"ResultDesc":"no","CallbackMetadata":{"Item":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + `}`)
 	tests := []struct {

@@ -54,6 +54,7 @@ func (e *testEnv) paidPayment(n int) (string, string) {
 // another, counted first, would leave the genuine payment without its
 // outcome. The holder's own callback, repeated, is no conflict.
 func TestCallbackReceiptTaken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	holder, holderCheckout := e.paidPayment(1)
 	claimant, claimantCheckout := e.paidPayment(2)
@@ -106,6 +107,7 @@ func TestCallbackReceiptTaken(t *testing.T) {
 // holds a success whose receipt another payment claimed as the handler
 // does, the holder named.
 func TestApplierReceiptTaken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, 0)
 	holder, holderCheckout := e.paidPayment(1)
 	claimant, claimantCheckout := e.paidPayment(2)

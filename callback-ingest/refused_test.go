@@ -30,6 +30,7 @@ const refusedCopyBound = RefusedBodyBytes + 4<<10
 // the stream grows by no more than a bound: the forged copies are cut, and
 // stored at a bounded rate per source.
 func TestRefusedFloodKeepsGenuine(t *testing.T) {
+	t.Parallel()
 	const flood = events.CallbackMaxPerSubject + 1
 	tests := []struct {
 		name      string
@@ -121,6 +122,7 @@ func (b *hangUp) Read(p []byte) (int, error) {
 // source is refused; one without is kept cut to RefusedBodyBytes (whole
 // when it is the size of a real callback), on its reason's shared subject.
 func TestRefusedCallbackKept(t *testing.T) {
+	t.Parallel()
 	id := uuid.NewString()
 	big := strings.Repeat("x", MaxBodyBytes)
 	cut := big[:RefusedBodyBytes]
@@ -198,6 +200,7 @@ func TestRefusedCallbackKept(t *testing.T) {
 // fill up instead). Other sources, and callbacks with
 // their token right, are not held back.
 func TestRefusedRateLimitedPerSource(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, Options{Sources: SourcePolicy{Allow: prefixes("196.201.214.0/24, 2001:db8::/32")}})
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
@@ -250,6 +253,7 @@ func TestRefusedRateLimitedPerSource(t *testing.T) {
 // the table holds (every /64 of an IPv6 /48, a botnet) is stored at most at
 // the total rate, not at the table's size times a source's burst.
 func TestRefusedStorageBoundedOverAllSources(t *testing.T) {
+	t.Parallel()
 	l := newSourceLimits(RefusedRate, RefusedBurst, maxRefusedSources).withTotal(RefusedTotalRate, RefusedTotalBurst)
 	kept := 0
 	for i := range 20000 {
@@ -277,6 +281,7 @@ func TestRefusedStorageBoundedOverAllSources(t *testing.T) {
 // buckets are held, idle ones given up for new sources, and the sources
 // past max share one.
 func TestSourceLimits(t *testing.T) {
+	t.Parallel()
 	at := func(s int) time.Time { return clock.Add(time.Duration(s) * time.Second) }
 	src := func(s string) netip.Prefix { return sourceKey(netip.MustParseAddr(s), true) }
 	l := newSourceLimits(1, 2, 2) // refilled in 2s
@@ -319,6 +324,7 @@ func TestSourceLimits(t *testing.T) {
 }
 
 func TestSourceKey(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		addr string
 		ok   bool
@@ -341,6 +347,7 @@ func TestSourceKey(t *testing.T) {
 // kept at its longest takes at most refusedCopyBound in the stream, the
 // figure SECURITY.md's bound on a flood is made of.
 func TestRefusedCopyBound(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, Options{Sources: SourcePolicy{TrustedProxies: prefixes("127.0.0.0/8")}})
 	long := strings.Repeat("x", 2*maxPathHeader)
 	req := httptest.NewRequest(http.MethodPost, RoutePrefix+long, bytes.NewReader(bytes.Repeat([]byte("x"), MaxBodyBytes)))

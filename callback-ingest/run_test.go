@@ -30,6 +30,7 @@ var rotatedSecrets = func() events.CallbackSecrets {
 }()
 
 func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		env     map[string]string
@@ -94,6 +95,7 @@ func TestConfigFromEnv(t *testing.T) {
 }
 
 func TestConfigLogValueHidesCredentials(t *testing.T) {
+	t.Parallel()
 	cfg := Config{Addr: ":8081", NATSURL: "nats://user:s3cret@a:1,nats://t0ken@b:2,nats://c:3", StreamReplicas: 1}
 	var buf bytes.Buffer
 	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "config", cfg)
@@ -116,6 +118,7 @@ func TestConfigLogValueHidesCredentials(t *testing.T) {
 // TestRun runs the service as main does, takes a callback, and stops on
 // cancel.
 func TestRun(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -184,6 +187,7 @@ func TestRun(t *testing.T) {
 // TestRunRefuses: configuration JetStream will not accept is an error, not
 // an endless wait.
 func TestRunRefuses(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

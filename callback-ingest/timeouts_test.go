@@ -57,6 +57,7 @@ func startRun(t *testing.T, cfg Config) string {
 // headers or its callback slowly, or sits idle on a kept-alive connection,
 // is cut off at the configured timeout, long before it would be done.
 func TestSlowClientsCutOff(t *testing.T) {
+	t.Parallel()
 	cfg := Config{ReadHeaderTimeout: 300 * time.Millisecond, ReadTimeout: 600 * time.Millisecond, IdleTimeout: 400 * time.Millisecond}
 	addr := startRun(t, cfg)
 	path := RoutePrefix + tokenPath(uuid.NewString())
@@ -77,6 +78,7 @@ func TestSlowClientsCutOff(t *testing.T) {
 // MaxBodyBytes is a 413, whether it announces its length or streams without
 // end.
 func TestOversizedBodyRefused(t *testing.T) {
+	t.Parallel()
 	addr := startRun(t, Config{})
 	url := "http://" + addr + RoutePrefix + tokenPath(uuid.NewString())
 	for _, tc := range []struct {
@@ -112,6 +114,7 @@ func TestOversizedBodyRefused(t *testing.T) {
 // TestOversizedHeadersRefused: through the real server, headers over
 // MaxHeaderBytes are refused with 431, far below Go's 1 MiB default.
 func TestOversizedHeadersRefused(t *testing.T) {
+	t.Parallel()
 	addr := startRun(t, Config{})
 	for _, tc := range []struct {
 		size int

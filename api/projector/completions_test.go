@@ -14,6 +14,7 @@ import (
 // the payment ends final (status 1), nothing is terminated, and a rewritten
 // one is logged with its tracking_id.
 func TestRunAppliesEveryCompletion(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	owner := newStory("0")
 	h.publish(owner.requested, owner.dispatched)
@@ -79,6 +80,7 @@ func TestRunAppliesEveryCompletion(t *testing.T) {
 // never terminated; one the projector meets before its payment's
 // completion is kept too.
 func TestRunAppliesLateResults(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.run(h.config())
 	late := func(s story) events.LateResult {

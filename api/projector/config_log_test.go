@@ -9,6 +9,7 @@ import (
 // TestConfigLogged: the configuration logged at start shows every setting
 // but the passwords of its URLs, whatever the handler.
 func TestConfigLogged(t *testing.T) {
+	t.Parallel()
 	cfg, err := ConfigFromEnv(func(k string) string {
 		return map[string]string{
 			"DATABASE_URL": "postgres://stk:pg-pw-5c1d@db:5432/stkgate?sslmode=require",

@@ -15,6 +15,7 @@ func env(m map[string]string) func(string) string {
 }
 
 func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
 	base := map[string]string{
 		"NATS_URL":     "nats://127.0.0.1:4222",
 		"DATABASE_URL": "postgres://stk:secret@db:5432/stkgate",
@@ -64,6 +65,7 @@ func TestConfigFromEnv(t *testing.T) {
 }
 
 func TestConfigFromEnvNamesEveryProblem(t *testing.T) {
+	t.Parallel()
 	_, err := ConfigFromEnv(env(map[string]string{"PROJECTOR_BATCH": "x"}))
 	for _, want := range []string{"NATS_URL", "DATABASE_URL", "PROJECTOR_BATCH"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -73,6 +75,7 @@ func TestConfigFromEnvNamesEveryProblem(t *testing.T) {
 }
 
 func TestLogValueHidesSecrets(t *testing.T) {
+	t.Parallel()
 	cfg := Config{
 		NATSURL:        "nats://app:natspw@n1:4222,nats://tok3n@n2:4222, nats://n3:4222",
 		DatabaseURL:    "postgres://stk:dbpw@db/stkgate",

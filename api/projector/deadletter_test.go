@@ -15,6 +15,7 @@ import (
 // event it terminates ends up in STK_DLQ with why, and the events after it
 // are projected.
 func TestRunDeadLetters(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.run(h.config())
 	h.eventually("the watcher started", func() (bool, string) {

@@ -235,6 +235,7 @@ func (s story) want(stage int) store.Record {
 }
 
 func TestRunProjects(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.run(h.config())
 
@@ -265,6 +266,7 @@ func TestRunProjects(t *testing.T) {
 }
 
 func TestRunLaterCompletionDoesNotOverride(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.run(h.config())
 	s := newStory("1032")
@@ -298,6 +300,7 @@ func TestRunLaterCompletionDoesNotOverride(t *testing.T) {
 // A projector stopped mid-stream, with events published while it is down,
 // catches up when started again.
 func TestRunRestart(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	stop := h.run(h.config())
 
@@ -330,6 +333,7 @@ func TestRunRestart(t *testing.T) {
 // A projector that committed a batch and died before acking it gets the
 // batch again; applying it again changes nothing.
 func TestRunCommittedButNotAcked(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	s1, s2 := newStory("0"), newStory("1037")
 	h.publish(s1.requested, s1.dispatched, s1.completed, s2.requested)
@@ -354,6 +358,7 @@ func TestRunCommittedButNotAcked(t *testing.T) {
 // Messages that are not events are terminated, and the events around them
 // still go through.
 func TestRunMalformedIsTerminated(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	before, after := newStory("0"), newStory("0")
 	h.publish(before.requested)
@@ -400,6 +405,7 @@ func TestRunMalformedIsTerminated(t *testing.T) {
 // An event that decodes but that the read model can never take is
 // terminated alone; the rest of its batch is applied.
 func TestRunRejectedEventDoesNotBlockItsBatch(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	var stories []story
 	for i := 0; i < 10; i++ {
@@ -470,6 +476,7 @@ func privatePostgres(t *testing.T) (pg *pgserver.Server, restart func()) {
 // While the database is down the projector keeps its events and retries;
 // when it is back, nothing is lost and nothing was terminated.
 func TestRunDatabaseOutage(t *testing.T) {
+	t.Parallel()
 	pg, restart := privatePostgres(t)
 	h := newHarnessWithDB(t, pg.URL("postgres"))
 	h.run(h.config())
@@ -506,6 +513,7 @@ func TestRunDatabaseOutage(t *testing.T) {
 // back: within seconds, not after the AckWait (30 s, more than eventually
 // waits), and without a dead letter or a terminated event.
 func TestRunStoppedDuringOutageHandsBack(t *testing.T) {
+	t.Parallel()
 	pg, restart := privatePostgres(t)
 	h := newHarnessWithDB(t, pg.URL("postgres"))
 	stopFirst := h.run(h.config())
@@ -545,6 +553,7 @@ func TestRunStoppedDuringOutageHandsBack(t *testing.T) {
 // A batch slower than a second (the AckWait nats-server used while the
 // consumer had a BackOff) is not delivered again while it is applied.
 func TestRunSlowBatchIsNotRedelivered(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	ctx := context.Background()
 	db, err := store.Open(ctx, h.dbURL)
@@ -608,6 +617,7 @@ func (h *harness) noDeadLetters() {
 }
 
 func TestRunStartup(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	// Nothing listens on port 1.
 	cfg := projector.Config{

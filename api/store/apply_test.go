@@ -175,6 +175,7 @@ func (f *fixture) unchanged(step string, before store.Record, evs ...events.Even
 }
 
 func TestApplyInOrder(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	s := newStory()
 
@@ -201,6 +202,7 @@ func TestApplyInOrder(t *testing.T) {
 }
 
 func TestApplyDuplicates(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	s := newStory()
 
@@ -219,6 +221,7 @@ func TestApplyDuplicates(t *testing.T) {
 }
 
 func TestApplyRedelivery(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	s := newStory()
 	f.apply(s.requested, s.dispatched, s.success)
@@ -234,6 +237,7 @@ func TestApplyRedelivery(t *testing.T) {
 }
 
 func TestApplyCompletedBeforeRequested(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	s := newStory()
 
@@ -244,6 +248,7 @@ func TestApplyCompletedBeforeRequested(t *testing.T) {
 }
 
 func TestApplyRefusedThenDispatched(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	s := newStory()
 
@@ -260,6 +265,7 @@ func TestApplyRefusedThenDispatched(t *testing.T) {
 }
 
 func TestApplyDispatchedAfterCompleted(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	s := newStory()
 	f.apply(s.requested)
@@ -269,6 +275,7 @@ func TestApplyDispatchedAfterCompleted(t *testing.T) {
 }
 
 func TestApplyFirstCompletionStands(t *testing.T) {
+	t.Parallel()
 	t.Run("separate batches", func(t *testing.T) {
 		f := newFixture(t)
 		s := newStory()
@@ -297,6 +304,7 @@ func TestApplyFirstCompletionStands(t *testing.T) {
 }
 
 func TestApplyDecidingCompletionsIDsWin(t *testing.T) {
+	t.Parallel()
 	for _, order := range []string{"dispatched first", "completed first"} {
 		t.Run(order, func(t *testing.T) {
 			f := newFixture(t)
@@ -317,6 +325,7 @@ func TestApplyDecidingCompletionsIDsWin(t *testing.T) {
 }
 
 func TestApplyFillsMissingPaymentFields(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	s := newStory()
 	// A completion from a producer that knew only the tracking id.
@@ -342,6 +351,7 @@ func TestApplyFillsMissingPaymentFields(t *testing.T) {
 }
 
 func TestApplyInvalid(t *testing.T) {
+	t.Parallel()
 	s := newStory()
 	badID := s.requested
 	badID.TrackingID = "not-a-uuid"
@@ -370,6 +380,7 @@ func TestApplyInvalid(t *testing.T) {
 }
 
 func TestApplyConflict(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	a, b := newStory(), newStory()
 	f.apply(a.dispatched)
@@ -390,6 +401,7 @@ func TestApplyConflict(t *testing.T) {
 }
 
 func TestApplyEmpty(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.apply()
 	if err := f.db.Apply(context.Background(), nil); err != nil {
@@ -398,6 +410,7 @@ func TestApplyEmpty(t *testing.T) {
 }
 
 func TestApplyManyPaymentsInOneBatch(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	var stories []story
 	var evs []events.Event
@@ -425,6 +438,7 @@ func TestApplyManyPaymentsInOneBatch(t *testing.T) {
 // checks every row ends as the state order says: the same row whatever the
 // order, and the outcome of the first completion delivered.
 func TestApplyConverges(t *testing.T) {
+	t.Parallel()
 	sd := *seed
 	if sd == 0 {
 		sd = rand.Uint64()
@@ -525,6 +539,7 @@ func interleave(rng *rand.Rand, stream []events.Event) []events.Event {
 // the same rows at once, in any order. Rows are locked in one order, so
 // neither deadlocks, and both orders end in the same rows.
 func TestApplyConcurrent(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	var stories []story
 	var forward []events.Event
@@ -565,6 +580,7 @@ func TestApplyConcurrent(t *testing.T) {
 }
 
 func TestGet(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	s := newStory()
 	f.apply(s.requested)
@@ -594,6 +610,7 @@ func TestGet(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	if err := f.db.Ping(context.Background()); err != nil {
 		t.Fatal(err)

@@ -37,6 +37,7 @@ func lookup(t *testing.T, s *store.Store, tok string) string {
 }
 
 func TestNewToken(t *testing.T) {
+	t.Parallel()
 	seen := map[string]bool{}
 	for range 100 {
 		tok, _ := newToken(t)
@@ -60,6 +61,7 @@ func TestNewToken(t *testing.T) {
 }
 
 func TestClientLifecycle(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := store.New(pgtest.New(t))
 
@@ -189,6 +191,7 @@ func TestClientLifecycle(t *testing.T) {
 }
 
 func TestTokenExpires(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := store.New(pgtest.New(t))
 	tok1, d1 := newToken(t)
@@ -217,6 +220,7 @@ func TestTokenExpires(t *testing.T) {
 }
 
 func TestRevokeAmbiguousTokenID(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := store.New(pgtest.New(t))
 	tok1, d1 := newToken(t)
@@ -237,6 +241,7 @@ func TestRevokeAmbiguousTokenID(t *testing.T) {
 
 // ActiveTokenDigests lists the tokens LookupToken finds, newest first.
 func TestActiveTokenDigests(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := store.New(pgtest.New(t))
 	create := func(name string) store.TokenDigest {

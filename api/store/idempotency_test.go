@@ -33,6 +33,7 @@ func mustClaim(t *testing.T, s *store.Store, a store.ClaimArgs, want store.Claim
 }
 
 func TestClaimKeyLifecycle(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.New(t)
 	s := store.New(db)
@@ -106,6 +107,7 @@ func TestClaimKeyLifecycle(t *testing.T) {
 }
 
 func TestClaimKeyConcurrent(t *testing.T) {
+	t.Parallel()
 	s := store.New(pgtest.New(t))
 	const n = 16
 	outcomes := make([]store.KeyClaim, n)
@@ -138,6 +140,7 @@ func TestClaimKeyConcurrent(t *testing.T) {
 }
 
 func TestClaimKeyRefusesBadArgs(t *testing.T) {
+	t.Parallel()
 	s := store.New(pgtest.New(t))
 	a := claimArgs("acme", "k", "h")
 	a.TrackingID = "not-a-uuid"

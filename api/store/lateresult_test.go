@@ -35,6 +35,7 @@ func (s story) wantLate() *store.LateResult {
 }
 
 func TestApplyLateResult(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	s := newStory()
 	f.apply(s.requested, s.noAnswer())
@@ -62,6 +63,7 @@ func TestApplyLateResult(t *testing.T) {
 // redelivery, another projector's batch) is kept, and the completion still
 // decides the outcome.
 func TestApplyLateResultBeforeTheCompletion(t *testing.T) {
+	t.Parallel()
 	want := func(s story) store.Record {
 		r := s.wantCompleted(s.noAnswer(), false)
 		r.LateResult = s.wantLate()
@@ -96,6 +98,7 @@ func TestApplyLateResultBeforeTheCompletion(t *testing.T) {
 }
 
 func TestNormalizeLateResult(t *testing.T) {
+	t.Parallel()
 	s := newStory()
 	l := s.late()
 	l.ResultCode, l.ResultDesc, l.Receipt = "", "bad\x00", "R\x00"
@@ -122,6 +125,7 @@ func (s story) lateFailure() events.LateResult {
 // nobody: a forged failure must not hide the customer's payment); nothing
 // replaces a late success, and applying either again changes nothing.
 func TestApplyLateSuccessReplacesLateFailure(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		batches func(s story) [][]events.Event

@@ -16,6 +16,7 @@ import (
 // Services start together and all migrate: the session lock makes them
 // take turns, and each finds the schema as the first one left it.
 func TestMigrateConcurrent(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	u := pgtest.NewURL(t)
 	db, err := store.Open(ctx, u)
@@ -69,6 +70,7 @@ func TestMigrateConcurrent(t *testing.T) {
 }
 
 func TestOpenBadURL(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, u := range []string{
 		"postgres://postgres:hunter2@127.0.0.1:1/x?sslmode=disable&connect_timeout=1",
@@ -119,6 +121,7 @@ func receiptIndexValid(t *testing.T, db *sqlx.DB) (exists, valid bool) {
 // A build cut off earlier (an invalid index left by CREATE INDEX
 // CONCURRENTLY) is rebuilt, not tripped over.
 func TestMigrateUniqueReceipts(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.New(t)
 	rewindTo(t, db, 5, "stk_pushes_transaction_code_key", "stk_pushes_client_queued_idx")
@@ -168,6 +171,7 @@ func TestMigrateUniqueReceipts(t *testing.T) {
 // begin again, for ever. A migration runs to its end whatever the caller's
 // deadline; only a cancellation (the service stopping) cuts it off.
 func TestMigrateOutlivesTheStartDeadline(t *testing.T) {
+	t.Parallel()
 	db := pgtest.New(t)
 	rewindTo(t, db, 5, "stk_pushes_transaction_code_key", "stk_pushes_client_queued_idx")
 	// A writer's transaction open across the deadline.
@@ -202,6 +206,7 @@ func TestMigrateOutlivesTheStartDeadline(t *testing.T) {
 
 // A service stopping (its context cancelled) cuts a waiting migration off.
 func TestMigrateStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
 	db := pgtest.New(t)
 	rewindTo(t, db, 5, "stk_pushes_transaction_code_key", "stk_pushes_client_queued_idx")
 	tx, err := db.Beginx()

@@ -14,6 +14,7 @@ import (
 // status 1 and a response code, never Pending, never an error that would
 // get the event terminated.
 func TestApplyNeverDropsACompletion(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		complete func(s story) events.Completed
@@ -104,6 +105,7 @@ func TestApplyNeverDropsACompletion(t *testing.T) {
 // its own payment, as an invalid outcome (a success: Unknown, it may have
 // been paid), and leaves the other alone.
 func TestApplyCompletionWithAnotherPaymentsCheckoutID(t *testing.T) {
+	t.Parallel()
 	for _, batched := range []bool{false, true} {
 		name := "separate batches"
 		if batched {
@@ -143,6 +145,7 @@ func TestApplyCompletionWithAnotherPaymentsCheckoutID(t *testing.T) {
 // the receipt first); the batch is applied and the other payment keeps its
 // receipt. A payment's own receipt, applied again, is no conflict.
 func TestApplyCompletionWithAnotherPaymentsReceipt(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name  string
 		batch bool
@@ -194,6 +197,7 @@ func TestApplyCompletionWithAnotherPaymentsReceipt(t *testing.T) {
 // batches are applied (neither fails for good), and exactly one payment holds
 // the receipt.
 func TestApplyConcurrentSameReceipt(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	for i := 0; i < 10; i++ {
 		a, b := newStory(), newStory()

@@ -22,6 +22,7 @@ func reserve(t *testing.T, s *store.Store, phone, id string, maxPrompts int, win
 }
 
 func TestReservePrompt(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.New(t)
 	s := store.New(db)
@@ -80,6 +81,7 @@ func TestReservePrompt(t *testing.T) {
 // Concurrent requests for one phone, as from several api instances (each
 // with its own connection): exactly the limit gets through.
 func TestReservePromptConcurrent(t *testing.T) {
+	t.Parallel()
 	db := pgtest.New(t)
 	s := store.New(db)
 	const phone, limit, requests = "254712000003", 5, 40
@@ -111,6 +113,7 @@ func TestReservePromptConcurrent(t *testing.T) {
 }
 
 func TestReservePromptRefusesBadArguments(t *testing.T) {
+	t.Parallel()
 	s := store.New(pgtest.New(t))
 	for _, tc := range []struct {
 		name, phone, id string

@@ -13,6 +13,7 @@ import (
 // CountQueued counts a client's requests not yet dispatched, and only
 // those, and names which of the asked ids the read model has.
 func TestCountQueued(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	queued, dispatched, refused, done := newStory(), newStory(), newStory(), newStory()
 	other := newStory()
