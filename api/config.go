@@ -219,9 +219,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.IdempotencyTTL == 0 {
 		c.IdempotencyTTL = DefaultIdempotencyTTL
 	}
-	if c.StartTimeout <= 0 {
-		c.StartTimeout = DefaultStartTimeout
-	}
+	envconf.Default(&c.StartTimeout, DefaultStartTimeout)
 	if c.RateLimit > 0 && c.RateBurst == 0 {
 		c.RateBurst = defaultBurst(c.RateLimit)
 	}

@@ -248,51 +248,23 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.StreamReplicas < 1 {
-		c.StreamReplicas = 1
-	}
-	if c.Concurrency < 1 {
-		c.Concurrency = DefaultConcurrency
-	}
+	envconf.Default(&c.StreamReplicas, 1)
+	envconf.Default(&c.Concurrency, DefaultConcurrency)
 	if c.Concurrency > maxConcurrency {
 		c.Concurrency = maxConcurrency
 	}
-	if c.ClientMaxInFlight < 1 {
-		c.ClientMaxInFlight = defaultClientMaxInFlight(c.Concurrency)
-	}
-	if c.clientWait <= 0 {
-		c.clientWait = DefaultClientWait
-	}
-	if c.RetryMaxElapsed <= 0 {
-		c.RetryMaxElapsed = DefaultRetryMaxElapsed
-	}
-	if c.RetryInitialInterval <= 0 {
-		c.RetryInitialInterval = DefaultRetryInitial
-	}
-	if c.LockedWait <= 0 {
-		c.LockedWait = DefaultLockedWait
-	}
-	if c.UncertainRetryWindow <= 0 {
-		c.UncertainRetryWindow = DefaultUncertainRetryWindow
-	}
-	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if c.ProgressInterval <= 0 {
-		c.ProgressInterval = DefaultProgressEvery
-	}
-	if c.PhoneLockTTL <= 0 {
-		c.PhoneLockTTL = events.PromptLifetime
-	}
-	if c.RecheckDelay <= 0 {
-		c.RecheckDelay = DefaultRecheckDelay
-	}
-	if c.PhoneWait <= 0 {
-		c.PhoneWait = DefaultPhoneWait
-	}
-	if c.deferAbove <= 0 {
-		c.deferAbove = DefaultDeferAbove
-	}
+	envconf.Default(&c.ClientMaxInFlight, defaultClientMaxInFlight(c.Concurrency))
+	envconf.Default(&c.clientWait, DefaultClientWait)
+	envconf.Default(&c.RetryMaxElapsed, DefaultRetryMaxElapsed)
+	envconf.Default(&c.RetryInitialInterval, DefaultRetryInitial)
+	envconf.Default(&c.LockedWait, DefaultLockedWait)
+	envconf.Default(&c.UncertainRetryWindow, DefaultUncertainRetryWindow)
+	envconf.Default(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	envconf.Default(&c.ProgressInterval, DefaultProgressEvery)
+	envconf.Default(&c.PhoneLockTTL, events.PromptLifetime)
+	envconf.Default(&c.RecheckDelay, DefaultRecheckDelay)
+	envconf.Default(&c.PhoneWait, DefaultPhoneWait)
+	envconf.Default(&c.deferAbove, DefaultDeferAbove)
 	return c
 }
 

@@ -100,18 +100,10 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.RetryMaxInterval <= 0 {
-		c.RetryMaxInterval = DefaultRetryMaxInterval
-	}
-	if c.StartTimeout <= 0 {
-		c.StartTimeout = DefaultStartTimeout
-	}
-	if c.ApplyTimeout <= 0 {
-		c.ApplyTimeout = DefaultApplyTimeout
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = DefaultDrainTimeout
-	}
+	envconf.Default(&c.RetryMaxInterval, DefaultRetryMaxInterval)
+	envconf.Default(&c.StartTimeout, DefaultStartTimeout)
+	envconf.Default(&c.ApplyTimeout, DefaultApplyTimeout)
+	envconf.Default(&c.DrainTimeout, DefaultDrainTimeout)
 	return c, nil
 }
 

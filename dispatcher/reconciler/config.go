@@ -161,27 +161,18 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.StreamReplicas < 1 {
-		c.StreamReplicas = 1
-	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&c.ReconcileAfter, DefaultReconcileAfter)
-	def(&c.UnknownDeadline, DefaultUnknownDeadline)
-	def(&c.RequestDeadline, DefaultRequestDeadline)
-	def(&c.PromptLifetime, events.PromptLifetime)
+	envconf.Default(&c.StreamReplicas, 1)
+	envconf.Default(&c.ReconcileAfter, DefaultReconcileAfter)
+	envconf.Default(&c.UnknownDeadline, DefaultUnknownDeadline)
+	envconf.Default(&c.RequestDeadline, DefaultRequestDeadline)
+	envconf.Default(&c.PromptLifetime, events.PromptLifetime)
 	if c.ReceiptWait == 0 {
 		c.ReceiptWait = events.PromptLifetime
 	}
-	def(&c.QueryInterval, DefaultQueryInterval)
-	def(&c.QueryMaxInterval, DefaultQueryMaxInterval)
-	def(&c.ProgressInterval, DefaultProgressEvery)
-	def(&c.ShutdownTimeout, DefaultShutdownTimeout)
-	if c.Concurrency < 1 {
-		c.Concurrency = DefaultConcurrency
-	}
+	envconf.Default(&c.QueryInterval, DefaultQueryInterval)
+	envconf.Default(&c.QueryMaxInterval, DefaultQueryMaxInterval)
+	envconf.Default(&c.ProgressInterval, DefaultProgressEvery)
+	envconf.Default(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	envconf.Default(&c.Concurrency, DefaultConcurrency)
 	return c
 }

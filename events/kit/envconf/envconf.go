@@ -17,6 +17,7 @@
 package envconf
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -365,4 +366,14 @@ func (e *Env) HTTPURL(name, def, what string) string {
 		return v
 	}
 	return def
+}
+
+// Default sets *p to def when it is zero or below: the rule of a Config
+// built in code (a test's, the dev stack's), whose zero fields mean "the
+// default", as an unset variable does for ConfigFromEnv.
+func Default[T cmp.Ordered](p *T, def T) {
+	var zero T
+	if *p <= zero {
+		*p = def
+	}
 }

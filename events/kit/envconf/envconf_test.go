@@ -284,3 +284,18 @@ func TestShort(t *testing.T) {
 		}
 	}
 }
+
+func TestDefault(t *testing.T) {
+	for _, tt := range []struct{ in, want time.Duration }{{0, time.Second}, {-time.Minute, time.Second}, {time.Minute, time.Minute}} {
+		got := tt.in
+		Default(&got, time.Second)
+		if got != tt.want {
+			t.Errorf("Default(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+	n := 0
+	Default(&n, 32)
+	if n != 32 {
+		t.Errorf("Default(0) = %d, want 32", n)
+	}
+}
