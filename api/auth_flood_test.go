@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // A flood of made-up, well-formed tokens from many addresses, half of them
@@ -120,7 +122,7 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 	// as goroutines start and hung up on as soon as it is sent.
 	var hungUp sync.WaitGroup
 	for w := range waves {
-		waitFor(t, "the attackers' requests", func() bool { return sent.Load() >= int64(w*attackers*perWait/waves) })
+		wait.For(t, "the attackers' requests", func() bool { return sent.Load() >= int64(w*attackers*perWait/waves) })
 		for i, req := range hangUps[w] {
 			hungUp.Add(1)
 			go func() { defer hungUp.Done(); e.h.ServeHTTP(httptest.NewRecorder(), req) }()
@@ -252,13 +254,13 @@ func TestAuthFailuresCountHangUps(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { _, err := a.client(ctx, mustToken(t), source); done <- err }()
-		waitFor(t, "the lookup to start", func() bool { return l.calls.Load() == int64(i+1) })
+		wait.For(t, "the lookup to start", func() bool { return l.calls.Load() == int64(i+1) })
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Fatalf("request %d hung up on: %v, want context.Canceled", i+1, err)
 		}
 		l.block <- struct{}{} // the lookup finishes: the token is not found
-		waitFor(t, "the lookup to end", func() bool { return l.active.Load() == 0 })
+		wait.For(t, "the lookup to end", func() bool { return l.active.Load() == 0 })
 	}
 	close(l.block)
 	var limited *limitedError
@@ -284,7 +286,7 @@ func TestAuthFailuresSpareValidTokens(t *testing.T) {
 	loaded := make(chan struct{})
 	go func() { defer close(loaded); e.h.tokens.db.keepKnown(ctx) }()
 	t.Cleanup(func() { stop(); <-loaded })
-	waitFor(t, "the tokens to be loaded", func() bool { return e.h.tokens.db.known(shop) })
+	wait.For(t, "the tokens to be loaded", func() bool { return e.h.tokens.db.known(shop) })
 	newcomer := dbClient(t, e.store, "newcomer")
 
 	do := func(token string) response {

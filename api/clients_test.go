@@ -22,6 +22,7 @@ import (
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/testkit/logtest"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // dbClient creates the database client name and returns its token.
@@ -465,7 +466,7 @@ func TestDBTokensCache(t *testing.T) {
 		}
 		// Every request refused or waiting on a lookup before any lookup
 		// answers: one coming later could take a place given back.
-		waitFor(t, "every request to be refused or waiting", func() bool {
+		wait.For(t, "every request to be refused or waiting", func() bool {
 			d.mu.Lock()
 			defer d.mu.Unlock()
 			n := int(busy.Load())
@@ -533,7 +534,7 @@ func TestDBTokensSaturated(t *testing.T) {
 			for range maxTokenLookups + maxTokenWaiting {
 				go func() { _, _ = d.client(flood, mustToken(t)) }()
 			}
-			waitFor(t, "the flood to take every lookup", func() bool {
+			wait.For(t, "the flood to take every lookup", func() bool {
 				return l.active.Load() == maxTokenLookups && len(d.unknownPool.room) == cap(d.unknownPool.room)
 			})
 			if _, err := d.client(ctx, mustToken(t)); !errors.Is(err, errLookupsBusy) {
@@ -577,17 +578,17 @@ func TestDBTokensSaturated(t *testing.T) {
 		for range maxTokenLookups {
 			go func() { _, _ = d.client(ctx, mustToken(t)) }()
 		}
-		waitFor(t, "the lookups", func() bool { return l.active.Load() == maxTokenLookups })
+		wait.For(t, "the lookups", func() bool { return l.active.Load() == maxTokenLookups })
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error)
 		go func() { _, err := d.client(rctx, mustToken(t)); done <- err }()
-		waitFor(t, "a wait for a slot", func() bool { return len(d.unknownPool.room) == maxTokenLookups+1 })
+		wait.For(t, "a wait for a slot", func() bool { return len(d.unknownPool.room) == maxTokenLookups+1 })
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Errorf("error %v, want context.Canceled", err)
 		}
 		// Its place is given back: no one waits for that lookup any more.
-		waitFor(t, "the place to be given back", func() bool { return len(d.unknownPool.room) == maxTokenLookups })
+		wait.For(t, "the place to be given back", func() bool { return len(d.unknownPool.room) == maxTokenLookups })
 	})
 }
 
@@ -725,18 +726,6 @@ func TestDBTokensLoadKnown(t *testing.T) {
 			t.Errorf("known %v, error %v; want not known", d.known(tok), err)
 		}
 	})
-}
-
-// waitFor polls cond until it holds, for at most 10 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestAuthenticatorPrefersEnvTokens(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // testApplyAfter is the handler's head start in these tests.
@@ -42,23 +43,11 @@ func (e *testEnv) startApplier() {
 	})
 }
 
-// waitFor polls cond until it holds, for at most 20 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // waitApplied waits until the callback-apply consumer has acked everything
 // kept: the applier has settled every kept callback for good.
 func (e *testEnv) waitApplied() {
 	e.t.Helper()
-	waitFor(e.t, "the applier to settle every kept callback", func() bool {
+	wait.For(e.t, "the applier to settle every kept callback", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		c, err := e.ns.JS.Consumer(ctx, events.CallbackStreamName, events.ConsumerCallbackApply)
@@ -139,7 +128,7 @@ func TestApplierAppliesKeptCallback(t *testing.T) {
 		t.Fatalf("%d stk.completed before the applier ran", n)
 	}
 	e.startApplier()
-	waitFor(t, "stk.completed", func() bool { n, _ := e.completed(id); return n == 1 })
+	wait.For(t, "stk.completed", func() bool { n, _ := e.completed(id); return n == 1 })
 	c := e.completedEvent(id)
 	if c.ResultCode != "0" || c.Receipt != "SCL4XQ2B7K" || c.Source != events.SourceCallback || c.TransactionDate == "" {
 		t.Errorf("applied %+v", c)
@@ -172,7 +161,7 @@ func TestApplierAfterPublishFailed(t *testing.T) {
 	if _, err := e.ns.JS.UpdateStream(ctx, events.StreamConfig(1)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "stk.completed", func() bool { n, _ := e.completed(id); return n == 1 })
+	wait.For(t, "stk.completed", func() bool { n, _ := e.completed(id); return n == 1 })
 	if c := e.completedEvent(id); c.Receipt != "SCL4XQ2B7K" {
 		t.Errorf("applied %+v", c)
 	}
@@ -203,7 +192,7 @@ func TestApplierAfterFailedLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.requestDispatched(payment(id))
-	waitFor(t, "stk.completed", func() bool { n, _ := e.completed(id); return n == 1 })
+	wait.For(t, "stk.completed", func() bool { n, _ := e.completed(id); return n == 1 })
 	if c := e.completedEvent(id); c.Receipt != "SCL4XQ2B7K" || c.ResultCode != "0" {
 		t.Errorf("applied %+v", c)
 	}
@@ -294,7 +283,7 @@ func TestApplierLateResultAfterCrash(t *testing.T) {
 		ResultDesc: "no answer", Source: events.SourceDispatcher, CompletedAt: clock})
 	e.keepRaw(id, reasonLate, readFixture(t, "success"))
 	e.startApplier()
-	waitFor(t, "stk.late_result", func() bool { return e.count(events.Subject(events.TypeLateResult, id)) == 1 })
+	wait.For(t, "stk.late_result", func() bool { return e.count(events.Subject(events.TypeLateResult, id)) == 1 })
 	if c := e.completedEvent(id); c.ResultCode != events.CodeNoAnswer {
 		t.Errorf("the final outcome moved: %+v", c)
 	}
@@ -455,7 +444,7 @@ func TestCrashBetweenKeepAndPublish(t *testing.T) {
 		}
 	})
 	base := "http://" + addr
-	waitFor(t, "the child to be ready", func() bool {
+	wait.For(t, "the child to be ready", func() bool {
 		res, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false
@@ -487,7 +476,7 @@ func TestCrashBetweenKeepAndPublish(t *testing.T) {
 	}
 
 	e.startApplier() // the next instance
-	waitFor(t, "stk.completed", func() bool { n, _ := e.completed(id); return n == 1 })
+	wait.For(t, "stk.completed", func() bool { n, _ := e.completed(id); return n == 1 })
 	if c := e.completedEvent(id); c.Receipt != "SCL4XQ2B7K" || c.ResultCode != "0" {
 		t.Errorf("applied %+v", c)
 	}
@@ -545,7 +534,7 @@ func TestApplierConsumerDeletedIsCreatedAgain(t *testing.T) {
 	e := newEnv(t, 0)
 	e.startApplier()
 	ctx := context.Background()
-	waitFor(t, "the applier's consumer", func() bool {
+	wait.For(t, "the applier's consumer", func() bool {
 		_, err := e.ns.JS.Consumer(ctx, events.CallbackStreamName, events.ConsumerCallbackApply)
 		return err == nil
 	})
@@ -555,5 +544,5 @@ func TestApplierConsumerDeletedIsCreatedAgain(t *testing.T) {
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
 	e.keepRaw(id, "", readFixture(t, "success"))
-	waitFor(t, "stk.completed through the recreated consumer", func() bool { n, _ := e.completed(id); return n == 1 })
+	wait.For(t, "stk.completed through the recreated consumer", func() bool { n, _ := e.completed(id); return n == 1 })
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // dispatchAt publishes the stk.dispatched of p's push as the dispatcher
@@ -167,7 +168,7 @@ func TestApplierFastFailure(t *testing.T) {
 			t.Errorf("applier: %v", err)
 		}
 	}()
-	waitFor(t, "the callback held for confirmation", func() bool {
+	wait.For(t, "the callback held for confirmation", func() bool {
 		s, err := e.ns.JS.Stream(ctx, events.CallbackStreamName)
 		if err != nil {
 			return false

@@ -14,6 +14,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/worker"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // bucket opens (creating if need be) a bucket the dispatcher uses.
@@ -222,7 +223,7 @@ func TestAcceptedPushNotStoredIsStoredOnRedelivery(t *testing.T) {
 	h.narrowStream()
 	p := newPayment()
 	h.request(p)
-	waitFor(t, "a publish retry", func() bool { return len(h.logLines("publish failed, retrying")) >= 1 })
+	wait.For(t, "a publish retry", func() bool { return len(h.logLines("publish failed, retrying")) >= 1 })
 	h.stop() // gives up publishing after the shutdown timeout
 	if n := len(h.logLines("push accepted but stk.dispatched not yet stored; leaving the request for redelivery, which stores it from the attempt record")); n != 1 {
 		t.Errorf("%d errors about the unstored event, want 1", n)
@@ -275,7 +276,7 @@ func TestTwoInstancesPushOncePerRequest(t *testing.T) {
 	h.start()
 	h2.start()
 	for _, p := range pays {
-		waitFor(t, "every request dispatched", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+		wait.For(t, "every request dispatched", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
 	}
 	h.waitSettled()
 	h2.stop()
@@ -313,7 +314,7 @@ func TestOnePromptPerPhone(t *testing.T) {
 	h.request(b)
 	h.start()
 	var first, second events.Payment
-	waitFor(t, "a first push to the phone", func() bool { return len(h.fakePushes(a.Phone)) > 0 })
+	wait.For(t, "a first push to the phone", func() bool { return len(h.fakePushes(a.Phone)) > 0 })
 	if h.fakePushes(a.Phone)[0].Body.CallBackURL == callbackURL(a.TrackingID) {
 		first, second = a, b
 	} else {
@@ -321,8 +322,8 @@ func TestOnePromptPerPhone(t *testing.T) {
 	}
 	// A payment for another phone is not held up by the busy one.
 	h.request(c)
-	waitFor(t, "the other phone's push", func() bool { return len(h.accepted(c.TrackingID)) == 1 })
-	waitFor(t, "the second request to wait for the phone", func() bool {
+	wait.For(t, "the other phone's push", func() bool { return len(h.accepted(c.TrackingID)) == 1 })
+	wait.For(t, "the second request to wait for the phone", func() bool {
 		info, err := h.consumerInfo(context.Background())
 		return err == nil && info.NumRedelivered > 0
 	})
@@ -334,7 +335,7 @@ func TestOnePromptPerPhone(t *testing.T) {
 	// The customer answers; callback-ingest records the outcome.
 	h.fake.Flush()
 	h.complete(first)
-	waitFor(t, "the second push after the first completed", func() bool { return len(h.accepted(second.TrackingID)) == 1 })
+	wait.For(t, "the second push after the first completed", func() bool { return len(h.accepted(second.TrackingID)) == 1 })
 	h.waitSettled()
 	h.stop()
 
@@ -360,9 +361,9 @@ func TestPhoneLockExpiresWithoutCompletion(t *testing.T) {
 	h.request(a)
 	h.request(b)
 	h.start()
-	waitFor(t, "a first push to the phone", func() bool { return len(h.fakePushes(a.Phone)) == 1 })
+	wait.For(t, "a first push to the phone", func() bool { return len(h.fakePushes(a.Phone)) == 1 })
 	h.fake.Flush() // the prompt ends, but no stk.completed ever comes
-	waitFor(t, "the second push after the lock expired", func() bool { return len(h.fakePushes(a.Phone)) == 2 })
+	wait.For(t, "the second push after the lock expired", func() bool { return len(h.fakePushes(a.Phone)) == 2 })
 	h.waitSettled()
 	h.stop()
 
@@ -393,7 +394,7 @@ func TestRefusedPushReleasesPhoneAtOnce(t *testing.T) {
 	h.request(a)
 	h.request(b)
 	h.start()
-	waitFor(t, "a push after the refusal", func() bool { return len(h.fake.AcceptedPushes(darajatest.WithPhone(a.Phone))) == 1 })
+	wait.For(t, "a push after the refusal", func() bool { return len(h.fake.AcceptedPushes(darajatest.WithPhone(a.Phone))) == 1 })
 	h.waitSettled()
 	h.stop()
 	if n := len(h.fakePushes(a.Phone)); n != 2 {
@@ -411,7 +412,7 @@ func TestPhoneBusyAtLastDeliveryGivesUp(t *testing.T) {
 	b.Phone = a.Phone
 	h.request(a)
 	h.start()
-	waitFor(t, "the first push", func() bool { return len(h.accepted(a.TrackingID)) == 1 })
+	wait.For(t, "the first push", func() bool { return len(h.accepted(a.TrackingID)) == 1 })
 	h.request(b)
 	h.waitSettled()
 	h.stop()
@@ -441,12 +442,12 @@ func TestRequestsForAPhoneArePushedInOrder(t *testing.T) {
 	}
 	h.request(pays[0])
 	h.start()
-	waitFor(t, "the first push", func() bool { return len(h.accepted(pays[0].TrackingID)) == 1 })
+	wait.For(t, "the first push", func() bool { return len(h.accepted(pays[0].TrackingID)) == 1 })
 	for _, p := range pays[1:] {
 		h.request(p)
 	}
 	// All three wait on the phone's list before the first completes.
-	waitFor(t, "the others to queue", func() bool {
+	wait.For(t, "the others to queue", func() bool {
 		q, _, err := phones{kv: h.bucket(events.PhonesConfig(1, 0))}.queue(context.Background(), pays[0].Phone)
 		return err == nil && len(q) == 3
 	})
@@ -454,7 +455,7 @@ func TestRequestsForAPhoneArePushedInOrder(t *testing.T) {
 		h.fake.Flush()
 		h.complete(p)
 		next := pays[i+1]
-		waitFor(t, "the next push", func() bool { return len(h.fakePushes(p.Phone)) == i+2 })
+		wait.For(t, "the next push", func() bool { return len(h.fakePushes(p.Phone)) == i+2 })
 		if got := h.fakePushes(p.Phone)[i+1].Body.CallBackURL; got != callbackURL(next.TrackingID) {
 			t.Errorf("push %d went to %s, want the request made %d-th (%s)", i+2, got, i+2, next.TrackingID)
 		}
@@ -499,7 +500,7 @@ func TestGoneWaiterStopsHoldingUpThePhone(t *testing.T) {
 			}
 			h.request(p)
 			h.start()
-			waitFor(t, "the push once the gone waiter no longer holds the phone", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+			wait.For(t, "the push once the gone waiter no longer holds the phone", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
 			h.waitSettled()
 			h.stop()
 			if q, _, err := ph.queue(context.Background(), p.Phone); err != nil || len(q) != 0 {
@@ -564,7 +565,7 @@ func TestConsumerOfPreviousVersionIsUpdated(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.start()
-	waitFor(t, "the dispatcher to start", func() bool { return len(h.logLines("dispatcher started")) == 1 })
+	wait.For(t, "the dispatcher to start", func() bool { return len(h.logLines("dispatcher started")) == 1 })
 	h.stop()
 	info, err := h.consumerInfo(ctx)
 	if err != nil {

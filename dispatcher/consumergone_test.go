@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // The consumer is deleted while no pull request of the dispatcher is
@@ -24,12 +25,12 @@ func TestConsumerDeletedBetweenPullsIsCreatedAgain(t *testing.T) {
 	busy := newPayment()
 	h.request(busy)
 	h.start()
-	waitFor(t, "the held push", func() bool { return h.proxy.arrived() == 1 })
+	wait.For(t, "the held push", func() bool { return h.proxy.arrived() == 1 })
 	h.deleteConsumer()
 	h.proxy.setGate(nil)
 	after := newPayment()
 	h.request(after)
-	waitFor(t, "the push after the deletion", func() bool { return len(h.accepted(after.TrackingID)) == 1 })
+	wait.For(t, "the push after the deletion", func() bool { return len(h.accepted(after.TrackingID)) == 1 })
 	h.waitSettled()
 	h.stop()
 	if n := len(h.accepted(busy.TrackingID)); n != 1 {

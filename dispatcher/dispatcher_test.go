@@ -30,6 +30,7 @@ import (
 	"github.com/stkgate/stkgate/events/testkit/logtest"
 	"github.com/stkgate/stkgate/events/testkit/natsserver"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 var showLogs = flag.Bool("logs", false, "print the dispatcher's logs of every test")
@@ -810,7 +811,7 @@ func TestStopLetsInFlightPushFinish(t *testing.T) {
 	p := newPayment()
 	h.request(p)
 	h.start()
-	waitFor(t, "the push to be in flight", func() bool { return h.proxy.arrived() == 1 })
+	wait.For(t, "the push to be in flight", func() bool { return h.proxy.arrived() == 1 })
 
 	h.cancel()
 	select {
@@ -841,7 +842,7 @@ func TestStopCancelsPushAfterShutdownTimeout(t *testing.T) {
 	p := newPayment()
 	h.request(p)
 	h.start()
-	waitFor(t, "the push to be in flight", func() bool { return h.proxy.arrived() == 1 })
+	wait.For(t, "the push to be in flight", func() bool { return h.proxy.arrived() == 1 })
 	h.stop()
 
 	// The request was written: it may have prompted the customer, so it is
@@ -870,8 +871,8 @@ func TestStopBetweenAttemptsHandsRequestBack(t *testing.T) {
 	h.fake.Script(p.Phone, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailLocked}})
 	h.request(p)
 	h.start()
-	waitFor(t, "the locked push", func() bool { return h.proxy.arrived() == 1 })
-	waitFor(t, "the retry to be scheduled", func() bool { return len(h.logLines("push failed, retrying")) == 1 })
+	wait.For(t, "the locked push", func() bool { return h.proxy.arrived() == 1 })
+	wait.For(t, "the retry to be scheduled", func() bool { return len(h.logLines("push failed, retrying")) == 1 })
 	h.stop()
 
 	if n := len(h.stored(p.TrackingID)); n != 1 {
@@ -926,17 +927,6 @@ func callbackURL(id string) string {
 	return events.CallbackURL(callbackBase, id, testSecrets.Token(id))
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // narrowStream makes the STK stream stop taking stk.dispatched and
 // stk.completed, so that publishing an outcome fails as when JetStream is
 // unavailable, while the requests can still be consumed and acknowledged.
@@ -958,7 +948,7 @@ func (h *harness) restoreStream() {
 
 func (h *harness) waitConsumer() {
 	h.t.Helper()
-	waitFor(h.t, "the dispatcher consumer", func() bool {
+	wait.For(h.t, "the dispatcher consumer", func() bool {
 		_, err := h.consumerInfo(context.Background())
 		return err == nil
 	})
@@ -972,7 +962,7 @@ func TestPublishIsRetriedUntilStored(t *testing.T) {
 	h.narrowStream()
 	p := newPayment()
 	h.request(p)
-	waitFor(t, "publish retries", func() bool { return len(h.logLines("publish failed, retrying")) >= 2 })
+	wait.For(t, "publish retries", func() bool { return len(h.logLines("publish failed, retrying")) >= 2 })
 	h.restoreStream()
 	h.waitSettled()
 	h.stop()
@@ -1008,7 +998,7 @@ func TestStartsBeforeNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	waitFor(t, "the dispatcher to start", func() bool { return len(h.logLines("dispatcher started")) == 1 })
+	wait.For(t, "the dispatcher to start", func() bool { return len(h.logLines("dispatcher started")) == 1 })
 
 	// Requests published to the late server are dispatched.
 	nc, err := nats.Connect(s.ClientURL())
@@ -1024,6 +1014,6 @@ func TestStartsBeforeNATS(t *testing.T) {
 	if _, err := (&events.Publisher{JS: js, Source: "stkgate/api"}).Publish(context.Background(), events.Requested{Payment: p}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the push", func() bool { return len(h.fake.AcceptedPushes()) == 1 })
+	wait.For(t, "the push", func() bool { return len(h.fake.AcceptedPushes()) == 1 })
 	h.stop()
 }

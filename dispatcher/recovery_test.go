@@ -9,6 +9,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // purgeStream empties one of the dispatcher's streams (a bucket is the
@@ -129,7 +130,7 @@ func TestServiceUnavailableAfterProcessingPromptsOnce(t *testing.T) {
 	h.proxy.hideAnswers(1)
 	h.request(p)
 	h.start()
-	waitFor(t, "the retry", func() bool { return len(h.fakePushes(p.Phone)) == 2 })
+	wait.For(t, "the retry", func() bool { return len(h.fakePushes(p.Phone)) == 2 })
 	h.waitSettled()
 	h.stop()
 
@@ -164,7 +165,7 @@ func TestTokenServiceUnavailableIsNotUncertain(t *testing.T) {
 	h.fake.Script(p.Phone, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailLocked}})
 	h.request(p)
 	h.start()
-	waitFor(t, "the push after the lock", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	wait.For(t, "the push after the lock", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
 	h.waitSettled()
 	h.stop()
 
@@ -227,7 +228,7 @@ func TestCompletedBeforeTheRetryIsNotPushedAgain(t *testing.T) {
 	h.proxy.hideAnswers(1)
 	h.request(p)
 	h.start()
-	waitFor(t, "the push answered 503", func() bool {
+	wait.For(t, "the push answered 503", func() bool {
 		return len(h.logLines("push failed, retrying")) == 1
 	})
 	h.complete(p) // its callback, while the dispatcher waits to retry
@@ -267,11 +268,11 @@ func TestLosingTheRecordToTheReconcilerReleasesThePhone(t *testing.T) {
 	})
 	h.request(first)
 	h.start()
-	waitFor(t, "the lost race", func() bool {
+	wait.For(t, "the lost race", func() bool {
 		return len(h.logLines("push not sent: cannot record the attempt or keep the phone's lock; retrying later")) == 1
 	})
 	h.request(next)
-	waitFor(t, "the next payment's push", func() bool { return len(h.accepted(next.TrackingID)) == 1 })
+	wait.For(t, "the next payment's push", func() bool { return len(h.accepted(next.TrackingID)) == 1 })
 	h.waitSettled()
 	h.stop()
 	if n := len(h.accepted(first.TrackingID)); n != 0 {
@@ -294,7 +295,7 @@ func TestDeletedConsumerIsCreatedAgain(t *testing.T) {
 	h.deleteConsumer()
 	after := newPayment()
 	h.request(after)
-	waitFor(t, "the push after the deletion", func() bool { return len(h.accepted(after.TrackingID)) == 1 })
+	wait.For(t, "the push after the deletion", func() bool { return len(h.accepted(after.TrackingID)) == 1 })
 	h.waitSettled()
 	h.stop()
 	if n := len(h.fakePushes(before.Phone)); n != 1 {

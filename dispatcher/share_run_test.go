@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // A request handed back for its client's share keeps its place on its
@@ -27,9 +28,9 @@ func TestHandedBackRequestKeepsItsPlaceOnThePhone(t *testing.T) {
 	r2.Phone = r1.Phone
 	h.request(x)
 	h.start()
-	waitFor(t, "x's push in flight", func() bool { return h.proxy.arrived() == 1 })
+	wait.For(t, "x's push in flight", func() bool { return h.proxy.arrived() == 1 })
 	h.request(r1)
-	waitFor(t, "r1 handed back for the client's share", func() bool {
+	wait.For(t, "r1 handed back for the client's share", func() bool {
 		for _, l := range h.logLines("client at its share of the workers: waiting for the other clients' requests") {
 			if l["tracking_id"] == r1.TrackingID {
 				return true
@@ -38,12 +39,12 @@ func TestHandedBackRequestKeepsItsPlaceOnThePhone(t *testing.T) {
 		return false
 	})
 	open.Store(true)
-	waitFor(t, "x done", func() bool {
+	wait.For(t, "x done", func() bool {
 		info, err := h.consumerInfo(context.Background())
 		return err == nil && info.NumAckPending == 1 && len(h.accepted(x.TrackingID)) == 1
 	})
 	h.request(r2)
-	waitFor(t, "a push to the phone", func() bool { return len(h.fakePushes(r1.Phone)) > 0 })
+	wait.For(t, "a push to the phone", func() bool { return len(h.fakePushes(r1.Phone)) > 0 })
 	if got := h.fakePushes(r1.Phone)[0].Body.CallBackURL; got != callbackURL(r1.TrackingID) {
 		t.Errorf("the phone's first push went to %s, want the earlier request %s", got, r1.TrackingID)
 	}
@@ -65,11 +66,11 @@ func TestRequestPastHalfItsDeliveriesGoesWhateverItsShare(t *testing.T) {
 	x.Client, r.Client = "shop", "shop"
 	h.request(x)
 	h.start()
-	waitFor(t, "x's push in flight", func() bool { return h.proxy.arrived() == 1 })
+	wait.For(t, "x's push in flight", func() bool { return h.proxy.arrived() == 1 })
 	h.request(r)
 	// x is still in flight: r is handed back once, then goes at its
 	// second delivery.
-	waitFor(t, "r's push while x's is in flight", func() bool { return h.proxy.arrived() == 2 })
+	wait.For(t, "r's push while x's is in flight", func() bool { return h.proxy.arrived() == 2 })
 	open.Store(true)
 	h.waitSettled()
 	h.stop()

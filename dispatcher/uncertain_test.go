@@ -9,6 +9,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // A push answered 503 after Daraja processed it opens a prompt the
@@ -30,7 +31,7 @@ func TestServiceUnavailableIsRetriedOnlyWhileItsPromptMustBeOpen(t *testing.T) {
 	h.proxy.hideAnswers(1)
 	h.request(p)
 	h.start()
-	waitFor(t, "the probe", func() bool { return len(h.fakePushes(p.Phone)) == 2 })
+	wait.For(t, "the probe", func() bool { return len(h.fakePushes(p.Phone)) == 2 })
 	h.waitSettled()
 	h.stop()
 
@@ -60,7 +61,7 @@ func TestNoRetryAfterAServiceUnavailableOnceItsPromptMayBeAnswered(t *testing.T)
 	h.proxy.hideAnswers(1)
 	h.request(p)
 	h.start()
-	waitFor(t, "the processed push", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	wait.For(t, "the processed push", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
 	h.fake.Flush() // the customer answers; the callback goes nowhere
 	h.waitSettled()
 	h.stop()
@@ -133,7 +134,7 @@ func TestServiceUnavailableThenAnsweredPromptIsNotPushedAgain(t *testing.T) {
 	h.proxy.hideAnswers(1)
 	h.request(p)
 	h.start()
-	waitFor(t, "a retry after the 503", func() bool { return len(h.fakePushes(p.Phone)) >= 2 })
+	wait.For(t, "a retry after the 503", func() bool { return len(h.fakePushes(p.Phone)) >= 2 })
 	h.waitSettled()
 	h.stop()
 	if n := len(h.accepted(p.TrackingID)); n != 1 {
@@ -155,7 +156,7 @@ func TestRefusalAfterAServiceUnavailableIsAmbiguous(t *testing.T) {
 		darajatest.FailServiceUnavailableAfterAccept, darajatest.FailHTML403}})
 	h.request(p)
 	h.start()
-	waitFor(t, "the retry after the 503", func() bool { return len(h.fakePushes(p.Phone)) >= 2 })
+	wait.For(t, "the retry after the 503", func() bool { return len(h.fakePushes(p.Phone)) >= 2 })
 	h.waitSettled()
 	h.stop()
 	if got := h.stored(p.TrackingID)[events.TypeCompleted]; len(got) != 0 {
@@ -186,7 +187,7 @@ func TestHeldRoundKeepsItsPlaceOnThePhone(t *testing.T) {
 			}
 			once.Do(func() {
 				h.request(b)
-				waitFor(t, "B on the phone's list", func() bool {
+				wait.For(t, "B on the phone's list", func() bool {
 					q, _, err := phones{kv: h.bucket(events.PhonesConfig(1, 0))}.queue(context.Background(), a.Phone)
 					return err == nil && len(q) == 1
 				})
@@ -205,7 +206,7 @@ func TestHeldRoundKeepsItsPlaceOnThePhone(t *testing.T) {
 	})
 	h.request(a)
 	h.start()
-	waitFor(t, "the first push", func() bool { return len(h.fakePushes(a.Phone)) >= 1 })
+	wait.For(t, "the first push", func() bool { return len(h.fakePushes(a.Phone)) >= 1 })
 	h.stop()
 	if got := h.fakePushes(a.Phone)[0].Body.CallBackURL; got != callbackURL(a.TrackingID) {
 		t.Errorf("the phone's first push went to the request accepted second (B); want A's")
@@ -241,7 +242,7 @@ func TestRetryThatWouldLeaveAfterTheUncertainWindowIsNotSent(t *testing.T) {
 	h.proxy.hideAnswers(1)
 	h.request(p)
 	h.start()
-	waitFor(t, "the processed push", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	wait.For(t, "the processed push", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
 	h.waitSettled()
 	h.stop()
 
@@ -291,7 +292,7 @@ func TestRetryQueuedInTheClientPastTheUncertainWindowIsNotSent(t *testing.T) {
 					}()
 				}
 				started.Wait()
-				waitFor(t, "two of the queries through the limiter", func() bool { return len(h.fake.Queries()) >= 3 })
+				wait.For(t, "two of the queries through the limiter", func() bool { return len(h.fake.Queries()) >= 3 })
 			}
 		}
 	})
@@ -302,7 +303,7 @@ func TestRetryQueuedInTheClientPastTheUncertainWindowIsNotSent(t *testing.T) {
 	h.proxy.hideAnswers(1)
 	h.request(p)
 	h.start()
-	waitFor(t, "the processed push", func() bool { return len(h.accepted(p.TrackingID)) >= 1 })
+	wait.For(t, "the processed push", func() bool { return len(h.accepted(p.TrackingID)) >= 1 })
 	h.waitSettled()
 	h.stop()
 
