@@ -61,15 +61,17 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 			return
 		}
 	}
-	switch c, at, err := lastEvent[events.Completed](work, r.stream, events.TypeCompleted, id); {
-	case err == nil && events.DecidedByStkgate(c.ResultCode) && (c.Source != events.SourceQuery || keptAfter(msg, at)):
-		// stkgate finished the payment itself, Unknown say, before Daraja
-		// was asked, or callback-ingest held a late callback. An outcome
-		// from the query, even one with a code of stkgate's, answered a
-		// callback kept before it; but not one kept after it: that one
-		// (a success after stkgate.unknown_transaction, say) is Daraja's
-		// late word, and dropping it could hide a paid payment. The
-		// callback is a late result.
+	switch c, _, err := lastEvent[events.Completed](work, r.stream, events.TypeCompleted, id); {
+	case err == nil && events.DecidedByStkgate(c.ResultCode):
+		// stkgate finished the payment itself (Unknown, or Failed as
+		// unknown to Daraja), so Daraja's word on the held callback is a
+		// late result: ask it again, whenever the callback was kept. An
+		// outcome of the query's own (stkgate.unknown_transaction) may
+		// have been asked before the callback existed, and the stores'
+		// clocks cannot tell: dropping the callback could hide a paid
+		// payment, asking again costs a query (shared with its other
+		// copies), and a "does not exist" past the deadline is acked with
+		// no late result.
 		r.confirmLate(work, log, msg, c)
 		return
 	case err == nil && c.ResultCode != "0" && c.Source != events.SourceQuery && reason != events.ConfirmFastFailure:
@@ -121,14 +123,6 @@ func (r *reconciler) handleConfirm(work context.Context, log *slog.Logger, msg j
 	}
 	p.payment, p.confirming, p.heldFailure = req.Payment, true, reason == events.ConfirmFastFailure
 	r.reconcilePush(work, log.With("checkout_request_id", p.checkoutID), msg, p)
-}
-
-// keptAfter reports whether the held callback msg was stored after at, when
-// the payment's outcome was. Unknown metadata counts as after: the query
-// then answers the callback again, which at worst repeats a late result.
-func keptAfter(msg jetstream.Msg, at time.Time) bool {
-	meta, err := msg.Metadata()
-	return err != nil || !meta.Timestamp.Before(at)
 }
 
 // heldPush is the push a held callback of id is confirmed by: the one

@@ -97,7 +97,8 @@ func TestConfirmLateThroughQuery(t *testing.T) {
 // its callback came afterwards, a success callback-ingest did not trust: it
 // is held as a late result, and Daraja's STK query answers it as for any
 // other outcome stkgate decided. The outcome's source does not make the
-// callback answered: it was kept after the outcome.
+// callback answered (TestConfirmLateHeldBeforeQueryDecidedOutcome: nor
+// when it was kept before it).
 func TestConfirmLateAfterQueryDecidedOutcome(t *testing.T) {
 	h := newHarness(t, nil)
 	p, resp := h.dispatch(darajatest.Script{ResultCode: "0", NoCallback: true, CallbackDelay: -1})
@@ -116,5 +117,24 @@ func TestConfirmLateAfterQueryDecidedOutcome(t *testing.T) {
 	}
 	if c, _ := h.completion(p.TrackingID, time.Second); c.ResultCode != CodeUnknownTransaction || h.completions(p.TrackingID) != 1 {
 		t.Errorf("the outcome moved: %+v", c)
+	}
+}
+
+// TestConfirmLateHeldBeforeQueryDecidedOutcome: a success held while the
+// query that will finish the payment as stkgate.unknown_transaction is
+// under way (it was asked before the callback existed) is still Daraja's
+// word to ask about: kept before that outcome is stored, it is not dropped.
+func TestConfirmLateHeldBeforeQueryDecidedOutcome(t *testing.T) {
+	h := newHarness(t, nil)
+	p, resp := h.dispatch(darajatest.Script{ResultCode: "0", NoCallback: true, CallbackDelay: -1})
+	h.holdForConfirmation(p, resp.CheckoutRequestID)
+	h.publish(events.Completed{Payment: p, ResultCode: CodeUnknownTransaction, ResultDesc: "The transaction does not exist",
+		Source: events.SourceQuery, CheckoutRequestID: resp.CheckoutRequestID, CompletedAt: time.Now().UTC()})
+	h.start()
+	waitConfirmAcked(t, h, 10*time.Second)
+
+	l, found := h.lateResult(p.TrackingID)
+	if !found || l.ResultCode != "0" || l.Source != events.SourceQuery || l.FollowsCode != CodeUnknownTransaction {
+		t.Fatalf("late result %+v (found %v), want 0 from the query after %s", l, found, CodeUnknownTransaction)
 	}
 }
