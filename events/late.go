@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -38,7 +40,7 @@ type LatePublish struct {
 func (p *Publisher) PublishLate(ctx context.Context, s jetstream.Stream, ev LateResult) (LatePublish, error) {
 	subject := Subject(TypeLateResult, ev.TrackingID)
 	var err error
-	for range lateTries {
+	for try := range lateTries {
 		var out LatePublish
 		var seq uint64
 		out.Stored, seq, out.HadStored, err = p.storedLate(ctx, s, ev.TrackingID)
@@ -49,11 +51,37 @@ func (p *Publisher) PublishLate(ctx context.Context, s jetstream.Stream, ev Late
 			return out, nil
 		}
 		out.Ack, err = p.Publish(ctx, ev, jetstream.WithExpectLastSequencePerSubject(seq))
-		if !wrongLastSequence(err) {
+		switch {
+		case err == nil && out.Ack.Duplicate:
+			// A replicated stream checks the message id before the
+			// expected sequence: the same late result is stored
+			// already. Read again, so that the caller learns what
+			// stands instead of a publish that stored nothing.
+		case !wrongLastSequence(err):
 			return out, err
+		}
+		// Another late result was stored in between, or the read came
+		// from a replica behind the leader: give it a moment to catch up
+		// before reading again.
+		if err := pause(ctx, try); err != nil {
+			return LatePublish{}, err
 		}
 	}
 	return LatePublish{}, fmt.Errorf("publish %s: another late result was stored each of %d times: %w", subject, lateTries, err)
+}
+
+// pause waits a little longer at each try (10 ms, 20 ms, …, with jitter)
+// or until ctx ends.
+func pause(ctx context.Context, try int) error {
+	d := time.Duration(try+1)*10*time.Millisecond + rand.N(10*time.Millisecond)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // storedLate is the payment's newest stk.late_result and its stream
