@@ -175,13 +175,7 @@ func TestMigrateOutlivesTheStartDeadline(t *testing.T) {
 	db := pgtest.New(t)
 	rewindTo(t, db, 5, "stk_pushes_transaction_code_key", "stk_pushes_client_queued_idx")
 	// A writer's transaction open across the deadline.
-	tx, err := db.Beginx()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	tx.MustExec(`INSERT INTO stk_pushes (tracking_id, client, phone_number, amount, reference, stage, created_at, updated_at)
-		VALUES (gen_random_uuid(), 'c', '254708374149', 10, 'r', 0, now(), now())`)
+	tx := openWriter(t, db)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
@@ -209,13 +203,7 @@ func TestMigrateStopsWhenCancelled(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
 	rewindTo(t, db, 5, "stk_pushes_transaction_code_key", "stk_pushes_client_queued_idx")
-	tx, err := db.Beginx()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	tx.MustExec(`INSERT INTO stk_pushes (tracking_id, client, phone_number, amount, reference, stage, created_at, updated_at)
-		VALUES (gen_random_uuid(), 'c', '254708374149', 10, 'r', 0, now(), now())`)
+	openWriter(t, db)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- store.Migrate(ctx, db.DB) }()
@@ -228,4 +216,18 @@ func TestMigrateStopsWhenCancelled(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Migrate went on after its context was cancelled")
 	}
+}
+
+// openWriter is a writer's transaction on stk_pushes left open (rolled back
+// when the test ends): what an index built CONCURRENTLY waits for.
+func openWriter(t *testing.T, db *sqlx.DB) *sqlx.Tx {
+	t.Helper()
+	tx, err := db.Beginx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	tx.MustExec(`INSERT INTO stk_pushes (tracking_id, client, phone_number, amount, reference, stage, created_at, updated_at)
+		VALUES (gen_random_uuid(), 'c', '254708374149', 10, 'r', 0, now(), now())`)
+	return tx
 }
