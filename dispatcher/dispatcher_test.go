@@ -946,11 +946,15 @@ func (h *harness) restoreStream() {
 	}
 }
 
+// waitConsumer waits for the dispatcher to have set up every consumer:
+// nats-server v2.15.2 races (its filestore's UpdateConfig against
+// ConsumerStore, seen by the race detector) when a test updates the stream
+// while a consumer of it is being created.
 func (h *harness) waitConsumer() {
 	h.t.Helper()
-	wait.For(h.t, "the dispatcher consumer", func() bool {
+	wait.For(h.t, "the dispatcher set up", func() bool {
 		_, err := h.consumerInfo(context.Background())
-		return err == nil
+		return err == nil && len(h.logLines("dispatcher started")) > 0
 	})
 }
 
