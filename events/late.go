@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // lateTries bounds how often PublishLate reads the stored late result again
@@ -73,15 +75,10 @@ func (p *Publisher) PublishLate(ctx context.Context, s jetstream.Stream, ev Late
 // pause waits a little longer at each try (10 ms, 20 ms, …, with jitter)
 // or until ctx ends.
 func pause(ctx context.Context, try int) error {
-	d := time.Duration(try+1)*10*time.Millisecond + rand.N(10*time.Millisecond)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if !worker.Sleep(ctx, time.Duration(try+1)*10*time.Millisecond+rand.N(10*time.Millisecond)) {
 		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
+	return nil
 }
 
 // storedLate is the payment's newest stk.late_result and its stream

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stkgate/stkgate/events/kit/failpoint"
 	"github.com/stkgate/stkgate/events/kit/ports"
+	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
 // proc is one supervised child process: started again after a kill -9 by
@@ -274,14 +275,7 @@ func tcpReady(addr string) func(context.Context) error {
 // test running beside the run can be given it while a process is down.
 func freePort() (int, error) { return ports.Free() }
 
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
+func sleep(ctx context.Context, d time.Duration) { worker.Sleep(ctx, d) }
 
 // lockedWriter serialises writes of several restarts into one log.
 type lockedWriter struct {

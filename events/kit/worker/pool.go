@@ -97,7 +97,7 @@ func (p Pool) Run(stop context.Context, cons jetstream.Consumer, h Handler) {
 			continue
 		}
 		p.Log.Warn("fetch failed; retrying", "consumer", p.Name, "error", err, "retry_in", fetchRetryWait.String())
-		sleep(stop, fetchRetryWait)
+		Sleep(stop, fetchRetryWait)
 	}
 	p.drain(&running, cancelWork)
 }
@@ -206,7 +206,7 @@ func (p Pool) recreate(stop context.Context) jetstream.Consumer {
 			return nil
 		}
 		p.Log.Warn("consumer deleted and not created again yet; retrying", "consumer", p.Name, "error", err, "retry_in", wait.String())
-		if !sleep(stop, wait) {
+		if !Sleep(stop, wait) {
 			return nil
 		}
 		wait = min(2*wait, 30*time.Second)
@@ -282,8 +282,8 @@ func KeepInProgress(msg jetstream.Msg, every time.Duration) (stop func()) {
 	}
 }
 
-// sleep waits d or until ctx ends; it reports whether the wait was whole.
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits d or until ctx ends; it reports whether the wait was whole.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
