@@ -23,7 +23,10 @@ import (
 
 // Options of a run.
 type Options struct {
-	Root     string        // the repository (holds go.work)
+	Root string // the repository (holds go.work)
+	// Bin is a directory holding the binaries already built (Build); empty:
+	// the run builds them into its work directory first.
+	Bin      string
 	N        int           // requests to post
 	Clients  int           // concurrent clients
 	Rate     float64       // requests per second, all clients together

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,41 @@ import (
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
 )
+
+var built struct {
+	sync.Once
+	root, bin string
+	err       error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.bin != "" {
+		os.RemoveAll(built.bin)
+	}
+	os.Exit(code)
+}
+
+// builtBinaries builds every binary of the stack once for the package's
+// tests, with the race detector (so the processes are checked too, and
+// the build reuses what go test -race has already compiled rather than
+// compiling everything a second time), before any run's deadline starts.
+func builtBinaries(t *testing.T) (root, bin string) {
+	t.Helper()
+	built.Do(func() {
+		if built.root, built.err = findRoot(); built.err != nil {
+			return
+		}
+		if built.bin, built.err = os.MkdirTemp("", "stkgate-chaos-bin-"); built.err != nil {
+			return
+		}
+		built.err = Build(context.Background(), built.root, built.bin, []string{"-race"}, t.Logf)
+	})
+	if built.err != nil {
+		t.Fatalf("building the stack: %v", built.err)
+	}
+	return built.root, built.bin
+}
 
 // TestChaosSmall is the small version of make chaos, in make test: 150
 // requests (half with an Idempotency-Key, retried; a few phones shared),
@@ -40,13 +76,10 @@ func TestChaosSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole system as processes")
 	}
-	root, err := findRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, bin := builtBinaries(t)
 	var out bytes.Buffer
 	o := Options{
-		Root: root, N: 150, Clients: 6, Rate: 10, Kills: 1,
+		Root: root, Bin: bin, N: 150, Clients: 6, Rate: 10, Kills: 1,
 		PGStop: 2 * time.Second, Down: time.Second, Settle: 90 * time.Second,
 		Seed: uint64(time.Now().UnixNano()), SimDelay: 500 * time.Millisecond, Replays: 20,
 		Faults: "quick", Latency: 300 * time.Millisecond,
@@ -410,14 +443,8 @@ func TestParseFlags(t *testing.T) {
 // TestDarajaSim runs the daraja-sim command as a process and checks that
 // its recordings say what the fake was sent and what its callbacks got.
 func TestDarajaSim(t *testing.T) {
-	root, err := findRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "daraja-sim")
-	if err := build(context.Background(), root, filepath.Dir(bin), func(string, ...any) {}, "daraja-sim"); err != nil {
-		t.Fatal(err)
-	}
+	_, dir := builtBinaries(t)
+	bin := filepath.Join(dir, "daraja-sim")
 	got := make(chan string, 1)
 	hook := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got <- r.URL.Path

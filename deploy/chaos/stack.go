@@ -35,14 +35,14 @@ func (r *runner) setUp(ctx context.Context) error {
 	if err := os.Chmod(work, 0o755); err != nil {
 		return err
 	}
-	bin := filepath.Join(work, "bin")
-	for _, d := range []string{r.logs, bin} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	if err := os.MkdirAll(r.logs, 0o755); err != nil {
+		return err
+	}
+	if r.o.Bin == "" {
+		r.o.Bin = filepath.Join(work, "bin")
+		if err := Build(ctx, r.o.Root, r.o.Bin, nil, r.logf); err != nil {
 			return err
 		}
-	}
-	if err := build(ctx, r.o.Root, bin, r.logf); err != nil {
-		return err
 	}
 	if err := r.startPostgres(ctx); err != nil {
 		return err
@@ -60,14 +60,14 @@ func (r *runner) setUp(ctx context.Context) error {
 	r.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	r.cbBase = fmt.Sprintf("http://127.0.0.1:%d", cbPort)
 
-	if err := r.startSim(ctx, bin); err != nil {
+	if err := r.startSim(ctx, r.o.Bin); err != nil {
 		return err
 	}
 	env, err := r.env(apiPort, cbPort)
 	if err != nil {
 		return err
 	}
-	if err := r.addProcs(bin, natsPort, env); err != nil {
+	if err := r.addProcs(r.o.Bin, natsPort, env); err != nil {
 		return err
 	}
 	for _, name := range r.order {
@@ -258,11 +258,11 @@ func (r *runner) addProcs(bin string, natsPort int, env []string) error {
 	return add("callback-ingest", "callback-ingest", nil, httpReady(r.cbBase+"/readyz"), crashEnv...)
 }
 
-// build compiles every service, the fake and nats-server into bin. The
-// nats-server is built from within the events module so that its pinned
-// version is the one used.
+// Build compiles every service, the fake and nats-server into bin with go
+// build and flags (e.g. -race). The nats-server is built from within the
+// events module so that its pinned version is the one used.
 // Naming outputs builds only those.
-func build(ctx context.Context, root, bin string, logf func(string, ...any), only ...string) error {
+func Build(ctx context.Context, root, bin string, flags []string, logf func(string, ...any), only ...string) error {
 	targets := []struct{ dir, pkg, out string }{
 		{"api", "./cmd/api", "api"},
 		{"api", "./cmd/projector", "projector"},
@@ -279,7 +279,8 @@ func build(ctx context.Context, root, bin string, logf func(string, ...any), onl
 		}
 		built++
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		cmd := exec.CommandContext(cctx, "go", "build", "-o", filepath.Join(bin, t.out), t.pkg)
+		args := append(append([]string{"build"}, flags...), "-o", filepath.Join(bin, t.out), t.pkg)
+		cmd := exec.CommandContext(cctx, "go", args...)
 		cmd.Dir = filepath.Join(root, t.dir)
 		out, err := cmd.CombinedOutput()
 		cancel()
