@@ -115,6 +115,7 @@ type auditPhone struct {
 func (p auditPhone) subscriber() string { return p.intl[3:] }
 
 func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
+	// Not parallel: it sets the default logger, to audit every line.
 	var logs logtest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// Anything logged around the stack's logger (slog.Default, the log

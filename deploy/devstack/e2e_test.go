@@ -353,6 +353,7 @@ var (
 // TestOutcomes drives each row of the status table through the whole system:
 // the simulator chooses the outcome by the phone's last four digits.
 func TestOutcomes(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	tests := []struct {
 		phone, code, label string
@@ -414,6 +415,7 @@ func TestOutcomes(t *testing.T) {
 }
 
 func TestRefusedPushIsFailed(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	s.fake.Script("254712345601", darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailInvalidPhone}})
 	id := s.accept(t, "0712345601")
@@ -436,6 +438,7 @@ func TestRefusedPushIsFailed(t *testing.T) {
 }
 
 func TestTransientErrorsThenOneAcceptedPush(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	s.fake.Script("254712345602", darajatest.Script{FailFirst: []darajatest.Failure{
 		darajatest.FailSpikeArrest, darajatest.FailServiceUnavailable,
@@ -460,6 +463,7 @@ func TestTransientErrorsThenOneAcceptedPush(t *testing.T) {
 }
 
 func TestHTTPErrors(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	id := s.accept(t, "0712345603")
 
@@ -513,6 +517,7 @@ func TestHTTPErrors(t *testing.T) {
 }
 
 func TestFormEncodedRequest(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	r := s.do(t, http.MethodPost, "/api/stk-push", acmeToken, "application/x-www-form-urlencoded",
 		[]byte("phone=%2B254+712-345-604&amount=250&reference=FORM-1"))
@@ -526,7 +531,10 @@ func TestFormEncodedRequest(t *testing.T) {
 }
 
 func TestSyncMode(t *testing.T) {
-	s := startStack(t, map[string]string{"DISPATCH_MODE": "sync", "SYNC_TIMEOUT": "2s"})
+	// Not parallel, and SYNC_TIMEOUT well above a push's time: the first
+	// cases wait for Daraja's answer within it, and beside other stacks on
+	// a loaded machine a 2 s one ran out first.
+	s := startStack(t, map[string]string{"DISPATCH_MODE": "sync", "SYNC_TIMEOUT": "5s"})
 
 	t.Run("answered once Daraja accepted", func(t *testing.T) {
 		r := s.push(t, acmeToken, "0712345605", 100, "SYNC-1")
@@ -557,10 +565,10 @@ func TestSyncMode(t *testing.T) {
 	})
 
 	t.Run("past SYNC_TIMEOUT answers as async", func(t *testing.T) {
-		// Daraja stays busy past the 2s timeout (two spike arrests, each
+		// Daraja stays busy past the 5s timeout (three spike arrests, each
 		// waited out for at least 2 s); the push still goes out later. (Not
 		// 503s: after a 503 a push is retried only within 2 s.)
-		busy := []darajatest.Failure{darajatest.FailSpikeArrest, darajatest.FailSpikeArrest}
+		busy := []darajatest.Failure{darajatest.FailSpikeArrest, darajatest.FailSpikeArrest, darajatest.FailSpikeArrest}
 		s.fake.Script("254712345607", darajatest.Script{FailFirst: busy})
 		r := s.push(t, acmeToken, "0712345607", 100, "SYNC-3")
 		if r.status != http.StatusAccepted || r.header.Get("Location") == "" {
@@ -575,6 +583,7 @@ func TestSyncMode(t *testing.T) {
 // TestLostCallbackFinishedByQuery: the dev stack runs the reconciler, so a
 // push whose callback never comes is finished from Daraja's STK query.
 func TestLostCallbackFinishedByQuery(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, map[string]string{
 		"RECONCILE_AFTER":        "1s",
 		"RECONCILE_RECEIPT_WAIT": "0",
@@ -607,6 +616,7 @@ func TestLostCallbackFinishedByQuery(t *testing.T) {
 // so the README's curl line can be tried more than PHONE_MAX_PROMPTS times;
 // PHONE_MAX_PROMPTS in the environment still sets it.
 func TestDevStackLiftsPhoneLimit(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	for i := range 7 {
 		if r := s.push(t, acmeToken, "0712345699", 10, "DEV"); r.status != http.StatusAccepted {
