@@ -41,13 +41,13 @@ const (
 type stack struct {
 	api  string // http://127.0.0.1:port
 	cb   string // callback-ingest's base URL
-	// client and cbClient send to the api and to callback-ingest, each
-	// exchange checked against the service's OpenAPI document.
-	client, cbClient *http.Client
 	fake *darajatest.Server
 	nats *natstest.Server
 	// secrets are the stack's CALLBACK_SECRET.
 	secrets events.CallbackSecrets
+	// client and cbClient send to the api and to callback-ingest, each
+	// exchange checked against the service's OpenAPI document.
+	client, cbClient *http.Client
 }
 
 // startStack runs the whole system with env over the test defaults and waits
