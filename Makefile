@@ -18,7 +18,7 @@ FUZZ_SHORT ?= 0
 CMDS := api/cmd/api api/cmd/projector api/cmd/stkgate-admin dispatcher/cmd/dispatcher \
         callback-ingest/cmd/callback-ingest deploy/cmd/stkgate-dev
 
-.PHONY: all run test test-short build lint vet fmt bench fuzz clean tidy chaos
+.PHONY: all run test test-short build lint vet fmt bench fuzz clean tidy chaos docs-bundle
 
 all: lint test build
 
@@ -71,6 +71,16 @@ bench:
 ## fuzz: every fuzz target for FUZZTIME each (default 30s)
 fuzz:
 	@GO=$(GO) scripts/fuzz $(FUZZTIME) $(MODULES)
+
+## docs-bundle: fetch Redoc's standalone bundle (npm package redoc, REDOC_VERSION) into api/docs/, which the api embeds for /docs
+REDOC_VERSION ?= 2.5.4
+docs-bundle:
+	@tmp=$$(mktemp -d) && trap 'rm -rf '$$tmp EXIT && \
+	  (cd $$tmp && npm pack --silent redoc@$(REDOC_VERSION) >/dev/null && \
+	   tar xzf redoc-$(REDOC_VERSION).tgz package/LICENSE package/bundles/redoc.standalone.js package/bundles/redoc.standalone.js.LICENSE.txt) && \
+	  cp $$tmp/package/bundles/redoc.standalone.js $$tmp/package/bundles/redoc.standalone.js.LICENSE.txt api/docs/ && \
+	  cp $$tmp/package/LICENSE api/docs/redoc.LICENSE && \
+	  echo "api/docs/redoc.standalone.js: redoc $(REDOC_VERSION)"
 
 tidy:
 	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done

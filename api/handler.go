@@ -115,7 +115,8 @@ type Options struct {
 	QueuedRefresh time.Duration
 }
 
-// Handler is the api's HTTP handler: /api/stk-push, /healthz and /readyz.
+// Handler is the api's HTTP handler: /api/stk-push, /healthz, /readyz,
+// and its OpenAPI document (/openapi.yaml, /docs).
 type Handler struct {
 	e              *echo.Echo
 	conn           *nats.Conn
@@ -244,6 +245,7 @@ func (h *Handler) routes(trusted []netip.Prefix) *echo.Echo {
 	e.Use(h.logRequests)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
+	specRoutes(e)
 	// Authentication per route rather than on an /api group: a group's
 	// middleware needs a catch-all route, which would turn every 405 into
 	// a 404.

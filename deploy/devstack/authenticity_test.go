@@ -23,7 +23,7 @@ func (s *stack) sendCallback(t *testing.T, url, checkoutID, phone string, amount
 		`{"Name":"Amount","Value":%d.00},{"Name":"MpesaReceiptNumber","Value":%q},`+
 		`{"Name":"TransactionDate","Value":20240321143055},{"Name":"PhoneNumber","Value":%s}]}}}}`,
 		checkoutID, amount, receipt, phone)
-	resp, err := http.Post(url, "application/json;charset=UTF-8", strings.NewReader(body))
+	resp, err := s.cbClient.Post(url, "application/json;charset=UTF-8", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

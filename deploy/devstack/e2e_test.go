@@ -20,12 +20,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stkgate/stkgate/api"
 	"github.com/stkgate/stkgate/api/store/pgtest"
+	callback "github.com/stkgate/stkgate/callback-ingest"
 	"github.com/stkgate/stkgate/deploy/devstack"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/ports"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/openapitest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -42,6 +45,9 @@ type stack struct {
 	nats *natstest.Server
 	// secrets are the stack's CALLBACK_SECRET.
 	secrets events.CallbackSecrets
+	// client and cbClient send to the api and to callback-ingest, each
+	// exchange checked against the service's OpenAPI document.
+	client, cbClient *http.Client
 }
 
 // startStack runs the whole system with env over the test defaults and waits
@@ -90,6 +96,11 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 	}
 	if fo.ConsumerKey == "" {
 		fo.ConsumerKey, fo.ConsumerSecret = darajatest.DefaultConsumerKey, darajatest.DefaultConsumerSecret
+	}
+	cbClient := &http.Client{Transport: openapitest.Load(t, callback.OpenAPI).Transport(t, nil)}
+	if fo.CallbackClient == nil {
+		// The fake's callbacks are checked too: they are Daraja's.
+		fo.CallbackClient = &http.Client{Timeout: 10 * time.Second, Transport: cbClient.Transport}
 	}
 	fake, err := darajatest.NewServer(fo)
 	if err != nil {
@@ -140,7 +151,8 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 				t.Fatal(err)
 			}
 		}
-		s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns, secrets: secrets}
+		s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns, secrets: secrets,
+			client: &http.Client{Transport: openapitest.Load(t, api.OpenAPI).Transport(t, nil)}, cbClient: cbClient}
 		err := runStack(t, env, logger, s)
 		if err == nil {
 			return s
@@ -255,7 +267,7 @@ func (s *stack) do(t *testing.T, method, path, token, contentType string, body [
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
