@@ -692,25 +692,29 @@ func (h *Handler) publishRequested(c echo.Context, log *slog.Logger, client, id 
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), h.publishTimeout)
 	ack, err := h.publish(pctx, ev)
 	cancel()
-	queued(err == nil || !publishNotStored(err))
+	// Nothing was published under this id only if this publish certainly
+	// stored nothing and, for a key taken over, no earlier holder's attempt
+	// may have been stored either (its proposal may still be in flight, or
+	// in a cut-off api's reconnect buffer).
+	nothingSent := err != nil && publishNotStored(err) && (held == nil || !held.takenOver)
+	queued(!nothingSent)
 	if held != nil {
 		h.settleKey(c, client, id, held, err)
 	}
-	if err != nil && publishNotStored(err) && (held == nil || !held.takenOver) {
-		// Nothing was published under this id, by this request or (for
-		// a key not taken over) any before it.
+	if nothingSent {
 		h.releasePrompt(c.Request().Context(), id)
 	}
 	if err != nil {
-		return nil, publishFailed(log, id, req, held, err)
+		return nil, publishFailed(log, id, req, held, err, nothingSent)
 	}
 	return ack, nil
 }
 
-// publishFailed is the answer to a failed publish of stk.requested.
-func publishFailed(log *slog.Logger, id string, req Request, held *heldKey, err error) error {
+// publishFailed is the answer to a failed publish of stk.requested;
+// nothingSent: no attempt under this id can have been stored.
+func publishFailed(log *slog.Logger, id string, req Request, held *heldKey, err error, nothingSent bool) error {
 	msg, shownID := MsgUnavailable, ""
-	if !publishNotStored(err) {
+	if !nothingSent {
 		// The request may have reached JetStream with its ack lost;
 		// the Nats-Msg-Id keeps it from being stored twice, but it may
 		// be stored once although the client is told 503. With an

@@ -106,3 +106,40 @@ func TestCreateRefusedRepeatAfterLostAckStaysUnconfirmed(t *testing.T) {
 		})
 	}
 }
+
+// A keyed retry that takes over a claim whose earlier publish had an
+// unknown outcome, finds nothing in the stream and is then refused outright:
+// the earlier attempt may still be stored (a clustered stream's proposal in
+// flight answers "duplicate message id is in process"; a cut-off api may
+// still send it from its reconnect buffer), so the answer stays "not
+// confirmed", the key keeps its tracking id, and the client keeps its
+// queued place.
+func TestTakenOverKeyRefusedPublishStaysUnconfirmed(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 400 * time.Millisecond })
+	ctx := context.Background()
+	sink := e.loseAcks(t)
+	r := e.postKey(t, acmeToken, "k", validBody)
+	if r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnconfirmed {
+		t.Fatalf("first request: status %d: %s", r.status, r.raw)
+	}
+	_ = sink.Unsubscribe()
+	first, ok := e.keyRow(t, "acme", "k")
+	if !ok || first.State != store.KeyPending {
+		t.Fatalf("claim after an unknown outcome: %+v (found %v)", first, ok)
+	}
+	// From now on JetStream refuses the subject: the stream exists (the
+	// retry's look finds nothing in it) but takes no message.
+	cfg := events.StreamConfig(1)
+	cfg.MaxMsgSize = 1
+	if _, err := e.ns.JS.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r = e.postKey(t, acmeToken, "k", validBody)
+	if r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnconfirmed {
+		t.Fatalf("retry that took the key over: status %d: %s; want 503 %q", r.status, r.raw, MsgUnconfirmed)
+	}
+	if row, ok := e.keyRow(t, "acme", "k"); !ok || row.State != store.KeyPending || row.TrackingID != first.TrackingID {
+		t.Fatalf("claim after the refused retry: %+v (found %v), want pending with %s", row, ok, first.TrackingID)
+	}
+}

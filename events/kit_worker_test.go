@@ -222,6 +222,54 @@ func TestPoolLosesNoMessageAtAPullsEnd(t *testing.T) {
 	}
 }
 
+// A stopped Pool's last pull lives on at the server until it expires (a
+// pull cannot be cancelled): a message it gets then is handed back past the
+// pull's end, so that it goes to the next instance on its second delivery,
+// not round and round the stopped pull (with the connection open, a plain
+// HandBack came back to it every HandBackDelay until it expired).
+func TestPoolStoppedPullHandsBackPastItsEnd(t *testing.T) {
+	ns, s, cc := poolStream(t, time.Hour)
+	ctx := context.Background()
+	cons, err := s.CreateConsumer(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		worker.Pool{Name: "kit", Concurrency: 4, FetchWait: 3 * time.Second, Log: slog.New(slog.DiscardHandler)}.
+			Run(stop, cons, func(context.Context, context.Context, jetstream.Msg) { t.Error("handled after the stop") })
+	}()
+	wait.For(t, "the pool's pull", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumWaiting == 1
+	})
+	cancel()
+	<-done
+	publishN(t, ns.JS, 1) // to the stopped Pool's pull, still open
+
+	// The next instance.
+	var msg jetstream.Msg
+	wait.For(t, "the message at the next instance", func() bool {
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			return false
+		}
+		for m := range b.Messages() {
+			msg = m
+		}
+		return msg != nil
+	})
+	md, err := msg.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.NumDelivered != 2 {
+		t.Errorf("delivered %d times, want 2: once to the stopped pull, then to the next instance", md.NumDelivered)
+	}
+}
+
 // At a stop, a handler running gets its work context for ShutdownTimeout,
 // then it is cancelled and Run returns.
 func TestPoolShutdownTimeout(t *testing.T) {
