@@ -32,9 +32,6 @@ type serviceUsage struct {
 // endToEnd posts payments at E2ERate for E2EDuration to a fresh stack and
 // waits until every accepted one is final.
 func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, error) {
-	if err := b.s.start(ctx, services...); err != nil {
-		return result{}, nil, err
-	}
 	url := "http://" + b.s.addr["api"] + "/api/stk-push"
 	var n int
 	var mu sync.Mutex

@@ -49,6 +49,17 @@ type Options struct {
 	Out             io.Writer
 	JSON            string // where results go; empty: nowhere
 	Keep            bool
+	// Paths run, of accept, poll, callback, project, e2e and latency (poll
+	// and callback run accept first); empty: all.
+	Paths []string
+	// ProfileDir, when set, is where every service writes its CPU and
+	// allocations profiles (service.ProfileEnv).
+	ProfileDir string
+}
+
+func (o Options) runs(path string) bool {
+	return len(o.Paths) == 0 || slices.Contains(o.Paths, path) ||
+		path == "accept" && (slices.Contains(o.Paths, "poll") || slices.Contains(o.Paths, "callback"))
 }
 
 // result is one path's line of the table and of results.json.
@@ -110,11 +121,26 @@ func parseFlags(args []string) (Options, error) {
 	fs.StringVar(&o.Root, "root", "", "the repository root (default: the directory holding go.work above the current one)")
 	fs.StringVar(&o.Bin, "bin", "", "a directory of binaries already built")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the run's directory (logs, data)")
+	paths := fs.String("paths", "", "comma-separated paths to run, of accept, poll, callback, project, e2e and latency (default: all)")
+	fs.StringVar(&o.ProfileDir, "profile", "", "a directory where every service writes CPU and allocations profiles (STKGATE_PROFILE_DIR)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if o.Rounds < 1 || o.Round <= 0 || o.Conc < 1 || o.ProjectN < 4 || o.E2ERate <= 0 || o.LatencyRate <= 0 {
 		return o, errors.New("-rounds, -round, -conc, -project-n, -e2e-rate and -latency-rate must be positive")
+	}
+	if *paths != "" {
+		o.Paths = strings.Split(*paths, ",")
+	}
+	if o.ProfileDir != "" {
+		dir, err := filepath.Abs(o.ProfileDir)
+		if err != nil {
+			return o, err
+		}
+		o.ProfileDir = dir
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return o, err
+		}
 	}
 	if o.Root == "" {
 		var err error
@@ -175,27 +201,39 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		run  func(context.Context) (pair, error)
 	}{{"accept", b.accept}, {"poll", b.poll}, {"callback", b.callback}, {"project", b.project}}
 	for _, st := range steps {
+		if !o.runs(st.path) {
+			continue
+		}
 		p, err := st.run(ctx)
 		if err != nil {
 			return nil, err
 		}
 		rep.Results = append(rep.Results, p.result(st.path))
 	}
-	b.s.down()
-	b.s = &stack{o: o, bin: bin}
-	if err := b.s.up(ctx); err != nil {
-		return nil, err
+	if o.runs("e2e") || o.runs("latency") {
+		b.s.down()
+		b.s = &stack{o: o, bin: bin}
+		if err := b.s.up(ctx); err != nil {
+			return nil, err
+		}
+		if err := b.s.start(ctx, services...); err != nil {
+			return nil, err
+		}
 	}
-	e2e, use, err := b.endToEnd(ctx)
-	if err != nil {
-		return nil, err
+	if o.runs("e2e") {
+		e2e, use, err := b.endToEnd(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Results, rep.Services = append(rep.Results, e2e), use
 	}
-	rep.Results, rep.Services = append(rep.Results, e2e), use
-	lat, err := b.latency(ctx)
-	if err != nil {
-		return nil, err
+	if o.runs("latency") {
+		lat, err := b.latency(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Results = append(rep.Results, lat...)
 	}
-	rep.Results = append(rep.Results, lat...)
 	rep.Print(o.Out)
 	if o.JSON != "" {
 		if err := rep.write(o.JSON); err != nil {

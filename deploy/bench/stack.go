@@ -21,6 +21,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/ports"
+	"github.com/stkgate/stkgate/events/kit/service"
 	"github.com/stkgate/stkgate/events/testkit/natsserver"
 	"github.com/stkgate/stkgate/events/testkit/pgserver"
 )
@@ -136,6 +137,9 @@ func (s *stack) environment() []string {
 		"DARAJA_CONSUMER_SECRET": darajatest.DefaultConsumerSecret,
 		"DARAJA_MAX_RPS":         "0",
 		"BASELINE_ADDR":          s.addr["bench-baseline"],
+	}
+	if s.o.ProfileDir != "" {
+		env[service.ProfileEnv] = s.o.ProfileDir
 	}
 	var list []string
 	for k, v := range env {
