@@ -21,6 +21,15 @@ type figures struct {
 	ok, failed int
 	took       time.Duration
 	lat        []time.Duration // of the requests that succeeded
+	cpu        float64         // CPU seconds the serving process spent; 0: not measured
+}
+
+// cpuEach is the serving process's CPU time per request, in microseconds.
+func (f figures) cpuEach() float64 {
+	if f.ok == 0 {
+		return 0
+	}
+	return 1e6 * f.cpu / float64(f.ok)
 }
 
 func (f figures) perSecond() float64 {

@@ -42,6 +42,7 @@ type Options struct {
 	ProjectN        int           // payments pre-filled per project round (three events each)
 	E2ERate         float64
 	E2EDuration     time.Duration
+	E2ESettle       time.Duration // after the load, how long payments may take to be final
 	LatencyRate     float64
 	LatencyDuration time.Duration
 	SimDelay        time.Duration
@@ -73,6 +74,11 @@ type result struct {
 	P50         float64 `json:"p50_ms"`
 	P99         float64 `json:"p99_ms"`
 	BaselineP99 float64 `json:"baseline_p99_ms,omitempty"`
+	// CPU and BaselineCPU are the serving process's CPU time per request
+	// (per row for project), in microseconds: steadier than throughput on
+	// a shared machine.
+	CPU         float64 `json:"cpu_us,omitempty"`
+	BaselineCPU float64 `json:"baseline_cpu_us,omitempty"`
 	Lost        *int    `json:"lost,omitempty"`
 }
 
@@ -113,6 +119,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.ProjectN, "project-n", 10000, "payments (three events each) pre-filled per project round")
 	fs.Float64Var(&o.E2ERate, "e2e-rate", 1500, "payments per second offered in the end-to-end run")
 	fs.DurationVar(&o.E2EDuration, "e2e-duration", 60*time.Second, "length of the end-to-end load")
+	fs.DurationVar(&o.E2ESettle, "e2e-settle", 3*time.Minute, "after the end-to-end load, how long payments may take to be final (any not final by then count as lost)")
 	fs.Float64Var(&o.LatencyRate, "latency-rate", 200, "payments per second of the latency run")
 	fs.DurationVar(&o.LatencyDuration, "latency-duration", 10*time.Second, "length of the latency run")
 	fs.DurationVar(&o.SimDelay, "sim-delay", 200*time.Millisecond, "the Daraja fake's delay from a push to its callback")
@@ -126,8 +133,8 @@ func parseFlags(args []string) (Options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if o.Rounds < 1 || o.Round <= 0 || o.Conc < 1 || o.ProjectN < 4 || o.E2ERate <= 0 || o.LatencyRate <= 0 {
-		return o, errors.New("-rounds, -round, -conc, -project-n, -e2e-rate and -latency-rate must be positive")
+	if o.Rounds < 1 || o.Round <= 0 || o.Conc < 1 || o.ProjectN < 4 || o.E2ERate <= 0 || o.LatencyRate <= 0 || o.E2ESettle <= 0 {
+		return o, errors.New("-rounds, -round, -conc, -project-n, -e2e-rate, -e2e-settle and -latency-rate must be positive")
 	}
 	if *paths != "" {
 		o.Paths = strings.Split(*paths, ",")
@@ -263,7 +270,8 @@ func (p pair) result(path string) result {
 	p50 := func(f figures) float64 { return f.quantile(0.5) }
 	p99 := func(f figures) float64 { return f.quantile(0.99) }
 	r := result{Path: path, Ours: med(p.ours, rate), Baseline: med(p.baseline, rate), Unit: p.unit,
-		P50: med(p.ours, p50), P99: med(p.ours, p99), BaselineP99: med(p.baseline, p99)}
+		P50: med(p.ours, p50), P99: med(p.ours, p99), BaselineP99: med(p.baseline, p99),
+		CPU: med(p.ours, figures.cpuEach), BaselineCPU: med(p.baseline, figures.cpuEach)}
 	if r.Baseline > 0 {
 		r.Ratio = r.Ours / r.Baseline
 	}
@@ -274,10 +282,10 @@ func (p pair) result(path string) result {
 func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "\n%s\n\n", r.Machine)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "path\tours\tbaseline\tunit\tratio\tp50 ms\tp99 ms\tbaseline p99 ms\t")
+	fmt.Fprintln(tw, "path\tours\tbaseline\tunit\tratio\tp50 ms\tp99 ms\tbaseline p99 ms\tCPU µs each\tbaseline CPU µs\t")
 	for _, x := range r.Results {
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%.1f\t%.1f\t%s\t\n", x.Path, x.Ours, orDash(x.Baseline, "%.0f"), x.Unit,
-			orDash(x.Ratio, "%.2f×"), x.P50, x.P99, orDash(x.BaselineP99, "%.1f"))
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%.1f\t%.1f\t%s\t%s\t%s\t\n", x.Path, x.Ours, orDash(x.Baseline, "%.0f"), x.Unit,
+			orDash(x.Ratio, "%.2f×"), x.P50, x.P99, orDash(x.BaselineP99, "%.1f"), orDash(x.CPU, "%.0f"), orDash(x.BaselineCPU, "%.0f"))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)

@@ -26,26 +26,53 @@ type pair struct {
 	unit           string
 }
 
+// side is one side of a pair: a round's load, and the process whose CPU
+// time a round costs ("": none, or the round measures it itself).
+type side struct {
+	proc  string
+	round func(ctx context.Context, warm bool) (figures, error)
+}
+
+// measured runs one round of s, with the CPU time its process spent.
+func (b *bench) measured(ctx context.Context, s side, warm bool) (figures, error) {
+	p := b.s.procs[s.proc]
+	if p == nil {
+		return s.round(ctx, warm)
+	}
+	before, err := p.Usage()
+	if err != nil {
+		return figures{}, err
+	}
+	f, err := s.round(ctx, warm)
+	if err != nil {
+		return f, err
+	}
+	after, err := p.Usage()
+	f.cpu = after.CPU - before.CPU
+	return f, err
+}
+
 // alternate runs ours and baseline in turn, rounds times each, after one
 // short warm-up of each that is not counted.
-func (b *bench) alternate(ctx context.Context, path, unit string, ours, baseline func(ctx context.Context, warm bool) (figures, error)) (pair, error) {
+func (b *bench) alternate(ctx context.Context, path, unit string, ours, baseline side) (pair, error) {
 	p := pair{unit: unit}
-	for _, f := range []func(context.Context, bool) (figures, error){ours, baseline} {
+	for _, s := range []side{ours, baseline} {
+		f := func(ctx context.Context, warm bool) (figures, error) { return b.measured(ctx, s, warm) }
 		if _, err := f(ctx, true); err != nil {
 			return p, fmt.Errorf("%s warm-up: %w", path, err)
 		}
 	}
 	for r := range b.o.Rounds {
-		o, err := ours(ctx, false)
+		o, err := b.measured(ctx, ours, false)
 		if err != nil {
 			return p, fmt.Errorf("%s round %d: %w", path, r+1, err)
 		}
-		base, err := baseline(ctx, false)
+		base, err := b.measured(ctx, baseline, false)
 		if err != nil {
 			return p, fmt.Errorf("%s baseline round %d: %w", path, r+1, err)
 		}
-		b.logf("%s round %d: ours %.0f %s (%d failed, p99 %.1f ms), baseline %.0f %s (%d failed, p99 %.1f ms)", path, r+1,
-			o.perSecond(), unit, o.failed, o.quantile(0.99), base.perSecond(), unit, base.failed, base.quantile(0.99))
+		b.logf("%s round %d: ours %.0f %s (%d failed, p99 %.1f ms, %.0f µs CPU each), baseline %.0f %s (%d failed, p99 %.1f ms, %.0f µs CPU each)",
+			path, r+1, o.perSecond(), unit, o.failed, o.quantile(0.99), o.cpuEach(), base.perSecond(), unit, base.failed, base.quantile(0.99), base.cpuEach())
 		p.ours, p.baseline = append(p.ours, o), append(p.baseline, base)
 	}
 	return p, nil
@@ -83,7 +110,7 @@ func (b *bench) accept(ctx context.Context) (pair, error) {
 			return do(ctx, b.client, "POST", base, "", pushBody(i), nil), true
 		}), nil
 	}
-	return b.alternate(ctx, "accept", "req/s", ours, bare)
+	return b.alternate(ctx, "accept", "req/s", side{"api", ours}, side{"bench-baseline", bare})
 }
 
 // poll: GET /api/stk-push/<id> of random accepted ids against a bare
@@ -105,7 +132,7 @@ func (b *bench) poll(ctx context.Context) (pair, error) {
 			}), nil
 		}
 	}
-	return b.alternate(ctx, "poll", "req/s", loop(api, tokenOf(clientAccept)), loop(base, ""))
+	return b.alternate(ctx, "poll", "req/s", side{"api", loop(api, tokenOf(clientAccept))}, side{"bench-baseline", loop(base, "")})
 }
 
 // waitRows waits until the client's rows number n (final ones only, if
@@ -221,7 +248,8 @@ func (b *bench) callback(ctx context.Context) (pair, error) {
 			}), nil
 		}
 	}
-	p, err := b.alternate(ctx, "callback", "req/s", loop("http://"+b.s.addr["callback-ingest"], true), loop("http://"+b.s.addr["bench-baseline"], false))
+	p, err := b.alternate(ctx, "callback", "req/s", side{"callback-ingest", loop("http://"+b.s.addr["callback-ingest"], true)},
+		side{"bench-baseline", loop("http://"+b.s.addr["bench-baseline"], false)})
 	if err == nil && next >= len(ps) {
 		b.logf("callback: every accepted payment's callback was sent; rounds ended early (accept more with a longer -round)")
 	}
@@ -269,6 +297,10 @@ func (b *bench) project(ctx context.Context) (pair, error) {
 			return figures{}, err
 		}
 		rows = append(rows, finals)
+		before, err := proj.Usage()
+		if err != nil {
+			return figures{}, err
+		}
 		t0 := time.Now()
 		if err := proj.Resume(); err != nil {
 			return figures{}, err
@@ -276,7 +308,9 @@ func (b *bench) project(ctx context.Context) (pair, error) {
 		if err := b.waitRows(ctx, fmt.Sprintf("project-%d", round), n, true); err != nil {
 			return figures{}, err
 		}
-		return figures{ok: n, took: time.Since(t0)}, nil
+		took := time.Since(t0)
+		after, err := proj.Usage()
+		return figures{ok: n, took: took, cpu: after.CPU - before.CPU}, err
 	}
 	bare := func(ctx context.Context, _ bool) (figures, error) {
 		finals := rows[len(rows)-1]
@@ -289,7 +323,7 @@ func (b *bench) project(ctx context.Context) (pair, error) {
 		}
 		return figures{ok: len(finals), took: time.Since(t0)}, nil
 	}
-	return b.alternate(ctx, "project", "rows/s", ours, bare)
+	return b.alternate(ctx, "project", "rows/s", side{"", ours}, side{"", bare})
 }
 
 // copyRows writes the final rows of completions with COPY, in one

@@ -136,7 +136,12 @@ func (s *stack) environment() []string {
 		"DARAJA_CONSUMER_KEY":    darajatest.DefaultConsumerKey,
 		"DARAJA_CONSUMER_SECRET": darajatest.DefaultConsumerSecret,
 		"DARAJA_MAX_RPS":         "0",
-		"BASELINE_ADDR":          s.addr["bench-baseline"],
+		// Pushes in flight: each waits on JetStream and Daraja for some
+		// milliseconds, so the defaults (32, 16 per client) bound one
+		// client to a few hundred payments/s, below the rate offered.
+		"DISPATCH_CONCURRENCY":          "1024",
+		"DISPATCH_CLIENT_MAX_IN_FLIGHT": "1024",
+		"BASELINE_ADDR":                 s.addr["bench-baseline"],
 	}
 	if s.o.ProfileDir != "" {
 		env[service.ProfileEnv] = s.o.ProfileDir
