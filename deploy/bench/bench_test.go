@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/stkgate/stkgate/deploy/binaries"
 )
 
 // TestSmoke runs the whole benchmark for a few seconds so that it does not
@@ -16,7 +18,7 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts the whole stack")
 	}
-	root, err := findRoot()
+	root, err := binaries.FindRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

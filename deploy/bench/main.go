@@ -151,7 +151,7 @@ func parseFlags(args []string) (Options, error) {
 	}
 	if o.Root == "" {
 		var err error
-		if o.Root, err = findRoot(); err != nil {
+		if o.Root, err = binaries.FindRoot(); err != nil {
 			return o, err
 		}
 	}
@@ -159,25 +159,6 @@ func parseFlags(args []string) (Options, error) {
 		o.JSON = filepath.Join(o.Root, "bench", "results.json")
 	}
 	return o, nil
-}
-
-// findRoot is the nearest directory at or above the current one that
-// holds go.work.
-func findRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.work above the current directory; give -root")
-		}
-		dir = parent
-	}
 }
 
 // Run does one run: the pairs in turn on one stack, then end to end and

@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 func builtBinaries(t *testing.T) (root, bin string) {
 	t.Helper()
 	built.Do(func() {
-		if built.root, built.err = findRoot(); built.err != nil {
+		if built.root, built.err = binaries.FindRoot(); built.err != nil {
 			return
 		}
 		if built.bin, built.err = os.MkdirTemp("", "stkgate-chaos-bin-"); built.err != nil {
