@@ -181,7 +181,9 @@ func (b *bench) payments(ctx context.Context) ([]events.Payment, error) {
 
 // publishAll publishes evs to the STK stream and waits for every ack.
 func (b *bench) publishAll(ctx context.Context, evs []events.Event) error {
-	for chunk := range slices.Chunk(evs, 4096) {
+	// Chunks below nats.go's bound on unacknowledged async publishes
+	// (4000), past which PublishAsync stalls and fails.
+	for chunk := range slices.Chunk(evs, 1000) {
 		for _, ev := range chunk {
 			subject, msgID, body, err := events.Encode("stkgate/bench", ev, time.Now())
 			if err != nil {
