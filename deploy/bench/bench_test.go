@@ -33,7 +33,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"accept", "poll", "callback", "project", "end to end", "request to visible", "callback to visible"}
+	want := []string{"accept", "poll", "callback", "project", "request to visible", "callback to visible", "end to end"}
 	if len(rep.Results) != len(want) {
 		t.Fatalf("%d results, want %d", len(rep.Results), len(want))
 	}
@@ -48,7 +48,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: p99 %.1f below p50 %.1f", r.Path, r.P99, r.P50)
 		}
 	}
-	if e2e := rep.Results[4]; e2e.Lost == nil || *e2e.Lost != 0 {
+	if e2e := rep.Results[6]; e2e.Lost == nil || *e2e.Lost != 0 {
 		t.Errorf("end to end lost payments: %+v", e2e)
 	}
 	if len(rep.Services) != 4 {

@@ -161,9 +161,9 @@ func parseFlags(args []string) (Options, error) {
 	return o, nil
 }
 
-// Run does one run: the pairs in turn on one stack, then end to end and
-// latency on a fresh one (the pairs leave requests no dispatcher took,
-// which would be its backlog).
+// Run does one run: the pairs in turn on one stack, then latency and end
+// to end on a fresh one (the pairs leave requests no dispatcher took,
+// which would be its backlog); latency first, on an idle system.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	bin := o.Bin
 	if bin == "" {
@@ -208,19 +208,19 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 	}
-	if o.runs("e2e") {
-		e2e, use, err := b.endToEnd(ctx)
-		if err != nil {
-			return nil, err
-		}
-		rep.Results, rep.Services = append(rep.Results, e2e), use
-	}
 	if o.runs("latency") {
 		lat, err := b.latency(ctx)
 		if err != nil {
 			return nil, err
 		}
 		rep.Results = append(rep.Results, lat...)
+	}
+	if o.runs("e2e") {
+		e2e, use, err := b.endToEnd(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Results, rep.Services = append(rep.Results, e2e), use
 	}
 	rep.Print(o.Out)
 	if o.JSON != "" {
