@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/lib/pq"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
@@ -336,9 +335,9 @@ func copyRows(ctx context.Context, db *sql.DB, cs []events.Event) error {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	st, err := tx.PrepareContext(ctx, pq.CopyIn("stk_pushes_copy", "tracking_id", "client", "phone_number", "amount", "reference",
-		"tag", "status", "response_code", "response_description", "transaction_code", "merchant_request_id", "checkout_request_id",
-		"transaction_date", "stage", "source", "created_at", "updated_at"))
+	st, err := tx.PrepareContext(ctx, `COPY stk_pushes_copy (tracking_id, client, phone_number, amount, reference,
+		tag, status, response_code, response_description, transaction_code, merchant_request_id, checkout_request_id,
+		transaction_date, stage, source, created_at, updated_at) FROM STDIN`)
 	if err != nil {
 		return err
 	}
