@@ -18,7 +18,7 @@ FUZZ_SHORT ?= 0
 CMDS := api/cmd/api api/cmd/projector api/cmd/stkgate-admin dispatcher/cmd/dispatcher \
         callback-ingest/cmd/callback-ingest deploy/cmd/stkgate-dev
 
-.PHONY: all run test test-short build lint vet fmt bench fuzz clean tidy chaos docs-bundle
+.PHONY: all run test test-short build lint vet fmt bench bench-micro fuzz clean tidy chaos docs-bundle
 
 all: lint test build
 
@@ -64,8 +64,12 @@ $(TOOLS)/staticcheck:
 fmt:
 	gofmt -w $(MODULES)
 
-## bench: benchmarks of every module (speed is measured here, never asserted in tests)
+## bench: every path against its bare engine, end to end and latency (issue 11; docs/BENCHMARKS.md); BENCH_FLAGS adds flags, e.g. -rounds 5
 bench:
+	cd deploy && $(GO) run ./bench $(BENCH_FLAGS)
+
+## bench-micro: the Go micro-benchmarks of every module (speed is measured here, never asserted in tests)
+bench-micro:
 	@for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...) || exit 1; done
 
 ## fuzz: every fuzz target for FUZZTIME each (default 30s)

@@ -792,7 +792,12 @@ func (h *Handler) get(c echo.Context) error {
 	if _, err := uuid.Parse(id); err == nil {
 		c.Set(ctxTrackingID, id)
 	}
-	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
+	// The read finishes even when the client hangs up: cancelling it
+	// costs Postgres a connection of its own (lib/pq's cancel request) and
+	// the pool the connection lib/pq then marks bad, so a burst of hung-up
+	// polls would leave the next ones waiting for new connections; the
+	// read itself is one indexed row.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), readTimeout)
 	defer cancel()
 	rec, err := h.currentRecord(ctx, clientOf(c), id)
 	switch {
