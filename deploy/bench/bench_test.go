@@ -23,7 +23,9 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	o := Options{Root: root, Rounds: 1, Round: time.Second, Conc: 4, ProjectN: 200,
+	// -race: make test has compiled every package so already, and only
+	// the links are left; a plain build would compile the tree again.
+	o := Options{Root: root, BuildFlags: []string{"-race"}, Rounds: 1, Round: time.Second, Conc: 4, ProjectN: 200,
 		E2ERate: 50, E2EDuration: 2 * time.Second, E2ESettle: time.Minute, LatencyRate: 20, LatencyDuration: 2 * time.Second,
 		SimDelay: 50 * time.Millisecond, PGNoSync: true, Out: &out, JSON: filepath.Join(t.TempDir(), "results.json")}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

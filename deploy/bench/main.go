@@ -34,8 +34,11 @@ import (
 
 // Options of a run.
 type Options struct {
-	Root            string // the repository (holds go.work)
-	Bin             string // binaries already built; empty: built into the run's directory
+	Root string // the repository (holds go.work)
+	Bin  string // binaries already built; empty: built into the run's directory
+	// BuildFlags are go build's flags when Run builds the binaries (the
+	// smoke test's -race reuses the race build make test compiled).
+	BuildFlags      []string
 	Rounds          int
 	Round           time.Duration // one round of one side of a pair
 	Conc            int           // the closed loop's concurrency
@@ -173,7 +176,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		defer os.RemoveAll(dir)
 		bin = dir
-		if err := binaries.Build(ctx, o.Root, bin, nil, func(f string, a ...any) { fmt.Fprintf(o.Out, "bench: "+f+"\n", a...) },
+		if err := binaries.Build(ctx, o.Root, bin, o.BuildFlags, func(f string, a ...any) { fmt.Fprintf(o.Out, "bench: "+f+"\n", a...) },
 			"api", "projector", "dispatcher", "callback-ingest", "daraja-sim", "bench-baseline"); err != nil {
 			return nil, err
 		}
