@@ -42,6 +42,14 @@ type Check struct {
 	Func func(ctx context.Context) error
 }
 
+// AddrSetting is AddrFromEnv for a main that reads nothing else through
+// envconf: the address, or the setting's error.
+func AddrSetting(getenv func(string) string, name, def string) (string, error) {
+	e := envconf.New(getenv)
+	addr := AddrFromEnv(e, name, def)
+	return addr, e.Err()
+}
+
 // checkTimeout bounds each readiness check.
 const checkTimeout = 2 * time.Second
 
