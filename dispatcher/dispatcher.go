@@ -6,6 +6,7 @@
 package dispatcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	warnCallbackBase(log, cfg)
 
+	cfg.Daraja.Metrics = cmp.Or(cfg.Daraja.Metrics, cfg.Metrics)
 	client, err := daraja.New(cfg.Daraja)
 	if err != nil {
 		return fmt.Errorf("dispatcher: daraja client: %w", err)
@@ -118,6 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		phones:   phones{kv: res.phones},
 		shares:   newShares(cfg.Concurrency, cfg.ClientMaxInFlight, cfg.clientWait, handBackSpacing(cfg.Daraja.MaxRPS)),
 	}
+	d.watchMetrics(nc)
 	releaseDone := make(chan struct{})
 	go func() {
 		defer close(releaseDone)
@@ -249,7 +252,8 @@ func (d *dispatcher) releasePhones(ctx context.Context, cons jetstream.Consumer)
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return ensureConsumer(ctx, d.log, d.js, events.PhoneReleaseConsumer())
 		},
-		Log: d.log,
+		Log:     d.log,
+		Metrics: d.cfg.Metrics,
 	}.Run(ctx, cons, func(_, work context.Context, msg jetstream.Msg) { d.releasePhone(work, msg) })
 }
 
@@ -306,6 +310,7 @@ func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return requestConsumer(ctx, d.log, d.js, d.cfg)
 		},
-		Log: d.log,
+		Log:     d.log,
+		Metrics: d.cfg.Metrics,
 	}.Run(ctx, cons, d.handle)
 }
