@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,33 +41,52 @@ func consumerGaugeNames() []string {
 	}
 }
 
-// WatchConsumers exports the counts of each watched consumer, asked of
-// JetStream when scraped (a consumer not found, or a JetStream not
-// answering within infoTimeout, is left out of that scrape).
+// WatchConsumers exports the counts of each watched consumer, asked of js
+// when scraped (a consumer not found, or a JetStream not answering within
+// infoTimeout, is left out of that scrape). Watching a consumer again
+// replaces its watch.
 func (r *Registry) WatchConsumers(js jetstream.JetStream, watches ...Watch) {
 	if r == nil {
 		return
 	}
-	r.wrap.MustRegister(consumerCollector{js: js, watches: watches})
+	c := r.consumers
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range watches {
+		c.watches = slices.DeleteFunc(c.watches, func(o watched) bool {
+			return o.Stream == w.Stream && o.Consumer == w.Consumer
+		})
+		c.watches = append(c.watches, watched{w, js})
+	}
 }
 
+// consumerCollector is the one collector of a Registry's watched
+// consumers.
 type consumerCollector struct {
-	js      jetstream.JetStream
-	watches []Watch
+	mu      sync.Mutex
+	watches []watched
 }
 
-func (c consumerCollector) Describe(ch chan<- *prometheus.Desc) {
+type watched struct {
+	Watch
+	js jetstream.JetStream
+}
+
+func (c *consumerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pendingDesc
 	ch <- ackPendingDesc
 	ch <- redeliveredDesc
 	ch <- backlogDesc
 }
 
-func (c consumerCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), infoTimeout)
 	defer cancel()
-	for _, w := range c.watches {
-		cons, err := c.js.Consumer(ctx, w.Stream, w.Consumer)
+	c.mu.Lock()
+	watches := slices.Clone(c.watches)
+	c.mu.Unlock()
+	for _, w := range watches {
+		cons, err := w.js.Consumer(ctx, w.Stream, w.Consumer)
 		if err != nil {
 			continue
 		}

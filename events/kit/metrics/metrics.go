@@ -28,6 +28,8 @@ type Registry struct {
 	wrap  prometheus.Registerer // adds the service label
 	names []string
 	ready readiness
+	// consumers are the watched consumers (WatchConsumers).
+	consumers *consumerCollector
 
 	httpRequests  *prometheus.CounterVec
 	httpSeconds   *prometheus.HistogramVec
@@ -73,6 +75,8 @@ func New(service string) *Registry {
 	r.payments = counterVec(r, wrap, "payments_completed_total", "Payments brought to their final state, by status_label and by source (callback, query, dispatcher, …).", "status_label", "source")
 	r.timeToFinal = histogram(r, wrap, "payment_time_to_final_seconds", "Time from a payment's request to its final state.", lagBuckets)
 	r.deadLetters = counterVec(r, wrap, "dead_letters_total", "Messages a consumer gave up on, copied to STK_DLQ, by consumer and reason (max_deliveries, terminated).", "consumer", "reason")
+	r.consumers = &consumerCollector{}
+	wrap.MustRegister(r.consumers)
 	r.refusals = counterVec(r, wrap, "rate_limit_refusals_total", "Requests refused by a limit, by limit (client_rate, auth_failures, phone_prompts, client_queued).", "limit")
 	return r
 }

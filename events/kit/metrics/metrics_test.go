@@ -363,4 +363,3 @@ func scrape(t *testing.T, r *metrics.Registry) string {
 	}
 	return rec.Body.String()
 }
-
