@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -90,20 +91,7 @@ func TestEchoCountsByRouteTemplate(t *testing.T) {
 // TestConsumeCountsSettlement: a message is counted once, by its first
 // settlement, under its event type; one left unsettled is in_hand.
 func TestConsumeCountsSettlement(t *testing.T) {
-	_, js := startNATS(t)
-	ctx := context.Background()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"stk.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []string{"1", "2", "3", "4"} {
-		if _, err := js.Publish(ctx, "stk.requested."+id, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cons, err := js.CreateConsumer(ctx, "T", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cons := streamOf(t, "stk.requested", 4, "c")
 	batch, err := cons.FetchNoWait(4)
 	if err != nil {
 		t.Fatal(err)
@@ -138,20 +126,7 @@ func TestConsumeCountsSettlement(t *testing.T) {
 // consumer are read from JetStream when scraped, and a reconciler
 // consumer's make its backlog.
 func TestConsumerGauges(t *testing.T) {
-	_, js := startNATS(t)
-	ctx := context.Background()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"stk.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []string{"1", "2", "3"} {
-		if _, err := js.Publish(ctx, "stk.dispatched."+id, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cons, err := js.CreateConsumer(ctx, "T", jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, cons := streamOf(t, "stk.dispatched", 3, "w")
 	if _, err := cons.FetchNoWait(1); err != nil {
 		t.Fatal(err)
 	}
@@ -332,6 +307,27 @@ func TestNames(t *testing.T) {
 			t.Errorf("%s: %s", p.Metric, p.Text)
 		}
 	}
+}
+
+// streamOf is a JetStream holding stream T with n events of type typ, and
+// the durable consumer of T named durable.
+func streamOf(t *testing.T, typ string, n int, durable string) (jetstream.JetStream, jetstream.Consumer) {
+	t.Helper()
+	_, js := startNATS(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"stk.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if _, err := js.Publish(ctx, typ+"."+strconv.Itoa(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cons, err := js.CreateConsumer(ctx, "T", jetstream.ConsumerConfig{Durable: durable, AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, cons
 }
 
 func startNATS(t *testing.T) (*nats.Conn, jetstream.JetStream) {
