@@ -248,12 +248,11 @@ type dispatcher struct {
 // deleted meanwhile is created again. On return the releases in hand have
 // finished.
 func (d *dispatcher) releasePhones(ctx context.Context, cons jetstream.Consumer) {
-	worker.Pool{Name: events.ConsumerPhoneRelease, Concurrency: releaseConcurrency, ShutdownTimeout: d.cfg.ShutdownTimeout,
+	worker.Pool{Name: events.ConsumerPhoneRelease, Concurrency: releaseConcurrency, ShutdownTimeout: d.cfg.ShutdownTimeout, Metrics: d.cfg.Metrics,
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return ensureConsumer(ctx, d.log, d.js, events.PhoneReleaseConsumer())
 		},
-		Log:     d.log,
-		Metrics: d.cfg.Metrics,
+		Log: d.log,
 	}.Run(ctx, cons, func(_, work context.Context, msg jetstream.Msg) { d.releasePhone(work, msg) })
 }
 
@@ -307,10 +306,10 @@ func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
 		FetchWait:       fetchWait,
 		ProgressEvery:   d.cfg.ProgressInterval,
 		ShutdownTimeout: d.cfg.ShutdownTimeout,
+		Metrics:         d.cfg.Metrics,
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return requestConsumer(ctx, d.log, d.js, d.cfg)
 		},
-		Log:     d.log,
-		Metrics: d.cfg.Metrics,
+		Log: d.log,
 	}.Run(ctx, cons, d.handle)
 }
