@@ -35,4 +35,3 @@ func TestAddrSetting(t *testing.T) {
 		}
 	}
 }
-
