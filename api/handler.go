@@ -118,7 +118,8 @@ type Options struct {
 	Metrics *metrics.Registry
 }
 
-// Handler is the api's HTTP handler: /api/stk-push, /healthz and /readyz.
+// Handler is the api's HTTP handler: /api/stk-push, /healthz, /readyz,
+// and its OpenAPI document (/openapi.yaml, /docs).
 type Handler struct {
 	e              *echo.Echo
 	conn           *nats.Conn
@@ -253,6 +254,7 @@ func (h *Handler) routes(trusted []netip.Prefix) *echo.Echo {
 	e.Use(h.logRequests)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
+	specRoutes(e)
 	// Authentication per route rather than on an /api group: a group's
 	// middleware needs a catch-all route, which would turn every 405 into
 	// a 404.
@@ -751,16 +753,43 @@ func (h *Handler) answerAccepted(c echo.Context, wait *syncWait, client, id stri
 // repeated with the same Nats-Msg-Id while ctx allows: if the first one was
 // stored after all, JetStream acks the second as a duplicate, and the client
 // is told the truth, 202, instead of a 503 that would make it pay twice.
+//
+// A repeat's failure speaks for the repeat alone: once an attempt timed
+// out, that attempt may be stored, so a repeat refused outright (no
+// responders, a JetStream error) is returned as errMaybeStored, never as
+// "not stored" (publishNotStored), which would release the key and tell the
+// client to retry into a second payment.
 func (h *Handler) publish(ctx context.Context, ev events.Event) (*jetstream.PubAck, error) {
+	var lost error // the first attempt that timed out, if any
 	for {
 		actx, cancel := context.WithTimeout(ctx, h.publishTimeout/2)
 		ack, err := h.pub.Publish(actx, ev)
 		cancel()
-		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			return ack, err
+		switch {
+		case err == nil:
+			return ack, nil
+		case lost != nil && publishNotStored(err):
+			return nil, &maybeStoredError{lost: lost, last: err}
+		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded):
+			return nil, err
+		}
+		if lost == nil {
+			lost = err
 		}
 	}
 }
+
+// maybeStoredError is a publish whose repeat was refused after an earlier
+// attempt's ack was lost: the earlier one may be stored.
+type maybeStoredError struct{ lost, last error }
+
+func (e *maybeStoredError) Error() string {
+	return fmt.Sprintf("repeat refused (%v) after an attempt with an unknown outcome (%v)", e.last, e.lost)
+}
+
+// Unwrap gives the earlier attempt's error only: errors.Is and errors.As
+// must not find the repeat's refusal and take it for the whole publish's.
+func (e *maybeStoredError) Unwrap() error { return e.lost }
 
 // get is GET /api/stk-push/:tracking_id: the client's own record, from the
 // read model or, while it is not projected yet, from the stream.

@@ -204,7 +204,7 @@ func TestAnalyse(t *testing.T) {
 			push("254700000002", id3, "0", true),
 		}},
 		want:  map[string]int{"accepted": 1, "final": 1, "accepted pushes": 3, "keyed": 2, "retried": 2, "retried accepted": 1, "unconfirmed": 1, "pushed unconfirmed": 1, "phones twice": 1},
-		fails: []string{"1 payments were prompted beyond the requests"},
+		fails: []string{"1 payments were prompted beyond the requests that could have made them (a keyed retry must not make a second payment): *********001: prompted for [" + id2 + "], which no 2xx named"},
 	}, {
 		// Daraja's gateway answered 503 after processing the push; the
 		// retry found the subscriber locked by that very prompt: one

@@ -141,26 +141,47 @@ func (p Pool) reserve(stop context.Context, slots chan struct{}) int {
 	return n
 }
 
-// fetch pulls up to n messages, handing each to start as it arrives; the
-// pull ends with stop, so that nothing is taken on after it. A pull that
-// found nothing is no error.
+// fetch pulls up to n messages, handing each to start as it arrives. A
+// pull that found nothing is no error.
+//
+// The pull is bounded by FetchMaxWait, not by a context: with
+// FetchContext, nats.go gives up a tenth of the wait (at most a second)
+// after it asked the server to stop, and drops what arrives then, and a
+// message the server sent at its end of the pull stays delivered to nobody
+// until its AckWait (seen under load: a payment pushed only after the
+// dispatcher's AckWait). With FetchMaxWait the server ends the pull (a 408)
+// and the client waits a second longer for it. A pull cannot be cancelled,
+// so at a stop fetch returns at once and leaves the pull's remainder to a
+// goroutine that hands back whatever still arrives (HandBack).
 func (p Pool) fetch(stop context.Context, cons jetstream.Consumer, n int, start func(jetstream.Msg)) (int, error) {
-	fctx, cancel := context.WithTimeout(stop, p.FetchWait)
-	defer cancel()
-	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(p.FetchWait))
 	if err != nil {
 		return 0, err
 	}
+	msgs := batch.Messages()
 	got := 0
-	for msg := range batch.Messages() {
-		got++
-		start(msg)
+	for {
+		select {
+		case msg, ok := <-msgs:
+			if !ok {
+				if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+					return got, err
+				}
+				return got, nil
+			}
+			got++
+			start(msg)
+		case <-stop.Done():
+			go func() {
+				for msg := range msgs {
+					if err := HandBack(msg); err != nil {
+						p.Log.Warn("hand back on stop failed: the message comes back after its ack wait", "consumer", p.Name, "error", err)
+					}
+				}
+			}()
+			return got, nil
+		}
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) &&
-		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		return got, err
-	}
-	return got, nil
 }
 
 // handle runs h on msg, reporting progress meanwhile; a message that
