@@ -16,6 +16,7 @@ import (
 
 	"github.com/stkgate/stkgate/events/kit/cidr"
 	"github.com/stkgate/stkgate/events/kit/envconf"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
@@ -111,6 +112,9 @@ type Config struct {
 	IdleTimeout       time.Duration
 	// Logger receives the api's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics is where the api counts (metrics.Run makes it from
+	// API_METRICS_ADDR); nil: metrics off.
+	Metrics *metrics.Registry
 }
 
 // ConfigFromEnv reads API_ADDR (default :8080), API_TOKENS (optional; each

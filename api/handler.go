@@ -20,6 +20,7 @@ import (
 
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 )
 
 // EventSource is the CloudEvents source of the events the api publishes.
@@ -113,6 +114,8 @@ type Options struct {
 	// QueuedRefresh is how often a client's queued requests are counted
 	// in Postgres, at most; 0 means DefaultQueuedRefresh.
 	QueuedRefresh time.Duration
+	// Metrics counts the requests, publishes and refusals; nil: off.
+	Metrics *metrics.Registry
 }
 
 // Handler is the api's HTTP handler: /api/stk-push, /healthz, /readyz,
@@ -143,6 +146,8 @@ type Handler struct {
 	// stopped ends every sync wait: they answer 202 at once.
 	stopped     context.Context
 	stopWaiting context.CancelFunc
+	// metrics is nil when metrics are off.
+	metrics *metrics.Registry
 }
 
 // NewHandler builds the handler.
@@ -215,6 +220,7 @@ func NewHandler(o Options) (*Handler, error) {
 		return nil, fmt.Errorf("api: IdempotencyLease %s must be longer than PublishTimeout %s", h.idemLease, h.publishTimeout)
 	}
 	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
+	h.metrics, h.pub.Metrics = o.Metrics, o.Metrics
 	h.stopped, h.stopWaiting = context.WithCancel(context.Background())
 	h.e = h.routes(o.TrustedProxies)
 	return h, nil
@@ -242,6 +248,9 @@ func (h *Handler) routes(trusted []netip.Prefix) *echo.Echo {
 	e.HidePort = true
 	e.HTTPErrorHandler = h.handleError
 	e.IPExtractor = ipExtractor(trusted)
+	if h.metrics != nil {
+		e.Use(h.metrics.Echo())
+	}
 	e.Use(h.logRequests)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
@@ -327,6 +336,7 @@ func (h *Handler) handleError(err error, c echo.Context) {
 	case errors.As(err, &reqErr):
 		status, body.Message, body.Errors = reqErr.Status, reqErr.Message, reqErr.Fields
 	case errors.As(err, &limited):
+		h.metrics.Refused(limitOf(limited))
 		status, body.Message = http.StatusTooManyRequests, limited.message
 		retryAfter(c.Response().Header(), limited.retryAfter)
 	case errors.As(err, &unavail):

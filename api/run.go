@@ -16,6 +16,7 @@ import (
 
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/service"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
@@ -65,6 +66,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return startErr(ctx, err)
 	}
 	defer db.Close()
+	cfg.Metrics.SetReadiness(metrics.NATSConnected(nc), metrics.PostgresAnswers(db))
 
 	h, err := NewHandler(handlerOptions(cfg, nc, js, db))
 	if err != nil {
@@ -135,6 +137,8 @@ func handlerOptions(cfg Config, nc *nats.Conn, js jetstream.JetStream, db *sqlx.
 		AuthFailBurst:   cfg.AuthFailBurst,
 		TrustedProxies:  cfg.TrustedProxies,
 		ClientMaxQueued: cfg.ClientMaxQueued,
+
+		Metrics: cfg.Metrics,
 	}
 }
 

@@ -85,7 +85,7 @@ func (a *Applier) Run(ctx context.Context) error {
 	// The pool's lines are about the consumer, no payment's: an empty
 	// tracking_id says so, as callback-ingest's every line carries one.
 	worker.Pool{Name: events.ConsumerCallbackApply, Concurrency: applyConcurrency, ShutdownTimeout: shutdownTimeout,
-		Recreate: create, Log: a.h.log.With("tracking_id", "")}.
+		Recreate: create, Log: a.h.log.With("tracking_id", ""), Metrics: a.h.metrics}.
 		Run(ctx, cons, func(_, _ context.Context, msg jetstream.Msg) { a.handle(msg) })
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/cidr"
 	"github.com/stkgate/stkgate/events/kit/envconf"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
@@ -42,6 +43,9 @@ type Config struct {
 	ApplyAfter time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics is where callback-ingest counts (metrics.Run makes it from
+	// CALLBACK_METRICS_ADDR); nil: off.
+	Metrics *metrics.Registry
 	// ReadHeaderTimeout, ReadTimeout and IdleTimeout are the HTTP server's
 	// against slow clients (zero: 5s, 10s, 60s). Not read from the
 	// environment; tests shorten them.

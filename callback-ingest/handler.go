@@ -19,6 +19,7 @@ import (
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 )
 
 // RoutePrefix is the path of the CallBackURL without the tracking id: the
@@ -66,6 +67,9 @@ type Options struct {
 	FastFailure time.Duration
 	// Receipts is the events.ReceiptsBucket; nil opens it on first use.
 	Receipts jetstream.KeyValue
+	// Metrics counts the requests, the publishes and the applier's
+	// messages; nil: off.
+	Metrics *metrics.Registry
 }
 
 // Answer is the JSON body of every answer to a callback. Daraja expects
@@ -99,6 +103,9 @@ func NewHandler(o Options) (http.Handler, error) {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
+	if o.Metrics != nil {
+		e.Use(o.Metrics.Echo())
+	}
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
 			h.log.Error("panic in handler", "tracking_id", pathForLog(c.Request().URL.Path), "error", err, "stack", string(stack))
@@ -155,10 +162,12 @@ func newHandler(o Options) (*handler, error) {
 		h.timeout = DefaultTimeout
 	}
 	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
+	h.metrics, h.pub.Metrics = o.Metrics, o.Metrics
 	return h, nil
 }
 
 type handler struct {
+	metrics *metrics.Registry // nil: off
 	js      jetstream.JetStream
 	stream  jetstream.Stream
 	conn    *nats.Conn

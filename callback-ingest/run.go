@@ -14,6 +14,7 @@ import (
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/service"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
@@ -79,7 +80,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	opts := Options{JS: js, Stream: stream, Conn: nc, Logger: log,
 		Secrets: cfg.Secrets, Sources: cfg.Sources, Confirm: cfg.Confirm, FastFailure: cfg.FastFailure,
-		Receipts: receipts}
+		Receipts: receipts, Metrics: cfg.Metrics}
+	cfg.Metrics.SetReadiness(metrics.NATSConnected(nc))
+	cfg.Metrics.WatchConsumers(js, metrics.Watch{Stream: events.CallbackStreamName, Consumer: events.ConsumerCallbackApply})
 	handler, err := NewHandler(opts)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/envconf"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
@@ -128,6 +129,9 @@ type Config struct {
 
 	// Logger receives every log line; nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics is where the dispatcher counts, its Daraja calls too
+	// (metrics.Run makes it from DISPATCHER_METRICS_ADDR); nil: off.
+	Metrics *metrics.Registry
 
 	// tuneConsumer lets tests shorten the request consumer's AckWait.
 	tuneConsumer func(*jetstream.ConsumerConfig)

@@ -24,6 +24,8 @@ func TestConfigLogged(t *testing.T) {
 		Values:  map[string]any{"CallbackSecrets": mustSecrets(t, "other-callback-secret-0123456789abcdef")},
 		NotLogged: []string{
 			"Daraja.HTTPClient: not a setting",
+			"Daraja.Metrics: not a setting",
+			"Metrics: not a setting",
 			"Daraja.Now: not a setting",
 			"Daraja.Timeout: not read from the environment",
 			"RetryInitialInterval: not read from the environment",

@@ -6,6 +6,7 @@
 package dispatcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	warnCallbackBase(log, cfg)
 
+	cfg.Daraja.Metrics = cmp.Or(cfg.Daraja.Metrics, cfg.Metrics)
 	client, err := daraja.New(cfg.Daraja)
 	if err != nil {
 		return fmt.Errorf("dispatcher: daraja client: %w", err)
@@ -118,6 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		phones:   phones{kv: res.phones},
 		shares:   newShares(cfg.Concurrency, cfg.ClientMaxInFlight, cfg.clientWait, handBackSpacing(cfg.Daraja.MaxRPS)),
 	}
+	d.watchMetrics(nc)
 	releaseDone := make(chan struct{})
 	go func() {
 		defer close(releaseDone)
@@ -245,7 +248,7 @@ type dispatcher struct {
 // deleted meanwhile is created again. On return the releases in hand have
 // finished.
 func (d *dispatcher) releasePhones(ctx context.Context, cons jetstream.Consumer) {
-	worker.Pool{Name: events.ConsumerPhoneRelease, Concurrency: releaseConcurrency, ShutdownTimeout: d.cfg.ShutdownTimeout,
+	worker.Pool{Name: events.ConsumerPhoneRelease, Concurrency: releaseConcurrency, ShutdownTimeout: d.cfg.ShutdownTimeout, Metrics: d.cfg.Metrics,
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return ensureConsumer(ctx, d.log, d.js, events.PhoneReleaseConsumer())
 		},
@@ -303,6 +306,7 @@ func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
 		FetchWait:       fetchWait,
 		ProgressEvery:   d.cfg.ProgressInterval,
 		ShutdownTimeout: d.cfg.ShutdownTimeout,
+		Metrics:         d.cfg.Metrics,
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return requestConsumer(ctx, d.log, d.js, d.cfg)
 		},

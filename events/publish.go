@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/events/kit/metrics"
 )
 
 // Publisher publishes events to the STK stream and waits for JetStream's ack,
@@ -14,6 +16,8 @@ type Publisher struct {
 	JS     jetstream.JetStream
 	Source string           // CloudEvents source, e.g. "stkgate/api"
 	Now    func() time.Time // nil means time.Now
+	// Metrics counts the publishes; nil: not counted.
+	Metrics *metrics.Registry
 }
 
 // Publish stores ev in the stream. A publish JetStream reports as a duplicate
@@ -31,6 +35,7 @@ func (p *Publisher) Publish(ctx context.Context, ev Event, opts ...jetstream.Pub
 	}
 	opts = append([]jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName)}, opts...)
 	ack, err := p.JS.Publish(ctx, subject, body, opts...)
+	observePublish(p.Metrics, ev, ack, err)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", subject, err)
 	}

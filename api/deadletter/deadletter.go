@@ -36,6 +36,7 @@ import (
 
 	"github.com/stkgate/stkgate/api/deadletter/advisory"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -81,6 +82,8 @@ type Config struct {
 	// RetryMaxDelay caps the delay between attempts at an advisory; 0 means
 	// DefaultRetryMaxDelay.
 	RetryMaxDelay time.Duration
+	// Metrics counts the dead letters; nil: not counted.
+	Metrics *metrics.Registry
 }
 
 // Run watches for dead letters until ctx is cancelled, then returns nil. It
@@ -107,7 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	w.log.Info("dead-letter watcher started")
 	// One advisory at a time: they are rare.
-	worker.Pool{Name: events.ConsumerDeadLetter, Concurrency: 1, Log: w.log, Recreate: w.start}.
+	worker.Pool{Name: events.ConsumerDeadLetter, Concurrency: 1, Log: w.log, Recreate: w.start, Metrics: cfg.Metrics}.
 		Run(ctx, cons, func(_, work context.Context, msg jetstream.Msg) { w.handle(work, msg) })
 	return nil
 }
@@ -183,6 +186,7 @@ func (w *watcher) stored(log *slog.Logger, msg jetstream.Msg, dl *nats.Msg, a ad
 		log.Info("dead letter already stored")
 	} else {
 		deadLetters.Add(1)
+		w.cfg.Metrics.DeadLetter(a.Consumer, reasonOf(a))
 		log.Error("message dead-lettered: a consumer gave up on it",
 			"subject", dl.Header.Get(events.DeadLetterHeaderSubject),
 			"deliveries", a.Deliveries,
@@ -195,6 +199,14 @@ func (w *watcher) stored(log *slog.Logger, msg jetstream.Msg, dl *nats.Msg, a ad
 		// Redelivered later; the dead letter is stored once.
 		log.Warn("ack advisory", "error", err)
 	}
+}
+
+// reasonOf names why a consumer gave up, for the metrics.
+func reasonOf(a advisory.Advisory) string {
+	if a.Type == advisory.TypeMaxDeliveries {
+		return "max_deliveries"
+	}
+	return "terminated"
 }
 
 // deadLetter builds the dead letter of the message an advisory is about.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/stkgate/stkgate/api/deadletter/advisory"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/testkit/logtest"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
@@ -26,11 +27,13 @@ type env struct {
 	t    *testing.T
 	ns   *natstest.Server
 	logs *logtest.Buffer
+	// metrics is the watcher's Registry.
+	metrics *metrics.Registry
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return &env{t: t, ns: natstest.Start(t), logs: &logtest.Buffer{}}
+	return &env{t: t, ns: natstest.Start(t), logs: &logtest.Buffer{}, metrics: metrics.New("projector")}
 }
 
 // start runs a watcher until the returned stop is called (or the test
@@ -45,6 +48,7 @@ func (e *env) start() (stop func()) {
 			Replicas:      1,
 			Logger:        slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			RetryMaxDelay: 200 * time.Millisecond,
+			Metrics:       e.metrics,
 		})
 	}()
 	var once sync.Once
@@ -319,6 +323,10 @@ func TestTerminated(t *testing.T) {
 		t.Errorf("dead letter (-want +got):\n%s", diff)
 	}
 	e.counted(before, 1)
+	// Counted in the metrics right after Count: waited for too.
+	e.eventually("the dead letter in stkgate_dead_letters_total", func() bool {
+		return e.metrics.Value("stkgate_dead_letters_total", "consumer", "term-test", "reason", "terminated") == 1
+	})
 }
 
 // TestRestart: advisories raised while no watcher runs are stored and

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stkgate/stkgate/events/kit/envconf"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
@@ -37,6 +38,9 @@ type Config struct {
 	BatchSize int
 	// Logger receives the projector's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics is where the projector and its dead-letter watcher count
+	// (metrics.Run makes it from PROJECTOR_METRICS_ADDR); nil: off.
+	Metrics *metrics.Registry
 
 	// The settings below are not read from the environment; zero means the
 	// default. Tests shorten them.

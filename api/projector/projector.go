@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg Config) (runErr error) {
 	ctx, stopWatcher := context.WithCancelCause(ctx)
 	watcherDone := make(chan error, 1)
 	go func() {
-		err := deadletter.Run(ctx, deadletter.Config{JS: js, Replicas: cfg.StreamReplicas, Logger: log})
+		err := deadletter.Run(ctx, deadletter.Config{JS: js, Replicas: cfg.StreamReplicas, Logger: log, Metrics: cfg.Metrics})
 		if err != nil {
 			stopWatcher(err)
 		}
@@ -115,6 +115,7 @@ func Run(ctx context.Context, cfg Config) (runErr error) {
 	if err := p.ensureConsumer(startCtx); err != nil {
 		return startErr(ctx, err)
 	}
+	p.watchMetrics(nc, db)
 	cancel()
 	log.Info("projector started", "batch_size", cfg.BatchSize)
 	p.loop(ctx)
@@ -282,6 +283,7 @@ func (p *projector) handle(ctx context.Context, msgs []jetstream.Msg) {
 	switch {
 	case err == nil:
 		p.ackAll(items)
+		p.observe(items)
 		return
 	case !store.IsPermanent(err):
 		p.nakAll(items, err)
@@ -296,6 +298,7 @@ func (p *projector) handle(ctx context.Context, msgs []jetstream.Msg) {
 		switch {
 		case err == nil:
 			p.ackAll(items[i : i+1])
+			p.observe(items[i : i+1])
 		case store.IsPermanent(err):
 			p.terminate(it.msg, it.trackingID(), "rejected by the read model", err)
 		default:

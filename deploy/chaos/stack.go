@@ -207,6 +207,12 @@ func (r *runner) env(apiPort, cbPort int) ([]string, error) {
 		// limits keep their defaults.
 		"API_RATE_LIMIT":        "0",
 		"API_CLIENT_MAX_QUEUED": "0",
+		// Several instances of a service run side by side: their
+		// admin servers would all want the one default address.
+		"API_METRICS_ADDR":        "off",
+		"PROJECTOR_METRICS_ADDR":  "off",
+		"DISPATCHER_METRICS_ADDR": "off",
+		"CALLBACK_METRICS_ADDR":   "off",
 	}
 	for k, v := range r.o.ExtraEnv {
 		env[k] = v

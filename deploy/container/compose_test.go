@@ -276,3 +276,28 @@ func refusesWithoutCredentials(t *testing.T, opts *server.Options, password stri
 	}
 	nc.Close()
 }
+
+// TestComposeMetricsNotPublished: each service serves its admin address
+// (metrics, health) on the compose network, and no service publishes one
+// to the host.
+func TestComposeMetricsNotPublished(t *testing.T) {
+	c := readCompose(t)
+	for name, setting := range map[string]string{
+		"api": "API_METRICS_ADDR", "projector": "PROJECTOR_METRICS_ADDR",
+		"dispatcher": "DISPATCHER_METRICS_ADDR", "callback-ingest": "CALLBACK_METRICS_ADDR",
+	} {
+		s, ok := c.Services[name]
+		if !ok {
+			t.Fatalf("no %s service", name)
+		}
+		addr := s.Environment[setting]
+		if !strings.HasPrefix(addr, ":") {
+			t.Errorf("%s: %s = %q, want :<port> on the compose network", name, setting, addr)
+		}
+		for _, p := range s.Ports {
+			if strings.HasSuffix(p, addr) {
+				t.Errorf("%s publishes its admin address: %q", name, p)
+			}
+		}
+	}
+}

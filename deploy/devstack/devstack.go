@@ -63,6 +63,9 @@ type Options struct {
 	// Ready, if set, is called with the effective environment once the API
 	// answers its readiness check.
 	Ready func(env map[string]string)
+	// Metrics serves each service's metrics at its default admin address
+	// (make run); without it, only where the environment sets an address.
+	Metrics bool
 }
 
 // Run starts everything and blocks until ctx is cancelled or a part fails.
@@ -94,7 +97,14 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	return d.runAll(ctx, cfgs, out, o.Ready)
+	m, err := d.openMetrics()
+	if err != nil {
+		return err
+	}
+	defer m.close()
+	cfgs.api.Metrics, cfgs.projector.Metrics, cfgs.callback.Metrics = m.api, m.projector, m.callback
+	cfgs.dispatcher.Metrics, cfgs.reconciler.Metrics = m.dispatcher, m.dispatcher
+	return d.runAll(ctx, cfgs, out, o.Ready, m)
 }
 
 // devSetup is what Run builds the stack from.
@@ -130,7 +140,11 @@ func newDevSetup(o Options) (d *devSetup, out io.Writer) {
 	if dataDir == "" {
 		dataDir = ".data"
 	}
-	return &devSetup{getenv: getenv, log: log, dataDir: dataDir, env: devDefaults()}, out
+	d = &devSetup{getenv: getenv, log: log, dataDir: dataDir, env: devDefaults()}
+	if o.Metrics {
+		d.setMetricsDefaults()
+	}
+	return d, out
 }
 
 // lookup is the environment's k, or else the dev stack's.
@@ -289,8 +303,9 @@ func (d *devSetup) configs(apiTokens []api.ClientToken) (serviceConfigs, error) 
 
 // runAll runs the services until ctx is cancelled or one fails, and prints
 // the banner to out (and calls ready) once the api answers.
-func (d *devSetup) runAll(ctx context.Context, c serviceConfigs, out io.Writer, ready func(env map[string]string)) error {
+func (d *devSetup) runAll(ctx context.Context, c serviceConfigs, out io.Writer, ready func(env map[string]string), m *stackMetrics) error {
 	g, gctx := errgroup.WithContext(ctx)
+	m.serve(gctx, g, d)
 	g.Go(func() error { return named("api", api.Run(gctx, c.api)) })
 	g.Go(func() error { return named("projector", projector.Run(gctx, c.projector)) })
 	g.Go(func() error { return named("dispatcher", dispatcher.Run(gctx, c.dispatcher)) })
@@ -308,6 +323,7 @@ func (d *devSetup) runAll(ctx context.Context, c serviceConfigs, out io.Writer, 
 			return nil
 		}
 		printBanner(out, effective, d.getenv("DARAJA_BASE_URL") == "")
+		m.printMetrics(out)
 		if ready != nil {
 			ready(effective)
 		}

@@ -34,6 +34,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
@@ -102,6 +103,9 @@ type Config struct {
 	// one limiter: the dispatcher's and the reconciler's together stay
 	// under it.
 	MaxRPS float64
+	// Metrics counts the calls to Daraja and the OAuth token fetches; nil:
+	// not counted.
+	Metrics *metrics.Registry
 }
 
 // LogValue shows the configuration with its secrets masked.
@@ -197,6 +201,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.hc == nil {
 		c.hc = defaultHTTPClient()
+	}
+	if cfg.Metrics != nil {
+		c.hc = instrumented(c.hc, cfg.Metrics)
 	}
 	if c.now == nil {
 		c.now = time.Now

@@ -10,6 +10,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/envconf"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
@@ -81,6 +82,9 @@ type Config struct {
 
 	// Logger receives every log line; nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics is where the reconciler counts, its Daraja calls too (the
+	// dispatcher's Registry: they share a process); nil: off.
+	Metrics *metrics.Registry
 }
 
 // ConfigFromEnv reads the configuration through getenv (os.Getenv in main).

@@ -20,6 +20,7 @@
 package reconciler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,6 +70,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("reconciler: %w", err)
 	}
 	log := cfg.Logger
+	cfg.Daraja.Metrics = cmp.Or(cfg.Daraja.Metrics, cfg.Metrics)
 	client, err := daraja.New(cfg.Daraja)
 	if err != nil {
 		return fmt.Errorf("reconciler: daraja client: %w", err)
@@ -91,6 +93,7 @@ func Run(ctx context.Context, cfg Config) error {
 		js:  js,
 	}
 	r.queries = newQueries(client.Query, cfg.QueryInterval, cfg.QueryMaxInterval, r.clock)
+	r.watchMetrics(js)
 	dispatched, requested, err := r.setUp(ctx, js)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -229,6 +232,7 @@ func (r *reconciler) pool(stop context.Context, cons jetstream.Consumer, recreat
 		ShutdownTimeout: r.cfg.ShutdownTimeout,
 		Recreate:        recreate,
 		Log:             r.log,
+		Metrics:         r.cfg.Metrics,
 	}.Run(stop, cons, func(_, work context.Context, msg jetstream.Msg) {
 		h(work, r.log.With("tracking_id", events.TrackingIDOf(msg.Subject())), msg)
 	})

@@ -1,25 +1,31 @@
 // Command api serves stkgate's HTTP API: clients ask for STK pushes and poll
 // for their outcome. It is configured from the environment; see
-// api.ConfigFromEnv.
+// api.ConfigFromEnv, and API_METRICS_ADDR for its metrics.
 package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 
 	"github.com/stkgate/stkgate/api"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/service"
 )
 
 func main() {
 	service.Main("api", func(ctx context.Context, log *slog.Logger) error {
 		cfg, err := api.ConfigFromEnv(os.Getenv)
-		if err != nil {
+		maddr, merr := metrics.AddrSetting(os.Getenv, "API_METRICS_ADDR", metrics.DefaultAPIAddr)
+		if err := errors.Join(err, merr); err != nil {
 			return service.ConfigError(err)
 		}
 		cfg.Logger = log
-		log.Info("starting", "config", cfg)
-		return api.Run(ctx, cfg)
+		log.Info("starting", "config", cfg, "metrics_addr", maddr)
+		return metrics.Run(ctx, maddr, "api", log, func(ctx context.Context, reg *metrics.Registry) error {
+			cfg.Metrics = reg
+			return api.Run(ctx, cfg)
+		})
 	})
 }

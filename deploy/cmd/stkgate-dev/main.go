@@ -24,7 +24,7 @@ func main() {
 	log := slog.New(h)
 	slog.SetDefault(log)
 
-	if err := devstack.Run(ctx, devstack.Options{Logger: log}); err != nil {
+	if err := devstack.Run(ctx, devstack.Options{Logger: log, Metrics: true}); err != nil {
 		fmt.Fprintln(os.Stderr, "stkgate-dev:", err)
 		os.Exit(1)
 	}

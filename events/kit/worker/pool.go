@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/events/kit/metrics"
 )
 
 // Pool consumes a pull consumer with a fixed number of handlers: the one
@@ -47,6 +49,9 @@ type Pool struct {
 	// after a wait, as after any failed pull.
 	Recreate func(context.Context) (jetstream.Consumer, error)
 	Log      *slog.Logger
+	// Metrics counts the messages handled by how they were settled; nil:
+	// not counted.
+	Metrics *metrics.Registry
 }
 
 // Handler handles one message and settles it (Ack, Nak, Term). stop ends
@@ -195,6 +200,8 @@ func (p Pool) handle(stop, work context.Context, msg jetstream.Msg, h Handler) {
 	if p.ProgressEvery > 0 {
 		defer KeepInProgress(msg, p.ProgressEvery)()
 	}
+	msg, counted := p.Metrics.Consume(p.Name, msg)
+	defer counted()
 	h(stop, work, msg)
 }
 
