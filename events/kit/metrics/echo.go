@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -25,8 +26,20 @@ func (r *Registry) Echo() echo.MiddlewareFunc {
 			if route == "" || c.Response().Status == 404 && route == "/*" {
 				route = unmatched
 			}
-			r.HTTPRequest(route, c.Request().Method, c.Response().Status, time.Since(start))
+			r.HTTPRequest(route, methodLabel(c.Request().Method), c.Response().Status, time.Since(start))
 			return nil
 		}
 	}
+}
+
+// methodLabel is method when it is one of HTTP's standard methods, else
+// "other": Go's server takes any token as a method, and each would make a
+// series of its own.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "other"
 }

@@ -67,6 +67,10 @@ func TestEchoCountsByRouteTemplate(t *testing.T) {
 		httptest.NewRequest(http.MethodGet, "/api/stk-push/b2", nil),
 		httptest.NewRequest(http.MethodPost, "/api/stk-push", nil),
 		httptest.NewRequest(http.MethodGet, "/no/such/path/c3", nil),
+		// A method is the client's text too: one Go's server takes but
+		// no route serves is "other", not a series of its own.
+		httptest.NewRequest("D4", "/api/stk-push", nil),
+		httptest.NewRequest("E5", "/api/stk-push", nil),
 	} {
 		e.ServeHTTP(httptest.NewRecorder(), req)
 	}
@@ -75,13 +79,14 @@ func TestEchoCountsByRouteTemplate(t *testing.T) {
 		`stkgate_http_requests_total{code="200",method="GET",route="/api/stk-push/:tracking_id",service="test"} 2`,
 		`stkgate_http_requests_total{code="429",method="POST",route="/api/stk-push",service="test"} 1`,
 		`stkgate_http_requests_total{code="404",method="GET",route="unmatched",service="test"} 1`,
+		`stkgate_http_requests_total{code="405",method="other",route="/api/stk-push",service="test"} 2`,
 		`stkgate_http_request_duration_seconds_count{method="GET",route="/api/stk-push/:tracking_id",service="test"} 2`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("exposition lacks %s", want)
 		}
 	}
-	for _, raw := range []string{"a1", "b2", "c3"} {
+	for _, raw := range []string{"a1", "b2", "c3", "D4", "E5"} {
 		if strings.Contains(text, raw) {
 			t.Errorf("exposition holds the raw path's %q", raw)
 		}
