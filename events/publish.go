@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Publisher publishes events to the STK stream and waits for JetStream's ack,
@@ -14,6 +15,9 @@ type Publisher struct {
 	JS     jetstream.JetStream
 	Source string           // CloudEvents source, e.g. "stkgate/api"
 	Now    func() time.Time // nil means time.Now
+	// Tracer, when set, gives each publish a producer span and carries its
+	// traceparent in the message's headers (publishTraced); nil is off.
+	Tracer trace.Tracer
 }
 
 // Publish stores ev in the stream. A publish JetStream reports as a duplicate
@@ -30,6 +34,9 @@ func (p *Publisher) Publish(ctx context.Context, ev Event, opts ...jetstream.Pub
 		return nil, err
 	}
 	opts = append([]jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName)}, opts...)
+	if p.Tracer != nil {
+		return p.publishTraced(ctx, subject, ev.Base().TrackingID, body, opts)
+	}
 	ack, err := p.JS.Publish(ctx, subject, body, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", subject, err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Pool consumes a pull consumer with a fixed number of handlers: the one
@@ -47,6 +48,9 @@ type Pool struct {
 	// after a wait, as after any failed pull.
 	Recreate func(context.Context) (jetstream.Consumer, error)
 	Log      *slog.Logger
+	// Tracer, when set, runs each handler in a consumer span, the child of
+	// the span that published the message (traceHandle); nil is off.
+	Tracer trace.Tracer
 }
 
 // Handler handles one message and settles it (Ack, Nak, Term). stop ends
@@ -170,6 +174,8 @@ func (p Pool) handle(stop, work context.Context, msg jetstream.Msg, h Handler) {
 	if p.ProgressEvery > 0 {
 		defer KeepInProgress(msg, p.ProgressEvery)()
 	}
+	stop, work, end := p.traceHandle(stop, work, msg)
+	defer end()
 	h(stop, work, msg)
 }
 
