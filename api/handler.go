@@ -17,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
@@ -113,6 +114,9 @@ type Options struct {
 	// QueuedRefresh is how often a client's queued requests are counted
 	// in Postgres, at most; 0 means DefaultQueuedRefresh.
 	QueuedRefresh time.Duration
+	// Tracer, when set, traces each request and the publish of its
+	// stk.requested (trace.go); nil is off.
+	Tracer trace.Tracer
 }
 
 // Handler is the api's HTTP handler: /api/stk-push, /healthz and /readyz.
@@ -214,8 +218,10 @@ func NewHandler(o Options) (*Handler, error) {
 		return nil, fmt.Errorf("api: IdempotencyLease %s must be longer than PublishTimeout %s", h.idemLease, h.publishTimeout)
 	}
 	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
+	h.pub.Tracer = o.Tracer
 	h.stopped, h.stopWaiting = context.WithCancel(context.Background())
 	h.e = h.routes(o.TrustedProxies)
+	h.traceRoutes(o.Tracer)
 	return h, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/stkgate/stkgate/events/kit/cidr"
 	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 // Config is what the service needs to run.
@@ -40,6 +41,9 @@ type Config struct {
 	// (CALLBACK_APPLY_AFTER, default DefaultApplyAfter): how long after a
 	// callback was kept the applier looks at it.
 	ApplyAfter time.Duration
+	// Tracing is the OpenTelemetry tracing (OTEL_*; docs/TRACING.md); off
+	// when no endpoint is set.
+	Tracing tracing.Config
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// ReadHeaderTimeout, ReadTimeout and IdleTimeout are the HTTP server's
@@ -78,6 +82,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		ApplyAfter:  e.Duration("CALLBACK_APPLY_AFTER", DefaultApplyAfter, time.Nanosecond, envconf.MaxDuration),
 		FastFailure: e.Duration("CALLBACK_FAST_FAILURE", DefaultFastFailure, 0, maxFastFailure),
 	}
+	cfg.Tracing = tracing.FromEnv(e, "callback-ingest")
 	if err := e.Err(); err != nil {
 		return Config{}, err
 	}
@@ -122,6 +127,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("addr", c.Addr),
 		slog.String("nats_url", redact.URLs(c.NATSURL)),
+		slog.Any("tracing", c.Tracing),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Any("callback_secret", c.Secrets),
 		slog.String("allow_cidrs", cidr.String(c.Sources.Allow)),

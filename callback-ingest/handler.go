@@ -16,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
@@ -66,6 +67,9 @@ type Options struct {
 	FastFailure time.Duration
 	// Receipts is the events.ReceiptsBucket; nil opens it on first use.
 	Receipts jetstream.KeyValue
+	// Tracer, when set, traces each applied callback as part of its
+	// payment's trace (traceCallback); nil is off.
+	Tracer trace.Tracer
 }
 
 // Answer is the JSON body of every answer to a callback. Daraja expects
@@ -155,6 +159,7 @@ func newHandler(o Options) (*handler, error) {
 		h.timeout = DefaultTimeout
 	}
 	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
+	h.pub.Tracer = o.Tracer
 	return h, nil
 }
 
@@ -408,6 +413,8 @@ func (h *handler) keepAndApply(c echo.Context, log *slog.Logger, a arrival, cb C
 	failpoint.Crash(failpoint.CallbackAfterKeep)
 	ctx, cancel = h.opContext(r)
 	defer cancel()
+	ctx, span := h.traceCallback(ctx, r, id, in.at)
+	defer span.End()
 	if err := h.apply(ctx, log, m, cb); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, unavailable)
 	}

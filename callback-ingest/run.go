@@ -15,6 +15,7 @@ import (
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
 	"github.com/stkgate/stkgate/events/kit/service"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -57,6 +58,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	tp, stopTracing := tracing.Start(cfg.Tracing, log)
+	defer stopTracing()
 
 	// A NATS that is down at start-up or later is waited for: the service
 	// answers 503 (and /readyz says so) meanwhile.
@@ -80,6 +83,7 @@ func Run(ctx context.Context, cfg Config) error {
 	opts := Options{JS: js, Stream: stream, Conn: nc, Logger: log,
 		Secrets: cfg.Secrets, Sources: cfg.Sources, Confirm: cfg.Confirm, FastFailure: cfg.FastFailure,
 		Receipts: receipts}
+	opts.Tracer = tracing.Tracer(tp)
 	handler, err := NewHandler(opts)
 	if err != nil {
 		return err

@@ -24,6 +24,8 @@ func TestConfigLogged(t *testing.T) {
 		Values:  map[string]any{"CallbackSecrets": mustSecrets(t, "other-callback-secret-0123456789abcdef")},
 		NotLogged: []string{
 			"Daraja.HTTPClient: not a setting",
+			"Daraja.Tracer: not a setting",
+			"Tracing.Exporter: tests only",
 			"Daraja.Now: not a setting",
 			"Daraja.Timeout: not read from the environment",
 			"RetryInitialInterval: not read from the environment",

@@ -16,10 +16,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -60,6 +62,9 @@ const fetchWait = 5 * time.Second
 func Run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
+	tp, stopTracing := tracing.Start(cfg.Tracing, log)
+	defer stopTracing()
+	cfg.Daraja.Tracer = tracing.Tracer(tp)
 	if cfg.CallbackBaseURL == "" {
 		return errors.New("dispatcher: CallbackBaseURL is required")
 	}
@@ -118,6 +123,8 @@ func Run(ctx context.Context, cfg Config) error {
 		phones:   phones{kv: res.phones},
 		shares:   newShares(cfg.Concurrency, cfg.ClientMaxInFlight, cfg.clientWait, handBackSpacing(cfg.Daraja.MaxRPS)),
 	}
+	d.tracer = cfg.Daraja.Tracer
+	d.pub.Tracer = d.tracer
 	releaseDone := make(chan struct{})
 	go func() {
 		defer close(releaseDone)
@@ -237,6 +244,9 @@ type dispatcher struct {
 	attempts attempts
 	phones   phones
 	shares   *shares
+	// tracer traces the handling of each message (worker.Pool) and the
+	// events published; nil is off.
+	tracer trace.Tracer
 }
 
 // releasePhones consumes stk.completed until ctx ends and releases the
@@ -246,6 +256,7 @@ type dispatcher struct {
 // finished.
 func (d *dispatcher) releasePhones(ctx context.Context, cons jetstream.Consumer) {
 	worker.Pool{Name: events.ConsumerPhoneRelease, Concurrency: releaseConcurrency, ShutdownTimeout: d.cfg.ShutdownTimeout,
+		Tracer: d.tracer,
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return ensureConsumer(ctx, d.log, d.js, events.PhoneReleaseConsumer())
 		},
@@ -299,6 +310,7 @@ func (d *dispatcher) releasePhone(ctx context.Context, msg jetstream.Msg) {
 func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
 	worker.Pool{
 		Name:            events.ConsumerDispatcher,
+		Tracer:          d.tracer,
 		Concurrency:     d.cfg.Concurrency,
 		FetchWait:       fetchWait,
 		ProgressEvery:   d.cfg.ProgressInterval,

@@ -22,6 +22,7 @@ func TestConfigLogged(t *testing.T) {
 	logtest.CheckConfig(t, cfg, logtest.Options{
 		NotLogged: []string{
 			"Logger: not a setting",
+			"Tracing.Exporter: tests only",
 			"RetryMaxInterval: not read from the environment",
 			"StartTimeout: not read from the environment",
 			"ApplyTimeout: not read from the environment",

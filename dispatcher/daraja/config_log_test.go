@@ -21,6 +21,7 @@ func TestConfigLogged(t *testing.T) {
 		Secrets: []string{"ConsumerKey", "ConsumerSecret", "PassKey"},
 		NotLogged: []string{
 			"HTTPClient: not a setting",
+			"Tracer: not a setting",
 			"Now: not a setting",
 		},
 		Leaks: []string{"ck-61d0a7", "cs-0be3f2", "pk-8c2e95"},

@@ -23,6 +23,8 @@ func TestConfigLogged(t *testing.T) {
 		Secrets: []string{"Daraja.ConsumerKey", "Daraja.ConsumerSecret", "Daraja.PassKey"},
 		NotLogged: []string{
 			"Daraja.HTTPClient: not a setting",
+			"Daraja.Tracer: not a setting",
+			"Tracing.Exporter: tests only",
 			"Daraja.Now: not a setting",
 			"QueryInterval: not read from the environment",
 			"QueryMaxInterval: not read from the environment",

@@ -32,6 +32,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -69,6 +70,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("reconciler: %w", err)
 	}
 	log := cfg.Logger
+	tp, stopTracing := tracing.Start(cfg.Tracing, log)
+	defer stopTracing()
+	cfg.Daraja.Tracer = tracing.Tracer(tp)
 	client, err := daraja.New(cfg.Daraja)
 	if err != nil {
 		return fmt.Errorf("reconciler: daraja client: %w", err)
@@ -90,6 +94,7 @@ func Run(ctx context.Context, cfg Config) error {
 		pub: &events.Publisher{JS: js, Source: Source},
 		js:  js,
 	}
+	r.pub.Tracer = cfg.Daraja.Tracer
 	r.queries = newQueries(client.Query, cfg.QueryInterval, cfg.QueryMaxInterval, r.clock)
 	dispatched, requested, err := r.setUp(ctx, js)
 	if err != nil {
@@ -223,6 +228,7 @@ type handler func(work context.Context, log *slog.Logger, msg jetstream.Msg)
 func (r *reconciler) pool(stop context.Context, cons jetstream.Consumer, recreate func(context.Context) (jetstream.Consumer, error), h handler) {
 	worker.Pool{
 		Name:            cons.CachedInfo().Name,
+		Tracer:          r.cfg.Daraja.Tracer,
 		Concurrency:     r.cfg.Concurrency,
 		FetchWait:       fetchWait,
 		ProgressEvery:   r.cfg.ProgressInterval,

@@ -93,21 +93,39 @@ func trackingIDOf(subject string) string {
 	return ""
 }
 
-// StartServer starts the server span of r, named for its route, as a
-// child of the caller's traceparent when r has one, else of parent's span.
-// Safaricom's callback carries none: callback-ingest passes the payment's
-// stored span context as parent. A zero start is now.
-func StartServer(parent context.Context, tr trace.Tracer, r *http.Request, route string, start time.Time) (context.Context, trace.Span) {
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(keyMethod.String(r.Method), keyRoute.String(route))}
+// StartServer starts the server span of r, as a child of the caller's
+// traceparent when r has one, else of parent's span. Safaricom's callback
+// carries none: callback-ingest passes the payment's stored span context
+// as parent. A zero start is now. EndServer names it for its route, known
+// only once the router ran.
+func StartServer(parent context.Context, tr trace.Tracer, r *http.Request, start time.Time) (context.Context, trace.Span) {
+	return startServer(propagator.Extract(parent, propagation.HeaderCarrier(r.Header)), tr, r, start)
+}
+
+// StartJoined is StartServer for a request that joins the trace whose
+// traceparent is in stored (a stored message's headers) instead of its own
+// headers': Safaricom's callback carries none, and whatever traceparent a
+// sender of the public callback URL adds is not believed.
+func StartJoined(ctx context.Context, tr trace.Tracer, r *http.Request, stored nats.Header, start time.Time) (context.Context, trace.Span) {
+	return startServer(Extract(ctx, stored), tr, r, start)
+}
+
+func startServer(parent context.Context, tr trace.Tracer, r *http.Request, start time.Time) (context.Context, trace.Span) {
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(keyMethod.String(r.Method))}
 	if !start.IsZero() {
 		opts = append(opts, trace.WithTimestamp(start))
 	}
-	return tr.Start(propagator.Extract(parent, propagation.HeaderCarrier(r.Header)), r.Method+" "+route, opts...)
+	return tr.Start(parent, r.Method, opts...)
 }
 
-// EndServer records the answer's status on a server span and ends it.
-func EndServer(span trace.Span, status int, trackingID string) {
+// EndServer names a server span for its route (the route's pattern, never
+// the path, which holds tracking ids), records the answer's status and the
+// payment's tracking id ("" when none) and ends it.
+func EndServer(span trace.Span, method, route string, status int, trackingID string) {
+	if route != "" {
+		span.SetName(method + " " + route)
+		span.SetAttributes(keyRoute.String(route))
+	}
 	span.SetAttributes(keyStatus.Int(status))
 	if trackingID != "" {
 		span.SetAttributes(KeyTrackingID.String(trackingID))

@@ -88,11 +88,8 @@ func (c Config) On() bool { return c.Endpoint != "" || c.Exporter != nil }
 
 // LogValue shows the settings, a password in the endpoint masked.
 func (c Config) LogValue() slog.Value {
-	if !c.On() {
-		return slog.GroupValue(slog.Bool("on", false))
-	}
 	return slog.GroupValue(
-		slog.Bool("on", true),
+		slog.Bool("on", c.On()),
 		slog.String("endpoint", redact.URLs(c.Endpoint)),
 		slog.String("service_name", c.ServiceName),
 		slog.String("sampler", c.Sampler),
