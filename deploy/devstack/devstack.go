@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stkgate/stkgate/api"
@@ -63,6 +64,10 @@ type Options struct {
 	// Ready, if set, is called with the effective environment once the API
 	// answers its readiness check.
 	Ready func(env map[string]string)
+	// TraceExporter, when set, receives every service's spans (each
+	// service still has its own provider and service.name): the tests'
+	// in-memory exporter. Without it, tracing is as OTEL_* sets it.
+	TraceExporter sdktrace.SpanExporter
 }
 
 // Run starts everything and blocks until ctx is cancelled or a part fails.
@@ -94,6 +99,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	cfgs.exportTraces(o.TraceExporter)
 	return d.runAll(ctx, cfgs, out, o.Ready)
 }
 

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/deploy/devstack"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
@@ -42,6 +44,8 @@ type stack struct {
 	nats *natstest.Server
 	// secrets are the stack's CALLBACK_SECRET.
 	secrets events.CallbackSecrets
+	// traces, when set, receives the services' spans (trace_test.go).
+	traces sdktrace.SpanExporter
 }
 
 // startStack runs the whole system with env over the test defaults and waits
@@ -68,6 +72,8 @@ type stackOptions struct {
 	// natsURL turns the test NATS server's URL into NATS_URL; nil uses it
 	// as it is.
 	natsURL func(string) string
+	// traces receives the services' spans; nil leaves tracing off.
+	traces sdktrace.SpanExporter
 }
 
 func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stack {
@@ -141,6 +147,7 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 			}
 		}
 		s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns, secrets: secrets}
+		s.traces = o.traces
 		err := runStack(t, env, logger, s)
 		if err == nil {
 			return s
@@ -165,6 +172,8 @@ func runStack(t *testing.T, env map[string]string, logger *slog.Logger, s *stack
 			DataDir: t.TempDir(),
 			Out:     io.Discard,
 			Logger:  logger,
+
+			TraceExporter: s.traces,
 		})
 	}()
 	deadline := time.Now().Add(60 * time.Second)
