@@ -20,6 +20,7 @@ import (
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 // RoutePrefix is the path of the CallBackURL without the tracking id: the
@@ -415,6 +416,7 @@ func (h *handler) keepAndApply(c echo.Context, log *slog.Logger, a arrival, cb C
 	defer cancel()
 	ctx, span := h.traceCallback(ctx, r, id, in.at)
 	defer span.End()
+	log = tracing.Logger(log, ctx)
 	if err := h.apply(ctx, log, m, cb); err != nil {
 		return c.JSON(http.StatusServiceUnavailable, unavailable)
 	}

@@ -236,7 +236,7 @@ func (r *reconciler) pool(stop context.Context, cons jetstream.Consumer, recreat
 		Recreate:        recreate,
 		Log:             r.log,
 	}.Run(stop, cons, func(_, work context.Context, msg jetstream.Msg) {
-		h(work, r.log.With("tracking_id", events.TrackingIDOf(msg.Subject())), msg)
+		h(work, tracing.Logger(r.log.With("tracking_id", events.TrackingIDOf(msg.Subject())), work), msg)
 	})
 }
 

@@ -29,3 +29,14 @@ func (h logHandler) WithAttrs(as []slog.Attr) slog.Handler {
 func (h logHandler) WithGroup(name string) slog.Handler {
 	return logHandler{h.Handler.WithGroup(name)}
 }
+
+// Logger is log with the trace_id and span_id of ctx's span, for the
+// logger of one payment's handling, whose lines are not logged with a
+// context; log as it is when ctx has no span (tracing off).
+func Logger(log *slog.Logger, ctx context.Context) *slog.Logger {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return log
+	}
+	return log.With("trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
+}
