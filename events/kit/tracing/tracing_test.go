@@ -3,7 +3,10 @@ package tracing_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -89,5 +92,36 @@ func TestLogLines(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	if len(lines) != 3 || !strings.Contains(lines[0], want) || !strings.Contains(lines[1], want) || strings.Contains(lines[2], "trace_id") {
 		t.Errorf("log lines:\n%s\nwant the first two with %s, the last without", b.String(), want)
+	}
+}
+
+// TestExportsOTLP: with an endpoint, spans reach it over OTLP/HTTP, at the
+// latest when the provider is stopped (the flush on exit).
+func TestExportsOTLP(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 10)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		got <- r.Method + " " + r.URL.Path + " " + r.Header.Get("Content-Type")
+	}))
+	defer collector.Close()
+	e := envconf.New(func(k string) string {
+		return map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": collector.URL}[k]
+	})
+	cfg := tracing.FromEnv(e, "api")
+	if err := e.Err(); err != nil || !cfg.On() {
+		t.Fatalf("config %+v, err %v: want tracing on", cfg, err)
+	}
+	tp, stop := tracing.Start(cfg, nil)
+	_, span := tracing.Tracer(tp).Start(context.Background(), "work")
+	span.End()
+	stop()
+	select {
+	case req := <-got:
+		if req != "POST /v1/traces application/x-protobuf" {
+			t.Errorf("collector got %q, want POST /v1/traces application/x-protobuf", req)
+		}
+	default:
+		t.Fatal("no export reached the collector by the end of stop")
 	}
 }
