@@ -418,6 +418,7 @@ func (h *handler) keepAndApply(c echo.Context, log *slog.Logger, a arrival, cb C
 	defer span.End()
 	log = tracing.Logger(log, ctx)
 	if err := h.apply(ctx, log, m, cb); err != nil {
+		tracing.Fail(span, err)
 		return c.JSON(http.StatusServiceUnavailable, unavailable)
 	}
 	return c.JSON(http.StatusOK, accepted)

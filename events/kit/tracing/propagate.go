@@ -66,11 +66,16 @@ func StartProcess(ctx context.Context, tr trace.Tracer, consumer, subject string
 
 // End ends span, marking it failed when err is not nil.
 func End(span trace.Span, err error) {
+	Fail(span, err)
+	span.End()
+}
+
+// Fail marks span failed with err; nothing when err is nil.
+func Fail(span trace.Span, err error) {
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
-	span.End()
 }
 
 // subjectKind is a subject without its tracking id, "stk.requested" of
