@@ -8,15 +8,17 @@ BIN       := $(CURDIR)/bin
 TOOLS     := $(CURDIR)/bin/tools
 STATICCHECK_VERSION := v0.8.2
 FUZZTIME  ?= 30s
-# FUZZ_SHORT: how long `make test` runs each fuzz target beside the unit
-# tests (which run every target's seeds); empty or 0 skips them. `make fuzz`
-# runs them for FUZZTIME.
-FUZZ_SHORT ?= 1s
+# FUZZ_SHORT: how long `make test` fuzzes each target beside the unit tests
+# (which run every target's seeds and corpus either way); empty or 0, the
+# default, fuzzes nothing: building the instrumented binaries costs as much
+# CPU as the race build of the whole tree, for a second of fuzzing each.
+# `make fuzz` fuzzes them for FUZZTIME.
+FUZZ_SHORT ?= 0
 # Binaries `make build` produces: one per service, plus the dev stack.
 CMDS := api/cmd/api api/cmd/projector api/cmd/stkgate-admin dispatcher/cmd/dispatcher \
         callback-ingest/cmd/callback-ingest deploy/cmd/stkgate-dev
 
-.PHONY: all run test test-short build lint vet fmt bench fuzz clean tidy chaos
+.PHONY: all run test test-short build lint vet fmt bench bench-micro fuzz clean tidy chaos docs-bundle
 
 all: lint test build
 
@@ -24,7 +26,7 @@ all: lint test build
 run:
 	$(GO) run ./deploy/cmd/stkgate-dev
 
-## test: every module's tests, with the race detector, against real Postgres and JetStream, and every fuzz target for FUZZ_SHORT, side by side (scripts/test)
+## test: every module's tests (the fuzz targets' seeds among them), with the race detector, against real Postgres and JetStream (scripts/test); FUZZ_SHORT=1s fuzzes each target beside them
 test:
 	@GO=$(GO) FUZZ_SHORT=$(FUZZ_SHORT) scripts/test
 
@@ -62,13 +64,27 @@ $(TOOLS)/staticcheck:
 fmt:
 	gofmt -w $(MODULES)
 
-## bench: benchmarks of every module (speed is measured here, never asserted in tests)
+## bench: every path against its bare engine, end to end and latency (issue 11; docs/BENCHMARKS.md); BENCH_FLAGS adds flags, e.g. -rounds 5
 bench:
+	cd deploy && $(GO) run ./bench $(BENCH_FLAGS)
+
+## bench-micro: the Go micro-benchmarks of every module (speed is measured here, never asserted in tests)
+bench-micro:
 	@for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...) || exit 1; done
 
 ## fuzz: every fuzz target for FUZZTIME each (default 30s)
 fuzz:
 	@GO=$(GO) scripts/fuzz $(FUZZTIME) $(MODULES)
+
+## docs-bundle: fetch Redoc's standalone bundle (npm package redoc, REDOC_VERSION) into api/docs/, which the api embeds for /docs
+REDOC_VERSION ?= 2.5.4
+docs-bundle:
+	@tmp=$$(mktemp -d) && trap 'rm -rf '$$tmp EXIT && \
+	  (cd $$tmp && npm pack --silent redoc@$(REDOC_VERSION) >/dev/null && \
+	   tar xzf redoc-$(REDOC_VERSION).tgz package/LICENSE package/bundles/redoc.standalone.js package/bundles/redoc.standalone.js.LICENSE.txt) && \
+	  cp $$tmp/package/bundles/redoc.standalone.js $$tmp/package/bundles/redoc.standalone.js.LICENSE.txt api/docs/ && \
+	  cp $$tmp/package/LICENSE api/docs/redoc.LICENSE && \
+	  echo "api/docs/redoc.standalone.js: redoc $(REDOC_VERSION)"
 
 tidy:
 	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done

@@ -23,7 +23,7 @@ import (
 // A flood of made-up, well-formed tokens from many addresses, half of them
 // sent by clients that hang up at once, while a real database client polls
 // its record and posts: the real client never gets a 503 and its p99 stays
-// under a second, and the api's goroutines and heap come back down once the
+// under a second (or an eighth of the flood, on a loaded machine), and the api's goroutines and heap come back down once the
 // flood stops. The token cache's ttl is cut to 100ms so that the real
 // client's token needs checking again many times during the flood.
 func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
@@ -103,6 +103,7 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 		answers = map[int]int{}
 		sent    atomic.Int64 // requests waited for, answered
 	)
+	floodStart := time.Now()
 	for a := range attackers {
 		wg.Add(1)
 		go func() {
@@ -132,6 +133,7 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 	}
 	memFlood, goroutinesFlood := memInUse(), runtime.NumGoroutine()
 	wg.Wait()
+	flood := time.Since(floodStart)
 	// What was hung up on must be let go of, not waited for.
 	released := make(chan struct{})
 	go func() { hungUp.Wait(); close(released) }()
@@ -147,8 +149,8 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 
 	slices.Sort(latencies)
 	p99 := latencies[len(latencies)*99/100]
-	t.Logf("flood: %d well-formed tokens from %d addresses, %d hung up on at once in %d waves; answers to those waited for: %v",
-		waves*perWave+attackers*perWait, addresses, waves*perWave, waves, answers)
+	t.Logf("flood: %d well-formed tokens from %d addresses, %d hung up on at once in %d waves, in %s; answers to those waited for: %v",
+		waves*perWave+attackers*perWait, addresses, waves*perWave, waves, flood.Round(time.Millisecond), answers)
 	t.Logf("real client: %d requests, p50 %s, p99 %s, max %s, %d failed",
 		len(latencies), latencies[len(latencies)/2], p99, latencies[len(latencies)-1], len(failures))
 	t.Logf("live heap and stacks: %.1f MiB before the flood, %.1f MiB as its last wave is sent (with the goroutines of "+
@@ -158,8 +160,11 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 	if len(failures) > 0 {
 		t.Errorf("the real client failed %d times during the flood, first: %s", len(failures), failures[0])
 	}
-	if p99 > time.Second {
-		t.Errorf("the real client's p99 is %s during the flood, want under 1s", p99)
+	// A client locked out waits out the flood. The bound is a second, or
+	// an eighth of the flood where a loaded machine (CI beside other
+	// jobs) stretches both: it fails a lockout, not a slow machine.
+	if bound := max(time.Second, flood/8); p99 > bound {
+		t.Errorf("the real client's p99 is %s during a flood of %s, want under %s", p99, flood.Round(time.Millisecond), bound)
 	}
 	// What the flood leaves behind is bounded: the caches' entries.
 	if grown := int64(memAfter) - int64(memBefore); grown > 16<<20 {

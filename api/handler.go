@@ -119,7 +119,8 @@ type Options struct {
 	Tracer trace.Tracer
 }
 
-// Handler is the api's HTTP handler: /api/stk-push, /healthz and /readyz.
+// Handler is the api's HTTP handler: /api/stk-push, /healthz, /readyz,
+// and its OpenAPI document (/openapi.yaml, /docs).
 type Handler struct {
 	e              *echo.Echo
 	conn           *nats.Conn
@@ -250,6 +251,7 @@ func (h *Handler) routes(trusted []netip.Prefix) *echo.Echo {
 	e.Use(h.logRequests)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
+	specRoutes(e)
 	// Authentication per route rather than on an /api group: a group's
 	// middleware needs a catch-all route, which would turn every 405 into
 	// a 404.
@@ -696,25 +698,29 @@ func (h *Handler) publishRequested(c echo.Context, log *slog.Logger, client, id 
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), h.publishTimeout)
 	ack, err := h.publish(pctx, ev)
 	cancel()
-	queued(err == nil || !publishNotStored(err))
+	// Nothing was published under this id only if this publish certainly
+	// stored nothing and, for a key taken over, no earlier holder's attempt
+	// may have been stored either (its proposal may still be in flight, or
+	// in a cut-off api's reconnect buffer).
+	nothingSent := err != nil && publishNotStored(err) && (held == nil || !held.takenOver)
+	queued(!nothingSent)
 	if held != nil {
 		h.settleKey(c, client, id, held, err)
 	}
-	if err != nil && publishNotStored(err) && (held == nil || !held.takenOver) {
-		// Nothing was published under this id, by this request or (for
-		// a key not taken over) any before it.
+	if nothingSent {
 		h.releasePrompt(c.Request().Context(), id)
 	}
 	if err != nil {
-		return nil, publishFailed(log, id, req, held, err)
+		return nil, publishFailed(log, id, req, held, err, nothingSent)
 	}
 	return ack, nil
 }
 
-// publishFailed is the answer to a failed publish of stk.requested.
-func publishFailed(log *slog.Logger, id string, req Request, held *heldKey, err error) error {
+// publishFailed is the answer to a failed publish of stk.requested;
+// nothingSent: no attempt under this id can have been stored.
+func publishFailed(log *slog.Logger, id string, req Request, held *heldKey, err error, nothingSent bool) error {
 	msg, shownID := MsgUnavailable, ""
-	if !publishNotStored(err) {
+	if !nothingSent {
 		// The request may have reached JetStream with its ack lost;
 		// the Nats-Msg-Id keeps it from being stored twice, but it may
 		// be stored once although the client is told 503. With an
@@ -747,16 +753,43 @@ func (h *Handler) answerAccepted(c echo.Context, wait *syncWait, client, id stri
 // repeated with the same Nats-Msg-Id while ctx allows: if the first one was
 // stored after all, JetStream acks the second as a duplicate, and the client
 // is told the truth, 202, instead of a 503 that would make it pay twice.
+//
+// A repeat's failure speaks for the repeat alone: once an attempt timed
+// out, that attempt may be stored, so a repeat refused outright (no
+// responders, a JetStream error) is returned as errMaybeStored, never as
+// "not stored" (publishNotStored), which would release the key and tell the
+// client to retry into a second payment.
 func (h *Handler) publish(ctx context.Context, ev events.Event) (*jetstream.PubAck, error) {
+	var lost error // the first attempt that timed out, if any
 	for {
 		actx, cancel := context.WithTimeout(ctx, h.publishTimeout/2)
 		ack, err := h.pub.Publish(actx, ev)
 		cancel()
-		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			return ack, err
+		switch {
+		case err == nil:
+			return ack, nil
+		case lost != nil && publishNotStored(err):
+			return nil, &maybeStoredError{lost: lost, last: err}
+		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded):
+			return nil, err
+		}
+		if lost == nil {
+			lost = err
 		}
 	}
 }
+
+// maybeStoredError is a publish whose repeat was refused after an earlier
+// attempt's ack was lost: the earlier one may be stored.
+type maybeStoredError struct{ lost, last error }
+
+func (e *maybeStoredError) Error() string {
+	return fmt.Sprintf("repeat refused (%v) after an attempt with an unknown outcome (%v)", e.last, e.lost)
+}
+
+// Unwrap gives the earlier attempt's error only: errors.Is and errors.As
+// must not find the repeat's refusal and take it for the whole publish's.
+func (e *maybeStoredError) Unwrap() error { return e.lost }
 
 // get is GET /api/stk-push/:tracking_id: the client's own record, from the
 // read model or, while it is not projected yet, from the stream.
@@ -765,7 +798,12 @@ func (h *Handler) get(c echo.Context) error {
 	if _, err := uuid.Parse(id); err == nil {
 		c.Set(ctxTrackingID, id)
 	}
-	ctx, cancel := context.WithTimeout(c.Request().Context(), readTimeout)
+	// The read finishes even when the client hangs up: cancelling it
+	// costs Postgres a connection of its own (lib/pq's cancel request) and
+	// the pool the connection lib/pq then marks bad, so a burst of hung-up
+	// polls would leave the next ones waiting for new connections; the
+	// read itself is one indexed row.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), readTimeout)
 	defer cancel()
 	rec, err := h.currentRecord(ctx, clientOf(c), id)
 	switch {

@@ -24,6 +24,7 @@ import (
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/testkit/logtest"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/openapitest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -45,7 +46,9 @@ type testEnv struct {
 	store *store.Store
 	conn  *nats.Conn // the handler's own, connected as Run connects
 	h     *Handler
-	logs  *logtest.Buffer
+	// srv is h with every exchange checked against openapi.yaml.
+	srv  http.Handler
+	logs *logtest.Buffer
 }
 
 func newTestEnv(t testing.TB, tweak func(*Options)) *testEnv {
@@ -79,7 +82,8 @@ func newTestEnv(t testing.TB, tweak func(*Options)) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.StopWaiting)
-	return &testEnv{ns: ns, db: db, store: o.Store, conn: conn, h: h, logs: logs}
+	srv := openapitest.Load(t, OpenAPI).Handler(t, h)
+	return &testEnv{ns: ns, db: db, store: o.Store, conn: conn, h: h, srv: srv, logs: logs}
 }
 
 type response struct {
@@ -92,7 +96,7 @@ type response struct {
 func (e *testEnv) do(t testing.TB, req *http.Request) response {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	e.h.ServeHTTP(rec, req)
+	e.srv.ServeHTTP(rec, req)
 	r := response{status: rec.Code, header: rec.Header(), raw: rec.Body.String()}
 	if err := json.Unmarshal(rec.Body.Bytes(), &r.body); err != nil {
 		t.Fatalf("%s %s: answer %d is not JSON: %q", req.Method, req.URL.Path, rec.Code, r.raw)

@@ -211,7 +211,7 @@ func TestIdempotencyConcurrent(t *testing.T) {
 			defer wg.Done()
 			<-start
 			rec := httptest.NewRecorder()
-			e.h.ServeHTTP(rec, keyedRequest(acmeToken, "same-key", ctJSON, validBody))
+			e.srv.ServeHTTP(rec, keyedRequest(acmeToken, "same-key", ctJSON, validBody))
 			r := result{status: rec.Code, raw: rec.Body.String(), retry: rec.Header().Get("Retry-After")}
 			if rec.Code == http.StatusAccepted {
 				r.id = rec.Header().Get("Location")

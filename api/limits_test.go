@@ -330,7 +330,7 @@ func TestPhoneLimitConcurrent(t *testing.T) {
 			}
 			req := newRequest(http.MethodPost, PushPath, token, ctJSON, phoneBody("0712000500", fmt.Sprint("C", i)))
 			w := httptest.NewRecorder()
-			e.h.ServeHTTP(w, req)
+			e.srv.ServeHTTP(w, req)
 			mu.Lock()
 			codes[w.Code]++
 			mu.Unlock()

@@ -136,7 +136,7 @@ func TestClientQueuedCapConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			w := httptest.NewRecorder()
-			e.h.ServeHTTP(w, newRequest(http.MethodPost, PushPath, acmeToken, ctJSON, phoneBody(fmt.Sprintf("07120008%02d", i), "C")))
+			e.srv.ServeHTTP(w, newRequest(http.MethodPost, PushPath, acmeToken, ctJSON, phoneBody(fmt.Sprintf("07120008%02d", i), "C")))
 			mu.Lock()
 			codes[w.Code]++
 			mu.Unlock()

@@ -180,27 +180,18 @@ func decodeJSON(body []byte) (map[string]value, error) {
 		}
 		return nil, notJSON(err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, notJSON(err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	// Check has read the first value whole: it is well-formed, no key is
+	// repeated, so one Decode reads the object (the token walk it once
+	// took cost as much again as Check).
+	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
 		return nil, badRequest("The request body must be a JSON object.")
 	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, notJSON(err)
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return nil, notJSON(nil)
-		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, notJSON(err)
-		}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raws map[string]json.RawMessage
+	if err := dec.Decode(&raws); err != nil {
+		return nil, notJSON(err)
+	}
+	for key, raw := range raws {
 		if !known(key) {
 			continue
 		}
@@ -209,9 +200,6 @@ func decodeJSON(body []byte) (map[string]value, error) {
 			return nil, notJSON(err)
 		}
 		fields[key] = v
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, notJSON(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, badRequest("The request body must be a single JSON object.")

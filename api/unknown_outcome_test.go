@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
 )
 
@@ -41,5 +42,104 @@ func TestCreateOutcomeUnknownNamesTheTrackingID(t *testing.T) {
 	}
 	if g := e.get(t, acmeToken, id); g.status != http.StatusOK {
 		t.Errorf("GET of the named id after it was stored: %d %s", g.status, g.raw)
+	}
+}
+
+// A publish whose first attempt's ack never came and whose repeat is then
+// refused: the refusal says only that the repeat was not stored, not the
+// first attempt, so the answer must stay "not confirmed" and the key must
+// keep its tracking id. (Seen in a chaos run, nats-server killed
+// mid-publish: the key was released, the client's keyed retry made a
+// second payment, and the customer was prompted for both.)
+func TestCreateRefusedRepeatAfterLostAckStaysUnconfirmed(t *testing.T) {
+	t.Parallel()
+	for _, keyed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "keyed", false: "unkeyed"}[keyed], func(t *testing.T) {
+			t.Parallel()
+			// Each attempt waits half of it (Handler.publish): the repeat
+			// starts 2 s after the first, long after the stream below
+			// exists.
+			e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 4 * time.Second })
+			ctx := context.Background()
+			sink := e.loseAcks(t)
+			refusing := make(chan error, 1)
+			go func() {
+				// The first attempt reached the broker and its ack is
+				// lost; from now on JetStream refuses the subject (a
+				// stream whose messages may be one byte at most).
+				_, err := sink.NextMsg(10 * time.Second)
+				if err == nil {
+					err = sink.Unsubscribe()
+				}
+				if err == nil {
+					cfg := events.StreamConfig(1)
+					cfg.MaxMsgSize = 1
+					_, err = e.ns.JS.CreateStream(ctx, cfg)
+				}
+				refusing <- err
+			}()
+			var r response
+			if keyed {
+				r = e.postKey(t, acmeToken, "k", validBody)
+			} else {
+				r = e.post(t, acmeToken, validBody)
+			}
+			if err := <-refusing; err != nil {
+				t.Fatal(err)
+			}
+			want := MsgUnknownOutcome
+			if keyed {
+				want = MsgUnconfirmed
+			}
+			if r.status != http.StatusServiceUnavailable || r.body["message"] != want {
+				t.Fatalf("status %d: %s; want 503 %q", r.status, r.raw, want)
+			}
+			if !keyed {
+				if id, _ := r.body["tracking_id"].(string); id == "" {
+					t.Fatalf("503 names no tracking_id: %s", r.raw)
+				}
+				return
+			}
+			if row, ok := e.keyRow(t, "acme", "k"); !ok || row.State != store.KeyPending {
+				t.Fatalf("claim after a lost ack then a refusal: %+v (found %v); a retry would make a second payment", row, ok)
+			}
+		})
+	}
+}
+
+// A keyed retry that takes over a claim whose earlier publish had an
+// unknown outcome, finds nothing in the stream and is then refused outright:
+// the earlier attempt may still be stored (a clustered stream's proposal in
+// flight answers "duplicate message id is in process"; a cut-off api may
+// still send it from its reconnect buffer), so the answer stays "not
+// confirmed", the key keeps its tracking id, and the client keeps its
+// queued place.
+func TestTakenOverKeyRefusedPublishStaysUnconfirmed(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 400 * time.Millisecond })
+	ctx := context.Background()
+	sink := e.loseAcks(t)
+	r := e.postKey(t, acmeToken, "k", validBody)
+	if r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnconfirmed {
+		t.Fatalf("first request: status %d: %s", r.status, r.raw)
+	}
+	_ = sink.Unsubscribe()
+	first, ok := e.keyRow(t, "acme", "k")
+	if !ok || first.State != store.KeyPending {
+		t.Fatalf("claim after an unknown outcome: %+v (found %v)", first, ok)
+	}
+	// From now on JetStream refuses the subject: the stream exists (the
+	// retry's look finds nothing in it) but takes no message.
+	cfg := events.StreamConfig(1)
+	cfg.MaxMsgSize = 1
+	if _, err := e.ns.JS.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r = e.postKey(t, acmeToken, "k", validBody)
+	if r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnconfirmed {
+		t.Fatalf("retry that took the key over: status %d: %s; want 503 %q", r.status, r.raw, MsgUnconfirmed)
+	}
+	if row, ok := e.keyRow(t, "acme", "k"); !ok || row.State != store.KeyPending || row.TrackingID != first.TrackingID {
+		t.Fatalf("claim after the refused retry: %+v (found %v), want pending with %s", row, ok, first.TrackingID)
 	}
 }

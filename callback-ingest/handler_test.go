@@ -23,6 +23,7 @@ import (
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/testkit/logtest"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/openapitest"
 )
 
 // The exact answers Daraja (or whatever sits in front of us) gets.
@@ -99,6 +100,8 @@ func newEnvWith(t *testing.T, o Options) *testEnv {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
+	// Every exchange through e.do is checked against openapi.yaml.
+	srv.Client().Transport = openapitest.Load(t, OpenAPI).Transport(t, srv.Client().Transport)
 	e := &testEnv{t: t, ns: ns, srv: srv, logs: logs, handler: h}
 	t.Cleanup(e.checkLogs)
 	return e

@@ -178,6 +178,98 @@ func TestPoolPullsOnlyForFreeHandlers(t *testing.T) {
 	<-done
 }
 
+// A message JetStream delivers at the very end of a pull is handled, not
+// left delivered to nobody until its AckWait: the client must wait for the
+// pull's end longer than the server holds it. (With nats.go's FetchContext
+// the client gave up a tenth of the wait after the server's expiry, and a
+// message in flight then was dropped; under load, a dispatcher test's
+// payment waited out the consumer's AckWait before it was pushed.) Short
+// pulls and messages arriving all the time put many at a pull's end.
+func TestPoolLosesNoMessageAtAPullsEnd(t *testing.T) {
+	ns, s, cc := poolStream(t, time.Hour)
+	ctx := context.Background()
+	cons, err := s.CreateConsumer(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, cancel := context.WithCancel(ctx)
+	var handled atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		worker.Pool{Name: "kit", Concurrency: 2, FetchWait: 20 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}.
+			Run(stop, cons, func(_, work context.Context, msg jetstream.Msg) {
+				worker.Ack(work, slog.New(slog.DiscardHandler), msg, "")
+				handled.Add(1)
+			})
+	}()
+	const n = 400
+	for i := range n {
+		if _, err := ns.JS.Publish(ctx, fmt.Sprintf("kit.%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(i%7) * time.Millisecond) // arrivals spread over the pulls' lives
+	}
+	wait.For(t, fmt.Sprintf("all %d handled", n), func() bool { return handled.Load() == n })
+	cancel()
+	<-done
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumRedelivered != 0 {
+		t.Errorf("ack pending %d, redelivered %d; want 0 and 0", info.NumAckPending, info.NumRedelivered)
+	}
+}
+
+// A stopped Pool's last pull lives on at the server until it expires (a
+// pull cannot be cancelled): a message it gets then is handed back past the
+// pull's end, so that it goes to the next instance on its second delivery,
+// not round and round the stopped pull (with the connection open, a plain
+// HandBack came back to it every HandBackDelay until it expired).
+func TestPoolStoppedPullHandsBackPastItsEnd(t *testing.T) {
+	ns, s, cc := poolStream(t, time.Hour)
+	ctx := context.Background()
+	cons, err := s.CreateConsumer(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		worker.Pool{Name: "kit", Concurrency: 4, FetchWait: 3 * time.Second, Log: slog.New(slog.DiscardHandler)}.
+			Run(stop, cons, func(context.Context, context.Context, jetstream.Msg) { t.Error("handled after the stop") })
+	}()
+	wait.For(t, "the pool's pull", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumWaiting == 1
+	})
+	cancel()
+	<-done
+	publishN(t, ns.JS, 1) // to the stopped Pool's pull, still open
+
+	// The next instance.
+	var msg jetstream.Msg
+	wait.For(t, "the message at the next instance", func() bool {
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			return false
+		}
+		for m := range b.Messages() {
+			msg = m
+		}
+		return msg != nil
+	})
+	md, err := msg.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.NumDelivered != 2 {
+		t.Errorf("delivered %d times, want 2: once to the stopped pull, then to the next instance", md.NumDelivered)
+	}
+}
+
 // At a stop, a handler running gets its work context for ShutdownTimeout,
 // then it is cancelled and Run returns.
 func TestPoolShutdownTimeout(t *testing.T) {

@@ -460,16 +460,23 @@ type batch []input
 
 // rounds splits rows into batches to apply one after the other: for each
 // tracking id its events in state order (arrival order within a stage), the
-// first in the first batch, the second in the second, and so on. The merge
-// does not depend on the order; state order only spares the updates a late
-// requested would cost. Exact repeats are dropped. Every batch is sorted by
-// tracking id so that concurrent transactions lock rows in the same order
-// and cannot deadlock; a later batch only touches rows an earlier one
-// already locked.
+// first in the first batch, the second in the second, and so on. A
+// tracking id's events before any completion (requested, dispatched, late
+// results' payments) are first folded into one input (fold): the upsert
+// merges them field by field, filling what is empty, the stage the
+// highest, Daraja's ids the first seen, so one upsert of the fold leaves
+// the row as the upserts of each in turn would, at the cost of one row
+// version instead of several. Completions are never folded: the first one
+// applied decides. The merge does not depend on the order; state order
+// only spares the updates a late requested would cost. Exact repeats are
+// dropped. Every batch is sorted by tracking id so that concurrent
+// transactions lock rows in the same order and cannot deadlock; a later
+// batch only touches rows an earlier one already locked.
 func rounds(rows []input) []batch {
 	slices.SortStableFunc(rows, func(a, b input) int { return int(a.stage - b.stage) })
 	seen := make(map[input]bool, len(rows))
 	depth := make(map[string]int, len(rows))
+	firstAt := make(map[string]int, len(rows)) // where in out[0] each id's first input is
 	var out []batch
 	for _, r := range rows {
 		if seen[r] {
@@ -477,6 +484,18 @@ func rounds(rows []input) []batch {
 		}
 		seen[r] = true
 		k := depth[r.trackingID]
+		if k > 0 && r.stage < StageCompleted {
+			// Its earlier events, all before completion too (state
+			// order), are folded into its input in the first batch.
+			out[0][firstAt[r.trackingID]].fold(r)
+			continue
+		}
+		if k == 0 {
+			if len(out) == 0 {
+				out = append(out, nil)
+			}
+			firstAt[r.trackingID] = len(out[0])
+		}
 		depth[r.trackingID] = k + 1
 		if k == len(out) {
 			out = append(out, nil)
@@ -487,6 +506,28 @@ func rounds(rows []input) []batch {
 		slices.SortStableFunc(b, func(x, y input) int { return strings.Compare(x.trackingID, y.trackingID) })
 	}
 	return out
+}
+
+// fold merges r, an event of the same tracking id before completion that
+// comes after in, into in as upsert merges a row with it: a payment field
+// and each of Daraja's ids kept if set, else taken from r; the stage the
+// higher. The request time stays in's: only the insert reads it.
+func (in *input) fold(r input) {
+	first := func(a *string, b string) {
+		if *a == "" {
+			*a = b
+		}
+	}
+	first(&in.client, r.client)
+	first(&in.phone, r.phone)
+	first(&in.reference, r.reference)
+	first(&in.tag, r.tag)
+	first(&in.merchantRequestID, r.merchantRequestID)
+	first(&in.checkoutRequestID, r.checkoutRequestID)
+	if in.amount == 0 {
+		in.amount = r.amount
+	}
+	in.stage = max(in.stage, r.stage)
 }
 
 func (b batch) args() []any {

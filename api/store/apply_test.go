@@ -264,6 +264,24 @@ func TestApplyRefusedThenDispatched(t *testing.T) {
 	f.unchanged("requested after both", r, s.requested)
 }
 
+// TestApplyFoldedBeforeCompletion: a payment's requested and dispatched in
+// one batch are written as one upsert (rounds folds them); the row ends as
+// it would after each in turn: new, or already completed without ids.
+func TestApplyFoldedBeforeCompletion(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := newStory()
+	f.apply(s.requested, s.dispatched)
+	f.check("requested and dispatched in one batch", s.wantDispatched())
+	f.apply(s.dispatched, s.requested, s.success)
+	f.check("and the completion in the next", s.wantCompleted(s.success, true))
+
+	r := newStory()
+	f.apply(r.refused)
+	f.apply(r.dispatched, r.requested)
+	f.check("refused, then requested and dispatched in one batch", r.wantCompleted(r.refused, true))
+}
+
 func TestApplyDispatchedAfterCompleted(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

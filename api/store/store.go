@@ -33,9 +33,13 @@ var ErrNotFound = errors.New("record not found")
 
 // Pool limits of Open. The projector holds one connection per batch and the
 // api one per request; more connections than this only queue in Postgres.
+// Every connection a burst opened stays for the next one (until
+// connMaxIdleTime): an idle limit below the open one closed connections
+// after each burst and opened them again at the next, a Postgres backend
+// started each time.
 const (
 	maxOpenConns    = 16
-	maxIdleConns    = 8
+	maxIdleConns    = maxOpenConns
 	connMaxIdleTime = 5 * time.Minute
 	connMaxLifetime = 30 * time.Minute
 	openPingTimeout = 10 * time.Second

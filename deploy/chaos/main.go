@@ -28,11 +28,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/stkgate/stkgate/deploy/binaries"
 	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
 )
@@ -118,28 +118,9 @@ func parseFlags(args []string) (Options, error) {
 	o.Root = *root
 	if o.Root == "" {
 		var err error
-		if o.Root, err = findRoot(); err != nil {
+		if o.Root, err = binaries.FindRoot(); err != nil {
 			return o, err
 		}
 	}
 	return o, nil
-}
-
-// findRoot is the nearest directory at or above the current one that
-// holds go.work.
-func findRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.work above the current directory; pass -root")
-		}
-		dir = parent
-	}
 }

@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os/exec"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/stkgate/stkgate/deploy/binaries"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
 	"github.com/stkgate/stkgate/events/kit/ports"
 	"github.com/stkgate/stkgate/events/kit/worker"
@@ -66,7 +65,7 @@ func (p *proc) startLocked() error {
 	cmd.Env = p.env
 	cmd.Stdout = p.log
 	cmd.Stderr = p.log
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = binaries.SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		p.startErrs++
 		return fmt.Errorf("start %s: %w", p.name, err)
@@ -237,36 +236,6 @@ func (p *proc) running() bool {
 		return false
 	default:
 		return true
-	}
-}
-
-func httpReady(url string) func(context.Context) error {
-	client := &http.Client{Timeout: 2 * time.Second}
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s answered %d", url, resp.StatusCode)
-		}
-		return nil
-	}
-}
-
-func tcpReady(addr string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		d := net.Dialer{Timeout: 2 * time.Second}
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return err
-		}
-		return c.Close()
 	}
 }
 

@@ -42,6 +42,7 @@ type Report struct {
 	AcceptedPushes       int            // pushes Daraja accepted: prompts shown to a customer
 	DoublePushes         int            // tracking ids whose customer was prompted more than once
 	DoublePushIDs        []string       // the first few, with counts
+	PromptedTwiceOn      []string       // the first few phones prompted beyond their requests, with the ids no answer named
 	Pushed503            int            // requests answered 503 whose phone was prompted
 	PushedUnaccounted    int            // accepted pushes for no request of this run
 	CallbacksSent        int            // callbacks the fake tried to deliver
@@ -272,6 +273,17 @@ func (c *analysis) countPromptsPerPhone() {
 			refused := min(excess, u.refused)
 			c.r.Pushed503 += refused
 			c.r.PhonesPromptedTwice += excess - refused
+			if excess > refused && len(c.r.PromptedTwiceOn) < 10 {
+				var unnamed []string
+				for id := range ids {
+					if !u.accepted[id] {
+						unnamed = append(unnamed, id)
+					}
+				}
+				sort.Strings(unnamed)
+				c.r.PromptedTwiceOn = append(c.r.PromptedTwiceOn, fmt.Sprintf("%s: prompted for %v, which no 2xx named; answers that may have made them %d, 503s %d",
+					events.MaskPhone(phone), unnamed, u.mayHave, u.refused))
+			}
 		}
 	}
 }
@@ -448,7 +460,8 @@ func (r *Report) judge() {
 		fail("%d payments paid at the fake are recorded other than Success or Unknown: %s", r.PaidNotRecorded, strings.Join(r.PaidNotRecordedIDs, "; "))
 	}
 	if r.PhonesPromptedTwice > 0 {
-		fail("%d payments were prompted beyond the requests that could have made them (a keyed retry must not make a second payment)", r.PhonesPromptedTwice)
+		fail("%d payments were prompted beyond the requests that could have made them (a keyed retry must not make a second payment): %s",
+			r.PhonesPromptedTwice, strings.Join(r.PromptedTwiceOn, "; "))
 	}
 	if r.Pushed503 > 0 {
 		fail("%d requests answered 503 were pushed anyway", r.Pushed503)

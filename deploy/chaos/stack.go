@@ -8,7 +8,6 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -16,6 +15,7 @@ import (
 
 	_ "github.com/lib/pq" // the "postgres" driver
 
+	"github.com/stkgate/stkgate/deploy/binaries"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
@@ -40,7 +40,7 @@ func (r *runner) setUp(ctx context.Context) error {
 	}
 	if r.o.Bin == "" {
 		r.o.Bin = filepath.Join(work, "bin")
-		if err := Build(ctx, r.o.Root, r.o.Bin, nil, r.logf); err != nil {
+		if err := binaries.Build(ctx, r.o.Root, r.o.Bin, nil, r.logf); err != nil {
 			return err
 		}
 	}
@@ -152,7 +152,7 @@ func (r *runner) startSim(ctx context.Context, bin string) error {
 	if r.simLog, err = r.openLog("daraja-sim"); err != nil {
 		return err
 	}
-	r.simURL, r.controlURL, r.stopSim, err = startSim(ctx, filepath.Join(bin, "daraja-sim"), r.o.SimDelay, r.simLog,
+	r.simURL, r.controlURL, r.stopSim, err = binaries.StartSim(ctx, filepath.Join(bin, "daraja-sim"), r.o.SimDelay, r.simLog,
 		"-answer-latency", r.o.Latency.String())
 	if err != nil {
 		return err
@@ -234,13 +234,13 @@ func (r *runner) addProcs(bin string, natsPort int, env []string) error {
 		return nil
 	}
 	if err := add("nats-server", "nats-server", []string{"-js", "-a", "127.0.0.1", "-p", fmt.Sprint(natsPort),
-		"-sd", filepath.Join(r.work, "nats"), "-n", "chaos"}, tcpReady(fmt.Sprintf("127.0.0.1:%d", natsPort))); err != nil {
+		"-sd", filepath.Join(r.work, "nats"), "-n", "chaos"}, binaries.TCPReady(fmt.Sprintf("127.0.0.1:%d", natsPort))); err != nil {
 		return err
 	}
 	if err := add("projector", "projector", nil, nil); err != nil {
 		return err
 	}
-	if err := add("api", "api", nil, httpReady(r.apiURL+"/readyz")); err != nil {
+	if err := add("api", "api", nil, binaries.HTTPReady(r.apiURL+"/readyz")); err != nil {
 		return err
 	}
 	r.dispatchers = dispatcherNames(r.o.Dispatchers)
@@ -255,41 +255,7 @@ func (r *runner) addProcs(bin string, natsPort int, env []string) error {
 	if r.o.CallbackCrash > 0 {
 		crashEnv = append(crashEnv, fmt.Sprintf("%s=%s=%g", failpoint.Env, failpoint.CallbackAfterKeep, r.o.CallbackCrash))
 	}
-	return add("callback-ingest", "callback-ingest", nil, httpReady(r.cbBase+"/readyz"), crashEnv...)
-}
-
-// Build compiles every service, the fake and nats-server into bin with go
-// build and flags (e.g. -race). The nats-server is built from within the
-// events module so that its pinned version is the one used.
-// Naming outputs builds only those.
-func Build(ctx context.Context, root, bin string, flags []string, logf func(string, ...any), only ...string) error {
-	targets := []struct{ dir, pkg, out string }{
-		{"api", "./cmd/api", "api"},
-		{"api", "./cmd/projector", "projector"},
-		{"dispatcher", "./cmd/dispatcher", "dispatcher"},
-		{"callback-ingest", "./cmd/callback-ingest", "callback-ingest"},
-		{"deploy", "./cmd/daraja-sim", "daraja-sim"},
-		{"events", "github.com/nats-io/nats-server/v2", "nats-server"},
-	}
-	t0 := time.Now()
-	built := 0
-	for _, t := range targets {
-		if len(only) > 0 && !slices.Contains(only, t.out) {
-			continue
-		}
-		built++
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		args := append(append([]string{"build"}, flags...), "-o", filepath.Join(bin, t.out), t.pkg)
-		cmd := exec.CommandContext(cctx, "go", args...)
-		cmd.Dir = filepath.Join(root, t.dir)
-		out, err := cmd.CombinedOutput()
-		cancel()
-		if err != nil {
-			return fmt.Errorf("go build %s in %s: %w\n%s", t.pkg, t.dir, err, out)
-		}
-	}
-	logf("built %d binaries in %s", built, time.Since(t0).Round(time.Millisecond))
-	return nil
+	return add("callback-ingest", "callback-ingest", nil, binaries.HTTPReady(r.cbBase+"/readyz"), crashEnv...)
 }
 
 // chaosToken is the load's API token; the api refuses tokens under 32 bytes.

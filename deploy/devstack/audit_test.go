@@ -115,6 +115,7 @@ type auditPhone struct {
 func (p auditPhone) subscriber() string { return p.intl[3:] }
 
 func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
+	// Not parallel: it sets the default logger, to audit every line.
 	var logs logtest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// Anything logged around the stack's logger (slog.Default, the log
@@ -212,7 +213,7 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 		for i := 0; i+1 < len(hdr); i += 2 {
 			req.Header.Set(hdr[i], hdr[i+1])
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := s.client.Do(req)
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
@@ -431,7 +432,7 @@ func mismatchedCallback(t *testing.T, s *stack, id, phone string) string {
 	push := acceptedPush(t, s, id)
 	body := fmt.Sprintf(`{"Body":{"stkCallback":{"MerchantRequestID":%q,"CheckoutRequestID":%q,"ResultCode":0,"ResultDesc":"The service request is processed successfully.","CallbackMetadata":{"Item":[{"Name":"Amount","Value":1},{"Name":"MpesaReceiptNumber","Value":"MISMATCH01"},{"Name":"TransactionDate","Value":20261126230000},{"Name":"PhoneNumber","Value":%s}]}}}}`,
 		push.MerchantRequestID, push.CheckoutRequestID, phone)
-	resp, err := http.Post(push.Body.CallBackURL, "application/json", strings.NewReader(body))
+	resp, err := s.cbClient.Post(push.Body.CallBackURL, "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +480,7 @@ func forgedCallbacks(t *testing.T, s *stack, id, phone string) []string {
 	}
 	var out []string
 	for _, p := range posts {
-		resp, err := http.Post(p.url, "application/json", strings.NewReader(p.body))
+		resp, err := s.cbClient.Post(p.url, "application/json", strings.NewReader(p.body))
 		if err != nil {
 			t.Fatalf("POST %s: %v", p.url, err)
 		}

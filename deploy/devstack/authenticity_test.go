@@ -23,7 +23,7 @@ func (s *stack) sendCallback(t *testing.T, url, checkoutID, phone string, amount
 		`{"Name":"Amount","Value":%d.00},{"Name":"MpesaReceiptNumber","Value":%q},`+
 		`{"Name":"TransactionDate","Value":20240321143055},{"Name":"PhoneNumber","Value":%s}]}}}}`,
 		checkoutID, amount, receipt, phone)
-	resp, err := http.Post(url, "application/json;charset=UTF-8", strings.NewReader(body))
+	resp, err := s.cbClient.Post(url, "application/json;charset=UTF-8", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +50,7 @@ func (s *stack) pushedCheckoutID(t *testing.T, id string) string {
 // the customer cancelled changes nothing: the reconciler's STK query finds
 // the cancellation, and that is what the client reads.
 func TestForgedCallbackE2E(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, map[string]string{
 		"RECONCILE_AFTER":        "2s",
 		"RECONCILE_RECEIPT_WAIT": "0",
@@ -82,6 +83,7 @@ func TestForgedCallbackE2E(t *testing.T) {
 // Daraja at once (RECONCILE_AFTER is far off) and records Daraja's answer,
 // paid or not, without the callback's receipt.
 func TestWrongAmountCallbackConfirmedE2E(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, map[string]string{
 		"RECONCILE_AFTER":            "10m",
 		"RECONCILE_UNKNOWN_DEADLINE": "20m",
@@ -116,6 +118,7 @@ func TestWrongAmountCallbackConfirmedE2E(t *testing.T) {
 // makes one and gives the same to the dispatcher and callback-ingest, so a
 // genuine callback is applied.
 func TestDevStackMakesCallbackSecret(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, map[string]string{"CALLBACK_SECRET": ""})
 	id := s.accept(t, "0712345641")
 	data := s.waitFinal(t, id)

@@ -22,12 +22,15 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/stkgate/stkgate/api"
 	"github.com/stkgate/stkgate/api/store/pgtest"
+	callback "github.com/stkgate/stkgate/callback-ingest"
 	"github.com/stkgate/stkgate/deploy/devstack"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/ports"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/openapitest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -44,6 +47,9 @@ type stack struct {
 	nats *natstest.Server
 	// secrets are the stack's CALLBACK_SECRET.
 	secrets events.CallbackSecrets
+	// client and cbClient send to the api and to callback-ingest, each
+	// exchange checked against the service's OpenAPI document.
+	client, cbClient *http.Client
 	// traces, when set, receives the services' spans (trace_test.go).
 	traces sdktrace.SpanExporter
 }
@@ -97,6 +103,11 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 	if fo.ConsumerKey == "" {
 		fo.ConsumerKey, fo.ConsumerSecret = darajatest.DefaultConsumerKey, darajatest.DefaultConsumerSecret
 	}
+	cbClient := &http.Client{Transport: openapitest.Load(t, callback.OpenAPI).Transport(t, nil)}
+	if fo.CallbackClient == nil {
+		// The fake's callbacks are checked too: they are Daraja's.
+		fo.CallbackClient = &http.Client{Timeout: 10 * time.Second, Transport: cbClient.Transport}
+	}
 	fake, err := darajatest.NewServer(fo)
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +157,8 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 				t.Fatal(err)
 			}
 		}
-		s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns, secrets: secrets}
+		s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns, secrets: secrets,
+			client: &http.Client{Transport: openapitest.Load(t, api.OpenAPI).Transport(t, nil)}, cbClient: cbClient}
 		s.traces = o.traces
 		err := runStack(t, env, logger, s)
 		if err == nil {
@@ -264,7 +276,7 @@ func (s *stack) do(t *testing.T, method, path, token, contentType string, body [
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -362,6 +374,7 @@ var (
 // TestOutcomes drives each row of the status table through the whole system:
 // the simulator chooses the outcome by the phone's last four digits.
 func TestOutcomes(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	tests := []struct {
 		phone, code, label string
@@ -423,6 +436,7 @@ func TestOutcomes(t *testing.T) {
 }
 
 func TestRefusedPushIsFailed(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	s.fake.Script("254712345601", darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailInvalidPhone}})
 	id := s.accept(t, "0712345601")
@@ -445,6 +459,7 @@ func TestRefusedPushIsFailed(t *testing.T) {
 }
 
 func TestTransientErrorsThenOneAcceptedPush(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	s.fake.Script("254712345602", darajatest.Script{FailFirst: []darajatest.Failure{
 		darajatest.FailSpikeArrest, darajatest.FailServiceUnavailable,
@@ -469,6 +484,7 @@ func TestTransientErrorsThenOneAcceptedPush(t *testing.T) {
 }
 
 func TestHTTPErrors(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	id := s.accept(t, "0712345603")
 
@@ -522,6 +538,7 @@ func TestHTTPErrors(t *testing.T) {
 }
 
 func TestFormEncodedRequest(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	r := s.do(t, http.MethodPost, "/api/stk-push", acmeToken, "application/x-www-form-urlencoded",
 		[]byte("phone=%2B254+712-345-604&amount=250&reference=FORM-1"))
@@ -535,7 +552,10 @@ func TestFormEncodedRequest(t *testing.T) {
 }
 
 func TestSyncMode(t *testing.T) {
-	s := startStack(t, map[string]string{"DISPATCH_MODE": "sync", "SYNC_TIMEOUT": "2s"})
+	// Not parallel, and SYNC_TIMEOUT well above a push's time: the first
+	// cases wait for Daraja's answer within it, and beside other stacks on
+	// a loaded machine a 2 s one ran out first.
+	s := startStack(t, map[string]string{"DISPATCH_MODE": "sync", "SYNC_TIMEOUT": "5s"})
 
 	t.Run("answered once Daraja accepted", func(t *testing.T) {
 		r := s.push(t, acmeToken, "0712345605", 100, "SYNC-1")
@@ -566,10 +586,10 @@ func TestSyncMode(t *testing.T) {
 	})
 
 	t.Run("past SYNC_TIMEOUT answers as async", func(t *testing.T) {
-		// Daraja stays busy past the 2s timeout (two spike arrests, each
+		// Daraja stays busy past the 5s timeout (three spike arrests, each
 		// waited out for at least 2 s); the push still goes out later. (Not
 		// 503s: after a 503 a push is retried only within 2 s.)
-		busy := []darajatest.Failure{darajatest.FailSpikeArrest, darajatest.FailSpikeArrest}
+		busy := []darajatest.Failure{darajatest.FailSpikeArrest, darajatest.FailSpikeArrest, darajatest.FailSpikeArrest}
 		s.fake.Script("254712345607", darajatest.Script{FailFirst: busy})
 		r := s.push(t, acmeToken, "0712345607", 100, "SYNC-3")
 		if r.status != http.StatusAccepted || r.header.Get("Location") == "" {
@@ -584,6 +604,7 @@ func TestSyncMode(t *testing.T) {
 // TestLostCallbackFinishedByQuery: the dev stack runs the reconciler, so a
 // push whose callback never comes is finished from Daraja's STK query.
 func TestLostCallbackFinishedByQuery(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, map[string]string{
 		"RECONCILE_AFTER":        "1s",
 		"RECONCILE_RECEIPT_WAIT": "0",
@@ -616,6 +637,7 @@ func TestLostCallbackFinishedByQuery(t *testing.T) {
 // so the README's curl line can be tried more than PHONE_MAX_PROMPTS times;
 // PHONE_MAX_PROMPTS in the environment still sets it.
 func TestDevStackLiftsPhoneLimit(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	for i := range 7 {
 		if r := s.push(t, acmeToken, "0712345699", 10, "DEV"); r.status != http.StatusAccepted {

@@ -74,6 +74,7 @@ func TestCallbackHandlerProcess(t *testing.T) {
 // (30 s) passed, which the applier of the next instance then applies — the
 // same end, later than this test should take.
 func TestCallbackIngestKilledAfterKeepE2E(t *testing.T) {
+	t.Parallel()
 	cbAddr := freeAddr(t)
 	s := startStack(t, map[string]string{
 		"CALLBACK_BASE_URL":    "http://" + cbAddr,
@@ -130,6 +131,7 @@ func TestCallbackIngestKilledAfterKeepE2E(t *testing.T) {
 // arrives; it is kept, not applied, and answered 503. Once the stream
 // answers again the applier applies it: Success with its receipt.
 func TestCallbackMatchingFailedE2E(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, map[string]string{"CALLBACK_APPLY_AFTER": "500ms"})
 	const phone = "0712345622"
 	s.fake.Script("254"+phone[1:], darajatest.Script{ResultCode: "0", CallbackDelay: time.Hour})

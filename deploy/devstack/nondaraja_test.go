@@ -18,6 +18,7 @@ import (
 // 400) end the payment (status 1) with a non-empty response_code and a
 // description Postgres takes, instead of leaving it Pending for ever.
 func TestNonDarajaAnswersEndPayments(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, map[string]string{"DISPATCH_RETRY_MAX": "2s"})
 	always := func(f darajatest.Failure) []darajatest.Failure {
 		fs := make([]darajatest.Failure, 200)
@@ -80,6 +81,7 @@ func TestNonDarajaAnswersEndPayments(t *testing.T) {
 // subscriber" — the payment's own prompt — and must not prompt again: the
 // customer is prompted once and the payment ends Success with the receipt.
 func TestServiceUnavailableAfterAcceptPromptsOnce(t *testing.T) {
+	t.Parallel()
 	s := startStack(t, nil)
 	const phone = "254712348010"
 	// The prompt stays open past the retry (after the 503's 5 s wait).

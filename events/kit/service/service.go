@@ -66,6 +66,14 @@ func mainWith(name string, getenv func(string) string, stderr io.Writer, run fun
 	defer stop()
 	log := NewLogger(stderr, getenv("LOG_FORMAT"), name)
 	slog.SetDefault(log)
+	if dir := getenv(ProfileEnv); dir != "" {
+		stopProfile, err := startProfile(dir, name)
+		if err != nil {
+			log.Error("cannot profile", "error", err, "dir", dir)
+			return ExitFailed
+		}
+		defer stopProfile(log)
+	}
 
 	err := run(ctx, log)
 	var ce configError

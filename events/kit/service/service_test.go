@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -63,5 +65,30 @@ func TestNewLogger(t *testing.T) {
 func TestConfigErrorOfNil(t *testing.T) {
 	if ConfigError(nil) != nil {
 		t.Error("ConfigError(nil) is not nil")
+	}
+}
+
+// TestMainProfiles: with STKGATE_PROFILE_DIR, a run leaves its CPU and
+// allocations profiles there.
+func TestMainProfiles(t *testing.T) {
+	dir := t.TempDir()
+	var stderr bytes.Buffer
+	getenv := func(k string) string {
+		if k == ProfileEnv {
+			return dir
+		}
+		return ""
+	}
+	if code := mainWith("svc", getenv, &stderr, func(context.Context, *slog.Logger) error { return nil }); code != 0 {
+		t.Fatalf("exit code %d: %s", code, stderr.String())
+	}
+	for _, kind := range []string{"cpu", "allocs"} {
+		files, err := filepath.Glob(filepath.Join(dir, "svc-*."+kind+".pprof"))
+		if err != nil || len(files) != 1 {
+			t.Fatalf("%s profiles %v (%v), want one", kind, files, err)
+		}
+		if fi, err := os.Stat(files[0]); err != nil || fi.Size() == 0 {
+			t.Errorf("%s profile empty or unreadable: %v", kind, err)
+		}
 	}
 }

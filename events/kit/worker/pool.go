@@ -140,26 +140,51 @@ func (p Pool) reserve(stop context.Context, slots chan struct{}) int {
 	return n
 }
 
-// fetch pulls up to n messages, handing each to start as it arrives; the
-// pull ends with stop, so that nothing is taken on after it. A pull that
-// found nothing is no error.
+// fetch pulls up to n messages, handing each to start as it arrives. A
+// pull that found nothing is no error.
+//
+// The pull is bounded by FetchMaxWait, not by a context: with
+// FetchContext, nats.go gives up a tenth of the wait (at most a second)
+// after it asked the server to stop, and drops what arrives then, and a
+// message the server sent at its end of the pull stays delivered to nobody
+// until its AckWait (seen under load: a payment pushed only after the
+// dispatcher's AckWait). With FetchMaxWait the server ends the pull (a 408)
+// and the client waits a second longer for it.
+//
+// A pull cannot be cancelled, so at a stop fetch returns at once and leaves
+// the pull's remainder to a goroutine that hands back whatever still
+// arrives, delayed past the pull's end: handed back sooner, as HandBack
+// does, it would come back to this same pull while the connection lives.
 func (p Pool) fetch(stop context.Context, cons jetstream.Consumer, n int, start func(jetstream.Msg)) (int, error) {
-	fctx, cancel := context.WithTimeout(stop, p.FetchWait)
-	defer cancel()
-	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+	pullEnds := time.Now().Add(p.FetchWait)
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(p.FetchWait))
 	if err != nil {
 		return 0, err
 	}
+	msgs := batch.Messages()
 	got := 0
-	for msg := range batch.Messages() {
-		got++
-		start(msg)
+	for {
+		select {
+		case msg, ok := <-msgs:
+			if !ok {
+				if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+					return got, err
+				}
+				return got, nil
+			}
+			got++
+			start(msg)
+		case <-stop.Done():
+			go func() {
+				for msg := range msgs {
+					if err := msg.NakWithDelay(time.Until(pullEnds) + HandBackDelay); err != nil {
+						p.Log.Warn("hand back on stop failed: the message comes back after its ack wait", "consumer", p.Name, "error", err)
+					}
+				}
+			}()
+			return got, nil
+		}
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) &&
-		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		return got, err
-	}
-	return got, nil
 }
 
 // handle runs h on msg, reporting progress meanwhile; a message that
@@ -256,7 +281,9 @@ const HandBackDelay = time.Second
 // stopping service's own (its fetch is ending, its inbox not yet
 // unsubscribed); the message is then lost until the AckWait. After a short
 // delay that pull request has lapsed — the server drops a pull request whose
-// inbox no one listens to — and the message goes to a live consumer.
+// inbox no one listens to — and the message goes to a live consumer. (A
+// Pool's pull outlives its stop by up to its FetchWait: what that pull still
+// gets, the Pool hands back past its end itself.)
 //
 // Only for a consumer without BackOff: with one, nats-server measures a
 // NakWithDelay against the BackOff interval of the delivery instead of the

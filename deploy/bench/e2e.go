@@ -1,0 +1,229 @@
+package main
+
+// End to end: every service a process of its own, payments from POST to
+// status 1; and the latency of a payment's steps at a fixed rate.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/stkgate/stkgate/deploy/binaries"
+	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events"
+)
+
+var services = []string{"projector", "api", "dispatcher", "callback-ingest"}
+
+// serviceUsage is one service's use of the machine in the end-to-end run.
+type serviceUsage struct {
+	Service       string  `json:"service"`
+	PeakRSSMB     float64 `json:"peak_rss_mb"`
+	CPUSeconds    float64 `json:"cpu_seconds"`
+	CPUPerPayment float64 `json:"cpu_ms_per_payment"`
+}
+
+// endToEnd posts payments at E2ERate for E2EDuration to a fresh stack and
+// waits until every accepted one is final.
+func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, error) {
+	url := "http://" + b.s.addr["api"] + "/api/stk-push"
+	// An open loop needs a connection per request in flight.
+	client := newClient(1024)
+	var ids []string
+	var mu sync.Mutex
+	start := time.Now()
+	f := openLoop(ctx, b.o.E2ERate, b.o.E2EDuration, func(ctx context.Context, i int) (bool, bool) {
+		var a accepted
+		ok := do(ctx, client, "POST", url, tokenOf(clientE2E), pushBody(i), &a)
+		if ok {
+			mu.Lock()
+			ids = append(ids, a.TrackingID)
+			mu.Unlock()
+		}
+		return ok, true
+	})
+	// Not final by the deadline counts as lost.
+	settle, cancel := context.WithTimeout(ctx, b.o.E2ESettle)
+	final, err := b.waitFinal(settle, ids)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return result{}, nil, err
+	}
+	took := time.Since(start)
+	n := len(ids)
+	lost := n - final
+	b.logf("end to end: %d accepted, %d without a 2xx within 30 s, at %.0f/s offered; %d of the accepted final after %s, %d not within %s",
+		n, f.failed, b.o.E2ERate, final, took.Round(time.Millisecond), lost, b.o.E2ESettle)
+	var use []serviceUsage
+	for _, name := range services {
+		u, err := binaries.UsageOf(b.s.procs[name].Pid())
+		if err != nil {
+			return result{}, nil, err
+		}
+		use = append(use, serviceUsage{Service: name, PeakRSSMB: float64(u.PeakRSS) / (1 << 20), CPUSeconds: u.CPU,
+			CPUPerPayment: 1000 * u.CPU / float64(max(n, 1))})
+	}
+	return result{Path: "end to end", Ours: float64(final) / took.Seconds(), Unit: "payments/s",
+		P50: f.quantile(0.5), P99: f.quantile(0.99), Lost: &lost}, use, nil
+}
+
+// latency posts payments at LatencyRate and watches the read model every
+// watchEvery for each to be final: request-to-visible from the POST,
+// callback-to-visible from the fake's delivery of its callback.
+func (b *bench) latency(ctx context.Context) ([]result, error) {
+	const watchEvery = 5 * time.Millisecond
+	url := "http://" + b.s.addr["api"] + "/api/stk-push"
+	var mu sync.Mutex
+	sent := map[string]time.Time{}
+	visible := map[string]time.Time{}
+	stop := make(chan struct{})
+	watched := make(chan error, 1)
+	go func() { watched <- b.watch(ctx, watchEvery, &mu, sent, visible, stop) }()
+	f := openLoop(ctx, b.o.LatencyRate, b.o.LatencyDuration, func(ctx context.Context, i int) (bool, bool) {
+		t0 := time.Now()
+		var a accepted
+		ok := do(ctx, b.client, "POST", url, tokenOf(clientLatency), pushBody(i), &a)
+		if ok {
+			mu.Lock()
+			sent[a.TrackingID] = t0
+			mu.Unlock()
+		}
+		return ok, true
+	})
+	if err := b.waitRows(ctx, clientLatency, f.ok, true); err != nil {
+		return nil, err
+	}
+	// The watcher sees the last ones within a look or two.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		mu.Lock()
+		all := len(visible) == len(sent)
+		mu.Unlock()
+		if all {
+			break
+		}
+		time.Sleep(watchEvery)
+	}
+	close(stop)
+	if err := <-watched; err != nil {
+		return nil, err
+	}
+	cbs, err := callbacksDelivered(ctx, b.s.control)
+	if err != nil {
+		return nil, err
+	}
+	var reqLat, cbLat []time.Duration
+	for id, t := range sent {
+		v, ok := visible[id]
+		if !ok {
+			continue
+		}
+		reqLat = append(reqLat, v.Sub(t))
+		if at, ok := cbs[id]; ok {
+			cbLat = append(cbLat, v.Sub(at))
+		}
+	}
+	rq, cq := figures{lat: reqLat, ok: len(reqLat)}, figures{lat: cbLat, ok: len(cbLat)}
+	unit := fmt.Sprintf("ms at %.0f/s", b.o.LatencyRate)
+	return []result{
+		{Path: "request to visible", Ours: rq.quantile(0.5), Unit: unit, P50: rq.quantile(0.5), P99: rq.quantile(0.99)},
+		{Path: "callback to visible", Ours: cq.quantile(0.5), Unit: unit, P50: cq.quantile(0.5), P99: cq.quantile(0.99)},
+	}, nil
+}
+
+// waitFinal waits until every one of ids is final in the read model, or
+// ctx is done, and says how many are.
+func (b *bench) waitFinal(ctx context.Context, ids []string) (int, error) {
+	for {
+		var final int
+		err := b.s.db.QueryRowContext(context.WithoutCancel(ctx), `SELECT count(*) FROM stk_pushes WHERE tracking_id = ANY($1::uuid[]) AND status = 1`,
+			pq.Array(ids)).Scan(&final)
+		if err != nil || final == len(ids) {
+			return final, err
+		}
+		select {
+		case <-ctx.Done():
+			return final, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// watch records when each sent payment is first seen final, until stop.
+func (b *bench) watch(ctx context.Context, every time.Duration, mu *sync.Mutex, sent, visible map[string]time.Time, stop chan struct{}) error {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		mu.Lock()
+		var pending []string
+		for id := range sent {
+			if _, ok := visible[id]; !ok {
+				pending = append(pending, id)
+			}
+		}
+		mu.Unlock()
+		if len(pending) == 0 {
+			continue
+		}
+		rows, err := b.s.db.QueryContext(ctx, `SELECT tracking_id FROM stk_pushes WHERE tracking_id = ANY($1::uuid[]) AND status = 1`, pq.Array(pending))
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		mu.Lock()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				mu.Unlock()
+				rows.Close()
+				return err
+			}
+			visible[id] = now
+		}
+		mu.Unlock()
+		rows.Close()
+	}
+}
+
+// callbacksDelivered is when the fake delivered each tracking id's
+// callback.
+func callbacksDelivered(ctx context.Context, control string) (map[string]time.Time, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, control+"/recordings", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var rec struct {
+		Callbacks []darajatest.CallbackDelivery `json:"callbacks"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&rec); err != nil {
+		return nil, fmt.Errorf("recordings: %w", err)
+	}
+	out := map[string]time.Time{}
+	for _, c := range rec.Callbacks {
+		i := strings.Index(c.URL, events.CallbackPath)
+		if i < 0 {
+			continue
+		}
+		if id, _, ok := events.ParseCallbackPath(c.URL[i:]); ok {
+			out[id] = c.At
+		}
+	}
+	return out, nil
+}
