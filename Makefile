@@ -40,7 +40,7 @@ build:
 	@mkdir -p $(BIN)
 	@for c in $(CMDS); do \
 	  m=$${c%%/cmd/*}; n=$${c##*/}; \
-	  echo "build $$n"; (cd $$m && $(GO) build -trimpath -o $(BIN)/$$n ./cmd/$$n); \
+	  echo "build $$n"; (cd $$m && $(GO) build -trimpath -tags grpcnotrace -o $(BIN)/$$n ./cmd/$$n); \
 	done
 
 ## lint: gofmt, go vet and staticcheck over every module, one version of each dependency across them, and every link of the docs resolving

@@ -18,6 +18,7 @@ import (
 	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 // DispatchMode says when POST /api/stk-push answers.
@@ -110,6 +111,9 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
 	IdleTimeout       time.Duration
+	// Tracing is the OpenTelemetry tracing (OTEL_*; docs/TRACING.md); off
+	// when no endpoint is set.
+	Tracing tracing.Config
 	// Logger receives the api's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Metrics is where the api counts (metrics.Run makes it from
@@ -147,6 +151,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c.Tokens = tokens
 	limitsFromEnv(e, &c)
 	authFromEnv(e, &c)
+	c.Tracing = tracing.FromEnv(e, "api")
 	if err := e.Err(); err != nil {
 		return Config{}, fmt.Errorf("api configuration: %w", err)
 	}
@@ -332,6 +337,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("tokens", len(c.Tokens)),
 		slog.String("database_url", redact.URLs(c.DatabaseURL)),
 		slog.String("nats_url", redact.URLs(c.NATSURL)),
+		slog.Any("tracing", c.Tracing),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.String("dispatch_mode", string(c.DispatchMode)),
 		slog.Duration("sync_timeout", c.SyncTimeout),

@@ -29,6 +29,7 @@ func TestConfigLogged(t *testing.T) {
 			"IdleTimeout: not read from the environment",
 			"Logger: not a setting",
 			"Metrics: not a setting",
+			"Tracing.Exporter: tests only",
 		},
 		Leaks:  []string{"acme-tok-3f9a1c", "globex-tok-77b2e0", "pg-pw-5c1d", "nats-pw-9e4f", "nats-tok-2a6b"},
 		Shows:  []string{"acme,globex", "db:5432/stkgate", "nats:4222", "other:4222", "tls://n3:4222"},

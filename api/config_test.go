@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 func env(m map[string]string) func(string) string {
@@ -46,6 +48,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 		RateLimit: 10, RateBurst: 20, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
 		AuthFailLimit: 1, AuthFailBurst: 20,
 		ClientMaxQueued: 1000,
+		Tracing:         tracing.Config{ServiceName: "api", Sampler: tracing.SamplerParentBasedAlwaysOn, SamplerArg: 1},
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger")); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -87,6 +90,7 @@ func TestConfigFromEnvSettings(t *testing.T) {
 		AuthFailLimit: 0.5, AuthFailBurst: 5,
 		TrustedProxies:  []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32")},
 		ClientMaxQueued: 1000,
+		Tracing:         tracing.Config{ServiceName: "api", Sampler: tracing.SamplerParentBasedAlwaysOn, SamplerArg: 1},
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Logger"), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)

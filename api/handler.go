@@ -17,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
@@ -116,6 +117,9 @@ type Options struct {
 	QueuedRefresh time.Duration
 	// Metrics counts the requests, publishes and refusals; nil: off.
 	Metrics *metrics.Registry
+	// Tracer, when set, traces each request and the publish of its
+	// stk.requested (trace.go); nil is off.
+	Tracer trace.Tracer
 }
 
 // Handler is the api's HTTP handler: /api/stk-push, /healthz, /readyz,
@@ -221,8 +225,10 @@ func NewHandler(o Options) (*Handler, error) {
 	}
 	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
 	h.metrics, h.pub.Metrics = o.Metrics, o.Metrics
+	h.pub.Tracer = o.Tracer
 	h.stopped, h.stopWaiting = context.WithCancel(context.Background())
 	h.e = h.routes(o.TrustedProxies)
+	h.traceRoutes(o.Tracer)
 	return h, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/service"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -50,6 +51,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log := cfg.Logger
+	tp, stopTracing := tracing.Start(cfg.Tracing, log)
+	defer stopTracing()
 
 	nc, err := connectNATS(cfg.NATSURL, log)
 	if err != nil {
@@ -68,7 +71,9 @@ func Run(ctx context.Context, cfg Config) error {
 	defer db.Close()
 	cfg.Metrics.SetReadiness(metrics.NATSConnected(nc), metrics.PostgresAnswers(db))
 
-	h, err := NewHandler(handlerOptions(cfg, nc, js, db))
+	o := handlerOptions(cfg, nc, js, db)
+	o.Tracer = tracing.Tracer(tp)
+	h, err := NewHandler(o)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 // Config is what the service needs to run.
@@ -41,6 +42,9 @@ type Config struct {
 	// (CALLBACK_APPLY_AFTER, default DefaultApplyAfter): how long after a
 	// callback was kept the applier looks at it.
 	ApplyAfter time.Duration
+	// Tracing is the OpenTelemetry tracing (OTEL_*; docs/TRACING.md); off
+	// when no endpoint is set.
+	Tracing tracing.Config
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Metrics is where callback-ingest counts (metrics.Run makes it from
@@ -82,6 +86,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		ApplyAfter:  e.Duration("CALLBACK_APPLY_AFTER", DefaultApplyAfter, time.Nanosecond, envconf.MaxDuration),
 		FastFailure: e.Duration("CALLBACK_FAST_FAILURE", DefaultFastFailure, 0, maxFastFailure),
 	}
+	cfg.Tracing = tracing.FromEnv(e, "callback-ingest")
 	if err := e.Err(); err != nil {
 		return Config{}, err
 	}
@@ -126,6 +131,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("addr", c.Addr),
 		slog.String("nats_url", redact.URLs(c.NATSURL)),
+		slog.Any("tracing", c.Tracing),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Any("callback_secret", c.Secrets),
 		slog.String("allow_cidrs", cidr.String(c.Sources.Allow)),

@@ -29,7 +29,7 @@ func TestConfigLogged(t *testing.T) {
 	}
 	logtest.CheckConfig(t, cfg, logtest.Options{
 		Secrets:   []string{"Secrets"},
-		NotLogged: []string{"Logger: not a setting", "Metrics: not a setting", "ReadHeaderTimeout: not read from the environment", "ReadTimeout: not read from the environment", "IdleTimeout: not read from the environment"},
+		NotLogged: []string{"Logger: not a setting", "Metrics: not a setting", "ReadHeaderTimeout: not read from the environment", "ReadTimeout: not read from the environment", "IdleTimeout: not read from the environment", "Tracing.Exporter: tests only"},
 		Values: map[string]any{
 			"Secrets":                other,
 			"Sources.Allow":          []netip.Prefix{netip.MustParsePrefix("10.9.8.0/24")},

@@ -16,10 +16,12 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
 	"github.com/stkgate/stkgate/events/kit/metrics"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 // RoutePrefix is the path of the CallBackURL without the tracking id: the
@@ -70,6 +72,9 @@ type Options struct {
 	// Metrics counts the requests, the publishes and the applier's
 	// messages; nil: off.
 	Metrics *metrics.Registry
+	// Tracer, when set, traces each applied callback as part of its
+	// payment's trace (traceCallback); nil is off.
+	Tracer trace.Tracer
 }
 
 // Answer is the JSON body of every answer to a callback. Daraja expects
@@ -163,6 +168,7 @@ func newHandler(o Options) (*handler, error) {
 	}
 	h.pub = &events.Publisher{JS: o.JS, Source: EventSource, Now: h.now}
 	h.metrics, h.pub.Metrics = o.Metrics, o.Metrics
+	h.pub.Tracer = o.Tracer
 	return h, nil
 }
 
@@ -417,7 +423,11 @@ func (h *handler) keepAndApply(c echo.Context, log *slog.Logger, a arrival, cb C
 	failpoint.Crash(failpoint.CallbackAfterKeep)
 	ctx, cancel = h.opContext(r)
 	defer cancel()
+	ctx, span := h.traceCallback(ctx, r, id, in.at)
+	defer span.End()
+	log = tracing.Logger(log, ctx)
 	if err := h.apply(ctx, log, m, cb); err != nil {
+		tracing.Fail(span, err)
 		return c.JSON(http.StatusServiceUnavailable, unavailable)
 	}
 	return c.JSON(http.StatusOK, accepted)

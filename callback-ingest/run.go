@@ -16,6 +16,7 @@ import (
 	"github.com/stkgate/stkgate/events/kit/failpoint"
 	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/service"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -58,6 +59,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	tp, stopTracing := tracing.Start(cfg.Tracing, log)
+	defer stopTracing()
 
 	// A NATS that is down at start-up or later is waited for: the service
 	// answers 503 (and /readyz says so) meanwhile.
@@ -83,6 +86,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Receipts: receipts, Metrics: cfg.Metrics}
 	cfg.Metrics.SetReadiness(metrics.NATSConnected(nc))
 	cfg.Metrics.WatchConsumers(js, metrics.Watch{Stream: events.CallbackStreamName, Consumer: events.ConsumerCallbackApply})
+	opts.Tracer = tracing.Tracer(tp)
 	handler, err := NewHandler(opts)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 // Defaults of the settings that have one.
@@ -127,6 +128,9 @@ type Config struct {
 	// before it looks at the phone again (default 3s).
 	PhoneWait time.Duration
 
+	// Tracing is the OpenTelemetry tracing (OTEL_*; docs/TRACING.md); off
+	// when no endpoint is set.
+	Tracing tracing.Config
 	// Logger receives every log line; nil means slog.Default().
 	Logger *slog.Logger
 	// Metrics is where the dispatcher counts, its Daraja calls too
@@ -181,6 +185,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		RetryMaxElapsed: RetryMaxFromEnv(e),
 	}
 	cfg.ClientMaxInFlight = e.Int("DISPATCH_CLIENT_MAX_IN_FLIGHT", defaultClientMaxInFlight(cfg.Concurrency), 1, maxConcurrency)
+	cfg.Tracing = tracing.FromEnv(e, "dispatcher")
 	if err := e.Err(); err != nil {
 		return Config{}, err
 	}
@@ -230,6 +235,7 @@ func callbackBaseFromEnv(e *envconf.Env) string {
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("nats_url", redact.URLs(c.NATSURL)),
+		slog.Any("tracing", c.Tracing),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.String("daraja_base_url", redact.URLs(c.Daraja.BaseURL)),
 		slog.String("daraja_consumer_key", redact.Secret(c.Daraja.ConsumerKey)),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 func env(m map[string]string) func(string) string {
@@ -63,6 +64,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 		Concurrency:       32,
 		ClientMaxInFlight: 16,
 		RetryMaxElapsed:   2 * time.Minute,
+		Tracing:           tracing.Config{ServiceName: "dispatcher", Sampler: tracing.SamplerParentBasedAlwaysOn, SamplerArg: 1},
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(daraja.Config{}, Config{})); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -110,6 +112,7 @@ func TestConfigFromEnvEverySetting(t *testing.T) {
 		Concurrency:       64,
 		ClientMaxInFlight: 20,
 		RetryMaxElapsed:   90 * time.Second,
+		Tracing:           tracing.Config{ServiceName: "dispatcher", Sampler: tracing.SamplerParentBasedAlwaysOn, SamplerArg: 1},
 	}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(daraja.Config{}, Config{})); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)

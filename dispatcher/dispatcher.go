@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -61,6 +63,9 @@ const fetchWait = 5 * time.Second
 func Run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
+	tp, stopTracing := tracing.Start(cfg.Tracing, log)
+	defer stopTracing()
+	cfg.Daraja.Tracer = tracing.Tracer(tp)
 	if cfg.CallbackBaseURL == "" {
 		return errors.New("dispatcher: CallbackBaseURL is required")
 	}
@@ -121,6 +126,8 @@ func Run(ctx context.Context, cfg Config) error {
 		shares:   newShares(cfg.Concurrency, cfg.ClientMaxInFlight, cfg.clientWait, handBackSpacing(cfg.Daraja.MaxRPS)),
 	}
 	d.watchMetrics(nc)
+	d.tracer = cfg.Daraja.Tracer
+	d.pub.Tracer = d.tracer
 	releaseDone := make(chan struct{})
 	go func() {
 		defer close(releaseDone)
@@ -240,6 +247,9 @@ type dispatcher struct {
 	attempts attempts
 	phones   phones
 	shares   *shares
+	// tracer traces the handling of each message (worker.Pool) and the
+	// events published; nil is off.
+	tracer trace.Tracer
 }
 
 // releasePhones consumes stk.completed until ctx ends and releases the
@@ -249,6 +259,7 @@ type dispatcher struct {
 // finished.
 func (d *dispatcher) releasePhones(ctx context.Context, cons jetstream.Consumer) {
 	worker.Pool{Name: events.ConsumerPhoneRelease, Concurrency: releaseConcurrency, ShutdownTimeout: d.cfg.ShutdownTimeout, Metrics: d.cfg.Metrics,
+		Tracer: d.tracer,
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return ensureConsumer(ctx, d.log, d.js, events.PhoneReleaseConsumer())
 		},
@@ -302,6 +313,7 @@ func (d *dispatcher) releasePhone(ctx context.Context, msg jetstream.Msg) {
 func (d *dispatcher) consume(ctx context.Context, cons jetstream.Consumer) {
 	worker.Pool{
 		Name:            events.ConsumerDispatcher,
+		Tracer:          d.tracer,
 		Concurrency:     d.cfg.Concurrency,
 		FetchWait:       fetchWait,
 		ProgressEvery:   d.cfg.ProgressInterval,

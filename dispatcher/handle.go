@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -77,6 +78,7 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 func (d *dispatcher) readRequest(stop, work context.Context, msg jetstream.Msg) (*delivery, bool) {
 	id := events.TrackingIDOf(msg.Subject())
 	log := d.log.With("tracking_id", id)
+	log = tracing.Logger(log, work)
 	req, malformed := requestOf(msg.Data(), id)
 	if malformed != "" {
 		d.terminate(log, msg, malformed)

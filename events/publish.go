@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stkgate/stkgate/events/kit/metrics"
 )
@@ -18,6 +19,9 @@ type Publisher struct {
 	Now    func() time.Time // nil means time.Now
 	// Metrics counts the publishes; nil: not counted.
 	Metrics *metrics.Registry
+	// Tracer, when set, gives each publish a producer span and carries its
+	// traceparent in the message's headers (publishTraced); nil is off.
+	Tracer trace.Tracer
 }
 
 // Publish stores ev in the stream. A publish JetStream reports as a duplicate
@@ -34,6 +38,9 @@ func (p *Publisher) Publish(ctx context.Context, ev Event, opts ...jetstream.Pub
 		return nil, err
 	}
 	opts = append([]jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName)}, opts...)
+	if p.Tracer != nil {
+		return p.publishTraced(ctx, subject, ev.Base().TrackingID, body, opts)
+	}
 	ack, err := p.JS.Publish(ctx, subject, body, opts...)
 	observePublish(p.Metrics, ev, ack, err)
 	if err != nil {

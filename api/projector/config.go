@@ -9,6 +9,7 @@ import (
 	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 // Defaults of the settings that have one.
@@ -36,6 +37,9 @@ type Config struct {
 	StreamReplicas int
 	// BatchSize is the most events applied in one transaction (default 256).
 	BatchSize int
+	// Tracing is the OpenTelemetry tracing (OTEL_*; docs/TRACING.md); off
+	// when no endpoint is set.
+	Tracing tracing.Config
 	// Logger receives the projector's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Metrics is where the projector and its dead-letter watcher count
@@ -70,6 +74,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		StreamReplicas: e.Replicas("NATS_STREAM_REPLICAS", DefaultStreamReplicas),
 		BatchSize:      e.Int("PROJECTOR_BATCH", DefaultBatchSize, 1, MaxBatchSize),
 	}
+	c.Tracing = tracing.FromEnv(e, "projector")
 	if err := e.Err(); err != nil {
 		return Config{}, fmt.Errorf("projector configuration: %w", err)
 	}
@@ -115,6 +120,7 @@ func (c Config) withDefaults() (Config, error) {
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("nats_url", redact.URLs(c.NATSURL)),
+		slog.Any("tracing", c.Tracing),
 		slog.String("database_url", redact.URLs(c.DatabaseURL)),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Int("batch_size", c.BatchSize),

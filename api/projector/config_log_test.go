@@ -23,6 +23,7 @@ func TestConfigLogged(t *testing.T) {
 		NotLogged: []string{
 			"Logger: not a setting",
 			"Metrics: not a setting",
+			"Tracing.Exporter: tests only",
 			"RetryMaxInterval: not read from the environment",
 			"StartTimeout: not read from the environment",
 			"ApplyTimeout: not read from the environment",

@@ -37,10 +37,12 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stkgate/stkgate/api/deadletter"
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -62,6 +64,8 @@ func Run(ctx context.Context, cfg Config) (runErr error) {
 		return err
 	}
 	log := cfg.Logger
+	tp, stopTracing := tracing.Start(cfg.Tracing, log)
+	defer stopTracing()
 
 	nc, err := events.Connect(cfg.NATSURL, "stkgate-projector", log)
 	if err != nil {
@@ -112,6 +116,7 @@ func Run(ctx context.Context, cfg Config) (runErr error) {
 		js:    js,
 		store: store.New(db).WithLogger(log),
 	}
+	p.tracer = tracing.Tracer(tp)
 	if err := p.ensureConsumer(startCtx); err != nil {
 		return startErr(ctx, err)
 	}
@@ -138,6 +143,8 @@ type projector struct {
 	js    jetstream.JetStream
 	store *store.Store
 	cons  jetstream.Consumer
+	// tracer traces each event's projection (traceBatch); nil is off.
+	tracer trace.Tracer
 }
 
 func (p *projector) ensureConsumer(ctx context.Context) error {
@@ -278,6 +285,7 @@ func (p *projector) handle(ctx context.Context, msgs []jetstream.Msg) {
 	if len(items) == 0 {
 		return
 	}
+	defer p.traceBatch(items)()
 
 	err := p.apply(ctx, items)
 	switch {

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stkgate/stkgate/api"
@@ -66,6 +67,10 @@ type Options struct {
 	// Metrics serves each service's metrics at its default admin address
 	// (make run); without it, only where the environment sets an address.
 	Metrics bool
+	// TraceExporter, when set, receives every service's spans (each
+	// service still has its own provider and service.name): the tests'
+	// in-memory exporter. Without it, tracing is as OTEL_* sets it.
+	TraceExporter sdktrace.SpanExporter
 }
 
 // Run starts everything and blocks until ctx is cancelled or a part fails.
@@ -104,6 +109,7 @@ func Run(ctx context.Context, o Options) error {
 	defer m.close()
 	cfgs.api.Metrics, cfgs.projector.Metrics, cfgs.callback.Metrics = m.api, m.projector, m.callback
 	cfgs.dispatcher.Metrics, cfgs.reconciler.Metrics = m.dispatcher, m.dispatcher
+	cfgs.exportTraces(o.TraceExporter)
 	return d.runAll(ctx, cfgs, out, o.Ready, m)
 }
 

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/stkgate/stkgate/api"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	callback "github.com/stkgate/stkgate/callback-ingest"
@@ -48,6 +50,8 @@ type stack struct {
 	// client and cbClient send to the api and to callback-ingest, each
 	// exchange checked against the service's OpenAPI document.
 	client, cbClient *http.Client
+	// traces, when set, receives the services' spans (trace_test.go).
+	traces sdktrace.SpanExporter
 }
 
 // startStack runs the whole system with env over the test defaults and waits
@@ -74,6 +78,8 @@ type stackOptions struct {
 	// natsURL turns the test NATS server's URL into NATS_URL; nil uses it
 	// as it is.
 	natsURL func(string) string
+	// traces receives the services' spans; nil leaves tracing off.
+	traces sdktrace.SpanExporter
 }
 
 func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stack {
@@ -153,6 +159,7 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 		}
 		s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns, secrets: secrets,
 			client: &http.Client{Transport: openapitest.Load(t, api.OpenAPI).Transport(t, nil)}, cbClient: cbClient}
+		s.traces = o.traces
 		err := runStack(t, env, logger, s)
 		if err == nil {
 			return s
@@ -177,6 +184,8 @@ func runStack(t *testing.T, env map[string]string, logger *slog.Logger, s *stack
 			DataDir: t.TempDir(),
 			Out:     io.Discard,
 			Logger:  logger,
+
+			TraceExporter: s.traces,
 		})
 	}()
 	deadline := time.Now().Add(60 * time.Second)

@@ -32,10 +32,12 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 // Daraja's hosts.
@@ -91,6 +93,9 @@ type Config struct {
 	// HTTPClient sends the requests; nil means one with dial, TLS and
 	// header timeouts that does not follow redirects.
 	HTTPClient *http.Client
+	// Tracer, when set, traces each request to Daraja with a client span
+	// and sends its traceparent; nil is off.
+	Tracer trace.Tracer
 	// Now is the clock (for Timestamp and the token's expiry); nil means
 	// time.Now.
 	Now func() time.Time
@@ -204,6 +209,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Metrics != nil {
 		c.hc = instrumented(c.hc, cfg.Metrics)
+	}
+	if cfg.Tracer != nil {
+		c.hc = tracing.Client(cfg.Tracer, c.hc)
 	}
 	if c.now == nil {
 		c.now = time.Now

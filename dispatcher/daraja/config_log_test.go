@@ -22,6 +22,7 @@ func TestConfigLogged(t *testing.T) {
 		NotLogged: []string{
 			"HTTPClient: not a setting",
 			"Metrics: not a setting",
+			"Tracer: not a setting",
 			"Now: not a setting",
 		},
 		Leaks: []string{"ck-61d0a7", "cs-0be3f2", "pk-8c2e95"},

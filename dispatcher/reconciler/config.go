@@ -12,6 +12,7 @@ import (
 	"github.com/stkgate/stkgate/events/kit/envconf"
 	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 // Defaults of the settings that have one.
@@ -80,6 +81,9 @@ type Config struct {
 	// ctx is cancelled (default 30s).
 	ShutdownTimeout time.Duration
 
+	// Tracing is the OpenTelemetry tracing (OTEL_*; docs/TRACING.md); off
+	// when no endpoint is set.
+	Tracing tracing.Config
 	// Logger receives every log line; nil means slog.Default().
 	Logger *slog.Logger
 	// Metrics is where the reconciler counts, its Daraja calls too (the
@@ -121,6 +125,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		e.Failf("RECONCILE_REQUEST_DEADLINE", "%s must exceed DISPATCH_RETRY_MAX plus the prompt's lifetime (%s)",
 			cfg.RequestDeadline, least)
 	}
+	cfg.Tracing = tracing.FromEnv(e, "dispatcher")
 	if cfg.UnknownDeadline < cfg.ReconcileAfter {
 		e.Failf("RECONCILE_UNKNOWN_DEADLINE", "%s must not be shorter than RECONCILE_AFTER (%s)",
 			cfg.UnknownDeadline, cfg.ReconcileAfter)
@@ -135,6 +140,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("nats_url", redact.URLs(c.NATSURL)),
+		slog.Any("tracing", c.Tracing),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Any("daraja", c.Daraja),
 		slog.Duration("reconcile_after", c.ReconcileAfter),

@@ -25,6 +25,8 @@ func TestConfigLogged(t *testing.T) {
 			"Daraja.HTTPClient: not a setting",
 			"Daraja.Metrics: not a setting",
 			"Metrics: not a setting",
+			"Daraja.Tracer: not a setting",
+			"Tracing.Exporter: tests only",
 			"Daraja.Now: not a setting",
 			"QueryInterval: not read from the environment",
 			"QueryMaxInterval: not read from the environment",

@@ -33,6 +33,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -71,6 +72,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log := cfg.Logger
 	cfg.Daraja.Metrics = cmp.Or(cfg.Daraja.Metrics, cfg.Metrics)
+	tp, stopTracing := tracing.Start(cfg.Tracing, log)
+	defer stopTracing()
+	cfg.Daraja.Tracer = tracing.Tracer(tp)
 	client, err := daraja.New(cfg.Daraja)
 	if err != nil {
 		return fmt.Errorf("reconciler: daraja client: %w", err)
@@ -92,6 +96,7 @@ func Run(ctx context.Context, cfg Config) error {
 		pub: &events.Publisher{JS: js, Source: Source},
 		js:  js,
 	}
+	r.pub.Tracer = cfg.Daraja.Tracer
 	r.queries = newQueries(client.Query, cfg.QueryInterval, cfg.QueryMaxInterval, r.clock)
 	r.watchMetrics(js)
 	dispatched, requested, err := r.setUp(ctx, js)
@@ -226,6 +231,7 @@ type handler func(work context.Context, log *slog.Logger, msg jetstream.Msg)
 func (r *reconciler) pool(stop context.Context, cons jetstream.Consumer, recreate func(context.Context) (jetstream.Consumer, error), h handler) {
 	worker.Pool{
 		Name:            cons.CachedInfo().Name,
+		Tracer:          r.cfg.Daraja.Tracer,
 		Concurrency:     r.cfg.Concurrency,
 		FetchWait:       fetchWait,
 		ProgressEvery:   r.cfg.ProgressInterval,
@@ -234,7 +240,7 @@ func (r *reconciler) pool(stop context.Context, cons jetstream.Consumer, recreat
 		Log:             r.log,
 		Metrics:         r.cfg.Metrics,
 	}.Run(stop, cons, func(_, work context.Context, msg jetstream.Msg) {
-		h(work, r.log.With("tracking_id", events.TrackingIDOf(msg.Subject())), msg)
+		h(work, tracing.Logger(r.log.With("tracking_id", events.TrackingIDOf(msg.Subject())), work), msg)
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/stkgate/stkgate/deploy/devstack"
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 func main() {
@@ -21,6 +22,7 @@ func main() {
 	if os.Getenv("LOG_FORMAT") == "json" {
 		h = slog.NewJSONHandler(os.Stderr, nil)
 	}
+	h = tracing.LogHandler(h)
 	log := slog.New(h)
 	slog.SetDefault(log)
 

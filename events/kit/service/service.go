@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
 // Exit codes of Main.
@@ -29,6 +31,7 @@ func NewLogger(w io.Writer, format, name string) *slog.Logger {
 	if format == "text" {
 		h = slog.NewTextHandler(w, nil)
 	}
+	h = tracing.LogHandler(h) // trace_id and span_id on lines logged with a span's context
 	return slog.New(h).With("service", name)
 }
 

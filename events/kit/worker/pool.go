@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stkgate/stkgate/events/kit/metrics"
 )
@@ -52,6 +53,9 @@ type Pool struct {
 	// Metrics counts the messages handled by how they were settled; nil:
 	// not counted.
 	Metrics *metrics.Registry
+	// Tracer, when set, runs each handler in a consumer span, the child of
+	// the span that published the message (traceHandle); nil is off.
+	Tracer trace.Tracer
 }
 
 // Handler handles one message and settles it (Ack, Nak, Term). stop ends
@@ -202,6 +206,8 @@ func (p Pool) handle(stop, work context.Context, msg jetstream.Msg, h Handler) {
 	}
 	msg, counted := p.Metrics.Consume(p.Name, msg)
 	defer counted()
+	stop, work, end := p.traceHandle(stop, work, msg)
+	defer end()
 	h(stop, work, msg)
 }
 
