@@ -222,11 +222,12 @@ func TestPoolLosesNoMessageAtAPullsEnd(t *testing.T) {
 	}
 }
 
-// A stopped Pool's last pull lives on at the server until it expires (a
-// pull cannot be cancelled): a message it gets then is handed back past the
-// pull's end, so that it goes to the next instance on its second delivery,
-// not round and round the stopped pull (with the connection open, a plain
-// HandBack came back to it every HandBackDelay until it expired).
+// A stopping Pool's last pull lives on at the server until it expires (a
+// pull cannot be cancelled): Run waits for its end, and a message it gets
+// meanwhile is handed back past that end, so that it goes to the next
+// instance on its second delivery, not round and round the stopped pull
+// (a plain HandBack came back to it every HandBackDelay until it expired),
+// and no pull is left open after Run returns.
 func TestPoolStoppedPullHandsBackPastItsEnd(t *testing.T) {
 	ns, s, cc := poolStream(t, time.Hour)
 	ctx := context.Background()
@@ -246,8 +247,15 @@ func TestPoolStoppedPullHandsBackPastItsEnd(t *testing.T) {
 		return err == nil && info.NumWaiting == 1
 	})
 	cancel()
+	publishN(t, ns.JS, 1) // to the stopping Pool's pull, still open
 	<-done
-	publishN(t, ns.JS, 1) // to the stopped Pool's pull, still open
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumWaiting != 0 {
+		t.Fatalf("%d pulls waiting after Run returned", info.NumWaiting)
+	}
 
 	// The next instance.
 	var msg jetstream.Msg

@@ -34,7 +34,9 @@ type Pool struct {
 	Name string
 	// Concurrency is how many messages are handled at once.
 	Concurrency int
-	// FetchWait is how long one pull waits for messages (DefaultFetchWait).
+	// FetchWait is how long one pull waits for messages (DefaultFetchWait);
+	// a stop waits for the last pull's end, so it is also how long a stop
+	// may take beyond the handlers'.
 	FetchWait time.Duration
 	// ProgressEvery: while a handler runs, its message is reported in
 	// progress this often, so that its AckWait bounds only a handler that
@@ -67,14 +69,17 @@ type Handler func(stop, work context.Context, msg jetstream.Msg)
 
 // Pool defaults.
 const (
-	DefaultFetchWait       = 5 * time.Second
+	// DefaultFetchWait: an idle Pool asks for messages every 2 s (a pull
+	// request, a few hundred bytes), and a stop takes at most that long.
+	DefaultFetchWait       = 2 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 	// fetchRetryWait is the wait after a failed pull.
 	fetchRetryWait = time.Second
 )
 
-// Run consumes cons until stop ends, then waits for the running handlers
-// (see ShutdownTimeout) and returns.
+// Run consumes cons until stop ends, then waits for its last pull to end
+// (at most FetchWait) and for the running handlers (see ShutdownTimeout),
+// and returns.
 func (p Pool) Run(stop context.Context, cons jetstream.Consumer, h Handler) {
 	p = p.withDefaults()
 	work, cancelWork := context.WithCancel(context.WithoutCancel(stop))
@@ -156,10 +161,13 @@ func (p Pool) reserve(stop context.Context, slots chan struct{}) int {
 // dispatcher's AckWait). With FetchMaxWait the server ends the pull (a 408)
 // and the client waits a second longer for it.
 //
-// A pull cannot be cancelled, so at a stop fetch returns at once and leaves
-// the pull's remainder to a goroutine that hands back whatever still
-// arrives, delayed past the pull's end: handed back sooner, as HandBack
-// does, it would come back to this same pull while the connection lives.
+// A pull cannot be cancelled: at a stop, fetch waits for the pull's end
+// (at most FetchWait) and hands back what it still gets, delayed past that
+// end (handed back sooner, as HandBack does, it would come back to this
+// same pull). Returning at once would leave the pull open at the server
+// after Run returned, taking messages for a Pool no longer there: handed
+// back late, out of order, or, once the service closed its connection,
+// left to their AckWait.
 func (p Pool) fetch(stop context.Context, cons jetstream.Consumer, n int, start func(jetstream.Msg)) (int, error) {
 	pullEnds := time.Now().Add(p.FetchWait)
 	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(p.FetchWait))
@@ -180,13 +188,11 @@ func (p Pool) fetch(stop context.Context, cons jetstream.Consumer, n int, start 
 			got++
 			start(msg)
 		case <-stop.Done():
-			go func() {
-				for msg := range msgs {
-					if err := msg.NakWithDelay(time.Until(pullEnds) + HandBackDelay); err != nil {
-						p.Log.Warn("hand back on stop failed: the message comes back after its ack wait", "consumer", p.Name, "error", err)
-					}
+			for msg := range msgs {
+				if err := msg.NakWithDelay(time.Until(pullEnds) + HandBackDelay); err != nil {
+					p.Log.Warn("hand back on stop failed: the message comes back after its ack wait", "consumer", p.Name, "error", err)
 				}
-			}()
+			}
 			return got, nil
 		}
 	}
@@ -289,8 +295,8 @@ const HandBackDelay = time.Second
 // unsubscribed); the message is then lost until the AckWait. After a short
 // delay that pull request has lapsed — the server drops a pull request whose
 // inbox no one listens to — and the message goes to a live consumer. (A
-// Pool's pull outlives its stop by up to its FetchWait: what that pull still
-// gets, the Pool hands back past its end itself.)
+// Pool's pull lives on after its stop until its FetchWait ends: what that
+// pull still gets, the Pool hands back past its end itself.)
 //
 // Only for a consumer without BackOff: with one, nats-server measures a
 // NakWithDelay against the BackOff interval of the delivery instead of the
