@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stkgate/stkgate/api"
 	"github.com/stkgate/stkgate/deploy/devstack"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/openapitest"
 )
 
 // TestStartsItsOwnPostgres is `make run` on a machine with no Postgres
@@ -79,7 +81,8 @@ func TestStartsItsOwnPostgres(t *testing.T) {
 		t.Errorf("no cluster in the data dir: %v", err)
 	}
 
-	s := &stack{api: "http://" + apiAddr}
+	s := &stack{api: "http://" + apiAddr,
+		client: &http.Client{Transport: openapitest.Load(t, api.OpenAPI).Transport(t, nil)}}
 	id := s.accept(t, "0712341032")
 	if data := s.waitFinal(t, id); data["status_label"] != "Cancelled by User" {
 		t.Errorf("record = %v", data)
