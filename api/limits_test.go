@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -316,9 +317,11 @@ func TestPhoneLimitConcurrent(t *testing.T) {
 	const limit, requests = 4, 24
 	e := newTestEnv(t, func(o *Options) { o.PhoneMaxPrompts, o.PhoneWindow = limit, time.Hour })
 	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		codes = map[int]int{}
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		codes    = map[int]int{}
+		mayHave  int // 503s that do not say nothing was sent
+		messages = map[string]int{}
 	)
 	for i := range requests {
 		wg.Add(1)
@@ -332,15 +335,33 @@ func TestPhoneLimitConcurrent(t *testing.T) {
 			w := httptest.NewRecorder()
 			e.srv.ServeHTTP(w, req)
 			mu.Lock()
+			defer mu.Unlock()
 			codes[w.Code]++
-			mu.Unlock()
+			if w.Code == http.StatusServiceUnavailable {
+				var body struct{ Message string }
+				_ = json.Unmarshal(w.Body.Bytes(), &body)
+				messages[body.Message]++
+				if body.Message != MsgUnavailable {
+					mayHave++
+				}
+			}
 		}()
 	}
 	wg.Wait()
-	if codes[http.StatusAccepted] != limit || codes[http.StatusTooManyRequests] != requests-limit {
-		t.Errorf("answers %v, want %d accepted and %d refused", codes, limit, requests-limit)
+	stored := int(e.streamMsgs(t))
+	t.Logf("answers %v; 503s: %v; stream holds %d", codes, messages, stored)
+	// The limit holds whatever the machine's load: never more published
+	// than the phone's limit, nothing published beyond what the answers
+	// allow, and, when nothing was refused for want of time (a 503, on a
+	// loaded machine), exactly the limit accepted.
+	if stored > limit {
+		t.Errorf("stream holds %d requests, over the phone's limit of %d", stored, limit)
 	}
-	if n := e.streamMsgs(t); n != limit {
-		t.Errorf("stream holds %d requests, want %d", n, limit)
+	if stored < codes[http.StatusAccepted] || stored > codes[http.StatusAccepted]+mayHave {
+		t.Errorf("stream holds %d requests, %d accepted and %d answers that may have been: %v", stored, codes[http.StatusAccepted], mayHave, messages)
+	}
+	if codes[http.StatusServiceUnavailable] == 0 &&
+		(codes[http.StatusAccepted] != limit || codes[http.StatusTooManyRequests] != requests-limit) {
+		t.Errorf("answers %v, want %d accepted and %d refused", codes, limit, requests-limit)
 	}
 }

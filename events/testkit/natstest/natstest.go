@@ -38,7 +38,9 @@ func Start(t testing.TB) *Server {
 		s.Shutdown()
 		s.WaitForShutdown()
 	})
-	nc, err := nats.Connect(s.ClientURL())
+	// A loaded machine (CI, tests side by side) can take longer than
+	// nats.go's default 2 s to answer the connect.
+	nc, err := nats.Connect(s.ClientURL(), nats.Timeout(20*time.Second))
 	if err != nil {
 		t.Fatalf("natstest: connect: %v", err)
 	}
