@@ -144,8 +144,9 @@ func TestClientRateLimit(t *testing.T) {
 		if r.status != http.StatusTooManyRequests || r.body["success"] != false || r.body["message"] != MsgRateLimited {
 			t.Fatalf("over the limit: %d %s", r.status, r.raw)
 		}
-		// 1 request per 100s: the next token is 100s away.
-		if ra := r.header.Get("Retry-After"); ra != "100" {
+		// 1 request per 100s: the next token is 100s away (99 when a
+		// second passed since the burst, on a loaded machine).
+		if ra := r.header.Get("Retry-After"); ra != "100" && ra != "99" {
 			t.Errorf("Retry-After %q, want 100", ra)
 		}
 	}

@@ -58,6 +58,10 @@ func Example_consumeCompleted() {
 		Durable:       "shop-orders",
 		FilterSubject: events.Subject(events.TypeCompleted, ">"),
 		AckPolicy:     jetstream.AckExplicitPolicy,
+		// A message handed to a run that stopped before it acked (the
+		// service crashed, or its last pull was still open at the server
+		// as it stopped) comes back after AckWait: keep it short.
+		AckWait: 5 * time.Second,
 	})
 	if err != nil {
 		panic(err)
