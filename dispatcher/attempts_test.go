@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"testing"
 	"time"
 
@@ -576,4 +580,57 @@ func TestConsumerOfPreviousVersionIsUpdated(t *testing.T) {
 		t.Errorf("consumer MaxDeliver %d, BackOff %v, MaxAckPending %d; want %d, none, %d",
 			info.Config.MaxDeliver, info.Config.BackOff, info.Config.MaxAckPending, want.MaxDeliver, want.MaxAckPending)
 	}
+}
+
+// The lock lives a prompt's lifetime from Daraja's answer to the push, not
+// from the moment the push was sent: the prompt is open from when Daraja
+// processed it, and a slow answer (held here 700 ms after the fake took the
+// push) must not eat into the lock. (Under load in CI, a push that took
+// 700 ms let the phone's next payment be pushed 775 ms after the first
+// reached Daraja, with a lock of 1 s.)
+func TestPhoneLockCountsFromThePushAnswer(t *testing.T) {
+	t.Parallel()
+	const ttl, hold = time.Second, 700 * time.Millisecond
+	h := newHarness(t, func(c *Config) {
+		c.PhoneLockTTL = ttl
+		c.Daraja.BaseURL = holdPushAnswers(t, c.Daraja.BaseURL, hold)
+	})
+	a, b := newPayment(), newPayment()
+	b.Phone = a.Phone
+	h.request(a)
+	h.request(b)
+	h.start()
+	wait.For(t, "a first push to the phone", func() bool { return len(h.fakePushes(a.Phone)) == 1 })
+	h.fake.Flush() // the prompt ends, but no stk.completed ever comes
+	wait.For(t, "the second push after the lock expired", func() bool { return len(h.fakePushes(a.Phone)) == 2 })
+	h.waitSettled()
+	h.stop()
+
+	pushes := h.fakePushes(a.Phone)
+	// The first answer left the fake hold after the first push arrived;
+	// the lock, renewed then, lives ttl more. (Late is fine: nats-server
+	// expires a key on a timer.)
+	if gap := pushes[1].At.Sub(pushes[0].At); gap < hold+ttl-100*time.Millisecond {
+		t.Errorf("second push %v after the first, want no sooner than the answer's hold %v and the lock's TTL %v", gap, hold, ttl)
+	}
+}
+
+// holdPushAnswers puts a proxy before Daraja at base that holds every STK
+// push's answer for hold after Daraja gave it, and returns its URL.
+func holdPushAnswers(t *testing.T, base string, hold time.Duration) string {
+	t.Helper()
+	target, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(r *http.Response) error {
+		if r.Request.URL.Path == daraja.PathPush {
+			time.Sleep(hold) // the answer's hold, as a slow network's
+		}
+		return nil
+	}
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

@@ -116,8 +116,8 @@ type Config struct {
 	// progress to JetStream, well inside the consumer's AckWait (default 10s).
 	ProgressInterval time.Duration
 
-	// PhoneLockTTL is how long a phone stays locked after the last push to
-	// it when no stk.completed releases it (default events.PromptLifetime).
+	// PhoneLockTTL is how long a phone stays locked after the answer to the
+	// last push to it when no stk.completed releases it (default events.PromptLifetime).
 	// It is the STK_PHONES bucket's TTL, set when the bucket is created.
 	PhoneLockTTL time.Duration
 	// RecheckDelay is how long a request waits in JetStream before it is

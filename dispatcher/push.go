@@ -130,6 +130,7 @@ func (p *pushAttempt) try() error {
 		return backoff.Permanent(errUncertainTooLate)
 	}
 	p.out.attempts++
+	p.renewLock()
 	if err == nil {
 		p.out.resp = resp
 		return nil
@@ -523,3 +524,18 @@ func (f *floorBackOff) NextBackOff() time.Duration {
 }
 
 func (f *floorBackOff) Reset() { f.eb.Reset() }
+
+// renewLock renews the phone's lock once a push's call came back: a prompt
+// it opened is open from when Daraja processed it, at the latest its answer
+// (an acceptance, or a 503 or a timeout that may hide one), so the lock's
+// prompt lifetime counts from there, not from the send (a slow answer would
+// eat into it). A failure is logged, not retried: the push is made, and the
+// lock renewed before it still holds the phone.
+func (p *pushAttempt) renewLock() {
+	r, err := p.d.phones.refresh(p.work, p.req.Phone, p.req.TrackingID, p.out.lockRev)
+	if err != nil {
+		p.log.Warn("phone lock not renewed after the push was accepted: it lives a prompt's lifetime from the send", "error", err)
+		return
+	}
+	p.out.lockRev = r
+}
