@@ -160,10 +160,12 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 	if len(failures) > 0 {
 		t.Errorf("the real client failed %d times during the flood, first: %s", len(failures), failures[0])
 	}
-	// A client locked out waits out the flood. The bound is a second, or
-	// an eighth of the flood where a loaded machine (CI beside other
-	// jobs) stretches both: it fails a lockout, not a slow machine.
-	if bound := max(time.Second, flood/8); p99 > bound {
+	// A client locked out waits out the flood. The bound is a second and a
+	// half, or a quarter of the flood where a loaded machine (CI beside
+	// other jobs) stretches both: it fails a lockout, not a slow machine.
+	// (With ~90 requests the p99 is the slowest one: a CI run under
+	// -parallel 8 saw one of 1.13 s in a 7.3 s flood.)
+	if bound := max(1500*time.Millisecond, flood/4); p99 > bound {
 		t.Errorf("the real client's p99 is %s during a flood of %s, want under %s", p99, flood.Round(time.Millisecond), bound)
 	}
 	// What the flood leaves behind is bounded: the caches' entries.

@@ -56,6 +56,12 @@ func newTestEnv(t testing.TB, tweak func(*Options)) *testEnv {
 	ns := natstest.Start(t)
 	db := pgtest.New(t)
 	logs := &logtest.Buffer{}
+	t.Cleanup(func() {
+		// The causes of 503s and 500s are in the logs only.
+		if t.Failed() {
+			t.Logf("api logs:\n%s", logs.String())
+		}
+	})
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	conn, err := connectNATS(ns.URL, log)
 	if err != nil {
