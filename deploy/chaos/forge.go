@@ -33,6 +33,7 @@ import (
 type forgeryFigures struct {
 	Asked         int // Options.Forgeries
 	FastFailures  int // a failure within CALLBACK_FAST_FAILURE of the push
+	EarlyFailures int // a failure posted as the push leaves, before Daraja's answer (stk.dispatched)
 	ReceiptThefts int // a success for X carrying the receipt the fake paid Y with
 	LateFailures  int // a 1032 right after stkgate ended the payment Unknown
 	Undelivered   int // forgeries callback-ingest did not answer 200 (down, say)
@@ -50,14 +51,15 @@ type forger struct {
 
 	mu       sync.Mutex
 	rng      *rand.Rand
-	p        float64             // chance that an accepted push is forged upon
-	fig      forgeryFigures      // counts sent (answered 200)
-	tried    forgeryFigures      // counts decided, to cap each kind at its share
-	receipts []paidReceipt       // the fake's successes delivered so far
-	checkout map[string]string   // tracking id → its push's CheckoutRequestID (the stream's, else the fake's)
-	merchant map[string]string   // tracking id → its push's MerchantRequestID
-	forged   map[string]bool     // payments forged upon at their push
-	lateSent map[string]struct{} // payments sent a late failure
+	p        float64              // chance that an accepted push is forged upon
+	fig      forgeryFigures       // counts sent (answered 200)
+	tried    forgeryFigures       // counts decided, to cap each kind at its share
+	receipts []paidReceipt        // the fake's successes delivered so far
+	checkout map[string]string    // tracking id → its push's CheckoutRequestID (the stream's, else the fake's)
+	merchant map[string]string    // tracking id → its push's MerchantRequestID
+	forged   map[string]bool      // payments forged upon at their push
+	requests map[string]time.Time // tracking id → when its request was accepted
+	lateSent map[string]struct{}  // payments sent a late failure
 }
 
 // paidReceipt is a receipt the fake paid a payment with.
@@ -79,7 +81,7 @@ func (r *runner) startForger(ctx context.Context) (stop func() forgeryFigures, e
 		// some pushes' events pass while nats-server is down.
 		p:   min(1, 1.5*float64(r.o.Forgeries+r.o.Forgeries/4)/float64(r.o.N)),
 		fig: forgeryFigures{Asked: r.o.Forgeries}, checkout: map[string]string{}, merchant: map[string]string{},
-		forged: map[string]bool{}, lateSent: map[string]struct{}{}}
+		forged: map[string]bool{}, lateSent: map[string]struct{}{}, requests: map[string]time.Time{}}
 	nc, err := nats.Connect(r.natsURL, nats.Name("stkgate-chaos-forger"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(200*time.Millisecond), nats.RetryOnFailedConnect(true))
 	if err != nil {
@@ -93,8 +95,20 @@ func (r *runner) startForger(ctx context.Context) (stop func() forgeryFigures, e
 		f.wg.Add(1)
 		go func() { defer f.wg.Done(); f.on(ctx, ev) }()
 	}
-	for _, subj := range []string{events.TypeDispatched + ".>", events.TypeCompleted + ".>"} {
-		if _, err := nc.Subscribe(subj, handle); err != nil {
+	// The push log's entry is published just before the push leaves: a
+	// forgery sent then reaches callback-ingest before stk.dispatched.
+	pushed := func(m *nats.Msg) {
+		var a events.Attempt
+		if json.Unmarshal(m.Data, &a) != nil || a.TrackingID == "" {
+			return
+		}
+		f.wg.Add(1)
+		go func() { defer f.wg.Done(); f.onPush(ctx, a) }()
+	}
+	subs := map[string]nats.MsgHandler{events.TypeRequested + ".>": handle, events.TypeDispatched + ".>": handle,
+		events.TypeCompleted + ".>": handle, events.PushLogSubjectAll: pushed}
+	for subj, h := range subs {
+		if _, err := nc.Subscribe(subj, h); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("forgeries: subscribe %s: %w", subj, err)
 		}
@@ -119,6 +133,10 @@ func (r *runner) startForger(ctx context.Context) (stop func() forgeryFigures, e
 // 1032.
 func (f *forger) on(ctx context.Context, ev events.Event) {
 	switch e := ev.(type) {
+	case events.Requested:
+		f.mu.Lock()
+		f.requests[e.TrackingID] = e.RequestedAt
+		f.mu.Unlock()
 	case events.Dispatched:
 		f.mu.Lock()
 		f.checkout[e.TrackingID], f.merchant[e.TrackingID] = e.CheckoutRequestID, e.MerchantRequestID
@@ -132,7 +150,7 @@ func (f *forger) on(ctx context.Context, ev events.Event) {
 		if y, ok := f.stealable(e.TrackingID); ok && f.tried.ReceiptThefts < f.n/4 && f.tried.ReceiptThefts*4 <= f.tried.FastFailures {
 			kind = &f.tried.ReceiptThefts
 			cb = darajatest.Callback{ResultCode: "0", Amount: e.Amount, Phone: e.Phone, Receipt: y.receipt, TransactionDate: time.Now()}
-		} else if f.tried.FastFailures < f.n {
+		} else if f.tried.FastFailures+f.tried.EarlyFailures < f.n {
 			cb.ResultCode = []string{"1037", "1032"}[f.tried.FastFailures%2]
 		} else {
 			f.mu.Unlock()
@@ -163,6 +181,30 @@ func (f *forger) on(ctx context.Context, ev events.Event) {
 		f.mu.Unlock()
 		f.send(ctx, e.TrackingID, cb, func(fig *forgeryFigures) *int { return &fig.LateFailures })
 	}
+}
+
+// onPush forges upon a push as it leaves, for one in four of the fast
+// failures: a 1032 (a customer's cancel, which no customer can give before
+// the prompt) that reaches callback-ingest while Daraja's answer is on its
+// way, with no stk.dispatched to measure its speed from and a
+// CheckoutRequestID of its own (there is none to copy yet). The first
+// pushes of requests that waited CALLBACK_FAST_FAILURE or more (their
+// phone busy, a service down) are picked: measured from the request, such
+// a forgery would look slow enough to be a customer's.
+func (f *forger) onPush(ctx context.Context, a events.Attempt) {
+	f.mu.Lock()
+	requested, known := f.requests[a.TrackingID]
+	if !known || a.SentAt.Sub(requested) < callback.DefaultFastFailure || f.forged[a.TrackingID] ||
+		f.tried.EarlyFailures >= max(1, f.n/4) {
+		f.mu.Unlock()
+		return
+	}
+	f.forged[a.TrackingID] = true
+	f.tried.EarlyFailures++
+	f.mu.Unlock()
+	cb := darajatest.Callback{ResultCode: "1032", MerchantRequestID: "forged-" + a.TrackingID,
+		CheckoutRequestID: "ws_CO_forged_" + a.TrackingID}
+	f.send(ctx, a.TrackingID, cb, func(fig *forgeryFigures) *int { return &fig.EarlyFailures })
 }
 
 // stealable picks a receipt the fake paid a payment other than id with;

@@ -84,7 +84,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.ConsumerDeletes, "consumer-deletes", 2, "times the dispatcher's consumer is deleted through the NATS API")
 	fs.Float64Var(&o.CallbackCrash, "callback-crash", 0.02, "share of kept callbacks after which callback-ingest crashes (failpoint "+failpoint.CallbackAfterKeep+")")
 	fs.IntVar(&o.OAuthFaults, "oauth-faults", 2, "token requests that fail after each kill of the dispatcher (empty 400, HTML 403, 503 in turn)")
-	fs.IntVar(&o.Forgeries, "forgeries", 40, "forged failures posted with a payment's valid CallBackURL within 2 s of its push; a quarter as many forged successes carrying another payment's receipt; late 1032s after payments ended Unknown (0: none)")
+	fs.IntVar(&o.Forgeries, "forgeries", 40, "forged failures posted with a payment's valid CallBackURL within 2 s of its push (a quarter of them as it leaves, before Daraja's answer); a quarter as many forged successes carrying another payment's receipt; late 1032s after payments ended Unknown (0: none)")
 	fs.StringVar(&o.Faults, "faults", "full", "Daraja faults to script: full, quick (none that waits out a prompt's lifetime) or none")
 	fs.DurationVar(&o.Latency, "answer-latency", time.Second, "longest hold of a push's answer after Daraja processed it")
 	seed := fs.Uint64("seed", 0, "random seed (0: from the clock); printed so a run can be repeated")

@@ -537,8 +537,8 @@ func (r *Report) Print(w io.Writer) {
 	}
 	p("STK queries                 %d", r.Queries)
 	f := r.Forgeries
-	p("forged callbacks (200)      fast failures %d of %d, receipt thefts %d, late failures %d; not answered 200 %d",
-		f.FastFailures, f.Asked, f.ReceiptThefts, f.LateFailures, f.Undelivered)
+	p("forged callbacks (200)      fast failures %d of %d (before stk.dispatched %d), receipt thefts %d, late failures %d; not answered 200 %d",
+		f.FastFailures+f.EarlyFailures, f.Asked, f.EarlyFailures, f.ReceiptThefts, f.LateFailures, f.Undelivered)
 	p("  receipt on another payment %d (unflagged %d)", r.ReceiptElsewhere, r.ReceiptElsewhereUnflagged)
 	for _, id := range r.ReceiptElsewhereIDs {
 		p("    %s", id)
