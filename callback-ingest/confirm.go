@@ -1,8 +1,12 @@
 package callback
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
 )
@@ -114,4 +118,51 @@ func (h *handler) crossCheck(log *slog.Logger, p events.Payment, cb Callback) st
 		}
 	}
 	return reason
+}
+
+// pushAnsweredAt is, for a callback of id that came (at now) before
+// stk.dispatched, the latest moment Daraja can have processed its push as
+// the dispatcher's attempt record (events.AttemptsBucket) tells: when the
+// answer to the last call was recorded (accepted, refused, a 503, a lost
+// answer), since the push left before. It is now while a call is on its
+// way (sending: Daraja may have processed it this instant) and when no
+// push is recorded or the record cannot be read: a failure then is never
+// taken for one a customer had time to give, and is held for Daraja's
+// STK query.
+func (h *handler) pushAnsweredAt(ctx context.Context, log *slog.Logger, id string, now time.Time) (time.Time, error) {
+	kv, err := h.attemptRecords(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		return now, nil // no dispatcher has run: no push has left
+	case err != nil:
+		return time.Time{}, err
+	}
+	a, _, found, err := events.GetAttempt(ctx, kv, id)
+	switch {
+	case errors.Is(err, events.ErrMalformed):
+		log.Warn("attempt record unreadable: the push is taken as just answered", "error", err)
+		return now, nil
+	case err != nil:
+		return time.Time{}, err
+	case !found, a.Calls == 0, a.State == events.AttemptSending, a.UpdatedAt.IsZero():
+		return now, nil
+	}
+	return a.UpdatedAt, nil
+}
+
+// attemptRecords is the dispatcher's attempts bucket: Options.Attempts, or
+// opened on first use. It is never created here: until a dispatcher made
+// it, jetstream.ErrBucketNotFound says no push has left.
+func (h *handler) attemptRecords(ctx context.Context) (jetstream.KeyValue, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.attempts != nil {
+		return h.attempts, nil
+	}
+	kv, err := h.js.KeyValue(ctx, events.AttemptsBucket)
+	if err != nil {
+		return nil, err
+	}
+	h.attempts = kv
+	return kv, nil
 }

@@ -2,6 +2,7 @@ package callback
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/worker"
 	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
@@ -27,9 +29,31 @@ func (e *testEnv) dispatchAt(p events.Payment, cb Callback, at time.Time) {
 	}
 }
 
+// attemptAt writes p's attempt record (STK_ATTEMPTS) as the dispatcher
+// would, in state, last written at at.
+func (e *testEnv) attemptAt(p events.Payment, state string, at time.Time) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := worker.EnsureBucket(ctx, e.ns.JS, events.AttemptsConfig(1))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	body, err := json.Marshal(events.Attempt{TrackingID: p.TrackingID, State: state, Calls: 1,
+		FirstSentAt: at.Add(-100 * time.Millisecond), SentAt: at.Add(-100 * time.Millisecond), UpdatedAt: at})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, p.TrackingID, body); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // TestCallbackFastFailure: a failure callback that comes sooner after its
 // push than a customer could read the prompt and answer it (FastFailure,
-// measured from stk.dispatched, or from the request when there is none) is
+// measured from stk.dispatched, or, before it, from Daraja's answer as the
+// dispatcher's attempt record has it, and from now while the push is on
+// its way or none is recorded) is
 // not counted: it is kept on stkcb.confirm.<id> with the reason
 // confirm_fast_failure for the reconciler's STK query. So is one whose code
 // Daraja gives without the customer (1037, 1036): a forger holding the
@@ -44,28 +68,38 @@ func TestCallbackFastFailure(t *testing.T) {
 		// since is how long before the callback the push was answered
 		// (stk.dispatched); negative when the dispatcher's clock is ahead.
 		since time.Duration
-		// undispatched: no stk.dispatched; since is then from the request.
+		// undispatched: no stk.dispatched; since is then from the
+		// attempt record's last write, in state attempt ("": none). The
+		// request came an hour before the callback: it waited its turn.
 		undispatched bool
+		attempt      string
 		off          bool // FastFailure 0
 		held         bool
 	}{
-		{"cancelled in half a second", "cancelled", 500 * time.Millisecond, false, false, true},
-		{"cancelled in no time", "cancelled", 0, false, false, true},
-		{"cancelled before the push by the clocks", "cancelled", -time.Second, false, false, true},
-		{"insufficient balance in a second", "insufficient", time.Second, false, false, true},
-		{"wrong PIN in a second", "wrong-pin", time.Second, false, false, true},
-		{"expired in a second", "expired", time.Second, false, false, true},
-		{"cancelled at the threshold", "cancelled", fast, false, false, false},
-		{"cancelled after five seconds", "cancelled", 5 * time.Second, false, false, false},
+		{"cancelled in half a second", "cancelled", 500 * time.Millisecond, false, "", false, true},
+		{"cancelled in no time", "cancelled", 0, false, "", false, true},
+		{"cancelled before the push by the clocks", "cancelled", -time.Second, false, "", false, true},
+		{"insufficient balance in a second", "insufficient", time.Second, false, "", false, true},
+		{"wrong PIN in a second", "wrong-pin", time.Second, false, "", false, true},
+		{"expired in a second", "expired", time.Second, false, "", false, true},
+		{"cancelled at the threshold", "cancelled", fast, false, "", false, false},
+		{"cancelled after five seconds", "cancelled", 5 * time.Second, false, "", false, false},
 		// Daraja may give these at once, without the customer, but so may
 		// a forger with the CallBackURL: held all the same, and the query
 		// confirms Daraja's (TestConfirmThroughQuery).
-		{"DS timeout at once", "timeout", 100 * time.Millisecond, false, false, true},
-		{"SMSC ACK timeout at once", "prefixed-desc", 100 * time.Millisecond, false, false, true},
-		{"success at once", "success", 100 * time.Millisecond, false, false, false},
-		{"cancelled in a second of the request, undispatched", "cancelled", time.Second, true, false, true},
-		{"cancelled a minute after the request, undispatched", "cancelled", time.Minute, true, false, false},
-		{"off: cancelled at once", "cancelled", 100 * time.Millisecond, false, true, false},
+		{"DS timeout at once", "timeout", 100 * time.Millisecond, false, "", false, true},
+		{"SMSC ACK timeout at once", "prefixed-desc", 100 * time.Millisecond, false, "", false, true},
+		{"success at once", "success", 100 * time.Millisecond, false, "", false, false},
+		// Before stk.dispatched (Daraja's answer slow, lost, or not
+		// published yet), the request's time says nothing of the push's:
+		// a request that waited for its phone an hour was pushed just now.
+		{"undispatched, no push recorded", "cancelled", time.Minute, true, "", false, true},
+		{"undispatched, push on its way", "cancelled", 10 * time.Second, true, events.AttemptSending, false, true},
+		{"undispatched, accepted half a second ago", "cancelled", 500 * time.Millisecond, true, events.AttemptAccepted, false, true},
+		{"undispatched, accepted five seconds ago", "cancelled", 5 * time.Second, true, events.AttemptAccepted, false, false},
+		{"undispatched, answer lost a minute ago", "cancelled", time.Minute, true, events.AttemptAmbiguous, false, false},
+		{"undispatched, 503 a second ago", "cancelled", time.Second, true, events.AttemptNotSent, false, true},
+		{"off: cancelled at once", "cancelled", 100 * time.Millisecond, false, "", true, false},
 	}
 	on, off := newEnvWith(t, Options{FastFailure: fast}), newEnvWith(t, Options{})
 	for _, tt := range tests {
@@ -82,11 +116,14 @@ func TestCallbackFastFailure(t *testing.T) {
 			id := uuid.NewString()
 			p := payment(id)
 			if tt.undispatched {
-				p.RequestedAt = clock.Add(-tt.since)
+				p.RequestedAt = clock.Add(-time.Hour)
 			}
 			e.request(p)
-			if !tt.undispatched {
+			switch {
+			case !tt.undispatched:
 				e.dispatchAt(p, cb, clock.Add(-tt.since))
+			case tt.attempt != "":
+				e.attemptAt(p, tt.attempt, clock.Add(-tt.since))
 			}
 			before, logsBefore := e.lastKept(), len(e.logs.String())
 

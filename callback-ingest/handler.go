@@ -69,6 +69,10 @@ type Options struct {
 	FastFailure time.Duration
 	// Receipts is the events.ReceiptsBucket; nil opens it on first use.
 	Receipts jetstream.KeyValue
+	// Attempts is the dispatcher's events.AttemptsBucket, read to tell
+	// when the push of a callback that came before stk.dispatched was
+	// answered (pushAnsweredAt); nil opens it on first use.
+	Attempts jetstream.KeyValue
 	// Metrics counts the requests, the publishes and the applier's
 	// messages; nil: off.
 	Metrics *metrics.Registry
@@ -149,6 +153,7 @@ func newHandler(o Options) (*handler, error) {
 		fast:    max(o.FastFailure, 0),
 
 		receipts: o.Receipts,
+		attempts: o.Attempts,
 	}
 	switch h.confirm {
 	case "":
@@ -192,6 +197,8 @@ type handler struct {
 	mu sync.Mutex
 	// receipts claims each receipt for one payment (claimReceipt).
 	receipts jetstream.KeyValue
+	// attempts is the dispatcher's record of each push (pushAnsweredAt).
+	attempts jetstream.KeyValue
 }
 
 func (h *handler) healthz(c echo.Context) error {
@@ -521,10 +528,12 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		return retry
 	}
 
-	// The push left before Daraja's answer, which stk.dispatched follows,
-	// and after the request: either is the latest it can have left, so a
-	// failure that is fast by it is surely fast.
-	pushAt := req.RequestedAt
+	// How soon after its push a failure came (confirmation) is measured
+	// from the latest moment Daraja can have processed the push: its
+	// answer, which stk.dispatched follows, so a failure fast by it is
+	// surely fast. Not from the request: a request that waited its turn
+	// for the phone an hour was pushed just now.
+	pushAt := receivedAt
 	disp, dispAt, err := lastEventAt[events.Dispatched](ctx, h.js, h.stream, events.TypeDispatched, id)
 	if err == nil {
 		pushAt = dispAt
@@ -537,7 +546,17 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		// STK query for that: when Daraja's answer to the push was lost
 		// there is no CheckoutRequestID to query, and this callback, its
 		// token checked, is the only word there will be of the payment.
+		// A failure is still held when it came fast by the dispatcher's
+		// record of the push (pushAnsweredAt): a forger holding the
+		// CallBackURL could otherwise post one while the push's answer is
+		// on its way.
 		log.Info("callback before stk.dispatched")
+		if !cb.Success() {
+			if pushAt, err = h.pushAnsweredAt(ctx, log, id, receivedAt); err != nil {
+				log.Error("look up the push's attempt record: the callback is kept for the applier", "error", err)
+				return retry
+			}
+		}
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.dispatched is unreadable", "error", err)
 		return unreadable(http.StatusInternalServerError, internal)

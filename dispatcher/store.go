@@ -52,19 +52,12 @@ type attempts struct{ kv jetstream.KeyValue }
 func (s attempts) get(ctx context.Context, trackingID string) (events.Attempt, uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	e, err := s.kv.Get(ctx, trackingID)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return events.Attempt{}, 0, nil
-	}
-	if err != nil {
-		return events.Attempt{}, 0, fmt.Errorf("read attempt record: %w", err)
-	}
-	var a events.Attempt
-	if err := json.Unmarshal(e.Value(), &a); err != nil {
+	a, rev, _, err := events.GetAttempt(ctx, s.kv, trackingID)
+	if errors.Is(err, events.ErrMalformed) {
 		// Not ours to overwrite blindly: treat it as a push of unknown fate.
-		return events.Attempt{TrackingID: trackingID, State: "unreadable"}, e.Revision(), nil
+		return events.Attempt{TrackingID: trackingID, State: "unreadable"}, rev, nil
 	}
-	return a, e.Revision(), nil
+	return a, rev, err
 }
 
 // put writes a, creating the record when rev is 0 and otherwise only over

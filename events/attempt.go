@@ -2,6 +2,9 @@ package events
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,6 +65,23 @@ type Attempt struct {
 	// be open (the dispatcher's UncertainRetryWindow).
 	UncertainAt time.Time `json:"uncertain_at,omitzero"`
 	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// GetAttempt reads trackingID's record from kv (AttemptsBucket) with its
+// revision; found is false when there is none. A record that cannot be
+// decoded is an error wrapping ErrMalformed.
+func GetAttempt(ctx context.Context, kv jetstream.KeyValue, trackingID string) (a Attempt, rev uint64, found bool, err error) {
+	e, err := kv.Get(ctx, trackingID)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return a, 0, false, nil
+	case err != nil:
+		return a, 0, false, fmt.Errorf("read attempt record %s: %w", trackingID, err)
+	}
+	if err := json.Unmarshal(e.Value(), &a); err != nil {
+		return a, e.Revision(), true, fmt.Errorf("%w: attempt record %s: %w", ErrMalformed, trackingID, err)
+	}
+	return a, e.Revision(), true, nil
 }
 
 // AttemptsConfig is the bucket's definition. A record lives as long as the

@@ -494,17 +494,7 @@ func (r *reconciler) phoneLocks(ctx context.Context) (jetstream.KeyValue, error)
 func (r *reconciler) attempt(ctx context.Context, id string) (a events.Attempt, rev uint64, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	e, err := r.kv.Get(ctx, id)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return a, 0, false, nil
-	case err != nil:
-		return a, 0, false, fmt.Errorf("read attempt %s: %w", id, err)
-	}
-	if err := json.Unmarshal(e.Value(), &a); err != nil {
-		return a, 0, false, fmt.Errorf("decode attempt %s: %w", id, err)
-	}
-	return a, e.Revision(), true, nil
+	return events.GetAttempt(ctx, r.kv, id)
 }
 
 // backoff is the wait before asking Daraja again: QueryInterval doubling
