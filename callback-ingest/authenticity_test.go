@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -139,15 +140,18 @@ func TestCallbackSecretRotation(t *testing.T) {
 
 // TestCallbackReplayed: a genuine callback sent again (same URL, same body)
 // changes nothing, and so does a genuine callback of one payment replayed to
-// another payment's genuine URL: the CheckoutRequestID is not that push's.
+// another payment's genuine URL: the CheckoutRequestID is not that push's,
+// as stk.dispatched names it or, before it, the dispatcher's attempt record.
 func TestCallbackReplayed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 0)
-	paid, victim := uuid.NewString(), uuid.NewString()
+	paid, victim, early := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	e.request(payment(paid))
 	e.dispatch(payment(paid), "6e86-45dd-91ac-fd5d4178ab523002867", successCheckoutID)
 	e.request(payment(victim))
 	e.dispatch(payment(victim), "m-victim", "ws_CO_VICTIM_PUSH")
+	e.request(payment(early))
+	e.attemptAt(payment(early), events.AttemptAccepted, "ws_CO_EARLY_PUSH", clock.Add(-time.Minute))
 	success := string(readFixture(t, "success"))
 	if status, _ := e.post(http.MethodPost, paid, strings.NewReader(success)); status != 200 {
 		t.Fatalf("first delivery answered %d", status)
@@ -159,6 +163,7 @@ func TestCallbackReplayed(t *testing.T) {
 	}{
 		{"same payment again", paid, events.CallbackSubjectReceived(paid), "repeated"},
 		{"to another payment's URL", victim, events.CallbackSubjectUnmatched(events.UnmatchedOtherPush), events.UnmatchedOtherPush},
+		{"to another payment's URL before its stk.dispatched", early, events.CallbackSubjectUnmatched(events.UnmatchedOtherPush), events.UnmatchedOtherPush},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,7 +178,7 @@ func TestCallbackReplayed(t *testing.T) {
 			if n, last := e.completed(paid); n != 1 || last.Sequence != first.Sequence {
 				t.Fatalf("%d stk.completed for the paid payment, want the first one only", n)
 			}
-			if n, _ := e.completed(victim); n != 0 {
+			if n, _ := e.completed(tt.id); tt.id != paid && n != 0 {
 				t.Fatalf("%d stk.completed for the victim, want none", n)
 			}
 		})

@@ -120,39 +120,48 @@ func (h *handler) crossCheck(log *slog.Logger, p events.Payment, cb Callback) st
 	return reason
 }
 
-// pushAnsweredAt is, for a callback of id that came (at now) before
-// stk.dispatched, the latest moment Daraja can have processed its push as
-// the dispatcher's attempt record (events.AttemptsBucket) tells: when the
-// answer to the last call was recorded (accepted, refused, a 503, a lost
-// answer), since the push left before. It is now while a call is on its
-// way (sending: Daraja may have processed it this instant) and when no
-// push is recorded or the record cannot be read: a failure then is never
-// taken for one a customer had time to give, and is held for Daraja's
-// STK query.
-func (h *handler) pushAnsweredAt(ctx context.Context, log *slog.Logger, id string, now time.Time) (time.Time, error) {
-	kv, err := h.attemptRecords(ctx)
+// pushAnswer is, for a callback of id that came (at now) before
+// stk.dispatched, what the dispatcher's attempt record (events.AttemptsBucket,
+// read from its leader) tells of the push: at is the latest moment Daraja
+// can have processed a push that may have prompted the customer, the
+// answer to the last call (accepted; a 503 or a lost answer, which may hide
+// one), recorded after it left; checkoutID is Daraja's CheckoutRequestID
+// when the answer gave one. at is now while a call is on its way (sending:
+// Daraja may process it this instant), when no call can have prompted (none
+// recorded; every answer so far a refusal that reached nobody: a locked
+// phone, a quota), and when the record cannot be read: a failure then is
+// never taken for one a customer had time to give, and is held for
+// Daraja's STK query.
+func (h *handler) pushAnswer(ctx context.Context, log *slog.Logger, id string, now time.Time) (at time.Time, checkoutID string, err error) {
+	_, err = h.attemptRecords(ctx)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
-		return now, nil // no dispatcher has run: no push has left
+		return now, "", nil // no dispatcher has run: no push has left
 	case err != nil:
-		return time.Time{}, err
+		return time.Time{}, "", err
 	}
-	a, _, found, err := events.GetAttempt(ctx, kv, id)
+	a, found, err := events.AttemptFromLeader(ctx, h.js, id)
 	switch {
 	case errors.Is(err, events.ErrMalformed):
 		log.Warn("attempt record unreadable: the push is taken as just answered", "error", err)
-		return now, nil
+		return now, "", nil
 	case err != nil:
-		return time.Time{}, err
-	case !found, a.Calls == 0, a.State == events.AttemptSending, a.UpdatedAt.IsZero():
-		return now, nil
+		return time.Time{}, "", err
+	case !found || a.Calls == 0 || a.UpdatedAt.IsZero():
+		return now, "", nil
 	}
-	return a.UpdatedAt, nil
+	switch {
+	case a.State == events.AttemptAccepted:
+		return a.UpdatedAt, a.CheckoutRequestID, nil
+	case a.State == events.AttemptAmbiguous, a.Uncertain:
+		return a.UpdatedAt, "", nil
+	}
+	return now, "", nil
 }
 
-// attemptRecords is the dispatcher's attempts bucket: Options.Attempts, or
-// opened on first use. It is never created here: until a dispatcher made
-// it, jetstream.ErrBucketNotFound says no push has left.
+// attemptRecords is the dispatcher's attempts bucket, opened on first use. It is never created here: until a dispatcher made
+// it, jetstream.ErrBucketNotFound says no push has left. (Records are read
+// from the leader of its stream: events.AttemptFromLeader.)
 func (h *handler) attemptRecords(ctx context.Context) (jetstream.KeyValue, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

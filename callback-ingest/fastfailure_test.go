@@ -30,8 +30,9 @@ func (e *testEnv) dispatchAt(p events.Payment, cb Callback, at time.Time) {
 }
 
 // attemptAt writes p's attempt record (STK_ATTEMPTS) as the dispatcher
-// would, in state, last written at at.
-func (e *testEnv) attemptAt(p events.Payment, state string, at time.Time) {
+// would, in state, last written at at; a state "not_sent+503" is not_sent
+// after a 503 (Uncertain). checkoutID is Daraja's answer's.
+func (e *testEnv) attemptAt(p events.Payment, state, checkoutID string, at time.Time) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -39,8 +40,9 @@ func (e *testEnv) attemptAt(p events.Payment, state string, at time.Time) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	body, err := json.Marshal(events.Attempt{TrackingID: p.TrackingID, State: state, Calls: 1,
-		FirstSentAt: at.Add(-100 * time.Millisecond), SentAt: at.Add(-100 * time.Millisecond), UpdatedAt: at})
+	state, uncertain := strings.CutSuffix(state, "+503")
+	body, err := json.Marshal(events.Attempt{TrackingID: p.TrackingID, State: state, Calls: 1, CheckoutRequestID: checkoutID,
+		Uncertain: uncertain, FirstSentAt: at.Add(-100 * time.Millisecond), SentAt: at.Add(-100 * time.Millisecond), UpdatedAt: at})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -98,7 +100,12 @@ func TestCallbackFastFailure(t *testing.T) {
 		{"undispatched, accepted half a second ago", "cancelled", 500 * time.Millisecond, true, events.AttemptAccepted, false, true},
 		{"undispatched, accepted five seconds ago", "cancelled", 5 * time.Second, true, events.AttemptAccepted, false, false},
 		{"undispatched, answer lost a minute ago", "cancelled", time.Minute, true, events.AttemptAmbiguous, false, false},
-		{"undispatched, 503 a second ago", "cancelled", time.Second, true, events.AttemptNotSent, false, true},
+		{"undispatched, 503 a second ago", "cancelled", time.Second, true, events.AttemptNotSent + "+503", false, true},
+		{"undispatched, 503 a minute ago", "cancelled", time.Minute, true, events.AttemptNotSent + "+503", false, false},
+		// Every call so far refused without reaching anyone (a locked
+		// phone, a quota): no prompt is open, however long ago.
+		{"undispatched, refused as locked a minute ago", "cancelled", time.Minute, true, events.AttemptNotSent, false, true},
+		{"undispatched, given up a minute ago", "cancelled", time.Minute, true, events.AttemptGaveUp, false, true},
 		{"off: cancelled at once", "cancelled", 100 * time.Millisecond, false, "", true, false},
 	}
 	on, off := newEnvWith(t, Options{FastFailure: fast}), newEnvWith(t, Options{})
@@ -123,7 +130,7 @@ func TestCallbackFastFailure(t *testing.T) {
 			case !tt.undispatched:
 				e.dispatchAt(p, cb, clock.Add(-tt.since))
 			case tt.attempt != "":
-				e.attemptAt(p, tt.attempt, clock.Add(-tt.since))
+				e.attemptAt(p, tt.attempt, cb.CheckoutRequestID, clock.Add(-tt.since))
 			}
 			before, logsBefore := e.lastKept(), len(e.logs.String())
 

@@ -69,10 +69,6 @@ type Options struct {
 	FastFailure time.Duration
 	// Receipts is the events.ReceiptsBucket; nil opens it on first use.
 	Receipts jetstream.KeyValue
-	// Attempts is the dispatcher's events.AttemptsBucket, read to tell
-	// when the push of a callback that came before stk.dispatched was
-	// answered (pushAnsweredAt); nil opens it on first use.
-	Attempts jetstream.KeyValue
 	// Metrics counts the requests, the publishes and the applier's
 	// messages; nil: off.
 	Metrics *metrics.Registry
@@ -153,7 +149,6 @@ func newHandler(o Options) (*handler, error) {
 		fast:    max(o.FastFailure, 0),
 
 		receipts: o.Receipts,
-		attempts: o.Attempts,
 	}
 	switch h.confirm {
 	case "":
@@ -197,7 +192,8 @@ type handler struct {
 	mu sync.Mutex
 	// receipts claims each receipt for one payment (claimReceipt).
 	receipts jetstream.KeyValue
-	// attempts is the dispatcher's record of each push (pushAnsweredAt).
+	// attempts is the dispatcher's record of each push, once found to
+	// exist (attemptRecords).
 	attempts jetstream.KeyValue
 }
 
@@ -546,16 +542,21 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		// STK query for that: when Daraja's answer to the push was lost
 		// there is no CheckoutRequestID to query, and this callback, its
 		// token checked, is the only word there will be of the payment.
-		// A failure is still held when it came fast by the dispatcher's
-		// record of the push (pushAnsweredAt): a forger holding the
-		// CallBackURL could otherwise post one while the push's answer is
-		// on its way.
+		// The dispatcher's record of the push stands in for it
+		// (pushAnswer): a failure is held when it came fast by that
+		// record, as a forger holding the CallBackURL could otherwise post
+		// one while the push's answer is on its way; and a callback for
+		// another push than the one the record names is not applied.
 		log.Info("callback before stk.dispatched")
-		if !cb.Success() {
-			if pushAt, err = h.pushAnsweredAt(ctx, log, id, receivedAt); err != nil {
-				log.Error("look up the push's attempt record: the callback is kept for the applier", "error", err)
-				return retry
-			}
+		var checkoutID string
+		if pushAt, checkoutID, err = h.pushAnswer(ctx, log, id, receivedAt); err != nil {
+			log.Error("look up the push's attempt record: the callback is kept for the applier", "error", err)
+			return retry
+		}
+		if checkoutID != "" && checkoutID != cb.CheckoutRequestID {
+			log.Warn("callback for another push",
+				append([]any{"recorded_checkout_request_id", checkoutID}, outcomeAttrs(cb)...)...)
+			return matched{keepAs: events.UnmatchedOtherPush, status: http.StatusOK, answer: accepted}
 		}
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.dispatched is unreadable", "error", err)

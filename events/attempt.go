@@ -84,6 +84,27 @@ func GetAttempt(ctx context.Context, kv jetstream.KeyValue, trackingID string) (
 	return a, e.Revision(), true, nil
 }
 
+// AttemptFromLeader reads trackingID's record from the leader of the
+// bucket's stream, as GetAttempt reads it from any replica: a replica
+// that lags may still hold an earlier call's record (LastMsgFromLeader).
+// A deleted or purged record is not found.
+func AttemptFromLeader(ctx context.Context, js jetstream.JetStream, trackingID string) (a Attempt, found bool, err error) {
+	m, err := LastMsgFromLeader(ctx, js, "KV_"+AttemptsBucket, "$KV."+AttemptsBucket+"."+trackingID)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return a, false, nil
+	case err != nil:
+		return a, false, fmt.Errorf("read attempt record %s: %w", trackingID, err)
+	}
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return a, false, nil
+	}
+	if err := json.Unmarshal(m.Data, &a); err != nil {
+		return a, true, fmt.Errorf("%w: attempt record %s: %w", ErrMalformed, trackingID, err)
+	}
+	return a, true, nil
+}
+
 // AttemptsConfig is the bucket's definition. A record lives as long as the
 // STK stream keeps the request (RequestRetention): a dispatcher consumer
 // recreated from the start of the stream redelivers every request it

@@ -187,9 +187,9 @@ func (f *forger) on(ctx context.Context, ev events.Event) {
 // failures: a 1032 (a customer's cancel, which no customer can give before
 // the prompt) that reaches callback-ingest while Daraja's answer is on its
 // way, with no stk.dispatched to measure its speed from and a
-// CheckoutRequestID of its own (there is none to copy yet). The first
-// pushes of requests that waited CALLBACK_FAST_FAILURE or more (their
-// phone busy, a service down) are picked: measured from the request, such
+// CheckoutRequestID of its own (there is none to copy yet). Pushes of
+// requests that waited CALLBACK_FAST_FAILURE or more (their phone busy, a
+// call refused and deferred, a service down) are picked, the first ones: measured from the request, such
 // a forgery would look slow enough to be a customer's.
 func (f *forger) onPush(ctx context.Context, a events.Attempt) {
 	f.mu.Lock()
@@ -204,7 +204,13 @@ func (f *forger) onPush(ctx context.Context, a events.Attempt) {
 	f.mu.Unlock()
 	cb := darajatest.Callback{ResultCode: "1032", MerchantRequestID: "forged-" + a.TrackingID,
 		CheckoutRequestID: "ws_CO_forged_" + a.TrackingID}
-	f.send(ctx, a.TrackingID, cb, func(fig *forgeryFigures) *int { return &fig.EarlyFailures })
+	if !f.send(ctx, a.TrackingID, cb, func(fig *forgeryFigures) *int { return &fig.EarlyFailures }) {
+		// callback-ingest was down: another push gets the forgery, so
+		// that a run does not end with none of this kind tried.
+		f.mu.Lock()
+		f.tried.EarlyFailures--
+		f.mu.Unlock()
+	}
 }
 
 // stealable picks a receipt the fake paid a payment other than id with;
@@ -223,12 +229,12 @@ func (f *forger) stealable(id string) (paidReceipt, bool) {
 
 // send posts cb to trackingID's CallBackURL, with its valid token, trying
 // again for a second while callback-ingest is down (a kill); count names
-// the figure a 200 adds to.
-func (f *forger) send(ctx context.Context, trackingID string, cb darajatest.Callback, count func(*forgeryFigures) *int) {
+// the figure a 200 adds to. It reports whether a 200 came.
+func (f *forger) send(ctx context.Context, trackingID string, cb darajatest.Callback, count func(*forgeryFigures) *int) bool {
 	body, err := darajatest.CallbackJSON(cb)
 	if err != nil {
 		f.logf("forgery for %s: %v", trackingID, err)
-		return
+		return false
 	}
 	url := events.CallbackURL(f.cbBase, trackingID, f.secrets.Token(trackingID))
 	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
@@ -236,13 +242,14 @@ func (f *forger) send(ctx context.Context, trackingID string, cb darajatest.Call
 			f.mu.Lock()
 			*count(&f.fig)++
 			f.mu.Unlock()
-			return
+			return true
 		}
 		sleep(ctx, 200*time.Millisecond)
 	}
 	f.mu.Lock()
 	f.fig.Undelivered++
 	f.mu.Unlock()
+	return false
 }
 
 func (f *forger) post(ctx context.Context, url string, body []byte) bool {
