@@ -34,9 +34,6 @@ type Position struct {
 	ID        int64
 }
 
-// PositionOf is r's place in Search's order.
-func PositionOf(r Record) Position { return Position{CreatedAt: r.CreatedAt, ID: r.ID} }
-
 // StatusFilters are the values SearchFilter.Status takes: the record's
 // status, then the labels of the status table.
 func StatusFilters() []string {
