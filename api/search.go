@@ -219,7 +219,7 @@ func (h *Handler) searchRecords(c echo.Context) error {
 		return err
 	}
 	// Not cancelled by a client that hangs up, as a single record's read
-	// (get); a page is bounded by its limit and an index.
+	// (get); a page is one index scan, bounded by readTimeout.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), readTimeout)
 	defer cancel()
 	// One more than the page: whether there is a next page is known
@@ -231,15 +231,22 @@ func (h *Handler) searchRecords(c echo.Context) error {
 	case err != nil:
 		return &unavailableError{message: MsgSearchUnavailable, cause: err}
 	}
-	body := searchBody{Success: true, Data: make([]RecordView, 0, min(len(recs), q.limit))}
-	if len(recs) > q.limit {
-		recs = recs[:q.limit]
+	return c.JSON(http.StatusOK, pageOf(recs, q.limit, q.scope))
+}
+
+// pageOf is the answer of a search from recs, read with one more than the
+// page's limit: a record beyond limit means a next page, whose cursor is
+// the position of the page's last record.
+func pageOf(recs []store.Record, limit int, scope []byte) searchBody {
+	body := searchBody{Success: true, Data: make([]RecordView, 0, min(len(recs), limit))}
+	if len(recs) > limit {
+		recs = recs[:limit]
 		last := recs[len(recs)-1]
-		next := cursor.Encode(cursor.Position{At: last.CreatedAt, ID: last.ID}, q.scope)
+		next := cursor.Encode(cursor.Position{At: last.CreatedAt, ID: last.ID}, scope)
 		body.Next = &next
 	}
 	for _, r := range recs {
 		body.Data = append(body.Data, ViewOf(r))
 	}
-	return c.JSON(http.StatusOK, body)
+	return body
 }

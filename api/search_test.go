@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -600,5 +601,47 @@ func TestSearchLimitedAndUnavailable(t *testing.T) {
 	r = e.search(t, acmeToken, "reference=INV-1")
 	if r.status != http.StatusTooManyRequests || r.body["message"] != MsgRateLimited {
 		t.Errorf("over the rate: %d %s", r.status, r.raw)
+	}
+}
+
+// TestSearchGolden pins the search's wire formats: a page with a next
+// cursor, the last page, an empty one, a refusal, and the cursor itself (a
+// change to its format breaks every cursor a client holds across a
+// deploy, so it must be meant).
+func TestSearchGolden(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2024, 3, 21, 11, 30, 1, 123456000, time.UTC)
+	rec := func(id int64, tracking string, at time.Time) store.Record {
+		return store.Record{ID: id, TrackingID: tracking, Client: "acme", PhoneNumber: "254712345678", Amount: 1500,
+			Reference: "INV-2024-001", Status: events.StatusPending, StatusLabel: events.LabelPending,
+			CreatedAt: at, UpdatedAt: at}
+	}
+	recs := []store.Record{
+		rec(7, "01a24d71-a1ff-79ab-a63d-91016e25e08e", created),
+		rec(5, "01a24d71-a0d1-7c58-b98d-d4ea04c9987b", created.Add(-time.Minute)),
+		rec(4, "01a24d71-a0a2-78c3-af31-ca1e5f92c001", created.Add(-2*time.Minute)),
+	}
+	q, err := parseSearch("reference=INV-2024-001&limit=2", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, refused := parseSearch("limit=0&status=paid&colour=red", "acme")
+	var reqErr *RequestError
+	if !errors.As(refused, &reqErr) {
+		t.Fatalf("refusal %v", refused)
+	}
+	for name, body := range map[string]any{
+		"search-page.json":    pageOf(recs, 2, q.scope),
+		"search-last.json":    pageOf(recs[2:], 2, q.scope),
+		"search-empty.json":   pageOf(nil, 2, q.scope),
+		"search-refused.json": failure{Message: reqErr.Message, Errors: reqErr.Fields},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, err := json.MarshalIndent(body, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, name, append(b, '\n'))
+		})
 	}
 }
