@@ -10,6 +10,9 @@
 //   - GET /api/stk-push/:tracking_id answers from the Postgres read model
 //     (package store), which the projector keeps, and from the STK stream
 //     for a request accepted but not projected yet;
+//   - GET /api/stk-push?reference=…&phone=…&status=…&since=… finds the
+//     client's own records in the read model alone, newest first, a keyset
+//     page at a time (search.go, package cursor);
 //   - GET /healthz and /readyz are for the orchestrator.
 //
 // Every /api request carries X-API-Token; the client it belongs to scopes

@@ -122,7 +122,8 @@ type Options struct {
 	Tracer trace.Tracer
 }
 
-// Handler is the api's HTTP handler: /api/stk-push, /healthz, /readyz,
+// Handler is the api's HTTP handler: /api/stk-push (POST a push, GET a
+// search, GET /api/stk-push/{tracking_id} a record), /healthz, /readyz,
 // and its OpenAPI document (/openapi.yaml, /docs).
 type Handler struct {
 	e              *echo.Echo
@@ -265,6 +266,7 @@ func (h *Handler) routes(trusted []netip.Prefix) *echo.Echo {
 	// middleware needs a catch-all route, which would turn every 405 into
 	// a 404.
 	e.POST(PushPath, h.create, h.authenticate, h.limitClient)
+	e.GET(PushPath, h.searchRecords, h.authenticate, h.limitClient)
 	e.GET(RecordPath+":tracking_id", h.get, h.authenticate, h.limitClient)
 	return e
 }

@@ -63,8 +63,9 @@ type FieldError struct {
 }
 
 // FieldErrors are the invalid fields of a request in the order of the
-// request's fields (phone, amount, reference, tag). It marshals as a JSON
-// object in that order, as Laravel answered.
+// request's fields (phone, amount, reference, tag; a search's: its
+// parameters, searchParams). It marshals as a JSON object in that order,
+// as Laravel answered.
 type FieldErrors []FieldError
 
 // MarshalJSON writes {"field": ["message", …], …} in field order.

@@ -1,6 +1,9 @@
 package events
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Status of a record: 0 while waiting, 1 once the outcome is final, whatever
 // it is, so a client that polls "until status is 1" always stops.
@@ -73,6 +76,21 @@ func Outcome(responseCode string) (status int, label string) {
 		return StatusFinal, l
 	}
 	return StatusFinal, LabelFailed
+}
+
+// LabelCodes are the response codes Outcome gives each label of the table
+// that codes stand for, sorted: every label but Pending (no code yet) and
+// Failed (every code not listed here). A search by label reads it, so that
+// it finds exactly the records Outcome labels so. The map is the caller's.
+func LabelCodes() map[string][]string {
+	out := make(map[string][]string)
+	for code, label := range labels {
+		out[label] = append(out[label], code)
+	}
+	for _, codes := range out {
+		slices.Sort(codes)
+	}
+	return out
 }
 
 // DecidedByStkgate reports whether a result code is one stkgate decided

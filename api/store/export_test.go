@@ -1,0 +1,4 @@
+package store
+
+// SearchQuery is searchQuery, for the tests of its plans.
+var SearchQuery = searchQuery
