@@ -115,6 +115,11 @@ type Options struct {
 	// QueuedRefresh is how often a client's queued requests are counted
 	// in Postgres, at most; 0 means DefaultQueuedRefresh.
 	QueuedRefresh time.Duration
+	// SearchConcurrency and ClientSearchConcurrency bound the searches
+	// running at once in this instance, over all clients and per client;
+	// 0 means DefaultSearchConcurrency and DefaultClientSearchConcurrency.
+	SearchConcurrency       int
+	ClientSearchConcurrency int
 	// Metrics counts the requests, publishes and refusals; nil: off.
 	Metrics *metrics.Registry
 	// Tracer, when set, traces each request and the publish of its
@@ -126,6 +131,7 @@ type Options struct {
 // search, GET /api/stk-push/{tracking_id} a record), /healthz, /readyz,
 // and its OpenAPI document (/openapi.yaml, /docs).
 type Handler struct {
+	searches       *searchSlots
 	e              *echo.Echo
 	conn           *nats.Conn
 	js             jetstream.JetStream
@@ -181,6 +187,7 @@ func NewHandler(o Options) (*Handler, error) {
 		phoneMax:       o.PhoneMaxPrompts,
 		phoneWindow:    o.PhoneWindow,
 		queued:         newQueuedLimits(o.ClientMaxQueued, o.QueuedRefresh, o.Store.CountQueued),
+		searches:       newSearchSlots(o.SearchConcurrency, o.ClientSearchConcurrency),
 	}
 	switch h.mode {
 	case "":

@@ -6,6 +6,7 @@ var limits = map[string]string{
 	MsgAuthFailuresLimited: "auth_failures",
 	MsgPhoneLimited:        "phone_prompts",
 	MsgQueueFull:           "client_queued",
+	MsgSearchBusy:          "searches",
 }
 
 // limitOf is the name of the limit that refused with e.

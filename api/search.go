@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -26,6 +27,21 @@ const (
 
 // MsgSearchUnavailable is the 503 of a search Postgres did not answer.
 const MsgSearchUnavailable = "The records cannot be read right now. Please retry."
+
+// MsgSearchTooSlow is the 503 of a search that ran out of its time in
+// Postgres (store.ErrSearchTimeout): the same search would again.
+const MsgSearchTooSlow = "The search looked through too many records. Narrow it with since, reference or phone."
+
+// MsgSearchBusy is the 429 of a search beyond the searches allowed at once.
+const MsgSearchBusy = "Too many searches at once. Retry after the time in the Retry-After header."
+
+// Searches running at once, by default: a search holds one of the
+// instance's Postgres connections (store's pool, shared with every
+// client's payments) for up to store.DefaultSearchTimeout.
+const (
+	DefaultSearchConcurrency       = 4
+	DefaultClientSearchConcurrency = 2
+)
 
 // searchParams are the search's query parameters, in the order their
 // errors are reported.
@@ -128,7 +144,10 @@ func (s *search) set(name, v string, rawCursor *string) string {
 		if err != nil || t.Year() < 1 {
 			return msgSinceInvalid
 		}
-		s.filter.Since = t.UTC()
+		// Postgres keeps microseconds: a since between two is the later,
+		// or a record at the earlier would match (lib/pq sends
+		// nanoseconds, which Postgres rounds).
+		s.filter.Since = t.UTC().Add(time.Microsecond - time.Nanosecond).Truncate(time.Microsecond)
 	case "limit":
 		n, err := strconv.Atoi(v)
 		if len(v) > 3 || strings.TrimLeft(v, "0123456789") != "" || err != nil || n < 1 || n > MaxSearchLimit {
@@ -218,8 +237,14 @@ func (h *Handler) searchRecords(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	release, ok := h.searches.acquire(client)
+	if !ok {
+		return &limitedError{message: MsgSearchBusy, retryAfter: 1}
+	}
+	defer release()
 	// Not cancelled by a client that hangs up, as a single record's read
-	// (get); a page is one index scan, bounded by readTimeout.
+	// (get); a page is one index scan, bounded by readTimeout here and by
+	// the store's SearchTimeout in Postgres.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), readTimeout)
 	defer cancel()
 	// One more than the page: whether there is a next page is known
@@ -228,6 +253,8 @@ func (h *Handler) searchRecords(c echo.Context) error {
 	switch {
 	case errors.Is(err, store.ErrBadFilter):
 		return err // a fault of parseSearch: 500
+	case errors.Is(err, store.ErrSearchTimeout):
+		return &unavailableError{message: MsgSearchTooSlow, cause: err}
 	case err != nil:
 		return &unavailableError{message: MsgSearchUnavailable, cause: err}
 	}
@@ -249,4 +276,52 @@ func pageOf(recs []store.Record, limit int, scope []byte) searchBody {
 		body.Data = append(body.Data, ViewOf(r))
 	}
 	return body
+}
+
+// searchSlots bounds the searches running at once, over the instance and
+// per client. A search beyond either bound is refused at once rather than
+// queued: a queue would hold the request, and its client's retries would
+// find it no sooner. The bounds are per instance.
+type searchSlots struct {
+	mu        sync.Mutex
+	total     int
+	perClient int
+	n         int
+	byClient  map[string]int
+}
+
+func newSearchSlots(total, perClient int) *searchSlots {
+	if total <= 0 {
+		total = DefaultSearchConcurrency
+	}
+	if perClient <= 0 {
+		perClient = DefaultClientSearchConcurrency
+	}
+	return &searchSlots{total: total, perClient: min(perClient, total), byClient: map[string]int{}}
+}
+
+// acquire takes a slot for client's search; ok false when none is free.
+func (s *searchSlots) acquire(client string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n >= s.total || s.byClient[client] >= s.perClient {
+		return nil, false
+	}
+	s.n++
+	s.byClient[client]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.n--
+		if s.byClient[client]--; s.byClient[client] == 0 {
+			delete(s.byClient, client)
+		}
+	}, true
+}
+
+// running is how many searches hold a slot.
+func (s *searchSlots) running() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/metrics"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 const initechToken = "initech-test-token-0003"
@@ -643,5 +644,81 @@ func TestSearchGolden(t *testing.T) {
 			}
 			golden(t, name, append(b, '\n'))
 		})
+	}
+}
+
+// TestSearchBoundedWork: searches share Postgres's connections with every
+// client's payments, so few run at once per instance and per client (the
+// others are refused at once, 429 with Retry-After, never queued), and one
+// that runs out of the store's SearchTimeout is a 503 that says to narrow
+// the search. A lock on the table stands in for a search that takes long.
+func TestSearchBoundedWork(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		total, per int
+		// busy is the client whose search is refused while acme's runs.
+		busy string
+	}{
+		{"per client", 2, 1, acmeToken},
+		{"per instance", 1, 1, globexToken},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t, func(o *Options) { o.SearchConcurrency, o.ClientSearchConcurrency = tt.total, tt.per })
+			e.store.SearchTimeout = time.Minute
+			tx := e.db.MustBegin()
+			defer func() { _ = tx.Rollback() }()
+			tx.MustExec(`LOCK TABLE stk_pushes IN ACCESS EXCLUSIVE MODE`)
+			held := make(chan response, 1)
+			go func() { held <- e.search(t, acmeToken, "reference=INV-1") }()
+			wait.For(t, "acme's search under way", func() bool { return e.h.searches.running() == 1 })
+
+			r := e.search(t, tt.busy, "reference=INV-1")
+			if r.status != http.StatusTooManyRequests || r.body["message"] != MsgSearchBusy || r.header.Get("Retry-After") != "1" {
+				t.Errorf("a search beyond the bound: %d Retry-After %q: %s", r.status, r.header.Get("Retry-After"), r.raw)
+			}
+			if err := tx.Rollback(); err != nil {
+				t.Fatal(err)
+			}
+			searchPage(t, <-held)
+			if n := e.h.searches.running(); n != 0 {
+				t.Errorf("%d searches still counted as running", n)
+			}
+			searchPage(t, e.search(t, tt.busy, "reference=INV-1"))
+		})
+	}
+	t.Run("too slow", func(t *testing.T) {
+		t.Parallel()
+		e := newTestEnv(t, nil)
+		e.store.SearchTimeout = 100 * time.Millisecond
+		tx := e.db.MustBegin()
+		defer func() { _ = tx.Rollback() }()
+		tx.MustExec(`LOCK TABLE stk_pushes IN ACCESS EXCLUSIVE MODE`)
+		r := e.search(t, acmeToken, "status=Failed")
+		if r.status != http.StatusServiceUnavailable || r.body["message"] != MsgSearchTooSlow || strings.Contains(r.raw, "sql") {
+			t.Errorf("a search out of time: %d: %s", r.status, r.raw)
+		}
+	})
+}
+
+// A since finer than Postgres's microseconds is rounded up: a record at
+// the microsecond before it does not match.
+func TestSearchSinceMicroseconds(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"2024-03-21T11:30:00.0000004Z":      "2024-03-21T11:30:00.000001Z",
+		"2024-03-21T11:30:00.000001Z":       "2024-03-21T11:30:00.000001Z",
+		"2024-03-21T14:30:00.0000019+03:00": "2024-03-21T11:30:00.000002Z",
+		"2024-03-21T11:30:00Z":              "2024-03-21T11:30:00Z",
+	} {
+		s, err := parseSearch("since="+url.QueryEscape(in), "acme")
+		if err != nil {
+			t.Fatalf("since %s: %v", in, err)
+		}
+		if got := s.filter.Since.Format(time.RFC3339Nano); got != want {
+			t.Errorf("since %s: %s, want %s", in, got, want)
+		}
 	}
 }

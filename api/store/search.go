@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -41,6 +42,13 @@ func StatusFilters() []string {
 		events.LabelInsufficient, events.LabelTimedOut, events.LabelExpired, events.LabelUnknown, events.LabelFailed}
 }
 
+// DefaultSearchTimeout is Store.SearchTimeout's default.
+const DefaultSearchTimeout = 2 * time.Second
+
+// ErrSearchTimeout is a search that ran out of Store.SearchTimeout: too
+// many of the client's records to look through for what it asks.
+var ErrSearchTimeout = errors.New("search took too long")
+
 // ErrBadFilter is a SearchFilter Search cannot run: a status it does not
 // know, a limit below 1.
 var ErrBadFilter = errors.New("bad search filter")
@@ -59,9 +67,9 @@ func (s *Store) Search(ctx context.Context, client string, f SearchFilter, after
 	if err != nil {
 		return nil, err
 	}
-	var rows []row
-	if err := s.db.SelectContext(ctx, &rows, q, args...); err != nil {
-		return nil, fmt.Errorf("search records: %w", err)
+	rows, err := s.searchRows(ctx, q, args)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]Record, 0, len(rows))
 	for _, r := range rows {
@@ -72,6 +80,37 @@ func (s *Store) Search(ctx context.Context, client string, f SearchFilter, after
 		out = append(out, rec)
 	}
 	return out, nil
+}
+
+// searchRows runs a search's query in a read-only transaction bounded by
+// SearchTimeout on the server's side (statement_timeout, which counts lock
+// waits too): searches share the connection pool with every client's
+// payments, and a filter few records match (a rare status over a long
+// history) can read many rows; the server stops it, whatever the caller's
+// deadline.
+func (s *Store) searchRows(ctx context.Context, q string, args []any) ([]row, error) {
+	timeout := s.SearchTimeout
+	if timeout <= 0 {
+		timeout = DefaultSearchTimeout
+	}
+	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("search records: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // read-only: nothing to undo
+	if _, err := tx.ExecContext(ctx, `SELECT set_config('statement_timeout', $1, true)`,
+		strconv.FormatInt(timeout.Milliseconds(), 10)); err != nil {
+		return nil, fmt.Errorf("search records: set statement_timeout: %w", err)
+	}
+	var rows []row
+	if err := tx.SelectContext(ctx, &rows, q, args...); err != nil {
+		var pqErr *pq.Error
+		if errors.As(err, &pqErr) && pqErr.Code == "57014" { // query_canceled
+			return nil, fmt.Errorf("%w (%s): %w", ErrSearchTimeout, timeout, err)
+		}
+		return nil, fmt.Errorf("search records: %w", err)
+	}
+	return rows, nil
 }
 
 // searchQuery is Search's SQL and its arguments. Every value is an

@@ -126,3 +126,33 @@ func TestSearchPlans(t *testing.T) {
 		})
 	}
 }
+
+// A search holds its connection for SearchTimeout at most: one that cannot
+// finish (here, waiting on a lock, as a scan of a huge table would take
+// long) ends with ErrSearchTimeout, not when the caller gives up. Searches
+// share the pool with every client's payments.
+func TestSearchTimeout(t *testing.T) {
+	t.Parallel()
+	// The caller's deadline is far: without a timeout of its own the
+	// search would wait for it, and fail with it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db := pgtest.New(t)
+	s := store.New(db)
+	s.SearchTimeout = 200 * time.Millisecond
+	insertRecord(t, db, "acme", "0", time.Now())
+	tx := db.MustBegin()
+	defer tx.Rollback()
+	tx.MustExec(`LOCK TABLE stk_pushes IN ACCESS EXCLUSIVE MODE`)
+
+	_, err := s.Search(ctx, "acme", store.SearchFilter{Status: events.LabelFailed}, nil, 10)
+	if !errors.Is(err, store.ErrSearchTimeout) || ctx.Err() != nil {
+		t.Fatalf("search under a lock: %v (caller's context: %v), want ErrSearchTimeout", err, ctx.Err())
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := s.Search(ctx, "acme", store.SearchFilter{}, nil, 10); err != nil || len(recs) != 1 {
+		t.Fatalf("search after the lock: %d records, %v", len(recs), err)
+	}
+}

@@ -276,6 +276,9 @@ func (r row) record() (Record, error) {
 type Store struct {
 	db  *sqlx.DB
 	log *slog.Logger
+	// SearchTimeout bounds a Search on the server's side; 0 is
+	// DefaultSearchTimeout.
+	SearchTimeout time.Duration
 }
 
 // New returns a Store over db, which must be migrated (see Migrate). It
