@@ -79,6 +79,10 @@ func newTestEnv(t testing.TB, tweak func(*Options)) *testEnv {
 		Tokens: testTokens,
 		Logger: log,
 		Now:    func() time.Time { return fixedNow },
+		// Tests run many searches of one client at once (parallel
+		// subtests over one env); TestSearchBoundedWork sets the bounds.
+		SearchConcurrency:       64,
+		ClientSearchConcurrency: 64,
 	}
 	if tweak != nil {
 		tweak(&o)

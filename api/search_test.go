@@ -315,6 +315,9 @@ func TestSearch(t *testing.T) {
 		for _, d := range page.Data {
 			got := jsonMap(t, d)
 			single := e.get(t, acmeToken, got["tracking_id"].(string))
+			if single.status != http.StatusOK {
+				t.Fatalf("GET %s: %d %s", got["tracking_id"], single.status, single.raw)
+			}
 			if diff := gocmp.Diff(single.body["data"], got); diff != "" {
 				t.Errorf("record (-GET +search):\n%s", diff)
 			}
