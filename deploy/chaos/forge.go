@@ -59,6 +59,7 @@ type forger struct {
 	merchant map[string]string    // tracking id → its push's MerchantRequestID
 	forged   map[string]bool      // payments forged upon at their push
 	requests map[string]time.Time // tracking id → when its request was accepted
+	pushedAt map[string]time.Time // tracking id → when its last push left (its STK_PUSHES entry)
 	lateSent map[string]struct{}  // payments sent a late failure
 }
 
@@ -81,7 +82,7 @@ func (r *runner) startForger(ctx context.Context) (stop func() forgeryFigures, e
 		// some pushes' events pass while nats-server is down.
 		p:   min(1, 1.5*float64(r.o.Forgeries+r.o.Forgeries/4)/float64(r.o.N)),
 		fig: forgeryFigures{Asked: r.o.Forgeries}, checkout: map[string]string{}, merchant: map[string]string{},
-		forged: map[string]bool{}, lateSent: map[string]struct{}{}, requests: map[string]time.Time{}}
+		forged: map[string]bool{}, lateSent: map[string]struct{}{}, requests: map[string]time.Time{}, pushedAt: map[string]time.Time{}}
 	nc, err := nats.Connect(r.natsURL, nats.Name("stkgate-chaos-forger"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(200*time.Millisecond), nats.RetryOnFailedConnect(true))
 	if err != nil {
@@ -140,7 +141,14 @@ func (f *forger) on(ctx context.Context, ev events.Event) {
 	case events.Dispatched:
 		f.mu.Lock()
 		f.checkout[e.TrackingID], f.merchant[e.TrackingID] = e.CheckoutRequestID, e.MerchantRequestID
-		if f.forged[e.TrackingID] || f.rng.Float64() >= f.p {
+		// A fast failure is one that reaches callback-ingest within
+		// CALLBACK_FAST_FAILURE of the push: the event may come long
+		// after it (its publish retried while nats-server was away, every
+		// attempt seen here), and a failure that late is a customer's, or
+		// a forger's who waited, which docs/SECURITY.md leaves uncovered.
+		pushed, known := f.pushedAt[e.TrackingID]
+		fastBy := pushed.Add(fastWindow)
+		if f.forged[e.TrackingID] || !known || time.Until(fastBy) < fastWindow/2 || f.rng.Float64() >= f.p {
 			f.mu.Unlock()
 			return
 		}
@@ -159,7 +167,11 @@ func (f *forger) on(ctx context.Context, ev events.Event) {
 		*kind++
 		f.mu.Unlock()
 		cb.MerchantRequestID, cb.CheckoutRequestID = e.MerchantRequestID, e.CheckoutRequestID
-		f.send(ctx, e.TrackingID, cb, func(fig *forgeryFigures) *int {
+		by := fastBy
+		if cb.ResultCode == "0" {
+			by = time.Time{} // held for its receipt, however late
+		}
+		f.send(ctx, e.TrackingID, cb, by, func(fig *forgeryFigures) *int {
 			if cb.ResultCode == "0" {
 				return &fig.ReceiptThefts
 			}
@@ -179,7 +191,7 @@ func (f *forger) on(ctx context.Context, ev events.Event) {
 		f.tried.LateFailures++
 		cb := darajatest.Callback{MerchantRequestID: f.merchant[e.TrackingID], CheckoutRequestID: f.checkout[e.TrackingID], ResultCode: "1032"}
 		f.mu.Unlock()
-		f.send(ctx, e.TrackingID, cb, func(fig *forgeryFigures) *int { return &fig.LateFailures })
+		f.send(ctx, e.TrackingID, cb, time.Time{}, func(fig *forgeryFigures) *int { return &fig.LateFailures })
 	}
 }
 
@@ -193,9 +205,10 @@ func (f *forger) on(ctx context.Context, ev events.Event) {
 // a forgery would look slow enough to be a customer's.
 func (f *forger) onPush(ctx context.Context, a events.Attempt) {
 	f.mu.Lock()
+	f.pushedAt[a.TrackingID] = a.SentAt
 	requested, known := f.requests[a.TrackingID]
 	if !known || a.SentAt.Sub(requested) < callback.DefaultFastFailure || f.forged[a.TrackingID] ||
-		f.tried.EarlyFailures >= max(1, f.n/4) {
+		f.tried.EarlyFailures >= max(1, f.n/4) || f.tried.FastFailures+f.tried.EarlyFailures >= f.n {
 		f.mu.Unlock()
 		return
 	}
@@ -204,7 +217,7 @@ func (f *forger) onPush(ctx context.Context, a events.Attempt) {
 	f.mu.Unlock()
 	cb := darajatest.Callback{ResultCode: "1032", MerchantRequestID: "forged-" + a.TrackingID,
 		CheckoutRequestID: "ws_CO_forged_" + a.TrackingID}
-	if !f.send(ctx, a.TrackingID, cb, func(fig *forgeryFigures) *int { return &fig.EarlyFailures }) {
+	if !f.send(ctx, a.TrackingID, cb, a.SentAt.Add(fastWindow), func(fig *forgeryFigures) *int { return &fig.EarlyFailures }) {
 		// callback-ingest was down: another push gets the forgery, so
 		// that a run does not end with none of this kind tried.
 		f.mu.Lock()
@@ -227,17 +240,22 @@ func (f *forger) stealable(id string) (paidReceipt, bool) {
 	return paidReceipt{}, false
 }
 
+// fastWindow is how soon after its push a forged fast failure is posted at
+// the latest: CALLBACK_FAST_FAILURE with a margin for the post to arrive.
+const fastWindow = callback.DefaultFastFailure * 3 / 4
+
 // send posts cb to trackingID's CallBackURL, with its valid token, trying
-// again for a second while callback-ingest is down (a kill); count names
-// the figure a 200 adds to. It reports whether a 200 came.
-func (f *forger) send(ctx context.Context, trackingID string, cb darajatest.Callback, count func(*forgeryFigures) *int) bool {
+// again for a second while callback-ingest is down (a kill), but never
+// starting a post after by (zero: no bound); count names the figure a 200
+// adds to. It reports whether a 200 came.
+func (f *forger) send(ctx context.Context, trackingID string, cb darajatest.Callback, by time.Time, count func(*forgeryFigures) *int) bool {
 	body, err := darajatest.CallbackJSON(cb)
 	if err != nil {
 		f.logf("forgery for %s: %v", trackingID, err)
 		return false
 	}
 	url := events.CallbackURL(f.cbBase, trackingID, f.secrets.Token(trackingID))
-	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
+	for attempt := 0; attempt < 5 && ctx.Err() == nil && (by.IsZero() || time.Now().Before(by)); attempt++ {
 		if f.post(ctx, url, body) {
 			f.mu.Lock()
 			*count(&f.fig)++

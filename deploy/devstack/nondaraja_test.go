@@ -103,8 +103,11 @@ func TestServiceUnavailableAfterAcceptPromptsOnce(t *testing.T) {
 			calls = append(calls, p.Failure.String()+" "+p.ErrorCode)
 		}
 	}
-	if len(calls) != 2 || calls[1] != "none "+daraja.CodeGeneric {
-		t.Errorf("push calls %q: want the 503 and a retry refused with the lock", calls)
+	// The retry leaves within the 2 s after the 503 (UncertainRetryWindow)
+	// or not at all: on a loaded machine (CI beside other jobs) the window
+	// can pass before it, and the payment is ambiguous all the same.
+	if len(calls) == 0 || len(calls) > 2 || len(calls) == 2 && calls[1] != "none "+daraja.CodeGeneric {
+		t.Errorf("push calls %q: want the 503 and a retry refused with the lock (or none, the window passed)", calls)
 	}
 	// The dispatcher took the lock for the payment's own prompt: its
 	// attempt is ambiguous (never pushed again), not waiting to push once
