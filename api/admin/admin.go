@@ -75,10 +75,25 @@ again.
                                 stk_pushes_old_<time> unless --keep-old=false;
                                 live rows the stream has no event of (older than
                                 its 90 days) are kept unless --drop-unstreamed
+  history TRACKING_ID [--json]  a payment's events, pushes, kept callbacks,
+                                dead letters and attempt record in time order
+                                (phones masked, callback tokens redacted)
+  dlq list [--json]             the dead letters in STK_DLQ
+  dlq show SEQ                  one dead letter, headers and body
+  dlq replay SEQ --yes          publish its original message again to its
+                                original subject with its Nats-Msg-Id: every
+                                consumer of that subject gets it again (a
+                                duplicate within STK's window is dropped)
+  lag [--fail-above N] [--stuck-after D] [--json]
+                                every durable consumer of the STK streams:
+                                pending, ack pending, redelivered, waiting,
+                                last delivered, ack floor, stuck (work waiting
+                                and no ack for D, default 5m); exit 1 when one
+                                has more than N pending
 
 A change reaches running api instances within their token cache time (%s).
 Names are 1 to 64 letters, digits, '.', '_' or '-'. Exit status: 0 done,
-1 refused or failed, 2 usage error.
+1 refused or failed (lag: a consumer over --fail-above), 2 usage error.
 `
 
 // Main is the command: it reads DATABASE_URL and NATS_URL (from getenv) as
