@@ -57,7 +57,8 @@ const (
 
 // rebuildHook, when set (tests), is called at each phase: "copied" once
 // the stream up to its last sequence is in the rebuilt table, "locked" once
-// the swap holds the live table.
+// the swap holds the live table, "caught-up" once the events stored until
+// then are in the rebuilt table too.
 var rebuildHook func(phase string)
 
 // rebuildReport is what a rebuild did or, with --dry-run, would do.
@@ -545,6 +546,9 @@ func (r *rebuilder) swap(ctx context.Context, conn *sqlx.Conn) error {
 		return err
 	}
 	r.rep.lastSeq = max(r.rep.lastSeq, info.State.LastSeq)
+	if rebuildHook != nil {
+		rebuildHook("caught-up")
+	}
 	if err := r.carryOver(ctx, tx); err != nil {
 		return err
 	}
@@ -661,7 +665,22 @@ func (r *rebuilder) copyGrants(ctx context.Context, tx *sqlx.Tx) error {
 // renameLive renames the live table, its indexes (and so their
 // constraints) and its sequence aside, with a suffix of the time.
 func (r *rebuilder) renameLive(ctx context.Context, tx *sqlx.Tx) (string, error) {
-	suffix := "_old_" + time.Now().UTC().Format("20060102150405")
+	// The first suffix free: two rebuilds may end within one second.
+	var suffix string
+	for n := 1; ; n++ {
+		suffix = "_old_" + time.Now().UTC().Format("20060102150405")
+		if n > 1 {
+			suffix += fmt.Sprintf("_%d", n)
+		}
+		var taken bool
+		if err := tx.GetContext(ctx, &taken, `SELECT to_regclass($1) IS NOT NULL`,
+			pq.QuoteIdentifier(r.live)+"."+pq.QuoteIdentifier("stk_pushes"+suffix)); err != nil {
+			return "", fmt.Errorf("rebuild: rename the live table: %w", err)
+		}
+		if !taken {
+			break
+		}
+	}
 	aside := func(name string) string {
 		return name[:min(len(name), 63-len(suffix))] + suffix
 	}

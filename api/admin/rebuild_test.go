@@ -56,7 +56,8 @@ func TestRebuildReadModel(t *testing.T) {
 
 	// During the rebuild: events the projector writes to the live table
 	// after the copy, and events stored while the swap holds the table.
-	during, locked := newPay(8, "0"), newPay(9, "1")
+	during, locked, blocked := newPay(8, "0"), newPay(9, "1"), newPay(12, "0")
+	swapping := false
 	defer admin.SetRebuildHook(func(phase string) {
 		switch phase {
 		case "copied":
@@ -64,8 +65,25 @@ func TestRebuildReadModel(t *testing.T) {
 			settled(t, ns.JS)
 		case "locked":
 			publish(t, ns.JS, locked.requested, requested.dispatched)
+		case "caught-up":
+			if !swapping {
+				return
+			}
+			// Stored after the swap read the stream: the projector's write
+			// of it waits on the lock, and must land in the new table.
+			publish(t, ns.JS, blocked.requested)
+			wait.For(t, "the projector waits on the lock", func() bool {
+				var n int
+				db.Get(&n, `SELECT count(*) FROM pg_locks WHERE relation = 'public.stk_pushes'::regclass AND NOT granted`)
+				return n > 0
+			})
 		}
 	})()
+	// A role the live table is granted to keeps its grant.
+	reader := "stkgate_test_reader_" + strings.ReplaceAll(during.id[:8], "-", "")
+	db.MustExec(`CREATE ROLE ` + reader)
+	t.Cleanup(func() { db.Exec(`DROP OWNED BY ` + reader); db.Exec(`DROP ROLE ` + reader) })
+	db.MustExec(`GRANT SELECT ON stk_pushes TO ` + reader)
 
 	r := runDeps(t, admin.Deps{DB: db, DatabaseURL: url, JS: ns.JS}, "rebuild-read-model", "--dry-run")
 	if r.code != admin.ExitOK {
@@ -82,6 +100,7 @@ func TestRebuildReadModel(t *testing.T) {
 		t.Fatal("the dry run changed the live table")
 	}
 
+	swapping = true
 	r = runDeps(t, admin.Deps{DB: db, DatabaseURL: url, JS: ns.JS}, "rebuild-read-model")
 	if r.code != admin.ExitOK {
 		t.Fatalf("rebuild: exit %d: %s\n%s", r.code, r.stderr, r.stdout)
@@ -94,9 +113,15 @@ func TestRebuildReadModel(t *testing.T) {
 	publish(t, ns.JS, after.requested, locked.completed)
 	settled(t, ns.JS)
 	wait.For(t, "the projector writes to the new table", func() bool {
-		_, ok := rows(t, db)[after.id]
-		return ok
+		rs := rows(t, db)
+		_, ok := rs[after.id]
+		_, ok2 := rs[blocked.id]
+		return ok && ok2
 	})
+	var granted bool
+	if err := db.Get(&granted, `SELECT has_table_privilege($1, 'stk_pushes', 'SELECT')`, reader); err != nil || !granted {
+		t.Errorf("the rebuilt table lost the live one's grant: %v", err)
+	}
 	got := rows(t, db)
 	gotIDs := ids(t, db)
 	if _, ok := got[aged.id]; !ok {
@@ -117,8 +142,8 @@ func TestRebuildReadModel(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("rebuilt table differs from the projector's (-projector +rebuilt):\n%s", diff)
 	}
-	if len(want) != 10 { // 9 payments + the thief's request
-		t.Errorf("%d rows, want 10", len(want))
+	if len(want) != 11 { // 10 payments + the thief's request
+		t.Errorf("%d rows, want 11", len(want))
 	}
 
 	// Ids: a row the live table had keeps its id; a restored one gets a new
@@ -170,5 +195,25 @@ func TestRebuildReadModel(t *testing.T) {
 	// A new row takes the next id of the sequence.
 	if gotIDs[after.id] <= top {
 		t.Errorf("a row written after the swap has id %d", gotIDs[after.id])
+	}
+
+	// Again, on the rebuilt table, dropping the old one: nothing changes.
+	swapping = false
+	r = runDeps(t, admin.Deps{DB: db, DatabaseURL: url, JS: ns.JS}, "rebuild-read-model", "--keep-old=false")
+	if r.code != admin.ExitOK || !strings.Contains(r.stdout, "the old one is dropped") ||
+		!strings.Contains(r.stdout, "restored): 0") || !strings.Contains(r.stdout, "corrected): 0") {
+		t.Fatalf("second rebuild: exit %d: %s\n%s", r.code, r.stderr, r.stdout)
+	}
+	again := rows(t, db)
+	delete(again, aged.id)
+	if diff := cmp.Diff(got, again); diff != "" {
+		t.Errorf("a second rebuild changed the table:\n%s", diff)
+	}
+	if diff := cmp.Diff(gotIDs, ids(t, db)); diff != "" {
+		t.Errorf("a second rebuild changed the ids:\n%s", diff)
+	}
+	old = nil
+	if err := db.Select(&old, `SELECT tablename FROM pg_tables WHERE tablename LIKE 'stk_pushes_old_%'`); err != nil || len(old) != 1 {
+		t.Errorf("old tables after --keep-old=false: %v, %v", old, err)
 	}
 }
