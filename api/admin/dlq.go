@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stkgate/stkgate/api/admin/mask"
 	"github.com/stkgate/stkgate/events"
 )
 
@@ -42,7 +43,7 @@ func deadLetterOf(seq uint64, at time.Time, h nats.Header, data []byte, full boo
 		Seq: seq, StoredAt: at.UTC(),
 		Consumer:   h.Get(events.DeadLetterHeaderConsumer),
 		Reason:     h.Get(events.DeadLetterHeaderReason),
-		TermReason: h.Get(events.DeadLetterHeaderTermReason),
+		TermReason: mask.Digits(h.Get(events.DeadLetterHeaderTermReason)),
 		TrackingID: h.Get(events.DeadLetterHeaderTrackingID),
 		Stream:     h.Get(events.DeadLetterHeaderStream),
 		Subject:    h.Get(events.DeadLetterHeaderSubject),
@@ -54,9 +55,9 @@ func deadLetterOf(seq uint64, at time.Time, h nats.Header, data []byte, full boo
 	if full {
 		d.Headers = map[string]string{}
 		for k := range h {
-			d.Headers[k] = h.Get(k)
+			d.Headers[k] = mask.Digits(h.Get(k))
 		}
-		d.Body = maskJSON(data)
+		d.Body = mask.JSON(data)
 	}
 	return d
 }

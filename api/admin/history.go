@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -15,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stkgate/stkgate/api/admin/mask"
 	"github.com/stkgate/stkgate/events"
 )
 
@@ -52,7 +52,7 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 			return err
 		}
 		es = append(es, entry{At: md.Timestamp.UTC(), Source: source, Seq: md.Sequence.Stream, Subject: m.Subject(),
-			Kind: kind, Summary: summary, Headers: headers, Body: maskJSON(m.Data())})
+			Kind: kind, Summary: summary, Headers: headers, Body: mask.JSON(m.Data())})
 		return nil
 	}
 	read := func(stream string, filters []string, fn func(jetstream.Msg) error) error {
@@ -87,10 +87,10 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 		h := map[string]string{}
 		for k := range m.Headers() {
 			// A detail may quote the body: no phone number shows.
-			h[k] = longDigits.ReplaceAllStringFunc(m.Headers().Get(k), events.MaskPhone)
+			h[k] = mask.Digits(m.Headers().Get(k))
 		}
 		if p, ok := h[events.CallbackHeaderPath]; ok {
-			h[events.CallbackHeaderPath] = redactPath(p)
+			h[events.CallbackHeaderPath] = mask.Path(p)
 		}
 		return add(events.CallbackStreamName, m, "callback", callbackSummary(m, h), h)
 	}); err != nil {
@@ -101,7 +101,7 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 		h := m.Headers()
 		return add(events.DeadLetterStreamName, m, "dead letter", fmt.Sprintf("%s gave up on %s (%s:%s): %s %s",
 			h.Get(events.DeadLetterHeaderConsumer), h.Get(events.DeadLetterHeaderSubject), h.Get(events.DeadLetterHeaderStream),
-			h.Get(events.DeadLetterHeaderStreamSeq), h.Get(events.DeadLetterHeaderReason), h.Get(events.DeadLetterHeaderTermReason)), nil)
+			h.Get(events.DeadLetterHeaderStreamSeq), h.Get(events.DeadLetterHeaderReason), mask.Digits(h.Get(events.DeadLetterHeaderTermReason))), nil)
 	}); err != nil {
 		return err
 	}
@@ -150,9 +150,6 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 	return w.Flush()
 }
 
-// longDigits is a run of digits as long as a phone number's.
-var longDigits = regexp.MustCompile(`[0-9]{9,}`)
-
 // eventSummary is an event in a line, its phone masked.
 func eventSummary(ev events.Event) string {
 	p := ev.Base()
@@ -167,13 +164,13 @@ func eventSummary(ev events.Event) string {
 		return fmt.Sprintf("accepted by Daraja: CheckoutRequestID %s", e.CheckoutRequestID)
 	case events.Completed:
 		_, label := events.Outcome(e.ResultCode)
-		s := fmt.Sprintf("%s by %s: %s %q", label, e.Source, e.ResultCode, e.ResultDesc)
+		s := fmt.Sprintf("%s by %s: %s %q", label, e.Source, e.ResultCode, mask.Digits(e.ResultDesc))
 		if e.Receipt != "" {
 			s += ", receipt " + e.Receipt
 		}
 		return s
 	case events.LateResult:
-		s := fmt.Sprintf("Daraja's word after %s, by %s: %s %q", e.FollowsCode, e.Source, e.ResultCode, e.ResultDesc)
+		s := fmt.Sprintf("Daraja's word after %s, by %s: %s %q", e.FollowsCode, e.Source, e.ResultCode, mask.Digits(e.ResultDesc))
 		if e.Receipt != "" {
 			s += ", receipt " + e.Receipt
 		}
@@ -202,7 +199,7 @@ func callbackSummary(m jetstream.Msg, h map[string]string) string {
 	}
 	if json.Unmarshal(m.Data(), &cb) == nil && cb.Body.StkCallback.ResultCode != "" {
 		k := cb.Body.StkCallback
-		s += fmt.Sprintf(": ResultCode %s %q, CheckoutRequestID %s", k.ResultCode, k.ResultDesc, k.CheckoutRequestID)
+		s += fmt.Sprintf(": ResultCode %s %q, CheckoutRequestID %s", k.ResultCode, mask.Digits(k.ResultDesc), k.CheckoutRequestID)
 	}
 	if a := h[events.CallbackHeaderRemoteAddr]; a != "" {
 		s += ", from " + a
@@ -216,7 +213,7 @@ func attemptSummary(a events.Attempt) string {
 		s += ", CheckoutRequestID " + a.CheckoutRequestID
 	}
 	if a.ErrorCode != "" || a.ErrorMessage != "" {
-		s += fmt.Sprintf(", last error %s %q", a.ErrorCode, a.ErrorMessage)
+		s += fmt.Sprintf(", last error %s %q", a.ErrorCode, mask.Digits(a.ErrorMessage))
 	}
 	if a.Uncertain {
 		s += ", uncertain"
