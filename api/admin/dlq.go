@@ -212,5 +212,6 @@ func (c *cmd) dlqReplay(ctx context.Context, args []string) error {
 func writeJSON(c *cmd, v any) error {
 	e := json.NewEncoder(c.stdout)
 	e.SetIndent("", "  ")
+	e.SetEscapeHTML(false) // subjects such as stk.> read as they are
 	return e.Encode(v)
 }

@@ -33,6 +33,12 @@ type entry struct {
 	Body    json.RawMessage   `json:"body,omitempty"`
 }
 
+// historyJSON is what history --json writes.
+type historyJSON struct {
+	TrackingID string  `json:"tracking_id"`
+	History    []entry `json:"history"`
+}
+
 func (c *cmd) history(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("history", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "JSON for machines, with each message's body")
@@ -129,10 +135,7 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 		return fmt.Errorf("nothing is kept of payment %s", id)
 	}
 	if *asJSON {
-		return writeJSON(c, struct {
-			TrackingID string  `json:"tracking_id"`
-			History    []entry `json:"history"`
-		}{id, es})
+		return writeJSON(c, historyJSON{id, es})
 	}
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TIME\tWHERE\tWHAT\tDETAIL")

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"strings"
@@ -53,9 +52,7 @@ func (c *cmd) lag(ctx context.Context, args []string) error {
 		return err
 	}
 	if *asJSON {
-		e := json.NewEncoder(c.stdout)
-		e.SetIndent("", "  ")
-		if err := e.Encode(rows); err != nil {
+		if err := writeJSON(c, rows); err != nil {
 			return err
 		}
 	} else {
