@@ -55,7 +55,7 @@ func deadLetterOf(seq uint64, at time.Time, h nats.Header, data []byte, full boo
 	if full {
 		d.Headers = map[string]string{}
 		for k := range h {
-			d.Headers[k] = mask.Digits(h.Get(k))
+			d.Headers[k] = mask.Text(h.Get(k))
 		}
 		d.Body = mask.JSON(data)
 	}

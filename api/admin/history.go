@@ -93,7 +93,7 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 		h := map[string]string{}
 		for k := range m.Headers() {
 			// A detail may quote the body: no phone number shows.
-			h[k] = mask.Digits(m.Headers().Get(k))
+			h[k] = mask.Text(m.Headers().Get(k))
 		}
 		if p, ok := h[events.CallbackHeaderPath]; ok {
 			h[events.CallbackHeaderPath] = mask.Path(p)

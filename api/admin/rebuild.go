@@ -44,9 +44,11 @@ const (
 	// rebuildLockID is the advisory lock one rebuild holds, so that two
 	// never run at once.
 	rebuildLockID int64 = 0x73746b6761746501 // "stkgate\x01"
-	// rebuildBatch is how many events one store.Apply takes, as the
-	// projector's default batch.
-	rebuildBatch = projector.DefaultBatchSize
+	// rebuildBatch is how many events one store.Apply takes: the
+	// projector's largest batch (PROJECTOR_BATCH). What Apply makes of a
+	// stream does not depend on where its batches end; larger ones took a
+	// third less time than the default 256.
+	rebuildBatch = projector.MaxBatchSize
 	// swapLockTimeout bounds each lock the swap waits for (the live table's
 	// against writers, then against readers for the rename); past it the
 	// swap is rolled back and nothing has changed.
@@ -69,6 +71,7 @@ type rebuildReport struct {
 	restored, corrected, unstreamed      []string // tracking ids, at most listed each
 	restoredN, correctedN, unstreamedN   int
 	schemaNotes                          []string
+	copyTook, lockedFor                  time.Duration
 }
 
 func (c *cmd) rebuildReadModel(ctx context.Context, args []string) error {
@@ -161,6 +164,7 @@ func (r *rebuilder) run(ctx context.Context) (err error) {
 	}
 	r.rep.lastSeq = info.State.LastSeq
 	fmt.Fprintf(r.stderr, "rebuilding from %s up to sequence %d (%d messages)…\n", events.StreamName, info.State.LastSeq, info.State.Msgs)
+	start := time.Now()
 	if err := r.copyStream(ctx, 1, info.State.LastSeq); err != nil {
 		return err
 	}
@@ -176,6 +180,7 @@ func (r *rebuilder) run(ctx context.Context) (err error) {
 		return err
 	}
 	r.rep.lastSeq = max(r.rep.lastSeq, info.State.LastSeq)
+	r.rep.copyTook = time.Since(start)
 	// Most ids are carried over now, so that the locked pass has little
 	// left to do.
 	if err := r.carryOver(ctx, conn); err != nil {
@@ -529,6 +534,7 @@ func (r *rebuilder) swap(ctx context.Context, conn *sqlx.Conn) error {
 	if _, err := tx.ExecContext(ctx, `LOCK TABLE `+r.liveTable()+` IN EXCLUSIVE MODE`); err != nil {
 		return fmt.Errorf("rebuild: lock the live table: %w", err)
 	}
+	lockedAt := time.Now()
 	if rebuildHook != nil {
 		rebuildHook("locked")
 	}
@@ -586,6 +592,7 @@ func (r *rebuilder) swap(ctx context.Context, conn *sqlx.Conn) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("rebuild: swap: commit: %w", err)
 	}
+	r.rep.lockedFor = time.Since(lockedAt)
 	if !r.keepOld {
 		old = ""
 	}
@@ -729,6 +736,11 @@ func (r *rebuilder) print(swapped bool, old string) {
 	for _, n := range p.schemaNotes {
 		fmt.Fprintln(w, "note:", n)
 	}
+	fmt.Fprintf(w, "copied in %s", p.copyTook.Round(time.Millisecond))
+	if swapped {
+		fmt.Fprintf(w, "; the live table was held against writes for %s", p.lockedFor.Round(time.Millisecond))
+	}
+	fmt.Fprintln(w)
 	switch {
 	case !swapped:
 		fmt.Fprintln(w, "dry run: nothing swapped")

@@ -150,3 +150,13 @@ func Path(p string) string {
 	}
 	return events.CallbackPath + id
 }
+
+// callbackPaths finds callback paths in a text: the callback path and what
+// follows it up to white space or a quote.
+var callbackPaths = regexp.MustCompile(regexp.QuoteMeta(events.CallbackPath) + "[^\\s\"'<>]*")
+
+// Text is a free text (a header, a description) with its phone numbers
+// masked (Digits) and every callback path in it shown as Path shows it.
+func Text(s string) string {
+	return Digits(callbackPaths.ReplaceAllStringFunc(s, Path))
+}

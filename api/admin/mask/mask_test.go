@@ -35,6 +35,18 @@ func TestJSON(t *testing.T) {
 	}
 }
 
+func TestText(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"POST " + events.CallbackPath + id + "/tok3n from 254712345678", "POST " + events.CallbackPath + id + "/REDACTED from *********678"},
+		{`path "` + events.CallbackPath + `tok3n" refused`, `path "REDACTED" refused`},
+		{"nothing here", "nothing here"},
+	} {
+		if got := mask.Text(tc.in); got != tc.want {
+			t.Errorf("Text(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
 func TestPath(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{events.CallbackPath + id + "/tok3n", events.CallbackPath + id + "/REDACTED"},
