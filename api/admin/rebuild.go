@@ -17,6 +17,7 @@ import (
 	"github.com/stkgate/stkgate/api/projector"
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
 // rebuild-read-model: the read model (stk_pushes) rebuilt from the STK
@@ -201,7 +202,8 @@ func (r *rebuilder) run(ctx context.Context) (err error) {
 func (r *rebuilder) openRebuildDB(ctx context.Context) error {
 	cfg, err := pq.NewConfig(r.dbURL)
 	if err != nil {
-		return fmt.Errorf("rebuild: DATABASE_URL: malformed")
+		// The error may quote the URL, password and all.
+		return fmt.Errorf("rebuild: DATABASE_URL: %s", redact.URLs(err.Error()))
 	}
 	if cfg.Runtime == nil {
 		cfg.Runtime = map[string]string{}
@@ -209,7 +211,7 @@ func (r *rebuilder) openRebuildDB(ctx context.Context) error {
 	cfg.Runtime["search_path"] = rebuildSchema
 	connector, err := pq.NewConnectorConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("rebuild: DATABASE_URL: %w", err)
+		return fmt.Errorf("rebuild: DATABASE_URL: %s", redact.URLs(err.Error()))
 	}
 	r.rdb = sqlx.NewDb(sql.OpenDB(connector), "postgres")
 	r.rdb.SetMaxOpenConns(4)
