@@ -217,3 +217,49 @@ func TestRebuildReadModel(t *testing.T) {
 		t.Errorf("old tables after --keep-old=false: %v, %v", old, err)
 	}
 }
+
+// A live table the rebuild would not reproduce, or a rebuild already
+// running, is refused with nothing changed.
+func TestRebuildReadModelRefuses(t *testing.T) {
+	ns := natstest.Start(t)
+	p := newPay(1, "0")
+	publish(t, ns.JS, p.requested)
+	for _, tc := range []struct {
+		name  string
+		setup []string
+		lock  bool
+		want  string
+	}{
+		{"an index of the operator's", []string{`CREATE INDEX by_amount ON stk_pushes (amount)`}, false, "index by_amount (CREATE INDEX by_amount ON stk_pushes USING btree (amount)) is not the migrations'"},
+		{"a column of the operator's", []string{`ALTER TABLE stk_pushes ADD COLUMN note text`}, false, "column note (text) differs or is not made by the migrations"},
+		{"a view", []string{`CREATE VIEW paid AS SELECT * FROM stk_pushes WHERE status = 1`}, false, "view paid reads the live table"},
+		{"a rebuild running", nil, true, "another rebuild-read-model is running"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := pgtest.NewURL(t)
+			db := openDB(t, url)
+			for _, q := range tc.setup {
+				db.MustExec(q)
+			}
+			if tc.lock {
+				conn, err := db.Conn(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				if _, err := conn.ExecContext(context.Background(), `SELECT pg_advisory_lock($1)`, int64(0x73746b6761746501)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := runDeps(t, admin.Deps{DB: db, DatabaseURL: url, JS: ns.JS}, "rebuild-read-model")
+			if r.code != admin.ExitError || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("exit %d, stderr:\n%s\nwant %q", r.code, r.stderr, tc.want)
+			}
+			var n int
+			db.Get(&n, `SELECT count(*) FROM pg_tables WHERE tablename LIKE 'stk_pushes%' OR schemaname = 'stkgate_rebuild'`)
+			if n != 1 {
+				t.Errorf("%d tables named stk_pushes… or in the rebuild schema, want the live one only", n)
+			}
+		})
+	}
+}
