@@ -43,7 +43,6 @@ func TestRebuildReadModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	settled(t, ns.JS)
-	before := ids(t, db)
 
 	// Damage: rows lost, a row changed, an extra row nobody's event made.
 	db.MustExec(`DELETE FROM stk_pushes WHERE tracking_id IN ($1, $2)`, paid.id, requested.id)
@@ -52,7 +51,7 @@ func TestRebuildReadModel(t *testing.T) {
 	aged := newPay(11, "0")
 	db.MustExec(`INSERT INTO stk_pushes (tracking_id, client, phone_number, amount, reference, created_at, updated_at)
 		VALUES ($1, 'acme', '254712345678', 5, 'OLD', now() - interval '100 days', now() - interval '99 days')`, aged.id)
-	before = ids(t, db)
+	before := ids(t, db)
 
 	// During the rebuild: events the projector writes to the live table
 	// after the copy, and events stored while the swap holds the table.
