@@ -74,6 +74,22 @@ func TestHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish(t, ns.JS, p.completed, other.completed)
+	refused := &nats.Msg{Subject: events.CallbackSubjectRefused(events.UnmatchedForbiddenSource, p.id), Header: nats.Header{}, Data: cb.Data}
+	refused.Header.Set(events.CallbackHeaderReason, events.UnmatchedForbiddenSource)
+	refused.Header.Set(events.CallbackHeaderPath, events.CallbackPath+p.id+"/"+cbToken+"?x=1")
+	if _, err := ns.JS.PublishMsg(ctx, refused); err != nil {
+		t.Fatal(err)
+	}
+	dl := &nats.Msg{Subject: events.DeadLetterSubject(events.ConsumerDispatcher, p.id), Header: nats.Header{}, Data: []byte(`{"data":{"phone":"254712345678"}}`)}
+	dl.Header.Set(events.DeadLetterHeaderConsumer, events.ConsumerDispatcher)
+	dl.Header.Set(events.DeadLetterHeaderReason, events.DeadLetterTerminated)
+	dl.Header.Set(events.DeadLetterHeaderTermReason, "phone 254712345678 refused")
+	dl.Header.Set(events.DeadLetterHeaderSubject, "stk.requested."+p.id)
+	dl.Header.Set(events.DeadLetterHeaderStream, events.StreamName)
+	dl.Header.Set(events.DeadLetterHeaderStreamSeq, "1")
+	if _, err := ns.JS.PublishMsg(ctx, dl); err != nil {
+		t.Fatal(err)
+	}
 	kv, err := ns.JS.KeyValue(ctx, events.AttemptsBucket)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +107,8 @@ func TestHistory(t *testing.T) {
 	}
 	noSecrets(t, "history", r.stdout)
 	want := []string{`STK:\d+ +stk.requested +client acme, 101 KES from \*+678`, `STK_PUSHES:1 +push`, `STK:\d+ +stk.dispatched`,
-		`STK_CALLBACKS:1 +callback +received: ResultCode 0 "ok"`, `STK:\d+ +stk.completed +Success by callback`, `STK_ATTEMPTS:\d+ +attempt +now accepted`}
+		`STK_CALLBACKS:1 +callback +received: ResultCode 0 "ok"`, `STK:\d+ +stk.completed +Success by callback`, `STK_CALLBACKS:2 +callback +unmatched \(forbidden_source\): ResultCode 0`,
+		`STK_DLQ:1 +dead letter +dispatcher gave up on stk.requested.\S+ \(STK:1\): terminated phone \*+678 refused`, `STK_ATTEMPTS:\d+ +attempt +now accepted`}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != len(want)+1 {
 		t.Fatalf("history has %d lines, want %d:\n%s", len(lines), len(want)+1, r.stdout)
