@@ -1,6 +1,9 @@
 // Package admin is stkgate-admin: it manages the API clients kept in
-// Postgres and their tokens. A new token is written once, to stdout, and
-// never again: only its SHA-256 digest is stored.
+// Postgres and their tokens, and has the operator's commands on the
+// payments: rebuild the read model from the STK stream (rebuild.go), show a
+// payment's whole history (history.go), read and replay dead letters
+// (dlq.go), and show the consumers' lag (lag.go). A new token is written
+// once, to stdout, and never again: only its SHA-256 digest is stored.
 //
 // Data (a new token, a listing) goes to stdout, messages to stderr, so that
 //
@@ -15,14 +18,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/api"
+	"github.com/stkgate/stkgate/api/projector"
 	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/envconf"
 )
 
 // Exit codes.
@@ -42,7 +51,9 @@ const maxGrace = 90 * 24 * time.Hour
 const Usage = `usage: stkgate-admin COMMAND
 
 Manages the API clients kept in the database (DATABASE_URL) and their
-tokens. A new token is printed once, to stdout; it cannot be shown again.
+tokens, and looks after the payments (NATS_URL, and DATABASE_URL for the
+read model). A new token is printed once, to stdout; it cannot be shown
+again.
 
   client create NAME            create a client; prints its first token
   client list                   list the clients
@@ -56,34 +67,109 @@ tokens. A new token is printed once, to stdout; it cannot be shown again.
                                 on the command line stays in shell history)
   token list NAME               list the client's tokens by id
 
+  rebuild-read-model [--dry-run] [--keep-old=false] [--drop-unstreamed]
+                                rebuild stk_pushes from the STK stream with the
+                                projector's own code and swap it in, safe while
+                                the projector runs; --dry-run only reports what
+                                would change; the old table is kept as
+                                stk_pushes_old_<time> unless --keep-old=false;
+                                live rows the stream has no event of (older than
+                                its 90 days) are kept unless --drop-unstreamed
+  history TRACKING_ID [--json]  a payment's events, pushes, kept callbacks,
+                                dead letters and attempt record in time order
+                                (phones masked, callback tokens redacted)
+  dlq list [--json]             the dead letters in STK_DLQ
+  dlq show SEQ                  one dead letter, headers and body
+  dlq replay SEQ --yes          publish its original message again to its
+                                original subject with its Nats-Msg-Id: every
+                                consumer of that subject gets it again (a
+                                duplicate within STK's window is dropped)
+  lag [--fail-above N] [--stuck-after D] [--json]
+                                every durable consumer of the STK streams:
+                                pending, ack pending, redelivered, waiting,
+                                last delivered, ack floor, stuck (work waiting
+                                and no ack for D, default 5m); exit 1 when one
+                                has more than N pending
+
 A change reaches running api instances within their token cache time (%s).
 Names are 1 to 64 letters, digits, '.', '_' or '-'. Exit status: 0 done,
-1 refused or failed, 2 usage error.
+1 refused or failed (lag: a consumer over --fail-above), 2 usage error.
 `
 
-// Main is the command: it opens DATABASE_URL (from getenv), brings the
-// schema up to date and runs args (without the program name). stdin may be
-// nil: nothing to read.
+// Main is the command: it reads DATABASE_URL and NATS_URL (from getenv) as
+// the services read them, opens what the command needs (the database,
+// brought up to date first; NATS) and runs args (without the program name).
+// stdin may be nil: nothing to read.
 func Main(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if code, done := help(args, stdout, stderr); done {
 		return code
 	}
-	url := strings.TrimSpace(getenv("DATABASE_URL"))
-	if url == "" {
-		fmt.Fprintln(stderr, "stkgate-admin: DATABASE_URL: required (postgres://user:password@host:5432/db)")
+	needDB, needNATS := needs(args)
+	e := envconf.New(getenv)
+	var d Deps
+	if needDB {
+		d.DatabaseURL = e.Required("DATABASE_URL", projector.DatabaseURLForm)
+	}
+	var natsURL string
+	if needNATS {
+		natsURL = e.NATSURL("NATS_URL", "")
+	}
+	if err := e.Err(); err != nil {
+		fmt.Fprintln(stderr, "stkgate-admin:", err)
 		return ExitUsage
 	}
-	db, err := store.Open(ctx, url)
-	if err != nil {
-		fmt.Fprintln(stderr, "stkgate-admin:", err)
-		return ExitError
+	if needDB {
+		db, err := store.Open(ctx, d.DatabaseURL)
+		if err != nil {
+			fmt.Fprintln(stderr, "stkgate-admin:", err)
+			return ExitError
+		}
+		defer db.Close()
+		if err := store.Migrate(ctx, db.DB); err != nil {
+			fmt.Fprintln(stderr, "stkgate-admin:", err)
+			return ExitError
+		}
+		d.DB = db
 	}
-	defer db.Close()
-	if err := store.Migrate(ctx, db.DB); err != nil {
-		fmt.Fprintln(stderr, "stkgate-admin:", err)
-		return ExitError
+	if needNATS {
+		// No retrying for ever, as a service does: an operator is waiting.
+		nc, err := events.Connect(natsURL, "stkgate-admin", slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			nats.RetryOnFailedConnect(false), nats.MaxReconnects(5))
+		if err != nil {
+			fmt.Fprintln(stderr, "stkgate-admin:", err)
+			return ExitError
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			fmt.Fprintln(stderr, "stkgate-admin: jetstream:", err)
+			return ExitError
+		}
+		d.JS = js
 	}
-	return Run(ctx, args, stdin, stdout, stderr, db)
+	return RunWith(ctx, args, stdin, stdout, stderr, d)
+}
+
+// needs says what a command line needs: the database, NATS.
+func needs(args []string) (db, nats bool) {
+	switch args[0] {
+	case "client", "token":
+		return true, false
+	case "rebuild-read-model":
+		return true, true
+	case "history", "dlq", "lag":
+		return false, true
+	}
+	return false, false
+}
+
+// Deps are what the commands work on; a command refuses to run without
+// what it needs.
+type Deps struct {
+	DB *sqlx.DB // migrated
+	// DatabaseURL opens more connections (rebuild-read-model's own).
+	DatabaseURL string
+	JS          jetstream.JetStream
 }
 
 // help answers an empty command line and a request for help.
@@ -103,22 +189,38 @@ func help(args []string, stdout, stderr io.Writer) (code int, done bool) {
 // Run runs args (without the program name) against db, which must be
 // migrated. stdin may be nil: nothing to read.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, db *sqlx.DB) int {
+	return RunWith(ctx, args, stdin, stdout, stderr, Deps{DB: db})
+}
+
+// RunWith runs args (without the program name) against d.
+func RunWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, d Deps) int {
 	if code, done := help(args, stdout, stderr); done {
 		return code
 	}
 	if stdin == nil {
 		stdin = strings.NewReader("")
 	}
-	c := &cmd{s: store.New(db), stdin: stdin, stdout: stdout, stderr: stderr}
-	var verb string
-	if len(args) > 1 {
-		verb = args[0] + " " + args[1]
+	c := &cmd{db: d.DB, dbURL: d.DatabaseURL, js: d.JS, stdin: stdin, stdout: stdout, stderr: stderr}
+	if d.DB != nil {
+		c.s = store.New(d.DB)
 	}
-	var rest []string
-	if len(args) > 2 {
-		rest = args[2:]
+	verb := args[0]
+	if len(args) > 1 && (verb == "client" || verb == "token" || verb == "dlq") {
+		verb += " " + args[1]
 	}
+	rest := args[min(len(args), len(strings.Fields(verb))):]
+	needDB, needNATS := needs(args)
 	var err error
+	switch {
+	case needDB && d.DB == nil:
+		err = fmt.Errorf("%s needs the database (DATABASE_URL)", verb)
+	case needNATS && d.JS == nil:
+		err = fmt.Errorf("%s needs NATS (NATS_URL)", verb)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "stkgate-admin:", err)
+		return ExitError
+	}
 	switch verb {
 	case "client create":
 		err = c.createClient(ctx, rest)
@@ -134,13 +236,29 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = c.revoke(ctx, rest)
 	case "token list":
 		err = c.listTokens(ctx, rest)
+	case "rebuild-read-model":
+		err = c.rebuildReadModel(ctx, rest)
+	case "history":
+		err = c.history(ctx, rest)
+	case "dlq list":
+		err = c.dlqList(ctx, rest)
+	case "dlq show":
+		err = c.dlqShow(ctx, rest)
+	case "dlq replay":
+		err = c.dlqReplay(ctx, rest)
+	case "lag":
+		err = c.lag(ctx, rest)
 	default:
 		err = usageErrorf("unknown command %q", strings.Join(args[:min(len(args), 2)], " "))
 	}
 	var uerr *usageError
+	var ferr *failError
 	switch {
 	case err == nil:
 		return ExitOK
+	case errors.As(err, &ferr):
+		// Done, but what it found is a failure (lag over --fail-above).
+		return ExitError
 	case errors.As(err, &uerr):
 		fmt.Fprintf(stderr, "stkgate-admin: %s\n\n", uerr.msg)
 		fmt.Fprintf(stderr, Usage, api.DefaultTokenCacheTTL)
@@ -149,6 +267,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fmt.Fprintln(stderr, "stkgate-admin:", err)
 	return ExitError
 }
+
+// failError is a command that ran and printed its answer, an answer that
+// is a failure: exit 1 with nothing more said.
+type failError struct{}
+
+func (*failError) Error() string { return "failed" }
 
 type usageError struct{ msg string }
 
@@ -159,7 +283,10 @@ func usageErrorf(format string, a ...any) error {
 }
 
 type cmd struct {
-	s              *store.Store
+	s              *store.Store // nil without a database
+	db             *sqlx.DB
+	dbURL          string
+	js             jetstream.JetStream
 	stdin          io.Reader
 	stdout, stderr io.Writer
 }

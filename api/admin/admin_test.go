@@ -276,3 +276,36 @@ func TestMain_DatabaseURL(t *testing.T) {
 		t.Errorf("unreachable database: exit %d, %s", code, errOut.String())
 	}
 }
+
+// The NATS commands read NATS_URL as the services do, and never show its
+// password.
+func TestMain_NATSURL(t *testing.T) {
+	env := func(vars map[string]string) func(string) string {
+		return func(k string) string { return vars[k] }
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		code int
+		want []string
+	}{
+		{"history without NATS_URL", []string{"history", "x"}, nil, admin.ExitUsage, []string{"NATS_URL: required"}},
+		{"lag with a bad scheme", []string{"lag"}, map[string]string{"NATS_URL": "http://u:hunter2@h:4222"}, admin.ExitUsage, []string{`NATS_URL: scheme "http"`}},
+		{"rebuild without either", []string{"rebuild-read-model"}, nil, admin.ExitUsage, []string{"DATABASE_URL: required", "NATS_URL: required"}},
+		{"dlq with NATS unreachable", []string{"dlq", "list"}, map[string]string{"NATS_URL": "nats://u:hunter2@127.0.0.1:1"}, admin.ExitError, []string{"connect nats"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := admin.Main(context.Background(), tc.args, env(tc.env), nil, &out, &errOut)
+			for _, w := range tc.want {
+				if !strings.Contains(errOut.String(), w) {
+					t.Errorf("stderr lacks %q", w)
+				}
+			}
+			if code != tc.code || strings.Contains(errOut.String(), "hunter2") {
+				t.Errorf("exit %d (want %d), stderr:\n%s", code, tc.code, errOut.String())
+			}
+		})
+	}
+}

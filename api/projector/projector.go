@@ -275,7 +275,7 @@ func (it item) trackingID() string { return it.ev.Base().TrackingID }
 func (p *projector) handle(ctx context.Context, msgs []jetstream.Msg) {
 	items := make([]item, 0, len(msgs))
 	for _, m := range msgs {
-		ev, err := decode(m)
+		ev, err := Decode(m.Subject(), m.Data())
 		if err != nil {
 			p.terminate(m, events.TrackingIDOf(m.Subject()), "malformed", err)
 			continue
@@ -316,15 +316,19 @@ func (p *projector) handle(ctx context.Context, msgs []jetstream.Msg) {
 	}
 }
 
-// decode reads a message's event and checks it was published where its
-// kind and tracking id say it should be.
-func decode(m jetstream.Msg) (events.Event, error) {
-	_, ev, err := events.Decode(m.Data())
+// Decode reads the event of a message of the STK stream (its subject and
+// body) and checks it was published where its kind and tracking id say it
+// should be. An error wraps events.ErrMalformed: the projector terminates
+// such a message. stkgate-admin's rebuild-read-model reads the stream
+// through it too, so that it takes and skips exactly what the projector
+// does.
+func Decode(subject string, body []byte) (events.Event, error) {
+	_, ev, err := events.Decode(body)
 	if err != nil {
 		return nil, err
 	}
-	if want := events.Subject(ev.Type(), ev.Base().TrackingID); m.Subject() != want {
-		return nil, fmt.Errorf("%w: a %s on subject %s, want %s", events.ErrMalformed, ev.Type(), m.Subject(), want)
+	if want := events.Subject(ev.Type(), ev.Base().TrackingID); subject != want {
+		return nil, fmt.Errorf("%w: a %s on subject %s, want %s", events.ErrMalformed, ev.Type(), subject, want)
 	}
 	return ev, nil
 }

@@ -1,7 +1,10 @@
 // Command stkgate-admin manages the API clients kept in Postgres and their
-// tokens: create, list, disable and enable clients; rotate, revoke and list
-// tokens. It reads DATABASE_URL and brings the schema up to date first. Run
-// it without arguments for its usage; see package admin.
+// tokens (create, list, disable and enable clients; rotate, revoke and list
+// tokens), and has the operator's commands on the payments (rebuild the
+// read model from the STK stream, and more). It reads DATABASE_URL (and
+// brings the schema up to date first) and NATS_URL, each when the command
+// needs it. Run it without arguments for its usage; see package admin and
+// docs/OPERATIONS.md.
 package main
 
 import (
