@@ -5,8 +5,11 @@
 # of its own for each image:
 #   <context>/service              the static binary (CGO_ENABLED=0)
 #   <context>/ca-certificates.crt  the host's CA bundle
+#   <context>/healthcheck          deploy/cmd/healthcheck, static: GETs /readyz
+#                                  for a health check (no shell, no curl here)
 FROM scratch
 COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY healthcheck /healthcheck
 COPY service /service
 # A numeric user, so that a runtime that checks runAsNonRoot can see it is
 # not root without an /etc/passwd (scratch has none).
