@@ -1,6 +1,3 @@
-// Package container holds the container build and the compose stack; its
-// tests read compose.yaml and nats.conf as docker compose and nats-server
-// would, and fail when a safe default is lost.
 package container
 
 import (
@@ -19,11 +16,11 @@ import (
 )
 
 type composeFile struct {
-	Services map[string]service           `yaml:"services"`
+	Services map[string]composeService           `yaml:"services"`
 	Configs  map[string]map[string]string `yaml:"configs"`
 }
 
-type service struct {
+type composeService struct {
 	Image       string            `yaml:"image"`
 	Command     []string          `yaml:"command"`
 	Environment map[string]string `yaml:"environment"`
@@ -213,7 +210,7 @@ func TestComposeNATSCredentials(t *testing.T) {
 
 // nodeOptions reads the node's configuration file as nats-server does, in
 // the node's environment.
-func nodeOptions(t *testing.T, c composeFile, name string, s service, env map[string]string) *server.Options {
+func nodeOptions(t *testing.T, c composeFile, name string, s composeService, env map[string]string) *server.Options {
 	t.Helper()
 	i := slices.Index(s.Command, "--config")
 	if i < 0 || i+1 >= len(s.Command) {
