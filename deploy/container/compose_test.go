@@ -16,7 +16,7 @@ import (
 )
 
 type composeFile struct {
-	Services map[string]composeService           `yaml:"services"`
+	Services map[string]composeService    `yaml:"services"`
 	Configs  map[string]map[string]string `yaml:"configs"`
 }
 
@@ -25,7 +25,15 @@ type composeService struct {
 	Command     []string          `yaml:"command"`
 	Environment map[string]string `yaml:"environment"`
 	Ports       []string          `yaml:"ports"`
-	Configs     []struct {
+	ReadOnly    bool              `yaml:"read_only"`
+	CapDrop     []string          `yaml:"cap_drop"`
+	Deploy      struct {
+		Replicas int `yaml:"replicas"`
+	} `yaml:"deploy"`
+	Healthcheck struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+	Configs []struct {
 		Source string `yaml:"source"`
 		Target string `yaml:"target"`
 	} `yaml:"configs"`
@@ -109,11 +117,11 @@ func TestComposeAPIOnLoopback(t *testing.T) {
 func TestComposeNATSImagePinned(t *testing.T) {
 	var nodes int
 	for name, s := range readCompose(t).Services {
-		if !strings.HasPrefix(s.Image, "nats") {
+		if !strings.HasPrefix(s.Image, "stkgate/nats-server") {
 			continue
 		}
 		nodes++
-		if want := "nats:" + server.VERSION; s.Image != want {
+		if want := "stkgate/nats-server:" + server.VERSION; s.Image != want {
 			t.Errorf("%s: image %q, want %q (the embedded nats-server's version)", name, s.Image, want)
 		}
 	}
@@ -176,7 +184,7 @@ func TestComposeNATSCredentials(t *testing.T) {
 
 	var nodes int
 	for name, s := range c.Services {
-		if !strings.HasPrefix(s.Image, "nats") {
+		if !strings.HasPrefix(s.Image, "stkgate/nats-server") {
 			continue
 		}
 		nodes++
