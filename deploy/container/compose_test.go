@@ -16,8 +16,7 @@ import (
 )
 
 type composeFile struct {
-	Services map[string]composeService    `yaml:"services"`
-	Configs  map[string]map[string]string `yaml:"configs"`
+	Services map[string]composeService `yaml:"services"`
 }
 
 type composeService struct {
@@ -33,10 +32,7 @@ type composeService struct {
 	Healthcheck struct {
 		Test []string `yaml:"test"`
 	} `yaml:"healthcheck"`
-	Configs []struct {
-		Source string `yaml:"source"`
-		Target string `yaml:"target"`
-	} `yaml:"configs"`
+	Volumes []string `yaml:"volumes"`
 }
 
 func readCompose(t *testing.T) composeFile {
@@ -225,13 +221,15 @@ func nodeOptions(t *testing.T, c composeFile, name string, s composeService, env
 		t.Fatalf("command %q names no --config", s.Command)
 	}
 	var file string
-	for _, cf := range s.Configs {
-		if cf.Target == s.Command[i+1] {
-			file = c.Configs[cf.Source]["file"]
+	for _, v := range s.Volumes {
+		// A bind mount: ./file:/target[:ro].
+		parts := strings.Split(v, ":")
+		if len(parts) >= 2 && parts[1] == s.Command[i+1] && strings.HasPrefix(parts[0], "./") {
+			file = parts[0]
 		}
 	}
 	if file == "" {
-		t.Fatalf("no config mounted at %s", s.Command[i+1])
+		t.Fatalf("no config file mounted at %s", s.Command[i+1])
 	}
 	for k, raw := range s.Environment {
 		v, err := interpolate(raw, env)

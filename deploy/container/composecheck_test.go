@@ -82,7 +82,11 @@ func TestComposePortsAndHealth(t *testing.T) {
 			if len(s.Ports) == 0 {
 				t.Errorf("publishes nothing; it serves on %s", listen)
 			}
-			for _, p := range s.Ports {
+			for _, raw := range s.Ports {
+				p, err := interpolate(raw, secrets())
+				if err != nil {
+					t.Fatalf("ports %q: %v", raw, err)
+				}
 				parts := strings.Split(p, ":")
 				if len(parts) != 3 || parts[0] != "127.0.0.1" || parts[2] != listen {
 					t.Errorf("publishes %q, want 127.0.0.1:<host ports>:%s", p, listen)
