@@ -36,13 +36,12 @@ type kustomization struct {
 }
 
 type generator struct {
-	Name     string            `yaml:"name"`
-	Behavior string            `yaml:"behavior"`
-	Literals []string          `yaml:"literals"`
-	Envs     []string          `yaml:"envs"`
-	Options  map[string]any    `yaml:"options"`
-	Other    map[string]any    `yaml:",inline"`
-	data     map[string]string // filled by the test
+	Name     string         `yaml:"name"`
+	Behavior string         `yaml:"behavior"`
+	Literals []string       `yaml:"literals"`
+	Envs     []string       `yaml:"envs"`
+	Options  map[string]any `yaml:"options"`
+	Other    map[string]any `yaml:",inline"`
 }
 
 type k8sObject struct {
