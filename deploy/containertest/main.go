@@ -2,7 +2,8 @@
 // with no registry (scripts/images), brings deploy/container/compose.yaml
 // up with compose.smoke.yaml (Daraja the simulator, Postgres this host's
 // through a relay), and passes one payment through it: POST, then GET
-// until its outcome is final, from each api replica. Where no container
+// until its outcome is final, from each api replica; and checks that the
+// STK stream has its three replicas. Where no container
 // engine answers it says so and exits 0: it is not part of `make test`.
 //
 //	cd deploy && go run ./containertest [-keep] [-no-build]
@@ -31,8 +32,11 @@ import (
 	"time"
 
 	_ "github.com/lib/pq"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events"
 )
 
 // The host's Postgres (trust auth), where the smoke test makes a database
@@ -201,6 +205,50 @@ func run(docker string, composeCmd []string, keep, noBuild bool) error {
 		c.logs()
 		return err
 	}
+	return streamReplicas(docker, c, env["NATS_PASSWORD"])
+}
+
+// streamReplicas checks, from this host through nats-1's address on the
+// compose network, that the services made the STK stream with a replica on
+// each of the three nodes, every one current.
+func streamReplicas(docker string, c composeRunner, password string) error {
+	out, err := c.command("ps", "-q", "nats-1").Output()
+	if err != nil || len(strings.Fields(string(out))) != 1 {
+		return fmt.Errorf("nats-1's container: %v", err)
+	}
+	ip, err := output(docker, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", strings.TrimSpace(string(out)))
+	if err != nil {
+		return fmt.Errorf("nats-1's address: %w", err)
+	}
+	nc, err := nats.Connect("nats://"+net.JoinHostPort(ip, "4222"), nats.UserInfo("stkgate", password), nats.Timeout(10*time.Second))
+	if err != nil {
+		return fmt.Errorf("NATS at nats-1: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamName, err)
+	}
+	info := st.CachedInfo()
+	current := 0
+	if info.Cluster != nil && info.Cluster.Leader != "" {
+		current = 1
+		for _, p := range info.Cluster.Replicas {
+			if p.Current {
+				current++
+			}
+		}
+	}
+	if info.Config.Replicas != 3 || current != 3 {
+		return fmt.Errorf("stream %s: %d replicas configured, %d current; want 3 and 3", events.StreamName, info.Config.Replicas, current)
+	}
+	log.Printf("stream %s: 3 replicas, leader %s, all current", events.StreamName, info.Cluster.Leader)
 	return nil
 }
 
