@@ -1,10 +1,13 @@
 package container
 
 import (
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 // composeEnv is the environment compose gives service name, filled from the
@@ -152,5 +155,50 @@ func TestComposeNoSecretOnCommandLines(t *testing.T) {
 				t.Errorf("%s: healthcheck %q interpolates a variable", name, a)
 			}
 		}
+	}
+}
+
+// TestComposeSmokeOverride: compose.smoke.yaml (make container-test) over
+// compose.yaml still gives each service only what it reads and what it
+// starts on, and the dispatcher's Daraja is the simulator's address in the
+// network namespace they share.
+func TestComposeSmokeOverride(t *testing.T) {
+	base := readCompose(t)
+	var smoke composeFile
+	b, err := os.ReadFile("compose.smoke.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &smoke); err != nil {
+		t.Fatalf("compose.smoke.yaml: %v", err)
+	}
+	env := secrets()
+	env["SMOKE_DATABASE_URL"] = "postgres://postgres@host.docker.internal:5433/stkgate_smoke?sslmode=disable"
+	for name, o := range smoke.Services {
+		svc, ok := ServiceNamed(name)
+		if !ok {
+			continue // the simulator
+		}
+		merged := composeEnv(t, base, name)
+		for k, raw := range o.Environment {
+			v, err := interpolate(raw, env)
+			if err != nil {
+				t.Fatalf("%s: %s: %v", name, k, err)
+			}
+			merged[k] = v
+		}
+		asked, err := svc.Read(merged)
+		if err != nil {
+			t.Errorf("%s would not start in the smoke stack:\n%v", name, err)
+		}
+		for k := range merged {
+			if !asked[k] {
+				t.Errorf("the smoke stack sets %s for %s, which does not read it", k, name)
+			}
+		}
+	}
+	sim := smoke.Services["daraja-sim"].Environment["DARAJA_SIM_ADDR"]
+	if got, want := smoke.Services["dispatcher"].Environment["DARAJA_BASE_URL"], "http://"+sim; got != want {
+		t.Errorf("the smoke dispatcher's Daraja is %q; the simulator listens on %s", got, sim)
 	}
 }
