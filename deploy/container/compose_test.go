@@ -1,6 +1,3 @@
-// Package container holds the container build and the compose stack; its
-// tests read compose.yaml and nats.conf as docker compose and nats-server
-// would, and fail when a safe default is lost.
 package container
 
 import (
@@ -19,19 +16,23 @@ import (
 )
 
 type composeFile struct {
-	Services map[string]service           `yaml:"services"`
-	Configs  map[string]map[string]string `yaml:"configs"`
+	Services map[string]composeService `yaml:"services"`
 }
 
-type service struct {
+type composeService struct {
 	Image       string            `yaml:"image"`
 	Command     []string          `yaml:"command"`
 	Environment map[string]string `yaml:"environment"`
 	Ports       []string          `yaml:"ports"`
-	Configs     []struct {
-		Source string `yaml:"source"`
-		Target string `yaml:"target"`
-	} `yaml:"configs"`
+	ReadOnly    bool              `yaml:"read_only"`
+	CapDrop     []string          `yaml:"cap_drop"`
+	Deploy      struct {
+		Replicas int `yaml:"replicas"`
+	} `yaml:"deploy"`
+	Healthcheck struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+	Volumes []string `yaml:"volumes"`
 }
 
 func readCompose(t *testing.T) composeFile {
@@ -112,11 +113,11 @@ func TestComposeAPIOnLoopback(t *testing.T) {
 func TestComposeNATSImagePinned(t *testing.T) {
 	var nodes int
 	for name, s := range readCompose(t).Services {
-		if !strings.HasPrefix(s.Image, "nats") {
+		if !strings.HasPrefix(s.Image, "stkgate/nats-server") {
 			continue
 		}
 		nodes++
-		if want := "nats:" + server.VERSION; s.Image != want {
+		if want := "stkgate/nats-server:" + server.VERSION; s.Image != want {
 			t.Errorf("%s: image %q, want %q (the embedded nats-server's version)", name, s.Image, want)
 		}
 	}
@@ -179,7 +180,7 @@ func TestComposeNATSCredentials(t *testing.T) {
 
 	var nodes int
 	for name, s := range c.Services {
-		if !strings.HasPrefix(s.Image, "nats") {
+		if !strings.HasPrefix(s.Image, "stkgate/nats-server") {
 			continue
 		}
 		nodes++
@@ -213,20 +214,22 @@ func TestComposeNATSCredentials(t *testing.T) {
 
 // nodeOptions reads the node's configuration file as nats-server does, in
 // the node's environment.
-func nodeOptions(t *testing.T, c composeFile, name string, s service, env map[string]string) *server.Options {
+func nodeOptions(t *testing.T, c composeFile, name string, s composeService, env map[string]string) *server.Options {
 	t.Helper()
 	i := slices.Index(s.Command, "--config")
 	if i < 0 || i+1 >= len(s.Command) {
 		t.Fatalf("command %q names no --config", s.Command)
 	}
 	var file string
-	for _, cf := range s.Configs {
-		if cf.Target == s.Command[i+1] {
-			file = c.Configs[cf.Source]["file"]
+	for _, v := range s.Volumes {
+		// A bind mount: ./file:/target[:ro].
+		parts := strings.Split(v, ":")
+		if len(parts) >= 2 && parts[1] == s.Command[i+1] && strings.HasPrefix(parts[0], "./") {
+			file = parts[0]
 		}
 	}
 	if file == "" {
-		t.Fatalf("no config mounted at %s", s.Command[i+1])
+		t.Fatalf("no config file mounted at %s", s.Command[i+1])
 	}
 	for k, raw := range s.Environment {
 		v, err := interpolate(raw, env)

@@ -61,10 +61,18 @@ func Main(name string, run func(ctx context.Context, log *slog.Logger) error) {
 	}
 }
 
+// LogFormatEnv names the log format Main reads: "text" for text logs,
+// anything else JSON.
+const LogFormatEnv = "LOG_FORMAT"
+
+// Settings are the variables Main reads itself, for every service, beside
+// the service's own configuration.
+func Settings() []string { return []string{LogFormatEnv, ProfileEnv} }
+
 func mainWith(name string, getenv func(string) string, stderr io.Writer, run func(context.Context, *slog.Logger) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := NewLogger(stderr, getenv("LOG_FORMAT"), name)
+	log := NewLogger(stderr, getenv(LogFormatEnv), name)
 	slog.SetDefault(log)
 	if dir := getenv(ProfileEnv); dir != "" {
 		stopProfile, err := startProfile(dir, name)

@@ -92,3 +92,23 @@ func TestMainProfiles(t *testing.T) {
 		}
 	}
 }
+
+// TestSettings: Settings names every variable Main reads itself, which the
+// deployment files' tests (deploy/container) count as read by every
+// service.
+func TestSettings(t *testing.T) {
+	asked := map[string]bool{}
+	mainWith("svc", func(k string) string { asked[k] = true; return "" }, &bytes.Buffer{}, func(context.Context, *slog.Logger) error { return nil })
+	want := map[string]bool{}
+	for _, k := range Settings() {
+		want[k] = true
+	}
+	if len(asked) != len(want) {
+		t.Errorf("Main asked %v, Settings says %v", asked, want)
+	}
+	for k := range asked {
+		if !want[k] {
+			t.Errorf("Main asked %s, not in Settings", k)
+		}
+	}
+}
