@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -55,6 +56,7 @@ tokens. A new token is printed once, to stdout; it cannot be shown again.
   token revoke -stdin           revoke the one token read from stdin (a token
                                 on the command line stays in shell history)
   token list NAME               list the client's tokens by id
+` + webhookUsage + `
 
 A change reaches running api instances within their token cache time (%s).
 Names are 1 to 64 letters, digits, '.', '_' or '-'. Exit status: 0 done,
@@ -83,7 +85,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 		fmt.Fprintln(stderr, "stkgate-admin:", err)
 		return ExitError
 	}
-	return Run(ctx, args, stdin, stdout, stderr, db)
+	return run(ctx, args, stdin, stdout, stderr, db, getenv)
 }
 
 // help answers an empty command line and a request for help.
@@ -103,13 +105,18 @@ func help(args []string, stdout, stderr io.Writer) (code int, done bool) {
 // Run runs args (without the program name) against db, which must be
 // migrated. stdin may be nil: nothing to read.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, db *sqlx.DB) int {
+	return run(ctx, args, stdin, stdout, stderr, db, os.Getenv)
+}
+
+// run is Run with the webhook commands' settings read from getenv.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, db *sqlx.DB, getenv func(string) string) int {
 	if code, done := help(args, stdout, stderr); done {
 		return code
 	}
 	if stdin == nil {
 		stdin = strings.NewReader("")
 	}
-	c := &cmd{s: store.New(db), stdin: stdin, stdout: stdout, stderr: stderr}
+	c := &cmd{s: store.New(db), stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
 	var verb string
 	if len(args) > 1 {
 		verb = args[0] + " " + args[1]
@@ -134,6 +141,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = c.revoke(ctx, rest)
 	case "token list":
 		err = c.listTokens(ctx, rest)
+	case webhookVerb(verb):
+		err = c.webhook(ctx, args[1], rest)
 	default:
 		err = usageErrorf("unknown command %q", strings.Join(args[:min(len(args), 2)], " "))
 	}
@@ -162,6 +171,7 @@ type cmd struct {
 	s              *store.Store
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	getenv         func(string) string // the webhook commands' settings
 }
 
 // positional parses fs's flags, which may come before or after the
