@@ -122,7 +122,11 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("dev_mode", c.Policy.Dev),
 		slog.Int("concurrency", c.Concurrency),
 		slog.Int("per_endpoint", c.PerEndpoint),
-		slog.String("retry_for", c.Backoff.RetryFor.String()),
+		slog.Int("stream_replicas", c.StreamReplicas),
+		slog.Int("breaker_failures", c.BreakerFailures),
+		slog.String("breaker_cooldown", c.BreakerCooldown.String()),
+		slog.String("timeout", c.Timeout.String()),
+		slog.Any("backoff", c.Backoff),
 	)
 }
 
