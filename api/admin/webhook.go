@@ -2,16 +2,21 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/webhook"
 )
 
@@ -32,6 +37,8 @@ const webhookUsage = `  webhook add CLIENT URL [-events E,E] [-env-client]
   webhook enable ID             deliver again (after a 410 disabled it)
   webhook deliveries CLIENT TRACKING_ID
                                 the payment's deliveries and their attempts
+  webhook redeliver DELIVERY    one more attempt of the delivery now, whatever
+                                its state (NATS_URL: where the worker runs)
   (webhook URLs: https only, never a private, loopback, link-local or
   metadata address; WEBHOOK_DEV_MODE=true also allows http:// and loopback)`
 
@@ -40,7 +47,7 @@ const webhookUsage = `  webhook add CLIENT URL [-events E,E] [-env-client]
 func webhookVerb(verb string) string {
 	switch verb {
 	case "webhook add", "webhook list", "webhook remove", "webhook rotate-secret",
-		"webhook disable", "webhook enable", "webhook deliveries":
+		"webhook disable", "webhook enable", "webhook deliveries", "webhook redeliver":
 		return verb
 	}
 	return "\x00"
@@ -81,6 +88,8 @@ func (c *cmd) webhook(ctx context.Context, verb string, args []string) error {
 		return c.webhookChange(ctx, "enable", args, c.s.EnableWebhookEndpoint, "enabled: new events are delivered to it")
 	case "deliveries":
 		return c.webhookDeliveries(ctx, args)
+	case "redeliver":
+		return c.webhookRedeliver(ctx, args)
 	}
 	return usageErrorf("unknown command webhook %s", verb)
 }
@@ -301,4 +310,70 @@ func (c *cmd) webhookDeliveries(ctx context.Context, args []string) error {
 // oneLine keeps a recorded error on its line of the listing.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// webhookRedeliver asks the worker for one more attempt of a delivery: a
+// task marked manual, with a Nats-Msg-Id of its own so that it is not
+// dropped as the first task's duplicate. The body is the event as the STK
+// stream keeps it.
+func (c *cmd) webhookRedeliver(ctx context.Context, args []string) error {
+	pos, err := parse(flag.NewFlagSet("webhook redeliver", flag.ContinueOnError), args, 1, "DELIVERY")
+	if err != nil {
+		return err
+	}
+	id, err := strconv.ParseInt(pos[0], 10, 64)
+	if err != nil || id < 1 {
+		return usageErrorf("DELIVERY is a delivery's number (webhook deliveries shows them)")
+	}
+	d, err := c.s.WebhookDeliveryByID(ctx, id)
+	if errors.Is(err, store.ErrWebhookDeliveryNotFound) {
+		return fmt.Errorf("no delivery %d", id)
+	}
+	if err != nil {
+		return err
+	}
+	ep, err := c.s.WebhookEndpoint(ctx, d.EndpointID)
+	if err != nil {
+		return noEndpoint(d.EndpointID, err)
+	}
+	if !ep.DisabledAt.IsZero() {
+		return fmt.Errorf("endpoint %s is disabled (%s): webhook enable %s first", ep.ID, ep.DisabledReason, ep.ID)
+	}
+	url := strings.TrimSpace(c.getenv("NATS_URL"))
+	if url == "" {
+		return usageErrorf("webhook redeliver needs NATS_URL (the NATS the webhooks worker uses)")
+	}
+	nc, err := events.Connect(url, "stkgate-admin", slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stream, err := js.Stream(tctx, events.StreamName)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamName, err)
+	}
+	msg, err := events.LastMsg(tctx, js, stream, events.Subject(d.EventType, d.TrackingID))
+	if err != nil {
+		return fmt.Errorf("the event of delivery %d is no longer in %s: %w", id, events.StreamName, err)
+	}
+	if env, _, err := events.Decode(msg.Data); err != nil || env.ID != d.EventID {
+		return fmt.Errorf("the event of delivery %d is no longer in %s (its subject holds another)", id, events.StreamName)
+	}
+	body, err := json.Marshal(webhook.Task{DeliveryID: d.ID, EndpointID: ep.ID, Event: msg.Data, Manual: true})
+	if err != nil {
+		return err
+	}
+	msgID := webhook.TaskMsgID(d.EventID, ep.ID) + ":manual:" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	if _, err := js.Publish(tctx, webhook.TaskSubject(ep.ID), body, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(webhook.TaskStreamName)); err != nil {
+		return fmt.Errorf("queue the redelivery: %w", err)
+	}
+	fmt.Fprintf(c.stderr, "delivery %d (%s to %s) queued for one more attempt; webhook deliveries %s %s shows it\n",
+		d.ID, d.EventID, ep.URL, d.Client, d.TrackingID)
+	return nil
 }

@@ -169,3 +169,23 @@ func TestWebhookAddRefuses(t *testing.T) {
 	secretOf(t, runEnv(t, db, dev, "webhook", "add", "shop", "http://local.example.com:8080/"))
 	secretOf(t, runEnv(t, db, env, "webhook", "add", "dev", "https://shop.example.com/", "-env-client"))
 }
+
+func TestWebhookRedeliverRefuses(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	env := map[string]string{admin.EnvWebhookSecretKey: newSealKey(t)}
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"abc"}, admin.ExitUsage},
+		{[]string{"0"}, admin.ExitUsage},
+		{[]string{}, admin.ExitUsage},
+		{[]string{"999"}, admin.ExitError}, // no such delivery
+	} {
+		r := runEnv(t, db, env, append([]string{"webhook", "redeliver"}, tc.args...)...)
+		if r.code != tc.code {
+			t.Errorf("redeliver %v: exit %d (%s), want %d", tc.args, r.code, r.stderr, tc.code)
+		}
+	}
+}

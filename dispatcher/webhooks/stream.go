@@ -6,6 +6,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/webhook"
 )
 
 // The delivery tasks: one message per (event, endpoint), published by the
@@ -13,10 +14,8 @@ import (
 // run again (a crash between publishing and its ack) never makes a second
 // task for the same delivery.
 const (
-	TaskStreamName = "STK_WEBHOOKS"
-	// TaskSubjectAll: stkwh.task.<endpoint id>.
-	TaskSubjectAll = "stkwh.task.>"
-	taskSubject    = "stkwh.task."
+	TaskStreamName = webhook.TaskStreamName
+	TaskSubjectAll = webhook.TaskSubjectAll
 	// TaskRetention outlives a delivery's whole retry schedule (at most
 	// RetryFor plus one MaxWait).
 	TaskRetention = 7 * 24 * time.Hour

@@ -226,20 +226,7 @@ type runner struct {
 	eps    *endpoints
 }
 
-// task is a delivery task's body.
-type task struct {
-	DeliveryID int64  `json:"delivery_id"`
-	EndpointID string `json:"endpoint_id"`
-	// Event is the event's envelope, exactly as in the STK stream: the body
-	// delivered and signed.
-	Event []byte `json:"event"`
-	// Manual: an operator asked for this attempt (one, outside the
-	// schedule).
-	Manual bool `json:"manual,omitempty"`
-}
-
-// TaskMsgID is the Nats-Msg-Id of the task of an event for an endpoint.
-func TaskMsgID(eventID, endpointID string) string { return eventID + ":" + endpointID }
+type task = webhook.Task
 
 // fanOut makes the deliveries of one STK event.
 func (w *runner) fanOut(stop, work context.Context, msg jetstream.Msg) {
@@ -268,7 +255,7 @@ func (w *runner) fanOut(stop, work context.Context, msg jetstream.Msg) {
 			EndpointID: ep.ID, Client: p.Client, TrackingID: p.TrackingID, EventID: env.ID, EventType: env.Type,
 		})
 		if err == nil {
-			err = w.publishTask(ctx, task{DeliveryID: id, EndpointID: ep.ID, Event: msg.Data()}, TaskMsgID(env.ID, ep.ID))
+			err = w.publishTask(ctx, task{DeliveryID: id, EndpointID: ep.ID, Event: msg.Data()}, webhook.TaskMsgID(env.ID, ep.ID))
 		}
 		if err != nil {
 			log.Warn("webhook delivery not made; retrying", "endpoint_id", ep.ID, "error", err)
@@ -284,7 +271,7 @@ func (w *runner) publishTask(ctx context.Context, t task, msgID string) error {
 	if err != nil {
 		return err
 	}
-	_, err = w.js.Publish(ctx, taskSubject+t.EndpointID, body, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(TaskStreamName))
+	_, err = w.js.Publish(ctx, webhook.TaskSubject(t.EndpointID), body, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(TaskStreamName))
 	if err != nil {
 		return fmt.Errorf("publish webhook task: %w", err)
 	}

@@ -1,6 +1,7 @@
 package webhooks_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -9,13 +10,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/stkgate/stkgate/api/admin"
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/dispatcher/webhooks"
@@ -30,6 +34,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // harness is a running worker over a fresh JetStream and database.
 type harness struct {
+	dbURL  string
 	ns     *natstest.Server
 	store  *store.Store
 	sealer *webhook.Sealer
@@ -87,7 +92,7 @@ func start(t *testing.T, tune func(*webhooks.Config)) *harness {
 	case <-time.After(wait.Timeout):
 		t.Fatal("worker not ready")
 	}
-	return &harness{ns: ns, store: store.New(db), sealer: sealer, pub: &events.Publisher{JS: ns.JS, Source: "test"}}
+	return &harness{dbURL: url, ns: ns, store: store.New(db), sealer: sealer, pub: &events.Publisher{JS: ns.JS, Source: "test"}}
 }
 
 // endpoint adds an endpoint of client at url and returns its secret.
@@ -355,5 +360,52 @@ func TestGoneDisablesTheEndpoint(t *testing.T) {
 	}
 	if n := len(rc.requests()); n != 1 {
 		t.Errorf("%d requests, want 1 (no retry after 410)", n)
+	}
+}
+
+// TestManualRedelivery: a delivery that failed for good is attempted once
+// more when an operator asks (stkgate-admin webhook redeliver), marked
+// manual, and delivered.
+func TestManualRedelivery(t *testing.T) {
+	t.Parallel()
+	h := start(t, func(c *webhooks.Config) {
+		c.Backoff.RetryFor = 50 * time.Millisecond
+	})
+	var up atomic.Bool
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		if !up.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	_, sec := h.endpoint(t, "shop", rc.URL)
+	ev := completed("shop")
+	h.publish(t, ev)
+	wait.For(t, "the delivery failed", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && ds[0].State == store.DeliveryFailed
+	})
+	d := h.deliveries(t, "shop", ev.TrackingID)[0]
+	up.Store(true)
+
+	var out, errOut bytes.Buffer
+	env := map[string]string{"DATABASE_URL": h.dbURL, "NATS_URL": h.ns.URL}
+	code := admin.Main(context.Background(), []string{"webhook", "redeliver", strconv.FormatInt(d.ID, 10)},
+		func(k string) string { return env[k] }, nil, &out, &errOut)
+	if code != admin.ExitOK {
+		t.Fatalf("redeliver: exit %d: %s", code, errOut.String())
+	}
+	wait.For(t, "the redelivery", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
+	})
+	got := h.deliveries(t, "shop", ev.TrackingID)[0]
+	last := got.AttemptLog[len(got.AttemptLog)-1]
+	if !last.Manual || last.StatusCode != 200 || got.Attempts != d.Attempts+1 {
+		t.Errorf("after the redelivery: %d attempts (was %d), last %+v", got.Attempts, d.Attempts, last)
+	}
+	reqs := rc.requests()
+	r := reqs[len(reqs)-1]
+	if err := webhook.Verify(sec, r.header.Get("webhook-id"), r.header.Get("webhook-timestamp"), r.header.Get("webhook-signature"), r.body, time.Now()); err != nil {
+		t.Errorf("redelivery does not verify: %v", err)
 	}
 }
