@@ -23,6 +23,7 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/dispatcher/webhooks"
+	"github.com/stkgate/stkgate/dispatcher/webhooks/merchant"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/webhook"
 	"github.com/stkgate/stkgate/events/testkit/logtest"
@@ -407,5 +408,41 @@ func TestManualRedelivery(t *testing.T) {
 	r := reqs[len(reqs)-1]
 	if err := webhook.Verify(sec, r.header.Get("webhook-id"), r.header.Get("webhook-timestamp"), r.header.Get("webhook-signature"), r.body, time.Now()); err != nil {
 		t.Errorf("redelivery does not verify: %v", err)
+	}
+}
+
+// TestMerchantSnippet: the code docs/WEBHOOKS.md gives merchants verifies
+// the worker's real deliveries, under the old secret and the new one while
+// a rotation's grace lasts, and refuses a delivery whose body was changed
+// or that another secret signed.
+func TestMerchantSnippet(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	rc := newReceiver(t, nil)
+	ep, old := h.endpoint(t, "shop", rc.URL)
+	fresh, _ := webhook.NewSecret()
+	sealed, _ := h.sealer.Seal(ep.ID, fresh)
+	if err := h.store.RotateWebhookSecret(context.Background(), ep.ID, sealed, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(t, completed("shop"))
+	wait.For(t, "the delivery", func() bool { return len(rc.requests()) == 1 })
+	got := rc.requests()[0]
+	if n := len(strings.Fields(got.header.Get("webhook-signature"))); n != 2 {
+		t.Errorf("%d signatures during the rotation's grace, want 2", n)
+	}
+	now := time.Now()
+	for name, sec := range map[string]webhook.Secret{"old": old, "new": fresh} {
+		if err := merchant.VerifyWebhook(sec.String(), got.header, got.body, now); err != nil {
+			t.Errorf("the %s secret does not verify the delivery: %v", name, err)
+		}
+	}
+	other, _ := webhook.NewSecret()
+	if merchant.VerifyWebhook(other.String(), got.header, got.body, now) == nil {
+		t.Error("another secret verifies the delivery")
+	}
+	changed := bytes.Replace(got.body, []byte(`"amount":10`), []byte(`"amount":99`), 1)
+	if bytes.Equal(changed, got.body) || merchant.VerifyWebhook(fresh.String(), got.header, changed, now) == nil {
+		t.Error("a changed body verifies")
 	}
 }
