@@ -62,6 +62,21 @@ func (e *endpoints) acquire(id string, now time.Time) (ok, busy bool, wait time.
 	return true, false, 0
 }
 
+// cancel gives back a slot taken for an attempt that was not made: it
+// counts neither way, and a trial it held is open to the next task.
+func (e *endpoints) cancel(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.m[id]
+	s.inFlight--
+	if s.failed >= e.failures {
+		s.openUntil = time.Time{}
+	}
+	if s.inFlight == 0 && s.failed == 0 {
+		delete(e.m, id)
+	}
+}
+
 // release ends an attempt to id, and records whether it succeeded.
 func (e *endpoints) release(id string, success bool, now time.Time) {
 	e.mu.Lock()

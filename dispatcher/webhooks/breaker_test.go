@@ -50,3 +50,27 @@ func TestEndpointsLimitAndBreaker(t *testing.T) {
 		t.Fatal("a successful trial did not close the breaker")
 	}
 }
+
+// TestEndpointsCancel: an attempt given up before it was made (its
+// delivery already done, its endpoint removed) frees its slot and counts
+// neither way; a cancelled trial lets the next task try at once.
+func TestEndpointsCancel(t *testing.T) {
+	e := newEndpoints(1, 1, time.Minute, time.Hour, 10*time.Second)
+	now := time.Unix(1000, 0)
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("refused")
+	}
+	e.cancel("a")
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("a cancelled attempt kept its slot")
+	}
+	e.release("a", false, now) // the breaker opens (1 failure)
+	now = now.Add(time.Minute)
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("no trial after the cooldown")
+	}
+	e.cancel("a")
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("a cancelled trial holds the breaker for its trial time")
+	}
+}

@@ -77,8 +77,9 @@ const (
 	DefaultBreakerCooldown = 30 * time.Second
 	maxBreakerCooldown     = 10 * time.Minute
 	// busyWait is how long a task whose endpoint is at its in-flight limit
-	// waits, before jitter.
-	busyWait = time.Second
+	// waits, before jitter: long against a nak's cost, short against a
+	// payment's.
+	busyWait = 2 * time.Second
 	// storeWait is the wait after a failure of Postgres or JetStream.
 	storeWait = 5 * time.Second
 	opTimeout = 10 * time.Second
@@ -300,6 +301,25 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 		_ = worker.HandBack(msg)
 		return
 	}
+	// The endpoint's slot first, before any read: a task of a busy or
+	// failing endpoint goes back to wait at the cost of a nak alone, so that
+	// many of them cost neither Postgres nor the other endpoints anything.
+	ok, busy, wait := w.eps.acquire(t.EndpointID, time.Now())
+	if !ok {
+		if busy {
+			wait = busyWait
+		}
+		worker.Nak(log, msg, jitter(wait))
+		return
+	}
+	attempted, success := false, false
+	defer func() {
+		if attempted {
+			w.eps.release(t.EndpointID, success, time.Now())
+		} else {
+			w.eps.cancel(t.EndpointID)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(work, opTimeout)
 	defer cancel()
 	d, err := w.store.WebhookDeliveryByID(ctx, t.DeliveryID)
@@ -331,16 +351,9 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 		worker.Ack(work, log, msg, "nothing")
 		return
 	}
-	ok, busy, wait := w.eps.acquire(ep.ID, time.Now())
-	if !ok {
-		if busy {
-			wait = busyWait
-		}
-		worker.Nak(log, msg, jitter(wait))
-		return
-	}
-	res, success := w.attempt(work, log, ep, env.ID, t.Event)
-	w.eps.release(ep.ID, success, time.Now())
+	var res webhook.Result
+	res, success = w.attempt(work, log, ep, env.ID, t.Event)
+	attempted = true
 	w.settle(work, log, msg, t, d, ep, res)
 }
 
@@ -389,7 +402,8 @@ func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		}
 		log.Warn("webhook endpoint disabled: the receiver answered 410 Gone")
 	case t.Manual:
-		state = d.State
+		// The delivery's own schedule, if any, goes on.
+		state, next = d.State, d.NextAttempt
 		log.Warn("webhook redelivery failed", "error", a.Error)
 	default:
 		var more bool

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"time"
 	"unicode/utf8"
 )
@@ -72,14 +73,15 @@ func NewClient(cfg ClientConfig) *Client {
 		d:      net.Dialer{Timeout: cfg.ConnectTimeout, Control: cfg.Policy.control},
 	}
 	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           d.dial,
-		TLSClientConfig:       tlsCfg,
-		TLSHandshakeTimeout:   cfg.TLSTimeout,
-		ResponseHeaderTimeout: cfg.Timeout,
-		MaxIdleConnsPerHost:   4,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
+		Proxy:                  nil,
+		DialContext:            d.dial,
+		TLSClientConfig:        tlsCfg,
+		TLSHandshakeTimeout:    cfg.TLSTimeout,
+		ResponseHeaderTimeout:  cfg.Timeout,
+		MaxResponseHeaderBytes: 64 << 10,
+		MaxIdleConnsPerHost:    4,
+		IdleConnTimeout:        90 * time.Second,
+		ForceAttemptHTTP2:      true,
 	}
 	return &Client{
 		hc: &http.Client{
@@ -141,14 +143,14 @@ type Result struct {
 	Err error
 }
 
-// Post sends body to url with header, within the Client's timeout.
-func (c *Client) Post(ctx context.Context, url string, header http.Header, body []byte) Result {
+// Post sends body to target with header, within the Client's timeout.
+func (c *Client) Post(ctx context.Context, target string, header http.Header, body []byte) Result {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	start := time.Now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return Result{Err: fmt.Errorf("request: %w", err)}
+		return Result{Err: errors.New("request: the URL cannot be read")}
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -157,6 +159,12 @@ func (c *Client) Post(ctx context.Context, url string, header http.Header, body 
 	req.Header.Set("User-Agent", "stkgate-webhooks/1")
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		// Not the *url.Error itself: it repeats the URL, whose query may
+		// hold the merchant's credential, into records and logs.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = fmt.Errorf("%s: %w", uerr.Op, uerr.Err)
+		}
 		return Result{Latency: time.Since(start), Err: err}
 	}
 	defer resp.Body.Close()

@@ -137,3 +137,16 @@ func TestClientTimesOutAHangingReceiver(t *testing.T) {
 		t.Errorf("Post took %s, want about the 200ms timeout", d)
 	}
 }
+
+// TestClientErrorHidesTheURL: a merchant's URL may carry a credential in
+// its query; the error recorded and logged does not repeat the URL.
+func TestClientErrorHidesTheURL(t *testing.T) {
+	c := webhook.NewClient(webhook.ClientConfig{Policy: webhook.Policy{Dev: true}, Timeout: time.Second})
+	res := c.Post(context.Background(), "http://127.0.0.1:1/hooks?token=s3cr3t-9f2a", nil, []byte("{}"))
+	if res.Err == nil {
+		t.Fatal("no error from a closed port")
+	}
+	if strings.Contains(res.Err.Error(), "s3cr3t-9f2a") {
+		t.Errorf("error shows the URL's query: %v", res.Err)
+	}
+}
