@@ -408,6 +408,9 @@ func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	default:
 		var more bool
 		if wait, more = w.cfg.Backoff.Next(attempt, d.CreatedAt, now); more {
+			// A receiver that says when to come back (429, 503) is
+			// not called sooner (webhook.MaxRetryAfter at most).
+			wait = max(wait, res.RetryAfter)
 			next, ack = now.Add(wait), false
 			log.Warn("webhook attempt failed; retrying", "error", a.Error, "retry_in", wait.Round(time.Millisecond).String())
 		} else {

@@ -446,3 +446,23 @@ func TestMerchantSnippet(t *testing.T) {
 		t.Error("a changed body verifies")
 	}
 }
+
+// TestRetryAfterHonoured: a receiver answering 503 with Retry-After: 1 is
+// not called again sooner, though the schedule's wait is 20 ms.
+func TestRetryAfterHonoured(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	h.endpoint(t, "shop", rc.URL)
+	h.publish(t, completed("shop"))
+	wait.For(t, "the retry", func() bool { return len(rc.requests()) == 2 })
+	got := rc.requests()
+	if gap := got[1].at.Sub(got[0].at); gap < time.Second {
+		t.Errorf("retried %s after a Retry-After of 1 s", gap)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -141,6 +142,26 @@ type Result struct {
 	Excerpt string
 	// Err is why no answer came (refused address, timeout, connection).
 	Err error
+	// RetryAfter is the answer's Retry-After (seconds or a date), at most
+	// MaxRetryAfter; 0 when none.
+	RetryAfter time.Duration
+}
+
+// MaxRetryAfter bounds the wait a receiver may ask for with Retry-After.
+const MaxRetryAfter = time.Hour
+
+// retryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		d = time.Duration(min(max(n, 0), int64(MaxRetryAfter/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), MaxRetryAfter)
 }
 
 // Post sends body to target with header, within the Client's timeout.
@@ -169,7 +190,8 @@ func (c *Client) Post(ctx context.Context, target string, header http.Header, bo
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, ExcerptBytes))
-	return Result{Status: resp.StatusCode, Latency: time.Since(start), Excerpt: validUTF8(b)}
+	return Result{Status: resp.StatusCode, Latency: time.Since(start), Excerpt: validUTF8(b),
+		RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 }
 
 // validUTF8 cuts a trailing partial rune and replaces invalid bytes, so

@@ -150,3 +150,30 @@ func TestClientErrorHidesTheURL(t *testing.T) {
 		t.Errorf("error shows the URL's query: %v", res.Err)
 	}
 }
+
+func TestClientReadsRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		header string
+		want   time.Duration
+	}{
+		{"", 0},
+		{"120", 2 * time.Minute},
+		{"0", 0},
+		{"-5", 0},
+		{"soon", 0},
+		{"99999999", webhook.MaxRetryAfter},
+		{time.Now().Add(time.Hour + time.Minute).UTC().Format(http.TimeFormat), webhook.MaxRetryAfter},
+	} {
+		srv, _ := counting(t, false, func(w http.ResponseWriter, r *http.Request) {
+			if tc.header != "" {
+				w.Header().Set("Retry-After", tc.header)
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+		})
+		c := webhook.NewClient(webhook.ClientConfig{Policy: webhook.Policy{Dev: true}})
+		res := c.Post(context.Background(), srv.URL, nil, []byte("{}"))
+		if res.RetryAfter != tc.want {
+			t.Errorf("Retry-After %q: %s, want %s", tc.header, res.RetryAfter, tc.want)
+		}
+	}
+}
