@@ -61,7 +61,7 @@ func TestConfigLogged(t *testing.T) {
 		Secrets: []string{"SecretKeys"},
 		NotLogged: []string{
 			"Lookup: tests only", "TLS: tests only", "FetchWait: tests only",
-			"Logger: not a setting", "Ready: not a setting",
+			"Logger: not a setting", "Ready: not a setting", "Metrics: not a setting",
 		},
 		Leaks: []string{"pg-pw-5d1c", e["WEBHOOK_SECRET_KEY"]},
 		Shows: []string{"nats:4222", "db:5432"},

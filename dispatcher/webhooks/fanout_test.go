@@ -19,7 +19,6 @@ import (
 	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
 
-
 // handedMsg is an STK event handed to the fan-out, as JetStream would.
 type handedMsg struct {
 	jetstream.Msg

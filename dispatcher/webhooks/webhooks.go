@@ -28,10 +28,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/redact"
 	"github.com/stkgate/stkgate/events/kit/webhook"
 	"github.com/stkgate/stkgate/events/kit/worker"
@@ -65,6 +67,9 @@ type Config struct {
 	// FetchWait of the consumers (worker.DefaultFetchWait).
 	FetchWait time.Duration
 	Logger    *slog.Logger
+	// Metrics counts the attempts and deliveries, and the consumers'
+	// messages; nil: not counted.
+	Metrics *metrics.Registry
 	// Ready, when set, is called once both consumers are consuming.
 	Ready func()
 }
@@ -148,7 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("webhooks: jetstream: %w", err)
 	}
-	db, err := worker.RetryStart(ctx, log, "webhooks: open database", func(ctx context.Context) (*store.Store, error) {
+	sqlDB, err := worker.RetryStart(ctx, log, "webhooks: open database", func(ctx context.Context) (*sqlx.DB, error) {
 		db, err := store.Open(ctx, cfg.DatabaseURL)
 		if err != nil {
 			return nil, err
@@ -157,7 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 			_ = db.Close()
 			return nil, err
 		}
-		return store.New(db).WithLogger(log), nil
+		return db, nil
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -165,6 +170,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
+	defer sqlDB.Close()
+	db := store.New(sqlDB).WithLogger(log)
 	type consumers struct{ fanOut, deliver jetstream.Consumer }
 	cons, err := worker.RetryStart(ctx, log, "webhooks set-up", func(ctx context.Context) (c consumers, err error) {
 		if _, err = events.EnsureStream(ctx, js, cfg.StreamReplicas); err != nil {
@@ -198,14 +205,18 @@ func Run(ctx context.Context, cfg Config) error {
 		}),
 		eps: newEndpoints(cfg.PerEndpoint, cfg.BreakerFailures, cfg.BreakerCooldown, maxBreakerCooldown, cfg.Timeout+5*time.Second),
 	}
+	cfg.Metrics.SetReadiness(metrics.NATSConnected(nc), metrics.PostgresAnswers(sqlDB))
+	cfg.Metrics.WatchConsumers(js,
+		metrics.Watch{Stream: events.StreamName, Consumer: ConsumerFanOut},
+		metrics.Watch{Stream: TaskStreamName, Consumer: ConsumerDeliver})
 	log.Info("webhooks worker started", "config", cfg)
 	done := make(chan struct{}, 2)
 	go func() {
-		worker.Pool{Name: ConsumerFanOut, Concurrency: 4, FetchWait: cfg.FetchWait, Log: log}.Run(ctx, cons.fanOut, w.fanOut)
+		worker.Pool{Name: ConsumerFanOut, Concurrency: 4, FetchWait: cfg.FetchWait, Log: log, Metrics: cfg.Metrics}.Run(ctx, cons.fanOut, w.fanOut)
 		done <- struct{}{}
 	}()
 	go func() {
-		worker.Pool{Name: ConsumerDeliver, Concurrency: cfg.Concurrency, FetchWait: cfg.FetchWait, ProgressEvery: 10 * time.Second, Log: log}.Run(ctx, cons.deliver, w.deliver)
+		worker.Pool{Name: ConsumerDeliver, Concurrency: cfg.Concurrency, FetchWait: cfg.FetchWait, ProgressEvery: 10 * time.Second, Log: log, Metrics: cfg.Metrics}.Run(ctx, cons.deliver, w.deliver)
 		done <- struct{}{}
 	}()
 	if cfg.Ready != nil {
@@ -279,6 +290,21 @@ func (w *runner) publishTask(ctx context.Context, t task, msgID string) error {
 	return nil
 }
 
+// outcomeOf is an attempt's outcome label: the status class, or error.
+func outcomeOf(res webhook.Result) string {
+	switch {
+	case res.Err != nil || res.Status < 100:
+		return "error"
+	case res.Status < 300:
+		return "2xx"
+	case res.Status < 400:
+		return "3xx"
+	case res.Status < 500:
+		return "4xx"
+	}
+	return "5xx"
+}
+
 // jitter spreads d by ±20%.
 func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
@@ -347,6 +373,9 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 				return
 			}
 		}
+		if !t.Manual {
+			w.cfg.Metrics.WebhookDelivery(store.DeliveryCancelled)
+		}
 		log.Info("webhook delivery cancelled: endpoint disabled or removed")
 		worker.Ack(work, log, msg, "nothing")
 		return
@@ -386,6 +415,7 @@ func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		a.Error = res.Err.Error()
 	}
 	attempt := d.Attempts + 1
+	w.cfg.Metrics.WebhookAttempt(outcomeOf(res), res.Latency)
 	log = log.With("attempt", attempt, "status", res.Status, "latency_ms", res.Latency.Milliseconds())
 	state, next, ack := store.DeliveryPending, time.Time{}, true
 	var wait time.Duration
@@ -424,6 +454,9 @@ func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		log.Error("webhook attempt not recorded", "error", err)
 	}
 	if ack {
+		if state != d.State {
+			w.cfg.Metrics.WebhookDelivery(state)
+		}
 		worker.Ack(ctx, log, msg, "the delivery is checked again and found "+state)
 		return
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/webhooks"
 	"github.com/stkgate/stkgate/dispatcher/webhooks/merchant"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/webhook"
 	"github.com/stkgate/stkgate/events/testkit/logtest"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
@@ -223,7 +224,8 @@ func TestDeliverySignedWithinASecond(t *testing.T) {
 // event on the 4th; every attempt is recorded.
 func TestDeliveryRetried(t *testing.T) {
 	t.Parallel()
-	h := start(t, nil)
+	reg := metrics.New("webhooks")
+	h := start(t, func(c *webhooks.Config) { c.Metrics = reg })
 	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		if n <= 3 {
 			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
@@ -255,6 +257,18 @@ func TestDeliveryRetried(t *testing.T) {
 	}
 	if got[0].header.Get("webhook-id") != last.header.Get("webhook-id") {
 		t.Error("webhook-id changed between attempts: the receiver cannot tell a retry")
+	}
+	rec := httptest.NewRecorder()
+	reg.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	text := rec.Body.String()
+	for _, want := range []string{
+		`stkgate_webhook_attempts_total{outcome="5xx",service="webhooks"} 3`,
+		`stkgate_webhook_attempts_total{outcome="2xx",service="webhooks"} 1`,
+		`stkgate_webhook_deliveries_total{result="delivered",service="webhooks"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %s:\n%s", want, text)
+		}
 	}
 }
 
