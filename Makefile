@@ -15,7 +15,7 @@ FUZZTIME  ?= 30s
 # `make fuzz` fuzzes them for FUZZTIME.
 FUZZ_SHORT ?= 0
 # Binaries `make build` produces: one per service, plus the dev stack.
-CMDS := api/cmd/api api/cmd/projector api/cmd/stkgate-admin dispatcher/cmd/dispatcher \
+CMDS := api/cmd/api api/cmd/projector api/cmd/stkgate-admin dispatcher/cmd/dispatcher dispatcher/cmd/webhooks \
         callback-ingest/cmd/callback-ingest deploy/cmd/stkgate-dev
 
 .PHONY: all run test test-short build images container-test lint vet fmt bench bench-micro fuzz clean tidy chaos docs-bundle

@@ -13,6 +13,8 @@
 //   - GET /api/stk-push?reference=…&phone=…&status=…&since=… finds the
 //     client's own records in the read model alone, newest first, a keyset
 //     page at a time (search.go, package cursor);
+//   - GET /api/webhook-deliveries?tracking_id=… lists the client's webhook
+//     deliveries of a payment and their attempts (webhooks.go);
 //   - GET /healthz and /readyz are for the orchestrator.
 //
 // Every /api request carries X-API-Token; the client it belongs to scopes

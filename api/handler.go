@@ -275,6 +275,7 @@ func (h *Handler) routes(trusted []netip.Prefix) *echo.Echo {
 	e.POST(PushPath, h.create, h.authenticate, h.limitClient)
 	e.GET(PushPath, h.searchRecords, h.authenticate, h.limitClient)
 	e.GET(RecordPath+":tracking_id", h.get, h.authenticate, h.limitClient)
+	e.GET(WebhookDeliveriesPath, h.webhookDeliveries, h.authenticate, h.limitClient)
 	return e
 }
 

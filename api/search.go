@@ -182,6 +182,11 @@ func paramRank(name string) int {
 // What has no name to give (a name with a bad escape, a ';') is an error of
 // "query".
 func splitQuery(raw string) (map[string][]string, FieldErrors) {
+	return splitParams(raw, searchParams[:])
+}
+
+// splitParams is splitQuery for an endpoint whose parameters are known.
+func splitParams(raw string, known []string) (map[string][]string, FieldErrors) {
 	vals := map[string][]string{}
 	var errs FieldErrors
 	unknown := 0
@@ -197,7 +202,7 @@ func splitQuery(raw string) (map[string][]string, FieldErrors) {
 			}
 			continue
 		}
-		if paramRank(name) == len(searchParams) {
+		if !slices.Contains(known, name) {
 			if unknown++; unknown <= maxUnknownReported {
 				shown := name
 				if len(shown) > 64 {

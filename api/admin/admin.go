@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -66,6 +67,7 @@ again.
   token revoke -stdin           revoke the one token read from stdin (a token
                                 on the command line stays in shell history)
   token list NAME               list the client's tokens by id
+` + webhookUsage + `
 
   rebuild-read-model [--dry-run] [--keep-old=false] [--drop-unstreamed]
                                 rebuild stk_pushes from the STK stream with the
@@ -147,6 +149,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 		}
 		d.JS = js
 	}
+	d.Getenv = getenv
 	return RunWith(ctx, args, stdin, stdout, stderr, d)
 }
 
@@ -155,6 +158,8 @@ func needs(args []string) (db, nats bool) {
 	switch args[0] {
 	case "client", "token":
 		return true, false
+	case "webhook":
+		return true, len(args) > 1 && args[1] == "redeliver"
 	case "rebuild-read-model":
 		return true, true
 	case "history", "dlq", "lag":
@@ -170,6 +175,9 @@ type Deps struct {
 	// DatabaseURL opens more connections (rebuild-read-model's own).
 	DatabaseURL string
 	JS          jetstream.JetStream
+	// Getenv reads the webhook commands' settings (WEBHOOK_SECRET_KEY,
+	// WEBHOOK_DEV_MODE); nil is os.Getenv.
+	Getenv func(string) string
 }
 
 // help answers an empty command line and a request for help.
@@ -200,12 +208,15 @@ func RunWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if stdin == nil {
 		stdin = strings.NewReader("")
 	}
-	c := &cmd{db: d.DB, dbURL: d.DatabaseURL, js: d.JS, stdin: stdin, stdout: stdout, stderr: stderr}
+	if d.Getenv == nil {
+		d.Getenv = os.Getenv
+	}
+	c := &cmd{db: d.DB, dbURL: d.DatabaseURL, js: d.JS, stdin: stdin, stdout: stdout, stderr: stderr, getenv: d.Getenv}
 	if d.DB != nil {
 		c.s = store.New(d.DB)
 	}
 	verb := args[0]
-	if len(args) > 1 && (verb == "client" || verb == "token" || verb == "dlq") {
+	if len(args) > 1 && (verb == "client" || verb == "token" || verb == "dlq" || verb == "webhook") {
 		verb += " " + args[1]
 	}
 	rest := args[min(len(args), len(strings.Fields(verb))):]
@@ -214,7 +225,7 @@ func RunWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	switch {
 	case needDB && d.DB == nil:
 		err = fmt.Errorf("%s needs the database (DATABASE_URL)", verb)
-	case needNATS && d.JS == nil:
+	case needNATS && d.JS == nil && verb != "webhook redeliver": // it checks its arguments first
 		err = fmt.Errorf("%s needs NATS (NATS_URL)", verb)
 	}
 	if err != nil {
@@ -248,6 +259,8 @@ func RunWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		err = c.dlqReplay(ctx, rest)
 	case "lag":
 		err = c.lag(ctx, rest)
+	case webhookVerb(verb):
+		err = c.webhook(ctx, args[1], rest)
 	default:
 		err = usageErrorf("unknown command %q", strings.Join(args[:min(len(args), 2)], " "))
 	}
@@ -289,6 +302,7 @@ type cmd struct {
 	js             jetstream.JetStream
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	getenv         func(string) string // the webhook commands' settings
 }
 
 // positional parses fs's flags, which may come before or after the

@@ -88,11 +88,15 @@ func TestOpenBadURL(t *testing.T) {
 }
 
 // rewindTo makes a migrated database look like one at version v whose
-// later migrations never ran: their indexes dropped, their rows gone.
+// later migrations never ran: their indexes and tables dropped, their rows
+// gone.
 func rewindTo(t *testing.T, db *sqlx.DB, v int, indexes ...string) {
 	t.Helper()
 	for _, ix := range indexes {
 		db.MustExec("DROP INDEX IF EXISTS " + ix)
+	}
+	if v < 9 {
+		db.MustExec("DROP TABLE IF EXISTS webhook_attempts, webhook_deliveries, webhook_endpoints")
 	}
 	db.MustExec("DELETE FROM stkgate_schema_migrations WHERE version_id > $1", v)
 }

@@ -90,6 +90,7 @@ func secrets() map[string]string {
 		"DARAJA_CONSUMER_SECRET": "cs",
 		"CALLBACK_BASE_URL":      "https://pay.example.com",
 		"CALLBACK_SECRET":        "callback-secret-0123456789abcdef0123456789",
+		"WEBHOOK_SECRET_KEY":     "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 	}
 }
 
@@ -174,8 +175,8 @@ func TestComposeNATSCredentials(t *testing.T) {
 			t.Errorf("%s: NATS_URL is made without NATS_PASSWORD", name)
 		}
 	}
-	if clients < 4 {
-		t.Errorf("%d services with a NATS_URL, want the api, projector, dispatcher and callback-ingest", clients)
+	if clients < 5 {
+		t.Errorf("%d services with a NATS_URL, want the api, projector, dispatcher, callback-ingest and webhooks", clients)
 	}
 
 	var nodes int
@@ -288,6 +289,7 @@ func TestComposeMetricsNotPublished(t *testing.T) {
 	for name, setting := range map[string]string{
 		"api": "API_METRICS_ADDR", "projector": "PROJECTOR_METRICS_ADDR",
 		"dispatcher": "DISPATCHER_METRICS_ADDR", "callback-ingest": "CALLBACK_METRICS_ADDR",
+		"webhooks": "WEBHOOKS_METRICS_ADDR",
 	} {
 		s, ok := c.Services[name]
 		if !ok {

@@ -21,6 +21,7 @@ import (
 	callback "github.com/stkgate/stkgate/callback-ingest"
 	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/dispatcher/reconciler"
+	"github.com/stkgate/stkgate/dispatcher/webhooks"
 	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/service"
 )
@@ -52,7 +53,7 @@ func reader[C any](f func(func(string) string) (C, error)) func(func(string) str
 	return func(getenv func(string) string) error { _, err := f(getenv); return err }
 }
 
-// Services are the four services, as their mains read their settings.
+// Services are the five services, as their mains read their settings.
 var Services = []Service{
 	{
 		Name: "api", Main: "api/cmd/api",
@@ -78,6 +79,11 @@ var Services = []Service{
 		Readers:        map[string]func(func(string) string) error{"github.com/stkgate/stkgate/callback-ingest": reader(callback.ConfigFromEnv)},
 		MetricsSetting: "CALLBACK_METRICS_ADDR", MetricsDefault: metrics.DefaultCallbackAddr,
 		ListenSetting: "CALLBACK_ADDR", ListenDefault: callback.DefaultAddr,
+	},
+	{
+		Name: "webhooks", Main: "dispatcher/cmd/webhooks",
+		Readers:        map[string]func(func(string) string) error{"github.com/stkgate/stkgate/dispatcher/webhooks": reader(webhooks.ConfigFromEnv)},
+		MetricsSetting: "WEBHOOKS_METRICS_ADDR", MetricsDefault: metrics.DefaultWebhooksAddr,
 	},
 }
 

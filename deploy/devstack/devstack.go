@@ -11,6 +11,8 @@ package devstack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -33,8 +35,10 @@ import (
 	"github.com/stkgate/stkgate/dispatcher"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/dispatcher/reconciler"
+	"github.com/stkgate/stkgate/dispatcher/webhooks"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/webhook"
 	"github.com/stkgate/stkgate/events/testkit/natsserver"
 	"github.com/stkgate/stkgate/events/testkit/pgserver"
 )
@@ -96,6 +100,9 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	if err := d.setCallback(); err != nil {
+		return err
+	}
+	if err := d.setWebhookKey(); err != nil {
 		return err
 	}
 	cfgs, err := d.configs(apiTokens)
@@ -257,6 +264,7 @@ type serviceConfigs struct {
 	dispatcher dispatcher.Config
 	reconciler reconciler.Config
 	callback   callback.Config
+	webhooks   webhooks.Config
 }
 
 // configs reads each service's configuration from the environment and
@@ -291,12 +299,17 @@ func (d *devSetup) configs(apiTokens []api.ClientToken) (serviceConfigs, error) 
 	if err != nil {
 		return c, fmt.Errorf("callback-ingest: %w", err)
 	}
+	whCfg, err := webhooks.ConfigFromEnv(d.lookup)
+	if err != nil {
+		return c, fmt.Errorf("webhooks: %w", err)
+	}
 	log := d.log
 	apiCfg.Logger = log.With("service", "api")
 	projCfg.Logger = log.With("service", "projector")
 	dispCfg.Logger = log.With("service", "dispatcher")
 	recCfg.Logger = log.With("service", "dispatcher", "component", "reconciler")
 	cbCfg.Logger = log.With("service", "callback-ingest")
+	whCfg.Logger = log.With("service", "webhooks")
 	// Each service's configuration, as its own binary logs it at start:
 	// every setting, the secrets masked by its LogValue.
 	apiCfg.Logger.Info("starting", "config", apiCfg)
@@ -304,7 +317,8 @@ func (d *devSetup) configs(apiTokens []api.ClientToken) (serviceConfigs, error) 
 	dispCfg.Logger.Info("starting", "config", dispCfg)
 	recCfg.Logger.Info("starting", "config", recCfg)
 	cbCfg.Logger.Info("starting", "config", cbCfg)
-	return serviceConfigs{api: apiCfg, projector: projCfg, dispatcher: dispCfg, reconciler: recCfg, callback: cbCfg}, nil
+	whCfg.Logger.Info("starting", "config", whCfg)
+	return serviceConfigs{api: apiCfg, projector: projCfg, dispatcher: dispCfg, reconciler: recCfg, callback: cbCfg, webhooks: whCfg}, nil
 }
 
 // runAll runs the services until ctx is cancelled or one fails, and prints
@@ -317,6 +331,7 @@ func (d *devSetup) runAll(ctx context.Context, c serviceConfigs, out io.Writer, 
 	g.Go(func() error { return named("dispatcher", dispatcher.Run(gctx, c.dispatcher)) })
 	g.Go(func() error { return named("reconciler", reconciler.Run(gctx, c.reconciler)) })
 	g.Go(func() error { return named("callback-ingest", callback.Run(gctx, c.callback)) })
+	g.Go(func() error { return named("webhooks", webhooks.Run(gctx, c.webhooks)) })
 
 	effective := map[string]string{}
 	for _, k := range []string{"API_ADDR", "CALLBACK_ADDR", "API_TOKENS", "NATS_URL", "DATABASE_URL", "DARAJA_BASE_URL", "CALLBACK_BASE_URL"} {
@@ -349,6 +364,9 @@ func devDefaults() map[string]string {
 		// Off in development, so the README's curl line can be tried
 		// again and again on one phone; set it to try the limit.
 		"PHONE_MAX_PROMPTS": "0",
+		// Webhook receivers on the developer's machine (http, loopback);
+		// private networks stay refused.
+		"WEBHOOK_DEV_MODE": "true",
 	}
 }
 
@@ -478,6 +496,44 @@ Try it:
 
 Ctrl-C stops it.
 `, base, token)
+}
+
+// webhookKeyFile holds the dev stack's WEBHOOK_SECRET_KEY under the data
+// directory when the environment sets none; stkgate-admin webhook add needs
+// the same key (WEBHOOK_SECRET_KEY=$(cat .data/webhook-secret-key)).
+const webhookKeyFile = "webhook-secret-key"
+
+// setWebhookKey sets WEBHOOK_SECRET_KEY where the environment does not:
+// read from the data directory, or made and written there (mode 0600), so
+// that a restart still opens the secrets sealed before it.
+func (d *devSetup) setWebhookKey() error {
+	if d.lookup("WEBHOOK_SECRET_KEY") != "" {
+		return nil
+	}
+	path := filepath.Join(d.dataDir, webhookKeyFile)
+	if b, err := os.ReadFile(path); err == nil {
+		key := strings.TrimSpace(string(b))
+		if _, err := webhook.NewSealer(key); err != nil {
+			return fmt.Errorf("%s: %w (delete it to have a new one made; endpoints added with it need new secrets)", path, err)
+		}
+		d.env["WEBHOOK_SECRET_KEY"] = key
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read the dev webhook key: %w", err)
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return fmt.Errorf("dev webhook key: %w", err)
+	}
+	key := base64.StdEncoding.EncodeToString(k)
+	if err := os.MkdirAll(d.dataDir, 0o755); err != nil {
+		return fmt.Errorf("dev webhook key: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write the dev webhook key: %w", err)
+	}
+	d.env["WEBHOOK_SECRET_KEY"] = key
+	return nil
 }
 
 // callbackSecretFile holds the dev stack's CALLBACK_SECRET under the data

@@ -23,6 +23,7 @@ const (
 	DefaultProjectorAddr  = "127.0.0.1:9102"
 	DefaultDispatcherAddr = "127.0.0.1:9103"
 	DefaultCallbackAddr   = "127.0.0.1:9104"
+	DefaultWebhooksAddr   = "127.0.0.1:9105"
 	Off                   = "off"
 )
 

@@ -11,7 +11,7 @@ import (
 // TestAddrSetting: an admin address is on loopback unless set, "off"
 // turns it off, and a malformed one is an error naming the setting.
 func TestAddrSetting(t *testing.T) {
-	for _, def := range []string{metrics.DefaultAPIAddr, metrics.DefaultProjectorAddr, metrics.DefaultDispatcherAddr, metrics.DefaultCallbackAddr} {
+	for _, def := range []string{metrics.DefaultAPIAddr, metrics.DefaultProjectorAddr, metrics.DefaultDispatcherAddr, metrics.DefaultCallbackAddr, metrics.DefaultWebhooksAddr} {
 		host, _, err := net.SplitHostPort(def)
 		if err != nil || !net.ParseIP(host).IsLoopback() {
 			t.Errorf("default %s is not on loopback", def)

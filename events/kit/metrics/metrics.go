@@ -44,6 +44,9 @@ type Registry struct {
 	timeToFinal   prometheus.Histogram
 	deadLetters   *prometheus.CounterVec
 	refusals      *prometheus.CounterVec
+	whAttempts    *prometheus.CounterVec
+	whSeconds     prometheus.Histogram
+	whDeliveries  *prometheus.CounterVec
 }
 
 // Latency buckets, in seconds: an HTTP answer or a Daraja call (5 ms to
@@ -78,6 +81,9 @@ func New(service string) *Registry {
 	r.consumers = &consumerCollector{}
 	wrap.MustRegister(r.consumers)
 	r.refusals = counterVec(r, wrap, "rate_limit_refusals_total", "Requests refused by a limit, by limit (client_rate, auth_failures, phone_prompts, client_queued).", "limit")
+	r.whAttempts = counterVec(r, wrap, "webhook_attempts_total", "Webhook delivery attempts, by outcome (2xx, 3xx, 4xx, 5xx, error: no answer).", "outcome")
+	r.whSeconds = histogram(r, wrap, "webhook_attempt_duration_seconds", "Time a webhook attempt took, from the connection to the answer.", latencyBuckets)
+	r.whDeliveries = counterVec(r, wrap, "webhook_deliveries_total", "Webhook deliveries ended, by result (delivered, failed: retries spent, cancelled: endpoint disabled or removed).", "result")
 	return r
 }
 
@@ -202,6 +208,23 @@ func (r *Registry) Refused(limit string) {
 		return
 	}
 	r.refusals.WithLabelValues(limit).Inc()
+}
+
+// WebhookAttempt counts one webhook attempt with its outcome and duration.
+func (r *Registry) WebhookAttempt(outcome string, took time.Duration) {
+	if r == nil {
+		return
+	}
+	r.whAttempts.WithLabelValues(outcome).Inc()
+	r.whSeconds.Observe(took.Seconds())
+}
+
+// WebhookDelivery counts one webhook delivery ended with result.
+func (r *Registry) WebhookDelivery(result string) {
+	if r == nil {
+		return
+	}
+	r.whDeliveries.WithLabelValues(result).Inc()
 }
 
 // codeText is the status code as a label, from a small table so the hot

@@ -43,6 +43,8 @@ func TestNilRegistryIsOff(t *testing.T) {
 	r.PaymentFinal("Success", "callback", time.Now(), time.Now())
 	r.DeadLetter("dispatcher", "max_deliveries")
 	r.Refused("client_rate")
+	r.WebhookAttempt("2xx", time.Millisecond)
+	r.WebhookDelivery("delivered")
 	r.SetReadiness()
 	r.WatchConsumers(nil)
 	var msg jetstream.Msg
@@ -363,4 +365,24 @@ func scrape(t *testing.T, r *metrics.Registry) string {
 		t.Fatalf("/metrics %d", rec.Code)
 	}
 	return rec.Body.String()
+}
+
+// TestWebhookSeries: webhook attempts by outcome with their duration, and
+// deliveries by how they ended.
+func TestWebhookSeries(t *testing.T) {
+	r := metrics.New("test")
+	r.WebhookAttempt("5xx", 30*time.Millisecond)
+	r.WebhookAttempt("2xx", 10*time.Millisecond)
+	r.WebhookDelivery("delivered")
+	text := scrape(t, r)
+	for _, want := range []string{
+		`stkgate_webhook_attempts_total{outcome="5xx",service="test"} 1`,
+		`stkgate_webhook_attempts_total{outcome="2xx",service="test"} 1`,
+		`stkgate_webhook_attempt_duration_seconds_count{service="test"} 2`,
+		`stkgate_webhook_deliveries_total{result="delivered",service="test"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("exposition lacks %s", want)
+		}
+	}
 }

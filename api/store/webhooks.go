@@ -1,0 +1,410 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// Webhook endpoints, deliveries and attempts (migration 9, docs/WEBHOOKS.md):
+// endpoints are written by stkgate-admin, deliveries and attempts by the
+// webhooks worker, and both read by the api and stkgate-admin. Secrets are
+// stored sealed (events/kit/webhook.Sealer); the store never sees them in
+// clear.
+
+// MaxWebhookEndpoints bounds a client's endpoints: each event is delivered
+// to each of them.
+const MaxWebhookEndpoints = 10
+
+// Delivery states.
+const (
+	DeliveryPending   = "pending"
+	DeliveryDelivered = "delivered"
+	DeliveryFailed    = "failed"
+	DeliveryCancelled = "cancelled"
+)
+
+// Errors of the webhook functions.
+var (
+	ErrWebhookEndpointNotFound = errors.New("webhook endpoint not found")
+	ErrTooManyWebhookEndpoints = fmt.Errorf("a client has at most %d webhook endpoints", MaxWebhookEndpoints)
+	ErrWebhookDeliveryNotFound = errors.New("webhook delivery not found")
+)
+
+// WebhookEndpoint is one of a client's endpoints.
+type WebhookEndpoint struct {
+	ID     string
+	Client string
+	URL    string
+	Events []string
+	// Secret is the signing secret, sealed; PreviousSecret the one before
+	// the last rotation, signing too until PreviousExpiresAt.
+	Secret            []byte
+	PreviousSecret    []byte
+	PreviousExpiresAt time.Time
+	CreatedAt         time.Time
+	DisabledAt        time.Time
+	DisabledReason    string
+}
+
+// Signing is the sealed secrets to sign with at now: the current one, and
+// the previous one while its grace lasts.
+func (e WebhookEndpoint) Signing(now time.Time) [][]byte {
+	out := [][]byte{e.Secret}
+	if e.PreviousSecret != nil && now.Before(e.PreviousExpiresAt) {
+		out = append(out, e.PreviousSecret)
+	}
+	return out
+}
+
+type endpointRow struct {
+	ID                string         `db:"id"`
+	Client            string         `db:"client"`
+	URL               string         `db:"url"`
+	Events            pq.StringArray `db:"events"`
+	Secret            []byte         `db:"secret"`
+	PreviousSecret    []byte         `db:"previous_secret"`
+	PreviousExpiresAt sql.NullTime   `db:"previous_expires_at"`
+	CreatedAt         time.Time      `db:"created_at"`
+	DisabledAt        sql.NullTime   `db:"disabled_at"`
+	DisabledReason    sql.NullString `db:"disabled_reason"`
+}
+
+func (r endpointRow) endpoint() WebhookEndpoint {
+	return WebhookEndpoint{
+		ID: r.ID, Client: r.Client, URL: r.URL, Events: []string(r.Events),
+		Secret: r.Secret, PreviousSecret: r.PreviousSecret, PreviousExpiresAt: timeOf(r.PreviousExpiresAt),
+		CreatedAt: r.CreatedAt.UTC(), DisabledAt: timeOf(r.DisabledAt), DisabledReason: r.DisabledReason.String,
+	}
+}
+
+const endpointColumns = `id, client, url, events, secret, previous_secret, previous_expires_at, created_at, disabled_at, disabled_reason`
+
+// AddWebhookEndpoint adds e (its ID made by the caller, its URL checked and
+// its secret sealed). ErrTooManyWebhookEndpoints past MaxWebhookEndpoints.
+func (s *Store) AddWebhookEndpoint(ctx context.Context, e WebhookEndpoint) error {
+	return s.inTx(ctx, "add webhook endpoint", func(tx *sqlx.Tx) error {
+		// Two adds for one client take turns, so the bound holds.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('webhook_endpoints:' || $1))`, e.Client); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM webhook_endpoints WHERE client = $1 AND removed_at IS NULL`, e.Client); err != nil {
+			return err
+		}
+		if n >= MaxWebhookEndpoints {
+			return ErrTooManyWebhookEndpoints
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, client, url, events, secret) VALUES ($1, $2, $3, $4, $5)`,
+			e.ID, e.Client, e.URL, pq.Array(e.Events), e.Secret)
+		return err
+	})
+}
+
+// WebhookEndpoints lists the endpoints not removed of client, or of every
+// client when client is "", by client and creation.
+func (s *Store) WebhookEndpoints(ctx context.Context, client string) ([]WebhookEndpoint, error) {
+	return s.selectEndpoints(ctx, "list webhook endpoints", `
+		SELECT `+endpointColumns+` FROM webhook_endpoints
+		WHERE removed_at IS NULL AND ($1 = '' OR client = $1)
+		ORDER BY client, created_at, id`, client)
+}
+
+// WebhookEndpointsFor is the endpoints of client that take events of typ
+// now: not removed, not disabled.
+func (s *Store) WebhookEndpointsFor(ctx context.Context, client, typ string) ([]WebhookEndpoint, error) {
+	return s.selectEndpoints(ctx, "webhook endpoints for "+typ, `
+		SELECT `+endpointColumns+` FROM webhook_endpoints
+		WHERE client = $1 AND removed_at IS NULL AND disabled_at IS NULL AND $2 = ANY(events)
+		ORDER BY created_at, id`, client, typ)
+}
+
+func (s *Store) selectEndpoints(ctx context.Context, what, query string, args ...any) ([]WebhookEndpoint, error) {
+	var rows []endpointRow
+	if err := s.db.SelectContext(ctx, &rows, query, args...); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	out := make([]WebhookEndpoint, len(rows))
+	for i, r := range rows {
+		out[i] = r.endpoint()
+	}
+	return out, nil
+}
+
+// WebhookEndpoint is the endpoint id, removed or not (a delivery to a
+// removed endpoint is cancelled by the worker, which needs to know).
+// ErrWebhookEndpointNotFound when there is none; Removed reports removal.
+func (s *Store) WebhookEndpoint(ctx context.Context, id string) (WebhookEndpoint, error) {
+	var r struct {
+		endpointRow
+		RemovedAt sql.NullTime `db:"removed_at"`
+	}
+	err := s.db.GetContext(ctx, &r, `SELECT `+endpointColumns+`, removed_at FROM webhook_endpoints WHERE id = $1`, id)
+	if errors.Is(err, sql.ErrNoRows) || isInvalidUUID(err) {
+		return WebhookEndpoint{}, ErrWebhookEndpointNotFound
+	}
+	if err != nil {
+		return WebhookEndpoint{}, fmt.Errorf("webhook endpoint %s: %w", id, err)
+	}
+	e := r.endpoint()
+	if r.RemovedAt.Valid {
+		e.DisabledAt = r.RemovedAt.Time.UTC()
+		e.DisabledReason = "removed"
+	}
+	return e, nil
+}
+
+// isInvalidUUID: an id that is not a UUID names no endpoint.
+func isInvalidUUID(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "22P02"
+}
+
+// updateEndpoint runs an UPDATE of one endpoint not removed;
+// ErrWebhookEndpointNotFound when none matched.
+func (s *Store) updateEndpoint(ctx context.Context, what, query string, args ...any) error {
+	res, err := s.db.ExecContext(ctx, query, args...)
+	if isInvalidUUID(err) {
+		return ErrWebhookEndpointNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	} else if n == 0 {
+		return ErrWebhookEndpointNotFound
+	}
+	return nil
+}
+
+// RemoveWebhookEndpoint removes the endpoint id: nothing more is delivered
+// to it; its deliveries' history stays.
+func (s *Store) RemoveWebhookEndpoint(ctx context.Context, id string) error {
+	return s.updateEndpoint(ctx, "remove webhook endpoint",
+		`UPDATE webhook_endpoints SET removed_at = now() WHERE id = $1 AND removed_at IS NULL`, id)
+}
+
+// RotateWebhookSecret gives the endpoint id a new sealed secret; the one
+// it replaces keeps signing for grace (0: stops at once).
+func (s *Store) RotateWebhookSecret(ctx context.Context, id string, sealed []byte, grace time.Duration) error {
+	if grace < 0 {
+		return errors.New("rotate webhook secret: negative grace")
+	}
+	return s.updateEndpoint(ctx, "rotate webhook secret", `
+		UPDATE webhook_endpoints
+		SET previous_secret = secret, previous_expires_at = now() + $3 * interval '1 microsecond', secret = $2
+		WHERE id = $1 AND removed_at IS NULL`, id, sealed, grace.Microseconds())
+}
+
+// DisableWebhookEndpoint stops deliveries to the endpoint id, saying why
+// (the receiver answered 410 Gone; an operator).
+func (s *Store) DisableWebhookEndpoint(ctx context.Context, id, reason string) error {
+	return s.updateEndpoint(ctx, "disable webhook endpoint", `
+		UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, now()), disabled_reason = $2
+		WHERE id = $1 AND removed_at IS NULL`, id, reason)
+}
+
+// EnableWebhookEndpoint delivers to a disabled endpoint again.
+func (s *Store) EnableWebhookEndpoint(ctx context.Context, id string) error {
+	return s.updateEndpoint(ctx, "enable webhook endpoint", `
+		UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = NULL
+		WHERE id = $1 AND removed_at IS NULL`, id)
+}
+
+// WebhookDelivery is one event to one endpoint, and its attempts so far.
+type WebhookDelivery struct {
+	ID          int64
+	EndpointID  string
+	URL         string // the endpoint's, when read back
+	Client      string
+	TrackingID  string
+	EventID     string
+	EventType   string
+	State       string
+	Attempts    int
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	NextAttempt time.Time
+	AttemptLog  []WebhookAttempt
+}
+
+// WebhookAttempt is one try of a delivery.
+type WebhookAttempt struct {
+	At         time.Time
+	StatusCode int // 0: no answer
+	Latency    time.Duration
+	Excerpt    string
+	Error      string
+	Manual     bool
+}
+
+// EnsureWebhookDelivery records delivery d, or finds it when it is
+// recorded already (the same event and endpoint), and returns its id.
+func (s *Store) EnsureWebhookDelivery(ctx context.Context, d WebhookDelivery) (int64, error) {
+	var id int64
+	err := s.db.GetContext(ctx, &id, `
+		WITH ins AS (
+			INSERT INTO webhook_deliveries (endpoint_id, client, tracking_id, event_id, event_type)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT ON CONSTRAINT webhook_deliveries_event_endpoint_key DO NOTHING
+			RETURNING id)
+		SELECT id FROM ins
+		UNION ALL
+		SELECT id FROM webhook_deliveries WHERE event_id = $4 AND endpoint_id = $1
+		LIMIT 1`, d.EndpointID, d.Client, d.TrackingID, d.EventID, d.EventType)
+	if err != nil {
+		return 0, fmt.Errorf("record webhook delivery %s: %w", d.EventID, err)
+	}
+	return id, nil
+}
+
+// MaxAttemptError bounds a recorded attempt's error text.
+const MaxAttemptError = 1024
+
+// RecordWebhookAttempt adds attempt a to delivery id and sets its state
+// (and, while pending, when the next try is due).
+func (s *Store) RecordWebhookAttempt(ctx context.Context, id int64, a WebhookAttempt, state string, next time.Time) error {
+	errText := a.Error
+	if len(errText) > MaxAttemptError {
+		errText = errText[:MaxAttemptError]
+	}
+	var status sql.NullInt32
+	if a.StatusCode != 0 {
+		status = sql.NullInt32{Int32: int32(a.StatusCode), Valid: true}
+	}
+	var nextAt sql.NullTime
+	if !next.IsZero() {
+		nextAt = sql.NullTime{Time: next, Valid: true}
+	}
+	return s.inTx(ctx, "record webhook attempt", func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, latency_ms, response_excerpt, error, manual)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			id, a.At, status, a.Latency.Milliseconds(), a.Excerpt, toValidText(errText), a.Manual); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `
+			UPDATE webhook_deliveries SET state = $2, attempts = attempts + 1, updated_at = now(), next_attempt_at = $3
+			WHERE id = $1`, id, state, nextAt)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrWebhookDeliveryNotFound
+		}
+		return nil
+	})
+}
+
+// SetWebhookDeliveryState sets delivery id's state without an attempt (a
+// delivery cancelled as its endpoint was disabled; one asked again).
+func (s *Store) SetWebhookDeliveryState(ctx context.Context, id int64, state string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE webhook_deliveries SET state = $2, updated_at = now(), next_attempt_at = NULL WHERE id = $1`, id, state)
+	if err != nil {
+		return fmt.Errorf("set webhook delivery %d %s: %w", id, state, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrWebhookDeliveryNotFound
+	}
+	return nil
+}
+
+type deliveryRow struct {
+	ID          int64        `db:"id"`
+	EndpointID  string       `db:"endpoint_id"`
+	URL         string       `db:"url"`
+	Client      string       `db:"client"`
+	TrackingID  string       `db:"tracking_id"`
+	EventID     string       `db:"event_id"`
+	EventType   string       `db:"event_type"`
+	State       string       `db:"state"`
+	Attempts    int          `db:"attempts"`
+	CreatedAt   time.Time    `db:"created_at"`
+	UpdatedAt   time.Time    `db:"updated_at"`
+	NextAttempt sql.NullTime `db:"next_attempt_at"`
+}
+
+type attemptRow struct {
+	DeliveryID int64         `db:"delivery_id"`
+	At         time.Time     `db:"attempted_at"`
+	StatusCode sql.NullInt32 `db:"status_code"`
+	LatencyMS  int64         `db:"latency_ms"`
+	Excerpt    string        `db:"response_excerpt"`
+	Error      string        `db:"error"`
+	Manual     bool          `db:"manual"`
+}
+
+// MaxAttemptsShown bounds the attempts read back per delivery: the latest.
+const MaxAttemptsShown = 50
+
+// WebhookDeliveries is client's deliveries of trackingID's events, oldest
+// first, each with its latest attempts (MaxAttemptsShown) oldest first.
+func (s *Store) WebhookDeliveries(ctx context.Context, client, trackingID string) ([]WebhookDelivery, error) {
+	return s.deliveries(ctx, `d.client = $1 AND d.tracking_id = $2`, client, trackingID)
+}
+
+// WebhookDeliveryByID is delivery id, whoever's it is (stkgate-admin).
+func (s *Store) WebhookDeliveryByID(ctx context.Context, id int64) (WebhookDelivery, error) {
+	ds, err := s.deliveries(ctx, `d.id = $1`, id)
+	if err != nil {
+		return WebhookDelivery{}, err
+	}
+	if len(ds) == 0 {
+		return WebhookDelivery{}, ErrWebhookDeliveryNotFound
+	}
+	return ds[0], nil
+}
+
+func (s *Store) deliveries(ctx context.Context, where string, args ...any) ([]WebhookDelivery, error) {
+	var rows []deliveryRow
+	if err := s.db.SelectContext(ctx, &rows, `
+		SELECT d.id, d.endpoint_id, e.url, d.client, d.tracking_id, d.event_id, d.event_type, d.state,
+			d.attempts, d.created_at, d.updated_at, d.next_attempt_at
+		FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+		WHERE `+where+` ORDER BY d.id LIMIT 100`, args...); err != nil {
+		return nil, fmt.Errorf("list webhook deliveries: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	ids := make([]int64, len(rows))
+	byID := make(map[int64]int, len(rows))
+	out := make([]WebhookDelivery, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+		byID[r.ID] = i
+		out[i] = WebhookDelivery{
+			ID: r.ID, EndpointID: r.EndpointID, URL: r.URL, Client: r.Client, TrackingID: r.TrackingID,
+			EventID: r.EventID, EventType: r.EventType, State: r.State, Attempts: r.Attempts,
+			CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(), NextAttempt: timeOf(r.NextAttempt),
+		}
+	}
+	var atts []attemptRow
+	if err := s.db.SelectContext(ctx, &atts, `
+		SELECT delivery_id, attempted_at, status_code, latency_ms, response_excerpt, error, manual FROM (
+			SELECT a.*, row_number() OVER (PARTITION BY delivery_id ORDER BY id DESC) AS n
+			FROM webhook_attempts a WHERE delivery_id = ANY($1)) x
+		WHERE n <= $2 ORDER BY delivery_id, id`, pq.Array(ids), MaxAttemptsShown); err != nil {
+		return nil, fmt.Errorf("list webhook attempts: %w", err)
+	}
+	for _, a := range atts {
+		i := byID[a.DeliveryID]
+		out[i].AttemptLog = append(out[i].AttemptLog, WebhookAttempt{
+			At: a.At.UTC(), StatusCode: int(a.StatusCode.Int32), Latency: time.Duration(a.LatencyMS) * time.Millisecond,
+			Excerpt: a.Excerpt, Error: a.Error, Manual: a.Manual,
+		})
+	}
+	return out, nil
+}
+
+// toValidText makes s storable as Postgres text: valid UTF-8, no NUL.
+func toValidText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}

@@ -1,0 +1,98 @@
+package webhooks
+
+import (
+	"sync"
+	"time"
+)
+
+// endpoints keeps, per endpoint and in this process, how many deliveries
+// are in flight (at most perEndpoint) and a circuit breaker: after
+// failures consecutive failed attempts the endpoint is left alone for a
+// cooldown (doubling up to maxCooldown while it keeps failing), then one
+// trial attempt goes through; its success closes the breaker. A task that
+// finds its endpoint busy or its breaker open is handed back to JetStream
+// with a delay, without an attempt: one slow or failing merchant holds at
+// most perEndpoint of the worker's handlers, and none for long.
+type endpoints struct {
+	perEndpoint int
+	failures    int
+	cooldown    time.Duration
+	maxCooldown time.Duration
+	trialFor    time.Duration
+
+	mu sync.Mutex
+	m  map[string]*endpointState
+}
+
+type endpointState struct {
+	inFlight  int
+	failed    int           // consecutive failures
+	openUntil time.Time     // breaker open (or a trial running) until then
+	cooldown  time.Duration // the next cooldown
+}
+
+func newEndpoints(perEndpoint, failures int, cooldown, maxCooldown, trialFor time.Duration) *endpoints {
+	return &endpoints{
+		perEndpoint: perEndpoint, failures: failures, cooldown: cooldown, maxCooldown: maxCooldown,
+		trialFor: trialFor, m: map[string]*endpointState{},
+	}
+}
+
+// acquire takes a slot for an attempt to id, or says how long to wait
+// (busy: its in-flight limit; otherwise its breaker is open).
+func (e *endpoints) acquire(id string, now time.Time) (ok, busy bool, wait time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.m[id]
+	if s == nil {
+		s = &endpointState{cooldown: e.cooldown}
+		e.m[id] = s
+	}
+	if now.Before(s.openUntil) {
+		return false, false, s.openUntil.Sub(now)
+	}
+	if s.inFlight >= e.perEndpoint {
+		return false, true, 0
+	}
+	if s.failed >= e.failures {
+		// Half open: this attempt is the trial; the others wait for it.
+		s.openUntil = now.Add(e.trialFor)
+	}
+	s.inFlight++
+	return true, false, 0
+}
+
+// cancel gives back a slot taken for an attempt that was not made: it
+// counts neither way, and a trial it held is open to the next task.
+func (e *endpoints) cancel(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.m[id]
+	s.inFlight--
+	if s.failed >= e.failures {
+		s.openUntil = time.Time{}
+	}
+	if s.inFlight == 0 && s.failed == 0 {
+		delete(e.m, id)
+	}
+}
+
+// release ends an attempt to id, and records whether it succeeded.
+func (e *endpoints) release(id string, success bool, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.m[id]
+	s.inFlight--
+	if success {
+		s.failed, s.openUntil, s.cooldown = 0, time.Time{}, e.cooldown
+	} else {
+		s.failed++
+		if s.failed >= e.failures {
+			s.openUntil = now.Add(s.cooldown)
+			s.cooldown = min(2*s.cooldown, e.maxCooldown)
+		}
+	}
+	if s.inFlight == 0 && s.failed == 0 {
+		delete(e.m, id)
+	}
+}

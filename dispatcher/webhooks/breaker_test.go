@@ -1,0 +1,76 @@
+package webhooks
+
+import (
+	"testing"
+	"time"
+)
+
+func TestEndpointsLimitAndBreaker(t *testing.T) {
+	e := newEndpoints(2, 3, time.Second, 4*time.Second, 10*time.Second)
+	now := time.Unix(1000, 0)
+	for i := range 2 {
+		if ok, _, _ := e.acquire("a", now); !ok {
+			t.Fatalf("attempt %d to a refused", i+1)
+		}
+	}
+	if ok, busy, _ := e.acquire("a", now); ok || !busy {
+		t.Fatalf("third attempt in flight to a: ok %v busy %v, want busy", ok, busy)
+	}
+	if ok, _, _ := e.acquire("b", now); !ok {
+		t.Fatal("b waits for a")
+	}
+	e.release("b", true, now)
+	e.release("a", false, now)
+	e.release("a", false, now)
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("a refused after two failures (the breaker opens at three)")
+	}
+	e.release("a", false, now)
+	ok, busy, wait := e.acquire("a", now)
+	if ok || busy || wait != time.Second {
+		t.Fatalf("after 3 failures: ok %v busy %v wait %s, want the breaker open for 1s", ok, busy, wait)
+	}
+	now = now.Add(time.Second)
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("no trial after the cooldown")
+	}
+	if ok, _, _ := e.acquire("a", now); ok {
+		t.Fatal("a second attempt during the trial")
+	}
+	e.release("a", false, now)
+	if _, _, wait := e.acquire("a", now); wait != 2*time.Second {
+		t.Fatalf("a failed trial opens the breaker for %s, want the doubled 2s", wait)
+	}
+	now = now.Add(2 * time.Second)
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("no trial after the second cooldown")
+	}
+	e.release("a", true, now)
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("a successful trial did not close the breaker")
+	}
+}
+
+// TestEndpointsCancel: an attempt given up before it was made (its
+// delivery already done, its endpoint removed) frees its slot and counts
+// neither way; a cancelled trial lets the next task try at once.
+func TestEndpointsCancel(t *testing.T) {
+	e := newEndpoints(1, 1, time.Minute, time.Hour, 10*time.Second)
+	now := time.Unix(1000, 0)
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("refused")
+	}
+	e.cancel("a")
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("a cancelled attempt kept its slot")
+	}
+	e.release("a", false, now) // the breaker opens (1 failure)
+	now = now.Add(time.Minute)
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("no trial after the cooldown")
+	}
+	e.cancel("a")
+	if ok, _, _ := e.acquire("a", now); !ok {
+		t.Fatal("a cancelled trial holds the breaker for its trial time")
+	}
+}

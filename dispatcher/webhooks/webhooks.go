@@ -1,0 +1,464 @@
+// Package webhooks is the webhooks worker: it tells each client's endpoints
+// of the STK events they asked for, as Standard Webhooks signed POSTs whose
+// body is the event's CloudEvents envelope (docs/WEBHOOKS.md).
+//
+// Two durable consumers, so that nothing is lost to a crash and nothing is
+// sent twice for one cause:
+//
+//   - the fan-out reads the STK stream; for each event and each endpoint of
+//     its client that wants its type it records a delivery in Postgres and
+//     publishes a task to STK_WEBHOOKS (Nats-Msg-Id "<event id>:<endpoint
+//     id>"), then acks the event;
+//   - the delivery consumer tries each task: 2xx delivers it, 410 disables
+//     the endpoint, anything else is retried on the Backoff schedule, the
+//     waits kept by JetStream (NakWithDelay), until RetryFor has passed.
+//
+// Every attempt is recorded in Postgres (webhook_attempts).
+package webhooks
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/metrics"
+	"github.com/stkgate/stkgate/events/kit/redact"
+	"github.com/stkgate/stkgate/events/kit/webhook"
+	"github.com/stkgate/stkgate/events/kit/worker"
+)
+
+// Config configures Run; zero fields take the defaults.
+type Config struct {
+	NATSURL     string
+	DatabaseURL string
+	// StreamReplicas of STK_WEBHOOKS (and of STK if this creates it).
+	StreamReplicas int
+	// SecretKeys opens the endpoints' sealed secrets (WEBHOOK_SECRET_KEY).
+	SecretKeys string
+	// Policy: development mode allows http:// and loopback.
+	Policy webhook.Policy
+	// Concurrency is how many tasks are handled at once (32).
+	Concurrency int
+	// PerEndpoint bounds the attempts in flight to one endpoint (4).
+	PerEndpoint int
+	// BreakerFailures consecutive failures open an endpoint's breaker (5)
+	// for BreakerCooldown (30 s), doubling up to 10 minutes.
+	BreakerFailures int
+	BreakerCooldown time.Duration
+	Backoff         Backoff
+	// Timeout bounds one attempt (webhook.DefaultTimeout).
+	Timeout time.Duration
+	// Lookup resolves endpoint hosts (tests); nil: the system's.
+	Lookup webhook.Lookup
+	// TLS is the client's TLS configuration (tests: a test CA).
+	TLS *tls.Config
+	// FetchWait of the consumers (worker.DefaultFetchWait).
+	FetchWait time.Duration
+	Logger    *slog.Logger
+	// Metrics counts the attempts and deliveries, and the consumers'
+	// messages; nil: not counted.
+	Metrics *metrics.Registry
+	// Ready, when set, is called once both consumers are consuming.
+	Ready func()
+}
+
+// Defaults.
+const (
+	DefaultConcurrency     = 32
+	DefaultPerEndpoint     = 4
+	DefaultBreakerFailures = 5
+	DefaultBreakerCooldown = 30 * time.Second
+	maxBreakerCooldown     = 10 * time.Minute
+	// busyWait is how long a task whose endpoint is at its in-flight limit
+	// waits, before jitter: long against a nak's cost, short against a
+	// payment's.
+	busyWait = 2 * time.Second
+	// storeWait is the wait after a failure of Postgres or JetStream.
+	storeWait = 5 * time.Second
+	opTimeout = 10 * time.Second
+)
+
+// Source is the CloudEvents source of nothing: the worker publishes no
+// event, only tasks. It names the worker's NATS connection.
+const connName = "stkgate-webhooks"
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency <= 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.PerEndpoint <= 0 {
+		c.PerEndpoint = DefaultPerEndpoint
+	}
+	if c.BreakerFailures <= 0 {
+		c.BreakerFailures = DefaultBreakerFailures
+	}
+	if c.BreakerCooldown <= 0 {
+		c.BreakerCooldown = DefaultBreakerCooldown
+	}
+	if c.Backoff == (Backoff{}) {
+		c.Backoff = DefaultBackoff
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = webhook.DefaultTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// LogValue shows the configuration without its secrets.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("nats_url", redact.URLs(c.NATSURL)),
+		slog.String("database_url", redact.URLs(c.DatabaseURL)),
+		slog.String("secret_key", redact.Secret(c.SecretKeys)),
+		slog.Bool("dev_mode", c.Policy.Dev),
+		slog.Int("concurrency", c.Concurrency),
+		slog.Int("per_endpoint", c.PerEndpoint),
+		slog.Int("stream_replicas", c.StreamReplicas),
+		slog.Int("breaker_failures", c.BreakerFailures),
+		slog.String("breaker_cooldown", c.BreakerCooldown.String()),
+		slog.String("timeout", c.Timeout.String()),
+		slog.Any("backoff", c.Backoff),
+	)
+}
+
+// Run runs the worker until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	cfg = cfg.withDefaults()
+	log := cfg.Logger
+	sealer, err := webhook.NewSealer(cfg.SecretKeys)
+	if err != nil {
+		return fmt.Errorf("webhooks: %w", err)
+	}
+	nc, err := events.Connect(cfg.NATSURL, connName, log)
+	if err != nil {
+		return fmt.Errorf("webhooks: %w", err)
+	}
+	defer events.Close(nc, log)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("webhooks: jetstream: %w", err)
+	}
+	sqlDB, err := worker.RetryStart(ctx, log, "webhooks: open database", func(ctx context.Context) (*sqlx.DB, error) {
+		db, err := store.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, err
+		}
+		if err := store.Migrate(ctx, db.DB); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		return db, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer sqlDB.Close()
+	db := store.New(sqlDB).WithLogger(log)
+	type consumers struct{ fanOut, deliver jetstream.Consumer }
+	cons, err := worker.RetryStart(ctx, log, "webhooks set-up", func(ctx context.Context) (c consumers, err error) {
+		if _, err = events.EnsureStream(ctx, js, cfg.StreamReplicas); err != nil {
+			return c, err
+		}
+		if _, err = js.CreateOrUpdateStream(ctx, TaskStreamConfig(cfg.StreamReplicas)); err != nil {
+			return c, fmt.Errorf("stream %s: %w", TaskStreamName, err)
+		}
+		if c.fanOut, err = js.CreateOrUpdateConsumer(ctx, events.StreamName, FanOutConsumer()); err != nil {
+			return c, fmt.Errorf("consumer %s: %w", ConsumerFanOut, err)
+		}
+		if c.deliver, err = js.CreateOrUpdateConsumer(ctx, TaskStreamName, DeliverConsumer()); err != nil {
+			return c, fmt.Errorf("consumer %s: %w", ConsumerDeliver, err)
+		}
+		return c, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	w := &runner{
+		cfg:    cfg,
+		log:    log,
+		js:     js,
+		store:  db,
+		sealer: sealer,
+		client: webhook.NewClient(webhook.ClientConfig{
+			Policy: cfg.Policy, Lookup: cfg.Lookup, Timeout: cfg.Timeout, TLS: cfg.TLS,
+		}),
+		eps: newEndpoints(cfg.PerEndpoint, cfg.BreakerFailures, cfg.BreakerCooldown, maxBreakerCooldown, cfg.Timeout+5*time.Second),
+	}
+	cfg.Metrics.SetReadiness(metrics.NATSConnected(nc), metrics.PostgresAnswers(sqlDB))
+	cfg.Metrics.WatchConsumers(js,
+		metrics.Watch{Stream: events.StreamName, Consumer: ConsumerFanOut},
+		metrics.Watch{Stream: TaskStreamName, Consumer: ConsumerDeliver})
+	log.Info("webhooks worker started", "config", cfg)
+	done := make(chan struct{}, 2)
+	go func() {
+		worker.Pool{Name: ConsumerFanOut, Concurrency: 4, FetchWait: cfg.FetchWait, Log: log, Metrics: cfg.Metrics}.Run(ctx, cons.fanOut, w.fanOut)
+		done <- struct{}{}
+	}()
+	go func() {
+		worker.Pool{Name: ConsumerDeliver, Concurrency: cfg.Concurrency, FetchWait: cfg.FetchWait, ProgressEvery: 10 * time.Second, Log: log, Metrics: cfg.Metrics}.Run(ctx, cons.deliver, w.deliver)
+		done <- struct{}{}
+	}()
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+	<-done
+	<-done
+	return nil
+}
+
+// runner is the running worker.
+type runner struct {
+	cfg    Config
+	log    *slog.Logger
+	js     jetstream.JetStream
+	store  *store.Store
+	sealer *webhook.Sealer
+	client *webhook.Client
+	eps    *endpoints
+}
+
+type task = webhook.Task
+
+// fanOut makes the deliveries of one STK event.
+func (w *runner) fanOut(stop, work context.Context, msg jetstream.Msg) {
+	env, ev, err := events.Decode(msg.Data())
+	if err != nil {
+		worker.Term(w.log, msg, "webhooks: "+err.Error())
+		return
+	}
+	p := ev.Base()
+	log := w.log.With("tracking_id", p.TrackingID, "event", env.Type)
+	ctx, cancel := context.WithTimeout(work, opTimeout)
+	defer cancel()
+	eps, err := w.store.WebhookEndpointsFor(ctx, p.Client, env.Type)
+	if err != nil {
+		log.Warn("webhook endpoints not read; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return
+	}
+	for _, ep := range eps {
+		// An endpoint added after the event (a backlog read late) is not
+		// told of what happened before it existed.
+		if ep.CreatedAt.After(env.Time) {
+			continue
+		}
+		id, err := w.store.EnsureWebhookDelivery(ctx, store.WebhookDelivery{
+			EndpointID: ep.ID, Client: p.Client, TrackingID: p.TrackingID, EventID: env.ID, EventType: env.Type,
+		})
+		if err == nil {
+			err = w.publishTask(ctx, task{DeliveryID: id, EndpointID: ep.ID, Event: msg.Data()}, webhook.TaskMsgID(env.ID, ep.ID))
+		}
+		if err != nil {
+			log.Warn("webhook delivery not made; retrying", "endpoint_id", ep.ID, "error", err)
+			worker.Nak(log, msg, storeWait)
+			return
+		}
+	}
+	worker.Ack(work, log, msg, "the event's deliveries are made again (the same tasks: dropped as duplicates)")
+}
+
+func (w *runner) publishTask(ctx context.Context, t task, msgID string) error {
+	body, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	_, err = w.js.Publish(ctx, webhook.TaskSubject(t.EndpointID), body, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(TaskStreamName))
+	if err != nil {
+		return fmt.Errorf("publish webhook task: %w", err)
+	}
+	return nil
+}
+
+// outcomeOf is an attempt's outcome label: the status class, or error.
+func outcomeOf(res webhook.Result) string {
+	switch {
+	case res.Err != nil || res.Status < 100:
+		return "error"
+	case res.Status < 300:
+		return "2xx"
+	case res.Status < 400:
+		return "3xx"
+	case res.Status < 500:
+		return "4xx"
+	}
+	return "5xx"
+}
+
+// jitter spreads d by ±20%.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// deliver makes one attempt of a task, or hands it back to wait.
+func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
+	var t task
+	if err := json.Unmarshal(msg.Data(), &t); err != nil || t.DeliveryID == 0 || t.EndpointID == "" {
+		worker.Term(w.log, msg, "webhooks: malformed task")
+		return
+	}
+	env, _, err := events.Decode(t.Event)
+	if err != nil {
+		worker.Term(w.log, msg, "webhooks: task's event: "+err.Error())
+		return
+	}
+	log := w.log.With("tracking_id", env.Subject, "event", env.Type, "endpoint_id", t.EndpointID, "delivery_id", t.DeliveryID)
+	if stop.Err() != nil {
+		_ = worker.HandBack(msg)
+		return
+	}
+	// The endpoint's slot first, before any read: a task of a busy or
+	// failing endpoint goes back to wait at the cost of a nak alone, so that
+	// many of them cost neither Postgres nor the other endpoints anything.
+	ok, busy, wait := w.eps.acquire(t.EndpointID, time.Now())
+	if !ok {
+		if busy {
+			wait = busyWait
+		}
+		worker.Nak(log, msg, jitter(wait))
+		return
+	}
+	attempted, success := false, false
+	defer func() {
+		if attempted {
+			w.eps.release(t.EndpointID, success, time.Now())
+		} else {
+			w.eps.cancel(t.EndpointID)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(work, opTimeout)
+	defer cancel()
+	d, err := w.store.WebhookDeliveryByID(ctx, t.DeliveryID)
+	if err != nil {
+		log.Warn("webhook delivery not read; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return
+	}
+	if d.State != store.DeliveryPending && !t.Manual {
+		// Done already (a task redelivered after its ack was lost).
+		worker.Ack(work, log, msg, "nothing: the delivery is "+d.State)
+		return
+	}
+	ep, err := w.store.WebhookEndpoint(ctx, t.EndpointID)
+	if err != nil && !errors.Is(err, store.ErrWebhookEndpointNotFound) {
+		log.Warn("webhook endpoint not read; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return
+	}
+	if err != nil || !ep.DisabledAt.IsZero() {
+		if !t.Manual {
+			if err := w.store.SetWebhookDeliveryState(ctx, d.ID, store.DeliveryCancelled); err != nil {
+				log.Warn("webhook delivery not cancelled; retrying", "error", err)
+				worker.Nak(log, msg, storeWait)
+				return
+			}
+		}
+		if !t.Manual {
+			w.cfg.Metrics.WebhookDelivery(store.DeliveryCancelled)
+		}
+		log.Info("webhook delivery cancelled: endpoint disabled or removed")
+		worker.Ack(work, log, msg, "nothing")
+		return
+	}
+	var res webhook.Result
+	res, success = w.attempt(work, log, ep, env.ID, t.Event)
+	attempted = true
+	w.settle(work, log, msg, t, d, ep, res)
+}
+
+// attempt signs and posts the event to ep once.
+func (w *runner) attempt(ctx context.Context, log *slog.Logger, ep store.WebhookEndpoint, eventID string, body []byte) (webhook.Result, bool) {
+	now := time.Now()
+	var secrets []webhook.Secret
+	for _, sealed := range ep.Signing(now) {
+		s, err := w.sealer.Open(ep.ID, sealed)
+		if err != nil {
+			log.Error("webhook secret does not open: is WEBHOOK_SECRET_KEY the one stkgate-admin sealed it with?", "error", err)
+			return webhook.Result{Err: fmt.Errorf("signing secret: %w", err)}, false
+		}
+		secrets = append(secrets, s)
+	}
+	h := http.Header{}
+	h.Set(webhook.HeaderID, eventID)
+	h.Set(webhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
+	h.Set(webhook.HeaderSignature, webhook.Sign(eventID, now, body, secrets...))
+	res := w.client.Post(ctx, ep.URL, h, body)
+	return res, res.Err == nil && res.Status >= 200 && res.Status < 300
+}
+
+// settle records the attempt and acks the task, or hands it back to wait
+// for its next try.
+func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg, t task, d store.WebhookDelivery, ep store.WebhookEndpoint, res webhook.Result) {
+	now := time.Now()
+	a := store.WebhookAttempt{At: now.Add(-res.Latency), StatusCode: res.Status, Latency: res.Latency, Excerpt: res.Excerpt, Manual: t.Manual}
+	if res.Err != nil {
+		a.Error = res.Err.Error()
+	}
+	attempt := d.Attempts + 1
+	w.cfg.Metrics.WebhookAttempt(outcomeOf(res), res.Latency)
+	log = log.With("attempt", attempt, "status", res.Status, "latency_ms", res.Latency.Milliseconds())
+	state, next, ack := store.DeliveryPending, time.Time{}, true
+	var wait time.Duration
+	switch {
+	case res.Err == nil && res.Status >= 200 && res.Status < 300:
+		state = store.DeliveryDelivered
+		log.Info("webhook delivered")
+	case res.Status == http.StatusGone:
+		state = store.DeliveryCancelled
+		if err := w.store.DisableWebhookEndpoint(ctx, ep.ID, "the receiver answered 410 Gone"); err != nil && !errors.Is(err, store.ErrWebhookEndpointNotFound) {
+			log.Warn("webhook endpoint not disabled; retrying", "error", err)
+			worker.Nak(log, msg, storeWait)
+			return
+		}
+		log.Warn("webhook endpoint disabled: the receiver answered 410 Gone")
+	case t.Manual:
+		// The delivery's own schedule, if any, goes on.
+		state, next = d.State, d.NextAttempt
+		log.Warn("webhook redelivery failed", "error", a.Error)
+	default:
+		var more bool
+		if wait, more = w.cfg.Backoff.Next(attempt, d.CreatedAt, now); more {
+			// A receiver that says when to come back (429, 503) is
+			// not called sooner (webhook.MaxRetryAfter at most).
+			wait = max(wait, res.RetryAfter)
+			next, ack = now.Add(wait), false
+			log.Warn("webhook attempt failed; retrying", "error", a.Error, "retry_in", wait.Round(time.Millisecond).String())
+		} else {
+			state = store.DeliveryFailed
+			log.Error("webhook delivery failed: retries spent", "error", a.Error)
+		}
+	}
+	if err := w.store.RecordWebhookAttempt(ctx, d.ID, a, state, next); err != nil {
+		// The attempt is made; its record is lost. Acked or not, the
+		// task's outcome stands (a retry would send it again for nothing).
+		log.Error("webhook attempt not recorded", "error", err)
+	}
+	if ack {
+		if state != d.State {
+			w.cfg.Metrics.WebhookDelivery(state)
+		}
+		worker.Ack(ctx, log, msg, "the delivery is checked again and found "+state)
+		return
+	}
+	worker.Nak(log, msg, wait)
+}
