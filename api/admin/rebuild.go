@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/nats-io/nats.go/jetstream"
@@ -159,6 +160,9 @@ func (r *rebuilder) run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("rebuild: stream %s: %w", events.StreamName, err)
 	}
+	if err := r.seedUnstreamed(ctx, conn, stream); err != nil {
+		return err
+	}
 	info, err := stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("rebuild: stream %s: %w", events.StreamName, err)
@@ -195,6 +199,76 @@ func (r *rebuilder) run(ctx context.Context) (err error) {
 		return nil
 	}
 	return r.swap(ctx, conn)
+}
+
+// unstreamedTable lists, in the rebuild schema, the tracking ids of the
+// unstreamed payments: the live rows at the rebuild's start whose
+// stk.requested the stream does not hold (aged out after
+// events.RequestRetention, or never there: a row written by hand), and
+// the live rows the swap finds that no event made.
+const unstreamedTable = rebuildSchema + ".rebuild_unstreamed"
+
+// seedUnstreamed puts the live rows of the unstreamed payments into the
+// rebuilt table before any event: as they are, id and updated_at too.
+//
+// A payment that lost only part of its history to the stream's retention
+// (its request, say, but not a late result) would otherwise be rebuilt
+// from what is left, a final payment back at Pending; with its live row
+// first, the events left are applied on top by the projector's rules,
+// which never undo an outcome. And its receipt and CheckoutRequestID are
+// claimed from the start, so that a later completion naming them is
+// rewritten during the copy as the projector rewrote it, instead of
+// failing the swap on the unique index (or, with --drop-unstreamed,
+// making the later payment paid with the old one's receipt).
+//
+// The live table's ids are read before the stream's subjects: a payment
+// the projector writes meanwhile has its stk.requested stored already.
+func (r *rebuilder) seedUnstreamed(ctx context.Context, conn *sqlx.Conn, stream jetstream.Stream) error {
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE `+unstreamedTable+` (tracking_id uuid PRIMARY KEY)`); err != nil {
+		return fmt.Errorf("rebuild: unstreamed payments: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, `INSERT INTO `+unstreamedTable+` SELECT tracking_id FROM `+r.liveTable()); err != nil {
+		return fmt.Errorf("rebuild: unstreamed payments: %w", err)
+	}
+	// The subjects alone: JetStream counts them without sending a message.
+	prefix := events.TypeRequested + "."
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return fmt.Errorf("rebuild: stream %s: %w", events.StreamName, err)
+	}
+	streamed := make([]string, 0, min(len(info.State.Subjects), 10000))
+	flush := func() error {
+		if len(streamed) == 0 {
+			return nil
+		}
+		_, err := conn.ExecContext(ctx, `DELETE FROM `+unstreamedTable+` WHERE tracking_id = ANY($1::uuid[])`, pq.Array(streamed))
+		streamed = streamed[:0]
+		if err != nil {
+			return fmt.Errorf("rebuild: unstreamed payments: %w", err)
+		}
+		return nil
+	}
+	for subj := range info.State.Subjects {
+		// A subject that names no UUID made no row.
+		id, err := uuid.Parse(strings.TrimPrefix(subj, prefix))
+		if err != nil {
+			continue
+		}
+		if streamed = append(streamed, id.String()); len(streamed) == cap(streamed) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	cols := r.eventCols("l") + ", l.id, l.updated_at"
+	if _, err := conn.ExecContext(ctx, `INSERT INTO `+rebuildSchema+`.stk_pushes (`+strings.ReplaceAll(cols, "l.", "")+`)
+		SELECT `+cols+` FROM `+r.liveTable()+` l JOIN `+unstreamedTable+` u ON u.tracking_id = l.tracking_id`); err != nil {
+		return fmt.Errorf("rebuild: put in the unstreamed payments: %w", err)
+	}
+	return nil
 }
 
 // openRebuildDB opens a pool whose every connection sees only the rebuild
@@ -381,9 +455,10 @@ func (r *rebuilder) compare(ctx context.Context, q sqlx.QueryerContext) error {
 	}
 	err := sqlx.SelectContext(ctx, q, &rows, `
 		SELECT COALESCE(r.tracking_id, l.tracking_id)::text AS tracking_id,
-		       CASE WHEN l.tracking_id IS NULL THEN 'restored' WHEN r.tracking_id IS NULL THEN 'unstreamed' ELSE 'corrected' END AS kind
+		       CASE WHEN u.tracking_id IS NOT NULL OR r.tracking_id IS NULL THEN 'unstreamed' WHEN l.tracking_id IS NULL THEN 'restored' ELSE 'corrected' END AS kind
 		  FROM `+rebuildSchema+`.stk_pushes r FULL JOIN `+r.liveTable()+` l ON l.tracking_id = r.tracking_id
-		 WHERE r.tracking_id IS NULL OR l.tracking_id IS NULL
+		  LEFT JOIN `+unstreamedTable+` u ON u.tracking_id = COALESCE(r.tracking_id, l.tracking_id)
+		 WHERE u.tracking_id IS NOT NULL OR r.tracking_id IS NULL OR l.tracking_id IS NULL
 		    OR (`+r.eventCols("r")+`) IS DISTINCT FROM (`+r.eventCols("l")+`)
 		 ORDER BY 2, 1`)
 	if err != nil {
@@ -443,18 +518,29 @@ func (r *rebuilder) swap(ctx context.Context, conn *sqlx.Conn) error {
 	if err := r.carryOver(ctx, tx); err != nil {
 		return err
 	}
+	// A live row no event made and not put in first (written by hand
+	// during the rebuild) is unstreamed too.
+	cols := r.eventCols("l") + ", l.id, l.updated_at"
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+unstreamedTable+` SELECT l.tracking_id FROM `+r.liveTable()+` l
+		WHERE NOT EXISTS (SELECT 1 FROM `+rebuildSchema+`.stk_pushes r WHERE r.tracking_id = l.tracking_id)`); err != nil {
+		return fmt.Errorf("rebuild: keep the rows the stream lacks: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+rebuildSchema+`.stk_pushes (`+strings.ReplaceAll(cols, "l.", "")+`)
+		SELECT `+cols+` FROM `+r.liveTable()+` l
+		WHERE NOT EXISTS (SELECT 1 FROM `+rebuildSchema+`.stk_pushes r WHERE r.tracking_id = l.tracking_id)`); err != nil {
+		return fmt.Errorf("rebuild: keep the rows the stream lacks: %w", err)
+	}
 	if err := r.compare(ctx, tx); err != nil {
 		return err
 	}
-	// The live rows the stream has no event of (aged out of it, or written
-	// by hand) are kept, unless asked otherwise.
-	if !r.dropUnstreamed {
-		cols := r.eventCols("l") + ", l.id, l.updated_at"
-		if _, err := tx.ExecContext(ctx, `INSERT INTO `+rebuildSchema+`.stk_pushes (`+strings.ReplaceAll(cols, "l.", "")+`)
-			SELECT `+cols+` FROM `+r.liveTable()+` l
-			WHERE NOT EXISTS (SELECT 1 FROM `+rebuildSchema+`.stk_pushes r WHERE r.tracking_id = l.tracking_id)`); err != nil {
-			return fmt.Errorf("rebuild: keep the rows the stream lacks: %w", err)
+	// --drop-unstreamed drops them only now: they held their receipts and
+	// CheckoutRequestIDs during the copy, so no later payment took them.
+	if r.dropUnstreamed {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+rebuildSchema+`.stk_pushes r USING `+unstreamedTable+` u
+			WHERE u.tracking_id = r.tracking_id`); err != nil {
+			return fmt.Errorf("rebuild: drop the unstreamed payments: %w", err)
 		}
+		r.rep.rebuiltRows -= r.rep.unstreamedN
 	}
 	if err := r.renumber(ctx, tx); err != nil {
 		return err
@@ -526,9 +612,9 @@ func (r *rebuilder) print(swapped bool, old string) {
 	}
 	list("rows the live table lacks (restored)", p.restoredN, p.restored)
 	list("rows the events leave otherwise (corrected)", p.correctedN, p.corrected)
-	unstreamed := "rows the stream has no event of (kept as they are)"
+	unstreamed := "payments whose stk.requested the stream lacks (kept as they are, the rest of their events applied on top)"
 	if r.dropUnstreamed {
-		unstreamed = "rows the stream has no event of (dropped)"
+		unstreamed = "payments whose stk.requested the stream lacks (dropped)"
 	}
 	list(unstreamed, p.unstreamedN, p.unstreamed)
 	for _, n := range p.schemaNotes {

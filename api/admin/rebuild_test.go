@@ -88,7 +88,7 @@ func TestRebuildReadModel(t *testing.T) {
 	if r.code != admin.ExitOK {
 		t.Fatalf("dry run: exit %d: %s", r.code, r.stderr)
 	}
-	for _, want := range []string{"rows the live table lacks (restored): 2", "corrected): 1\n  " + failed.id, "1 rejected and 1 malformed", "(kept as they are): 1\n  " + aged.id, "dry run: nothing swapped"} {
+	for _, want := range []string{"rows the live table lacks (restored): 2", "corrected): 1\n  " + failed.id, "1 rejected and 1 malformed", "(kept as they are, the rest of their events applied on top): 1\n  " + aged.id, "dry run: nothing swapped"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("dry run lacks %q:\n%s", want, r.stdout)
 		}
