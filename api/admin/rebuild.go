@@ -31,8 +31,8 @@ import (
 // (store.classify knows the unique indexes by name). Events are applied by
 // store.Apply through projector.Decode, as the projector applies them.
 //
-// The swap is one transaction that locks the live table against writes
-// (EXCLUSIVE: the api's reads go on), applies the events stored since the
+// The swap is one transaction that locks the live table (ACCESS
+// EXCLUSIVE, at once: see swapOnce), applies the events stored since the
 // copy, carries over what only Postgres knows (ids, updated_at), renames
 // the live table and its indexes and sequence aside and moves the rebuilt
 // one in. A projector write that waited on the lock resolves the table's
@@ -51,13 +51,18 @@ const (
 	// stream does not depend on where its batches end; larger ones took a
 	// third less time than the default 256.
 	rebuildBatch = projector.MaxBatchSize
-	// swapLockTimeout bounds each lock the swap waits for (the live table's
-	// against writers, then against readers for the rename); past it the
-	// swap is rolled back and nothing has changed.
-	swapLockTimeout = 30 * time.Second
+	// swapLockTimeout bounds each wait of the swap for the live table: the
+	// api's reads queue behind a lock waited for, so it is short, and the
+	// swap, rolled back, tries again (swapAttempts).
+	swapLockTimeout = time.Second
 	// listed is how many tracking ids of each kind of difference are shown.
 	listed = 20
 )
+
+// swapAttempts is how often the swap tries to lock the live table before
+// it gives up, nothing changed; a pause of up to a second between tries
+// lets the transactions queued behind a try through.
+var swapAttempts = 30
 
 // rebuildHook, when set (tests), is called at each phase: "copied" once
 // the stream up to its last sequence is in the rebuilt table, "locked" once
@@ -350,7 +355,9 @@ func (r *rebuilder) copyStream(ctx context.Context, from, to uint64) error {
 				batch = append(batch, ev)
 			}
 			if md.Sequence.Stream == to {
+				// The rest of the fetch would only be waited for.
 				done = true
+				break
 			}
 		}
 		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
@@ -480,9 +487,40 @@ func (r *rebuilder) compare(ctx context.Context, q sqlx.QueryerContext) error {
 	return nil
 }
 
-// swap moves the rebuilt table in, in one transaction that holds the live
-// table against writes.
+// errTableBusy: the swap did not get the live table within swapLockTimeout.
+var errTableBusy = errors.New("the live table is busy")
+
+// swap moves the rebuilt table in, trying again while the live table is
+// busy. What a try applied to the rebuilt table (through other
+// connections) stays: the next one has less to do.
 func (r *rebuilder) swap(ctx context.Context, conn *sqlx.Conn) error {
+	for try := 1; ; try++ {
+		err := r.swapOnce(ctx, conn)
+		if !errors.Is(err, errTableBusy) {
+			return err
+		}
+		if try >= swapAttempts {
+			return fmt.Errorf("rebuild: could not lock the live table stk_pushes in %d tries of %s each (a long or idle transaction holds it: see pg_stat_activity); nothing changed: %w",
+				try, swapLockTimeout, err)
+		}
+		fmt.Fprintf(r.stderr, "the live table is busy; trying again (%d of %d)…\n", try+1, swapAttempts)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rebuild: swap: %w", ctx.Err())
+		case <-time.After(min(time.Duration(try)*100*time.Millisecond, time.Second)):
+		}
+	}
+}
+
+// swapOnce moves the rebuilt table in, in one transaction that holds the
+// live table from the start in ACCESS EXCLUSIVE mode, the one the rename
+// needs: taking a weaker lock first and this one later would deadlock with
+// the projector, which reads the table before it writes when a batch names
+// a receipt or CheckoutRequestID (store.Apply): it holds ACCESS SHARE,
+// waits for its write behind the weaker lock, and the rename waits for it.
+// The api's reads wait too, as long as the swap holds the table (the time
+// printed).
+func (r *rebuilder) swapOnce(ctx context.Context, conn *sqlx.Conn) error {
 	tx, err := conn.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("rebuild: swap: %w", err)
@@ -491,7 +529,11 @@ func (r *rebuilder) swap(ctx context.Context, conn *sqlx.Conn) error {
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, swapLockTimeout.Milliseconds())); err != nil {
 		return fmt.Errorf("rebuild: swap: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `LOCK TABLE `+r.liveTable()+` IN EXCLUSIVE MODE`); err != nil {
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE `+r.liveTable()+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+		var pqErr *pq.Error
+		if errors.As(err, &pqErr) && (pqErr.Code == "55P03" || pqErr.Code == "40P01") {
+			return fmt.Errorf("%w: %w", errTableBusy, err)
+		}
 		return fmt.Errorf("rebuild: lock the live table: %w", err)
 	}
 	lockedAt := time.Now()
@@ -622,7 +664,7 @@ func (r *rebuilder) print(swapped bool, old string) {
 	}
 	fmt.Fprintf(w, "copied in %s", p.copyTook.Round(time.Millisecond))
 	if swapped {
-		fmt.Fprintf(w, "; the live table was held against writes for %s", p.lockedFor.Round(time.Millisecond))
+		fmt.Fprintf(w, "; the live table was held (reads and writes wait) for %s", p.lockedFor.Round(time.Millisecond))
 	}
 	fmt.Fprintln(w)
 	switch {
