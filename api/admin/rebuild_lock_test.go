@@ -14,7 +14,9 @@ import (
 )
 
 // waiting reports whether a session waits for a lock on the live table.
-func waiting(t *testing.T, db interface{ Get(any, string, ...any) error }) bool {
+func waiting(t *testing.T, db interface {
+	Get(any, string, ...any) error
+}) bool {
 	var n int
 	if err := db.Get(&n, `SELECT count(*) FROM pg_locks WHERE relation = 'public.stk_pushes'::regclass AND NOT granted`); err != nil {
 		t.Error(err)
