@@ -108,7 +108,11 @@ type rebuilder struct {
 	rdb     *sqlx.DB
 	rstore  *store.Store
 	cols    []string // the rebuilt table's columns but id and updated_at
-	rep     rebuildReport
+	// liveDef and liveVersion are the live table's definition and the
+	// migrations' version as checkSchema found them (definition).
+	liveDef     string
+	liveVersion int64
+	rep         rebuildReport
 }
 
 func (r *rebuilder) run(ctx context.Context) (err error) {
@@ -537,6 +541,9 @@ func (r *rebuilder) swapOnce(ctx context.Context, conn *sqlx.Conn) error {
 		return fmt.Errorf("rebuild: lock the live table: %w", err)
 	}
 	lockedAt := time.Now()
+	if err := r.checkUnchanged(ctx, tx); err != nil {
+		return err
+	}
 	if rebuildHook != nil {
 		rebuildHook("locked")
 	}
