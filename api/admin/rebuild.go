@@ -85,7 +85,7 @@ func (c *cmd) rebuildReadModel(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("rebuild-read-model", flag.ContinueOnError)
 	dryRun := fs.Bool("dry-run", false, "rebuild and compare, but do not swap")
 	keepOld := fs.Bool("keep-old", true, "keep the replaced table as stk_pushes_old_<time>")
-	dropUnstreamed := fs.Bool("drop-unstreamed", false, "drop the live rows the stream has no event of, instead of keeping them")
+	dropUnstreamed := fs.Bool("drop-unstreamed", false, "drop the live rows of payments whose stk.requested the stream lacks, instead of keeping them")
 	if _, err := parse(fs, args, 0, ""); err != nil {
 		return err
 	}
