@@ -245,7 +245,7 @@ func (r *rebuilder) seedUnstreamed(ctx context.Context, conn *sqlx.Conn, stream 
 	if err != nil {
 		return fmt.Errorf("rebuild: stream %s: %w", events.StreamName, err)
 	}
-	streamed := make([]string, 0, min(len(info.State.Subjects), 10000))
+	streamed := make([]string, 0, 10000)
 	flush := func() error {
 		if len(streamed) == 0 {
 			return nil
