@@ -75,17 +75,21 @@ again.
                                 the projector runs; --dry-run only reports what
                                 would change; the old table is kept as
                                 stk_pushes_old_<time> unless --keep-old=false;
-                                live rows the stream has no event of (older than
-                                its 90 days) are kept unless --drop-unstreamed
+                                the live rows of payments whose stk.requested
+                                the stream lacks (older than its 90 days) are
+                                kept, their events left applied on top, unless
+                                --drop-unstreamed
   history TRACKING_ID [--json]  a payment's events, pushes, kept callbacks,
                                 dead letters and attempt record in time order
                                 (phones masked, callback tokens redacted)
   dlq list [--json]             the dead letters in STK_DLQ
   dlq show SEQ                  one dead letter, headers and body
-  dlq replay SEQ --yes          publish its original message again to its
-                                original subject with its Nats-Msg-Id: every
-                                consumer of that subject gets it again (a
-                                duplicate within STK's window is dropped)
+  dlq replay SEQ --yes          publish its original message, as STK holds it
+                                at the recorded sequence (refused unless it is
+                                the dead letter's), again to its subject with
+                                its Nats-Msg-Id: every consumer of that subject
+                                gets it again (a duplicate within STK's window
+                                is dropped)
   lag [--fail-above N] [--stuck-after D] [--json]
                                 every durable consumer of the STK streams:
                                 pending, ack pending, redelivered, waiting,

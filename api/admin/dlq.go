@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -187,6 +188,16 @@ func (c *cmd) dlqReplay(ctx context.Context, args []string) error {
 	case d.MsgID == "":
 		// Without its id a replay could store the event twice.
 		return fmt.Errorf("dead letter %d has no original Nats-Msg-Id: not replayed", seq)
+	case d.StreamSeq == 0:
+		return fmt.Errorf("dead letter %d has no original sequence in %s: not replayed", seq, events.StreamName)
+	}
+	// The dead letter is only a pointer: anyone who can publish to
+	// stkdlq.> can write one. What is replayed is what the stream holds
+	// at that sequence, and only when it is the message the dead letter
+	// describes.
+	orig, err := c.originalOf(ctx, seq, d, m.Data)
+	if err != nil {
+		return err
 	}
 	what := fmt.Sprintf("replay dead letter %d: publish the original %s (%s:%d) of payment %s to %s again, Nats-Msg-Id %s; every consumer of that subject gets it again, not only %s",
 		seq, d.Subject, d.Stream, d.StreamSeq, d.TrackingID, d.Subject, d.MsgID, d.Consumer)
@@ -194,7 +205,7 @@ func (c *cmd) dlqReplay(ctx context.Context, args []string) error {
 		fmt.Fprintln(c.stderr, "would "+what)
 		return errors.New("not replayed: add --yes to replay it")
 	}
-	ack, err := c.js.PublishMsg(ctx, &nats.Msg{Subject: d.Subject, Data: m.Data},
+	ack, err := c.js.PublishMsg(ctx, &nats.Msg{Subject: orig.Subject, Data: orig.Data},
 		jetstream.WithMsgID(d.MsgID), jetstream.WithExpectStream(events.StreamName))
 	if err != nil {
 		return fmt.Errorf("replay dead letter %d: %w", seq, err)
@@ -206,6 +217,33 @@ func (c *cmd) dlqReplay(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(c.stdout, "dead letter %d replayed as %s:%d on %s\n", seq, ack.Stream, ack.Sequence, d.Subject)
 	return nil
+}
+
+// originalOf reads the original of dead letter seq from the STK stream and
+// checks that it is the message d describes: its subject, its
+// Nats-Msg-Id and body (the dead letter's copy of it) the same.
+func (c *cmd) originalOf(ctx context.Context, seq uint64, d deadLetter, body []byte) (*jetstream.RawStreamMsg, error) {
+	s, err := c.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", events.StreamName, err)
+	}
+	orig, err := s.GetMsg(ctx, d.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("dead letter %d: its original %s:%d is not in the stream (aged out or deleted): not replayed", seq, events.StreamName, d.StreamSeq)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dead letter %d: read %s:%d: %w", seq, events.StreamName, d.StreamSeq, err)
+	}
+	switch {
+	case orig.Subject != d.Subject:
+		return nil, fmt.Errorf("dead letter %d: %s:%d is on %s, not %s: not replayed", seq, events.StreamName, d.StreamSeq, orig.Subject, d.Subject)
+	case orig.Header.Get(jetstream.MsgIDHeader) != d.MsgID:
+		return nil, fmt.Errorf("dead letter %d: %s:%d has Nats-Msg-Id %s, not %s: not replayed", seq, events.StreamName, d.StreamSeq,
+			orig.Header.Get(jetstream.MsgIDHeader), d.MsgID)
+	case !bytes.Equal(orig.Data, body):
+		return nil, fmt.Errorf("dead letter %d: its body is not %s:%d's: not replayed", seq, events.StreamName, d.StreamSeq)
+	}
+	return orig, nil
 }
 
 // writeJSON writes v to stdout, indented.

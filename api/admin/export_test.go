@@ -35,3 +35,11 @@ func SetLookup(l webhook.Lookup) (restore func()) {
 	lookup = l
 	return func() { lookup = old }
 }
+
+// SetSwapAttempts sets how often rebuild-read-model tries to lock the live
+// table for the test's duration.
+func SetSwapAttempts(n int) (restore func()) {
+	old := swapAttempts
+	swapAttempts = n
+	return func() { swapAttempts = old }
+}

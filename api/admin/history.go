@@ -52,13 +52,17 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 	}
 	id := u.String()
 	var es []entry
-	add := func(source string, m jetstream.Msg, kind, summary string, headers map[string]string) error {
+	add := func(source string, m jetstream.Msg, kind, summary string, headers map[string]string, body ...json.RawMessage) error {
 		md, err := m.Metadata()
 		if err != nil {
 			return err
 		}
+		b := mask.JSON(m.Data())
+		if len(body) > 0 {
+			b = body[0]
+		}
 		es = append(es, entry{At: md.Timestamp.UTC(), Source: source, Seq: md.Sequence.Stream, Subject: m.Subject(),
-			Kind: kind, Summary: summary, Headers: headers, Body: mask.JSON(m.Data())})
+			Kind: kind, Summary: summary, Headers: headers, Body: b})
 		return nil
 	}
 	read := func(stream string, filters []string, fn func(jetstream.Msg) error) error {
@@ -81,7 +85,7 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 		if err := json.Unmarshal(m.Data(), &a); err != nil {
 			return add(events.PushLogStreamName, m, "push", "unreadable: "+oneLine(err.Error()), nil)
 		}
-		return add(events.PushLogStreamName, m, "push", fmt.Sprintf("push call %d sent", a.Calls), nil)
+		return add(events.PushLogStreamName, m, "push", fmt.Sprintf("push call %d sent", a.Calls), nil, attemptBody(a))
 	}); err != nil {
 		return err
 	}
@@ -125,9 +129,8 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 		case err != nil:
 			es = append(es, entry{Source: events.AttemptsBucket, Seq: rev, Kind: "attempt", Summary: "unreadable: " + oneLine(err.Error())})
 		case found:
-			b, _ := json.Marshal(a)
 			es = append(es, entry{At: a.UpdatedAt.UTC(), Source: events.AttemptsBucket, Seq: rev, Kind: "attempt",
-				Summary: attemptSummary(a), Body: b})
+				Summary: attemptSummary(a), Body: attemptBody(a)})
 		}
 	}
 	sort.SliceStable(es, func(i, j int) bool { return es[i].At.Before(es[j].At) })
@@ -231,4 +234,15 @@ func oneLine(s string) string {
 		s = s[:200] + "…"
 	}
 	return s
+}
+
+// attemptBody is an attempt record as history --json shows it: Daraja's
+// error text, which may quote the phone, masked as in the summary.
+func attemptBody(a events.Attempt) json.RawMessage {
+	a.ErrorMessage = mask.Digits(a.ErrorMessage)
+	b, err := json.Marshal(a)
+	if err != nil {
+		return nil
+	}
+	return mask.JSON(b)
 }

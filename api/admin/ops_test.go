@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"regexp"
@@ -58,7 +59,9 @@ func TestHistory(t *testing.T) {
 	p := newPay(1, "0")
 	other := newPay(2, "1032")
 	publish(t, ns.JS, p.requested, other.requested)
-	a := events.Attempt{TrackingID: p.id, State: events.AttemptSending, Calls: 1, SentAt: time.Now()}
+	// Daraja's error text may quote the phone: shown masked, in JSON too.
+	a := events.Attempt{TrackingID: p.id, State: events.AttemptSending, Calls: 1, SentAt: time.Now(),
+		ErrorCode: "500.001.1001", ErrorMessage: "subscriber 254712345678 busy"}
 	b, _ := json.Marshal(a)
 	if _, err := ns.JS.Publish(ctx, events.PushLogSubject(p.id), b); err != nil {
 		t.Fatal(err)
@@ -255,6 +258,48 @@ func TestDLQ(t *testing.T) {
 	}
 	if again.Subject != orig.Subject || string(again.Data) != string(orig.Data) || again.Header.Get(jetstream.MsgIDHeader) != orig.Header.Get(jetstream.MsgIDHeader) {
 		t.Errorf("replayed %s %q %v, want %s %q %v", again.Subject, again.Data, again.Header, orig.Subject, orig.Data, orig.Header)
+	}
+
+	// A dead letter is replayed only as the stream holds its original:
+	// anyone who can publish to stkdlq.> could forge one.
+	forged := p.completed
+	forged.Receipt = "FORGED1234"
+	fb, err := json.Marshal(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		name, subject, msgID, seq string
+		body                      []byte
+		want                      string
+	}{
+		{"no original sequence", "stk.completed." + p.id, p.id + ":completed", "", fb, "no original sequence"},
+		{"an original not in the stream", "stk.completed." + p.id, p.id + ":completed", "99", fb, "STK:99 is not in the stream"},
+		{"another subject", "stk.completed." + p.id, p.id + ":completed", "1", fb, "STK:1 is on stk.requested." + p.id + ", not stk.completed." + p.id},
+		{"another id", "stk.requested." + p.id, p.id + ":other", "1", orig.Data, "STK:1 has Nats-Msg-Id " + p.id + ":requested"},
+		{"another body", "stk.requested." + p.id, p.id + ":requested", "1", fb, "its body is not STK:1's"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &nats.Msg{Subject: events.DeadLetterSubject(events.ConsumerDispatcher, p.id), Header: nats.Header{}, Data: tc.body}
+			m.Header.Set(events.DeadLetterHeaderConsumer, events.ConsumerDispatcher)
+			m.Header.Set(events.DeadLetterHeaderReason, events.DeadLetterTerminated)
+			m.Header.Set(events.DeadLetterHeaderTrackingID, p.id)
+			m.Header.Set(events.DeadLetterHeaderSubject, tc.subject)
+			m.Header.Set(events.DeadLetterHeaderStream, events.StreamName)
+			m.Header.Set(events.DeadLetterHeaderOriginalID, tc.msgID)
+			if tc.seq != "" {
+				m.Header.Set(events.DeadLetterHeaderStreamSeq, tc.seq)
+			}
+			ack, err := ns.JS.PublishMsg(ctx, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := streamMsgs(events.StreamName)
+			r := runDeps(t, d, "dlq", "replay", "--yes", fmt.Sprint(ack.Sequence))
+			if r.code != admin.ExitError || !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "not replayed") || streamMsgs(events.StreamName) != before {
+				t.Errorf("case %d: exit %d, %s%s\nwant %q", i, r.code, r.stdout, r.stderr, tc.want)
+			}
+		})
 	}
 
 	for _, tc := range []struct {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,8 +31,8 @@ import (
 // (store.classify knows the unique indexes by name). Events are applied by
 // store.Apply through projector.Decode, as the projector applies them.
 //
-// The swap is one transaction that locks the live table against writes
-// (EXCLUSIVE: the api's reads go on), applies the events stored since the
+// The swap is one transaction that locks the live table (ACCESS
+// EXCLUSIVE, at once: see swapOnce), applies the events stored since the
 // copy, carries over what only Postgres knows (ids, updated_at), renames
 // the live table and its indexes and sequence aside and moves the rebuilt
 // one in. A projector write that waited on the lock resolves the table's
@@ -50,13 +51,18 @@ const (
 	// stream does not depend on where its batches end; larger ones took a
 	// third less time than the default 256.
 	rebuildBatch = projector.MaxBatchSize
-	// swapLockTimeout bounds each lock the swap waits for (the live table's
-	// against writers, then against readers for the rename); past it the
-	// swap is rolled back and nothing has changed.
-	swapLockTimeout = 30 * time.Second
+	// swapLockTimeout bounds each wait of the swap for the live table: the
+	// api's reads queue behind a lock waited for, so it is short, and the
+	// swap, rolled back, tries again (swapAttempts).
+	swapLockTimeout = time.Second
 	// listed is how many tracking ids of each kind of difference are shown.
 	listed = 20
 )
+
+// swapAttempts is how often the swap tries to lock the live table before
+// it gives up, nothing changed; a pause of up to a second between tries
+// lets the transactions queued behind a try through.
+var swapAttempts = 30
 
 // rebuildHook, when set (tests), is called at each phase: "copied" once
 // the stream up to its last sequence is in the rebuilt table, "locked" once
@@ -79,7 +85,7 @@ func (c *cmd) rebuildReadModel(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("rebuild-read-model", flag.ContinueOnError)
 	dryRun := fs.Bool("dry-run", false, "rebuild and compare, but do not swap")
 	keepOld := fs.Bool("keep-old", true, "keep the replaced table as stk_pushes_old_<time>")
-	dropUnstreamed := fs.Bool("drop-unstreamed", false, "drop the live rows the stream has no event of, instead of keeping them")
+	dropUnstreamed := fs.Bool("drop-unstreamed", false, "drop the live rows of payments whose stk.requested the stream lacks, instead of keeping them")
 	if _, err := parse(fs, args, 0, ""); err != nil {
 		return err
 	}
@@ -102,7 +108,11 @@ type rebuilder struct {
 	rdb     *sqlx.DB
 	rstore  *store.Store
 	cols    []string // the rebuilt table's columns but id and updated_at
-	rep     rebuildReport
+	// liveDef and liveVersion are the live table's definition and the
+	// migrations' version as checkSchema found them (definition).
+	liveDef     string
+	liveVersion int64
+	rep         rebuildReport
 }
 
 func (r *rebuilder) run(ctx context.Context) (err error) {
@@ -159,6 +169,9 @@ func (r *rebuilder) run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("rebuild: stream %s: %w", events.StreamName, err)
 	}
+	if err := r.seedUnstreamed(ctx, conn, stream); err != nil {
+		return err
+	}
 	info, err := stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("rebuild: stream %s: %w", events.StreamName, err)
@@ -195,6 +208,76 @@ func (r *rebuilder) run(ctx context.Context) (err error) {
 		return nil
 	}
 	return r.swap(ctx, conn)
+}
+
+// unstreamedTable lists, in the rebuild schema, the tracking ids of the
+// unstreamed payments: the live rows at the rebuild's start whose
+// stk.requested the stream does not hold (aged out after
+// events.RequestRetention, or never there: a row written by hand), and
+// the live rows the swap finds that no event made.
+const unstreamedTable = rebuildSchema + ".rebuild_unstreamed"
+
+// seedUnstreamed puts the live rows of the unstreamed payments into the
+// rebuilt table before any event: as they are, id and updated_at too.
+//
+// A payment that lost only part of its history to the stream's retention
+// (its request, say, but not a late result) would otherwise be rebuilt
+// from what is left, a final payment back at Pending; with its live row
+// first, the events left are applied on top by the projector's rules,
+// which never undo an outcome. And its receipt and CheckoutRequestID are
+// claimed from the start, so that a later completion naming them is
+// rewritten during the copy as the projector rewrote it, instead of
+// failing the swap on the unique index (or, with --drop-unstreamed,
+// making the later payment paid with the old one's receipt).
+//
+// The live table's ids are read before the stream's subjects: a payment
+// the projector writes meanwhile has its stk.requested stored already.
+func (r *rebuilder) seedUnstreamed(ctx context.Context, conn *sqlx.Conn, stream jetstream.Stream) error {
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE `+unstreamedTable+` (tracking_id uuid PRIMARY KEY)`); err != nil {
+		return fmt.Errorf("rebuild: unstreamed payments: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, `INSERT INTO `+unstreamedTable+` SELECT tracking_id FROM `+r.liveTable()); err != nil {
+		return fmt.Errorf("rebuild: unstreamed payments: %w", err)
+	}
+	// The subjects alone: JetStream counts them without sending a message.
+	prefix := events.TypeRequested + "."
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return fmt.Errorf("rebuild: stream %s: %w", events.StreamName, err)
+	}
+	streamed := make([]string, 0, 10000)
+	flush := func() error {
+		if len(streamed) == 0 {
+			return nil
+		}
+		_, err := conn.ExecContext(ctx, `DELETE FROM `+unstreamedTable+` WHERE tracking_id = ANY($1::uuid[])`, pq.Array(streamed))
+		streamed = streamed[:0]
+		if err != nil {
+			return fmt.Errorf("rebuild: unstreamed payments: %w", err)
+		}
+		return nil
+	}
+	for subj := range info.State.Subjects {
+		// A subject that names no UUID made no row.
+		id, err := uuid.Parse(strings.TrimPrefix(subj, prefix))
+		if err != nil {
+			continue
+		}
+		if streamed = append(streamed, id.String()); len(streamed) == cap(streamed) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	cols := r.eventCols("l") + ", l.id, l.updated_at"
+	if _, err := conn.ExecContext(ctx, `INSERT INTO `+rebuildSchema+`.stk_pushes (`+strings.ReplaceAll(cols, "l.", "")+`)
+		SELECT `+cols+` FROM `+r.liveTable()+` l JOIN `+unstreamedTable+` u ON u.tracking_id = l.tracking_id`); err != nil {
+		return fmt.Errorf("rebuild: put in the unstreamed payments: %w", err)
+	}
+	return nil
 }
 
 // openRebuildDB opens a pool whose every connection sees only the rebuild
@@ -276,7 +359,9 @@ func (r *rebuilder) copyStream(ctx context.Context, from, to uint64) error {
 				batch = append(batch, ev)
 			}
 			if md.Sequence.Stream == to {
+				// The rest of the fetch would only be waited for.
 				done = true
+				break
 			}
 		}
 		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
@@ -381,9 +466,10 @@ func (r *rebuilder) compare(ctx context.Context, q sqlx.QueryerContext) error {
 	}
 	err := sqlx.SelectContext(ctx, q, &rows, `
 		SELECT COALESCE(r.tracking_id, l.tracking_id)::text AS tracking_id,
-		       CASE WHEN l.tracking_id IS NULL THEN 'restored' WHEN r.tracking_id IS NULL THEN 'unstreamed' ELSE 'corrected' END AS kind
+		       CASE WHEN u.tracking_id IS NOT NULL OR r.tracking_id IS NULL THEN 'unstreamed' WHEN l.tracking_id IS NULL THEN 'restored' ELSE 'corrected' END AS kind
 		  FROM `+rebuildSchema+`.stk_pushes r FULL JOIN `+r.liveTable()+` l ON l.tracking_id = r.tracking_id
-		 WHERE r.tracking_id IS NULL OR l.tracking_id IS NULL
+		  LEFT JOIN `+unstreamedTable+` u ON u.tracking_id = COALESCE(r.tracking_id, l.tracking_id)
+		 WHERE u.tracking_id IS NOT NULL OR r.tracking_id IS NULL OR l.tracking_id IS NULL
 		    OR (`+r.eventCols("r")+`) IS DISTINCT FROM (`+r.eventCols("l")+`)
 		 ORDER BY 2, 1`)
 	if err != nil {
@@ -405,9 +491,40 @@ func (r *rebuilder) compare(ctx context.Context, q sqlx.QueryerContext) error {
 	return nil
 }
 
-// swap moves the rebuilt table in, in one transaction that holds the live
-// table against writes.
+// errTableBusy: the swap did not get the live table within swapLockTimeout.
+var errTableBusy = errors.New("the live table is busy")
+
+// swap moves the rebuilt table in, trying again while the live table is
+// busy. What a try applied to the rebuilt table (through other
+// connections) stays: the next one has less to do.
 func (r *rebuilder) swap(ctx context.Context, conn *sqlx.Conn) error {
+	for try := 1; ; try++ {
+		err := r.swapOnce(ctx, conn)
+		if !errors.Is(err, errTableBusy) {
+			return err
+		}
+		if try >= swapAttempts {
+			return fmt.Errorf("rebuild: could not lock the live table stk_pushes in %d tries of %s each (a long or idle transaction holds it: see pg_stat_activity); nothing changed: %w",
+				try, swapLockTimeout, err)
+		}
+		fmt.Fprintf(r.stderr, "the live table is busy; trying again (%d of %d)…\n", try+1, swapAttempts)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rebuild: swap: %w", ctx.Err())
+		case <-time.After(min(time.Duration(try)*100*time.Millisecond, time.Second)):
+		}
+	}
+}
+
+// swapOnce moves the rebuilt table in, in one transaction that holds the
+// live table from the start in ACCESS EXCLUSIVE mode, the one the rename
+// needs: taking a weaker lock first and this one later would deadlock with
+// the projector, which reads the table before it writes when a batch names
+// a receipt or CheckoutRequestID (store.Apply): it holds ACCESS SHARE,
+// waits for its write behind the weaker lock, and the rename waits for it.
+// The api's reads wait too, as long as the swap holds the table (the time
+// printed).
+func (r *rebuilder) swapOnce(ctx context.Context, conn *sqlx.Conn) error {
 	tx, err := conn.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("rebuild: swap: %w", err)
@@ -416,10 +533,17 @@ func (r *rebuilder) swap(ctx context.Context, conn *sqlx.Conn) error {
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, swapLockTimeout.Milliseconds())); err != nil {
 		return fmt.Errorf("rebuild: swap: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `LOCK TABLE `+r.liveTable()+` IN EXCLUSIVE MODE`); err != nil {
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE `+r.liveTable()+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+		var pqErr *pq.Error
+		if errors.As(err, &pqErr) && (pqErr.Code == "55P03" || pqErr.Code == "40P01") {
+			return fmt.Errorf("%w: %w", errTableBusy, err)
+		}
 		return fmt.Errorf("rebuild: lock the live table: %w", err)
 	}
 	lockedAt := time.Now()
+	if err := r.checkUnchanged(ctx, tx); err != nil {
+		return err
+	}
 	if rebuildHook != nil {
 		rebuildHook("locked")
 	}
@@ -443,18 +567,29 @@ func (r *rebuilder) swap(ctx context.Context, conn *sqlx.Conn) error {
 	if err := r.carryOver(ctx, tx); err != nil {
 		return err
 	}
+	// A live row no event made and not put in first (written by hand
+	// during the rebuild) is unstreamed too.
+	cols := r.eventCols("l") + ", l.id, l.updated_at"
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+unstreamedTable+` SELECT l.tracking_id FROM `+r.liveTable()+` l
+		WHERE NOT EXISTS (SELECT 1 FROM `+rebuildSchema+`.stk_pushes r WHERE r.tracking_id = l.tracking_id)`); err != nil {
+		return fmt.Errorf("rebuild: keep the rows the stream lacks: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO `+rebuildSchema+`.stk_pushes (`+strings.ReplaceAll(cols, "l.", "")+`)
+		SELECT `+cols+` FROM `+r.liveTable()+` l
+		WHERE NOT EXISTS (SELECT 1 FROM `+rebuildSchema+`.stk_pushes r WHERE r.tracking_id = l.tracking_id)`); err != nil {
+		return fmt.Errorf("rebuild: keep the rows the stream lacks: %w", err)
+	}
 	if err := r.compare(ctx, tx); err != nil {
 		return err
 	}
-	// The live rows the stream has no event of (aged out of it, or written
-	// by hand) are kept, unless asked otherwise.
-	if !r.dropUnstreamed {
-		cols := r.eventCols("l") + ", l.id, l.updated_at"
-		if _, err := tx.ExecContext(ctx, `INSERT INTO `+rebuildSchema+`.stk_pushes (`+strings.ReplaceAll(cols, "l.", "")+`)
-			SELECT `+cols+` FROM `+r.liveTable()+` l
-			WHERE NOT EXISTS (SELECT 1 FROM `+rebuildSchema+`.stk_pushes r WHERE r.tracking_id = l.tracking_id)`); err != nil {
-			return fmt.Errorf("rebuild: keep the rows the stream lacks: %w", err)
+	// --drop-unstreamed drops them only now: they held their receipts and
+	// CheckoutRequestIDs during the copy, so no later payment took them.
+	if r.dropUnstreamed {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+rebuildSchema+`.stk_pushes r USING `+unstreamedTable+` u
+			WHERE u.tracking_id = r.tracking_id`); err != nil {
+			return fmt.Errorf("rebuild: drop the unstreamed payments: %w", err)
 		}
+		r.rep.rebuiltRows -= r.rep.unstreamedN
 	}
 	if err := r.renumber(ctx, tx); err != nil {
 		return err
@@ -526,9 +661,9 @@ func (r *rebuilder) print(swapped bool, old string) {
 	}
 	list("rows the live table lacks (restored)", p.restoredN, p.restored)
 	list("rows the events leave otherwise (corrected)", p.correctedN, p.corrected)
-	unstreamed := "rows the stream has no event of (kept as they are)"
+	unstreamed := "payments whose stk.requested the stream lacks (kept as they are, the rest of their events applied on top)"
 	if r.dropUnstreamed {
-		unstreamed = "rows the stream has no event of (dropped)"
+		unstreamed = "payments whose stk.requested the stream lacks (dropped)"
 	}
 	list(unstreamed, p.unstreamedN, p.unstreamed)
 	for _, n := range p.schemaNotes {
@@ -536,7 +671,7 @@ func (r *rebuilder) print(swapped bool, old string) {
 	}
 	fmt.Fprintf(w, "copied in %s", p.copyTook.Round(time.Millisecond))
 	if swapped {
-		fmt.Fprintf(w, "; the live table was held against writes for %s", p.lockedFor.Round(time.Millisecond))
+		fmt.Fprintf(w, "; the live table was held (reads and writes wait) for %s", p.lockedFor.Round(time.Millisecond))
 	}
 	fmt.Fprintln(w)
 	switch {

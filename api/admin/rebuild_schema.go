@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -127,8 +128,102 @@ func (r *rebuilder) checkSchema(ctx context.Context, conn *sqlx.Conn) error {
 	for _, v := range views {
 		bad = append(bad, "view "+v+" reads the live table and would go on reading the old one")
 	}
+	// What else goes with the table by its oid, and so would stay with the
+	// old one, or is set on it and not by the migrations. A column option
+	// named pg_… is the server's own bookkeeping (some builds keep one per
+	// table), not a setting: left out.
+	var extra []string
+	if err := conn.SelectContext(ctx, &extra, `
+		SELECT 'trigger ' || t.tgname || ' is on the live table and would stay on the old one'
+		  FROM pg_trigger t WHERE t.tgrelid = $1::regclass AND NOT t.tgisinternal
+		   AND t.tgname NOT IN (SELECT tgname FROM pg_trigger WHERE tgrelid = $2::regclass)
+		UNION ALL
+		SELECT 'row level security is enabled on the live table, not by the migrations'
+		  FROM pg_class WHERE oid = $1::regclass AND (relrowsecurity OR relforcerowsecurity)
+		UNION ALL
+		SELECT 'policy ' || polname || ' is on the live table and would stay on the old one'
+		  FROM pg_policy WHERE polrelid = $1::regclass
+		UNION ALL
+		SELECT 'publication ' || p.pubname || ' publishes the live table and would go on publishing the old one'
+		  FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = $1::regclass
+		UNION ALL
+		SELECT 'foreign key ' || conname || ' of ' || conrelid::regclass::text || ' refers to the live table and would go on referring to the old one'
+		  FROM pg_constraint WHERE confrelid = $1::regclass AND contype = 'f' AND conrelid <> $1::regclass
+		UNION ALL
+		SELECT 'column ' || attname || ' has grants of its own (' || attacl::text || '), which are not carried over'
+		  FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attacl IS NOT NULL
+		UNION ALL
+		SELECT 'storage settings ' || COALESCE(l.reloptions::text, '{}') || ' of the live table are not the migrations'' (' ||
+		       COALESCE(n.reloptions::text, '{}') || '), or its tablespace or persistence differs'
+		  FROM pg_class l, pg_class n WHERE l.oid = $1::regclass AND n.oid = $2::regclass
+		   AND (l.reloptions IS DISTINCT FROM n.reloptions OR l.reltablespace <> n.reltablespace OR l.relpersistence <> n.relpersistence)
+		UNION ALL
+		SELECT 'column ' || l.attname || '''s storage settings (storage, statistics, options, compression) are not the migrations'''
+		  FROM pg_attribute l JOIN pg_attribute n ON n.attrelid = $2::regclass AND n.attname = l.attname
+		 WHERE l.attrelid = $1::regclass AND l.attnum > 0 AND NOT l.attisdropped
+		   AND (l.attstorage, l.attstattarget, l.attcompression, ARRAY(SELECT o FROM unnest(l.attoptions) o WHERE o NOT LIKE 'pg\_%' ORDER BY o))
+		       IS DISTINCT FROM (n.attstorage, n.attstattarget, n.attcompression, ARRAY(SELECT o FROM unnest(n.attoptions) o WHERE o NOT LIKE 'pg\_%' ORDER BY o))`,
+		r.liveTable(), rebuildSchema+".stk_pushes"); err != nil {
+		return fmt.Errorf("rebuild: check the live table: %w", err)
+	}
+	bad = append(bad, extra...)
 	if len(bad) > 0 {
 		return fmt.Errorf("rebuild: the live table is not the one the migrations make, nothing changed:\n  %s", strings.Join(bad, "\n  "))
+	}
+	r.liveDef, r.liveVersion, err = r.definition(ctx, conn)
+	return err
+}
+
+// definition is what checkSchema checked of the live table, as one text,
+// and the migrations' version: the swap reads them again under its lock,
+// and refuses when a migration (or a hand) changed them during the copy,
+// whose table would lack the change. Grants and owner are left out: the
+// swap copies them as they are then.
+func (r *rebuilder) definition(ctx context.Context, q sqlx.QueryerContext) (def string, version int64, err error) {
+	if err := sqlx.GetContext(ctx, q, &def, `SELECT concat_ws(E'\n',
+		(SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' ' ||
+		        COALESCE(pg_get_expr(d.adbin, d.adrelid), '') || ' ' || a.attstorage::text || ' ' || a.attstattarget || ' ' ||
+		        ARRAY(SELECT o FROM unnest(a.attoptions) o WHERE o NOT LIKE 'pg\_%' ORDER BY o)::text || ' ' || a.attcompression::text || ' ' || COALESCE(a.attacl::text, ''), ', ' ORDER BY a.attnum)
+		   FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+		  WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped),
+		(SELECT string_agg(i.relname || ' ' || pg_get_indexdef(x.indexrelid), ', ' ORDER BY 1)
+		   FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = $1::regclass),
+		(SELECT string_agg(conname || ' ' || conrelid || ' ' || pg_get_constraintdef(oid), ', ' ORDER BY 1)
+		   FROM pg_constraint WHERE conrelid = $1::regclass OR confrelid = $1::regclass),
+		(SELECT string_agg(tgname, ', ' ORDER BY 1) FROM pg_trigger WHERE tgrelid = $1::regclass),
+		(SELECT string_agg(polname, ', ' ORDER BY 1) FROM pg_policy WHERE polrelid = $1::regclass),
+		(SELECT string_agg(prpubid::text, ', ' ORDER BY 1) FROM pg_publication_rel WHERE prrelid = $1::regclass),
+		(SELECT string_agg(DISTINCT v.oid::text, ', ') FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid JOIN pg_class v ON v.oid = w.ev_class
+		  WHERE d.refobjid = $1::regclass AND v.oid <> d.refobjid),
+		(SELECT relrowsecurity || ' ' || relforcerowsecurity || ' ' || COALESCE(reloptions::text, '') || ' ' || reltablespace || ' ' || relpersistence::text
+		   FROM pg_class WHERE oid = $1::regclass))`, r.liveTable()); err != nil {
+		return "", 0, fmt.Errorf("rebuild: the live table's definition: %w", err)
+	}
+	// The version table is found as the services find it (search_path).
+	var found bool
+	if err := sqlx.GetContext(ctx, q, &found, `SELECT to_regclass($1) IS NOT NULL`, store.MigrationTable); err != nil {
+		return "", 0, fmt.Errorf("rebuild: the migrations' version: %w", err)
+	}
+	if found {
+		if err := sqlx.GetContext(ctx, q, &version, `SELECT COALESCE(max(version_id), 0) FROM `+pq.QuoteIdentifier(store.MigrationTable)+` WHERE is_applied`); err != nil {
+			return "", 0, fmt.Errorf("rebuild: the migrations' version: %w", err)
+		}
+	}
+	return def, version, nil
+}
+
+// checkUnchanged reads the live table's definition and the migrations'
+// version again (under the swap's lock) and refuses when they changed.
+func (r *rebuilder) checkUnchanged(ctx context.Context, q sqlx.QueryerContext) error {
+	def, version, err := r.definition(ctx, q)
+	if err != nil {
+		return err
+	}
+	if version != r.liveVersion {
+		return fmt.Errorf("rebuild: the migrations' version changed during the rebuild (%d, now %d): the rebuilt table would lack the change; nothing changed, run it again", r.liveVersion, version)
+	}
+	if def != r.liveDef {
+		return errors.New("rebuild: the live table's definition changed during the rebuild (a migration, or by hand): the rebuilt table would lack the change; nothing changed, run it again")
 	}
 	return nil
 }

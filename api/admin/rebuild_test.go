@@ -88,7 +88,7 @@ func TestRebuildReadModel(t *testing.T) {
 	if r.code != admin.ExitOK {
 		t.Fatalf("dry run: exit %d: %s", r.code, r.stderr)
 	}
-	for _, want := range []string{"rows the live table lacks (restored): 2", "corrected): 1\n  " + failed.id, "1 rejected and 1 malformed", "(kept as they are): 1\n  " + aged.id, "dry run: nothing swapped"} {
+	for _, want := range []string{"rows the live table lacks (restored): 2", "corrected): 1\n  " + failed.id, "1 rejected and 1 malformed", "(kept as they are, the rest of their events applied on top): 1\n  " + aged.id, "dry run: nothing swapped"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("dry run lacks %q:\n%s", want, r.stdout)
 		}
@@ -232,6 +232,15 @@ func TestRebuildReadModelRefuses(t *testing.T) {
 		{"an index of the operator's", []string{`CREATE INDEX by_amount ON stk_pushes (amount)`}, false, "index by_amount (CREATE INDEX by_amount ON stk_pushes USING btree (amount)) is not the migrations'"},
 		{"a column of the operator's", []string{`ALTER TABLE stk_pushes ADD COLUMN note text`}, false, "column note (text) differs or is not made by the migrations"},
 		{"a view", []string{`CREATE VIEW paid AS SELECT * FROM stk_pushes WHERE status = 1`}, false, "view paid reads the live table"},
+		{"a trigger", []string{`CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$`,
+			`CREATE TRIGGER stamp BEFORE UPDATE ON stk_pushes FOR EACH ROW EXECUTE FUNCTION stamp()`}, false, "trigger stamp is on the live table"},
+		{"row level security", []string{`ALTER TABLE stk_pushes ENABLE ROW LEVEL SECURITY`}, false, "row level security is enabled on the live table"},
+		{"a policy", []string{`CREATE POLICY mine ON stk_pushes USING (client = current_user)`}, false, "policy mine is on the live table"},
+		{"a publication", []string{`CREATE PUBLICATION pushes FOR TABLE stk_pushes`}, false, "publication pushes publishes the live table"},
+		{"a foreign key to it", []string{`CREATE TABLE refunds (push_id bigint REFERENCES stk_pushes (id))`}, false, "foreign key refunds_push_id_fkey of refunds refers to the live table"},
+		{"a column grant", []string{`GRANT SELECT (amount) ON stk_pushes TO PUBLIC`}, false, "column amount has grants of its own"},
+		{"a storage setting", []string{`ALTER TABLE stk_pushes SET (fillfactor = 80)`}, false, "storage settings {fillfactor=80} of the live table are not the migrations'"},
+		{"a column's storage", []string{`ALTER TABLE stk_pushes ALTER COLUMN reference SET STATISTICS 500`}, false, "column reference's storage settings"},
 		{"a rebuild running", nil, true, "another rebuild-read-model is running"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -250,6 +259,41 @@ func TestRebuildReadModelRefuses(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			r := runDeps(t, admin.Deps{DB: db, DatabaseURL: url, JS: ns.JS}, "rebuild-read-model")
+			if r.code != admin.ExitError || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("exit %d, stderr:\n%s\nwant %q", r.code, r.stderr, tc.want)
+			}
+			var n int
+			db.Get(&n, `SELECT count(*) FROM pg_tables WHERE tablename LIKE 'stk_pushes%' OR schemaname = 'stkgate_rebuild'`)
+			if n != 1 {
+				t.Errorf("%d tables named stk_pushes… or in the rebuild schema, want the live one only", n)
+			}
+		})
+	}
+}
+
+// A migration applied during the copy is not lost at the swap: the live
+// table's definition and the migrations' version are read again under
+// the lock, and a change refuses the swap.
+func TestRebuildReadModelSchemaChangedDuringCopy(t *testing.T) {
+	ns := natstest.Start(t)
+	p := newPay(1, "0")
+	publish(t, ns.JS, p.requested)
+	for _, tc := range []struct {
+		name, during, want string
+	}{
+		{"a column", `ALTER TABLE stk_pushes ADD COLUMN note text`, "the live table's definition changed during the rebuild"},
+		{"an index", `CREATE INDEX by_amount ON stk_pushes (amount)`, "the live table's definition changed during the rebuild"},
+		{"a migration", `INSERT INTO stkgate_schema_migrations (version_id, is_applied) VALUES (9999, true)`, "the migrations' version changed during the rebuild"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := pgtest.NewURL(t)
+			db := openDB(t, url)
+			defer admin.SetRebuildHook(func(phase string) {
+				if phase == "copied" {
+					db.MustExec(tc.during)
+				}
+			})()
 			r := runDeps(t, admin.Deps{DB: db, DatabaseURL: url, JS: ns.JS}, "rebuild-read-model")
 			if r.code != admin.ExitError || !strings.Contains(r.stderr, tc.want) {
 				t.Errorf("exit %d, stderr:\n%s\nwant %q", r.code, r.stderr, tc.want)

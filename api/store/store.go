@@ -86,6 +86,10 @@ const migrationLockID int64 = 0x73746b6761746500 // "stkgate\x00"
 // migrationTable records which migrations have run.
 const migrationTable = "stkgate_schema_migrations"
 
+// MigrationTable is migrationTable, for those who read the version
+// (stkgate-admin rebuild-read-model).
+const MigrationTable = migrationTable
+
 // Migrate brings the schema up to date. Every service that uses the database
 // calls it at start-up; a Postgres session lock makes concurrent starters
 // wait for one another instead of racing.
