@@ -18,7 +18,6 @@
 // changing nothing, no receipt left unflagged on a payment it did not pay. It prints the figures and exits 1 when a
 // guarantee broke (2 when the run itself could not be carried out).
 //
-//
 // With -cluster it is the cluster test of issue 13 instead (cluster.go,
 // docs/SCALING.md): three nats-servers, every stream 3 replicas,
 // -instances of each service, and the cluster's faults during the load.
