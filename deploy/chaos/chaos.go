@@ -157,6 +157,7 @@ type runner struct {
 	natsNodes []string
 	nc        *nats.Conn // the runner's connection to the cluster
 	cluster   clusterFigures
+	cpuAtLoad map[string]float64 // each process's CPU seconds as the load began
 
 	// Figures of the chaos loop.
 	loadTook, settleTook time.Duration
@@ -376,6 +377,7 @@ func (r *runner) report(ctx context.Context, answers []answer) (*Report, error) 
 	}
 	rep.judge()
 	if r.o.Cluster {
+		r.readCPU(ctx)
 		r.cluster.Nodes, r.cluster.Instances = len(r.natsNodes), r.o.Instances
 		r.measureCluster(answers, rows, rec)
 		rep.Cluster = &r.cluster

@@ -18,9 +18,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -232,6 +235,88 @@ type clusterFigures struct {
 	// Postgres, its updated_at).
 	AcceptedPerSec, FinalPerSec float64
 	VisibleP50, VisibleP99      time.Duration
+	// CPU is the CPU time each process's current instance used (Postgres
+	// with its backends), read at the end; Leader leads STK then.
+	CPU    []procCPU
+	Leader string
+}
+
+type procCPU struct {
+	Name    string
+	Seconds float64
+}
+
+// cpuNow is every process's CPU time so far (Postgres with its backends):
+// what bounds the throughput on a machine whose cores are all busy.
+func (r *runner) cpuNow() map[string]float64 {
+	out := map[string]float64{}
+	for _, name := range r.order {
+		p := r.procs[name]
+		p.mu.Lock()
+		cmd := p.cmd
+		p.mu.Unlock()
+		if cmd == nil || !p.running() {
+			continue
+		}
+		if u, err := binaries.UsageOf(cmd.Process.Pid); err == nil {
+			out[name] = u.CPU
+		}
+	}
+	if pid, err := postmasterPid(r.pg.DataDir()); err == nil {
+		out["postgres"] = treeCPU(pid)
+	}
+	return out
+}
+
+// readCPU records each process's CPU time since the load began (since its
+// start, for an instance started again meanwhile), and who leads STK now.
+func (r *runner) readCPU(ctx context.Context) {
+	now := r.cpuNow()
+	for _, name := range append(slices.Clone(r.order), "postgres") {
+		t, ok := now[name]
+		if !ok {
+			continue
+		}
+		if before := r.cpuAtLoad[name]; before <= t {
+			t -= before
+		}
+		r.cluster.CPU = append(r.cluster.CPU, procCPU{name, t})
+	}
+	if c, err := binaries.StreamCluster(ctx, r.nc, events.StreamName); err == nil {
+		r.cluster.Leader = c.Leader
+	}
+}
+
+// postmasterPid is the pid postmaster.pid's first line holds.
+func postmasterPid(dataDir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strconv.Atoi(strings.TrimSpace(line))
+}
+
+// treeCPU is the CPU time of pid and of its children (Postgres's backends
+// and workers), from /proc.
+func treeCPU(pid int) float64 {
+	u, err := binaries.UsageOf(pid)
+	if err != nil {
+		return 0
+	}
+	total := u.CPU
+	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return total
+	}
+	for _, f := range strings.Fields(string(kids)) {
+		if k, err := strconv.Atoi(f); err == nil {
+			if ku, err := binaries.UsageOf(k); err == nil {
+				total += ku.CPU
+			}
+		}
+	}
+	return total
 }
 
 // loadAndFaults posts the load (Options.N requests, and on until the last
@@ -242,6 +327,7 @@ func (r *runner) loadAndFaults(ctx context.Context) ([]answer, error) {
 	if !r.o.ClusterFaults {
 		faultsDone.Store(true)
 	}
+	r.cpuAtLoad = r.cpuNow()
 	start := time.Now()
 	loadDone := make(chan struct{})
 	var answers []answer
@@ -400,7 +486,11 @@ func (r *runner) measureCluster(answers []answer, rows map[string]row, rec simRe
 	for i := range c.Faults {
 		f := &c.Faults[i]
 		f.AcceptAfter, f.PushAfter = -1, -1
+		failed := map[int]int{} // answers other than 2xx to requests sent during the fault, by status (0: none)
 		for _, a := range answers {
+			if !a.sentAt.IsZero() && !a.sentAt.Before(f.Start) && !a.sentAt.After(f.End) && a.trackingID == "" {
+				failed[a.status]++
+			}
 			if a.trackingID != "" && !a.sentAt.Before(f.Start) && a.doneAt.Sub(f.Start) < recoveryWindow {
 				if d := a.doneAt.Sub(f.Start); f.AcceptAfter < 0 || d < f.AcceptAfter {
 					f.AcceptAfter = d
@@ -414,6 +504,9 @@ func (r *runner) measureCluster(answers []answer, rows map[string]row, rec simRe
 					f.PushAfter = d
 				}
 			}
+		}
+		if len(failed) > 0 {
+			f.notef("not accepted (by status, 0: no answer): %v", failed)
 		}
 		prev, end := f.Start, f.End.Add(faultGap)
 		for _, t := range accepts {
@@ -470,6 +563,15 @@ func (c *clusterFigures) print(w io.Writer) {
 	p("accepted/s over the load    %.1f", c.AcceptedPerSec)
 	p("final/s sustained           %.1f (first request to last record final)", c.FinalPerSec)
 	p("request to visible (final)  p50 %s, p99 %s", c.VisibleP50.Round(time.Millisecond), c.VisibleP99.Round(time.Millisecond))
+	var cpu []string
+	for _, u := range c.CPU {
+		lead := ""
+		if u.Name == c.Leader {
+			lead = " (STK leader)"
+		}
+		cpu = append(cpu, fmt.Sprintf("%s %.1fs%s", u.Name, u.Seconds, lead))
+	}
+	p("CPU from the load's start   %s", strings.Join(cpu, ", "))
 	if len(c.Faults) == 0 {
 		return
 	}
