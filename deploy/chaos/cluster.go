@@ -375,14 +375,30 @@ func (r *runner) injectClusterFaults(ctx context.Context) {
 			return fmt.Errorf("leader %q is no node of the cluster", c.Leader)
 		}
 		f.notef("leader was %s", c.Leader)
-		took, code, _, err := p.term(ctx, hungAfter, 3*time.Second)
+		// While it is down: how long until another node leads.
+		elected := func() {
+			t0 := time.Now()
+			var now binaries.ClusterInfo
+			err := waitFor(ctx, 30*time.Second, func() error {
+				var err error
+				if now, err = binaries.StreamCluster(ctx, r.nc, events.StreamName); err != nil {
+					return err
+				}
+				if now.Leader == "" || now.Leader == c.Leader {
+					return fmt.Errorf("leader %q", now.Leader)
+				}
+				return nil
+			})
+			if err != nil {
+				f.notef("no new leader while %s was down: %v", c.Leader, err)
+				return
+			}
+			f.notef("%s leads %s after the exit", now.Leader, time.Since(t0).Round(time.Millisecond))
+		}
+		took, code, _, err := p.term(ctx, hungAfter, 3*time.Second, elected)
 		f.notef("%s exited %d in %s, down 3s", c.Leader, code, took.Round(time.Millisecond))
 		if err != nil {
 			return err
-		}
-		after, err := binaries.StreamCluster(ctx, r.nc, events.StreamName)
-		if err == nil {
-			f.notef("new leader %s", after.Leader)
 		}
 		// Back in the cluster: every replica current again.
 		t0 := time.Now()
@@ -448,7 +464,7 @@ func (r *runner) injectClusterFaults(ctx context.Context) {
 			step("SIGTERM "+name, func(f *fault) error {
 				f.Term = true
 				var err error
-				f.Exit, f.ExitCode, f.Hung, err = r.procs[name].term(ctx, hungAfter, 500*time.Millisecond)
+				f.Exit, f.ExitCode, f.Hung, err = r.procs[name].term(ctx, hungAfter, 500*time.Millisecond, nil)
 				return err
 			})
 		}

@@ -167,8 +167,9 @@ func (p *proc) kill9(ctx context.Context, down time.Duration, whileDown func()) 
 // term sends SIGTERM, as an orchestrator's rolling restart does, and
 // waits for the exit, up to hardLimit, after which it kills the process
 // (a hang: hung is true). It reports how long the exit took and its code,
-// then starts a new instance after down and waits until it is ready.
-func (p *proc) term(ctx context.Context, hardLimit, down time.Duration) (took time.Duration, code int, hung bool, err error) {
+// then starts a new instance after down (calling whileDown, if not nil,
+// meanwhile) and waits until it is ready.
+func (p *proc) term(ctx context.Context, hardLimit, down time.Duration, whileDown func()) (took time.Duration, code int, hung bool, err error) {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
@@ -194,7 +195,11 @@ func (p *proc) term(ctx context.Context, hardLimit, down time.Duration) (took ti
 	took = time.Since(t0)
 	code = cmd.ProcessState.ExitCode()
 	fmt.Fprintf(p.log, "=== chaos: SIGTERM %s: exited %d after %s (hung: %v)\n", p.name, code, took, hung)
-	sleep(ctx, down)
+	t0 = time.Now()
+	if whileDown != nil {
+		whileDown()
+	}
+	sleep(ctx, down-time.Since(t0))
 	p.mu.Lock()
 	err = p.startLocked()
 	p.killing = false
