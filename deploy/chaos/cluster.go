@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -235,6 +236,11 @@ type clusterFigures struct {
 	// Postgres, its updated_at).
 	AcceptedPerSec, FinalPerSec float64
 	VisibleP50, VisibleP99      time.Duration
+	// The stages of request to visible, p50 and p99 each: request sent to
+	// its prompt at Daraja (the api, the stream, the dispatcher), prompt to
+	// its callback sent (Daraja's delay), callback sent to the record final
+	// (callback-ingest, the stream, the projector, Postgres). The one that grows under load is the one backing up.
+	ToPush, ToCallback, ToVisible [2]time.Duration
 	// CPU is the CPU time each process's current instance used (Postgres
 	// with its backends), read at the end; Leader leads STK then.
 	CPU    []procCPU
@@ -543,10 +549,40 @@ func (r *runner) measureCluster(answers []answer, rows map[string]row, rec simRe
 	if lastFinal.After(first) {
 		c.FinalPerSec = float64(len(visible)) / lastFinal.Sub(first).Seconds()
 	}
-	slices.Sort(visible)
-	if n := len(visible); n > 0 {
-		c.VisibleP50, c.VisibleP99 = visible[n/2], visible[min(n-1, n*99/100)]
+	c.VisibleP50, c.VisibleP99 = quantiles(visible)[0], quantiles(visible)[1]
+	var toPush, toCallback, toVisible []time.Duration
+	pushedAt := map[string]time.Time{}
+	for _, p := range rec.Pushes {
+		id := trackingIDOf(p.Body.CallBackURL)
+		if sent, ok := requestedAt[id]; ok && p.Accepted {
+			if _, seen := pushedAt[id]; !seen {
+				pushedAt[id] = p.At
+				toPush = append(toPush, p.At.Sub(sent))
+			}
+		}
 	}
+	for _, cb := range rec.Callbacks {
+		id := trackingIDOf(cb.URL)
+		at, ok := pushedAt[id]
+		if !ok || cb.StatusCode != http.StatusOK {
+			continue
+		}
+		toCallback = append(toCallback, cb.At.Sub(at))
+		if row, ok := rows[id]; ok && row.status == events.StatusFinal && row.source == "callback" {
+			toVisible = append(toVisible, row.updatedAt.Sub(cb.At))
+		}
+	}
+	c.ToPush, c.ToCallback, c.ToVisible = quantiles(toPush), quantiles(toCallback), quantiles(toVisible)
+}
+
+// quantiles are the p50 and p99 of ds (which it sorts).
+func quantiles(ds []time.Duration) [2]time.Duration {
+	slices.Sort(ds)
+	n := len(ds)
+	if n == 0 {
+		return [2]time.Duration{}
+	}
+	return [2]time.Duration{ds[n/2], ds[min(n-1, n*99/100)]}
 }
 
 // judgeCluster adds the cluster's guarantees to the report's failures: a
@@ -579,6 +615,12 @@ func (c *clusterFigures) print(w io.Writer) {
 	p("accepted/s over the load    %.1f", c.AcceptedPerSec)
 	p("final/s sustained           %.1f (first request to last record final)", c.FinalPerSec)
 	p("request to visible (final)  p50 %s, p99 %s", c.VisibleP50.Round(time.Millisecond), c.VisibleP99.Round(time.Millisecond))
+	q := func(d [2]time.Duration) string {
+		return fmt.Sprintf("p50 %s, p99 %s", d[0].Round(time.Millisecond), d[1].Round(time.Millisecond))
+	}
+	p("  request to prompt         %s", q(c.ToPush))
+	p("  prompt to callback sent   %s", q(c.ToCallback))
+	p("  callback sent to visible  %s", q(c.ToVisible))
 	var cpu []string
 	for _, u := range c.CPU {
 		lead := ""
