@@ -4,8 +4,9 @@ package main
 // clustered on loopback, every stream and bucket three replicas, and
 // Options.Instances instances of each service behind a balancer, loaded
 // while the faults a cluster must ride out are injected one after the
-// other: the STK stream leader's node stopped and started again, kill -9
-// of one instance of each service, stream and consumer leadership moved
+// other: the STK stream leader's node stopped and started again, the next
+// leader's killed -9 and started again, kill -9 of one instance of each
+// service, stream and consumer leadership moved
 // by stepdown, and a rolling restart (SIGTERM each instance in turn, which
 // must drain and exit 0 within the stop deadline). The money guarantees
 // are chaos's (report.go); what the cluster adds is judged and printed
@@ -370,59 +371,17 @@ func (r *runner) injectClusterFaults(ctx context.Context) {
 		r.cluster.Faults = append(r.cluster.Faults, f)
 		sleep(ctx, faultGap)
 	}
-	// (a) The STK stream leader's node stopped, and started again.
-	step("stop the "+events.StreamName+" leader's node", func(f *fault) error {
-		c, err := binaries.StreamCluster(ctx, r.nc, events.StreamName)
-		if err != nil {
-			return err
+	// (a) The STK stream leader's node stopped (SIGTERM: it hands its
+	// leaderships over as it shuts down), and started again; then the new
+	// leader's node killed -9 (the others must elect one), and started
+	// again.
+	for _, kill := range []bool{false, true} {
+		what := "stop the " + events.StreamName + " leader's node"
+		if kill {
+			what = "kill -9 the " + events.StreamName + " leader's node"
 		}
-		p, ok := r.procs[c.Leader]
-		if !ok {
-			return fmt.Errorf("leader %q is no node of the cluster", c.Leader)
-		}
-		f.notef("leader was %s", c.Leader)
-		// While it is down: how long until another node leads.
-		elected := func() {
-			t0 := time.Now()
-			var now binaries.ClusterInfo
-			err := waitFor(ctx, 30*time.Second, func() error {
-				var err error
-				if now, err = binaries.StreamCluster(ctx, r.nc, events.StreamName); err != nil {
-					return err
-				}
-				if now.Leader == "" || now.Leader == c.Leader {
-					return fmt.Errorf("leader %q", now.Leader)
-				}
-				return nil
-			})
-			if err != nil {
-				f.notef("no new leader while %s was down: %v", c.Leader, err)
-				return
-			}
-			f.notef("%s leads %s after the exit", now.Leader, time.Since(t0).Round(time.Millisecond))
-		}
-		took, code, _, err := p.term(ctx, hungAfter, 3*time.Second, elected)
-		f.notef("%s exited %d in %s, down 3s", c.Leader, code, took.Round(time.Millisecond))
-		if err != nil {
-			return err
-		}
-		// Back in the cluster: every replica current again.
-		t0 := time.Now()
-		err = waitFor(ctx, time.Minute, func() error {
-			c, err := binaries.StreamCluster(ctx, r.nc, events.StreamName)
-			if err != nil {
-				return err
-			}
-			for _, rp := range c.Replicas {
-				if !rp.Current || rp.Offline {
-					return fmt.Errorf("replica %s not current", rp.Name)
-				}
-			}
-			return nil
-		})
-		f.notef("replicas current %s after the restart", time.Since(t0).Round(time.Millisecond))
-		return err
-	})
+		step(what, func(f *fault) error { return r.leaderDown(ctx, f, kill) })
+	}
 	// (b) kill -9 one instance of each service, restarted after a second.
 	for _, svc := range clusterServices {
 		name := instanceName(svc, 1)
@@ -475,6 +434,68 @@ func (r *runner) injectClusterFaults(ctx context.Context) {
 			})
 		}
 	}
+}
+
+// leaderDown stops the STK leader's node (kill: kill -9, else SIGTERM),
+// notes how long until another node leads, starts it again after 3 s, and
+// waits until every replica is current again.
+func (r *runner) leaderDown(ctx context.Context, f *fault, kill bool) error {
+	c, err := binaries.StreamCluster(ctx, r.nc, events.StreamName)
+	if err != nil {
+		return err
+	}
+	p, ok := r.procs[c.Leader]
+	if !ok {
+		return fmt.Errorf("leader %q is no node of the cluster", c.Leader)
+	}
+	f.notef("leader was %s", c.Leader)
+	// While it is down: how long until another node leads.
+	elected := func() {
+		t0 := time.Now()
+		var now binaries.ClusterInfo
+		err := waitFor(ctx, 30*time.Second, func() error {
+			var err error
+			if now, err = binaries.StreamCluster(ctx, r.nc, events.StreamName); err != nil {
+				return err
+			}
+			if now.Leader == "" || now.Leader == c.Leader {
+				return fmt.Errorf("leader %q", now.Leader)
+			}
+			return nil
+		})
+		if err != nil {
+			f.notef("no new leader while %s was down: %v", c.Leader, err)
+			return
+		}
+		f.notef("%s leads %s after the exit", now.Leader, time.Since(t0).Round(time.Millisecond))
+	}
+	if kill {
+		if err := p.kill9(ctx, 3*time.Second, elected); err != nil {
+			return err
+		}
+	} else {
+		took, code, _, err := p.term(ctx, hungAfter, 3*time.Second, elected)
+		f.notef("%s exited %d in %s, down 3s", c.Leader, code, took.Round(time.Millisecond))
+		if err != nil {
+			return err
+		}
+	}
+	// Back in the cluster: every replica current again.
+	t0 := time.Now()
+	err = waitFor(ctx, time.Minute, func() error {
+		c, err := binaries.StreamCluster(ctx, r.nc, events.StreamName)
+		if err != nil {
+			return err
+		}
+		for _, rp := range c.Replicas {
+			if !rp.Current || rp.Offline {
+				return fmt.Errorf("replica %s not current", rp.Name)
+			}
+		}
+		return nil
+	})
+	f.notef("replicas current %s after the restart", time.Since(t0).Round(time.Millisecond))
+	return err
 }
 
 // measureCluster reads each fault's recovery, and the load's throughput

@@ -11,7 +11,8 @@ import (
 // TestCluster is make cluster-test's run as a test (issue 13): three
 // nats-servers clustered on loopback, every stream and bucket 3 replicas,
 // two instances of each service, and under a steady load the STK leader's
-// node stopped and started, one instance of each service killed -9, the
+// node stopped and started, then the next leader's killed -9 and started,
+// one instance of each service killed -9, the
 // stream's and a consumer's leadership stepped down, and every instance
 // SIGTERMed in turn. It asserts chaos's money guarantees, no 404 for an
 // accepted id, every SIGTERM an exit 0 within the stop deadline, and after
@@ -53,7 +54,7 @@ func TestCluster(t *testing.T) {
 	for _, f := range rep.Failures {
 		t.Errorf("seed %d: %s", o.Seed, f)
 	}
-	if rep.Cluster == nil || len(rep.Cluster.Faults) != 1+len(clusterServices)*(1+o.Instances)+2 {
+	if rep.Cluster == nil || len(rep.Cluster.Faults) != 2+len(clusterServices)*(1+o.Instances)+2 {
 		t.Fatalf("faults carried out: %+v", rep.Cluster)
 	}
 	for _, f := range rep.Cluster.Faults {
