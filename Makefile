@@ -18,7 +18,7 @@ FUZZ_SHORT ?= 0
 CMDS := api/cmd/api api/cmd/projector api/cmd/stkgate-admin dispatcher/cmd/dispatcher dispatcher/cmd/webhooks \
         callback-ingest/cmd/callback-ingest deploy/cmd/stkgate-dev
 
-.PHONY: all run test test-short build images container-test lint vet fmt bench bench-micro fuzz clean tidy chaos docs-bundle
+.PHONY: all run test test-short build images container-test lint vet fmt bench bench-micro fuzz clean tidy chaos cluster-test docs-bundle
 
 all: lint test build
 
@@ -34,6 +34,11 @@ test:
 CHAOS_N ?= 2000
 chaos:
 	cd deploy && $(GO) run ./chaos -n $(CHAOS_N) $(CHAOS_FLAGS)
+
+## cluster-test: the cluster test of issue 13 (docs/SCALING.md): three nats-servers clustered on loopback, streams 3 replicas, two instances of each service, under load the stream leader's node stopped and another killed -9, kill -9s, leader stepdowns and a rolling SIGTERM restart; CLUSTER_FLAGS adds flags, e.g. -instances 1 -cluster-faults=false to measure
+CLUSTER_N ?= 1000
+cluster-test:
+	cd deploy && $(GO) run ./chaos -cluster -n $(CLUSTER_N) -faults quick $(CLUSTER_FLAGS)
 
 ## build: one binary per service into bin/
 build:

@@ -61,6 +61,14 @@ type Options struct {
 	Forgeries   int
 	Out         io.Writer // progress and the report
 	KeepWorkDir bool
+	// Cluster runs the cluster test (cluster.go) instead of chaos's plan:
+	// three nats-servers, Instances instances of each service, and, with
+	// ClusterFaults, the cluster's faults during the load. The plan's
+	// faults above (Kills, PGStop, ConsumerDeletes, CallbackCrash,
+	// OAuthFaults, Forgeries) and Dispatchers are not used.
+	Cluster       bool
+	Instances     int
+	ClusterFaults bool
 }
 
 // killed are the processes the chaos loop kills, in a fixed order so that
@@ -83,6 +91,19 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		failed := err != nil || (rep != nil && len(rep.Failures) > 0)
 		r.tearDown(o.KeepWorkDir || failed)
 	}()
+	if o.Cluster {
+		if err := r.setUpCluster(ctx); err != nil {
+			return nil, err
+		}
+		answers, err := r.loadAndFaults(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.settle(ctx, answers); err != nil {
+			return nil, err
+		}
+		return r.report(ctx, answers)
+	}
 	if err := r.setUp(ctx); err != nil {
 		return nil, err
 	}
@@ -127,6 +148,16 @@ type runner struct {
 	procs       map[string]*proc
 	order       []string // start order; stopped in reverse
 	dispatchers []string
+	// reported are the processes the report lists (kills survived); nil:
+	// killed and the dispatchers beside the first.
+	reported []string
+	closers  []func() // closed at tearDown, after the processes stop
+
+	// The cluster run's (cluster.go).
+	natsNodes []string
+	nc        *nats.Conn // the runner's connection to the cluster
+	cluster   clusterFigures
+	cpuAtLoad map[string]float64 // each process's CPU seconds as the load began
 
 	// Figures of the chaos loop.
 	loadTook, settleTook time.Duration
@@ -187,7 +218,7 @@ func (r *runner) loadAndInject(ctx context.Context) ([]answer, error) {
 	var answers []answer
 	go func() {
 		defer close(loadDone)
-		answers = load(ctx, r.o, r.apiURL, chaosToken)
+		answers = load(ctx, r.o, r.apiURL, chaosToken, nil)
 	}()
 	r.oauthFaults = map[string]int{}
 	for _, s := range steps {
@@ -332,7 +363,11 @@ func (r *runner) report(ctx context.Context, answers []answer) (*Report, error) 
 	rep.ConsumerDeletes, rep.ConsumerDeletesAsked = r.consumerDeletes, r.o.ConsumerDeletes
 	rep.OAuthFaults = r.oauthFaults
 	rep.ChaosErrors = r.chaosErrs
-	for _, name := range append(slices.Clone(killed), r.dispatchers[1:]...) {
+	reported := r.reported
+	if reported == nil {
+		reported = append(slices.Clone(killed), r.dispatchers[1:]...)
+	}
+	for _, name := range reported {
 		p := r.procs[name]
 		p.mu.Lock()
 		rep.Procs = append(rep.Procs, procFigures{Name: name, Kills: p.kills, Survived: p.survived,
@@ -341,6 +376,13 @@ func (r *runner) report(ctx context.Context, answers []answer) (*Report, error) 
 		rep.Procs[len(rep.Procs)-1].Running = p.running()
 	}
 	rep.judge()
+	if r.o.Cluster {
+		r.readCPU(ctx)
+		r.cluster.Nodes, r.cluster.Instances = len(r.natsNodes), r.o.Instances
+		r.measureCluster(answers, rows, rec)
+		rep.Cluster = &r.cluster
+		rep.judgeCluster()
+	}
 	return rep, nil
 }
 

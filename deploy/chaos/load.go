@@ -27,6 +27,9 @@ type answer struct {
 	trackingID string // of a 2xx
 	err        string
 	getStatus  int // status of the GET right after a 2xx; 0: none
+	// sentAt is when the first attempt was sent, doneAt when the last was
+	// answered (or failed): a fault's recovery is read from them.
+	sentAt, doneAt time.Time
 }
 
 // phoneFor gives request i a phone of its own, except one in twenty
@@ -48,9 +51,12 @@ func phoneFor(i int) string {
 }
 
 // load posts o.N requests at o.Rate from o.Clients clients (see keyed for
-// retries). After each 2xx it GETs the id once.
-func load(ctx context.Context, o Options, apiURL, token string) []answer {
-	answers := make([]answer, o.N)
+// retries), and goes on while more, if not nil, says so: the cluster run
+// loads the stack until its last fault is over. After each 2xx it GETs the
+// id once.
+func load(ctx context.Context, o Options, apiURL, token string, more func() bool) []answer {
+	var mu sync.Mutex
+	var answers []answer
 	client := &http.Client{Timeout: 10 * time.Second}
 	tick := time.NewTicker(time.Duration(float64(time.Second) / o.Rate))
 	defer tick.Stop()
@@ -62,13 +68,19 @@ func load(ctx context.Context, o Options, apiURL, token string) []answer {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				answers[i] = post(ctx, client, apiURL, token, i, o.Seed)
+				a := post(ctx, client, apiURL, token, i, o.Seed)
+				mu.Lock()
+				for len(answers) <= i {
+					answers = append(answers, answer{})
+				}
+				answers[i] = a
+				mu.Unlock()
 			}
 		}()
 	}
 	for ctx.Err() == nil {
 		i := int(next.Add(1) - 1)
-		if i >= o.N {
+		if i >= o.N && (more == nil || !more()) {
 			break
 		}
 		select {
@@ -94,7 +106,7 @@ func keyed(i int) bool { return i%2 == 0 }
 const maxAttempts = 5
 
 func post(ctx context.Context, client *http.Client, apiURL, token string, i int, seed uint64) answer {
-	a := answer{phone: phoneFor(i), keyed: keyed(i)}
+	a := answer{phone: phoneFor(i), keyed: keyed(i), sentAt: time.Now()}
 	body, _ := json.Marshal(map[string]any{
 		"phone": a.phone, "amount": 1 + i%500, "reference": fmt.Sprintf("CH%d", i), "tag": "chaos",
 	})
@@ -107,6 +119,7 @@ func post(ctx context.Context, client *http.Client, apiURL, token string, i int,
 		}
 		sleep(ctx, time.Duration(attempt)*300*time.Millisecond)
 	}
+	a.doneAt = time.Now()
 	if a.trackingID == "" {
 		return a
 	}

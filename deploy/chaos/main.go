@@ -18,7 +18,12 @@
 // changing nothing, no receipt left unflagged on a payment it did not pay. It prints the figures and exits 1 when a
 // guarantee broke (2 when the run itself could not be carried out).
 //
+// With -cluster it is the cluster test of issue 13 instead (cluster.go,
+// docs/SCALING.md): three nats-servers, every stream 3 replicas,
+// -instances of each service, and the cluster's faults during the load.
+//
 //	go run ./chaos -n 2000            (from deploy/; make chaos)
+//	go run ./chaos -cluster -n 1000   (make cluster-test)
 package main
 
 import (
@@ -89,10 +94,20 @@ func parseFlags(args []string) (Options, error) {
 	fs.DurationVar(&o.Latency, "answer-latency", time.Second, "longest hold of a push's answer after Daraja processed it")
 	seed := fs.Uint64("seed", 0, "random seed (0: from the clock); printed so a run can be repeated")
 	root := fs.String("root", "", "the repository root (default: the directory holding go.work above the current one)")
+	fs.StringVar(&o.Bin, "bin", "", "a directory holding the binaries already built (default: build them into the run's directory)")
 	fs.BoolVar(&o.KeepWorkDir, "keep", false, "keep the work directory (logs, data) after a passing run")
 	fs.Var(envFlag(o.ExtraEnv), "env", "KEY=VALUE for every service (repeatable), e.g. -env RECONCILE_AFTER=10s")
+	fs.BoolVar(&o.Cluster, "cluster", false, "the cluster test (make cluster-test): three nats-servers, every stream 3 replicas, -instances of each service; the faults above and -dispatchers are not used")
+	fs.IntVar(&o.Instances, "instances", 2, "with -cluster: instances of each of api, projector, dispatcher and callback-ingest")
+	fs.BoolVar(&o.ClusterFaults, "cluster-faults", true, "with -cluster: inject the cluster's faults (false: a steady load, to measure throughput)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.Cluster {
+		if o.Instances < 1 {
+			return o, errors.New("-instances must be positive")
+		}
+		o.Kills, o.PGStop, o.ConsumerDeletes, o.CallbackCrash, o.OAuthFaults, o.Forgeries = 0, 0, 0, 0, 0, 0
 	}
 	if o.Faults != "full" && o.Faults != "quick" && o.Faults != "none" {
 		return o, fmt.Errorf("-faults: want full, quick or none, got %q", o.Faults)

@@ -164,6 +164,52 @@ func (p *proc) kill9(ctx context.Context, down time.Duration, whileDown func()) 
 	return nil
 }
 
+// term sends SIGTERM, as an orchestrator's rolling restart does, and
+// waits for the exit, up to hardLimit, after which it kills the process
+// (a hang: hung is true). It reports how long the exit took and its code,
+// then starts a new instance after down (calling whileDown, if not nil,
+// meanwhile) and waits until it is ready.
+func (p *proc) term(ctx context.Context, hardLimit, down time.Duration, whileDown func()) (took time.Duration, code int, hung bool, err error) {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return 0, 0, false, errors.New("stopped")
+	}
+	p.killing = true
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.killing = false
+		p.mu.Unlock()
+	}()
+	t0 := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(hardLimit):
+		hung = true
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+	}
+	took = time.Since(t0)
+	code = cmd.ProcessState.ExitCode()
+	fmt.Fprintf(p.log, "=== chaos: SIGTERM %s: exited %d after %s (hung: %v)\n", p.name, code, took, hung)
+	t0 = time.Now()
+	if whileDown != nil {
+		whileDown()
+	}
+	sleep(ctx, down-time.Since(t0))
+	p.mu.Lock()
+	err = p.startLocked()
+	p.killing = false
+	p.mu.Unlock()
+	if err == nil {
+		err = p.waitReady(ctx)
+	}
+	return took, code, hung, err
+}
+
 func (p *proc) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()

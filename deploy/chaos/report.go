@@ -73,6 +73,7 @@ type Report struct {
 	Procs                                     []procFigures
 	ChaosErrors                               []string
 	LoadTook, SettleTook                      time.Duration
+	Cluster                                   *clusterFigures // the cluster run's; nil in a chaos run
 	Failures                                  []string
 }
 
@@ -556,6 +557,9 @@ func (r *Report) Print(w io.Writer) {
 			line += fmt.Sprintf("; crashed at a failpoint and restarted: %d", f.FailpointExits)
 		}
 		p("%s", line)
+	}
+	if r.Cluster != nil {
+		r.Cluster.print(w)
 	}
 	if len(r.Failures) == 0 {
 		p("RESULT: PASS")

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"time"
 
 	_ "github.com/lib/pq" // the "postgres" driver
 
@@ -25,32 +24,13 @@ import (
 // setUp builds the binaries and starts Postgres, the fake Daraja, and every
 // service, each on the ports it keeps for the run.
 func (r *runner) setUp(ctx context.Context) error {
-	// Postgres runs as user postgres when we are root: the directory must
-	// be one it can enter, which t.TempDir is not.
-	work, err := os.MkdirTemp("", "stkgate-chaos-")
-	if err != nil {
+	if err := r.prepare(ctx); err != nil {
 		return err
 	}
-	r.work, r.logs = work, filepath.Join(work, "logs")
-	if err := os.Chmod(work, 0o755); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(r.logs, 0o755); err != nil {
-		return err
-	}
-	if r.o.Bin == "" {
-		r.o.Bin = filepath.Join(work, "bin")
-		if err := binaries.Build(ctx, r.o.Root, r.o.Bin, nil, r.logf); err != nil {
-			return err
-		}
-	}
-	if err := r.startPostgres(ctx); err != nil {
-		return err
-	}
-
 	// Ports, fixed for the run so that restarts come back where clients
 	// and Daraja look for them.
 	var natsPort, apiPort, cbPort int
+	var err error
 	for _, p := range []*int{&natsPort, &apiPort, &cbPort} {
 		if *p, err = freePort(); err != nil {
 			return err
@@ -71,17 +51,51 @@ func (r *runner) setUp(ctx context.Context) error {
 		return err
 	}
 	for _, name := range r.order {
-		p := r.procs[name]
-		if err := p.start(); err != nil {
+		if err := r.startReady(ctx, name); err != nil {
 			return err
-		}
-		if err := p.waitReady(ctx); err != nil {
-			return fmt.Errorf("first start: %w (see %s)", err, filepath.Join(r.logs, name+".log"))
 		}
 	}
 	r.logf("stack up: api %s, callbacks %s, nats %s, daraja-sim %s, logs in %s", r.apiURL, r.cbBase, r.natsURL, r.simURL, r.logs)
 	r.db, err = sql.Open("postgres", r.pg.URL("postgres"))
 	return err
+}
+
+// startReady starts the process name for the first time and waits until
+// it is ready.
+func (r *runner) startReady(ctx context.Context, name string) error {
+	p := r.procs[name]
+	if err := p.start(); err != nil {
+		return err
+	}
+	if err := p.waitReady(ctx); err != nil {
+		return fmt.Errorf("first start: %w (see %s)", err, filepath.Join(r.logs, name+".log"))
+	}
+	return nil
+}
+
+// prepare makes the run's directory, builds the binaries unless
+// Options.Bin holds them, and starts Postgres.
+func (r *runner) prepare(ctx context.Context) error {
+	// Postgres runs as user postgres when we are root: the directory must
+	// be one it can enter, which t.TempDir is not.
+	work, err := os.MkdirTemp("", "stkgate-chaos-")
+	if err != nil {
+		return err
+	}
+	r.work, r.logs = work, filepath.Join(work, "logs")
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(r.logs, 0o755); err != nil {
+		return err
+	}
+	if r.o.Bin == "" {
+		r.o.Bin = filepath.Join(work, "bin")
+		if err := binaries.Build(ctx, r.o.Root, r.o.Bin, nil, r.logf); err != nil {
+			return err
+		}
+	}
+	return r.startPostgres(ctx)
 }
 
 // tearDown stops what setUp started, in reverse, and removes the run's
@@ -91,8 +105,14 @@ func (r *runner) tearDown(keep bool) {
 		_ = r.db.Close()
 	}
 	for i := len(r.order) - 1; i >= 0; i-- {
-		r.procs[r.order[i]].stop(10 * time.Second)
+		r.procs[r.order[i]].stop(stopDeadline)
 		_ = r.procs[r.order[i]].log.(*lockedWriter).Close()
+	}
+	if r.nc != nil {
+		r.nc.Close()
+	}
+	for _, c := range r.closers {
+		c()
 	}
 	if r.stopSim != nil {
 		r.stopSim()
@@ -169,6 +189,14 @@ func (r *runner) startSim(ctx context.Context, bin string) error {
 	return nil
 }
 
+// replicas is NATS_STREAM_REPLICAS: one per nats-server.
+func (r *runner) replicas() int {
+	if r.o.Cluster {
+		return clusterNodes
+	}
+	return 1
+}
+
 // env is every service's environment, sorted: the defaults below, then
 // Options.ExtraEnv over them.
 func (r *runner) env(apiPort, cbPort int) ([]string, error) {
@@ -187,7 +215,7 @@ func (r *runner) env(apiPort, cbPort int) ([]string, error) {
 		"CALLBACK_SECRET":        cbSecret,
 		"DATABASE_URL":           r.pg.URL("postgres"),
 		"NATS_URL":               r.natsURL,
-		"NATS_STREAM_REPLICAS":   "1",
+		"NATS_STREAM_REPLICAS":   fmt.Sprint(r.replicas()),
 		"DARAJA_BASE_URL":        r.simURL,
 		"DARAJA_CONSUMER_KEY":    darajatest.DefaultConsumerKey,
 		"DARAJA_CONSUMER_SECRET": darajatest.DefaultConsumerSecret,
@@ -230,14 +258,7 @@ func (r *runner) env(apiPort, cbPort int) ([]string, error) {
 func (r *runner) addProcs(bin string, natsPort int, env []string) error {
 	r.procs = map[string]*proc{}
 	add := func(name, binary string, args []string, ready func(context.Context) error, extraEnv ...string) error {
-		w, err := r.openLog(name)
-		if err != nil {
-			return err
-		}
-		r.procs[name] = &proc{name: name, path: filepath.Join(bin, binary), args: args,
-			env: append(slices.Clip(env), extraEnv...), log: w, ready: ready}
-		r.order = append(r.order, name)
-		return nil
+		return r.addProc(bin, env, name, binary, args, ready, extraEnv...)
 	}
 	if err := add("nats-server", "nats-server", []string{"-js", "-a", "127.0.0.1", "-p", fmt.Sprint(natsPort),
 		"-sd", filepath.Join(r.work, "nats"), "-n", "chaos"}, binaries.TCPReady(fmt.Sprintf("127.0.0.1:%d", natsPort))); err != nil {
@@ -262,6 +283,22 @@ func (r *runner) addProcs(bin string, natsPort int, env []string) error {
 		crashEnv = append(crashEnv, fmt.Sprintf("%s=%s=%g", failpoint.Env, failpoint.CallbackAfterKeep, r.o.CallbackCrash))
 	}
 	return add("callback-ingest", "callback-ingest", nil, binaries.HTTPReady(r.cbBase+"/readyz"), crashEnv...)
+}
+
+// addProc declares the supervised process name, running binary of bin
+// with env and extraEnv over it, and puts it last in the start order.
+func (r *runner) addProc(bin string, env []string, name, binary string, args []string, ready func(context.Context) error, extraEnv ...string) error {
+	if r.procs == nil {
+		r.procs = map[string]*proc{}
+	}
+	w, err := r.openLog(name)
+	if err != nil {
+		return err
+	}
+	r.procs[name] = &proc{name: name, path: filepath.Join(bin, binary), args: args,
+		env: append(slices.Clip(env), extraEnv...), log: w, ready: ready}
+	r.order = append(r.order, name)
+	return nil
 }
 
 // chaosToken is the load's API token; the api refuses tokens under 32 bytes.
