@@ -354,7 +354,7 @@ func (r *runner) report(ctx context.Context, answers []answer) (*Report, error) 
 	if err != nil {
 		return nil, err
 	}
-	rep := analyse(r.o, answers, rows, rec, disputed)
+	rep := analyse(r.o, answers, rows, rec, disputed, r.forgeries.LateTo)
 	rep.Forgeries = r.forgeries
 	rep.Seed = r.o.Seed
 	rep.LoadTook, rep.SettleTook = r.loadTook, r.settleTook

@@ -183,6 +183,8 @@ func TestAnalyse(t *testing.T) {
 		fails   []string // substrings, one per failure, in order
 		// holders flagged RECEIPT DISPUTED in the dispatchers' logs
 		disputed map[string]bool
+		// payments the forger posted a late failure for
+		lateForged map[string]bool
 	}{{
 		name:    "clean",
 		answers: []answer{a1, a2, refused, unknown},
@@ -339,10 +341,28 @@ func TestAnalyse(t *testing.T) {
 		fails: []string{"1 payments paid at the fake are recorded other than Success or Unknown: " + id2,
 			"1 callbacks answered 200 are not reflected",
 			"1 paid payments ended Unknown show a late failure although Daraja's success was delivered: " + id1},
+	}, {
+		// Daraja's late 1019 came after the forger's late 1032 for a
+		// payment ended Unknown: the first late failure stands, by
+		// design, and neither pays anyone. Without a forgery the same
+		// record fails the run.
+		name:    "late failure pre-empted by a forged one",
+		answers: []answer{a1, a2},
+		rows: map[string]row{
+			id1: {status: 1, responseCode: events.CodeNoAnswer, source: "reconciler", lateCode: "1032"},
+			id2: {status: 1, responseCode: events.CodeNoAnswer, source: "reconciler", lateCode: "1032"},
+		},
+		rec: simRecordings{
+			Pushes:    []darajatest.Push{push(a1.phone, id1, "1019", true), push(a2.phone, id2, "1019", true)},
+			Callbacks: []darajatest.CallbackDelivery{delivered(id1, "1019", 200), delivered(id2, "1019", 200)},
+		},
+		lateForged: map[string]bool{id1: true},
+		want:       map[string]int{"accepted": 2, "final": 2, "accepted pushes": 2, "delivered": 2, "unreflected": 1, "preempted": 1},
+		fails:      []string{"1 callbacks answered 200 are not reflected in their record: " + id2},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := analyse(Options{}, tt.answers, tt.rows, tt.rec, tt.disputed)
+			r := analyse(Options{}, tt.answers, tt.rows, tt.rec, tt.disputed, tt.lateForged)
 			r.judge()
 			got := map[string]int{"accepted": r.Accepted, "final": r.Final, "lost": r.Lost, "503": r.Refused503,
 				"noanswer": r.NoAnswer, "accepted pushes": r.AcceptedPushes, "doubles": r.DoublePushes,
@@ -351,7 +371,8 @@ func TestAnalyse(t *testing.T) {
 				"unconfirmed": r.Unconfirmed503, "pushed unconfirmed": r.PushedUnconfirmed, "phones twice": r.PhonesPromptedTwice,
 				"never prompted": r.FinalNeverPrompted, "not final": r.NotFinal, "paid otherwise": r.PaidNotRecorded,
 				"receipt elsewhere": r.ReceiptElsewhere, "receipt unflagged": r.ReceiptElsewhereUnflagged,
-				"paid late failure": r.PaidLateFailure, "paid late failure delivered": r.PaidLateFailureDelivered}
+				"paid late failure": r.PaidLateFailure, "paid late failure delivered": r.PaidLateFailureDelivered,
+				"preempted": r.PreemptedByForgery}
 			for k, v := range got {
 				if v == 0 && tt.want[k] == 0 {
 					delete(got, k)

@@ -37,6 +37,9 @@ type forgeryFigures struct {
 	ReceiptThefts int // a success for X carrying the receipt the fake paid Y with
 	LateFailures  int // a 1032 right after stkgate ended the payment Unknown
 	Undelivered   int // forgeries callback-ingest did not answer 200 (down, say)
+	// LateTo are the payments a late failure was posted for (answered
+	// 200 or not).
+	LateTo map[string]bool
 }
 
 // forger sends the forgeries while the run goes on.
@@ -124,6 +127,10 @@ func (r *runner) startForger(ctx context.Context) (stop func() forgeryFigures, e
 		f.wg.Wait()
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		f.fig.LateTo = map[string]bool{}
+		for id := range f.lateSent {
+			f.fig.LateTo[id] = true
+		}
 		return f.fig
 	}, nil
 }

@@ -49,6 +49,9 @@ type Report struct {
 	CallbacksDelivered   int            // of those, answered 200
 	CallbacksUnreflected int            // delivered (200) but the record's response_code differs
 	UnreflectedIDs       []string       // the first few
+	// PreemptedByForgery are Daraja's late failures (answered 200) whose
+	// payment shows the forger's late failure, stored first: by design.
+	PreemptedByForgery int
 	OutcomeMismatches    int            // final record whose code differs from its single accepted push's outcome
 	MismatchIDs          []string       // the first few
 	Queries              int            // STK queries the fake answered
@@ -100,8 +103,11 @@ type procFigures struct {
 // analyse computes a run's figures from the load's answers, the read model,
 // the fake's recordings, and the holders of receipts the reconcilers
 // flagged RECEIPT DISPUTED.
-func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings, disputed map[string]bool) *Report {
+//
+// lateForged are the payments the forger posted a late failure for.
+func analyse(o Options, answers []answer, rows map[string]row, rec simRecordings, disputed, lateForged map[string]bool) *Report {
 	c := newAnalysis(answers, rows, rec)
+	c.lateForged = lateForged
 	c.countAnswers()
 	c.countPrompts()
 	c.countPromptsPerPhone()
@@ -126,6 +132,7 @@ type analysis struct {
 	phones     map[string]*phoneUse      // phone → what its requests got
 	byID       map[string][]string       // tracking id → result codes of its prompts
 	promptedOn map[string]map[string]int // phone → tracking id → prompts
+	lateForged map[string]bool           // payments the forger posted a late failure for
 }
 
 func newAnalysis(answers []answer, rows map[string]row, rec simRecordings) *analysis {
@@ -350,7 +357,15 @@ func (c *analysis) checkCallbacks() {
 		}
 		c.r.CallbacksDelivered++
 		id := trackingIDOf(cb.URL)
-		if row, ok := c.rows[id]; !ok || !reflects(row, cb.ResultCode) {
+		row, ok := c.rows[id]
+		if ok && c.lateForged[id] && preempted(row, cb.ResultCode) {
+			// Daraja's late failure came after the forger's: the first
+			// late failure stands (docs/SECURITY.md, "A forged late
+			// result"), and neither pays anyone.
+			c.r.PreemptedByForgery++
+			continue
+		}
+		if !ok || !reflects(row, cb.ResultCode) {
 			c.r.CallbacksUnreflected++
 			if len(c.r.UnreflectedIDs) < 10 {
 				got := "no record"
@@ -420,6 +435,14 @@ func (r *Report) forgedOutcomes(rows map[string]row, rec simRecordings, byID map
 // as its outcome, or, when stkgate had ended the payment Unknown before
 // the callback counted (a fast failure held for a query it could not ask,
 // say), as its late result (meta.late_result).
+// preempted reports whether row, ended Unknown, holds a late failure other
+// than the failure code its genuine callback gave.
+func preempted(row row, code string) bool {
+	_, label := events.Outcome(row.responseCode)
+	return row.status == events.StatusFinal && label == events.LabelUnknown && row.lateCode != "" &&
+		row.lateCode != "0" && code != "0" && row.lateCode != code
+}
+
 func reflects(row row, code string) bool {
 	if row.status != events.StatusFinal {
 		return false
@@ -531,6 +554,7 @@ func (r *Report) Print(w io.Writer) {
 	p("pushes for 503'd requests   %d", r.Pushed503)
 	p("callbacks sent / 200        %d / %d", r.CallbacksSent, r.CallbacksDelivered)
 	p("  200 but not reflected     %d", r.CallbacksUnreflected)
+	p("  late failure pre-empted   %d (by a forged late failure stored first: by design)", r.PreemptedByForgery)
 	p("  replayed / changed record %d / %d", r.Replayed, r.ReplayChanged)
 	p("outcome != pushed outcome   %d", r.OutcomeMismatches)
 	for _, m := range r.MismatchIDs {
