@@ -88,15 +88,7 @@ func startUp(ctx context.Context, cfg Config, js jetstream.JetStream) (*sqlx.DB,
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
 	db, err := worker.RetryStart(startCtx, log, "open database", func(ctx context.Context) (*sqlx.DB, error) {
-		db, err := store.Open(ctx, cfg.DatabaseURL)
-		if err != nil {
-			return nil, err
-		}
-		if err := store.Migrate(ctx, db.DB); err != nil {
-			_ = db.Close()
-			return nil, err
-		}
-		return db, nil
+		return store.OpenMigrated(ctx, cfg.DatabaseURL)
 	})
 	if err != nil {
 		return nil, err

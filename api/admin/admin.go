@@ -125,16 +125,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdin 
 		return ExitUsage
 	}
 	if needDB {
-		db, err := store.Open(ctx, d.DatabaseURL)
+		db, err := store.OpenMigrated(ctx, d.DatabaseURL)
 		if err != nil {
 			fmt.Fprintln(stderr, "stkgate-admin:", err)
 			return ExitError
 		}
 		defer db.Close()
-		if err := store.Migrate(ctx, db.DB); err != nil {
-			fmt.Fprintln(stderr, "stkgate-admin:", err)
-			return ExitError
-		}
 		d.DB = db
 	}
 	if needNATS {

@@ -66,6 +66,21 @@ func Open(ctx context.Context, url string) (*sqlx.DB, error) {
 	return db, nil
 }
 
+// OpenMigrated is Open, then Migrate: the database a service or the admin
+// command works on, its schema brought up to date. On an error nothing is
+// left open.
+func OpenMigrated(ctx context.Context, url string) (*sqlx.DB, error) {
+	db, err := Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if err := Migrate(ctx, db.DB); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
 // hideURL drops the URL from a URL parse error: it may hold a password.
 func hideURL(err error) error {
 	var uerr *neturl.Error

@@ -154,15 +154,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("webhooks: jetstream: %w", err)
 	}
 	sqlDB, err := worker.RetryStart(ctx, log, "webhooks: open database", func(ctx context.Context) (*sqlx.DB, error) {
-		db, err := store.Open(ctx, cfg.DatabaseURL)
-		if err != nil {
-			return nil, err
-		}
-		if err := store.Migrate(ctx, db.DB); err != nil {
-			_ = db.Close()
-			return nil, err
-		}
-		return db, nil
+		return store.OpenMigrated(ctx, cfg.DatabaseURL)
 	})
 	if err != nil {
 		if ctx.Err() != nil {
