@@ -29,6 +29,7 @@ type endpointState struct {
 	failed    int           // consecutive failures
 	openUntil time.Time     // breaker open (or a trial running) until then
 	cooldown  time.Duration // the next cooldown
+	trial     bool          // a half-open trial is running
 }
 
 func newEndpoints(perEndpoint, failures int, cooldown, maxCooldown, trialFor time.Duration) *endpoints {
@@ -56,7 +57,7 @@ func (e *endpoints) acquire(id string, now time.Time) (ok, busy bool, wait time.
 	}
 	if s.failed >= e.failures {
 		// Half open: this attempt is the trial; the others wait for it.
-		s.openUntil = now.Add(e.trialFor)
+		s.openUntil, s.trial = now.Add(e.trialFor), true
 	}
 	s.inFlight++
 	return true, false, 0
@@ -70,7 +71,7 @@ func (e *endpoints) cancel(id string) {
 	s := e.m[id]
 	s.inFlight--
 	if s.failed >= e.failures {
-		s.openUntil = time.Time{}
+		s.openUntil, s.trial = time.Time{}, false
 	}
 	if s.inFlight == 0 && s.failed == 0 {
 		delete(e.m, id)
@@ -84,11 +85,14 @@ func (e *endpoints) release(id string, success bool, now time.Time) {
 	s := e.m[id]
 	s.inFlight--
 	if success {
-		s.failed, s.openUntil, s.cooldown = 0, time.Time{}, e.cooldown
+		s.failed, s.openUntil, s.cooldown, s.trial = 0, time.Time{}, e.cooldown, false
 	} else {
 		s.failed++
-		if s.failed >= e.failures {
-			s.openUntil = now.Add(s.cooldown)
+		// The breaker opens, and its next cooldown doubles, once per
+		// opening: the other attempts in flight when the endpoint went
+		// down fail too, and neither lengthen nor double it.
+		if s.failed >= e.failures && (s.trial || !now.Before(s.openUntil)) {
+			s.openUntil, s.trial = now.Add(s.cooldown), false
 			s.cooldown = min(2*s.cooldown, e.maxCooldown)
 		}
 	}

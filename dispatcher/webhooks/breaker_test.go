@@ -74,3 +74,33 @@ func TestEndpointsCancel(t *testing.T) {
 		t.Fatal("a cancelled trial holds the breaker for its trial time")
 	}
 }
+
+// TestEndpointsCooldownDoublesPerOpening: the attempts in flight when an
+// endpoint goes down all fail together; the breaker opens once, and its
+// cooldown doubles once per failed trial, as documented (30 s, 1, 2, 4 …
+// minutes), not once per failure.
+func TestEndpointsCooldownDoublesPerOpening(t *testing.T) {
+	e := newEndpoints(4, 1, time.Second, time.Minute, 10*time.Second)
+	now := time.Unix(1000, 0)
+	for i := range 4 {
+		if ok, _, _ := e.acquire("a", now); !ok {
+			t.Fatalf("attempt %d refused", i+1)
+		}
+	}
+	for range 4 {
+		e.release("a", false, now)
+	}
+	if _, _, wait := e.acquire("a", now); wait != time.Second {
+		t.Fatalf("breaker open for %s after 4 failures together, want 1s", wait)
+	}
+	for i, want := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		now = now.Add(time.Hour)
+		if ok, _, _ := e.acquire("a", now); !ok {
+			t.Fatalf("trial %d refused", i+1)
+		}
+		e.release("a", false, now)
+		if _, _, wait := e.acquire("a", now); wait != want {
+			t.Fatalf("after failed trial %d: open for %s, want %s", i+1, wait, want)
+		}
+	}
+}

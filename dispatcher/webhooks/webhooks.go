@@ -332,8 +332,16 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	// many of them cost neither Postgres nor the other endpoints anything.
 	ok, busy, wait := w.eps.acquire(t.EndpointID, time.Now())
 	if !ok {
+		reason := "breaker open"
 		if busy {
-			wait = busyWait
+			wait, reason = busyWait, "endpoint busy"
+		}
+		// Handed back for ever, a task would outlive its retry limit and
+		// then the stream's: past the limit the delivery fails here, with
+		// an attempt that says why none was made.
+		if !t.Manual && w.pastRetryLimit(msg) {
+			w.giveUp(work, log, msg, t, reason)
+			return
 		}
 		worker.Nak(log, msg, jitter(wait))
 		return
@@ -384,6 +392,41 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	res, success = w.attempt(work, log, ep, env.ID, t.Event)
 	attempted = true
 	w.settle(work, log, msg, t, d, ep, res)
+}
+
+// pastRetryLimit: the task was first published RetryFor ago or more.
+func (w *runner) pastRetryLimit(msg jetstream.Msg) bool {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return false
+	}
+	return time.Since(meta.Timestamp) >= w.cfg.Backoff.RetryFor
+}
+
+// giveUp records a delivery whose retries are spent without an attempt
+// (its endpoint's breaker open, or busy) as failed, then acks its task.
+func (w *runner) giveUp(ctx context.Context, log *slog.Logger, msg jetstream.Msg, t task, reason string) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	d, err := w.store.WebhookDeliveryByID(ctx, t.DeliveryID)
+	if err != nil {
+		log.Warn("webhook delivery not read; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return
+	}
+	if d.State != store.DeliveryPending {
+		worker.Ack(ctx, log, msg, "nothing: the delivery is "+d.State)
+		return
+	}
+	a := store.WebhookAttempt{At: time.Now(), Error: reason + ": not attempted, retries spent"}
+	if err := w.store.RecordWebhookAttempt(ctx, d.ID, a, store.DeliveryFailed, time.Time{}); err != nil {
+		log.Warn("webhook delivery not recorded failed; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return
+	}
+	w.cfg.Metrics.WebhookDelivery(store.DeliveryFailed)
+	log.Error("webhook delivery failed: retries spent", "error", a.Error, "attempt", d.Attempts+1)
+	worker.Ack(ctx, log, msg, "the delivery is checked again and found failed")
 }
 
 // attempt signs and posts the event to ep once.
@@ -449,9 +492,12 @@ func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		}
 	}
 	if err := w.store.RecordWebhookAttempt(ctx, d.ID, a, state, next); err != nil {
-		// The attempt is made; its record is lost. Acked or not, the
-		// task's outcome stands (a retry would send it again for nothing).
-		log.Error("webhook attempt not recorded", "error", err)
+		// Acked, the task would leave its delivery pending for ever: it
+		// is handed back, and attempted again (at least once: a receiver
+		// may get the same webhook-id twice).
+		log.Error("webhook attempt not recorded; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return
 	}
 	if ack {
 		if state != d.State {

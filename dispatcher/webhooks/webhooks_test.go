@@ -480,3 +480,81 @@ func TestRetryAfterHonoured(t *testing.T) {
 		t.Errorf("retried %s after a Retry-After of 1 s", gap)
 	}
 }
+
+// TestBreakerOpenPastRetryLimitFails: an endpoint that stays down keeps
+// its breaker open; the tasks it hands back are not handed back for ever:
+// past the retry limit each delivery is recorded failed, with an attempt
+// saying "breaker open", without another request.
+func TestBreakerOpenPastRetryLimitFails(t *testing.T) {
+	t.Parallel()
+	h := start(t, func(c *webhooks.Config) {
+		c.Backoff.RetryFor = 200 * time.Millisecond
+		c.BreakerFailures = 1
+		c.BreakerCooldown = time.Second
+		c.PerEndpoint = 1
+	})
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	h.endpoint(t, "shop", rc.URL)
+	var evs []events.Completed
+	for range 4 {
+		ev := completed("shop")
+		evs = append(evs, ev)
+		h.publish(t, ev)
+	}
+	wait.For(t, "every delivery failed", func() bool {
+		for _, ev := range evs {
+			ds := h.deliveries(t, "shop", ev.TrackingID)
+			if len(ds) != 1 || ds[0].State != store.DeliveryFailed {
+				return false
+			}
+		}
+		return true
+	})
+	breaker := 0
+	for _, ev := range evs {
+		for _, a := range h.deliveries(t, "shop", ev.TrackingID)[0].AttemptLog {
+			if strings.Contains(a.Error, "breaker open") {
+				breaker++
+			}
+		}
+	}
+	if breaker == 0 {
+		t.Error("no delivery failed with its breaker open: each waited for a trial")
+	}
+	if n := len(rc.requests()); n >= len(evs) {
+		t.Errorf("%d requests to a receiver whose breaker was open, want fewer than %d", n, len(evs))
+	}
+}
+
+// TestAttemptRecordLostIsRetried: when the attempt cannot be recorded
+// (Postgres refusing at that moment) the task is handed back, not acked:
+// the delivery does not stay pending for ever.
+func TestAttemptRecordLostIsRetried(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	db, err := store.Open(context.Background(), h.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	rc := newReceiver(t, func(n int, _ http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			// Every attempt record is refused from now on.
+			if _, err := db.Exec(`ALTER TABLE webhook_attempts ADD CONSTRAINT refuse_all CHECK (delivery_id < 0) NOT VALID`); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	h.endpoint(t, "shop", rc.URL)
+	ev := completed("shop")
+	h.publish(t, ev)
+	wait.For(t, "the first attempt", func() bool { return len(rc.requests()) >= 1 })
+	wait.For(t, "a second attempt (the first's record lost)", func() bool { return len(rc.requests()) >= 2 })
+	if _, err := db.Exec(`ALTER TABLE webhook_attempts DROP CONSTRAINT refuse_all`); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, "the delivery recorded delivered", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
+	})
+}
