@@ -26,6 +26,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -236,6 +237,8 @@ type runner struct {
 	sealer *webhook.Sealer
 	client *webhook.Client
 	eps    *endpoints
+	// unopened: endpoints whose previous secret did not open, logged once.
+	unopened sync.Map
 }
 
 type task = webhook.Task
@@ -433,8 +436,17 @@ func (w *runner) giveUp(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 func (w *runner) attempt(ctx context.Context, log *slog.Logger, ep store.WebhookEndpoint, eventID string, body []byte) (webhook.Result, bool) {
 	now := time.Now()
 	var secrets []webhook.Secret
-	for _, sealed := range ep.Signing(now) {
+	for i, sealed := range ep.Signing(now) {
 		s, err := w.sealer.Open(ep.ID, sealed)
+		if err != nil && i > 0 {
+			// The previous secret, in its grace, sealed under a key since
+			// dropped from WEBHOOK_SECRET_KEY: the current one signs alone
+			// (the merchant has it since the rotation began).
+			if _, seen := w.unopened.LoadOrStore(ep.ID, true); !seen {
+				log.Warn("webhook previous secret does not open; signing with the current one only (stkgate-admin webhook reseal)", "error", err)
+			}
+			continue
+		}
 		if err != nil {
 			log.Error("webhook secret does not open: is WEBHOOK_SECRET_KEY the one stkgate-admin sealed it with?", "error", err)
 			return webhook.Result{Err: fmt.Errorf("signing secret: %w", err)}, false

@@ -558,3 +558,41 @@ func TestAttemptRecordLostIsRetried(t *testing.T) {
 		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
 	})
 }
+
+// TestPreviousSecretUnderDroppedKeySkipped: after a change of
+// WEBHOOK_SECRET_KEY whose old key is dropped, a previous secret still in
+// its grace but sealed under the old key does not stop deliveries: it is
+// skipped and the current secret alone signs.
+func TestPreviousSecretUnderDroppedKeySkipped(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	rc := newReceiver(t, nil)
+	ep, _ := h.endpoint(t, "shop", rc.URL)
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	dropped, _ := webhook.NewSealer(base64.StdEncoding.EncodeToString(k))
+	prev, _ := webhook.NewSecret()
+	sealedPrev, _ := dropped.Seal(ep.ID, prev)
+	cur, _ := webhook.NewSecret()
+	sealedCur, _ := h.sealer.Seal(ep.ID, cur)
+	ctx := context.Background()
+	// The previous secret, under the dropped key, becomes the current
+	// one's predecessor.
+	if err := h.store.RotateWebhookSecret(ctx, ep.ID, sealedPrev, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.RotateWebhookSecret(ctx, ep.ID, sealedCur, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ev := completed("shop")
+	h.publish(t, ev)
+	wait.For(t, "the delivery", func() bool { return len(rc.requests()) == 1 })
+	got := rc.requests()[0]
+	if err := merchant.VerifyWebhook(cur.String(), got.header, got.body, time.Now()); err != nil {
+		t.Errorf("the current secret does not verify: %v", err)
+	}
+	wait.For(t, "delivered", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
+	})
+}
