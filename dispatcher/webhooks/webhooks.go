@@ -54,6 +54,13 @@ type Config struct {
 	Concurrency int
 	// PerEndpoint bounds the attempts in flight to one endpoint (4).
 	PerEndpoint int
+	// PerClient bounds the attempts in flight to all of one client's
+	// endpoints together (a quarter of Concurrency, at least PerEndpoint).
+	PerClient int
+	// SlowAfter: a 2xx answer later than this counts as a failure for the
+	// breaker (it is delivered all the same), so that endpoints answering
+	// just within the timeout do not hold handlers unchecked (5 s).
+	SlowAfter time.Duration
 	// BreakerFailures consecutive failures open an endpoint's breaker (5)
 	// for BreakerCooldown (30 s), doubling up to 10 minutes.
 	BreakerFailures int
@@ -81,6 +88,7 @@ const (
 	DefaultPerEndpoint     = 4
 	DefaultBreakerFailures = 5
 	DefaultBreakerCooldown = 30 * time.Second
+	DefaultSlowAfter       = 5 * time.Second
 	maxBreakerCooldown     = 10 * time.Minute
 	// busyWait is how long a task whose endpoint is at its in-flight limit
 	// waits, before jitter: long against a nak's cost, short against a
@@ -101,6 +109,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PerEndpoint <= 0 {
 		c.PerEndpoint = DefaultPerEndpoint
+	}
+	if c.PerClient <= 0 {
+		c.PerClient = max(c.PerEndpoint, c.Concurrency/4)
+	}
+	if c.SlowAfter <= 0 {
+		c.SlowAfter = DefaultSlowAfter
 	}
 	if c.BreakerFailures <= 0 {
 		c.BreakerFailures = DefaultBreakerFailures
@@ -129,6 +143,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("dev_mode", c.Policy.Dev),
 		slog.Int("concurrency", c.Concurrency),
 		slog.Int("per_endpoint", c.PerEndpoint),
+		slog.Int("per_client", c.PerClient),
+		slog.String("slow_after", c.SlowAfter.String()),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Int("breaker_failures", c.BreakerFailures),
 		slog.String("breaker_cooldown", c.BreakerCooldown.String()),
@@ -204,7 +220,7 @@ func Run(ctx context.Context, cfg Config) error {
 		client: webhook.NewClient(webhook.ClientConfig{
 			Policy: cfg.Policy, Lookup: cfg.Lookup, Timeout: cfg.Timeout, TLS: cfg.TLS,
 		}),
-		eps: newEndpoints(cfg.PerEndpoint, cfg.BreakerFailures, cfg.BreakerCooldown, maxBreakerCooldown, cfg.Timeout+5*time.Second),
+		eps: newEndpoints(cfg.PerEndpoint, cfg.PerClient, cfg.BreakerFailures, cfg.BreakerCooldown, maxBreakerCooldown, cfg.Timeout+5*time.Second),
 	}
 	cfg.Metrics.SetReadiness(metrics.NATSConnected(nc), metrics.PostgresAnswers(sqlDB))
 	cfg.Metrics.WatchConsumers(js,
@@ -320,11 +336,12 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 		worker.Term(w.log, msg, "webhooks: malformed task")
 		return
 	}
-	env, _, err := events.Decode(t.Event)
+	env, ev, err := events.Decode(t.Event)
 	if err != nil {
 		worker.Term(w.log, msg, "webhooks: task's event: "+err.Error())
 		return
 	}
+	client := ev.Base().Client
 	log := w.log.With("tracking_id", env.Subject, "event", env.Type, "endpoint_id", t.EndpointID, "delivery_id", t.DeliveryID)
 	if stop.Err() != nil {
 		_ = worker.HandBack(msg)
@@ -333,7 +350,7 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	// The endpoint's slot first, before any read: a task of a busy or
 	// failing endpoint goes back to wait at the cost of a nak alone, so that
 	// many of them cost neither Postgres nor the other endpoints anything.
-	ok, busy, wait := w.eps.acquire(t.EndpointID, time.Now())
+	ok, busy, wait := w.eps.acquire(t.EndpointID, client, time.Now())
 	if !ok {
 		reason := "breaker open"
 		if busy {
@@ -352,9 +369,9 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	attempted, success := false, false
 	defer func() {
 		if attempted {
-			w.eps.release(t.EndpointID, success, time.Now())
+			w.eps.release(t.EndpointID, client, success, time.Now())
 		} else {
-			w.eps.cancel(t.EndpointID)
+			w.eps.cancel(t.EndpointID, client)
 		}
 	}()
 	ctx, cancel := context.WithTimeout(work, opTimeout)
@@ -458,7 +475,15 @@ func (w *runner) attempt(ctx context.Context, log *slog.Logger, ep store.Webhook
 	h.Set(webhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
 	h.Set(webhook.HeaderSignature, webhook.Sign(eventID, now, body, secrets...))
 	res := w.client.Post(ctx, ep.URL, h, body)
-	return res, res.Err == nil && res.Status >= 200 && res.Status < 300
+	return res, succeeded(res, w.cfg.SlowAfter)
+}
+
+// succeeded is an attempt's outcome for the breaker: a 2xx within
+// slowAfter. A slower 2xx delivers, but counts as a failure: endpoints that
+// answer just within the timeout would otherwise hold their share of the
+// handlers for ever.
+func succeeded(res webhook.Result, slowAfter time.Duration) bool {
+	return res.Err == nil && res.Status >= 200 && res.Status < 300 && res.Latency < slowAfter
 }
 
 // settle records the attempt and acks the task, or hands it back to wait

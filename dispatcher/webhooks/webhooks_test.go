@@ -596,3 +596,45 @@ func TestPreviousSecretUnderDroppedKeySkipped(t *testing.T) {
 		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
 	})
 }
+
+// TestClientHangingEndpointsDoNotDelayOthers: one client's several
+// endpoints all hang; together they hold at most the client's share of
+// the handlers (WEBHOOK_PER_CLIENT), so another client's deliveries still
+// arrive within a second.
+func TestClientHangingEndpointsDoNotDelayOthers(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	h := start(t, func(c *webhooks.Config) {
+		c.Concurrency = 8
+		c.PerEndpoint = 2
+		c.PerClient = 4
+		c.Timeout = 10 * time.Second
+	})
+	hanging := newReceiver(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	t.Cleanup(func() { close(release) })
+	fine := newReceiver(t, nil)
+	for range 4 {
+		h.endpoint(t, "slow", hanging.URL)
+	}
+	h.endpoint(t, "fast", fine.URL)
+	for range 10 {
+		h.publish(t, completed("slow"))
+	}
+	wait.For(t, "the slow client's receivers busy", func() bool { return len(hanging.requests()) >= 4 })
+	for i := range 3 {
+		sent := time.Now()
+		h.publish(t, completed("fast"))
+		wait.For(t, "the fast client's delivery", func() bool { return len(fine.requests()) == i+1 })
+		if d := time.Since(sent); d > time.Second {
+			t.Errorf("fast client's delivery %d took %s behind another's hanging endpoints, want within 1s", i+1, d)
+		}
+	}
+	if n := len(hanging.requests()); n > 4 {
+		t.Errorf("%d requests in flight to one client's endpoints, want at most its share of 4", n)
+	}
+}

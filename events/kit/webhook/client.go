@@ -22,7 +22,9 @@ const (
 	DefaultTLSTimeout     = 5 * time.Second
 	// DefaultTimeout bounds a whole delivery: connection, request and
 	// answer. A receiver should answer at once and work afterwards.
-	DefaultTimeout = 15 * time.Second
+	// 10 s: long for a receiver that should answer at once, and short
+	// enough that a slow one holds a handler little.
+	DefaultTimeout = 10 * time.Second
 	// ExcerptBytes is how much of an answer's body is read and kept.
 	ExcerptBytes = 4096
 )
