@@ -352,9 +352,9 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	// many of them cost neither Postgres nor the other endpoints anything.
 	ok, busy, wait := w.eps.acquire(t.EndpointID, client, time.Now())
 	if !ok {
-		reason := "breaker open"
+		reason := webhook.ErrTextBreakerOpen
 		if busy {
-			wait, reason = busyWait, "endpoint busy"
+			wait, reason = busyWait, webhook.ErrTextBusy
 		}
 		// Handed back for ever, a task would outlive its retry limit and
 		// then the stream's: past the limit the delivery fails here, with
@@ -438,7 +438,7 @@ func (w *runner) giveUp(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		worker.Ack(ctx, log, msg, "nothing: the delivery is "+d.State)
 		return
 	}
-	a := store.WebhookAttempt{At: time.Now(), Error: reason + ": not attempted, retries spent"}
+	a := store.WebhookAttempt{At: time.Now(), Error: reason}
 	if err := w.store.RecordWebhookAttempt(ctx, d.ID, a, store.DeliveryFailed, time.Time{}); err != nil {
 		log.Warn("webhook delivery not recorded failed; retrying", "error", err)
 		worker.Nak(log, msg, storeWait)
@@ -466,7 +466,7 @@ func (w *runner) attempt(ctx context.Context, log *slog.Logger, ep store.Webhook
 		}
 		if err != nil {
 			log.Error("webhook secret does not open: is WEBHOOK_SECRET_KEY the one stkgate-admin sealed it with?", "error", err)
-			return webhook.Result{Err: fmt.Errorf("signing secret: %w", err)}, false
+			return webhook.Result{Err: fmt.Errorf("%w: %w", webhook.ErrSigning, err)}, false
 		}
 		secrets = append(secrets, s)
 	}
@@ -490,13 +490,16 @@ func succeeded(res webhook.Result, slowAfter time.Duration) bool {
 // for its next try.
 func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg, t task, d store.WebhookDelivery, ep store.WebhookEndpoint, res webhook.Result) {
 	now := time.Now()
-	a := store.WebhookAttempt{At: now.Add(-res.Latency), StatusCode: res.Status, Latency: res.Latency, Excerpt: res.Excerpt, Manual: t.Manual}
-	if res.Err != nil {
-		a.Error = res.Err.Error()
-	}
+	// The record (served to the client) holds a fixed text; the detail,
+	// which may name internal addresses, goes to this log alone.
+	a := store.WebhookAttempt{At: now.Add(-res.Latency), StatusCode: res.Status, Latency: res.Latency, Excerpt: res.Excerpt, Manual: t.Manual,
+		Error: webhook.Describe(res.Err)}
 	attempt := d.Attempts + 1
 	w.cfg.Metrics.WebhookAttempt(outcomeOf(res), res.Latency)
 	log = log.With("attempt", attempt, "status", res.Status, "latency_ms", res.Latency.Milliseconds())
+	if res.Err != nil {
+		log = log.With("detail", res.Err.Error())
+	}
 	state, next, ack := store.DeliveryPending, time.Time{}, true
 	var wait time.Duration
 	switch {

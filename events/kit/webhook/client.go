@@ -114,7 +114,7 @@ func (d *dialer) dial(ctx context.Context, network, address string) (net.Conn, e
 	if a, err := netip.ParseAddr(host); err == nil {
 		addrs = []netip.Addr{a}
 	} else if addrs, err = d.lookup(ctx, host); err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", host, err)
+		return nil, fmt.Errorf("%w %s: %w", errResolve, host, err)
 	}
 	var errs []error
 	for _, a := range addrs {
@@ -129,7 +129,7 @@ func (d *dialer) dial(ctx context.Context, network, address string) (net.Conn, e
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
-		return nil, fmt.Errorf("resolve %s: no address", host)
+		return nil, fmt.Errorf("%w %s: no address", errResolve, host)
 	}
 	return nil, errors.Join(errs...)
 }
@@ -142,7 +142,8 @@ type Result struct {
 	// Excerpt is the start of the answer's body (ExcerptBytes at most,
 	// valid UTF-8).
 	Excerpt string
-	// Err is why no answer came (refused address, timeout, connection).
+	// Err is why no answer came (refused address, timeout, connection):
+	// the detail, for the worker's log; Describe(Err) is what is recorded.
 	Err error
 	// RetryAfter is the answer's Retry-After (seconds or a date), at most
 	// MaxRetryAfter; 0 when none.
@@ -173,7 +174,7 @@ func (c *Client) Post(ctx context.Context, target string, header http.Header, bo
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return Result{Err: errors.New("request: the URL cannot be read")}
+		return Result{Err: errRequest}
 	}
 	for k, v := range header {
 		req.Header[k] = v

@@ -72,11 +72,18 @@ var (
 	teredo     = netip.MustParsePrefix("2001::/32")
 )
 
+// refusal is CheckAddr's error: ErrRefused, and which network (what, a
+// fixed name: the text recorded, without the address).
+type refusal struct{ msg, what string }
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return ErrRefused }
+
 // CheckAddr reports whether a may be called: nil, or an error wrapping
 // ErrRefused that says which network it is in.
 func (p Policy) CheckAddr(a netip.Addr) error {
 	if !a.IsValid() {
-		return fmt.Errorf("%w: no address", ErrRefused)
+		return &refusal{msg: ErrRefused.Error() + ": no address", what: "no address"}
 	}
 	a = a.WithZone("").Unmap()
 	if a.Is6() {
@@ -108,7 +115,7 @@ func (p Policy) CheckAddr(a netip.Addr) error {
 			if p.Dev && r.what == "loopback" {
 				return nil
 			}
-			return fmt.Errorf("%w: %s is %s", ErrRefused, a, r.what)
+			return &refusal{msg: fmt.Sprintf("%s: %s is %s", ErrRefused, a, r.what), what: r.what}
 		}
 	}
 	return nil
