@@ -508,6 +508,12 @@ func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		log.Info("webhook delivered")
 	case res.Status == http.StatusGone:
 		state = store.DeliveryCancelled
+		if t.Manual {
+			// A redelivery does not undo what was done: a delivered one
+			// stays delivered; a pending one is cancelled by its own
+			// task, which finds the endpoint disabled.
+			state, next = d.State, d.NextAttempt
+		}
 		if err := w.store.DisableWebhookEndpoint(ctx, ep.ID, "the receiver answered 410 Gone"); err != nil && !errors.Is(err, store.ErrWebhookEndpointNotFound) {
 			log.Warn("webhook endpoint not disabled; retrying", "error", err)
 			worker.Nak(log, msg, storeWait)

@@ -638,3 +638,39 @@ func TestClientHangingEndpointsDoNotDelayOthers(t *testing.T) {
 		t.Errorf("%d requests in flight to one client's endpoints, want at most its share of 4", n)
 	}
 }
+
+// TestManualRedeliveryGoneKeepsDelivered: a delivery made, then sent again
+// by hand and answered 410: the endpoint is disabled, but the delivery
+// stays delivered (the 410 cancels what was pending, not what was done).
+func TestManualRedeliveryGoneKeepsDelivered(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n > 1 {
+			w.WriteHeader(http.StatusGone)
+		}
+	})
+	ep, _ := h.endpoint(t, "shop", rc.URL)
+	ev := completed("shop")
+	h.publish(t, ev)
+	wait.For(t, "the delivery", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
+	})
+	d := h.deliveries(t, "shop", ev.TrackingID)[0]
+	var out, errOut bytes.Buffer
+	env := map[string]string{"DATABASE_URL": h.dbURL, "NATS_URL": h.ns.URL}
+	if code := admin.Main(context.Background(), []string{"webhook", "redeliver", strconv.FormatInt(d.ID, 10)},
+		func(k string) string { return env[k] }, nil, &out, &errOut); code != admin.ExitOK {
+		t.Fatalf("redeliver: exit %d: %s", code, errOut.String())
+	}
+	wait.For(t, "the redelivery recorded", func() bool {
+		return len(h.deliveries(t, "shop", ev.TrackingID)[0].AttemptLog) == 2
+	})
+	if got := h.deliveries(t, "shop", ev.TrackingID)[0]; got.State != store.DeliveryDelivered {
+		t.Errorf("after a manual attempt answered 410: %s, want delivered still", got.State)
+	}
+	if got, _ := h.store.WebhookEndpoint(context.Background(), ep.ID); got.DisabledAt.IsZero() {
+		t.Error("the 410 did not disable the endpoint")
+	}
+}

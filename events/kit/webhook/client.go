@@ -197,10 +197,19 @@ func (c *Client) Post(ctx context.Context, target string, header http.Header, bo
 		RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 }
 
-// validUTF8 cuts a trailing partial rune and replaces invalid bytes, so
-// the excerpt can be stored as text; a NUL byte is replaced too.
+// validUTF8 replaces invalid bytes, so the excerpt can be stored as text
+// (a NUL byte too), then cuts it to ExcerptBytes on a rune's boundary: each
+// replacement takes 3 bytes, so 4 KiB of NULs would become 12.
 func validUTF8(b []byte) string {
 	// Postgres text holds no NUL.
 	b = bytes.ReplaceAll(b, []byte{0}, []byte(string(utf8.RuneError)))
-	return string(bytes.ToValidUTF8(b, []byte(string(utf8.RuneError))))
+	s := string(bytes.ToValidUTF8(b, []byte(string(utf8.RuneError))))
+	if len(s) > ExcerptBytes {
+		cut := ExcerptBytes
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
+	}
+	return s
 }

@@ -1,6 +1,7 @@
 package webhook_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stkgate/stkgate/events/kit/webhook"
 )
@@ -248,6 +250,28 @@ func TestPublicErrorText(t *testing.T) {
 	} {
 		if got := webhook.PublicErrorText(tc.stored); got != tc.want {
 			t.Errorf("PublicErrorText(%q) = %q, want %q", tc.stored, got, tc.want)
+		}
+	}
+}
+
+// TestClientExcerptBoundedAfterReplacement: an answer of invalid bytes,
+// each replaced by U+FFFD (3 bytes), still gives an excerpt of at most
+// ExcerptBytes, valid UTF-8.
+func TestClientExcerptBoundedAfterReplacement(t *testing.T) {
+	for _, body := range [][]byte{
+		bytes.Repeat([]byte{0xff}, 1<<16),
+		bytes.Repeat([]byte{0}, 1<<16),
+		bytes.Repeat([]byte("\xffa"), 1<<15),
+		append(bytes.Repeat([]byte("a"), webhook.ExcerptBytes-1), "é"...),
+	} {
+		srv, _ := counting(t, false, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusBadGateway)
+			_, _ = w.Write(body)
+		})
+		c := webhook.NewClient(webhook.ClientConfig{Policy: webhook.Policy{Dev: true}})
+		res := c.Post(context.Background(), srv.URL, nil, []byte("{}"))
+		if len(res.Excerpt) > webhook.ExcerptBytes || !utf8.ValidString(res.Excerpt) || strings.ContainsRune(res.Excerpt, 0) {
+			t.Errorf("excerpt of %d bytes (valid %v), want at most %d, valid UTF-8, no NUL", len(res.Excerpt), utf8.ValidString(res.Excerpt), webhook.ExcerptBytes)
 		}
 	}
 }
