@@ -359,7 +359,7 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 		// Handed back for ever, a task would outlive its retry limit and
 		// then the stream's: past the limit the delivery fails here, with
 		// an attempt that says why none was made.
-		if !t.Manual && w.pastRetryLimit(msg) {
+		if w.pastRetryLimit(msg) {
 			w.giveUp(work, log, msg, t, reason)
 			return
 		}
@@ -434,18 +434,26 @@ func (w *runner) giveUp(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		worker.Nak(log, msg, storeWait)
 		return
 	}
-	if d.State != store.DeliveryPending {
+	if d.State != store.DeliveryPending && !t.Manual {
 		worker.Ack(ctx, log, msg, "nothing: the delivery is "+d.State)
 		return
 	}
-	a := store.WebhookAttempt{At: time.Now(), Error: reason}
-	if err := w.store.RecordWebhookAttempt(ctx, d.ID, a, store.DeliveryFailed, time.Time{}); err != nil {
+	// A redelivery an operator asked for a day ago is given up too, the
+	// delivery's own state unchanged.
+	a := store.WebhookAttempt{At: time.Now(), Error: reason, Manual: t.Manual}
+	state, next := store.DeliveryFailed, time.Time{}
+	if t.Manual {
+		state, next = d.State, d.NextAttempt
+	}
+	if err := w.store.RecordWebhookAttempt(ctx, d.ID, a, state, next); err != nil {
 		log.Warn("webhook delivery not recorded failed; retrying", "error", err)
 		worker.Nak(log, msg, storeWait)
 		return
 	}
-	w.cfg.Metrics.WebhookDelivery(store.DeliveryFailed)
-	log.Error("webhook delivery failed: retries spent", "error", a.Error, "attempt", d.Attempts+1)
+	if state != d.State {
+		w.cfg.Metrics.WebhookDelivery(state)
+	}
+	log.Error("webhook delivery given up: retries spent", "error", a.Error, "attempt", d.Attempts+1, "manual", t.Manual)
 	worker.Ack(ctx, log, msg, "the delivery is checked again and found failed")
 }
 
