@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/events/kit/webhook"
 )
 
 // WebhookDeliveriesPath is GET /api/webhook-deliveries?tracking_id=…: the
@@ -60,7 +61,7 @@ func viewOfDelivery(d store.WebhookDelivery) deliveryView {
 		v.NextAttempt = &d.NextAttempt
 	}
 	for _, a := range d.AttemptLog {
-		av := attemptView{At: a.At, LatencyMS: a.Latency.Milliseconds(), Excerpt: a.Excerpt, Error: a.Error, Manual: a.Manual}
+		av := attemptView{At: a.At, LatencyMS: a.Latency.Milliseconds(), Excerpt: a.Excerpt, Error: webhook.PublicErrorText(a.Error), Manual: a.Manual}
 		if a.StatusCode != 0 {
 			av.StatusCode = &a.StatusCode
 		}

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +85,22 @@ func TestWebhookDeliveries(t *testing.T) {
 	}
 	if r := get("", "?tracking_id="+tid); r.status != http.StatusUnauthorized {
 		t.Errorf("no token: %d", r.status)
+	}
+}
+
+// TestWebhookDeliveriesHideInternalErrors: an attempt's error is served
+// as one of the fixed texts; a free text stored by an older worker (a
+// resolver's error naming its server) is not served.
+func TestWebhookDeliveriesHideInternalErrors(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tid := uuid.NewString()
+	addDelivery(t, e.store, "acme", tid, 0)
+	r := e.do(t, newRequest(http.MethodGet, WebhookDeliveriesPath+"?tracking_id="+tid, acmeToken, "", ""))
+	if r.status != http.StatusOK {
+		t.Fatalf("GET = %d %s", r.status, r.raw)
+	}
+	if strings.Contains(string(r.raw), "203.0.113.10") || strings.Contains(string(r.raw), "dial tcp") {
+		t.Errorf("served the stored error's detail: %s", r.raw)
 	}
 }

@@ -36,6 +36,9 @@ const webhookUsage = `  webhook add CLIENT URL [-events E,E] [-env-client]
   webhook enable ID             deliver again (after a 410 disabled it)
   webhook deliveries CLIENT TRACKING_ID
                                 the payment's deliveries and their attempts
+  webhook reseal                seal every stored secret anew under the first
+                                key of WEBHOOK_SECRET_KEY (after a change of
+                                key: new,old), the secrets unchanged
   webhook redeliver DELIVERY    one more attempt of the delivery now, whatever
                                 its state (NATS_URL: where the worker runs)
   (webhook URLs: https only, never a private, loopback, link-local or
@@ -46,7 +49,8 @@ const webhookUsage = `  webhook add CLIENT URL [-events E,E] [-env-client]
 func webhookVerb(verb string) string {
 	switch verb {
 	case "webhook add", "webhook list", "webhook remove", "webhook rotate-secret",
-		"webhook disable", "webhook enable", "webhook deliveries", "webhook redeliver":
+		"webhook disable", "webhook enable", "webhook deliveries", "webhook redeliver",
+		"webhook reseal":
 		return verb
 	}
 	return "\x00"
@@ -89,6 +93,8 @@ func (c *cmd) webhook(ctx context.Context, verb string, args []string) error {
 		return c.webhookDeliveries(ctx, args)
 	case "redeliver":
 		return c.webhookRedeliver(ctx, args)
+	case "reseal":
+		return c.webhookReseal(ctx, args)
 	}
 	return usageErrorf("unknown command webhook %s", verb)
 }
@@ -361,4 +367,67 @@ func (c *cmd) webhookRedeliver(ctx context.Context, args []string) error {
 	fmt.Fprintf(c.stderr, "delivery %d (%s to %s) queued for one more attempt; webhook deliveries %s %s shows it\n",
 		d.ID, d.EventID, ep.URL, d.Client, d.TrackingID)
 	return nil
+}
+
+// webhookReseal seals every stored secret anew under the first key, so
+// that the old key can be dropped from WEBHOOK_SECRET_KEY: the merchants'
+// secrets do not change. A previous secret whose grace is over is cleared
+// rather than resealed. Run again, it reseals nothing; an endpoint rotated
+// meanwhile is left as the rotation made it (sealed with the first key).
+func (c *cmd) webhookReseal(ctx context.Context, args []string) error {
+	if _, err := parse(flag.NewFlagSet("webhook reseal", flag.ContinueOnError), args, 0, ""); err != nil {
+		return err
+	}
+	sealer, err := c.sealer()
+	if err != nil {
+		return err
+	}
+	eps, err := c.s.AllWebhookEndpoints(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	resealed, failed := 0, 0
+	for _, ep := range eps {
+		prev := ep.PreviousSecret
+		if prev != nil && !now.Before(ep.PreviousExpiresAt) {
+			prev = nil
+		}
+		if sealer.SealedWithFirst(ep.Secret) && (prev == nil || sealer.SealedWithFirst(prev)) && len(prev) == len(ep.PreviousSecret) {
+			continue
+		}
+		secret, err := c.reseal(sealer, ep.ID, ep.Secret)
+		if err == nil && prev != nil {
+			prev, err = c.reseal(sealer, ep.ID, prev)
+		}
+		if err == nil {
+			err = c.s.ResealWebhookSecrets(ctx, ep, secret, prev)
+			if errors.Is(err, store.ErrWebhookEndpointNotFound) {
+				continue // rotated meanwhile: sealed with the first key
+			}
+		}
+		if err != nil {
+			failed++
+			fmt.Fprintf(c.stderr, "endpoint %s: not resealed: %v\n", ep.ID, err)
+			continue
+		}
+		resealed++
+	}
+	fmt.Fprintf(c.stderr, "%d endpoint(s) resealed under the first key of %s\n", resealed, EnvWebhookSecretKey)
+	if failed > 0 {
+		return fmt.Errorf("%d endpoint(s) not resealed: keep their key in %s, or rotate their secrets", failed, EnvWebhookSecretKey)
+	}
+	return nil
+}
+
+// reseal opens sealed with any key and seals it with the first.
+func (c *cmd) reseal(sealer *webhook.Sealer, id string, sealed []byte) ([]byte, error) {
+	if sealer.SealedWithFirst(sealed) {
+		return sealed, nil
+	}
+	sec, err := sealer.Open(id, sealed)
+	if err != nil {
+		return nil, err
+	}
+	return sealer.Seal(id, sec)
 }

@@ -189,3 +189,40 @@ func TestWebhookRedeliverRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookReseal: after WEBHOOK_SECRET_KEY becomes "new,old", webhook
+// reseal seals every stored secret (the current and the previous one)
+// under the new key, unchanged: the new key alone then opens them all,
+// and the merchants' secrets are the ones they hold.
+func TestWebhookReseal(t *testing.T) {
+	dns(t, map[string]string{"shop.example.com": "203.0.113.10"})
+	db := pgtest.New(t)
+	ctx := context.Background()
+	oldKey, newKey := newSealKey(t), newSealKey(t)
+	old := map[string]string{admin.EnvWebhookSecretKey: oldKey}
+	token(t, run(t, db, "client", "create", "shop"))
+	first := secretOf(t, runEnv(t, db, old, "webhook", "add", "shop", "https://shop.example.com/hooks"))
+	eps, _ := store.New(db).WebhookEndpoints(ctx, "shop")
+	id := eps[0].ID
+	second := secretOf(t, runEnv(t, db, old, "webhook", "rotate-secret", id, "-grace", "1h"))
+
+	both := map[string]string{admin.EnvWebhookSecretKey: newKey + "," + oldKey}
+	r := runEnv(t, db, both, "webhook", "reseal")
+	if r.code != admin.ExitOK || !strings.Contains(r.stderr, "1 endpoint") || r.stdout != "" {
+		t.Fatalf("reseal: %+v", r)
+	}
+	onlyNew, _ := webhook.NewSealer(newKey)
+	ep, _ := store.New(db).WebhookEndpoint(ctx, id)
+	for i, want := range []webhook.Secret{second, first} {
+		got, err := onlyNew.Open(id, ep.Signing(time.Now())[i])
+		if err != nil || got.String() != want.String() {
+			t.Errorf("secret %d under the new key alone: %v (changed: %v)", i, err, err == nil)
+		}
+	}
+	if r := runEnv(t, db, both, "webhook", "reseal"); r.code != admin.ExitOK || !strings.Contains(r.stderr, "0 endpoint") {
+		t.Errorf("reseal again: %+v", r)
+	}
+	if r := runEnv(t, db, old, "webhook", "reseal"); r.code != admin.ExitError {
+		t.Errorf("reseal with a key list lacking the key they are sealed with: %+v", r)
+	}
+}

@@ -160,6 +160,23 @@ func (s *Store) WebhookEndpoint(ctx context.Context, id string) (WebhookEndpoint
 	return e, nil
 }
 
+// AllWebhookEndpoints is every endpoint, removed ones too (their secrets
+// are stored all the same): for webhook reseal.
+func (s *Store) AllWebhookEndpoints(ctx context.Context) ([]WebhookEndpoint, error) {
+	return s.selectEndpoints(ctx, "all webhook endpoints", `SELECT `+endpointColumns+` FROM webhook_endpoints ORDER BY created_at, id`)
+}
+
+// ResealWebhookSecrets replaces endpoint e's sealed secrets (the current
+// and the previous one) with secret and previous, the same secrets sealed
+// anew, unless they changed since e was read (a rotation meanwhile):
+// then ErrWebhookEndpointNotFound, and nothing is written.
+func (s *Store) ResealWebhookSecrets(ctx context.Context, e WebhookEndpoint, secret, previous []byte) error {
+	return s.updateEndpoint(ctx, "reseal webhook secrets", `
+		UPDATE webhook_endpoints SET secret = $4, previous_secret = $5
+		WHERE id = $1 AND secret = $2 AND previous_secret IS NOT DISTINCT FROM $3`,
+		e.ID, e.Secret, e.PreviousSecret, secret, previous)
+}
+
 // isInvalidUUID: an id that is not a UUID names no endpoint.
 func isInvalidUUID(err error) bool {
 	var pqErr *pq.Error

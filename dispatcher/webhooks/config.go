@@ -11,7 +11,8 @@ import (
 // ConfigFromEnv reads the worker's settings (docs/CONFIG.md): NATS_URL,
 // DATABASE_URL and WEBHOOK_SECRET_KEY (required), NATS_STREAM_REPLICAS
 // (1), WEBHOOK_DEV_MODE (false), WEBHOOK_CONCURRENCY (32),
-// WEBHOOK_PER_ENDPOINT (4), WEBHOOK_TIMEOUT (15s), WEBHOOK_RETRY_FOR (24h).
+// WEBHOOK_PER_ENDPOINT (4), WEBHOOK_PER_CLIENT (a quarter of the
+// concurrency), WEBHOOK_TIMEOUT (10s), WEBHOOK_RETRY_FOR (24h).
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	e := envconf.New(getenv)
 	cfg := Config{
@@ -22,6 +23,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		Policy:         webhook.Policy{Dev: e.Bool("WEBHOOK_DEV_MODE", false)},
 		Concurrency:    e.Int("WEBHOOK_CONCURRENCY", DefaultConcurrency, 1, 1024),
 		PerEndpoint:    e.Int("WEBHOOK_PER_ENDPOINT", DefaultPerEndpoint, 1, 64),
+		PerClient:      e.Int("WEBHOOK_PER_CLIENT", 0, 1, 1024),
 		Timeout:        e.Duration("WEBHOOK_TIMEOUT", webhook.DefaultTimeout, time.Second, time.Minute),
 		Backoff:        DefaultBackoff,
 	}

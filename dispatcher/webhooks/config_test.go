@@ -28,8 +28,13 @@ func TestConfigFromEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Policy.Dev || cfg.Backoff.RetryFor != 24*time.Hour || cfg.Concurrency != webhooks.DefaultConcurrency {
+	if cfg.Policy.Dev || cfg.Backoff.RetryFor != 24*time.Hour || cfg.Concurrency != webhooks.DefaultConcurrency || cfg.Timeout != 10*time.Second {
 		t.Errorf("defaults: %+v", cfg)
+	}
+	e := baseEnv(t)
+	e["WEBHOOK_PER_CLIENT"] = "6"
+	if cfg, err := webhooks.ConfigFromEnv(envOf(e)); err != nil || cfg.PerClient != 6 {
+		t.Errorf("WEBHOOK_PER_CLIENT=6: %d, %v", cfg.PerClient, err)
 	}
 	for _, tc := range []struct{ name, value string }{
 		{"WEBHOOK_SECRET_KEY", ""},
@@ -37,6 +42,7 @@ func TestConfigFromEnv(t *testing.T) {
 		{"DATABASE_URL", ""},
 		{"WEBHOOK_RETRY_FOR", "1s"},
 		{"WEBHOOK_PER_ENDPOINT", "0"},
+		{"WEBHOOK_PER_CLIENT", "0"},
 		{"WEBHOOK_DEV_MODE", "maybe"},
 	} {
 		e := baseEnv(t)

@@ -84,3 +84,24 @@ func TestFanOutAgainMakesNoSecondTask(t *testing.T) {
 		t.Errorf("%d deliveries, want 2", len(ds))
 	}
 }
+
+// TestTaskStreamLimitsLifted: a task stream made by an older worker (7
+// days' MaxAge, old tasks discarded) is updated in place to no age limit,
+// so a task is never dropped before its delivery is final.
+func TestTaskStreamLimitsLifted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ns := natstest.Start(t)
+	old := TaskStreamConfig(1)
+	old.MaxAge, old.Discard = 7*24*time.Hour, jetstream.DiscardOld
+	if _, err := ns.JS.CreateOrUpdateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ns.JS.CreateOrUpdateStream(ctx, TaskStreamConfig(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.CachedInfo().Config; c.MaxAge != 0 || c.MaxBytes > 0 || c.MaxMsgs > 0 || c.Discard != jetstream.DiscardNew {
+		t.Errorf("task stream: max age %s, bytes %d, msgs %d, discard %v; want no limit, discard new", c.MaxAge, c.MaxBytes, c.MaxMsgs, c.Discard)
+	}
+}

@@ -16,9 +16,6 @@ import (
 const (
 	TaskStreamName = webhook.TaskStreamName
 	TaskSubjectAll = webhook.TaskSubjectAll
-	// TaskRetention outlives a delivery's whole retry schedule (at most
-	// RetryFor plus one MaxWait).
-	TaskRetention = 7 * 24 * time.Hour
 	// TaskDuplicateWindow: a fan-out redelivered within it is dropped as a
 	// duplicate; a later one is also harmless for a delivery already made
 	// (the worker reads its state first).
@@ -32,7 +29,13 @@ const (
 )
 
 // TaskStreamConfig is the stream of delivery tasks: a work queue (a task is
-// removed once acked), file storage.
+// removed once acked), file storage. No age or size limit: a limit would
+// drop tasks whose deliveries then stay pending for ever. The worker ends
+// every task itself (delivered, cancelled, or failed within RetryFor plus
+// one wait, an open breaker's too); a task outlives that only while no
+// worker runs, and then waits for one. Discard new: should an operator set
+// a limit, the fan-out's publish is refused (and retried, the event kept)
+// rather than an old task dropped.
 func TaskStreamConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        TaskStreamName,
@@ -42,8 +45,7 @@ func TaskStreamConfig(replicas int) jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(replicas, 1),
 		Duplicates:  TaskDuplicateWindow,
-		MaxAge:      TaskRetention,
-		Discard:     jetstream.DiscardOld,
+		Discard:     jetstream.DiscardNew,
 	}
 }
 

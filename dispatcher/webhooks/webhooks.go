@@ -26,6 +26,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -53,6 +54,13 @@ type Config struct {
 	Concurrency int
 	// PerEndpoint bounds the attempts in flight to one endpoint (4).
 	PerEndpoint int
+	// PerClient bounds the attempts in flight to all of one client's
+	// endpoints together (a quarter of Concurrency, at least PerEndpoint).
+	PerClient int
+	// SlowAfter: a 2xx answer later than this counts as a failure for the
+	// breaker (it is delivered all the same), so that endpoints answering
+	// just within the timeout do not hold handlers unchecked (5 s).
+	SlowAfter time.Duration
 	// BreakerFailures consecutive failures open an endpoint's breaker (5)
 	// for BreakerCooldown (30 s), doubling up to 10 minutes.
 	BreakerFailures int
@@ -80,6 +88,7 @@ const (
 	DefaultPerEndpoint     = 4
 	DefaultBreakerFailures = 5
 	DefaultBreakerCooldown = 30 * time.Second
+	DefaultSlowAfter       = 5 * time.Second
 	maxBreakerCooldown     = 10 * time.Minute
 	// busyWait is how long a task whose endpoint is at its in-flight limit
 	// waits, before jitter: long against a nak's cost, short against a
@@ -100,6 +109,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PerEndpoint <= 0 {
 		c.PerEndpoint = DefaultPerEndpoint
+	}
+	if c.PerClient <= 0 {
+		c.PerClient = max(c.PerEndpoint, c.Concurrency/4)
+	}
+	if c.SlowAfter <= 0 {
+		c.SlowAfter = DefaultSlowAfter
 	}
 	if c.BreakerFailures <= 0 {
 		c.BreakerFailures = DefaultBreakerFailures
@@ -128,6 +143,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("dev_mode", c.Policy.Dev),
 		slog.Int("concurrency", c.Concurrency),
 		slog.Int("per_endpoint", c.PerEndpoint),
+		slog.Int("per_client", c.PerClient),
+		slog.String("slow_after", c.SlowAfter.String()),
 		slog.Int("stream_replicas", c.StreamReplicas),
 		slog.Int("breaker_failures", c.BreakerFailures),
 		slog.String("breaker_cooldown", c.BreakerCooldown.String()),
@@ -195,7 +212,7 @@ func Run(ctx context.Context, cfg Config) error {
 		client: webhook.NewClient(webhook.ClientConfig{
 			Policy: cfg.Policy, Lookup: cfg.Lookup, Timeout: cfg.Timeout, TLS: cfg.TLS,
 		}),
-		eps: newEndpoints(cfg.PerEndpoint, cfg.BreakerFailures, cfg.BreakerCooldown, maxBreakerCooldown, cfg.Timeout+5*time.Second),
+		eps: newEndpoints(cfg.PerEndpoint, cfg.PerClient, cfg.BreakerFailures, cfg.BreakerCooldown, maxBreakerCooldown, cfg.Timeout+5*time.Second),
 	}
 	cfg.Metrics.SetReadiness(metrics.NATSConnected(nc), metrics.PostgresAnswers(sqlDB))
 	cfg.Metrics.WatchConsumers(js,
@@ -228,6 +245,8 @@ type runner struct {
 	sealer *webhook.Sealer
 	client *webhook.Client
 	eps    *endpoints
+	// unopened: endpoints whose previous secret did not open, logged once.
+	unopened sync.Map
 }
 
 type task = webhook.Task
@@ -309,11 +328,12 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 		worker.Term(w.log, msg, "webhooks: malformed task")
 		return
 	}
-	env, _, err := events.Decode(t.Event)
+	env, ev, err := events.Decode(t.Event)
 	if err != nil {
 		worker.Term(w.log, msg, "webhooks: task's event: "+err.Error())
 		return
 	}
+	client := ev.Base().Client
 	log := w.log.With("tracking_id", env.Subject, "event", env.Type, "endpoint_id", t.EndpointID, "delivery_id", t.DeliveryID)
 	if stop.Err() != nil {
 		_ = worker.HandBack(msg)
@@ -322,10 +342,18 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	// The endpoint's slot first, before any read: a task of a busy or
 	// failing endpoint goes back to wait at the cost of a nak alone, so that
 	// many of them cost neither Postgres nor the other endpoints anything.
-	ok, busy, wait := w.eps.acquire(t.EndpointID, time.Now())
+	ok, busy, wait := w.eps.acquire(t.EndpointID, client, time.Now())
 	if !ok {
+		reason := webhook.ErrTextBreakerOpen
 		if busy {
-			wait = busyWait
+			wait, reason = busyWait, webhook.ErrTextBusy
+		}
+		// Handed back for ever, a task would outlive its retry limit and
+		// then the stream's: past the limit the delivery fails here, with
+		// an attempt that says why none was made.
+		if w.pastRetryLimit(msg) {
+			w.giveUp(work, log, msg, t, reason)
+			return
 		}
 		worker.Nak(log, msg, jitter(wait))
 		return
@@ -333,9 +361,9 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	attempted, success := false, false
 	defer func() {
 		if attempted {
-			w.eps.release(t.EndpointID, success, time.Now())
+			w.eps.release(t.EndpointID, client, success, time.Now())
 		} else {
-			w.eps.cancel(t.EndpointID)
+			w.eps.cancel(t.EndpointID, client)
 		}
 	}()
 	ctx, cancel := context.WithTimeout(work, opTimeout)
@@ -378,15 +406,67 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	w.settle(work, log, msg, t, d, ep, res)
 }
 
+// pastRetryLimit: the task was first published RetryFor ago or more.
+func (w *runner) pastRetryLimit(msg jetstream.Msg) bool {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return false
+	}
+	return time.Since(meta.Timestamp) >= w.cfg.Backoff.RetryFor
+}
+
+// giveUp records a delivery whose retries are spent without an attempt
+// (its endpoint's breaker open, or busy) as failed, then acks its task.
+func (w *runner) giveUp(ctx context.Context, log *slog.Logger, msg jetstream.Msg, t task, reason string) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	d, err := w.store.WebhookDeliveryByID(ctx, t.DeliveryID)
+	if err != nil {
+		log.Warn("webhook delivery not read; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return
+	}
+	if d.State != store.DeliveryPending && !t.Manual {
+		worker.Ack(ctx, log, msg, "nothing: the delivery is "+d.State)
+		return
+	}
+	// A redelivery an operator asked for a day ago is given up too, the
+	// delivery's own state unchanged.
+	a := store.WebhookAttempt{At: time.Now(), Error: reason, Manual: t.Manual}
+	state, next := store.DeliveryFailed, time.Time{}
+	if t.Manual {
+		state, next = d.State, d.NextAttempt
+	}
+	if err := w.store.RecordWebhookAttempt(ctx, d.ID, a, state, next); err != nil {
+		log.Warn("webhook delivery not recorded failed; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return
+	}
+	if state != d.State {
+		w.cfg.Metrics.WebhookDelivery(state)
+	}
+	log.Error("webhook delivery given up: retries spent", "error", a.Error, "attempt", d.Attempts+1, "manual", t.Manual)
+	worker.Ack(ctx, log, msg, "the delivery is checked again and found failed")
+}
+
 // attempt signs and posts the event to ep once.
 func (w *runner) attempt(ctx context.Context, log *slog.Logger, ep store.WebhookEndpoint, eventID string, body []byte) (webhook.Result, bool) {
 	now := time.Now()
 	var secrets []webhook.Secret
-	for _, sealed := range ep.Signing(now) {
+	for i, sealed := range ep.Signing(now) {
 		s, err := w.sealer.Open(ep.ID, sealed)
+		if err != nil && i > 0 {
+			// The previous secret, in its grace, sealed under a key since
+			// dropped from WEBHOOK_SECRET_KEY: the current one signs alone
+			// (the merchant has it since the rotation began).
+			if _, seen := w.unopened.LoadOrStore(ep.ID, true); !seen {
+				log.Warn("webhook previous secret does not open; signing with the current one only (stkgate-admin webhook reseal)", "error", err)
+			}
+			continue
+		}
 		if err != nil {
 			log.Error("webhook secret does not open: is WEBHOOK_SECRET_KEY the one stkgate-admin sealed it with?", "error", err)
-			return webhook.Result{Err: fmt.Errorf("signing secret: %w", err)}, false
+			return webhook.Result{Err: fmt.Errorf("%w: %w", webhook.ErrSigning, err)}, false
 		}
 		secrets = append(secrets, s)
 	}
@@ -395,20 +475,31 @@ func (w *runner) attempt(ctx context.Context, log *slog.Logger, ep store.Webhook
 	h.Set(webhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
 	h.Set(webhook.HeaderSignature, webhook.Sign(eventID, now, body, secrets...))
 	res := w.client.Post(ctx, ep.URL, h, body)
-	return res, res.Err == nil && res.Status >= 200 && res.Status < 300
+	return res, succeeded(res, w.cfg.SlowAfter)
+}
+
+// succeeded is an attempt's outcome for the breaker: a 2xx within
+// slowAfter. A slower 2xx delivers, but counts as a failure: endpoints that
+// answer just within the timeout would otherwise hold their share of the
+// handlers for ever.
+func succeeded(res webhook.Result, slowAfter time.Duration) bool {
+	return res.Err == nil && res.Status >= 200 && res.Status < 300 && res.Latency < slowAfter
 }
 
 // settle records the attempt and acks the task, or hands it back to wait
 // for its next try.
 func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg, t task, d store.WebhookDelivery, ep store.WebhookEndpoint, res webhook.Result) {
 	now := time.Now()
-	a := store.WebhookAttempt{At: now.Add(-res.Latency), StatusCode: res.Status, Latency: res.Latency, Excerpt: res.Excerpt, Manual: t.Manual}
-	if res.Err != nil {
-		a.Error = res.Err.Error()
-	}
+	// The record (served to the client) holds a fixed text; the detail,
+	// which may name internal addresses, goes to this log alone.
+	a := store.WebhookAttempt{At: now.Add(-res.Latency), StatusCode: res.Status, Latency: res.Latency, Excerpt: res.Excerpt, Manual: t.Manual,
+		Error: webhook.Describe(res.Err)}
 	attempt := d.Attempts + 1
 	w.cfg.Metrics.WebhookAttempt(outcomeOf(res), res.Latency)
 	log = log.With("attempt", attempt, "status", res.Status, "latency_ms", res.Latency.Milliseconds())
+	if res.Err != nil {
+		log = log.With("detail", res.Err.Error())
+	}
 	state, next, ack := store.DeliveryPending, time.Time{}, true
 	var wait time.Duration
 	switch {
@@ -417,6 +508,12 @@ func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		log.Info("webhook delivered")
 	case res.Status == http.StatusGone:
 		state = store.DeliveryCancelled
+		if t.Manual {
+			// A redelivery does not undo what was done: a delivered one
+			// stays delivered; a pending one is cancelled by its own
+			// task, which finds the endpoint disabled.
+			state, next = d.State, d.NextAttempt
+		}
 		if err := w.store.DisableWebhookEndpoint(ctx, ep.ID, "the receiver answered 410 Gone"); err != nil && !errors.Is(err, store.ErrWebhookEndpointNotFound) {
 			log.Warn("webhook endpoint not disabled; retrying", "error", err)
 			worker.Nak(log, msg, storeWait)
@@ -441,9 +538,12 @@ func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		}
 	}
 	if err := w.store.RecordWebhookAttempt(ctx, d.ID, a, state, next); err != nil {
-		// The attempt is made; its record is lost. Acked or not, the
-		// task's outcome stands (a retry would send it again for nothing).
-		log.Error("webhook attempt not recorded", "error", err)
+		// Acked, the task would leave its delivery pending for ever: it
+		// is handed back, and attempted again (at least once: a receiver
+		// may get the same webhook-id twice).
+		log.Error("webhook attempt not recorded; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return
 	}
 	if ack {
 		if state != d.State {

@@ -480,3 +480,197 @@ func TestRetryAfterHonoured(t *testing.T) {
 		t.Errorf("retried %s after a Retry-After of 1 s", gap)
 	}
 }
+
+// TestBreakerOpenPastRetryLimitFails: an endpoint that stays down keeps
+// its breaker open; the tasks it hands back are not handed back for ever:
+// past the retry limit each delivery is recorded failed, with an attempt
+// saying "breaker open", without another request.
+func TestBreakerOpenPastRetryLimitFails(t *testing.T) {
+	t.Parallel()
+	h := start(t, func(c *webhooks.Config) {
+		c.Backoff.RetryFor = 200 * time.Millisecond
+		c.BreakerFailures = 1
+		c.BreakerCooldown = time.Second
+		c.PerEndpoint = 1
+	})
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	h.endpoint(t, "shop", rc.URL)
+	var evs []events.Completed
+	for range 4 {
+		ev := completed("shop")
+		evs = append(evs, ev)
+		h.publish(t, ev)
+	}
+	wait.For(t, "every delivery failed", func() bool {
+		for _, ev := range evs {
+			ds := h.deliveries(t, "shop", ev.TrackingID)
+			if len(ds) != 1 || ds[0].State != store.DeliveryFailed {
+				return false
+			}
+		}
+		return true
+	})
+	breaker := 0
+	for _, ev := range evs {
+		for _, a := range h.deliveries(t, "shop", ev.TrackingID)[0].AttemptLog {
+			if strings.Contains(a.Error, "breaker open") {
+				breaker++
+			}
+		}
+	}
+	if breaker == 0 {
+		t.Error("no delivery failed with its breaker open: each waited for a trial")
+	}
+	if n := len(rc.requests()); n >= len(evs) {
+		t.Errorf("%d requests to a receiver whose breaker was open, want fewer than %d", n, len(evs))
+	}
+}
+
+// TestAttemptRecordLostIsRetried: when the attempt cannot be recorded
+// (Postgres refusing at that moment) the task is handed back, not acked:
+// the delivery does not stay pending for ever.
+func TestAttemptRecordLostIsRetried(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	db, err := store.Open(context.Background(), h.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	rc := newReceiver(t, func(n int, _ http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			// Every attempt record is refused from now on.
+			if _, err := db.Exec(`ALTER TABLE webhook_attempts ADD CONSTRAINT refuse_all CHECK (delivery_id < 0) NOT VALID`); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	h.endpoint(t, "shop", rc.URL)
+	ev := completed("shop")
+	h.publish(t, ev)
+	wait.For(t, "the first attempt", func() bool { return len(rc.requests()) >= 1 })
+	wait.For(t, "a second attempt (the first's record lost)", func() bool { return len(rc.requests()) >= 2 })
+	if _, err := db.Exec(`ALTER TABLE webhook_attempts DROP CONSTRAINT refuse_all`); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, "the delivery recorded delivered", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
+	})
+}
+
+// TestPreviousSecretUnderDroppedKeySkipped: after a change of
+// WEBHOOK_SECRET_KEY whose old key is dropped, a previous secret still in
+// its grace but sealed under the old key does not stop deliveries: it is
+// skipped and the current secret alone signs.
+func TestPreviousSecretUnderDroppedKeySkipped(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	rc := newReceiver(t, nil)
+	ep, _ := h.endpoint(t, "shop", rc.URL)
+	k := make([]byte, 32)
+	_, _ = rand.Read(k)
+	dropped, _ := webhook.NewSealer(base64.StdEncoding.EncodeToString(k))
+	prev, _ := webhook.NewSecret()
+	sealedPrev, _ := dropped.Seal(ep.ID, prev)
+	cur, _ := webhook.NewSecret()
+	sealedCur, _ := h.sealer.Seal(ep.ID, cur)
+	ctx := context.Background()
+	// The previous secret, under the dropped key, becomes the current
+	// one's predecessor.
+	if err := h.store.RotateWebhookSecret(ctx, ep.ID, sealedPrev, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.RotateWebhookSecret(ctx, ep.ID, sealedCur, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ev := completed("shop")
+	h.publish(t, ev)
+	wait.For(t, "the delivery", func() bool { return len(rc.requests()) == 1 })
+	got := rc.requests()[0]
+	if err := merchant.VerifyWebhook(cur.String(), got.header, got.body, time.Now()); err != nil {
+		t.Errorf("the current secret does not verify: %v", err)
+	}
+	wait.For(t, "delivered", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
+	})
+}
+
+// TestClientHangingEndpointsDoNotDelayOthers: one client's several
+// endpoints all hang; together they hold at most the client's share of
+// the handlers (WEBHOOK_PER_CLIENT), so another client's deliveries still
+// arrive within a second.
+func TestClientHangingEndpointsDoNotDelayOthers(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	h := start(t, func(c *webhooks.Config) {
+		c.Concurrency = 8
+		c.PerEndpoint = 2
+		c.PerClient = 4
+		c.Timeout = 10 * time.Second
+	})
+	hanging := newReceiver(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	t.Cleanup(func() { close(release) })
+	fine := newReceiver(t, nil)
+	for range 4 {
+		h.endpoint(t, "slow", hanging.URL)
+	}
+	h.endpoint(t, "fast", fine.URL)
+	for range 10 {
+		h.publish(t, completed("slow"))
+	}
+	wait.For(t, "the slow client's receivers busy", func() bool { return len(hanging.requests()) >= 4 })
+	for i := range 3 {
+		sent := time.Now()
+		h.publish(t, completed("fast"))
+		wait.For(t, "the fast client's delivery", func() bool { return len(fine.requests()) == i+1 })
+		if d := time.Since(sent); d > time.Second {
+			t.Errorf("fast client's delivery %d took %s behind another's hanging endpoints, want within 1s", i+1, d)
+		}
+	}
+	if n := len(hanging.requests()); n > 4 {
+		t.Errorf("%d requests in flight to one client's endpoints, want at most its share of 4", n)
+	}
+}
+
+// TestManualRedeliveryGoneKeepsDelivered: a delivery made, then sent again
+// by hand and answered 410: the endpoint is disabled, but the delivery
+// stays delivered (the 410 cancels what was pending, not what was done).
+func TestManualRedeliveryGoneKeepsDelivered(t *testing.T) {
+	t.Parallel()
+	h := start(t, nil)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n > 1 {
+			w.WriteHeader(http.StatusGone)
+		}
+	})
+	ep, _ := h.endpoint(t, "shop", rc.URL)
+	ev := completed("shop")
+	h.publish(t, ev)
+	wait.For(t, "the delivery", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
+	})
+	d := h.deliveries(t, "shop", ev.TrackingID)[0]
+	var out, errOut bytes.Buffer
+	env := map[string]string{"DATABASE_URL": h.dbURL, "NATS_URL": h.ns.URL}
+	if code := admin.Main(context.Background(), []string{"webhook", "redeliver", strconv.FormatInt(d.ID, 10)},
+		func(k string) string { return env[k] }, nil, &out, &errOut); code != admin.ExitOK {
+		t.Fatalf("redeliver: exit %d: %s", code, errOut.String())
+	}
+	wait.For(t, "the redelivery recorded", func() bool {
+		return len(h.deliveries(t, "shop", ev.TrackingID)[0].AttemptLog) == 2
+	})
+	if got := h.deliveries(t, "shop", ev.TrackingID)[0]; got.State != store.DeliveryDelivered {
+		t.Errorf("after a manual attempt answered 410: %s, want delivered still", got.State)
+	}
+	if got, _ := h.store.WebhookEndpoint(context.Background(), ep.ID); got.DisabledAt.IsZero() {
+		t.Error("the 410 did not disable the endpoint")
+	}
+}

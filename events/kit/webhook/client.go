@@ -22,7 +22,9 @@ const (
 	DefaultTLSTimeout     = 5 * time.Second
 	// DefaultTimeout bounds a whole delivery: connection, request and
 	// answer. A receiver should answer at once and work afterwards.
-	DefaultTimeout = 15 * time.Second
+	// 10 s: long for a receiver that should answer at once, and short
+	// enough that a slow one holds a handler little.
+	DefaultTimeout = 10 * time.Second
 	// ExcerptBytes is how much of an answer's body is read and kept.
 	ExcerptBytes = 4096
 )
@@ -112,7 +114,7 @@ func (d *dialer) dial(ctx context.Context, network, address string) (net.Conn, e
 	if a, err := netip.ParseAddr(host); err == nil {
 		addrs = []netip.Addr{a}
 	} else if addrs, err = d.lookup(ctx, host); err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", host, err)
+		return nil, fmt.Errorf("%w %s: %w", errResolve, host, err)
 	}
 	var errs []error
 	for _, a := range addrs {
@@ -127,7 +129,7 @@ func (d *dialer) dial(ctx context.Context, network, address string) (net.Conn, e
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
-		return nil, fmt.Errorf("resolve %s: no address", host)
+		return nil, fmt.Errorf("%w %s: no address", errResolve, host)
 	}
 	return nil, errors.Join(errs...)
 }
@@ -140,7 +142,8 @@ type Result struct {
 	// Excerpt is the start of the answer's body (ExcerptBytes at most,
 	// valid UTF-8).
 	Excerpt string
-	// Err is why no answer came (refused address, timeout, connection).
+	// Err is why no answer came (refused address, timeout, connection):
+	// the detail, for the worker's log; Describe(Err) is what is recorded.
 	Err error
 	// RetryAfter is the answer's Retry-After (seconds or a date), at most
 	// MaxRetryAfter; 0 when none.
@@ -171,7 +174,7 @@ func (c *Client) Post(ctx context.Context, target string, header http.Header, bo
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return Result{Err: errors.New("request: the URL cannot be read")}
+		return Result{Err: errRequest}
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -194,10 +197,19 @@ func (c *Client) Post(ctx context.Context, target string, header http.Header, bo
 		RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 }
 
-// validUTF8 cuts a trailing partial rune and replaces invalid bytes, so
-// the excerpt can be stored as text; a NUL byte is replaced too.
+// validUTF8 replaces invalid bytes, so the excerpt can be stored as text
+// (a NUL byte too), then cuts it to ExcerptBytes on a rune's boundary: each
+// replacement takes 3 bytes, so 4 KiB of NULs would become 12.
 func validUTF8(b []byte) string {
 	// Postgres text holds no NUL.
 	b = bytes.ReplaceAll(b, []byte{0}, []byte(string(utf8.RuneError)))
-	return string(bytes.ToValidUTF8(b, []byte(string(utf8.RuneError))))
+	s := string(bytes.ToValidUTF8(b, []byte(string(utf8.RuneError))))
+	if len(s) > ExcerptBytes {
+		cut := ExcerptBytes
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
+	}
+	return s
 }

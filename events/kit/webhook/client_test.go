@@ -1,8 +1,10 @@
 package webhook_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -10,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stkgate/stkgate/events/kit/webhook"
 )
@@ -174,6 +177,101 @@ func TestClientReadsRetryAfter(t *testing.T) {
 		res := c.Post(context.Background(), srv.URL, nil, []byte("{}"))
 		if res.RetryAfter != tc.want {
 			t.Errorf("Retry-After %q: %s, want %s", tc.header, res.RetryAfter, tc.want)
+		}
+	}
+}
+
+// TestClientErrorCategories: what is stored and served of an attempt's
+// error is one of a few fixed texts, never the resolver's, the network's
+// or the receiver's details (internal addresses among them); the detail
+// stays in res.Err, for the worker's log.
+func TestClientErrorCategories(t *testing.T) {
+	release := make(chan struct{})
+	hanging, _ := counting(t, false, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	tlsSrv, _ := counting(t, true, nil)
+	hijacked, _ := counting(t, false, func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_ = c.Close()
+		}
+	})
+	noHost := func(context.Context, string) ([]netip.Addr, error) {
+		return nil, &net.DNSError{Err: "no such host", Name: "shop.invalid", Server: "10.255.255.53:53", IsNotFound: true}
+	}
+	private := func(context.Context, string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("10.9.8.7")}, nil
+	}
+	dev := webhook.Policy{Dev: true}
+	for _, tc := range []struct {
+		name   string
+		cfg    webhook.ClientConfig
+		url    string
+		want   string
+		hidden string
+	}{
+		{"dns", webhook.ClientConfig{Policy: dev, Lookup: noHost}, "http://shop.invalid/hooks", webhook.ErrTextDNS, "10.255.255.53"},
+		{"refused address", webhook.ClientConfig{Lookup: private}, "https://shop.example.com/hooks", "refused address: private", "10.9.8.7"},
+		{"timeout", webhook.ClientConfig{Policy: dev, Timeout: 200 * time.Millisecond}, hanging.URL, webhook.ErrTextTimeout, "127.0.0.1"},
+		{"tls", webhook.ClientConfig{Policy: dev}, tlsSrv.URL, webhook.ErrTextTLS, "127.0.0.1"},
+		{"connection refused", webhook.ClientConfig{Policy: dev}, "http://127.0.0.1:1/hooks", webhook.ErrTextConnRefused, "127.0.0.1"},
+		{"closed", webhook.ClientConfig{Policy: dev}, hijacked.URL, webhook.ErrTextClosed, "127.0.0.1"},
+	} {
+		res := webhook.NewClient(tc.cfg).Post(context.Background(), tc.url, nil, []byte("{}"))
+		got := webhook.Describe(res.Err)
+		if got != tc.want || strings.Contains(got, tc.hidden) {
+			t.Errorf("%s: %q (from %v), want %q", tc.name, got, res.Err, tc.want)
+		}
+		if res.Err == nil {
+			t.Errorf("%s: no detail for the log", tc.name)
+		}
+	}
+	if got := webhook.Describe(nil); got != "" {
+		t.Errorf("Describe(nil) = %q", got)
+	}
+}
+
+// TestPublicErrorText: a stored error text is served only when it is one
+// of the fixed ones; an older free text (a resolver's, with its server's
+// address) is not.
+func TestPublicErrorText(t *testing.T) {
+	for _, tc := range []struct{ stored, want string }{
+		{"", ""},
+		{webhook.ErrTextDNS, webhook.ErrTextDNS},
+		{"refused address: loopback", "refused address: loopback"},
+		{webhook.ErrTextBreakerOpen, webhook.ErrTextBreakerOpen},
+		{"dial tcp: lookup x on 10.255.255.53:53: no such host", webhook.ErrTextOther},
+		{"refused address: 10.0.0.1", webhook.ErrTextOther},
+	} {
+		if got := webhook.PublicErrorText(tc.stored); got != tc.want {
+			t.Errorf("PublicErrorText(%q) = %q, want %q", tc.stored, got, tc.want)
+		}
+	}
+}
+
+// TestClientExcerptBoundedAfterReplacement: an answer of invalid bytes,
+// each replaced by U+FFFD (3 bytes), still gives an excerpt of at most
+// ExcerptBytes, valid UTF-8.
+func TestClientExcerptBoundedAfterReplacement(t *testing.T) {
+	for _, body := range [][]byte{
+		bytes.Repeat([]byte{0xff}, 1<<16),
+		bytes.Repeat([]byte{0}, 1<<16),
+		bytes.Repeat([]byte("\xffa"), 1<<15),
+		append(bytes.Repeat([]byte("a"), webhook.ExcerptBytes-1), "é"...),
+	} {
+		srv, _ := counting(t, false, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusBadGateway)
+			_, _ = w.Write(body)
+		})
+		c := webhook.NewClient(webhook.ClientConfig{Policy: webhook.Policy{Dev: true}})
+		res := c.Post(context.Background(), srv.URL, nil, []byte("{}"))
+		if len(res.Excerpt) > webhook.ExcerptBytes || !utf8.ValidString(res.Excerpt) || strings.ContainsRune(res.Excerpt, 0) {
+			t.Errorf("excerpt of %d bytes (valid %v), want at most %d, valid UTF-8, no NUL", len(res.Excerpt), utf8.ValidString(res.Excerpt), webhook.ExcerptBytes)
 		}
 	}
 }

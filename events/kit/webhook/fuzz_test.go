@@ -22,6 +22,10 @@ func FuzzCheckURL(f *testing.F) {
 		"HTTPS://SHOP.EXAMPLE.COM/",
 		"https://shop.example.com:65536/",
 		"https://[64:ff9b::a9fe:a9fe]/",
+		"https://[::a9fe:a9fe]/",
+		"https://[::ffff:0:a9fe:a9fe]/",
+		"https://[64:ff9b:1::a9fe:a9fe]/",
+		"https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
 		"https:///x",
 		"https://shop.example.com/\x00",
 	} {

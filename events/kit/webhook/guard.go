@@ -50,34 +50,62 @@ var refused = []struct {
 	{netip.MustParsePrefix("fec0::/10"), "site-local"},
 	{netip.MustParsePrefix("ff00::/8"), "multicast"},
 	{netip.MustParsePrefix("100::/64"), "discard"},
+	// After ::/128 and ::1/128, whose names are kept (and ::1 is loopback,
+	// allowed in development mode): the rest of ::/96 is the deprecated
+	// IPv4-compatible form, which some stacks still route to the IPv4
+	// address inside.
+	{netip.MustParsePrefix("::/96"), "IPv4-compatible (deprecated)"},
+	{netip.MustParsePrefix("::ffff:0:0:0/96"), "IPv4-translated (SIIT)"},
+	{netip.MustParsePrefix("64:ff9b:1::/48"), "local-use NAT64"},
+	{netip.MustParsePrefix("2001::/32"), "Teredo"},
 }
 
 // Prefixes that carry an IPv4 address inside an IPv6 one; the IPv4
 // address is checked too (a NAT64 gateway or a 6to4 relay would reach it).
+// The forms refused wholly (SIIT, local-use NAT64, Teredo) are checked
+// inside too, so that the error names the IPv4 network reached.
 var (
-	nat64     = netip.MustParsePrefix("64:ff9b::/96")
-	sixToFour = netip.MustParsePrefix("2002::/16")
+	nat64      = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour  = netip.MustParsePrefix("2002::/16")
+	siit       = netip.MustParsePrefix("::ffff:0:0:0/96")
+	localNAT64 = netip.MustParsePrefix("64:ff9b:1::/48")
+	teredo     = netip.MustParsePrefix("2001::/32")
 )
+
+// refusal is CheckAddr's error: ErrRefused, and which network (what, a
+// fixed name: the text recorded, without the address).
+type refusal struct{ msg, what string }
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return ErrRefused }
 
 // CheckAddr reports whether a may be called: nil, or an error wrapping
 // ErrRefused that says which network it is in.
 func (p Policy) CheckAddr(a netip.Addr) error {
 	if !a.IsValid() {
-		return fmt.Errorf("%w: no address", ErrRefused)
+		return &refusal{msg: ErrRefused.Error() + ": no address", what: "no address"}
 	}
 	a = a.WithZone("").Unmap()
 	if a.Is6() {
-		var inner netip.Addr
+		var inner []netip.Addr
+		b := a.As16()
 		switch {
-		case nat64.Contains(a):
-			b := a.As16()
-			inner = netip.AddrFrom4([4]byte(b[12:]))
+		case nat64.Contains(a), siit.Contains(a):
+			inner = append(inner, netip.AddrFrom4([4]byte(b[12:])))
+		case localNAT64.Contains(a):
+			// RFC 6052 for a /48 prefix: bits 48-63 and 72-87 (bits 64-71
+			// are zero).
+			inner = append(inner, netip.AddrFrom4([4]byte{b[6], b[7], b[9], b[10]}))
 		case sixToFour.Contains(a):
-			b := a.As16()
-			inner = netip.AddrFrom4([4]byte(b[2:6]))
+			inner = append(inner, netip.AddrFrom4([4]byte(b[2:6])))
+		case teredo.Contains(a):
+			// The Teredo server, and the client's public address
+			// (inverted).
+			inner = append(inner, netip.AddrFrom4([4]byte(b[4:8])),
+				netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]}))
 		}
-		if inner.IsValid() {
-			if err := p.CheckAddr(inner); err != nil {
+		for _, in := range inner {
+			if err := p.CheckAddr(in); err != nil {
 				return fmt.Errorf("%w (inside %s)", err, a)
 			}
 		}
@@ -87,7 +115,7 @@ func (p Policy) CheckAddr(a netip.Addr) error {
 			if p.Dev && r.what == "loopback" {
 				return nil
 			}
-			return fmt.Errorf("%w: %s is %s", ErrRefused, a, r.what)
+			return &refusal{msg: fmt.Sprintf("%s: %s is %s", ErrRefused, a, r.what), what: r.what}
 		}
 	}
 	return nil

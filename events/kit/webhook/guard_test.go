@@ -49,6 +49,16 @@ func TestCheckAddr(t *testing.T) {
 		{"2002:c0a8:101::", false, false},    // 6to4 of 192.168.1.1
 		{"192.0.0.192", false, false},
 		{"198.18.0.1", false, false},
+		{"::7f00:1", false, false},                             // IPv4-compatible 127.0.0.1
+		{"::a9fe:a9fe", false, false},                          // IPv4-compatible 169.254.169.254
+		{"::808:808", false, false},                            // IPv4-compatible, deprecated whatever inside
+		{"::ffff:0:a9fe:a9fe", false, false},                   // SIIT of 169.254.169.254
+		{"::ffff:0:808:808", false, false},                     // SIIT, whatever inside
+		{"64:ff9b:1::a9fe:a9fe", false, false},                 // local-use NAT64
+		{"64:ff9b:1:ffff::808:808", false, false},              // local-use NAT64, whatever inside
+		{"2001:0:4136:e378:8000:63bf:3fff:fdd2", false, false}, // Teredo
+		{"2001::1", false, false},                              // Teredo
+		{"2001:1::1", true, true},                              // next to Teredo, not in it
 	}
 	for _, tc := range tests {
 		a := netip.MustParseAddr(tc.addr)

@@ -93,3 +93,9 @@ func (s *Sealer) Open(endpointID string, sealed []byte) (Secret, error) {
 	}
 	return Secret{}, ErrSealedUnknownKey
 }
+
+// SealedWithFirst reports whether sealed was sealed with the first key,
+// the one Seal uses.
+func (s *Sealer) SealedWithFirst(sealed []byte) bool {
+	return len(sealed) >= 5 && sealed[0] == sealVersion && bytes.Equal(s.keys[0].id[:], sealed[1:5])
+}
