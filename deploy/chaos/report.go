@@ -52,10 +52,10 @@ type Report struct {
 	// PreemptedByForgery are Daraja's late failures (answered 200) whose
 	// payment shows the forger's late failure, stored first: by design.
 	PreemptedByForgery int
-	OutcomeMismatches    int            // final record whose code differs from its single accepted push's outcome
-	MismatchIDs          []string       // the first few
-	Queries              int            // STK queries the fake answered
-	Forgeries            forgeryFigures // forged callbacks sent (Options.Forgeries)
+	OutcomeMismatches  int            // final record whose code differs from its single accepted push's outcome
+	MismatchIDs        []string       // the first few
+	Queries            int            // STK queries the fake answered
+	Forgeries          forgeryFigures // forged callbacks sent (Options.Forgeries)
 	// Records whose receipt the fake paid another payment with (a forged
 	// success's, say), and of those the ones no reconciler flagged RECEIPT
 	// DISPUTED: a receipt must stay on the payment Daraja paid with it.
