@@ -2,9 +2,12 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
@@ -72,9 +75,7 @@ func TestCreateRefusedRepeatAfterLostAckStaysUnconfirmed(t *testing.T) {
 					err = sink.Unsubscribe()
 				}
 				if err == nil {
-					cfg := events.StreamConfig(1)
-					cfg.MaxMsgSize = 1
-					_, err = e.ns.JS.CreateStream(ctx, cfg)
+					err = createRefusingStream(ctx, e.ns.JS)
 				}
 				refusing <- err
 			}()
@@ -130,9 +131,7 @@ func TestTakenOverKeyRefusedPublishStaysUnconfirmed(t *testing.T) {
 	}
 	// From now on JetStream refuses the subject: the stream exists (the
 	// retry's look finds nothing in it) but takes no message.
-	cfg := events.StreamConfig(1)
-	cfg.MaxMsgSize = 1
-	if _, err := e.ns.JS.CreateStream(ctx, cfg); err != nil {
+	if err := createRefusingStream(ctx, e.ns.JS); err != nil {
 		t.Fatal(err)
 	}
 	r = e.postKey(t, acmeToken, "k", validBody)
@@ -141,5 +140,24 @@ func TestTakenOverKeyRefusedPublishStaysUnconfirmed(t *testing.T) {
 	}
 	if row, ok := e.keyRow(t, "acme", "k"); !ok || row.State != store.KeyPending || row.TrackingID != first.TrackingID {
 		t.Fatalf("claim after the refused retry: %+v (found %v), want pending with %s", row, ok, first.TrackingID)
+	}
+}
+
+// createRefusingStream makes the STK stream again (loseAcks deleted it), as
+// one that takes no message: its messages may be one byte at most.
+// nats-server may answer 10049 ("error creating store for stream") while
+// the deleted stream's store is still being removed (seen under load):
+// that is tried again, for up to 10 s.
+func createRefusingStream(ctx context.Context, js jetstream.JetStream) error {
+	cfg := events.StreamConfig(1)
+	cfg.MaxMsgSize = 1
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := js.CreateStream(ctx, cfg)
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != 10049 || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond) // a poll: the store goes in its own time
 	}
 }
