@@ -134,7 +134,12 @@ func (h *Handler) claimKey(ctx context.Context, client, key string, req Request,
 		TTL: h.idemTTL, Lease: h.idemLease,
 	})
 	if err != nil {
-		return "", nil, false, &unavailableError{message: MsgUnavailable, cause: err}
+		// Nothing of this request is published, but the key's history
+		// cannot be read: an earlier attempt under it may have been
+		// (an api killed after its publish, before its answer). "Nothing
+		// was sent" could make the client give up on a prompted payment;
+		// a retry with the key is safe whatever happened.
+		return "", nil, false, &unavailableError{message: MsgUnconfirmed, cause: fmt.Errorf("%w: %w", errNotSent, err)}
 	}
 	switch claim.Outcome {
 	case store.ClaimNew:
