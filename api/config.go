@@ -101,6 +101,10 @@ type Config struct {
 	// not yet dispatched, across every api instance
 	// (API_CLIENT_MAX_QUEUED); 0 means no limit.
 	ClientMaxQueued int
+	// WebhookDevMode (WEBHOOK_DEV_MODE, the webhooks worker's and
+	// stkgate-admin's setting too) lets a request's callback_url be http
+	// or loopback, as an endpoint's may be in the dev stack.
+	WebhookDevMode bool
 	// StartTimeout bounds start-up (database, stream), retried until then;
 	// a migration under way runs to its end past it (store.Migrate). Not
 	// read from the environment.
@@ -127,7 +131,7 @@ type Config struct {
 // SYNC_TIMEOUT (30s), IDEMPOTENCY_TTL (24h), API_RATE_LIMIT (10), API_RATE_BURST
 // (twice API_RATE_LIMIT), PHONE_MAX_PROMPTS (5), PHONE_WINDOW (1h),
 // API_AUTH_FAIL_LIMIT (1), API_AUTH_FAIL_BURST (20), API_TRUSTED_PROXIES
-// (none) and API_CLIENT_MAX_QUEUED (1000). It names
+// (none), API_CLIENT_MAX_QUEUED (1000) and WEBHOOK_DEV_MODE (false). It names
 // every setting that is missing or malformed, and never repeats a token in its
 // errors. A Config built directly has no limits unless it sets them.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
@@ -152,6 +156,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	limitsFromEnv(e, &c)
 	authFromEnv(e, &c)
 	c.Tracing = tracing.FromEnv(e, "api")
+	c.WebhookDevMode = e.Bool("WEBHOOK_DEV_MODE", false)
 	if err := e.Err(); err != nil {
 		return Config{}, fmt.Errorf("api configuration: %w", err)
 	}
@@ -350,5 +355,6 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("auth_fail_burst", c.AuthFailBurst),
 		slog.String("trusted_proxies", cidr.String(c.TrustedProxies)),
 		slog.Int("client_max_queued", c.ClientMaxQueued),
+		slog.Bool("webhook_dev_mode", c.WebhookDevMode),
 	)
 }

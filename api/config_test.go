@@ -68,6 +68,7 @@ func TestConfigFromEnvSettings(t *testing.T) {
 	e["API_AUTH_FAIL_LIMIT"] = "0.5"
 	e["API_AUTH_FAIL_BURST"] = "5"
 	e["API_TRUSTED_PROXIES"] = " 10.1.0.0/16, 192.0.2.7 ,2001:db8::/32"
+	e["WEBHOOK_DEV_MODE"] = "true"
 	got, err := ConfigFromEnv(env(e))
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +90,7 @@ func TestConfigFromEnvSettings(t *testing.T) {
 		RateLimit: 10, RateBurst: 20, PhoneMaxPrompts: 5, PhoneWindow: time.Hour,
 		AuthFailLimit: 0.5, AuthFailBurst: 5,
 		TrustedProxies:  []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32")},
+		WebhookDevMode:  true,
 		ClientMaxQueued: 1000,
 		Tracing:         tracing.Config{ServiceName: "api", Sampler: tracing.SamplerParentBasedAlwaysOn, SamplerArg: 1},
 	}
@@ -108,6 +110,7 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		{"token without name", map[string]string{"API_TOKENS": "acme:t1,:t2"}, []string{"API_TOKENS: entry 2 is not name:token"}},
 		{"name without token", map[string]string{"API_TOKENS": "acme:"}, []string{"API_TOKENS: entry 1 is not name:token"}},
 		{"no colon", map[string]string{"API_TOKENS": "acme-secret"}, []string{"API_TOKENS: entry 1 is not name:token"}},
+		{"webhook dev mode not a bool", map[string]string{"WEBHOOK_DEV_MODE": "yes please"}, []string{"WEBHOOK_DEV_MODE"}},
 		{"bad client name", map[string]string{"API_TOKENS": "ac me:t1"}, []string{`client name "ac me"`}},
 		{"token with space", map[string]string{"API_TOKENS": "acme:sec ret"}, []string{"API_TOKENS: entry 1 (client acme): the token is empty or has white space"}},
 		{"short token", map[string]string{"API_TOKENS": "acme:0123456789abcdef0123456789abcde"},

@@ -22,6 +22,7 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/metrics"
+	"github.com/stkgate/stkgate/events/kit/webhook"
 )
 
 // EventSource is the CloudEvents source of the events the api publishes.
@@ -125,6 +126,11 @@ type Options struct {
 	// Tracer, when set, traces each request and the publish of its
 	// stk.requested (trace.go); nil is off.
 	Tracer trace.Tracer
+	// WebhookPolicy checks a request's callback_url as stkgate-admin
+	// checks an endpoint's URL (WEBHOOK_DEV_MODE allows http and
+	// loopback); WebhookLookup resolves its host (nil: the system's).
+	WebhookPolicy webhook.Policy
+	WebhookLookup webhook.Lookup
 }
 
 // Handler is the api's HTTP handler: /api/stk-push (POST a push, GET a
@@ -159,6 +165,9 @@ type Handler struct {
 	stopWaiting context.CancelFunc
 	// metrics is nil when metrics are off.
 	metrics *metrics.Registry
+	// webhookPolicy and webhookLookup check callback_url.
+	webhookPolicy webhook.Policy
+	webhookLookup webhook.Lookup
 }
 
 // NewHandler builds the handler.
@@ -188,6 +197,8 @@ func NewHandler(o Options) (*Handler, error) {
 		phoneWindow:    o.PhoneWindow,
 		queued:         newQueuedLimits(o.ClientMaxQueued, o.QueuedRefresh, o.Store.CountQueued),
 		searches:       newSearchSlots(o.SearchConcurrency, o.ClientSearchConcurrency),
+		webhookPolicy:  o.WebhookPolicy,
+		webhookLookup:  o.WebhookLookup,
 	}
 	switch h.mode {
 	case "":
@@ -552,6 +563,9 @@ func (h *Handler) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := h.checkCallbackURL(c.Request().Context(), client, &req); err != nil {
+		return err
+	}
 	uid, err := uuid.NewV7()
 	if err != nil {
 		return fmt.Errorf("new tracking id: %w", err)
@@ -712,7 +726,7 @@ func (h *Handler) publishRequested(c echo.Context, log *slog.Logger, client, id 
 		Reference:   req.Reference,
 		Tag:         req.Tag,
 		RequestedAt: h.now().UTC(),
-	}}
+	}, CallbackURL: req.CallbackURL}
 	// A client that hangs up does not stop the publish: once JetStream may
 	// have the request, whether it is stored must be decided, not dropped.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), h.publishTimeout)

@@ -75,14 +75,18 @@ func idempotencyKeyOf(h http.Header) (string, error) {
 // requestHash is the canonical hash of a validated request: the values
 // after normalisation, so that "1500" and 1500, or 0712… and +254712…,
 // are the same request. The version prefix lets the encoding change
-// without old keys matching new requests by accident.
+// without old keys matching new requests by accident. callback_url is
+// left out when empty, so that a key stored before it existed still
+// matches its request; given, it is part of the request (another URL
+// under the same key is a 422, not the first request's answer).
 func requestHash(r Request) string {
 	b, err := json.Marshal(struct {
 		Phone     string `json:"phone"`
 		Amount    int64  `json:"amount"`
 		Reference string `json:"reference"`
 		Tag       string `json:"tag"`
-	}{r.Phone, r.Amount, r.Reference, r.Tag})
+		Callback  string `json:"callback_url,omitempty"`
+	}{r.Phone, r.Amount, r.Reference, r.Tag, r.CallbackURL})
 	if err != nil {
 		panic(err) // strings and an integer always encode
 	}

@@ -33,6 +33,10 @@ type Request struct {
 	Amount    int64  // whole KES, MinAmount..MaxAmount
 	Reference string // 1..MaxReferenceLen characters, no control characters
 	Tag       string // "" when none
+	// CallbackURL is the request's own webhook URL, "" when none: only
+	// its type is checked here; the handler checks the client's opt-in
+	// and the URL (checkCallbackURL).
+	CallbackURL string
 }
 
 // RequestError is a request the api refuses before anything happens: Status
@@ -63,7 +67,7 @@ type FieldError struct {
 }
 
 // FieldErrors are the invalid fields of a request in the order of the
-// request's fields (phone, amount, reference, tag; a search's: its
+// request's fields (phone, amount, reference, tag, callback_url; a search's: its
 // parameters, searchParams). It marshals as a JSON object in that order,
 // as Laravel answered.
 type FieldErrors []FieldError
@@ -93,7 +97,7 @@ func (fe FieldErrors) MarshalJSON() ([]byte, error) {
 }
 
 // The fields of a request, in the order their errors are reported.
-var fieldNames = [...]string{"phone", "amount", "reference", "tag"}
+var fieldNames = [...]string{"phone", "amount", "reference", "tag", "callback_url"}
 
 // kind is the JSON type of a field's value; form values are all strings.
 type kind int
@@ -373,6 +377,19 @@ func validate(fields map[string]value) (Request, error) {
 		fail("tag", msg)
 	} else {
 		req.Tag = t
+	}
+	switch v := fields["callback_url"]; v.kind {
+	case kindMissing, kindNull:
+	case kindString:
+		// Not trimmed: a URL with spaces around it is refused as such
+		// (webhook.Policy.CheckURL), not quietly mended.
+		if v.badUTF8 {
+			fail("callback_url", msgUTF8("callback_url"))
+		} else {
+			req.CallbackURL = v.text
+		}
+	default:
+		fail("callback_url", msgString("callback_url"))
 	}
 	if len(errs) > 0 {
 		return Request{}, &RequestError{

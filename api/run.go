@@ -19,6 +19,7 @@ import (
 	"github.com/stkgate/stkgate/events/kit/metrics"
 	"github.com/stkgate/stkgate/events/kit/service"
 	"github.com/stkgate/stkgate/events/kit/tracing"
+	"github.com/stkgate/stkgate/events/kit/webhook"
 	"github.com/stkgate/stkgate/events/kit/worker"
 )
 
@@ -134,6 +135,7 @@ func handlerOptions(cfg Config, nc *nats.Conn, js jetstream.JetStream, db *sqlx.
 		AuthFailBurst:   cfg.AuthFailBurst,
 		TrustedProxies:  cfg.TrustedProxies,
 		ClientMaxQueued: cfg.ClientMaxQueued,
+		WebhookPolicy:   webhook.Policy{Dev: cfg.WebhookDevMode},
 
 		Metrics: cfg.Metrics,
 	}

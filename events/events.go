@@ -59,6 +59,12 @@ type Payment struct {
 // Requested is published by the api when a client's request was accepted.
 type Requested struct {
 	Payment
+	// CallbackURL is the request's own webhook URL (POST /api/stk-push's
+	// callback_url, docs/WEBHOOKS.md#a-callback-url-per-request): checked by
+	// the api, told of the payment's stk.completed by the webhooks worker
+	// as one more endpoint of the client. Absent when none; only here, not
+	// on the payment's later events.
+	CallbackURL string `json:"callback_url,omitempty"`
 }
 
 // Dispatched is published by the dispatcher when Daraja accepted the push.

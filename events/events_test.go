@@ -36,6 +36,7 @@ var goldenEvents = []struct {
 	ev     Event
 }{
 	{"requested", "stkgate/api", Requested{Payment: payment}},
+	{"requested-callback-url", "stkgate/api", Requested{Payment: payment, CallbackURL: "https://shop.example/stk/INV-2024-001"}},
 	{"dispatched", "stkgate/dispatcher", Dispatched{
 		Payment:             payment,
 		MerchantRequestID:   "2654-4b64-97ff-b827b542881d3130",

@@ -60,6 +60,10 @@ again.
   client list                   list the clients
   client disable NAME           its tokens stop authenticating
   client enable NAME            its tokens authenticate again
+  client allow-callback-url NAME on|off
+                                let the client give a callback_url per request
+                                (docs/WEBHOOKS.md); the first "on" prints the
+                                signing secret of those deliveries, once
   token rotate NAME [-grace D]  print a new token; the client's older tokens
                                 expire after the grace D (default 24h; 0: now)
   token revoke NAME             revoke every token of the client, now
@@ -241,6 +245,8 @@ func RunWith(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		err = c.setDisabled(ctx, rest, true)
 	case "client enable":
 		err = c.setDisabled(ctx, rest, false)
+	case "client allow-callback-url":
+		err = c.allowCallbackURL(ctx, rest)
 	case "token rotate":
 		err = c.rotate(ctx, rest)
 	case "token revoke":

@@ -431,3 +431,50 @@ func (c *cmd) reseal(sealer *webhook.Sealer, id string, sealed []byte) ([]byte, 
 	}
 	return sealer.Seal(id, sec)
 }
+
+// allowCallbackURL is client allow-callback-url NAME on|off. The first
+// "on" makes the client's callback_url endpoint: its signing secret, one
+// for all of the client's per-request URLs, is printed once, like an
+// endpoint's. A secret of the client's own, not one of its endpoints':
+// an endpoint's secret belongs to that receiver, and the receiver of a
+// callback_url may be another system; rotated with webhook rotate-secret
+// ID like any (webhook list shows the ID).
+func (c *cmd) allowCallbackURL(ctx context.Context, args []string) error {
+	pos, err := parse(flag.NewFlagSet("client allow-callback-url", flag.ContinueOnError), args, 2, "NAME on|off")
+	if err != nil {
+		return err
+	}
+	n := pos[0]
+	if err := checkName(n); err != nil {
+		return err
+	}
+	var on bool
+	switch pos[1] {
+	case "on":
+		on = true
+	case "off":
+	default:
+		return usageErrorf("client allow-callback-url takes on or off")
+	}
+	ep := store.WebhookEndpoint{ID: uuid.NewString()}
+	var sec webhook.Secret
+	if on {
+		if sec, ep.Secret, err = c.newSealedSecret(ep.ID); err != nil {
+			return err
+		}
+	}
+	got, created, err := c.s.SetCallbackURLAllowed(ctx, n, on, ep)
+	if err != nil {
+		return named(n, err)
+	}
+	switch {
+	case created:
+		fmt.Fprintln(c.stdout, sec.String())
+		fmt.Fprintf(c.stderr, "client %s may give a callback_url: its deliveries are signed with this secret (endpoint %s); keep it now: it is not shown again\n", n, got.ID)
+	case on:
+		fmt.Fprintf(c.stderr, "client %s may give a callback_url (already had its secret: endpoint %s; webhook rotate-secret changes it)\n", n, got.ID)
+	default:
+		fmt.Fprintf(c.stderr, "client %s: a callback_url is refused from now on (payments accepted with one are still told)\n", n)
+	}
+	return nil
+}

@@ -93,6 +93,8 @@ func FuzzDecodeRequest(f *testing.F) {
 		{ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","x":{"a":1,"a":2}}`},
 		{ctJSON, `{"phone":"0712345678","amount":9223372036854775808,"reference":"R"}`},
 		{ctJSON, "\xef\xbb\xbf{}"},
+		{ctJSON, `{"phone":"0712345678","amount":1,"reference":"R","callback_url":"https://a.example/\ud800"}`},
+		{ctForm, "phone=0712345678&amount=1&reference=R&callback_url=%FF&callback_url=x"},
 	}
 	for _, s := range seeds {
 		f.Add(s.ctype, []byte(s.body))
@@ -114,6 +116,10 @@ func FuzzDecodeRequest(f *testing.F) {
 				t.Fatalf("error body does not marshal: %v", err)
 			}
 			return
+		}
+		// callback_url's URL is the handler's to check; here it is text.
+		if !utf8.ValidString(req.CallbackURL) {
+			t.Fatalf("callback_url %q is not valid UTF-8", req.CallbackURL)
 		}
 		if p, ok := api.NormalizePhone(req.Phone); !ok || p != req.Phone {
 			t.Fatalf("phone %q not normal", req.Phone)

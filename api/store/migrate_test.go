@@ -95,6 +95,9 @@ func rewindTo(t *testing.T, db *sqlx.DB, v int, indexes ...string) {
 	for _, ix := range indexes {
 		db.MustExec("DROP INDEX IF EXISTS " + ix)
 	}
+	if v < 10 {
+		db.MustExec("ALTER TABLE api_clients DROP COLUMN IF EXISTS callback_url_allowed")
+	}
 	if v < 9 {
 		db.MustExec("DROP TABLE IF EXISTS webhook_attempts, webhook_deliveries, webhook_endpoints")
 	}

@@ -37,10 +37,21 @@ var (
 	ErrWebhookDeliveryNotFound = errors.New("webhook delivery not found")
 )
 
+// Endpoint kinds: one registered with webhook add, or the one that holds
+// a client's per-request callback URLs (migration 10): its URL is a label,
+// each of its deliveries carries the URL it calls.
+const (
+	KindEndpoint    = "endpoint"
+	KindCallbackURL = "callback_url"
+	// CallbackURLLabel is a callback_url endpoint's URL column.
+	CallbackURLLabel = "(callback_url of each request)"
+)
+
 // WebhookEndpoint is one of a client's endpoints.
 type WebhookEndpoint struct {
 	ID     string
 	Client string
+	Kind   string // KindEndpoint or KindCallbackURL
 	URL    string
 	Events []string
 	// Secret is the signing secret, sealed; PreviousSecret the one before
@@ -66,6 +77,7 @@ func (e WebhookEndpoint) Signing(now time.Time) [][]byte {
 type endpointRow struct {
 	ID                string         `db:"id"`
 	Client            string         `db:"client"`
+	Kind              string         `db:"kind"`
 	URL               string         `db:"url"`
 	Events            pq.StringArray `db:"events"`
 	Secret            []byte         `db:"secret"`
@@ -78,13 +90,13 @@ type endpointRow struct {
 
 func (r endpointRow) endpoint() WebhookEndpoint {
 	return WebhookEndpoint{
-		ID: r.ID, Client: r.Client, URL: r.URL, Events: []string(r.Events),
+		ID: r.ID, Client: r.Client, Kind: r.Kind, URL: r.URL, Events: []string(r.Events),
 		Secret: r.Secret, PreviousSecret: r.PreviousSecret, PreviousExpiresAt: timeOf(r.PreviousExpiresAt),
 		CreatedAt: r.CreatedAt.UTC(), DisabledAt: timeOf(r.DisabledAt), DisabledReason: r.DisabledReason.String,
 	}
 }
 
-const endpointColumns = `id, client, url, events, secret, previous_secret, previous_expires_at, created_at, disabled_at, disabled_reason`
+const endpointColumns = `id, client, kind, url, events, secret, previous_secret, previous_expires_at, created_at, disabled_at, disabled_reason`
 
 // AddWebhookEndpoint adds e (its ID made by the caller, its URL checked and
 // its secret sealed). ErrTooManyWebhookEndpoints past MaxWebhookEndpoints.
@@ -95,7 +107,7 @@ func (s *Store) AddWebhookEndpoint(ctx context.Context, e WebhookEndpoint) error
 			return err
 		}
 		var n int
-		if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM webhook_endpoints WHERE client = $1 AND removed_at IS NULL`, e.Client); err != nil {
+		if err := tx.GetContext(ctx, &n, `SELECT count(*) FROM webhook_endpoints WHERE client = $1 AND removed_at IS NULL AND kind = 'endpoint'`, e.Client); err != nil {
 			return err
 		}
 		if n >= MaxWebhookEndpoints {
@@ -117,7 +129,8 @@ func (s *Store) WebhookEndpoints(ctx context.Context, client string) ([]WebhookE
 }
 
 // WebhookEndpointsFor is the endpoints of client that take events of typ
-// now: not removed, not disabled.
+// now: not removed, not disabled; its callback_url endpoint among them
+// (Kind tells it apart).
 func (s *Store) WebhookEndpointsFor(ctx context.Context, client, typ string) ([]WebhookEndpoint, error) {
 	return s.selectEndpoints(ctx, "webhook endpoints for "+typ, `
 		SELECT `+endpointColumns+` FROM webhook_endpoints
@@ -237,9 +250,11 @@ func (s *Store) EnableWebhookEndpoint(ctx context.Context, id string) error {
 
 // WebhookDelivery is one event to one endpoint, and its attempts so far.
 type WebhookDelivery struct {
-	ID          int64
-	EndpointID  string
-	URL         string // the endpoint's, when read back
+	ID         int64
+	EndpointID string
+	// URL is the URL called: a request's callback_url, recorded with the
+	// delivery, or else the endpoint's (when read back).
+	URL         string
 	Client      string
 	TrackingID  string
 	EventID     string
@@ -268,14 +283,14 @@ func (s *Store) EnsureWebhookDelivery(ctx context.Context, d WebhookDelivery) (i
 	var id int64
 	err := s.db.GetContext(ctx, &id, `
 		WITH ins AS (
-			INSERT INTO webhook_deliveries (endpoint_id, client, tracking_id, event_id, event_type)
-			VALUES ($1, $2, $3, $4, $5)
+			INSERT INTO webhook_deliveries (endpoint_id, client, tracking_id, event_id, event_type, url)
+			VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''))
 			ON CONFLICT ON CONSTRAINT webhook_deliveries_event_endpoint_key DO NOTHING
 			RETURNING id)
 		SELECT id FROM ins
 		UNION ALL
 		SELECT id FROM webhook_deliveries WHERE event_id = $4 AND endpoint_id = $1
-		LIMIT 1`, d.EndpointID, d.Client, d.TrackingID, d.EventID, d.EventType)
+		LIMIT 1`, d.EndpointID, d.Client, d.TrackingID, d.EventID, d.EventType, d.URL)
 	if err != nil {
 		return 0, fmt.Errorf("record webhook delivery %s: %w", d.EventID, err)
 	}
@@ -382,7 +397,7 @@ func (s *Store) WebhookDeliveryByID(ctx context.Context, id int64) (WebhookDeliv
 func (s *Store) deliveries(ctx context.Context, where string, args ...any) ([]WebhookDelivery, error) {
 	var rows []deliveryRow
 	if err := s.db.SelectContext(ctx, &rows, `
-		SELECT d.id, d.endpoint_id, e.url, d.client, d.tracking_id, d.event_id, d.event_type, d.state,
+		SELECT d.id, d.endpoint_id, coalesce(d.url, e.url) AS url, d.client, d.tracking_id, d.event_id, d.event_type, d.state,
 			d.attempts, d.created_at, d.updated_at, d.next_attempt_at
 		FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
 		WHERE `+where+` ORDER BY d.id LIMIT 100`, args...); err != nil {
@@ -424,4 +439,63 @@ func (s *Store) deliveries(ctx context.Context, where string, args ...any) ([]We
 // toValidText makes s storable as Postgres text: valid UTF-8, no NUL.
 func toValidText(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// SetCallbackURLAllowed lets the client name give a callback_url with its
+// requests, or no longer. Its first opt-in adds ep (its ID made and its
+// secret sealed by the caller) as its callback_url endpoint: created is
+// true then, and the caller shows the secret; later opt-ins keep the
+// endpoint and its secret (webhook rotate-secret changes it). It returns
+// the callback_url endpoint, if any. ErrClientNotFound for a name not in
+// api_clients (an API_TOKENS client cannot opt in).
+func (s *Store) SetCallbackURLAllowed(ctx context.Context, name string, on bool, ep WebhookEndpoint) (_ WebhookEndpoint, created bool, err error) {
+	var out WebhookEndpoint
+	err = s.inTx(ctx, "allow callback_url for "+name, func(tx *sqlx.Tx) error {
+		id, err := lockClient(ctx, tx, name)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE api_clients SET callback_url_allowed = $2 WHERE id = $1`, id, on); err != nil {
+			return err
+		}
+		var r endpointRow
+		err = tx.GetContext(ctx, &r, `SELECT `+endpointColumns+` FROM webhook_endpoints
+			WHERE client = $1 AND kind = 'callback_url' AND removed_at IS NULL`, name)
+		switch {
+		case err == nil:
+			out = r.endpoint()
+			return nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		case !on:
+			return nil
+		}
+		// Its events are stk.completed: a payment's final outcome.
+		_, err = tx.ExecContext(ctx, `INSERT INTO webhook_endpoints (id, client, kind, url, events, secret)
+			VALUES ($1, $2, 'callback_url', $3, ARRAY['stk.completed'], $4)`, ep.ID, name, CallbackURLLabel, ep.Secret)
+		if err != nil {
+			return err
+		}
+		ep.Client, ep.Kind, ep.URL, ep.Events, created = name, KindCallbackURL, CallbackURLLabel, []string{"stk.completed"}, true
+		out = ep
+		return nil
+	})
+	if err != nil {
+		return WebhookEndpoint{}, false, err
+	}
+	return out, created, nil
+}
+
+// CallbackURLAllowed reports whether the client name opted in to a
+// callback_url per request; false for a name not in api_clients.
+func (s *Store) CallbackURLAllowed(ctx context.Context, name string) (bool, error) {
+	var on bool
+	err := s.db.GetContext(ctx, &on, `SELECT callback_url_allowed FROM api_clients WHERE name = $1`, name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("callback_url allowed for %s: %w", name, err)
+	}
+	return on, nil
 }

@@ -8,7 +8,8 @@
 //   - the fan-out reads the STK stream; for each event and each endpoint of
 //     its client that wants its type it records a delivery in Postgres and
 //     publishes a task to STK_WEBHOOKS (Nats-Msg-Id "<event id>:<endpoint
-//     id>"), then acks the event;
+//     id>"), then acks the event; a client's callback_url endpoint stands
+//     for the URL its payment's stk.requested carried, if any;
 //   - the delivery consumer tries each task: 2xx delivers it, 410 disables
 //     the endpoint, anything else is retried on the Backoff schedule, the
 //     waits kept by JetStream (NakWithDelay), until RetryFor has passed.
@@ -274,11 +275,22 @@ func (w *runner) fanOut(stop, work context.Context, msg jetstream.Msg) {
 		if ep.CreatedAt.After(env.Time) {
 			continue
 		}
+		url := ""
+		if ep.Kind == store.KindCallbackURL {
+			if url, err = w.callbackURL(ctx, log, p.TrackingID); err != nil {
+				log.Warn("webhook callback_url not read; retrying", "error", err)
+				worker.Nak(log, msg, storeWait)
+				return
+			}
+			if url == "" {
+				continue // the payment was requested without one
+			}
+		}
 		id, err := w.store.EnsureWebhookDelivery(ctx, store.WebhookDelivery{
-			EndpointID: ep.ID, Client: p.Client, TrackingID: p.TrackingID, EventID: env.ID, EventType: env.Type,
+			EndpointID: ep.ID, URL: url, Client: p.Client, TrackingID: p.TrackingID, EventID: env.ID, EventType: env.Type,
 		})
 		if err == nil {
-			err = w.publishTask(ctx, task{DeliveryID: id, EndpointID: ep.ID, Event: msg.Data()}, webhook.TaskMsgID(env.ID, ep.ID))
+			err = w.publishTask(ctx, task{DeliveryID: id, EndpointID: ep.ID, Event: msg.Data(), URL: url}, webhook.TaskMsgID(env.ID, ep.ID))
 		}
 		if err != nil {
 			log.Warn("webhook delivery not made; retrying", "endpoint_id", ep.ID, "error", err)
@@ -287,6 +299,29 @@ func (w *runner) fanOut(stop, work context.Context, msg jetstream.Msg) {
 		}
 	}
 	worker.Ack(work, log, msg, "the event's deliveries are made again (the same tasks: dropped as duplicates)")
+}
+
+// callbackURL is the callback_url of trackingID's stk.requested, "" when
+// it had none. It is read from the STK stream (kept RequestRetention,
+// longer than any payment takes), asked of the leader so that a replica a
+// moment behind cannot drop it; the api checked it and the client's
+// opt-in, and the Client checks its address again at every connection.
+func (w *runner) callbackURL(ctx context.Context, log *slog.Logger, trackingID string) (string, error) {
+	raw, err := events.LastMsgFromLeader(ctx, w.js, events.StreamName, events.Subject(events.TypeRequested, trackingID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		log.Warn("webhook callback_url: no stk.requested in the stream; none delivered")
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read stk.requested: %w", err)
+	}
+	_, ev, err := events.Decode(raw.Data)
+	if err != nil {
+		log.Warn("webhook callback_url: stk.requested does not decode; none delivered", "error", err)
+		return "", nil
+	}
+	req, _ := ev.(events.Requested)
+	return req.CallbackURL, nil
 }
 
 func (w *runner) publishTask(ctx context.Context, t task, msgID string) error {
@@ -335,6 +370,12 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	}
 	client := ev.Base().Client
 	log := w.log.With("tracking_id", env.Subject, "event", env.Type, "endpoint_id", t.EndpointID, "delivery_id", t.DeliveryID)
+	// A callback_url's slots and breaker are its own: one merchant URL
+	// down does not hold up the client's others.
+	slot := t.EndpointID
+	if t.URL != "" {
+		slot += " " + t.URL
+	}
 	if stop.Err() != nil {
 		_ = worker.HandBack(msg)
 		return
@@ -342,7 +383,7 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	// The endpoint's slot first, before any read: a task of a busy or
 	// failing endpoint goes back to wait at the cost of a nak alone, so that
 	// many of them cost neither Postgres nor the other endpoints anything.
-	ok, busy, wait := w.eps.acquire(t.EndpointID, client, time.Now())
+	ok, busy, wait := w.eps.acquire(slot, client, time.Now())
 	if !ok {
 		reason := webhook.ErrTextBreakerOpen
 		if busy {
@@ -361,9 +402,9 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	attempted, success := false, false
 	defer func() {
 		if attempted {
-			w.eps.release(t.EndpointID, client, success, time.Now())
+			w.eps.release(slot, client, success, time.Now())
 		} else {
-			w.eps.cancel(t.EndpointID, client)
+			w.eps.cancel(slot, client)
 		}
 	}()
 	ctx, cancel := context.WithTimeout(work, opTimeout)
@@ -400,8 +441,15 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 		worker.Ack(work, log, msg, "nothing")
 		return
 	}
+	target := ep.URL
+	if ep.Kind == store.KindCallbackURL {
+		// The URL recorded with the delivery; the endpoint's own is a
+		// label, never called.
+		target = d.URL
+		log = log.With("callback_url", true)
+	}
 	var res webhook.Result
-	res, success = w.attempt(work, log, ep, env.ID, t.Event)
+	res, success = w.attempt(work, log, ep, target, env.ID, t.Event)
 	attempted = true
 	w.settle(work, log, msg, t, d, ep, res)
 }
@@ -450,7 +498,7 @@ func (w *runner) giveUp(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 }
 
 // attempt signs and posts the event to ep once.
-func (w *runner) attempt(ctx context.Context, log *slog.Logger, ep store.WebhookEndpoint, eventID string, body []byte) (webhook.Result, bool) {
+func (w *runner) attempt(ctx context.Context, log *slog.Logger, ep store.WebhookEndpoint, url, eventID string, body []byte) (webhook.Result, bool) {
 	now := time.Now()
 	var secrets []webhook.Secret
 	for i, sealed := range ep.Signing(now) {
@@ -474,7 +522,7 @@ func (w *runner) attempt(ctx context.Context, log *slog.Logger, ep store.Webhook
 	h.Set(webhook.HeaderID, eventID)
 	h.Set(webhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
 	h.Set(webhook.HeaderSignature, webhook.Sign(eventID, now, body, secrets...))
-	res := w.client.Post(ctx, ep.URL, h, body)
+	res := w.client.Post(ctx, url, h, body)
 	return res, succeeded(res, w.cfg.SlowAfter)
 }
 
@@ -506,6 +554,14 @@ func (w *runner) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	case res.Err == nil && res.Status >= 200 && res.Status < 300:
 		state = store.DeliveryDelivered
 		log.Info("webhook delivered")
+	case res.Status == http.StatusGone && ep.Kind == store.KindCallbackURL:
+		// One payment's URL gone says nothing of the client's others:
+		// this delivery alone is cancelled.
+		state = store.DeliveryCancelled
+		if t.Manual {
+			state, next = d.State, d.NextAttempt
+		}
+		log.Warn("webhook callback_url delivery cancelled: the receiver answered 410 Gone")
 	case res.Status == http.StatusGone:
 		state = store.DeliveryCancelled
 		if t.Manual {

@@ -26,4 +26,9 @@ type Task struct {
 	// Manual: an operator asked for this attempt (one, outside the
 	// schedule).
 	Manual bool `json:"manual,omitempty"`
+	// URL is a request's callback_url, for a task of a client's
+	// callback_url endpoint: it keys the breaker and the in-flight slots,
+	// so that one merchant URL failing does not hold up the others. The
+	// URL called is the delivery's, as recorded.
+	URL string `json:"url,omitempty"`
 }
