@@ -292,18 +292,31 @@ func TestPhoneLimitNotPublished(t *testing.T) {
 	if err := e.ns.JS.DeleteStream(ctx, events.StreamName); err != nil {
 		t.Fatal(err)
 	}
+	// JetStream answers "no responders" for the deleted stream: nothing
+	// was stored. On a loaded machine that answer may not come before the
+	// publish's deadline; the outcome is then unknown, the answer says so,
+	// and the slot is kept, as for any publish that may have been stored.
+	unknown := 0
 	for _, key := range []string{"", "k"} {
 		req := newRequest(http.MethodPost, PushPath, acmeToken, ctJSON, phoneBody(phone, "N"))
 		if key != "" {
 			req.Header.Set(IdempotencyHeader, key)
 		}
-		if r := e.do(t, req); r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnavailable {
+		r := e.do(t, req)
+		switch {
+		case r.status == http.StatusServiceUnavailable && r.body["message"] == MsgUnavailable:
+		case r.status == http.StatusServiceUnavailable && (r.body["message"] == MsgUnknownOutcome && key == "" || r.body["message"] == MsgUnconfirmed && key != ""):
+			unknown++
+		default:
 			t.Fatalf("key %q: %d %s", key, r.status, r.raw)
 		}
 	}
 	var n int
-	if err := e.db.Get(&n, `SELECT count(*) FROM phone_prompts`); err != nil || n != 0 {
-		t.Fatalf("%d slots kept by requests not published, %v", n, err)
+	if err := e.db.Get(&n, `SELECT count(*) FROM phone_prompts`); err != nil || n != unknown {
+		t.Fatalf("%d slots kept, want %d (those of publishes whose outcome is unknown), %v", n, unknown, err)
+	}
+	if unknown > 0 {
+		return // the phone's one slot is held: nothing more can be accepted
 	}
 	if _, err := events.EnsureStream(ctx, e.ns.JS, 1); err != nil {
 		t.Fatal(err)
