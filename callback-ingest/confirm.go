@@ -127,7 +127,9 @@ func (h *handler) crossCheck(log *slog.Logger, p events.Payment, cb Callback) st
 // answer to the last call (accepted; a 503 or a lost answer, which may hide
 // one), recorded after it left; checkoutID is Daraja's CheckoutRequestID
 // when the answer gave one. at is now while a call is on its way (sending:
-// Daraja may process it this instant), when no call can have prompted (none
+// Daraja may process it this instant; a record still sending maxCallTime
+// after its call left is a call whose dispatcher died, over by then), when
+// no call can have prompted (none
 // recorded; every answer so far a refusal that reached nobody: a locked
 // phone, a quota), and when the record cannot be read: a failure then is
 // never taken for one a customer had time to give, and is held for
@@ -151,6 +153,11 @@ func (h *handler) pushAnswer(ctx context.Context, log *slog.Logger, id string, n
 		return now, "", nil
 	}
 	switch {
+	case a.State == events.AttemptSending && !a.SentAt.IsZero():
+		// On its way, or its dispatcher died mid-call and the record
+		// stays so: no call lasts past maxCallTime after it was
+		// recorded, so Daraja processed it by then at the latest.
+		return earliest(now, a.SentAt.Add(maxCallTime)), "", nil
 	case a.State == events.AttemptAccepted:
 		return a.UpdatedAt, a.CheckoutRequestID, nil
 	case a.State == events.AttemptAmbiguous, a.Uncertain:
@@ -174,4 +181,17 @@ func (h *handler) attemptRecords(ctx context.Context) (jetstream.KeyValue, error
 	}
 	h.attempts = kv
 	return kv, nil
+}
+
+// maxCallTime bounds how long after its attempt record says sending a push
+// can still reach Daraja: the dispatcher's client gives a call 30 s
+// (daraja.DefaultTimeout, docs/DARAJA.md), and a wait for a slot under
+// DARAJA_MAX_RPS or for a token before it leaves is allowed as long again.
+const maxCallTime = time.Minute
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

@@ -97,6 +97,10 @@ func TestCallbackFastFailure(t *testing.T) {
 		// a request that waited for its phone an hour was pushed just now.
 		{"undispatched, no push recorded", "cancelled", time.Minute, true, "", false, true},
 		{"undispatched, push on its way", "cancelled", 10 * time.Second, true, events.AttemptSending, false, true},
+		// A record still sending long after the call: its dispatcher
+		// died mid-call (the answer lost); the call was over a minute
+		// after it left at the latest.
+		{"undispatched, sending since two minutes", "cancelled", 2 * time.Minute, true, events.AttemptSending, false, false},
 		{"undispatched, accepted half a second ago", "cancelled", 500 * time.Millisecond, true, events.AttemptAccepted, false, true},
 		{"undispatched, accepted five seconds ago", "cancelled", 5 * time.Second, true, events.AttemptAccepted, false, false},
 		{"undispatched, answer lost a minute ago", "cancelled", time.Minute, true, events.AttemptAmbiguous, false, false},
