@@ -313,7 +313,12 @@ func (r *runner) settle(ctx context.Context, answers []answer) error {
 					open++
 				}
 			}
-			if final == len(accepted) && open == 0 {
+			// Every record final, and no kept callback left for the
+			// applier or held for the reconciler's query: a callback
+			// held with nothing to query becomes a late result only
+			// after its payment ended (up to a minute after: the
+			// reconciler's backoff), and the checks read it.
+			if final == len(accepted) && open == 0 && callbacksSettled(ctx, r.natsURL) {
 				r.settleTook = time.Since(start)
 				return nil
 			}
@@ -447,6 +452,35 @@ func deleteConsumer(ctx context.Context, natsURL, stream, consumer string) error
 		sleep(ctx, 500*time.Millisecond)
 	}
 	return fmt.Errorf("delete consumer %s of %s: %w", consumer, stream, last)
+}
+
+// callbacksSettled reports whether callback-ingest's applier and the
+// reconciler's confirm consumer have nothing pending on STK_CALLBACKS (a
+// message naked with a delay counts as pending its ack). An error is false:
+// the settle loop asks again.
+func callbacksSettled(ctx context.Context, natsURL string) bool {
+	nc, err := nats.Connect(natsURL, nats.Name("stkgate-chaos"), nats.Timeout(2*time.Second))
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, name := range []string{events.ConsumerCallbackApply, events.ConsumerReconcilerConfirm} {
+		c, err := js.Consumer(ictx, events.CallbackStreamName, name)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ictx)
+		if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func deleteConsumerOnce(ctx context.Context, natsURL, stream, consumer string) error {
