@@ -409,15 +409,8 @@ func (w *runner) deliver(stop, work context.Context, msg jetstream.Msg) {
 	}()
 	ctx, cancel := context.WithTimeout(work, opTimeout)
 	defer cancel()
-	d, err := w.store.WebhookDeliveryByID(ctx, t.DeliveryID)
-	if err != nil {
-		log.Warn("webhook delivery not read; retrying", "error", err)
-		worker.Nak(log, msg, storeWait)
-		return
-	}
-	if d.State != store.DeliveryPending && !t.Manual {
-		// Done already (a task redelivered after its ack was lost).
-		worker.Ack(work, log, msg, "nothing: the delivery is "+d.State)
+	d, ok := w.openDelivery(ctx, log, msg, t)
+	if !ok {
 		return
 	}
 	ep, err := w.store.WebhookEndpoint(ctx, t.EndpointID)
@@ -468,14 +461,8 @@ func (w *runner) pastRetryLimit(msg jetstream.Msg) bool {
 func (w *runner) giveUp(ctx context.Context, log *slog.Logger, msg jetstream.Msg, t task, reason string) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	d, err := w.store.WebhookDeliveryByID(ctx, t.DeliveryID)
-	if err != nil {
-		log.Warn("webhook delivery not read; retrying", "error", err)
-		worker.Nak(log, msg, storeWait)
-		return
-	}
-	if d.State != store.DeliveryPending && !t.Manual {
-		worker.Ack(ctx, log, msg, "nothing: the delivery is "+d.State)
+	d, ok := w.openDelivery(ctx, log, msg, t)
+	if !ok {
 		return
 	}
 	// A redelivery an operator asked for a day ago is given up too, the
@@ -495,6 +482,24 @@ func (w *runner) giveUp(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	}
 	log.Error("webhook delivery given up: retries spent", "error", a.Error, "attempt", d.Attempts+1, "manual", t.Manual)
 	worker.Ack(ctx, log, msg, "the delivery is checked again and found failed")
+}
+
+// openDelivery reads t's delivery; ok false when msg is settled instead:
+// handed back when the delivery cannot be read, acked when it is done
+// already (a task redelivered after its ack was lost) and t is no manual
+// redelivery.
+func (w *runner) openDelivery(ctx context.Context, log *slog.Logger, msg jetstream.Msg, t task) (d store.WebhookDelivery, ok bool) {
+	d, err := w.store.WebhookDeliveryByID(ctx, t.DeliveryID)
+	if err != nil {
+		log.Warn("webhook delivery not read; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return d, false
+	}
+	if d.State != store.DeliveryPending && !t.Manual {
+		worker.Ack(ctx, log, msg, "nothing: the delivery is "+d.State)
+		return d, false
+	}
+	return d, true
 }
 
 // attempt signs and posts the event to ep once.
