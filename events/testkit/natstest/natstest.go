@@ -49,7 +49,11 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("natstest: jetstream: %v", err)
 	}
-	stream, err := events.EnsureStream(context.Background(), js, 1)
+	// Its own deadline: without one the JetStream API's 5 s default
+	// applies, which a loaded CI machine ran out of creating the stream.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := events.EnsureStream(ctx, js, 1)
 	if err != nil {
 		t.Fatalf("natstest: %v", err)
 	}
