@@ -26,7 +26,11 @@ const wait = 15 * time.Second
 // the fake's outcome, source "query" and no receipt (the query has none).
 func TestLostCallbackCompletedByQuery(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
+	// A success is asked twice: once after RECONCILE_AFTER, again after the
+	// receipt wait. The wait is long enough that the first query comes
+	// before it even on a loaded machine (at 1 s, CI's first query came
+	// after it, and one was enough).
+	h := newHarness(t, func(c *Config) { c.ReceiptWait = 3 * time.Second })
 	h.start()
 	for _, tc := range []struct{ code, desc string }{
 		{"0", "The service request is processed successfully."},
@@ -116,7 +120,10 @@ func TestStillProcessingAskedAgain(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
 	h.start()
-	p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true, CallbackDelay: 1500 * time.Millisecond})
+	// The customer answers 3 s after the push: the queries from
+	// RECONCILE_AFTER (400 ms) on see both still-processing forms first, even
+	// on a loaded machine (after 1.5 s, CI's first query came too late).
+	p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true, CallbackDelay: 3 * time.Second})
 	got, _ := h.completion(p.TrackingID, wait)
 	if got.ResultCode != "1032" || got.Source != events.SourceQuery {
 		t.Errorf("completed %s from %s, want 1032 from query", got.ResultCode, got.Source)
@@ -235,7 +242,9 @@ func (rp *replay) count() int {
 // after the push, then the payment fails with stkgate.unknown_transaction.
 func TestUnknownTransactionFailsAfterDeadline(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
+	// From RECONCILE_AFTER (400 ms) to the deadline there is room for
+	// several queries even on a loaded machine (with 1.5 s, CI saw one).
+	h := newHarness(t, func(c *Config) { c.UnknownDeadline = 3 * time.Second })
 	h.start()
 	p := h.newPayment()
 	const checkoutID = "ws_CO_0000000000000000000000"
