@@ -193,7 +193,14 @@ func (d *Doc) Check(r *http.Request, body []byte, status int, header http.Header
 			SkipSettingDefaults: true,
 		},
 	}
-	reqErr := openapi3filter.ValidateRequest(context.Background(), in)
+	// Whether the document allows the request matters only for an answer
+	// that accepts it: a 4xx or 5xx may answer anything. (Validating the
+	// hostile bodies the tests send anyway cost a fifth of the api tests'
+	// CPU, most of it kin-openapi formatting the refusals.)
+	var reqErr error
+	if status < 400 {
+		reqErr = openapi3filter.ValidateRequest(context.Background(), in)
+	}
 	out := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: in,
 		Status:                 status,
