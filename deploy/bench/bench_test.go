@@ -25,7 +25,8 @@ func TestSmoke(t *testing.T) {
 	var out bytes.Buffer
 	// -race: make test has compiled every package so already, and only
 	// the links are left; a plain build would compile the tree again.
-	o := Options{Root: root, BuildFlags: []string{"-race"}, Rounds: 1, Round: time.Second, Conc: 4, ProjectN: 200,
+	// -ldflags=-w: no DWARF, as make test links its test binaries.
+	o := Options{Root: root, BuildFlags: []string{"-race", "-ldflags=-w"}, Rounds: 1, Round: time.Second, Conc: 4, ProjectN: 200,
 		E2ERate: 50, E2EDuration: 2 * time.Second, E2ESettle: time.Minute, LatencyRate: 20, LatencyDuration: 2 * time.Second,
 		SimDelay: 50 * time.Millisecond, PGNoSync: true, Out: &out, JSON: filepath.Join(t.TempDir(), "results.json")}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

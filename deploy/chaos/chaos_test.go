@@ -41,7 +41,8 @@ func TestMain(m *testing.M) {
 // builtBinaries builds every binary of the stack once for the package's
 // tests, with the race detector (so the processes are checked too, and
 // the build reuses what go test -race has already compiled rather than
-// compiling everything a second time), before any run's deadline starts.
+// compiling everything a second time), before any run's deadline starts;
+// without DWARF (-ldflags=-w), as make test links its test binaries.
 func builtBinaries(t *testing.T) (root, bin string) {
 	t.Helper()
 	built.Do(func() {
@@ -51,7 +52,7 @@ func builtBinaries(t *testing.T) (root, bin string) {
 		if built.bin, built.err = os.MkdirTemp("", "stkgate-chaos-bin-"); built.err != nil {
 			return
 		}
-		built.err = binaries.Build(context.Background(), built.root, built.bin, []string{"-race"}, t.Logf)
+		built.err = binaries.Build(context.Background(), built.root, built.bin, []string{"-race", "-ldflags=-w"}, t.Logf)
 	})
 	if built.err != nil {
 		t.Fatalf("building the stack: %v", built.err)
