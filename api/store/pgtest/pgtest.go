@@ -77,7 +77,7 @@ func NewURL(t testing.TB) string {
 
 func newDB(t testing.TB) (*sqlx.DB, string) {
 	t.Helper()
-	u := create(t, migrated)
+	u := create(t)
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	db, err := store.Open(ctx, u)
@@ -126,6 +126,7 @@ func makeTemplate(ctx context.Context) (string, error) {
 		err = cerr
 	}
 	if err != nil {
+		_ = drop(ctx, name)
 		return "", fmt.Errorf("migrate the template %s: %w", name, err)
 	}
 	return name, nil
@@ -185,9 +186,9 @@ func shutdown() error {
 	return errors.Join(errs...)
 }
 
-// create makes a database for t, a copy of the database template returns,
-// and returns its URL.
-func create(t testing.TB, template func(context.Context) (string, error)) string {
+// create makes a database for t, a copy of the migrated template, and
+// returns its URL.
+func create(t testing.TB) string {
 	t.Helper()
 	setupOnce.Do(func() { setupErr = setup() })
 	if setupErr != nil {
@@ -196,7 +197,7 @@ func create(t testing.TB, template func(context.Context) (string, error)) string
 	name := newName(time.Now())
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	from, err := template(ctx)
+	from, err := migrated(ctx)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
