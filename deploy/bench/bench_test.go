@@ -27,7 +27,7 @@ func TestSmoke(t *testing.T) {
 	// the links are left; a plain build would compile the tree again.
 	// -ldflags=-w: no DWARF, as make test links its test binaries.
 	o := Options{Root: root, BuildFlags: []string{"-race", "-ldflags=-w"}, Rounds: 1, Round: time.Second, Conc: 4, ProjectN: 200,
-		E2ERate: 50, E2EDuration: 2 * time.Second, E2ESettle: time.Minute, LatencyRate: 20, LatencyDuration: 2 * time.Second,
+		E2ERate: 50, E2EDuration: 2 * time.Second, E2ESettle: time.Minute, E2ESample: 250 * time.Millisecond, LatencyRate: 20, LatencyDuration: 2 * time.Second,
 		SimDelay: 50 * time.Millisecond, PGNoSync: true, Out: &out, JSON: filepath.Join(t.TempDir(), "results.json")}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -60,6 +60,27 @@ func TestSmoke(t *testing.T) {
 	for _, u := range rep.Services {
 		if u.PeakRSSMB <= 0 {
 			t.Errorf("%s: no peak RSS", u.Service)
+		}
+		// Memory over the run: a look every 250 ms over some 2 s of
+		// load, and the figures taken from those looks.
+		if len(u.Samples) < 4 {
+			t.Errorf("%s: %d memory samples, want a few", u.Service, len(u.Samples))
+			continue
+		}
+		for _, s := range u.Samples {
+			// HeapMB 0 is a heap not read (a slow /metrics).
+			if s.RSSMB <= 0 || s.RSSMB > u.PeakRSSMB+1 || s.HeapMB < 0 || s.HeapMB > s.RSSMB {
+				t.Errorf("%s: sample %+v, peak RSS %.1f MB: want RSS within the peak and any heap within RSS", u.Service, s, u.PeakRSSMB)
+			}
+		}
+		if u.WarmAt < o.E2EDuration.Seconds()/5 || u.LoadEndAt < u.WarmAt || u.EndAt < u.LoadEndAt {
+			t.Errorf("%s: times after warm-up %.1f s, at load end %.1f s, at end %.1f s: not in order", u.Service, u.WarmAt, u.LoadEndAt, u.EndAt)
+		}
+		if u.WarmRSSMB <= 0 || u.EndRSSMB <= 0 || u.SampledPeakRSSMB < u.EndRSSMB || u.WarmHeapMB <= 0 || u.EndHeapMB <= 0 {
+			t.Errorf("%s: memory figures missing: %+v", u.Service, u)
+		}
+		if d := u.EndRSSMB - u.WarmRSSMB - u.RSSGrowthMB; d > 0.01 || d < -0.01 {
+			t.Errorf("%s: growth %.2f MB, but %.2f → %.2f MB", u.Service, u.RSSGrowthMB, u.WarmRSSMB, u.EndRSSMB)
 		}
 	}
 	if _, err := os.Stat(o.JSON); err != nil {

@@ -27,6 +27,24 @@ type serviceUsage struct {
 	PeakRSSMB     float64 `json:"peak_rss_mb"`
 	CPUSeconds    float64 `json:"cpu_seconds"`
 	CPUPerPayment float64 `json:"cpu_ms_per_payment"`
+	// Memory over the run (growth.go), times in seconds since the load
+	// began: at the end of the load's first fifth (after warm-up), at the
+	// load's end, and at the end (every payment final, or the settle
+	// window over); the growth is from the first to the last.
+	WarmAt           float64     `json:"warm_t_s"`
+	WarmRSSMB        float64     `json:"warm_rss_mb"`
+	LoadEndAt        float64     `json:"load_end_t_s"`
+	LoadEndRSSMB     float64     `json:"load_end_rss_mb"`
+	EndAt            float64     `json:"end_t_s"`
+	EndRSSMB         float64     `json:"end_rss_mb"`
+	SampledPeakRSSMB float64     `json:"sampled_peak_rss_mb"`
+	RSSGrowthMB      float64     `json:"rss_growth_mb"`
+	RSSGrowthPerMin  float64     `json:"rss_growth_mb_per_min"`
+	WarmHeapMB       float64     `json:"warm_heap_inuse_mb"`
+	EndHeapMB        float64     `json:"end_heap_inuse_mb"`
+	HeapGrowthMB     float64     `json:"heap_growth_mb"`
+	HeapGrowthPerMin float64     `json:"heap_growth_mb_per_min"`
+	Samples          []memSample `json:"samples"`
 }
 
 // endToEnd posts payments at E2ERate for E2EDuration to a fresh stack and
@@ -38,6 +56,20 @@ func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, error) {
 	var ids []string
 	var mu sync.Mutex
 	start := time.Now()
+	mem := newSampler(b.s, start)
+	stopSampling, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		mem.run(ctx, stopSampling, b.o.E2ESample)
+	}()
+	defer func() {
+		select {
+		case <-sampled:
+		default:
+			close(stopSampling)
+			<-sampled
+		}
+	}()
 	f := openLoop(ctx, b.o.E2ERate, b.o.E2EDuration, func(ctx context.Context, i int) (bool, bool) {
 		var a accepted
 		ok := do(ctx, client, "POST", url, tokenOf(clientE2E), pushBody(i), &a)
@@ -48,6 +80,7 @@ func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, error) {
 		}
 		return ok, true
 	})
+	loadEnd := mem.look(ctx)
 	// Not final by the deadline counts as lost.
 	settle, cancel := context.WithTimeout(ctx, b.o.E2ESettle)
 	final, err := b.waitFinal(settle, ids)
@@ -56,6 +89,15 @@ func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, error) {
 		return result{}, nil, err
 	}
 	took := time.Since(start)
+	close(stopSampling)
+	<-sampled
+	mem.look(ctx)
+	if mem.err != nil {
+		return result{}, nil, fmt.Errorf("memory: %w", mem.err)
+	}
+	if mem.heapErr != nil {
+		b.logf("end to end: Go heap not read, RSS alone: %v", mem.heapErr)
+	}
 	n := len(ids)
 	lost := n - final
 	b.logf("end to end: %d accepted, %d without a 2xx within 30 s, at %.0f/s offered; %d of the accepted final after %s, %d not within %s",
@@ -66,8 +108,10 @@ func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, error) {
 		if err != nil {
 			return result{}, nil, err
 		}
-		use = append(use, serviceUsage{Service: name, PeakRSSMB: float64(u.PeakRSS) / (1 << 20), CPUSeconds: u.CPU,
-			CPUPerPayment: 1000 * u.CPU / float64(max(n, 1))})
+		su := serviceUsage{Service: name, PeakRSSMB: round(mb(u.PeakRSS), 2), CPUSeconds: round(u.CPU, 2),
+			CPUPerPayment: round(1000*u.CPU/float64(max(n, 1)), 4)}
+		su.growth(mem.samples[name], b.o.E2EDuration.Seconds()/5, loadEnd)
+		use = append(use, su)
 	}
 	return result{Path: "end to end", Ours: float64(final) / took.Seconds(), Unit: "payments/s",
 		P50: f.quantile(0.5), P99: f.quantile(0.99), Lost: &lost}, use, nil
@@ -137,18 +181,40 @@ func (b *bench) latency(ctx context.Context) ([]result, error) {
 }
 
 // waitFinal waits until every one of ids is final in the read model, or
-// ctx is done, and says how many are.
+// ctx is done, and says how many are. Each look asks only about the ones
+// not yet seen final, so that a long run's backlog is not counted again
+// in full every 100 ms.
 func (b *bench) waitFinal(ctx context.Context, ids []string) (int, error) {
+	pending := map[string]bool{}
+	for _, id := range ids {
+		pending[id] = true
+	}
 	for {
-		var final int
-		err := b.s.db.QueryRowContext(context.WithoutCancel(ctx), `SELECT count(*) FROM stk_pushes WHERE tracking_id = ANY($1::uuid[]) AND status = 1`,
-			pq.Array(ids)).Scan(&final)
-		if err != nil || final == len(ids) {
-			return final, err
+		list := make([]string, 0, len(pending))
+		for id := range pending {
+			list = append(list, id)
+		}
+		rows, err := b.s.db.QueryContext(context.WithoutCancel(ctx), `SELECT x FROM unnest($1::text[]) AS x
+			JOIN stk_pushes p ON p.tracking_id = x::uuid WHERE p.status = 1`, pq.Array(list))
+		if err != nil {
+			return len(ids) - len(pending), err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return len(ids) - len(pending), err
+			}
+			delete(pending, id)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil || len(pending) == 0 {
+			return len(ids) - len(pending), err
 		}
 		select {
 		case <-ctx.Done():
-			return final, ctx.Err()
+			return len(ids) - len(pending), ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -46,6 +46,7 @@ type Options struct {
 	E2ERate         float64
 	E2EDuration     time.Duration
 	E2ESettle       time.Duration // after the load, how long payments may take to be final
+	E2ESample       time.Duration // how often every service's memory is read in the end-to-end run
 	LatencyRate     float64
 	LatencyDuration time.Duration
 	SimDelay        time.Duration
@@ -123,6 +124,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.Float64Var(&o.E2ERate, "e2e-rate", 1500, "payments per second offered in the end-to-end run")
 	fs.DurationVar(&o.E2EDuration, "e2e-duration", 60*time.Second, "length of the end-to-end load")
 	fs.DurationVar(&o.E2ESettle, "e2e-settle", 3*time.Minute, "after the end-to-end load, how long payments may take to be final (any not final by then count as lost)")
+	fs.DurationVar(&o.E2ESample, "e2e-sample", 10*time.Second, "how often the end-to-end run reads every service's RSS and Go heap (and once at the load's end and at the end)")
 	fs.Float64Var(&o.LatencyRate, "latency-rate", 200, "payments per second of the latency run")
 	fs.DurationVar(&o.LatencyDuration, "latency-duration", 10*time.Second, "length of the latency run")
 	fs.DurationVar(&o.SimDelay, "sim-delay", 200*time.Millisecond, "the Daraja fake's delay from a push to its callback")
@@ -136,8 +138,8 @@ func parseFlags(args []string) (Options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if o.Rounds < 1 || o.Round <= 0 || o.Conc < 1 || o.ProjectN < 4 || o.E2ERate <= 0 || o.LatencyRate <= 0 || o.E2ESettle <= 0 {
-		return o, errors.New("-rounds, -round, -conc, -project-n, -e2e-rate, -e2e-settle and -latency-rate must be positive")
+	if o.Rounds < 1 || o.Round <= 0 || o.Conc < 1 || o.ProjectN < 4 || o.E2ERate <= 0 || o.LatencyRate <= 0 || o.E2ESettle <= 0 || o.E2ESample <= 0 {
+		return o, errors.New("-rounds, -round, -conc, -project-n, -e2e-rate, -e2e-settle, -e2e-sample and -latency-rate must be positive")
 	}
 	if *paths != "" {
 		o.Paths = strings.Split(*paths, ",")
@@ -274,9 +276,11 @@ func (r *Report) Print(w io.Writer) {
 	_ = tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "service (end to end)\tpeak RSS MB\tCPU s\tCPU ms/payment\t")
+	fmt.Fprintln(tw, "service (end to end)\tpeak RSS MB\tCPU s\tCPU ms/payment\tRSS MB after warm-up\tat load end\tat end\tgrowth MB\tMB/min\theap MB after warm-up\tat end\theap MB/min\t")
 	for _, u := range r.Services {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.3f\t\n", u.Service, u.PeakRSSMB, u.CPUSeconds, u.CPUPerPayment)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.3f\t%.1f (%.0f s)\t%.1f (%.0f s)\t%.1f (%.0f s)\t%+.1f\t%+.2f\t%.1f\t%.1f\t%+.2f\t\n",
+			u.Service, u.PeakRSSMB, u.CPUSeconds, u.CPUPerPayment, u.WarmRSSMB, u.WarmAt, u.LoadEndRSSMB, u.LoadEndAt, u.EndRSSMB, u.EndAt,
+			u.RSSGrowthMB, u.RSSGrowthPerMin, u.WarmHeapMB, u.EndHeapMB, u.HeapGrowthPerMin)
 	}
 	_ = tw.Flush()
 }

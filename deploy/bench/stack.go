@@ -53,6 +53,7 @@ type stack struct {
 	stopSim  func()
 	env      []string
 	addr     map[string]string // service → its http://host:port
+	metrics  map[string]string // service → its admin server's host:port
 	procs    map[string]*binaries.Process
 	logFiles []*os.File
 }
@@ -108,6 +109,17 @@ func (s *stack) up(ctx context.Context) error {
 		}
 		s.addr[name] = fmt.Sprintf("127.0.0.1:%d", p)
 	}
+	// Each service's admin server on a port of its own, not the defaults
+	// (9101…), which another run on the machine may hold; the end-to-end
+	// run reads the Go heap there.
+	s.metrics = map[string]string{}
+	for _, name := range services {
+		p, err := ports.Free()
+		if err != nil {
+			return err
+		}
+		s.metrics[name] = fmt.Sprintf("127.0.0.1:%d", p)
+	}
 	s.env = s.environment()
 	s.logf("stack up in %s: nats %s, postgres %d, daraja-sim %s (callback after %s)",
 		s.work, s.ns.ClientURL(), s.pg.Port(), s.simURL, s.o.SimDelay)
@@ -143,6 +155,9 @@ func (s *stack) environment() []string {
 		"DISPATCH_CLIENT_MAX_IN_FLIGHT": "1024",
 		"BASELINE_ADDR":                 s.addr["bench-baseline"],
 	}
+	for name, setting := range metricsSetting {
+		env[setting] = s.metrics[name]
+	}
 	if s.o.ProfileDir != "" {
 		env[service.ProfileEnv] = s.o.ProfileDir
 	}
@@ -152,6 +167,14 @@ func (s *stack) environment() []string {
 	}
 	sort.Strings(list)
 	return list
+}
+
+// metricsSetting names each service's admin address setting (CONFIG.md).
+var metricsSetting = map[string]string{
+	"api":             "API_METRICS_ADDR",
+	"projector":       "PROJECTOR_METRICS_ADDR",
+	"dispatcher":      "DISPATCHER_METRICS_ADDR",
+	"callback-ingest": "CALLBACK_METRICS_ADDR",
 }
 
 func (s *stack) openLog(name string) (*os.File, error) {

@@ -61,6 +61,7 @@ func (p *Process) Stop(grace time.Duration) {
 // Usage is what /proc says a process has used so far.
 type Usage struct {
 	PeakRSS int64   // bytes (VmHWM)
+	RSS     int64   // bytes (VmRSS), now
 	CPU     float64 // seconds, user and system
 }
 
@@ -70,7 +71,8 @@ const clockTicks = 100
 // Usage reads the process's peak RSS and CPU time from /proc (Linux only).
 func (p *Process) Usage() (Usage, error) { return UsageOf(p.Pid()) }
 
-// UsageOf reads pid's peak RSS and CPU time from /proc (Linux only).
+// UsageOf reads pid's peak and present RSS and CPU time from /proc (Linux
+// only).
 func UsageOf(pid int) (Usage, error) {
 	var u Usage
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -78,12 +80,14 @@ func UsageOf(pid int) (Usage, error) {
 		return u, err
 	}
 	for line := range strings.Lines(string(status)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return u, fmt.Errorf("VmHWM %q: %w", v, err)
+		for name, into := range map[string]*int64{"VmHWM:": &u.PeakRSS, "VmRSS:": &u.RSS} {
+			if v, ok := strings.CutPrefix(line, name); ok {
+				kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				if err != nil {
+					return u, fmt.Errorf("%s %q: %w", name, v, err)
+				}
+				*into = kb << 10
 			}
-			u.PeakRSS = kb << 10
 		}
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
