@@ -653,10 +653,13 @@ func (h *Handler) replay(c echo.Context, client, id string) error {
 //
 // Its steps: listenSync, takeLimits, publishRequested, then the answer
 // (answerAccepted).
+//
+// The payment's logger (h.log with its tracking_id and client) is made only
+// for a line on a failure path (paymentLog): made for every request, it
+// formatted both attributes for a handler clone that the accepted line,
+// which names them itself, did not need.
 func (h *Handler) accept(c echo.Context, client, id string, req Request, start time.Time, held *heldKey) error {
-	log := h.log.With("tracking_id", id, "client", client)
-
-	wait := h.listenSync(log, id)
+	wait := h.listenSync(client, id)
 	if wait != nil {
 		defer wait.close()
 	}
@@ -664,11 +667,11 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 	if err != nil {
 		return err
 	}
-	ack, err := h.publishRequested(c, log, client, id, req, held, queued)
+	ack, err := h.publishRequested(c, client, id, req, held, queued)
 	if err != nil {
 		return err
 	}
-	log.Info("stk push accepted", "phone", events.MaskPhone(req.Phone), "amount", req.Amount,
+	h.log.Info("stk push accepted", "tracking_id", id, "client", client, "phone", events.MaskPhone(req.Phone), "amount", req.Amount,
 		"reference_len", len(req.Reference), "stream_seq", ack.Sequence, "duplicate", ack.Duplicate,
 		"mode", string(h.mode), "idempotency_key", held != nil)
 	return h.answerAccepted(c, wait, client, id, start)
@@ -676,7 +679,7 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 
 // listenSync, in sync mode, subscribes to id's answers; nil in async mode
 // or when it cannot. The caller closes it.
-func (h *Handler) listenSync(log *slog.Logger, id string) *syncWait {
+func (h *Handler) listenSync(client, id string) *syncWait {
 	// In sync mode, listen before publishing, so that no answer can come
 	// before the subscription.
 	if h.mode != ModeSync {
@@ -686,7 +689,7 @@ func (h *Handler) listenSync(log *slog.Logger, id string) *syncWait {
 	if err != nil {
 		// The publish below fails too if NATS is gone; if not, the
 		// client gets the async answer and polls.
-		log.Warn("sync mode: cannot subscribe; answering as async", "error", err)
+		h.paymentLog(client, id).Warn("sync mode: cannot subscribe; answering as async", "error", err)
 		return nil
 	}
 	return wait
@@ -717,7 +720,7 @@ func (h *Handler) takeLimits(c echo.Context, client, id string, req Request, hel
 // publishRequested publishes stk.requested of id, then settles what the
 // publish's outcome decides: the queued place, held's key, the phone's
 // slot. Its error is the client's answer (publishFailed).
-func (h *Handler) publishRequested(c echo.Context, log *slog.Logger, client, id string, req Request, held *heldKey, queued func(bool)) (*jetstream.PubAck, error) {
+func (h *Handler) publishRequested(c echo.Context, client, id string, req Request, held *heldKey, queued func(bool)) (*jetstream.PubAck, error) {
 	ev := events.Requested{Payment: events.Payment{
 		TrackingID:  id,
 		Client:      client,
@@ -745,9 +748,15 @@ func (h *Handler) publishRequested(c echo.Context, log *slog.Logger, client, id 
 		h.releasePrompt(c.Request().Context(), id)
 	}
 	if err != nil {
-		return nil, publishFailed(log, id, req, held, err, nothingSent)
+		return nil, publishFailed(h.paymentLog(client, id), id, req, held, err, nothingSent)
 	}
 	return ack, nil
+}
+
+// paymentLog is h.log with the tracking id and client of a payment, for
+// its lines on the paths that fail.
+func (h *Handler) paymentLog(client, id string) *slog.Logger {
+	return h.log.With("tracking_id", id, "client", client)
 }
 
 // publishFailed is the answer to a failed publish of stk.requested;

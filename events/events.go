@@ -174,6 +174,19 @@ type Envelope struct {
 	Data            json.RawMessage `json:"data"`
 }
 
+// outEnvelope is Envelope as Encode writes it, field for field, with the
+// event itself as its data.
+type outEnvelope struct {
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            string    `json:"type"`
+	Subject         string    `json:"subject"`
+	Time            time.Time `json:"time"`
+	DataContentType string    `json:"datacontenttype"`
+	Data            Event     `json:"data"`
+}
+
 // Encode wraps ev in an envelope from source at time now and returns the
 // subject to publish on, its Nats-Msg-Id and the body.
 func Encode(source string, ev Event, now time.Time) (subject, msgID string, body []byte, err error) {
@@ -181,11 +194,10 @@ func Encode(source string, ev Event, now time.Time) (subject, msgID string, body
 	if id == "" {
 		return "", "", nil, fmt.Errorf("encode %s: empty tracking id", ev.Type())
 	}
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return "", "", nil, fmt.Errorf("encode %s: %w", ev.Type(), err)
-	}
-	env := Envelope{
+	// One Marshal of the envelope with the event in it: the event
+	// marshalled first and put in as a json.RawMessage was scanned again
+	// (compacted) inside the envelope's, for the same bytes.
+	env := outEnvelope{
 		SpecVersion:     SpecVersion,
 		ID:              msgIDOf(ev, id),
 		Source:          source,
@@ -193,7 +205,7 @@ func Encode(source string, ev Event, now time.Time) (subject, msgID string, body
 		Subject:         id,
 		Time:            now.UTC(),
 		DataContentType: "application/json",
-		Data:            data,
+		Data:            ev,
 	}
 	body, err = json.Marshal(env)
 	if err != nil {

@@ -634,3 +634,35 @@ func TestPing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestGetReadsTheTableSwappedIn: Get's query is prepared once on each
+// connection; a table swapped in under it (stkgate-admin
+// rebuild-read-model moves the live table aside and the rebuilt one in) is
+// what the next Get reads, on the same connection, without an error.
+func TestGetReadsTheTableSwappedIn(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	db.SetMaxOpenConns(1) // every Get on the connection its statement was prepared on
+	f := &fixture{t: t, db: store.New(db)}
+	ctx := context.Background()
+	before, after := newStory(), newStory()
+	f.apply(before.requested)
+	if _, err := f.db.Get(ctx, "acme", before.id); err != nil {
+		t.Fatalf("Get before the swap: %v", err)
+	}
+	for _, q := range []string{
+		`ALTER TABLE stk_pushes RENAME TO stk_pushes_aside`,
+		`CREATE TABLE stk_pushes (LIKE stk_pushes_aside INCLUDING ALL)`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	f.apply(after.requested)
+	if _, err := f.db.Get(ctx, "acme", before.id); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get of a record only in the table set aside = %v, want ErrNotFound", err)
+	}
+	if r, err := f.db.Get(ctx, "acme", after.id); err != nil || r.TrackingID != after.id {
+		t.Errorf("Get of the swapped-in table's record = %s, %v; want %s", r.TrackingID, err, after.id)
+	}
+}

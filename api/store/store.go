@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"log/slog"
 	neturl "net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -255,6 +256,16 @@ const selectColumns = `id, tracking_id, client, phone_number, amount, reference,
 	merchant_request_id, checkout_request_id, transaction_date, stage, source,
 	late_result, created_at, updated_at`
 
+// scan reads one row of selectColumns, in their order, into r: the poll's
+// read scans directly, without sqlx's mapping of column names to fields,
+// which it made again for every row.
+func (r *row) scan(sc interface{ Scan(...any) error }) error {
+	return sc.Scan(&r.ID, &r.TrackingID, &r.Client, &r.PhoneNumber, &r.Amount, &r.Reference, &r.Tag,
+		&r.Status, &r.ResponseCode, &r.ResponseDescription, &r.TransactionCode,
+		&r.MerchantRequestID, &r.CheckoutRequestID, &r.TransactionDate, &r.Stage, &r.Source,
+		&r.LateResult, &r.CreatedAt, &r.UpdatedAt)
+}
+
 func (r row) record() (Record, error) {
 	// The label is derived on read, not stored, so the one status table in
 	// events is the only place it is decided.
@@ -298,6 +309,9 @@ type Store struct {
 	// SearchTimeout bounds a Search on the server's side; 0 is
 	// DefaultSearchTimeout.
 	SearchTimeout time.Duration
+	// get is Get's query prepared (getStmt), nil until the first Get
+	// prepares it.
+	get atomic.Pointer[sql.Stmt]
 }
 
 // New returns a Store over db, which must be migrated (see Migrate). It
@@ -329,9 +343,11 @@ func (s *Store) Get(ctx context.Context, client, trackingID string) (Record, err
 		return Record{}, ErrNotFound
 	}
 	var r row
-	err = s.db.GetContext(ctx, &r,
-		`SELECT `+selectColumns+` FROM stk_pushes WHERE tracking_id = $1 AND client = $2`,
-		id.String(), client)
+	if stmt := s.getStmt(ctx); stmt != nil {
+		err = r.scan(stmt.QueryRowContext(ctx, id.String(), client))
+	} else {
+		err = r.scan(s.db.QueryRowContext(ctx, getQuery, id.String(), client))
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, ErrNotFound
 	}
@@ -339,4 +355,32 @@ func (s *Store) Get(ctx context.Context, client, trackingID string) (Record, err
 		return Record{}, fmt.Errorf("get record %s: %w", id, err)
 	}
 	return r.record()
+}
+
+// getQuery is Get's query: one row by its unique tracking id, and only the
+// client's own.
+const getQuery = `SELECT ` + selectColumns + ` FROM stk_pushes WHERE tracking_id = $1 AND client = $2`
+
+// getStmt is getQuery prepared, or nil when it cannot be prepared now (Get
+// then sends the query as it is, and the next Get tries again).
+//
+// A query with arguments sent as it is costs lib/pq two round trips, one
+// to parse it and one to bind and run it; prepared, database/sql parses it
+// once on each connection of the pool and every Get after is one round
+// trip. Postgres plans it again by itself when the table changes under it
+// (a migration, stkgate-admin rebuild-read-model's swap of the table): the
+// columns it names are the migrations', which the swap checks.
+func (s *Store) getStmt(ctx context.Context) *sql.Stmt {
+	if stmt := s.get.Load(); stmt != nil {
+		return stmt
+	}
+	stmt, err := s.db.PrepareContext(ctx, getQuery)
+	if err != nil {
+		return nil
+	}
+	if !s.get.CompareAndSwap(nil, stmt) {
+		_ = stmt.Close() // another Get prepared it first
+		return s.get.Load()
+	}
+	return stmt
 }
