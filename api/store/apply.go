@@ -323,6 +323,9 @@ type input struct {
 	source              string
 	lateResult          string // JSON of a LateResult; only from stk.late_result
 	lateSuccess         bool   // lateResult is a success
+	// folded: a completion with its payment's earlier events of the batch
+	// folded in (rounds): applied as they would be, in turn, before it.
+	folded bool
 }
 
 // timestampLayout writes a time as Postgres reads it, cut to the
@@ -466,12 +469,17 @@ type batch []input
 // merges them field by field, filling what is empty, the stage the
 // highest, Daraja's ids the first seen, so one upsert of the fold leaves
 // the row as the upserts of each in turn would, at the cost of one row
-// version instead of several. Completions are never folded: the first one
-// applied decides. The merge does not depend on the order; state order
-// only spares the updates a late requested would cost. Exact repeats are
-// dropped. Every batch is sorted by tracking id so that concurrent
-// transactions lock rows in the same order and cannot deadlock; a later
-// batch only touches rows an earlier one already locked.
+// version instead of several. The first completion (in arrival order) is
+// folded in too when that changes nothing (absorb): when it brings no
+// payment field the fold lacks and names the same Daraja ids. The folded
+// input then fills in the row like the fold, whether or not the completion
+// decides (upsert's $17), and decides as the completion would. Other
+// completions are never folded: the first one applied decides. The merge
+// does not depend on the order; state order only spares the updates a late
+// requested would cost. Exact repeats are dropped. Every batch is sorted by
+// tracking id so that concurrent transactions lock rows in the same order
+// and cannot deadlock; a later batch only touches rows an earlier one
+// already locked.
 func rounds(rows []input) []batch {
 	slices.SortStableFunc(rows, func(a, b input) int { return int(a.stage - b.stage) })
 	seen := make(map[input]bool, len(rows))
@@ -488,6 +496,11 @@ func rounds(rows []input) []batch {
 			// Its earlier events, all before completion too (state
 			// order), are folded into its input in the first batch.
 			out[0][firstAt[r.trackingID]].fold(r)
+			continue
+		}
+		// Only its first completion (k == 1 after its fold) may be
+		// folded: the one that comes first decides.
+		if k == 1 && out[0][firstAt[r.trackingID]].absorb(r) {
 			continue
 		}
 		if k == 0 {
@@ -530,11 +543,37 @@ func (in *input) fold(r input) {
 	in.stage = max(in.stage, r.stage)
 }
 
+// absorb folds c, a completion of the same tracking id that comes after
+// in, into in when in is a fold of events before completion and the result
+// is the same as applying in and then c: c brings no payment field in
+// lacks (the fold's fills stand whatever c's fate, c's would only if c
+// decides) and names the same Daraja ids as in (which the row keeps,
+// COALESCE(t, in), when c does not decide, and takes, COALESCE(c, t),
+// when it does). in then carries c's outcome, and folded marks it for the
+// upsert. It reports whether c was folded.
+func (in *input) absorb(c input) bool {
+	if in.stage >= StageCompleted || c.stage != StageCompleted ||
+		in.merchantRequestID != c.merchantRequestID || in.checkoutRequestID != c.checkoutRequestID {
+		return false
+	}
+	lacks := func(a, b string) bool { return a == "" && b != "" }
+	if lacks(in.client, c.client) || lacks(in.phone, c.phone) || lacks(in.reference, c.reference) ||
+		lacks(in.tag, c.tag) || (in.amount == 0 && c.amount != 0) {
+		return false
+	}
+	in.stage, in.status = c.stage, c.status
+	in.responseCode, in.responseDescription = c.responseCode, c.responseDescription
+	in.transactionCode, in.transactionDate, in.source = c.transactionCode, c.transactionDate, c.source
+	in.folded = true
+	return true
+}
+
 func (b batch) args() []any {
 	var (
 		ids, clients, phones, refs, tags, requested                  []string
 		codes, descs, receipts, merchants, checkouts, dates, sources []string
 		amounts, stages, statuses                                    []int64
+		folded                                                       = []string{}
 	)
 	for _, r := range b {
 		ids = append(ids, r.trackingID)
@@ -553,12 +592,15 @@ func (b batch) args() []any {
 		stages = append(stages, r.stage)
 		sources = append(sources, r.source)
 		requested = append(requested, r.requestedAt)
+		if r.folded {
+			folded = append(folded, r.trackingID)
+		}
 	}
 	return []any{
 		pq.Array(ids), pq.Array(clients), pq.Array(phones), pq.Array(amounts), pq.Array(refs), pq.Array(tags),
 		pq.Array(statuses), pq.Array(codes), pq.Array(descs), pq.Array(receipts),
 		pq.Array(merchants), pq.Array(checkouts), pq.Array(dates), pq.Array(stages), pq.Array(sources),
-		pq.Array(requested),
+		pq.Array(requested), pq.Array(folded),
 	}
 }
 
@@ -567,7 +609,9 @@ func (b batch) args() []any {
 // EXCLUDED.stage = 2 AND t.stage < 2. The WHERE clause holds exactly when
 // the SET changes something, so a repeated or outrun event leaves the row,
 // updated_at included, untouched; a completion that is not the first
-// changes nothing.
+// changes nothing, unless it carries its payment's earlier events (input
+// folded, its tracking id in $17): then those fill in what the row lacks,
+// as they would have alone.
 const upsert = `
 INSERT INTO stk_pushes AS t (
 	tracking_id, client, phone_number, amount, reference, tag,
@@ -610,7 +654,7 @@ ON CONFLICT (tracking_id) DO UPDATE SET
 		THEN COALESCE(EXCLUDED.checkout_request_id, t.checkout_request_id)
 		ELSE COALESCE(t.checkout_request_id, EXCLUDED.checkout_request_id) END,
 	updated_at = now()
-WHERE NOT (EXCLUDED.stage = 2 AND t.stage = 2) AND (
+WHERE (NOT (EXCLUDED.stage = 2 AND t.stage = 2) OR EXCLUDED.tracking_id = ANY($17::uuid[])) AND (
 	EXCLUDED.stage > t.stage
 	OR (t.client = '' AND EXCLUDED.client <> '')
 	OR (t.phone_number = '' AND EXCLUDED.phone_number <> '')
