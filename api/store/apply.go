@@ -87,13 +87,19 @@ func (s *Store) Apply(ctx context.Context, evs []events.Event) error {
 		}
 		norm[i] = n
 	}
-	more, err := s.apply(ctx, norm, false)
+	more, err := s.apply(ctx, norm, false, true)
+	if errors.Is(err, ErrConflict) {
+		// The completions folded into the first statement may have taken
+		// an id before another payment's completion in that statement
+		// gave it up (see rounds): the batch as rounds without the fold.
+		more, err = s.apply(ctx, norm, false, false)
+	}
 	// Rare: look up who owns the batch's CheckoutRequestIDs and receipts
 	// and rewrite the completions that name another payment's. A receipt
 	// another transaction claimed between the look-up and the write (a
 	// second projector) is looked up again.
 	for try := 0; errors.Is(err, ErrConflict) && (try == 0 || errors.Is(err, errReceiptTaken)) && try < 3; try++ {
-		more, err = s.apply(ctx, norm, true)
+		more, err = s.apply(ctx, norm, true, false)
 	}
 	if errors.Is(err, errReceiptTaken) {
 		// Still racing: not permanent, the batch is worth a retry.
@@ -120,8 +126,8 @@ type rewrite struct {
 
 // apply writes normalized events in one transaction; with resolve, it first
 // rewrites the completions whose CheckoutRequestID is another payment's
-// (resolveCheckouts) and returns them.
-func (s *Store) apply(ctx context.Context, evs []events.Event, resolve bool) ([]rewrite, error) {
+// (resolveCheckouts) and returns them. absorb is rounds'.
+func (s *Store) apply(ctx context.Context, evs []events.Event, resolve, absorb bool) ([]rewrite, error) {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("apply: begin: %w", err)
@@ -152,7 +158,7 @@ func (s *Store) apply(ctx context.Context, evs []events.Event, resolve bool) ([]
 		}
 		rows = append(rows, r)
 	}
-	for _, round := range rounds(rows) {
+	for _, round := range rounds(rows, absorb) {
 		if _, err := tx.ExecContext(ctx, upsert, round.args()...); err != nil {
 			return nil, fmt.Errorf("apply %d events: %w", len(evs), classify(err))
 		}
@@ -480,7 +486,12 @@ type batch []input
 // tracking id so that concurrent transactions lock rows in the same order
 // and cannot deadlock; a later batch only touches rows an earlier one
 // already locked.
-func rounds(rows []input) []batch {
+//
+// absorb false folds no completion (the rounds as before the fold): Apply's
+// retry after a conflict uses it, since a folded completion takes its
+// CheckoutRequestID in the first statement, before another payment's
+// completion in the same statement may have given it up.
+func rounds(rows []input, absorb bool) []batch {
 	rows = byStage(rows)
 	seen := make(map[input]bool, len(rows))
 	depth := make(map[string]int, len(rows))
@@ -500,7 +511,7 @@ func rounds(rows []input) []batch {
 		}
 		// Only its first completion (k == 1 after its fold) may be
 		// folded: the one that comes first decides.
-		if k == 1 && out[0][firstAt[r.trackingID]].absorb(r) {
+		if absorb && k == 1 && out[0][firstAt[r.trackingID]].absorb(r) {
 			continue
 		}
 		if k == 0 {

@@ -11,10 +11,11 @@ import (
 // another payment's completion gave up in the batch's first round was free
 // by then. A completion folded into that first round (absorb) takes it in
 // the same statement, and whether the other row gave it up yet depends on
-// the order of the tracking ids: the unique index fails, and the batch is
-// refused as permanent (ErrConflict) where main applied it. (Only a
-// dispatched naming another payment's current CheckoutRequestID gets here:
-// Daraja never gives two pushes one id.)
+// the order of the tracking ids: the unique index fails. Apply then
+// applies the batch again without the fold, as before it, rather than
+// refuse it as permanent (ErrConflict). (Only a dispatched naming another
+// payment's current CheckoutRequestID gets here: Daraja never gives two
+// pushes one id.)
 func TestApplyFoldedCompletionTakesAFreedCheckoutID(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ name, taker, giver string }{
