@@ -87,13 +87,19 @@ func (s *Store) Apply(ctx context.Context, evs []events.Event) error {
 		}
 		norm[i] = n
 	}
-	more, err := s.apply(ctx, norm, false)
+	more, err := s.apply(ctx, norm, false, true)
+	if errors.Is(err, ErrConflict) {
+		// The completions folded into the first statement may have taken
+		// an id before another payment's completion in that statement
+		// gave it up (see rounds): the batch as rounds without the fold.
+		more, err = s.apply(ctx, norm, false, false)
+	}
 	// Rare: look up who owns the batch's CheckoutRequestIDs and receipts
 	// and rewrite the completions that name another payment's. A receipt
 	// another transaction claimed between the look-up and the write (a
 	// second projector) is looked up again.
 	for try := 0; errors.Is(err, ErrConflict) && (try == 0 || errors.Is(err, errReceiptTaken)) && try < 3; try++ {
-		more, err = s.apply(ctx, norm, true)
+		more, err = s.apply(ctx, norm, true, false)
 	}
 	if errors.Is(err, errReceiptTaken) {
 		// Still racing: not permanent, the batch is worth a retry.
@@ -120,8 +126,8 @@ type rewrite struct {
 
 // apply writes normalized events in one transaction; with resolve, it first
 // rewrites the completions whose CheckoutRequestID is another payment's
-// (resolveCheckouts) and returns them.
-func (s *Store) apply(ctx context.Context, evs []events.Event, resolve bool) ([]rewrite, error) {
+// (resolveCheckouts) and returns them. absorb is rounds'.
+func (s *Store) apply(ctx context.Context, evs []events.Event, resolve, absorb bool) ([]rewrite, error) {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("apply: begin: %w", err)
@@ -152,7 +158,7 @@ func (s *Store) apply(ctx context.Context, evs []events.Event, resolve bool) ([]
 		}
 		rows = append(rows, r)
 	}
-	for _, round := range rounds(rows) {
+	for _, round := range rounds(rows, absorb) {
 		if _, err := tx.ExecContext(ctx, upsert, round.args()...); err != nil {
 			return nil, fmt.Errorf("apply %d events: %w", len(evs), classify(err))
 		}
@@ -323,6 +329,9 @@ type input struct {
 	source              string
 	lateResult          string // JSON of a LateResult; only from stk.late_result
 	lateSuccess         bool   // lateResult is a success
+	// folded: a completion with its payment's earlier events of the batch
+	// folded in (rounds): applied as they would be, in turn, before it.
+	folded bool
 }
 
 // timestampLayout writes a time as Postgres reads it, cut to the
@@ -466,14 +475,24 @@ type batch []input
 // merges them field by field, filling what is empty, the stage the
 // highest, Daraja's ids the first seen, so one upsert of the fold leaves
 // the row as the upserts of each in turn would, at the cost of one row
-// version instead of several. Completions are never folded: the first one
-// applied decides. The merge does not depend on the order; state order
-// only spares the updates a late requested would cost. Exact repeats are
-// dropped. Every batch is sorted by tracking id so that concurrent
-// transactions lock rows in the same order and cannot deadlock; a later
-// batch only touches rows an earlier one already locked.
-func rounds(rows []input) []batch {
-	slices.SortStableFunc(rows, func(a, b input) int { return int(a.stage - b.stage) })
+// version instead of several. The first completion (in arrival order) is
+// folded in too when that changes nothing (absorb): when it brings no
+// payment field the fold lacks and names the same Daraja ids. The folded
+// input then fills in the row like the fold, whether or not the completion
+// decides (upsert's $17), and decides as the completion would. Other
+// completions are never folded: the first one applied decides. The merge
+// does not depend on the order; state order only spares the updates a late
+// requested would cost. Exact repeats are dropped. Every batch is sorted by
+// tracking id so that concurrent transactions lock rows in the same order
+// and cannot deadlock; a later batch only touches rows an earlier one
+// already locked.
+//
+// absorb false folds no completion (the rounds as before the fold): Apply's
+// retry after a conflict uses it, since a folded completion takes its
+// CheckoutRequestID in the first statement, before another payment's
+// completion in the same statement may have given it up.
+func rounds(rows []input, absorb bool) []batch {
+	rows = byStage(rows)
 	seen := make(map[input]bool, len(rows))
 	depth := make(map[string]int, len(rows))
 	firstAt := make(map[string]int, len(rows)) // where in out[0] each id's first input is
@@ -490,6 +509,11 @@ func rounds(rows []input) []batch {
 			out[0][firstAt[r.trackingID]].fold(r)
 			continue
 		}
+		// Only its first completion (k == 1 after its fold) may be
+		// folded: the one that comes first decides.
+		if absorb && k == 1 && out[0][firstAt[r.trackingID]].absorb(r) {
+			continue
+		}
 		if k == 0 {
 			if len(out) == 0 {
 				out = append(out, nil)
@@ -503,7 +527,28 @@ func rounds(rows []input) []batch {
 		out[k] = append(out[k], r)
 	}
 	for _, b := range out {
-		slices.SortStableFunc(b, func(x, y input) int { return strings.Compare(x.trackingID, y.trackingID) })
+		// A batch holds a tracking id once: no two compare equal.
+		slices.SortFunc(b, func(x, y input) int { return strings.Compare(x.trackingID, y.trackingID) })
+	}
+	return out
+}
+
+// byStage returns rows in state order, arrival order within a stage: a
+// stable sort on the three stages in one pass, where a stable comparison
+// sort moves these large structs O(n log² n) times.
+func byStage(rows []input) []input {
+	var count [StageCompleted + 2]int // toInput gives stages 0 to 2 only
+	for _, r := range rows {
+		count[min(max(r.stage, 0), StageCompleted)+1]++
+	}
+	for i := 1; i < len(count); i++ {
+		count[i] += count[i-1]
+	}
+	out := make([]input, len(rows))
+	for _, r := range rows {
+		k := min(max(r.stage, 0), StageCompleted)
+		out[count[k]] = r
+		count[k]++
 	}
 	return out
 }
@@ -530,11 +575,37 @@ func (in *input) fold(r input) {
 	in.stage = max(in.stage, r.stage)
 }
 
+// absorb folds c, a completion of the same tracking id that comes after
+// in, into in when in is a fold of events before completion and the result
+// is the same as applying in and then c: c brings no payment field in
+// lacks (the fold's fills stand whatever c's fate, c's would only if c
+// decides) and names the same Daraja ids as in (which the row keeps,
+// COALESCE(t, in), when c does not decide, and takes, COALESCE(c, t),
+// when it does). in then carries c's outcome, and folded marks it for the
+// upsert. It reports whether c was folded.
+func (in *input) absorb(c input) bool {
+	if in.stage >= StageCompleted || c.stage != StageCompleted ||
+		in.merchantRequestID != c.merchantRequestID || in.checkoutRequestID != c.checkoutRequestID {
+		return false
+	}
+	lacks := func(a, b string) bool { return a == "" && b != "" }
+	if lacks(in.client, c.client) || lacks(in.phone, c.phone) || lacks(in.reference, c.reference) ||
+		lacks(in.tag, c.tag) || (in.amount == 0 && c.amount != 0) {
+		return false
+	}
+	in.stage, in.status = c.stage, c.status
+	in.responseCode, in.responseDescription = c.responseCode, c.responseDescription
+	in.transactionCode, in.transactionDate, in.source = c.transactionCode, c.transactionDate, c.source
+	in.folded = true
+	return true
+}
+
 func (b batch) args() []any {
 	var (
 		ids, clients, phones, refs, tags, requested                  []string
 		codes, descs, receipts, merchants, checkouts, dates, sources []string
 		amounts, stages, statuses                                    []int64
+		folded                                                       = []string{}
 	)
 	for _, r := range b {
 		ids = append(ids, r.trackingID)
@@ -553,12 +624,15 @@ func (b batch) args() []any {
 		stages = append(stages, r.stage)
 		sources = append(sources, r.source)
 		requested = append(requested, r.requestedAt)
+		if r.folded {
+			folded = append(folded, r.trackingID)
+		}
 	}
 	return []any{
 		pq.Array(ids), pq.Array(clients), pq.Array(phones), pq.Array(amounts), pq.Array(refs), pq.Array(tags),
 		pq.Array(statuses), pq.Array(codes), pq.Array(descs), pq.Array(receipts),
 		pq.Array(merchants), pq.Array(checkouts), pq.Array(dates), pq.Array(stages), pq.Array(sources),
-		pq.Array(requested),
+		pq.Array(requested), pq.Array(folded),
 	}
 }
 
@@ -567,7 +641,9 @@ func (b batch) args() []any {
 // EXCLUDED.stage = 2 AND t.stage < 2. The WHERE clause holds exactly when
 // the SET changes something, so a repeated or outrun event leaves the row,
 // updated_at included, untouched; a completion that is not the first
-// changes nothing.
+// changes nothing, unless it carries its payment's earlier events (input
+// folded, its tracking id in $17): then those fill in what the row lacks,
+// as they would have alone.
 const upsert = `
 INSERT INTO stk_pushes AS t (
 	tracking_id, client, phone_number, amount, reference, tag,
@@ -610,7 +686,7 @@ ON CONFLICT (tracking_id) DO UPDATE SET
 		THEN COALESCE(EXCLUDED.checkout_request_id, t.checkout_request_id)
 		ELSE COALESCE(t.checkout_request_id, EXCLUDED.checkout_request_id) END,
 	updated_at = now()
-WHERE NOT (EXCLUDED.stage = 2 AND t.stage = 2) AND (
+WHERE (NOT (EXCLUDED.stage = 2 AND t.stage = 2) OR EXCLUDED.tracking_id = ANY($17::uuid[])) AND (
 	EXCLUDED.stage > t.stage
 	OR (t.client = '' AND EXCLUDED.client <> '')
 	OR (t.phone_number = '' AND EXCLUDED.phone_number <> '')

@@ -282,6 +282,73 @@ func TestApplyFoldedBeforeCompletion(t *testing.T) {
 	f.check("refused, then requested and dispatched in one batch", r.wantCompleted(r.refused, true))
 }
 
+// TestApplyFoldedWithCompletion: a payment's first completion in a batch
+// with its requested and dispatched is folded into their upsert (rounds'
+// absorb) when that changes nothing; the row ends as after each in turn:
+// the completion decides if it is the first, and the earlier events fill
+// in what the row lacks either way.
+func TestApplyFoldedWithCompletion(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+
+	s := newStory()
+	f.apply(s.requested, s.dispatched, s.success)
+	r := f.check("all three in one batch", s.wantCompleted(s.success, true))
+	f.unchanged("again, folded, on the completed row", r, s.success, s.requested, s.dispatched)
+	f.unchanged("with a second completion", r, s.requested, s.dispatched, s.cancelled)
+
+	// Already completed without ids: the folded completion does not decide,
+	// but the dispatched's ids still fill the row, as alone.
+	u := newStory()
+	f.apply(u.refused)
+	f.apply(u.requested, u.dispatched, u.success)
+	f.check("refused, then all three in one batch", u.wantCompleted(u.refused, true))
+
+	// Only the first completion of the batch is folded, and decides.
+	v := newStory()
+	f.apply(v.requested, v.dispatched, v.cancelled, v.success)
+	f.check("two completions in one batch", v.wantCompleted(v.cancelled, true))
+
+	// Requested on a row a dispatched already moved on: the fold's stage is
+	// lower than the row's, the completion decides all the same.
+	w := newStory()
+	f.apply(w.dispatched)
+	f.apply(w.requested, w.cancelled)
+	f.check("requested and completion after dispatched", w.wantCompleted(w.cancelled, true))
+
+	// Not folded: a completion with other Daraja ids (a retried push) takes
+	// its own, as it would after the dispatched.
+	x := newStory()
+	retry := x.successOfRetry()
+	f.apply(x.requested, x.dispatched, retry)
+	want := x.wantCompleted(retry, false)
+	want.MerchantRequestID, want.CheckoutRequestID = retry.MerchantRequestID, retry.CheckoutRequestID
+	f.check("a completion with other ids", want)
+	// Nor a second completion after a first that could not be.
+	x2 := newStory()
+	retry2 := x2.successOfRetry()
+	f.apply(x2.requested, x2.dispatched, retry2, x2.cancelled)
+	want = x2.wantCompleted(retry2, false)
+	want.MerchantRequestID, want.CheckoutRequestID = retry2.MerchantRequestID, retry2.CheckoutRequestID
+	f.check("a completion after one with other ids", want)
+
+	// Not folded: the completion brings a payment field the fold lacks,
+	// which the row takes only if it decides.
+	y := newStory()
+	refused, bare := y.refused, y.dispatched
+	refused.Tag, bare.Tag = "", ""
+	f.apply(refused)
+	f.apply(bare, y.success)
+	wantY := y.wantCompleted(refused, true)
+	wantY.Tag = ""
+	f.check("a losing completion with a field the fold lacks", wantY)
+	z := newStory()
+	bareZ := z.dispatched
+	bareZ.Tag = ""
+	f.apply(bareZ, z.success)
+	f.check("a deciding completion with a field the fold lacks", z.wantCompleted(z.success, true))
+}
+
 func TestApplyDispatchedAfterCompleted(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
