@@ -36,60 +36,58 @@ func TestPushLeavesWithinMaxCallTimeOfSending(t *testing.T) {
 	var (
 		mu      sync.Mutex
 		arrival time.Time
+		rec     events.Attempt
+		recOK   bool
+		h       *harness
 	)
-	h := newHarness(t, func(c *Config) {
+	h = newHarness(t, func(c *Config) {
 		c.Daraja.MaxRPS = 1.0 / 65
 		c.RetryMaxElapsed = 5 * time.Minute
 		c.ShutdownTimeout = time.Second
 	})
+	p := newPayment()
 	h.proxy.setGate(func(int) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		if arrival.IsZero() {
+			// The record as the push arrives: its own call's, written
+			// before it left.
 			arrival = time.Now().UTC()
+			rec, recOK = h.recordIfAny(p.TrackingID)
 		}
 		return true
 	})
-	p := newPayment()
 	h.request(p)
 	h.start()
-	var sentAt time.Time
-	deadline := time.Now().Add(30 * time.Second)
-	for sentAt.IsZero() {
-		if time.Now().After(deadline) {
-			t.Fatal("no attempt record says sending")
-		}
-		if rec, ok := h.recordIfAny(p.TrackingID); ok && rec.Calls > 0 {
-			sentAt = rec.SentAt
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	limit := sentAt.Add(callbackMaxCallTime)
-	for time.Now().Before(limit.Add(15 * time.Second)) {
+	deadline := time.Now().Add(100 * time.Second)
+	for {
 		mu.Lock()
-		a := arrival
+		a, r, ok := arrival, rec, recOK
 		mu.Unlock()
 		if !a.IsZero() {
-			if a.After(limit) {
+			if !ok || r.State != events.AttemptSending {
+				t.Fatalf("the push arrived with its record %+v (found %v), want sending", r, ok)
+			}
+			if a.Sub(r.SentAt) > callbackMaxCallTime {
 				t.Fatalf("the push reached Daraja %s after its record said sending, more than callback-ingest's maxCallTime (%s)",
-					a.Sub(sentAt).Round(time.Millisecond), callbackMaxCallTime)
+					a.Sub(r.SentAt).Round(time.Millisecond), callbackMaxCallTime)
 			}
 			return
 		}
+		if time.Now().After(deadline) {
+			t.Fatal("the push never reached Daraja")
+		}
 		time.Sleep(50 * time.Millisecond)
-	}
-	mu.Lock()
-	a := arrival
-	mu.Unlock()
-	if !a.IsZero() && a.After(limit) {
-		t.Fatalf("the push reached Daraja %s after its record said sending, more than callback-ingest's maxCallTime (%s)",
-			a.Sub(sentAt).Round(time.Millisecond), callbackMaxCallTime)
 	}
 }
 
 // recordIfAny is the attempt record of a payment, if there is one yet.
 func (h *harness) recordIfAny(trackingID string) (events.Attempt, bool) {
-	e, err := h.bucket(events.AttemptsConfig(1)).Get(context.Background(), trackingID)
+	kv, err := h.ns.JS.KeyValue(context.Background(), events.AttemptsBucket)
+	if err != nil {
+		return events.Attempt{}, false
+	}
+	e, err := kv.Get(context.Background(), trackingID)
 	if err != nil {
 		return events.Attempt{}, false
 	}
