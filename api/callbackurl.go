@@ -64,3 +64,18 @@ func (h *Handler) checkCallbackURL(ctx context.Context, client string, req *Requ
 	req.CallbackURL = u.String()
 	return nil
 }
+
+// normaliseCallbackURL checks the form of req's callback_url, if any (no
+// look-up, no database), and replaces it with its normal form, the one
+// checkCallbackURL gives.
+func (h *Handler) normaliseCallbackURL(req *Request) error {
+	if req.CallbackURL == "" {
+		return nil
+	}
+	u, err := h.webhookPolicy.CheckURL(req.CallbackURL)
+	if err != nil {
+		return callbackError("The callback_url field is refused: " + strings.TrimPrefix(err.Error(), webhook.ErrRefused.Error()+": ") + ".")
+	}
+	req.CallbackURL = u.String()
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
@@ -152,5 +153,53 @@ func TestCallbackURLIdempotency(t *testing.T) {
 	// Keys stored before callback_url existed still match their requests.
 	if got := requestHash(Request{Phone: "254712345678", Amount: 1, Reference: "r"}); got != "7ddd724cfaa70d2df04bab861b7164e09233632a63c5c62a5109c5ba1d37b9cb" {
 		t.Errorf("a request without callback_url hashes to %s, not as before", got)
+	}
+}
+
+// TestCallbackURLReplayOutlivesItsCheck: a keyed request that was accepted
+// is answered as accepted when retried under its key, even when its
+// callback_url could not be checked again now (the merchant's DNS down, the
+// client's opt-in since switched off). A 422 there would tell a client whose
+// first answer was lost that nothing was accepted, while its customer was
+// prompted: it would ask again under a new key and prompt twice.
+func TestCallbackURLReplayOutlivesItsCheck(t *testing.T) {
+	t.Parallel()
+	var dnsDown atomic.Bool
+	table := tableLookup(callbackDNS)
+	e := newTestEnv(t, func(o *Options) {
+		o.WebhookLookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			if dnsDown.Load() {
+				return nil, errors.New("i/o timeout")
+			}
+			return table(ctx, host)
+		}
+	})
+	shop := optIn(t, e.store, "shop")
+	post := func(key string) response {
+		req := newRequest(http.MethodPost, PushPath, shop, ctJSON, callbackBody(`"https://pay.shop.example/a"`))
+		req.Header.Set(IdempotencyHeader, key)
+		return e.do(t, req)
+	}
+	first := post("order-1")
+	if first.status != http.StatusAccepted {
+		t.Fatalf("first = %d %s", first.status, first.raw)
+	}
+	dnsDown.Store(true)
+	if r := post("order-1"); r.status != http.StatusAccepted || r.body["tracking_id"] != first.body["tracking_id"] {
+		t.Errorf("retry of an accepted request while its host does not resolve = %d %s, want 202 with tracking id %v",
+			r.status, r.raw, first.body["tracking_id"])
+	}
+	dnsDown.Store(false)
+
+	second := post("order-2")
+	if second.status != http.StatusAccepted {
+		t.Fatalf("second = %d %s", second.status, second.raw)
+	}
+	if _, _, err := e.store.SetCallbackURLAllowed(context.Background(), "shop", false, store.WebhookEndpoint{}); err != nil {
+		t.Fatal(err)
+	}
+	if r := post("order-2"); r.status != http.StatusAccepted || r.body["tracking_id"] != second.body["tracking_id"] {
+		t.Errorf("retry of an accepted request after the opt-in was switched off = %d %s, want 202 with tracking id %v",
+			r.status, r.raw, second.body["tracking_id"])
 	}
 }

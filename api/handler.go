@@ -563,17 +563,26 @@ func (h *Handler) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := h.checkCallbackURL(c.Request().Context(), client, &req); err != nil {
-		return err
-	}
 	uid, err := uuid.NewV7()
 	if err != nil {
 		return fmt.Errorf("new tracking id: %w", err)
 	}
 	id := uid.String()
 	if key == "" {
+		if err := h.checkCallbackURL(c.Request().Context(), client, &req); err != nil {
+			return err
+		}
 		c.Set(ctxTrackingID, id)
 		return h.accept(c, client, id, req, start, nil)
+	}
+	// Under a key, only the callback_url's form is checked before the
+	// claim (its normal form is part of the key's request): the opt-in
+	// and the host's addresses may have changed since the key's request
+	// was accepted, and a retry of it is answered as accepted whatever
+	// they say now. A 422 would tell a client whose answer was lost that
+	// nothing was, and it would ask again under a new key.
+	if err := h.normaliseCallbackURL(&req); err != nil {
+		return err
 	}
 
 	id, held, takenOver, err := h.claimKey(c.Request().Context(), client, key, req, id)
@@ -600,6 +609,11 @@ func (h *Handler) create(c echo.Context) error {
 			h.settleKey(c, client, id, held, nil)
 			return h.replay(c, client, id)
 		}
+	}
+	checked := req
+	if err := h.checkCallbackURL(c.Request().Context(), client, &checked); err != nil {
+		h.settleKey(c, client, id, held, fmt.Errorf("%w: %w", errNotSent, err))
+		return err
 	}
 	return h.accept(c, client, id, req, start, held)
 }

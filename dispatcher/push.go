@@ -124,10 +124,19 @@ func (p *pushAttempt) try() error {
 	if err != nil {
 		return err
 	}
-	resp, err := p.callDaraja()
+	resp, byWindow, err := p.callDaraja()
 	if errors.Is(err, daraja.ErrSendByPassed) {
-		*p.rec = was
-		return backoff.Permanent(errUncertainTooLate)
+		if byWindow {
+			*p.rec = was
+			return backoff.Permanent(errUncertainTooLate)
+		}
+		// Not sent within sendWithin of its record: recorded not_sent
+		// (the call counted, so that the next one's push log entry is
+		// its own) and retried as a refused push is.
+		p.last = err
+		p.rec.ErrorCode, p.rec.ErrorMessage = refusalOf(err, CodeRefused)
+		p.record(events.AttemptNotSent)
+		return err
 	}
 	p.out.attempts++
 	p.renewLock()
@@ -207,18 +216,32 @@ func (p *pushAttempt) undoSending(was events.Attempt) {
 	}
 }
 
-// callDaraja sends the push. After a 503 it must leave within the time
-// left to push safely (daraja.ErrSendByPassed when it cannot).
-func (p *pushAttempt) callDaraja() (daraja.PushResponse, error) {
+// sendWithin bounds how long after its attempt record says sending a push
+// may still leave (waiting in the client for a slot under MaxRPS, for a
+// token, on a slow connection). callback-ingest takes a record still
+// sending a minute after its SentAt for a call that is over (its
+// maxCallTime) and counts a failure that comes after that: a push that
+// left later could prompt a customer whose payment that failure ended.
+const sendWithin = 30 * time.Second
+
+// callDaraja sends the push. It must leave within sendWithin of its record,
+// and after a 503 within the time left to push safely
+// (daraja.ErrSendByPassed when it cannot; byWindow when that was the 503's
+// window).
+func (p *pushAttempt) callDaraja() (resp daraja.PushResponse, byWindow bool, err error) {
 	send := p.pr
+	send.SendBy = p.rec.SentAt.Add(sendWithin)
 	if left, ok := p.d.uncertainLeft(*p.rec); ok {
 		// Writing the records, or waiting in the client (for a slot
 		// under MaxRPS, a token), may take the rest of the window: the
 		// check at the top holds only if the push leaves by then.
-		send.SendBy = time.Now().Add(left)
+		if by := time.Now().Add(left); by.Before(send.SendBy) {
+			send.SendBy, byWindow = by, true
+		}
 	}
 	// The client bounds each round trip (daraja.Config.Timeout).
-	return p.d.client.Push(p.work, send)
+	resp, err = p.d.client.Push(p.work, send)
+	return resp, byWindow, err
 }
 
 // sortFailure sorts a failed call's answer: one that means the push cannot

@@ -477,9 +477,11 @@ func (c *Client) call(ctx context.Context, op, path string, sendBy time.Time, bu
 	for attempt := 0; ; attempt++ {
 		tctx, cancel := untilSendBy(ctx, sendBy)
 		tok, err := c.accessToken(tctx)
+		// Read before cancel, which ends tctx whatever happened.
+		late := tctx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err != nil {
-			if tctx.Err() != nil && ctx.Err() == nil {
+			if late {
 				return sendByPassed(op)
 			}
 			return tokenError(ctx, op, err)

@@ -26,6 +26,7 @@ type endpoints struct {
 	mu      sync.Mutex
 	m       map[string]*endpointState
 	clients map[string]int // attempts in flight per client
+	swept   time.Time      // when forget last ran
 }
 
 type endpointState struct {
@@ -34,6 +35,7 @@ type endpointState struct {
 	openUntil time.Time     // breaker open (or a trial running) until then
 	cooldown  time.Duration // the next cooldown
 	trial     bool          // a half-open trial is running
+	failedAt  time.Time     // the last failure
 }
 
 func newEndpoints(perEndpoint, perClient, failures int, cooldown, maxCooldown, trialFor time.Duration) *endpoints {
@@ -49,6 +51,7 @@ func newEndpoints(perEndpoint, perClient, failures int, cooldown, maxCooldown, t
 func (e *endpoints) acquire(id, client string, now time.Time) (ok, busy bool, wait time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.forget(now)
 	s := e.m[id]
 	if s == nil {
 		s = &endpointState{cooldown: e.cooldown}
@@ -99,6 +102,7 @@ func (e *endpoints) release(id, client string, success bool, now time.Time) {
 		s.failed, s.openUntil, s.cooldown, s.trial = 0, time.Time{}, e.cooldown, false
 	} else {
 		s.failed++
+		s.failedAt = now
 		// The breaker opens, and its next cooldown doubles, once per
 		// opening: the other attempts in flight when the endpoint went
 		// down fail too, and neither lengthen nor double it.
@@ -109,6 +113,24 @@ func (e *endpoints) release(id, client string, success bool, now time.Time) {
 	}
 	if s.inFlight == 0 && s.failed == 0 {
 		delete(e.m, id)
+	}
+}
+
+// forget drops, at most once per maxCooldown, the states of endpoints with
+// nothing in flight, no breaker open and no failure for twice maxCooldown:
+// an endpoint still failing is tried again within its cooldown, so what is
+// dropped is one no task asks for any more (most often a payment's
+// callback_url, a slot of its own, whose delivery is over). Without it every
+// callback_url that ever failed would be kept for the worker's life.
+func (e *endpoints) forget(now time.Time) {
+	if now.Sub(e.swept) < e.maxCooldown {
+		return
+	}
+	e.swept = now
+	for id, s := range e.m {
+		if s.inFlight == 0 && !now.Before(s.openUntil) && now.Sub(s.failedAt) >= 2*e.maxCooldown {
+			delete(e.m, id)
+		}
 	}
 }
 

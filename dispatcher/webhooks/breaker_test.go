@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -93,17 +94,20 @@ func TestEndpointsCooldownDoublesPerOpening(t *testing.T) {
 	for range 4 {
 		e.release("a", "c", false, now)
 	}
-	if _, _, wait := e.acquire("a", "c", now); wait != time.Second {
-		t.Fatalf("breaker open for %s after 4 failures together, want 1s", wait)
+	_, _, open := e.acquire("a", "c", now)
+	if open != time.Second {
+		t.Fatalf("breaker open for %s after 4 failures together, want 1s", open)
 	}
+	// Each trial as its tasks come back, when the breaker's cooldown ends
+	// (an endpoint idle for twice the longest cooldown is forgotten).
 	for i, want := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {
-		now = now.Add(time.Hour)
+		now = now.Add(open)
 		if ok, _, _ := e.acquire("a", "c", now); !ok {
 			t.Fatalf("trial %d refused", i+1)
 		}
 		e.release("a", "c", false, now)
-		if _, _, wait := e.acquire("a", "c", now); wait != want {
-			t.Fatalf("after failed trial %d: open for %s, want %s", i+1, wait, want)
+		if _, _, open = e.acquire("a", "c", now); open != want {
+			t.Fatalf("after failed trial %d: open for %s, want %s", i+1, open, want)
 		}
 	}
 }
@@ -144,5 +148,46 @@ func TestSucceeded(t *testing.T) {
 		if got := succeeded(tc.res, 5*time.Second); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestEndpointsForgetIdleFailures: a callback_url is a slot of its own, and
+// a client that opted in may give every payment another URL. The state of
+// one that failed and is never tried again (its delivery given up, its
+// payment done) must not be kept for the life of the worker: a client's
+// unreachable URLs, one a payment, would grow the worker's memory without
+// bound.
+func TestEndpointsForgetIdleFailures(t *testing.T) {
+	e := newEndpoints(2, 100, 3, time.Second, time.Minute, 10*time.Second)
+	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	for i := range 1000 {
+		id := fmt.Sprintf("ep-callback https://down.example/order/%d", i)
+		if ok, _, _ := e.acquire(id, "shop", now); !ok {
+			t.Fatalf("acquire %s refused", id)
+		}
+		e.release(id, "shop", false, now)
+	}
+	later := now.Add(time.Hour)
+	if ok, _, _ := e.acquire("ep-other", "other", later); !ok {
+		t.Fatal("acquire ep-other refused")
+	}
+	e.release("ep-other", "other", true, later)
+	e.mu.Lock()
+	n := len(e.m)
+	e.mu.Unlock()
+	if n > 10 {
+		t.Errorf("%d endpoint states kept an hour after their one failed attempt, want them forgotten", n)
+	}
+	// One still failing and tried within its cooldown is remembered.
+	id := "ep-live"
+	at := later
+	for range 3 {
+		if ok, _, _ := e.acquire(id, "shop", at); !ok {
+			t.Fatal("acquire ep-live refused")
+		}
+		e.release(id, "shop", false, at)
+	}
+	if ok, _, _ := e.acquire(id, "shop", at.Add(500*time.Millisecond)); ok {
+		t.Error("a breaker just opened let an attempt through")
 	}
 }
