@@ -39,18 +39,20 @@ func tokenOf(client string) string { return client + tokenSuffix }
 
 // stack is a run's engines and services.
 type stack struct {
-	o        Options
-	work     string
-	bin      string // the binaries, built before
-	ns       *server.Server
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	pg       *pgserver.Server
-	db       *sql.DB
-	secret   string
-	simURL   string
-	control  string
-	stopSim  func()
+	o       Options
+	work    string
+	bin     string // the binaries, built before
+	ns      *server.Server
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	pg      *pgserver.Server
+	db      *sql.DB
+	secret  string
+	simURL  string
+	control string
+	stopSim func()
+	// metrics is each service's admin address, by its variable.
+	metrics  map[string]string
 	env      []string
 	addr     map[string]string // service → its http://host:port
 	procs    map[string]*binaries.Process
@@ -108,6 +110,17 @@ func (s *stack) up(ctx context.Context) error {
 		}
 		s.addr[name] = fmt.Sprintf("127.0.0.1:%d", p)
 	}
+	// Each service's admin server on a free port too: the defaults
+	// (127.0.0.1:9101-9104) are another run's on a shared machine, and a
+	// service whose port is taken exits at start.
+	s.metrics = map[string]string{}
+	for _, key := range []string{"API_METRICS_ADDR", "PROJECTOR_METRICS_ADDR", "DISPATCHER_METRICS_ADDR", "CALLBACK_METRICS_ADDR"} {
+		p, err := ports.Free()
+		if err != nil {
+			return err
+		}
+		s.metrics[key] = fmt.Sprintf("127.0.0.1:%d", p)
+	}
 	s.env = s.environment()
 	s.logf("stack up in %s: nats %s, postgres %d, daraja-sim %s (callback after %s)",
 		s.work, s.ns.ClientURL(), s.pg.Port(), s.simURL, s.o.SimDelay)
@@ -142,6 +155,9 @@ func (s *stack) environment() []string {
 		"DISPATCH_CONCURRENCY":          "1024",
 		"DISPATCH_CLIENT_MAX_IN_FLIGHT": "1024",
 		"BASELINE_ADDR":                 s.addr["bench-baseline"],
+	}
+	for k, v := range s.metrics {
+		env[k] = v
 	}
 	if s.o.ProfileDir != "" {
 		env[service.ProfileEnv] = s.o.ProfileDir
