@@ -3,6 +3,7 @@ package callback
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,7 +41,8 @@ func retryDelay(n uint64) time.Duration {
 // that died before publishing it, whose publish failed, or whose matching
 // could not read the stream (kept with the reason "unverified"). It runs
 // the handler's own matching and publishing (match, apply) over the kept
-// copy, through the durable consumer events.CallbackApplyConsumer, which
+// copy, unless the payment's stored outcome is already the copy's (applied:
+// one lookup, the common case), through the durable consumer events.CallbackApplyConsumer, which
 // every callback-ingest instance shares. A callback it has applied, or
 // that needs nothing, is acked; one it could not apply now comes back
 // later, for ever (the consumer has no MaxDeliver).
@@ -124,6 +126,13 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		"result_code", cb.ResultCode)
 
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	applied := a.applied(ctx, log, id, cb)
+	cancel()
+	if applied {
+		worker.Ack(context.Background(), log, msg, "the callback will be looked at again")
+		return
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), h.timeout)
 	m := h.match(ctx, log, id, cb, receivedAt(msg, meta))
 	cancel()
 	switch {
@@ -164,6 +173,21 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		log.Warn("kept callback not applied", "reason", m.keepAs)
 	}
 	worker.Ack(context.Background(), log, msg, "the callback will be looked at again")
+}
+
+// applied says whether the payment's stored stk.completed is already cb's
+// outcome: the common case, a callback the handler applied 5 s before
+// (DefaultApplyAfter). Then the whole match would decide nothing either: with
+// the outcome stored it publishes nothing and holds nothing (unknown id,
+// another push, repeated: each only acked), so one lookup settles it. Any
+// other answer, a failed lookup included, leaves it to match.
+func (a *Applier) applied(ctx context.Context, log *slog.Logger, id string, cb Callback) bool {
+	prev, err := lastEvent[events.Completed](ctx, a.h.js, a.h.stream, events.TypeCompleted, id)
+	if err != nil || !repeats(prev, cb) {
+		return false
+	}
+	log.Info("repeated callback: the outcome is already stored", "stored_source", prev.Source)
+	return true
 }
 
 // receivedAt is when a kept callback arrived: its Stkgate-Received-At, or,

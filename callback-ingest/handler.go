@@ -511,7 +511,8 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		return matched{keepAs: events.UnmatchedUnverified, status: status, answer: answer}
 	}
 	retry := matched{note: reasonUnverified, retry: true, status: http.StatusServiceUnavailable, answer: unavailable}
-	req, err := lastEvent[events.Requested](ctx, h.js, h.stream, events.TypeRequested, id)
+	l := h.lookUp(ctx, id)
+	req, err := l.req, l.reqErr
 	switch {
 	case errors.Is(err, errNotFound):
 		log.Warn("callback for an unknown tracking id", outcomeAttrs(cb)...)
@@ -530,7 +531,7 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 	// surely fast. Not from the request: a request that waited its turn
 	// for the phone an hour was pushed just now.
 	pushAt := receivedAt
-	disp, dispAt, err := lastEventAt[events.Dispatched](ctx, h.js, h.stream, events.TypeDispatched, id)
+	disp, dispAt, err := l.disp, l.dispAt, l.dispErr
 	if err == nil {
 		pushAt = dispAt
 	}
@@ -575,7 +576,7 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 
 	// A payment has one final outcome. Checking before publishing also
 	// covers a callback repeated after JetStream's duplicate window.
-	switch st, prev, err := h.completedState(ctx, log, id, cb); {
+	switch st, prev, err := h.classifyCompleted(log, cb, l.done, l.doneErr); {
 	case err != nil:
 		return retry
 	case st == stateRepeated:
@@ -591,6 +592,43 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		return held
 	}
 	return matched{publish: true, req: req}
+}
+
+// lookups is what match reads of a payment in the STK stream: its newest
+// stk.requested, stk.dispatched (with its envelope time) and stk.completed,
+// each with the error of its lookup (errNotFound when there is none).
+type lookups struct {
+	req     events.Requested
+	reqErr  error
+	disp    events.Dispatched
+	dispAt  time.Time
+	dispErr error
+	done    events.Completed
+	doneErr error
+}
+
+// lookUp reads the payment's requested, dispatched and completed events at
+// once: three JetStream round trips in the time of one. None of the three
+// reads depends on another, and none changes anything; match decides from
+// them in the order it always did, so a result it does not reach is neither
+// logged nor acted on. What the concurrency changes is only when each is
+// read within match's moment, and an outcome published by another source
+// after its read is a race match always had (complete's duplicate check).
+// The reads that do depend on these stay after them: the push's attempt
+// record (pushAnswer) is read only once stk.dispatched was not found, and
+// the receipt is claimed (checked) only once no outcome was.
+func (h *handler) lookUp(ctx context.Context, id string) lookups {
+	var l lookups
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		l.disp, l.dispAt, l.dispErr = lastEventAt[events.Dispatched](ctx, h.js, h.stream, events.TypeDispatched, id)
+	})
+	wg.Go(func() {
+		l.done, l.doneErr = lastEvent[events.Completed](ctx, h.js, h.stream, events.TypeCompleted, id)
+	})
+	l.req, l.reqErr = lastEvent[events.Requested](ctx, h.js, h.stream, events.TypeRequested, id)
+	wg.Wait()
+	return l
 }
 
 // checked puts a callback about to count through the checks of its kind
@@ -787,6 +825,12 @@ const (
 // completedState also returns the stored outcome, if any.
 func (h *handler) completedState(ctx context.Context, log *slog.Logger, id string, cb Callback) (completedState, events.Completed, error) {
 	prev, err := lastEvent[events.Completed](ctx, h.js, h.stream, events.TypeCompleted, id)
+	return h.classifyCompleted(log, cb, prev, err)
+}
+
+// classifyCompleted is completedState from the lookup of the stored
+// outcome: prev and err, as lastEvent returned them.
+func (h *handler) classifyCompleted(log *slog.Logger, cb Callback, prev events.Completed, err error) (completedState, events.Completed, error) {
 	switch {
 	case errors.Is(err, errNotFound):
 		return stateNone, prev, nil
@@ -800,7 +844,7 @@ func (h *handler) completedState(ctx context.Context, log *slog.Logger, id strin
 		log.Error("look up stk.completed", "error", err)
 		return stateNone, prev, err
 	}
-	if prev.ResultCode == cb.ResultCode && prev.Receipt == receiptOf(cb) {
+	if repeats(prev, cb) {
 		log.Info("repeated callback: the outcome is already stored", "stored_source", prev.Source)
 		return stateRepeated, prev, nil
 	}
@@ -819,6 +863,12 @@ func (h *handler) completedState(ctx context.Context, log *slog.Logger, id strin
 			"stored_receipt", prev.Receipt,
 		}, outcomeAttrs(cb)...)...)
 	return stateConflict, prev, nil
+}
+
+// repeats says whether the stored outcome prev is cb's: the same result
+// code and receipt.
+func repeats(prev events.Completed, cb Callback) bool {
+	return prev.ResultCode == cb.ResultCode && prev.Receipt == receiptOf(cb)
 }
 
 // outcomeAttrs is what an operator needs to reconcile a callback that was not

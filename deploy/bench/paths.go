@@ -227,6 +227,16 @@ func (b *bench) publishAll(ctx context.Context, evs []events.Event) error {
 // callback: genuine callbacks (valid URL tokens, dispatched payments)
 // through callback-ingest against the bare publish handler.
 func (b *bench) callback(ctx context.Context) (pair, error) {
+	// The accepted payments come from the read model: without poll before
+	// it (-paths callback), the projector is started here and waited for.
+	if _, running := b.s.procs["projector"]; !running {
+		if err := b.s.start(ctx, "projector"); err != nil {
+			return pair{}, err
+		}
+	}
+	if err := b.waitRows(ctx, clientAccept, len(b.ids), false); err != nil {
+		return pair{}, err
+	}
 	ps, err := b.payments(ctx)
 	if err != nil {
 		return pair{}, err

@@ -188,3 +188,65 @@ func countEntries(v any) int {
 	}
 	return 0
 }
+
+// FuzzPlainlyValid: what the allocation-free walk vouches for, the
+// decoder's walk passes too, so Check's verdicts are checkTokens' alone.
+func FuzzPlainlyValid(f *testing.F) {
+	for _, s := range []string{
+		`{"a":1,"b":[true,false,null,-0.5e+3,"x\"\\\/\b\f\n\r\t\u00e9"]}`, `{"a":1,"a":2}`, `[01]`, `[1.]`, `[-]`,
+		`{"a":1,"\u0061":2}`, `{"é":1,"é":2}`, `[tru]`, `{"a" : { } , "b" : [ ] }`, `["a` + "\x01" + `"]`,
+		strings.Repeat("[", 33) + strings.Repeat("]", 33), `{"a":1}x`, `[1e400]`, `["\ud800"]`, `["\u12"]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if plainlyValid(data, 32) {
+			if err := checkTokens(data, 32); err != nil {
+				t.Fatalf("plainlyValid vouched for %q, which checkTokens refuses: %v", data, err)
+			}
+		}
+	})
+}
+
+// TestPlainlyValid: the walk vouches for the documents stkgate reads every
+// day, so that Check's common case never reaches the decoder's tokens.
+func TestPlainlyValid(t *testing.T) {
+	for _, in := range []string{
+		`{"phone":"0712345678","amount":1,"reference":"R"}`,
+		`{"Body":{"stkCallback":{"MerchantRequestID":"29115-34620561-1","CheckoutRequestID":"ws_CO_191220191020363925",
+			"ResultCode":0,"ResultDesc":"The service request is processed successfully.","CallbackMetadata":{"Item":[
+			{"Name":"Amount","Value":1.00},{"Name":"MpesaReceiptNumber","Value":"NLJ7RT61SV"},{"Name":"Balance"},
+			{"Name":"TransactionDate","Value":20191219102115},{"Name":"PhoneNumber","Value":254708374149}]}}}}`,
+		`{"a":{"k":1},"b":{"k":2},"c":[{"k":1},{"k":2}],"d":"caf\u00e9 \"x\""}`,
+	} {
+		if !plainlyValid([]byte(in), 32) {
+			t.Errorf("plainlyValid(%s) = false", in)
+		}
+	}
+	for _, in := range []string{`{"a":1,"a":2}`, `{"a":1,"\u0061":2}`, `[01]`, `{"a":1,}`, `{"a":`, `1`,
+		strings.Repeat("[", 33) + strings.Repeat("]", 33)} {
+		if plainlyValid([]byte(in), 32) {
+			t.Errorf("plainlyValid(%s) = true", in)
+		}
+	}
+}
+
+func BenchmarkCheckCallback(b *testing.B) {
+	body := []byte(`{"Body":{"stkCallback":{"MerchantRequestID":"29115-34620561-1","CheckoutRequestID":"ws_CO_191220191020363925","ResultCode":0,"ResultDesc":"The service request is processed successfully.","CallbackMetadata":{"Item":[{"Name":"Amount","Value":1.00},{"Name":"MpesaReceiptNumber","Value":"NLJ7RT61SV"},{"Name":"Balance"},{"Name":"TransactionDate","Value":20191219102115},{"Name":"PhoneNumber","Value":254708374149}]}}}}`)
+	b.Run("Check", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := Check(body, 32); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("checkTokens", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := checkTokens(body, 32); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
