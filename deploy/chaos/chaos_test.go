@@ -539,7 +539,10 @@ func TestDarajaSim(t *testing.T) {
 		if rec, err = recordings(context.Background(), control); err != nil {
 			t.Fatal(err)
 		}
-		if len(rec.Callbacks) == 2 || time.Now().After(deadline) {
+		// The fake records a push as its handler returns, which for the
+		// reset one can come after its callback was delivered and recorded
+		// (CI saw two callbacks and two pushes).
+		if len(rec.Callbacks) == 2 && len(rec.Pushes) == 3 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
