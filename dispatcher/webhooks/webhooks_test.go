@@ -497,12 +497,24 @@ func TestBreakerOpenPastRetryLimitFails(t *testing.T) {
 		c.Backoff.RetryFor = 200 * time.Millisecond
 		c.BreakerFailures = 1
 		c.BreakerCooldown = time.Second
-		c.PerEndpoint = 1
+		// Room for every task at once: none is handed back as "endpoint
+		// busy" (with 1, CI's three others spent their 200 ms that way,
+		// behind the first request, and gave up before the breaker
+		// opened).
+		c.PerEndpoint = 4
 	})
 	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
 	h.endpoint(t, "shop", rc.URL)
-	var evs []events.Completed
-	for range 4 {
+	// The first delivery's failure opens the breaker; the others are
+	// published once it is recorded, so that none of them is attempted
+	// before it opens.
+	evs := []events.Completed{completed("shop")}
+	h.publish(t, evs[0])
+	wait.For(t, "the first delivery's failed attempt recorded", func() bool {
+		ds := h.deliveries(t, "shop", evs[0].TrackingID)
+		return len(ds) == 1 && len(ds[0].AttemptLog) > 0 && ds[0].AttemptLog[0].StatusCode == http.StatusInternalServerError
+	})
+	for range 3 {
 		ev := completed("shop")
 		evs = append(evs, ev)
 		h.publish(t, ev)
@@ -527,6 +539,7 @@ func TestBreakerOpenPastRetryLimitFails(t *testing.T) {
 	if breaker == 0 {
 		t.Error("no delivery failed with its breaker open: each waited for a trial")
 	}
+	// The first request and the breaker's trials (one a cooldown).
 	if n := len(rc.requests()); n >= len(evs) {
 		t.Errorf("%d requests to a receiver whose breaker was open, want fewer than %d", n, len(evs))
 	}
