@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -74,16 +73,8 @@ func run() error {
 	// Prepared, as the api's read is: the engine's best, one round trip a
 	// read (unprepared, lib/pq makes two). On the first poll: the table
 	// is the api's, made when it migrates.
-	var (
-		getMu sync.Mutex
-		get   atomic.Pointer[sql.Stmt]
-	)
+	var get atomic.Pointer[sql.Stmt]
 	prepared := func(ctx context.Context) (*sql.Stmt, error) {
-		if s := get.Load(); s != nil {
-			return s, nil
-		}
-		getMu.Lock()
-		defer getMu.Unlock()
 		if s := get.Load(); s != nil {
 			return s, nil
 		}
@@ -92,8 +83,10 @@ func run() error {
 		if err != nil {
 			return nil, err
 		}
-		get.Store(s)
-		return s, nil
+		if !get.CompareAndSwap(nil, s) {
+			_ = s.Close() // another poll prepared it first
+		}
+		return get.Load(), nil
 	}
 
 	e := echo.New()
