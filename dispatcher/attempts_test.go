@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
@@ -552,6 +554,81 @@ func TestLateWaiterKeepsItsPlace(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A payment's completion can be handled while its push still writes the
+// lock (the push path refreshes it once Daraja has answered, and a fast
+// failure callback can come before that): the releaser's delete then meets
+// a newer revision. If the holder is still the completed payment, the lock
+// must go anyway, or the phone's next payment waits out the lock's three
+// minutes (and may give up as busy); if another payment took the phone
+// meanwhile, its lock stays.
+func TestReleaseOutlivesARacingWrite(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	kv := h.bucket(events.PhonesConfig(1, 0))
+	ph := phones{kv: kv}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		// race runs between the releaser's read of the lock and its
+		// delete.
+		race     func(t *testing.T, phone, holder string, rev uint64) (next string)
+		released bool
+	}{
+		{"none", func(*testing.T, string, string, uint64) string { return "" }, true},
+		{"the holder's push refreshes the lock", func(t *testing.T, phone, holder string, rev uint64) string {
+			if _, err := ph.refresh(ctx, phone, holder, rev); err != nil {
+				t.Fatal(err)
+			}
+			return ""
+		}, true},
+		{"another payment takes the phone", func(t *testing.T, phone, _ string, rev uint64) string {
+			if err := ph.release(ctx, phone, rev); err != nil {
+				t.Fatal(err)
+			}
+			next := uuid.NewString()
+			if _, before, err := ph.acquire(ctx, phone, next, 2, time.Now().UTC(), queueTimes{}); err != nil || before != "" {
+				t.Fatalf("the next payment did not take the freed phone: %q, %v", before, err)
+			}
+			return next
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			phone, holder := newPayment().Phone, uuid.NewString()
+			rev, before, err := ph.acquire(ctx, phone, holder, 1, time.Now().UTC(), queueTimes{})
+			if err != nil || before != "" {
+				t.Fatalf("acquire: %q, %v", before, err)
+			}
+			var next string
+			racing := phones{kv: &beforeDelete{KeyValue: kv, run: func() { next = tc.race(t, phone, holder, rev) }}}
+			released, err := racing.releaseHeldBy(ctx, phone, holder)
+			if err != nil || released != tc.released {
+				t.Fatalf("releaseHeldBy: %v, %v; want %v, nil", released, err, tc.released)
+			}
+			e, err := kv.Get(ctx, phone)
+			switch {
+			case next == "" && !errors.Is(err, jetstream.ErrKeyNotFound):
+				t.Errorf("the lock of the completed payment is still there: %v", err)
+			case next != "" && (err != nil || string(e.Value()) != next):
+				t.Errorf("the next payment's lock is gone: %v", err)
+			}
+		})
+	}
+}
+
+// beforeDelete runs run once, before the first Delete.
+type beforeDelete struct {
+	jetstream.KeyValue
+	run func()
+}
+
+func (k *beforeDelete) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	if run := k.run; run != nil {
+		k.run = nil
+		run()
+	}
+	return k.KeyValue.Delete(ctx, key, opts...)
 }
 
 // A dispatcher of the previous version created the consumer with a BackOff

@@ -291,19 +291,34 @@ func (p phones) release(ctx context.Context, phone string, rev uint64) error {
 }
 
 // releaseHeldBy deletes the lock if trackingID holds it. It reports whether
-// it did.
+// it did. The holder's push may write the lock between the read and the
+// delete (it refreshes it once Daraja has answered, and a fast failure's
+// completion can come before that): a delete that meets a newer revision
+// reads the lock again, and deletes it if it is still trackingID's.
+// Treating that mismatch as done, as release does for a newer holder,
+// left a completed payment's lock in place for its three minutes.
 func (p phones) releaseHeldBy(ctx context.Context, phone, trackingID string) (bool, error) {
-	gctx, cancel := context.WithTimeout(ctx, kvTimeout)
-	e, err := p.kv.Get(gctx, phone)
-	cancel()
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, nil
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	for range 5 {
+		e, err := p.kv.Get(ctx, phone)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("read phone lock: %w", err)
+		}
+		if string(e.Value()) != trackingID {
+			return false, nil
+		}
+		err = p.kv.Delete(ctx, phone, jetstream.LastRevision(e.Revision()))
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // written meanwhile: look again
+		}
+		if err != nil {
+			return false, fmt.Errorf("release phone lock: %w", err)
+		}
+		return true, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("read phone lock: %w", err)
-	}
-	if string(e.Value()) != trackingID {
-		return false, nil
-	}
-	return true, p.release(ctx, phone, e.Revision())
+	return false, fmt.Errorf("release phone lock: %w", errConflict)
 }
