@@ -525,10 +525,16 @@ func TestRestartMidWait(t *testing.T) {
 }
 
 // Two instances share the work: each payment is queried once and completed
-// once.
+// once. The query waits 3 s, not fastConfig's 400 ms: the harness
+// publishes stk.requested, then pushes, then publishes stk.dispatched, and
+// a stk.requested looked at after the push's wait but before its
+// stk.dispatched is reconciled from the attempt record (a dispatcher
+// that stopped in between), while the other instance queries for the
+// stk.dispatched: two queries, by design. On a loaded machine the
+// harness took longer than 400 ms between the two (CI, 7 December).
 func TestTwoInstancesOneCompletionEach(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
+	h := newHarness(t, func(c *Config) { c.ReconcileAfter, c.UnknownDeadline = 3*time.Second, 3*time.Second })
 	h.start()
 	h.start()
 	type sent struct {
