@@ -155,6 +155,10 @@ type Config struct {
 	// queueGone is how long it may go unseen before the requests after it
 	// pass it over whatever it says (default DefaultQueueGone).
 	queueGone time.Duration
+	// sendWithin bounds how long after its record says sending a push may
+	// still leave (default sendWithin; tests shorten it, with the rest of
+	// the clock).
+	sendWithin time.Duration
 	// beforeSending, when set, is called before each push is recorded as
 	// sending: tests change the record there, as a racing reconciler would.
 	beforeSending func(trackingID string)

@@ -112,6 +112,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.queueGone <= 0 {
 		cfg.queueGone = max(DefaultQueueGone, 2*cfg.queueStale)
 	}
+	if cfg.sendWithin <= 0 {
+		cfg.sendWithin = sendWithin
+	}
 
 	d := &dispatcher{
 		cfg:      cfg,

@@ -230,7 +230,7 @@ const sendWithin = 30 * time.Second
 // window).
 func (p *pushAttempt) callDaraja() (resp daraja.PushResponse, byWindow bool, err error) {
 	send := p.pr
-	send.SendBy = p.rec.SentAt.Add(sendWithin)
+	send.SendBy = p.rec.SentAt.Add(p.d.cfg.sendWithin)
 	if left, ok := p.d.uncertainLeft(*p.rec); ok {
 		// Writing the records, or waiting in the client (for a slot
 		// under MaxRPS, a token), may take the rest of the window: the
