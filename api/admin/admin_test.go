@@ -66,6 +66,7 @@ func authenticates(t *testing.T, db *sqlx.DB, tok string) string {
 }
 
 func TestClientCommands(t *testing.T) {
+	t.Parallel()
 	db := pgtest.New(t)
 	shop := token(t, run(t, db, "client", "create", "shop"))
 	mall := token(t, run(t, db, "client", "create", "mall"))
@@ -236,6 +237,7 @@ func TestUsage(t *testing.T) {
 
 // Main connects to DATABASE_URL and migrates before it runs the command.
 func TestMain_DatabaseURL(t *testing.T) {
+	t.Parallel()
 	var out, errOut bytes.Buffer
 	code := admin.Main(context.Background(), []string{"client", "list"}, func(string) string { return "" }, nil, &out, &errOut)
 	if code != admin.ExitUsage || !strings.Contains(errOut.String(), "DATABASE_URL: required") {

@@ -54,6 +54,7 @@ func noSecrets(t *testing.T, what, out string) {
 }
 
 func TestHistory(t *testing.T) {
+	t.Parallel()
 	ns := natsWithStreams(t)
 	ctx := context.Background()
 	p := newPay(1, "0")
@@ -172,6 +173,7 @@ func compact(b []byte) string {
 }
 
 func TestDLQ(t *testing.T) {
+	t.Parallel()
 	ns := natsWithStreams(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -38,6 +38,7 @@ func ageOut(t *testing.T, ns *natstest.Server, subjects ...string) {
 // are claimed before the copy, so a later payment naming them stays as the
 // projector recorded it.
 func TestRebuildReadModelAgedOut(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -46,6 +47,7 @@ func TestRebuildReadModelAgedOut(t *testing.T) {
 		{"dropped", []string{"--drop-unstreamed"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			ns := natstest.Start(t)
 			url := pgtest.NewURL(t)
 			db := openDB(t, url)

@@ -220,6 +220,7 @@ func TestRebuildReadModel(t *testing.T) {
 // A live table the rebuild would not reproduce, or a rebuild already
 // running, is refused with nothing changed.
 func TestRebuildReadModelRefuses(t *testing.T) {
+	t.Parallel()
 	ns := natstest.Start(t)
 	p := newPay(1, "0")
 	publish(t, ns.JS, p.requested)
@@ -244,6 +245,7 @@ func TestRebuildReadModelRefuses(t *testing.T) {
 		{"a rebuild running", nil, true, "another rebuild-read-model is running"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			url := pgtest.NewURL(t)
 			db := openDB(t, url)
 			for _, q := range tc.setup {

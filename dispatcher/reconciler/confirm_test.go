@@ -66,6 +66,7 @@ func (h *harness) hold(p events.Payment, checkoutID string, failure bool) {
 // and amount never are. The confirmation waits in JetStream, so one held
 // while no reconciler runs is taken up when one starts.
 func TestConfirmThroughQuery(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, queryCode string
 		whileStopped    bool
@@ -93,6 +94,7 @@ func TestConfirmThroughQuery(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			// RECONCILE_AFTER far beyond the test: only the confirmation
 			// can have asked Daraja.
 			h := newHarness(t, func(c *Config) {
@@ -177,12 +179,13 @@ func waitConfirmAcked(t *testing.T, h *harness, within time.Duration) {
 // query, the payment stays open for a genuine callback, ends Unknown if none
 // comes, and the failure is shown as its late result.
 func TestConfirmWithoutCheckoutID(t *testing.T) {
+	t.Parallel()
 	for _, failure := range []bool{false, true} {
 		name := "doubtful success"
 		if failure {
 			name = "fast failure"
 		}
-		t.Run(name, func(t *testing.T) { testConfirmWithoutCheckoutID(t, failure) })
+		t.Run(name, func(t *testing.T) { t.Parallel(); testConfirmWithoutCheckoutID(t, failure) })
 	}
 }
 
@@ -239,6 +242,7 @@ func testConfirmWithoutCheckoutID(t *testing.T, failure bool) {
 // checks of a late callback decide it (a doubtful success is kept for the
 // operator, never published).
 func TestConfirmHeldBeforeQueryOutcomeGoesLate(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	p := h.newPayment()
 	h.publish(events.Requested{Payment: p})
@@ -265,6 +269,7 @@ func TestConfirmHeldBeforeQueryOutcomeGoesLate(t *testing.T) {
 // against a failure of Daraja's is an error an operator must see; a held
 // fast failure is settled by any outcome (a genuine callback, a query).
 func TestConfirmAfterOutcome(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name        string
 		fastFailure bool
@@ -278,6 +283,7 @@ func TestConfirmAfterOutcome(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, nil)
 			p, resp := h.dispatch(darajatest.Script{ResultCode: tt.stored, NoCallback: true, CallbackDelay: -1})
 			h.publish(events.Completed{Payment: p, ResultCode: tt.stored, ResultDesc: "as Daraja said", Source: events.SourceCallback,
@@ -306,6 +312,7 @@ func TestConfirmAfterOutcome(t *testing.T) {
 // after the push). When it comes, its outcome, receipt included, is the one
 // recorded; when it does not, the query's Success is, without a receipt.
 func TestConfirmFastFailurePaid(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name        string
 		receiptWait time.Duration
@@ -318,6 +325,7 @@ func TestConfirmFastFailurePaid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, func(c *Config) {
 				c.ReconcileAfter = time.Minute
 				c.UnknownDeadline = 2 * time.Minute

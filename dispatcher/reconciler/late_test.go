@@ -37,6 +37,7 @@ func (h *harness) lateResult(id string) (l events.LateResult, found bool) {
 // A stored late failure gives way to a success; a stored late success
 // stands.
 func TestConfirmLateThroughQuery(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		queryCode  string
@@ -51,6 +52,7 @@ func TestConfirmLateThroughQuery(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, nil)
 			p, resp := h.dispatch(darajatest.Script{ResultCode: tc.queryCode, NoCallback: true, CallbackDelay: -1})
 			final := events.Completed{Payment: p, ResultCode: events.CodeNoAnswer, ResultDesc: "no answer",
@@ -100,6 +102,7 @@ func TestConfirmLateThroughQuery(t *testing.T) {
 // callback answered (TestConfirmLateHeldBeforeQueryDecidedOutcome: nor
 // when it was kept before it).
 func TestConfirmLateAfterQueryDecidedOutcome(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	p, resp := h.dispatch(darajatest.Script{ResultCode: "0", NoCallback: true, CallbackDelay: -1})
 	h.publish(events.Completed{Payment: p, ResultCode: CodeUnknownTransaction, ResultDesc: "The transaction does not exist",
@@ -125,6 +128,7 @@ func TestConfirmLateAfterQueryDecidedOutcome(t *testing.T) {
 // under way (it was asked before the callback existed) is still Daraja's
 // word to ask about: kept before that outcome is stored, it is not dropped.
 func TestConfirmLateHeldBeforeQueryDecidedOutcome(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	p, resp := h.dispatch(darajatest.Script{ResultCode: "0", NoCallback: true, CallbackDelay: -1})
 	h.holdForConfirmation(p, resp.CheckoutRequestID)

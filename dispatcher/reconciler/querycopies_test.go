@@ -21,6 +21,7 @@ const queryWindow = 3 * time.Second
 // Daraja's budget (DARAJA_MAX_RPS, shared with every client's pushes) is not
 // eaten. Before: 16 queries in 3 s for one copy, 628 for 40.
 func TestHeldCopiesShareOneQuery(t *testing.T) {
+	t.Parallel()
 	counts := map[int]int{}
 	for _, n := range []int{1, 40} {
 		h := newHarness(t, func(c *Config) {
@@ -53,6 +54,7 @@ func TestHeldCopiesShareOneQuery(t *testing.T) {
 // copies learn it within an interval or two, and the payment is recorded
 // once, with Daraja's answer.
 func TestHeldCopiesGetTheFinalAnswerPromptly(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *Config) {
 		c.ReconcileAfter = time.Minute
 		c.UnknownDeadline = 2 * time.Minute

@@ -47,6 +47,7 @@ func (h *harness) holdReceiptTaken(p events.Payment, checkoutID, holder, receipt
 // payments and a copy kept on stkcb.unmatched.receipt_disputed.<holder>.
 // When Daraja confirms the holder, nothing is flagged.
 func TestConfirmReceiptTaken(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		holderCode string // Daraja's answer about the holder's push
@@ -62,6 +63,7 @@ func TestConfirmReceiptTaken(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, func(c *Config) {
 				c.ReconcileAfter = time.Minute
 				c.UnknownDeadline = 2 * time.Minute

@@ -163,6 +163,7 @@ func TestQueryFixtureShapes(t *testing.T) {
 		{"both then final", []string{"query-processing-500", "query-processing-4999", "query-processing-500", "query-final"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			replay := newReplay(t, tc.answers)
 			h := newHarness(t, func(c *Config) { c.Daraja.BaseURL = replay.URL })
 			h.start()
