@@ -17,10 +17,12 @@ import (
 
 // recordJSON answers code with recordBody{Success: true, Data: v}, the
 // bytes c.JSON would send. ?pretty (echo's indented answer) goes to
-// c.JSON as before.
+// c.JSON as before; a request without a query is not parsed for one.
 func recordJSON(c echo.Context, code int, v *RecordView) error {
-	if _, pretty := c.QueryParams()["pretty"]; pretty {
-		return c.JSON(code, recordBody{Success: true, Data: *v})
+	if c.Request().URL.RawQuery != "" {
+		if _, pretty := c.QueryParams()["pretty"]; pretty {
+			return c.JSON(code, recordBody{Success: true, Data: *v})
+		}
 	}
 	buf := recordBufs.Get().(*[]byte)
 	defer recordBufs.Put(buf)
