@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -844,4 +846,32 @@ func benchmarkCreate(b *testing.B, tweak func(*Options)) {
 			}
 		}
 	})
+}
+
+// TestPollAccessLine: a poll's access line carries every attr, in its
+// order, the bytes answered among them, and nothing of the token.
+func TestPollAccessLine(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	id := uuid.Must(uuid.NewV7()).String()
+	e.apply(t, events.Requested{Payment: payment(id, "acme")})
+	r := e.get(t, acmeToken, id)
+	if r.status != http.StatusOK {
+		t.Fatalf("status %d: %s", r.status, r.raw)
+	}
+	want := regexp.MustCompile(`"msg":"request","method":"GET","path":"` + RecordPath + id +
+		`","status":200,"duration":\d+,"bytes":` + strconv.Itoa(len(r.raw)) +
+		`,"remote":"192\.0\.2\.1:1234","client":"acme","tracking_id":"` + id + `"}`)
+	var line string
+	for l := range strings.Lines(e.logs.String()) {
+		if strings.Contains(l, `"msg":"request"`) && strings.Contains(l, id) {
+			line = l
+		}
+	}
+	if !want.MatchString(line) {
+		t.Errorf("access line %q does not match %s", line, want)
+	}
+	if strings.Contains(e.logs.String(), acmeToken) {
+		t.Error("the token is in the logs")
+	}
 }

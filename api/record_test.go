@@ -34,8 +34,9 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 }
 
-func TestRecordViewGolden(t *testing.T) {
-	t.Parallel()
+// goldenRecords are the records of the golden answers, by file name.
+func goldenRecords(t testing.TB) map[string]store.Record {
+	t.Helper()
 	created := time.Date(2024, 3, 21, 14, 30, 1, 123456000, time.FixedZone("EAT", 3*3600))
 	pending := store.Record{
 		ID:          1,
@@ -83,8 +84,13 @@ func TestRecordViewGolden(t *testing.T) {
 		t.Fatalf("stkgate.no_answer reads %q", unknown.StatusLabel)
 	}
 
-	for name, rec := range map[string]store.Record{"record-pending.json": pending, "record-success.json": success,
-		"record-unknown-late-success.json": unknown} {
+	return map[string]store.Record{"record-pending.json": pending, "record-success.json": success,
+		"record-unknown-late-success.json": unknown}
+}
+
+func TestRecordViewGolden(t *testing.T) {
+	t.Parallel()
+	for name, rec := range goldenRecords(t) {
 		t.Run(name, func(t *testing.T) {
 			b, err := json.MarshalIndent(recordBody{Success: true, Data: ViewOf(rec)}, "", "  ")
 			if err != nil {

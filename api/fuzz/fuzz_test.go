@@ -164,3 +164,53 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRecordBody holds the poll's hand-written answer (api.AppendRecordBody)
+// to encoding/json's bytes, as echo's c.JSON sent them, for any strings in
+// any field, each nullable one null or not as mask's bits say.
+func FuzzRecordBody(f *testing.F) {
+	f.Add(int64(1), 0, uint32(0), "550e8400-e29b-41d4-a716-446655440000", "254712345678", "INV-2024-001", "Pending")
+	f.Add(int64(-9), 1, ^uint32(0), "<a href=\"x\">&amp;</a>", "\\\x00\x1f\x7f\b\f\n\r\t", "\xff\xfe\xc3", "\u2028\u2029é漢字")
+	f.Add(int64(9223372036854775807), -1, uint32(0x5555), "", " ", "\"", "'")
+	// Each character encoding/json escapes, alone in its string.
+	f.Add(int64(0), 0, ^uint32(0), "a&b", "a<b", "a>b", "a\\b")
+	f.Add(int64(0), 0, ^uint32(0), "a\u2028", "\x7f", "a\x80", "\x01")
+	f.Fuzz(func(t *testing.T, id int64, status int, mask uint32, a, b, c, d string) {
+		strs := []string{a, b, c, d}
+		n, bit := 0, 0
+		next := func() string { n++; return strs[n%len(strs)] }
+		nullable := func() *string {
+			bit++
+			if mask&(1<<(bit%32)) == 0 {
+				return nil
+			}
+			s := next()
+			return &s
+		}
+		v := api.RecordView{
+			ID: id, TrackingID: next(), PhoneNumber: next(), Amount: next(), Reference: next(), Tag: nullable(),
+			Status: status, StatusLabel: next(), ResponseCode: nullable(), ResponseDescription: nullable(),
+			TransactionCode: nullable(), MerchantRequestID: nullable(), CheckoutRequestID: nullable(),
+			Meta:      api.MetaView{TransactionDate: nullable()},
+			CreatedAt: next(), UpdatedAt: next(),
+		}
+		if mask&1 != 0 {
+			v.Meta.LateResult = &api.LateResultView{
+				ResponseCode: next(), ResponseDescription: nullable(), StatusLabel: next(), TransactionCode: nullable(),
+				TransactionDate: nullable(), MerchantRequestID: nullable(), CheckoutRequestID: nullable(),
+				Source: nullable(), LearntAt: next(),
+			}
+		}
+		var want bytes.Buffer
+		body := struct {
+			Success bool           `json:"success"`
+			Data    api.RecordView `json:"data"`
+		}{true, v}
+		if err := json.NewEncoder(&want).Encode(body); err != nil {
+			t.Fatal(err)
+		}
+		if got := api.AppendRecordBody(nil, &v); !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("api.AppendRecordBody:\n%s\nencoding/json:\n%s", got, want.Bytes())
+		}
+	})
+}

@@ -694,6 +694,53 @@ func TestGet(t *testing.T) {
 	}
 }
 
+// TestGetReusesRowsCleanly: Get scans into rows it reuses (scanRows);
+// nothing of a record read before shows in the next, whatever order they
+// come in and on however many goroutines: a bare record's NULLs stay
+// null after a full one, and every read is its own payment's.
+func TestGetReusesRowsCleanly(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	full, bare := newStory(), newStory()
+	bare.requested.Payment.Tag = ""
+	f.apply(full.requested, full.dispatched, full.success, bare.requested)
+	wantBare := bare.base()
+	wantBare.Tag = ""
+	want := map[string]store.Record{full.id: full.wantCompleted(full.success, true), bare.id: wantBare}
+	ctx := context.Background()
+	read := func(w int) error {
+		for i := range 50 {
+			id := full.id
+			if (i+w)%2 == 1 {
+				id = bare.id
+			}
+			r, err := f.db.Get(ctx, "acme", id)
+			if err != nil {
+				return fmt.Errorf("Get(%s): %w", id, err)
+			}
+			if diff := cmp.Diff(want[id], r, ignoreVolatile); diff != "" {
+				return fmt.Errorf("Get(%s), read %d of goroutine %d (-want +got):\n%s", id, i, w, diff)
+			}
+			if _, err := f.db.Get(ctx, "globex", id); !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("Get(%s) of another client = %v, want ErrNotFound", id, err)
+			}
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() { errs <- read(w) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func TestPing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

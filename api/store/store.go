@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"log/slog"
 	neturl "net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -256,15 +257,31 @@ const selectColumns = `id, tracking_id, client, phone_number, amount, reference,
 	merchant_request_id, checkout_request_id, transaction_date, stage, source,
 	late_result, created_at, updated_at`
 
-// scan reads one row of selectColumns, in their order, into r: the poll's
-// read scans directly, without sqlx's mapping of column names to fields,
-// which it made again for every row.
-func (r *row) scan(sc interface{ Scan(...any) error }) error {
-	return sc.Scan(&r.ID, &r.TrackingID, &r.Client, &r.PhoneNumber, &r.Amount, &r.Reference, &r.Tag,
+// dests are pointers to r's fields, in selectColumns' order: the poll's
+// read scans into them directly, without sqlx's mapping of column names
+// to fields, which it made again for every row.
+func (r *row) dests() []any {
+	return []any{&r.ID, &r.TrackingID, &r.Client, &r.PhoneNumber, &r.Amount, &r.Reference, &r.Tag,
 		&r.Status, &r.ResponseCode, &r.ResponseDescription, &r.TransactionCode,
 		&r.MerchantRequestID, &r.CheckoutRequestID, &r.TransactionDate, &r.Stage, &r.Source,
-		&r.LateResult, &r.CreatedAt, &r.UpdatedAt)
+		&r.LateResult, &r.CreatedAt, &r.UpdatedAt}
 }
+
+// scanRow is a row with its scan destinations made once: Get takes one
+// from scanRows rather than allocating the row and the 19 destinations on
+// every poll. Every column is scanned into every time (a NULL clears its
+// NullString), so nothing of the row before shows through; Get copies the
+// row out (record) before it gives it back.
+type scanRow struct {
+	row
+	dest []any
+}
+
+var scanRows = sync.Pool{New: func() any {
+	r := new(scanRow)
+	r.dest = r.row.dests()
+	return r
+}}
 
 func (r row) record() (Record, error) {
 	// The label is derived on read, not stored, so the one status table in
@@ -342,11 +359,12 @@ func (s *Store) Get(ctx context.Context, client, trackingID string) (Record, err
 	if err != nil || client == "" {
 		return Record{}, ErrNotFound
 	}
-	var r row
+	r := scanRows.Get().(*scanRow)
+	defer scanRows.Put(r)
 	if stmt := s.getStmt(ctx); stmt != nil {
-		err = r.scan(stmt.QueryRowContext(ctx, id.String(), client))
+		err = stmt.QueryRowContext(ctx, id.String(), client).Scan(r.dest...)
 	} else {
-		err = r.scan(s.db.QueryRowContext(ctx, getQuery, id.String(), client))
+		err = s.db.QueryRowContext(ctx, getQuery, id.String(), client).Scan(r.dest...)
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, ErrNotFound

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -33,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/service"
 )
 
 func main() {
@@ -45,6 +47,15 @@ func main() {
 func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Profiled as the services are (make bench -profile), so that a
+	// path's profile can be set beside its baseline's.
+	if dir := os.Getenv(service.ProfileEnv); dir != "" {
+		stopProfile, err := service.StartProfile(dir, "bench-baseline")
+		if err != nil {
+			return err
+		}
+		defer stopProfile(slog.Default())
+	}
 	nc, err := nats.Connect(os.Getenv("NATS_URL"))
 	if err != nil {
 		return err

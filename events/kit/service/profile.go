@@ -15,9 +15,11 @@ import (
 // <name>-<pid>.allocs.pprof. Unset or empty: no profiling.
 const ProfileEnv = "STKGATE_PROFILE_DIR"
 
-// startProfile starts the CPU profile into dir; stop ends it and writes the
-// allocations profile.
-func startProfile(dir, name string) (stop func(log *slog.Logger), err error) {
+// StartProfile starts the CPU profile of the process name into dir; stop
+// ends it and writes the allocations profile. Main calls it when
+// ProfileEnv is set; the benchmark's baseline (deploy/cmd/bench-baseline),
+// which is no service, calls it itself.
+func StartProfile(dir, name string) (stop func(log *slog.Logger), err error) {
 	base := filepath.Join(dir, fmt.Sprintf("%s-%d", name, os.Getpid()))
 	cpu, err := os.Create(base + ".cpu.pprof")
 	if err != nil {

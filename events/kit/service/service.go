@@ -75,7 +75,7 @@ func mainWith(name string, getenv func(string) string, stderr io.Writer, run fun
 	log := NewLogger(stderr, getenv(LogFormatEnv), name)
 	slog.SetDefault(log)
 	if dir := getenv(ProfileEnv); dir != "" {
-		stopProfile, err := startProfile(dir, name)
+		stopProfile, err := StartProfile(dir, name)
 		if err != nil {
 			log.Error("cannot profile", "error", err, "dir", dir)
 			return ExitFailed
