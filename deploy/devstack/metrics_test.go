@@ -15,6 +15,7 @@ import (
 // its callback) move every service's series, and each service answers
 // /healthz and /readyz.
 func TestMetricsMoveEndToEnd(t *testing.T) {
+	t.Parallel()
 	addrs := map[string]string{
 		"API_METRICS_ADDR":        freeAddr(t),
 		"PROJECTOR_METRICS_ADDR":  freeAddr(t),

@@ -18,6 +18,7 @@ import (
 // dispatcher's handling and its call to Daraja, callback-ingest's
 // callback (which carries no traceparent of its own) and the projector.
 func TestOneTracePerPayment(t *testing.T) {
+	t.Parallel()
 	spans := tracetest.NewInMemoryExporter()
 	s := startStackWith(t, nil, stackOptions{traces: spans})
 	id := s.accept(t, "0712345678")
