@@ -504,23 +504,6 @@ func (p *projector) handle(ctx context.Context, items []item) {
 	}
 }
 
-// Decode reads the event of a message of the STK stream (its subject and
-// body) and checks it was published where its kind and tracking id say it
-// should be. An error wraps events.ErrMalformed: the projector terminates
-// such a message. stkgate-admin's rebuild-read-model reads the stream
-// through it too, so that it takes and skips exactly what the projector
-// does.
-func Decode(subject string, body []byte) (events.Event, error) {
-	_, ev, err := events.Decode(body)
-	if err != nil {
-		return nil, err
-	}
-	if want := events.Subject(ev.Type(), ev.Base().TrackingID); subject != want {
-		return nil, fmt.Errorf("%w: a %s on subject %s, want %s", events.ErrMalformed, ev.Type(), subject, want)
-	}
-	return ev, nil
-}
-
 // apply writes items in one transaction, retrying whatever is not
 // permanent until it succeeds or ctx is cancelled. Between attempts the
 // messages are kept with InProgress, so JetStream neither redelivers them
