@@ -145,3 +145,33 @@ func nameOf(g *flight) string {
 	}
 	return "?"
 }
+
+// A batch's keys are the values the read model's unique indexes compare:
+// store.Apply cleans a CheckoutRequestID or receipt (spaces around it,
+// control characters) before writing it, so one sent with them is the
+// same key as one sent without. Otherwise a completion naming another
+// payment's CheckoutRequestID with a space after it would be applied beside
+// that payment's dispatched, and whichever committed first would take it:
+// the payment's own dispatched could be refused and its genuine outcome
+// applied as invalid.
+func TestBatchKeysAreWhatTheReadModelCompares(t *testing.T) {
+	const (
+		p1 = "6f1c2a34-0b6e-4d8e-9a51-3c2f1e0d9b01"
+		p2 = "6f1c2a34-0b6e-4d8e-9a51-3c2f1e0d9b02"
+	)
+	dispatched := batchKeys([]item{{ev: events.Dispatched{Payment: events.Payment{TrackingID: p1}, CheckoutRequestID: "ws_CO_1"}}})
+	paid := batchKeys([]item{{ev: completion(p1, "0", "RCPT1", "")}})
+	for _, c := range []struct {
+		name  string
+		other map[string]bool
+		ev    events.Event
+	}{
+		{"a CheckoutRequestID with a space after it", dispatched, completion(p2, "0", "", "ws_CO_1 ")},
+		{"a CheckoutRequestID with a control character in it", dispatched, completion(p2, "0", "", "ws_CO\x00_1")},
+		{"a receipt with spaces around it", paid, completion(p2, "0", " rcpt1\t", "")},
+	} {
+		if !(&flight{keys: c.other}).shares(batchKeys([]item{{ev: c.ev}})) {
+			t.Errorf("%s: shares no key with the batch that writes the same", c.name)
+		}
+	}
+}

@@ -372,8 +372,11 @@ func (f *flight) shares(keys map[string]bool) bool {
 }
 
 // batchKeys are the rows and unique keys a batch may write: its tracking
-// ids (as store.Apply writes them), CheckoutRequestIDs and receipts (in
-// upper case, as the read model's unique index compares them).
+// ids (as store.Apply writes them), CheckoutRequestIDs and receipts as
+// store.Apply writes them (cleaned: store.Normalize) and the read model's
+// unique indexes compare them (a receipt in upper case). A key taken as
+// sent, uncleaned, would let two batches that write one CheckoutRequestID
+// go side by side, and the later in the stream could take it first.
 func batchKeys(items []item) map[string]bool {
 	keys := make(map[string]bool, len(items))
 	for _, it := range items {
@@ -392,10 +395,11 @@ func batchKeys(items []item) map[string]bool {
 		case events.LateResult:
 			co, receipt = e.CheckoutRequestID, e.Receipt
 		}
-		if co != "" {
+		// As store.Normalize cleans them (its cleanWord).
+		if co = events.CleanText(co, 0); co != "" {
 			keys["c:"+co] = true
 		}
-		if receipt != "" {
+		if receipt = events.CleanText(receipt, 0); receipt != "" {
 			keys["r:"+strings.ToUpper(receipt)] = true
 		}
 	}
