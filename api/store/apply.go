@@ -183,9 +183,15 @@ func (s *Store) apply(ctx context.Context, evs []events.Event, resolve, absorb b
 }
 
 // exec runs upsert with args in tx, or on its own when tx is nil, through
-// its prepared statement when there is one (Store.prepared).
+// its prepared statement when there is one (Store.prepared). Only a
+// statement on its own prepares it: preparing takes a connection of the
+// pool, which a transaction, holding one already, could wait for forever
+// when every connection is held by one.
 func (s *Store) exec(ctx context.Context, tx *sqlx.Tx, args []any) error {
-	stmt := s.prepared(ctx, &s.upsert, upsert)
+	stmt := s.upsert.Load()
+	if tx == nil {
+		stmt = s.prepared(ctx, &s.upsert, upsert)
+	}
 	var err error
 	switch {
 	case stmt != nil && tx != nil:

@@ -180,6 +180,28 @@ func TestApplyWritesTheTableSwappedIn(t *testing.T) {
 	}
 }
 
+// TestApplyInATransactionNeedsOneConnection: a batch applied in a
+// transaction uses that transaction's connection only, also when Apply's
+// upsert is not prepared yet: preparing it on another connection of the
+// pool while the transaction holds one waited, with every connection held
+// so, for a connection that never came (until the batch's deadline).
+func TestApplyInATransactionNeedsOneConnection(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	db.SetMaxOpenConns(1)
+	s := store.New(db)
+	p := newStory()
+	// Two completions of one payment: two statements, in a transaction,
+	// before any batch sent alone prepared the upsert.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Apply(ctx, []events.Event{p.requested, p.success, p.cancelled}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	f := &fixture{t: t, db: s}
+	f.check("applied", p.wantCompleted(p.success, true))
+}
+
 var ignoreVolatile = cmpopts.IgnoreFields(store.Record{}, "ID", "UpdatedAt")
 
 // check compares the row with want, apart from its id and updated_at.
