@@ -22,8 +22,10 @@ const (
 	DefaultDrainTimeout     = 10 * time.Second
 )
 
-// MaxBatchSize bounds BatchSize: the projector keeps up to two batches
-// unacknowledged, and the consumer's MaxAckPending is 4096.
+// MaxBatchSize bounds BatchSize. The consumer's MaxAckPending is 4096, and
+// the projector holds up to five batches unacknowledged (four applied side
+// by side, the next one gathered): with batches of more than 819 events,
+// fewer are under way at once.
 const MaxBatchSize = 2048
 
 // Config is everything the projector needs. ConfigFromEnv fills it from the

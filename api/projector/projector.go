@@ -2,8 +2,9 @@
 //
 // It reads the STK stream through the durable "projector" consumer, applies
 // events in batches of up to Config.BatchSize in one transaction each
-// (store.Apply, idempotent and state-ordered), and acks them after commit.
-// Running several projectors on the same consumer is safe.
+// (store.Apply, idempotent and state-ordered), up to four batches at once
+// when they share no payment (inFlight), and acks each batch's events after
+// its commit. Running several projectors on the same consumer is safe.
 //
 // Failure handling, with money at stake:
 //   - a message that is not an event is terminated and logged;
@@ -32,9 +33,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
@@ -193,8 +198,19 @@ func (p *projector) loop(ctx context.Context) {
 	}
 }
 
-// consume reads batches from one message iterator. On ctx cancel it drains
-// what the iterator already holds and returns nil.
+// inFlight is how many batches are applied side by side: while one
+// commits (an fsync), the next is gathered, decoded and written. Only
+// batches that share no payment, CheckoutRequestID or receipt go side by
+// side (applier.start): they write different rows and different unique
+// keys, so the order they commit in changes nothing; a batch that shares
+// one with a batch under way waits for it, so that every payment's events
+// are applied in stream order as by one batch after the other.
+const inFlight = 4
+
+// consume reads batches from one message iterator, decodes them and
+// applies up to inFlight of them at once, each acked after its own commit.
+// On ctx cancel it drains what the iterator already holds and returns nil;
+// it returns only once every batch it started is settled.
 //
 // The one consume loop that is not worker.Pool's, for a reason: the
 // projector writes a batch of events in one transaction, in stream order,
@@ -203,20 +219,29 @@ func (p *projector) loop(ctx context.Context) {
 // costs nothing a pull for free handlers saves: the projector's messages
 // are idempotent writes, and none waits on anything but Postgres.
 func (p *projector) consume(ctx context.Context) error {
-	// Two batches in flight: the next one arrives while this one commits.
-	it, err := p.cons.Messages(jetstream.PullMaxMessages(2 * p.cfg.BatchSize))
+	// The batches being applied and the next one arrive while they commit;
+	// more than the consumer's MaxAckPending would never come.
+	pull := min((inFlight+1)*p.cfg.BatchSize, events.ProjectorConsumer().MaxAckPending)
+	it, err := p.cons.Messages(jetstream.PullMaxMessages(pull))
 	if err != nil {
 		return fmt.Errorf("messages: %w", err)
 	}
 	defer it.Stop()
+	a := p.newApplier(ctx)
+	defer a.wait()
+	var next jetstream.Msg // a message read past the last batch: the next one's first
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				p.drain(ctx, it)
-				return nil
+		msg := next
+		next = nil
+		if msg == nil {
+			msg, err = it.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				if ctx.Err() != nil {
+					p.drain(it, a)
+					return nil
+				}
+				return fmt.Errorf("next message: %w", err)
 			}
-			return fmt.Errorf("next message: %w", err)
 		}
 		msgs := []jetstream.Msg{msg}
 		deadline := time.Now().Add(linger)
@@ -231,13 +256,159 @@ func (p *projector) consume(ctx context.Context) error {
 			}
 			msgs = append(msgs, m)
 		}
-		p.handle(ctx, msgs)
+		if len(msgs) == p.cfg.BatchSize {
+			msgs, next = p.completePayment(it, msgs)
+		}
+		a.start(p.decode(msgs))
 	}
+}
+
+// paymentTail bounds how many events a full batch takes past BatchSize to
+// keep its last payment's events together.
+const paymentTail = 8
+
+// completePayment adds to a full batch the events of its last payment that
+// are already here (one published right after the other), so that a
+// payment's events are not cut in two by the batch size: together they are
+// one row version (store.Apply's fold), and cut in two, the next batch,
+// applied beside this one, would wait for this one's commit to write that
+// row. It returns the batch and the first message of another payment it
+// read, if any, which starts the next batch.
+func (p *projector) completePayment(it jetstream.MessagesContext, msgs []jetstream.Msg) ([]jetstream.Msg, jetstream.Msg) {
+	last := events.TrackingIDOf(msgs[len(msgs)-1].Subject())
+	for range paymentTail {
+		m, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
+		if err != nil {
+			return msgs, nil
+		}
+		if events.TrackingIDOf(m.Subject()) != last {
+			return msgs, m
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// applier applies batches, up to inFlight at once. Only consume's
+// goroutine starts batches.
+type applier struct {
+	// handle applies and settles a batch (projector.handle).
+	handle func(context.Context, []item)
+	ctx    context.Context
+	slots  chan struct{}
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	flights map[*flight]bool // the batches under way
+}
+
+// flight is a batch under way: what it writes (batchKeys), and done,
+// closed once it is settled.
+type flight struct {
+	keys map[string]bool
+	done chan struct{}
+}
+
+func (p *projector) newApplier(ctx context.Context) *applier {
+	return &applier{handle: p.handle, ctx: ctx, slots: make(chan struct{}, inFlight), flights: map[*flight]bool{}}
+}
+
+// start applies items beside the batches under way, once fewer than
+// inFlight are and once every one that shares a key with items (a
+// payment, a CheckoutRequestID, a receipt) is settled: those came first in
+// the stream, and are applied first.
+func (a *applier) start(items []item) {
+	if len(items) == 0 {
+		return
+	}
+	f := &flight{keys: batchKeys(items), done: make(chan struct{})}
+	// No batch starts meanwhile: only this goroutine starts them.
+	for _, g := range a.before(f.keys) {
+		<-g.done
+	}
+	a.slots <- struct{}{}
+	a.mu.Lock()
+	a.flights[f] = true
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.handle(a.ctx, items)
+		a.mu.Lock()
+		delete(a.flights, f)
+		a.mu.Unlock()
+		close(f.done)
+		<-a.slots
+	}()
+}
+
+// before is the batches under way that share one of keys.
+func (a *applier) before(keys map[string]bool) []*flight {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*flight
+	for g := range a.flights {
+		if g.shares(keys) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// wait returns once every batch started is settled.
+func (a *applier) wait() { a.wg.Wait() }
+
+func (f *flight) shares(keys map[string]bool) bool {
+	small, big := f.keys, keys
+	if len(small) > len(big) {
+		small, big = big, small
+	}
+	for k := range small {
+		if big[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// batchKeys are the rows and unique keys a batch may write: its tracking
+// ids (as store.Apply writes them), CheckoutRequestIDs and receipts as
+// store.Apply writes them (cleaned: store.Normalize) and the read model's
+// unique indexes compare them (a receipt in upper case). A key taken as
+// sent, uncleaned, would let two batches that write one CheckoutRequestID
+// go side by side, and the later in the stream could take it first.
+func batchKeys(items []item) map[string]bool {
+	keys := make(map[string]bool, len(items))
+	for _, it := range items {
+		ev := it.ev
+		id := ev.Base().TrackingID
+		if u, err := uuid.Parse(id); err == nil {
+			id = u.String()
+		}
+		keys["t:"+id] = true
+		var co, receipt string
+		switch e := ev.(type) {
+		case events.Dispatched:
+			co = e.CheckoutRequestID
+		case events.Completed:
+			co, receipt = e.CheckoutRequestID, e.Receipt
+		case events.LateResult:
+			co, receipt = e.CheckoutRequestID, e.Receipt
+		}
+		// As store.Normalize cleans them (its cleanWord).
+		if co = events.CleanText(co, 0); co != "" {
+			keys["c:"+co] = true
+		}
+		if receipt = events.CleanText(receipt, 0); receipt != "" {
+			keys["r:"+strings.ToUpper(receipt)] = true
+		}
+	}
+	return keys
 }
 
 // drain applies the messages the iterator already received, so that they
 // need not wait out the AckWait to be redelivered.
-func (p *projector) drain(ctx context.Context, it jetstream.MessagesContext) {
+func (p *projector) drain(it jetstream.MessagesContext, a *applier) {
 	it.Drain()
 	deadline := time.Now().Add(p.cfg.DrainTimeout)
 	var msgs []jetstream.Msg
@@ -252,12 +423,12 @@ func (p *projector) drain(ctx context.Context, it jetstream.MessagesContext) {
 		}
 		msgs = append(msgs, m)
 		if len(msgs) == p.cfg.BatchSize {
-			p.handle(ctx, msgs)
+			a.start(p.decode(msgs))
 			msgs = nil
 		}
 	}
 	if len(msgs) > 0 {
-		p.handle(ctx, msgs)
+		a.start(p.decode(msgs))
 	}
 }
 
@@ -269,22 +440,43 @@ type item struct {
 
 func (it item) trackingID() string { return it.ev.Base().TrackingID }
 
-// handle applies one batch and settles every message in it: acked after
-// commit, terminated if it can never be applied, or (only when ctx is
-// cancelled during a database outage) nak'ed for another projector.
-func (p *projector) handle(ctx context.Context, msgs []jetstream.Msg) {
-	items := make([]item, 0, len(msgs))
-	for _, m := range msgs {
-		ev, err := Decode(m.Subject(), m.Data())
-		if err != nil {
-			p.terminate(m, events.TrackingIDOf(m.Subject()), "malformed", err)
+// decode reads the events of a batch's messages, and terminates the
+// messages that are not events. Decoding is most of the projector's CPU:
+// parts of a large batch are decoded side by side, on the cores there are.
+func (p *projector) decode(msgs []jetstream.Msg) []item {
+	items := make([]item, len(msgs))
+	errs := make([]error, len(msgs))
+	parts := min(runtime.GOMAXPROCS(0), len(msgs)/decodePart+1)
+	var wg sync.WaitGroup
+	for k := range parts {
+		lo, hi := k*len(msgs)/parts, (k+1)*len(msgs)/parts
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				m := msgs[i]
+				items[i].msg = m
+				items[i].ev, errs[i] = Decode(m.Subject(), m.Data())
+			}
+		})
+	}
+	wg.Wait()
+	out := items[:0]
+	for i, it := range items {
+		if errs[i] != nil {
+			p.terminate(it.msg, events.TrackingIDOf(it.msg.Subject()), "malformed", errs[i])
 			continue
 		}
-		items = append(items, item{m, ev})
+		out = append(out, it)
 	}
-	if len(items) == 0 {
-		return
-	}
+	return out
+}
+
+// decodePart is the fewest messages worth a goroutine of their own.
+const decodePart = 64
+
+// handle applies one decoded batch and settles every message in it: acked
+// after commit, terminated if it can never be applied, or (only when ctx
+// is cancelled during a database outage) nak'ed for another projector.
+func (p *projector) handle(ctx context.Context, items []item) {
 	defer p.traceBatch(items)()
 
 	err := p.apply(ctx, items)
@@ -314,23 +506,6 @@ func (p *projector) handle(ctx context.Context, msgs []jetstream.Msg) {
 			return
 		}
 	}
-}
-
-// Decode reads the event of a message of the STK stream (its subject and
-// body) and checks it was published where its kind and tracking id say it
-// should be. An error wraps events.ErrMalformed: the projector terminates
-// such a message. stkgate-admin's rebuild-read-model reads the stream
-// through it too, so that it takes and skips exactly what the projector
-// does.
-func Decode(subject string, body []byte) (events.Event, error) {
-	_, ev, err := events.Decode(body)
-	if err != nil {
-		return nil, err
-	}
-	if want := events.Subject(ev.Type(), ev.Base().TrackingID); subject != want {
-		return nil, fmt.Errorf("%w: a %s on subject %s, want %s", events.ErrMalformed, ev.Type(), subject, want)
-	}
-	return ev, nil
 }
 
 // apply writes items in one transaction, retrying whatever is not

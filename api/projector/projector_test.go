@@ -297,6 +297,51 @@ func TestRunLaterCompletionDoesNotOverride(t *testing.T) {
 	}
 }
 
+// Batches are applied side by side, but a payment's events are applied in
+// stream order: of two completions in two batches under way at once, the
+// first published decides, as when batches went one after the other.
+func TestRunSideBySideBatchesKeepStreamOrder(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	var stories []story
+	var seconds [][]byte
+	var subjects []string
+	for range 24 {
+		s := newStory("1032")
+		stories = append(stories, s)
+		second := s.completed
+		second.ResultCode, second.ResultDesc, second.Source = "0", "late", events.SourceQuery
+		subject, _, body, err := events.Encode("stkgate/test", second, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		subjects, seconds = append(subjects, subject), append(seconds, body)
+	}
+	// In groups of four payments: their first completions, then their
+	// second ones (raw: their Nats-Msg-Id is the first's), so that with
+	// batches of two, a payment's two completions are in batches that
+	// could be under way at once.
+	for g := 0; g < len(stories); g += 4 {
+		for _, s := range stories[g : g+4] {
+			h.publish(s.completed)
+		}
+		for i := g; i < g+4; i++ {
+			h.publishRaw(subjects[i], seconds[i])
+		}
+	}
+	cfg := h.config()
+	cfg.BatchSize = 2
+	h.run(cfg)
+	want := map[string]store.Record{}
+	for _, s := range stories {
+		w := s.want(store.StageCompleted)
+		w.MerchantRequestID, w.CheckoutRequestID = s.completed.MerchantRequestID, s.completed.CheckoutRequestID
+		want[s.id] = w
+	}
+	h.settled()
+	h.converge(want)
+}
+
 // A projector stopped mid-stream, with events published while it is down,
 // catches up when started again.
 func TestRunRestart(t *testing.T) {

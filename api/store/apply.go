@@ -127,7 +127,25 @@ type rewrite struct {
 // apply writes normalized events in one transaction; with resolve, it first
 // rewrites the completions whose CheckoutRequestID is another payment's
 // (resolveCheckouts) and returns them. absorb is rounds'.
+//
+// A batch that is one upsert and nothing else (the usual one: each
+// payment's events folded into one row, no late result) is sent as that
+// one statement, on its own: Postgres runs it in a transaction of its own,
+// committed before it answers, so it is the same all-or-nothing write in
+// one round trip where BEGIN, the statement and COMMIT take three.
 func (s *Store) apply(ctx context.Context, evs []events.Event, resolve, absorb bool) ([]rewrite, error) {
+	if !resolve && !s.alwaysTx {
+		rows, lates, err := inputs(evs)
+		if err != nil {
+			return nil, err
+		}
+		if rs := rounds(rows, absorb); len(rs) == 1 && len(lates.ids) == 0 {
+			if err := s.exec(ctx, nil, rs[0].args()); err != nil {
+				return nil, fmt.Errorf("apply %d events: %w", len(evs), classify(err))
+			}
+			return nil, nil
+		}
+	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("apply: begin: %w", err)
@@ -144,22 +162,12 @@ func (s *Store) apply(ctx context.Context, evs []events.Event, resolve, absorb b
 		}
 		rewrites = append(rewrites, more...)
 	}
-	rows := make([]input, 0, len(evs))
-	var lates lateResults
-	for i, ev := range evs {
-		r, err := toInput(ev)
-		if err != nil {
-			return nil, fmt.Errorf("apply event %d: %w", i, err)
-		}
-		if r.lateResult != "" {
-			lates.add(r.trackingID, r.lateResult, r.lateSuccess)
-			// Its payment creates the row if need be, as a requested would.
-			r.lateResult, r.lateSuccess = "", false
-		}
-		rows = append(rows, r)
+	rows, lates, err := inputs(evs)
+	if err != nil {
+		return nil, err
 	}
 	for _, round := range rounds(rows, absorb) {
-		if _, err := tx.ExecContext(ctx, upsert, round.args()...); err != nil {
+		if err := s.exec(ctx, tx, round.args()); err != nil {
 			return nil, fmt.Errorf("apply %d events: %w", len(evs), classify(err))
 		}
 	}
@@ -172,6 +180,49 @@ func (s *Store) apply(ctx context.Context, evs []events.Event, resolve, absorb b
 		return nil, fmt.Errorf("apply %d events: commit: %w", len(evs), classify(err))
 	}
 	return rewrites, nil
+}
+
+// exec runs upsert with args in tx, or on its own when tx is nil, through
+// its prepared statement when there is one (Store.prepared). Only a
+// statement on its own prepares it: preparing takes a connection of the
+// pool, which a transaction, holding one already, could wait for forever
+// when every connection is held by one.
+func (s *Store) exec(ctx context.Context, tx *sqlx.Tx, args []any) error {
+	stmt := s.upsert.Load()
+	if tx == nil {
+		stmt = s.prepared(ctx, &s.upsert, upsert)
+	}
+	var err error
+	switch {
+	case stmt != nil && tx != nil:
+		_, err = tx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
+	case stmt != nil:
+		_, err = stmt.ExecContext(ctx, args...)
+	case tx != nil:
+		_, err = tx.ExecContext(ctx, upsert, args...)
+	default:
+		_, err = s.db.ExecContext(ctx, upsert, args...)
+	}
+	return err
+}
+
+// inputs makes evs candidate rows, and keeps their late results apart.
+func inputs(evs []events.Event) ([]input, lateResults, error) {
+	rows := make([]input, 0, len(evs))
+	var lates lateResults
+	for i, ev := range evs {
+		r, err := toInput(ev)
+		if err != nil {
+			return nil, lateResults{}, fmt.Errorf("apply event %d: %w", i, err)
+		}
+		if r.lateResult != "" {
+			lates.add(r.trackingID, r.lateResult, r.lateSuccess)
+			// Its payment creates the row if need be, as a requested would.
+			r.lateResult, r.lateSuccess = "", false
+		}
+		rows = append(rows, r)
+	}
+	return rows, lates, nil
 }
 
 // resolveCheckouts returns evs with every completion that names a

@@ -148,6 +148,60 @@ func (f *fixture) get(id string) store.Record {
 	return r
 }
 
+// TestApplyWritesTheTableSwappedIn: Apply's upsert is prepared once on each
+// connection, and a batch that is that one statement is sent alone; a
+// table swapped in under it (stkgate-admin rebuild-read-model) is what the
+// next batch writes, on the same connection, without an error, and so is a
+// batch applied in a transaction.
+func TestApplyWritesTheTableSwappedIn(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	db.SetMaxOpenConns(1) // every Apply on the connection its statement was prepared on
+	f := &fixture{t: t, db: store.New(db)}
+	ctx := context.Background()
+	before, after, late := newStory(), newStory(), newStory()
+	f.apply(before.requested, before.dispatched, before.success)
+	for _, q := range []string{
+		`ALTER TABLE stk_pushes RENAME TO stk_pushes_aside`,
+		`CREATE TABLE stk_pushes (LIKE stk_pushes_aside INCLUDING ALL)`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	f.apply(after.requested, after.dispatched, after.success)
+	f.check("a lone statement after the swap", after.wantCompleted(after.success, true))
+	// Two completions of one payment: two statements, in a transaction.
+	f.apply(late.requested, late.success, late.cancelled)
+	f.check("a transaction after the swap", late.wantCompleted(late.success, true))
+	var aside int
+	if err := db.GetContext(ctx, &aside, `SELECT count(*) FROM stk_pushes_aside`); err != nil || aside != 1 {
+		t.Errorf("the table set aside holds %d rows (%v), want 1: the one before the swap", aside, err)
+	}
+}
+
+// TestApplyInATransactionNeedsOneConnection: a batch applied in a
+// transaction uses that transaction's connection only, also when Apply's
+// upsert is not prepared yet: preparing it on another connection of the
+// pool while the transaction holds one waited, with every connection held
+// so, for a connection that never came (until the batch's deadline).
+func TestApplyInATransactionNeedsOneConnection(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	db.SetMaxOpenConns(1)
+	s := store.New(db)
+	p := newStory()
+	// Two completions of one payment: two statements, in a transaction,
+	// before any batch sent alone prepared the upsert.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Apply(ctx, []events.Event{p.requested, p.success, p.cancelled}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	f := &fixture{t: t, db: s}
+	f.check("applied", p.wantCompleted(p.success, true))
+}
+
 var ignoreVolatile = cmpopts.IgnoreFields(store.Record{}, "ID", "UpdatedAt")
 
 // check compares the row with want, apart from its id and updated_at.

@@ -172,11 +172,13 @@ func applyAsMain(t testing.TB, w foldWorld, batch []events.Event) {
 
 // TestApplyFoldMatchesRounds applies random event sequences of many
 // payments, interleaved and cut into random batches, once through Apply
-// (which may fold a completion into its payment's earlier events) and once
-// as main's rounds applied them (no completion ever folded), and requires
-// identical rows, every column but id and updated_at. Each sequence then
-// goes through Apply again, in other batches, and must change nothing,
-// updated_at included.
+// (which may fold a completion into its payment's earlier events, and
+// sends a batch that is one upsert as a lone statement), once through
+// Apply with every batch in a transaction of its own (BEGIN, statements,
+// COMMIT), and once as main's rounds applied them (no completion ever
+// folded), and requires identical rows, every column but id and
+// updated_at. Each sequence then goes through Apply again, in other
+// batches, and must change nothing, updated_at included.
 func TestApplyFoldMatchesRounds(t *testing.T) {
 	t.Parallel()
 	sd := *seed
@@ -185,7 +187,8 @@ func TestApplyFoldMatchesRounds(t *testing.T) {
 	}
 	t.Logf("seed %d (rerun with -seed=%d)", sd, sd)
 	rng := rand.New(rand.NewPCG(sd, sd^0x5eed))
-	got, want := newFoldWorld(t), newFoldWorld(t)
+	got, want, inTx := newFoldWorld(t), newFoldWorld(t), newFoldWorld(t)
+	inTx.s.InTransaction()
 
 	for trial := 0; trial < 20; trial++ {
 		var stream []events.Event
@@ -199,6 +202,7 @@ func TestApplyFoldMatchesRounds(t *testing.T) {
 			for _, ev := range evs[:k] {
 				got.apply(t, []events.Event{ev})
 				want.apply(t, []events.Event{ev})
+				inTx.apply(t, []events.Event{ev})
 			}
 			stream = append(stream, evs[k:]...)
 		}
@@ -208,15 +212,19 @@ func TestApplyFoldMatchesRounds(t *testing.T) {
 			n := min(1+rng.IntN(40), len(stream))
 			got.apply(t, stream[:n])
 			applyAsMain(t, want, stream[:n])
+			inTx.apply(t, stream[:n])
 			stream = stream[n:]
 		}
-		g, w := got.rows(t, false), want.rows(t, false)
-		if len(g) != len(w) {
-			t.Fatalf("trial %d: %d rows, want %d", trial, len(g), len(w))
+		g, w, x := got.rows(t, false), want.rows(t, false), inTx.rows(t, false)
+		if len(g) != len(w) || len(x) != len(w) {
+			t.Fatalf("trial %d: %d rows, %d in transactions, want %d", trial, len(g), len(x), len(w))
 		}
 		for id, wr := range w {
 			if g[id] != wr {
 				t.Fatalf("trial %d: payment %s:\n got  %s\n want %s", trial, id, g[id], wr)
+			}
+			if x[id] != wr {
+				t.Fatalf("trial %d: payment %s, every batch in a transaction:\n got  %s\n want %s", trial, id, x[id], wr)
 			}
 		}
 		// Redelivery, in batches of another shape, changes nothing.

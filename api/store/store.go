@@ -326,9 +326,11 @@ type Store struct {
 	// SearchTimeout bounds a Search on the server's side; 0 is
 	// DefaultSearchTimeout.
 	SearchTimeout time.Duration
-	// get is Get's query prepared (getStmt), nil until the first Get
-	// prepares it.
-	get atomic.Pointer[sql.Stmt]
+	// get is Get's query prepared (prepared), nil until the first Get
+	// prepares it; upsert is Apply's upsert, prepared by its first batch.
+	get, upsert atomic.Pointer[sql.Stmt]
+	// alwaysTx: apply never sends a batch as a lone statement (tests).
+	alwaysTx bool
 }
 
 // New returns a Store over db, which must be migrated (see Migrate). It
@@ -361,7 +363,7 @@ func (s *Store) Get(ctx context.Context, client, trackingID string) (Record, err
 	}
 	r := scanRows.Get().(*scanRow)
 	defer scanRows.Put(r)
-	if stmt := s.getStmt(ctx); stmt != nil {
+	if stmt := s.prepared(ctx, &s.get, getQuery); stmt != nil {
 		err = stmt.QueryRowContext(ctx, id.String(), client).Scan(r.dest...)
 	} else {
 		err = s.db.QueryRowContext(ctx, getQuery, id.String(), client).Scan(r.dest...)
@@ -379,26 +381,28 @@ func (s *Store) Get(ctx context.Context, client, trackingID string) (Record, err
 // client's own.
 const getQuery = `SELECT ` + selectColumns + ` FROM stk_pushes WHERE tracking_id = $1 AND client = $2`
 
-// getStmt is getQuery prepared, or nil when it cannot be prepared now (Get
-// then sends the query as it is, and the next Get tries again).
+// prepared is query prepared and kept in slot, or nil when it cannot be
+// prepared now (the caller then sends the query as it is, and the next
+// call tries again). Get's query is kept in s.get, Apply's upsert in
+// s.upsert.
 //
 // A query with arguments sent as it is costs lib/pq two round trips, one
 // to parse it and one to bind and run it; prepared, database/sql parses it
-// once on each connection of the pool and every Get after is one round
+// once on each connection of the pool and every use after is one round
 // trip. Postgres plans it again by itself when the table changes under it
 // (a migration, stkgate-admin rebuild-read-model's swap of the table): the
 // columns it names are the migrations', which the swap checks.
-func (s *Store) getStmt(ctx context.Context) *sql.Stmt {
-	if stmt := s.get.Load(); stmt != nil {
+func (s *Store) prepared(ctx context.Context, slot *atomic.Pointer[sql.Stmt], query string) *sql.Stmt {
+	if stmt := slot.Load(); stmt != nil {
 		return stmt
 	}
-	stmt, err := s.db.PrepareContext(ctx, getQuery)
+	stmt, err := s.db.PrepareContext(ctx, query)
 	if err != nil {
 		return nil
 	}
-	if !s.get.CompareAndSwap(nil, stmt) {
-		_ = stmt.Close() // another Get prepared it first
-		return s.get.Load()
+	if !slot.CompareAndSwap(nil, stmt) {
+		_ = stmt.Close() // another call prepared it first
+		return slot.Load()
 	}
 	return stmt
 }
