@@ -77,6 +77,7 @@ func (h *harness) complete(p events.Payment) {
 }
 
 func TestRedeliveryAfterPushOfUnknownFateIsNotPushed(t *testing.T) {
+	t.Parallel()
 	for _, state := range []string{events.AttemptSending, events.AttemptAmbiguous} {
 		t.Run(state, func(t *testing.T) {
 			t.Parallel()
@@ -152,6 +153,7 @@ func TestNotSentRecordIsPushedAgain(t *testing.T) {
 }
 
 func TestRecordedOutcomeIsStoredOnceAndNotPushed(t *testing.T) {
+	t.Parallel()
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	for _, tc := range []struct {
 		name string
@@ -476,6 +478,7 @@ func TestRequestsForAPhoneArePushedInOrder(t *testing.T) {
 }
 
 func TestGoneWaiterStopsHoldingUpThePhone(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// completed: the earlier waiter's payment was finished elsewhere.

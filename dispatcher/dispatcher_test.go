@@ -680,6 +680,7 @@ func repeat(f darajatest.Failure, n int) []darajatest.Failure {
 }
 
 func TestAmbiguousPushIsNeitherRetriedNorCompleted(t *testing.T) {
+	t.Parallel()
 	for _, f := range []darajatest.Failure{
 		darajatest.FailTimeoutAfterAccept,
 		darajatest.FailResetAfterAccept,

@@ -38,6 +38,7 @@ func (h *harness) deleteConsumer() {
 // the attempt records that would stop a second push may be gone too. What
 // was pushed before must not be pushed again, whatever its state.
 func TestNoPushAgainWhenTheConsumerAndRecordsAreGone(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		purge []string // streams emptied besides the consumer's deletion
