@@ -91,6 +91,8 @@ type Report struct {
 	Machine  string         `json:"machine"`
 	Results  []result       `json:"results"`
 	Services []serviceUsage `json:"services"`
+	// CallbackSteps breaks the latency run's callback-to-visible down.
+	CallbackSteps []step `json:"callback_steps,omitempty"`
 }
 
 type bench struct {
@@ -214,11 +216,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	if o.runs("latency") {
-		lat, err := b.latency(ctx)
+		lat, steps, err := b.latency(ctx)
 		if err != nil {
 			return nil, err
 		}
-		rep.Results = append(rep.Results, lat...)
+		rep.Results, rep.CallbackSteps = append(rep.Results, lat...), steps
 	}
 	if o.runs("e2e") {
 		e2e, use, err := b.endToEnd(ctx)
@@ -275,6 +277,15 @@ func (r *Report) Print(w io.Writer) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)
+	if len(r.CallbackSteps) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "callback to visible, by step\tn\tp50 ms\tp90 ms\tp99 ms\t")
+		for _, x := range r.CallbackSteps {
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t\n", x.Step, x.N, x.P50, x.P90, x.P99)
+		}
+		_ = tw.Flush()
+		fmt.Fprintln(w)
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "service (end to end)\tpeak RSS MB\tCPU s\tCPU ms/payment\tRSS MB after warm-up\tat load end\tat end\tgrowth MB\tMB/min\theap MB after warm-up\tat end\theap MB/min\t")
 	for _, u := range r.Services {
