@@ -130,6 +130,7 @@ func (b *bench) latency(ctx context.Context) ([]result, []step, error) {
 	stop := make(chan struct{})
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- b.watch(ctx, watchEvery, &mu, sent, w, stop) }()
+	before := snapSched()
 	f := openLoop(ctx, b.o.LatencyRate, b.o.LatencyDuration, func(ctx context.Context, i int) (bool, bool) {
 		t0 := time.Now()
 		var a accepted
@@ -144,6 +145,7 @@ func (b *bench) latency(ctx context.Context) ([]result, []step, error) {
 	if err := b.waitRows(ctx, clientLatency, f.ok, true); err != nil {
 		return nil, nil, err
 	}
+	b.cores = coreUseSince(before, snapSched())
 	// The watcher sees the last ones within a look or two.
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		mu.Lock()
