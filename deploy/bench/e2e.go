@@ -120,15 +120,17 @@ func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, error) {
 // latency posts payments at LatencyRate and watches the read model every
 // watchEvery for each to be final: request-to-visible from the POST,
 // callback-to-visible from the fake's delivery of its callback.
-func (b *bench) latency(ctx context.Context) ([]result, error) {
+func (b *bench) latency(ctx context.Context) ([]result, []step, error) {
 	const watchEvery = 5 * time.Millisecond
 	url := "http://" + b.s.addr["api"] + "/api/stk-push"
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
-	visible := map[string]time.Time{}
+	w := &watched{visible: map[string]time.Time{}, txAt: map[string]time.Time{}}
+	visible := w.visible
 	stop := make(chan struct{})
-	watched := make(chan error, 1)
-	go func() { watched <- b.watch(ctx, watchEvery, &mu, sent, visible, stop) }()
+	watchErr := make(chan error, 1)
+	go func() { watchErr <- b.watch(ctx, watchEvery, &mu, sent, w, stop) }()
+	before := snapSched()
 	f := openLoop(ctx, b.o.LatencyRate, b.o.LatencyDuration, func(ctx context.Context, i int) (bool, bool) {
 		t0 := time.Now()
 		var a accepted
@@ -141,8 +143,9 @@ func (b *bench) latency(ctx context.Context) ([]result, error) {
 		return ok, true
 	})
 	if err := b.waitRows(ctx, clientLatency, f.ok, true); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	b.cores = coreUseSince(before, snapSched())
 	// The watcher sees the last ones within a look or two.
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		mu.Lock()
@@ -154,12 +157,12 @@ func (b *bench) latency(ctx context.Context) ([]result, error) {
 		time.Sleep(watchEvery)
 	}
 	close(stop)
-	if err := <-watched; err != nil {
-		return nil, err
+	if err := <-watchErr; err != nil {
+		return nil, nil, err
 	}
 	cbs, err := callbacksDelivered(ctx, b.s.control)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var reqLat, cbLat []time.Duration
 	for id, t := range sent {
@@ -174,9 +177,88 @@ func (b *bench) latency(ctx context.Context) ([]result, error) {
 	}
 	rq, cq := figures{lat: reqLat, ok: len(reqLat)}, figures{lat: cbLat, ok: len(cbLat)}
 	unit := fmt.Sprintf("ms at %.0f/s", b.o.LatencyRate)
-	return []result{
+	out := []result{
 		{Path: "request to visible", Ours: rq.quantile(0.5), Unit: unit, P50: rq.quantile(0.5), P99: rq.quantile(0.99)},
 		{Path: "callback to visible", Ours: cq.quantile(0.5), Unit: unit, P50: cq.quantile(0.5), P99: cq.quantile(0.99)},
+	}
+	steps, err := b.callbackSteps(ctx, cbs, w)
+	if err != nil {
+		return nil, nil, err
+	}
+	var split []step
+	for _, st := range steps {
+		split = append(split, step{Step: st.name, N: len(st.f.lat), P50: st.f.quantile(0.5), P90: st.f.quantile(0.9), P99: st.f.quantile(0.99)})
+	}
+	return out, split, nil
+}
+
+// watched is what the watcher saw of each payment: when it was first seen
+// final, and its row's updated_at (the projector's transaction's start,
+// Postgres's now()).
+type watched struct {
+	visible map[string]time.Time
+	txAt    map[string]time.Time
+	looks   []time.Duration // each look's query, sent to answered
+}
+
+// step is one step of callback-to-visible (callbackSteps), over the
+// payments for which every step's time was found.
+type step struct {
+	Step string  `json:"step"`
+	N    int     `json:"n"`
+	P50  float64 `json:"p50_ms"`
+	P90  float64 `json:"p90_ms"`
+	P99  float64 `json:"p99_ms"`
+}
+
+type namedFigures struct {
+	name string
+	f    figures
+}
+
+// callbackSteps breaks callback-to-visible down by payment, on the
+// machine's one clock: from the fake's delivery to the raw copy stored in
+// STK_CALLBACKS (JetStream's timestamp), to the stk.completed stored in
+// STK, to the projector's transaction begun (the row's updated_at), to the
+// look that saw it final. The last step includes the transaction, the
+// commit and the watcher's resolution (up to watchEvery); the watcher's
+// looks, query sent to answer read, are reported too.
+func (b *bench) callbackSteps(ctx context.Context, cbs map[string]time.Time, w *watched) ([]namedFigures, error) {
+	stk, err := b.s.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := b.s.js.Stream(ctx, events.CallbackStreamName)
+	if err != nil {
+		return nil, err
+	}
+	var kept, stored, projected, seen []time.Duration
+	for id, at := range cbs {
+		v, ok := w.visible[id]
+		if !ok {
+			continue
+		}
+		k, err := raw.GetLastMsgForSubject(ctx, events.CallbackSubjectReceived(id))
+		if err != nil {
+			continue // kept elsewhere (held for confirmation, say)
+		}
+		c, err := stk.GetLastMsgForSubject(ctx, events.Subject(events.TypeCompleted, id))
+		if err != nil {
+			continue
+		}
+		tx := w.txAt[id]
+		kept = append(kept, k.Time.Sub(at))
+		stored = append(stored, c.Time.Sub(k.Time))
+		projected = append(projected, tx.Sub(c.Time))
+		seen = append(seen, v.Sub(tx))
+	}
+	fig := func(l []time.Duration) figures { return figures{lat: l, ok: len(l)} }
+	return []namedFigures{
+		{"delivered to kept raw", fig(kept)},
+		{"kept raw to stk.completed", fig(stored)},
+		{"stk.completed to projector tx begun", fig(projected)},
+		{"projector tx begun to visible", fig(seen)},
+		{"watcher: one look", fig(w.looks)},
 	}, nil
 }
 
@@ -220,8 +302,18 @@ func (b *bench) waitFinal(ctx context.Context, ids []string) (int, error) {
 	}
 }
 
+// watchQuery finds which of $1 are final: each with its updated_at (when
+// the projector's transaction began) and the time of the look, read by
+// Postgres once the query's snapshot is taken (clock_timestamp, evaluated
+// once): a row in the answer was visible to any poll by then. The time the
+// answer reaches the watcher would add the watcher's own wait for the
+// answer (a core, on a loaded machine), which is no payment's.
+const watchQuery = `SELECT tracking_id, updated_at, (SELECT clock_timestamp()) FROM stk_pushes
+	WHERE tracking_id = ANY($1::uuid[]) AND status = 1`
+
 // watch records when each sent payment is first seen final, until stop.
-func (b *bench) watch(ctx context.Context, every time.Duration, mu *sync.Mutex, sent, visible map[string]time.Time, stop chan struct{}) error {
+func (b *bench) watch(ctx context.Context, every time.Duration, mu *sync.Mutex, sent map[string]time.Time, w *watched, stop chan struct{}) error {
+	visible := w.visible
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
@@ -243,21 +335,23 @@ func (b *bench) watch(ctx context.Context, every time.Duration, mu *sync.Mutex, 
 		if len(pending) == 0 {
 			continue
 		}
-		rows, err := b.s.db.QueryContext(ctx, `SELECT tracking_id FROM stk_pushes WHERE tracking_id = ANY($1::uuid[]) AND status = 1`, pq.Array(pending))
+		t0 := time.Now()
+		rows, err := b.s.db.QueryContext(ctx, watchQuery, pq.Array(pending))
 		if err != nil {
 			return err
 		}
-		now := time.Now()
 		mu.Lock()
 		for rows.Next() {
 			var id string
-			if err := rows.Scan(&id); err != nil {
+			var tx, snap time.Time
+			if err := rows.Scan(&id, &tx, &snap); err != nil {
 				mu.Unlock()
 				rows.Close()
 				return err
 			}
-			visible[id] = now
+			visible[id], w.txAt[id] = snap, tx
 		}
+		w.looks = append(w.looks, time.Since(t0))
 		mu.Unlock()
 		rows.Close()
 	}

@@ -91,13 +91,19 @@ type Report struct {
 	Machine  string         `json:"machine"`
 	Results  []result       `json:"results"`
 	Services []serviceUsage `json:"services"`
+	// CallbackSteps breaks the latency run's callback-to-visible down.
+	CallbackSteps []step `json:"callback_steps,omitempty"`
+	// LatencyCores is what the latency run's processes used of the cores,
+	// and how long they waited for one.
+	LatencyCores []coreUse `json:"latency_cores,omitempty"`
 }
 
 type bench struct {
 	o      Options
 	s      *stack
 	client *http.Client
-	ids    []string // tracking ids the accept rounds got
+	ids    []string  // tracking ids the accept rounds got
+	cores  []coreUse // the latency run's use of the cores (latency)
 }
 
 func main() {
@@ -214,11 +220,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	if o.runs("latency") {
-		lat, err := b.latency(ctx)
+		lat, steps, err := b.latency(ctx)
 		if err != nil {
 			return nil, err
 		}
-		rep.Results = append(rep.Results, lat...)
+		rep.Results, rep.CallbackSteps, rep.LatencyCores = append(rep.Results, lat...), steps, b.cores
 	}
 	if o.runs("e2e") {
 		e2e, use, err := b.endToEnd(ctx)
@@ -275,6 +281,24 @@ func (r *Report) Print(w io.Writer) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)
+	if len(r.CallbackSteps) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "callback to visible, by step\tn\tp50 ms\tp90 ms\tp99 ms\t")
+		for _, x := range r.CallbackSteps {
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t\n", x.Step, x.N, x.P50, x.P90, x.P99)
+		}
+		_ = tw.Flush()
+		fmt.Fprintln(w)
+	}
+	if len(r.LatencyCores) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "latency run, process\tCPU ms/s\twaited for a core ms/s\t")
+		for _, x := range r.LatencyCores {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t\n", x.Process, x.CPUMsPerS, x.WaitMsPerS)
+		}
+		_ = tw.Flush()
+		fmt.Fprintln(w)
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "service (end to end)\tpeak RSS MB\tCPU s\tCPU ms/payment\tRSS MB after warm-up\tat load end\tat end\tgrowth MB\tMB/min\theap MB after warm-up\tat end\theap MB/min\t")
 	for _, u := range r.Services {
