@@ -358,6 +358,7 @@ func TestPoolRecreatesDeletedConsumer(t *testing.T) {
 	}
 	stop, cancel := context.WithCancel(ctx)
 	var handled, recreated atomic.Int32
+	var newest atomic.Uint64 // the highest stream sequence handled
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -368,6 +369,11 @@ func TestPoolRecreatesDeletedConsumer(t *testing.T) {
 			}}.
 			Run(stop, cons, func(_, work context.Context, msg jetstream.Msg) {
 				handled.Add(1)
+				if md, err := msg.Metadata(); err == nil {
+					for seen := newest.Load(); md.Sequence.Stream > seen && !newest.CompareAndSwap(seen, md.Sequence.Stream); {
+						seen = newest.Load()
+					}
+				}
 				worker.Ack(work, slog.New(slog.DiscardHandler), msg, "")
 			})
 	}()
@@ -378,8 +384,13 @@ func TestPoolRecreatesDeletedConsumer(t *testing.T) {
 	}
 	wait.For(t, "the consumer created again", func() bool { return recreated.Load() >= 1 })
 	publishN(t, ns.JS, 1) // kit.0 again: a new message
-	// The recreated consumer delivers the stream from its start: both.
-	wait.For(t, "messages handled through the new consumer", func() bool { return handled.Load() >= 3 })
+	// The new message comes through the consumer created again. Whether
+	// the first comes again is the server's: a consumer created afresh
+	// delivers the stream from its start, but on a loaded machine the
+	// create met the deletion still under way and the server kept the old
+	// consumer's state (the new message came as its second delivery, the
+	// first not again).
+	wait.For(t, "the new message handled through the consumer created again", func() bool { return newest.Load() >= 2 })
 	cancel()
 	<-done
 }

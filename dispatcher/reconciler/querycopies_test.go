@@ -21,7 +21,8 @@ const queryWindow = 3 * time.Second
 // Daraja's budget (DARAJA_MAX_RPS, shared with every client's pushes) is not
 // eaten. Before: 16 queries in 3 s for one copy, 628 for 40.
 func TestHeldCopiesShareOneQuery(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it counts queries over a window of time, which
+	// tests sharing the cores would thin out unevenly.
 	counts := map[int]int{}
 	for _, n := range []int{1, 40} {
 		h := newHarness(t, func(c *Config) {
@@ -54,7 +55,8 @@ func TestHeldCopiesShareOneQuery(t *testing.T) {
 // copies learn it within an interval or two, and the payment is recorded
 // once, with Daraja's answer.
 func TestHeldCopiesGetTheFinalAnswerPromptly(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its bound is a latency, which tests sharing the
+	// cores would measure instead.
 	h := newHarness(t, func(c *Config) {
 		c.ReconcileAfter = time.Minute
 		c.UnknownDeadline = 2 * time.Minute
