@@ -162,21 +162,14 @@ func TrackingIDOf(subject string) string {
 	return subject[strings.LastIndexByte(subject, '.')+1:]
 }
 
-// Envelope is a CloudEvents 1.0 event in structured JSON mode.
-type Envelope struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          string          `json:"source"`
-	Type            string          `json:"type"`
-	Subject         string          `json:"subject"`
-	Time            time.Time       `json:"time"`
-	DataContentType string          `json:"datacontenttype"`
-	Data            json.RawMessage `json:"data"`
-}
+// Envelope is a CloudEvents 1.0 event in structured JSON mode, its data
+// as received.
+type Envelope = EnvelopeOf[json.RawMessage]
 
-// outEnvelope is Envelope as Encode writes it, field for field, with the
-// event itself as its data.
-type outEnvelope struct {
+// EnvelopeOf is the envelope with its data of type D: Encode writes the
+// event itself as the data, and a reader may decode the data in the same
+// pass as the envelope (api/projector's Decode).
+type EnvelopeOf[D any] struct {
 	SpecVersion     string    `json:"specversion"`
 	ID              string    `json:"id"`
 	Source          string    `json:"source"`
@@ -184,7 +177,7 @@ type outEnvelope struct {
 	Subject         string    `json:"subject"`
 	Time            time.Time `json:"time"`
 	DataContentType string    `json:"datacontenttype"`
-	Data            Event     `json:"data"`
+	Data            D         `json:"data"`
 }
 
 // Encode wraps ev in an envelope from source at time now and returns the
@@ -197,7 +190,7 @@ func Encode(source string, ev Event, now time.Time) (subject, msgID string, body
 	// One Marshal of the envelope with the event in it: the event
 	// marshalled first and put in as a json.RawMessage was scanned again
 	// (compacted) inside the envelope's, for the same bytes.
-	env := outEnvelope{
+	env := EnvelopeOf[Event]{
 		SpecVersion:     SpecVersion,
 		ID:              msgIDOf(ev, id),
 		Source:          source,

@@ -35,19 +35,6 @@ func Decode(subject string, body []byte) (events.Event, error) {
 	return ev, nil
 }
 
-// anyEnvelope is events.Envelope with the data of every kind of event at
-// once in place of its raw data.
-type anyEnvelope struct {
-	SpecVersion     string    `json:"specversion"`
-	ID              string    `json:"id"`
-	Source          string    `json:"source"`
-	Type            string    `json:"type"`
-	Subject         string    `json:"subject"`
-	Time            time.Time `json:"time"`
-	DataContentType string    `json:"datacontenttype"`
-	Data            *anyEvent `json:"data"`
-}
-
 // anyEvent has every field of events.Requested, Dispatched, Completed and
 // LateResult, each under its JSON name and of its type: no two differ in
 // either.
@@ -79,7 +66,7 @@ func decodeOnePass(body []byte) (events.Event, bool) {
 	if bytes.Contains(body, []byte(`\u`)) || dataKeys(body) != 1 {
 		return nil, false
 	}
-	var env anyEnvelope
+	var env events.EnvelopeOf[*anyEvent]
 	if err := json.Unmarshal(body, &env); err != nil || env.Data == nil || env.SpecVersion != events.SpecVersion {
 		return nil, false
 	}

@@ -280,19 +280,8 @@ func (s *plainScan) object(depth int) bool {
 		if !s.value(depth) {
 			return false
 		}
-		s.space()
-		if s.i >= len(s.data) {
-			return false
-		}
-		switch s.data[s.i] {
-		case ',':
-			s.i++
-			s.space()
-		case '}':
-			s.i++
-			return true
-		default:
-			return false
+		if end, ok := s.after('}'); !ok || end {
+			return ok
 		}
 	}
 }
@@ -311,21 +300,29 @@ func (s *plainScan) array(depth int) bool {
 		if !s.value(depth) {
 			return false
 		}
-		s.space()
-		if s.i >= len(s.data) {
-			return false
-		}
-		switch s.data[s.i] {
-		case ',':
-			s.i++
-			s.space()
-		case ']':
-			s.i++
-			return true
-		default:
-			return false
+		if end, ok := s.after(']'); !ok || end {
+			return ok
 		}
 	}
+}
+
+// after reads what follows a member or an element: a comma, another to
+// come, or close, the end (end). ok is false for anything else.
+func (s *plainScan) after(close byte) (end, ok bool) {
+	s.space()
+	if s.i >= len(s.data) {
+		return false, false
+	}
+	switch s.data[s.i] {
+	case ',':
+		s.i++
+		s.space()
+		return false, true
+	case close:
+		s.i++
+		return true, true
+	}
+	return false, false
 }
 
 // str reads a string: its bytes between the quotes, and plain when they
