@@ -16,16 +16,20 @@ import (
 
 // SlowRequest dials addr, sends first at once, then trickle one byte every
 // interval, and reads until the server closes the connection. It returns
-// what the server sent and how long after the dial it hung up. It fails t
+// what the server sent and how long after the start of the dial it hung up. It fails t
 // if the server still holds the connection after giveUp.
 func SlowRequest(t testing.TB, addr, first, trickle string, every, giveUp time.Duration) (string, time.Duration) {
 	t.Helper()
+	// The clock starts before the dial: the server may accept, and start
+	// its own clock, before this goroutine runs again after the connect
+	// (on a loaded machine, tens of milliseconds before). Started after the
+	// dial, a cut-off at the server's timeout could look early.
+	start := time.Now()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	start := time.Now()
 	if _, err := io.WriteString(conn, first); err != nil {
 		t.Fatal(err)
 	}
