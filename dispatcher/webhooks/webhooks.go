@@ -487,9 +487,16 @@ func (w *runner) giveUp(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 // openDelivery reads t's delivery; ok false when msg is settled instead:
 // handed back when the delivery cannot be read, acked when it is done
 // already (a task redelivered after its ack was lost) and t is no manual
-// redelivery.
+// redelivery. A delivery whose row is gone is recorded again
+// (recordAgain).
 func (w *runner) openDelivery(ctx context.Context, log *slog.Logger, msg jetstream.Msg, t task) (d store.WebhookDelivery, ok bool) {
 	d, err := w.store.WebhookDeliveryByID(ctx, t.DeliveryID)
+	if errors.Is(err, store.ErrWebhookDeliveryNotFound) {
+		if d, ok = w.recordAgain(ctx, log, msg, t); !ok {
+			return d, false
+		}
+		err = nil
+	}
 	if err != nil {
 		log.Warn("webhook delivery not read; retrying", "error", err)
 		worker.Nak(log, msg, storeWait)
@@ -499,6 +506,51 @@ func (w *runner) openDelivery(ctx context.Context, log *slog.Logger, msg jetstre
 		worker.Ack(ctx, log, msg, "nothing: the delivery is "+d.State)
 		return d, false
 	}
+	return d, true
+}
+
+// recordAgain records again, from t, a delivery whose row is gone: the
+// fan-out records a delivery before it publishes its task, and no code
+// deletes one, so the row was lost with a database restored from a backup
+// older than the task, or deleted by hand. Handed back, the task would come
+// back every storeWait for ever (the task stream has no age limit) and the
+// merchant would never hear of the event. Recorded again (the same event and
+// endpoint: the same row on every try), the delivery goes on with the
+// attempts made since. A manual redelivery of a row that is gone, and a task
+// whose endpoint is gone too, end here, said in the log.
+func (w *runner) recordAgain(ctx context.Context, log *slog.Logger, msg jetstream.Msg, t task) (d store.WebhookDelivery, ok bool) {
+	if t.Manual {
+		worker.Term(log, msg, "webhooks: a manual redelivery of a delivery that is no longer recorded")
+		return d, false
+	}
+	env, ev, err := events.Decode(t.Event)
+	if err != nil {
+		worker.Term(log, msg, "webhooks: task's event: "+err.Error())
+		return d, false
+	}
+	switch _, err := w.store.WebhookEndpoint(ctx, t.EndpointID); {
+	case errors.Is(err, store.ErrWebhookEndpointNotFound):
+		worker.Term(log, msg, "webhooks: neither the delivery nor its endpoint is recorded")
+		return d, false
+	case err != nil:
+		log.Warn("webhook endpoint not read; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return d, false
+	}
+	p := ev.Base()
+	id, err := w.store.EnsureWebhookDelivery(ctx, store.WebhookDelivery{
+		EndpointID: t.EndpointID, URL: t.URL, Client: p.Client, TrackingID: p.TrackingID, EventID: env.ID, EventType: env.Type,
+	})
+	if err == nil {
+		d, err = w.store.WebhookDeliveryByID(ctx, id)
+	}
+	if err != nil {
+		log.Warn("webhook delivery not recorded again; retrying", "error", err)
+		worker.Nak(log, msg, storeWait)
+		return d, false
+	}
+	log.Error("webhook delivery was no longer recorded (a database restored from an older backup, or a row deleted): recorded again",
+		"new_delivery_id", d.ID)
 	return d, true
 }
 

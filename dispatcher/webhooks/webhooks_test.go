@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/base64"
 	"io"
 	"log/slog"
@@ -695,5 +696,49 @@ func TestManualRedeliveryGoneKeepsDelivered(t *testing.T) {
 	}
 	if got, _ := h.store.WebhookEndpoint(context.Background(), ep.ID); got.DisabledAt.IsZero() {
 		t.Error("the 410 did not disable the endpoint")
+	}
+}
+
+// TestDeliveryRowGoneIsRecordedAgain: a task whose delivery row is gone
+// (a database restored from a backup older than the task, or a row deleted
+// by hand) is not handed back for ever: the delivery is recorded again from
+// the task, and the event still reaches the merchant, under the same
+// webhook-id.
+func TestDeliveryRowGoneIsRecordedAgain(t *testing.T) {
+	t.Parallel()
+	slow := fastBackoff
+	slow.Initial, slow.Max = 2*time.Second, 2*time.Second
+	h := start(t, func(c *webhooks.Config) { c.Backoff = slow })
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	h.endpoint(t, "shop", rc.URL)
+	ev := completed("shop")
+	h.publish(t, ev)
+	wait.For(t, "the first attempt recorded", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && len(ds[0].AttemptLog) == 1
+	})
+	gone := h.deliveries(t, "shop", ev.TrackingID)[0]
+	db, err := sql.Open("postgres", h.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`DELETE FROM webhook_deliveries WHERE id = $1`, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, "the delivery recorded again, delivered", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
+	})
+	got := rc.requests()
+	if len(got) != 2 || got[0].header.Get("webhook-id") != got[1].header.Get("webhook-id") {
+		t.Fatalf("%d requests, want 2 under one webhook-id", len(got))
+	}
+	if d := h.deliveries(t, "shop", ev.TrackingID)[0]; d.ID == gone.ID || d.EventID != gone.EventID || len(d.AttemptLog) != 1 {
+		t.Errorf("recorded again as %+v, want a new row for event %s with the one attempt since", d, gone.EventID)
 	}
 }
