@@ -729,9 +729,26 @@ func (h *Handler) takeLimits(c echo.Context, client, id string, req Request, hel
 		if held != nil {
 			h.settleKey(c, client, id, held, err)
 		}
-		return nil, err
+		return nil, limitedAfterTakeOver(held, err)
 	}
 	return queued, nil
+}
+
+// limitedAfterTakeOver is the answer to a request refused by a limit, or
+// unable to take it: for a key taken over from an api that died or was cut
+// off mid-request, "not confirmed: retry with the same key" (the earlier
+// api's publish may still be stored: a proposal in flight, a reconnect
+// buffer), never a 429 or 503 saying nothing was sent, which could make
+// the client ask again under a new key and prompt the customer twice.
+func limitedAfterTakeOver(held *heldKey, err error) error {
+	var limited *limitedError
+	var unavailable *unavailableError
+	if held == nil || !held.takenOver || !(errors.As(err, &limited) || errors.As(err, &unavailable)) {
+		return err
+	}
+	// The refusal is kept as text, not wrapped: wrapped, the answer would
+	// still be the limit's 429 (errorHandler looks for it first).
+	return &unavailableError{message: MsgUnconfirmed, cause: fmt.Errorf("after a take-over: %v", err)}
 }
 
 // publishRequested publishes stk.requested of id, then settles what the

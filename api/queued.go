@@ -114,10 +114,13 @@ func (l *queuedLimits) client(name string, now time.Time) *queuedClient {
 
 // take lets request id of client through if the client is below its cap,
 // and returns the function to call once its publish is over (stored: it
-// may be in the stream). A client at its cap gets false. The count is read
-// from Postgres when older than the refresh; an error reading it is
-// returned (the cap is not waived).
-func (l *queuedLimits) take(ctx context.Context, client string) (done func(id string, stored bool), queued int, ok bool, err error) {
+// may be in the stream). A client at its cap gets false. A request counted
+// here already (a retry under its Idempotency-Key after an unknown outcome:
+// the same tracking id) is let through without being counted again, as
+// the phone's prompt slot is. The count is read from Postgres when older
+// than the refresh; an error reading it is returned (the cap is not
+// waived).
+func (l *queuedLimits) take(ctx context.Context, client, id string) (done func(stored bool), queued int, ok bool, err error) {
 	now := time.Now()
 	c := l.client(client, now)
 	c.mu.Lock()
@@ -130,16 +133,21 @@ func (l *queuedLimits) take(ctx context.Context, client string) (done func(id st
 	}
 	defer c.mu.Unlock()
 	queued = c.stored + len(c.local) + c.publishing
-	if queued >= l.max {
+	_, counted := c.local[id]
+	if queued >= l.max && !counted {
 		return nil, queued, false, nil
 	}
-	c.publishing++
+	if !counted {
+		c.publishing++
+	}
 	var once sync.Once
-	return func(id string, stored bool) {
+	return func(stored bool) {
 		once.Do(func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			c.publishing--
+			if !counted {
+				c.publishing--
+			}
 			if stored {
 				c.local[id] = time.Now()
 			}
@@ -187,7 +195,7 @@ func (h *Handler) takeQueued(ctx context.Context, client, id string) (func(store
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
 	defer cancel()
-	done, n, ok, err := h.queued.take(ctx, client)
+	done, n, ok, err := h.queued.take(ctx, client, id)
 	if err != nil {
 		return nil, &unavailableError{message: MsgUnavailable, cause: err}
 	}
@@ -196,5 +204,5 @@ func (h *Handler) takeQueued(ctx context.Context, client, id string) (func(store
 			"client", client, "queued", n, "client_max_queued", h.queued.max)
 		return nil, &limitedError{message: MsgQueueFull, retryAfter: queuedRetryAfterSeconds}
 	}
-	return func(stored bool) { done(id, stored) }, nil
+	return done, nil
 }

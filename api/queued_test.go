@@ -199,12 +199,12 @@ func TestQueuedLimits(t *testing.T) {
 	ctx := context.Background()
 	take := func(l *queuedLimits, id string, stored bool) bool {
 		t.Helper()
-		done, _, ok, err := l.take(ctx, "acme")
+		done, _, ok, err := l.take(ctx, "acme", id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if ok {
-			done(id, stored)
+			done(stored)
 		}
 		return ok
 	}
@@ -235,9 +235,17 @@ func TestQueuedLimits(t *testing.T) {
 	if !take(l, "d", true) {
 		t.Fatal("refused once the requests were dispatched")
 	}
+	// A retry of a request counted here (the same id, after an unknown
+	// outcome) is that request: let through at the cap, not counted again.
+	if !take(l, "d", true) {
+		t.Fatal("a retry of the request counted is refused")
+	}
+	if take(l, "e", true) {
+		t.Fatal("a new request let through over the cap")
+	}
 
 	fail = errors.New("connection refused")
-	if _, _, ok, err := l.take(ctx, "acme"); ok || !errors.Is(err, errNotSent) {
+	if _, _, ok, err := l.take(ctx, "acme", "f"); ok || !errors.Is(err, errNotSent) {
 		t.Fatalf("read failing: let through %v, error %v", ok, err)
 	}
 	if newQueuedLimits(0, 0, count) != nil {

@@ -161,3 +161,60 @@ func createRefusingStream(ctx context.Context, js jetstream.JetStream) error {
 		time.Sleep(100 * time.Millisecond) // a poll: the store goes in its own time
 	}
 }
+
+// A keyed retry that takes over the claim of an api that died (or was cut
+// off) mid-request, finds nothing in the stream and then meets a limit:
+// the earlier api's publish may still be stored (a proposal in flight, a
+// reconnect buffer), so the answer is "not confirmed: retry with the same
+// key", never a 429 saying nothing was sent, which could make the client
+// ask again under a new key and prompt the customer twice. The key keeps
+// its tracking id.
+func TestTakenOverKeyLimitedStaysUnconfirmed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		tweak func(*Options)
+	}{
+		{"queue cap", func(o *Options) { o.ClientMaxQueued = 1 }},
+		{"phone limit", func(o *Options) { o.PhoneMaxPrompts, o.PhoneWindow = 1, time.Hour }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEnv(t, tc.tweak)
+			id := claimAsCrashedAPI(t, e, "k")
+			accepted(t, e.postKey(t, acmeToken, "other", validBody)) // at the limit now
+			e.db.MustExec(`UPDATE idempotency_keys SET lease_until = now() WHERE key = 'k'`)
+			r := e.postKey(t, acmeToken, "k", validBody)
+			if r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnconfirmed {
+				t.Fatalf("retry that took the key over: status %d: %s; want 503 %q", r.status, r.raw, MsgUnconfirmed)
+			}
+			if row, ok := e.keyRow(t, "acme", "k"); !ok || row.State != store.KeyPending || row.TrackingID != id {
+				t.Fatalf("claim after the limited retry: %+v (found %v), want pending with %s", row, ok, id)
+			}
+		})
+	}
+}
+
+// A keyed retry on the same api after an unknown outcome is the same
+// request: it is not counted a second time against its client's cap of
+// queued requests (the phone's prompt slot is not either), so a client
+// at a cap of one can still learn what became of it.
+func TestRetryAfterUnknownOutcomeKeepsItsQueuedPlace(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 400 * time.Millisecond; o.ClientMaxQueued = 1 })
+	sink := e.loseAcks(t)
+	if r := e.postKey(t, acmeToken, "k", validBody); r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnconfirmed {
+		t.Fatalf("first request: status %d: %s", r.status, r.raw)
+	}
+	_ = sink.Unsubscribe()
+	if _, err := events.EnsureStream(context.Background(), e.ns.JS, 1); err != nil {
+		t.Fatal(err)
+	}
+	row, _ := e.keyRow(t, "acme", "k")
+	if got := accepted(t, e.postKey(t, acmeToken, "k", validBody)); got != row.TrackingID {
+		t.Fatalf("retry answered %s, want the claimed %s", got, row.TrackingID)
+	}
+	if r := e.postKey(t, acmeToken, "next", validBody); r.status != http.StatusTooManyRequests || r.body["message"] != MsgQueueFull {
+		t.Errorf("a second request at a cap of one: status %d: %s; want 429 %q", r.status, r.raw, MsgQueueFull)
+	}
+}
