@@ -65,9 +65,9 @@ func testStarvation(t *testing.T, maxAckPending, aMaxQueued int) {
 		// seconds, so that a loaded machine, which slows every push,
 		// does not fail it.
 		aheadBound = 20
-		// settle is how long B's last requests get to be pushed after the
-		// load: far beyond a fair wait (aheadBound at the budget's pace,
-		// 4 s), far below a starved one's (A's backlog drained at it).
+		// settle is how long the wait for B's last requests goes on with
+		// nothing pushed at all: far beyond a fair wait (aheadBound at the
+		// budget's pace, 4 s).
 		settle = 30 * time.Second
 	)
 	h := newHarness(t, func(c *Config) {
@@ -173,8 +173,11 @@ func testStarvation(t *testing.T, maxAckPending, aMaxQueued int) {
 		t.Fatalf("client A's requests: %v", floodEr)
 	}
 
-	// Wait for B's pushes.
-	deadline := time.Now().Add(settle)
+	// Wait for B's pushes. Starved, one of B's would wait while more than
+	// aheadBound of A's are pushed after it; so the wait ends there, or
+	// once every one of B's is pushed, or when nothing at all has been
+	// pushed for settle (a stall). Not at a fixed time: a loaded machine
+	// slows every push, and B's with them.
 	pushedAt := func(p events.Payment) (time.Time, bool) {
 		got := h.fakePushes(p.Phone)
 		if len(got) == 0 {
@@ -182,18 +185,22 @@ func testStarvation(t *testing.T, maxAckPending, aMaxQueued int) {
 		}
 		return got[0].At, true
 	}
-	for time.Now().Before(deadline) {
-		all := true
+	lastN, lastAt := -1, time.Now()
+	for time.Since(lastAt) < settle {
+		if n := len(h.fake.Pushes()); n != lastN {
+			lastN, lastAt = n, time.Now()
+		}
+		all, starved := true, false
 		for _, b := range bs {
 			if _, ok := pushedAt(b.p); !ok {
 				all = false
-				break
+				starved = starved || pushesBetween(h.fake.Pushes(), flood, &floodMu, b.at, time.Now()) > aheadBound
 			}
 		}
-		if all {
+		if all || starved {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // a poll of the fake's pushes
 	}
 
 	var waits []time.Duration
