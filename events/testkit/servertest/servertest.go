@@ -77,6 +77,11 @@ type SlowClient struct {
 	Trickle string
 	// Answered is how the server's answer starts before it hangs up.
 	Answered string
+	// OrSilence: the server may also hang up without a word. Go's server
+	// answers a request line or header cut off mid-line 400, but closes
+	// silently when its timeout meets the read between two lines, as on a
+	// loaded machine, where the trickle lags.
+	OrSilence bool
 	// After is the timeout that should cut it off: it is not cut sooner.
 	After time.Duration
 }
@@ -95,7 +100,7 @@ func CheckCutOff(t *testing.T, addr string, clients []SlowClient, cutOffWithin t
 			if elapsed < c.After*9/10 {
 				t.Errorf("cut off after %s, before its timeout %s", elapsed, c.After)
 			}
-			if !strings.HasPrefix(got, c.Answered) {
+			if !strings.HasPrefix(got, c.Answered) && (!c.OrSilence || got != "") {
 				t.Errorf("answer %q, want %q…", got, c.Answered)
 			}
 		})
