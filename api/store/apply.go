@@ -263,7 +263,7 @@ func resolveCheckouts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]e
 	out := slices.Clone(evs)
 	for _, ev := range evs {
 		if d, ok := ev.(events.Dispatched); ok && d.CheckoutRequestID != "" {
-			if o := ownerOf(d.CheckoutRequestID, canonical(d.TrackingID)); o != canonical(d.TrackingID) {
+			if o := ownerOf(d.CheckoutRequestID, Canonical(d.TrackingID)); o != Canonical(d.TrackingID) {
 				return nil, nil, fmt.Errorf("%w: dispatched of %s names CheckoutRequestID %s of payment %s",
 					ErrConflict, d.TrackingID, d.CheckoutRequestID, o)
 			}
@@ -275,7 +275,7 @@ func resolveCheckouts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]e
 		if !ok || c.CheckoutRequestID == "" {
 			continue
 		}
-		if o := ownerOf(c.CheckoutRequestID, canonical(c.TrackingID)); o != canonical(c.TrackingID) {
+		if o := ownerOf(c.CheckoutRequestID, Canonical(c.TrackingID)); o != Canonical(c.TrackingID) {
 			why := fmt.Sprintf("its CheckoutRequestID %s is payment %s's", c.CheckoutRequestID, o)
 			c = invalidOutcome(c, why)
 			c.MerchantRequestID, c.CheckoutRequestID = "", ""
@@ -320,7 +320,7 @@ func resolveReceipts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]ev
 		if !ok || c.Receipt == "" {
 			continue
 		}
-		key, id := strings.ToUpper(c.Receipt), canonical(c.TrackingID)
+		key, id := strings.ToUpper(c.Receipt), Canonical(c.TrackingID)
 		o, claimed := owners[key]
 		if !claimed {
 			owners[key] = id
@@ -354,8 +354,9 @@ func checkoutOf(ev events.Event) string {
 	return ""
 }
 
-// canonical is a tracking id as the table writes it.
-func canonical(id string) string {
+// Canonical is a tracking id as the table writes it (uuid.UUID.String),
+// or id itself when it is no UUID.
+func Canonical(id string) string {
 	if isCanonical(id) {
 		return id
 	}

@@ -143,8 +143,8 @@ func TestToInputMatchesParseAndFormat(t *testing.T) {
 			if got.requestedAt != want {
 				t.Errorf("%v: request time %q, want %q", rt, got.requestedAt, want)
 			}
-			if canonical(id) != parsed.String() {
-				t.Errorf("canonical(%q) = %q, want %q", id, canonical(id), parsed.String())
+			if Canonical(id) != parsed.String() {
+				t.Errorf("Canonical(%q) = %q, want %q", id, Canonical(id), parsed.String())
 			}
 		}
 	}
