@@ -637,7 +637,8 @@ func rounds(rows []input, absorb bool) []batch {
 		}
 		if k == 0 {
 			if len(out) == 0 {
-				out = append(out, nil)
+				// Room for every payment: most batches are this one.
+				out = append(out, make(batch, 0, len(rows)))
 			}
 			st.firstAt = len(out[0])
 		}
