@@ -593,8 +593,8 @@ type batch []input
 func rounds(rows []input, absorb bool) []batch {
 	rows = byStage(rows)
 	// One map, by tracking id, where a map keyed by the whole input found
-	// the exact repeats: hashing every field of every input was a tenth of
-	// the projector's CPU. An input can only repeat one of its own tracking
+	// the exact repeats: hashing every field of every input was up to a
+	// tenth of the projector's CPU. An input can only repeat one of its own tracking
 	// id, found down the chain of those kept before it (prev).
 	type idState struct {
 		depth   int // its inputs in batches so far
