@@ -135,9 +135,12 @@ func TestApplierOrdersBatchesThatShareAKey(t *testing.T) {
 
 // nameOf is the name of the batch under way g is, for the messages.
 func nameOf(g *flight) string {
-	for _, k := range []struct{ key, name string }{
-		{"t:6f1c2a34-0b6e-4d8e-9a51-3c2f1e0d9b01", "A"},
-		{"t:6f1c2a34-0b6e-4d8e-9a51-3c2f1e0d9b02", "B"},
+	for _, k := range []struct {
+		key  batchKey
+		name string
+	}{
+		{batchKey{'t', "6f1c2a34-0b6e-4d8e-9a51-3c2f1e0d9b01"}, "A"},
+		{batchKey{'t', "6f1c2a34-0b6e-4d8e-9a51-3c2f1e0d9b02"}, "B"},
 	} {
 		if g.keys[k.key] {
 			return k.name
@@ -163,7 +166,7 @@ func TestBatchKeysAreWhatTheReadModelCompares(t *testing.T) {
 	paid := batchKeys([]item{{ev: completion(p1, "0", "RCPT1", "")}})
 	for _, c := range []struct {
 		name  string
-		other map[string]bool
+		other map[batchKey]bool
 		ev    events.Event
 	}{
 		{"a CheckoutRequestID with a space after it", dispatched, completion(p2, "0", "", "ws_CO_1 ")},

@@ -39,7 +39,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
@@ -319,7 +318,7 @@ type applier struct {
 // flight is a batch under way: what it writes (batchKeys), and done,
 // closed once it is settled.
 type flight struct {
-	keys map[string]bool
+	keys map[batchKey]bool
 	done chan struct{}
 }
 
@@ -357,7 +356,7 @@ func (a *applier) start(items []item) {
 }
 
 // before is the batches under way that share one of keys.
-func (a *applier) before(keys map[string]bool) []*flight {
+func (a *applier) before(keys map[batchKey]bool) []*flight {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []*flight
@@ -372,7 +371,7 @@ func (a *applier) before(keys map[string]bool) []*flight {
 // wait returns once every batch started is settled.
 func (a *applier) wait() { a.wg.Wait() }
 
-func (f *flight) shares(keys map[string]bool) bool {
+func (f *flight) shares(keys map[batchKey]bool) bool {
 	small, big := f.keys, keys
 	if len(small) > len(big) {
 		small, big = big, small
@@ -391,15 +390,11 @@ func (f *flight) shares(keys map[string]bool) bool {
 // unique indexes compare them (a receipt in upper case). A key taken as
 // sent, uncleaned, would let two batches that write one CheckoutRequestID
 // go side by side, and the later in the stream could take it first.
-func batchKeys(items []item) map[string]bool {
-	keys := make(map[string]bool, len(items))
+func batchKeys(items []item) map[batchKey]bool {
+	keys := make(map[batchKey]bool, len(items))
 	for _, it := range items {
 		ev := it.ev
-		id := ev.Base().TrackingID
-		if u, err := uuid.Parse(id); err == nil {
-			id = u.String()
-		}
-		keys["t:"+id] = true
+		keys[batchKey{'t', store.Canonical(ev.Base().TrackingID)}] = true
 		var co, receipt string
 		switch e := ev.(type) {
 		case events.Dispatched:
@@ -411,13 +406,20 @@ func batchKeys(items []item) map[string]bool {
 		}
 		// As store.Normalize cleans them (its cleanWord).
 		if co = events.CleanText(co, 0); co != "" {
-			keys["c:"+co] = true
+			keys[batchKey{'c', co}] = true
 		}
 		if receipt = events.CleanText(receipt, 0); receipt != "" {
-			keys["r:"+strings.ToUpper(receipt)] = true
+			keys[batchKey{'r', strings.ToUpper(receipt)}] = true
 		}
 	}
 	return keys
+}
+
+// batchKey is a key of batchKeys: a tracking id ('t'), a
+// CheckoutRequestID ('c') or a receipt ('r').
+type batchKey struct {
+	kind byte
+	text string
 }
 
 // drain applies the messages the iterator already received, so that they

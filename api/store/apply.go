@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
@@ -210,8 +211,9 @@ func (s *Store) exec(ctx context.Context, tx *sqlx.Tx, args []any) error {
 func inputs(evs []events.Event) ([]input, lateResults, error) {
 	rows := make([]input, 0, len(evs))
 	var lates lateResults
+	var at requestTimes
 	for i, ev := range evs {
-		r, err := toInput(ev)
+		r, err := toInput(ev, &at)
 		if err != nil {
 			return nil, lateResults{}, fmt.Errorf("apply event %d: %w", i, err)
 		}
@@ -261,7 +263,7 @@ func resolveCheckouts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]e
 	out := slices.Clone(evs)
 	for _, ev := range evs {
 		if d, ok := ev.(events.Dispatched); ok && d.CheckoutRequestID != "" {
-			if o := ownerOf(d.CheckoutRequestID, canonical(d.TrackingID)); o != canonical(d.TrackingID) {
+			if o := ownerOf(d.CheckoutRequestID, Canonical(d.TrackingID)); o != Canonical(d.TrackingID) {
 				return nil, nil, fmt.Errorf("%w: dispatched of %s names CheckoutRequestID %s of payment %s",
 					ErrConflict, d.TrackingID, d.CheckoutRequestID, o)
 			}
@@ -273,7 +275,7 @@ func resolveCheckouts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]e
 		if !ok || c.CheckoutRequestID == "" {
 			continue
 		}
-		if o := ownerOf(c.CheckoutRequestID, canonical(c.TrackingID)); o != canonical(c.TrackingID) {
+		if o := ownerOf(c.CheckoutRequestID, Canonical(c.TrackingID)); o != Canonical(c.TrackingID) {
 			why := fmt.Sprintf("its CheckoutRequestID %s is payment %s's", c.CheckoutRequestID, o)
 			c = invalidOutcome(c, why)
 			c.MerchantRequestID, c.CheckoutRequestID = "", ""
@@ -318,7 +320,7 @@ func resolveReceipts(ctx context.Context, tx *sqlx.Tx, evs []events.Event) ([]ev
 		if !ok || c.Receipt == "" {
 			continue
 		}
-		key, id := strings.ToUpper(c.Receipt), canonical(c.TrackingID)
+		key, id := strings.ToUpper(c.Receipt), Canonical(c.TrackingID)
 		o, claimed := owners[key]
 		if !claimed {
 			owners[key] = id
@@ -352,12 +354,39 @@ func checkoutOf(ev events.Event) string {
 	return ""
 }
 
-// canonical is a tracking id as the table writes it.
-func canonical(id string) string {
+// Canonical is a tracking id as the table writes it (uuid.UUID.String),
+// or id itself when it is no UUID.
+func Canonical(id string) string {
+	if isCanonical(id) {
+		return id
+	}
 	if u, err := uuid.Parse(id); err == nil {
 		return u.String()
 	}
 	return id
+}
+
+// isCanonical reports whether id is a UUID written as uuid.UUID.String
+// writes one (lower-case hex, dashes), which every service publishes:
+// parsing it and writing it again would give id itself, in a new string.
+func isCanonical(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // input is one event as a candidate row. Empty strings stand for NULL.
@@ -389,17 +418,36 @@ type input struct {
 // microseconds Postgres keeps, so what is stored is what was sent.
 const timestampLayout = "2006-01-02T15:04:05.999999Z07:00"
 
-func toInput(ev events.Event) (input, error) {
+// requestTimes writes request times as timestampLayout, the last one
+// kept: a payment's events, which come one after the other, carry the same.
+type requestTimes struct {
+	t    time.Time
+	text string
+}
+
+func (r *requestTimes) format(t time.Time) string {
+	if r.text == "" || !t.Equal(r.t) {
+		r.t, r.text = t, t.UTC().Format(timestampLayout)
+	}
+	return r.text
+}
+
+// toInput makes ev a candidate row; at writes its request time.
+func toInput(ev events.Event, at *requestTimes) (input, error) {
 	if ev == nil {
 		return input{}, fmt.Errorf("%w: nil event", ErrInvalidEvent)
 	}
 	p := ev.Base()
-	id, err := uuid.Parse(p.TrackingID)
-	if err != nil {
-		return input{}, fmt.Errorf("%w: %s tracking id %q is not a UUID", ErrInvalidEvent, ev.Type(), p.TrackingID)
+	id := p.TrackingID
+	if !isCanonical(id) {
+		u, err := uuid.Parse(id)
+		if err != nil {
+			return input{}, fmt.Errorf("%w: %s tracking id %q is not a UUID", ErrInvalidEvent, ev.Type(), p.TrackingID)
+		}
+		id = u.String()
 	}
 	in := input{
-		trackingID: id.String(),
+		trackingID: id,
 		client:     p.Client,
 		phone:      p.Phone,
 		amount:     p.Amount,
@@ -407,7 +455,7 @@ func toInput(ev events.Event) (input, error) {
 		tag:        p.Tag,
 	}
 	if !p.RequestedAt.IsZero() {
-		in.requestedAt = p.RequestedAt.UTC().Format(timestampLayout)
+		in.requestedAt = at.format(p.RequestedAt)
 	}
 	switch e := ev.(type) {
 	case events.Requested, *events.Requested:
@@ -544,34 +592,57 @@ type batch []input
 // completion in the same statement may have given it up.
 func rounds(rows []input, absorb bool) []batch {
 	rows = byStage(rows)
-	seen := make(map[input]bool, len(rows))
-	depth := make(map[string]int, len(rows))
-	firstAt := make(map[string]int, len(rows)) // where in out[0] each id's first input is
+	// One map, by tracking id, where a map keyed by the whole input found
+	// the exact repeats: hashing every field of every input was up to a
+	// tenth of the projector's CPU. An input can only repeat one of its own tracking
+	// id, found down the chain of those kept before it (prev).
+	type idState struct {
+		depth   int // its inputs in batches so far
+		firstAt int // where in out[0] its first input is
+		last    int // the last of its inputs kept, in rows
+	}
+	ids := make(map[string]*idState, len(rows))
+	states := make([]idState, 0, len(rows))
+	prev := make([]int, len(rows))
 	var out []batch
-	for _, r := range rows {
-		if seen[r] {
+	for i, r := range rows {
+		st := ids[r.trackingID]
+		if st == nil {
+			states = append(states, idState{last: -1})
+			st = &states[len(states)-1]
+			ids[r.trackingID] = st
+		}
+		repeat := false
+		for j := st.last; j >= 0; j = prev[j] {
+			if rows[j] == r {
+				repeat = true
+				break
+			}
+		}
+		if repeat {
 			continue
 		}
-		seen[r] = true
-		k := depth[r.trackingID]
+		prev[i], st.last = st.last, i
+		k := st.depth
 		if k > 0 && r.stage < StageCompleted {
 			// Its earlier events, all before completion too (state
 			// order), are folded into its input in the first batch.
-			out[0][firstAt[r.trackingID]].fold(r)
+			out[0][st.firstAt].fold(r)
 			continue
 		}
 		// Only its first completion (k == 1 after its fold) may be
 		// folded: the one that comes first decides.
-		if absorb && k == 1 && out[0][firstAt[r.trackingID]].absorb(r) {
+		if absorb && k == 1 && out[0][st.firstAt].absorb(r) {
 			continue
 		}
 		if k == 0 {
 			if len(out) == 0 {
-				out = append(out, nil)
+				// Room for every payment: most batches are this one.
+				out = append(out, make(batch, 0, len(rows)))
 			}
-			firstAt[r.trackingID] = len(out[0])
+			st.firstAt = len(out[0])
 		}
-		depth[r.trackingID] = k + 1
+		st.depth = k + 1
 		if k == len(out) {
 			out = append(out, nil)
 		}
