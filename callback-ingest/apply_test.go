@@ -139,6 +139,30 @@ func TestApplierAppliesKeptCallback(t *testing.T) {
 	}
 }
 
+// TestApplierQuietOverAnAppliedCallback: a callback the handler applied
+// (every callback, normally) is settled by the applier without a line at
+// info level: the handler logged its outcome, and a line per callback
+// twice over cost the applier a good part of its CPU.
+func TestApplierQuietOverAnAppliedCallback(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 0)
+	id := uuid.NewString()
+	e.requestDispatched(payment(id))
+	e.startApplier()
+	if status, got := e.post(http.MethodPost, id, bytes.NewReader([]byte(freshReceipt(string(readFixture(t, "success")))))); status != 200 || got != bodyAccepted {
+		t.Fatalf("answer %d %s", status, got)
+	}
+	e.waitApplied()
+	if n, _ := e.completed(id); n != 1 {
+		t.Errorf("%d stk.completed, want 1", n)
+	}
+	for line := range strings.Lines(e.logs.String()) {
+		if strings.Contains(line, `"applier":true`) {
+			t.Errorf("the applier logged over an applied callback: %s", line)
+		}
+	}
+}
+
 // TestApplierAfterPublishFailed: the handler kept the callback but could
 // not publish its outcome (the STK stream refused it); once the stream takes
 // messages again the applier publishes it.

@@ -224,6 +224,9 @@ func (h *handler) callback(c echo.Context) error {
 		return err
 	}
 	source, allowed := h.sources.Allowed(a.r)
+	if !allowed || a.readErr != nil || !a.idOK || a.unauthentic != "" {
+		a.log = h.refusedLog(a)
+	}
 	switch {
 	case !allowed:
 		return h.refuseSource(c, a, source)
@@ -236,9 +239,13 @@ func (h *handler) callback(c echo.Context) error {
 	}
 	cb, err := ParseCallback(a.in.body)
 	if err != nil {
+		a.log = h.refusedLog(a)
 		return h.refuseMalformed(c, a, err)
 	}
-	log := a.log.With(
+	// One logger for the callback's every line, built in one go (each
+	// slog.Logger.With formats its attributes anew).
+	log := h.log.With(
+		"tracking_id", a.logID, "callback_id", a.in.id,
 		"checkout_request_id", cb.CheckoutRequestID,
 		"merchant_request_id", cb.MerchantRequestID,
 		"result_code", cb.ResultCode,
@@ -246,11 +253,20 @@ func (h *handler) callback(c echo.Context) error {
 	return h.keepAndApply(c, log, a, cb)
 }
 
+// refusedLog is the logger of a refused callback.
+func (h *handler) refusedLog(a arrival) *slog.Logger {
+	return h.log.With("tracking_id", a.logID, "callback_id", a.in.id)
+}
+
 // arrival is what callback knows of a callback before deciding on it.
 type arrival struct {
-	r   *http.Request
-	log *slog.Logger
-	in  *delivery
+	r *http.Request
+	// log is the logger of a callback refused (its tracking id and
+	// callback id); one to be matched has a logger of its own, with what
+	// it says (callback).
+	log   *slog.Logger
+	logID string
+	in    *delivery
 	// id is the canonical tracking id; idOK says the path was well formed.
 	id   string
 	idOK bool
@@ -273,12 +289,11 @@ func (h *handler) arrive(c echo.Context) (a arrival, done bool, err error) {
 		logID = pathForLog(r.URL.Path)
 	}
 	in := h.received(r, id)
-	log := h.log.With("tracking_id", logID, "callback_id", in.id)
 
 	body, readErr := readBody(c.Response(), r)
 	var tooBig *http.MaxBytesError
 	if errors.As(readErr, &tooBig) {
-		log.Warn("callback rejected: body too large", "limit", MaxBodyBytes)
+		h.log.Warn("callback rejected: body too large", "tracking_id", logID, "callback_id", in.id, "limit", MaxBodyBytes)
 		return a, true, c.JSON(http.StatusRequestEntityTooLarge, tooLarge)
 	}
 	in.body = body
@@ -296,7 +311,7 @@ func (h *handler) arrive(c echo.Context) (a arrival, done bool, err error) {
 	if idOK {
 		unauthentic = h.tokenProblem(id, token)
 	}
-	return arrival{r: r, log: log, in: in, id: id, idOK: idOK, unauthentic: unauthentic, readErr: readErr}, false, nil
+	return arrival{r: r, logID: logID, in: in, id: id, idOK: idOK, unauthentic: unauthentic, readErr: readErr}, false, nil
 }
 
 // refuseSource keeps and refuses a callback from a source the allowlist
@@ -917,9 +932,16 @@ func lastEvent[E events.Event](ctx context.Context, js jetstream.JetStream, s je
 // lastEventAt is lastEvent with the event's envelope time: when its
 // publisher (another service, on its own clock) published it.
 func lastEventAt[E events.Event](ctx context.Context, js jetstream.JetStream, s jetstream.Stream, typ, id string) (E, time.Time, error) {
-	var zero E
 	subject := events.Subject(typ, id)
 	msg, err := events.LastMsg(ctx, js, s, subject)
+	e, at, err := decodeLast[E](subject, id, msg, err)
+	return e, at, err
+}
+
+// decodeLast is lastEventAt's decoding of the newest message on subject,
+// msg, as it was read (err).
+func decodeLast[E events.Event](subject, id string, msg *jetstream.RawStreamMsg, err error) (E, time.Time, error) {
+	var zero E
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return zero, time.Time{}, errNotFound
 	}
