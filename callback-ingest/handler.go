@@ -632,6 +632,12 @@ type lookups struct {
 // The reads that do depend on these stay after them: the push's attempt
 // record (pushAnswer) is read only once stk.dispatched was not found, and
 // the receipt is claimed (checked) only once no outcome was.
+//
+// stk.completed is asked of the stream's leader at once: it is normally
+// not stored yet when the callback comes, and a direct get's "not found"
+// (which any replica may answer) is confirmed with the leader in any case
+// (events.LastMsg), a second round trip after the first. The leader's
+// answer is the one that confirmation would have given.
 func (h *handler) lookUp(ctx context.Context, id string) lookups {
 	var l lookups
 	var wg sync.WaitGroup
@@ -639,7 +645,9 @@ func (h *handler) lookUp(ctx context.Context, id string) lookups {
 		l.disp, l.dispAt, l.dispErr = lastEventAt[events.Dispatched](ctx, h.js, h.stream, events.TypeDispatched, id)
 	})
 	wg.Go(func() {
-		l.done, l.doneErr = lastEvent[events.Completed](ctx, h.js, h.stream, events.TypeCompleted, id)
+		// A payment's outcome is normally not stored yet when its callback
+		// comes; that "not found" would be confirmed with the leader.
+		l.done, l.doneErr = lastEventFromLeader[events.Completed](ctx, h.js, h.stream, events.TypeCompleted, id)
 	})
 	l.req, l.reqErr = lastEvent[events.Requested](ctx, h.js, h.stream, events.TypeRequested, id)
 	wg.Wait()
@@ -936,6 +944,17 @@ func lastEventAt[E events.Event](ctx context.Context, js jetstream.JetStream, s 
 	msg, err := events.LastMsg(ctx, js, s, subject)
 	e, at, err := decodeLast[E](subject, id, msg, err)
 	return e, at, err
+}
+
+// lastEventFromLeader is lastEvent asking the stream's leader at once
+// (events.LastMsgFromLeader): for an event that is usually not there yet,
+// whose "not found" lastEvent would ask the leader to confirm anyway, it
+// is one round trip instead of two, and the same answer.
+func lastEventFromLeader[E events.Event](ctx context.Context, js jetstream.JetStream, s jetstream.Stream, typ, id string) (E, error) {
+	subject := events.Subject(typ, id)
+	msg, err := events.LastMsgFromLeader(ctx, js, s.CachedInfo().Config.Name, subject)
+	e, _, err := decodeLast[E](subject, id, msg, err)
+	return e, err
 }
 
 // decodeLast is lastEventAt's decoding of the newest message on subject,
