@@ -441,7 +441,7 @@ func (h *handler) keepAndApply(c echo.Context, log *slog.Logger, a arrival, cb C
 	failpoint.Crash(failpoint.CallbackAfterKeep)
 	ctx, cancel = h.opContext(r)
 	defer cancel()
-	ctx, span := h.traceCallback(ctx, r, id, in.at)
+	ctx, span := h.traceCallback(ctx, r, id, in.at, m.requestHeader)
 	defer span.End()
 	log = tracing.Logger(log, ctx)
 	if err := h.apply(ctx, log, m, cb); err != nil {
@@ -487,10 +487,13 @@ type matched struct {
 	late *events.Completed
 	// retry: what the stream knows of the payment could not be read now;
 	// the applier tries again.
-	retry  bool
-	req    events.Requested
-	status int
-	answer Answer
+	retry bool
+	req   events.Requested
+	// requestHeader is the headers of the payment's stored stk.requested
+	// (its traceparent: traceCallback), nil when it was not found.
+	requestHeader nats.Header
+	status        int
+	answer        Answer
 }
 
 // Reasons of a callback kept on stkcb.received.<id> (its
@@ -521,12 +524,13 @@ const (
 // receivedAt is when the callback arrived (the applier passes the kept
 // copy's time, not its own): how soon after the push a failure came is
 // measured from it (confirmation).
-func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Callback, receivedAt time.Time) matched {
+func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Callback, receivedAt time.Time) (m matched) {
 	unreadable := func(status int, answer Answer) matched {
 		return matched{keepAs: events.UnmatchedUnverified, status: status, answer: answer}
 	}
 	retry := matched{note: reasonUnverified, retry: true, status: http.StatusServiceUnavailable, answer: unavailable}
 	l := h.lookUp(ctx, id)
+	defer func() { m.requestHeader = l.reqHeader }()
 	req, err := l.req, l.reqErr
 	switch {
 	case errors.Is(err, errNotFound):
@@ -613,13 +617,14 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 // stk.requested, stk.dispatched (with its envelope time) and stk.completed,
 // each with the error of its lookup (errNotFound when there is none).
 type lookups struct {
-	req     events.Requested
-	reqErr  error
-	disp    events.Dispatched
-	dispAt  time.Time
-	dispErr error
-	done    events.Completed
-	doneErr error
+	req       events.Requested
+	reqHeader nats.Header
+	reqErr    error
+	disp      events.Dispatched
+	dispAt    time.Time
+	dispErr   error
+	done      events.Completed
+	doneErr   error
 }
 
 // lookUp reads the payment's requested, dispatched and completed events at
@@ -649,7 +654,11 @@ func (h *handler) lookUp(ctx context.Context, id string) lookups {
 		// comes; that "not found" would be confirmed with the leader.
 		l.done, l.doneErr = lastEventFromLeader[events.Completed](ctx, h.js, h.stream, events.TypeCompleted, id)
 	})
-	l.req, l.reqErr = lastEvent[events.Requested](ctx, h.js, h.stream, events.TypeRequested, id)
+	subject := events.Subject(events.TypeRequested, id)
+	msg, err := events.LastMsg(ctx, h.js, h.stream, subject)
+	if l.req, _, l.reqErr = decodeLast[events.Requested](subject, id, msg, err); l.reqErr == nil {
+		l.reqHeader = msg.Header
+	}
 	wg.Wait()
 	return l
 }
