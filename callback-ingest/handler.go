@@ -444,7 +444,7 @@ func (h *handler) keepAndApply(c echo.Context, log *slog.Logger, a arrival, cb C
 	ctx, span := h.traceCallback(ctx, r, id, in.at, m.requestHeader)
 	defer span.End()
 	log = tracing.Logger(log, ctx)
-	if err := h.apply(ctx, log, m, cb); err != nil {
+	if err := h.apply(ctx, log, m, cb, in.id); err != nil {
 		tracing.Fail(span, err)
 		return c.JSON(http.StatusServiceUnavailable, unavailable)
 	}
@@ -741,19 +741,23 @@ func setReceiptHolder(h nats.Header, m matched) {
 	h.Set(events.CallbackHeaderReceiptHolder, m.holder)
 }
 
-// apply publishes what m says of a kept callback: its stk.completed, or its
+// apply publishes what m says of a kept callback (callbackID, the kept
+// copy's events.CallbackHeaderID): its stk.completed, or its
 // stk.late_result. An error means nothing may have been stored: the applier
 // tries again (the events' Nats-Msg-Id and match's look at the stored
 // outcome make a second try harmless).
-func (h *handler) apply(ctx context.Context, log *slog.Logger, m matched, cb Callback) error {
+func (h *handler) apply(ctx context.Context, log *slog.Logger, m matched, cb Callback, callbackID string) error {
 	if m.late != nil {
 		return h.lateResult(ctx, log, *m.late, cb)
 	}
-	return h.complete(ctx, log, m.req, cb)
+	return h.complete(ctx, log, m.req, cb, callbackID)
 }
 
-// complete publishes the stk.completed of a matched callback.
-func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Requested, cb Callback) error {
+// complete publishes the stk.completed of a matched callback, naming the
+// kept copy it comes from (events.CallbackHeaderID): the applier, finding
+// that name on the stored outcome, knows the copy applied without reading
+// either (Applier.appliedFrom).
+func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Requested, cb Callback, callbackID string) error {
 	ev := events.Completed{
 		Payment:           req.Payment,
 		ResultCode:        cb.ResultCode,
@@ -767,7 +771,11 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Req
 		ev.Receipt = cb.Receipt
 		ev.TransactionDate = cb.TransactionDate
 	}
-	ack, err := h.pub.Publish(ctx, ev)
+	var header nats.Header
+	if callbackID != "" {
+		header = nats.Header{events.CallbackHeaderID: []string{callbackID}}
+	}
+	ack, err := h.pub.PublishWithHeader(ctx, ev, header)
 	if err != nil {
 		log.Error("publish stk.completed", "error", err)
 		return err
