@@ -984,15 +984,14 @@ func decodeLast[E events.Event](subject, id string, msg *jetstream.RawStreamMsg,
 	if err != nil {
 		return zero, time.Time{}, fmt.Errorf("get %s: %w", subject, err)
 	}
-	env, ev, err := events.Decode(msg.Data)
+	env, err := events.DecodeAs[E](msg.Data)
 	if err != nil {
 		return zero, time.Time{}, fmt.Errorf("decode %s: %w", subject, err)
 	}
-	e, ok := ev.(E)
-	if !ok || env.Subject != id {
+	if env.Subject != id {
 		return zero, time.Time{}, fmt.Errorf("%w: %s holds %s for %q", events.ErrMalformed, subject, env.Type, env.Subject)
 	}
-	return e, env.Time, nil
+	return env.Data, env.Time, nil
 }
 
 // readBody reads at most MaxBodyBytes; more is an *http.MaxBytesError. On
