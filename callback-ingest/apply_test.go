@@ -139,6 +139,19 @@ func TestApplierAppliesKeptCallback(t *testing.T) {
 	}
 }
 
+// paid is a dispatched payment whose success callback (a receipt of its
+// own) the handler has taken and answered as accepted.
+func (e *testEnv) paid() string {
+	e.t.Helper()
+	id := uuid.NewString()
+	e.requestDispatched(payment(id))
+	body := []byte(freshReceipt(string(readFixture(e.t, "success"))))
+	if status, got := e.post(http.MethodPost, id, bytes.NewReader(body)); status != 200 || got != bodyAccepted {
+		e.t.Fatalf("answer %d %s", status, got)
+	}
+	return id
+}
+
 // TestApplierQuietOverAnAppliedCallback: a callback the handler applied
 // (every callback, normally) is settled by the applier without a line at
 // info level: the handler logged its outcome, and a line per callback
@@ -146,12 +159,8 @@ func TestApplierAppliesKeptCallback(t *testing.T) {
 func TestApplierQuietOverAnAppliedCallback(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 0)
-	id := uuid.NewString()
-	e.requestDispatched(payment(id))
 	e.startApplier()
-	if status, got := e.post(http.MethodPost, id, bytes.NewReader([]byte(freshReceipt(string(readFixture(t, "success")))))); status != 200 || got != bodyAccepted {
-		t.Fatalf("answer %d %s", status, got)
-	}
+	id := e.paid()
 	e.waitApplied()
 	if n, _ := e.completed(id); n != 1 {
 		t.Errorf("%d stk.completed, want 1", n)
@@ -172,11 +181,7 @@ func TestApplierQuietOverAnAppliedCallback(t *testing.T) {
 func TestCompletedNamesItsKeptCallback(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 0)
-	id := uuid.NewString()
-	e.requestDispatched(payment(id))
-	if status, got := e.post(http.MethodPost, id, bytes.NewReader([]byte(freshReceipt(string(readFixture(t, "success")))))); status != 200 || got != bodyAccepted {
-		t.Fatalf("answer %d %s", status, got)
-	}
+	id := e.paid()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	kept, err := e.callbackStream().GetLastMsgForSubject(ctx, events.CallbackSubjectReceived(id))
