@@ -139,6 +139,75 @@ func TestApplierAppliesKeptCallback(t *testing.T) {
 	}
 }
 
+// paid is a dispatched payment whose success callback (a receipt of its
+// own) the handler has taken and answered as accepted.
+func (e *testEnv) paid() string {
+	e.t.Helper()
+	id := uuid.NewString()
+	e.requestDispatched(payment(id))
+	body := []byte(freshReceipt(string(readFixture(e.t, "success"))))
+	if status, got := e.post(http.MethodPost, id, bytes.NewReader(body)); status != 200 || got != bodyAccepted {
+		e.t.Fatalf("answer %d %s", status, got)
+	}
+	return id
+}
+
+// TestApplierQuietOverAnAppliedCallback: a callback the handler applied
+// (every callback, normally) is settled by the applier without a line at
+// info level: the handler logged its outcome, and a line per callback
+// twice over cost the applier a good part of its CPU.
+func TestApplierQuietOverAnAppliedCallback(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 0)
+	e.startApplier()
+	id := e.paid()
+	e.waitApplied()
+	if n, _ := e.completed(id); n != 1 {
+		t.Errorf("%d stk.completed, want 1", n)
+	}
+	for line := range strings.Lines(e.logs.String()) {
+		if strings.Contains(line, `"applier":true`) {
+			t.Errorf("the applier logged over an applied callback: %s", line)
+		}
+	}
+}
+
+// TestCompletedNamesItsKeptCallback: the stk.completed the handler
+// publishes names the kept copy it was published from
+// (events.CallbackHeaderID), and the applier settles that copy from the
+// name alone (appliedFrom): the outcome was published from that very
+// callback, so match would decide nothing. Another copy's name, or none,
+// is no such proof.
+func TestCompletedNamesItsKeptCallback(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 0)
+	id := e.paid()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kept, err := e.callbackStream().GetLastMsgForSubject(ctx, events.CallbackSubjectReceived(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keptID := kept.Header.Get(events.CallbackHeaderID)
+	_, done := e.completed(id)
+	if got := done.Header.Get(events.CallbackHeaderID); got == "" || got != keptID {
+		t.Fatalf("stk.completed names callback %q, want the kept copy's %q", got, keptID)
+	}
+	a, err := NewApplier(Options{JS: e.ns.JS, Stream: e.ns.Stream, Conn: e.ns.Conn, Secrets: testSecrets,
+		Logger: slog.New(slog.DiscardHandler)}, testApplyAfter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.appliedFrom(ctx, id, keptID) {
+		t.Error("appliedFrom the kept copy = false, want true")
+	}
+	for _, other := range []string{uuid.NewString(), ""} {
+		if a.appliedFrom(ctx, id, other) {
+			t.Errorf("appliedFrom %q = true, want false", other)
+		}
+	}
+}
+
 // TestApplierAfterPublishFailed: the handler kept the callback but could
 // not publish its outcome (the STK stream refused it); once the stream takes
 // messages again the applier publishes it.
@@ -507,7 +576,7 @@ func TestCompletionRacedByNoAnswer(t *testing.T) {
 	}
 	e.publish("stkgate/reconciler", events.Completed{Payment: payment(id), ResultCode: events.CodeNoAnswer,
 		ResultDesc: "no answer", Source: events.SourceDispatcher, CompletedAt: clock})
-	if err := h.apply(ctx, slog.New(slog.DiscardHandler), m, cb); err != nil {
+	if err := h.apply(ctx, slog.New(slog.DiscardHandler), m, cb, ""); err != nil {
 		t.Fatal(err)
 	}
 	if c := e.completedEvent(id); c.ResultCode != events.CodeNoAnswer {

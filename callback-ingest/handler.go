@@ -224,6 +224,9 @@ func (h *handler) callback(c echo.Context) error {
 		return err
 	}
 	source, allowed := h.sources.Allowed(a.r)
+	if !allowed || a.readErr != nil || !a.idOK || a.unauthentic != "" {
+		a.log = h.refusedLog(a)
+	}
 	switch {
 	case !allowed:
 		return h.refuseSource(c, a, source)
@@ -236,9 +239,13 @@ func (h *handler) callback(c echo.Context) error {
 	}
 	cb, err := ParseCallback(a.in.body)
 	if err != nil {
+		a.log = h.refusedLog(a)
 		return h.refuseMalformed(c, a, err)
 	}
-	log := a.log.With(
+	// One logger for the callback's every line, built in one go (each
+	// slog.Logger.With formats its attributes anew).
+	log := h.log.With(
+		"tracking_id", a.logID, "callback_id", a.in.id,
 		"checkout_request_id", cb.CheckoutRequestID,
 		"merchant_request_id", cb.MerchantRequestID,
 		"result_code", cb.ResultCode,
@@ -246,11 +253,20 @@ func (h *handler) callback(c echo.Context) error {
 	return h.keepAndApply(c, log, a, cb)
 }
 
+// refusedLog is the logger of a refused callback.
+func (h *handler) refusedLog(a arrival) *slog.Logger {
+	return h.log.With("tracking_id", a.logID, "callback_id", a.in.id)
+}
+
 // arrival is what callback knows of a callback before deciding on it.
 type arrival struct {
-	r   *http.Request
-	log *slog.Logger
-	in  *delivery
+	r *http.Request
+	// log is the logger of a callback refused (its tracking id and
+	// callback id); one to be matched has a logger of its own, with what
+	// it says (callback).
+	log   *slog.Logger
+	logID string
+	in    *delivery
 	// id is the canonical tracking id; idOK says the path was well formed.
 	id   string
 	idOK bool
@@ -273,12 +289,11 @@ func (h *handler) arrive(c echo.Context) (a arrival, done bool, err error) {
 		logID = pathForLog(r.URL.Path)
 	}
 	in := h.received(r, id)
-	log := h.log.With("tracking_id", logID, "callback_id", in.id)
 
 	body, readErr := readBody(c.Response(), r)
 	var tooBig *http.MaxBytesError
 	if errors.As(readErr, &tooBig) {
-		log.Warn("callback rejected: body too large", "limit", MaxBodyBytes)
+		h.log.Warn("callback rejected: body too large", "tracking_id", logID, "callback_id", in.id, "limit", MaxBodyBytes)
 		return a, true, c.JSON(http.StatusRequestEntityTooLarge, tooLarge)
 	}
 	in.body = body
@@ -296,7 +311,7 @@ func (h *handler) arrive(c echo.Context) (a arrival, done bool, err error) {
 	if idOK {
 		unauthentic = h.tokenProblem(id, token)
 	}
-	return arrival{r: r, log: log, in: in, id: id, idOK: idOK, unauthentic: unauthentic, readErr: readErr}, false, nil
+	return arrival{r: r, logID: logID, in: in, id: id, idOK: idOK, unauthentic: unauthentic, readErr: readErr}, false, nil
 }
 
 // refuseSource keeps and refuses a callback from a source the allowlist
@@ -426,10 +441,10 @@ func (h *handler) keepAndApply(c echo.Context, log *slog.Logger, a arrival, cb C
 	failpoint.Crash(failpoint.CallbackAfterKeep)
 	ctx, cancel = h.opContext(r)
 	defer cancel()
-	ctx, span := h.traceCallback(ctx, r, id, in.at)
+	ctx, span := h.traceCallback(ctx, r, id, in.at, m.requestHeader)
 	defer span.End()
 	log = tracing.Logger(log, ctx)
-	if err := h.apply(ctx, log, m, cb); err != nil {
+	if err := h.apply(ctx, log, m, cb, in.id); err != nil {
 		tracing.Fail(span, err)
 		return c.JSON(http.StatusServiceUnavailable, unavailable)
 	}
@@ -472,10 +487,13 @@ type matched struct {
 	late *events.Completed
 	// retry: what the stream knows of the payment could not be read now;
 	// the applier tries again.
-	retry  bool
-	req    events.Requested
-	status int
-	answer Answer
+	retry bool
+	req   events.Requested
+	// requestHeader is the headers of the payment's stored stk.requested
+	// (its traceparent: traceCallback), nil when it was not found.
+	requestHeader nats.Header
+	status        int
+	answer        Answer
 }
 
 // Reasons of a callback kept on stkcb.received.<id> (its
@@ -506,12 +524,13 @@ const (
 // receivedAt is when the callback arrived (the applier passes the kept
 // copy's time, not its own): how soon after the push a failure came is
 // measured from it (confirmation).
-func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Callback, receivedAt time.Time) matched {
+func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Callback, receivedAt time.Time) (m matched) {
 	unreadable := func(status int, answer Answer) matched {
 		return matched{keepAs: events.UnmatchedUnverified, status: status, answer: answer}
 	}
 	retry := matched{note: reasonUnverified, retry: true, status: http.StatusServiceUnavailable, answer: unavailable}
 	l := h.lookUp(ctx, id)
+	defer func() { m.requestHeader = l.reqHeader }()
 	req, err := l.req, l.reqErr
 	switch {
 	case errors.Is(err, errNotFound):
@@ -598,13 +617,14 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 // stk.requested, stk.dispatched (with its envelope time) and stk.completed,
 // each with the error of its lookup (errNotFound when there is none).
 type lookups struct {
-	req     events.Requested
-	reqErr  error
-	disp    events.Dispatched
-	dispAt  time.Time
-	dispErr error
-	done    events.Completed
-	doneErr error
+	req       events.Requested
+	reqHeader nats.Header
+	reqErr    error
+	disp      events.Dispatched
+	dispAt    time.Time
+	dispErr   error
+	done      events.Completed
+	doneErr   error
 }
 
 // lookUp reads the payment's requested, dispatched and completed events at
@@ -617,6 +637,12 @@ type lookups struct {
 // The reads that do depend on these stay after them: the push's attempt
 // record (pushAnswer) is read only once stk.dispatched was not found, and
 // the receipt is claimed (checked) only once no outcome was.
+//
+// stk.completed is asked of the stream's leader at once: it is normally
+// not stored yet when the callback comes, and a direct get's "not found"
+// (which any replica may answer) is confirmed with the leader in any case
+// (events.LastMsg), a second round trip after the first. The leader's
+// answer is the one that confirmation would have given.
 func (h *handler) lookUp(ctx context.Context, id string) lookups {
 	var l lookups
 	var wg sync.WaitGroup
@@ -624,9 +650,15 @@ func (h *handler) lookUp(ctx context.Context, id string) lookups {
 		l.disp, l.dispAt, l.dispErr = lastEventAt[events.Dispatched](ctx, h.js, h.stream, events.TypeDispatched, id)
 	})
 	wg.Go(func() {
-		l.done, l.doneErr = lastEvent[events.Completed](ctx, h.js, h.stream, events.TypeCompleted, id)
+		// A payment's outcome is normally not stored yet when its callback
+		// comes; that "not found" would be confirmed with the leader.
+		l.done, l.doneErr = lastEventFromLeader[events.Completed](ctx, h.js, h.stream, events.TypeCompleted, id)
 	})
-	l.req, l.reqErr = lastEvent[events.Requested](ctx, h.js, h.stream, events.TypeRequested, id)
+	subject := events.Subject(events.TypeRequested, id)
+	msg, err := events.LastMsg(ctx, h.js, h.stream, subject)
+	if l.req, _, l.reqErr = decodeLast[events.Requested](subject, id, msg, err); l.reqErr == nil {
+		l.reqHeader = msg.Header
+	}
 	wg.Wait()
 	return l
 }
@@ -709,19 +741,23 @@ func setReceiptHolder(h nats.Header, m matched) {
 	h.Set(events.CallbackHeaderReceiptHolder, m.holder)
 }
 
-// apply publishes what m says of a kept callback: its stk.completed, or its
+// apply publishes what m says of a kept callback (callbackID, the kept
+// copy's events.CallbackHeaderID): its stk.completed, or its
 // stk.late_result. An error means nothing may have been stored: the applier
 // tries again (the events' Nats-Msg-Id and match's look at the stored
 // outcome make a second try harmless).
-func (h *handler) apply(ctx context.Context, log *slog.Logger, m matched, cb Callback) error {
+func (h *handler) apply(ctx context.Context, log *slog.Logger, m matched, cb Callback, callbackID string) error {
 	if m.late != nil {
 		return h.lateResult(ctx, log, *m.late, cb)
 	}
-	return h.complete(ctx, log, m.req, cb)
+	return h.complete(ctx, log, m.req, cb, callbackID)
 }
 
-// complete publishes the stk.completed of a matched callback.
-func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Requested, cb Callback) error {
+// complete publishes the stk.completed of a matched callback, naming the
+// kept copy it comes from (events.CallbackHeaderID): the applier, finding
+// that name on the stored outcome, knows the copy applied without reading
+// either (Applier.appliedFrom).
+func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Requested, cb Callback, callbackID string) error {
 	ev := events.Completed{
 		Payment:           req.Payment,
 		ResultCode:        cb.ResultCode,
@@ -735,7 +771,11 @@ func (h *handler) complete(ctx context.Context, log *slog.Logger, req events.Req
 		ev.Receipt = cb.Receipt
 		ev.TransactionDate = cb.TransactionDate
 	}
-	ack, err := h.pub.Publish(ctx, ev)
+	var header nats.Header
+	if callbackID != "" {
+		header = nats.Header{events.CallbackHeaderID: []string{callbackID}}
+	}
+	ack, err := h.pub.PublishWithHeader(ctx, ev, header)
 	if err != nil {
 		log.Error("publish stk.completed", "error", err)
 		return err
@@ -917,24 +957,41 @@ func lastEvent[E events.Event](ctx context.Context, js jetstream.JetStream, s je
 // lastEventAt is lastEvent with the event's envelope time: when its
 // publisher (another service, on its own clock) published it.
 func lastEventAt[E events.Event](ctx context.Context, js jetstream.JetStream, s jetstream.Stream, typ, id string) (E, time.Time, error) {
-	var zero E
 	subject := events.Subject(typ, id)
 	msg, err := events.LastMsg(ctx, js, s, subject)
+	e, at, err := decodeLast[E](subject, id, msg, err)
+	return e, at, err
+}
+
+// lastEventFromLeader is lastEvent asking the stream's leader at once
+// (events.LastMsgFromLeader): for an event that is usually not there yet,
+// whose "not found" lastEvent would ask the leader to confirm anyway, it
+// is one round trip instead of two, and the same answer.
+func lastEventFromLeader[E events.Event](ctx context.Context, js jetstream.JetStream, s jetstream.Stream, typ, id string) (E, error) {
+	subject := events.Subject(typ, id)
+	msg, err := events.LastMsgFromLeader(ctx, js, s.CachedInfo().Config.Name, subject)
+	e, _, err := decodeLast[E](subject, id, msg, err)
+	return e, err
+}
+
+// decodeLast is lastEventAt's decoding of the newest message on subject,
+// msg, as it was read (err).
+func decodeLast[E events.Event](subject, id string, msg *jetstream.RawStreamMsg, err error) (E, time.Time, error) {
+	var zero E
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return zero, time.Time{}, errNotFound
 	}
 	if err != nil {
 		return zero, time.Time{}, fmt.Errorf("get %s: %w", subject, err)
 	}
-	env, ev, err := events.Decode(msg.Data)
+	env, err := events.DecodeAs[E](msg.Data)
 	if err != nil {
 		return zero, time.Time{}, fmt.Errorf("decode %s: %w", subject, err)
 	}
-	e, ok := ev.(E)
-	if !ok || env.Subject != id {
+	if env.Subject != id {
 		return zero, time.Time{}, fmt.Errorf("%w: %s holds %s for %q", events.ErrMalformed, subject, env.Type, env.Subject)
 	}
-	return e, env.Time, nil
+	return env.Data, env.Time, nil
 }
 
 // readBody reads at most MaxBodyBytes; more is an *http.MaxBytesError. On

@@ -90,7 +90,7 @@ func TestApplierShortcutDecidesAsMatch(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			log := slog.New(slog.DiscardHandler)
-			shortcut := a.applied(ctx, log, id, cb)
+			shortcut := a.applied(ctx, func() *slog.Logger { return log }, id, cb)
 			if shortcut != tt.shortcut {
 				t.Fatalf("applied = %v, want %v", shortcut, tt.shortcut)
 			}

@@ -7,7 +7,6 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
@@ -21,14 +20,14 @@ import (
 // projector. Without tracing, or without a stored traceparent (a payment
 // requested while tracing was off), the span is ctx's own, which is a
 // no-op, or a new trace's root.
-func (h *handler) traceCallback(ctx context.Context, r *http.Request, id string, arrived time.Time) (context.Context, trace.Span) {
+//
+// stored is the headers of the payment's stk.requested as match read them
+// (matched.requestHeader): the request is stored once and never changes,
+// so a second read of it would only cost a round trip.
+func (h *handler) traceCallback(ctx context.Context, r *http.Request, id string, arrived time.Time, stored map[string][]string) (context.Context, trace.Span) {
 	tr := h.pub.Tracer
 	if tr == nil {
 		return ctx, trace.SpanFromContext(ctx)
-	}
-	var stored map[string][]string
-	if msg, err := events.LastMsg(ctx, h.js, h.stream, events.Subject(events.TypeRequested, id)); err == nil {
-		stored = msg.Header
 	}
 	ctx, span := tracing.StartJoined(ctx, tr, r, stored, arrived)
 	span.SetName(r.Method + " " + RoutePrefix + "*")

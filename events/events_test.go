@@ -178,6 +178,9 @@ func TestDecodeRejects(t *testing.T) {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("Decode = %v, %v; want ErrMalformed", ev, err)
 			}
+			if env, err := DecodeAs[Requested](tc.body); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("DecodeAs = %+v, %v; want ErrMalformed", env, err)
+			}
 		})
 	}
 }
@@ -220,4 +223,28 @@ func TestCallbackURL(t *testing.T) {
 			t.Errorf("CallbackURL(%q) without a token = %q, want %q", base, got, want)
 		}
 	}
+}
+
+// BenchmarkDecode: an stk.requested read whole by Decode and by DecodeAs.
+func BenchmarkDecode(b *testing.B) {
+	body, err := os.ReadFile(filepath.Join("testdata", "requested.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := Decode(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("DecodeAs", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DecodeAs[Requested](body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

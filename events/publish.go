@@ -3,8 +3,10 @@ package events
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
@@ -29,6 +31,12 @@ type Publisher struct {
 // event is stored once. opts are added to the publish's own (its
 // Nats-Msg-Id, the expected stream).
 func (p *Publisher) Publish(ctx context.Context, ev Event, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	return p.PublishWithHeader(ctx, ev, nil, opts...)
+}
+
+// PublishWithHeader is Publish with header's values added to the message's
+// headers (header itself is not changed; nil adds none).
+func (p *Publisher) PublishWithHeader(ctx context.Context, ev Event, header nats.Header, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	now := time.Now
 	if p.Now != nil {
 		now = p.Now
@@ -39,9 +47,15 @@ func (p *Publisher) Publish(ctx context.Context, ev Event, opts ...jetstream.Pub
 	}
 	opts = append([]jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName)}, opts...)
 	if p.Tracer != nil {
-		return p.publishTraced(ctx, subject, ev.Base().TrackingID, body, opts)
+		return p.publishTraced(ctx, subject, ev.Base().TrackingID, body, header, opts)
 	}
-	ack, err := p.JS.Publish(ctx, subject, body, opts...)
+	var ack *jetstream.PubAck
+	if header == nil {
+		ack, err = p.JS.Publish(ctx, subject, body, opts...)
+	} else {
+		// A copy: the publish adds its own headers to the message's.
+		ack, err = p.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: maps.Clone(header), Data: body}, opts...)
+	}
 	observePublish(p.Metrics, ev, ack, err)
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", subject, err)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
@@ -111,5 +112,32 @@ func TestEnsureStreamUpdatesADifferentStream(t *testing.T) {
 	}
 	if want := events.StreamConfig(1); info.Config.MaxAge != want.MaxAge || info.Config.Duplicates != want.Duplicates {
 		t.Errorf("stream not brought up to date: %+v", info.Config)
+	}
+}
+
+// TestPublishWithHeader: the header's values are stored with the event,
+// beside the publish's own, and the caller's header is left as it was.
+func TestPublishWithHeader(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pub := &events.Publisher{JS: ns.JS, Source: "test"}
+	ev := events.Requested{Payment: events.Payment{TrackingID: "0192f0a1-aaaa-7bbb-8ccc-000000000002", Client: "acme", Phone: "254712345678", Amount: 10, Reference: "R1"}}
+	header := nats.Header{"Stkgate-Test": []string{"x"}}
+	if _, err := pub.PublishWithHeader(ctx, ev, header); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := ns.Stream.GetLastMsgForSubject(ctx, "stk.requested.0192f0a1-aaaa-7bbb-8ccc-000000000002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := msg.Header.Get("Stkgate-Test"); got != "x" {
+		t.Errorf("Stkgate-Test = %q, want x", got)
+	}
+	if got := msg.Header.Get(jetstream.MsgIDHeader); got != "0192f0a1-aaaa-7bbb-8ccc-000000000002:requested" {
+		t.Errorf("Nats-Msg-Id = %q", got)
+	}
+	if len(header) != 1 {
+		t.Errorf("the caller's header was changed: %v", header)
 	}
 }

@@ -69,6 +69,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"specversion":"1.0","type":"stk.completed","data":null}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		env, ev, err := events.Decode(body)
+		decodesAs(t, body, ev, err)
 		if err != nil {
 			if !errors.Is(err, events.ErrMalformed) {
 				t.Fatalf("error not ErrMalformed: %v", err)
@@ -91,6 +92,37 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-reading changed the event (-first +again):\n%s", diff)
 		}
 	})
+}
+
+// decodesAs checks events.DecodeAs of each type against Decode's answer
+// (ev, err) for body: it takes body as the type Decode read, with the same
+// event, and refuses it as any other, or when Decode did.
+func decodesAs(t *testing.T, body []byte, ev events.Event, err error) {
+	t.Helper()
+	check := func(typ string, got events.Event, gotErr error) {
+		t.Helper()
+		want := err == nil && ev.Type() == typ
+		switch {
+		case want && gotErr != nil:
+			t.Fatalf("DecodeAs %s refused what Decode took: %v", typ, gotErr)
+		case !want && gotErr == nil:
+			t.Fatalf("DecodeAs %s took what Decode refused or read as another type (%v)", typ, err)
+		case !want && !errors.Is(gotErr, events.ErrMalformed):
+			t.Fatalf("DecodeAs %s: error not ErrMalformed: %v", typ, gotErr)
+		case want:
+			if diff := cmp.Diff(ev, got); diff != "" {
+				t.Fatalf("DecodeAs %s read another event (-Decode +DecodeAs):\n%s", typ, diff)
+			}
+		}
+	}
+	r, rErr := events.DecodeAs[events.Requested](body)
+	check(events.TypeRequested, r.Data, rErr)
+	d, dErr := events.DecodeAs[events.Dispatched](body)
+	check(events.TypeDispatched, d.Data, dErr)
+	c, cErr := events.DecodeAs[events.Completed](body)
+	check(events.TypeCompleted, c.Data, cErr)
+	l, lErr := events.DecodeAs[events.LateResult](body)
+	check(events.TypeLateResult, l.Data, lErr)
 }
 
 // FuzzCallbackPath: whatever the path, the parser never panics, what it

@@ -125,10 +125,17 @@ const AckTimeout = 5 * time.Second
 // so a failure is logged, with what that redelivery means (again: "the
 // payment will be checked again"), and not returned.
 func Ack(ctx context.Context, log *slog.Logger, msg jetstream.Msg, again string) {
+	AckLazy(ctx, func() *slog.Logger { return log }, msg, again)
+}
+
+// AckLazy is Ack with a logger built only when there is something to log:
+// for a handler whose per-message logger (slog.Logger.With) would cost
+// more than the rest of its common path.
+func AckLazy(ctx context.Context, log func() *slog.Logger, msg jetstream.Msg, again string) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), AckTimeout)
 	defer cancel()
 	if err := msg.DoubleAck(actx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-		log.Warn("ack not confirmed: "+again, "error", err)
+		log().Warn("ack not confirmed: "+again, "error", err)
 	}
 }
 
@@ -139,8 +146,13 @@ const MinNakDelay = 10 * time.Millisecond
 // Nak hands msg back for redelivery after delay (at least MinNakDelay). A
 // failed nak is logged: unacked, msg comes back after its AckWait anyway.
 func Nak(log *slog.Logger, msg jetstream.Msg, delay time.Duration) {
+	NakLazy(func() *slog.Logger { return log }, msg, delay)
+}
+
+// NakLazy is Nak with a logger built only when the nak fails (AckLazy).
+func NakLazy(log func() *slog.Logger, msg jetstream.Msg, delay time.Duration) {
 	if err := msg.NakWithDelay(max(delay, MinNakDelay)); err != nil {
-		log.Warn("nak failed: the message comes back after its ack wait", "error", err)
+		log().Warn("nak failed: the message comes back after its ack wait", "error", err)
 	}
 }
 
