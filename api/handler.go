@@ -171,6 +171,8 @@ type Handler struct {
 	stopWaiting context.CancelFunc
 	// metrics is nil when metrics are off.
 	metrics *metrics.Registry
+	// traced: traceRoutes traces every request.
+	traced bool
 	// webhookPolicy and webhookLookup check callback_url.
 	webhookPolicy webhook.Policy
 	webhookLookup webhook.Lookup
@@ -308,20 +310,54 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.e.ServeH
 // that draining does not wait on Daraja.
 func (h *Handler) StopWaiting() { h.stopWaiting() }
 
-// Keys of the values the middleware and handlers share on echo.Context.
+// reqContext is a request's echo.Context with what the middleware and
+// handlers share about it: its client (authenticate) and its payment's
+// tracking id. logRequests makes it and hands it down the chain; echo's
+// own store (c.Set) made a map and boxed each value, every request.
+type reqContext struct {
+	echo.Context
+	client, trackingID string
+}
+
+// Keys of the same values on a context that is not a reqContext: one
+// made outside logRequests (a test), and echo's own, before logRequests
+// and after it, where the tracing middleware reads the tracking id
+// (logRequests copies it there when tracing is on).
 const (
 	ctxClient     = "stkgate.client"
 	ctxTrackingID = "stkgate.tracking_id"
 )
 
 func clientOf(c echo.Context) string {
+	if rc, ok := c.(*reqContext); ok {
+		return rc.client
+	}
 	s, _ := c.Get(ctxClient).(string)
 	return s
 }
 
 func trackingIDOf(c echo.Context) string {
+	if rc, ok := c.(*reqContext); ok {
+		return rc.trackingID
+	}
 	s, _ := c.Get(ctxTrackingID).(string)
 	return s
+}
+
+func setClient(c echo.Context, client string) {
+	if rc, ok := c.(*reqContext); ok {
+		rc.client = client
+		return
+	}
+	c.Set(ctxClient, client)
+}
+
+func setTrackingID(c echo.Context, id string) {
+	if rc, ok := c.(*reqContext); ok {
+		rc.trackingID = id
+		return
+	}
+	c.Set(ctxTrackingID, id)
 }
 
 // Errors the handlers return; handleError turns them into answers.
@@ -407,21 +443,27 @@ func (h *Handler) handleError(err error, c echo.Context) {
 // logRequests logs every request once it is answered (never its token or
 // body), answers the errors of the handlers, and turns a panic into a 500.
 func (h *Handler) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
+	return func(ec echo.Context) (err error) {
 		start := time.Now()
+		c := &reqContext{Context: ec}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
 				err = fmt.Errorf("panic: %v", p)
-				h.log.Error("panic in handler", "tracking_id", trackingIDOf(c), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				h.log.Error("panic in handler", "tracking_id", c.trackingID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			}
 			if err != nil {
-				c.Error(err)
+				// ec.Error would answer with ec, which knows neither
+				// the client nor the tracking id.
+				h.handleError(err, c)
 				err = nil
 			}
 			h.logAccess(c, start)
+			if h.traced && c.trackingID != "" {
+				ec.Set(ctxTrackingID, c.trackingID) // for the server span (traceRoutes)
+			}
 		}()
 		return next(c)
 	}
@@ -514,7 +556,7 @@ func (h *Handler) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if client == "" {
 			return errUnauthenticated
 		}
-		c.Set(ctxClient, client)
+		setClient(c, client)
 		return next(c)
 	}
 }
@@ -601,7 +643,7 @@ func (h *Handler) create(c echo.Context) error {
 		if err := h.checkCallbackURL(c.Request().Context(), client, &req); err != nil {
 			return err
 		}
-		c.Set(ctxTrackingID, id)
+		setTrackingID(c, id)
 		return h.accept(c, client, id, req, start, nil)
 	}
 	// Under a key, only the callback_url's form is checked before the
@@ -616,7 +658,7 @@ func (h *Handler) create(c echo.Context) error {
 
 	id, held, takenOver, err := h.claimKey(c.Request().Context(), client, key, req, id)
 	if id != "" {
-		c.Set(ctxTrackingID, id)
+		setTrackingID(c, id)
 	}
 	if err != nil {
 		return err
@@ -714,9 +756,12 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 	if err != nil {
 		return err
 	}
-	h.log.Info("stk push accepted", "tracking_id", id, "client", client, "phone", events.MaskPhone(req.Phone), "amount", req.Amount,
-		"reference_len", len(req.Reference), "stream_seq", ack.Sequence, "duplicate", ack.Duplicate,
-		"mode", string(h.mode), "idempotency_key", held != nil)
+	// Typed attrs, the line's bytes as Info's: Info boxed each value.
+	h.log.LogAttrs(context.Background(), slog.LevelInfo, "stk push accepted",
+		slog.String("tracking_id", id), slog.String("client", client), slog.String("phone", events.MaskPhone(req.Phone)),
+		slog.Int64("amount", req.Amount), slog.Int("reference_len", len(req.Reference)),
+		slog.Uint64("stream_seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate),
+		slog.String("mode", string(h.mode)), slog.Bool("idempotency_key", held != nil))
 	return h.answerAccepted(c, wait, client, id, start)
 }
 
@@ -882,7 +927,7 @@ func (e *maybeStoredError) Unwrap() error { return e.lost }
 func (h *Handler) get(c echo.Context) error {
 	id := c.Param("tracking_id")
 	if _, err := uuid.Parse(id); err == nil {
-		c.Set(ctxTrackingID, id)
+		setTrackingID(c, id)
 	}
 	// The read finishes even when the client hangs up: cancelling it
 	// costs Postgres a connection of its own (lib/pq's cancel request) and
