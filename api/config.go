@@ -120,6 +120,10 @@ type Config struct {
 	Tracing tracing.Config
 	// Logger receives the api's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// AccessLogger receives the access lines below 500 (Options'); nil
+	// means Logger. The binary's holds its lines for up to
+	// service.AccessFlushInterval (service.Loggers).
+	AccessLogger *slog.Logger
 	// Metrics is where the api counts (metrics.Run makes it from
 	// API_METRICS_ADDR); nil: metrics off.
 	Metrics *metrics.Registry

@@ -28,6 +28,7 @@ func TestConfigLogged(t *testing.T) {
 			"ReadTimeout: not read from the environment",
 			"IdleTimeout: not read from the environment",
 			"Logger: not a setting",
+			"AccessLogger: not a setting",
 			"Metrics: not a setting",
 			"Tracing.Exporter: tests only",
 		},

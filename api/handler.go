@@ -94,6 +94,11 @@ type Options struct {
 	PublishTimeout time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// AccessLogger receives the access lines (one a request answered)
+	// below 500: lines that may be held and lost in a crash
+	// (service.Loggers' Access). nil means Logger. The access line of a
+	// 5xx and every line of a payment go to Logger.
+	AccessLogger *slog.Logger
 	// Now is the clock of RequestedAt and the envelopes; nil means time.Now.
 	Now func() time.Time
 	// IdempotencyTTL is how long an Idempotency-Key is kept from its first
@@ -148,6 +153,7 @@ type Handler struct {
 	syncTimeout    time.Duration
 	publishTimeout time.Duration
 	log            *slog.Logger
+	access         *slog.Logger
 	now            func() time.Time
 	idemTTL        time.Duration
 	idemLease      time.Duration
@@ -165,6 +171,8 @@ type Handler struct {
 	stopWaiting context.CancelFunc
 	// metrics is nil when metrics are off.
 	metrics *metrics.Registry
+	// traced: traceRoutes traces every request.
+	traced bool
 	// webhookPolicy and webhookLookup check callback_url.
 	webhookPolicy webhook.Policy
 	webhookLookup webhook.Lookup
@@ -189,6 +197,7 @@ func NewHandler(o Options) (*Handler, error) {
 		syncTimeout:    o.SyncTimeout,
 		publishTimeout: o.PublishTimeout,
 		log:            o.Logger,
+		access:         o.AccessLogger,
 		now:            o.Now,
 		idemTTL:        o.IdempotencyTTL,
 		idemLease:      o.IdempotencyLease,
@@ -215,6 +224,9 @@ func NewHandler(o Options) (*Handler, error) {
 	}
 	if h.log == nil {
 		h.log = slog.Default()
+	}
+	if h.access == nil {
+		h.access = h.log
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -298,20 +310,54 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.e.ServeH
 // that draining does not wait on Daraja.
 func (h *Handler) StopWaiting() { h.stopWaiting() }
 
-// Keys of the values the middleware and handlers share on echo.Context.
+// reqContext is a request's echo.Context with what the middleware and
+// handlers share about it: its client (authenticate) and its payment's
+// tracking id. logRequests makes it and hands it down the chain; echo's
+// own store (c.Set) made a map and boxed each value, every request.
+type reqContext struct {
+	echo.Context
+	client, trackingID string
+}
+
+// Keys of the same values on a context that is not a reqContext: one
+// made outside logRequests (a test), and echo's own, before logRequests
+// and after it, where the tracing middleware reads the tracking id
+// (logRequests copies it there when tracing is on).
 const (
 	ctxClient     = "stkgate.client"
 	ctxTrackingID = "stkgate.tracking_id"
 )
 
 func clientOf(c echo.Context) string {
+	if rc, ok := c.(*reqContext); ok {
+		return rc.client
+	}
 	s, _ := c.Get(ctxClient).(string)
 	return s
 }
 
 func trackingIDOf(c echo.Context) string {
+	if rc, ok := c.(*reqContext); ok {
+		return rc.trackingID
+	}
 	s, _ := c.Get(ctxTrackingID).(string)
 	return s
+}
+
+func setClient(c echo.Context, client string) {
+	if rc, ok := c.(*reqContext); ok {
+		rc.client = client
+		return
+	}
+	c.Set(ctxClient, client)
+}
+
+func setTrackingID(c echo.Context, id string) {
+	if rc, ok := c.(*reqContext); ok {
+		rc.trackingID = id
+		return
+	}
+	c.Set(ctxTrackingID, id)
 }
 
 // Errors the handlers return; handleError turns them into answers.
@@ -397,46 +443,68 @@ func (h *Handler) handleError(err error, c echo.Context) {
 // logRequests logs every request once it is answered (never its token or
 // body), answers the errors of the handlers, and turns a panic into a 500.
 func (h *Handler) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
+	return func(ec echo.Context) (err error) {
 		start := time.Now()
+		c := &reqContext{Context: ec}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
 				err = fmt.Errorf("panic: %v", p)
-				h.log.Error("panic in handler", "tracking_id", trackingIDOf(c), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				h.log.Error("panic in handler", "tracking_id", c.trackingID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			}
 			if err != nil {
-				c.Error(err)
+				// ec.Error would answer with ec, which knows neither
+				// the client nor the tracking id.
+				h.handleError(err, c)
 				err = nil
 			}
-			status := c.Response().Status
-			level := slog.LevelInfo
-			if status >= 500 {
-				level = slog.LevelWarn
+			h.logAccess(c, start)
+			if h.traced && c.trackingID != "" {
+				ec.Set(ctxTrackingID, c.trackingID) // for the server span (traceRoutes)
 			}
-			// Room for every attr below: appending to a slice of six grew
-			// it on every authenticated request.
-			attrs := make([]slog.Attr, 0, 8)
-			attrs = append(attrs,
-				slog.String("method", c.Request().Method),
-				slog.String("path", shortPath(c)),
-				slog.Int("status", status),
-				slog.Duration("duration", time.Since(start)),
-				slog.Int64("bytes", c.Response().Size),
-				slog.String("remote", c.Request().RemoteAddr),
-			)
-			if cl := clientOf(c); cl != "" {
-				attrs = append(attrs, slog.String("client", cl))
-			}
-			if id := trackingIDOf(c); id != "" {
-				attrs = append(attrs, slog.String("tracking_id", id))
-			}
-			h.log.LogAttrs(c.Request().Context(), level, "request", attrs...)
 		}()
 		return next(c)
 	}
+}
+
+// logAccess logs the access line of c, a request begun at start: on the
+// access logger (held, written in batches) below 500, on the logger
+// (written at once) from 500. The record goes to the handler itself:
+// Logger.LogAttrs would look up its caller's pc, which no handler here
+// shows (no AddSource), for a tenth of the line's cost.
+func (h *Handler) logAccess(c echo.Context, start time.Time) {
+	status := c.Response().Status
+	level, log := slog.LevelInfo, h.access
+	if status >= 500 {
+		level, log = slog.LevelWarn, h.log
+	}
+	ctx := c.Request().Context()
+	handler := log.Handler()
+	if !handler.Enabled(ctx, level) {
+		return
+	}
+	// Room for every attr below: appending to a slice of six grew it on
+	// every authenticated request.
+	attrs := make([]slog.Attr, 0, 8)
+	attrs = append(attrs,
+		slog.String("method", c.Request().Method),
+		slog.String("path", shortPath(c)),
+		slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)),
+		slog.Int64("bytes", c.Response().Size),
+		slog.String("remote", c.Request().RemoteAddr),
+	)
+	if cl := clientOf(c); cl != "" {
+		attrs = append(attrs, slog.String("client", cl))
+	}
+	if id := trackingIDOf(c); id != "" {
+		attrs = append(attrs, slog.String("tracking_id", id))
+	}
+	r := slog.NewRecord(time.Now(), level, "request", 0)
+	r.AddAttrs(attrs...)
+	_ = handler.Handle(ctx, r)
 }
 
 // shortPath is the request's path, cut short: it is the client's text.
@@ -488,7 +556,7 @@ func (h *Handler) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if client == "" {
 			return errUnauthenticated
 		}
-		c.Set(ctxClient, client)
+		setClient(c, client)
 		return next(c)
 	}
 }
@@ -575,7 +643,7 @@ func (h *Handler) create(c echo.Context) error {
 		if err := h.checkCallbackURL(c.Request().Context(), client, &req); err != nil {
 			return err
 		}
-		c.Set(ctxTrackingID, id)
+		setTrackingID(c, id)
 		return h.accept(c, client, id, req, start, nil)
 	}
 	// Under a key, only the callback_url's form is checked before the
@@ -590,7 +658,7 @@ func (h *Handler) create(c echo.Context) error {
 
 	id, held, takenOver, err := h.claimKey(c.Request().Context(), client, key, req, id)
 	if id != "" {
-		c.Set(ctxTrackingID, id)
+		setTrackingID(c, id)
 	}
 	if err != nil {
 		return err
@@ -688,9 +756,12 @@ func (h *Handler) accept(c echo.Context, client, id string, req Request, start t
 	if err != nil {
 		return err
 	}
-	h.log.Info("stk push accepted", "tracking_id", id, "client", client, "phone", events.MaskPhone(req.Phone), "amount", req.Amount,
-		"reference_len", len(req.Reference), "stream_seq", ack.Sequence, "duplicate", ack.Duplicate,
-		"mode", string(h.mode), "idempotency_key", held != nil)
+	// Typed attrs, the line's bytes as Info's: Info boxed each value.
+	h.log.LogAttrs(context.Background(), slog.LevelInfo, "stk push accepted",
+		slog.String("tracking_id", id), slog.String("client", client), slog.String("phone", events.MaskPhone(req.Phone)),
+		slog.Int64("amount", req.Amount), slog.Int("reference_len", len(req.Reference)),
+		slog.Uint64("stream_seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate),
+		slog.String("mode", string(h.mode)), slog.Bool("idempotency_key", held != nil))
 	return h.answerAccepted(c, wait, client, id, start)
 }
 
@@ -873,7 +944,7 @@ func (e *maybeStoredError) Unwrap() error { return e.lost }
 func (h *Handler) get(c echo.Context) error {
 	id := c.Param("tracking_id")
 	if _, err := uuid.Parse(id); err == nil {
-		c.Set(ctxTrackingID, id)
+		setTrackingID(c, id)
 	}
 	// The read finishes even when the client hangs up: cancelling it
 	// costs Postgres a connection of its own (lib/pq's cancel request) and

@@ -875,3 +875,38 @@ func TestPollAccessLine(t *testing.T) {
 		t.Error("the token is in the logs")
 	}
 }
+
+// TestAccessLinesToTheAccessLogger: with an AccessLogger (whose lines
+// may be held and lost in a crash: service.Loggers), every access line
+// below 500 goes there and nothing else does; the payment's own lines and
+// the access line of a 5xx go to the Logger, written at once.
+func TestAccessLinesToTheAccessLogger(t *testing.T) {
+	t.Parallel()
+	access := &logtest.Buffer{}
+	e := newTestEnv(t, func(o *Options) { o.AccessLogger = slog.New(slog.NewJSONHandler(access, nil)) })
+	r := e.post(t, acmeToken, validBody)
+	if r.status != http.StatusAccepted {
+		t.Fatalf("status %d: %s", r.status, r.raw)
+	}
+	id, _ := r.body["tracking_id"].(string)
+	if nf := e.get(t, acmeToken, uuid.Must(uuid.NewV7()).String()); nf.status != http.StatusNotFound {
+		t.Fatalf("poll of an unknown id: %d", nf.status)
+	}
+	if err := e.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.get(t, acmeToken, id); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("poll without Postgres: %d %s", r.status, r.raw)
+	}
+	count := func(s, sub string) int { return strings.Count(s, sub) }
+	a, l := access.String(), e.logs.String()
+	if count(a, `"msg":"request","method":"POST"`) != 1 || count(a, `"status":404`) != 1 {
+		t.Errorf("access log %q, want the 202's and the 404's lines", a)
+	}
+	if strings.Contains(a, "stk push accepted") || strings.Contains(a, `"status":503`) {
+		t.Errorf("access log %q holds a payment's line or a 5xx's", a)
+	}
+	if !strings.Contains(l, `"msg":"stk push accepted"`) || count(l, `"msg":"request"`) != 1 || !strings.Contains(l, `"status":503`) {
+		t.Errorf("logs %q, want the accepted line and the 503's access line alone", l)
+	}
+}

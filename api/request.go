@@ -186,15 +186,17 @@ func decodeJSON(body []byte) (map[string]value, error) {
 		return nil, notJSON(err)
 	}
 	// Check has read the first value whole: it is well-formed, no key is
-	// repeated, so one Decode reads the object (the token walk it once
-	// took cost as much again as Check).
+	// repeated, so one Unmarshal reads the object (the token walk it once
+	// took cost as much again as Check). Unmarshal succeeds exactly when
+	// the body is one value and whitespace; on its error, the Decoder's
+	// walk (firstObject) says what is wrong, as it always has: a Decoder
+	// for every body copied it into a buffer of its own.
 	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
 		return nil, badRequest("The request body must be a JSON object.")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
 	var raws map[string]json.RawMessage
-	if err := dec.Decode(&raws); err != nil {
-		return nil, notJSON(err)
+	if err := json.Unmarshal(body, &raws); err != nil {
+		return nil, firstObject(body, err)
 	}
 	for key, raw := range raws {
 		if !known(key) {
@@ -206,10 +208,22 @@ func decodeJSON(body []byte) (map[string]value, error) {
 		}
 		fields[key] = v
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, badRequest("The request body must be a single JSON object.")
-	}
 	return fields, nil
+}
+
+// firstObject is the answer to body, a JSON object by its first byte,
+// that json.Unmarshal refused with err: the first value's error, or, when
+// the first value reads, what follows it.
+func firstObject(body []byte, err error) *RequestError {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raws map[string]json.RawMessage
+	if derr := dec.Decode(&raws); derr != nil {
+		return notJSON(derr)
+	}
+	if _, terr := dec.Token(); terr != io.EOF {
+		return badRequest("The request body must be a single JSON object.")
+	}
+	return notJSON(err) // not reached: the Decoder found the body sound
 }
 
 // notJSON is the answer to a body that does not parse. The parser's own
@@ -243,6 +257,9 @@ func jsonValue(raw json.RawMessage) (value, error) {
 	}
 	switch c := raw[0]; {
 	case c == '"':
+		if s, ok := plainString(raw); ok {
+			return value{kind: kindString, text: s}, nil
+		}
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return value{}, err
@@ -260,6 +277,27 @@ func jsonValue(raw json.RawMessage) (value, error) {
 	default:
 		return value{kind: kindOther}, nil
 	}
+}
+
+// plainString is the JSON string raw (valid JSON, quotes included)
+// without decoding it, when decoding would change nothing: no escape, and
+// valid UTF-8 (encoding/json replaces what is not). Nor is it badUTF8.
+// Every ordinary field of an ordinary request is one; Unmarshal made a
+// decoder and scanned the string twice for each.
+func plainString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	in := raw[1 : len(raw)-1]
+	for _, b := range in {
+		if b == '\\' || b == '"' || b < 0x20 {
+			return "", false
+		}
+	}
+	if !utf8.Valid(in) {
+		return "", false
+	}
+	return string(in), true
 }
 
 // replaced reports whether decoding the JSON string raw into s made up a

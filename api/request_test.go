@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -399,5 +400,48 @@ func TestDecodeRequestMalformed(t *testing.T) {
 				t.Errorf("got %d %q %v; want 400 %q", re.Status, re.Message, re.Fields, tc.msg)
 			}
 		})
+	}
+}
+
+// BenchmarkDecodeRequest decodes and validates an ordinary request body,
+// as every accept does.
+func BenchmarkDecodeRequest(b *testing.B) {
+	body := []byte(validBody)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeRequest(ctJSON, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestJSONStringValues: a string field reads as encoding/json decodes it,
+// with badUTF8 where decoding made up a U+FFFD, whether or not it is
+// plain (plainString) enough to be taken as it is.
+func TestJSONStringValues(t *testing.T) {
+	t.Parallel()
+	for _, raw := range []string{
+		`""`, `"INV-2024-001"`, `"0712 345-678"`, `"Mpesa ✓ ünïcödé"`, `"\uFFFD literal: ` + "\uFFFD" + `"`,
+		`"a\"b"`, `"a\\b"`, `"tab\tescaped"`, `"\u00e9"`, `"\ud800"`, `"\ufffd"`, "\"bad \xff utf8\"", "\"cut \xe2\x82\"",
+		`"/slash\/"`, "\"\x7f del\"",
+	} {
+		got, err := jsonValue(json.RawMessage(raw))
+		if err != nil {
+			t.Errorf("%q: %v", raw, err)
+			continue
+		}
+		var want string
+		if err := json.Unmarshal([]byte(raw), &want); err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		wantBad := !utf8.Valid([]byte(raw)) || replaced(json.RawMessage(raw), want)
+		if got.kind != kindString || got.text != want || got.badUTF8 != wantBad {
+			t.Errorf("%q: %+v, want text %q badUTF8 %v", raw, got, want, wantBad)
+		}
+		inner := raw[1 : len(raw)-1]
+		_, plain := plainString([]byte(raw))
+		if wantPlain := !strings.Contains(inner, `\`) && utf8.ValidString(inner); plain != wantPlain {
+			t.Errorf("%q: plain %v, want %v", raw, plain, wantPlain)
+		}
 	}
 }

@@ -123,6 +123,7 @@ func handlerOptions(cfg Config, nc *nats.Conn, js jetstream.JetStream, db *sqlx.
 		DispatchMode: cfg.DispatchMode,
 		SyncTimeout:  cfg.SyncTimeout,
 		Logger:       cfg.Logger,
+		AccessLogger: cfg.AccessLogger,
 
 		IdempotencyTTL: cfg.IdempotencyTTL,
 

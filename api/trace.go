@@ -18,6 +18,7 @@ func (h *Handler) traceRoutes(tr trace.Tracer) {
 	if tr == nil {
 		return
 	}
+	h.traced = true
 	h.e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			r := c.Request()

@@ -105,7 +105,7 @@ func (h *Handler) webhookDeliveries(c echo.Context) error {
 		})
 		return &RequestError{Status: http.StatusBadRequest, Message: errs[0].Messages[0], Fields: errs}
 	}
-	c.Set(ctxTrackingID, id)
+	setTrackingID(c, id)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), readTimeout)
 	defer cancel()
 	ds, err := h.store.WebhookDeliveries(ctx, clientOf(c), id)

@@ -62,7 +62,7 @@ func TestMainsCallTheirReaders(t *testing.T) {
 					readers = append(readers, path)
 				case path == "github.com/stkgate/stkgate/events/kit/metrics" && sel.Sel.Name == "AddrSetting" && len(call.Args) > 1:
 					settings = append(settings, literal(call.Args[1]))
-				case path == "github.com/stkgate/stkgate/events/kit/service" && sel.Sel.Name == "Main" && len(call.Args) > 0:
+				case path == "github.com/stkgate/stkgate/events/kit/service" && (sel.Sel.Name == "Main" || sel.Sel.Name == "MainLogs") && len(call.Args) > 0:
 					names = append(names, literal(call.Args[0]))
 				}
 				return true

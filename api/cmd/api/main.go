@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 
 	"github.com/stkgate/stkgate/api"
@@ -15,13 +14,14 @@ import (
 )
 
 func main() {
-	service.Main("api", func(ctx context.Context, log *slog.Logger) error {
+	service.MainLogs("api", func(ctx context.Context, logs service.Loggers) error {
+		log := logs.Log
 		cfg, err := api.ConfigFromEnv(os.Getenv)
 		maddr, merr := metrics.AddrSetting(os.Getenv, "API_METRICS_ADDR", metrics.DefaultAPIAddr)
 		if err := errors.Join(err, merr); err != nil {
 			return service.ConfigError(err)
 		}
-		cfg.Logger = log
+		cfg.Logger, cfg.AccessLogger = log, logs.Access
 		log.Info("starting", "config", cfg, "metrics_addr", maddr)
 		return metrics.Run(ctx, maddr, "api", log, func(ctx context.Context, reg *metrics.Registry) error {
 			cfg.Metrics = reg

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,8 +32,13 @@ type Registry struct {
 	// consumers are the watched consumers (WatchConsumers).
 	consumers *consumerCollector
 
-	httpRequests  *prometheus.CounterVec
-	httpSeconds   *prometheus.HistogramVec
+	httpRequests *prometheus.CounterVec
+	httpSeconds  *prometheus.HistogramVec
+	// httpSeries holds the series of each httpKey seen: looked up in the
+	// vectors, each request hashed and compared its labels twice. Its
+	// keys are as bounded as the labels (route templates, methodLabel,
+	// codes).
+	httpSeries    sync.Map // httpKey → *httpPair
 	published     *prometheus.CounterVec
 	consumed      *prometheus.CounterVec
 	darajaReqs    *prometheus.CounterVec
@@ -131,8 +137,31 @@ func (r *Registry) HTTPRequest(route, method string, code int, took time.Duratio
 	if r == nil {
 		return
 	}
-	r.httpRequests.WithLabelValues(route, method, codeText(code)).Inc()
-	r.httpSeconds.WithLabelValues(route, method).Observe(took.Seconds())
+	if codeText(code) == "other" {
+		code = 0 // one key for every code out of range
+	}
+	k := httpKey{route: route, method: method, code: code}
+	p, ok := r.httpSeries.Load(k)
+	if !ok {
+		p, _ = r.httpSeries.LoadOrStore(k, &httpPair{
+			requests: r.httpRequests.WithLabelValues(route, method, codeText(code)),
+			seconds:  r.httpSeconds.WithLabelValues(route, method),
+		})
+	}
+	pair := p.(*httpPair)
+	pair.requests.Inc()
+	pair.seconds.Observe(took.Seconds())
+}
+
+// httpKey names the series of an HTTP request; httpPair are they.
+type httpKey struct {
+	route, method string
+	code          int
+}
+
+type httpPair struct {
+	requests prometheus.Counter
+	seconds  prometheus.Observer
 }
 
 // Published counts one publish of an event of type typ; result is ok,

@@ -56,7 +56,22 @@ func ConfigError(err error) error {
 // exits 2 when run returns a ConfigError, 1 for any other error, and
 // returns when run returns nil.
 func Main(name string, run func(ctx context.Context, log *slog.Logger) error) {
-	if code := mainWith(name, os.Getenv, os.Stderr, run); code != 0 {
+	MainLogs(name, func(ctx context.Context, logs Loggers) error { return run(ctx, logs.Log) })
+}
+
+// Loggers are a service's loggers, writing to the same stderr: Log writes
+// each line at once; Access holds its lines (LineWriter) for up to
+// AccessFlushInterval, and writes them before any line of Log and when the
+// service stops. Access is for lines that may be lost if the process dies
+// (SIGKILL, a crash): one line per HTTP request answered, never a line
+// that stands for a payment (accepted, published, failed).
+type Loggers struct {
+	Log, Access *slog.Logger
+}
+
+// MainLogs is Main whose run gets both loggers.
+func MainLogs(name string, run func(ctx context.Context, logs Loggers) error) {
+	if code := mainLogs(name, os.Getenv, os.Stderr, run); code != 0 {
 		os.Exit(code)
 	}
 }
@@ -69,10 +84,20 @@ const LogFormatEnv = "LOG_FORMAT"
 // the service's own configuration.
 func Settings() []string { return []string{LogFormatEnv, ProfileEnv} }
 
+// accessFlushInterval is AccessFlushInterval; a test lengthens it.
+var accessFlushInterval = AccessFlushInterval
+
 func mainWith(name string, getenv func(string) string, stderr io.Writer, run func(context.Context, *slog.Logger) error) int {
+	return mainLogs(name, getenv, stderr, func(ctx context.Context, logs Loggers) error { return run(ctx, logs.Log) })
+}
+
+func mainLogs(name string, getenv func(string) string, stderr io.Writer, run func(context.Context, Loggers) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := NewLogger(stderr, getenv(LogFormatEnv), name)
+	lines := NewLineWriter(stderr, accessFlushInterval, AccessBufferBytes)
+	defer lines.Close() // after every other deferred line: the held ones are written last
+	log := NewLogger(lines, getenv(LogFormatEnv), name)
+	logs := Loggers{Log: log, Access: NewLogger(lines.Buffered(), getenv(LogFormatEnv), name)}
 	slog.SetDefault(log)
 	if dir := getenv(ProfileEnv); dir != "" {
 		stopProfile, err := StartProfile(dir, name)
@@ -83,12 +108,13 @@ func mainWith(name string, getenv func(string) string, stderr io.Writer, run fun
 		defer stopProfile(log)
 	}
 
-	err := run(ctx, log)
+	err := run(ctx, logs)
 	var ce configError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ce):
+		_ = lines.Close() // the held lines before the configuration's errors
 		fmt.Fprintf(stderr, "%s: configuration:\n%v\n", name, ce.err)
 		return ExitConfig
 	default:
