@@ -253,28 +253,6 @@ func Decode(body []byte) (Envelope, Event, error) {
 	return env, ev, nil
 }
 
-// DecodeAs is Decode for a message that is to hold an event of type E,
-// in one pass: the envelope and its data are decoded together, where
-// Decode copies the data out and scans it again. It accepts what Decode
-// accepts as an E, and nothing else: any other message (another type
-// included) is ErrMalformed.
-func DecodeAs[E Event](body []byte) (EnvelopeOf[E], error) {
-	var env EnvelopeOf[E]
-	if err := json.Unmarshal(body, &env); err != nil {
-		return env, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
-	}
-	if env.SpecVersion != SpecVersion {
-		return env, fmt.Errorf("%w: specversion %q", ErrMalformed, env.SpecVersion)
-	}
-	if want := env.Data.Type(); env.Type != want {
-		return env, fmt.Errorf("%w: type %q, want %q", ErrMalformed, env.Type, want)
-	}
-	if p := env.Data.Base(); p.TrackingID == "" || p.TrackingID != env.Subject {
-		return env, fmt.Errorf("%w: data tracking_id %q does not match subject %q", ErrMalformed, p.TrackingID, env.Subject)
-	}
-	return env, nil
-}
-
 func decodeData(data json.RawMessage, v any) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return fmt.Errorf("%w: no data", ErrMalformed)
