@@ -66,6 +66,16 @@ const (
 	reasonLate = events.CallbackReasonLate
 )
 
+// unreadable is match's answer for a stored event that cannot be read,
+// which no retry mends.
+func unreadable(status int, answer Answer) matched {
+	return matched{keepAs: events.UnmatchedUnverified, status: status, answer: answer}
+}
+
+// retryLater is match's answer when a lookup failed: the callback is kept on
+// stkcb.received.<id>, where the applier tries again.
+var retryLater = matched{note: reasonUnverified, retry: true, status: http.StatusServiceUnavailable, answer: unavailable}
+
 // match checks the callback against what the stream knows of the payment.
 // The HTTP handler and the applier both decide through it.
 //
@@ -82,11 +92,12 @@ const (
 // receivedAt is when the callback arrived (the applier passes the kept
 // copy's time, not its own): how soon after the push a failure came is
 // measured from it (confirmation).
+//
+// In named steps: the payment's events read at once (lookUp), its request
+// found, the callback checked against its push (matchPush) and against a
+// stored outcome (classifyCompleted), then put through the checks of its
+// kind (checked).
 func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Callback, receivedAt time.Time) (m matched) {
-	unreadable := func(status int, answer Answer) matched {
-		return matched{keepAs: events.UnmatchedUnverified, status: status, answer: answer}
-	}
-	retry := matched{note: reasonUnverified, retry: true, status: http.StatusServiceUnavailable, answer: unavailable}
 	l := h.lookUp(ctx, id)
 	defer func() { m.requestHeader = l.reqHeader }()
 	req, err := l.req, l.reqErr
@@ -99,15 +110,46 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		return unreadable(http.StatusInternalServerError, internal)
 	case err != nil:
 		log.Error("look up stk.requested: the callback is kept for the applier", "error", err)
-		return retry
+		return retryLater
 	}
 
+	pushAt, m, ok := h.matchPush(ctx, log, id, cb, l, receivedAt)
+	if !ok {
+		return m
+	}
+	disp := l.disp
+
+	// A payment has one final outcome. Checking before publishing also
+	// covers a callback repeated after JetStream's duplicate window.
+	switch st, prev, err := h.classifyCompleted(log, cb, l.done, l.doneErr); {
+	case err != nil:
+		return retryLater
+	case st == stateRepeated:
+		return matched{note: reasonRepeated, status: http.StatusOK, answer: accepted}
+	case st == stateLate:
+		return h.matchLate(ctx, log, id, cb, req, prev, disp.CheckoutRequestID, receivedAt.Sub(pushAt))
+	case st == stateConflict:
+		return matched{keepAs: events.UnmatchedConflict, status: http.StatusOK, answer: accepted}
+	case st == stateUnreadable:
+		return unreadable(http.StatusOK, accepted)
+	}
+	if held, ok := h.checked(ctx, log, id, req.Payment, cb, receivedAt.Sub(pushAt)); !ok {
+		return held
+	}
+	return matched{publish: true, req: req}
+}
+
+// matchPush checks the callback against the push it answers: its
+// stk.dispatched, or, when that is not stored yet, the dispatcher's record
+// of the push (pushAnswer). pushAt is when the push was answered, from
+// which how fast a failure came is measured; ok false: m is match's answer.
+func (h *handler) matchPush(ctx context.Context, log *slog.Logger, id string, cb Callback, l lookups, receivedAt time.Time) (pushAt time.Time, m matched, ok bool) {
 	// How soon after its push a failure came (confirmation) is measured
 	// from the latest moment Daraja can have processed the push: its
 	// answer, which stk.dispatched follows, so a failure fast by it is
 	// surely fast. Not from the request: a request that waited its turn
 	// for the phone an hour was pushed just now.
-	pushAt := receivedAt
+	pushAt = receivedAt
 	disp, dispAt, err := l.disp, l.dispAt, l.dispErr
 	if err == nil {
 		pushAt = dispAt
@@ -129,46 +171,28 @@ func (h *handler) match(ctx context.Context, log *slog.Logger, id string, cb Cal
 		var checkoutID string
 		if pushAt, checkoutID, err = h.pushAnswer(ctx, log, id, receivedAt); err != nil {
 			log.Error("look up the push's attempt record: the callback is kept for the applier", "error", err)
-			return retry
+			return pushAt, retryLater, false
 		}
 		if checkoutID != "" && checkoutID != cb.CheckoutRequestID {
 			log.Warn("callback for another push",
 				append([]any{"recorded_checkout_request_id", checkoutID}, outcomeAttrs(cb)...)...)
-			return matched{keepAs: events.UnmatchedOtherPush, status: http.StatusOK, answer: accepted}
+			return pushAt, matched{keepAs: events.UnmatchedOtherPush, status: http.StatusOK, answer: accepted}, false
 		}
 	case errors.Is(err, events.ErrMalformed):
 		log.Error("stored stk.dispatched is unreadable", "error", err)
-		return unreadable(http.StatusInternalServerError, internal)
+		return pushAt, unreadable(http.StatusInternalServerError, internal), false
 	case err != nil:
 		log.Error("look up stk.dispatched: the callback is kept for the applier", "error", err)
-		return retry
+		return pushAt, retryLater, false
 	case disp.CheckoutRequestID != cb.CheckoutRequestID:
 		log.Warn("callback for another push",
 			append([]any{"dispatched_checkout_request_id", disp.CheckoutRequestID}, outcomeAttrs(cb)...)...)
-		return matched{keepAs: events.UnmatchedOtherPush, status: http.StatusOK, answer: accepted}
+		return pushAt, matched{keepAs: events.UnmatchedOtherPush, status: http.StatusOK, answer: accepted}, false
 	case disp.MerchantRequestID != cb.MerchantRequestID:
 		log.Warn("callback's MerchantRequestID differs from the push's",
 			"dispatched_merchant_request_id", disp.MerchantRequestID)
 	}
-
-	// A payment has one final outcome. Checking before publishing also
-	// covers a callback repeated after JetStream's duplicate window.
-	switch st, prev, err := h.classifyCompleted(log, cb, l.done, l.doneErr); {
-	case err != nil:
-		return retry
-	case st == stateRepeated:
-		return matched{note: reasonRepeated, status: http.StatusOK, answer: accepted}
-	case st == stateLate:
-		return h.matchLate(ctx, log, id, cb, req, prev, disp.CheckoutRequestID, receivedAt.Sub(pushAt))
-	case st == stateConflict:
-		return matched{keepAs: events.UnmatchedConflict, status: http.StatusOK, answer: accepted}
-	case st == stateUnreadable:
-		return unreadable(http.StatusOK, accepted)
-	}
-	if held, ok := h.checked(ctx, log, id, req.Payment, cb, receivedAt.Sub(pushAt)); !ok {
-		return held
-	}
-	return matched{publish: true, req: req}
+	return pushAt, matched{}, true
 }
 
 // lookups is what match reads of a payment in the STK stream: its newest
