@@ -99,7 +99,8 @@ func (a *Applier) Run(ctx context.Context) error {
 // acked once the stored outcome is found to be the one published from it
 // (appliedFrom: one lookup, nothing parsed or decoded). Its logger is built
 // only when a line is to be logged: the logger's With cost the applier a
-// fifth of its CPU on that path.
+// fifth of its CPU on that path. A callback not applied yet is matched and
+// then acted on as match says (act).
 func (a *Applier) handle(msg jetstream.Msg) {
 	h := a.h
 	id := events.TrackingIDOf(msg.Subject())
@@ -164,17 +165,28 @@ func (a *Applier) handle(msg jetstream.Msg) {
 	ctx, cancel = context.WithTimeout(context.Background(), h.timeout)
 	m := h.match(ctx, log, id, cb, receivedAt(msg, meta))
 	cancel()
+	if !a.act(log, msg, meta, id, cb, m, retry) {
+		return
+	}
+	worker.Ack(context.Background(), log, msg, "the callback will be looked at again")
+}
+
+// act does what m says of a kept callback: it holds it for Daraja's STK
+// query, publishes it, keeps it again for an operator, or leaves it. false:
+// msg was nak'ed to be tried again after retry.
+func (a *Applier) act(log *slog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata, id string, cb Callback, m matched, retry time.Duration) bool {
+	h := a.h
 	switch {
 	case m.retry:
 		worker.Nak(log, msg, retry)
-		return
+		return false
 	case m.confirm != "":
 		// Held for Daraja's STK query, as the handler would have held it
 		// had it matched it at once.
 		if err := a.keepForConfirmation(msg, meta.Sequence.Stream, id, m); err != nil {
 			log.Error("keep callback for confirmation", "error", err)
 			worker.Nak(log, msg, retry)
-			return
+			return false
 		}
 		log.Info("kept callback held for confirmation by Daraja's STK query", "confirm_reason", m.confirm)
 	case m.publish || m.late != nil:
@@ -183,7 +195,7 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		cancel()
 		if err != nil {
 			worker.Nak(log, msg, retry)
-			return
+			return false
 		}
 		if m.publish {
 			log.Warn("kept callback applied by the applier: its outcome was not in the stream")
@@ -194,14 +206,14 @@ func (a *Applier) handle(msg jetstream.Msg) {
 		if err := a.keepAgain(msg, meta.Sequence.Stream, m.keepOn, m.keepAs, "unmatched", m); err != nil {
 			log.Error("keep callback for an operator", "subject", m.keepOn, "error", err)
 			worker.Nak(log, msg, retry)
-			return
+			return false
 		}
 	case m.keepAs != "":
 		// Another push, an unknown id, a conflict: the copy stays where it
 		// is for an operator; match logged why.
 		log.Warn("kept callback not applied", "reason", m.keepAs)
 	}
-	worker.Ack(context.Background(), log, msg, "the callback will be looked at again")
+	return true
 }
 
 // applied says whether the payment's stored stk.completed is already cb's

@@ -39,6 +39,8 @@ type historyJSON struct {
 	History    []entry `json:"history"`
 }
 
+// history is history [--json] TRACKING_ID: everything kept of the payment
+// (historyOf), oldest first, as a table (printHistory) or as JSON.
 func (c *cmd) history(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("history", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "JSON for machines, with each message's body")
@@ -51,6 +53,24 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 		return usageErrorf("TRACKING_ID is not a UUID")
 	}
 	id := u.String()
+	es, err := c.historyOf(ctx, id)
+	if err != nil {
+		return err
+	}
+	sort.SliceStable(es, func(i, j int) bool { return es[i].At.Before(es[j].At) })
+	if len(es) == 0 {
+		return fmt.Errorf("nothing is kept of payment %s", id)
+	}
+	if *asJSON {
+		return writeJSON(c, historyJSON{id, es})
+	}
+	return c.printHistory(es)
+}
+
+// historyOf is what is kept of payment id: its events, pushes, kept
+// callbacks and dead letters in their streams, and its attempt record as it
+// is now (attemptEntry).
+func (c *cmd) historyOf(ctx context.Context, id string) ([]entry, error) {
 	var es []entry
 	add := func(source string, m jetstream.Msg, kind, summary string, headers map[string]string, body ...json.RawMessage) error {
 		md, err := m.Metadata()
@@ -77,7 +97,7 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 		}
 		return add(events.StreamName, m, ev.Type(), eventSummary(ev), nil)
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	// Its pushes: the attempt record as each push left.
 	if err := read(events.PushLogStreamName, []string{events.PushLogSubject(id)}, func(m jetstream.Msg) error {
@@ -87,7 +107,7 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 		}
 		return add(events.PushLogStreamName, m, "push", fmt.Sprintf("push call %d sent", a.Calls), nil, attemptBody(a))
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	// Its kept callbacks: applied, held for confirmation, refused with a
 	// valid token. (A callback refused before its tracking id was known is
@@ -104,7 +124,7 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 		}
 		return add(events.CallbackStreamName, m, "callback", callbackSummary(m, h), h)
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	// Its dead letters.
 	if err := read(events.DeadLetterStreamName, []string{events.DeadLetterSubject("*", id)}, func(m jetstream.Msg) error {
@@ -113,33 +133,44 @@ func (c *cmd) history(ctx context.Context, args []string) error {
 			h.Get(events.DeadLetterHeaderConsumer), h.Get(events.DeadLetterHeaderSubject), h.Get(events.DeadLetterHeaderStream),
 			h.Get(events.DeadLetterHeaderStreamSeq), h.Get(events.DeadLetterHeaderReason), mask.Digits(h.Get(events.DeadLetterHeaderTermReason))), nil)
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	// Its attempt record, as it is now.
+	a, found, err := c.attemptEntry(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		es = append(es, a)
+	}
+	return es, nil
+}
+
+// attemptEntry is the payment's attempt record as it is now; found false
+// when there is none (or no bucket).
+func (c *cmd) attemptEntry(ctx context.Context, id string) (e entry, found bool, err error) {
 	kv, err := c.js.KeyValue(ctx, events.AttemptsBucket)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
 	case err != nil:
-		return fmt.Errorf("bucket %s: %w", events.AttemptsBucket, err)
+		return entry{}, false, fmt.Errorf("bucket %s: %w", events.AttemptsBucket, err)
 	default:
 		a, rev, found, err := events.GetAttempt(ctx, kv, id)
 		switch {
 		case err != nil && !errors.Is(err, events.ErrMalformed):
-			return err
+			return entry{}, false, err
 		case err != nil:
-			es = append(es, entry{Source: events.AttemptsBucket, Seq: rev, Kind: "attempt", Summary: "unreadable: " + oneLine(err.Error())})
+			return entry{Source: events.AttemptsBucket, Seq: rev, Kind: "attempt", Summary: "unreadable: " + oneLine(err.Error())}, true, nil
 		case found:
-			es = append(es, entry{At: a.UpdatedAt.UTC(), Source: events.AttemptsBucket, Seq: rev, Kind: "attempt",
-				Summary: attemptSummary(a), Body: attemptBody(a)})
+			return entry{At: a.UpdatedAt.UTC(), Source: events.AttemptsBucket, Seq: rev, Kind: "attempt",
+				Summary: attemptSummary(a), Body: attemptBody(a)}, true, nil
 		}
 	}
-	sort.SliceStable(es, func(i, j int) bool { return es[i].At.Before(es[j].At) })
-	if len(es) == 0 {
-		return fmt.Errorf("nothing is kept of payment %s", id)
-	}
-	if *asJSON {
-		return writeJSON(c, historyJSON{id, es})
-	}
+	return entry{}, false, nil
+}
+
+// printHistory writes es as a table.
+func (c *cmd) printHistory(es []entry) error {
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TIME\tWHERE\tWHAT\tDETAIL")
 	for _, e := range es {

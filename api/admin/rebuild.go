@@ -2,23 +2,17 @@ package admin
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
-	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/api/projector"
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
 // rebuild-read-model: the read model (stk_pushes) rebuilt from the STK
@@ -115,6 +109,10 @@ type rebuilder struct {
 	rep         rebuildReport
 }
 
+// run rebuilds the read model, in named steps: under the advisory lock
+// (lock), it finds the live table (findLive), makes the rebuild's schema
+// and table afresh, copies the stream into it (copyAll), and then compares
+// (a dry run) or swaps.
 func (r *rebuilder) run(ctx context.Context) (err error) {
 	// The advisory lock is a session's: one connection for the whole run.
 	conn, err := r.db.Connx(ctx)
@@ -122,26 +120,14 @@ func (r *rebuilder) run(ctx context.Context) (err error) {
 		return fmt.Errorf("rebuild: %w", err)
 	}
 	defer conn.Close()
-	var got bool
-	if err := conn.GetContext(ctx, &got, `SELECT pg_try_advisory_lock($1)`, rebuildLockID); err != nil {
-		return fmt.Errorf("rebuild: lock: %w", err)
-	}
-	if !got {
-		return errors.New("rebuild: another rebuild-read-model is running on this database")
+	if err := r.lock(ctx, conn); err != nil {
+		return err
 	}
 	defer func() {
 		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, rebuildLockID)
 	}()
-
-	if err := conn.GetContext(ctx, &r.live, `SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.oid = 'stk_pushes'::regclass`); err != nil {
-		return fmt.Errorf("rebuild: find the live table: %w", err)
-	}
-	if err := conn.GetContext(ctx, &r.liveSeq, `SELECT pg_get_serial_sequence('stk_pushes', 'id')`); err != nil {
-		return fmt.Errorf("rebuild: find the live table's sequence: %w", err)
-	}
-	if r.live == rebuildSchema {
-		return fmt.Errorf("rebuild: the live stk_pushes is in schema %s, the rebuild's own", rebuildSchema)
+	if err := r.findLive(ctx, conn); err != nil {
+		return err
 	}
 	// A rebuild cut off earlier left its schema: it is ours, and stale.
 	if _, err := conn.ExecContext(ctx, `DROP SCHEMA IF EXISTS `+rebuildSchema+` CASCADE`); err != nil {
@@ -164,7 +150,51 @@ func (r *rebuilder) run(ctx context.Context) (err error) {
 	if err := r.prepareTable(ctx, conn); err != nil {
 		return err
 	}
+	if err := r.copyAll(ctx, conn); err != nil {
+		return err
+	}
+	if r.dryRun {
+		if err := r.compare(ctx, conn); err != nil {
+			return err
+		}
+		r.print(false, "")
+		return nil
+	}
+	return r.swap(ctx, conn)
+}
 
+// lock takes the rebuild's advisory lock on conn's session, or says that
+// another rebuild holds it; run releases it.
+func (r *rebuilder) lock(ctx context.Context, conn *sqlx.Conn) error {
+	var got bool
+	if err := conn.GetContext(ctx, &got, `SELECT pg_try_advisory_lock($1)`, rebuildLockID); err != nil {
+		return fmt.Errorf("rebuild: lock: %w", err)
+	}
+	if !got {
+		return errors.New("rebuild: another rebuild-read-model is running on this database")
+	}
+	return nil
+}
+
+// findLive finds the live table's schema and its id sequence.
+func (r *rebuilder) findLive(ctx context.Context, conn *sqlx.Conn) error {
+	if err := conn.GetContext(ctx, &r.live, `SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = 'stk_pushes'::regclass`); err != nil {
+		return fmt.Errorf("rebuild: find the live table: %w", err)
+	}
+	if err := conn.GetContext(ctx, &r.liveSeq, `SELECT pg_get_serial_sequence('stk_pushes', 'id')`); err != nil {
+		return fmt.Errorf("rebuild: find the live table's sequence: %w", err)
+	}
+	if r.live == rebuildSchema {
+		return fmt.Errorf("rebuild: the live stk_pushes is in schema %s, the rebuild's own", rebuildSchema)
+	}
+	return nil
+}
+
+// copyAll fills the rebuilt table: the live rows the stream lacks
+// (seedUnstreamed), the stream up to its last sequence, what was stored
+// meanwhile, and the live ids carried over.
+func (r *rebuilder) copyAll(ctx context.Context, conn *sqlx.Conn) error {
 	stream, err := r.js.Stream(ctx, events.StreamName)
 	if err != nil {
 		return fmt.Errorf("rebuild: stream %s: %w", events.StreamName, err)
@@ -197,241 +227,7 @@ func (r *rebuilder) run(ctx context.Context) (err error) {
 	r.rep.copyTook = time.Since(start)
 	// Most ids are carried over now, so that the locked pass has little
 	// left to do.
-	if err := r.carryOver(ctx, conn); err != nil {
-		return err
-	}
-	if r.dryRun {
-		if err := r.compare(ctx, conn); err != nil {
-			return err
-		}
-		r.print(false, "")
-		return nil
-	}
-	return r.swap(ctx, conn)
-}
-
-// unstreamedTable lists, in the rebuild schema, the tracking ids of the
-// unstreamed payments: the live rows at the rebuild's start whose
-// stk.requested the stream does not hold (aged out after
-// events.RequestRetention, or never there: a row written by hand), and
-// the live rows the swap finds that no event made.
-const unstreamedTable = rebuildSchema + ".rebuild_unstreamed"
-
-// seedUnstreamed puts the live rows of the unstreamed payments into the
-// rebuilt table before any event: as they are, id and updated_at too.
-//
-// A payment that lost only part of its history to the stream's retention
-// (its request, say, but not a late result) would otherwise be rebuilt
-// from what is left, a final payment back at Pending; with its live row
-// first, the events left are applied on top by the projector's rules,
-// which never undo an outcome. And its receipt and CheckoutRequestID are
-// claimed from the start, so that a later completion naming them is
-// rewritten during the copy as the projector rewrote it, instead of
-// failing the swap on the unique index (or, with --drop-unstreamed,
-// making the later payment paid with the old one's receipt).
-//
-// The live table's ids are read before the stream's subjects: a payment
-// the projector writes meanwhile has its stk.requested stored already.
-func (r *rebuilder) seedUnstreamed(ctx context.Context, conn *sqlx.Conn, stream jetstream.Stream) error {
-	if _, err := conn.ExecContext(ctx, `CREATE TABLE `+unstreamedTable+` (tracking_id uuid PRIMARY KEY)`); err != nil {
-		return fmt.Errorf("rebuild: unstreamed payments: %w", err)
-	}
-	if _, err := conn.ExecContext(ctx, `INSERT INTO `+unstreamedTable+` SELECT tracking_id FROM `+r.liveTable()); err != nil {
-		return fmt.Errorf("rebuild: unstreamed payments: %w", err)
-	}
-	// The subjects alone: JetStream counts them without sending a message.
-	prefix := events.TypeRequested + "."
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
-	if err != nil {
-		return fmt.Errorf("rebuild: stream %s: %w", events.StreamName, err)
-	}
-	streamed := make([]string, 0, 10000)
-	flush := func() error {
-		if len(streamed) == 0 {
-			return nil
-		}
-		_, err := conn.ExecContext(ctx, `DELETE FROM `+unstreamedTable+` WHERE tracking_id = ANY($1::uuid[])`, pq.Array(streamed))
-		streamed = streamed[:0]
-		if err != nil {
-			return fmt.Errorf("rebuild: unstreamed payments: %w", err)
-		}
-		return nil
-	}
-	for subj := range info.State.Subjects {
-		// A subject that names no UUID made no row.
-		id, err := uuid.Parse(strings.TrimPrefix(subj, prefix))
-		if err != nil {
-			continue
-		}
-		if streamed = append(streamed, id.String()); len(streamed) == cap(streamed) {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-	}
-	if err := flush(); err != nil {
-		return err
-	}
-	cols := r.eventCols("l") + ", l.id, l.updated_at"
-	if _, err := conn.ExecContext(ctx, `INSERT INTO `+rebuildSchema+`.stk_pushes (`+strings.ReplaceAll(cols, "l.", "")+`)
-		SELECT `+cols+` FROM `+r.liveTable()+` l JOIN `+unstreamedTable+` u ON u.tracking_id = l.tracking_id`); err != nil {
-		return fmt.Errorf("rebuild: put in the unstreamed payments: %w", err)
-	}
-	return nil
-}
-
-// openRebuildDB opens a pool whose every connection sees only the rebuild
-// schema: an unqualified stk_pushes there is never the live one.
-func (r *rebuilder) openRebuildDB(ctx context.Context) error {
-	cfg, err := pq.NewConfig(r.dbURL)
-	if err != nil {
-		// The error may quote the URL, password and all.
-		return fmt.Errorf("rebuild: DATABASE_URL: %s", redact.URLs(err.Error()))
-	}
-	if cfg.Runtime == nil {
-		cfg.Runtime = map[string]string{}
-	}
-	cfg.Runtime["search_path"] = rebuildSchema
-	connector, err := pq.NewConnectorConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("rebuild: DATABASE_URL: %s", redact.URLs(err.Error()))
-	}
-	r.rdb = sqlx.NewDb(sql.OpenDB(connector), "postgres")
-	r.rdb.SetMaxOpenConns(4)
-	var path string
-	if err := r.rdb.GetContext(ctx, &path, `SELECT current_setting('search_path')`); err != nil {
-		return fmt.Errorf("rebuild: %w", err)
-	}
-	if path != rebuildSchema {
-		// An options=-c search_path=… in DATABASE_URL won: refuse rather
-		// than write where the live table may be.
-		return fmt.Errorf("rebuild: the rebuild's connections have search_path %q, want %q (does DATABASE_URL set one?)", path, rebuildSchema)
-	}
-	r.rstore = store.New(r.rdb).WithLogger(slog.New(slog.DiscardHandler))
-	return nil
-}
-
-// copyStream applies the STK stream's messages from sequence from to to
-// (both included) to the rebuilt table.
-func (r *rebuilder) copyStream(ctx context.Context, from, to uint64) error {
-	if to < from || to == 0 {
-		return nil
-	}
-	cons, err := r.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SubjectAll},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    from,
-	})
-	if err != nil {
-		return fmt.Errorf("rebuild: read %s: %w", events.StreamName, err)
-	}
-	var batch []events.Event
-	flush := func() error {
-		err := r.applyBatch(ctx, batch)
-		batch = batch[:0]
-		return err
-	}
-	var lastSeen uint64
-	for idle := 0; ; {
-		msgs, err := cons.Fetch(rebuildBatch, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return fmt.Errorf("rebuild: read %s: %w", events.StreamName, err)
-		}
-		n := 0
-		done := false
-		for m := range msgs.Messages() {
-			n++
-			md, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("rebuild: read %s: %w", events.StreamName, err)
-			}
-			lastSeen = md.Sequence.Stream
-			if md.Sequence.Stream > to {
-				done = true
-				break
-			}
-			r.rep.events++
-			ev, err := projector.Decode(m.Subject(), m.Data())
-			if err != nil {
-				// The projector terminated it too.
-				r.rep.malformed++
-			} else {
-				batch = append(batch, ev)
-			}
-			if md.Sequence.Stream == to {
-				// The rest of the fetch would only be waited for.
-				done = true
-				break
-			}
-		}
-		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("rebuild: read %s: %w", events.StreamName, err)
-		}
-		if err := flush(); err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-		if n > 0 {
-			idle = 0
-			continue
-		}
-		// Nothing came: the messages up to to may have aged out meanwhile.
-		info, err := r.js.Stream(ctx, events.StreamName)
-		if err != nil {
-			return fmt.Errorf("rebuild: read %s: %w", events.StreamName, err)
-		}
-		st, err := info.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("rebuild: read %s: %w", events.StreamName, err)
-		}
-		if st.State.FirstSeq > to || st.State.Msgs == 0 || lastSeen >= min(to, st.State.LastSeq) {
-			return nil
-		}
-		if idle++; idle > 5 {
-			return fmt.Errorf("rebuild: read %s: no message came for 10s before sequence %d", events.StreamName, to)
-		}
-	}
-}
-
-// applyBatch applies evs as the projector applies a batch: together, or,
-// when one of them can never be applied (store.IsPermanent), one by one,
-// leaving out those the projector terminates.
-func (r *rebuilder) applyBatch(ctx context.Context, evs []events.Event) error {
-	if len(evs) == 0 {
-		return nil
-	}
-	err := r.rstore.Apply(ctx, evs)
-	if err == nil {
-		r.rep.applied += len(evs)
-		return nil
-	}
-	if !store.IsPermanent(err) {
-		return fmt.Errorf("rebuild: %w", err)
-	}
-	for _, ev := range evs {
-		err := r.rstore.Apply(ctx, []events.Event{ev})
-		switch {
-		case err == nil:
-			r.rep.applied++
-		case store.IsPermanent(err):
-			r.rep.rejected++
-		default:
-			return fmt.Errorf("rebuild: %w", err)
-		}
-	}
-	return nil
-}
-
-// eventCols is "t.a, t.b, …" for the rebuilt table's columns but id and
-// updated_at: what the events decide.
-func (r *rebuilder) eventCols(alias string) string {
-	q := make([]string, len(r.cols))
-	for i, c := range r.cols {
-		q[i] = alias + "." + pq.QuoteIdentifier(c)
-	}
-	return strings.Join(q, ", ")
+	return r.carryOver(ctx, conn)
 }
 
 func (r *rebuilder) liveTable() string { return pq.QuoteIdentifier(r.live) + ".stk_pushes" }
@@ -487,159 +283,6 @@ func (r *rebuilder) compare(ctx context.Context, q sqlx.QueryerContext) error {
 		if len(*list) < listed {
 			*list = append(*list, row.ID)
 		}
-	}
-	return nil
-}
-
-// errTableBusy: the swap did not get the live table within swapLockTimeout.
-var errTableBusy = errors.New("the live table is busy")
-
-// swap moves the rebuilt table in, trying again while the live table is
-// busy. What a try applied to the rebuilt table (through other
-// connections) stays: the next one has less to do.
-func (r *rebuilder) swap(ctx context.Context, conn *sqlx.Conn) error {
-	for try := 1; ; try++ {
-		err := r.swapOnce(ctx, conn)
-		if !errors.Is(err, errTableBusy) {
-			return err
-		}
-		if try >= swapAttempts {
-			return fmt.Errorf("rebuild: could not lock the live table stk_pushes in %d tries of %s each (a long or idle transaction holds it: see pg_stat_activity); nothing changed: %w",
-				try, swapLockTimeout, err)
-		}
-		fmt.Fprintf(r.stderr, "the live table is busy; trying again (%d of %d)…\n", try+1, swapAttempts)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("rebuild: swap: %w", ctx.Err())
-		case <-time.After(min(time.Duration(try)*100*time.Millisecond, time.Second)):
-		}
-	}
-}
-
-// swapOnce moves the rebuilt table in, in one transaction that holds the
-// live table from the start in ACCESS EXCLUSIVE mode, the one the rename
-// needs: taking a weaker lock first and this one later would deadlock with
-// the projector, which reads the table before it writes when a batch names
-// a receipt or CheckoutRequestID (store.Apply): it holds ACCESS SHARE,
-// waits for its write behind the weaker lock, and the rename waits for it.
-// The api's reads wait too, as long as the swap holds the table (the time
-// printed).
-func (r *rebuilder) swapOnce(ctx context.Context, conn *sqlx.Conn) error {
-	tx, err := conn.BeginTxx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("rebuild: swap: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, swapLockTimeout.Milliseconds())); err != nil {
-		return fmt.Errorf("rebuild: swap: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `LOCK TABLE `+r.liveTable()+` IN ACCESS EXCLUSIVE MODE`); err != nil {
-		var pqErr *pq.Error
-		if errors.As(err, &pqErr) && (pqErr.Code == "55P03" || pqErr.Code == "40P01") {
-			return fmt.Errorf("%w: %w", errTableBusy, err)
-		}
-		return fmt.Errorf("rebuild: lock the live table: %w", err)
-	}
-	lockedAt := time.Now()
-	if err := r.checkUnchanged(ctx, tx); err != nil {
-		return err
-	}
-	if rebuildHook != nil {
-		rebuildHook("locked")
-	}
-	// Every event the projector committed to the live table is in the
-	// stream up to here.
-	stream, err := r.js.Stream(ctx, events.StreamName)
-	if err != nil {
-		return fmt.Errorf("rebuild: swap: %w", err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("rebuild: swap: %w", err)
-	}
-	if err := r.copyStream(ctx, r.rep.lastSeq+1, info.State.LastSeq); err != nil {
-		return err
-	}
-	r.rep.lastSeq = max(r.rep.lastSeq, info.State.LastSeq)
-	if rebuildHook != nil {
-		rebuildHook("caught-up")
-	}
-	if err := r.carryOver(ctx, tx); err != nil {
-		return err
-	}
-	// A live row no event made and not put in first (written by hand
-	// during the rebuild) is unstreamed too.
-	cols := r.eventCols("l") + ", l.id, l.updated_at"
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+unstreamedTable+` SELECT l.tracking_id FROM `+r.liveTable()+` l
-		WHERE NOT EXISTS (SELECT 1 FROM `+rebuildSchema+`.stk_pushes r WHERE r.tracking_id = l.tracking_id)`); err != nil {
-		return fmt.Errorf("rebuild: keep the rows the stream lacks: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO `+rebuildSchema+`.stk_pushes (`+strings.ReplaceAll(cols, "l.", "")+`)
-		SELECT `+cols+` FROM `+r.liveTable()+` l
-		WHERE NOT EXISTS (SELECT 1 FROM `+rebuildSchema+`.stk_pushes r WHERE r.tracking_id = l.tracking_id)`); err != nil {
-		return fmt.Errorf("rebuild: keep the rows the stream lacks: %w", err)
-	}
-	if err := r.compare(ctx, tx); err != nil {
-		return err
-	}
-	// --drop-unstreamed drops them only now: they held their receipts and
-	// CheckoutRequestIDs during the copy, so no later payment took them.
-	if r.dropUnstreamed {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM `+rebuildSchema+`.stk_pushes r USING `+unstreamedTable+` u
-			WHERE u.tracking_id = r.tracking_id`); err != nil {
-			return fmt.Errorf("rebuild: drop the unstreamed payments: %w", err)
-		}
-		r.rep.rebuiltRows -= r.rep.unstreamedN
-	}
-	if err := r.renumber(ctx, tx); err != nil {
-		return err
-	}
-	if err := r.copyGrants(ctx, tx); err != nil {
-		return err
-	}
-	old, err := r.renameLive(ctx, tx)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `ALTER TABLE `+rebuildSchema+`.stk_pushes SET SCHEMA `+pq.QuoteIdentifier(r.live)); err != nil {
-		return fmt.Errorf("rebuild: move the rebuilt table in: %w", err)
-	}
-	if !r.keepOld {
-		if _, err := tx.ExecContext(ctx, `DROP TABLE `+pq.QuoteIdentifier(r.live)+`.`+pq.QuoteIdentifier(old)); err != nil {
-			return fmt.Errorf("rebuild: drop the old table: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("rebuild: swap: commit: %w", err)
-	}
-	r.rep.lockedFor = time.Since(lockedAt)
-	if !r.keepOld {
-		old = ""
-	}
-	r.print(true, old)
-	return nil
-}
-
-// renumber gives the rebuilt rows no live row had (restored ones) ids after
-// every live one, in the order their first event came, and sets the
-// sequence to count on from there as the live one did.
-func (r *rebuilder) renumber(ctx context.Context, tx *sqlx.Tx) error {
-	var next int64
-	if err := tx.GetContext(ctx, &next, `SELECT GREATEST(
-			(SELECT last_value FROM `+r.liveSeq+`),
-			(SELECT COALESCE(max(id), 0) FROM `+r.liveTable()+`),
-			(SELECT COALESCE(max(id), 0) FROM `+rebuildSchema+`.stk_pushes)) + 1`); err != nil {
-		return fmt.Errorf("rebuild: ids: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`ALTER SEQUENCE %s.stk_pushes_id_seq
-		INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 START WITH 1 RESTART WITH %d`, rebuildSchema, next)); err != nil {
-		return fmt.Errorf("rebuild: ids: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE `+rebuildSchema+`.stk_pushes r SET id = n.id
-		FROM (SELECT tracking_id, nextval('`+rebuildSchema+`.stk_pushes_id_seq') AS id
-		        FROM (SELECT tracking_id FROM `+rebuildSchema+`.stk_pushes WHERE id < 0 ORDER BY id DESC) o) n
-		WHERE r.tracking_id = n.tracking_id`); err != nil {
-		return fmt.Errorf("rebuild: ids: %w", err)
 	}
 	return nil
 }

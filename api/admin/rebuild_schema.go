@@ -39,7 +39,29 @@ func (r *rebuilder) prepareTable(ctx context.Context, conn *sqlx.Conn) error {
 // columns, and no index, constraint or view on the live one that the
 // rebuilt one would lose. An index the migrations make and the live table
 // lacks is only noted: the rebuilt table is what a fresh database has.
+// Each step (checkColumns, checkIndexes, checkAttached) returns what it
+// found wrong; all of it is refused at once.
 func (r *rebuilder) checkSchema(ctx context.Context, conn *sqlx.Conn) error {
+	var bad []string
+	for _, check := range []func(context.Context, *sqlx.Conn) ([]string, error){r.checkColumns, r.checkIndexes, r.checkAttached} {
+		found, err := check(ctx, conn)
+		if err != nil {
+			return err
+		}
+		bad = append(bad, found...)
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("rebuild: the live table is not the one the migrations make, nothing changed:\n  %s", strings.Join(bad, "\n  "))
+	}
+	var err error
+	r.liveDef, r.liveVersion, err = r.definition(ctx, conn)
+	return err
+}
+
+// checkColumns finds the columns of the live table that differ from the
+// rebuilt one's, and keeps the rebuilt one's in r.cols (but id and
+// updated_at).
+func (r *rebuilder) checkColumns(ctx context.Context, conn *sqlx.Conn) ([]string, error) {
 	type col struct {
 		Name string `db:"column_name"`
 		Type string `db:"data_type"`
@@ -59,11 +81,11 @@ func (r *rebuilder) checkSchema(ctx context.Context, conn *sqlx.Conn) error {
 	}
 	liveCols, _, err := cols(r.live)
 	if err != nil {
-		return fmt.Errorf("rebuild: columns: %w", err)
+		return nil, fmt.Errorf("rebuild: columns: %w", err)
 	}
 	newCols, names, err := cols(rebuildSchema)
 	if err != nil {
-		return fmt.Errorf("rebuild: columns: %w", err)
+		return nil, fmt.Errorf("rebuild: columns: %w", err)
 	}
 	var bad []string
 	for n, c := range liveCols {
@@ -81,6 +103,13 @@ func (r *rebuilder) checkSchema(ctx context.Context, conn *sqlx.Conn) error {
 			r.cols = append(r.cols, n)
 		}
 	}
+	return bad, nil
+}
+
+// checkIndexes finds the indexes and constraints of the live table that the
+// rebuilt one lacks or defines otherwise, and notes those the rebuilt one
+// has alone (r.rep.schemaNotes).
+func (r *rebuilder) checkIndexes(ctx context.Context, conn *sqlx.Conn) ([]string, error) {
 	// Indexes and constraints by name and definition, the schema left out.
 	defs := func(schema string) (map[string]string, error) {
 		var rows []struct {
@@ -102,12 +131,13 @@ func (r *rebuilder) checkSchema(ctx context.Context, conn *sqlx.Conn) error {
 	}
 	liveDefs, err := defs(r.live)
 	if err != nil {
-		return fmt.Errorf("rebuild: indexes: %w", err)
+		return nil, fmt.Errorf("rebuild: indexes: %w", err)
 	}
 	newDefs, err := defs(rebuildSchema)
 	if err != nil {
-		return fmt.Errorf("rebuild: indexes: %w", err)
+		return nil, fmt.Errorf("rebuild: indexes: %w", err)
 	}
+	var bad []string
 	for n, d := range liveDefs {
 		if nd, ok := newDefs[n]; !ok || nd != d {
 			bad = append(bad, fmt.Sprintf("%s (%s) is not the migrations'", n, d))
@@ -118,12 +148,20 @@ func (r *rebuilder) checkSchema(ctx context.Context, conn *sqlx.Conn) error {
 			r.rep.schemaNotes = append(r.rep.schemaNotes, n+" is missing from the live table; the rebuilt one has it")
 		}
 	}
+	return bad, nil
+}
+
+// checkAttached finds what is attached to the live table by its oid (views,
+// triggers, policies, publications, foreign keys) or set on it and not by
+// the migrations: it would stay with the old table, or be lost.
+func (r *rebuilder) checkAttached(ctx context.Context, conn *sqlx.Conn) ([]string, error) {
+	var bad []string
 	var views []string
 	if err := conn.SelectContext(ctx, &views, `
 		SELECT DISTINCT v.oid::regclass::text FROM pg_depend d
 		  JOIN pg_rewrite w ON w.oid = d.objid JOIN pg_class v ON v.oid = w.ev_class
 		 WHERE d.refobjid = (quote_ident($1) || '.stk_pushes')::regclass AND v.oid <> d.refobjid`, r.live); err != nil {
-		return fmt.Errorf("rebuild: views: %w", err)
+		return nil, fmt.Errorf("rebuild: views: %w", err)
 	}
 	for _, v := range views {
 		bad = append(bad, "view "+v+" reads the live table and would go on reading the old one")
@@ -164,14 +202,9 @@ func (r *rebuilder) checkSchema(ctx context.Context, conn *sqlx.Conn) error {
 		   AND (l.attstorage, l.attstattarget, l.attcompression, ARRAY(SELECT o FROM unnest(l.attoptions) o WHERE o NOT LIKE 'pg\_%' ORDER BY o))
 		       IS DISTINCT FROM (n.attstorage, n.attstattarget, n.attcompression, ARRAY(SELECT o FROM unnest(n.attoptions) o WHERE o NOT LIKE 'pg\_%' ORDER BY o))`,
 		r.liveTable(), rebuildSchema+".stk_pushes"); err != nil {
-		return fmt.Errorf("rebuild: check the live table: %w", err)
+		return nil, fmt.Errorf("rebuild: check the live table: %w", err)
 	}
-	bad = append(bad, extra...)
-	if len(bad) > 0 {
-		return fmt.Errorf("rebuild: the live table is not the one the migrations make, nothing changed:\n  %s", strings.Join(bad, "\n  "))
-	}
-	r.liveDef, r.liveVersion, err = r.definition(ctx, conn)
-	return err
+	return append(bad, extra...), nil
 }
 
 // definition is what checkSchema checked of the live table, as one text,

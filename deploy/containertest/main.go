@@ -86,6 +86,13 @@ func firstLine(b []byte) string {
 	return s
 }
 
+// run builds the images, brings the stack up on a fresh database of this
+// host's Postgres, and passes one payment through it.
+//
+// Long because it is a script of one pass, top to bottom, whose every
+// cleanup (the database, the relay, the env file, the compose project) is
+// deferred where what it undoes is made, and kept with -keep: cut into
+// steps, each would hand its cleanup back to be deferred here.
 func run(docker string, composeCmd []string, keep, noBuild bool) error {
 	root, err := filepath.Abs("..")
 	if err != nil {

@@ -44,6 +44,8 @@ func main() {
 	}
 }
 
+// run serves the baseline until SIGINT or SIGTERM: its streams made
+// (createStreams), its routes (routes) on BASELINE_ADDR.
 func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -65,6 +67,30 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if err := createStreams(ctx, js); err != nil {
+		return err
+	}
+	db, err := sql.Open("postgres", os.Getenv("DATABASE_URL"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(16)
+	srv := &http.Server{Addr: os.Getenv("BASELINE_ADDR"), Handler: routes(js, db), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// createStreams makes BENCH and BENCH_CB: the STK and STK_CALLBACKS
+// streams' configuration under other names and subjects.
+func createStreams(ctx context.Context, js jetstream.JetStream) error {
 	acc := events.StreamConfig(1)
 	acc.Name, acc.Subjects = "BENCH", []string{"bench.>"}
 	cb := events.CallbackStreamConfig(1)
@@ -74,32 +100,12 @@ func run() error {
 			return fmt.Errorf("stream %s: %w", c.Name, err)
 		}
 	}
-	db, err := sql.Open("postgres", os.Getenv("DATABASE_URL"))
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(16)
-	db.SetMaxIdleConns(16)
-	// Prepared, as the api's read is: the engine's best, one round trip a
-	// read (unprepared, lib/pq makes two). On the first poll: the table
-	// is the api's, made when it migrates.
-	var get atomic.Pointer[sql.Stmt]
-	prepared := func(ctx context.Context) (*sql.Stmt, error) {
-		if s := get.Load(); s != nil {
-			return s, nil
-		}
-		s, err := db.PrepareContext(ctx, `SELECT tracking_id, status, response_code, response_description,
-			transaction_code, phone_number, amount, reference, created_at FROM stk_pushes WHERE tracking_id = $1`)
-		if err != nil {
-			return nil, err
-		}
-		if !get.CompareAndSwap(nil, s) {
-			_ = s.Close() // another poll prepared it first
-		}
-		return get.Load(), nil
-	}
+	return nil
+}
 
+// routes is the baseline's handlers: /readyz, /accept, the callback path
+// and /poll (poll).
+func routes(js jetstream.JetStream, db *sql.DB) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.GET("/readyz", func(c echo.Context) error { return c.NoContent(http.StatusOK) })
@@ -128,7 +134,32 @@ func run() error {
 		id := c.Param("id")
 		return publish(c, js, "benchcb.received."+id, id, &body, map[string]any{"ResultCode": 0, "ResultDesc": "Accepted"})
 	})
-	e.GET("/poll/:id", func(c echo.Context) error {
+	e.GET("/poll/:id", poll(db))
+	return e
+}
+
+// poll is one indexed read of stk_pushes by tracking id, as JSON.
+func poll(db *sql.DB) echo.HandlerFunc {
+	// Prepared, as the api's read is: the engine's best, one round trip a
+	// read (unprepared, lib/pq makes two). On the first poll: the table
+	// is the api's, made when it migrates.
+	var get atomic.Pointer[sql.Stmt]
+	prepared := func(ctx context.Context) (*sql.Stmt, error) {
+		if s := get.Load(); s != nil {
+			return s, nil
+		}
+		s, err := db.PrepareContext(ctx, `SELECT tracking_id, status, response_code, response_description,
+			transaction_code, phone_number, amount, reference, created_at FROM stk_pushes WHERE tracking_id = $1`)
+		if err != nil {
+			return nil, err
+		}
+		if !get.CompareAndSwap(nil, s) {
+			_ = s.Close() // another poll prepared it first
+		}
+		return get.Load(), nil
+	}
+
+	return func(c echo.Context) error {
 		var r struct {
 			TrackingID  string         `json:"tracking_id"`
 			Status      int            `json:"status"`
@@ -152,16 +183,7 @@ func run() error {
 			return err
 		}
 		return c.JSON(http.StatusOK, r)
-	})
-	srv := &http.Server{Addr: os.Getenv("BASELINE_ADDR"), Handler: e, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return err
 	}
-	return nil
 }
 
 // publish decodes the request's body into v and publishes the body with

@@ -1,0 +1,142 @@
+package projector
+
+// The applier: batches applied side by side, up to inFlight, none beside
+// another that writes the same payment, CheckoutRequestID or receipt.
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/stkgate/stkgate/api/store"
+	"github.com/stkgate/stkgate/events"
+)
+
+// inFlight is how many batches are applied side by side: while one
+// commits (an fsync), the next is gathered, decoded and written. Only
+// batches that share no payment, CheckoutRequestID or receipt go side by
+// side (applier.start): they write different rows and different unique
+// keys, so the order they commit in changes nothing; a batch that shares
+// one with a batch under way waits for it, so that every payment's events
+// are applied in stream order as by one batch after the other.
+const inFlight = 4
+
+// applier applies batches, up to inFlight at once. Only consume's
+// goroutine starts batches.
+type applier struct {
+	// handle applies and settles a batch (projector.handle).
+	handle func(context.Context, []item)
+	ctx    context.Context
+	slots  chan struct{}
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	flights map[*flight]bool // the batches under way
+}
+
+// flight is a batch under way: what it writes (batchKeys), and done,
+// closed once it is settled.
+type flight struct {
+	keys map[batchKey]bool
+	done chan struct{}
+}
+
+func (p *projector) newApplier(ctx context.Context) *applier {
+	return &applier{handle: p.handle, ctx: ctx, slots: make(chan struct{}, inFlight), flights: map[*flight]bool{}}
+}
+
+// start applies items beside the batches under way, once fewer than
+// inFlight are and once every one that shares a key with items (a
+// payment, a CheckoutRequestID, a receipt) is settled: those came first in
+// the stream, and are applied first.
+func (a *applier) start(items []item) {
+	if len(items) == 0 {
+		return
+	}
+	f := &flight{keys: batchKeys(items), done: make(chan struct{})}
+	// No batch starts meanwhile: only this goroutine starts them.
+	for _, g := range a.before(f.keys) {
+		<-g.done
+	}
+	a.slots <- struct{}{}
+	a.mu.Lock()
+	a.flights[f] = true
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.handle(a.ctx, items)
+		a.mu.Lock()
+		delete(a.flights, f)
+		a.mu.Unlock()
+		close(f.done)
+		<-a.slots
+	}()
+}
+
+// before is the batches under way that share one of keys.
+func (a *applier) before(keys map[batchKey]bool) []*flight {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*flight
+	for g := range a.flights {
+		if g.shares(keys) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// wait returns once every batch started is settled.
+func (a *applier) wait() { a.wg.Wait() }
+
+func (f *flight) shares(keys map[batchKey]bool) bool {
+	small, big := f.keys, keys
+	if len(small) > len(big) {
+		small, big = big, small
+	}
+	for k := range small {
+		if big[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// batchKeys are the rows and unique keys a batch may write: its tracking
+// ids (as store.Apply writes them), CheckoutRequestIDs and receipts as
+// store.Apply writes them (cleaned: store.Normalize) and the read model's
+// unique indexes compare them (a receipt in upper case). A key taken as
+// sent, uncleaned, would let two batches that write one CheckoutRequestID
+// go side by side, and the later in the stream could take it first.
+func batchKeys(items []item) map[batchKey]bool {
+	keys := make(map[batchKey]bool, len(items))
+	for _, it := range items {
+		ev := it.ev
+		keys[batchKey{'t', store.Canonical(ev.Base().TrackingID)}] = true
+		var co, receipt string
+		switch e := ev.(type) {
+		case events.Dispatched:
+			co = e.CheckoutRequestID
+		case events.Completed:
+			co, receipt = e.CheckoutRequestID, e.Receipt
+		case events.LateResult:
+			co, receipt = e.CheckoutRequestID, e.Receipt
+		}
+		// As store.Normalize cleans them (its cleanWord).
+		if co = events.CleanText(co, 0); co != "" {
+			keys[batchKey{'c', co}] = true
+		}
+		if receipt = events.CleanText(receipt, 0); receipt != "" {
+			keys[batchKey{'r', strings.ToUpper(receipt)}] = true
+		}
+	}
+	return keys
+}
+
+// batchKey is a key of batchKeys: a tracking id ('t'), a
+// CheckoutRequestID ('c') or a receipt ('r').
+type batchKey struct {
+	kind byte
+	text string
+}
