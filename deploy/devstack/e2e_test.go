@@ -29,6 +29,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/ports"
+	"github.com/stkgate/stkgate/events/testkit/logtest"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
 	"github.com/stkgate/stkgate/events/testkit/openapitest"
 )
@@ -52,6 +53,10 @@ type stack struct {
 	client, cbClient *http.Client
 	// traces, when set, receives the services' spans (trace_test.go).
 	traces sdktrace.SpanExporter
+	// logs holds the services' and the fake's log lines when the test did
+	// not give a logger of its own (nil then); waitFinal prints a
+	// payment's lines from it when the payment does not end in time.
+	logs *logtest.Buffer
 }
 
 // startStack runs the whole system with env over the test defaults and waits
@@ -65,9 +70,10 @@ func startStack(t *testing.T, extra map[string]string) *stack {
 // defaults of startStack.
 type stackOptions struct {
 	// fake configures the fake Daraja (CallbackDelay default 300ms, Logger
-	// testLogger()); its credentials are given to the dispatcher.
+	// the stack's); its credentials are given to the dispatcher.
 	fake darajatest.Options
-	// logger receives the services' logs (default testLogger()).
+	// logger receives the services' logs (default: kept in stack.logs,
+	// and written to stderr as well with STKGATE_TEST_LOGS set).
 	logger *slog.Logger
 	// darajaURL turns the fake's URL into DARAJA_BASE_URL (a proxy in
 	// front of it, say); nil uses the fake's URL.
@@ -93,12 +99,17 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 	if o.natsURL != nil {
 		natsURL = o.natsURL(natsURL)
 	}
+	logger, logs := o.logger, (*logtest.Buffer)(nil)
+	if logger == nil {
+		logs = new(logtest.Buffer)
+		logger = bufferLogger(logs)
+	}
 	fo := o.fake
 	if fo.CallbackDelay == 0 {
 		fo.CallbackDelay = 300 * time.Millisecond
 	}
 	if fo.Logger == nil {
-		fo.Logger = testLogger()
+		fo.Logger = logger.With("service", "daraja-fake")
 	}
 	if fo.ConsumerKey == "" {
 		fo.ConsumerKey, fo.ConsumerSecret = darajatest.DefaultConsumerKey, darajatest.DefaultConsumerSecret
@@ -116,10 +127,6 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 	darajaURL := fake.URL()
 	if o.darajaURL != nil {
 		darajaURL = o.darajaURL(t, darajaURL)
-	}
-	logger := o.logger
-	if logger == nil {
-		logger = testLogger()
 	}
 
 	// A port found free may be taken by another test process before the
@@ -160,6 +167,7 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 		s := &stack{api: "http://" + apiAddr, cb: "http://" + cbAddr, fake: fake, nats: ns, secrets: secrets,
 			client: &http.Client{Transport: openapitest.Load(t, api.OpenAPI).Transport(t, nil)}, cbClient: cbClient}
 		s.traces = o.traces
+		s.logs = logs
 		err := runStack(t, env, logger, s)
 		if err == nil {
 			return s
@@ -224,6 +232,38 @@ func runStack(t *testing.T, env map[string]string, logger *slog.Logger, s *stack
 		}
 	})
 	return nil
+}
+
+// bufferLogger logs at debug level into buf, and to stderr as well with
+// STKGATE_TEST_LOGS set.
+func bufferLogger(buf *logtest.Buffer) *slog.Logger {
+	var w io.Writer = buf
+	if os.Getenv("STKGATE_TEST_LOGS") != "" {
+		w = io.MultiWriter(buf, os.Stderr)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// logsOf is every kept log line that names one of needles (a tracking id,
+// a masked phone), but for the api's access lines of the test's own polls,
+// or a note that the test's own logger has them.
+func (s *stack) logsOf(needles ...string) string {
+	if s.logs == nil {
+		return "(the test's own logger has the services' logs)"
+	}
+	var b strings.Builder
+	for line := range strings.Lines(s.logs.String()) {
+		if strings.Contains(line, "msg=request service=api method=GET ") {
+			continue
+		}
+		for _, n := range needles {
+			if n != "" && strings.Contains(line, n) {
+				b.WriteString(line)
+				break
+			}
+		}
+	}
+	return b.String()
 }
 
 func testLogger() *slog.Logger {
@@ -336,7 +376,11 @@ func (s *stack) waitFinalAs(t *testing.T, token, id string) map[string]any {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not final after 30s: %d %s", id, r.status, r.raw)
+			var phone string
+			if data, ok := r.body["data"].(map[string]any); ok {
+				phone, _ = data["phone_number"].(string)
+			}
+			t.Fatalf("%s not final after 30s: %d %s\nits log lines:\n%s", id, r.status, r.raw, s.logsOf(id, events.MaskPhone(phone)))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
