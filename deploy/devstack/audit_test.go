@@ -143,6 +143,9 @@ func TestAuditNoSecretsOrPhonesLeak(t *testing.T) {
 		},
 		logger:    logger,
 		darajaURL: rec.proxy,
+		// The "transient" payment's 503 is pushed again and must end
+		// Success, as in TestTransientErrorsThenOneAcceptedPush.
+		uncertainWindow: loadedUncertainWindow,
 		// The test server has no users: it lets any in, and the services
 		// hold the password all the same.
 		natsURL: func(u string) string { return strings.Replace(u, "://", "://auditnats:"+auditNATSPass+"@", 1) },

@@ -75,6 +75,12 @@ type Options struct {
 	// service still has its own provider and service.name): the tests'
 	// in-memory exporter. Without it, tracing is as OTEL_* sets it.
 	TraceExporter sdktrace.SpanExporter
+	// UncertainRetryWindow, when set, replaces the dispatcher's (not an
+	// environment setting; dispatcher.Config): how long after a push
+	// answered 503 it may push again. For tests only, whose fake Daraja
+	// never processes that 503: safe only while a prompt the 503'd push
+	// may have opened stays open that long (docs/DARAJA.md).
+	UncertainRetryWindow time.Duration
 }
 
 // Run starts everything and blocks until ctx is cancelled or a part fails.
@@ -117,6 +123,9 @@ func Run(ctx context.Context, o Options) error {
 	cfgs.api.Metrics, cfgs.projector.Metrics, cfgs.callback.Metrics = m.api, m.projector, m.callback
 	cfgs.dispatcher.Metrics, cfgs.reconciler.Metrics = m.dispatcher, m.dispatcher
 	cfgs.exportTraces(o.TraceExporter)
+	if o.UncertainRetryWindow > 0 {
+		cfgs.dispatcher.UncertainRetryWindow = o.UncertainRetryWindow
+	}
 	return d.runAll(ctx, cfgs, out, o.Ready, m)
 }
 
