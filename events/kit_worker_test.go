@@ -394,3 +394,43 @@ func TestPoolRecreatesDeletedConsumer(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// A message its handler naks with a delay comes back after that delay,
+// however the Pool's progress reports fall: a report that reached the
+// server after the nak made it take the message as in progress again, and
+// redeliver it only after its AckWait. (nats.go checks that a message is
+// not settled before it sends a report, but not in one step with the
+// sending; under load a dispatcher test's request, handed back for 250 ms,
+// waited out the consumer's 30 s AckWait.) Reports every millisecond and
+// handlers that take about as long put many reports beside the naks.
+func TestPoolProgressReportsDoNotUndoANaksDelay(t *testing.T) {
+	ns, s, cc := poolStream(t, time.Hour)
+	ctx := context.Background()
+	cons, err := s.CreateConsumer(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const msgs, rounds = 20, 30 // each message naked rounds-1 times, then acked
+	publishN(t, ns.JS, msgs)
+	stop, cancel := context.WithCancel(ctx)
+	var acked atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		log := slog.New(slog.DiscardHandler)
+		worker.Pool{Name: "kit", Concurrency: 4, FetchWait: 100 * time.Millisecond, ProgressEvery: time.Millisecond, Log: log}.
+			Run(stop, cons, func(_, work context.Context, msg jetstream.Msg) {
+				time.Sleep(time.Millisecond) // a report falls due meanwhile
+				if worker.Delivered(msg) < rounds {
+					worker.Nak(log, msg, 10*time.Millisecond)
+					return
+				}
+				worker.Ack(work, log, msg, "")
+				acked.Add(1)
+			})
+	}()
+	wait.For(t, fmt.Sprintf("all %d acked after %d naks each (a nak's delay undone waits out the hour's AckWait)", msgs, rounds-1),
+		func() bool { return acked.Load() == msgs })
+	cancel()
+	<-done
+}

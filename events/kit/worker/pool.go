@@ -208,7 +208,9 @@ func (p Pool) handle(stop, work context.Context, msg jetstream.Msg, h Handler) {
 		return
 	}
 	if p.ProgressEvery > 0 {
-		defer KeepInProgress(msg, p.ProgressEvery)()
+		var stopReports func()
+		msg, stopReports = KeepInProgress(msg, p.ProgressEvery)
+		defer stopReports()
 	}
 	msg, counted := p.Metrics.Consume(p.Name, msg)
 	defer counted()
@@ -306,8 +308,14 @@ func HandBack(msg jetstream.Msg) error {
 }
 
 // KeepInProgress reports msg in progress every interval until the returned
-// stop is called (stop waits for the reporting to end).
-func KeepInProgress(msg jetstream.Msg, every time.Duration) (stop func()) {
+// stop is called (stop waits for the reporting to end) or the message it
+// returns is settled: settling it first stops the reports and waits for one
+// under way, so that none reaches the server after the settlement. nats.go
+// checks that a message is unsettled before it sends a report, but not in
+// one step with the sending: a report checked before a nak and sent after
+// it makes nats-server take the message as in progress again, and
+// redeliver it only after its AckWait instead of the nak's delay.
+func KeepInProgress(msg jetstream.Msg, every time.Duration) (jetstream.Msg, func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -322,10 +330,51 @@ func KeepInProgress(msg jetstream.Msg, every time.Duration) (stop func()) {
 			}
 		}
 	})
-	return func() {
-		close(done)
-		wg.Wait()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+		})
 	}
+	return reportedMsg{Msg: msg, stopReports: stop}, stop
+}
+
+// reportedMsg is a message kept in progress by KeepInProgress: each
+// settlement stops the reports before it is sent.
+type reportedMsg struct {
+	jetstream.Msg
+	stopReports func()
+}
+
+func (m reportedMsg) Ack() error {
+	m.stopReports()
+	return m.Msg.Ack()
+}
+
+func (m reportedMsg) DoubleAck(ctx context.Context) error {
+	m.stopReports()
+	return m.Msg.DoubleAck(ctx)
+}
+
+func (m reportedMsg) Nak() error {
+	m.stopReports()
+	return m.Msg.Nak()
+}
+
+func (m reportedMsg) NakWithDelay(delay time.Duration) error {
+	m.stopReports()
+	return m.Msg.NakWithDelay(delay)
+}
+
+func (m reportedMsg) Term() error {
+	m.stopReports()
+	return m.Msg.Term()
+}
+
+func (m reportedMsg) TermWithReason(reason string) error {
+	m.stopReports()
+	return m.Msg.TermWithReason(reason)
 }
 
 // Sleep waits d or until ctx ends; it reports whether the wait was whole.
