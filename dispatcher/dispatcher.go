@@ -122,7 +122,6 @@ func Run(ctx context.Context, cfg Config) error {
 		client:   client,
 		js:       js,
 		stream:   res.stream,
-		pushLog:  res.pushLog,
 		pub:      &events.Publisher{JS: js, Source: Source},
 		attempts: attempts{kv: res.attempts},
 		phones:   phones{kv: res.phones},
@@ -245,7 +244,6 @@ type dispatcher struct {
 	client   *daraja.Client
 	js       jetstream.JetStream
 	stream   jetstream.Stream // STK
-	pushLog  jetstream.Stream // STK_PUSHES
 	pub      *events.Publisher
 	attempts attempts
 	phones   phones

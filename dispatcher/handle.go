@@ -425,36 +425,26 @@ type found struct {
 
 // evidence looks for what stops a push: the payment's stk.completed and,
 // when its attempt record is gone (recordGone), its stk.dispatched and the
-// pushes logged in STK_PUSHES. A replica's "not found" is confirmed by the
-// stream's leader (events.LastMsg): the answer decides whether a customer is
-// prompted.
+// pushes logged in STK_PUSHES. Every "not found" here decides whether a
+// customer is prompted, so each lookup is asked of the stream's leader
+// (events.LastMsgFromLeader), never of a replica that may lag.
+//
+// Each is asked of the leader at once, without the direct get first that
+// events.LastMsg tries: before a push these are normally not stored, and a
+// direct get's "not found" would be asked of the leader again in any case.
 func (d *dispatcher) evidence(ctx context.Context, id string, recordGone bool) (found, error) {
-	var f found
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	has := func(s jetstream.Stream, subject string) (*jetstream.RawStreamMsg, error) {
-		m, err := events.LastMsg(ctx, d.js, s, subject)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			return nil, nil
-		case err != nil:
-			return nil, fmt.Errorf("look up %s: %w", subject, err)
-		}
-		return m, nil
-	}
-	m, err := has(d.stream, events.Subject(events.TypeCompleted, id))
-	if err != nil || m != nil {
-		f.completed = m != nil
-		return f, err
-	}
 	if !recordGone {
-		return f, nil
+		m, err := d.lastFromLeader(ctx, events.StreamName, events.Subject(events.TypeCompleted, id))
+		return found{completed: m != nil}, err
 	}
-	if m, err = has(d.stream, events.Subject(events.TypeDispatched, id)); err != nil || m != nil {
-		f.dispatched = m != nil
+	f, err := d.streamEvidence(ctx, id)
+	if err != nil || f.completed || f.dispatched {
 		return f, err
 	}
-	if m, err = has(d.pushLog, events.PushLogSubject(id)); err != nil || m == nil {
+	m, err := d.lastFromLeader(ctx, events.PushLogStreamName, events.PushLogSubject(id))
+	if err != nil || m == nil {
 		return f, err
 	}
 	var a events.Attempt
@@ -464,6 +454,68 @@ func (d *dispatcher) evidence(ctx context.Context, id string, recordGone bool) (
 	}
 	f.pushed = &a
 	return f, nil
+}
+
+// streamEvidence is whether the STK stream holds the payment's
+// stk.completed or stk.dispatched, read from its newest event first
+// (events.PaymentSubjects): one round trip where asking for each would be
+// two, for a request whose record is gone (every first push).
+//
+// The newest being its stk.requested proves neither is stored: every
+// publisher of them acts on the stored request, so they are stored after
+// it. The dispatcher publishes them while handling a delivery of the
+// request (after a push, a give-up, or from the record on a redelivery);
+// callback-ingest publishes stk.completed only for a payment whose
+// stk.requested it found, and the reconciler only from its consumers of
+// stk.requested and stk.dispatched, and for a held callback whose request
+// it found. And no stk.requested is stored twice: the api publishes it
+// under its Nats-Msg-Id, and beyond the duplicate window (a key taken
+// over) only after the leader said it is not stored (requestedStored).
+//
+// The newest being stk.dispatched does not prove that stk.completed is
+// not stored: a callback can be applied before stk.dispatched is (it
+// follows Daraja's answer, the callback may come first), so stk.completed
+// is still looked for. Any other newest (a stk.late_result, a subject this
+// version does not know) is settled by asking for each event.
+func (d *dispatcher) streamEvidence(ctx context.Context, id string) (found, error) {
+	var f found
+	m, err := d.lastFromLeader(ctx, events.StreamName, events.PaymentSubjects(id))
+	if err != nil || m == nil {
+		return f, err
+	}
+	switch m.Subject {
+	case events.Subject(events.TypeRequested, id):
+		return f, nil
+	case events.Subject(events.TypeCompleted, id):
+		f.completed = true
+		return f, nil
+	case events.Subject(events.TypeDispatched, id):
+		f.dispatched = true
+	default:
+		if m, err = d.lastFromLeader(ctx, events.StreamName, events.Subject(events.TypeDispatched, id)); err != nil {
+			return f, err
+		}
+		f.dispatched = m != nil
+	}
+	m, err = d.lastFromLeader(ctx, events.StreamName, events.Subject(events.TypeCompleted, id))
+	if m != nil {
+		// A completion stops a push whatever else is stored.
+		return found{completed: true}, err
+	}
+	return f, err
+}
+
+// lastFromLeader is the newest message on subject in stream, asked of
+// its leader; nil when there is none.
+func (d *dispatcher) lastFromLeader(ctx context.Context, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	m, err := events.LastMsgFromLeader(ctx, d.js, stream, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("look up %s: %w", subject, err)
+	}
+	return m, nil
 }
 
 // logPush records in STK_PUSHES, before it leaves, that push number
