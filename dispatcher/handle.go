@@ -77,28 +77,26 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 // request is terminated (ok false).
 func (d *dispatcher) readRequest(stop, work context.Context, msg jetstream.Msg) (*delivery, bool) {
 	id := events.TrackingIDOf(msg.Subject())
-	log := d.log.With("tracking_id", id)
-	log = tracing.Logger(log, work)
 	req, malformed := requestOf(msg.Data(), id)
 	if malformed != "" {
-		d.terminate(log, msg, malformed)
+		d.terminate(tracing.Logger(d.log.With("tracking_id", id), work), msg, malformed)
 		return nil, false
 	}
-	log = log.With("phone", events.MaskPhone(req.Phone), "amount", req.Amount)
+	// One With for the three: each is a copy of the handler's state and an
+	// encoding of what it adds, made on every delivery.
+	log := tracing.Logger(d.log.With("tracking_id", id, "phone", events.MaskPhone(req.Phone), "amount", req.Amount), work)
 	return &delivery{stop: stop, work: work, msg: msg, log: log, id: id, req: req}, true
 }
 
 // requestOf decodes the stk.requested of tracking id id from data; when it
 // is malformed, why says how.
 func requestOf(data []byte, id string) (req events.Requested, why string) {
-	_, ev, err := events.Decode(data)
+	// The envelope and its data in one pass (another type is malformed).
+	env, err := events.DecodeAs[events.Requested](data)
 	if err != nil {
 		return req, err.Error()
 	}
-	req, ok := ev.(events.Requested)
-	if !ok {
-		return req, fmt.Sprintf("%s on a %s subject", ev.Type(), events.TypeRequested)
-	}
+	req = env.Data
 	if req.TrackingID != id {
 		return req, fmt.Sprintf("tracking_id %q does not match the subject", req.TrackingID)
 	}
@@ -343,8 +341,12 @@ func (d *dispatcher) afterPush(r *delivery, rec events.Attempt, out outcome) {
 
 // pushAccepted publishes stk.dispatched of an accepted push.
 func (d *dispatcher) pushAccepted(r *delivery, rec events.Attempt, out outcome) {
-	log := r.log.With("merchant_request_id", rec.MerchantRequestID, "checkout_request_id", rec.CheckoutRequestID)
-	log.Info("push accepted", "attempts", out.attempts, "calls", rec.Calls)
+	// Daraja's ids go on this line and the failure's, not into a logger
+	// built for them (With) on every push: the lines after it name the
+	// payment by its tracking id.
+	ids := []any{"merchant_request_id", rec.MerchantRequestID, "checkout_request_id", rec.CheckoutRequestID}
+	log := r.log
+	log.Info("push accepted", append(ids, "attempts", out.attempts, "calls", rec.Calls)...)
 	// The lock stays until stk.completed (releasePhones) or its TTL.
 	ev := events.Dispatched{
 		Payment:             r.req.Payment,
@@ -357,7 +359,7 @@ func (d *dispatcher) pushAccepted(r *delivery, rec events.Attempt, out outcome) 
 		// The record says accepted, so a redelivery publishes the event
 		// from it and never pushes again.
 		log.Error("push accepted but stk.dispatched not yet stored; leaving the request for redelivery, which stores it from the attempt record",
-			"error", err)
+			append(ids, "error", err)...)
 		worker.Nak(log, r.msg, d.cfg.RecheckDelay)
 		return
 	}
