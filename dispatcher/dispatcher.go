@@ -122,7 +122,6 @@ func Run(ctx context.Context, cfg Config) error {
 		client:   client,
 		js:       js,
 		stream:   res.stream,
-		pushLog:  res.pushLog,
 		pub:      &events.Publisher{JS: js, Source: Source},
 		attempts: attempts{kv: res.attempts},
 		phones:   phones{kv: res.phones},
@@ -245,7 +244,6 @@ type dispatcher struct {
 	client   *daraja.Client
 	js       jetstream.JetStream
 	stream   jetstream.Stream // STK
-	pushLog  jetstream.Stream // STK_PUSHES
 	pub      *events.Publisher
 	attempts attempts
 	phones   phones
@@ -276,31 +274,28 @@ const releaseConcurrency = 4
 
 func (d *dispatcher) releasePhone(ctx context.Context, msg jetstream.Msg) {
 	id := events.TrackingIDOf(msg.Subject())
-	log := d.log.With("tracking_id", id)
-	_, ev, err := events.Decode(msg.Data())
+	// Each line names the payment itself: no logger is built (With) for a
+	// completion that logs nothing, or one line.
+	env, err := events.DecodeAs[events.Completed](msg.Data())
 	if err != nil {
 		// The projector reports malformed events; no lock names them.
-		log.Debug("phone release: undecodable stk.completed skipped", "error", err)
+		d.log.Debug("phone release: undecodable stk.completed skipped", "tracking_id", id, "error", err)
 		_ = msg.Term()
 		return
 	}
-	c, ok := ev.(events.Completed)
-	if !ok {
-		_ = msg.Term()
-		return
-	}
+	c := env.Data
 	released, err := d.phones.releaseHeldBy(context.WithoutCancel(ctx), c.Phone, id)
 	if err != nil {
 		delay := events.PhoneReleaseRetry(worker.Delivered(msg))
-		log.Warn("phone lock not released on completion; retrying", "error", err, "retry_in", delay.String())
+		d.log.Warn("phone lock not released on completion; retrying", "tracking_id", id, "error", err, "retry_in", delay.String())
 		_ = msg.NakWithDelay(delay)
 		return
 	}
 	if released {
-		log.Info("payment completed: phone released for the next payment", "phone", events.MaskPhone(c.Phone))
+		d.log.Info("payment completed: phone released for the next payment", "tracking_id", id, "phone", events.MaskPhone(c.Phone))
 	}
 	if err := msg.Ack(); err != nil {
-		log.Debug("ack of stk.completed for phone release", "error", err)
+		d.log.Debug("ack of stk.completed for phone release", "tracking_id", id, "error", err)
 	}
 }
 

@@ -77,28 +77,26 @@ func (d *dispatcher) handle(stop, work context.Context, msg jetstream.Msg) {
 // request is terminated (ok false).
 func (d *dispatcher) readRequest(stop, work context.Context, msg jetstream.Msg) (*delivery, bool) {
 	id := events.TrackingIDOf(msg.Subject())
-	log := d.log.With("tracking_id", id)
-	log = tracing.Logger(log, work)
 	req, malformed := requestOf(msg.Data(), id)
 	if malformed != "" {
-		d.terminate(log, msg, malformed)
+		d.terminate(tracing.Logger(d.log.With("tracking_id", id), work), msg, malformed)
 		return nil, false
 	}
-	log = log.With("phone", events.MaskPhone(req.Phone), "amount", req.Amount)
+	// One With for the three: each is a copy of the handler's state and an
+	// encoding of what it adds, made on every delivery.
+	log := tracing.Logger(d.log.With("tracking_id", id, "phone", events.MaskPhone(req.Phone), "amount", req.Amount), work)
 	return &delivery{stop: stop, work: work, msg: msg, log: log, id: id, req: req}, true
 }
 
 // requestOf decodes the stk.requested of tracking id id from data; when it
 // is malformed, why says how.
 func requestOf(data []byte, id string) (req events.Requested, why string) {
-	_, ev, err := events.Decode(data)
+	// The envelope and its data in one pass (another type is malformed).
+	env, err := events.DecodeAs[events.Requested](data)
 	if err != nil {
 		return req, err.Error()
 	}
-	req, ok := ev.(events.Requested)
-	if !ok {
-		return req, fmt.Sprintf("%s on a %s subject", ev.Type(), events.TypeRequested)
-	}
+	req = env.Data
 	if req.TrackingID != id {
 		return req, fmt.Sprintf("tracking_id %q does not match the subject", req.TrackingID)
 	}
@@ -343,8 +341,12 @@ func (d *dispatcher) afterPush(r *delivery, rec events.Attempt, out outcome) {
 
 // pushAccepted publishes stk.dispatched of an accepted push.
 func (d *dispatcher) pushAccepted(r *delivery, rec events.Attempt, out outcome) {
-	log := r.log.With("merchant_request_id", rec.MerchantRequestID, "checkout_request_id", rec.CheckoutRequestID)
-	log.Info("push accepted", "attempts", out.attempts, "calls", rec.Calls)
+	// Daraja's ids go on this line and the failure's, not into a logger
+	// built for them (With) on every push: the lines after it name the
+	// payment by its tracking id.
+	ids := []any{"merchant_request_id", rec.MerchantRequestID, "checkout_request_id", rec.CheckoutRequestID}
+	log := r.log
+	log.Info("push accepted", append(ids, "attempts", out.attempts, "calls", rec.Calls)...)
 	// The lock stays until stk.completed (releasePhones) or its TTL.
 	ev := events.Dispatched{
 		Payment:             r.req.Payment,
@@ -357,7 +359,7 @@ func (d *dispatcher) pushAccepted(r *delivery, rec events.Attempt, out outcome) 
 		// The record says accepted, so a redelivery publishes the event
 		// from it and never pushes again.
 		log.Error("push accepted but stk.dispatched not yet stored; leaving the request for redelivery, which stores it from the attempt record",
-			"error", err)
+			append(ids, "error", err)...)
 		worker.Nak(log, r.msg, d.cfg.RecheckDelay)
 		return
 	}
@@ -425,36 +427,26 @@ type found struct {
 
 // evidence looks for what stops a push: the payment's stk.completed and,
 // when its attempt record is gone (recordGone), its stk.dispatched and the
-// pushes logged in STK_PUSHES. A replica's "not found" is confirmed by the
-// stream's leader (events.LastMsg): the answer decides whether a customer is
-// prompted.
+// pushes logged in STK_PUSHES. Every "not found" here decides whether a
+// customer is prompted, so each lookup is asked of the stream's leader
+// (events.LastMsgFromLeader), never of a replica that may lag.
+//
+// Each is asked of the leader at once, without the direct get first that
+// events.LastMsg tries: before a push these are normally not stored, and a
+// direct get's "not found" would be asked of the leader again in any case.
 func (d *dispatcher) evidence(ctx context.Context, id string, recordGone bool) (found, error) {
-	var f found
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	has := func(s jetstream.Stream, subject string) (*jetstream.RawStreamMsg, error) {
-		m, err := events.LastMsg(ctx, d.js, s, subject)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			return nil, nil
-		case err != nil:
-			return nil, fmt.Errorf("look up %s: %w", subject, err)
-		}
-		return m, nil
-	}
-	m, err := has(d.stream, events.Subject(events.TypeCompleted, id))
-	if err != nil || m != nil {
-		f.completed = m != nil
-		return f, err
-	}
 	if !recordGone {
-		return f, nil
+		m, err := d.lastFromLeader(ctx, events.StreamName, events.Subject(events.TypeCompleted, id))
+		return found{completed: m != nil}, err
 	}
-	if m, err = has(d.stream, events.Subject(events.TypeDispatched, id)); err != nil || m != nil {
-		f.dispatched = m != nil
+	f, err := d.streamEvidence(ctx, id)
+	if err != nil || f.completed || f.dispatched {
 		return f, err
 	}
-	if m, err = has(d.pushLog, events.PushLogSubject(id)); err != nil || m == nil {
+	m, err := d.lastFromLeader(ctx, events.PushLogStreamName, events.PushLogSubject(id))
+	if err != nil || m == nil {
 		return f, err
 	}
 	var a events.Attempt
@@ -464,6 +456,68 @@ func (d *dispatcher) evidence(ctx context.Context, id string, recordGone bool) (
 	}
 	f.pushed = &a
 	return f, nil
+}
+
+// streamEvidence is whether the STK stream holds the payment's
+// stk.completed or stk.dispatched, read from its newest event first
+// (events.PaymentSubjects): one round trip where asking for each would be
+// two, for a request whose record is gone (every first push).
+//
+// The newest being its stk.requested proves neither is stored: every
+// publisher of them acts on the stored request, so they are stored after
+// it. The dispatcher publishes them while handling a delivery of the
+// request (after a push, a give-up, or from the record on a redelivery);
+// callback-ingest publishes stk.completed only for a payment whose
+// stk.requested it found, and the reconciler only from its consumers of
+// stk.requested and stk.dispatched, and for a held callback whose request
+// it found. And no stk.requested is stored twice: the api publishes it
+// under its Nats-Msg-Id, and beyond the duplicate window (a key taken
+// over) only after the leader said it is not stored (requestedStored).
+//
+// The newest being stk.dispatched does not prove that stk.completed is
+// not stored: a callback can be applied before stk.dispatched is (it
+// follows Daraja's answer, the callback may come first), so stk.completed
+// is still looked for. Any other newest (a stk.late_result, a subject this
+// version does not know) is settled by asking for each event.
+func (d *dispatcher) streamEvidence(ctx context.Context, id string) (found, error) {
+	var f found
+	m, err := d.lastFromLeader(ctx, events.StreamName, events.PaymentSubjects(id))
+	if err != nil || m == nil {
+		return f, err
+	}
+	switch m.Subject {
+	case events.Subject(events.TypeRequested, id):
+		return f, nil
+	case events.Subject(events.TypeCompleted, id):
+		f.completed = true
+		return f, nil
+	case events.Subject(events.TypeDispatched, id):
+		f.dispatched = true
+	default:
+		if m, err = d.lastFromLeader(ctx, events.StreamName, events.Subject(events.TypeDispatched, id)); err != nil {
+			return f, err
+		}
+		f.dispatched = m != nil
+	}
+	m, err = d.lastFromLeader(ctx, events.StreamName, events.Subject(events.TypeCompleted, id))
+	if m != nil {
+		// A completion stops a push whatever else is stored.
+		return found{completed: true}, err
+	}
+	return f, err
+}
+
+// lastFromLeader is the newest message on subject in stream, asked of
+// its leader; nil when there is none.
+func (d *dispatcher) lastFromLeader(ctx context.Context, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	m, err := events.LastMsgFromLeader(ctx, d.js, stream, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("look up %s: %w", subject, err)
+	}
+	return m, nil
 }
 
 // logPush records in STK_PUSHES, before it leaves, that push number

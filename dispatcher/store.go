@@ -175,9 +175,21 @@ func (p phones) acquire(ctx context.Context, phone, trackingID string, seq uint6
 		if err != nil {
 			return 0, "", fmt.Errorf("take phone lock: %w", err)
 		}
+		// Leaving the list is a read and maybe a write more, made only
+		// when the list just read has something for it to take off (our
+		// own entry of an earlier delivery, a waiter passed over, one
+		// unseen for qt.gone): the first push for a phone nobody waits
+		// for goes without. An entry added since that read is another
+		// waiter's, which leave keeps. Or, rarely, our own, joined by a
+		// delivery of this request racing this one: leave could come
+		// before that join as well, and such an entry only makes later
+		// requests ask whether this one still waits (qt.waiting: no, once
+		// it pushed) until it goes stale.
 		// An error is harmless: the entry goes stale, and a holder never
 		// looks at the list.
-		_ = p.leave(ctx, phone, trackingID, now, qt.gone, passed...)
+		if len(leaving(trackingID, now, qt.gone, passed)(slices.Clone(q))) != len(q) {
+			_ = p.leave(ctx, phone, trackingID, now, qt.gone, passed...)
+		}
 		return rev, "", nil
 	}
 	return 0, "", fmt.Errorf("take phone lock: %w", errConflict)
@@ -255,11 +267,16 @@ func (p phones) join(ctx context.Context, phone string, w waiter, gone time.Dura
 // leave takes trackingID off phone's waiting list, with the entries unseen
 // for gone and those of also (waiters found no longer waiting).
 func (p phones) leave(ctx context.Context, phone, trackingID string, now time.Time, gone time.Duration, also ...string) error {
-	return p.update(ctx, phone, func(q []waiter) []waiter {
+	return p.update(ctx, phone, leaving(trackingID, now, gone, also))
+}
+
+// leaving is leave's change to a waiting list: it only takes entries off.
+func leaving(trackingID string, now time.Time, gone time.Duration, also []string) func([]waiter) []waiter {
+	return func(q []waiter) []waiter {
 		return slices.DeleteFunc(q, func(w waiter) bool {
 			return w.ID == trackingID || now.Sub(w.Seen) >= gone || slices.Contains(also, w.ID)
 		})
-	})
+	}
 }
 
 // refresh rewrites the lock held at rev, so that it lives a prompt's

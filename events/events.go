@@ -140,6 +140,11 @@ func (p Payment) Base() Payment { return p }
 // Subject is the subject an event of type typ for trackingID is published on.
 func Subject(typ, trackingID string) string { return typ + "." + trackingID }
 
+// PaymentSubjects is the filter of every event of trackingID, whatever its
+// type: stk.*.<id>. The newest message on it (the leader's last_by_subj)
+// is the payment's latest event.
+func PaymentSubjects(trackingID string) string { return Subject("stk.*", trackingID) }
+
 // MsgID is the Nats-Msg-Id of an event, <tracking_id>:<event>, so that a
 // retried publish is dropped by JetStream's duplicate window. It is also the
 // envelope's CloudEvents id.

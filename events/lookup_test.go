@@ -75,3 +75,41 @@ func uuidN(i int) string {
 	}
 	return string(s)
 }
+
+// The leader answers last_by_subj with a wildcard: the newest message of
+// any of a payment's subjects (events.PaymentSubjects), whatever other
+// payments published after it. The dispatcher reads a payment's latest
+// event so in one round trip.
+func TestLastMsgFromLeaderOfEveryEventOfAPayment(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pub := &events.Publisher{JS: ns.JS, Source: "test"}
+	p := events.Payment{TrackingID: uuidN(1), Client: "c", Phone: "254712345678", Amount: 1, Reference: "r"}
+	other := events.Payment{TrackingID: uuidN(2), Client: "c", Phone: "254712345679", Amount: 1, Reference: "r"}
+
+	if _, err := events.LastMsgFromLeader(ctx, ns.JS, events.StreamName, events.PaymentSubjects(p.TrackingID)); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("nothing stored: %v, want ErrMsgNotFound", err)
+	}
+	for _, ev := range []events.Event{
+		events.Requested{Payment: p},
+		events.Completed{Payment: p, ResultCode: "0", Source: events.SourceCallback},
+		events.Dispatched{Payment: p, CheckoutRequestID: "ws_CO_1"},
+		events.LateResult{Payment: p, ResultCode: "1032"},
+	} {
+		if _, err := pub.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		// Another payment's events, newer, are not its.
+		if _, err := pub.Publish(ctx, events.Requested{Payment: other}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ns.JS.Publish(ctx, events.Subject(ev.Type(), other.TrackingID), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := events.LastMsgFromLeader(ctx, ns.JS, events.StreamName, events.PaymentSubjects(p.TrackingID))
+		if want := events.Subject(ev.Type(), p.TrackingID); err != nil || msg.Subject != want {
+			t.Fatalf("after %s: newest of %s = %+v, %v; want %s", ev.Type(), events.PaymentSubjects(p.TrackingID), msg, err, want)
+		}
+	}
+}

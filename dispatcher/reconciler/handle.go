@@ -22,14 +22,15 @@ const retryDelay = 2 * time.Second
 // handleDispatched follows one stk.dispatched: done once stk.completed is in
 // the stream; otherwise, ReconcileAfter after the push, Daraja is queried.
 func (r *reconciler) handleDispatched(work context.Context, log *slog.Logger, msg jetstream.Msg) {
-	env, ev, err := events.Decode(msg.Data())
+	// The envelope and its data in one pass (another type is malformed).
+	env, err := events.DecodeAs[events.Dispatched](msg.Data())
 	if err != nil {
 		term(log, msg, err.Error())
 		return
 	}
-	d, ok := ev.(events.Dispatched)
-	if !ok || d.TrackingID != events.TrackingIDOf(msg.Subject()) {
-		term(log, msg, fmt.Sprintf("%s event on subject %s", ev.Type(), msg.Subject()))
+	d := env.Data
+	if d.TrackingID != events.TrackingIDOf(msg.Subject()) {
+		term(log, msg, fmt.Sprintf("%s event on subject %s", d.Type(), msg.Subject()))
 		return
 	}
 	log = log.With("checkout_request_id", d.CheckoutRequestID)
@@ -70,14 +71,14 @@ func (r *reconciler) handleDispatched(work context.Context, log *slog.Logger, ms
 // otherwise the dispatcher's attempt record says what to wait for
 // (followRecord), or its absence does (followNoRecord).
 func (r *reconciler) handleRequested(work context.Context, log *slog.Logger, msg jetstream.Msg) {
-	env, ev, err := events.Decode(msg.Data())
+	env, err := events.DecodeAs[events.Requested](msg.Data())
 	if err != nil {
 		term(log, msg, err.Error())
 		return
 	}
-	req, ok := ev.(events.Requested)
-	if !ok || req.TrackingID != events.TrackingIDOf(msg.Subject()) {
-		term(log, msg, fmt.Sprintf("%s event on subject %s", ev.Type(), msg.Subject()))
+	req := env.Data
+	if req.TrackingID != events.TrackingIDOf(msg.Subject()) {
+		term(log, msg, fmt.Sprintf("%s event on subject %s", req.Type(), msg.Subject()))
 		return
 	}
 	id := req.TrackingID
