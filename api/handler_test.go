@@ -65,15 +65,11 @@ func newTestEnv(t testing.TB, tweak func(*Options)) *testEnv {
 		}
 	})
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	conn, err := connectNATS(ns.URL, log)
+	conn, js, err := connectNATS(ns.URL, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(conn.Close)
-	js, err := jetstream.New(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
 	o := Options{
 		Conn:   conn,
 		JS:     js,

@@ -55,15 +55,11 @@ func Run(ctx context.Context, cfg Config) error {
 	tp, stopTracing := tracing.Start(cfg.Tracing, log)
 	defer stopTracing()
 
-	nc, err := connectNATS(cfg.NATSURL, log)
+	nc, js, err := connectNATS(cfg.NATSURL, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close() // every publish waited for its ack; nothing is left to send
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 
 	db, err := startUp(ctx, cfg, js)
 	if err != nil {
@@ -184,8 +180,8 @@ func serve(ctx context.Context, cfg Config, h *Handler) error {
 // disconnected: a publish then fails at once and the client gets its 503,
 // instead of the request being sent later, after the client was told it
 // was not accepted.
-func connectNATS(url string, log *slog.Logger) (*nats.Conn, error) {
-	return events.Connect(url, "stkgate-api", log, nats.ReconnectBufSize(-1))
+func connectNATS(url string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	return events.ConnectJetStream(url, "stkgate-api", log, nats.ReconnectBufSize(-1))
 }
 
 // startErr is nil when start-up was cut short by ctx: stopping before

@@ -64,15 +64,11 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// A NATS that is down at start-up or later is waited for: the service
 	// answers 503 (and /readyz says so) meanwhile.
-	nc, err := events.Connect(cfg.NATSURL, "stkgate-callback-ingest", log)
+	nc, js, err := events.ConnectJetStream(cfg.NATSURL, "stkgate-callback-ingest", log)
 	if err != nil {
 		return err
 	}
 	defer events.Close(nc, log)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	stream, receipts, err := ensureStream(ctx, log, js, cfg.StreamReplicas)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -83,15 +83,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("dispatcher: daraja client: %w", err)
 	}
 
-	nc, err := events.Connect(cfg.NATSURL, "stkgate-dispatcher", log)
+	nc, js, err := events.ConnectJetStream(cfg.NATSURL, "stkgate-dispatcher", log)
 	if err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
 	defer events.Close(nc, log)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("dispatcher: jetstream: %w", err)
-	}
 
 	res, err := setUp(ctx, log, js, cfg)
 	if err != nil {

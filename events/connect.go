@@ -2,11 +2,13 @@ package events
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events/kit/redact"
 )
@@ -59,6 +61,23 @@ func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Con
 		return nil, redactedError{msg: "connect nats: " + redact.URLs(err.Error()), err: err}
 	}
 	return nc, nil
+}
+
+// ConnectJetStream is Connect and a JetStream context on the connection,
+// as every service starts. The connection is the caller's to close
+// (events.Close, or nc.Close where nothing is left to send); on an error
+// nothing is left open.
+func ConnectJetStream(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := Connect(url, name, log, opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
 }
 
 // redactedError is err with a message that shows no secret.

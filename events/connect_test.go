@@ -1,6 +1,7 @@
 package events_test
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"strconv"
@@ -78,5 +79,35 @@ func TestConnectErrorHidesThePassword(t *testing.T) {
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("error shows the password: %v", err)
 		}
+	}
+}
+
+// ConnectJetStream gives a connection and a JetStream context on it, and
+// leaves nothing open when it fails.
+func TestConnectJetStream(t *testing.T) {
+	s, err := natsserver.Start(natsserver.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	log := slog.New(slog.DiscardHandler)
+
+	nc, js, err := events.ConnectJetStream(s.ClientURL(), "stkgate-test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer events.Close(nc, log)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.AccountInfo(ctx); err != nil {
+		t.Fatalf("the JetStream context does not answer: %v", err)
+	}
+	if js.Conn() != nc {
+		t.Error("the JetStream context is on another connection")
+	}
+
+	nc, js, err = events.ConnectJetStream("nats://a b", "stkgate-test", log)
+	if err == nil || nc != nil || js != nil {
+		t.Errorf("an unparsable URL: %v, %v, %v; want an error and nothing open", nc, js, err)
 	}
 }

@@ -75,16 +75,12 @@ func Run(ctx context.Context, cfg Config) (runErr error) {
 	tp, stopTracing := tracing.Start(cfg.Tracing, log)
 	defer stopTracing()
 
-	nc, err := events.Connect(cfg.NATSURL, "stkgate-projector", log)
+	nc, js, err := events.ConnectJetStream(cfg.NATSURL, "stkgate-projector", log)
 	if err != nil {
 		return err
 	}
 	// Acks are sent asynchronously: Close flushes them first.
 	defer events.Close(nc, log)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 
 	// Several projectors may run: the watcher's consumer is durable, so
 	// they share the work.

@@ -80,15 +80,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("reconciler: daraja client: %w", err)
 	}
 
-	nc, err := events.Connect(cfg.NATSURL, "stkgate-reconciler", log)
+	nc, js, err := events.ConnectJetStream(cfg.NATSURL, "stkgate-reconciler", log)
 	if err != nil {
 		return fmt.Errorf("reconciler: %w", err)
 	}
 	defer events.Close(nc, log)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("reconciler: jetstream: %w", err)
-	}
 
 	r := &reconciler{
 		cfg: cfg,

@@ -46,15 +46,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("webhooks: %w", err)
 	}
-	nc, err := events.Connect(cfg.NATSURL, connName, log)
+	nc, js, err := events.ConnectJetStream(cfg.NATSURL, connName, log)
 	if err != nil {
 		return fmt.Errorf("webhooks: %w", err)
 	}
 	defer events.Close(nc, log)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("webhooks: jetstream: %w", err)
-	}
 	sqlDB, err := worker.RetryStart(ctx, log, "webhooks: open database", func(ctx context.Context) (*sqlx.DB, error) {
 		return store.OpenMigrated(ctx, cfg.DatabaseURL)
 	})
