@@ -294,12 +294,18 @@ func (h *Handler) routes(trusted []netip.Prefix) *echo.Echo {
 	specRoutes(e)
 	// Authentication per route rather than on an /api group: a group's
 	// middleware needs a catch-all route, which would turn every 405 into
-	// a 404.
-	e.POST(PushPath, h.create, h.authenticate, h.limitClient)
-	e.GET(PushPath, h.searchRecords, h.authenticate, h.limitClient)
-	e.GET(RecordPath+":tracking_id", h.get, h.authenticate, h.limitClient)
-	e.GET(WebhookDeliveriesPath, h.webhookDeliveries, h.authenticate, h.limitClient)
+	// a 404. Composed here, once: echo composes a route's middleware
+	// anew on every request, a closure each.
+	e.POST(PushPath, h.authenticated(h.create))
+	e.GET(PushPath, h.authenticated(h.searchRecords))
+	e.GET(RecordPath+":tracking_id", h.authenticated(h.get))
+	e.GET(WebhookDeliveriesPath, h.authenticated(h.webhookDeliveries))
 	return e
+}
+
+// authenticated is next behind authenticate, then limitClient.
+func (h *Handler) authenticated(next echo.HandlerFunc) echo.HandlerFunc {
+	return h.authenticate(h.limitClient(next))
 }
 
 // ServeHTTP implements http.Handler.
@@ -960,6 +966,5 @@ func (h *Handler) get(c echo.Context) error {
 	case err != nil:
 		return err
 	}
-	v := ViewOf(rec)
-	return recordJSON(c, http.StatusOK, &v)
+	return recordOfJSON(c, http.StatusOK, &rec)
 }
