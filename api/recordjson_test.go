@@ -150,3 +150,31 @@ func FuzzRecordOf(f *testing.F) {
 		}
 	})
 }
+
+// TestReadContextsDeadline: a poll's read is given at least readTimeout
+// and at most readContextSlack more, and polls begun close together share
+// one context.
+func TestReadContextsDeadline(t *testing.T) {
+	t.Parallel()
+	var r readContexts
+	t0 := time.Now()
+	check := func(at time.Time) context.Context {
+		t.Helper()
+		ctx := r.get(at)
+		d, ok := ctx.Deadline()
+		if !ok || d.Sub(at) < readTimeout || d.Sub(at) > readTimeout+readContextSlack {
+			t.Fatalf("read begun at +%s has deadline +%s, want within [%s, %s]", at.Sub(t0), d.Sub(t0), readTimeout, readTimeout+readContextSlack)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("read begun at +%s: context already done: %v", at.Sub(t0), ctx.Err())
+		}
+		return ctx
+	}
+	first := check(t0)
+	if again := check(t0.Add(readContextSlack / 2)); again != first {
+		t.Error("a read begun within the slack has a context of its own")
+	}
+	if later := check(t0.Add(readContextSlack + time.Millisecond)); later == first {
+		t.Error("a read begun past the slack shares a context that ends too soon")
+	}
+}
