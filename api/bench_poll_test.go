@@ -2,7 +2,6 @@ package api
 
 import (
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -11,14 +10,15 @@ import (
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/metrics"
+	"github.com/stkgate/stkgate/events/kit/service"
 )
 
 // BenchmarkPollLogged polls one projected record as the binary serves it:
-// metrics on, every line (the access line too) formatted as JSON, here to
-// io.Discard. Its allocations per poll are the steady figure; the time
+// metrics on, every line (the access line too) formatted as JSON by the
+// services' logger (service.NewLogger), here to io.Discard. Its allocations per poll are the steady figure; the time
 // moves with the machine's load.
 func BenchmarkPollLogged(b *testing.B) {
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil)).With("service", "api")
+	log := service.NewLogger(io.Discard, "", "api")
 	e := newTestEnv(b, func(o *Options) { o.Logger, o.Metrics = log, metrics.New("api") })
 	id := uuid.Must(uuid.NewV7()).String()
 	e.apply(b, events.Requested{Payment: payment(id, "acme")})
@@ -37,8 +37,8 @@ func BenchmarkPollLogged(b *testing.B) {
 }
 
 // BenchmarkCreateLogged accepts requests as the binary does: metrics on,
-// every line formatted as JSON (to io.Discard).
+// every line formatted as JSON by the services' logger (to io.Discard).
 func BenchmarkCreateLogged(b *testing.B) {
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil)).With("service", "api")
+	log := service.NewLogger(io.Discard, "", "api")
 	benchmarkCreate(b, func(o *Options) { o.Logger, o.Metrics = log, metrics.New("api") })
 }

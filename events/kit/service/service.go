@@ -25,9 +25,10 @@ const (
 )
 
 // NewLogger is the logger of the service name, writing to w: JSON, or
-// text when format is "text".
+// text when format is "text". The JSON lines are slog's JSONHandler's,
+// the plain ones written by hand (jsonHandler).
 func NewLogger(w io.Writer, format, name string) *slog.Logger {
-	var h slog.Handler = slog.NewJSONHandler(w, nil)
+	var h slog.Handler = newJSONHandler(w)
 	if format == "text" {
 		h = slog.NewTextHandler(w, nil)
 	}
