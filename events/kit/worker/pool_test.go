@@ -132,3 +132,42 @@ func TestKeepInProgressNakWaitsForAReportUnderWay(t *testing.T) {
 	stop() // a second stop, after the settlement's, returns
 	stop()
 }
+
+// An ack that is not confirmed (DoubleAck timed out: NATS slow, a leader
+// moving) leaves the message the handler's: the dispatcher retries the ack
+// for up to 18 s, and the message stays reported in progress meanwhile, or
+// the server could deliver it again to another dispatcher while this one
+// still acks it. A report after an ack or a term changes nothing at the
+// server (the message is no longer pending); only a nak must stop them
+// first.
+func TestKeepInProgressReportsWhileAnAckIsRetried(t *testing.T) {
+	var tries int
+	msg := &reportMsg{doubleAck: func(context.Context) error {
+		tries++
+		if tries == 1 {
+			time.Sleep(10 * time.Millisecond) // the ack's wait for its answer
+			return context.DeadlineExceeded
+		}
+		return nil
+	}}
+	m, stop := KeepInProgress(msg, time.Millisecond)
+	defer stop()
+	time.Sleep(5 * time.Millisecond)
+	if err := m.DoubleAck(context.Background()); err == nil {
+		t.Fatal("the first DoubleAck succeeded")
+	}
+	before := len(msg.log())
+	time.Sleep(30 * time.Millisecond) // the dispatcher's wait before its next try
+	during := len(msg.log()) - before
+	if err := m.DoubleAck(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if during == 0 {
+		t.Errorf("no report in the 30 ms between an unconfirmed ack and its retry, at one every millisecond: %v", msg.log())
+	}
+	time.Sleep(10 * time.Millisecond)
+	if n := reportsAfter(msg.log(), "ack"); n > 1 {
+		// One may be under way as the ack goes: harmless after an ack.
+		t.Errorf("%d reports after the confirmed ack, want at most one under way", n)
+	}
+}
