@@ -309,8 +309,8 @@ func HandBack(msg jetstream.Msg) error {
 
 // KeepInProgress reports msg in progress every interval until the returned
 // stop is called (stop waits for the reporting to end) or the message it
-// returns is settled: settling it first stops the reports and waits for one
-// under way, so that none reaches the server after the settlement. nats.go
+// returns is settled: a nak through it first stops the reports and waits for
+// one under way, so that none reaches the server after the nak. nats.go
 // checks that a message is unsettled before it sends a report, but not in
 // one step with the sending: a report checked before a nak and sent after
 // it makes nats-server take the message as in progress again, and
@@ -340,21 +340,25 @@ func KeepInProgress(msg jetstream.Msg, every time.Duration) (jetstream.Msg, func
 	return reportedMsg{Msg: msg, stopReports: stop}, stop
 }
 
-// reportedMsg is a message kept in progress by KeepInProgress: each
-// settlement stops the reports before it is sent.
+// reportedMsg is a message kept in progress by KeepInProgress: a nak stops
+// the reports before it is sent; an ack or a term stops them once it is
+// sent. A report that reaches the server after an ack or a term changes
+// nothing there (the message is no longer pending), and an ack that was not
+// confirmed (DoubleAck timed out), which the handler may try again (the
+// dispatcher does, for up to 18 s), leaves the message the handler's: kept
+// in progress meanwhile, it is not delivered to another instance while the
+// first still acks it.
 type reportedMsg struct {
 	jetstream.Msg
 	stopReports func()
 }
 
 func (m reportedMsg) Ack() error {
-	m.stopReports()
-	return m.Msg.Ack()
+	return m.settled(m.Msg.Ack())
 }
 
 func (m reportedMsg) DoubleAck(ctx context.Context) error {
-	m.stopReports()
-	return m.Msg.DoubleAck(ctx)
+	return m.settled(m.Msg.DoubleAck(ctx))
 }
 
 func (m reportedMsg) Nak() error {
@@ -368,13 +372,20 @@ func (m reportedMsg) NakWithDelay(delay time.Duration) error {
 }
 
 func (m reportedMsg) Term() error {
-	m.stopReports()
-	return m.Msg.Term()
+	return m.settled(m.Msg.Term())
 }
 
 func (m reportedMsg) TermWithReason(reason string) error {
-	m.stopReports()
-	return m.Msg.TermWithReason(reason)
+	return m.settled(m.Msg.TermWithReason(reason))
+}
+
+// settled stops the reports once an ack or a term (err its result) was
+// sent, or found the message settled already.
+func (m reportedMsg) settled(err error) error {
+	if err == nil || errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		m.stopReports()
+	}
+	return err
 }
 
 // Sleep waits d or until ctx ends; it reports whether the wait was whole.
