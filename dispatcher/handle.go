@@ -463,16 +463,21 @@ func (d *dispatcher) evidence(ctx context.Context, id string, recordGone bool) (
 // (events.PaymentSubjects): one round trip where asking for each would be
 // two, for a request whose record is gone (every first push).
 //
-// The newest being its stk.requested proves neither is stored: every
-// publisher of them acts on the stored request, so they are stored after
-// it. The dispatcher publishes them while handling a delivery of the
-// request (after a push, a give-up, or from the record on a redelivery);
-// callback-ingest publishes stk.completed only for a payment whose
-// stk.requested it found, and the reconciler only from its consumers of
-// stk.requested and stk.dispatched, and for a held callback whose request
-// it found. And no stk.requested is stored twice: the api publishes it
-// under its Nats-Msg-Id, and beyond the duplicate window (a key taken
-// over) only after the leader said it is not stored (requestedStored).
+// The newest being its stk.requested proves neither is stored only when
+// it is also the payment's oldest event, its only one (one round trip
+// more). Every publisher of them acts on the stored request, so they are
+// stored after it: the dispatcher while handling a delivery of the request
+// (after a push, a give-up, or from the record on a redelivery),
+// callback-ingest's stk.completed only for a payment whose stk.requested
+// it found, the reconciler only from its consumers of stk.requested and
+// stk.dispatched, and for a held callback whose request it found. But a
+// stk.requested can be stored again after them: stkgate-admin dlq replay
+// publishes a dead-lettered request under its Nats-Msg-Id, which
+// JetStream stores again once the duplicate window has passed. A request
+// whose attempt record is gone (STK_ATTEMPTS lost) and whose outcome came
+// without a push (a give-up, not_dispatched: nothing in STK_PUSHES) would
+// then be pushed after its stk.completed. Such a newest request is
+// settled by asking for each event.
 //
 // The newest being stk.dispatched does not prove that stk.completed is
 // not stored: a callback can be applied before stk.dispatched is (it
@@ -487,7 +492,16 @@ func (d *dispatcher) streamEvidence(ctx context.Context, id string) (found, erro
 	}
 	switch m.Subject {
 	case events.Subject(events.TypeRequested, id):
-		return f, nil
+		first, err := d.firstFromLeader(ctx, events.StreamName, events.PaymentSubjects(id))
+		if err != nil || first != nil && first.Sequence == m.Sequence {
+			// The request is the payment's only event.
+			return f, err
+		}
+		// Stored again after other events: each is asked for.
+		if m, err = d.lastFromLeader(ctx, events.StreamName, events.Subject(events.TypeDispatched, id)); err != nil {
+			return f, err
+		}
+		f.dispatched = m != nil
 	case events.Subject(events.TypeCompleted, id):
 		f.completed = true
 		return f, nil
@@ -510,12 +524,22 @@ func (d *dispatcher) streamEvidence(ctx context.Context, id string) (found, erro
 // lastFromLeader is the newest message on subject in stream, asked of
 // its leader; nil when there is none.
 func (d *dispatcher) lastFromLeader(ctx context.Context, stream, subject string) (*jetstream.RawStreamMsg, error) {
-	m, err := events.LastMsgFromLeader(ctx, d.js, stream, subject)
+	return orNone(events.LastMsgFromLeader(ctx, d.js, stream, subject))
+}
+
+// firstFromLeader is the oldest message on subject in stream, asked of
+// its leader; nil when there is none.
+func (d *dispatcher) firstFromLeader(ctx context.Context, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	return orNone(events.FirstMsgFromLeader(ctx, d.js, stream, subject))
+}
+
+// orNone is a lookup's message, nil for "not found".
+func orNone(m *jetstream.RawStreamMsg, err error) (*jetstream.RawStreamMsg, error) {
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("look up %s: %w", subject, err)
+		return nil, err // it names the stream and the subject
 	}
 	return m, nil
 }

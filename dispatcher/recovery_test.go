@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
@@ -307,5 +310,41 @@ func TestDeletedConsumerIsCreatedAgain(t *testing.T) {
 	}
 	if n := len(h.logLines("consumer was deleted: created again")); n < 1 {
 		t.Errorf("no log of the consumer created again")
+	}
+}
+
+// A payment's request stored again after its outcome (stkgate-admin dlq
+// replay past the duplicate window) is not pushed, nor is the first copy
+// delivered beside it, when the attempt record is gone: a payment finished
+// without a push (not_dispatched, a give-up for a busy phone) has nothing
+// in STK_PUSHES, and only its stk.completed, older than the replayed
+// request, stops the push.
+func TestNoPushForARequestStoredAgainAfterItsOutcome(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	p := newPayment()
+	h.request(p)
+	ctx := shortly(t)
+	pub := events.Publisher{JS: h.ns.JS, Source: Source}
+	if _, err := pub.Publish(ctx, events.Completed{Payment: p, ResultCode: "stkgate.not_dispatched",
+		ResultDesc: "No CheckoutRequestID", Source: events.SourceDispatcher, CompletedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	// The attempt record the reconciler wrote with it is lost: the test
+	// writes none.
+	subject, msgID, body, err := events.Encode("stkgate/api", events.Requested{Payment: p}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Past the duplicate window the same Nats-Msg-Id would be stored
+	// again; another stands for it here.
+	if _, err := h.ns.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: body}, jetstream.WithMsgID(msgID+":replayed")); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.waitSettled()
+	h.stop()
+	if n := len(h.fakePushes(p.Phone)); n != 0 {
+		t.Errorf("%d pushes for a payment finished as not dispatched, want 0", n)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
@@ -60,8 +61,9 @@ func (w *wire) requests() []string {
 
 // A first push (no attempt record, the phone free, no waiter) asks
 // JetStream only what keeps it safe: the record (none), the phone's lock
-// and waiting list, one look at what the stream holds of the payment and
-// one at the push log (both of the streams' leaders), the record written
+// and waiting list, two looks at what the stream holds of the payment (its
+// newest and its oldest event: the request stored once) and one at the push
+// log (all of the streams' leaders), the record written
 // and the push logged before the call, the lock renewed and the record
 // written after it, stk.dispatched stored, the ack confirmed.
 func TestFirstPushRoundTrips(t *testing.T) {
@@ -82,7 +84,7 @@ func TestFirstPushRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := w.requests()
-	const want = 13
+	const want = 14
 	if len(got) > want {
 		t.Errorf("a first push made %d JetStream round trips, want at most %d:\n%s", len(got), want, strings.Join(got, "\n"))
 	} else {
@@ -214,6 +216,65 @@ func TestAcquireLeavesTheListAsLeaveWould(t *testing.T) {
 			}
 			if !slices.Equal(ids, tc.after) {
 				t.Errorf("waiting list after the lock was taken: %v, want %v", ids, tc.after)
+			}
+		})
+	}
+}
+
+// A payment's stk.requested can be stored again after its stk.dispatched or
+// stk.completed: stkgate-admin dlq replay publishes a dead-lettered request
+// again under its own Nats-Msg-Id, which JetStream stores once the duplicate
+// window has passed (the tool says to replay it after that). The newest
+// event is then a stk.requested, and proves nothing: should the attempt
+// record be gone, what the stream holds still stops the push, even with no
+// push logged (a request given up or never dispatched had none).
+func TestEvidenceWhenTheRequestIsStoredAgain(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t)
+	ctx := shortly(t)
+	if _, err := events.EnsurePushLogStream(ctx, ns.JS, 1); err != nil {
+		t.Fatal(err)
+	}
+	d := &dispatcher{js: ns.JS, stream: ns.Stream}
+	pub := &events.Publisher{JS: ns.JS, Source: "test"}
+	for _, tc := range []struct {
+		name   string
+		stored func(p events.Payment) []events.Event
+		want   found
+	}{
+		{"given up, then the request again", func(p events.Payment) []events.Event {
+			return []events.Event{events.Requested{Payment: p}, events.Completed{Payment: p, ResultCode: CodePhoneBusy}}
+		}, found{completed: true}},
+		{"dispatched, then the request again", func(p events.Payment) []events.Event {
+			return []events.Event{events.Requested{Payment: p}, events.Dispatched{Payment: p}}
+		}, found{dispatched: true}},
+		{"dispatched and completed, then the request again", func(p events.Payment) []events.Event {
+			return []events.Event{events.Requested{Payment: p}, events.Dispatched{Payment: p}, events.Completed{Payment: p, ResultCode: "0"}}
+		}, found{completed: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPayment()
+			for _, ev := range tc.stored(p) {
+				if _, err := pub.Publish(ctx, ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The request replayed past the duplicate window: the same
+			// body stored again (here under another Nats-Msg-Id, as the
+			// window's having passed would let the same one through).
+			subject, msgID, body, err := events.Encode("api", events.Requested{Payment: p}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ns.JS.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: body}, jetstream.WithMsgID(msgID+":replayed")); err != nil {
+				t.Fatal(err)
+			}
+			got, err := d.evidence(ctx, p.TrackingID, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.completed != tc.want.completed || got.dispatched != tc.want.dispatched || got.pushed != nil {
+				t.Fatalf("evidence = %+v, want %+v: the request stored again hid what the stream holds, and it would be pushed", got, tc.want)
 			}
 		})
 	}

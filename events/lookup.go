@@ -34,9 +34,24 @@ func LastMsg(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, su
 // STREAM.MSG.GET, not a direct get) for the newest message on subject. It
 // returns jetstream.ErrMsgNotFound when there is none.
 func LastMsgFromLeader(ctx context.Context, js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
-	req, err := json.Marshal(struct {
+	return msgFromLeader(ctx, js, stream, "last", subject, struct {
 		LastFor string `json:"last_by_subj"`
 	}{subject})
+}
+
+// FirstMsgFromLeader asks the stream's leader, as LastMsgFromLeader does,
+// for the oldest message on subject (a filter, wildcards allowed). It
+// returns jetstream.ErrMsgNotFound when there is none.
+func FirstMsgFromLeader(ctx context.Context, js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	return msgFromLeader(ctx, js, stream, "first", subject, struct {
+		NextFor string `json:"next_by_subj"`
+	}{subject})
+}
+
+// msgFromLeader asks the leader of stream for the message STREAM.MSG.GET's
+// request ask names: the which (first, last) on subject.
+func msgFromLeader(ctx context.Context, js jetstream.JetStream, stream, which, subject string, ask any) (*jetstream.RawStreamMsg, error) {
+	req, err := json.Marshal(ask)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +69,7 @@ func LastMsgFromLeader(ctx context.Context, js jetstream.JetStream, stream, subj
 	}
 	resp, err := js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+stream, req)
 	if err != nil {
-		return nil, fmt.Errorf("get last %s from the leader of %s: %w", subject, stream, err)
+		return nil, fmt.Errorf("get %s %s from the leader of %s: %w", which, subject, stream, err)
 	}
 	var r struct {
 		Error *struct {
@@ -71,21 +86,21 @@ func LastMsgFromLeader(ctx context.Context, js jetstream.JetStream, stream, subj
 		} `json:"message"`
 	}
 	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return nil, fmt.Errorf("get last %s from the leader of %s: %w", subject, stream, err)
+		return nil, fmt.Errorf("get %s %s from the leader of %s: %w", which, subject, stream, err)
 	}
 	if r.Error != nil {
 		if r.Error.ErrorCode == uint16(jetstream.JSErrCodeMessageNotFound) {
 			return nil, jetstream.ErrMsgNotFound
 		}
-		return nil, fmt.Errorf("get last %s from the leader of %s: %s (%d)", subject, stream, r.Error.Description, r.Error.ErrorCode)
+		return nil, fmt.Errorf("get %s %s from the leader of %s: %s (%d)", which, subject, stream, r.Error.Description, r.Error.ErrorCode)
 	}
 	if r.Message == nil {
-		return nil, fmt.Errorf("get last %s from the leader of %s: %w", subject, stream, jetstream.ErrInvalidJetStreamResponse)
+		return nil, fmt.Errorf("get %s %s from the leader of %s: %w", which, subject, stream, jetstream.ErrInvalidJetStreamResponse)
 	}
 	var hdr nats.Header
 	if len(r.Message.Header) > 0 {
 		if hdr, err = nats.DecodeHeadersMsg(r.Message.Header); err != nil {
-			return nil, fmt.Errorf("get last %s from the leader of %s: headers: %w", subject, stream, err)
+			return nil, fmt.Errorf("get %s %s from the leader of %s: headers: %w", which, subject, stream, err)
 		}
 	}
 	return &jetstream.RawStreamMsg{

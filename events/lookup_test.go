@@ -113,3 +113,42 @@ func TestLastMsgFromLeaderOfEveryEventOfAPayment(t *testing.T) {
 		}
 	}
 }
+
+// FirstMsgFromLeader is the oldest message on a subject filter, wildcards
+// included, asked of the leader: with LastMsgFromLeader, the dispatcher
+// tells a payment whose only event is its request from one whose request
+// was stored again after its other events.
+func TestFirstMsgFromLeaderOfEveryEventOfAPayment(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pub := &events.Publisher{JS: ns.JS, Source: "test"}
+	p := events.Payment{TrackingID: uuidN(3), Client: "c", Phone: "254712345678", Amount: 1, Reference: "r"}
+	other := events.Payment{TrackingID: uuidN(4), Client: "c", Phone: "254712345679", Amount: 1, Reference: "r"}
+
+	if _, err := events.FirstMsgFromLeader(ctx, ns.JS, events.StreamName, events.PaymentSubjects(p.TrackingID)); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("nothing stored: %v, want ErrMsgNotFound", err)
+	}
+	// Another payment's events, older, are not its.
+	if _, err := pub.Publish(ctx, events.Requested{Payment: other}); err != nil {
+		t.Fatal(err)
+	}
+	var first uint64
+	for _, ev := range []events.Event{
+		events.Requested{Payment: p},
+		events.Dispatched{Payment: p, CheckoutRequestID: "ws_CO_1"},
+		events.Completed{Payment: p, ResultCode: "0", Source: events.SourceCallback},
+	} {
+		ack, err := pub.Publish(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == 0 {
+			first = ack.Sequence
+		}
+		msg, err := events.FirstMsgFromLeader(ctx, ns.JS, events.StreamName, events.PaymentSubjects(p.TrackingID))
+		if want := events.Subject(events.TypeRequested, p.TrackingID); err != nil || msg.Subject != want || msg.Sequence != first {
+			t.Fatalf("after %s: oldest of %s = %+v, %v; want %s at %d", ev.Type(), events.PaymentSubjects(p.TrackingID), msg, err, want, first)
+		}
+	}
+}
