@@ -43,7 +43,7 @@ const (
 	// rebuildBatch is how many events one store.Apply takes: the
 	// projector's largest batch (PROJECTOR_BATCH). What Apply makes of a
 	// stream does not depend on where its batches end; larger ones took a
-	// third less time than the default 256.
+	// third less time than batches of 256.
 	rebuildBatch = projector.MaxBatchSize
 	// swapLockTimeout bounds each wait of the swap for the live table: the
 	// api's reads queue behind a lock waited for, so it is short, and the

@@ -34,52 +34,65 @@ type applier struct {
 	flights map[*flight]bool // the batches under way
 }
 
-// flight is a batch under way: what it writes (batchKeys), and done,
-// closed once it is settled.
+// flight is a batch under way: what it writes (batchKeys), set before
+// ready is closed, and done, closed once it is settled.
 type flight struct {
-	keys map[batchKey]bool
-	done chan struct{}
+	keys  map[batchKey]bool
+	ready chan struct{}
+	done  chan struct{}
 }
 
 func (p *projector) newApplier(ctx context.Context) *applier {
 	return &applier{handle: p.handle, ctx: ctx, slots: make(chan struct{}, inFlight), flights: map[*flight]bool{}}
 }
 
-// start applies items beside the batches under way, once fewer than
-// inFlight are and once every one that shares a key with items (a
-// payment, a CheckoutRequestID, a receipt) is settled: those came first in
-// the stream, and are applied first.
-func (a *applier) start(items []item) {
-	if len(items) == 0 {
-		return
-	}
-	f := &flight{keys: batchKeys(items), done: make(chan struct{})}
-	// No batch starts meanwhile: only this goroutine starts them.
-	for _, g := range a.before(f.keys) {
-		<-g.done
-	}
+// start applies the batch prepare gives (its messages decoded) beside the
+// batches under way, once fewer than inFlight are. prepare runs in the
+// batch's own goroutine, not the caller's, so that the next batch is
+// gathered while this one is decoded. Once its keys are known (a payment,
+// a CheckoutRequestID, a receipt), the batch waits for every batch started
+// before it that shares one to be settled: those came first in the
+// stream, and are applied first.
+func (a *applier) start(prepare func() []item) {
 	a.slots <- struct{}{}
+	f := &flight{ready: make(chan struct{}), done: make(chan struct{})}
+	// Only this goroutine starts batches: earlier is every batch started
+	// before this one and not yet settled.
 	a.mu.Lock()
+	earlier := make([]*flight, 0, len(a.flights))
+	for g := range a.flights {
+		earlier = append(earlier, g)
+	}
 	a.flights[f] = true
 	a.mu.Unlock()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		a.handle(a.ctx, items)
-		a.mu.Lock()
-		delete(a.flights, f)
-		a.mu.Unlock()
-		close(f.done)
-		<-a.slots
+		defer func() {
+			a.mu.Lock()
+			delete(a.flights, f)
+			a.mu.Unlock()
+			close(f.done)
+			<-a.slots
+		}()
+		items := prepare()
+		f.keys = batchKeys(items)
+		close(f.ready)
+		for _, g := range a.sharing(earlier, f.keys) {
+			<-g.done
+		}
+		if len(items) > 0 {
+			a.handle(a.ctx, items)
+		}
 	}()
 }
 
-// before is the batches under way that share one of keys.
-func (a *applier) before(keys map[batchKey]bool) []*flight {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+// sharing is the batches of earlier that share one of keys, once each has
+// its keys.
+func (a *applier) sharing(earlier []*flight, keys map[batchKey]bool) []*flight {
 	var out []*flight
-	for g := range a.flights {
+	for _, g := range earlier {
+		<-g.ready
 		if g.shares(keys) {
 			out = append(out, g)
 		}

@@ -80,8 +80,8 @@ func TestApplierOrdersBatchesThatShareAKey(t *testing.T) {
 	f := newFakeApply()
 	a := &applier{handle: f.handle, ctx: context.Background(), slots: make(chan struct{}, inFlight), flights: map[*flight]bool{}}
 
-	a.start(batchOf("A", completion(p1, "1032", "", "ws_CO_1")))
-	a.start(batchOf("B", completion(p2, "0", "RCPT2", "ws_CO_2")))
+	a.start(decoded(batchOf("A", completion(p1, "1032", "", "ws_CO_1"))))
+	a.start(decoded(batchOf("B", completion(p2, "0", "RCPT2", "ws_CO_2"))))
 	if got := []string{<-f.began, <-f.began}; !slices.Contains(got, "A") || !slices.Contains(got, "B") {
 		t.Fatalf("batches sharing nothing: started %v, want A and B side by side", got)
 	}
@@ -98,7 +98,7 @@ func TestApplierOrdersBatchesThatShareAKey(t *testing.T) {
 		{"nothing shared", batchOf("x", completion(p3, "0", "RCPT3", "ws_CO_3")), ""},
 	} {
 		got := []string{}
-		for _, g := range a.before(batchKeys(c.batch)) {
+		for _, g := range a.sharing(underWay(a), batchKeys(c.batch)) {
 			got = append(got, nameOf(g))
 		}
 		want := []string{}
@@ -112,7 +112,7 @@ func TestApplierOrdersBatchesThatShareAKey(t *testing.T) {
 
 	// C shares A's payment: it starts only once A is settled, though B
 	// settles first and frees a slot.
-	go a.start(batchOf("C", completion(p1, "0", "RCPT1", "ws_CO_1")))
+	go a.start(decoded(batchOf("C", completion(p1, "0", "RCPT1", "ws_CO_1"))))
 	close(f.gate("B"))
 	var aSettled bool
 	f.mu.Lock()
@@ -131,6 +131,59 @@ func TestApplierOrdersBatchesThatShareAKey(t *testing.T) {
 	if !aSettled {
 		t.Errorf("C started before A, which shares its payment, was settled")
 	}
+}
+
+// A batch still being decoded holds back every later batch until its keys
+// are known: one that shares its payment then waits for it to be settled,
+// though its own keys were known first. Deciding on the keys known so far
+// would apply the later batch first, and a payment's completion before
+// its request.
+func TestApplierWaitsForTheKeysOfABatchBeingDecoded(t *testing.T) {
+	const p1 = "6f1c2a34-0b6e-4d8e-9a51-3c2f1e0d9b01"
+	f := newFakeApply()
+	a := &applier{handle: f.handle, ctx: context.Background(), slots: make(chan struct{}, inFlight), flights: map[*flight]bool{}}
+
+	decodeA := make(chan struct{})
+	a.start(func() []item {
+		<-decodeA
+		return batchOf("A", events.Requested{Payment: events.Payment{TrackingID: p1}})
+	})
+	var aSettled bool
+	f.mu.Lock()
+	f.onBegin = func(name string) {
+		if name == "B" {
+			aSettled = f.settled["A"]
+		}
+	}
+	f.mu.Unlock()
+	a.start(decoded(batchOf("B", completion(p1, "0", "RCPT1", "ws_CO_1"))))
+	close(f.gate("B"))
+	close(decodeA)
+	if name := <-f.began; name != "A" {
+		t.Fatalf("started %s first, want A", name)
+	}
+	close(f.gate("A"))
+	if name := <-f.began; name != "B" {
+		t.Fatalf("started %s, want B", name)
+	}
+	a.wait()
+	if !aSettled {
+		t.Errorf("B started before A, which shares its payment and came first, was settled")
+	}
+}
+
+// decoded is a batch already decoded, as applier.start takes one.
+func decoded(items []item) func() []item { return func() []item { return items } }
+
+// underWay is the batches a has under way.
+func underWay(a *applier) []*flight {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*flight
+	for g := range a.flights {
+		out = append(out, g)
+	}
+	return out
 }
 
 // nameOf is the name of the batch under way g is, for the messages.

@@ -14,7 +14,7 @@ import (
 
 // Defaults of the settings that have one.
 const (
-	DefaultBatchSize        = 256
+	DefaultBatchSize        = 768
 	DefaultStreamReplicas   = 1
 	DefaultRetryMaxInterval = 10 * time.Second
 	DefaultStartTimeout     = 2 * time.Minute
@@ -37,7 +37,7 @@ type Config struct {
 	DatabaseURL string
 	// StreamReplicas of the STK stream, created at start-up if missing.
 	StreamReplicas int
-	// BatchSize is the most events applied in one transaction (default 256).
+	// BatchSize is the most events applied in one transaction (default 768).
 	BatchSize int
 	// Tracing is the OpenTelemetry tracing (OTEL_*; docs/TRACING.md); off
 	// when no endpoint is set.
@@ -66,7 +66,7 @@ type Config struct {
 }
 
 // ConfigFromEnv reads NATS_URL and DATABASE_URL (both required),
-// NATS_STREAM_REPLICAS (default 1) and PROJECTOR_BATCH (default 256). It
+// NATS_STREAM_REPLICAS (default 1) and PROJECTOR_BATCH (default 768). It
 // names every setting that is missing or malformed.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	e := envconf.New(getenv)

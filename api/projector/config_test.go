@@ -34,9 +34,9 @@ func TestConfigFromEnv(t *testing.T) {
 		want    Config
 		wantErr string
 	}{
-		{"defaults", base, Config{NATSURL: "nats://127.0.0.1:4222", DatabaseURL: "postgres://stk:secret@db:5432/stkgate", StreamReplicas: 1, BatchSize: 256}, ""},
+		{"defaults", base, Config{NATSURL: "nats://127.0.0.1:4222", DatabaseURL: "postgres://stk:secret@db:5432/stkgate", StreamReplicas: 1, BatchSize: 768}, ""},
 		{"all set", with("PROJECTOR_BATCH", "64"), Config{NATSURL: "nats://127.0.0.1:4222", DatabaseURL: "postgres://stk:secret@db:5432/stkgate", StreamReplicas: 1, BatchSize: 64}, ""},
-		{"replicas", with("NATS_STREAM_REPLICAS", "3"), Config{NATSURL: "nats://127.0.0.1:4222", DatabaseURL: "postgres://stk:secret@db:5432/stkgate", StreamReplicas: 3, BatchSize: 256}, ""},
+		{"replicas", with("NATS_STREAM_REPLICAS", "3"), Config{NATSURL: "nats://127.0.0.1:4222", DatabaseURL: "postgres://stk:secret@db:5432/stkgate", StreamReplicas: 3, BatchSize: 768}, ""},
 		{"no NATS", with("NATS_URL", ""), Config{}, "NATS_URL: required"},
 		{"no database", with("DATABASE_URL", " "), Config{}, "DATABASE_URL: required"},
 		{"replicas not a number", with("NATS_STREAM_REPLICAS", "three"), Config{}, "NATS_STREAM_REPLICAS"},

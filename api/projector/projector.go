@@ -238,7 +238,7 @@ func (p *projector) consume(ctx context.Context) error {
 		if len(msgs) == p.cfg.BatchSize {
 			msgs, next = p.completePayment(it, msgs)
 		}
-		a.start(p.decode(msgs))
+		a.start(func() []item { return p.decode(msgs) })
 	}
 }
 
@@ -302,11 +302,12 @@ func (p *projector) drain(it jetstream.MessagesContext, a *applier) {
 		}
 		msgs = append(msgs, m)
 		if len(msgs) == p.cfg.BatchSize {
-			a.start(p.decode(msgs))
+			batch := msgs
+			a.start(func() []item { return p.decode(batch) })
 			msgs = nil
 		}
 	}
 	if len(msgs) > 0 {
-		a.start(p.decode(msgs))
+		a.start(func() []item { return p.decode(msgs) })
 	}
 }

@@ -5,9 +5,8 @@ package store
 
 import (
 	"slices"
+	"strconv"
 	"strings"
-
-	"github.com/lib/pq"
 )
 
 // batch is a set of inputs with at most one per tracking id: one INSERT …
@@ -170,40 +169,113 @@ func (in *input) absorb(c input) bool {
 	return true
 }
 
+// args are upsert's parameters: each column of the batch as one array
+// literal, written as pq.Array writes it ({"a","b"}, every element quoted,
+// " and \ escaped; {1,2}), all in one buffer made once. pq.Array copied
+// every string into a []byte of its own and grew a literal per column: a
+// tenth of the projector's CPU, and as much garbage as the rest of Apply.
 func (b batch) args() []any {
-	var (
-		ids, clients, phones, refs, tags, requested                  []string
-		codes, descs, receipts, merchants, checkouts, dates, sources []string
-		amounts, stages, statuses                                    []int64
-		folded                                                       = []string{}
-	)
-	for _, r := range b {
-		ids = append(ids, r.trackingID)
-		clients = append(clients, r.client)
-		phones = append(phones, r.phone)
-		amounts = append(amounts, r.amount)
-		refs = append(refs, r.reference)
-		tags = append(tags, r.tag)
-		statuses = append(statuses, r.status)
-		codes = append(codes, r.responseCode)
-		descs = append(descs, r.responseDescription)
-		receipts = append(receipts, r.transactionCode)
-		merchants = append(merchants, r.merchantRequestID)
-		checkouts = append(checkouts, r.checkoutRequestID)
-		dates = append(dates, r.transactionDate)
-		stages = append(stages, r.stage)
-		sources = append(sources, r.source)
-		requested = append(requested, r.requestedAt)
-		if r.folded {
-			folded = append(folded, r.trackingID)
+	w := arrays{buf: make([]byte, 0, b.literalSize())}
+	w.texts(b, func(r *input) string { return r.trackingID })
+	w.texts(b, func(r *input) string { return r.client })
+	w.texts(b, func(r *input) string { return r.phone })
+	w.ints(b, func(r *input) int64 { return r.amount })
+	w.texts(b, func(r *input) string { return r.reference })
+	w.texts(b, func(r *input) string { return r.tag })
+	w.ints(b, func(r *input) int64 { return r.status })
+	w.texts(b, func(r *input) string { return r.responseCode })
+	w.texts(b, func(r *input) string { return r.responseDescription })
+	w.texts(b, func(r *input) string { return r.transactionCode })
+	w.texts(b, func(r *input) string { return r.merchantRequestID })
+	w.texts(b, func(r *input) string { return r.checkoutRequestID })
+	w.texts(b, func(r *input) string { return r.transactionDate })
+	w.ints(b, func(r *input) int64 { return r.stage })
+	w.texts(b, func(r *input) string { return r.source })
+	w.texts(b, func(r *input) string { return r.requestedAt })
+	// The folded completions' tracking ids only.
+	w.buf = append(w.buf, '{')
+	n := 0
+	for i := range b {
+		if b[i].folded {
+			if n > 0 {
+				w.buf = append(w.buf, ',')
+			}
+			w.buf = appendQuoted(w.buf, b[i].trackingID)
+			n++
 		}
 	}
-	return []any{
-		pq.Array(ids), pq.Array(clients), pq.Array(phones), pq.Array(amounts), pq.Array(refs), pq.Array(tags),
-		pq.Array(statuses), pq.Array(codes), pq.Array(descs), pq.Array(receipts),
-		pq.Array(merchants), pq.Array(checkouts), pq.Array(dates), pq.Array(stages), pq.Array(sources),
-		pq.Array(requested), pq.Array(folded),
+	w.end('}')
+	all := string(w.buf)
+	args := make([]any, len(w.ends))
+	from := 0
+	for i, to := range w.ends {
+		args[i] = all[from:to]
+		from = to
 	}
+	return args
+}
+
+// literalSize is about the bytes of b's array literals: its strings, with
+// three bytes each for quotes and a comma, and 20 for each number.
+func (b batch) literalSize() int {
+	n := 64
+	for i := range b {
+		r := &b[i]
+		n += 17*3 + 3*20 + 36 + len(r.trackingID) + len(r.client) + len(r.phone) + len(r.reference) + len(r.tag) +
+			len(r.responseCode) + len(r.responseDescription) + len(r.transactionCode) + len(r.merchantRequestID) +
+			len(r.checkoutRequestID) + len(r.transactionDate) + len(r.source) + len(r.requestedAt)
+	}
+	return n
+}
+
+// arrays writes array literals one after the other into buf; ends holds
+// where each ends.
+type arrays struct {
+	buf  []byte
+	ends []int
+}
+
+func (w *arrays) texts(b batch, field func(*input) string) {
+	w.buf = append(w.buf, '{')
+	for i := range b {
+		if i > 0 {
+			w.buf = append(w.buf, ',')
+		}
+		w.buf = appendQuoted(w.buf, field(&b[i]))
+	}
+	w.end('}')
+}
+
+func (w *arrays) ints(b batch, field func(*input) int64) {
+	w.buf = append(w.buf, '{')
+	for i := range b {
+		if i > 0 {
+			w.buf = append(w.buf, ',')
+		}
+		w.buf = strconv.AppendInt(w.buf, field(&b[i]), 10)
+	}
+	w.end('}')
+}
+
+func (w *arrays) end(c byte) {
+	w.buf = append(w.buf, c)
+	w.ends = append(w.ends, len(w.buf))
+}
+
+// appendQuoted appends s as an element of an array literal: in double
+// quotes, with " and \ escaped by a backslash (pq's appendArrayQuotedBytes).
+func appendQuoted(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	from := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			buf = append(buf, s[from:i]...)
+			buf = append(buf, '\\', c)
+			from = i + 1
+		}
+	}
+	buf = append(buf, s[from:]...)
+	return append(buf, '"')
 }
 
 // upsert applies a batch. "win" below is the condition under which the

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"database/sql/driver"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/lib/pq"
 
 	"github.com/stkgate/stkgate/events"
 )
@@ -153,6 +155,40 @@ func TestToInputMatchesParseAndFormat(t *testing.T) {
 // BenchmarkRounds splits a batch as the projector's usual one (the three
 // events of 85 payments, in stream order) into rounds, and as before.
 func BenchmarkRounds(b *testing.B) {
+	rows := usualBatch()
+	b.Run("rounds", func(b *testing.B) {
+		for b.Loop() {
+			rounds(rows, true)
+		}
+	})
+	b.Run("as before", func(b *testing.B) {
+		for b.Loop() {
+			roundsAsBefore(rows, true)
+		}
+	})
+}
+
+// BenchmarkArgs writes the upsert's parameters of the projector's usual
+// batch, and through pq.Array as before (with the Value the driver calls).
+func BenchmarkArgs(b *testing.B) {
+	batch := rounds(usualBatch(), true)[0]
+	b.Run("args", func(b *testing.B) {
+		for b.Loop() {
+			batch.args()
+		}
+	})
+	b.Run("as before", func(b *testing.B) {
+		for b.Loop() {
+			for _, a := range argsAsBefore(batch) {
+				_, _ = a.(driver.Valuer).Value()
+			}
+		}
+	})
+}
+
+// usualBatch is the inputs of the projector's usual batch: the three
+// events of 85 payments, in stream order.
+func usualBatch() []input {
 	var rows []input
 	for range 85 {
 		id := uuid.NewString()
@@ -165,14 +201,91 @@ func BenchmarkRounds(b *testing.B) {
 			StageCompleted, 1, "0", "done", "R"+id[:9], events.SourceCallback
 		rows = append(rows, p, d, c)
 	}
-	b.Run("rounds", func(b *testing.B) {
-		for b.Loop() {
-			rounds(rows, true)
+	return rows
+}
+
+// argsAsBefore is batch.args as it was, through pq.Array: the reference
+// TestArgsMatchesPQArray holds args to.
+func argsAsBefore(b batch) []any {
+	var (
+		ids, clients, phones, refs, tags, requested                  []string
+		codes, descs, receipts, merchants, checkouts, dates, sources []string
+		amounts, stages, statuses                                    []int64
+		folded                                                       = []string{}
+	)
+	for _, r := range b {
+		ids = append(ids, r.trackingID)
+		clients = append(clients, r.client)
+		phones = append(phones, r.phone)
+		amounts = append(amounts, r.amount)
+		refs = append(refs, r.reference)
+		tags = append(tags, r.tag)
+		statuses = append(statuses, r.status)
+		codes = append(codes, r.responseCode)
+		descs = append(descs, r.responseDescription)
+		receipts = append(receipts, r.transactionCode)
+		merchants = append(merchants, r.merchantRequestID)
+		checkouts = append(checkouts, r.checkoutRequestID)
+		dates = append(dates, r.transactionDate)
+		stages = append(stages, r.stage)
+		sources = append(sources, r.source)
+		requested = append(requested, r.requestedAt)
+		if r.folded {
+			folded = append(folded, r.trackingID)
 		}
-	})
-	b.Run("as before", func(b *testing.B) {
-		for b.Loop() {
-			roundsAsBefore(rows, true)
+	}
+	return []any{
+		pq.Array(ids), pq.Array(clients), pq.Array(phones), pq.Array(amounts), pq.Array(refs), pq.Array(tags),
+		pq.Array(statuses), pq.Array(codes), pq.Array(descs), pq.Array(receipts),
+		pq.Array(merchants), pq.Array(checkouts), pq.Array(dates), pq.Array(stages), pq.Array(sources),
+		pq.Array(requested), pq.Array(folded),
+	}
+}
+
+// args writes every column as the very text pq.Array wrote, for random
+// batches whose strings hold quotes, backslashes, commas, braces, spaces,
+// NULL, multi-byte characters or nothing, and numbers of every sign.
+func TestArgsMatchesPQArray(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 7))
+	pieces := []string{"", "a", `"`, `\`, `\"`, ",", "{", "}", " ", "NULL", "null", "é", "M-Pesa", "'", "\t", "x\"y\\z"}
+	text := func() string {
+		var sb strings.Builder
+		for range rng.IntN(4) {
+			sb.WriteString(pieces[rng.IntN(len(pieces))])
 		}
-	})
+		return sb.String()
+	}
+	num := func() int64 {
+		switch rng.IntN(3) {
+		case 0:
+			return 0
+		case 1:
+			return -rng.Int64()
+		}
+		return rng.Int64()
+	}
+	for trial := range 5000 {
+		b := make(batch, 1+rng.IntN(20))
+		for i := range b {
+			b[i] = input{
+				trackingID: uuid.NewString(), client: text(), phone: text(), amount: num(), reference: text(), tag: text(),
+				requestedAt: text(), stage: num(), status: num(), responseCode: text(), responseDescription: text(),
+				transactionCode: text(), merchantRequestID: text(), checkoutRequestID: text(), transactionDate: text(),
+				source: text(), folded: rng.IntN(2) == 0,
+			}
+		}
+		got, want := b.args(), argsAsBefore(b)
+		if len(got) != len(want) {
+			t.Fatalf("trial %d: %d args, want %d", trial, len(got), len(want))
+		}
+		for i := range want {
+			w, err := want[i].(driver.Valuer).Value()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[i] != w {
+				t.Fatalf("trial %d, argument $%d:\n got  %q\n want %q", trial, i+1, got[i], w)
+			}
+		}
+	}
 }
