@@ -92,6 +92,11 @@ var eat = time.FixedZone("EAT", 3*60*60)
 // A body with a key given twice anywhere ({"ResultCode":1032,"ResultCode":0})
 // is refused, not read as encoding/json would (the last one wins): a forged
 // or garbled callback must not get to choose its meaning.
+//
+// A body Daraja sends is read from its bytes (parsePlain); one with an
+// escape or a byte outside ASCII where it is read, or data after its value,
+// is decoded by encoding/json (parseDecoded). Both give every body the same
+// answer.
 func ParseCallback(body []byte) (Callback, error) {
 	if err := uniquekeys.Check(body, maxJSONDepth); err != nil {
 		var (
@@ -109,6 +114,15 @@ func ParseCallback(body []byte) (Callback, error) {
 		}
 		return Callback{}, invalid("not JSON")
 	}
+	if cb, ok, err := parsePlain(body); ok {
+		return cb, err
+	}
+	return parseDecoded(body)
+}
+
+// parseDecoded is ParseCallback's reading, by encoding/json, of a body
+// uniquekeys.Check has passed and parsePlain could not read.
+func parseDecoded(body []byte) (Callback, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var root any
@@ -132,10 +146,10 @@ func ParseCallback(body []byte) (Callback, error) {
 	}
 
 	var cb Callback
-	if cb.MerchantRequestID, err = identifier(stk, "MerchantRequestID", false); err != nil {
+	if cb.MerchantRequestID, err = identifier(stk["MerchantRequestID"], "MerchantRequestID", false); err != nil {
 		return Callback{}, err
 	}
-	if cb.CheckoutRequestID, err = identifier(stk, "CheckoutRequestID", true); err != nil {
+	if cb.CheckoutRequestID, err = identifier(stk["CheckoutRequestID"], "CheckoutRequestID", true); err != nil {
 		return Callback{}, err
 	}
 	if cb.ResultCode, err = resultCode(stk["ResultCode"]); err != nil {
@@ -166,8 +180,8 @@ func object(parent map[string]any, key string) (map[string]any, error) {
 	return m, nil
 }
 
-func identifier(stk map[string]any, key string, required bool) (string, error) {
-	v := stk[key]
+// identifier reads v, the value of key in stkCallback (nil when absent).
+func identifier(v any, key string, required bool) (string, error) {
 	if v == nil {
 		if required {
 			return "", invalid("missing %s", key)

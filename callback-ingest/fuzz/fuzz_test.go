@@ -31,8 +31,11 @@ const (
 	transactionDateWire = "20060102150405"
 )
 
-// FuzzParseCallback: no input panics, and what is accepted means one thing:
-// written back in Daraja's shape, it reads the same.
+// FuzzParseCallback: no input panics, every input gets the answer the
+// reference parser (referenceParse, the parser by maps ParseCallback
+// replaced) gives it, the same callback or the same reason, and what is
+// accepted means one thing: written back in Daraja's shape, it reads the
+// same.
 func FuzzParseCallback(f *testing.F) {
 	for _, body := range fixture.Callbacks(f, filepath.Join("..", "testdata", "callbacks")) {
 		f.Add(body)
@@ -48,11 +51,38 @@ func FuzzParseCallback(f *testing.F) {
 		fixture.Stk(fixture.IDs + `,"ResultCode":1,"ResultDesc":"a\u0000b\u001f\n"`),
 		fixture.Stk(fixture.IDs + `,"ResultCode":"stkgate.no_answer"`),
 		fixture.Stk(fixture.IDs + `,"ResultCode":"Stkgate.x","ResultDesc":"\ud800"`),
+		// What ParseCallback reads without maps, and where it must leave
+		// the body to encoding/json (parsePlain).
+		` {"Body" : {"stkCallback" : {` + fixture.IDs + ` , "ResultCode" : 1032 } } } ` + "\n",
+		`{"B\u006fdy":{"stkCallback":{` + fixture.IDs + `,"ResultCode":1032}}}`,
+		`{"Body":{"stk\u0043allback":{` + fixture.IDs + `,"ResultCode":1032}}}`,
+		fixture.Stk(fixture.IDs + `,"Result\u0043ode":0,"ResultCode":1`),
+		fixture.Stk(`"MerchantRequestID":"m\u002d1","CheckoutRequestID":"ws_CO_1","ResultCode":1`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":1,"ResultDesc":"caf\u00e9 café \"q\" \\"`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":"1","ResultDesc":null,"CallbackMetadata":null`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":1,"CallbackMetadata":{"Item":null}`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":1,"CallbackMetadata":{"Item":{}}`),
+		fixture.Stk(fixture.IDs + `,"ResultCode":true,"CallbackMetadata":[]`),
+		fixture.Stk(`"MerchantRequestID":{"a":"}"},"CheckoutRequestID":["]"],"ResultCode":1`),
+		fixture.Success(`{"N\u0061me":"Amount","Value":1}`, fixture.ItemReceipt),
+		fixture.Success(`{"Name":"Amo\u0075nt","Value":1}`, fixture.ItemReceipt),
+		fixture.Success(fixture.ItemAmount, `{"Name":"MpesaReceiptNumber","Value":"SCL4XQ2B7\u004b"}`),
+		fixture.Success(fixture.ItemAmount, fixture.ItemReceipt, `{"Name":"PhoneNumber","Value":"+254 712\t345"}`),
+		fixture.Success(fixture.ItemAmount, fixture.ItemReceipt, `{"Name":"PhoneNumber","Value":-2.5e3}`, `{"Name":"Balance","Value":{"x":[1,"]"]}}`),
+		fixture.Success(fixture.ItemAmount, fixture.ItemReceipt, `{"Name":"Balance"}`, `{"Name":"Amount"}`),
+		fixture.Success(fixture.ItemAmount, fixture.ItemReceipt, `{"Name":null}`),
+		fixture.Success(fixture.ItemAmount, fixture.ItemReceipt, `7`),
+		fixture.Success(fixture.ItemAmount, fixture.ItemReceipt) + ` {}`,
+		fixture.Success(fixture.ItemAmount, fixture.ItemReceipt) + `x`,
+		`{"Body":{"stkCallback":{` + fixture.IDs + `,"ResultCode":1},"stkCallback\u0000":1}}`,
+		`{"Body":{"stkCallback":{` + fixture.IDs + `,"ResultCode":1}},"Bodyé":1}`,
+		`{"Body":null}`, `{"Body":[]}`, `{"Body":{"stkCallback":"x"}}`, `{}`, ` [] `,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		cb, err := callback.ParseCallback(body)
+		sameAsReference(t, body, cb, err)
 		if err != nil {
 			var inv *callback.InvalidError
 			if !errors.As(err, &inv) || inv.Reason == "" {
@@ -79,6 +109,26 @@ func FuzzParseCallback(f *testing.F) {
 			t.Fatalf("re-reading changed the meaning (-first +again):\n%s", diff)
 		}
 	})
+}
+
+// sameAsReference fails t unless referenceParse answers body with cb and
+// err: the same callback, or an *InvalidError with the same reason.
+func sameAsReference(t *testing.T, body []byte, cb callback.Callback, err error) {
+	t.Helper()
+	want, wantErr := referenceParse(body)
+	if (err == nil) != (wantErr == nil) {
+		t.Fatalf("%q: ParseCallback says %v, the reference %v", body, err, wantErr)
+	}
+	if err != nil {
+		var got, ref *callback.InvalidError
+		if !errors.As(err, &got) || !errors.As(wantErr, &ref) || got.Reason != ref.Reason {
+			t.Fatalf("%q: ParseCallback refuses with %v, the reference with %v", body, err, wantErr)
+		}
+		return
+	}
+	if diff := cmp.Diff(want, cb); diff != "" {
+		t.Fatalf("%q: ParseCallback's reading differs from the reference's (-reference +ParseCallback):\n%s", body, diff)
+	}
 }
 
 func checkInvariants(t *testing.T, cb callback.Callback) {
