@@ -80,6 +80,9 @@ func FuzzParseCallback(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	for _, s := range suspects {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		cb, err := callback.ParseCallback(body)
 		sameAsReference(t, body, cb, err)
