@@ -123,3 +123,28 @@ func BenchmarkParseDecoded(b *testing.B) {
 		}
 	}
 }
+
+// A body Check would refuse, handed to parsePlain all the same (truncated
+// mid-string, mid-object, mid-array), is not scanned into a panic: parsePlain
+// leaves it to the old reading. ParseCallback never does this; the test
+// holds the guard for the day Check lets such a body through.
+func TestParsePlainSurvivesUncheckedBodies(t *testing.T) {
+	whole := string(fixtures(t)["success"])
+	if whole == "" {
+		t.Fatal("no success fixture")
+	}
+	for n := 1; n < len(whole); n++ {
+		body := []byte(whole[:n])
+		if uniquekeys.Check(body, maxJSONDepth) == nil {
+			continue // a prefix that is itself valid JSON
+		}
+		if _, ok, _ := parsePlain(body); ok {
+			t.Errorf("parsePlain answered for an invalid prefix of %d bytes: %q", n, body)
+		}
+	}
+	for _, body := range []string{`{"Body":{"stkCallback":{"x":"`, `{"Body":{"stkCallback":{"CallbackMetadata":{"Item":[{"Name":"A`, `{"Body":[`, `{"Body":{"stkCallback":{"ResultCode":`} {
+		if _, ok, _ := parsePlain([]byte(body)); ok {
+			t.Errorf("parsePlain answered for %q", body)
+		}
+	}
+}
