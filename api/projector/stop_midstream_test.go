@@ -2,9 +2,9 @@ package projector_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -47,10 +47,11 @@ func TestRunStoppedMidStreamLosesNothing(t *testing.T) {
 	}
 	h.converge(want)
 	h.settled()
-	time.Sleep(100 * time.Millisecond)
-	if n := strings.Count(h.logs.String(), "event terminated: malformed"); n != malformed {
-		t.Errorf("%d terminations logged, want %d", n, malformed)
-	}
+	// Each termination is logged before its message is settled.
+	h.eventually("every malformed message terminated", func() (bool, string) {
+		n := strings.Count(h.logs.String(), "event terminated: malformed")
+		return n == malformed, fmt.Sprintf("%d terminations logged, want %d", n, malformed)
+	})
 	if strings.Contains(h.logs.String(), "ack failed") {
 		t.Errorf("acks failed:\n%s", h.logs.String())
 	}
