@@ -86,6 +86,11 @@ func (d *dispatcher) streamEvidence(ctx context.Context, id string) (found, erro
 		return f, err
 	}
 	switch m.Subject {
+	case events.Subject(events.TypeCompleted, id):
+		f.completed = true
+		return f, nil
+	case events.Subject(events.TypeDispatched, id):
+		f.dispatched = true
 	case events.Subject(events.TypeRequested, id):
 		first, err := d.firstFromLeader(ctx, events.StreamName, events.PaymentSubjects(id))
 		if err != nil || first != nil && first.Sequence == m.Sequence {
@@ -93,15 +98,7 @@ func (d *dispatcher) streamEvidence(ctx context.Context, id string) (found, erro
 			return f, err
 		}
 		// Stored again after other events: each is asked for.
-		if m, err = d.lastFromLeader(ctx, events.StreamName, events.Subject(events.TypeDispatched, id)); err != nil {
-			return f, err
-		}
-		f.dispatched = m != nil
-	case events.Subject(events.TypeCompleted, id):
-		f.completed = true
-		return f, nil
-	case events.Subject(events.TypeDispatched, id):
-		f.dispatched = true
+		fallthrough
 	default:
 		if m, err = d.lastFromLeader(ctx, events.StreamName, events.Subject(events.TypeDispatched, id)); err != nil {
 			return f, err
