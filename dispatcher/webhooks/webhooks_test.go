@@ -260,14 +260,22 @@ func TestDeliveryRetried(t *testing.T) {
 	if got[0].header.Get("webhook-id") != last.header.Get("webhook-id") {
 		t.Error("webhook-id changed between attempts: the receiver cannot tell a retry")
 	}
-	rec := httptest.NewRecorder()
-	reg.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	text := rec.Body.String()
-	for _, want := range []string{
+	wants := []string{
 		`stkgate_webhook_attempts_total{outcome="5xx",service="webhooks"} 3`,
 		`stkgate_webhook_attempts_total{outcome="2xx",service="webhooks"} 1`,
 		`stkgate_webhook_deliveries_total{result="delivered",service="webhooks"} 1`,
-	} {
+	}
+	metricsText := func() string {
+		rec := httptest.NewRecorder()
+		reg.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		return rec.Body.String()
+	}
+	// The delivery is counted after its row says delivered: wait for it.
+	wait.For(t, "the delivery counted", func() bool {
+		return strings.Contains(metricsText(), wants[len(wants)-1])
+	})
+	text := metricsText()
+	for _, want := range wants {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %s:\n%s", want, text)
 		}
