@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,11 +26,18 @@ func TestSmoke(t *testing.T) {
 	var out bytes.Buffer
 	// -race: make test has compiled every package so already, and only
 	// the links are left; a plain build would compile the tree again.
-	// -ldflags=-w: no DWARF, as make test links its test binaries.
-	o := Options{Root: root, BuildFlags: []string{"-race", "-ldflags=-w"}, Rounds: 1, Round: time.Second, Conc: 4, ProjectN: 200,
+	// -ldflags=-w: no DWARF, as make test links its test binaries. The
+	// fault test (deploy/chaos) builds the same beside this one, into the
+	// same directory: one of the two links them. Built before the run's
+	// deadline starts: on a slow machine the links took 2m20s of it.
+	bin, err := binaries.Shared(context.Background(), root, []string{"-race", "-ldflags=-w"}, func(f string, a ...any) { fmt.Fprintf(&out, "bench: "+f+"\n", a...) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Root: root, Bin: bin, Rounds: 1, Round: time.Second, Conc: 4, ProjectN: 200,
 		E2ERate: 50, E2EDuration: 2 * time.Second, E2ESettle: time.Minute, E2ESample: 250 * time.Millisecond, LatencyRate: 20, LatencyDuration: 2 * time.Second,
 		SimDelay: 50 * time.Millisecond, PGNoSync: true, Out: &out, JSON: filepath.Join(t.TempDir(), "results.json")}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, o)
 	t.Log(out.String())

@@ -12,20 +12,23 @@ import (
 	"time"
 )
 
+// targets are the binaries Build makes: the directory of the module each
+// is built in, its package and its output's name.
+var targets = []struct{ dir, pkg, out string }{
+	{"api", "./cmd/api", "api"},
+	{"api", "./cmd/projector", "projector"},
+	{"dispatcher", "./cmd/dispatcher", "dispatcher"},
+	{"callback-ingest", "./cmd/callback-ingest", "callback-ingest"},
+	{"deploy", "./cmd/daraja-sim", "daraja-sim"},
+	{"events", "github.com/nats-io/nats-server/v2", "nats-server"},
+	{"deploy", "./cmd/bench-baseline", "bench-baseline"},
+}
+
 // Build compiles every service, the fake and nats-server into bin with go
 // build and flags (e.g. -race). The nats-server is built from within the
 // events module so that its pinned version is the one used.
 // Naming outputs builds only those.
 func Build(ctx context.Context, root, bin string, flags []string, logf func(string, ...any), only ...string) error {
-	targets := []struct{ dir, pkg, out string }{
-		{"api", "./cmd/api", "api"},
-		{"api", "./cmd/projector", "projector"},
-		{"dispatcher", "./cmd/dispatcher", "dispatcher"},
-		{"callback-ingest", "./cmd/callback-ingest", "callback-ingest"},
-		{"deploy", "./cmd/daraja-sim", "daraja-sim"},
-		{"events", "github.com/nats-io/nats-server/v2", "nats-server"},
-		{"deploy", "./cmd/bench-baseline", "bench-baseline"},
-	}
 	t0 := time.Now()
 	built := 0
 	for _, t := range targets {

@@ -30,29 +30,20 @@ var built struct {
 	err       error
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if built.bin != "" {
-		os.RemoveAll(built.bin)
-	}
-	os.Exit(code)
-}
-
 // builtBinaries builds every binary of the stack once for the package's
 // tests, with the race detector (so the processes are checked too, and
 // the build reuses what go test -race has already compiled rather than
 // compiling everything a second time), before any run's deadline starts;
-// without DWARF (-ldflags=-w), as make test links its test binaries.
+// without DWARF (-ldflags=-w), as make test links its test binaries. The
+// benchmark's smoke run builds the same, into the same directory
+// (binaries.Shared): one of the two links them.
 func builtBinaries(t *testing.T) (root, bin string) {
 	t.Helper()
 	built.Do(func() {
 		if built.root, built.err = binaries.FindRoot(); built.err != nil {
 			return
 		}
-		if built.bin, built.err = os.MkdirTemp("", "stkgate-chaos-bin-"); built.err != nil {
-			return
-		}
-		built.err = binaries.Build(context.Background(), built.root, built.bin, []string{"-race", "-ldflags=-w"}, t.Logf)
+		built.bin, built.err = binaries.Shared(context.Background(), built.root, []string{"-race", "-ldflags=-w"}, t.Logf)
 	})
 	if built.err != nil {
 		t.Fatalf("building the stack: %v", built.err)
