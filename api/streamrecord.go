@@ -121,6 +121,10 @@ func (h *Handler) requestedRecord(ctx context.Context, s jetstream.Stream, clien
 	}
 	p := ev.Base()
 	if p.Client != client || p.TrackingID != id {
+		// Another client's id costs what an unknown one does, whose "not
+		// found" the leader confirmed (events.LastMsg): a 404 answered a
+		// round trip sooner would tell that the id exists.
+		_, _ = events.LastMsgFromLeader(ctx, h.js, s.CachedInfo().Config.Name, events.Subject(events.TypeRequested, id))
 		return store.Record{}, store.ErrNotFound
 	}
 	rec := store.Record{

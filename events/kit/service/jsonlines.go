@@ -52,12 +52,23 @@ func (h *jsonHandler) Enabled(ctx context.Context, l slog.Level) bool { return h
 
 var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
+// maxLineBuf is the largest line buffer put back in lineBufs, as slog's
+// own pool: a huge line's room (a hostile value logged whole) is not kept
+// for the lines after it.
+const maxLineBuf = 16 << 10
+
+func putLineBuf(bp *[]byte) {
+	if cap(*bp) <= maxLineBuf {
+		lineBufs.Put(bp)
+	}
+}
+
 func (h *jsonHandler) Handle(ctx context.Context, r slog.Record) error {
 	if !h.fast || r.Time.IsZero() {
 		return h.slow.Handle(ctx, r)
 	}
 	bp := lineBufs.Get().(*[]byte)
-	defer lineBufs.Put(bp)
+	defer putLineBuf(bp)
 	b, ok := appendJSONLine((*bp)[:0], h.prefix, r)
 	*bp = b
 	if !ok {

@@ -192,3 +192,23 @@ func benchmarkAccessLine(b *testing.B, h slog.Handler) {
 		_ = h.Handle(context.Background(), r)
 	}
 }
+
+// TestJSONHandlerDropsHugeLineBuffers: the room of a huge line (a hostile
+// value logged whole) is not kept in the pool of line buffers for the
+// lines after it, as slog drops its own buffers over 16 KiB.
+func TestJSONHandlerDropsHugeLineBuffers(t *testing.T) {
+	h := newJSONHandler(discard{})
+	huge := strings.Repeat("a", 1<<20)
+	for range 20 {
+		r := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+		r.AddAttrs(slog.String("path", huge))
+		if err := h.Handle(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+		bp := lineBufs.Get().(*[]byte)
+		if c := cap(*bp); c > 16<<10 {
+			t.Fatalf("a buffer of %d bytes kept after a huge line, want at most %d", c, 16<<10)
+		}
+		lineBufs.Put(bp)
+	}
+}
