@@ -18,7 +18,7 @@ FUZZ_SHORT ?= 0
 CMDS := api/cmd/api api/cmd/projector api/cmd/stkgate-admin dispatcher/cmd/dispatcher dispatcher/cmd/webhooks \
         callback-ingest/cmd/callback-ingest deploy/cmd/stkgate-dev
 
-.PHONY: all run test test-short build images container-test lint vet fmt bench bench-micro fuzz clean tidy chaos cluster-test docs-bundle
+.PHONY: all run test test-short build images container-test lint tools vet fmt bench bench-micro fuzz clean tidy chaos cluster-test docs-bundle
 
 all: lint test build
 
@@ -76,6 +76,9 @@ lint: $(LINT_VET) $(TOOLS)/staticcheck
 LINTFLAGS := -race $(GOFLAGS)
 vet:
 	@$(GO) vet -race $(addsuffix /...,$(addprefix ./,$(MODULES)))
+
+## tools: the linters make lint runs, built into bin/tools
+tools: $(TOOLS)/staticcheck
 
 $(TOOLS)/staticcheck:
 	@mkdir -p $(TOOLS)
