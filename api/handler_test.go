@@ -906,3 +906,26 @@ func TestAccessLinesToTheAccessLogger(t *testing.T) {
 		t.Errorf("logs %q, want the accepted line and the 503's access line alone", l)
 	}
 }
+
+// TestAccessLineMasksPhonesInThePath: a client that polls a phone number
+// where the tracking id goes (a mistake, or a probe) does not put the
+// number in the logs: the access line's path shows it masked, as every
+// phone in stkgate's logs is; a tracking id in the path stays whole.
+func TestAccessLineMasksPhonesInThePath(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	for _, p := range []string{"254712345678", "+254712345678", "0712345678"} {
+		if r := e.get(t, acmeToken, p); r.status != http.StatusNotFound && r.status != http.StatusBadRequest {
+			t.Fatalf("poll of %q: status %d: %s", p, r.status, r.raw)
+		}
+	}
+	logs := e.logs.String()
+	for _, digits := range []string{"254712345678", "0712345678", "712345"} {
+		if strings.Contains(logs, digits) {
+			t.Errorf("%q is in the logs:\n%s", digits, logs)
+		}
+	}
+	if !strings.Contains(logs, `"path":"`+RecordPath+`*********678"`) {
+		t.Errorf("no access line with the masked path:\n%s", logs)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/stkgate/stkgate/events/kit/redact"
 )
 
 // logRequests logs every request once it is answered (never its token or
@@ -83,9 +84,10 @@ func (h *Handler) logAccess(c echo.Context, start time.Time) {
 	_ = handler.Handle(ctx, r)
 }
 
-// shortPath is the request's path, cut short: it is the client's text.
+// shortPath is the request's path, cut short, its phone numbers masked: it
+// is the client's text.
 func shortPath(c echo.Context) string {
-	p := c.Request().URL.Path
+	p := redact.Phones(c.Request().URL.Path)
 	if len(p) > 200 {
 		p = p[:200] + "…"
 	}

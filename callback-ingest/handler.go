@@ -21,6 +21,7 @@ import (
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
 	"github.com/stkgate/stkgate/events/kit/metrics"
+	"github.com/stkgate/stkgate/events/kit/redact"
 	"github.com/stkgate/stkgate/events/kit/tracing"
 )
 
@@ -405,7 +406,7 @@ func canonicalUUID(s string) (string, bool) {
 func pathForLog(path string) string {
 	rest := strings.TrimPrefix(strings.TrimPrefix(path, strings.TrimSuffix(RoutePrefix, "/")), "/")
 	first, _, _ := strings.Cut(rest, "/")
-	return truncate(first, 64)
+	return truncate(redact.Phones(first), 64)
 }
 
 func truncate(s string, n int) string {

@@ -6,7 +6,7 @@ import (
 )
 
 // TestPathForLog: what is logged of a callback's path is the tracking id,
-// never the callback token after it.
+// never the callback token after it, nor a phone number in its place.
 func TestPathForLog(t *testing.T) {
 	t.Parallel()
 	const token = "tOkEn-5eCr3t-0123456789abcdefghijklmnopqrs"
@@ -16,6 +16,8 @@ func TestPathForLog(t *testing.T) {
 		{RoutePrefix + "not-a-uuid/" + token + "/more", "not-a-uuid"},
 		{strings.TrimSuffix(RoutePrefix, "/"), ""},
 		{RoutePrefix + strings.Repeat("x", 100) + "/" + token, strings.Repeat("x", 64) + "…"},
+		// A phone where the tracking id goes is masked, as every phone logged.
+		{RoutePrefix + "254712345678/" + token, "*********678"},
 	} {
 		if got := pathForLog(tc.path); got != tc.want {
 			t.Errorf("pathForLog(%q) = %q, want %q", tc.path, got, tc.want)

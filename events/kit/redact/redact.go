@@ -1,5 +1,6 @@
 // Package redact hides secrets in what the services log or put in an error:
-// the credentials inside connection URLs and the values of secret settings.
+// the credentials inside connection URLs, the values of secret settings and
+// the phone numbers in a request's path.
 // It works on the text and never needs the text to parse, so that a
 // malformed setting (often a secret pasted into the wrong variable) is
 // hidden as well as a well-formed one.
@@ -78,3 +79,76 @@ var (
 	// queryPassword is a secret parameter of a URL's query.
 	queryPassword = regexp.MustCompile(`(?i)([?&](?:password|pass|pwd|token|secret)=)[^&#\s,]*`)
 )
+
+// minPhoneDigits is the shortest run of digits Phones hides: a Kenyan
+// number without its 0 or 254 (712345678) has nine.
+const minPhoneDigits = 9
+
+// Phones hides the phone numbers in a request's path, which the client
+// wrote (a phone polled where a tracking id goes): every run of nine or
+// more digits shows only its last three, as events.MaskPhone shows a
+// phone (254712345678 is *********678, +254712345678 +*********678). A
+// segment that is a UUID (a tracking id) is left whole, whatever digits
+// it holds. A path with no such run is returned as it is, without a copy.
+func Phones(path string) string {
+	var b []byte
+	segStart := 0
+	for i := 0; i < len(path); {
+		if path[i] == '/' {
+			segStart = i + 1
+			i++
+			continue
+		}
+		if !isDigit(path[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(path) && isDigit(path[j]) {
+			j++
+		}
+		if j-i >= minPhoneDigits && !isUUID(segment(path, segStart)) {
+			if b == nil {
+				b = []byte(path)
+			}
+			for k := i; k < j-3; k++ {
+				b[k] = '*'
+			}
+		}
+		i = j
+	}
+	if b == nil {
+		return path
+	}
+	return string(b)
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// segment is the "/"-separated part of path that starts at start.
+func segment(path string, start int) string {
+	if end := strings.IndexByte(path[start:], '/'); end >= 0 {
+		return path[start : start+end]
+	}
+	return path[start:]
+}
+
+// isUUID reports whether s is a UUID in its canonical text form
+// (8-4-4-4-12 hexadecimal digits).
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := range len(s) {
+		switch c := s[i]; {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case isDigit(c) || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -89,3 +89,50 @@ func FuzzURLs(f *testing.F) {
 		}
 	})
 }
+
+func TestPhones(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"/api/stk-push", "/api/stk-push"},
+		{"/api/stk-push/254712345678", "/api/stk-push/*********678"},
+		{"/api/stk-push/+254712345678", "/api/stk-push/+*********678"},
+		{"/api/stk-push/0712345678/", "/api/stk-push/*******678/"},
+		{"/api/stk-push/712345678", "/api/stk-push/******678"},
+		{"/api/stk-push/71234567", "/api/stk-push/71234567"}, // eight digits: not a phone
+		{"/x/tel:254712345678,0712345678", "/x/tel:*********678,*******678"},
+		{"/api/stk-push/0190a3b2-7c4d-7e8f-9a0b-123456789012", "/api/stk-push/0190a3b2-7c4d-7e8f-9a0b-123456789012"},
+		{"/api/stk-push/0190a3b2-7c4d-7e8f-9a0b-123456789012/254712345678", "/api/stk-push/0190a3b2-7c4d-7e8f-9a0b-123456789012/*********678"},
+		// Not a UUID (one digit too many): its digits are not spared.
+		{"/a/0190a3b2-7c4d-7e8f-9a0b-1234567890123", "/a/0190a3b2-7c4d-7e8f-9a0b-**********123"},
+	} {
+		if got := Phones(tc.in); got != tc.want {
+			t.Errorf("Phones(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func FuzzPhones(f *testing.F) {
+	for _, s := range []string{"/api/stk-push/254712345678", "/0190a3b2-7c4d-7e8f-9a0b-123456789012", "/é/1234567890/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		got := Phones(in)
+		if len(got) != len(in) {
+			t.Fatalf("Phones(%q) = %q: length changed", in, got)
+		}
+		run := 0
+		for i := range len(got) {
+			if got[i] != in[i] && (got[i] != '*' || !isDigit(in[i])) {
+				t.Fatalf("Phones(%q) = %q: byte %d changed to other than a masked digit", in, got, i)
+			}
+			if isDigit(got[i]) {
+				run++
+				if run > 3 && run >= minPhoneDigits && !isUUID(segment(in, strings.LastIndexByte(in[:i], '/')+1)) {
+					t.Fatalf("Phones(%q) = %q: a run of %d digits shown", in, got, run)
+				}
+			} else {
+				run = 0
+			}
+		}
+	})
+}
