@@ -46,10 +46,12 @@ func (p *Publisher) PublishWithHeader(ctx context.Context, ev Event, header nats
 		return nil, err
 	}
 	opts = append([]jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName)}, opts...)
-	if p.Tracer != nil {
-		return p.publishTraced(ctx, subject, ev.Base().TrackingID, body, header, opts)
-	}
 	var ack *jetstream.PubAck
+	if p.Tracer != nil {
+		ack, err = p.publishTraced(ctx, subject, ev.Base().TrackingID, body, header, opts)
+		observePublish(p.Metrics, ev, ack, err)
+		return ack, err
+	}
 	if header == nil {
 		ack, err = p.JS.Publish(ctx, subject, body, opts...)
 	} else {
