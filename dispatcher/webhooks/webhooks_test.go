@@ -182,8 +182,8 @@ func (h *harness) deliveries(t *testing.T, client, trackingID string) []store.We
 }
 
 // TestDeliverySignedOnFirstAttempt: a stk.completed reaches its client's
-// endpoint at once (well before a retry's 10 s; the latency is make
-// bench's to measure), its body the event's envelope, its signature
+// endpoint on the first attempt (the latency is make bench's to measure),
+// its body the event's envelope, its signature
 // verifiable with the endpoint's secret; another client's endpoint and an
 // endpoint not asking for the type get nothing.
 func TestDeliverySignedOnFirstAttempt(t *testing.T) {
@@ -196,12 +196,17 @@ func TestDeliverySignedOnFirstAttempt(t *testing.T) {
 	h.endpoint(t, "shop", other.URL, events.TypeRequested)
 
 	ev := completed("shop")
-	sent := time.Now()
 	h.publish(t, ev)
 	wait.For(t, "the delivery", func() bool { return len(rc.requests()) == 1 })
 	got := rc.requests()[0]
-	if d := got.at.Sub(sent); d > 5*time.Second {
-		t.Errorf("delivered %s after stk.completed, want its first attempt, within 5s", d)
+	// Its first attempt, whenever it came (a loaded machine's seconds are
+	// not a retry): the delivery's log holds one attempt, delivered.
+	wait.For(t, "the delivery recorded", func() bool {
+		ds := h.deliveries(t, "shop", ev.TrackingID)
+		return len(ds) == 1 && ds[0].State == store.DeliveryDelivered
+	})
+	if d := h.deliveries(t, "shop", ev.TrackingID)[0]; len(d.AttemptLog) != 1 {
+		t.Errorf("delivered after %d attempts, want its first: %+v", len(d.AttemptLog), d.AttemptLog)
 	}
 	if err := webhook.Verify(sec, got.header.Get("webhook-id"), got.header.Get("webhook-timestamp"), got.header.Get("webhook-signature"), got.body, time.Now()); err != nil {
 		t.Errorf("delivery does not verify: %v", err)
@@ -292,15 +297,17 @@ func TestHangingReceiverDoesNotDelayOthers(t *testing.T) {
 	h := start(t, func(c *webhooks.Config) {
 		c.Concurrency = 8
 		c.PerEndpoint = 2
-		// Far longer than the bound below: a delivery queued behind the
-		// hanging ones would wait for their timeout.
-		c.Timeout = time.Minute
+		// Far longer than the test: a delivery queued behind the hanging
+		// ones would wait for their timeout, and wait.For gives up first.
+		c.Timeout = 10 * time.Minute
 	})
+	var answered atomic.Int32 // the hanging receiver's requests answered
 	hanging := newReceiver(t, func(_ int, _ http.ResponseWriter, r *http.Request) {
 		select {
 		case <-release:
 		case <-r.Context().Done():
 		}
+		answered.Add(1)
 	})
 	t.Cleanup(func() { close(release) })
 	fine := newReceiver(t, nil)
@@ -311,13 +318,13 @@ func TestHangingReceiverDoesNotDelayOthers(t *testing.T) {
 	}
 	wait.For(t, "the slow merchant's receiver busy", func() bool { return len(hanging.requests()) >= 2 })
 	for i := range 3 {
-		sent := time.Now()
 		h.publish(t, completed("fast"))
 		wait.For(t, "the fast merchant's delivery", func() bool { return len(fine.requests()) == i+1 })
-		// Seconds, not the minute a queued delivery would wait: under CI's
-		// load a free delivery took 1.12 s.
-		if d := time.Since(sent); d > 5*time.Second {
-			t.Errorf("fast merchant's delivery %d took %s behind a hanging one, want within 5s", i+1, d)
+		// Not a time bound (a loaded CI machine takes seconds where a
+		// quiet one takes milliseconds): the delivery came while the
+		// hanging requests still hung, so it waited for none of them.
+		if n := answered.Load(); n > 0 {
+			t.Fatalf("fast merchant's delivery %d came after %d of the hanging requests ended", i+1, n)
 		}
 	}
 	if n := len(hanging.requests()); n > 2 {
