@@ -58,14 +58,21 @@ type Options struct {
 	// as many forged successes carry a receipt the fake paid another
 	// payment with, and up to as many late 1032s follow payments stkgate
 	// ended Unknown (forge.go); 0: none.
-	Forgeries   int
-	Out         io.Writer // progress and the report
-	KeepWorkDir bool
+	Forgeries int
+	// RequestReplays is how many payments' stk.requested is stored again
+	// as stkgate-admin dlq replay does past the duplicate window, once
+	// during the load: two thirds of them already final (the first with
+	// its attempt record purged), the rest in flight (dlqreplay.go); 0:
+	// none.
+	RequestReplays int
+	Out            io.Writer // progress and the report
+	KeepWorkDir    bool
 	// Cluster runs the cluster test (cluster.go) instead of chaos's plan:
 	// three nats-servers, Instances instances of each service, and, with
 	// ClusterFaults, the cluster's faults during the load. The plan's
 	// faults above (Kills, PGStop, ConsumerDeletes, CallbackCrash,
-	// OAuthFaults, Forgeries) and Dispatchers are not used.
+	// OAuthFaults, Forgeries, RequestReplays) and Dispatchers are not
+	// used.
 	Cluster       bool
 	Instances     int
 	ClusterFaults bool
@@ -166,6 +173,7 @@ type runner struct {
 	dispatcherKills      int
 	oauthFaults          map[string]int
 	forgeries            forgeryFigures
+	requestReplays       requestReplayFigures
 	chaosErrs            []string
 }
 
@@ -176,12 +184,13 @@ func (r *runner) logf(format string, args ...any) {
 // step is one entry of the chaos plan: what, when (from the load's start),
 // and for a kill how long the process stays down.
 type step struct {
-	what     string // a process of killed, "postgres" or planDeleteConsumer
+	what     string // a process of killed, "postgres", planDeleteConsumer or planReplayRequests
 	at, down time.Duration
 }
 
 // plan is the chaos plan: every kill and the Postgres stop, shuffled, at
-// random moments of the load's expected length.
+// random moments of the load's expected length; and the requests stored
+// again, at three quarters of it (some payments must be final by then).
 func (r *runner) plan() []step {
 	var whats []string
 	for range r.o.Kills {
@@ -204,6 +213,10 @@ func (r *runner) plan() []step {
 	sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
 	for i := range steps {
 		steps[i].at = at[i]
+	}
+	if r.o.RequestReplays > 0 {
+		steps = append(steps, step{what: planReplayRequests, at: loadLen * 3 / 4})
+		sort.SliceStable(steps, func(i, j int) bool { return steps[i].at < steps[j].at })
 	}
 	return steps
 }
@@ -263,6 +276,10 @@ func (r *runner) inject(ctx context.Context, s step, at time.Duration) error {
 			return nil
 		}
 		r.consumerDeletes++
+		return nil
+	case planReplayRequests:
+		r.logf("%s: storing %d payments' requests again (dlq replay past the duplicate window)", at, r.o.RequestReplays)
+		r.replayRequests(ctx)
 		return nil
 	}
 	// OAuth faults are scripted while the dispatcher is down: its next
@@ -361,6 +378,8 @@ func (r *runner) report(ctx context.Context, answers []answer) (*Report, error) 
 	}
 	rep := analyse(r.o, answers, rows, rec, disputed, r.forgeries.LateTo)
 	rep.Forgeries = r.forgeries
+	rep.RequestReplays = r.requestReplays
+	rep.RequestReplayChanged = requestReplayChanges(r.requestReplays.Before, rows)
 	rep.Seed = r.o.Seed
 	rep.LoadTook, rep.SettleTook = r.loadTook, r.settleTook
 	rep.Replayed, rep.ReplayChanged = replayed, changed

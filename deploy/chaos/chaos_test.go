@@ -59,7 +59,10 @@ func builtBinaries(t *testing.T) (root, bin string) {
 // dispatchers, the dispatcher's consumer deleted once, callback-ingest
 // crashing after keeping a few callbacks, forged callbacks with valid
 // CallBackURLs (fast failures, some of them before Daraja's answer to the
-// push, another payment's receipt, late failures), and the same guarantees
+// push, another payment's receipt, late failures), requests stored again
+// as stkgate-admin dlq replay does past the duplicate window (of final
+// payments, one with its attempt record purged, and of payments in
+// flight), and the same guarantees
 // asserted as the full run. It takes about a minute. STKGATE_CHAOS_SEED
 // repeats a run whose seed a failure printed. STKGATE_CHAOS=0 skips
 // it (a machine without Postgres's binaries, say); nothing else does: a
@@ -78,7 +81,7 @@ func TestChaosSmall(t *testing.T) {
 		PGStop: 2 * time.Second, Down: time.Second, Settle: 90 * time.Second,
 		Seed: chaosSeed(t), SimDelay: 500 * time.Millisecond, Replays: 20,
 		Faults: "quick", Latency: 300 * time.Millisecond,
-		Dispatchers: 2, ConsumerDeletes: 1, CallbackCrash: 0.03, OAuthFaults: 1, Forgeries: 12,
+		Dispatchers: 2, ConsumerDeletes: 1, CallbackCrash: 0.03, OAuthFaults: 1, Forgeries: 12, RequestReplays: 6,
 		// The reconciler's waits shortened so that the run settles within
 		// a minute: by default a success learnt by query waits for its
 		// receipt, and an ambiguous push for its callback, a prompt's
@@ -103,6 +106,10 @@ func TestChaosSmall(t *testing.T) {
 	t.Log("\n" + out.String())
 	for _, f := range rep.Failures {
 		t.Errorf("seed %d: %s", o.Seed, f)
+	}
+	if q := rep.RequestReplays; q.Finished == 0 || q.InFlight == 0 || q.RecordGone == 0 {
+		t.Errorf("seed %d: requests stored again: %d finished, %d in flight, %d with the attempt record purged; want some of each, or the replays went untested",
+			o.Seed, q.Finished, q.InFlight, q.RecordGone)
 	}
 	if rep.Forgeries.FastFailures == 0 || rep.Forgeries.EarlyFailures == 0 {
 		t.Errorf("seed %d: forged fast failures delivered: %d at stk.dispatched, %d before it; want some of each, or the forgeries went untested",
@@ -454,17 +461,17 @@ func TestTrackingIDOf(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	o, err := parseFlags([]string{"-n", "10", "-seed", "7", "-root", "/r", "-env", "A=b=c", "-env", "RECONCILE_AFTER=1s",
-		"-dispatchers", "3", "-consumer-deletes", "1", "-callback-crash", "0.5", "-oauth-faults", "0"})
+		"-dispatchers", "3", "-consumer-deletes", "1", "-callback-crash", "0.5", "-oauth-faults", "0", "-request-replays", "4"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.N != 10 || o.Seed != 7 || o.Root != "/r" || o.Dispatchers != 3 || o.ConsumerDeletes != 1 || o.CallbackCrash != 0.5 || o.OAuthFaults != 0 {
+	if o.N != 10 || o.Seed != 7 || o.Root != "/r" || o.Dispatchers != 3 || o.ConsumerDeletes != 1 || o.CallbackCrash != 0.5 || o.OAuthFaults != 0 || o.RequestReplays != 4 {
 		t.Errorf("got %+v", o)
 	}
 	if diff := cmp.Diff(map[string]string{"A": "b=c", "RECONCILE_AFTER": "1s"}, o.ExtraEnv); diff != "" {
 		t.Errorf("env (-want +got):\n%s", diff)
 	}
-	for _, bad := range [][]string{{"-n", "0"}, {"-env", "novalue"}, {"-rate", "-1"}, {"-dispatchers", "0"}, {"-callback-crash", "1.5"}, {"-consumer-deletes", "-1"}, {"-forgeries", "-1"}} {
+	for _, bad := range [][]string{{"-n", "0"}, {"-env", "novalue"}, {"-rate", "-1"}, {"-dispatchers", "0"}, {"-callback-crash", "1.5"}, {"-consumer-deletes", "-1"}, {"-forgeries", "-1"}, {"-request-replays", "-1"}} {
 		if _, err := parseFlags(append(bad, "-root", "/r")); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}

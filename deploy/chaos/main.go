@@ -90,6 +90,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.Float64Var(&o.CallbackCrash, "callback-crash", 0.02, "share of kept callbacks after which callback-ingest crashes (failpoint "+failpoint.CallbackAfterKeep+")")
 	fs.IntVar(&o.OAuthFaults, "oauth-faults", 2, "token requests that fail after each kill of the dispatcher (empty 400, HTML 403, 503 in turn)")
 	fs.IntVar(&o.Forgeries, "forgeries", 40, "forged failures posted with a payment's valid CallBackURL within 2 s of its push (a quarter of them as it leaves, before Daraja's answer); a quarter as many forged successes carrying another payment's receipt; late 1032s after payments ended Unknown (0: none)")
+	fs.IntVar(&o.RequestReplays, "request-replays", 9, "payments whose stk.requested is stored again during the load, as stkgate-admin dlq replay does past the duplicate window: two thirds already final (one with its attempt record purged), the rest in flight (0: none)")
 	fs.StringVar(&o.Faults, "faults", "full", "Daraja faults to script: full, quick (none that waits out a prompt's lifetime) or none")
 	fs.DurationVar(&o.Latency, "answer-latency", time.Second, "longest hold of a push's answer after Daraja processed it")
 	seed := fs.Uint64("seed", 0, "random seed (0: from the clock); printed so a run can be repeated")
@@ -107,7 +108,7 @@ func parseFlags(args []string) (Options, error) {
 		if o.Instances < 1 {
 			return o, errors.New("-instances must be positive")
 		}
-		o.Kills, o.PGStop, o.ConsumerDeletes, o.CallbackCrash, o.OAuthFaults, o.Forgeries = 0, 0, 0, 0, 0, 0
+		o.Kills, o.PGStop, o.ConsumerDeletes, o.CallbackCrash, o.OAuthFaults, o.Forgeries, o.RequestReplays = 0, 0, 0, 0, 0, 0, 0
 	}
 	if o.Faults != "full" && o.Faults != "quick" && o.Faults != "none" {
 		return o, fmt.Errorf("-faults: want full, quick or none, got %q", o.Faults)
@@ -115,8 +116,8 @@ func parseFlags(args []string) (Options, error) {
 	if o.N < 1 || o.Latency < 0 || o.Clients < 1 || o.Rate <= 0 || o.Kills < 0 || o.Settle <= 0 || o.SimDelay < 0 {
 		return o, errors.New("-n, -clients, -rate and -settle must be positive; -kills and -sim-delay not negative")
 	}
-	if o.Dispatchers < 1 || o.ConsumerDeletes < 0 || o.OAuthFaults < 0 || o.Forgeries < 0 || !(o.CallbackCrash >= 0 && o.CallbackCrash <= 1) {
-		return o, errors.New("-dispatchers must be positive, -consumer-deletes, -oauth-faults and -forgeries not negative, -callback-crash from 0 to 1")
+	if o.Dispatchers < 1 || o.ConsumerDeletes < 0 || o.OAuthFaults < 0 || o.Forgeries < 0 || o.RequestReplays < 0 || !(o.CallbackCrash >= 0 && o.CallbackCrash <= 1) {
+		return o, errors.New("-dispatchers must be positive, -consumer-deletes, -oauth-faults, -forgeries and -request-replays not negative, -callback-crash from 0 to 1")
 	}
 	if o.Faults == "full" && o.SimDelay <= dispatcher.DefaultUncertainRetryWindow {
 		// The 503s after processing are pushed again only within this

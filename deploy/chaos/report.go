@@ -52,6 +52,11 @@ type Report struct {
 	MismatchIDs        []string       // the first few
 	Queries            int            // STK queries the fake answered
 	Forgeries          forgeryFigures // forged callbacks sent (Options.Forgeries)
+	// RequestReplays are the requests stored again (Options.RequestReplays);
+	// RequestReplayChanged, the finished ones among them whose record
+	// changed since (all of them, not the first few).
+	RequestReplays       requestReplayFigures
+	RequestReplayChanged []string
 	// Records whose receipt the fake paid another payment with (a forged
 	// success's, say), and of those the ones no reconciler flagged RECEIPT
 	// DISPUTED: a receipt must stay on the payment Daraja paid with it.
@@ -123,6 +128,10 @@ func (r *Report) judge() {
 	}
 	if r.ReplayChanged > 0 {
 		fail("%d records changed when a delivered callback was sent again", r.ReplayChanged)
+	}
+	if len(r.RequestReplayChanged) > 0 {
+		fail("%d finished payments changed after their request was stored again (dlq replay): %s",
+			len(r.RequestReplayChanged), strings.Join(firstFew(r.RequestReplayChanged), "; "))
 	}
 	if r.ReceiptElsewhereUnflagged > 0 {
 		fail("%d records hold a receipt Daraja paid another payment with, unflagged (no RECEIPT DISPUTED): %s", r.ReceiptElsewhereUnflagged, strings.Join(r.ReceiptElsewhereIDs, "; "))
@@ -199,6 +208,12 @@ func (r *Report) Print(w io.Writer) {
 	p("  paid Unknown, late failure %d (with Daraja's success delivered %d)", r.PaidLateFailure, r.PaidLateFailureDelivered)
 	for _, id := range r.PaidLateFailureIDs {
 		p("    %s", id)
+	}
+	q := r.RequestReplays
+	p("requests stored again       %d of %d (dlq replay past the duplicate window): finished %d (attempt record purged %d: ended without a push %d, push log purged %d), in flight %d; finished records changed %d",
+		q.Finished+q.InFlight, q.Asked, q.Finished, q.RecordGone, q.RecordGoneUnpushed, q.PushLogPurged, q.InFlight, len(r.RequestReplayChanged))
+	for _, id := range firstFew(r.RequestReplayChanged) {
+		p("  %s", id)
 	}
 	p("Postgres stops              %d", r.PGStops)
 	p("dispatcher consumer deleted %d/%d", r.ConsumerDeletes, r.ConsumerDeletesAsked)
