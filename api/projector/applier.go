@@ -24,8 +24,10 @@ const inFlight = 4
 // applier applies batches, up to inFlight at once. Only consume's
 // goroutine starts batches.
 type applier struct {
-	// handle applies and settles a batch (projector.handle).
-	handle func(context.Context, []item)
+	// handle applies and settles a batch (projector.handle); told that a
+	// batch before it sharing a key was handed back, it hands this one back
+	// too. It returns whether it handed back any of the batch.
+	handle func(ctx context.Context, items []item, afterHandBack bool) (handedBack bool)
 	ctx    context.Context
 	slots  chan struct{}
 	wg     sync.WaitGroup
@@ -35,11 +37,13 @@ type applier struct {
 }
 
 // flight is a batch under way: what it writes (batchKeys), set before
-// ready is closed, and done, closed once it is settled.
+// ready is closed, and done, closed once it is settled; handedBack, set
+// before done is closed, says that some of it was handed back, not applied.
 type flight struct {
-	keys  map[batchKey]bool
-	ready chan struct{}
-	done  chan struct{}
+	keys       map[batchKey]bool
+	ready      chan struct{}
+	done       chan struct{}
+	handedBack bool
 }
 
 func (p *projector) newApplier(ctx context.Context) *applier {
@@ -52,7 +56,10 @@ func (p *projector) newApplier(ctx context.Context) *applier {
 // gathered while this one is decoded. Once its keys are known (a payment,
 // a CheckoutRequestID, a receipt), the batch waits for every batch started
 // before it that shares one to be settled: those came first in the
-// stream, and are applied first.
+// stream, and are applied first. If one of them was handed back (a stop
+// during a failure), this batch is handed back too, not applied: applied,
+// it would overtake the events handed back (the first completion applied
+// decides a payment's outcome).
 func (a *applier) start(prepare func() []item) {
 	a.slots <- struct{}{}
 	f := &flight{ready: make(chan struct{}), done: make(chan struct{})}
@@ -78,11 +85,13 @@ func (a *applier) start(prepare func() []item) {
 		items := prepare()
 		f.keys = batchKeys(items)
 		close(f.ready)
+		afterHandBack := false
 		for _, g := range a.sharing(earlier, f.keys) {
 			<-g.done
+			afterHandBack = afterHandBack || g.handedBack
 		}
 		if len(items) > 0 {
-			a.handle(a.ctx, items)
+			f.handedBack = a.handle(a.ctx, items, afterHandBack)
 		}
 	}()
 }

@@ -5,6 +5,7 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sync"
 	"time"
@@ -58,21 +59,32 @@ func (p *projector) decode(msgs []jetstream.Msg) []item {
 // decodePart is the fewest messages worth a goroutine of their own.
 const decodePart = 64
 
+// errAfterHandBack is why a batch is handed back unapplied: an earlier
+// batch writing one of its rows was handed back.
+var errAfterHandBack = errors.New("an earlier batch writing the same payment was handed back")
+
 // handle applies one decoded batch and settles every message in it: acked
 // after commit, terminated if it can never be applied, or (only when ctx
-// is cancelled during a database outage) nak'ed for another projector.
-func (p *projector) handle(ctx context.Context, items []item) {
+// is cancelled during a database outage) nak'ed for another projector. A
+// batch after one handed back (afterHandBack) is handed back unapplied, so
+// that a payment's events are still applied in stream order. It returns
+// whether it handed back any message.
+func (p *projector) handle(ctx context.Context, items []item, afterHandBack bool) (handedBack bool) {
 	defer p.traceBatch(items)()
 
+	if afterHandBack {
+		p.nakAll(items, errAfterHandBack)
+		return true
+	}
 	err := p.apply(ctx, items)
 	switch {
 	case err == nil:
 		p.ackAll(items)
 		p.observe(items)
-		return
+		return false
 	case !store.IsPermanent(err):
 		p.nakAll(items, err)
-		return
+		return true
 	}
 
 	// Some event of the batch can never be applied. Apply them one by one,
@@ -88,9 +100,10 @@ func (p *projector) handle(ctx context.Context, items []item) {
 			p.terminate(it.msg, it.trackingID(), "rejected by the read model", err)
 		default:
 			p.nakAll(items[i:], err)
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // apply writes items in one transaction, retrying whatever is not

@@ -19,7 +19,8 @@
 //     backoff while the batch is kept with InProgress: an outage never uses
 //     up the consumer's MaxDeliver (unlimited anyway) and never skips an
 //     event. A projector stopped during an outage hands its batch back
-//     (worker.HandBack) to the next one.
+//     (worker.HandBack) to the next one, and every later batch it holds
+//     that writes one of the same payments, unapplied (applier.start).
 //
 // An stk.late_result is kept beside the outcome (the record's
 // late_result), never in its place.
