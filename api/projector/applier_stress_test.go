@@ -30,7 +30,7 @@ func TestApplierRandomBatchesKeepKeyOrder(t *testing.T) {
 			runs = make([]int, n)
 		)
 		a := &applier{ctx: context.Background(), slots: make(chan struct{}, inFlight), flights: map[*flight]bool{}}
-		a.handle = func(_ context.Context, items []item, _ bool) bool {
+		a.handle = func(_ context.Context, items []item, _ bool) []item {
 			var i int
 			fmt.Sscan(items[0].ev.Base().Reference, &i)
 			mu.Lock()
@@ -41,7 +41,7 @@ func TestApplierRandomBatchesKeepKeyOrder(t *testing.T) {
 			mu.Lock()
 			recs[i].end = time.Now()
 			mu.Unlock()
-			return false
+			return nil
 		}
 		empty := make([]bool, n)
 		for i := range n {
@@ -109,12 +109,12 @@ func TestApplierStopWhileDecodingAndWaiting(t *testing.T) {
 		handed []string
 	)
 	a := &applier{ctx: ctx, slots: make(chan struct{}, inFlight), flights: map[*flight]bool{}}
-	a.handle = func(ctx context.Context, items []item, afterHandBack bool) bool {
+	a.handle = func(ctx context.Context, items []item, afterHandBack bool) []item {
 		<-ctx.Done()
 		mu.Lock()
 		handed = append(handed, fmt.Sprintf("%s:%t", items[0].ev.Base().Reference, afterHandBack))
 		mu.Unlock()
-		return true // handed back at the stop
+		return items // handed back at the stop
 	}
 	decodeA := make(chan struct{})
 	a.start(func() []item {

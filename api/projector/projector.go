@@ -20,7 +20,8 @@
 //     up the consumer's MaxDeliver (unlimited anyway) and never skips an
 //     event. A projector stopped during an outage hands its batch back
 //     (worker.HandBack) to the next one, and every later batch it holds
-//     that writes one of the same payments, unapplied (applier.start).
+//     that writes one of the same payments, unapplied (applier.start), in
+//     stream order once its last pull has ended (settle).
 //
 // An stk.late_result is kept beside the outcome (the record's
 // late_result), never in its place.
@@ -218,7 +219,7 @@ func (p *projector) consume(ctx context.Context) error {
 	pull := min((inFlight+1)*p.cfg.BatchSize, events.ProjectorConsumer().MaxAckPending)
 	f := startFetching(ctx, p.cons, pull)
 	a := p.newApplier(ctx)
-	defer a.wait()
+	defer p.settle(f, a)
 	var next jetstream.Msg // a message read past the last batch: the next one's first
 	for {
 		msg := next
@@ -290,12 +291,7 @@ func (p *projector) completePayment(f *fetcher, msgs []jetstream.Msg) ([]jetstre
 
 // drain applies the messages the fetcher received, and those its last
 // pull still gets, for up to DrainTimeout, so that they need not wait out
-// the AckWait to be redelivered. What is left then it hands back
-// (worker.HandBack), so that the next projector gets it at once: once
-// that pull has ended (a message handed back while it is open could be
-// sent to it again, and reach no one), and once every batch started is
-// settled (the messages left are later in the stream than theirs, and are
-// not applied before them).
+// the AckWait to be redelivered. What is left then, settle hands back.
 func (p *projector) drain(f *fetcher, a *applier) {
 	deadline := time.Now().Add(p.cfg.DrainTimeout)
 	var msgs []jetstream.Msg
@@ -318,15 +314,21 @@ func (p *projector) drain(f *fetcher, a *applier) {
 	if len(msgs) > 0 {
 		a.start(func() []item { return p.decode(msgs) })
 	}
+}
+
+// settle waits for the fetcher's last pull to end and for every batch
+// started to be settled, then hands back (worker.HandBack), in stream
+// order, what a stop left: the events of the batches it left unapplied and
+// those the fetcher received that no batch took (DrainTimeout), so that
+// the next projector gets them at once, in the order they came. Not
+// before: a message handed back while that pull is open could be sent to
+// it again, and be handed back again after later ones; and a message left
+// is later in the stream than those of the batches under way.
+func (p *projector) settle(f *fetcher, a *applier) {
 	rest := f.rest()
 	a.wait()
-	if len(rest) == 0 {
-		return
+	if len(rest) > 0 {
+		p.log.Warn("stopping with events received and not applied (DrainTimeout); handing them back", "events", len(rest), "drain_timeout", p.cfg.DrainTimeout.String())
 	}
-	p.log.Warn("stopping with events received and not applied (DrainTimeout); handing them back", "events", len(rest), "drain_timeout", p.cfg.DrainTimeout.String())
-	for _, m := range rest {
-		if err := worker.HandBack(m); err != nil {
-			p.log.Warn("nak failed", "tracking_id", events.TrackingIDOf(m.Subject()), "error", err)
-		}
-	}
+	p.handBack(append(a.takeBack(), rest...))
 }
