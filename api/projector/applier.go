@@ -131,6 +131,9 @@ func (a *applier) sharing(earlier []*flight, keys map[batchKey]bool) []*flight {
 func (a *applier) afterHandBack(keys map[batchKey]bool) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if len(a.handedBack) == 0 {
+		return false // the projector is not stopping: the rule
+	}
 	for k := range keys {
 		if a.handedBack[k] {
 			return true
