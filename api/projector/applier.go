@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/events"
 )
@@ -24,14 +26,21 @@ const inFlight = 4
 // applier applies batches, up to inFlight at once. Only consume's
 // goroutine starts batches.
 type applier struct {
-	// handle applies and settles a batch (projector.handle).
-	handle func(context.Context, []item)
+	// handle applies and settles a batch (projector.handle), or returns
+	// what a stop leaves of it to hand back; told that a batch before it
+	// sharing a key is handed back, it returns the whole batch unapplied.
+	handle func(ctx context.Context, items []item, afterHandBack bool) (back []item)
 	ctx    context.Context
 	slots  chan struct{}
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
 	flights map[*flight]bool // the batches under way
+	// handedBack is the keys of every batch handed back so far: a later
+	// batch writing one of them is handed back too.
+	handedBack map[batchKey]bool
+	// back is the messages to hand back (takeBack).
+	back []jetstream.Msg
 }
 
 // flight is a batch under way: what it writes (batchKeys), set before
@@ -52,7 +61,11 @@ func (p *projector) newApplier(ctx context.Context) *applier {
 // gathered while this one is decoded. Once its keys are known (a payment,
 // a CheckoutRequestID, a receipt), the batch waits for every batch started
 // before it that shares one to be settled: those came first in the
-// stream, and are applied first.
+// stream, and are applied first. If a batch started before it that shares
+// one was handed back (a stop during a failure), under way or settled
+// already, this batch is handed back too, not applied: applied, it would
+// overtake the events handed back (the first completion applied decides a
+// payment's outcome).
 func (a *applier) start(prepare func() []item) {
 	a.slots <- struct{}{}
 	f := &flight{ready: make(chan struct{}), done: make(chan struct{})}
@@ -68,8 +81,22 @@ func (a *applier) start(prepare func() []item) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
+		var back []item
 		defer func() {
+			// In one step with leaving flights: a batch started later
+			// either waits for this one or finds its keys handed back.
 			a.mu.Lock()
+			for _, it := range back {
+				a.back = append(a.back, it.msg)
+			}
+			if len(back) > 0 {
+				if a.handedBack == nil {
+					a.handedBack = map[batchKey]bool{}
+				}
+				for k := range f.keys {
+					a.handedBack[k] = true
+				}
+			}
 			delete(a.flights, f)
 			a.mu.Unlock()
 			close(f.done)
@@ -82,7 +109,7 @@ func (a *applier) start(prepare func() []item) {
 			<-g.done
 		}
 		if len(items) > 0 {
-			a.handle(a.ctx, items)
+			back = a.handle(a.ctx, items, a.afterHandBack(f.keys))
 		}
 	}()
 }
@@ -100,8 +127,33 @@ func (a *applier) sharing(earlier []*flight, keys map[batchKey]bool) []*flight {
 	return out
 }
 
+// afterHandBack reports whether a batch handed back wrote one of keys.
+func (a *applier) afterHandBack(keys map[batchKey]bool) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.handedBack) == 0 {
+		return false // the projector is not stopping: the rule
+	}
+	for k := range keys {
+		if a.handedBack[k] {
+			return true
+		}
+	}
+	return false
+}
+
 // wait returns once every batch started is settled.
 func (a *applier) wait() { a.wg.Wait() }
+
+// takeBack returns the messages of the batches settled so far that are to
+// be handed back, and forgets them.
+func (a *applier) takeBack() []jetstream.Msg {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	back := a.back
+	a.back = nil
+	return back
+}
 
 func (f *flight) shares(keys map[batchKey]bool) bool {
 	small, big := f.keys, keys

@@ -30,7 +30,7 @@ func TestApplierRandomBatchesKeepKeyOrder(t *testing.T) {
 			runs = make([]int, n)
 		)
 		a := &applier{ctx: context.Background(), slots: make(chan struct{}, inFlight), flights: map[*flight]bool{}}
-		a.handle = func(_ context.Context, items []item) {
+		a.handle = func(_ context.Context, items []item, _ bool) []item {
 			var i int
 			fmt.Sscan(items[0].ev.Base().Reference, &i)
 			mu.Lock()
@@ -41,6 +41,7 @@ func TestApplierRandomBatchesKeepKeyOrder(t *testing.T) {
 			mu.Lock()
 			recs[i].end = time.Now()
 			mu.Unlock()
+			return nil
 		}
 		empty := make([]bool, n)
 		for i := range n {
@@ -108,11 +109,12 @@ func TestApplierStopWhileDecodingAndWaiting(t *testing.T) {
 		handed []string
 	)
 	a := &applier{ctx: ctx, slots: make(chan struct{}, inFlight), flights: map[*flight]bool{}}
-	a.handle = func(ctx context.Context, items []item) {
+	a.handle = func(ctx context.Context, items []item, afterHandBack bool) []item {
 		<-ctx.Done()
 		mu.Lock()
-		handed = append(handed, items[0].ev.Base().Reference)
+		handed = append(handed, fmt.Sprintf("%s:%t", items[0].ev.Base().Reference, afterHandBack))
 		mu.Unlock()
+		return items // handed back at the stop
 	}
 	decodeA := make(chan struct{})
 	a.start(func() []item {
@@ -136,7 +138,8 @@ func TestApplierStopWhileDecodingAndWaiting(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("wait never returned after the stop")
 	}
-	if want := []string{"A", "B", "C", "D"}; fmt.Sprint(handed) != fmt.Sprint(want) {
+	// A is handed back; B, C and D, after it, are told so.
+	if want := []string{"A:false", "B:true", "C:true", "D:true"}; fmt.Sprint(handed) != fmt.Sprint(want) {
 		t.Errorf("handed %v, want %v in order", handed, want)
 	}
 }

@@ -32,7 +32,7 @@ func (f *fakeApply) gate(name string) chan struct{} {
 	return f.release[name]
 }
 
-func (f *fakeApply) handle(_ context.Context, items []item) {
+func (f *fakeApply) handle(_ context.Context, items []item, _ bool) []item {
 	name := items[0].ev.Base().Reference
 	f.mu.Lock()
 	if f.onBegin != nil {
@@ -44,6 +44,7 @@ func (f *fakeApply) handle(_ context.Context, items []item) {
 	f.mu.Lock()
 	f.settled[name] = true
 	f.mu.Unlock()
+	return nil
 }
 
 func batchOf(ref string, evs ...events.Event) []item {

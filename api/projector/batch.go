@@ -4,8 +4,12 @@ package projector
 // settled (acked, terminated or nak'ed).
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -58,21 +62,34 @@ func (p *projector) decode(msgs []jetstream.Msg) []item {
 // decodePart is the fewest messages worth a goroutine of their own.
 const decodePart = 64
 
+// errAfterHandBack is why a batch is handed back unapplied: an earlier
+// batch writing one of its rows was handed back.
+var errAfterHandBack = errors.New("an earlier batch writing the same payment was handed back")
+
 // handle applies one decoded batch and settles every message in it: acked
 // after commit, terminated if it can never be applied, or (only when ctx
-// is cancelled during a database outage) nak'ed for another projector.
-func (p *projector) handle(ctx context.Context, items []item) {
+// is cancelled during a database outage) returned to be handed back to
+// another projector (back). A batch after one handed back (afterHandBack)
+// is returned unapplied, so that a payment's events are still applied in
+// stream order. The caller hands back what it returns once the last pull
+// has ended (projector.settle): handed back before, a message could come
+// back to that pull, and be handed back again after the later ones.
+func (p *projector) handle(ctx context.Context, items []item, afterHandBack bool) (back []item) {
 	defer p.traceBatch(items)()
 
+	if afterHandBack {
+		p.notApplied(items, errAfterHandBack)
+		return items
+	}
 	err := p.apply(ctx, items)
 	switch {
 	case err == nil:
 		p.ackAll(items)
 		p.observe(items)
-		return
+		return nil
 	case !store.IsPermanent(err):
-		p.nakAll(items, err)
-		return
+		p.notApplied(items, err)
+		return items
 	}
 
 	// Some event of the batch can never be applied. Apply them one by one,
@@ -87,10 +104,11 @@ func (p *projector) handle(ctx context.Context, items []item) {
 		case store.IsPermanent(err):
 			p.terminate(it.msg, it.trackingID(), "rejected by the read model", err)
 		default:
-			p.nakAll(items[i:], err)
-			return
+			p.notApplied(items[i:], err)
+			return items[i:]
 		}
 	}
+	return nil
 }
 
 // apply writes items in one transaction, retrying whatever is not
@@ -143,16 +161,32 @@ func (p *projector) ackAll(items []item) {
 	}
 }
 
-func (p *projector) nakAll(items []item, cause error) {
+// notApplied logs a batch, or the rest of one, that a stop leaves
+// unapplied: it is handed back once the last pull has ended (settle).
+func (p *projector) notApplied(items []item, cause error) {
 	p.log.Warn("stopping with events not applied; handing them back", "events", len(items), "error", cause)
-	// worker.HandBack, not a plain Nak: a plain Nak is delivered at once to
-	// the first pull request waiting, which at a stop is often this
-	// projector's own, and the message would then wait out the AckWait
-	// (30 s). The consumer has no BackOff (events.ProjectorConsumer), so
-	// HandBack's delay is the one nats-server applies.
-	for _, it := range items {
-		if err := worker.HandBack(it.msg); err != nil {
-			p.log.Warn("nak failed", "tracking_id", it.trackingID(), "error", err)
+}
+
+// handBack hands msgs back to the next projector in stream order, so that
+// nats-server, which redelivers the messages whose delay is over in
+// stream order, sends them again in the order they came.
+//
+// worker.HandBack, not a plain Nak: a plain Nak is delivered at once to the
+// first pull request waiting, which at a stop is often this projector's
+// own, and the message would then wait out the AckWait (30 s). The
+// consumer has no BackOff (events.ProjectorConsumer), so HandBack's delay
+// is the one nats-server applies.
+func (p *projector) handBack(msgs []jetstream.Msg) {
+	seq := func(m jetstream.Msg) uint64 {
+		if md, err := m.Metadata(); err == nil {
+			return md.Sequence.Stream
+		}
+		return math.MaxUint64
+	}
+	slices.SortStableFunc(msgs, func(a, b jetstream.Msg) int { return cmp.Compare(seq(a), seq(b)) })
+	for _, m := range msgs {
+		if err := worker.HandBack(m); err != nil {
+			p.log.Warn("nak failed", "tracking_id", events.TrackingIDOf(m.Subject()), "error", err)
 		}
 	}
 }

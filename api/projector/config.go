@@ -61,7 +61,8 @@ type Config struct {
 	// ApplyTimeout bounds one transaction (default 15s).
 	ApplyTimeout time.Duration
 	// DrainTimeout bounds how long, after ctx is cancelled, the events
-	// already received are still applied (default 10s).
+	// already received are still applied (default 10s); those left are
+	// handed back to the next projector.
 	DrainTimeout time.Duration
 }
 

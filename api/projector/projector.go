@@ -19,7 +19,9 @@
 //     backoff while the batch is kept with InProgress: an outage never uses
 //     up the consumer's MaxDeliver (unlimited anyway) and never skips an
 //     event. A projector stopped during an outage hands its batch back
-//     (worker.HandBack) to the next one.
+//     (worker.HandBack) to the next one, and every later batch it holds
+//     that writes one of the same payments, unapplied (applier.start), in
+//     stream order once its last pull has ended (settle).
 //
 // An stk.late_result is kept beside the outcome (the record's
 // late_result), never in its place.
@@ -48,7 +50,7 @@ import (
 
 // A batch takes the events already received and those that follow within
 // gap of the one before, for at most linger after its first one and up to
-// Config.BatchSize. Under load the events wait in the iterator's buffer
+// Config.BatchSize. Under load the events wait in the fetcher's buffer
 // while batches are written, so batches fill without waiting; at a few
 // hundred events a second, a batch that waited out the whole linger for
 // more would add its 5 ms to every event's time to the read model, for a
@@ -59,8 +61,10 @@ const (
 )
 
 // Run projects events until ctx is cancelled; then it applies and acks the
-// events it already holds (for up to DrainTimeout) and returns nil. It
-// returns an error if it cannot start within StartTimeout.
+// events it already holds and those its last pull still gets (for up to
+// DrainTimeout), hands back the rest (worker.HandBack) and returns nil: a
+// stop leaves no event to the consumer's AckWait. It returns an error if
+// it cannot start within StartTimeout.
 //
 // It also runs the dead-letter watcher (api/deadletter), which copies
 // every STK message a consumer gave up on into STK_DLQ. It shares the
@@ -174,8 +178,8 @@ func (p *projector) ensureConsumer(ctx context.Context) error {
 	return nil
 }
 
-// loop consumes until ctx is cancelled, starting over when the message
-// iterator breaks (the consumer was deleted, say).
+// loop consumes until ctx is cancelled, starting over when a pull fails
+// (the consumer was deleted, say).
 func (p *projector) loop(ctx context.Context) {
 	for {
 		err := p.consume(ctx)
@@ -197,10 +201,11 @@ func (p *projector) loop(ctx context.Context) {
 	}
 }
 
-// consume reads batches from one message iterator, decodes them and
-// applies up to inFlight of them at once, each acked after its own commit.
-// On ctx cancel it drains what the iterator already holds and returns nil;
-// it returns only once every batch it started is settled.
+// consume reads batches from a fetcher, decodes them and applies up to
+// inFlight of them at once, each acked after its own commit. On ctx cancel
+// it drains what the fetcher holds and returns nil; it returns only once
+// its last pull has ended and every message it received is settled or
+// handed back.
 //
 // The one consume loop that is not worker.Pool's, for a reason: the
 // projector writes a batch of events in one transaction, in stream order,
@@ -212,31 +217,30 @@ func (p *projector) consume(ctx context.Context) error {
 	// The batches being applied and the next one arrive while they commit;
 	// more than the consumer's MaxAckPending would never come.
 	pull := min((inFlight+1)*p.cfg.BatchSize, events.ProjectorConsumer().MaxAckPending)
-	it, err := p.cons.Messages(jetstream.PullMaxMessages(pull))
-	if err != nil {
-		return fmt.Errorf("messages: %w", err)
-	}
-	defer it.Stop()
+	f := startFetching(ctx, p.cons, pull)
 	a := p.newApplier(ctx)
-	defer a.wait()
+	defer p.settle(f, a)
 	var next jetstream.Msg // a message read past the last batch: the next one's first
 	for {
 		msg := next
 		next = nil
 		if msg == nil {
-			msg, err = it.Next(jetstream.NextContext(ctx))
+			var err error
+			msg, err = f.next(ctx, 0)
 			if err != nil {
 				if ctx.Err() != nil {
-					p.drain(it, a)
+					p.drain(f, a)
 					return nil
 				}
+				// The fetcher ended on its own: every message it received
+				// was taken.
 				return fmt.Errorf("next message: %w", err)
 			}
 		}
-		nextWithin := func(wait time.Duration) (jetstream.Msg, error) { return it.Next(jetstream.NextMaxWait(wait)) }
+		nextWithin := func(wait time.Duration) (jetstream.Msg, error) { return f.next(nil, wait) }
 		msgs := gather(nextWithin, []jetstream.Msg{msg}, p.cfg.BatchSize, time.Now().Add(linger))
 		if len(msgs) == p.cfg.BatchSize {
-			msgs, next = p.completePayment(it, msgs)
+			msgs, next = p.completePayment(f, msgs)
 		}
 		a.start(func() []item { return p.decode(msgs) })
 	}
@@ -270,10 +274,10 @@ const paymentTail = 8
 // applied beside this one, would wait for this one's commit to write that
 // row. It returns the batch and the first message of another payment it
 // read, if any, which starts the next batch.
-func (p *projector) completePayment(it jetstream.MessagesContext, msgs []jetstream.Msg) ([]jetstream.Msg, jetstream.Msg) {
+func (p *projector) completePayment(f *fetcher, msgs []jetstream.Msg) ([]jetstream.Msg, jetstream.Msg) {
 	last := events.TrackingIDOf(msgs[len(msgs)-1].Subject())
 	for range paymentTail {
-		m, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
+		m, err := f.next(nil, time.Millisecond)
 		if err != nil {
 			return msgs, nil
 		}
@@ -285,10 +289,10 @@ func (p *projector) completePayment(it jetstream.MessagesContext, msgs []jetstre
 	return msgs, nil
 }
 
-// drain applies the messages the iterator already received, so that they
-// need not wait out the AckWait to be redelivered.
-func (p *projector) drain(it jetstream.MessagesContext, a *applier) {
-	it.Drain()
+// drain applies the messages the fetcher received, and those its last
+// pull still gets, for up to DrainTimeout, so that they need not wait out
+// the AckWait to be redelivered. What is left then, settle hands back.
+func (p *projector) drain(f *fetcher, a *applier) {
 	deadline := time.Now().Add(p.cfg.DrainTimeout)
 	var msgs []jetstream.Msg
 	for {
@@ -296,9 +300,9 @@ func (p *projector) drain(it jetstream.MessagesContext, a *applier) {
 		if wait <= 0 {
 			break
 		}
-		m, err := it.Next(jetstream.NextMaxWait(wait))
+		m, err := f.next(nil, wait)
 		if err != nil {
-			break // ErrMsgIteratorClosed: the buffer is empty
+			break // the fetcher ended and every message was taken, or the deadline
 		}
 		msgs = append(msgs, m)
 		if len(msgs) == p.cfg.BatchSize {
@@ -310,4 +314,21 @@ func (p *projector) drain(it jetstream.MessagesContext, a *applier) {
 	if len(msgs) > 0 {
 		a.start(func() []item { return p.decode(msgs) })
 	}
+}
+
+// settle waits for the fetcher's last pull to end and for every batch
+// started to be settled, then hands back (worker.HandBack), in stream
+// order, what a stop left: the events of the batches it left unapplied and
+// those the fetcher received that no batch took (DrainTimeout), so that
+// the next projector gets them at once, in the order they came. Not
+// before: a message handed back while that pull is open could be sent to
+// it again, and be handed back again after later ones; and a message left
+// is later in the stream than those of the batches under way.
+func (p *projector) settle(f *fetcher, a *applier) {
+	rest := f.rest()
+	a.wait()
+	if len(rest) > 0 {
+		p.log.Warn("stopping with events received and not applied (DrainTimeout); handing them back", "events", len(rest), "drain_timeout", p.cfg.DrainTimeout.String())
+	}
+	p.handBack(append(a.takeBack(), rest...))
 }

@@ -167,18 +167,23 @@ func (h *harness) settled() *jetstream.ConsumerInfo {
 	h.t.Helper()
 	var info *jetstream.ConsumerInfo
 	h.eventually("consumer settles", func() (bool, string) {
-		c, err := h.ns.JS.Consumer(context.Background(), events.StreamName, events.ConsumerProjector)
-		if err != nil {
-			return false, err.Error()
-		}
-		info, err = c.Info(context.Background())
-		if err != nil {
+		var err error
+		if info, err = h.consumerInfo(); err != nil {
 			return false, err.Error()
 		}
 		return info.NumPending == 0 && info.NumAckPending == 0,
 			fmt.Sprintf("pending %d, ack pending %d", info.NumPending, info.NumAckPending)
 	})
 	return info
+}
+
+// consumerInfo asks the server for the projector's consumer's info.
+func (h *harness) consumerInfo() (*jetstream.ConsumerInfo, error) {
+	c, err := h.ns.JS.Consumer(context.Background(), events.StreamName, events.ConsumerProjector)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(context.Background())
 }
 
 type story struct {
