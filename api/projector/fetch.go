@@ -127,15 +127,12 @@ func (f *fetcher) pull(n int) (int, error) {
 	return got, nil
 }
 
-// next returns the next message received, waiting until ctx ends (nil:
-// without end) or for at most wait (0: without end); it returns the
-// fetcher's error or errFetchEnded once the fetcher has ended and every
-// message was taken.
+// next returns the next message received, waiting until ctx ends
+// (context.Background: without end) or for at most wait (0: without end);
+// it returns the fetcher's error or errFetchEnded once the fetcher has
+// ended and every message was taken.
 func (f *fetcher) next(ctx context.Context, wait time.Duration) (jetstream.Msg, error) {
-	var done <-chan struct{}
-	if ctx != nil {
-		done = ctx.Done()
-	}
+	done := ctx.Done()
 	var timeout <-chan time.Time
 	if wait > 0 {
 		t := time.NewTimer(wait)

@@ -237,7 +237,7 @@ func (p *projector) consume(ctx context.Context) error {
 				return fmt.Errorf("next message: %w", err)
 			}
 		}
-		nextWithin := func(wait time.Duration) (jetstream.Msg, error) { return f.next(nil, wait) }
+		nextWithin := func(wait time.Duration) (jetstream.Msg, error) { return f.next(context.Background(), wait) }
 		msgs := gather(nextWithin, []jetstream.Msg{msg}, p.cfg.BatchSize, time.Now().Add(linger))
 		if len(msgs) == p.cfg.BatchSize {
 			msgs, next = p.completePayment(f, msgs)
@@ -277,7 +277,7 @@ const paymentTail = 8
 func (p *projector) completePayment(f *fetcher, msgs []jetstream.Msg) ([]jetstream.Msg, jetstream.Msg) {
 	last := events.TrackingIDOf(msgs[len(msgs)-1].Subject())
 	for range paymentTail {
-		m, err := f.next(nil, time.Millisecond)
+		m, err := f.next(context.Background(), time.Millisecond)
 		if err != nil {
 			return msgs, nil
 		}
@@ -300,7 +300,7 @@ func (p *projector) drain(f *fetcher, a *applier) {
 		if wait <= 0 {
 			break
 		}
-		m, err := f.next(nil, wait)
+		m, err := f.next(context.Background(), wait)
 		if err != nil {
 			break // the fetcher ended and every message was taken, or the deadline
 		}
