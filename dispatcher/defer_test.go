@@ -6,6 +6,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // Daraja's one-minute waits ("Unable to lock subscriber", "Quota
@@ -13,9 +14,12 @@ import (
 // request that must wait does not hold up the requests behind it.
 func TestLongWaitDoesNotHoldAWorker(t *testing.T) {
 	t.Parallel()
+	// The wait is as long as wait.For's: the others are pushed while it runs,
+	// whatever the machine's pace (at 2 s, a loaded CI machine pushed two
+	// of them after it).
 	h := newHarness(t, func(c *Config) {
 		c.Concurrency = 1
-		c.LockedWait = 2 * time.Second
+		c.LockedWait = wait.Timeout
 		c.RetryMaxElapsed = time.Minute
 		c.deferAbove = 500 * time.Millisecond
 	})
@@ -26,6 +30,17 @@ func TestLongWaitDoesNotHoldAWorker(t *testing.T) {
 		h.request(p)
 	}
 	h.start()
+	wait.For(t, "the requests behind the waiting one pushed", func() bool {
+		for _, p := range others {
+			if len(h.fakePushes(p.Phone)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if n := len(h.fakePushes(waiting.Phone)); n != 1 {
+		t.Fatalf("%d pushes to the waiting phone once the others were pushed, want 1: the others waited for its wait", n)
+	}
 	h.waitSettled()
 	h.stop()
 

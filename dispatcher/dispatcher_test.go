@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -774,10 +775,20 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	t.Parallel()
 	const concurrency, requests = 3, 10
 	h := newHarness(t, func(c *Config) { c.Concurrency = concurrency })
-	// Hold each push until as many as allowed are in flight (or a while has
-	// passed), so the bound is reached whenever the dispatcher allows it.
-	deadline := time.Now().Add(3 * time.Second)
-	h.proxy.setGate(func(inFlight int) bool { return inFlight >= concurrency || time.Now().After(deadline) })
+	// Hold the first pushes until as many as allowed are in flight, so the
+	// bound is reached whenever the dispatcher allows it; then let every
+	// push through. The deadline is a fallback only a fault reaches (fewer
+	// workers than configured): it was 3 s from before the dispatcher's
+	// start, and a loaded CI machine took 2.6 s to start it, so the gate
+	// was open before the first push.
+	var reached atomic.Bool
+	deadline := time.Now().Add(wait.Timeout)
+	h.proxy.setGate(func(inFlight int) bool {
+		if inFlight >= concurrency {
+			reached.Store(true)
+		}
+		return reached.Load() || time.Now().After(deadline)
+	})
 	var ps []events.Payment
 	for range requests {
 		p := newPayment()
