@@ -90,7 +90,6 @@ func TestRunNATSRestart(t *testing.T) {
 func TestRunStopDuringSlowDatabaseLeavesNothingToTheAckWait(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	ctx := context.Background()
 	handedBack := h.handedBack()
 	cfg := h.config()
 	cfg.BatchSize = 3
@@ -101,31 +100,14 @@ func TestRunStopDuringSlowDatabaseLeavesNothingToTheAckWait(t *testing.T) {
 	h.publish(first.requested)
 	h.converge(map[string]store.Record{first.id: first.want(store.StageRequested)})
 
-	db, err := store.Open(ctx, h.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `LOCK TABLE stk_pushes IN EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	lock := h.lockReadModel()
 	want := map[string]store.Record{}
 	for i := range 60 {
 		s := newStory([]string{"0", "1032"}[i%2])
 		h.publish(s.requested, s.dispatched, s.completed)
 		want[s.id] = s.want(store.StageCompleted)
 	}
-	h.eventually("batches wait for the lock", func() (bool, string) {
-		var n int
-		err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%stk_pushes%'`)
-		return err == nil && n > 0, fmt.Sprint(n, err)
-	})
+	h.eventually("batches wait for the lock", lock.waiting("stk_pushes", 1))
 	stop()
 	h.eventually("every pending message handed back", func() (bool, string) {
 		info, err := h.consumerInfo()
@@ -135,9 +117,7 @@ func TestRunStopDuringSlowDatabaseLeavesNothingToTheAckWait(t *testing.T) {
 		n := handedBack()
 		return info.NumAckPending == n, fmt.Sprintf("%d ack pending, %d handed back", info.NumAckPending, n)
 	})
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	lock.release()
 	h.run(h.config())
 	h.converge(want)
 	h.settled()

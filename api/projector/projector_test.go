@@ -2,6 +2,7 @@ package projector_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stkgate/stkgate/api/projector"
@@ -606,29 +608,12 @@ func TestRunSlowBatchIsNotRedelivered(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	ctx := context.Background()
-	db, err := store.Open(ctx, h.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `LOCK TABLE stk_pushes IN EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	lock := h.lockReadModel()
 
 	h.run(h.config())
 	s := newStory("0")
 	h.publish(s.requested, s.dispatched, s.completed)
-	h.eventually("the batch waits for the lock", func() (bool, string) {
-		var n int
-		err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO stk_pushes%'`)
-		return err == nil && n > 0, fmt.Sprint(n, err)
-	})
+	h.eventually("the batch waits for the lock", lock.waiting("INSERT INTO stk_pushes", 1))
 	// Keep the batch waiting past one second: the slowness under test.
 	<-time.After(1500 * time.Millisecond)
 	c, err := h.ns.JS.Consumer(ctx, events.StreamName, events.ConsumerProjector)
@@ -642,9 +627,7 @@ func TestRunSlowBatchIsNotRedelivered(t *testing.T) {
 	if info.NumRedelivered != 0 {
 		t.Errorf("%d redelivered while their batch was being applied", info.NumRedelivered)
 	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	lock.release()
 	h.converge(map[string]store.Record{s.id: s.want(store.StageCompleted)})
 	if info := h.settled(); info.NumRedelivered != 0 {
 		t.Errorf("%d redelivered", info.NumRedelivered)
@@ -702,4 +685,53 @@ func TestRunStartup(t *testing.T) {
 			t.Fatal("Run without a database URL succeeded")
 		}
 	})
+}
+
+// tableLock holds stk_pushes locked, in a transaction of its own, so that
+// the projector's writes wait for it: released by release, or rolled back
+// at the test's end.
+type tableLock struct {
+	t  *testing.T
+	db *sqlx.DB
+	tx *sql.Tx
+}
+
+// lockReadModel locks stk_pushes against every write until the lock is
+// released.
+func (h *harness) lockReadModel() *tableLock {
+	h.t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, h.dbURL)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = db.Close() })
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = tx.Rollback() })
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE stk_pushes IN EXCLUSIVE MODE`); err != nil {
+		h.t.Fatal(err)
+	}
+	return &tableLock{t: h.t, db: db, tx: tx}
+}
+
+// waiting is a condition for harness.eventually: at least want sessions
+// wait for the lock with a statement holding query.
+func (l *tableLock) waiting(query string, want int) func() (bool, string) {
+	return func() (bool, string) {
+		var n int
+		err := l.db.GetContext(context.Background(), &n, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'`, query)
+		return err == nil && n >= want, fmt.Sprint(n, err)
+	}
+}
+
+// release commits the lock's transaction: the writes waiting go on.
+func (l *tableLock) release() {
+	l.t.Helper()
+	if err := l.tx.Commit(); err != nil {
+		l.t.Fatal(err)
+	}
 }

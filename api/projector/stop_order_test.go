@@ -1,7 +1,6 @@
 package projector_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -20,7 +19,6 @@ import (
 func TestRunStopDoesNotApplyPastAHandedBackBatch(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	ctx := context.Background()
 	cfg := h.config()
 	cfg.BatchSize = 1
 	cfg.ApplyTimeout = time.Second // B1's attempt, blocked on the lock, fails after it
@@ -29,36 +27,12 @@ func TestRunStopDoesNotApplyPastAHandedBackBatch(t *testing.T) {
 	h.publish(s.requested)
 	h.converge(map[string]store.Record{s.id: s.want(store.StageRequested)})
 
-	db, err := store.Open(ctx, h.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `LOCK TABLE stk_pushes IN EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	lock := h.lockReadModel()
 	h.publish(s.completed)
-	h.eventually("the first completion's batch waits for the lock", func() (bool, string) {
-		var n int
-		err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%stk_pushes%'`)
-		return err == nil && n > 0, fmt.Sprint(n, err)
-	})
+	h.eventually("the first completion's batch waits for the lock", lock.waiting("stk_pushes", 1))
 	// A second completion of the same payment, another outcome (a query's
 	// answer), published raw past the deduplication.
-	second := s.completed
-	second.ResultCode, second.ResultDesc, second.Source = "1032", "cancelled", events.SourceQuery
-	second.Receipt, second.TransactionDate = "", ""
-	subject, _, body, err := events.Encode("stkgate/test", second, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.publishRaw(subject, body)
+	h.publishOtherCompletion(s)
 	h.eventually("both completions delivered to the projector", func() (bool, string) {
 		info, err := h.consumerInfo()
 		if err != nil {
@@ -74,9 +48,7 @@ func TestRunStopDoesNotApplyPastAHandedBackBatch(t *testing.T) {
 	})
 	// The database is fine again: what the stopping projector still
 	// applies now commits.
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	lock.release()
 	<-stopped
 
 	h.run(h.config())
@@ -91,7 +63,6 @@ func TestRunStopDoesNotApplyPastAHandedBackBatch(t *testing.T) {
 func TestRunStopDoesNotApplyPastABatchHandedBackBefore(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	ctx := context.Background()
 	cfg := h.config()
 	cfg.BatchSize = 1
 	cfg.ApplyTimeout = time.Second
@@ -100,27 +71,8 @@ func TestRunStopDoesNotApplyPastABatchHandedBackBefore(t *testing.T) {
 	h.publish(s.requested)
 	h.converge(map[string]store.Record{s.id: s.want(store.StageRequested)})
 
-	db, err := store.Open(ctx, h.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `LOCK TABLE stk_pushes IN EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
-	waiting := func(want int) func() (bool, string) {
-		return func() (bool, string) {
-			var n int
-			err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
-				WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%stk_pushes%'`)
-			return err == nil && n >= want, fmt.Sprint(n, err)
-		}
-	}
+	lock := h.lockReadModel()
+	waiting := func(want int) func() (bool, string) { return lock.waiting("stk_pushes", want) }
 	h.publish(s.completed)
 	h.eventually("the first completion's batch waits for the lock", waiting(1))
 	want := map[string]store.Record{}
@@ -130,14 +82,7 @@ func TestRunStopDoesNotApplyPastABatchHandedBackBefore(t *testing.T) {
 		want[o.id] = o.want(store.StageRequested)
 	}
 	h.eventually("every slot taken", waiting(4))
-	second := s.completed
-	second.ResultCode, second.ResultDesc, second.Source = "1032", "cancelled", events.SourceQuery
-	second.Receipt, second.TransactionDate = "", ""
-	subject, _, body, err := events.Encode("stkgate/test", second, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.publishRaw(subject, body)
+	h.publishOtherCompletion(s)
 	h.eventually("everything delivered to the projector", func() (bool, string) {
 		info, err := h.consumerInfo()
 		if err != nil {
@@ -151,13 +96,26 @@ func TestRunStopDoesNotApplyPastABatchHandedBackBefore(t *testing.T) {
 	h.eventually("a batch handed back", func() (bool, string) {
 		return strings.Contains(h.logs.String(), "stopping with events not applied; handing them back"), "not yet"
 	})
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	lock.release()
 	<-stopped
 
 	h.run(h.config())
 	want[s.id] = s.want(store.StageCompleted)
 	h.converge(want)
 	h.settled()
+}
+
+// publishOtherCompletion stores a second completion of s's payment with
+// another outcome (a query's answer, cancelled), raw, past the
+// deduplication that would drop it as the same event.
+func (h *harness) publishOtherCompletion(s story) {
+	h.t.Helper()
+	second := s.completed
+	second.ResultCode, second.ResultDesc, second.Source = "1032", "cancelled", events.SourceQuery
+	second.Receipt, second.TransactionDate = "", ""
+	subject, _, body, err := events.Encode("stkgate/test", second, time.Now())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.publishRaw(subject, body)
 }
