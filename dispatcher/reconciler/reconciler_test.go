@@ -30,7 +30,10 @@ func TestLostCallbackCompletedByQuery(t *testing.T) {
 	// receipt wait. The wait is long enough that the first query comes
 	// before it even on a loaded machine (at 1 s, CI's first query came
 	// after it, and one was enough).
-	h := newHarness(t, func(c *Config) { c.ReceiptWait = 3 * time.Second })
+	// ReceiptWait must outlast the reconciler's start and its first query
+	// after the push: at 3 s, a loaded CI machine's reconciler started
+	// 2.9 s late and asked 3.8 s after the push.
+	h := newHarness(t, func(c *Config) { c.ReceiptWait = 10 * time.Second })
 	h.start()
 	for _, tc := range []struct{ code, desc string }{
 		{"0", "The service request is processed successfully."},
@@ -89,7 +92,10 @@ func TestLostCallbackCompletedByQuery(t *testing.T) {
 // callback is not turned into a duplicate.
 func TestQuerySuccessWaitsForLateCallback(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) { c.ReceiptWait = 3 * time.Second })
+	// ReceiptWait must outlast the reconciler's start and its first query
+	// after the push: at 3 s, a loaded CI machine's reconciler started
+	// 2.9 s late and asked 3.8 s after the push.
+	h := newHarness(t, func(c *Config) { c.ReceiptWait = 10 * time.Second })
 	h.start()
 	p, resp := h.dispatch(darajatest.Script{ResultCode: "0", NoCallback: true, CallbackDelay: -1})
 	a, _ := h.getAttempt(p.TrackingID)
