@@ -78,7 +78,10 @@ func (r *reconciler) notDispatched(work context.Context, log *slog.Logger, msg j
 	// A request waiting in its phone's queue (another payment's prompt is
 	// open on the phone, or was until moments ago) is waiting legitimately:
 	// the dispatcher pushes it when the phone is free, or gives it up itself.
-	if busy, err := r.phoneBusy(work, p.Phone, now); err != nil {
+	// (Its own lock is no such wait: past the deadline since the record's
+	// last change, no dispatcher is still on it, and one that moves now
+	// loses the record's compare-and-set below, or reads it given up.)
+	if busy, err := r.phoneBusy(work, p.Phone, p.TrackingID, now); err != nil {
 		log.Warn("cannot read the phone's lock; checking later", "error", err)
 		later(log, msg, retryDelay)
 		return

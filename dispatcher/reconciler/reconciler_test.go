@@ -407,6 +407,41 @@ func TestRequestWaitingForPhoneNotFailed(t *testing.T) {
 	h.settled(wait)
 }
 
+// A request that holds its phone's lock itself is not waiting for the
+// phone. A dispatcher took the lock, learnt its push was refused
+// transiently (not sent) and was killed while waiting to retry, after
+// another delivery of the request had been acked on seeing the push in
+// flight (make chaos, seed 1796666378212839937): nothing will push it
+// again, and its lock lasts the bucket's TTL (a prompt's lifetime, longer
+// than a shortened RequestDeadline). It fails at its deadline, as any
+// request nothing pushed.
+func TestRequestHoldingItsOwnPhoneLockFailsAtItsDeadline(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	phones, err := h.ns.JS.CreateKeyValue(ctx, events.PhonesConfig(1, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	p := h.newPayment()
+	if _, err := phones.Create(ctx, p.Phone, []byte(p.TrackingID)); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(events.Requested{Payment: p})
+	lastChange := time.Now().UTC()
+	h.putAttempt(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1,
+		ErrorCode: "429", ErrorMessage: "Spike arrest violation", FirstSentAt: lastChange, UpdatedAt: lastChange})
+	got, stored := h.completion(p.TrackingID, wait)
+	if got.ResultCode != CodeNotDispatched {
+		t.Errorf("completed %s, want %s", got.ResultCode, CodeNotDispatched)
+	}
+	if stored.Sub(lastChange) < h.cfg.RequestDeadline {
+		t.Errorf("failed %s after the last change, want at least %s", stored.Sub(lastChange), h.cfg.RequestDeadline)
+	}
+	h.settled(wait)
+}
+
 // An ambiguous push (its answer lost, no CheckoutRequestID) fails after the
 // prompt's lifetime unless its callback came.
 func TestAmbiguousAttempt(t *testing.T) {

@@ -16,9 +16,14 @@ import (
 )
 
 // phoneBusy reports whether phone's lock (the dispatcher's per-phone queue)
-// is held, or was released less than ReconcileAfter ago: the next request
-// for the phone may not have been taken yet.
-func (r *reconciler) phoneBusy(ctx context.Context, phone string, now time.Time) (bool, error) {
+// is held for another payment than trackingID's, or was released less than
+// ReconcileAfter ago: the next request for the phone may not have been
+// taken yet. A lock trackingID holds itself keeps nothing from it once it is
+// ReconcileAfter old: a dispatcher that takes a phone writes the attempt
+// record within moments, so an older one was left by a dispatcher that
+// stopped (the lock lasts the bucket's TTL, a prompt's lifetime), and
+// waiting for it would only wait out that TTL.
+func (r *reconciler) phoneBusy(ctx context.Context, phone, trackingID string, now time.Time) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	kv, err := r.phoneLocks(ctx)
@@ -36,7 +41,7 @@ func (r *reconciler) phoneBusy(ctx context.Context, phone string, now time.Time)
 		return false, nil
 	}
 	last := entries[len(entries)-1]
-	if last.Operation() == jetstream.KeyValuePut {
+	if last.Operation() == jetstream.KeyValuePut && string(last.Value()) != trackingID {
 		return true, nil
 	}
 	return now.Sub(last.Created()) < r.cfg.ReconcileAfter, nil
