@@ -81,7 +81,12 @@ func TestRedeliveryAfterPushOfUnknownFateIsNotPushed(t *testing.T) {
 	for _, state := range []string{events.AttemptSending, events.AttemptAmbiguous} {
 		t.Run(state, func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, nil)
+			// A record still sending is looked at again once its call
+			// must be over: sendWithin and the client's Timeout after it.
+			h := newHarness(t, func(c *Config) {
+				c.sendWithin = 500 * time.Millisecond
+				c.Daraja.Timeout = time.Second
+			})
 			p := newPayment()
 			// The crashed dispatcher recorded the attempt, pushed, and died
 			// before recording the answer and acking.
@@ -114,10 +119,57 @@ func TestRedeliveryAfterPushOfUnknownFateIsNotPushed(t *testing.T) {
 			if n := len(h.logLines("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it")); n != 1 {
 				t.Errorf("%d warnings about the push of unknown fate, want 1", n)
 			}
+			want := 0
+			if state == events.AttemptSending {
+				want = 1
+			}
+			if n := len(h.logLines("a push of this request may be in flight from another delivery: looking again once its call must be over")); n != want {
+				t.Errorf("looked again %d times for the call to be over, want %d", n, want)
+			}
 			if rec := h.record(p.TrackingID); rec.State != state || rec.Calls != 1 {
 				t.Errorf("record %+v changed, want %s after 1 call", rec, state)
 			}
 		})
+	}
+}
+
+// A delivery that finds another's push in the air (the record says sending,
+// its call not over yet) looks again once the call must be over, rather
+// than leave the request to that dispatcher's memory: make chaos (seed
+// 1796666378212839937) had the consumer created again, a redelivery acked
+// on "sending", the first dispatcher's push refused 429 (not sent) and that
+// dispatcher killed before its retry; nothing pushed the request again, and
+// it would have failed at its deadline, never pushed.
+func TestRedeliveryDuringAnotherDeliverysPushPushesOnceThatWasNotSent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) {
+		c.sendWithin = 500 * time.Millisecond
+		c.Daraja.Timeout = time.Second
+	})
+	p := newPayment()
+	// The other dispatcher took the phone, wrote the record and is calling
+	// Daraja now.
+	if _, err := h.bucket(events.PhonesConfig(1, time.Hour)).Create(context.Background(), p.Phone, []byte(p.TrackingID)); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now().UTC()
+	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptSending, Calls: 1, FirstSentAt: sent, SentAt: sent, UpdatedAt: sent})
+	h.request(p)
+	h.start()
+	wait.For(t, "the delivery to look again later", func() bool {
+		return len(h.logLines("a push of this request may be in flight from another delivery: looking again once its call must be over")) > 0
+	})
+	// Its answer: 429, not sent. Then it is killed before retrying.
+	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1, FirstSentAt: sent, SentAt: sent,
+		ErrorCode: daraja.CodeSpikeArrest, ErrorMessage: "Spike Arrest Violation", UpdatedAt: time.Now().UTC()})
+	wait.For(t, "the request pushed", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	h.waitSettled()
+	h.stop()
+	if n := len(h.fakePushes(p.Phone)); n != 1 {
+		t.Errorf("fake saw %d pushes, want 1", n)
+	}
+	if rec := h.record(p.TrackingID); rec.State != events.AttemptAccepted || rec.Calls != 2 {
+		t.Errorf("record %+v, want accepted after 2 calls", rec)
 	}
 }
 
@@ -308,7 +360,8 @@ func TestTwoInstancesPushOncePerRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.NumRedelivered == 0 && len(h.logLines("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it")) == 0 {
+	if info.NumRedelivered == 0 && len(h.logLines("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it")) == 0 &&
+		len(h.logLines("a push of this request may be in flight from another delivery: looking again once its call must be over")) == 0 {
 		t.Error("no request was redelivered during its push: the test did not exercise the record")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/tracing"
 	"github.com/stkgate/stkgate/events/kit/worker"
@@ -166,6 +167,20 @@ func (d *dispatcher) readRecord(r *delivery) (rec events.Attempt, rev uint64, ok
 	case events.AttemptAccepted, events.AttemptRefused, events.AttemptGaveUp:
 		d.settleRecorded(r, rec)
 	default:
+		if wait := d.callMayBeInFlight(rec); wait > 0 && r.delivered < uint64(d.cfg.maxDeliver) {
+			// Another delivery's push may be in the air (its dispatcher
+			// alive: the consumer was created again, or a stall outlasted
+			// the AckWait). Its answer says whether it left: look again
+			// once the call must be over. Acked now, a push that answer
+			// says was not sent would be left to that dispatcher's memory,
+			// and if it stopped before retrying nothing would push the
+			// request again. A record still sending then is a dispatcher
+			// that died mid-call, settled below.
+			r.log.Info("a push of this request may be in flight from another delivery: looking again once its call must be over",
+				"calls", rec.Calls, "delivered", r.delivered, "retry_in", wait.Round(time.Millisecond).String())
+			worker.Nak(r.log, r.msg, wait)
+			return rec, rev, false
+		}
 		// sending, ambiguous (or a state this version does not know): a
 		// push may have prompted the customer; another could charge them
 		// twice. The callback or the reconciler settles it.
@@ -175,6 +190,26 @@ func (d *dispatcher) readRecord(r *delivery) (rec events.Attempt, rev uint64, ok
 		d.ack(r.work, r.log, r.msg)
 	}
 	return rec, rev, false
+}
+
+// callMayBeInFlight is how long a push the record says is sending may still
+// be in the air: it must leave within sendWithin of its SentAt and its call
+// lasts at most the client's Timeout, and the answer is written moments
+// later (RecheckDelay allowed for it). Zero for a record in any other state,
+// or past that.
+func (d *dispatcher) callMayBeInFlight(rec events.Attempt) time.Duration {
+	if rec.State != events.AttemptSending {
+		return 0
+	}
+	call := d.cfg.Daraja.Timeout
+	if call <= 0 {
+		call = daraja.DefaultTimeout
+	}
+	since := rec.SentAt
+	if rec.UpdatedAt.After(since) {
+		since = rec.UpdatedAt
+	}
+	return max(time.Until(since.Add(d.cfg.sendWithin+call+d.cfg.RecheckDelay)), 0)
 }
 
 // settleRecorded settles a request redelivered after its outcome (rec) was

@@ -78,9 +78,11 @@ func (r *reconciler) notDispatched(work context.Context, log *slog.Logger, msg j
 	// A request waiting in its phone's queue (another payment's prompt is
 	// open on the phone, or was until moments ago) is waiting legitimately:
 	// the dispatcher pushes it when the phone is free, or gives it up itself.
-	// (Its own lock is no such wait: past the deadline since the record's
-	// last change, no dispatcher is still on it, and one that moves now
-	// loses the record's compare-and-set below, or reads it given up.)
+	// (Its own lock, once ReconcileAfter old, is no such wait: mostly it
+	// was left by a dispatcher that stopped. A dispatcher may still be
+	// about to push with it, after a deferral or a failed lookup: the
+	// record's compare-and-set below decides between the two. The loser
+	// looks again, so the payment is failed or pushed, never both.)
 	if busy, err := r.phoneBusy(work, p.Phone, p.TrackingID, now); err != nil {
 		log.Warn("cannot read the phone's lock; checking later", "error", err)
 		later(log, msg, retryDelay)
