@@ -93,6 +93,11 @@ func TestChaosSmall(t *testing.T) {
 			"RECONCILE_PROMPT_LIFETIME":  "20s",
 			"RECONCILE_REQUEST_DEADLINE": "35s",
 			"RECONCILE_UNKNOWN_DEADLINE": "30s",
+			// A callback held for confirmation is looked at again after
+			// waits doubling from 5 s: up to a minute, by default, after
+			// its payment ended, and the run settles only once none is
+			// held. 10 s at most keeps that tail short.
+			"RECONCILE_QUERY_MAX_INTERVAL": "10s",
 		},
 		Out: &out,
 	}

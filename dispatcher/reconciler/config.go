@@ -62,15 +62,17 @@ type Config struct {
 	// callbacks are known to come sooner: a real callback arriving after it
 	// would find the payment already failed.
 	PromptLifetime time.Duration
+	// QueryInterval is the first wait before asking Daraja again about a
+	// transaction it says is still being processed, or about a callback held
+	// for confirmation whose push has no CheckoutRequestID yet
+	// (RECONCILE_QUERY_INTERVAL, default 5s); each later wait doubles, up to
+	// QueryMaxInterval (RECONCILE_QUERY_MAX_INTERVAL, default 60s). Shorter
+	// waits spend more of Daraja's query quota.
+	QueryInterval    time.Duration
+	QueryMaxInterval time.Duration
 
 	// The settings below are not read from the environment; zero means the
 	// default. Tests shorten them.
-
-	// QueryInterval is the first wait before asking Daraja again about a
-	// transaction it says is still being processed (default 5s); each later
-	// wait doubles, up to QueryMaxInterval (default 60s).
-	QueryInterval    time.Duration
-	QueryMaxInterval time.Duration
 	// Concurrency is how many messages each consumer handles at once
 	// (default 8).
 	Concurrency int
@@ -97,8 +99,9 @@ type Config struct {
 // two never disagree), and DISPATCH_RETRY_MAX to check
 // RECONCILE_REQUEST_DEADLINE against; the reconciler's own are
 // RECONCILE_AFTER, RECONCILE_UNKNOWN_DEADLINE, RECONCILE_REQUEST_DEADLINE,
-// RECONCILE_RECEIPT_WAIT and RECONCILE_PROMPT_LIFETIME (for simulators
-// only). A missing or malformed setting is an error naming the variable;
+// RECONCILE_RECEIPT_WAIT, RECONCILE_QUERY_INTERVAL,
+// RECONCILE_QUERY_MAX_INTERVAL and RECONCILE_PROMPT_LIFETIME (for
+// simulators only). A missing or malformed setting is an error naming the variable;
 // every problem is reported at once.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	e := envconf.New(getenv)
@@ -112,7 +115,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		RequestDeadline: e.Duration("RECONCILE_REQUEST_DEADLINE", DefaultRequestDeadline, positive, envconf.MaxDuration),
 		PromptLifetime:  e.Duration("RECONCILE_PROMPT_LIFETIME", events.PromptLifetime, positive, envconf.MaxDuration),
 		// "0" publishes at once: the Config's "no wait" is negative.
-		ReceiptWait: e.Duration("RECONCILE_RECEIPT_WAIT", events.PromptLifetime, 0, envconf.MaxDuration),
+		ReceiptWait:      e.Duration("RECONCILE_RECEIPT_WAIT", events.PromptLifetime, 0, envconf.MaxDuration),
+		QueryInterval:    e.Duration("RECONCILE_QUERY_INTERVAL", DefaultQueryInterval, 100*time.Millisecond, envconf.MaxDuration),
+		QueryMaxInterval: e.Duration("RECONCILE_QUERY_MAX_INTERVAL", DefaultQueryMaxInterval, 100*time.Millisecond, envconf.MaxDuration),
 	}
 	if cfg.ReceiptWait == 0 {
 		cfg.ReceiptWait = -1
@@ -129,6 +134,10 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if cfg.UnknownDeadline < cfg.ReconcileAfter {
 		e.Failf("RECONCILE_UNKNOWN_DEADLINE", "%s must not be shorter than RECONCILE_AFTER (%s)",
 			cfg.UnknownDeadline, cfg.ReconcileAfter)
+	}
+	if cfg.QueryMaxInterval < cfg.QueryInterval {
+		e.Failf("RECONCILE_QUERY_MAX_INTERVAL", "%s must not be shorter than RECONCILE_QUERY_INTERVAL (%s)",
+			cfg.QueryMaxInterval, cfg.QueryInterval)
 	}
 	if err := e.Err(); err != nil {
 		return Config{}, err
@@ -148,6 +157,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("request_deadline", c.RequestDeadline),
 		slog.Duration("receipt_wait", max(c.ReceiptWait, 0)),
 		slog.Duration("prompt_lifetime", c.PromptLifetime),
+		slog.Duration("query_interval", c.QueryInterval),
+		slog.Duration("query_max_interval", c.QueryMaxInterval),
 	)
 }
 

@@ -52,6 +52,12 @@ func TestConfigFromEnv(t *testing.T) {
 		{name: "no receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "0"}, want: func(c *Config) { c.ReceiptWait = -1 }},
 		{name: "receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "2m"}, want: func(c *Config) { c.ReceiptWait = 2 * time.Minute }},
 		{name: "malformed receipt wait", set: map[string]string{"RECONCILE_RECEIPT_WAIT": "-1s"}, wantErr: []string{"RECONCILE_RECEIPT_WAIT"}},
+		{name: "query intervals", set: map[string]string{"RECONCILE_QUERY_INTERVAL": "2s", "RECONCILE_QUERY_MAX_INTERVAL": "10s"},
+			want: func(c *Config) { c.QueryInterval, c.QueryMaxInterval = 2*time.Second, 10*time.Second }},
+		{name: "query max interval shorter than the first", set: map[string]string{"RECONCILE_QUERY_INTERVAL": "20s", "RECONCILE_QUERY_MAX_INTERVAL": "10s"},
+			wantErr: []string{"RECONCILE_QUERY_MAX_INTERVAL: 10s must not be shorter than RECONCILE_QUERY_INTERVAL (20s)"}},
+		{name: "malformed query intervals", set: map[string]string{"RECONCILE_QUERY_INTERVAL": "0", "RECONCILE_QUERY_MAX_INTERVAL": "1ms"},
+			wantErr: []string{"RECONCILE_QUERY_INTERVAL", "RECONCILE_QUERY_MAX_INTERVAL"}},
 		{name: "prompt lifetime for a simulator", set: map[string]string{"RECONCILE_PROMPT_LIFETIME": "10s", "DISPATCH_RETRY_MAX": "30s",
 			"RECONCILE_REQUEST_DEADLINE": "41s"}, want: func(c *Config) { c.PromptLifetime, c.RequestDeadline = 10*time.Second, 41*time.Second }},
 		{name: "request deadline against a shorter prompt lifetime", set: map[string]string{"RECONCILE_PROMPT_LIFETIME": "10s", "DISPATCH_RETRY_MAX": "30s",
@@ -91,13 +97,15 @@ func TestConfigFromEnv(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := Config{
-				NATSURL:         "nats://user:pw@127.0.0.1:14222",
-				StreamReplicas:  1,
-				ReconcileAfter:  DefaultReconcileAfter,
-				UnknownDeadline: DefaultUnknownDeadline,
-				RequestDeadline: DefaultRequestDeadline,
-				ReceiptWait:     events.PromptLifetime,
-				PromptLifetime:  events.PromptLifetime,
+				NATSURL:          "nats://user:pw@127.0.0.1:14222",
+				StreamReplicas:   1,
+				ReconcileAfter:   DefaultReconcileAfter,
+				UnknownDeadline:  DefaultUnknownDeadline,
+				RequestDeadline:  DefaultRequestDeadline,
+				ReceiptWait:      events.PromptLifetime,
+				PromptLifetime:   events.PromptLifetime,
+				QueryInterval:    DefaultQueryInterval,
+				QueryMaxInterval: DefaultQueryMaxInterval,
 			}
 			want.Daraja = got.Daraja // daraja.ConfigFromEnv, tested in the dispatcher
 			// tracing.FromEnv is tested in its package.
