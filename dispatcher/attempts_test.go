@@ -86,6 +86,7 @@ func TestRedeliveryAfterPushOfUnknownFateIsNotPushed(t *testing.T) {
 			h := newHarness(t, func(c *Config) {
 				c.sendWithin = 500 * time.Millisecond
 				c.Daraja.Timeout = time.Second
+				c.answerGrace = 100 * time.Millisecond
 			})
 			p := newPayment()
 			// The crashed dispatcher recorded the attempt, pushed, and died
@@ -145,6 +146,7 @@ func TestRedeliveryDuringAnotherDeliverysPushPushesOnceThatWasNotSent(t *testing
 	h := newHarness(t, func(c *Config) {
 		c.sendWithin = 500 * time.Millisecond
 		c.Daraja.Timeout = time.Second
+		c.answerGrace = 100 * time.Millisecond
 	})
 	p := newPayment()
 	// The other dispatcher took the phone, wrote the record and is calling
@@ -170,6 +172,39 @@ func TestRedeliveryDuringAnotherDeliverysPushPushesOnceThatWasNotSent(t *testing
 	}
 	if rec := h.record(p.TrackingID); rec.State != events.AttemptAccepted || rec.Calls != 2 {
 		t.Errorf("record %+v, want accepted after 2 calls", rec)
+	}
+}
+
+// The same when the other delivery's call is over but its answer is not
+// yet written down (NATS slow to take the lock's renewal and the record's
+// put, say): the delivery waits answerGrace for it too (review of the
+// above: it acked 100 ms after the call's bound).
+func TestRedeliveryWaitsForTheOtherDeliverysAnswerToBeWritten(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *Config) {
+		c.sendWithin = 500 * time.Millisecond
+		c.Daraja.Timeout = time.Second
+		c.answerGrace = 10 * time.Second
+	})
+	p := newPayment()
+	if _, err := h.bucket(events.PhonesConfig(1, time.Hour)).Create(context.Background(), p.Phone, []byte(p.TrackingID)); err != nil {
+		t.Fatal(err)
+	}
+	// The call left 2 s ago: it is over, its answer not written yet.
+	sent := time.Now().UTC().Add(-2 * time.Second)
+	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptSending, Calls: 1, FirstSentAt: sent, SentAt: sent, UpdatedAt: sent})
+	h.request(p)
+	h.start()
+	wait.For(t, "the delivery to look again later", func() bool {
+		return len(h.logLines("a push of this request may be in flight from another delivery: looking again once its call must be over")) > 0
+	})
+	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1, FirstSentAt: sent, SentAt: sent,
+		ErrorCode: daraja.CodeSpikeArrest, ErrorMessage: "Spike Arrest Violation", UpdatedAt: time.Now().UTC()})
+	wait.For(t, "the request pushed", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	h.waitSettled()
+	h.stop()
+	if n := len(h.fakePushes(p.Phone)); n != 1 {
+		t.Errorf("fake saw %d pushes, want 1", n)
 	}
 }
 

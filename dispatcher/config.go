@@ -159,6 +159,9 @@ type Config struct {
 	// still leave (default sendWithin; tests shorten it, with the rest of
 	// the clock).
 	sendWithin time.Duration
+	// answerGrace is how long after a push's call must be over its answer
+	// may still be written down (default answerGrace; tests shorten it).
+	answerGrace time.Duration
 	// beforeSending, when set, is called before each push is recorded as
 	// sending: tests change the record there, as a racing reconciler would.
 	beforeSending func(trackingID string)

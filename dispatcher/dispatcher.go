@@ -111,6 +111,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.sendWithin <= 0 {
 		cfg.sendWithin = sendWithin
 	}
+	if cfg.answerGrace <= 0 {
+		cfg.answerGrace = answerGrace
+	}
 
 	d := &dispatcher{
 		cfg:      cfg,

@@ -193,10 +193,10 @@ func (d *dispatcher) readRecord(r *delivery) (rec events.Attempt, rev uint64, ok
 }
 
 // callMayBeInFlight is how long a push the record says is sending may still
-// be in the air: it must leave within sendWithin of its SentAt and its call
-// lasts at most the client's Timeout, and the answer is written moments
-// later (RecheckDelay allowed for it). Zero for a record in any other state,
-// or past that.
+// be in the air or its answer not yet written down: it must leave within
+// sendWithin of its SentAt, its call lasts at most the client's Timeout, and
+// answerGrace is allowed after that for the answer's writes. Zero for a
+// record in any other state, or past that.
 func (d *dispatcher) callMayBeInFlight(rec events.Attempt) time.Duration {
 	if rec.State != events.AttemptSending {
 		return 0
@@ -209,8 +209,14 @@ func (d *dispatcher) callMayBeInFlight(rec events.Attempt) time.Duration {
 	if rec.UpdatedAt.After(since) {
 		since = rec.UpdatedAt
 	}
-	return max(time.Until(since.Add(d.cfg.sendWithin+call+d.cfg.RecheckDelay)), 0)
+	return max(time.Until(since.Add(d.cfg.sendWithin+call+d.cfg.answerGrace)), 0)
 }
+
+// answerGrace is how long after a push's call must be over its answer may
+// still be written down: the phone's lock renewed, then the attempt record
+// put (each up to kvTimeout, the put retried while NATS is slow), on a
+// machine whose clock may be a little apart from the reader's.
+const answerGrace = 30 * time.Second
 
 // settleRecorded settles a request redelivered after its outcome (rec) was
 // recorded: its event is stored if missing, and it is not pushed again.
