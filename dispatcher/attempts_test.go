@@ -81,17 +81,13 @@ func TestRedeliveryAfterPushOfUnknownFateIsNotPushed(t *testing.T) {
 	for _, state := range []string{events.AttemptSending, events.AttemptAmbiguous} {
 		t.Run(state, func(t *testing.T) {
 			t.Parallel()
-			// A record still sending is looked at again once its call
-			// must be over: sendWithin and the client's Timeout after it.
-			h := newHarness(t, func(c *Config) {
-				c.sendWithin = 500 * time.Millisecond
-				c.Daraja.Timeout = time.Second
-				c.answerGrace = 100 * time.Millisecond
-			})
+			h := newHarness(t, nil)
 			p := newPayment()
 			// The crashed dispatcher recorded the attempt, pushed, and died
-			// before recording the answer and acking.
-			sent := time.Now().UTC()
+			// before recording the answer and acking, longer ago than any
+			// call lasts (a record sending within that is looked at again:
+			// TestRedeliveryDuringAnotherDeliverysPushPushesOnceThatWasNotSent).
+			sent := time.Now().UTC().Add(-time.Hour)
 			h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: state, Calls: 1, FirstSentAt: sent, UpdatedAt: sent})
 			client, err := daraja.New(h.cfg.Daraja)
 			if err != nil {
@@ -120,12 +116,8 @@ func TestRedeliveryAfterPushOfUnknownFateIsNotPushed(t *testing.T) {
 			if n := len(h.logLines("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it")); n != 1 {
 				t.Errorf("%d warnings about the push of unknown fate, want 1", n)
 			}
-			want := 0
-			if state == events.AttemptSending {
-				want = 1
-			}
-			if n := len(h.logLines("a push of this request may be in flight from another delivery: looking again once its call must be over")); n != want {
-				t.Errorf("looked again %d times for the call to be over, want %d", n, want)
+			if n := len(h.logLines("a push of this request may be in flight from another delivery: looking again until its call must be over")); n != 0 {
+				t.Errorf("looked again %d times for a call an hour over, want 0", n)
 			}
 			if rec := h.record(p.TrackingID); rec.State != state || rec.Calls != 1 {
 				t.Errorf("record %+v changed, want %s after 1 call", rec, state)
@@ -143,11 +135,7 @@ func TestRedeliveryAfterPushOfUnknownFateIsNotPushed(t *testing.T) {
 // it would have failed at its deadline, never pushed.
 func TestRedeliveryDuringAnotherDeliverysPushPushesOnceThatWasNotSent(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *Config) {
-		c.sendWithin = 500 * time.Millisecond
-		c.Daraja.Timeout = time.Second
-		c.answerGrace = 100 * time.Millisecond
-	})
+	h := newHarness(t, nil)
 	p := newPayment()
 	// The other dispatcher took the phone, wrote the record and is calling
 	// Daraja now.
@@ -159,7 +147,7 @@ func TestRedeliveryDuringAnotherDeliverysPushPushesOnceThatWasNotSent(t *testing
 	h.request(p)
 	h.start()
 	wait.For(t, "the delivery to look again later", func() bool {
-		return len(h.logLines("a push of this request may be in flight from another delivery: looking again once its call must be over")) > 0
+		return len(h.logLines("a push of this request may be in flight from another delivery: looking again until its call must be over")) > 0
 	})
 	// Its answer: 429, not sent. Then it is killed before retrying.
 	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1, FirstSentAt: sent, SentAt: sent,
@@ -181,10 +169,11 @@ func TestRedeliveryDuringAnotherDeliverysPushPushesOnceThatWasNotSent(t *testing
 // above: it acked 100 ms after the call's bound).
 func TestRedeliveryWaitsForTheOtherDeliverysAnswerToBeWritten(t *testing.T) {
 	t.Parallel()
+	// The call's bound (send-by and timeout) is 1.5 s; answerGrace the
+	// default 30 s.
 	h := newHarness(t, func(c *Config) {
 		c.sendWithin = 500 * time.Millisecond
 		c.Daraja.Timeout = time.Second
-		c.answerGrace = 10 * time.Second
 	})
 	p := newPayment()
 	if _, err := h.bucket(events.PhonesConfig(1, time.Hour)).Create(context.Background(), p.Phone, []byte(p.TrackingID)); err != nil {
@@ -196,7 +185,7 @@ func TestRedeliveryWaitsForTheOtherDeliverysAnswerToBeWritten(t *testing.T) {
 	h.request(p)
 	h.start()
 	wait.For(t, "the delivery to look again later", func() bool {
-		return len(h.logLines("a push of this request may be in flight from another delivery: looking again once its call must be over")) > 0
+		return len(h.logLines("a push of this request may be in flight from another delivery: looking again until its call must be over")) > 0
 	})
 	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1, FirstSentAt: sent, SentAt: sent,
 		ErrorCode: daraja.CodeSpikeArrest, ErrorMessage: "Spike Arrest Violation", UpdatedAt: time.Now().UTC()})
@@ -396,7 +385,7 @@ func TestTwoInstancesPushOncePerRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.NumRedelivered == 0 && len(h.logLines("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it")) == 0 &&
-		len(h.logLines("a push of this request may be in flight from another delivery: looking again once its call must be over")) == 0 {
+		len(h.logLines("a push of this request may be in flight from another delivery: looking again until its call must be over")) == 0 {
 		t.Error("no request was redelivered during its push: the test did not exercise the record")
 	}
 }

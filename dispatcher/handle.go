@@ -167,17 +167,20 @@ func (d *dispatcher) readRecord(r *delivery) (rec events.Attempt, rev uint64, ok
 	case events.AttemptAccepted, events.AttemptRefused, events.AttemptGaveUp:
 		d.settleRecorded(r, rec)
 	default:
-		if wait := d.callMayBeInFlight(rec); wait > 0 && r.delivered < uint64(d.cfg.maxDeliver) {
+		if left := d.callMayBeInFlight(rec); left > 0 && r.delivered < uint64(d.cfg.maxDeliver) {
 			// Another delivery's push may be in the air (its dispatcher
 			// alive: the consumer was created again, or a stall outlasted
-			// the AckWait). Its answer says whether it left: look again
-			// once the call must be over. Acked now, a push that answer
-			// says was not sent would be left to that dispatcher's memory,
-			// and if it stopped before retrying nothing would push the
-			// request again. A record still sending then is a dispatcher
-			// that died mid-call, settled below.
-			r.log.Info("a push of this request may be in flight from another delivery: looking again once its call must be over",
-				"calls", rec.Calls, "delivered", r.delivered, "retry_in", wait.Round(time.Millisecond).String())
+			// the AckWait). Its answer says whether it left: look again,
+			// every RecheckDelay, until the call must be over. Acked now,
+			// a push that answer says was not sent would be left to that
+			// dispatcher's memory, and if it stopped before retrying
+			// nothing would push the request again. A record still
+			// sending after that is a dispatcher that died mid-call,
+			// settled below.
+			wait := min(left, d.cfg.RecheckDelay)
+			r.log.Info("a push of this request may be in flight from another delivery: looking again until its call must be over",
+				"calls", rec.Calls, "delivered", r.delivered, "retry_in", wait.Round(time.Millisecond).String(),
+				"call_over_in", left.Round(time.Millisecond).String())
 			worker.Nak(r.log, r.msg, wait)
 			return rec, rev, false
 		}
