@@ -169,18 +169,17 @@ func TestRedeliveryDuringAnotherDeliverysPushPushesOnceThatWasNotSent(t *testing
 // above: it acked 100 ms after the call's bound).
 func TestRedeliveryWaitsForTheOtherDeliverysAnswerToBeWritten(t *testing.T) {
 	t.Parallel()
-	// The call's bound (send-by and timeout) is 1.5 s; answerGrace the
-	// default 30 s.
-	h := newHarness(t, func(c *Config) {
-		c.sendWithin = 500 * time.Millisecond
-		c.Daraja.Timeout = time.Second
-	})
+	h := newHarness(t, nil)
 	p := newPayment()
 	if _, err := h.bucket(events.PhonesConfig(1, time.Hour)).Create(context.Background(), p.Phone, []byte(p.TrackingID)); err != nil {
 		t.Fatal(err)
 	}
-	// The call left 2 s ago: it is over, its answer not written yet.
-	sent := time.Now().UTC().Add(-2 * time.Second)
+	// The call was recorded 61 s ago: past its send-by bound (30 s) and
+	// the client's timeout (30 s), so it is over, its answer not written
+	// yet; answerGrace (30 s) still holds. (Shortening the bounds instead
+	// shortens this delivery's own send-by: a loaded CI run gave its push
+	// up, not sent within 500 ms.)
+	sent := time.Now().UTC().Add(-61 * time.Second)
 	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptSending, Calls: 1, FirstSentAt: sent, SentAt: sent, UpdatedAt: sent})
 	h.request(p)
 	h.start()
