@@ -158,6 +158,19 @@ func (d *dispatcher) readRecord(r *delivery) (rec events.Attempt, rev uint64, ok
 	}
 	switch rec.State {
 	case "", events.AttemptNotSent:
+		if left, ok := d.uncertainLeft(rec); ok && left > 0 && r.delivered < uint64(d.cfg.maxDeliver) {
+			// A push answered 503 moments ago: the delivery that got the
+			// 503 retries within its window itself. Another delivery (of
+			// another instance, whose clock may be behind) could take the
+			// window for open when it has closed, and prompt twice. Look
+			// again once it has closed: the push is then ambiguous
+			// (safeToPush), unless the retry settled it.
+			wait := left + d.cfg.RecheckDelay
+			r.log.Info("a push answered 503 moments ago is retried by its own delivery: looking again once its window has closed",
+				"calls", rec.Calls, "delivered", r.delivered, "retry_in", wait.Round(time.Millisecond).String())
+			worker.Nak(r.log, r.msg, wait)
+			return rec, rev, false
+		}
 		// Nothing can have reached the customer: push (again).
 		if rev != 0 {
 			r.log.Info("request redelivered after attempts that did not reach Daraja: pushing again",

@@ -118,6 +118,35 @@ func TestRedeliveryPastTheWindowOfAServiceUnavailableIsNotPushed(t *testing.T) {
 	}
 }
 
+// A redelivery within a 503'd push's window does not push either: the
+// delivery that got the 503 retries within the window itself, and another
+// delivery (another instance, whose clock may be behind) could take the
+// window for open when it has closed. It looks again once the window has
+// closed, and the push is then ambiguous (review of the dispatcher's
+// look-again for a push in the air: with it, a redelivery could meet a
+// fresh 503's record).
+func TestRedeliveryWithinTheWindowOfAServiceUnavailableIsNotPushed(t *testing.T) {
+	t.Parallel()
+	// A window long enough that the delivery surely comes within it.
+	h := newHarness(t, func(c *Config) { c.UncertainRetryWindow = 10 * time.Second })
+	p := newPayment()
+	sent := time.Now().UTC()
+	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1,
+		ErrorCode: "http.503", ErrorMessage: "Service Unavailable (not a Daraja answer)",
+		FirstSentAt: sent, SentAt: sent, Uncertain: true, UncertainAt: sent, UpdatedAt: sent})
+	h.request(p)
+	h.start()
+	wait.For(t, "the record to move on", func() bool { return h.record(p.TrackingID).State != events.AttemptNotSent })
+	h.waitSettled()
+	h.stop()
+	if n := len(h.fakePushes(p.Phone)); n != 0 {
+		t.Errorf("%d pushes, want none", n)
+	}
+	if got := h.record(p.TrackingID); got.State != events.AttemptAmbiguous {
+		t.Errorf("record %+v, want ambiguous", got)
+	}
+}
+
 // tooLate is the line of a push answered 503 that is not tried again.
 const tooLate = "push outcome unknown: it may have reached the customer; not retrying, waiting for the callback"
 
