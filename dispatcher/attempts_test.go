@@ -116,7 +116,7 @@ func TestRedeliveryAfterPushOfUnknownFateIsNotPushed(t *testing.T) {
 			if n := len(h.logLines("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it")); n != 1 {
 				t.Errorf("%d warnings about the push of unknown fate, want 1", n)
 			}
-			if n := len(h.logLines("a push of this request may be in flight from another delivery: looking again until its call must be over")); n != 0 {
+			if n := len(h.logLines(lookingAgain)); n != 0 {
 				t.Errorf("looked again %d times for a call an hour over, want 0", n)
 			}
 			if rec := h.record(p.TrackingID); rec.State != state || rec.Calls != 1 {
@@ -137,27 +137,8 @@ func TestRedeliveryDuringAnotherDeliverysPushPushesOnceThatWasNotSent(t *testing
 	t.Parallel()
 	h := newHarness(t, nil)
 	p := newPayment()
-	// The other dispatcher took the phone, wrote the record and is calling
-	// Daraja now.
-	if _, err := h.bucket(events.PhonesConfig(1, time.Hour)).Create(context.Background(), p.Phone, []byte(p.TrackingID)); err != nil {
-		t.Fatal(err)
-	}
-	sent := time.Now().UTC()
-	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptSending, Calls: 1, FirstSentAt: sent, SentAt: sent, UpdatedAt: sent})
-	h.request(p)
-	h.start()
-	wait.For(t, "the delivery to look again later", func() bool {
-		return len(h.logLines("a push of this request may be in flight from another delivery: looking again until its call must be over")) > 0
-	})
-	// Its answer: 429, not sent. Then it is killed before retrying.
-	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1, FirstSentAt: sent, SentAt: sent,
-		ErrorCode: daraja.CodeSpikeArrest, ErrorMessage: "Spike Arrest Violation", UpdatedAt: time.Now().UTC()})
-	wait.For(t, "the request pushed", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
-	h.waitSettled()
-	h.stop()
-	if n := len(h.fakePushes(p.Phone)); n != 1 {
-		t.Errorf("fake saw %d pushes, want 1", n)
-	}
+	// The other dispatcher is calling Daraja now.
+	h.anotherDeliveryAnswersNotSent(p, time.Now().UTC())
 	if rec := h.record(p.TrackingID); rec.State != events.AttemptAccepted || rec.Calls != 2 {
 		t.Errorf("record %+v, want accepted after 2 calls", rec)
 	}
@@ -170,29 +151,39 @@ func TestRedeliveryDuringAnotherDeliverysPushPushesOnceThatWasNotSent(t *testing
 func TestRedeliveryWaitsForTheOtherDeliverysAnswerToBeWritten(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	p := newPayment()
-	if _, err := h.bucket(events.PhonesConfig(1, time.Hour)).Create(context.Background(), p.Phone, []byte(p.TrackingID)); err != nil {
-		t.Fatal(err)
-	}
 	// The call was recorded 61 s ago: past its send-by bound (30 s) and
 	// the client's timeout (30 s), so it is over, its answer not written
 	// yet; answerGrace (30 s) still holds. (Shortening the bounds instead
 	// shortens this delivery's own send-by: a loaded CI run gave its push
 	// up, not sent within 500 ms.)
-	sent := time.Now().UTC().Add(-61 * time.Second)
+	h.anotherDeliveryAnswersNotSent(newPayment(), time.Now().UTC().Add(-61*time.Second))
+}
+
+// lookingAgain is the line of a delivery that finds another's push in the
+// air.
+const lookingAgain = "a push of this request may be in flight from another delivery: looking again until its call must be over"
+
+// anotherDeliveryAnswersNotSent plays another delivery of p that took the
+// phone and recorded its push as sent at sent, then, once the dispatcher
+// under test has looked at the request and left it for later, recorded
+// Daraja's answer: 429, not sent (and was killed before retrying). It
+// checks that the dispatcher under test pushes the request, once.
+func (h *harness) anotherDeliveryAnswersNotSent(p events.Payment, sent time.Time) {
+	h.t.Helper()
+	if _, err := h.bucket(events.PhonesConfig(1, time.Hour)).Create(context.Background(), p.Phone, []byte(p.TrackingID)); err != nil {
+		h.t.Fatal(err)
+	}
 	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptSending, Calls: 1, FirstSentAt: sent, SentAt: sent, UpdatedAt: sent})
 	h.request(p)
 	h.start()
-	wait.For(t, "the delivery to look again later", func() bool {
-		return len(h.logLines("a push of this request may be in flight from another delivery: looking again until its call must be over")) > 0
-	})
+	wait.For(h.t, "the delivery to look again later", func() bool { return len(h.logLines(lookingAgain)) > 0 })
 	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1, FirstSentAt: sent, SentAt: sent,
 		ErrorCode: daraja.CodeSpikeArrest, ErrorMessage: "Spike Arrest Violation", UpdatedAt: time.Now().UTC()})
-	wait.For(t, "the request pushed", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
+	wait.For(h.t, "the request pushed", func() bool { return len(h.accepted(p.TrackingID)) == 1 })
 	h.waitSettled()
 	h.stop()
 	if n := len(h.fakePushes(p.Phone)); n != 1 {
-		t.Errorf("fake saw %d pushes, want 1", n)
+		h.t.Errorf("fake saw %d pushes, want 1", n)
 	}
 }
 
@@ -384,7 +375,7 @@ func TestTwoInstancesPushOncePerRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.NumRedelivered == 0 && len(h.logLines("an earlier delivery may have prompted the customer: not pushing again; the callback or the reconciler settles it")) == 0 &&
-		len(h.logLines("a push of this request may be in flight from another delivery: looking again until its call must be over")) == 0 {
+		len(h.logLines(lookingAgain)) == 0 {
 		t.Error("no request was redelivered during its push: the test did not exercise the record")
 	}
 }

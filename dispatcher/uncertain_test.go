@@ -92,10 +92,8 @@ func TestRedeliveryPastTheWindowOfAServiceUnavailableIsNotPushed(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, nil)
 			p := newPayment()
-			sent := time.Now().UTC().Add(-time.Minute)
-			rec := events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1,
-				ErrorCode: "http.503", ErrorMessage: "Service Unavailable (not a Daraja answer)",
-				FirstSentAt: sent, SentAt: sent, Uncertain: true, UpdatedAt: sent}
+			rec := serviceUnavailableRecord(p, time.Now().UTC().Add(-time.Minute))
+			rec.UncertainAt = time.Time{}
 			if tc.at > 0 {
 				rec.UncertainAt = time.Now().UTC().Add(-tc.at)
 			}
@@ -130,10 +128,7 @@ func TestRedeliveryWithinTheWindowOfAServiceUnavailableIsNotPushed(t *testing.T)
 	// A window long enough that the delivery surely comes within it.
 	h := newHarness(t, func(c *Config) { c.UncertainRetryWindow = 10 * time.Second })
 	p := newPayment()
-	sent := time.Now().UTC()
-	h.putRecord(events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1,
-		ErrorCode: "http.503", ErrorMessage: "Service Unavailable (not a Daraja answer)",
-		FirstSentAt: sent, SentAt: sent, Uncertain: true, UncertainAt: sent, UpdatedAt: sent})
+	h.putRecord(serviceUnavailableRecord(p, time.Now().UTC()))
 	h.request(p)
 	h.start()
 	wait.For(t, "the record to move on", func() bool { return h.record(p.TrackingID).State != events.AttemptNotSent })
@@ -145,6 +140,14 @@ func TestRedeliveryWithinTheWindowOfAServiceUnavailableIsNotPushed(t *testing.T)
 	if got := h.record(p.TrackingID); got.State != events.AttemptAmbiguous {
 		t.Errorf("record %+v, want ambiguous", got)
 	}
+}
+
+// serviceUnavailableRecord is the record of p's push that left at sent and
+// was answered 503: not sent, but uncertain since sent.
+func serviceUnavailableRecord(p events.Payment, sent time.Time) events.Attempt {
+	return events.Attempt{TrackingID: p.TrackingID, State: events.AttemptNotSent, Calls: 1,
+		ErrorCode: "http.503", ErrorMessage: "Service Unavailable (not a Daraja answer)",
+		FirstSentAt: sent, SentAt: sent, Uncertain: true, UncertainAt: sent, UpdatedAt: sent}
 }
 
 // tooLate is the line of a push answered 503 that is not tried again.
