@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +43,9 @@ func TestNew(t *testing.T) {
 			t.Fatalf("database %s not listed", name)
 		}
 	})
+	if errs := waitDrops(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
 	if exists(t, name) {
 		t.Errorf("database %s still exists after the test's cleanup", name)
 	}
@@ -64,8 +68,47 @@ func TestNewURL(t *testing.T) {
 			t.Fatalf("not migrated: %v", err)
 		}
 	})
+	if errs := waitDrops(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
 	if exists(t, name) {
 		t.Errorf("database %s still exists after the test's cleanup", name)
+	}
+}
+
+// A drop that waits long for Postgres (each DROP DATABASE waits for a
+// checkpoint of the whole server) does not hold the test it belongs to,
+// and does not fail it: it finishes in the background, and Main waits for
+// it before the binary exits.
+func TestSlowDropDoesNotHoldTheTest(t *testing.T) {
+	release := make(chan struct{})
+	var finished atomic.Bool
+	dropNow = func(ctx context.Context, name string) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		case <-time.After(time.Minute): // before drops ran in the background
+		}
+		defer finished.Store(true)
+		return drop(ctx, name)
+	}
+	t.Cleanup(func() { dropNow = drop })
+
+	var name string
+	t.Run("inner", func(t *testing.T) {
+		if err := New(t).Get(&name, "SELECT current_database()"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if finished.Load() {
+		t.Fatal("the test waited for its database's drop")
+	}
+	close(release)
+	if errs := waitDrops(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if !finished.Load() || exists(t, name) {
+		t.Errorf("database %s not dropped after the test", name)
 	}
 }
 
