@@ -7,6 +7,14 @@
 // connection draws from: while the process is down, a test running beside
 // it may be given the same port, and the restart fails. Free picks below
 // that range instead, where the kernel hands out nothing by itself.
+//
+// Below it, two processes that each call Free could still be given the
+// same port while neither listens on it yet (a chaos test's service is
+// down between a kill and its restart, and a dev stack test beside it took
+// its port: stop 25's CI). So a port Free returns is reserved for the rest
+// of the calling process's life, machine-wide (reserve: on Linux an
+// abstract socket named after the port, let go by the kernel when the
+// process ends), and Free passes over a port another process reserved.
 package ports
 
 import (
@@ -38,7 +46,11 @@ func Free() (int, error) {
 	high := ephemeralLow()
 	var last error
 	for range tries {
-		p := low + rand.IntN(high-low)
+		p := pick(low, high)
+		if err := reserve(p); err != nil {
+			last = err
+			continue
+		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
 			last = err
@@ -51,6 +63,9 @@ func Free() (int, error) {
 	}
 	return 0, fmt.Errorf("free port: none free below %d after %d tries: %w", high, tries, last)
 }
+
+// pick is a port in [lo, hi); tests make it predictable.
+var pick = func(lo, hi int) int { return lo + rand.IntN(hi-lo) }
 
 // ephemeralLow is the first port of the kernel's ephemeral range, or
 // defaultHigh when it cannot be read or leaves no room above low.
