@@ -135,10 +135,11 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 
 // runner is one run's stack and figures.
 type runner struct {
-	o    Options
-	rng  *rand.Rand
-	work string // the run's directory: bin, logs, data
-	logs string
+	o     Options
+	logMu sync.Mutex // logf's
+	rng   *rand.Rand
+	work  string // the run's directory: bin, logs, data
+	logs  string
 
 	pgMu   sync.Mutex // held while Postgres is stopped and started again
 	pg     *pgserver.Server
@@ -177,7 +178,11 @@ type runner struct {
 	chaosErrs            []string
 }
 
+// logf writes one line to Out; the forger's goroutines log beside the
+// run's own.
 func (r *runner) logf(format string, args ...any) {
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
 	fmt.Fprintf(r.o.Out, "chaos: "+format+"\n", args...)
 }
 
