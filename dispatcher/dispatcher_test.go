@@ -680,6 +680,12 @@ func repeat(f darajatest.Failure, n int) []darajatest.Failure {
 	return out
 }
 
+// heldAnswerTimeout is the Daraja client's timeout in tests whose fake
+// holds a push's answer: short, so that they need not wait 30 s, and long
+// enough that a push the fake answers is not taken for a held one on a
+// loaded machine (a 300 ms one was, in a CI run at load average 20).
+const heldAnswerTimeout = 2 * time.Second
+
 func TestAmbiguousPushIsNeitherRetriedNorCompleted(t *testing.T) {
 	t.Parallel()
 	for _, f := range []darajatest.Failure{
@@ -690,7 +696,7 @@ func TestAmbiguousPushIsNeitherRetriedNorCompleted(t *testing.T) {
 	} {
 		t.Run(f.String(), func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, func(c *Config) { c.Daraja.Timeout = 500 * time.Millisecond })
+			h := newHarness(t, func(c *Config) { c.Daraja.Timeout = heldAnswerTimeout })
 			// Straight to the fake: a proxy would turn a reset into a 502.
 			h.cfg.Daraja.BaseURL = h.fake.URL()
 			p := newPayment()

@@ -52,7 +52,7 @@ func TestNoPushAgainWhenTheConsumerAndRecordsAreGone(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, func(c *Config) { c.Daraja.Timeout = 500 * time.Millisecond })
+			h := newHarness(t, func(c *Config) { c.Daraja.Timeout = heldAnswerTimeout })
 			h.cfg.Daraja.BaseURL = h.fake.URL() // a reset must reach the client as one
 			completed, open, ambiguous, refused, never := newPayment(), newPayment(), newPayment(), newPayment(), newPayment()
 			h.fake.Script(ambiguous.Phone, darajatest.Script{FailFirst: []darajatest.Failure{darajatest.FailTimeoutAfterAccept}})
