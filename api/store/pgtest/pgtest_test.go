@@ -81,6 +81,7 @@ func TestNewURL(t *testing.T) {
 // and does not fail it: it finishes in the background, and Main waits for
 // it before the binary exits.
 func TestSlowDropDoesNotHoldTheTest(t *testing.T) {
+	waitDrops() // the earlier tests' drops read dropNow
 	release := make(chan struct{})
 	var finished atomic.Bool
 	dropNow = func(ctx context.Context, name string) error {
