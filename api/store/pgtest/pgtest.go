@@ -177,12 +177,20 @@ func shutdown() error {
 	var errs []error
 	// A database whose drop failed is no test's failure: the sweep of the
 	// next binary to start drops it once it is staleAfter old (dropStale).
-	for _, err := range waitDrops() {
+	// A server pgtest started is deleted with its databases: nothing to
+	// wait for.
+	budget := dropBudget
+	if server != nil {
+		budget = 0
+	}
+	for _, err := range finishDrops(budget) {
 		fmt.Fprintf(os.Stderr, "pgtest: %v (left for a later run to drop)\n", err)
 	}
-	if templateName != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		errs = append(errs, drop(ctx, templateName))
+	if templateName != "" && server == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
+		if err := drop(ctx, templateName); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: %v (left for a later run to drop)\n", err)
+		}
 		cancel()
 	}
 	if admin != nil {
@@ -250,20 +258,34 @@ var (
 	dropNow = drop
 )
 
-// dropTimeout bounds a background drop: nothing waits on it but the end
-// of the binary, and a checkpoint on a loaded machine may take long.
-const dropTimeout = 3 * time.Minute
+// dropTimeout bounds one background drop, and dropBudget the binary's
+// wait at its end for those not done: nothing else waits on them, and a
+// checkpoint on a loaded machine may take long; what is left then is left
+// to the sweep.
+const (
+	dropTimeout = 3 * time.Minute
+	dropBudget  = 2 * time.Minute
+)
+
+// dropsCtx ends the background drops once the binary stops waiting.
+var dropsCtx, cancelDrops = context.WithCancel(context.Background())
 
 // dropLater drops name in the background; waitDrops waits for it.
 func dropLater(name string) {
 	drops.Add(1)
 	go func() {
 		defer drops.Done()
-		dropSlots <- struct{}{}
-		defer func() { <-dropSlots }()
-		ctx, cancel := context.WithTimeout(context.Background(), dropTimeout)
-		defer cancel()
-		if err := dropNow(ctx, name); err != nil {
+		var err error
+		select {
+		case dropSlots <- struct{}{}:
+			ctx, cancel := context.WithTimeout(dropsCtx, dropTimeout)
+			err = dropNow(ctx, name)
+			cancel()
+			<-dropSlots
+		case <-dropsCtx.Done():
+			err = fmt.Errorf("drop database %s: not begun when the binary stopped waiting", name)
+		}
+		if err != nil {
 			dropMu.Lock()
 			dropErrs = append(dropErrs, err)
 			dropMu.Unlock()
@@ -271,9 +293,29 @@ func dropLater(name string) {
 	}()
 }
 
+// finishDrops waits up to budget for the background drops, then ends those
+// left, and returns the failures.
+func finishDrops(budget time.Duration) []error {
+	done := make(chan struct{})
+	go func() { drops.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(budget):
+		cancelDrops()
+		<-done
+	}
+	return dropFailures()
+}
+
 // waitDrops waits for the background drops and returns their failures.
 func waitDrops() []error {
 	drops.Wait()
+	return dropFailures()
+}
+
+// dropFailures returns the background drops' failures so far, and
+// forgets them.
+func dropFailures() []error {
 	dropMu.Lock()
 	defer dropMu.Unlock()
 	errs := dropErrs
@@ -326,10 +368,15 @@ func dropStale(ctx context.Context, now time.Time) error {
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return fmt.Errorf("list test databases: %w", err)
 	}
+	// Best effort: a leftover that will not drop now (a checkpoint slower
+	// than opTimeout) is no reason to fail this binary's tests; a later
+	// sweep tries again.
 	for _, name := range stale {
-		if err := drop(ctx, name); err != nil {
-			return err
+		dctx, cancel := context.WithTimeout(ctx, opTimeout)
+		if err := drop(dctx, name); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: %v (a leftover: a later run tries again)\n", err)
 		}
+		cancel()
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -110,6 +111,33 @@ func TestSlowDropDoesNotHoldTheTest(t *testing.T) {
 	}
 	if !finished.Load() || exists(t, name) {
 		t.Errorf("database %s not dropped after the test", name)
+	}
+}
+
+// The binary's wait for its drops is bounded: a drop still under way when
+// the budget runs out is ended and reported, not waited for.
+func TestFinishDropsEndsWhatIsLeft(t *testing.T) {
+	waitDrops()
+	dropNow = func(ctx context.Context, name string) error {
+		<-ctx.Done() // a checkpoint that never ends
+		return fmt.Errorf("drop database %s: %w", name, ctx.Err())
+	}
+	t.Cleanup(func() {
+		dropNow = drop
+		dropsCtx, cancelDrops = context.WithCancel(context.Background())
+	})
+	var name string
+	t.Run("inner", func(t *testing.T) {
+		if err := New(t).Get(&name, "SELECT current_database()"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	errs := finishDrops(10 * time.Millisecond)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), name) {
+		t.Fatalf("errors %v, want one naming %s", errs, name)
+	}
+	if err := drop(context.Background(), name); err != nil {
+		t.Fatal(err)
 	}
 }
 
