@@ -47,12 +47,14 @@ func Free() (int, error) {
 	var last error
 	for range tries {
 		p := pick(low, high)
-		if err := reserve(p); err != nil {
+		release, err := reserve(p)
+		if err != nil {
 			last = err
 			continue
 		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
+			release() // something else listens there: not ours to hold
 			last = err
 			continue
 		}
