@@ -12,11 +12,11 @@ import (
 // run), the round has figures all the same, where it had none.
 func TestClosedLoopCountsTheRequestsInFlightAtTheEnd(t *testing.T) {
 	const conc, round = 3, time.Millisecond
-	// Every request is answered after the round's time is up.
-	end := time.Now().Add(10 * round)
+	// Every request is answered after the round's time is up: each takes
+	// ten rounds from its own start.
 	f := closedLoop(context.Background(), conc, round, func(ctx context.Context, _ int) (bool, bool) {
 		select {
-		case <-time.After(time.Until(end)):
+		case <-time.After(10 * round):
 			return true, true
 		case <-ctx.Done():
 			return false, true
@@ -30,16 +30,31 @@ func TestClosedLoopCountsTheRequestsInFlightAtTheEnd(t *testing.T) {
 	}
 }
 
-// A closed loop still ends when its caller's context does, in flight or
-// not.
+// A closed loop ends when its caller's context does, with requests in
+// flight: they are handed that context, and neither count nor fail.
 func TestClosedLoopEndsWithItsContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const conc = 2
+	started := make(chan struct{}, conc)
+	done := make(chan figures, 1)
+	go func() {
+		done <- closedLoop(ctx, conc, time.Hour, func(ctx context.Context, _ int) (bool, bool) {
+			started <- struct{}{}
+			<-ctx.Done()
+			return false, true
+		})
+	}()
+	for range conc {
+		<-started
+	}
 	cancel()
-	f := closedLoop(ctx, 2, time.Hour, func(ctx context.Context, _ int) (bool, bool) {
-		<-ctx.Done()
-		return false, true
-	})
-	if f.ok != 0 {
-		t.Fatalf("ok %d, want 0", f.ok)
+	select {
+	case f := <-done:
+		if f.ok != 0 || f.failed != 0 {
+			t.Fatalf("ok %d, failed %d; want neither", f.ok, f.failed)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the loop did not end a minute after its context")
 	}
 }
