@@ -64,6 +64,20 @@ type forger struct {
 	requests map[string]time.Time // tracking id → when its request was accepted
 	pushedAt map[string]time.Time // tracking id → when its last push left (its STK_PUSHES entry)
 	lateSent map[string]struct{}  // payments sent a late failure
+	// stopped: the run is over; a handler nats.go still runs after
+	// Close starts no forgery (nor logs one, after Run has returned).
+	stopped bool
+}
+
+// begin counts a forgery's goroutine in, unless the forger has stopped.
+func (f *forger) begin() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return false
+	}
+	f.wg.Add(1)
+	return true
 }
 
 // paidReceipt is a receipt the fake paid a payment with.
@@ -96,8 +110,9 @@ func (r *runner) startForger(ctx context.Context) (stop func() forgeryFigures, e
 		if err != nil {
 			return
 		}
-		f.wg.Add(1)
-		go func() { defer f.wg.Done(); f.on(ctx, ev) }()
+		if f.begin() {
+			go func() { defer f.wg.Done(); f.on(ctx, ev) }()
+		}
 	}
 	// The push log's entry is published just before the push leaves: a
 	// forgery sent then reaches callback-ingest before stk.dispatched.
@@ -106,8 +121,9 @@ func (r *runner) startForger(ctx context.Context) (stop func() forgeryFigures, e
 		if json.Unmarshal(m.Data, &a) != nil || a.TrackingID == "" {
 			return
 		}
-		f.wg.Add(1)
-		go func() { defer f.wg.Done(); f.onPush(ctx, a) }()
+		if f.begin() {
+			go func() { defer f.wg.Done(); f.onPush(ctx, a) }()
+		}
 	}
 	subs := map[string]nats.MsgHandler{events.TypeRequested + ".>": handle, events.TypeDispatched + ".>": handle,
 		events.TypeCompleted + ".>": handle, events.PushLogSubjectAll: pushed}
@@ -123,6 +139,9 @@ func (r *runner) startForger(ctx context.Context) (stop func() forgeryFigures, e
 	return func() forgeryFigures {
 		cancel()
 		<-polled
+		f.mu.Lock()
+		f.stopped = true
+		f.mu.Unlock()
 		nc.Close()
 		f.wg.Wait()
 		f.mu.Lock()
