@@ -12,6 +12,7 @@ import (
 
 	"github.com/stkgate/stkgate/dispatcher/daraja"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
+	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
 // fakeEnv is the fake Daraja, a callback receiver and a client for it.
@@ -145,6 +146,12 @@ func TestAgainstFakeFailures(t *testing.T) {
 	// run at load average 20) a 401's two calls took over 300 ms.
 	others := newFakeEnv(t, darajatest.Options{CallbackDelay: time.Hour}, nil)
 	held := newFakeEnv(t, darajatest.Options{CallbackDelay: time.Hour}, func(c *daraja.Config) { c.Timeout = 300 * time.Millisecond })
+	// held's token is fetched before the cases, tried until it is (the
+	// timeout bounds the token's call too): a case's calls are its pushes.
+	wait.For(t, "a token for the client with the short timeout", func() bool {
+		_, err := held.client.Push(testCtx(t), held.push("254799000999", "warm"))
+		return err == nil
+	})
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := others
