@@ -599,11 +599,13 @@ func TestLockedSubscriberWaitsThenRetries(t *testing.T) {
 
 func TestTransientFailuresGiveUpAfterRetryMax(t *testing.T) {
 	t.Parallel()
-	// Daraja advises 2 s after a spike arrest: a budget just short of two
-	// such waits has room for two attempts only, however long the first
-	// took on a loaded machine (up to 1.95 s; a 3 s budget left 1 s, and CI
-	// saw one attempt).
-	h := newHarness(t, func(c *Config) { c.RetryMaxElapsed = 2*daraja.RetryAfterSpikeArrest - 50*time.Millisecond })
+	// Daraja advises 2 s after a spike arrest: a budget just short of three
+	// such waits has room for three attempts at most, and for two however
+	// long the first took on a loaded machine (up to 3.95 s: a budget
+	// short of two waits left room for a second attempt only if the first
+	// took under 1.95 s, and a CI run at load average 20 saw one attempt).
+	const most = 3
+	h := newHarness(t, func(c *Config) { c.RetryMaxElapsed = most*daraja.RetryAfterSpikeArrest - 50*time.Millisecond })
 	p := newPayment()
 	h.fake.Script(p.Phone, darajatest.Script{FailFirst: repeat(darajatest.FailSpikeArrest, 100)})
 	h.request(p)
@@ -616,8 +618,8 @@ func TestTransientFailuresGiveUpAfterRetryMax(t *testing.T) {
 		t.Fatalf("%d stk.completed, want 1", n)
 	}
 	pushes := h.fakePushes(p.Phone)
-	if len(pushes) != 2 {
-		t.Errorf("%d attempts, want 2", len(pushes))
+	if len(pushes) < 2 || len(pushes) > most {
+		t.Errorf("%d attempts, want 2 to %d", len(pushes), most)
 	}
 	for i := 1; i < len(pushes); i++ {
 		if gap := pushes[i].At.Sub(pushes[i-1].At); gap < daraja.RetryAfterSpikeArrest {
