@@ -21,10 +21,15 @@ import (
 // not at all (docs/DARAJA.md: a prompt stays open for seconds at least).
 func TestServiceUnavailableIsRetriedOnlyWhileItsPromptMustBeOpen(t *testing.T) {
 	t.Parallel()
-	const window = 2 * time.Second
+	// The window must outlast the first push's own answer on a loaded
+	// machine: a 2 s one closed before the 503 came back in a CI run at
+	// load average 25, and nothing was probed.
+	const window = 10 * time.Second
 	h := newHarness(t, func(c *Config) {
-		c.RetryMaxElapsed = time.Minute
-		c.RetryInitialInterval = 10 * time.Second // the probe must not wait for the backoff
+		c.RetryMaxElapsed = 5 * time.Minute
+		// The probe must not wait for the backoff, which would send it
+		// 30 s or more later, after the window (and after wait.For's 20 s).
+		c.RetryInitialInterval = time.Minute
 		c.UncertainRetryWindow = window
 	})
 	p := newPayment()
