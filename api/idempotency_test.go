@@ -410,11 +410,18 @@ func (e *testEnv) loseAcks(t *testing.T) *nats.Subscription {
 	return sink
 }
 
+// lostAckTimeout is the api's publish timeout in tests where an ack never
+// comes and a later publish must be acked: short, so that the lost one
+// does not take the default, and long enough for the acked one on a
+// loaded machine (at 400 ms, a CI run at load average 20 had the retry's
+// publish time out too).
+const lostAckTimeout = 2 * time.Second
+
 // An ack that never comes: the request may be stored, so the claim keeps
 // its tracking id and the retry publishes that same id again.
 func TestIdempotencyPublishOutcomeUnknown(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 400 * time.Millisecond })
+	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = lostAckTimeout })
 	ctx := context.Background()
 	sink := e.loseAcks(t)
 	r := e.postKey(t, acmeToken, "k", validBody)

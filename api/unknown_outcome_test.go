@@ -201,7 +201,7 @@ func TestTakenOverKeyLimitedStaysUnconfirmed(t *testing.T) {
 // at a cap of one can still learn what became of it.
 func TestRetryAfterUnknownOutcomeKeepsItsQueuedPlace(t *testing.T) {
 	t.Parallel()
-	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = 400 * time.Millisecond; o.ClientMaxQueued = 1 })
+	e := newTestEnv(t, func(o *Options) { o.PublishTimeout = lostAckTimeout; o.ClientMaxQueued = 1 })
 	sink := e.loseAcks(t)
 	if r := e.postKey(t, acmeToken, "k", validBody); r.status != http.StatusServiceUnavailable || r.body["message"] != MsgUnconfirmed {
 		t.Fatalf("first request: status %d: %s", r.status, r.raw)

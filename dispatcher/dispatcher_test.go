@@ -178,7 +178,11 @@ func (h *harness) request(p events.Payment) {
 // stream acknowledged (or terminated) and nothing in flight.
 func (h *harness) waitSettled() {
 	h.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	// Longer than the consumer's AckWait (30 s), after which a message
+	// handed to a pull that went nowhere (a consumer deleted and created
+	// again under a loaded machine) comes back: a CI run at load average
+	// 25 saw one come back as a 30 s wait ran out.
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		info, err := h.consumerInfo(ctx)
