@@ -98,6 +98,11 @@ func TestChaosSmall(t *testing.T) {
 			// its payment ended, and the run settles only once none is
 			// held. 10 s at most keeps that tail short.
 			"RECONCILE_QUERY_MAX_INTERVAL": "10s",
+			// A forged fast failure must reach callback-ingest within this
+			// of its push, and the forger learns of the push from its
+			// events: on a loaded machine (CI at load average 25) they came
+			// later than the default 2 s allowed, and none was sent.
+			"CALLBACK_FAST_FAILURE": "5s",
 		},
 		Out: &out,
 	}

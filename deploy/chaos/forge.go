@@ -67,6 +67,10 @@ type forger struct {
 	// stopped: the run is over; a handler nats.go still runs after
 	// Close starts no forgery (nor logs one, after Run has returned).
 	stopped bool
+	// fastFailure is the stack's CALLBACK_FAST_FAILURE; fastWindow, three
+	// quarters of it, is how soon after its push a forged fast failure is
+	// posted at the latest (a margin for the post to arrive).
+	fastFailure, fastWindow time.Duration
 }
 
 // begin counts a forgery's goroutine in, unless the forger has stopped.
@@ -92,7 +96,11 @@ func (r *runner) startForger(ctx context.Context) (stop func() forgeryFigures, e
 	if err != nil {
 		return nil, fmt.Errorf("forgeries: %w", err)
 	}
-	f := &forger{n: r.o.Forgeries, cbBase: r.cbBase, controlURL: r.controlURL, secrets: secrets, logf: r.logf,
+	fast, err := fastFailureOf(r.o.ExtraEnv)
+	if err != nil {
+		return nil, fmt.Errorf("forgeries: %w", err)
+	}
+	f := &forger{n: r.o.Forgeries, fastFailure: fast, fastWindow: fast * 3 / 4, cbBase: r.cbBase, controlURL: r.controlURL, secrets: secrets, logf: r.logf,
 		client: &http.Client{Timeout: 5 * time.Second},
 		rng:    rand.New(rand.NewPCG(r.o.Seed^0xf0f0, r.o.Seed)),
 		// Half as many again as needed are picked, spread over the run:
@@ -173,8 +181,8 @@ func (f *forger) on(ctx context.Context, ev events.Event) {
 		// attempt seen here), and a failure that late is a customer's, or
 		// a forger's who waited, which docs/SECURITY.md leaves uncovered.
 		pushed, known := f.pushedAt[e.TrackingID]
-		fastBy := pushed.Add(fastWindow)
-		if f.forged[e.TrackingID] || !known || time.Until(fastBy) < fastWindow/2 || f.rng.Float64() >= f.p {
+		fastBy := pushed.Add(f.fastWindow)
+		if f.forged[e.TrackingID] || !known || time.Until(fastBy) < f.fastWindow/2 || f.rng.Float64() >= f.p {
 			f.mu.Unlock()
 			return
 		}
@@ -249,7 +257,7 @@ func (f *forger) onPush(ctx context.Context, a events.Attempt) {
 	f.mu.Lock()
 	f.pushedAt[a.TrackingID] = a.SentAt
 	requested, known := f.requests[a.TrackingID]
-	if !known || a.SentAt.Sub(requested) < callback.DefaultFastFailure || f.forged[a.TrackingID] ||
+	if !known || a.SentAt.Sub(requested) < f.fastFailure || f.forged[a.TrackingID] ||
 		f.tried.EarlyFailures >= earlyShare(f.n) || f.tried.FastFailures+f.tried.EarlyFailures >= f.n {
 		f.mu.Unlock()
 		return
@@ -259,7 +267,7 @@ func (f *forger) onPush(ctx context.Context, a events.Attempt) {
 	f.mu.Unlock()
 	cb := darajatest.Callback{ResultCode: "1032", MerchantRequestID: "forged-" + a.TrackingID,
 		CheckoutRequestID: "ws_CO_forged_" + a.TrackingID}
-	if !f.send(ctx, a.TrackingID, cb, a.SentAt.Add(fastWindow), func(fig *forgeryFigures) *int { return &fig.EarlyFailures }) {
+	if !f.send(ctx, a.TrackingID, cb, a.SentAt.Add(f.fastWindow), func(fig *forgeryFigures) *int { return &fig.EarlyFailures }) {
 		// callback-ingest was down: another push gets the forgery, so
 		// that a run does not end with none of this kind tried.
 		f.mu.Lock()
@@ -286,9 +294,19 @@ func (f *forger) stealable(id string) (paidReceipt, bool) {
 // answer.
 func earlyShare(n int) int { return max(1, n/4) }
 
-// fastWindow is how soon after its push a forged fast failure is posted at
-// the latest: CALLBACK_FAST_FAILURE with a margin for the post to arrive.
-const fastWindow = callback.DefaultFastFailure * 3 / 4
+// fastFailureOf is the stack's CALLBACK_FAST_FAILURE (ExtraEnv's, else
+// callback-ingest's default).
+func fastFailureOf(env map[string]string) (time.Duration, error) {
+	v, ok := env["CALLBACK_FAST_FAILURE"]
+	if !ok {
+		return callback.DefaultFastFailure, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("CALLBACK_FAST_FAILURE %q: the forgeries need a positive duration", v)
+	}
+	return d, nil
+}
 
 // send posts cb to trackingID's CallBackURL, with its valid token, trying
 // again for a second while callback-ingest is down (a kill), but never
