@@ -108,12 +108,7 @@ func TestRedeliveryPastTheWindowOfAServiceUnavailableIsNotPushed(t *testing.T) {
 			h.waitSettled()
 			h.stop()
 
-			if n := len(h.fakePushes(p.Phone)); n != 0 {
-				t.Errorf("%d pushes, want none", n)
-			}
-			if got := h.record(p.TrackingID); got.State != events.AttemptAmbiguous {
-				t.Errorf("record %+v, want ambiguous", got)
-			}
+			wantNotPushedAmbiguous(t, h, p)
 			if got := h.stored(p.TrackingID)[events.TypeCompleted]; len(got) != 0 {
 				t.Errorf("completed %+v, want none", got)
 			}
@@ -139,12 +134,7 @@ func TestRedeliveryWithinTheWindowOfAServiceUnavailableIsNotPushed(t *testing.T)
 	wait.For(t, "the record to move on", func() bool { return h.record(p.TrackingID).State != events.AttemptNotSent })
 	h.waitSettled()
 	h.stop()
-	if n := len(h.fakePushes(p.Phone)); n != 0 {
-		t.Errorf("%d pushes, want none", n)
-	}
-	if got := h.record(p.TrackingID); got.State != events.AttemptAmbiguous {
-		t.Errorf("record %+v, want ambiguous", got)
-	}
+	wantNotPushedAmbiguous(t, h, p)
 }
 
 // serviceUnavailableRecord is the record of p's push that left at sent and
@@ -371,5 +361,17 @@ func TestRetryQueuedInTheClientPastTheUncertainWindowIsNotSent(t *testing.T) {
 	}
 	if rec := h.record(p.TrackingID); rec.State != events.AttemptAmbiguous {
 		t.Errorf("record %+v, want ambiguous", rec)
+	}
+}
+
+// wantNotPushedAmbiguous: p was not pushed, and its record is ambiguous
+// (its callback or the reconciler decides).
+func wantNotPushedAmbiguous(t *testing.T, h *harness, p events.Payment) {
+	t.Helper()
+	if n := len(h.fakePushes(p.Phone)); n != 0 {
+		t.Errorf("%d pushes, want none", n)
+	}
+	if got := h.record(p.TrackingID); got.State != events.AttemptAmbiguous {
+		t.Errorf("record %+v, want ambiguous", got)
 	}
 }

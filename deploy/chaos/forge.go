@@ -27,6 +27,7 @@ import (
 	callback "github.com/stkgate/stkgate/callback-ingest"
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/envconf"
 )
 
 // forgeryFigures are the forged callbacks callback-ingest answered 200.
@@ -295,17 +296,12 @@ func (f *forger) stealable(id string) (paidReceipt, bool) {
 func earlyShare(n int) int { return max(1, n/4) }
 
 // fastFailureOf is the stack's CALLBACK_FAST_FAILURE (ExtraEnv's, else
-// callback-ingest's default).
+// callback-ingest's default), read as callback-ingest reads it but that
+// the forgeries need it positive.
 func fastFailureOf(env map[string]string) (time.Duration, error) {
-	v, ok := env["CALLBACK_FAST_FAILURE"]
-	if !ok {
-		return callback.DefaultFastFailure, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("CALLBACK_FAST_FAILURE %q: the forgeries need a positive duration", v)
-	}
-	return d, nil
+	e := envconf.New(func(k string) string { return env[k] })
+	d := e.Duration("CALLBACK_FAST_FAILURE", callback.DefaultFastFailure, time.Millisecond, time.Minute)
+	return d, e.Err()
 }
 
 // send posts cb to trackingID's CallBackURL, with its valid token, trying
