@@ -1,7 +1,11 @@
 // Package openapitest checks HTTP exchanges against an OpenAPI document, so
 // that a service and its document cannot drift apart: wrap the handler a
 // test serves (Handler) or the transport its client uses (Transport), and
-// every request and answer is checked (kin-openapi's openapi3filter).
+// every request and answer is checked: routes, parameters, headers,
+// security and statuses by kin-openapi's openapi3filter, bodies by the
+// document's JSON Schemas, each compiled once when the document is parsed
+// (see bodySchemas), with openapi3filter's decoders and kin-openapi's
+// formats.
 //
 // An exchange fails the test when:
 //   - the answer's status is not documented for its route (no "default"
@@ -34,12 +38,14 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // Doc is a loaded, valid OpenAPI document.
 type Doc struct {
 	doc    *openapi3.T
 	router routers.Router
+	bodies map[*openapi3.MediaType]*jsonschema.Schema // see bodySchemas
 }
 
 // Parse loads data, an OpenAPI 3 document in YAML or JSON, and validates
@@ -59,7 +65,11 @@ func Parse(data []byte) (*Doc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("route the OpenAPI document: %w", err)
 	}
-	return &Doc{doc: doc, router: router}, nil
+	bodies, err := bodySchemas(doc)
+	if err != nil {
+		return nil, fmt.Errorf("compile the OpenAPI document's body schemas: %w", err)
+	}
+	return &Doc{doc: doc, router: router, bodies: bodies}, nil
 }
 
 var parsed sync.Map // string(data) → *Doc
@@ -191,6 +201,7 @@ func (d *Doc) Check(r *http.Request, body []byte, status int, header http.Header
 		Options: &openapi3filter.Options{
 			AuthenticationFunc:  credentialsPresent,
 			SkipSettingDefaults: true,
+			ExcludeRequestBody:  true, // checkRequestBody's
 		},
 	}
 	// Whether the document allows the request matters only for an answer
@@ -200,15 +211,25 @@ func (d *Doc) Check(r *http.Request, body []byte, status int, header http.Header
 	var reqErr error
 	if status < 400 {
 		reqErr = openapi3filter.ValidateRequest(context.Background(), in)
+		if rb := route.Operation.RequestBody; reqErr == nil && rb != nil && rb.Value != nil {
+			reqErr = d.checkRequestBody(rb.Value, req.Header, body)
+		}
 	}
 	out := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: in,
 		Status:                 status,
 		Header:                 header,
-		Options:                &openapi3filter.Options{IncludeResponseStatus: true},
+		Options: &openapi3filter.Options{
+			IncludeResponseStatus: true,
+			ExcludeResponseBody:   true, // checkResponseBody's
+		},
 	}
 	out.SetBodyBytes(answer)
-	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+	err = openapi3filter.ValidateResponse(context.Background(), out)
+	if err == nil {
+		err = d.checkResponseBody(req, route.Operation.Responses, status, header, answer)
+	}
+	if err != nil {
 		return fmt.Errorf("answer %d (%s) does not match the document: %w", status, short(answer), err)
 	}
 	if reqErr != nil && status < 400 {
