@@ -254,3 +254,29 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+// TestCheckDoesNotCompile: checking a body costs a validation, not a
+// compilation of its schema (kin-openapi's openapi3filter compiled each 3.1
+// schema anew on every call: 487 allocations for this exchange, whose one
+// schema is small, against 42 with the schema compiled by Parse). The
+// exchange has no parameters and no headers, which openapi3filter still
+// validates itself.
+func TestCheckDoesNotCompile(t *testing.T) {
+	d, err := Parse([]byte(bodiesDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("POST", "/hooks", nil)
+	r.Header.Set("Content-Type", ctJSON)
+	header := http.Header{"Content-Type": {ctJSON}}
+	body, answer := []byte(`{"n":1}`), []byte(`{"code":0}`)
+	allocs := testing.AllocsPerRun(20, func() {
+		if err := d.Check(r, body, 200, header, answer); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("%.0f allocations a check", allocs)
+	if allocs > 200 {
+		t.Errorf("a check makes %.0f allocations, more than 200: is a schema compiled per call again?", allocs)
+	}
+}
