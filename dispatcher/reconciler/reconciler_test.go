@@ -132,10 +132,11 @@ func TestStillProcessingAskedAgain(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
 	h.start()
-	// The customer answers 3 s after the push: the queries from
+	// The customer answers 8 s after the push: the queries from
 	// RECONCILE_AFTER (400 ms) on see both still-processing forms first, even
-	// on a loaded machine (after 1.5 s, CI's first query came too late).
-	p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true, CallbackDelay: 3 * time.Second})
+	// on a loaded machine (after 1.5 s, CI's first query came too late; at
+	// a load average of 17, 3 s saw fewer than two).
+	p, resp := h.dispatch(darajatest.Script{ResultCode: "1032", NoCallback: true, CallbackDelay: 8 * time.Second})
 	got, _ := h.completion(p.TrackingID, wait)
 	if got.ResultCode != "1032" || got.Source != events.SourceQuery {
 		t.Errorf("completed %s from %s, want 1032 from query", got.ResultCode, got.Source)
