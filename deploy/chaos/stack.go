@@ -63,11 +63,16 @@ func (r *runner) setUp(ctx context.Context) error {
 // startAllReady starts the processes names for the first time, in order,
 // each once the one before it serves, and waits until every one is ready.
 // A process with no readiness check is ready once it has run for
-// stableFor, and the next starts without waiting for that: waited for one
-// after another, the projector's and the two dispatchers' were 6 s of
-// every TestChaosSmall's start-up.
+// stableFor: that is waited for from its start, beside the starts after
+// it. Waited for one after another, the projector's and the two
+// dispatchers' were 6 s of every TestChaosSmall's start-up.
 func (r *runner) startAllReady(ctx context.Context, names []string) error {
-	var stable []string
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	defer wg.Wait()
 	for _, name := range names {
 		p := r.procs[name]
 		if p.ready != nil {
@@ -79,14 +84,11 @@ func (r *runner) startAllReady(ctx context.Context, names []string) error {
 		if err := p.start(); err != nil {
 			return err
 		}
-		stable = append(stable, name)
-	}
-	errs := make([]error, len(stable))
-	var wg sync.WaitGroup
-	for i, name := range stable {
 		wg.Go(func() {
-			if err := r.procs[name].waitReady(ctx); err != nil {
-				errs[i] = fmt.Errorf("first start: %w (see %s)", err, filepath.Join(r.logs, name+".log"))
+			if err := p.waitReady(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("first start: %w (see %s)", err, filepath.Join(r.logs, name+".log")))
+				mu.Unlock()
 			}
 		})
 	}
