@@ -174,7 +174,9 @@ func parseFlags(args []string) (Options, error) {
 
 // Run does one run: the pairs in turn on one stack, then latency and end
 // to end on a fresh one (the pairs leave requests no dispatcher took,
-// which would be its backlog); latency first, on an idle system.
+// which would be its backlog): a new JetStream and a new database of the
+// same Postgres server, beside the same fake Daraja (stack.again); latency
+// first, on an idle system.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	bin := o.Bin
 	if bin == "" {
@@ -210,9 +212,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Results = append(rep.Results, p.result(st.path))
 	}
 	if o.runs("e2e") || o.runs("latency") {
-		b.s.down()
-		b.s = &stack{o: o, bin: bin}
-		if err := b.s.up(ctx); err != nil {
+		if err := b.s.again(ctx, "e2e"); err != nil {
 			return nil, err
 		}
 		if err := b.s.start(ctx, services...); err != nil {

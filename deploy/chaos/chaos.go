@@ -65,8 +65,13 @@ type Options struct {
 	// its attempt record purged), the rest in flight (dlqreplay.go); 0:
 	// none.
 	RequestReplays int
-	Out            io.Writer // progress and the report
-	KeepWorkDir    bool
+	// PGNoSync runs Postgres with fsync off (pgserver.Options.NoSync): the
+	// run stops Postgres, never the machine, and its initdb with fsyncs
+	// took 10 s of TestChaosSmall's start on a loaded machine, 2 s
+	// without.
+	PGNoSync    bool
+	Out         io.Writer // progress and the report
+	KeepWorkDir bool
 	// Cluster runs the cluster test (cluster.go) instead of chaos's plan:
 	// three nats-servers, Instances instances of each service, and, with
 	// ClusterFaults, the cluster's faults during the load. The plan's

@@ -47,6 +47,12 @@ const (
 // nothing.
 var localPostgresAddr = "127.0.0.1:5432"
 
+// embeddedPGNoSync runs the Postgres the dev stack starts itself with fsync
+// off (pgserver.Options.NoSync); a variable so that a test, whose cluster is
+// thrown away, can set it: initdb's fsyncs were 10 of its 16 s on a loaded
+// machine. make run keeps them: its cluster is the developer's.
+var embeddedPGNoSync bool
+
 // Options of the dev stack itself (not of the services).
 type Options struct {
 	// Getenv reads the environment; nil means os.Getenv.
@@ -398,7 +404,7 @@ func devDatabase(ctx context.Context, getenv func(string) string, dataDir string
 	if err != nil {
 		return "", nil, err
 	}
-	srv, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, Port: port})
+	srv, err := pgserver.Start(ctx, pgserver.Options{DataDir: dir, Port: port, NoSync: embeddedPGNoSync})
 	if err != nil {
 		return "", nil, fmt.Errorf("embedded Postgres: %w (set DATABASE_URL to use another)", err)
 	}

@@ -27,6 +27,8 @@ func TestStartsItsOwnPostgres(t *testing.T) {
 		}
 	}
 	defer devstack.SetLocalPostgresAddr(freeAddr(t))() // nothing listens there
+	// Its cluster is thrown away: fsync off spares initdb's fsyncs.
+	defer devstack.SetEmbeddedPostgresNoSync(true)()
 
 	// Postgres may run as another user (never as root), so its files live
 	// in a directory that user can reach, not in t.TempDir.
