@@ -1,9 +1,7 @@
-// Package pgtest gives each test a migrated Postgres database of its own,
-// as a fresh copy would be, the way httptest gives it a server: dropped
-// when the test ends; under Main, made ready in the background for a later
-// test of the same binary instead (ended sessions, a new name, every table
-// emptied; a database its test changed otherwise is dropped: reuse.go),
-// and those left dropped when the binary ends.
+// Package pgtest gives each test a fresh, migrated Postgres database of its
+// own, dropped when the test ends, the way httptest gives it a server.
+// Under Main the drop runs in the background after the test, and Main waits
+// for it before the binary exits.
 //
 // It finds Postgres in this order: DATABASE_URL (a database on a server
 // where that role may create databases); else the local
@@ -62,9 +60,8 @@ var (
 	serverDir string
 )
 
-// New returns a connection pool to a migrated database for t, empty as a
-// fresh one, closed and dropped (under Main: made ready for reuse) in
-// t.Cleanup.
+// New returns a connection pool to a fresh, migrated database for t, closed
+// and dropped in t.Cleanup.
 func New(t testing.TB) *sqlx.DB {
 	t.Helper()
 	db, _ := newDB(t)
@@ -72,9 +69,8 @@ func New(t testing.TB) *sqlx.DB {
 }
 
 // NewURL is New for code under test that connects by itself: it returns the
-// URL of a migrated database for t, empty as a fresh one, dropped (under
-// Main: renamed and made ready for reuse) in t.Cleanup; open connections to
-// it are cut off then, and the URL no longer reaches it.
+// URL of a fresh, migrated database for t, dropped in t.Cleanup (open
+// connections to it are cut off then).
 func NewURL(t testing.TB) string {
 	t.Helper()
 	db, u := newDB(t)
@@ -187,14 +183,6 @@ func shutdown() error {
 	if server != nil {
 		budget = 0
 	}
-	// Nothing is kept for reuse from now on: the databases kept, and those
-	// being made ready, are dropped.
-	reuse.Store(false)
-	for _, name := range takeAllIdle() {
-		if server == nil {
-			release(name)
-		}
-	}
 	for _, err := range finishDrops(budget) {
 		fmt.Fprintf(os.Stderr, "pgtest: %v (left for a later run to drop)\n", err)
 	}
@@ -223,25 +211,19 @@ func create(t testing.TB) string {
 	if setupErr != nil {
 		t.Fatalf("pgtest: %v", setupErr)
 	}
+	name := newName(time.Now())
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	name, ok := "", false
-	if mainRuns.Load() {
-		name, ok = takeIdle(ctx)
+	from, err := migrated(ctx)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
 	}
-	if !ok {
-		name = newName(time.Now())
-		from, err := migrated(ctx)
-		if err != nil {
-			t.Fatalf("pgtest: %v", err)
-		}
-		if err := createDatabase(ctx, name, from); err != nil {
-			t.Fatalf("pgtest: %v", err)
-		}
+	if err := createDatabase(ctx, name, from); err != nil {
+		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() {
 		if mainRuns.Load() {
-			release(name)
+			dropLater(name)
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
@@ -253,13 +235,6 @@ func create(t testing.TB) string {
 	u, err := databaseURL(adminURL, name)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
-	}
-	if !ok && mainRuns.Load() && reuse.Load() {
-		if err := captureRef(ctx, u); err != nil {
-			// No reuse then: every database is dropped, as without Main.
-			reuse.Store(false)
-			fmt.Fprintf(os.Stderr, "pgtest: %v (databases are not reused)\n", err)
-		}
 	}
 	return u
 }
@@ -295,22 +270,11 @@ const (
 // dropsCtx ends the background drops once the binary stops waiting.
 var dropsCtx, cancelDrops = context.WithCancel(context.Background())
 
-// release makes name, a database whose test has ended, ready for reuse in
-// the background (reuse.go), else drops it; waitDrops waits for it.
-func release(name string) {
+// dropLater drops name in the background; waitDrops waits for it.
+func dropLater(name string) {
 	drops.Add(1)
-	resetting := beginReset()
 	go func() {
 		defer drops.Done()
-		if resetting {
-			ctx, cancel := context.WithTimeout(dropsCtx, opTimeout)
-			fresh, err := reset(ctx, name)
-			cancel()
-			if endReset(fresh, err == nil) {
-				return
-			}
-			name = fresh // dropped, under the name it has now
-		}
 		var err error
 		select {
 		case dropSlots <- struct{}{}:
