@@ -63,8 +63,12 @@ func TestStartsItsOwnPostgres(t *testing.T) {
 			Ready:   func(e map[string]string) { ready <- e },
 		})
 	}()
+	returned := false // Run's error is read once: a second read would wait forever
 	defer func() {
 		cancel()
+		if returned {
+			return
+		}
 		if err := <-done; err != nil {
 			t.Errorf("devstack.Run: %v", err)
 		}
@@ -75,6 +79,7 @@ func TestStartsItsOwnPostgres(t *testing.T) {
 			t.Errorf("DATABASE_URL = %q, want the dev stack's own Postgres on %s", eff["DATABASE_URL"], want)
 		}
 	case err := <-done:
+		returned = true
 		t.Fatalf("devstack.Run: %v", err)
 	case <-time.After(90 * time.Second):
 		t.Fatal("not ready after 90s")
