@@ -67,6 +67,7 @@ func startRun(t *testing.T, cfg Config) (string, func() error) {
 		}
 		select {
 		case err := <-done:
+			stopped = true // its error is read: stop would wait 30 s for another
 			t.Fatalf("Run returned before it was ready: %v", err)
 		default:
 		}

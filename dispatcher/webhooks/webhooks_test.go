@@ -82,8 +82,12 @@ func start(t *testing.T, tune func(*webhooks.Config)) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- webhooks.Run(ctx, cfg) }()
+	returned := false // Run's error is read once: a second read would wait forever
 	t.Cleanup(func() {
 		cancel()
+		if returned {
+			return
+		}
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
@@ -91,6 +95,7 @@ func start(t *testing.T, tune func(*webhooks.Config)) *harness {
 	select {
 	case <-ready:
 	case err := <-done:
+		returned = true
 		t.Fatalf("Run ended before it was ready: %v", err)
 	case <-time.After(wait.Timeout):
 		t.Fatal("worker not ready")
