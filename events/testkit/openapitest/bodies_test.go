@@ -280,3 +280,19 @@ func TestCheckDoesNotCompile(t *testing.T) {
 		t.Errorf("a check makes %.0f allocations, more than 200: is a schema compiled per call again?", allocs)
 	}
 }
+
+// kin-openapi refuses a readOnly property in a request and a writeOnly one
+// in an answer (for a 3.1 schema, when it falls back to its own
+// validator); the bodies' JSON Schemas here do not, so a document that
+// uses either is refused rather than checked less.
+func TestParseRefusesReadOnlyAndWriteOnly(t *testing.T) {
+	for _, kw := range []string{"readOnly", "writeOnly"} {
+		doc := strings.Replace(bodiesDoc, "  schemas:\n", "  schemas:\n    Marked:\n      type: object\n      properties:\n        v: {type: string, "+kw+": true}\n", 1)
+		if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), kw) {
+			t.Errorf("%s: Parse error %v, want one naming %s", kw, err, kw)
+		}
+	}
+	if _, err := Parse([]byte(bodiesDoc)); err != nil {
+		t.Fatal(err)
+	}
+}
