@@ -80,7 +80,12 @@ func TestChaosSmall(t *testing.T) {
 		Root: root, Bin: bin, N: 150, Clients: 6, Rate: 10, Kills: 1,
 		PGStop: 2 * time.Second, Down: time.Second, Settle: 90 * time.Second,
 		Seed: chaosSeed(t), SimDelay: 500 * time.Millisecond, Replays: 20,
-		Faults: "quick", Latency: 300 * time.Millisecond, PGNoSync: true, // fsync off: the run stops Postgres, never the machine
+		// PGNoSync: fsync, synchronous_commit and full_page_writes off.
+		// The run stops Postgres with a fast shutdown, which writes the
+		// WAL out (a failed stop fails the run), and never the machine: no
+		// commit can be lost. A fault that kills Postgres (-9) would need
+		// them on.
+		Faults: "quick", Latency: 300 * time.Millisecond, PGNoSync: true,
 		Dispatchers: 2, ConsumerDeletes: 1, CallbackCrash: 0.03, OAuthFaults: 1, Forgeries: 12, RequestReplays: 6,
 		// The reconciler's waits shortened so that the run settles within
 		// a minute: by default a success learnt by query waits for its

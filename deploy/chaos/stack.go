@@ -72,17 +72,22 @@ func (r *runner) startAllReady(ctx context.Context, names []string) error {
 		mu   sync.Mutex
 		errs []error
 	)
-	defer wg.Wait()
+	// fail returns err with the failures of the waits already begun (a
+	// projector that crashed before the process after it failed).
+	fail := func(err error) error {
+		wg.Wait()
+		return errors.Join(append([]error{err}, errs...)...)
+	}
 	for _, name := range names {
 		p := r.procs[name]
 		if p.ready != nil {
 			if err := r.startReady(ctx, name); err != nil {
-				return err
+				return fail(err)
 			}
 			continue
 		}
 		if err := p.start(); err != nil {
-			return err
+			return fail(err)
 		}
 		wg.Go(func() {
 			if err := p.waitReady(ctx); err != nil {
