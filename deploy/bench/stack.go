@@ -245,11 +245,13 @@ func (s *stack) start(ctx context.Context, names ...string) error {
 func (s *stack) waitReady(ctx context.Context, name string) error {
 	p := s.procs[name]
 	var ready func(context.Context) error
-	if a, ok := s.addr[name]; ok {
-		ready = binaries.HTTPReady("http://" + a + "/readyz")
-	} else if a, ok := s.metrics[name]; ok {
+	a, ok := s.addr[name]
+	if !ok {
 		// The projector and the dispatcher serve no API: their admin
 		// servers say when their checks (NATS, Postgres) hold.
+		a, ok = s.metrics[name]
+	}
+	if ok {
 		ready = binaries.HTTPReady("http://" + a + "/readyz")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)

@@ -219,13 +219,7 @@ func TestCheckBodies(t *testing.T) {
 			if tc.answerCT != "" {
 				header.Set("Content-Type", tc.answerCT)
 			}
-			err := d.Check(r, []byte(tc.body), tc.status, header, []byte(tc.answer))
-			switch {
-			case tc.wantErr == "" && err != nil:
-				t.Errorf("unexpected mismatch: %v", err)
-			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
-				t.Errorf("error = %v, want one containing %q", err, tc.wantErr)
-			}
+			wantCheckErr(t, d.Check(r, []byte(tc.body), tc.status, header, []byte(tc.answer)), tc.wantErr)
 		})
 	}
 }

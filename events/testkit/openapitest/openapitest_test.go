@@ -65,14 +65,19 @@ func TestCheck(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
 			r.Header.Set("Content-Type", "application/json")
-			err := d.Check(r, []byte(tc.body), tc.status, tc.header, []byte(tc.answer))
-			switch {
-			case tc.wantErr == "" && err != nil:
-				t.Errorf("unexpected mismatch: %v", err)
-			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
-				t.Errorf("error = %v, want one containing %q", err, tc.wantErr)
-			}
+			wantCheckErr(t, d.Check(r, []byte(tc.body), tc.status, tc.header, []byte(tc.answer)), tc.wantErr)
 		})
+	}
+}
+
+// wantCheckErr fails t unless err is nil for want "", or contains want.
+func wantCheckErr(t *testing.T, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("unexpected mismatch: %v", err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Errorf("error = %v, want one containing %q", err, want)
 	}
 }
 
