@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,17 +18,20 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/kit/ports"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
 )
 
+// freeAddr is a loopback address on a port ports.Free reserves: one the
+// kernel gave out and closed could be taken meanwhile by a server of
+// another test (an embedded JetStream's, port -1), and Run's listen fail.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 }
 
 // startRun runs Run with cfg and returns the base URL once /readyz is 200,
