@@ -22,12 +22,13 @@ import (
 
 // A flood of made-up, well-formed tokens from many addresses, half of them
 // sent by clients that hang up at once, while a real database client polls
-// its record and posts: the real client never gets a 503 and its p99 stays
-// under a second (or an eighth of the flood, on a loaded machine), and the api's goroutines and heap come back down once the
-// flood stops. The token cache's ttl is cut to 100ms so that the real
+// its record and posts: the real client never gets a 503, its requests stay
+// under a second and a half (or a quarter of the flood, on a loaded
+// machine) but for one per wave, and the api's goroutines and heap come
+// back down once the flood stops. The token cache's ttl is cut to 100ms so that the real
 // client's token needs checking again many times during the flood.
 func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
-	// Not parallel: its p99 bound is the real client's latency, which
+	// Not parallel: its bound is the real client's latency, which
 	// other tests sharing the cores would measure instead.
 	e := newTestEnv(t, func(o *Options) {
 		o.TokenCacheTTL = 100 * time.Millisecond
@@ -149,10 +150,11 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 
 	slices.Sort(latencies)
 	p99 := latencies[len(latencies)*99/100]
+	slowest := latencies[len(latencies)-1]
 	t.Logf("flood: %d well-formed tokens from %d addresses, %d hung up on at once in %d waves, in %s; answers to those waited for: %v",
 		waves*perWave+attackers*perWait, addresses, waves*perWave, waves, flood.Round(time.Millisecond), answers)
 	t.Logf("real client: %d requests, p50 %s, p99 %s, max %s, %d failed",
-		len(latencies), latencies[len(latencies)/2], p99, latencies[len(latencies)-1], len(failures))
+		len(latencies), latencies[len(latencies)/2], p99, slowest, len(failures))
 	t.Logf("live heap and stacks: %.1f MiB before the flood, %.1f MiB as its last wave is sent (with the goroutines of "+
 		"requests not started yet), %.1f MiB after it; goroutines %d, %d, %d; cached: %d tokens not found, %d addresses",
 		mib(memBefore), mib(memFlood), mib(memAfter), goroutinesBefore, goroutinesFlood, goroutinesAfter,
@@ -160,13 +162,25 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 	if len(failures) > 0 {
 		t.Errorf("the real client failed %d times during the flood, first: %s", len(failures), failures[0])
 	}
-	// A client locked out waits out the flood. The bound is a second and a
-	// half, or a quarter of the flood where a loaded machine (CI beside
-	// other jobs) stretches both: it fails a lockout, not a slow machine.
-	// (With ~90 requests the p99 is the slowest one: a CI run under
-	// -parallel 8 saw one of 1.13 s in a 7.3 s flood.)
-	if bound := max(1500*time.Millisecond, flood/4); p99 > bound {
-		t.Errorf("the real client's p99 is %s during a flood of %s, want under %s", p99, flood.Round(time.Millisecond), bound)
+	// A client locked out waits out the flood: every request it makes
+	// needs its token looked up again (the cache's ttl is 100ms), so most
+	// of them are slow. A wave is 4000 requests started at once, and the
+	// real client's request under way then shares the cores with all of
+	// them: on a loaded machine (CI beside other jobs) that one request
+	// was seen to take 2.84 s in an 8.5 s flood, its p50 34 ms. So the
+	// bound, a second and a half or a quarter of the flood where a loaded
+	// machine stretches both, holds for all but one request per wave, and
+	// the slowest stays under half the flood: it fails a lockout, not a
+	// slow machine.
+	bound := max(1500*time.Millisecond, flood/4)
+	if len(latencies) <= waves {
+		t.Errorf("the real client made %d requests during a flood of %s, want more than %d", len(latencies), flood.Round(time.Millisecond), waves)
+	} else if slow := latencies[len(latencies)-1-waves]; slow > bound {
+		t.Errorf("the real client's slowest request but %d (one per wave) took %s during a flood of %s, want under %s",
+			waves, slow, flood.Round(time.Millisecond), bound)
+	}
+	if slowest > flood/2 {
+		t.Errorf("the real client's slowest request took %s, over half the flood (%s)", slowest, flood.Round(time.Millisecond))
 	}
 	// What the flood leaves behind is bounded: the caches' entries.
 	if grown := int64(memAfter) - int64(memBefore); grown > 16<<20 {
