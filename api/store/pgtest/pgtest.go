@@ -135,16 +135,6 @@ func makeTemplate(ctx context.Context) (string, error) {
 	return name, nil
 }
 
-// copyStrategy is how CREATE DATABASE copies the template: from Postgres 15
-// on, FILE_COPY (its files copied whole) rather than the default WAL_LOG
-// (every page read through shared buffers and written to the WAL). The
-// template is some 8 MB, mostly the system catalogs: a copy and its drop
-// took 76 ms of Postgres's CPU with WAL_LOG and 41 ms with FILE_COPY (the
-// WAL_LOG copy's pages are dirty in shared buffers, for the drop's
-// checkpoint to write), some 300 of them in a make test. Postgres 14 and
-// older know only the file copy, and not the option.
-var copyStrategy string
-
 // createDatabase creates name from template. Test data need not survive a
 // crash of Postgres: the database's sessions (and this one's CREATE) commit
 // without waiting for the WAL's flush, which on a machine with fsync on
@@ -159,7 +149,7 @@ func createDatabase(ctx context.Context, name, template string) error {
 	q := pq.QuoteIdentifier(name)
 	for _, stmt := range []string{
 		"SET synchronous_commit = off",
-		"CREATE DATABASE " + q + " TEMPLATE " + pq.QuoteIdentifier(template) + copyStrategy,
+		"CREATE DATABASE " + q + " TEMPLATE " + pq.QuoteIdentifier(template),
 		"ALTER DATABASE " + q + " SET synchronous_commit = off",
 	} {
 		if _, err := conn.ExecContext(ctx, stmt); err != nil {
@@ -416,13 +406,6 @@ func setup() error {
 	}
 	// Many tests run in parallel, each creating and dropping a database.
 	admin.SetMaxOpenConns(4)
-	var version int
-	if err := admin.QueryRowContext(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
-		return fmt.Errorf("the server's version: %w", err)
-	}
-	if version >= 150000 {
-		copyStrategy = " STRATEGY FILE_COPY"
-	}
 	return dropStale(ctx, time.Now())
 }
 
