@@ -22,11 +22,11 @@ import (
 
 // A flood of made-up, well-formed tokens from many addresses, half of them
 // sent by clients that hang up at once, while a real database client polls
-// its record and posts: the real client never gets a 503, its requests stay
-// under a second and a half (or a quarter of the flood, on a loaded
-// machine) but for one per wave, and the api's goroutines and heap come
-// back down once the flood stops. The token cache's ttl is cut to 100ms so that the real
-// client's token needs checking again many times during the flood.
+// its record and posts: the real client never gets a 503 and is not held
+// up for long (bounds below, relative to the flood), and the api's
+// goroutines and heap come back down once the flood stops. The token
+// cache's ttl is cut to 100ms so that the real client's token needs
+// checking again many times during the flood.
 func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 	// Not parallel: its bound is the real client's latency, which
 	// other tests sharing the cores would measure instead.
@@ -150,11 +150,10 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 
 	slices.Sort(latencies)
 	p99 := latencies[len(latencies)*99/100]
-	slowest := latencies[len(latencies)-1]
 	t.Logf("flood: %d well-formed tokens from %d addresses, %d hung up on at once in %d waves, in %s; answers to those waited for: %v",
 		waves*perWave+attackers*perWait, addresses, waves*perWave, waves, flood.Round(time.Millisecond), answers)
 	t.Logf("real client: %d requests, p50 %s, p99 %s, max %s, %d failed",
-		len(latencies), latencies[len(latencies)/2], p99, slowest, len(failures))
+		len(latencies), latencies[len(latencies)/2], p99, latencies[len(latencies)-1], len(failures))
 	t.Logf("live heap and stacks: %.1f MiB before the flood, %.1f MiB as its last wave is sent (with the goroutines of "+
 		"requests not started yet), %.1f MiB after it; goroutines %d, %d, %d; cached: %d tokens not found, %d addresses",
 		mib(memBefore), mib(memFlood), mib(memAfter), goroutinesBefore, goroutinesFlood, goroutinesAfter,
@@ -162,25 +161,36 @@ func TestJunkTokenFloodDoesNotLockOutRealClients(t *testing.T) {
 	if len(failures) > 0 {
 		t.Errorf("the real client failed %d times during the flood, first: %s", len(failures), failures[0])
 	}
-	// A client locked out waits out the flood: every request it makes
-	// needs its token looked up again (the cache's ttl is 100ms), so most
-	// of them are slow. A wave is 4000 requests started at once, and the
-	// real client's request under way then shares the cores with all of
-	// them: on a loaded machine (CI beside other jobs) that one request
-	// was seen to take 2.84 s in an 8.5 s flood, its p50 34 ms. So the
-	// bound, a second and a half or a quarter of the flood where a loaded
-	// machine stretches both, holds for all but one request per wave, and
-	// the slowest stays under half the flood: it fails a lockout, not a
-	// slow machine.
-	bound := max(1500*time.Millisecond, flood/4)
-	if len(latencies) <= waves {
-		t.Errorf("the real client made %d requests during a flood of %s, want more than %d", len(latencies), flood.Round(time.Millisecond), waves)
-	} else if slow := latencies[len(latencies)-1-waves]; slow > bound {
-		t.Errorf("the real client's slowest request but %d (one per wave) took %s during a flood of %s, want under %s",
-			waves, slow, flood.Round(time.Millisecond), bound)
+	// A client locked out is held up for much of the flood, in one long
+	// wait or in many. The cores are shared, though: a wave is 4000
+	// requests started at once, and the real client's request under way
+	// waits for them (on a loaded machine, CI beside other jobs, one such
+	// request took 2.84 s of an 8.5 s flood, the client's p50 34 ms). So,
+	// with slow a quarter of the flood (a loaded machine stretches the
+	// flood as it does the client), the client made more than one request
+	// per wave; its median is under a tenth of the flood (or 100ms);
+	// all its requests but one per wave are under slow; and those over
+	// slow add up to under half the flood. Each fails a client held up for
+	// half the flood or more, or slowed on every request, not a slow
+	// machine.
+	slow := flood / 4
+	var held time.Duration
+	for _, l := range latencies {
+		if l > slow {
+			held += l
+		}
 	}
-	if slowest > flood/2 {
-		t.Errorf("the real client's slowest request took %s, over half the flood (%s)", slowest, flood.Round(time.Millisecond))
+	switch {
+	case len(latencies) <= waves:
+		t.Errorf("the real client made %d requests during a flood of %s, want more than %d", len(latencies), flood.Round(time.Millisecond), waves)
+	case latencies[len(latencies)/2] > max(100*time.Millisecond, flood/10):
+		t.Errorf("the real client's p50 is %s during a flood of %s, want under %s",
+			latencies[len(latencies)/2], flood.Round(time.Millisecond), max(100*time.Millisecond, flood/10))
+	case latencies[len(latencies)-1-waves] > slow:
+		t.Errorf("the real client's slowest request but %d (one per wave) took %s during a flood of %s, want under %s",
+			waves, latencies[len(latencies)-1-waves], flood.Round(time.Millisecond), slow)
+	case held > flood/2:
+		t.Errorf("the real client's requests over %s took %s in all, over half the flood (%s)", slow, held, flood.Round(time.Millisecond))
 	}
 	// What the flood leaves behind is bounded: the caches' entries.
 	if grown := int64(memAfter) - int64(memBefore); grown > 16<<20 {
