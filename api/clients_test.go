@@ -22,6 +22,7 @@ import (
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/testkit/logtest"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/servertest"
 	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
@@ -229,7 +230,7 @@ func TestRunRefusesClientNameClash(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err = Run(ctx, Config{
-		Addr: freeAddr(t), Tokens: testTokens, NATSURL: ns.URL, DatabaseURL: url,
+		Addr: servertest.FreeAddr(t), Tokens: testTokens, NATSURL: ns.URL, DatabaseURL: url,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err == nil || !strings.Contains(err.Error(), "API_TOKENS: client globex is also a client in the database") {

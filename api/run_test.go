@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,21 +17,9 @@ import (
 	"github.com/stkgate/stkgate/api/store"
 	"github.com/stkgate/stkgate/api/store/pgtest"
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/kit/ports"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/servertest"
 )
-
-// freeAddr is a loopback address on a port ports.Free reserves: one the
-// kernel gave out and closed could be taken meanwhile by a server of
-// another test (an embedded JetStream's, port -1), and Run's listen fail.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	p, err := ports.Free()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-}
 
 // startRun runs Run with cfg and returns the base URL once /readyz is 200,
 // and a stop function that cancels Run and returns its error.
@@ -84,7 +71,7 @@ func startRun(t *testing.T, cfg Config) (string, func() error) {
 
 func runConfig(t *testing.T, ns *natstest.Server) Config {
 	return Config{
-		Addr:        freeAddr(t),
+		Addr:        servertest.FreeAddr(t),
 		Tokens:      testTokens,
 		DatabaseURL: pgtest.NewURL(t),
 		NATSURL:     ns.URL,
@@ -246,11 +233,11 @@ func TestRunStartFailures(t *testing.T) {
 	})
 
 	// Nothing listens on a port just freed.
-	deadDB := "postgres://postgres@" + freeAddr(t) + "/x?sslmode=disable&connect_timeout=1"
+	deadDB := "postgres://postgres@" + servertest.FreeAddr(t) + "/x?sslmode=disable&connect_timeout=1"
 
 	t.Run("database never answers", func(t *testing.T) {
 		err := Run(context.Background(), Config{
-			Addr: freeAddr(t), Tokens: testTokens, NATSURL: ns.URL, DatabaseURL: deadDB,
+			Addr: servertest.FreeAddr(t), Tokens: testTokens, NATSURL: ns.URL, DatabaseURL: deadDB,
 			StartTimeout: time.Second, Logger: log,
 		})
 		if err == nil || !strings.Contains(err.Error(), "open database") {
@@ -262,7 +249,7 @@ func TestRunStartFailures(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		err := Run(ctx, Config{
-			Addr: freeAddr(t), Tokens: testTokens, NATSURL: ns.URL, DatabaseURL: deadDB, Logger: log,
+			Addr: servertest.FreeAddr(t), Tokens: testTokens, NATSURL: ns.URL, DatabaseURL: deadDB, Logger: log,
 		})
 		if err != nil {
 			t.Errorf("Run = %v, want nil: stopping before start is a clean stop", err)
@@ -272,7 +259,7 @@ func TestRunStartFailures(t *testing.T) {
 	t.Run("stream refused", func(t *testing.T) {
 		// One server cannot hold three replicas: no wait mends that.
 		err := Run(context.Background(), Config{
-			Addr: freeAddr(t), Tokens: testTokens, NATSURL: ns.URL, DatabaseURL: pgtest.NewURL(t),
+			Addr: servertest.FreeAddr(t), Tokens: testTokens, NATSURL: ns.URL, DatabaseURL: pgtest.NewURL(t),
 			StreamReplicas: 3, StartTimeout: 20 * time.Second, Logger: log,
 		})
 		var apiErr *jetstream.APIError

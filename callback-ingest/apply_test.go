@@ -18,6 +18,7 @@ import (
 
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
+	"github.com/stkgate/stkgate/events/testkit/servertest"
 	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
@@ -495,7 +496,7 @@ func TestCrashBetweenKeepAndPublish(t *testing.T) {
 	id := uuid.NewString()
 	e.requestDispatched(payment(id))
 
-	addr := freeAddr(t)
+	addr := servertest.FreeAddr(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCallbackIngestProcess$")
 	cmd.Env = append(os.Environ(), childNATS+"="+e.ns.URL, childAddr+"="+addr,
 		failpoint.Env+"="+failpoint.CallbackAfterKeep+"=1")

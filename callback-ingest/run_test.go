@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +16,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/stkgate/stkgate/events"
-	"github.com/stkgate/stkgate/events/kit/ports"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
+	"github.com/stkgate/stkgate/events/testkit/servertest"
 )
 
 const oldSecret = "callback-ingest-old-secret-0123456789abcdef"
@@ -124,7 +123,7 @@ func TestConfigLogValueHidesCredentials(t *testing.T) {
 func TestRun(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Start(t)
-	addr := freeAddr(t)
+	addr := servertest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -203,7 +202,7 @@ func TestRunRefuses(t *testing.T) {
 		t.Errorf("Run without CALLBACK_SECRET: %v", err)
 	}
 	// A single server cannot hold three replicas.
-	err := Run(ctx, Config{Addr: freeAddr(t), NATSURL: ns.URL, StreamReplicas: 3, Secrets: testSecrets, Logger: log})
+	err := Run(ctx, Config{Addr: servertest.FreeAddr(t), NATSURL: ns.URL, StreamReplicas: 3, Secrets: testSecrets, Logger: log})
 	if err == nil || ctx.Err() != nil {
 		t.Errorf("Run with 3 replicas on one server: %v (ctx %v)", err, ctx.Err())
 	}
@@ -216,16 +215,4 @@ func TestRunRefuses(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Errorf("Run on a taken address: %v", err)
 	}
-}
-
-// freeAddr returns a loopback address nothing listens on, on a port
-// ports.Free reserves: one the kernel gave out and closed could be taken
-// meanwhile by a server of another test (an embedded JetStream's, port -1).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	p, err := ports.Free()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 }

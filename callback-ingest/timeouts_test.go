@@ -22,7 +22,7 @@ import (
 func startRun(t *testing.T, cfg Config) string {
 	t.Helper()
 	ns := natstest.Start(t)
-	cfg.Addr = freeAddr(t)
+	cfg.Addr = servertest.FreeAddr(t)
 	cfg.NATSURL = ns.URL
 	cfg.StreamReplicas = 1
 	cfg.Secrets = testSecrets

@@ -137,22 +137,18 @@ func (s *stack) fresh(ctx context.Context, dbName string) error {
 	}
 	s.addr, s.procs = map[string]string{}, map[string]*binaries.Process{}
 	for _, name := range []string{"api", "callback-ingest", "bench-baseline"} {
-		p, err := ports.Free()
-		if err != nil {
+		if s.addr[name], err = ports.FreeAddr(); err != nil {
 			return err
 		}
-		s.addr[name] = fmt.Sprintf("127.0.0.1:%d", p)
 	}
 	// Each service's admin server on a port of its own, not the defaults
 	// (9101…), which another run on the machine may hold; the end-to-end
 	// run reads the Go heap there.
 	s.metrics = map[string]string{}
 	for _, name := range services {
-		p, err := ports.Free()
-		if err != nil {
+		if s.metrics[name], err = ports.FreeAddr(); err != nil {
 			return err
 		}
-		s.metrics[name] = fmt.Sprintf("127.0.0.1:%d", p)
 	}
 	s.env = s.environment()
 	s.logf("stack up in %s: nats %s, postgres %d (database %s), daraja-sim %s (callback after %s)",

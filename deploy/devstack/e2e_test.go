@@ -11,11 +11,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +30,7 @@ import (
 	"github.com/stkgate/stkgate/events/testkit/logtest"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
 	"github.com/stkgate/stkgate/events/testkit/openapitest"
+	"github.com/stkgate/stkgate/events/testkit/servertest"
 	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
@@ -136,7 +135,7 @@ func startStackWith(t *testing.T, extra map[string]string, o stackOptions) *stac
 	// A port found free may be taken by another test process before the
 	// stack binds it: then the stack is started again on other ports.
 	for attempt := 1; ; attempt++ {
-		apiAddr, cbAddr := freeAddr(t), freeAddr(t)
+		apiAddr, cbAddr := servertest.FreeAddr(t), servertest.FreeAddr(t)
 		env := map[string]string{
 			"API_ADDR":               apiAddr,
 			"CALLBACK_ADDR":          cbAddr,
@@ -279,28 +278,13 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// freeAddr is a free loopback address below the kernel's ephemeral range
-// (ports.Free): tests running beside this one cannot be given it.
-func freeAddr(t *testing.T) string {
+func freePort(t *testing.T) int {
 	t.Helper()
 	p, err := ports.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	_, port, err := net.SplitHostPort(freeAddr(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return p
 }
 
 type response struct {

@@ -20,6 +20,7 @@ import (
 	"github.com/stkgate/stkgate/dispatcher/daraja/darajatest"
 	"github.com/stkgate/stkgate/events"
 	"github.com/stkgate/stkgate/events/kit/failpoint"
+	"github.com/stkgate/stkgate/events/testkit/servertest"
 )
 
 // The environment of TestCallbackHandlerProcess.
@@ -75,7 +76,7 @@ func TestCallbackHandlerProcess(t *testing.T) {
 // same end, later than this test should take.
 func TestCallbackIngestKilledAfterKeepE2E(t *testing.T) {
 	t.Parallel()
-	cbAddr := freeAddr(t)
+	cbAddr := servertest.FreeAddr(t)
 	s := startStack(t, map[string]string{
 		"CALLBACK_BASE_URL":    "http://" + cbAddr,
 		"CALLBACK_APPLY_AFTER": "500ms",

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stkgate/stkgate/events/testkit/servertest"
 	"github.com/stkgate/stkgate/events/testkit/wait"
 )
 
@@ -17,10 +18,10 @@ import (
 func TestMetricsMoveEndToEnd(t *testing.T) {
 	t.Parallel()
 	addrs := map[string]string{
-		"API_METRICS_ADDR":        freeAddr(t),
-		"PROJECTOR_METRICS_ADDR":  freeAddr(t),
-		"DISPATCHER_METRICS_ADDR": freeAddr(t),
-		"CALLBACK_METRICS_ADDR":   freeAddr(t),
+		"API_METRICS_ADDR":        servertest.FreeAddr(t),
+		"PROJECTOR_METRICS_ADDR":  servertest.FreeAddr(t),
+		"DISPATCHER_METRICS_ADDR": servertest.FreeAddr(t),
+		"CALLBACK_METRICS_ADDR":   servertest.FreeAddr(t),
 	}
 	s := startStack(t, addrs)
 	paid := s.accept(t, "0712345678")

@@ -16,6 +16,7 @@ import (
 	"github.com/stkgate/stkgate/deploy/devstack"
 	"github.com/stkgate/stkgate/events/testkit/natstest"
 	"github.com/stkgate/stkgate/events/testkit/openapitest"
+	"github.com/stkgate/stkgate/events/testkit/servertest"
 )
 
 // TestStartsItsOwnPostgres is `make run` on a machine with no Postgres
@@ -26,7 +27,7 @@ func TestStartsItsOwnPostgres(t *testing.T) {
 			t.Skip("no Postgres binaries on this machine: nothing for the dev stack to start")
 		}
 	}
-	defer devstack.SetLocalPostgresAddr(freeAddr(t))() // nothing listens there
+	defer devstack.SetLocalPostgresAddr(servertest.FreeAddr(t))() // nothing listens there
 	// Its cluster is thrown away: fsync off spares initdb's fsyncs.
 	defer devstack.SetEmbeddedPostgresNoSync(true)()
 
@@ -42,7 +43,7 @@ func TestStartsItsOwnPostgres(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dataDir) })
 
 	ns := natstest.Start(t)
-	apiAddr, cbAddr := freeAddr(t), freeAddr(t)
+	apiAddr, cbAddr := servertest.FreeAddr(t), servertest.FreeAddr(t)
 	env := map[string]string{
 		"API_ADDR":         apiAddr,
 		"CALLBACK_ADDR":    cbAddr,

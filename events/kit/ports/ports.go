@@ -66,6 +66,15 @@ func Free() (int, error) {
 	return 0, fmt.Errorf("free port: none free below %d after %d tries: %w", high, tries, last)
 }
 
+// FreeAddr is a loopback address ("127.0.0.1:port") on a port Free returns.
+func FreeAddr() (string, error) {
+	p, err := Free()
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), nil
+}
+
 // pick is a port in [lo, hi); tests make it predictable.
 var pick = func(lo, hi int) int { return lo + rand.IntN(hi-lo) }
 

@@ -30,6 +30,25 @@ func TestFree(t *testing.T) {
 	}
 }
 
+func TestFreeAddr(t *testing.T) {
+	addr, err := FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != "127.0.0.1" {
+		t.Fatalf("FreeAddr() = %q, want 127.0.0.1:<port> (%v)", addr, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < low || p >= ephemeralLow() {
+		t.Fatalf("FreeAddr() = %q: port outside [%d, %d)", addr, low, ephemeralLow())
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("%s given as free: %v", addr, err)
+	}
+	ln.Close()
+}
+
 func TestParseLow(t *testing.T) {
 	tests := []struct {
 		in   string

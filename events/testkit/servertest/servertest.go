@@ -1,6 +1,7 @@
-// Package servertest plays the clients that abuse an HTTP server, for the
-// services' tests of their limits: one that sends its request a byte at a
-// time (slowloris), and a body that never ends.
+// Package servertest helps the services' tests of their HTTP servers: an
+// address to listen on, and the clients that abuse a server, for the tests
+// of their limits: one that sends its request a byte at a time
+// (slowloris), and a body that never ends.
 package servertest
 
 import (
@@ -12,7 +13,21 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stkgate/stkgate/events/kit/ports"
 )
+
+// FreeAddr is a loopback address nothing listens on, on a port ports.Free
+// reserves: one the kernel gave out and closed could be taken meanwhile by
+// a server of another test (an embedded JetStream's, port -1).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	addr, err := ports.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
 
 // SlowRequest dials addr, sends first at once, then trickle one byte every
 // interval, and reads until the server closes the connection. It returns
