@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,6 +69,26 @@ func TestSmoke(t *testing.T) {
 	}
 	if e2e := rep.Results[6]; e2e.Lost == nil || *e2e.Lost != 0 {
 		t.Errorf("end to end lost payments: %+v", e2e)
+	}
+	// Where the end-to-end run's CPU went, by process, the machine last;
+	// what JetStream's consumers had left at the load's end, and the
+	// server's messages a payment.
+	groups := map[string]coreUse{}
+	for _, c := range rep.E2ECores {
+		groups[c.Process] = c
+	}
+	for _, g := range []string{"bench (load, watcher, JetStream)", "dispatcher", "callback-ingest", "projector", "api", "postgres", everyProcess} {
+		if c, ok := groups[g]; !ok || c.CPUMsPerS <= 0 || c.CPUMsPerPayment <= 0 {
+			t.Errorf("end to end, %s: %+v, want its CPU a second and a payment", g, c)
+		}
+	}
+	if n := len(rep.E2ECores); n == 0 || rep.E2ECores[n-1].Process != everyProcess {
+		t.Errorf("end to end's use of the cores: %+v, want the machine's last", rep.E2ECores)
+	}
+	for _, line := range []string{"backlog at the load's end: STK/dispatcher ", "STK/projector ", "the NATS server took "} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("the run's log lacks %q", line)
+		}
 	}
 	if len(rep.Services) != 4 {
 		t.Errorf("%d services measured, want 4", len(rep.Services))

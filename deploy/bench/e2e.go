@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -48,14 +49,19 @@ type serviceUsage struct {
 }
 
 // endToEnd posts payments at E2ERate for E2EDuration to a fresh stack and
-// waits until every accepted one is final.
-func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, error) {
+// waits until every accepted one is final. It says what each process used
+// of the cores meanwhile.
+func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, []coreUse, error) {
 	url := "http://" + b.s.addr["api"] + "/api/stk-push"
 	// An open loop needs a connection per request in flight.
 	client := newClient(1024)
 	var ids []string
 	var mu sync.Mutex
-	start := time.Now()
+	start, before := time.Now(), snapSched()
+	msgsBefore, err := b.s.ns.Varz(nil)
+	if err != nil {
+		return result{}, nil, nil, err
+	}
 	mem := newSampler(b.s, start)
 	stopSampling, sampled := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -81,19 +87,20 @@ func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, error) {
 		return ok, true
 	})
 	loadEnd := mem.look(ctx)
+	b.logBacklog(ctx, "at the load's end")
 	// Not final by the deadline counts as lost.
 	settle, cancel := context.WithTimeout(ctx, b.o.E2ESettle)
 	final, err := b.waitFinal(settle, ids)
 	cancel()
 	if err != nil && ctx.Err() != nil {
-		return result{}, nil, err
+		return result{}, nil, nil, err
 	}
-	took := time.Since(start)
+	took, after := time.Since(start), snapSched()
 	close(stopSampling)
 	<-sampled
 	mem.look(ctx)
 	if mem.err != nil {
-		return result{}, nil, fmt.Errorf("memory: %w", mem.err)
+		return result{}, nil, nil, fmt.Errorf("memory: %w", mem.err)
 	}
 	if mem.heapErr != nil {
 		b.logf("end to end: Go heap not read, RSS alone: %v", mem.heapErr)
@@ -106,15 +113,49 @@ func (b *bench) endToEnd(ctx context.Context) (result, []serviceUsage, error) {
 	for _, name := range services {
 		u, err := binaries.UsageOf(b.s.procs[name].Pid())
 		if err != nil {
-			return result{}, nil, err
+			return result{}, nil, nil, err
 		}
 		su := serviceUsage{Service: name, PeakRSSMB: round(mb(u.PeakRSS), 2), CPUSeconds: round(u.CPU, 2),
 			CPUPerPayment: round(1000*u.CPU/float64(max(n, 1)), 4)}
 		su.growth(mem.samples[name], b.o.E2EDuration.Seconds()/5, loadEnd)
 		use = append(use, su)
 	}
+	if v, err := b.s.ns.Varz(nil); err == nil {
+		// Every JetStream call, publish, ack and delivery is a message
+		// through the server (in the bench's process): its CPU follows them.
+		b.logf("end to end: the NATS server took %.1f messages in and sent %.1f out a payment",
+			float64(v.InMsgs-msgsBefore.InMsgs)/float64(max(final, 1)), float64(v.OutMsgs-msgsBefore.OutMsgs)/float64(max(final, 1)))
+	}
+	cores := coreUseSince(before, after)
+	for i := range cores {
+		cores[i].CPUMsPerPayment = round(cores[i].CPUMsPerS*after.at.Sub(before.at).Seconds()/float64(max(final, 1)), 3)
+	}
 	return result{Path: "end to end", Ours: float64(final) / took.Seconds(), Unit: "payments/s",
-		P50: f.quantile(0.5), P99: f.quantile(0.99), Lost: &lost}, use, nil
+		P50: f.quantile(0.5), P99: f.quantile(0.99), Lost: &lost}, use, cores, nil
+}
+
+// logBacklog logs what each consumer of the STK and STK_CALLBACKS streams
+// has still to take (pending) and has taken but not acked: which of the
+// services a backlog waits on.
+func (b *bench) logBacklog(ctx context.Context, when string) {
+	var parts []string
+	for _, name := range []string{events.StreamName, events.CallbackStreamName} {
+		st, err := b.s.js.Stream(ctx, name)
+		if err != nil {
+			b.logf("end to end: backlog %s: %v", when, err)
+			return
+		}
+		l := st.ListConsumers(ctx)
+		for c := range l.Info() {
+			parts = append(parts, fmt.Sprintf("%s/%s %d pending, %d unacked", name, c.Name, c.NumPending, c.NumAckPending))
+		}
+		if err := l.Err(); err != nil {
+			b.logf("end to end: backlog %s: %v", when, err)
+			return
+		}
+	}
+	sort.Strings(parts)
+	b.logf("end to end: backlog %s: %s", when, strings.Join(parts, "; "))
 }
 
 // latency posts payments at LatencyRate and watches the read model every

@@ -96,6 +96,11 @@ type Report struct {
 	// LatencyCores is what the latency run's processes used of the cores,
 	// and how long they waited for one.
 	LatencyCores []coreUse `json:"latency_cores,omitempty"`
+	// E2ECores is the same for the end-to-end run, from its first POST to
+	// its last payment final, with each group's CPU per payment: where
+	// the cores go, JetStream (in the bench's process) and Postgres
+	// among them.
+	E2ECores []coreUse `json:"e2e_cores,omitempty"`
 }
 
 type bench struct {
@@ -227,11 +232,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Results, rep.CallbackSteps, rep.LatencyCores = append(rep.Results, lat...), steps, b.cores
 	}
 	if o.runs("e2e") {
-		e2e, use, err := b.endToEnd(ctx)
+		e2e, use, cores, err := b.endToEnd(ctx)
 		if err != nil {
 			return nil, err
 		}
-		rep.Results, rep.Services = append(rep.Results, e2e), use
+		rep.Results, rep.Services, rep.E2ECores = append(rep.Results, e2e), use, cores
 	}
 	rep.Print(o.Out)
 	if o.JSON != "" {
@@ -295,6 +300,15 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintln(tw, "latency run, process\tCPU ms/s\twaited for a core ms/s\t")
 		for _, x := range r.LatencyCores {
 			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t\n", x.Process, x.CPUMsPerS, x.WaitMsPerS)
+		}
+		_ = tw.Flush()
+		fmt.Fprintln(w)
+	}
+	if len(r.E2ECores) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "end to end, process\tCPU ms/s\twaited for a core ms/s\tCPU ms/payment\t")
+		for _, x := range r.E2ECores {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.3f\t\n", x.Process, x.CPUMsPerS, x.WaitMsPerS, x.CPUMsPerPayment)
 		}
 		_ = tw.Flush()
 		fmt.Fprintln(w)

@@ -21,6 +21,9 @@ type coreUse struct {
 	Process    string  `json:"process"`
 	CPUMsPerS  float64 `json:"cpu_ms_per_s"`
 	WaitMsPerS float64 `json:"waited_for_core_ms_per_s"`
+	// CPUMsPerPayment is the CPU over the window per payment made final in
+	// it (the end-to-end run's).
+	CPUMsPerPayment float64 `json:"cpu_ms_per_payment,omitempty"`
 }
 
 // schedSnap is each process's CPU and wait time (ns, its threads' from
