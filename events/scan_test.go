@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -164,4 +166,103 @@ func BenchmarkDecodeAs(b *testing.B) {
 			}
 		}
 	})
+}
+
+// sameAsDecodeScan fails t unless DecodeScan, where it takes body, reads
+// it as Decode does: the same envelope and event. It reports whether it
+// took it.
+func sameAsDecodeScan(t *testing.T, body []byte) bool {
+	t.Helper()
+	got, ok := DecodeScan(body)
+	if !ok {
+		return false
+	}
+	raw, ev, err := Decode(body)
+	if err != nil {
+		t.Fatalf("%q: DecodeScan took it, Decode refused it: %v", body, err)
+	}
+	if diff := cmp.Diff(withData(raw, ev), got, exactTime); diff != "" {
+		t.Fatalf("%q: DecodeScan differs from Decode (-Decode +DecodeScan):\n%s", body, diff)
+	}
+	return true
+}
+
+// TestDecodeScanMatchesDecode: on every body of the edited corpus it
+// takes, DecodeScan gives Decode's envelope and event.
+func TestDecodeScanMatchesDecode(t *testing.T) {
+	bodies := scanBodies(t, 20000)
+	scanned := 0
+	for _, body := range bodies {
+		if sameAsDecodeScan(t, body) {
+			scanned++
+		}
+	}
+	// The edits left some bodies to the scan, and made others its
+	// fallback's.
+	if scanned < len(bodies)/20 || scanned > len(bodies)*9/10 {
+		t.Errorf("DecodeScan took %d of %d bodies", scanned, len(bodies))
+	}
+	t.Logf("DecodeScan took %d of %d bodies", scanned, len(bodies))
+}
+
+// TestDecodeScanTakesWhatTheServicesWrite: every golden event, as Encode
+// writes it and as the golden file holds it (indented), is the scan's;
+// a field added to an event and not to dataFields would make it refuse
+// them all, and every read fall back to encoding/json unnoticed.
+func TestDecodeScanTakesWhatTheServicesWrite(t *testing.T) {
+	for _, g := range goldenEvents {
+		_, _, body, err := Encode(g.source, g.ev, requestedAt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file, err := os.ReadFile(filepath.Join("testdata", g.name+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range [][]byte{body, file} {
+			if !sameAsDecodeScan(t, b) {
+				t.Errorf("%s: DecodeScan refused %s", g.name, b)
+			}
+		}
+	}
+}
+
+// TestDecodeScanLeavesToDecode: bodies Decode reads (or refuses) that the
+// scan cannot vouch for without doing its work, each left to the caller's
+// fallback.
+func TestDecodeScanLeavesToDecode(t *testing.T) {
+	const id = "550e8400-e29b-41d4-a716-446655440000"
+	head := `{"specversion":"1.0","id":"x","source":"s","subject":"` + id + `",`
+	data := `"data":{"tracking_id":"` + id + `","client":"acme","amount":1500}`
+	for _, tt := range []struct{ name, body string }{
+		{"data before type", head + data + `,"type":"stk.requested"}`},
+		{"data twice", head + `"type":"stk.requested",` + data + `,` + data + `}`},
+		{"data in another case", head + `"type":"stk.requested",` + strings.Replace(data, "data", "Data", 1) + `}`},
+		{"key in another case", head + `"Type":"stk.requested",` + data + `}`},
+		{"key escaped", head + `"type":"stk.requested",` + strings.Replace(data, "client", `\u0063lient`, 1) + `}`},
+		{"value escaped", head + `"type":"stk.requested",` + strings.Replace(data, "acme", `a\u0026b`, 1) + `}`},
+		{"type twice", head + `"type":"stk.completed","type":"stk.requested",` + data + `}`},
+		{"unknown key", head + `"type":"stk.requested","x":1,` + data + `}`},
+		{"another type's field", head + `"type":"stk.requested",` + strings.Replace(data, "client", "receipt", 1) + `}`},
+		{"null", head + `"type":"stk.requested","datacontenttype":null,` + data + `}`},
+		{"amount with an exponent", head + `"type":"stk.requested",` + strings.Replace(data, "1500", "15e2", 1) + `}`},
+		{"amount of 19 digits", head + `"type":"stk.requested",` + strings.Replace(data, "1500", "1000000000000000000", 1) + `}`},
+		{"invalid UTF-8", head + `"type":"stk.requested",` + strings.Replace(data, "acme", "ac\xffme", 1) + `}`},
+		{"unknown type", head + `"type":"stk.x",` + data + `}`},
+		{"subject not the tracking id", strings.Replace(head, id, "y", 1) + `"type":"stk.requested",` + data + `}`},
+		{"no specversion", strings.Replace(head, `"specversion":"1.0",`, "", 1) + `"type":"stk.requested",` + data + `}`},
+		{"no data", head + `"type":"stk.requested"}`},
+		{"data null", head + `"type":"stk.requested","data":null}`},
+		{"after the envelope", head + `"type":"stk.requested",` + data + `}x`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if env, ok := DecodeScan([]byte(tt.body)); ok {
+				t.Errorf("DecodeScan took %s: %+v", tt.body, env)
+			}
+		})
+	}
+	// The same message, plain, is the scan's.
+	if body := head + `"type":"stk.requested",` + data + `}`; !sameAsDecodeScan(t, []byte(body)) {
+		t.Errorf("DecodeScan refused %s", body)
+	}
 }
