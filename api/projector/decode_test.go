@@ -91,8 +91,8 @@ func TestDecodeMatchesEventsDecode(t *testing.T) {
 		if ok := func() bool { _, ok := decodeOnePass(body); return ok }(); !ok {
 			t.Errorf("%s: an event as the services write it did not take the one pass", ev.Type())
 		}
-		if _, ok := decodeScan(subject, body); !ok {
-			t.Errorf("%s: an event as the services write it was not read by decodeScan", ev.Type())
+		if env, ok := events.DecodeScan(body); !ok || !isSubject(subject, env.Type, env.Subject) {
+			t.Errorf("%s: an event as the services write it was not read by events.DecodeScan", ev.Type())
 		}
 		bodies, subjects = append(bodies, body), append(subjects, subject)
 	}
@@ -173,7 +173,7 @@ func TestDecodeMatchesEventsDecode(t *testing.T) {
 }
 
 // BenchmarkDecode decodes a stk.completed as the services write it: by
-// Decode (decodeScan), in one pass of encoding/json and as events.Decode
+// Decode (events.DecodeScan), in one pass of encoding/json and as events.Decode
 // does.
 func BenchmarkDecode(b *testing.B) {
 	subject, _, body, err := events.Encode("stkgate/test", decodeCorpus()[2], time.Now())
@@ -199,6 +199,48 @@ func BenchmarkDecode(b *testing.B) {
 			if _, err := exactDecode(subject, body); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+// A subject other than the event's is the fallback's to refuse.
+func TestDecodeChecksTheSubject(t *testing.T) {
+	ev := decodeCorpus()[2]
+	subject, _, body, err := events.Encode("stkgate/test", ev, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"", "stk.completed", "stk.completed.", "stk.requested." + ev.Base().TrackingID,
+		"stk.completedx" + ev.Base().TrackingID, subject + "0", subject[:len(subject)-1]} {
+		if _, err := Decode(s, body); !errors.Is(err, events.ErrMalformed) {
+			t.Errorf("Decode on subject %q: %v, want ErrMalformed", s, err)
+		}
+	}
+	if got, err := Decode(subject, body); err != nil || !cmp.Equal(got, ev) {
+		t.Errorf("Decode on its own subject: %+v, %v", got, err)
+	}
+}
+
+// FuzzDecode: Decode and events.Decode agree on any body and subject
+// (events.DecodeScan itself is fuzzed in events/fuzz).
+func FuzzDecode(f *testing.F) {
+	for _, ev := range decodeCorpus() {
+		subject, _, body, err := events.Encode("stkgate/test", ev, time.Now())
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(subject, body)
+		f.Add(subject, []byte(strings.ReplaceAll(string(body), `,"`, ` , "`)))
+		f.Add(events.Subject(events.TypeRequested, ev.Base().TrackingID), body)
+	}
+	f.Fuzz(func(t *testing.T, subject string, body []byte) {
+		want, wantErr := exactDecode(subject, body)
+		got, err := Decode(subject, body)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("%q: Decode error %v, events.Decode's %v", body, err, wantErr)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("%q: Decode differs from events.Decode (-events.Decode +Decode):\n%s", body, diff)
 		}
 	})
 }

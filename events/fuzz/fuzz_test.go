@@ -1,11 +1,13 @@
 // Package fuzz_test fuzzes the events wire contract (CleanText, Encode and
-// Decode, ParseCallbackPath). The targets live here, apart from the events
-// package's own tests, because those link the embedded nats-server: fuzzing
-// there would build and instrument a whole server for a one-second run.
+// Decode, DecodeAs and DecodeScan, ParseCallbackPath). The targets live
+// here, apart from the events package's own tests, because those link the
+// embedded nats-server: fuzzing there would build and instrument a whole
+// server for a one-second run.
 // Nothing in this directory may import events/testkit.
 package fuzz_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -41,10 +43,10 @@ func FuzzCleanText(f *testing.F) {
 	})
 }
 
-// FuzzDecode seeds from the golden events (events/testdata/*.json, pinned by
-// TestEncodeGolden), each as written and as Encode writes it at the time
-// the events tests use (requestedAt there).
-func FuzzDecode(f *testing.F) {
+// goldenSeeds adds the golden events (events/testdata/*.json, pinned by
+// TestEncodeGolden) to f's seeds, each as written and as Encode writes it
+// at the time the events tests use (requestedAt there).
+func goldenSeeds(f *testing.F) {
 	golden, err := filepath.Glob(filepath.Join("..", "testdata", "*.json"))
 	if err != nil || len(golden) == 0 {
 		f.Fatalf("golden events: %v, %d files", err, len(golden))
@@ -66,10 +68,18 @@ func FuzzDecode(f *testing.F) {
 		f.Add(compact)
 		f.Add(body)
 	}
+}
+
+// FuzzDecode seeds from the golden events.
+func FuzzDecode(f *testing.F) {
+	goldenSeeds(f)
 	f.Add([]byte(`{"specversion":"1.0","type":"stk.completed","data":null}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		env, ev, err := events.Decode(body)
-		decodesAs(t, body, ev, err)
+		decodesAs[events.Requested](t, body, env, ev, err)
+		decodesAs[events.Dispatched](t, body, env, ev, err)
+		decodesAs[events.Completed](t, body, env, ev, err)
+		decodesAs[events.LateResult](t, body, env, ev, err)
 		if err != nil {
 			if !errors.Is(err, events.ErrMalformed) {
 				t.Fatalf("error not ErrMalformed: %v", err)
@@ -94,36 +104,63 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// decodesAs checks events.DecodeAs of each type against Decode's answer
-// (ev, err) for body: it takes body as the type Decode read, with the same
-// event, and refuses it as any other, or when Decode did.
-func decodesAs(t *testing.T, body []byte, ev events.Event, err error) {
+// decodesAs checks events.DecodeAs[E] against Decode's answer (env, ev,
+// err) for body: it takes body when Decode read it as an E, with Decode's
+// envelope and event, and refuses it otherwise, with Decode's envelope.
+func decodesAs[E events.Event](t *testing.T, body []byte, env events.Envelope, ev events.Event, err error) {
 	t.Helper()
-	check := func(typ string, got events.Event, gotErr error) {
-		t.Helper()
-		want := err == nil && ev.Type() == typ
-		switch {
-		case want && gotErr != nil:
-			t.Fatalf("DecodeAs %s refused what Decode took: %v", typ, gotErr)
-		case !want && gotErr == nil:
-			t.Fatalf("DecodeAs %s took what Decode refused or read as another type (%v)", typ, err)
-		case !want && !errors.Is(gotErr, events.ErrMalformed):
-			t.Fatalf("DecodeAs %s: error not ErrMalformed: %v", typ, gotErr)
-		case want:
-			if diff := cmp.Diff(ev, got); diff != "" {
-				t.Fatalf("DecodeAs %s read another event (-Decode +DecodeAs):\n%s", typ, diff)
-			}
-		}
+	got, gotErr := events.DecodeAs[E](body)
+	want, isE := ev.(E) // false when Decode refused body
+	typ := want.Type()
+	switch {
+	case isE && gotErr != nil:
+		t.Fatalf("DecodeAs %s refused what Decode took: %v", typ, gotErr)
+	case !isE && gotErr == nil:
+		t.Fatalf("DecodeAs %s took what Decode refused or read as another type (%v)", typ, err)
+	case !isE && !errors.Is(gotErr, events.ErrMalformed):
+		t.Fatalf("DecodeAs %s: error not ErrMalformed: %v", typ, gotErr)
 	}
-	r, rErr := events.DecodeAs[events.Requested](body)
-	check(events.TypeRequested, r.Data, rErr)
-	d, dErr := events.DecodeAs[events.Dispatched](body)
-	check(events.TypeDispatched, d.Data, dErr)
-	c, cErr := events.DecodeAs[events.Completed](body)
-	check(events.TypeCompleted, c.Data, cErr)
-	l, lErr := events.DecodeAs[events.LateResult](body)
-	check(events.TypeLateResult, l.Data, lErr)
+	if diff := cmp.Diff(withEvent(env, want), got, exactTime); diff != "" {
+		t.Fatalf("DecodeAs %s read another envelope or event (-Decode +DecodeAs):\n%s", typ, diff)
+	}
 }
+
+// FuzzDecodeScan: what events.DecodeScan takes (it reads without
+// encoding/json), Decode reads the same, envelope and event. Seeded from
+// the golden events, and with spaces between their tokens.
+func FuzzDecodeScan(f *testing.F) {
+	goldenSeeds(f)
+	spaced := `{ "specversion" : "1.0" ,` + "\n\t" + `"type" : "stk.requested" , "subject" : "x" ,` + "\r\n" +
+		`"data" : { "tracking_id" : "x" , "amount" : -12 , "requested_at" : "2026-12-07T07:30:00.5+03:00" } }`
+	f.Add([]byte(spaced))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, ok := events.DecodeScan(body)
+		if !ok {
+			return
+		}
+		env, ev, err := events.Decode(body)
+		if err != nil {
+			t.Fatalf("%q: DecodeScan took it, Decode refused it: %v", body, err)
+		}
+		if diff := cmp.Diff(withEvent(env, ev), got, exactTime); diff != "" {
+			t.Fatalf("%q: DecodeScan differs from Decode (-Decode +DecodeScan):\n%s", body, diff)
+		}
+	})
+}
+
+// withEvent is env's envelope with e as its data.
+func withEvent[E any](env events.Envelope, e E) events.EnvelopeOf[E] {
+	return events.EnvelopeOf[E]{SpecVersion: env.SpecVersion, ID: env.ID, Source: env.Source, Type: env.Type,
+		Subject: env.Subject, Time: env.Time, DataContentType: env.DataContentType, Data: e}
+}
+
+// exactTime compares times as encoding/json's reading of them is to be
+// matched: the same instant in the same zone, named the same, UTC as UTC.
+var exactTime = cmp.Comparer(func(a, b time.Time) bool {
+	ab, aErr := a.MarshalBinary()
+	bb, bErr := b.MarshalBinary()
+	return a.String() == b.String() && aErr == nil && bErr == nil && bytes.Equal(ab, bb)
+})
 
 // FuzzCallbackPath: whatever the path, the parser never panics, what it
 // returns rebuilds the path, and only the genuine token verifies.

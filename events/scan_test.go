@@ -1,0 +1,276 @@
+package events
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// exactTime compares times as encoding/json's reading of them is to be
+// matched: the same instant in the same zone (cmp's default, Equal, would
+// let a scan that lost the offset through), named the same, UTC as UTC
+// (MarshalBinary tells it from a Local that is UTC, String does not).
+var exactTime = cmp.Comparer(func(a, b time.Time) bool {
+	ab, aErr := a.MarshalBinary()
+	bb, bErr := b.MarshalBinary()
+	return a.String() == b.String() && aErr == nil && bErr == nil && bytes.Equal(ab, bb)
+})
+
+// scanCorpus is every golden event, and a stk.completed whose times are
+// in another zone and to the nanosecond.
+func scanCorpus() []Event {
+	var evs []Event
+	for _, g := range goldenEvents {
+		evs = append(evs, g.ev)
+	}
+	eat := time.FixedZone("EAT", 3*60*60)
+	p := payment
+	p.RequestedAt = time.Date(2026, 12, 7, 7, 30, 0, 123456789, eat)
+	return append(evs, Completed{Payment: p, ResultCode: "1032", ResultDesc: "Request cancelled by user",
+		Source: SourceQuery, CheckoutRequestID: "ws_CO_1", CompletedAt: p.RequestedAt.Add(time.Minute)})
+}
+
+// scanEdits are changes made to a body, each where JSON or the scan's
+// reading of it is delicate.
+var scanEdits = []string{
+	`\`, `\"`, `\u0041`, `\n`, " ", "\t", "\n", "\x01", "é", "\xff", "\xe2\x82", `"`, `,`, `:`, `{`, `}`, `[`, `]`,
+	`null`, `0`, `-`, `-0`, `01`, `1.5`, `1e3`, `E`, `.`, `9999999999999999999`, `123456789012345678`,
+	`+03:00`, `Z`, `T`, `2026-12-07T04:30:00+03:00`, `24:00:00`, `true`,
+	`"data":{}`, `"data":{"tracking_id":"x"},`, `"type":"stk.completed",`, `"type":"stk.requested",`, `"Data"`, `"TYPE"`, `"Amount"`,
+	`"amount":1,`, `"receipt":"R",`, `"callback_url":"u",`, `"learnt_at":"2026-12-07T04:30:00Z",`, `"x":1,`,
+	`"subject":"550e8400-e29b-41d4-a716-446655440000",`, `"specversion":"1.0",`, `"id":"i",`, `"source":"s",`,
+	`"time":"2026-12-07T04:30:00Z",`, `"datacontenttype":"text/plain",`,
+}
+
+// scanBodies is every event of scanCorpus as Encode writes it, and with
+// spaces between its tokens, then bodies of them changed at random byte by
+// byte: edits put in, bytes cut out, cut short.
+func scanBodies(t testing.TB, n int) [][]byte {
+	rng := rand.New(rand.NewPCG(5, 17))
+	now := time.Date(2026, 12, 7, 6, 0, 0, 987654321, time.UTC)
+	var bodies [][]byte
+	for _, ev := range scanCorpus() {
+		_, _, body, err := Encode("stkgate/test", ev, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Spaces between every token, as another writer may put them.
+		spaced := strings.NewReplacer(`,"`, " ,\n\t\"", `":`, `" : `, `{`, "{ ", `}`, " }\r\n").Replace(string(body))
+		bodies = append(bodies, body, []byte(spaced))
+	}
+	base := len(bodies)
+	for range n {
+		body := bytes.Clone(bodies[rng.IntN(base)])
+		for range 1 + rng.IntN(3) {
+			at := rng.IntN(len(body) + 1)
+			switch rng.IntN(4) {
+			case 0, 1:
+				edit := scanEdits[rng.IntN(len(scanEdits))]
+				body = append(body[:at:at], append([]byte(edit), body[at:]...)...)
+			case 2:
+				if at < len(body) {
+					cut := min(len(body), at+1+rng.IntN(4))
+					body = append(body[:at:at], body[cut:]...)
+				}
+			case 3:
+				if rng.IntN(4) == 0 {
+					body = body[:at]
+				}
+			}
+		}
+		bodies = append(bodies, body)
+	}
+	return bodies
+}
+
+// sameAsDecode fails t unless DecodeAs[E] answers body as Decode and a
+// type assertion do: the envelope Decode read, with its event if an E, and
+// Decode's error, or ErrMalformed naming the type if not an E. It reports
+// whether DecodeAs took it.
+func sameAsDecode[E Event](t *testing.T, body []byte) bool {
+	t.Helper()
+	var zero E
+	raw, ev, decodeErr := Decode(body)
+	want, wantErr := withData(raw, zero), ""
+	if e, ok := ev.(E); ok {
+		want.Data = e
+	} else if decodeErr != nil {
+		wantErr = decodeErr.Error()
+	} else {
+		wantErr = fmt.Sprintf("%v: type %q, want %q", ErrMalformed, raw.Type, zero.Type())
+	}
+	got, err := DecodeAs[E](body)
+	if (err == nil) != (wantErr == "") || err != nil && err.Error() != wantErr {
+		t.Fatalf("%q: DecodeAs[%T] error %v, want %q", body, zero, err, wantErr)
+	}
+	if err != nil && !errors.Is(err, ErrMalformed) {
+		t.Fatalf("%q: DecodeAs[%T] error %v is not ErrMalformed", body, zero, err)
+	}
+	if diff := cmp.Diff(want, got, exactTime); diff != "" {
+		t.Fatalf("%q: DecodeAs[%T] differs from Decode (-Decode +DecodeAs):\n%s", body, zero, diff)
+	}
+	return err == nil
+}
+
+// TestDecodeAsMatchesDecode: DecodeAs of each type answers every body of
+// the edited corpus as Decode and a type assertion do, envelope and error
+// included.
+func TestDecodeAsMatchesDecode(t *testing.T) {
+	bodies := scanBodies(t, 20000)
+	taken, scanned := 0, 0
+	for _, body := range bodies {
+		if _, ok := DecodeScan(body); ok {
+			scanned++ // DecodeAs of its type took it without encoding/json
+		}
+		for _, ok := range []bool{
+			sameAsDecode[Requested](t, body), sameAsDecode[Dispatched](t, body),
+			sameAsDecode[Completed](t, body), sameAsDecode[LateResult](t, body),
+		} {
+			if ok {
+				taken++
+			}
+		}
+	}
+	// The edits left some bodies decodable, and broke others.
+	if taken < len(bodies)/20 || taken > len(bodies)*9/10 || scanned < len(bodies)/20 {
+		t.Errorf("DecodeAs took %d of %d bodies, %d by the scan", taken, len(bodies), scanned)
+	}
+	t.Logf("DecodeAs took %d of %d bodies, %d by the scan", taken, len(bodies), scanned)
+}
+
+// BenchmarkDecodeAs reads a stk.requested (the dispatcher's) and a
+// stk.completed as Encode writes them.
+func BenchmarkDecodeAs(b *testing.B) {
+	encoded := func(ev Event) []byte {
+		_, _, body, err := Encode("stkgate/test", ev, requestedAt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return body
+	}
+	requested := encoded(goldenEvents[0].ev)
+	completed := encoded(goldenEvents[3].ev)
+	b.Run("Requested", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DecodeAs[Requested](requested); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Completed", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DecodeAs[Completed](completed); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// sameAsDecodeScan fails t unless DecodeScan, where it takes body, reads
+// it as Decode does: the same envelope and event. It reports whether it
+// took it.
+func sameAsDecodeScan(t *testing.T, body []byte) bool {
+	t.Helper()
+	got, ok := DecodeScan(body)
+	if !ok {
+		return false
+	}
+	raw, ev, err := Decode(body)
+	if err != nil {
+		t.Fatalf("%q: DecodeScan took it, Decode refused it: %v", body, err)
+	}
+	if diff := cmp.Diff(withData(raw, ev), got, exactTime); diff != "" {
+		t.Fatalf("%q: DecodeScan differs from Decode (-Decode +DecodeScan):\n%s", body, diff)
+	}
+	return true
+}
+
+// TestDecodeScanMatchesDecode: on every body of the edited corpus it
+// takes, DecodeScan gives Decode's envelope and event.
+func TestDecodeScanMatchesDecode(t *testing.T) {
+	bodies := scanBodies(t, 20000)
+	scanned := 0
+	for _, body := range bodies {
+		if sameAsDecodeScan(t, body) {
+			scanned++
+		}
+	}
+	// The edits left some bodies to the scan, and made others its
+	// fallback's.
+	if scanned < len(bodies)/20 || scanned > len(bodies)*9/10 {
+		t.Errorf("DecodeScan took %d of %d bodies", scanned, len(bodies))
+	}
+	t.Logf("DecodeScan took %d of %d bodies", scanned, len(bodies))
+}
+
+// TestDecodeScanTakesWhatTheServicesWrite: every golden event, as Encode
+// writes it and as the golden file holds it (indented), is the scan's;
+// a field added to an event and not to dataFields would make it refuse
+// them all, and every read fall back to encoding/json unnoticed.
+func TestDecodeScanTakesWhatTheServicesWrite(t *testing.T) {
+	for _, g := range goldenEvents {
+		_, _, body, err := Encode(g.source, g.ev, requestedAt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file, err := os.ReadFile(filepath.Join("testdata", g.name+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range [][]byte{body, file} {
+			if !sameAsDecodeScan(t, b) {
+				t.Errorf("%s: DecodeScan refused %s", g.name, b)
+			}
+		}
+	}
+}
+
+// TestDecodeScanLeavesToDecode: bodies Decode reads (or refuses) that the
+// scan cannot vouch for without doing its work, each left to the caller's
+// fallback.
+func TestDecodeScanLeavesToDecode(t *testing.T) {
+	const id = "550e8400-e29b-41d4-a716-446655440000"
+	head := `{"specversion":"1.0","id":"x","source":"s","subject":"` + id + `",`
+	data := `"data":{"tracking_id":"` + id + `","client":"acme","amount":1500}`
+	for _, tt := range []struct{ name, body string }{
+		{"data before type", head + data + `,"type":"stk.requested"}`},
+		{"data twice", head + `"type":"stk.requested",` + data + `,` + data + `}`},
+		{"data in another case", head + `"type":"stk.requested",` + strings.Replace(data, "data", "Data", 1) + `}`},
+		{"key in another case", head + `"Type":"stk.requested",` + data + `}`},
+		{"key escaped", head + `"type":"stk.requested",` + strings.Replace(data, "client", `\u0063lient`, 1) + `}`},
+		{"value escaped", head + `"type":"stk.requested",` + strings.Replace(data, "acme", `a\u0026b`, 1) + `}`},
+		{"type twice", head + `"type":"stk.completed","type":"stk.requested",` + data + `}`},
+		{"unknown key", head + `"type":"stk.requested","x":1,` + data + `}`},
+		{"another type's field", head + `"type":"stk.requested",` + strings.Replace(data, "client", "receipt", 1) + `}`},
+		{"null", head + `"type":"stk.requested","datacontenttype":null,` + data + `}`},
+		{"amount with an exponent", head + `"type":"stk.requested",` + strings.Replace(data, "1500", "15e2", 1) + `}`},
+		{"amount of 19 digits", head + `"type":"stk.requested",` + strings.Replace(data, "1500", "1000000000000000000", 1) + `}`},
+		{"invalid UTF-8", head + `"type":"stk.requested",` + strings.Replace(data, "acme", "ac\xffme", 1) + `}`},
+		{"unknown type", head + `"type":"stk.x",` + data + `}`},
+		{"subject not the tracking id", strings.Replace(head, id, "y", 1) + `"type":"stk.requested",` + data + `}`},
+		{"no specversion", strings.Replace(head, `"specversion":"1.0",`, "", 1) + `"type":"stk.requested",` + data + `}`},
+		{"no data", head + `"type":"stk.requested"}`},
+		{"data null", head + `"type":"stk.requested","data":null}`},
+		{"after the envelope", head + `"type":"stk.requested",` + data + `}x`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if env, ok := DecodeScan([]byte(tt.body)); ok {
+				t.Errorf("DecodeScan took %s: %+v", tt.body, env)
+			}
+		})
+	}
+	// The same message, plain, is the scan's.
+	if body := head + `"type":"stk.requested",` + data + `}`; !sameAsDecodeScan(t, []byte(body)) {
+		t.Errorf("DecodeScan refused %s", body)
+	}
+}
