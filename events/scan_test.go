@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/stkgate/stkgate/events/testkit/jsonedit"
 )
 
 // exactTime compares times as encoding/json's reading of them is to be
@@ -38,55 +39,21 @@ func scanCorpus() []Event {
 		Source: SourceQuery, CheckoutRequestID: "ws_CO_1", CompletedAt: p.RequestedAt.Add(time.Minute)})
 }
 
-// scanEdits are changes made to a body, each where JSON or the scan's
-// reading of it is delicate.
-var scanEdits = []string{
-	`\`, `\"`, `\u0041`, `\n`, " ", "\t", "\n", "\x01", "é", "\xff", "\xe2\x82", `"`, `,`, `:`, `{`, `}`, `[`, `]`,
-	`null`, `0`, `-`, `-0`, `01`, `1.5`, `1e3`, `E`, `.`, `9999999999999999999`, `123456789012345678`,
-	`+03:00`, `Z`, `T`, `2026-12-07T04:30:00+03:00`, `24:00:00`, `true`,
-	`"data":{}`, `"data":{"tracking_id":"x"},`, `"type":"stk.completed",`, `"type":"stk.requested",`, `"Data"`, `"TYPE"`, `"Amount"`,
-	`"amount":1,`, `"receipt":"R",`, `"callback_url":"u",`, `"learnt_at":"2026-12-07T04:30:00Z",`, `"x":1,`,
-	`"subject":"550e8400-e29b-41d4-a716-446655440000",`, `"specversion":"1.0",`, `"id":"i",`, `"source":"s",`,
-	`"time":"2026-12-07T04:30:00Z",`, `"datacontenttype":"text/plain",`,
-}
-
-// scanBodies is every event of scanCorpus as Encode writes it, and with
-// spaces between its tokens, then bodies of them changed at random byte by
-// byte: edits put in, bytes cut out, cut short.
+// scanBodies is every event of scanCorpus as Encode writes it, and bodies
+// made from them byte by byte (jsonedit.Bodies).
 func scanBodies(t testing.TB, n int) [][]byte {
-	rng := rand.New(rand.NewPCG(5, 17))
 	now := time.Date(2026, 12, 7, 6, 0, 0, 987654321, time.UTC)
-	var bodies [][]byte
+	var bases [][]byte
 	for _, ev := range scanCorpus() {
 		_, _, body, err := Encode("stkgate/test", ev, now)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Spaces between every token, as another writer may put them.
-		spaced := strings.NewReplacer(`,"`, " ,\n\t\"", `":`, `" : `, `{`, "{ ", `}`, " }\r\n").Replace(string(body))
-		bodies = append(bodies, body, []byte(spaced))
+		bases = append(bases, body)
 	}
-	base := len(bodies)
-	for range n {
-		body := bytes.Clone(bodies[rng.IntN(base)])
-		for range 1 + rng.IntN(3) {
-			at := rng.IntN(len(body) + 1)
-			switch rng.IntN(4) {
-			case 0, 1:
-				edit := scanEdits[rng.IntN(len(scanEdits))]
-				body = append(body[:at:at], append([]byte(edit), body[at:]...)...)
-			case 2:
-				if at < len(body) {
-					cut := min(len(body), at+1+rng.IntN(4))
-					body = append(body[:at:at], body[cut:]...)
-				}
-			case 3:
-				if rng.IntN(4) == 0 {
-					body = body[:at]
-				}
-			}
-		}
-		bodies = append(bodies, body)
+	var bodies [][]byte
+	for _, b := range jsonedit.Bodies(bases, n) {
+		bodies = append(bodies, b.Data)
 	}
 	return bodies
 }

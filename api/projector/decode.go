@@ -76,7 +76,7 @@ type anyEvent struct {
 // written with escapes). A field of another kind of event, of the wrong
 // type, fails the one pass only: events.Decode ignores it.
 func decodeOnePass(body []byte) (events.Event, bool) {
-	if bytes.Contains(body, []byte(`\u`)) || dataKeys(body) != 1 {
+	if bytes.Contains(body, []byte(`\u`)) || events.DataKeys(body) != 1 {
 		return nil, false
 	}
 	var env events.EnvelopeOf[*anyEvent]
@@ -106,17 +106,4 @@ func decodeOnePass(body []byte) (events.Event, bool) {
 		return nil, false
 	}
 	return ev, true
-}
-
-// dataKeys counts the strings "data" in body, in any case, as
-// encoding/json matches keys to fields.
-func dataKeys(body []byte) int {
-	n := 0
-	for i := 0; i+6 <= len(body); i++ {
-		if body[i] == '"' && body[i+5] == '"' &&
-			body[i+1]|0x20 == 'd' && body[i+2]|0x20 == 'a' && body[i+3]|0x20 == 't' && body[i+4]|0x20 == 'a' {
-			n++
-		}
-	}
-	return n
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/stkgate/stkgate/events"
+	"github.com/stkgate/stkgate/events/testkit/jsonedit"
 )
 
 // exactDecode is Decode as it was: events.Decode, then the subject.
@@ -201,6 +202,56 @@ func BenchmarkDecode(b *testing.B) {
 			}
 		}
 	})
+}
+
+// editedBodies is every kind of event as the services write it, and
+// bodies made from them byte by byte (jsonedit.Bodies), each with the
+// subject its event was published on.
+func editedBodies(t testing.TB, n int) (bodies [][]byte, subjects []string) {
+	var bases [][]byte
+	var baseSubjects []string
+	for _, ev := range decodeCorpus() {
+		subject, _, body, err := events.Encode("stkgate/test", ev, time.Date(2026, 12, 7, 6, 0, 0, 987654321, time.UTC))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bases, baseSubjects = append(bases, body), append(baseSubjects, subject)
+	}
+	for _, b := range jsonedit.Bodies(bases, n) {
+		bodies, subjects = append(bodies, b.Data), append(subjects, baseSubjects[b.Base])
+	}
+	return bodies, subjects
+}
+
+// Decode takes and skips exactly what events.Decode (and the subject
+// check) does on bodies edited byte by byte: those the scan takes, and
+// those it leaves to the one pass (decodeOnePass) or to events.Decode.
+func TestDecodeMatchesEventsDecodeByteByByte(t *testing.T) {
+	bodies, subjects := editedBodies(t, 20000)
+	scanned, onePass := 0, 0
+	for i, body := range bodies {
+		want, wantErr := exactDecode(subjects[i], body)
+		if env, ok := events.DecodeScan(body); ok && isSubject(subjects[i], env.Type, env.Subject) {
+			scanned++
+		} else if _, ok := decodeOnePass(body); ok {
+			onePass++
+		}
+		got, err := Decode(subjects[i], body)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("%q: Decode error %v, events.Decode's %v", body, err, wantErr)
+		}
+		if err != nil && !errors.Is(err, events.ErrMalformed) {
+			t.Errorf("%q: error %v is not ErrMalformed", body, err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("%q: Decode differs from events.Decode (-events.Decode +Decode):\n%s", body, diff)
+		}
+	}
+	// The edits left some bodies to the scan, and some to the one pass.
+	if scanned < len(bodies)/20 || onePass < len(bodies)/100 {
+		t.Errorf("of %d bodies the scan took %d, the one pass %d", len(bodies), scanned, onePass)
+	}
+	t.Logf("of %d bodies the scan took %d, the one pass %d", len(bodies), scanned, onePass)
 }
 
 // A subject other than the event's is the fallback's to refuse.
