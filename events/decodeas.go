@@ -27,8 +27,7 @@ import (
 func DecodeAs[E Event](body []byte) (EnvelopeOf[E], error) {
 	var d scanned
 	if env, ok := scan(body, &d); ok {
-		if out := withData(env, *new(E)); env.Type == out.Data.Type() {
-			d.into(&out.Data)
+		if out := withData(env, *new(E)); d.into(&out.Data, env.Type) {
 			return out, nil
 		}
 	}
@@ -83,17 +82,35 @@ func DataKeys(body []byte) int {
 	return n
 }
 
-// into sets *p, an event of the type scan read d as, to that event: a type
-// switch where DecodeScan's Event would cost an allocation a message.
-func (d *scanned) into(p any) {
+// into sets *p to the event scan read d as, of type typ, when *p is of
+// that type (a type switch where DecodeAs's Event would cost an allocation
+// a message), and says whether it did. Any other E (a pointer, an
+// interface, a type that embeds an event) is not set: DecodeAs then reads
+// as before.
+func (d *scanned) into(p any, typ string) bool {
 	switch p := p.(type) {
 	case *Requested:
+		if typ != TypeRequested {
+			return false
+		}
 		*p = d.requested()
 	case *Dispatched:
+		if typ != TypeDispatched {
+			return false
+		}
 		*p = d.dispatched()
 	case *Completed:
+		if typ != TypeCompleted {
+			return false
+		}
 		*p = d.completed()
 	case *LateResult:
+		if typ != TypeLateResult {
+			return false
+		}
 		*p = d.late()
+	default:
+		return false
 	}
+	return true
 }

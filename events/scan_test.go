@@ -229,6 +229,8 @@ func TestDecodeScanLeavesToDecode(t *testing.T) {
 		{"no data", head + `"type":"stk.requested"}`},
 		{"data null", head + `"type":"stk.requested","data":null}`},
 		{"after the envelope", head + `"type":"stk.requested",` + data + `}x`},
+		{"no tracking id, subject empty", `{"specversion":"1.0","subject":"","type":"stk.requested","data":{"tracking_id":""}}`},
+		{"no data fields, subject empty", `{"specversion":"1.0","subject":"","type":"stk.requested","data":{}}`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if env, ok := DecodeScan([]byte(tt.body)); ok {
@@ -239,5 +241,79 @@ func TestDecodeScanLeavesToDecode(t *testing.T) {
 	// The same message, plain, is the scan's.
 	if body := head + `"type":"stk.requested",` + data + `}`; !sameAsDecodeScan(t, []byte(body)) {
 		t.Errorf("DecodeScan refused %s", body)
+	}
+}
+
+// The envelope's and the event's strings are the scan's own: a caller's
+// body (a NATS message's, whose buffer may be used again) written over
+// after decoding leaves them as they were.
+func TestDecodeScanKeepsNoPartOfTheBody(t *testing.T) {
+	for _, ev := range scanCorpus() {
+		_, _, body, err := Encode("stkgate/test", ev, time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC))
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, ok := DecodeScan(body)
+		if !ok {
+			t.Fatalf("%s: not scanned", ev.Type())
+		}
+		want := env
+		want.Data = cloneEvent(t, env.Data)
+		want.ID, want.Source, want.Subject = strings.Clone(env.ID), strings.Clone(env.Source), strings.Clone(env.Subject)
+		got, err := DecodeAs[Completed](body)
+		completed := err == nil
+		wantCompleted := got
+		if completed {
+			wantCompleted.Data = cloneEvent(t, got.Data).(Completed)
+		}
+		for i := range body {
+			body[i] = 'Z'
+		}
+		if diff := cmp.Diff(want, env, exactTime); diff != "" {
+			t.Errorf("%s: DecodeScan's result changed with its body (-before +after):\n%s", ev.Type(), diff)
+		}
+		if completed {
+			if diff := cmp.Diff(wantCompleted, got, exactTime); diff != "" {
+				t.Errorf("DecodeAs's result changed with its body (-before +after):\n%s", diff)
+			}
+		}
+	}
+}
+
+// cloneEvent is ev with every string copied, through its JSON.
+func cloneEvent(t *testing.T, ev Event) Event {
+	t.Helper()
+	_, _, body, err := Encode("stkgate/test", ev, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c, err := Decode(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// DecodeAs of a type that is not one of the four events itself (a
+// pointer to one, a type embedding one) reads as it did before the scan:
+// the scan sets only the four.
+func TestDecodeAsOtherTypesOfEvent(t *testing.T) {
+	ev := scanCorpus()[0].(Requested)
+	_, _, body, err := Encode("stkgate/test", ev, time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := DecodeAs[Requested](body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ptr, err := DecodeAs[*Requested](body)
+	if err != nil || ptr.Data == nil || !cmp.Equal(*ptr.Data, want.Data, exactTime) || ptr.ID != want.ID {
+		t.Errorf("DecodeAs[*Requested]: %+v, %v; want %+v", ptr, err, want)
+	}
+	type embedding struct{ Requested }
+	emb, err := DecodeAs[embedding](body)
+	if err != nil || !cmp.Equal(emb.Data.Requested, want.Data, exactTime) {
+		t.Errorf("DecodeAs[embedding]: %+v, %v; want %+v", emb, err, want)
 	}
 }

@@ -109,6 +109,8 @@ func TestDecodeMatchesEventsDecode(t *testing.T) {
 		`{"specversion":"1.0","type":"stk.requested","subject":"x","Data":{"Tracking_ID":"x","CLIENT":"a"}}`,
 		`{"specversion":"1.0","type":"stk.completed","subject":"x","data":{"tracking_id":"x","reference":"data"}}`,
 		`{"specversion":"0.3","type":"stk.requested","subject":"x","data":{"tracking_id":"x"}}`,
+		`{"specversion":"1.0","type":"stk.requested","subject":"y","data":{"tracking_id":"x"}}`,
+		`{"specversion":"1.0","type":"stk.requested","subject":"x","d\u0061ta":{"tracking_id":"x","client":"a"},"data":{"tracking_id":"x"}}`,
 	}
 	for _, b := range fixed {
 		for _, typ := range []string{events.TypeRequested, events.TypeCompleted} {
