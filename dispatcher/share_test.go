@@ -152,3 +152,117 @@ func TestShares(t *testing.T) {
 		})
 	}
 }
+
+// With no bound on Daraja (DARAJA_MAX_RPS=0) a client's hand-backs come
+// due at twice the pace its requests are done, so that a client at its
+// share gets a request back whenever a worker frees: a fixed 10 ms spacing
+// let a client whose requests were done 1,000 times a second have its
+// handed-back ones back at 100 a second, and a burst of a few thousand
+// waited minutes after the workers had gone idle (make bench's end-to-end
+// run). A client done slowly keeps the trickle (10 ms at most), and one
+// not yet done at all starts there.
+func TestHandBacksFollowTheClientsPaceWithoutABudget(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name  string
+		every time.Duration // between two of the client's requests done
+		want  time.Duration // the spacing of its hand-backs then
+	}{
+		{"done 1000 a second", time.Millisecond, 500 * time.Microsecond},
+		{"done 200 a second", 5 * time.Millisecond, 2500 * time.Microsecond},
+		{"done 20 a second: the trickle", 50 * time.Millisecond, maxHandBackSpacing},
+		{"done 100000 a second: the floor", 10 * time.Microsecond, minHandBackSpacing},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newShares(8, 8, time.Second, handBackSpacing(0))
+			now := t0
+			s.now = func() time.Time { return now }
+			seq := uint64(0)
+			take := func() (func(), time.Duration) {
+				seq++
+				done, wait, _ := s.take(ask{client: "a", phone: fmt.Sprint("p", seq), id: fmt.Sprint("r", seq), seq: seq}, now, false)
+				return done, wait
+			}
+			// Before any is done: the trickle.
+			var held []func()
+			for range 4 {
+				done, _ := take()
+				held = append(held, done)
+			}
+			_, w1 := take()
+			_, w2 := take()
+			if w2-w1 != maxHandBackSpacing {
+				t.Fatalf("hand-backs before any request was done: %v apart, want %v", w2-w1, maxHandBackSpacing)
+			}
+			// A second of requests done at the pace, each freeing a worker
+			// another takes.
+			for end := now.Add(2 * time.Second); now.Before(end); now = now.Add(tc.every) {
+				held[0]()
+				done, _ := take()
+				if done == nil {
+					t.Fatal("a worker freed, but the client's request was handed back")
+				}
+				held = append(held[1:], done)
+			}
+			_, w1 = take()
+			_, w2 = take()
+			if got := w2 - w1; got < tc.want*9/10 || got > tc.want*11/10 {
+				t.Errorf("hand-backs %v apart, want %v", got, tc.want)
+			}
+		})
+	}
+	// A client fast for a second, then stalled with its requests in
+	// flight (Daraja down, its pushes retrying): its hand-backs slow with
+	// the stall, to the trickle within seconds, not its last fast pace; and a
+	// request behind a handed-back one on its phone comes the trickle
+	// after it, whatever the client's pace.
+	t.Run("stalled after a fast second", func(t *testing.T) {
+		s := newShares(8, 8, time.Second, handBackSpacing(0))
+		now := t0
+		s.now = func() time.Time { return now }
+		seq := uint64(0)
+		take := func(phone string) (func(), time.Duration, string) {
+			seq++
+			if phone == "" {
+				phone = fmt.Sprint("p", seq)
+			}
+			return s.take(ask{client: "a", phone: phone, id: fmt.Sprint("r", seq), seq: seq}, now, false)
+		}
+		var held []func()
+		for range 4 {
+			done, _, _ := take("")
+			held = append(held, done)
+		}
+		for end := now.Add(time.Second); now.Before(end); now = now.Add(time.Millisecond) {
+			held[0]()
+			done, _, _ := take("")
+			held = append(held[1:], done)
+		}
+		_, w1, _ := take("")
+		_, w2, _ := take("")
+		if w2-w1 != 500*time.Microsecond {
+			t.Fatalf("at 1000 done a second: hand-backs %v apart, want 500µs", w2-w1)
+		}
+		_, w1, _ = take("shared")
+		_, w2, why := take("shared")
+		if why != behindPhone || w2-w1 != maxHandBackSpacing {
+			t.Errorf("behind a request handed back on its phone: %v after it (%s), want %v", w2-w1, why, maxHandBackSpacing)
+		}
+		now = now.Add(time.Second)
+		_, w1, _ = take("")
+		_, w2, _ = take("")
+		if w2-w1 < 2*time.Millisecond {
+			t.Errorf("stalled for 1s: hand-backs %v apart, want them slowed from 500µs", w2-w1)
+		}
+		now = now.Add(4 * time.Second)
+		_, w1, _ = take("")
+		_, w2, _ = take("")
+		if w2-w1 != maxHandBackSpacing {
+			t.Errorf("stalled for 5s: hand-backs %v apart, want the trickle, %v", w2-w1, maxHandBackSpacing)
+		}
+	})
+	// With a budget, its pace: the client's own does not matter.
+	if got := handBackSpacing(20); got != 25*time.Millisecond {
+		t.Errorf("handBackSpacing(20) = %v, want 25ms", got)
+	}
+}
