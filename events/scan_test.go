@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -62,10 +63,10 @@ func scanBodies(t testing.TB, n int) [][]byte {
 // type assertion do: the envelope Decode read, with its event if an E, and
 // Decode's error, or ErrMalformed naming the type if not an E. It reports
 // whether DecodeAs took it.
-func sameAsDecode[E Event](t *testing.T, body []byte) bool {
+func sameAsDecode[E Event](t *testing.T, body []byte, d decoded) bool {
 	t.Helper()
 	var zero E
-	raw, ev, decodeErr := Decode(body)
+	raw, ev, decodeErr := d.raw, d.ev, d.err
 	want, wantErr := withData(raw, zero), ""
 	if e, ok := ev.(E); ok {
 		want.Data = e
@@ -81,25 +82,41 @@ func sameAsDecode[E Event](t *testing.T, body []byte) bool {
 	if err != nil && !errors.Is(err, ErrMalformed) {
 		t.Fatalf("%q: DecodeAs[%T] error %v is not ErrMalformed", body, zero, err)
 	}
-	if diff := cmp.Diff(want, got, exactTime); diff != "" {
-		t.Fatalf("%q: DecodeAs[%T] differs from Decode (-Decode +DecodeAs):\n%s", body, zero, diff)
+	// reflect.DeepEqual first: equal so, the times are too (their wall
+	// clock, monotonic reading and zone alike), and cmp's reflection over
+	// 80,000 pairs took the package's tests from 31 to 72 s under -race.
+	if !reflect.DeepEqual(want, got) {
+		if diff := cmp.Diff(want, got, exactTime); diff != "" {
+			t.Fatalf("%q: DecodeAs[%T] differs from Decode (-Decode +DecodeAs):\n%s", body, zero, diff)
+		}
 	}
 	return err == nil
+}
+
+// decoded is what Decode answered for a body: sameAsDecode compares each
+// type's DecodeAs with it.
+type decoded struct {
+	raw Envelope
+	ev  Event
+	err error
 }
 
 // TestDecodeAsMatchesDecode: DecodeAs of each type answers every body of
 // the edited corpus as Decode and a type assertion do, envelope and error
 // included.
 func TestDecodeAsMatchesDecode(t *testing.T) {
+	t.Parallel()
 	bodies := scanBodies(t, 20000)
 	taken, scanned := 0, 0
 	for _, body := range bodies {
 		if _, ok := DecodeScan(body); ok {
 			scanned++ // DecodeAs of its type took it without encoding/json
 		}
+		var d decoded
+		d.raw, d.ev, d.err = Decode(body)
 		for _, ok := range []bool{
-			sameAsDecode[Requested](t, body), sameAsDecode[Dispatched](t, body),
-			sameAsDecode[Completed](t, body), sameAsDecode[LateResult](t, body),
+			sameAsDecode[Requested](t, body, d), sameAsDecode[Dispatched](t, body, d),
+			sameAsDecode[Completed](t, body, d), sameAsDecode[LateResult](t, body, d),
 		} {
 			if ok {
 				taken++

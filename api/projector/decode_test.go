@@ -229,6 +229,7 @@ func editedBodies(t testing.TB, n int) (bodies [][]byte, subjects []string) {
 // check) does on bodies edited byte by byte: those the scan takes, and
 // those it leaves to the one pass (decodeOnePass) or to events.Decode.
 func TestDecodeMatchesEventsDecodeByteByByte(t *testing.T) {
+	t.Parallel()
 	bodies, subjects := editedBodies(t, 20000)
 	scanned, onePass := 0, 0
 	for i, body := range bodies {
