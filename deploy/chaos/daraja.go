@@ -75,17 +75,9 @@ func replayCallbacks(ctx context.Context, db *sql.DB, rec simRecordings, rows ma
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	for _, c := range delivered {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(c.Body))
-		if err != nil {
+		if err := replayOne(ctx, client, c, replayTries, time.Second); err != nil {
 			return replayed, 0, err
 		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			return replayed, 0, fmt.Errorf("replay callback: %w", err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 		replayed++
 	}
 	if replayed == 0 {
@@ -105,6 +97,39 @@ func replayCallbacks(ctx context.Context, db *sql.DB, rec simRecordings, rows ma
 		}
 	}
 	return replayed, changed, nil
+}
+
+// replayTries is how many times a replayed callback is sent before the run
+// fails: callback-ingest, crashed at its failpoint, is restarted within a
+// second or two.
+const replayTries = 10
+
+// replayOne sends callback c again until it is answered, at most tries
+// times, pause apart: a replay that would publish an outcome (one that
+// came before stk.dispatched, say) may crash callback-ingest at its
+// failpoint after keeping it, and the lost connection is Daraja's to try
+// again, as it would a callback without an answer.
+func replayOne(ctx context.Context, client *http.Client, c darajatest.CallbackDelivery, tries int, pause time.Duration) error {
+	var err error
+	for range tries {
+		var req *http.Request
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(c.Body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		var resp *http.Response
+		if resp, err = client.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		sleep(ctx, pause)
+	}
+	return fmt.Errorf("replay callback (%d tries): %w", tries, err)
 }
 
 // script is daraja-sim's ScriptRequest.
