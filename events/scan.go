@@ -67,6 +67,7 @@ func scan(body []byte, d *scanned) (env EnvelopeOf[struct{}], _ bool) {
 			return env, false
 		}
 		var bit uint
+		var text *string // an envelope field that is a plain string
 		switch string(key) {
 		case "specversion":
 			bit = 1 << 0
@@ -76,15 +77,9 @@ func scan(body []byte, d *scanned) (env EnvelopeOf[struct{}], _ bool) {
 			}
 			env.SpecVersion = SpecVersion
 		case "id":
-			bit = 1 << 1
-			if env.ID, ok = s.text(); !ok {
-				return env, false
-			}
+			bit, text = 1<<1, &env.ID
 		case "source":
-			bit = 1 << 2
-			if env.Source, ok = s.text(); !ok {
-				return env, false
-			}
+			bit, text = 1<<2, &env.Source
 		case "type":
 			bit = 1 << 3
 			v, ok := s.str()
@@ -104,20 +99,14 @@ func scan(body []byte, d *scanned) (env EnvelopeOf[struct{}], _ bool) {
 				return env, false
 			}
 		case "subject":
-			bit = 1 << 4
-			if env.Subject, ok = s.text(); !ok {
-				return env, false
-			}
+			bit, text = 1<<4, &env.Subject
 		case "time":
 			bit = 1 << 5
 			if env.Time, ok = s.time(); !ok {
 				return env, false
 			}
 		case "datacontenttype":
-			bit = 1 << 6
-			if env.DataContentType, ok = s.text(); !ok {
-				return env, false
-			}
+			bit, text = 1<<6, &env.DataContentType
 		case "data":
 			bit = 1 << 7
 			if env.Type == "" {
@@ -128,6 +117,11 @@ func scan(body []byte, d *scanned) (env EnvelopeOf[struct{}], _ bool) {
 			}
 		default:
 			return env, false
+		}
+		if text != nil {
+			if *text, ok = s.text(); !ok {
+				return env, false
+			}
 		}
 		if seen&bit != 0 {
 			return env, false // a key twice: encoding/json keeps the last

@@ -27,6 +27,24 @@ func exactDecode(subject string, body []byte) (events.Event, error) {
 	return ev, nil
 }
 
+// sameAsEventsDecode fails t unless Decode answers body on subject as
+// events.Decode and the subject check do: the same event, or an error
+// (ErrMalformed) where they give one.
+func sameAsEventsDecode(t *testing.T, subject string, body []byte) {
+	t.Helper()
+	want, wantErr := exactDecode(subject, body)
+	got, err := Decode(subject, body)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("%q: Decode error %v, events.Decode's %v", body, err, wantErr)
+	}
+	if err != nil && !errors.Is(err, events.ErrMalformed) {
+		t.Errorf("%q: error %v is not ErrMalformed", body, err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("%q: Decode differs from events.Decode (-events.Decode +Decode):\n%s", body, diff)
+	}
+}
+
 // decodeCorpus is an event of each kind with every field set.
 func decodeCorpus() []events.Event {
 	at := time.Date(2026, 12, 7, 4, 30, 0, 123456000, time.UTC)
@@ -156,17 +174,7 @@ func TestDecodeMatchesEventsDecode(t *testing.T) {
 		if _, ok := decodeOnePass(body); ok {
 			onePass++
 		}
-		want, wantErr := exactDecode(subjects[i], body)
-		got, err := Decode(subjects[i], body)
-		if (err != nil) != (wantErr != nil) {
-			t.Fatalf("%s: Decode error %v, events.Decode's %v", body, err, wantErr)
-		}
-		if err != nil && !errors.Is(err, events.ErrMalformed) {
-			t.Errorf("%s: error %v is not ErrMalformed", body, err)
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Fatalf("%s: Decode differs from events.Decode (-events.Decode +Decode):\n%s", body, diff)
-		}
+		sameAsEventsDecode(t, subjects[i], body)
 	}
 	// The one pass vouched for some, and left others to events.Decode.
 	if onePass < len(bodies)/10 || onePass > len(bodies)*9/10 {
@@ -233,22 +241,12 @@ func TestDecodeMatchesEventsDecodeByteByByte(t *testing.T) {
 	bodies, subjects := editedBodies(t, 20000)
 	scanned, onePass := 0, 0
 	for i, body := range bodies {
-		want, wantErr := exactDecode(subjects[i], body)
 		if env, ok := events.DecodeScan(body); ok && isSubject(subjects[i], env.Type, env.Subject) {
 			scanned++
 		} else if _, ok := decodeOnePass(body); ok {
 			onePass++
 		}
-		got, err := Decode(subjects[i], body)
-		if (err != nil) != (wantErr != nil) {
-			t.Fatalf("%q: Decode error %v, events.Decode's %v", body, err, wantErr)
-		}
-		if err != nil && !errors.Is(err, events.ErrMalformed) {
-			t.Errorf("%q: error %v is not ErrMalformed", body, err)
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Fatalf("%q: Decode differs from events.Decode (-events.Decode +Decode):\n%s", body, diff)
-		}
+		sameAsEventsDecode(t, subjects[i], body)
 	}
 	// The edits left some bodies to the scan, and some to the one pass.
 	if scanned < len(bodies)/20 || onePass < len(bodies)/100 {

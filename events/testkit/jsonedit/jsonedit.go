@@ -11,11 +11,11 @@ import (
 	"strings"
 )
 
-// Edits are what Bodies puts into a body: escapes, bytes that are not
+// edits are what Bodies puts into a body: escapes, bytes that are not
 // UTF-8 or not allowed in a string, JSON's punctuation, numbers and times
 // at their edges, keys of the envelope and of an event's data, in and out
 // of case.
-var Edits = []string{
+var edits = []string{
 	`\`, `\"`, `\u0041`, `\n`, " ", "\t", "\n", "\x01", "é", "\xff", "\xe2\x82", `"`, `,`, `:`, `{`, `}`, `[`, `]`,
 	`null`, `0`, `-`, `-0`, `01`, `1.5`, `1e3`, `E`, `.`, `9999999999999999999`, `123456789012345678`,
 	`+03:00`, `Z`, `T`, `2026-12-07T04:30:00+03:00`, `24:00:00`, `true`,
@@ -34,7 +34,7 @@ type Body struct {
 
 // Bodies returns each of bases, each again with spaces between its tokens
 // (as another writer may put them), then n bodies made from them at
-// random, each by one to three edits: one of Edits put in, a few bytes cut
+// random, each by one to three edits: one of edits put in, a few bytes cut
 // out, or cut short there. The random source is seeded: the same bases
 // give the same bodies every run.
 func Bodies(bases [][]byte, n int) []Body {
@@ -52,7 +52,7 @@ func Bodies(bases [][]byte, n int) []Body {
 			at := rng.IntN(len(body) + 1)
 			switch rng.IntN(4) {
 			case 0, 1:
-				edit := Edits[rng.IntN(len(Edits))]
+				edit := edits[rng.IntN(len(edits))]
 				body = append(body[:at:at], append([]byte(edit), body[at:]...)...)
 			case 2:
 				if at < len(body) {
